@@ -1,0 +1,76 @@
+/**
+ * Every error streamstate throws on purpose is a StreamStateError with a stable `code`.
+ * Codes are part of the public API (docs/ERRORS.md): match on `err.code`, not on messages.
+ * Messages say what is wrong and what to do about it.
+ */
+export const ErrorCodes = [
+  // state access and registration
+  'NO_CURRENT_KEY',
+  'KEY_OUT_OF_RANGE',
+  'NULL_NOT_ALLOWED',
+  'STATE_KIND_MISMATCH',
+  'STATE_NOT_REGISTERED',
+  'INVALID_ARGUMENT',
+  'BACKEND_CLOSED',
+  // serializers and schema
+  'SERIALIZER_INCOMPATIBLE',
+  'KEY_SERIALIZER_MISMATCH',
+  'SERIALIZATION_FAILED',
+  // snapshots and restore
+  'SNAPSHOT_CANCELLED',
+  'SNAPSHOT_TOO_LARGE',
+  'SNAPSHOT_FAILED',
+  'MAX_PARALLELISM_MISMATCH',
+  'PARALLELISM_INVALID',
+  'RESTORE_FAILED',
+  // formats and files
+  'NOT_FOUND',
+  'METADATA_MISSING',
+  'BAD_MAGIC',
+  'UNSUPPORTED_VERSION',
+  'CHECKSUM_MISMATCH',
+  'TRUNCATED',
+  'CORRUPT',
+  'STORAGE_IO',
+  'ALREADY_EXISTS',
+  // coordination
+  'CHECKPOINT_NOT_FOUND',
+  'CHECKPOINT_DECLINED',
+  'UNKNOWN_OPERATOR',
+] as const;
+
+export type ErrorCode = (typeof ErrorCodes)[number];
+
+export class StreamStateError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Wrong use of the state API by operator code (no current key, null where none is allowed, ...). */
+export class StateAccessError extends StreamStateError {}
+
+/** A state name registered again with another kind, or a state used before registration. */
+export class StateRegistrationError extends StreamStateError {}
+
+/** A recorded serializer does not match the one now in use and cannot be migrated. */
+export class StateMigrationError extends StreamStateError {}
+
+/** A snapshot or checkpoint could not be taken (cancelled, too large, I/O failure). */
+export class SnapshotError extends StreamStateError {}
+
+/** A snapshot file or _metadata is missing, truncated, corrupt, or of an unknown format or version. */
+export class FormatError extends StreamStateError {}
+
+/** A restore cannot proceed (parallelism mismatch, missing handles, ...). */
+export class RestoreError extends StreamStateError {}
+
+/** A storage operation failed (the file system or object store answered with an error). */
+export class StorageError extends StreamStateError {}
+
+export function isStreamStateError(err: unknown, code?: ErrorCode): err is StreamStateError {
+  return err instanceof StreamStateError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,42 @@
+/**
+ * A BlobStore is the only thing a storage medium must provide: named byte objects under a root.
+ * Checkpoint storage (src/checkpoint/checkpoint-storage.ts) builds the checkpoint layout on top of
+ * it, so local disk, process memory and S3 share one implementation of everything else.
+ *
+ * Names are posix-style relative paths ("job/chk-3/_metadata"); never absolute, never "..".
+ */
+export interface BlobInfo {
+  readonly name: string;
+  readonly size: number;
+  /** ms since epoch, when the store knows it */
+  readonly modified?: number;
+}
+
+export interface BlobStore {
+  /** Where the store is, for messages and pointers: an absolute directory, `memory://x`, `s3://bucket/prefix`. */
+  readonly location: string;
+  /** Writes a whole object (overwrites). */
+  put(name: string, data: Uint8Array): Promise<void>;
+  /** Streams an object (large files, multipart on S3). Returns its size. */
+  putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number>;
+  /**
+   * Writes an object so that readers see either nothing or all of it, even across a crash
+   * (temp file + fsync + rename + dir fsync on disk; a single PUT on S3). Fails with ALREADY_EXISTS
+   * when `exclusive` and the object exists.
+   */
+  putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void>;
+  /** The whole object. Throws StorageError NOT_FOUND when missing. */
+  get(name: string): Promise<Buffer>;
+  /** `length` bytes from `offset` (ranged read). */
+  getRange(name: string, offset: number, length: number): Promise<Buffer>;
+  /** Streams the object to a local file. */
+  download(name: string, localPath: string): Promise<void>;
+  /** Size etc., or null when missing. */
+  stat(name: string): Promise<BlobInfo | null>;
+  /** Every object whose name starts with `prefix` (a "directory" prefix should end with "/"). */
+  list(prefix: string): Promise<BlobInfo[]>;
+  /** Deletes objects; missing ones are ignored (idempotent). */
+  delete(names: readonly string[]): Promise<void>;
+  /** Releases clients/handles. */
+  close?(): Promise<void>;
+}

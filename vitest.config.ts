@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    pool: 'forks',
+    // s3rver pages ListObjectsV2 with a DES-based token that OpenSSL 3 refuses without the legacy provider.
+    execArgv: ['--openssl-legacy-provider'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    env: { AWS_EC2_METADATA_DISABLED: 'true', NO_COLOR: '1' },
+  },
+});
