@@ -1,0 +1,313 @@
+import { createWriteStream } from 'node:fs';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { StorageError, StreamStateError } from '../errors.js';
+import type { BlobInfo, BlobStore } from './blob-store.js';
+import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
+
+/** Temp files of putAtomic: `.<name>.tmp-<hex>`; list() never shows them. */
+const TEMP_FILE = /^\..+\.tmp-[0-9a-f]+$/;
+const DELETE_CONCURRENCY = 16;
+/** A putAtomic temp file this old belongs to a crashed writer. */
+const STALE_TEMP_MS = 60_000;
+
+/**
+ * A BlobStore over a local directory: blob "a/b/c" is the file <rootDir>/a/b/c. Directories are
+ * created on write and removed again when a delete leaves them empty.
+ */
+export class LocalBlobStore implements BlobStore {
+  readonly rootDir: string;
+  readonly location: string;
+
+  constructor(rootDir: string) {
+    if (typeof rootDir !== 'string' || rootDir.length === 0) {
+      throw new StreamStateError('INVALID_ARGUMENT', 'LocalBlobStore needs a directory path; got an empty one.');
+    }
+    this.rootDir = resolve(rootDir);
+    this.location = this.rootDir;
+  }
+
+  /** The local file path of a blob name (validated: relative, no escapes). */
+  pathOf(name: string): string {
+    checkBlobName(name);
+    return join(this.rootDir, ...name.split('/'));
+  }
+
+  async put(name: string, data: Uint8Array): Promise<void> {
+    const file = this.pathOf(name);
+    await this.withParentDir(file, () => writeFile(file, data));
+  }
+
+  async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+    const file = this.pathOf(name);
+    let size = 0;
+    async function* counted(): AsyncGenerator<Uint8Array> {
+      for await (const chunk of data) {
+        size += chunk.byteLength;
+        yield chunk;
+      }
+    }
+    // The source is consumed once: open the file (retrying a vanished parent) before streaming.
+    const handle = await this.withParentDir(file, () => open(file, 'w'));
+    try {
+      await pipeline(counted(), handle.createWriteStream());
+    } catch (err) {
+      await unlink(file).catch(() => undefined);
+      throw this.mapError(err, 'write', name);
+    }
+    return size;
+  }
+
+  async putAtomic(name: string, data: Uint8Array, opts: { exclusive?: boolean } = {}): Promise<void> {
+    const file = this.pathOf(name);
+    const dir = dirname(file);
+    const temp = join(dir, `.${file.slice(dir.length + 1)}.tmp-${randomHex(12)}`);
+    try {
+      await this.withParentDir(temp, async () => {
+        const fh = await open(temp, 'wx');
+        try {
+          await fh.writeFile(data);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      });
+      if (opts.exclusive) {
+        // link() fails with EEXIST when the target exists: a true exclusive create, unlike rename().
+        await link(temp, file);
+        await unlink(temp);
+      } else {
+        await rename(temp, file);
+      }
+      await fsyncDir(dir);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new StorageError('ALREADY_EXISTS', `${file} already exists and is never overwritten. Use a new name, or delete it first.`);
+      }
+      throw this.mapError(err, 'write', name);
+    }
+  }
+
+  async get(name: string): Promise<Buffer> {
+    const file = this.pathOf(name);
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw this.mapError(err, 'read', name);
+    }
+  }
+
+  async getRange(name: string, offset: number, length: number): Promise<Buffer> {
+    checkRange(name, offset, length);
+    const file = this.pathOf(name);
+    try {
+      const fh = await open(file, 'r');
+      try {
+        const buf = Buffer.allocUnsafe(length);
+        let filled = 0;
+        while (filled < length) {
+          const { bytesRead } = await fh.read(buf, filled, length - filled, offset + filled);
+          if (bytesRead === 0) break; // end of file: a range past the end returns what exists
+          filled += bytesRead;
+        }
+        return filled === length ? buf : buf.subarray(0, filled);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      throw this.mapError(err, 'read', name);
+    }
+  }
+
+  async download(name: string, localPath: string): Promise<void> {
+    const file = this.pathOf(name);
+    let source;
+    try {
+      source = await open(file, 'r');
+    } catch (err) {
+      throw this.mapError(err, 'read', name);
+    }
+    try {
+      await mkdir(dirname(resolve(localPath)), { recursive: true });
+      await pipeline(source.createReadStream(), createWriteStream(localPath));
+    } catch (err) {
+      throw this.mapError(err, 'download', name, localPath);
+    } finally {
+      await source.close().catch(() => undefined);
+    }
+  }
+
+  async stat(name: string): Promise<BlobInfo | null> {
+    const file = this.pathOf(name);
+    try {
+      const st = await stat(file);
+      return st.isFile() ? { name, size: st.size, modified: st.mtimeMs } : null;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw this.mapError(err, 'stat', name);
+    }
+  }
+
+  async list(prefix: string): Promise<BlobInfo[]> {
+    checkBlobPrefix(prefix);
+    // Walk only the deepest directory the prefix names, not the whole root.
+    const slash = prefix.lastIndexOf('/');
+    const startName = slash < 0 ? '' : prefix.slice(0, slash);
+    const out: BlobInfo[] = [];
+    await this.walk(startName, prefix, out);
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  private async walk(dirName: string, prefix: string, out: BlobInfo[]): Promise<void> {
+    const dir = dirName === '' ? this.rootDir : join(this.rootDir, ...dirName.split('/'));
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw this.mapError(err, 'list', dirName || '.');
+    }
+    const nested: Promise<void>[] = [];
+    for (const entry of entries) {
+      const name = dirName === '' ? entry.name : `${dirName}/${entry.name}`;
+      if (entry.isDirectory()) {
+        // Descend only where names can still match the prefix.
+        if (name.startsWith(prefix) || prefix.startsWith(`${name}/`)) nested.push(this.walk(name, prefix, out));
+      } else if (entry.isFile() && !TEMP_FILE.test(entry.name) && name.startsWith(prefix)) {
+        nested.push(
+          stat(join(dir, entry.name)).then(
+            (st) => void out.push({ name, size: st.size, modified: st.mtimeMs }),
+            (err: unknown) => {
+              if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.mapError(err, 'stat', name);
+            },
+          ),
+        );
+      }
+    }
+    await Promise.all(nested);
+  }
+
+  async delete(names: readonly string[]): Promise<void> {
+    const files = names.map((n) => this.pathOf(n));
+    const dirs = new Set<string>();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < files.length) {
+        const i = next++;
+        try {
+          await unlink(files[i]);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'ENOENT' && code !== 'ENOTDIR') throw this.mapError(err, 'delete', names[i]);
+        }
+        dirs.add(dirname(files[i]));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, files.length) }, worker));
+    // Deepest first, so a parent is tried after its children.
+    for (const dir of [...dirs].sort((a, b) => b.length - a.length)) await this.removeEmptyDirs(dir);
+  }
+
+  /** Removes `dir` and its parents while they are empty, never the root itself. */
+  private async removeEmptyDirs(dir: string): Promise<void> {
+    let current = dir;
+    while (current !== this.rootDir && isInside(this.rootDir, current)) {
+      try {
+        await rmdir(current);
+      } catch (err) {
+        // Not empty: it may hold only temp files a crashed putAtomic left behind; those go too.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY' || !(await this.removeStaleTempFiles(current))) return;
+        try {
+          await rmdir(current);
+        } catch {
+          return;
+        }
+      }
+      current = dirname(current);
+    }
+  }
+
+  /**
+   * Deletes `dir`'s entries when every one is a putAtomic temp file older than STALE_TEMP_MS (a live
+   * putAtomic finishes within milliseconds). Returns whether the directory is now empty.
+   */
+  private async removeStaleTempFiles(dir: string): Promise<boolean> {
+    try {
+      const entries = await readdir(dir);
+      const now = Date.now();
+      for (const entry of entries) {
+        if (!TEMP_FILE.test(entry) || now - (await stat(join(dir, entry))).mtimeMs < STALE_TEMP_MS) return false;
+      }
+      for (const entry of entries) await unlink(join(dir, entry));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Runs a create in `file`'s directory, creating it first. A concurrent delete may remove an
+   * emptied directory between mkdir and the create (ENOENT): then recreate it and retry.
+   */
+  private async withParentDir<T>(file: string, create: () => Promise<T>): Promise<T> {
+    const dir = dirname(file);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await mkdir(dir, { recursive: true });
+        return await create();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 3) continue;
+        throw this.mapError(err, 'write', relative(this.rootDir, file).split(sep).join('/'));
+      }
+    }
+  }
+
+  private mapError(err: unknown, op: string, name: string, localPath?: string): unknown {
+    return fsErrorToStorageError(err, op, localPath ?? join(this.rootDir, ...name.split('/')), op !== 'write' && op !== 'download');
+  }
+}
+
+/**
+ * An fs error as a StorageError: missing → NOT_FOUND naming the path (when `missingIsNotFound`;
+ * a write into a vanished directory is an I/O failure), anything else → STORAGE_IO with the errno.
+ * StreamStateErrors pass through unchanged.
+ */
+export function fsErrorToStorageError(err: unknown, op: string, path: string, missingIsNotFound = true): unknown {
+  if (err instanceof StreamStateError) return err;
+  const e = err as NodeJS.ErrnoException | undefined;
+  switch (e?.code) {
+    case 'ENOENT':
+    case 'ENOTDIR':
+    case 'EISDIR':
+      if (!missingIsNotFound) break;
+      return new StorageError('NOT_FOUND', `${path} does not exist. Check the path, or whether it was deleted (e.g. by checkpoint retention).`, { cause: err });
+    case 'ENOSPC':
+      return new StorageError('STORAGE_IO', `cannot ${op} ${path}: disk full (ENOSPC). Free space or point storage elsewhere.`, { cause: err });
+    case 'EACCES':
+    case 'EPERM':
+      return new StorageError('STORAGE_IO', `cannot ${op} ${path}: permission denied (${e.code}). Fix the directory's permissions or owner.`, { cause: err });
+  }
+  return new StorageError('STORAGE_IO', `cannot ${op} ${path}: ${e?.code ?? 'error'} ${e?.message ?? String(err)}`, { cause: err });
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  // Makes the rename/link durable. Some platforms refuse fsync on directories; that is not fatal.
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EPERM') throw err;
+  } finally {
+    await fh.close();
+  }
+}
+
+function isInside(root: string, p: string): boolean {
+  const rel = relative(root, p);
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel);
+}
