@@ -1,0 +1,674 @@
+import type { CheckpointStreamFactory, RestoreSource, SnapshotOptions, StateFileReader } from '../backend/contract.js';
+import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
+import { referencedFiles } from '../backend/handles.js';
+import { RestoreError, SnapshotError, StreamStateError, isStreamStateError } from '../errors.js';
+import { checkParallelism } from '../keygroups/key-groups.js';
+import { assignKeyedState, assignOperatorState } from './assignment.js';
+import { encodeMetadata } from './metadata-codec.js';
+import type { CheckpointMetadata, CompletedCheckpointInfo, OperatorSnapshot } from './metadata.js';
+import { SharedStateRegistry, type RestoreMode } from './shared-registry.js';
+import type { CheckpointStorage, ResolvedSnapshot } from './storage.js';
+import { resolveHandlePath } from './streams.js';
+
+/** One operator of the job as the coordinator sees it. */
+export interface CoordinatedOperator {
+  readonly operatorId: string;
+  readonly parallelism: number;
+  readonly maxParallelism: number;
+}
+
+export interface CheckpointCoordinatorOptions {
+  readonly jobId: string;
+  readonly storage: CheckpointStorage;
+  /** Recorded in _metadata (`memory`, `leveldb`, ...). */
+  readonly backendName: string;
+  readonly operators: readonly CoordinatedOperator[];
+  /** Completed checkpoints kept; older ones are deleted when a new one completes. Default 1. */
+  readonly numRetained?: number;
+  /** What shutdown('cancel') does with retained checkpoints. Default `retain`. */
+  readonly onCancel?: 'retain' | 'delete';
+  /** How restore(pointer) treats a snapshot that is not one of this job's own checkpoints. Default `no-claim`. */
+  readonly restoreMode?: RestoreMode;
+  /** Restore even when the snapshot holds operators this job no longer has (their state is dropped). */
+  readonly allowNonRestoredState?: boolean;
+  /** ms clock for checkpoint timestamps. Default Date.now. */
+  readonly clock?: () => number;
+  /** Called with failures of best-effort deletions (the files are left for collectGarbage()). */
+  readonly onCleanupError?: (err: unknown) => void;
+}
+
+/** What one subtask restores from. */
+export interface SubtaskRestore {
+  readonly keyed: RestoreSource<KeyedStateHandle>;
+  readonly operator: RestoreSource<OperatorStateHandle>;
+}
+
+export interface RestorePlan {
+  /** Store-relative directory of the restored snapshot's _metadata. */
+  readonly pointer: string;
+  readonly checkpointId: number;
+  readonly metadata: CheckpointMetadata;
+  /** `claim` for this job's own checkpoints; else the configured restore mode. */
+  readonly mode: RestoreMode;
+  readonly files: StateFileReader;
+  /** Per operator of the job: one entry per subtask of its (new) parallelism. */
+  readonly operators: ReadonlyMap<string, readonly SubtaskRestore[]>;
+  /** The restore sources of one subtask. Throws INVALID_ARGUMENT for an unknown operator or index. */
+  subtask(operatorId: string, subtaskIndex: number): SubtaskRestore;
+}
+
+/** What a subtask acknowledges: the handles of its snapshot tasks (nulls, i.e. empty snapshots, are dropped). */
+export interface SubtaskAck {
+  readonly keyed: readonly (KeyedStateHandle | null)[];
+  readonly operator: readonly (OperatorStateHandle | null)[];
+}
+
+export interface PendingCheckpoint {
+  readonly checkpointId: number;
+  readonly timestamp: number;
+  readonly kind: 'checkpoint' | 'savepoint';
+  readonly format: 'native' | 'canonical';
+  /** Where its _metadata will be (store-relative). */
+  readonly pointer: string;
+  /** Backends must write a self-contained snapshot (savepoints; checkpoints while fullRequired). */
+  readonly full: boolean;
+  /** The first checkpoints after a no-claim restore must not reuse the restored files. */
+  readonly fullRequired: boolean;
+  /** The streams subtask `subtaskIndex` of `operatorId` writes its snapshot through. */
+  streamsFor(operatorId: string, subtaskIndex: number): CheckpointStreamFactory;
+  /** Ready-made SnapshotOptions for Snapshotable.snapshot(). */
+  snapshotOptions(operatorId: string, subtaskIndex: number): SnapshotOptions;
+  /** Resolves when it completes; rejects (CHECKPOINT_DECLINED / SNAPSHOT_FAILED) when it is aborted. */
+  readonly completion: Promise<CompletedCheckpointInfo>;
+}
+
+interface NormalizedAck {
+  readonly keyed: readonly KeyedStateHandle[];
+  readonly operator: readonly OperatorStateHandle[];
+}
+
+interface Pending {
+  readonly view: PendingCheckpoint;
+  readonly acks: Map<string, Map<number, NormalizedAck>>;
+  remaining: number;
+  /** Newest checkpoint whose files a backend may reuse in this one; shared files used at or after it stay. */
+  readonly reuseFloor: number;
+  readonly resolve: (info: CompletedCheckpointInfo) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+interface Retained {
+  readonly info: CompletedCheckpointInfo;
+  /** `own`: a chk-<n> directory of this job; `claimed`: a foreign snapshot restored in claim mode. */
+  readonly origin: 'own' | 'claimed';
+}
+
+const CHECKPOINT_DIR = /^chk-(0|[1-9][0-9]*)$/;
+
+/**
+ * Job-level checkpoint coordination (Flink's CheckpointCoordinator + completed checkpoint store):
+ * triggers checkpoints and savepoints, collects the subtasks' acknowledgements, writes _metadata
+ * last, keeps `numRetained` checkpoints and deletes what nobody references any more (shared files
+ * through the SharedStateRegistry), and plans restores (including rescaling).
+ *
+ * Call order: `restore()` once (it also loads this job's retained checkpoints, continues the ids
+ * and cleans up leftovers of a crash), then trigger/acknowledge/abort, then `shutdown()`.
+ * Completions, aborts and cleanups run one at a time, in order.
+ */
+export class CheckpointCoordinator {
+  readonly registry = new SharedStateRegistry();
+  private readonly jobId: string;
+  private readonly storage: CheckpointStorage;
+  private readonly operators: ReadonlyMap<string, CoordinatedOperator>;
+  private readonly numRetained: number;
+  private readonly clock: () => number;
+  private readonly pending = new Map<number, Pending>();
+  /** Fully acknowledged, waiting for (or in) completion: their files are as protected as pending ones. */
+  private readonly completing = new Map<number, Pending>();
+  private completed: Retained[] = [];
+  private nextId = 1;
+  private restoredId: number | undefined;
+  private fullRequired = false;
+  private started = false;
+  private stopped = false;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: CheckpointCoordinatorOptions) {
+    this.jobId = options.jobId;
+    this.storage = options.storage;
+    this.clock = options.clock ?? Date.now;
+    this.numRetained = options.numRetained ?? 1;
+    if (!Number.isSafeInteger(this.numRetained) || this.numRetained < 1) {
+      throw new StreamStateError('INVALID_ARGUMENT', `numRetained must be a positive integer, got ${options.numRetained}.`);
+    }
+    const ops = new Map<string, CoordinatedOperator>();
+    for (const op of options.operators) {
+      if (ops.has(op.operatorId)) throw new StreamStateError('INVALID_ARGUMENT', `operator id ${op.operatorId} is listed twice; operator ids must be unique.`);
+      checkParallelism(op.maxParallelism, op.parallelism);
+      ops.set(op.operatorId, op);
+    }
+    if (ops.size === 0) throw new StreamStateError('INVALID_ARGUMENT', 'a CheckpointCoordinator needs at least one operator.');
+    this.operators = ops;
+  }
+
+  /** The id the next checkpoint or savepoint gets. */
+  get nextCheckpointId(): number {
+    return this.nextId;
+  }
+
+  /** Retained completed checkpoints, oldest first. */
+  completedCheckpoints(): CompletedCheckpointInfo[] {
+    return this.completed.map((c) => c.info);
+  }
+
+  latestCompleted(): CompletedCheckpointInfo | null {
+    return this.completed.at(-1)?.info ?? null;
+  }
+
+  pendingCheckpoints(): PendingCheckpoint[] {
+    return [...this.pending.values()].map((p) => p.view);
+  }
+
+  // ------------------------------------------------------------------ restore
+
+  /**
+   * Starts the coordinator: loads this job's retained checkpoints, resolves what to restore from
+   * (`pointer`, else the job's latest completed checkpoint), routes its handles to the subtasks
+   * of the job's current parallelism, continues the checkpoint ids after it and deletes leftovers
+   * of checkpoints that never completed. Null when there is nothing to restore.
+   */
+  async restore(pointer?: string, opts: { allowNonRestoredState?: boolean } = {}): Promise<RestorePlan | null> {
+    if (this.started || this.stopped) {
+      throw new StreamStateError('INVALID_ARGUMENT', `restore() runs once, before the first checkpoint of job ${this.jobId}; create a new CheckpointCoordinator to restore again.`);
+    }
+    const own: ResolvedSnapshot[] = [];
+    for (const info of await this.storage.listCompletedCheckpoints(this.jobId)) {
+      try {
+        own.push(await this.storage.resolve(info.pointer));
+      } catch (err) {
+        if (!isStreamStateError(err, 'NOT_FOUND') && !isStreamStateError(err, 'METADATA_MISSING')) throw err;
+      }
+    }
+    let source: ResolvedSnapshot | null;
+    let isOwn: boolean;
+    if (pointer !== undefined) {
+      source = await this.storage.resolve(pointer);
+      const p = source.pointer;
+      isOwn = own.some((o) => o.pointer === p);
+    } else {
+      source = own.at(-1) ?? null;
+      isOwn = true;
+    }
+    const mode: RestoreMode = isOwn ? 'claim' : (this.options.restoreMode ?? 'no-claim');
+    // Everything that can refuse the restore happens before any state changes.
+    const plan = source === null ? null : this.plan(source, mode, opts.allowNonRestoredState ?? this.options.allowNonRestoredState ?? false);
+
+    const highestDir = await this.highestCheckpointDirId();
+    for (const snap of own) {
+      this.completed.push({ info: this.infoOf(snap.pointer, snap.metadata), origin: 'own' });
+      this.registry.registerCheckpoint(snap.metadata.checkpointId, this.sharedKeys(snap.pointer, snap.metadata));
+    }
+    if (source !== null && !isOwn) {
+      const id = source.metadata.checkpointId;
+      this.registry.registerRestored(id, this.allKeys(source.pointer, source.metadata), mode);
+      if (mode === 'no-claim') this.fullRequired = true;
+      // Claimed: ours now, retired (its _metadata deleted, then its files) once subsumed like our own.
+      else this.insertCompleted({ info: this.infoOf(source.pointer, source.metadata), origin: 'claimed' });
+    }
+    this.restoredId = source?.metadata.checkpointId;
+    this.nextId = Math.max(highestDir, this.restoredId ?? 0, ...this.completed.map((c) => c.info.checkpointId)) + 1;
+    this.started = true;
+    await this.bestEffort(async () => void (await this.collectGarbage()));
+    return plan;
+  }
+
+  private plan(source: ResolvedSnapshot, mode: RestoreMode, allowNonRestoredState: boolean): RestorePlan {
+    const { metadata, files, pointer } = source;
+    const byId = new Map<string, OperatorSnapshot>();
+    for (const snap of metadata.operators) {
+      if (!this.operators.has(snap.operatorId) && !allowNonRestoredState) {
+        throw new RestoreError(
+          'UNKNOWN_OPERATOR',
+          `the snapshot at ${pointer} holds state of operator ${snap.operatorId}, which job ${this.jobId} does not have. ` +
+            'Restore with the operator present, or pass allowNonRestoredState to drop its state.',
+        );
+      }
+      byId.set(snap.operatorId, snap);
+    }
+    const checkpointId = metadata.checkpointId;
+    const operators = new Map<string, SubtaskRestore[]>();
+    for (const op of this.operators.values()) {
+      const snap = byId.get(op.operatorId);
+      const keyed = snap ? assignKeyedState(snap, op.parallelism, op.maxParallelism) : [];
+      const operator = snap ? assignOperatorState(snap, op.parallelism) : [];
+      const subtasks: SubtaskRestore[] = [];
+      for (let i = 0; i < op.parallelism; i++) {
+        subtasks.push({
+          keyed: { handles: keyed[i] ?? [], files, mode, checkpointId },
+          operator: { handles: operator[i] ?? [], files, mode, checkpointId },
+        });
+      }
+      operators.set(op.operatorId, subtasks);
+    }
+    return {
+      pointer,
+      checkpointId,
+      metadata,
+      mode,
+      files,
+      operators,
+      subtask: (operatorId, subtaskIndex) => {
+        const s = operators.get(operatorId)?.[subtaskIndex];
+        if (s === undefined) throw new StreamStateError('INVALID_ARGUMENT', `no subtask ${subtaskIndex} of operator ${operatorId} in job ${this.jobId}.`);
+        return s;
+      },
+    };
+  }
+
+  /** Highest chk-<n> directory id in the job's storage, complete or not (new ids never collide). */
+  private async highestCheckpointDirId(): Promise<number> {
+    let max = 0;
+    for (const name of await this.storage.listJobFiles(this.jobId)) {
+      const id = this.checkpointDirOf(name);
+      if (id !== undefined) max = Math.max(max, id);
+    }
+    return max;
+  }
+
+  // ------------------------------------------------------------------ triggering
+
+  /** Starts checkpoint `nextCheckpointId`. Several may be pending at once. */
+  triggerCheckpoint(): PendingCheckpoint {
+    this.checkRunning();
+    const id = this.nextId++;
+    const streams = this.storage.checkpointStreams(this.jobId, id);
+    return this.addPending(id, 'checkpoint', 'native', this.storage.checkpointPointer(this.jobId, id), streams, this.fullRequired);
+  }
+
+  /**
+   * Starts a savepoint: self-contained, in its own directory (under `targetDir`, default the
+   * store root). Savepoints are never retained as checkpoints nor deleted by the coordinator; on
+   * completion `completion` (and the final acknowledge) yield its pointer.
+   */
+  triggerSavepoint(opts: { format?: 'canonical' | 'native'; targetDir?: string } = {}): PendingCheckpoint {
+    this.checkRunning();
+    const id = this.nextId++;
+    const { pointer, streams } = this.storage.createSavepointLocation(this.jobId, opts.targetDir);
+    return this.addPending(id, 'savepoint', opts.format ?? 'canonical', pointer, streams, true);
+  }
+
+  private addPending(
+    checkpointId: number,
+    kind: 'checkpoint' | 'savepoint',
+    format: 'native' | 'canonical',
+    pointer: string,
+    streams: CheckpointStreamFactory,
+    full: boolean,
+  ): PendingCheckpoint {
+    let resolve!: (info: CompletedCheckpointInfo) => void;
+    let reject!: (err: unknown) => void;
+    const completion = new Promise<CompletedCheckpointInfo>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    completion.catch(() => undefined); // nobody has to listen
+    const checkSubtask = (operatorId: string, subtaskIndex: number): void => {
+      this.operatorOf(operatorId, subtaskIndex);
+    };
+    const view: PendingCheckpoint = {
+      checkpointId,
+      timestamp: this.clock(),
+      kind,
+      format,
+      pointer,
+      full,
+      fullRequired: kind === 'checkpoint' && full,
+      streamsFor: (operatorId, subtaskIndex) => {
+        checkSubtask(operatorId, subtaskIndex);
+        return streams;
+      },
+      snapshotOptions: (operatorId, subtaskIndex) => {
+        checkSubtask(operatorId, subtaskIndex);
+        return { type: kind, format, full, streams };
+      },
+      completion,
+    };
+    const acks = new Map<string, Map<number, NormalizedAck>>();
+    let remaining = 0;
+    for (const op of this.operators.values()) {
+      acks.set(op.operatorId, new Map());
+      remaining += op.parallelism;
+    }
+    const reuseFloor = this.completed.at(-1)?.info.checkpointId ?? this.restoredId ?? Number.POSITIVE_INFINITY;
+    this.pending.set(checkpointId, { view, acks, remaining, reuseFloor, resolve, reject });
+    return view;
+  }
+
+  // ------------------------------------------------------------------ acknowledging
+
+  /**
+   * Records one subtask's handles. When this was the last missing acknowledgement the checkpoint
+   * completes: _metadata is written (last, atomically), shared files are registered, old
+   * checkpoints beyond numRetained are deleted. Returns the completed checkpoint then, else null
+   * (also for unknown, aborted or duplicate acknowledgements). A failed _metadata write aborts the
+   * checkpoint and rejects with SNAPSHOT_FAILED.
+   */
+  async acknowledge(checkpointId: number, operatorId: string, subtaskIndex: number, state: SubtaskAck): Promise<CompletedCheckpointInfo | null> {
+    const p = this.pending.get(checkpointId);
+    if (p === undefined) return null;
+    const op = this.operatorOf(operatorId, subtaskIndex);
+    const ack = normalizeAck(state, op, checkpointId, subtaskIndex);
+    const acks = p.acks.get(operatorId)!;
+    if (acks.has(subtaskIndex)) return null;
+    acks.set(subtaskIndex, ack);
+    p.remaining--;
+    if (p.remaining > 0) return null;
+    this.pending.delete(checkpointId);
+    this.completing.set(checkpointId, p);
+    return this.serially(() => this.complete(p)).finally(() => this.completing.delete(checkpointId));
+  }
+
+  private async complete(p: Pending): Promise<CompletedCheckpointInfo | null> {
+    const { checkpointId: id, kind, pointer } = p.view;
+    // From here on this (serialized) step decides the checkpoint's fate; gc cannot run meanwhile.
+    this.completing.delete(id);
+    const latest = this.completed.at(-1)?.info.checkpointId ?? -1;
+    if (kind === 'checkpoint' && id < latest) {
+      await this.discardPending(p, `a newer checkpoint (${latest}) completed first`, false);
+      return null;
+    }
+    const metadata = this.metadataOf(p);
+    if (kind === 'savepoint') {
+      const outside = [...this.fileKeys(pointer, metadata)].filter((k) => !k.startsWith(`${pointer}/`));
+      if (outside.length > 0) {
+        const err = new SnapshotError(
+          'SNAPSHOT_FAILED',
+          `savepoint ${id} references files outside its directory (${outside.slice(0, 3).join(', ')}), so it would not be self-contained. ` +
+            'The state backend must write savepoints in full (SnapshotOptions.full); this is a backend bug.',
+        );
+        await this.discardPending(p, err.message, false, err);
+        throw err;
+      }
+    }
+    try {
+      await this.storage.writeMetadata(pointer, metadata);
+    } catch (err) {
+      const failure = new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `${kind} ${id} of job ${this.jobId} could not write its _metadata (${(err as Error).message}); it was aborted and its files removed. ` +
+          'Earlier checkpoints are untouched; the next checkpoint will try again.',
+        { cause: err },
+      );
+      await this.discardPending(p, failure.message, isStreamStateError(err, 'ALREADY_EXISTS'), failure);
+      throw failure;
+    }
+    const info = this.infoOf(pointer, metadata);
+    if (kind === 'checkpoint') {
+      this.registry.registerCheckpoint(id, this.sharedKeys(pointer, metadata));
+      this.fullRequired = false;
+      this.insertCompleted({ info, origin: 'own' });
+      for (const older of [...this.pending.values()]) {
+        if (older.view.kind === 'checkpoint' && older.view.checkpointId < id) {
+          this.pending.delete(older.view.checkpointId);
+          await this.discardPending(older, `subsumed by checkpoint ${id}`, false);
+        }
+      }
+      await this.subsume();
+    }
+    p.resolve(info);
+    return info;
+  }
+
+  private metadataOf(p: Pending): CheckpointMetadata {
+    const operators: OperatorSnapshot[] = [];
+    for (const op of this.operators.values()) {
+      const acks = p.acks.get(op.operatorId)!;
+      const subtasks = [...acks.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([subtaskIndex, ack]) => ({ subtaskIndex, keyed: ack.keyed, operator: ack.operator }));
+      operators.push({ operatorId: op.operatorId, parallelism: op.parallelism, maxParallelism: op.maxParallelism, subtasks });
+    }
+    return {
+      checkpointId: p.view.checkpointId,
+      jobId: this.jobId,
+      kind: p.view.kind,
+      format: p.view.format,
+      backend: this.options.backendName,
+      timestamp: p.view.timestamp,
+      operators,
+    };
+  }
+
+  // ------------------------------------------------------------------ aborting, retention, cleanup
+
+  /** Aborts a pending checkpoint or savepoint: deletes its directory and the shared files only it uploaded. */
+  async abort(checkpointId: number, reason: string): Promise<void> {
+    const p = this.pending.get(checkpointId);
+    if (p === undefined) return;
+    this.pending.delete(checkpointId);
+    await this.serially(() => this.discardPending(p, reason, false));
+  }
+
+  /**
+   * Deletes what an aborted checkpoint wrote. `keepDirectory`: its directory holds someone else's
+   * _metadata (the id was taken), so only the acknowledged files go.
+   */
+  private async discardPending(p: Pending, reason: string, keepDirectory: boolean, error?: unknown): Promise<void> {
+    const { checkpointId: id, kind, pointer } = p.view;
+    p.reject(
+      error ??
+        new SnapshotError('CHECKPOINT_DECLINED', `${kind} ${id} of job ${this.jobId} was aborted: ${reason}. Its files were removed; trigger a new one.`),
+    );
+    const metadata = this.metadataOf(p);
+    const keys = [...this.fileKeys(pointer, metadata)];
+    const inside = keys.filter((k) => k.startsWith(`${pointer}/`));
+    const outside = keys.filter((k) => !k.startsWith(`${pointer}/`));
+    const stillWanted = new Set<string>();
+    for (const other of this.inFlight()) for (const k of this.fileKeys(other.view.pointer, this.metadataOf(other))) stillWanted.add(k);
+    const sharedOnlyMine = this.registry.discardAborted(id, outside).filter((k) => !stillWanted.has(k));
+    await this.bestEffort(async () => {
+      if (keepDirectory) await this.storage.store.delete(inside);
+      else if (kind === 'checkpoint') await this.storage.discardCheckpointDirectory(this.jobId, id);
+      else await this.deletePrefix(`${pointer}/`);
+    });
+    await this.bestEffort(() => this.storage.store.delete(sharedOnlyMine));
+  }
+
+  private insertCompleted(entry: Retained): void {
+    this.completed.push(entry);
+    this.completed.sort((a, b) => a.info.checkpointId - b.info.checkpointId);
+  }
+
+  /** Drops checkpoints beyond numRetained, then the shared files no retained or pending checkpoint can use. */
+  private async subsume(): Promise<void> {
+    while (this.completed.length > this.numRetained) {
+      const old = this.completed.shift()!;
+      await this.bestEffort(() => this.discardRetained(old));
+    }
+    await this.releaseUnusedShared();
+  }
+
+  private async discardRetained(c: Retained): Promise<void> {
+    if (c.origin === 'own') await this.storage.discardCheckpointDirectory(this.jobId, c.info.checkpointId);
+    // A claimed foreign checkpoint: removing _metadata retires it; its files go through the registry.
+    else await this.storage.store.delete([`${c.info.pointer}/_metadata`]);
+  }
+
+  private async releaseUnusedShared(): Promise<void> {
+    let lowest = this.completed[0]?.info.checkpointId ?? Number.POSITIVE_INFINITY;
+    for (const p of this.inFlight()) lowest = Math.min(lowest, p.reuseFloor);
+    const unused = this.registry.unregisterUnused(lowest);
+    await this.bestEffort(() => this.storage.store.delete(unused));
+  }
+
+  /**
+   * Deletes files of this job that nothing references: chk-<n> directories without _metadata
+   * (a crash between the files and _metadata, or an abort that could not finish) and shared files
+   * no retained checkpoint uses. Pending checkpoints are left alone; while any is pending, or
+   * while a chk directory has a _metadata this coordinator cannot read, shared files are kept
+   * (someone may reference them). Returns the deleted names.
+   */
+  async collectGarbage(): Promise<string[]> {
+    this.checkStarted();
+    return this.serially(async () => {
+      const names = await this.storage.listJobFiles(this.jobId);
+      const known = new Set(this.completed.filter((c) => c.origin === 'own').map((c) => c.info.checkpointId));
+      for (const p of this.inFlight()) known.add(p.view.checkpointId);
+      const withMetadata = new Set<number>();
+      for (const name of names) {
+        const id = this.checkpointDirOf(name);
+        if (id !== undefined && name.endsWith('/_metadata')) withMetadata.add(id);
+      }
+      const unreadable = [...withMetadata].some((id) => !known.has(id));
+      const keepShared = unreadable || this.pending.size + this.completing.size > 0;
+      const doomed: string[] = [];
+      for (const name of names) {
+        const id = this.checkpointDirOf(name);
+        if (id !== undefined) {
+          if (!known.has(id) && !withMetadata.has(id)) doomed.push(name);
+        } else if (name.startsWith(`${this.jobId}/shared/`) && !keepShared && !this.registry.has(name)) {
+          doomed.push(name);
+        }
+      }
+      if (doomed.length > 0) await this.storage.store.delete(doomed);
+      return doomed;
+    });
+  }
+
+  /**
+   * Stops the coordinator: aborts pending checkpoints and savepoints. On `cancel` with
+   * onCancel = 'delete' it also deletes every retained checkpoint and the shared files they use
+   * (never files of a no-claim restore). Idempotent.
+   */
+  async shutdown(how: 'cancel' | 'finish'): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    await this.serially(async () => {
+      for (const p of pending) await this.discardPending(p, how === 'cancel' ? 'the job was cancelled' : 'the job finished', false);
+      if (how === 'cancel' && (this.options.onCancel ?? 'retain') === 'delete') {
+        for (const c of this.completed) await this.bestEffort(() => this.discardRetained(c));
+        this.completed = [];
+        await this.releaseUnusedShared();
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  /** Checkpoints that may still reference (and write) files: pending and completing ones. */
+  private *inFlight(): IterableIterator<Pending> {
+    yield* this.pending.values();
+    yield* this.completing.values();
+  }
+
+  /** Runs `fn` after every earlier completion/abort/cleanup has finished. */
+  private serially<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async bestEffort(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      this.options.onCleanupError?.(err);
+    }
+  }
+
+  private async deletePrefix(prefix: string): Promise<void> {
+    const blobs = await this.storage.store.list(prefix);
+    if (blobs.length > 0) await this.storage.store.delete(blobs.map((b) => b.name));
+  }
+
+  /** Store-relative names of every file the snapshot at `pointer` references. */
+  private fileKeys(pointer: string, metadata: CheckpointMetadata): Set<string> {
+    const keys = new Set<string>();
+    for (const op of metadata.operators) {
+      for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) keys.add(resolveHandlePath(pointer, f.path));
+    }
+    return keys;
+  }
+
+  private allKeys(pointer: string, metadata: CheckpointMetadata): string[] {
+    return [...this.fileKeys(pointer, metadata)];
+  }
+
+  /** Files a checkpoint references outside its own directory: those several checkpoints may share. */
+  private sharedKeys(pointer: string, metadata: CheckpointMetadata): string[] {
+    return this.allKeys(pointer, metadata).filter((k) => !k.startsWith(`${pointer}/`));
+  }
+
+  private infoOf(pointer: string, metadata: CheckpointMetadata): CompletedCheckpointInfo {
+    let size = encodeMetadata(metadata).length;
+    const seen = new Set<string>();
+    for (const op of metadata.operators) {
+      for (const s of op.subtasks) {
+        for (const f of referencedFiles([s.keyed, s.operator])) {
+          const key = resolveHandlePath(pointer, f.path);
+          if (key.startsWith(`${pointer}/`) && !seen.has(key)) {
+            seen.add(key);
+            size += f.size;
+          }
+        }
+      }
+    }
+    return { checkpointId: metadata.checkpointId, pointer, timestamp: metadata.timestamp, size };
+  }
+
+  /** The id of the chk-<n> directory a job file lies in, if any. */
+  private checkpointDirOf(name: string): number | undefined {
+    const prefix = `${this.jobId}/`;
+    if (!name.startsWith(prefix)) return undefined;
+    const dir = name.slice(prefix.length).split('/', 1)[0];
+    const m = CHECKPOINT_DIR.exec(dir);
+    return m && name.length > prefix.length + dir.length ? Number(m[1]) : undefined;
+  }
+
+  private operatorOf(operatorId: string, subtaskIndex: number): CoordinatedOperator {
+    const op = this.operators.get(operatorId);
+    if (op === undefined) {
+      throw new StreamStateError('INVALID_ARGUMENT', `job ${this.jobId} has no operator ${operatorId}; known: ${[...this.operators.keys()].join(', ')}.`);
+    }
+    if (!Number.isInteger(subtaskIndex) || subtaskIndex < 0 || subtaskIndex >= op.parallelism) {
+      throw new StreamStateError('INVALID_ARGUMENT', `operator ${operatorId} has subtasks 0..${op.parallelism - 1}; got ${subtaskIndex}.`);
+    }
+    return op;
+  }
+
+  private checkStarted(): void {
+    if (!this.started) {
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `call restore() before using the coordinator of job ${this.jobId}: it loads the job's retained checkpoints so ids continue and nothing is overwritten (it returns null when there is nothing to restore).`,
+      );
+    }
+  }
+
+  private checkRunning(): void {
+    this.checkStarted();
+    if (this.stopped) throw new StreamStateError('INVALID_ARGUMENT', `the coordinator of job ${this.jobId} was shut down; create a new one (and restore) to take checkpoints.`);
+  }
+}
+
+function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpointId: number, subtaskIndex: number): NormalizedAck {
+  const keyed = state.keyed.filter((h): h is KeyedStateHandle => h !== null);
+  const operator = state.operator.filter((h): h is OperatorStateHandle => h !== null);
+  for (const h of keyed) {
+    if (h.maxParallelism !== op.maxParallelism) {
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a ${h.type} handle with maxParallelism ${h.maxParallelism}, ` +
+          `but the operator has ${op.maxParallelism}. Create the keyed backend with the operator's maxParallelism.`,
+      );
+    }
+  }
+  for (const h of operator) {
+    if (h.type !== 'operator') {
+      throw new StreamStateError('INVALID_ARGUMENT', `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a non-operator handle as operator state.`);
+    }
+  }
+  return { keyed, operator };
+}
