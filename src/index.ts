@@ -10,3 +10,22 @@ export * from './backend/contract.js';
 export * from './storage/blob-store.js';
 export * from './checkpoint/metadata.js';
 export * from './checkpoint/storage.js';
+export { LocalBlobStore } from './storage/local-blob-store.js';
+export { MemoryBlobStore, type MemoryBlobStoreOptions } from './storage/memory-blob-store.js';
+export {
+  BlobCheckpointStorage,
+  localCheckpointStorage,
+  memoryCheckpointStorage,
+  METADATA_FILE,
+  SHARED_DIR,
+  TASK_OWNED_DIR,
+  CHECKPOINT_DIR_PREFIX,
+  DEFAULT_MAX_SNAPSHOT_BYTES,
+} from './checkpoint/checkpoint-storage.js';
+export { BlobCheckpointStreamFactory, BlobStateFileReader, readStreamHandle, DEFAULT_INLINE_THRESHOLD } from './checkpoint/streams.js';
+export { encodeMetadata, decodeMetadata, METADATA_MAGIC, METADATA_VERSION } from './checkpoint/metadata-codec.js';
+export * from './checkpoint/coordinator.js';
+export { assignKeyedState, assignOperatorState } from './checkpoint/assignment.js';
+export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './checkpoint/shared-registry.js';
+export * from './operator/index.js';
+export { S3BlobStore, s3BlobStoreFromUrl, type S3BlobStoreOptions, type EntropyOptions, type S3RequestCounts } from './storage/s3-blob-store.js';

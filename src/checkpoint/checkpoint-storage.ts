@@ -47,6 +47,7 @@ export class BlobCheckpointStorage implements CheckpointStorage {
       baseDir: this.checkpointPointer(jobId, checkpointId),
       sharedDir: `${jobId}/${SHARED_DIR}`,
       inlineThreshold: this.inlineThreshold,
+      entropy: true,
     });
   }
 

@@ -21,6 +21,8 @@ export interface BlobStreamFactoryOptions {
   readonly sharedDir: string;
   /** Streams of at most this many bytes come back inline. Default 20 KiB; 0 = always files. */
   readonly inlineThreshold?: number;
+  /** Name data files through store.dataFileName (entropy injection). Checkpoints only: savepoints stay relocatable. */
+  readonly entropy?: boolean;
 }
 
 /**
@@ -47,6 +49,7 @@ export class BlobCheckpointStreamFactory implements CheckpointStreamFactory {
   readonly baseDir: string;
   readonly sharedDir: string;
   readonly inlineThreshold: number;
+  private readonly entropy: boolean;
 
   constructor(opts: BlobStreamFactoryOptions) {
     const threshold = opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD;
@@ -57,6 +60,7 @@ export class BlobCheckpointStreamFactory implements CheckpointStreamFactory {
     this.baseDir = posix.normalize(opts.baseDir);
     this.sharedDir = posix.normalize(opts.sharedDir);
     this.inlineThreshold = threshold;
+    this.entropy = opts.entropy === true && typeof opts.store.dataFileName === 'function';
   }
 
   createOutputStream(scope: StateScope): StateOutputStream {
@@ -107,7 +111,8 @@ export class BlobCheckpointStreamFactory implements CheckpointStreamFactory {
   private newFile(scope: StateScope, suffix?: string): { name: string; path: string } {
     const file = suffix === undefined ? randomHex(32) : `${randomHex(16)}-${suffix}`;
     const dir = scope === 'shared' ? this.sharedDir : this.baseDir;
-    const name = posix.join(dir, file);
+    const plain = posix.join(dir, file);
+    const name = this.entropy ? this.store.dataFileName!(plain) : plain;
     return { name, path: posix.relative(this.baseDir, name) };
   }
 }

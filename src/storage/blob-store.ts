@@ -39,4 +39,10 @@ export interface BlobStore {
   delete(names: readonly string[]): Promise<void>;
   /** Releases clients/handles. */
   close?(): Promise<void>;
+  /**
+   * Optional: the name to store a checkpoint data file under, given its plain name. Object stores
+   * use it for entropy injection (S3: spreads data files over random key prefixes). It must keep the
+   * directory part, so that handle paths stay relative. Not used for _metadata or savepoints.
+   */
+  dataFileName?(name: string): string;
 }
