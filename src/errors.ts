@@ -33,6 +33,8 @@ export const ErrorCodes = [
   'CORRUPT',
   'STORAGE_IO',
   'ALREADY_EXISTS',
+  /** a local working directory is in use by another open database */
+  'LOCKED',
   // coordination
   'CHECKPOINT_NOT_FOUND',
   'CHECKPOINT_DECLINED',

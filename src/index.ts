@@ -28,4 +28,5 @@ export * from './checkpoint/coordinator.js';
 export { assignKeyedState, assignOperatorState } from './checkpoint/assignment.js';
 export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './checkpoint/shared-registry.js';
 export * from './operator/index.js';
-export { S3BlobStore, s3BlobStoreFromUrl, type S3BlobStoreOptions, type EntropyOptions, type S3RequestCounts } from './storage/s3-blob-store.js';
+export { S3BlobStore, s3BlobStoreFromUrl, type S3BlobStoreOptions, type S3RequestCounts } from './storage/s3-blob-store.js';
+export type { EntropyOptions } from './storage/s3/key-layout.js';

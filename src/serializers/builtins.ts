@@ -121,11 +121,14 @@ export const bytesSerializer: Serializer<Uint8Array> = {
 
 /**
  * Structured values through msgpackr (plain objects, arrays, Map, Set, Date, bigint, typed arrays).
- * The default serializer for state values. Records are off so that every value is self-describing
- * and decodes without shared structure definitions.
+ * The default serializer for state values. Every value is self-describing and decodes without
+ * shared structure definitions.
  */
 export function msgpackSerializer<T = unknown>(): Serializer<T> {
-  const packr = new Packr({ useRecords: false, moreTypes: true, mapsAsObjects: false, variableMapSize: true });
+  // Records on, without shared structures: each value carries its record definitions inline (so it
+  // is self-describing and byte-deterministic), plain objects decode as objects and Maps as Maps.
+  // (useRecords: false + mapsAsObjects: false decoded every plain object as a Map.)
+  const packr = new Packr({ useRecords: true, moreTypes: true, variableMapSize: true });
   return {
     id: 'streamstate.msgpack',
     version: 1,

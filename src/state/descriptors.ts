@@ -45,7 +45,8 @@ export interface MapStateDescriptor<UK, UV, N = string> extends DescriptorBase<N
 export interface ReducingStateDescriptor<T, N = string> extends DescriptorBase<N> {
   readonly kind: 'reducing';
   readonly serializer: Serializer<T>;
-  readonly reduce: (accumulated: T, value: T) => T;
+  /** Method syntax on purpose: keeps typed descriptors assignable to StateDescriptor<unknown> (getState's bound). */
+  reduce(accumulated: T, value: T): T;
 }
 
 export interface AggregateFunction<IN, ACC, OUT> {
