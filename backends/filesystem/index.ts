@@ -1,0 +1,20 @@
+import type { StateBackend } from '../../src/backend/contract.js';
+import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import { StreamStateError } from '../../src/errors.js';
+import { HeapStateBackend } from '../heap/heap-state-backend.js';
+
+export interface FilesystemBackendOptions {
+  /** Directory for checkpoints and savepoints (created on first write). */
+  readonly checkpointDir: string;
+  /** Snapshot streams up to this many bytes are kept inline in _metadata. Default 20 KiB; 0 = always files. */
+  readonly inlineThreshold?: number;
+}
+
+/** Keyed state on the JS heap, checkpoints as files in a local directory. */
+export function filesystem(opts: FilesystemBackendOptions): StateBackend {
+  if (opts === undefined || typeof opts.checkpointDir !== 'string' || opts.checkpointDir.length === 0) {
+    throw new StreamStateError('INVALID_ARGUMENT', 'filesystem({ checkpointDir }) needs the directory to write checkpoints to.');
+  }
+  const checkpointStorage = localCheckpointStorage(opts.checkpointDir, opts.inlineThreshold === undefined ? {} : { inlineThreshold: opts.inlineThreshold });
+  return new HeapStateBackend({ name: 'filesystem', checkpointStorage });
+}

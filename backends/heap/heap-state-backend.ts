@@ -1,0 +1,41 @@
+import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from '../../src/backend/contract.js';
+import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
+import { createHeapOperatorStateBackend } from '../../src/operator/index.js';
+import { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
+
+export interface HeapStateBackendOptions {
+  /** The name recorded in _metadata (`memory`, `filesystem`, ...). Default `heap`. */
+  readonly name?: string;
+  /** The checkpoint storage this backend brings, if any. */
+  readonly checkpointStorage?: CheckpointStorage;
+  /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
+  readonly snapshotChunkBytes?: number;
+}
+
+/** State backend factory keeping keyed state on the JS heap (the `memory` and `filesystem` presets). */
+export class HeapStateBackend implements StateBackend {
+  readonly name: string;
+  readonly checkpointStorage?: CheckpointStorage;
+
+  private readonly tuning: HeapBackendTuning;
+
+  constructor(opts: HeapStateBackendOptions = {}) {
+    this.tuning = opts.snapshotChunkBytes === undefined ? {} : { snapshotChunkBytes: opts.snapshotChunkBytes };
+    this.name = opts.name ?? 'heap';
+    if (opts.checkpointStorage !== undefined) this.checkpointStorage = opts.checkpointStorage;
+  }
+
+  createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
+    return HeapKeyedStateBackend.create(params, this.tuning);
+  }
+
+  /** Operator state lives in memory for every backend. */
+  createOperatorStateBackend(params: OperatorBackendParams): Promise<OperatorStateBackend> {
+    return createHeapOperatorStateBackend(params);
+  }
+
+  /** Native = the heap-v1 key-groups stream; canonical = the sorted canonical-v1 layout of the same format. */
+  supportsSavepointFormat(format: 'canonical' | 'native'): boolean {
+    return format === 'native' || format === 'canonical';
+  }
+}

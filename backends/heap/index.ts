@@ -1,0 +1,3 @@
+export { HeapStateBackend, type HeapStateBackendOptions } from './heap-state-backend.js';
+export { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
+export { HeapTimerQueue } from './timers.js';
