@@ -1,0 +1,665 @@
+import { randomUUID } from 'node:crypto';
+import type {
+  CheckpointStreamFactory,
+  KeyedStateBackend,
+  SnapshotOptions,
+  SnapshotTask,
+  StateOutputStream,
+  StateScope,
+} from '../backend/contract.js';
+import type { FileStreamHandle, KeyedStateHandle } from '../backend/handles.js';
+import { StateRegistrationError, StreamStateError } from '../errors.js';
+import { ByteWriter } from '../format/bytes.js';
+import { keyGroupForKey, type KeyGroupRange } from '../keygroups/key-groups.js';
+import { defaultNamespaceSerializer } from '../serializers/builtins.js';
+import { snapshotOf, type Serializer } from '../serializers/serializer.js';
+import type { StateDescriptor } from '../state/descriptors.js';
+import type { KeyedState, StateFor, TimerQueue } from '../state/types.js';
+import { cancelled, ChangeLog, writeStream, type Chunk } from './change-log.js';
+import {
+  CHANGELOG_HANDLE_TYPE,
+  CHANGELOG_HANDLE_VERSION,
+  type ChangelogLogIdentity,
+  type ChangelogLogRef,
+  type ChangelogSegmentRef,
+  type ChangelogStateHandle,
+} from './handle.js';
+import { FunctionHooks } from './hooks.js';
+import { RecordBuilder, type ChangeOpCode, type StateMetaRecord } from './records.js';
+import { checkRegistration, PendingChanges, replayKeyedState, replayTimers, valueSerializerOf, type PendingState, type ReplayCursor } from './replay.js';
+import { encodeSegment } from './segment-format.js';
+import {
+  loggedStateFor,
+  LoggingFoldingState,
+  LoggingListState,
+  LoggingMapState,
+  LoggingTimerQueue,
+  LoggingValueState,
+  type ChangeSink,
+  type LoggedState,
+} from './state-wrappers.js';
+
+/** Tuning of one changelog keyed backend (see ChangelogOptions for the documented defaults). */
+export interface ChangelogSettings {
+  readonly materializationIntervalMs: number;
+  readonly preemptivePersistBytes: number;
+  /** Where segments go when persisted outside a checkpoint (null: only at checkpoints). */
+  readonly backgroundStreams: CheckpointStreamFactory | null;
+  /** Monotonic-ish time for the materialization interval. */
+  readonly now: () => number;
+}
+
+/**
+ * A materialized snapshot of the wrapped backend plus the logs to replay on top of it, covering
+ * this backend's own log up to `seq`. Created when a materialization starts; filled when it ends.
+ */
+export class Materialization {
+  handles: readonly KeyedStateHandle[] = [];
+  logs: readonly ChangelogLogRef[] = [];
+  status: 'running' | 'done' | 'failed' = 'running';
+  /** Part of a completed checkpoint: its files are tracked by the shared-state registry. */
+  confirmed = false;
+  /** The first checkpoint that used it was aborted (its new files may be gone): never use it again. */
+  revoked = false;
+  firstUsedBy: number | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly seq: number,
+    /** Every file is in the job's shared dir, so later checkpoints may reference it. */
+    readonly shareable: boolean,
+    /** Written by this backend's wrapped backend (it is told when it is confirmed). */
+    readonly own: boolean,
+  ) {}
+
+  static restored(id: number, handles: readonly KeyedStateHandle[], logs: readonly ChangelogLogRef[], shareable: boolean): Materialization {
+    const m = new Materialization(id, 0, shareable, false);
+    m.handles = handles;
+    m.logs = logs;
+    m.status = 'done';
+    m.confirmed = true;
+    return m;
+  }
+
+  get isEmpty(): boolean {
+    return this.handles.length === 0 && this.logs.length === 0;
+  }
+}
+
+interface CheckpointRecord {
+  readonly base: Materialization;
+  /** The segment each chunk was referenced with (filled when the snapshot's handle is ready). */
+  used: readonly (readonly [Chunk, ChangelogSegmentRef])[];
+}
+
+interface RegisteredState {
+  readonly kind: StateMetaRecord['kind'];
+  readonly handle: unknown;
+  readonly hooks: FunctionHooks;
+  readonly innerDescriptor: StateDescriptor<unknown>;
+}
+
+/** Lets the changelog pin the wrapped backend's TTL clock to a logged time (live writes and replay). */
+export class ClockControl {
+  pinned = Number.NaN;
+  constructor(readonly user: () => number) {}
+  readonly clock = (): number => (Number.isNaN(this.pinned) ? this.user() : this.pinned);
+}
+
+export interface ChangelogKeyedInit<K> {
+  readonly inner: KeyedStateBackend<K>;
+  readonly innerName: string;
+  readonly jobId: string;
+  readonly operatorId: string;
+  readonly subtaskIndex: number;
+  readonly clock: ClockControl;
+  readonly settings: ChangelogSettings;
+  readonly pending: PendingChanges;
+  readonly base: Materialization;
+  /**
+   * `log`: every write is logged (the changelog backend). `passthrough`: nothing is logged and
+   * snapshots are the wrapped backend's own (a plain backend restored from a changelog checkpoint).
+   */
+  readonly mode: 'log' | 'passthrough';
+}
+
+/**
+ * The changelog keyed backend: state lives in the wrapped backend; every write is also appended to
+ * a state-change log. A checkpoint is the last materialization + the log segments since it, so
+ * taking one only persists the log tail. See docs/CHANGELOG.md for the life cycle.
+ */
+export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, ChangeSink, ReplayCursor {
+  readonly inner: KeyedStateBackend<K>;
+  private readonly log: ChangeLog;
+  private readonly builder = new RecordBuilder();
+  private readonly states = new Map<string, RegisteredState>();
+  private readonly logged = new Map<string, LoggedState>();
+  private nextStateId = 1;
+  /** Bumped at each materialization start: every state logs METADATA again before its next change. */
+  private epoch = 0;
+  private cachedKey: unknown = undefined;
+  private cachedKeyBytes: Uint8Array | null = null;
+
+  private base: Materialization;
+  private confirmedBase: Materialization;
+  private materializing: Materialization | null = null;
+  private lastMaterializationAt: number;
+  private readonly checkpoints = new Map<number, CheckpointRecord>();
+  private readonly activeStreams = new Set<StateOutputStream>();
+  private closed = false;
+  private rejectClosed!: (err: unknown) => void;
+  private readonly closedSignal: Promise<never>;
+  /** Last background failure (preemptive persist or materialization), for diagnostics. */
+  lastBackgroundError: unknown = null;
+
+  constructor(private readonly init: ChangelogKeyedInit<K>) {
+    this.inner = init.inner;
+    this.base = init.base;
+    this.confirmedBase = init.base;
+    this.lastMaterializationAt = init.settings.now();
+    this.closedSignal = new Promise<never>((_, reject) => (this.rejectClosed = reject));
+    this.closedSignal.catch(() => undefined);
+    this.log = new ChangeLog({
+      logId: randomUUID(),
+      jobId: init.jobId,
+      operatorId: init.operatorId,
+      subtaskIndex: init.subtaskIndex,
+      backend: init.innerName,
+      maxParallelism: init.inner.maxParallelism,
+      keyGroupRange: init.inner.keyGroupRange.toJSON(),
+    });
+  }
+
+  // ------------------------------------------------------------------ KeyedStateBackend: delegation
+
+  get keyGroupRange(): KeyGroupRange {
+    return this.inner.keyGroupRange;
+  }
+  get maxParallelism(): number {
+    return this.inner.maxParallelism;
+  }
+  get keySerializer(): Serializer<K> {
+    return this.inner.keySerializer;
+  }
+  get currentKeyGroup(): number {
+    return this.inner.currentKeyGroup;
+  }
+  setCurrentKey(key: K): void {
+    this.inner.setCurrentKey(key);
+  }
+  getCurrentKey(): K {
+    return this.inner.getCurrentKey();
+  }
+  getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
+    return this.inner.getKeys(stateName, namespace);
+  }
+  getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
+    return this.inner.getKeysAndNamespaces(stateName);
+  }
+  numEntries(): Promise<number> {
+    return this.inner.numEntries();
+  }
+  stateNames(): string[] {
+    const names = new Set(this.inner.stateNames());
+    for (const n of this.init.pending.names()) if (this.init.pending.get(n)?.meta.kind !== 'timers') names.add(n);
+    return [...names];
+  }
+
+  /** Names of restored states whose changes wait for registration (replayed by getState/getTimerQueue). */
+  pendingStateNames(): string[] {
+    return this.init.pending.names();
+  }
+
+  // ------------------------------------------------------------------ registration + replay
+
+  getState<D extends StateDescriptor<unknown>>(descriptor: D): StateFor<D> {
+    this.checkOpen();
+    const d = descriptor as StateDescriptor<unknown>;
+    const existing = this.states.get(d.name);
+    if (existing !== undefined) {
+      if (existing.kind === d.kind) return existing.handle as StateFor<D>;
+      this.inner.getState(d); // the wrapped backend reports the mismatch in its words
+      throw new StateRegistrationError('STATE_KIND_MISMATCH', `state "${d.name}" is registered as ${existing.kind} state, not ${d.kind}; use another name.`);
+    }
+    const pending = this.init.pending.get(d.name);
+    const userKey = d.kind === 'map' ? d.userKeySerializer : null;
+    if (pending !== undefined) checkRegistration(pending.meta, d.kind, d.ttl !== undefined, d.namespaceSerializer, valueSerializerOf(d), userKey);
+    const hooks = new FunctionHooks();
+    const innerDescriptor = hooks.descriptorFor(d);
+    const innerHandle = this.inner.getState(innerDescriptor) as unknown as KeyedState<unknown>;
+    if (pending !== undefined) {
+      this.init.pending.take(d.name);
+      this.withKeyRestored(() =>
+        replayKeyedState(pending, innerHandle, this, hooks, (meta) =>
+          checkRegistration(meta, d.kind, d.ttl !== undefined, d.namespaceSerializer, valueSerializerOf(d), userKey),
+        ),
+      );
+    }
+    const handle = this.init.mode === 'passthrough' ? innerHandle : this.wrap(d, innerHandle, hooks);
+    this.states.set(d.name, { kind: d.kind, handle, hooks, innerDescriptor });
+    return handle as StateFor<D>;
+  }
+
+  private wrap(d: StateDescriptor<unknown>, inner: KeyedState<unknown>, hooks: FunctionHooks): KeyedState<unknown> {
+    const st = this.loggedState(d.name, metaOf(d), d.ttl);
+    switch (d.kind) {
+      case 'value':
+        return new LoggingValueState(inner as never, st, this, d);
+      case 'list':
+        return new LoggingListState(inner as never, st, this, d);
+      case 'map':
+        return new LoggingMapState(inner as never, st, this, d);
+      case 'reducing':
+      case 'aggregating':
+        return new LoggingFoldingState(inner as never, st, this, d, hooks);
+    }
+  }
+
+  private loggedState(name: string, meta: StateMetaRecord, ttl: StateDescriptor<unknown>['ttl']): LoggedState {
+    let st = this.logged.get(name);
+    if (st === undefined) this.logged.set(name, (st = loggedStateFor(this.nextStateId++, meta, ttl)));
+    return st;
+  }
+
+  getTimerQueue<N = string>(name: string, namespaceSerializer?: Serializer<N>): TimerQueue<K, N> {
+    this.checkOpen();
+    const existing = this.states.get(name);
+    if (existing !== undefined) {
+      if (existing.kind === 'timers') return existing.handle as TimerQueue<K, N>;
+      throw new StateRegistrationError('STATE_KIND_MISMATCH', `"${name}" is registered as ${existing.kind} state, not as a timer queue; use another name.`);
+    }
+    const nsSer = (namespaceSerializer ?? defaultNamespaceSerializer) as Serializer<unknown>;
+    const pending = this.init.pending.get(name);
+    const readers = pending === undefined ? null : checkRegistration(pending.meta, 'timers', false, nsSer, null, null);
+    const inner = this.inner.getTimerQueue<N>(name, namespaceSerializer) as unknown as TimerQueue<unknown, unknown>;
+    if (pending !== undefined && readers !== null) {
+      this.init.pending.take(name);
+      replayTimers(pending, inner, this.keySerializer as Serializer<unknown>, readers.namespace);
+    }
+    let handle: TimerQueue<unknown, unknown> = inner;
+    if (this.init.mode === 'log') {
+      const meta: StateMetaRecord = { name, kind: 'timers', namespaceSerializer: snapshotOf(nsSer), ttl: false };
+      const keySer = this.keySerializer as Serializer<unknown>;
+      const maxP = this.maxParallelism;
+      handle = new LoggingTimerQueue(inner, this.loggedState(name, meta, undefined), this, keySer, nsSer, (k) => keyGroupForKey(k, keySer, maxP));
+    }
+    this.states.set(name, { kind: 'timers', handle, hooks: new FunctionHooks(), innerDescriptor: undefined as never });
+    return handle as unknown as TimerQueue<K, N>;
+  }
+
+  async applyToAllKeys<D extends StateDescriptor<unknown>>(
+    namespace: unknown,
+    descriptor: D,
+    fn: (key: K, state: StateFor<D>) => void | Promise<void>,
+  ): Promise<void> {
+    const handle = this.getState(descriptor);
+    const reg = this.states.get(descriptor.name) as RegisteredState;
+    await this.inner.applyToAllKeys(namespace, reg.innerDescriptor, (key) => fn(key, handle));
+  }
+
+  /** Replay moves the current key; put the caller's back afterwards. */
+  private withKeyRestored(fn: () => void): void {
+    let key: { k: K } | null = null;
+    try {
+      key = { k: this.inner.getCurrentKey() };
+    } catch {
+      key = null;
+    }
+    try {
+      fn();
+    } finally {
+      if (key !== null) this.inner.setCurrentKey(key.k);
+    }
+  }
+
+  // ReplayCursor
+  private replayKeyBytes: Buffer | null = null;
+  setKey(keyBytes: Buffer): void {
+    if (this.replayKeyBytes !== null && this.replayKeyBytes.equals(keyBytes)) return;
+    this.inner.setCurrentKey(this.keySerializer.deserialize(keyBytes));
+    this.replayKeyBytes = keyBytes;
+  }
+  setTime(time: number): void {
+    this.init.clock.pinned = time;
+    if (Number.isNaN(time)) this.replayKeyBytes = null; // end of a replay run
+  }
+
+  // ------------------------------------------------------------------ ChangeSink (hot path)
+
+  time(st: LoggedState): number {
+    return st.timed ? this.init.clock.user() : Number.NaN;
+  }
+
+  at<T>(time: number, fn: () => T): T {
+    if (Number.isNaN(time)) return fn();
+    const clock = this.init.clock;
+    const prev = clock.pinned;
+    clock.pinned = time;
+    try {
+      return fn();
+    } finally {
+      clock.pinned = prev;
+    }
+  }
+
+  begin(st: LoggedState, op: ChangeOpCode, namespace: Uint8Array, time: number): ByteWriter {
+    this.ensureMetadata(st);
+    return this.builder.begin(op, st.id, this.inner.currentKeyGroup, time, this.keyBytes(), namespace);
+  }
+
+  beginFor(st: LoggedState, op: ChangeOpCode, keyGroup: number, key: Uint8Array, namespace: Uint8Array): ByteWriter {
+    this.ensureMetadata(st);
+    return this.builder.begin(op, st.id, keyGroup, Number.NaN, key, namespace);
+  }
+
+  commit(): void {
+    this.log.append(this.builder.w.view());
+    if (this.log.openBytes >= this.init.settings.preemptivePersistBytes) this.persistEarly();
+  }
+
+  private ensureMetadata(st: LoggedState): void {
+    if (st.loggedEpoch === this.epoch) return;
+    this.log.append(this.builder.metadata(st.id, st.meta).view());
+    st.loggedEpoch = this.epoch;
+  }
+
+  private keyBytes(): Uint8Array {
+    const k = this.inner.getCurrentKey();
+    if (this.cachedKeyBytes === null || k !== this.cachedKey) {
+      this.cachedKeyBytes = this.keySerializer.serialize(k);
+      this.cachedKey = k;
+    }
+    return this.cachedKeyBytes;
+  }
+
+  /** Past the size threshold the tail is uploaded right away, so a checkpoint rarely has to wait for it. */
+  private persistEarly(): void {
+    const streams = this.init.settings.backgroundStreams;
+    if (streams === null || this.closed) return;
+    const chunk = this.log.cut();
+    if (chunk !== null) {
+      this.log.persist(chunk, streams, streams).catch((err: unknown) => {
+        this.lastBackgroundError = err; // the next checkpoint retries it
+      });
+    }
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+    this.checkOpen();
+    if (this.init.mode === 'passthrough' || options.type === 'savepoint') return this.selfContainedSnapshot(checkpointId, options);
+    if (options.full === true || !this.base.shareable) {
+      // Nothing restored may be referenced: materialize now and reference only what this checkpoint writes.
+      const m = await this.startMaterialization(checkpointId, options.streams, options.full === true);
+      this.track(checkpointId, m);
+      const done = this.guard(
+        (async () => {
+          await this.materialized(m);
+          return this.handleFor(m, []);
+        })(),
+      );
+      return { checkpointId, done };
+    }
+    if (this.materializationDue()) await this.startMaterialization(checkpointId, options.streams, false);
+    this.log.cut();
+    const base = this.base;
+    const chunks = this.log.chunksAfter(base.seq);
+    const record = this.track(checkpointId, base);
+    const streams = options.streams;
+    const background = this.init.settings.backgroundStreams;
+    const done = this.guard(
+      (async () => {
+        const refs = await Promise.all(chunks.map((c) => this.log.persist(c, streams, background)));
+        if (this.closed) throw cancelled();
+        for (const c of chunks) c.handedOut = true;
+        record.used = chunks.map((c, i) => [c, refs[i]] as const);
+        return this.handleFor(base, refs);
+      })(),
+    );
+    return { checkpointId, done };
+  }
+
+  /** Ask for a materialization at the next checkpoint, whatever the interval. */
+  requestMaterialization(): void {
+    this.lastMaterializationAt = Number.NEGATIVE_INFINITY;
+  }
+
+  /** The id of the materialization checkpoints currently build on (0: none). */
+  get materializationId(): number {
+    return this.base.id;
+  }
+
+  /** Resolves when the materialization in progress (if any) has ended. */
+  async awaitMaterialization(): Promise<void> {
+    const m = this.materializing;
+    if (m !== null) await this.materialized(m).catch(() => undefined);
+  }
+
+  private track(checkpointId: number, base: Materialization): CheckpointRecord {
+    if (base.firstUsedBy === null) base.firstUsedBy = checkpointId;
+    const record: CheckpointRecord = { base, used: [] };
+    this.checkpoints.set(checkpointId, record);
+    return record;
+  }
+
+  /** Due when the interval has passed (or one was requested) and something changed since the base. */
+  private materializationDue(): boolean {
+    if (this.materializing !== null) return false;
+    if (this.log.lastSeq <= this.base.seq) return false; // nothing changed: skip
+    if (this.lastMaterializationAt === Number.NEGATIVE_INFINITY) return true;
+    const interval = this.init.settings.materializationIntervalMs;
+    if (!(interval >= 0) || !Number.isFinite(interval)) return false;
+    return this.init.settings.now() - this.lastMaterializationAt >= interval;
+  }
+
+  private readonly materializationDone = new WeakMap<Materialization, Promise<void>>();
+
+  private materialized(m: Materialization): Promise<void> {
+    return this.materializationDone.get(m) ?? Promise.resolve();
+  }
+
+  /**
+   * Starts a materialization at the current end of the log (runs in a snapshot's synchronous
+   * phase, when the runtime does not touch state). Its asynchronous part continues in the
+   * background; when it ends it becomes the base of later checkpoints.
+   */
+  private async startMaterialization(id: number, streams: CheckpointStreamFactory, full: boolean): Promise<Materialization> {
+    this.log.cut();
+    const m = new Materialization(id, this.log.lastSeq, true, true);
+    const pendingNow = this.init.pending.snapshot();
+    this.epoch++;
+    this.lastMaterializationAt = this.init.settings.now();
+    this.materializing = m;
+    let task: SnapshotTask<KeyedStateHandle>;
+    try {
+      task = await this.inner.snapshot(id, { type: 'checkpoint', streams: sharedOnly(streams), ...(full ? { full: true } : {}) });
+    } catch (err) {
+      this.materializing = null;
+      m.status = 'failed';
+      throw err;
+    }
+    const done = (async () => {
+      try {
+        const handle = await task.done;
+        const carried = pendingNow.length > 0 ? [await this.writeCarried(pendingNow, streams, 'shared')] : [];
+        m.handles = handle === null ? [] : [handle];
+        m.logs = carried;
+        m.status = 'done';
+        if (!m.revoked && !this.closed && m.id > this.base.id) this.base = m;
+      } catch (err) {
+        m.status = 'failed';
+        this.lastBackgroundError = err;
+        await this.inner.notifyCheckpointAborted(id).catch(() => undefined);
+        throw err;
+      } finally {
+        if (this.materializing === m) this.materializing = null;
+      }
+    })();
+    done.catch(() => undefined);
+    this.materializationDone.set(m, done);
+    return m;
+  }
+
+  /** Savepoints (and every snapshot in passthrough mode): the wrapped backend's own snapshot, plus restored changes not yet replayed. */
+  private async selfContainedSnapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+    const pendingNow = this.init.pending.snapshot();
+    const task = await this.inner.snapshot(checkpointId, options);
+    if (pendingNow.length === 0) return task;
+    const done = this.guard(
+      (async () => {
+        const handle = await task.done;
+        const carried = await this.writeCarried(pendingNow, options.streams, 'exclusive');
+        const m = Materialization.restored(checkpointId, handle === null ? [] : [handle], [carried], false);
+        return this.handleFor(m, []);
+      })(),
+    );
+    return { checkpointId, done };
+  }
+
+  private handleFor(base: Materialization, refs: readonly ChangelogSegmentRef[]): KeyedStateHandle | null {
+    const logs = [...base.logs];
+    if (refs.length > 0) {
+      const s = this.log.settings;
+      logs.push({
+        ...identityOf(s),
+        keyGroupRange: s.keyGroupRange,
+        fromSeq: refs[0].fromSeq,
+        toSeq: refs[refs.length - 1].toSeq,
+        segments: refs,
+      });
+    }
+    if (base.handles.length === 0 && logs.length === 0) return null;
+    const handle: ChangelogStateHandle = {
+      type: CHANGELOG_HANDLE_TYPE,
+      formatVersion: CHANGELOG_HANDLE_VERSION,
+      keyGroupRange: this.keyGroupRange.toJSON(),
+      maxParallelism: this.maxParallelism,
+      keySerializer: snapshotOf(this.keySerializer as Serializer<unknown>),
+      backend: this.init.innerName,
+      materializationId: base.id,
+      materialized: base.handles,
+      logs,
+    };
+    return handle as unknown as KeyedStateHandle;
+  }
+
+  /** Writes restored-but-unreplayed changes as a one-segment log of their own. */
+  private async writeCarried(pending: readonly PendingState[], streams: CheckpointStreamFactory, scope: StateScope): Promise<ChangelogLogRef> {
+    const builder = new RecordBuilder();
+    const body = new ByteWriter();
+    const ids = new Map<StateMetaRecord, number>();
+    let count = 0;
+    for (const p of pending) {
+      for (const { meta, rec } of p.records) {
+        let id = ids.get(meta);
+        if (id === undefined) {
+          ids.set(meta, (id = ids.size + 1));
+          body.bytes(builder.metadata(id, meta).view());
+          count++;
+        }
+        body.bytes(builder.copy(rec, id).view());
+        count++;
+      }
+    }
+    const s = this.log.settings;
+    const identity = { ...identityOf(s), logId: randomUUID() };
+    const bytes = encodeSegment({ ...identity, maxParallelism: s.maxParallelism, keyGroupRange: s.keyGroupRange, fromSeq: 1, toSeq: count, records: count }, body.view());
+    const file = await writeStream(streams, bytes, this.activeStreams, scope);
+    return { ...identity, keyGroupRange: s.keyGroupRange, fromSeq: 1, toSeq: count, segments: [{ file, fromSeq: 1, toSeq: count }] };
+  }
+
+  /** Fails a snapshot's `done` with SNAPSHOT_CANCELLED as soon as the backend closes. */
+  private guard<T>(p: Promise<T>): Promise<T> {
+    const raced = Promise.race([p, this.closedSignal]);
+    p.catch(() => undefined);
+    return raced;
+  }
+
+  // ------------------------------------------------------------------ checkpoint notifications (truncation)
+
+  async notifyCheckpointComplete(checkpointId: number): Promise<void> {
+    if (this.init.mode === 'passthrough') return this.inner.notifyCheckpointComplete(checkpointId);
+    const rec = this.checkpoints.get(checkpointId);
+    if (rec === undefined) return;
+    for (const [id] of this.checkpoints) if (id <= checkpointId) this.checkpoints.delete(id);
+    for (const [c, ref] of rec.used) {
+      // The file is part of a completed checkpoint now: later checkpoints reference this copy.
+      c.ref = ref;
+      c.confirmed = true;
+      c.bytes = null;
+    }
+    const m = rec.base;
+    m.confirmed = true;
+    if (m !== this.confirmedBase && m.id > this.confirmedBase.id) {
+      this.confirmedBase = m;
+      if (m.id > this.base.id && m.status === 'done') this.base = m;
+      // Truncation: checkpoints from now on never reference records before the new base.
+      this.log.truncate(m.seq);
+      if (m.own) await this.inner.notifyCheckpointComplete(m.id);
+    }
+  }
+
+  async notifyCheckpointAborted(checkpointId: number): Promise<void> {
+    if (this.init.mode === 'passthrough') return this.inner.notifyCheckpointAborted(checkpointId);
+    const rec = this.checkpoints.get(checkpointId);
+    if (rec === undefined) return;
+    this.checkpoints.delete(checkpointId);
+    // Files first uploaded for an aborted checkpoint may be deleted by the coordinator: upload again.
+    for (const [c, ref] of rec.used) if (!c.confirmed && c.ref === ref) c.ref = null;
+    const m = rec.base;
+    if (!m.confirmed && m.firstUsedBy === checkpointId) {
+      m.revoked = true;
+      if (this.base === m) {
+        this.base = this.confirmedBase;
+        this.requestMaterialization();
+      }
+      if (m.own) await this.inner.notifyCheckpointAborted(m.id).catch(() => undefined);
+    }
+  }
+
+  // ------------------------------------------------------------------ life cycle
+
+  private checkOpen(): void {
+    if (this.closed) {
+      throw new StreamStateError('BACKEND_CLOSED', `the changelog(${this.init.innerName}) keyed backend is closed. Create a new backend (restoring from the last checkpoint) to continue.`);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.rejectClosed(cancelled());
+    const streams = [...this.activeStreams];
+    this.activeStreams.clear();
+    await Promise.allSettled([this.log.close(), ...streams.map((s) => s.discard())]);
+    // Segments uploaded early that no handed-out snapshot references would be orphans.
+    const orphans: FileStreamHandle[] = [];
+    for (const c of this.log.unconfirmedPersisted()) {
+      if (!c.handedOut && c.ref !== null && c.ref.file.type === 'file') orphans.push(c.ref.file);
+    }
+    const bg = this.init.settings.backgroundStreams;
+    if (bg !== null && orphans.length > 0) await bg.discardFiles(orphans).catch(() => undefined);
+    await this.inner.close();
+  }
+}
+
+function identityOf(s: ChangelogLogIdentity): ChangelogLogIdentity {
+  return { logId: s.logId, jobId: s.jobId, operatorId: s.operatorId, subtaskIndex: s.subtaskIndex, backend: s.backend };
+}
+
+/** Meta record of a user descriptor (user-level serializers, ttl flag). */
+export function metaOf(d: StateDescriptor<unknown>): StateMetaRecord {
+  const base = { name: d.name, kind: d.kind, namespaceSerializer: snapshotOf(d.namespaceSerializer), ttl: d.ttl !== undefined };
+  const value = snapshotOf(valueSerializerOf(d));
+  return d.kind === 'map' ? { ...base, valueSerializer: value, userKeySerializer: snapshotOf(d.userKeySerializer) } : { ...base, valueSerializer: value };
+}
+
+/** A stream factory that writes everything to shared scope (materializations outlive one checkpoint). */
+export function sharedOnly(streams: CheckpointStreamFactory): CheckpointStreamFactory {
+  return {
+    createOutputStream: () => streams.createOutputStream('shared'),
+    uploadFile: (localPath, _scope, name) => streams.uploadFile(localPath, 'shared', name),
+    discardFiles: (files) => streams.discardFiles(files),
+  };
+}
