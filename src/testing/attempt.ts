@@ -1,0 +1,379 @@
+import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
+import type { RestoreSource, StateBackend } from '../backend/contract.js';
+import type { CheckpointCoordinator, RestorePlan } from '../checkpoint/coordinator.js';
+import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
+import { SnapshotError } from '../errors.js';
+import { keyGroupRangeForSubtask, subtaskForKey } from '../keygroups/key-groups.js';
+import type { Serializer } from '../serializers/serializer.js';
+import { Channel, InputGate, type RecordElement } from './channels.js';
+import { CheckpointTracker } from './checkpoint-tracker.js';
+import type { CommittedOutput } from './committed-output.js';
+import { InjectedCrash, type CrashPredicate, type PipelineEvent } from './events.js';
+import { KeyedOperatorSubtask, type ProcessFunction } from './keyed-operator.js';
+import type { SeededRandom } from './rng.js';
+import { SinkSubtask } from './sink.js';
+import { SourceSubtask } from './source.js';
+import type { SubtaskBase } from './tasks.js';
+
+/** Everything an attempt needs that is fixed for the whole run. */
+export interface AttemptConfig<IN, K, OUT> {
+  readonly jobId: string;
+  readonly input: readonly (readonly IN[])[];
+  readonly keyBy: (record: IN) => K;
+  readonly keySerializer: Serializer<K>;
+  readonly process: ProcessFunction<IN, K, OUT>;
+  readonly maxParallelism: number;
+  readonly ids: { readonly source: string; readonly keyed: string; readonly sink: string };
+  readonly backend: StateBackend;
+  readonly checkpointEvery: number;
+  readonly channelCapacity: number;
+  readonly output: CommittedOutput<OUT>;
+  readonly rng: SeededRandom;
+  readonly crash: CrashPredicate | null;
+  readonly onEvent: ((e: PipelineEvent) => void) | null;
+  readonly clock?: () => number;
+}
+
+/** Counters that run across attempts. */
+export interface RunTotals {
+  recordsProcessed: number;
+  recordsEmitted: number;
+  bytesWritten: number;
+  readonly completed: CompletedCheckpointInfo[];
+  readonly aborted: number[];
+}
+
+export interface AttemptShape {
+  readonly attempt: number;
+  readonly parallelism: number;
+  readonly sourceParallelism: number;
+  readonly sinkParallelism: number;
+}
+
+/** A scheduling choice: a source subtask (channel -1), or one input channel of a keyed or sink subtask. */
+interface Reader {
+  readonly stage: 'source' | 'keyed' | 'sink';
+  readonly index: number;
+  readonly channel: number;
+}
+
+/** Yield to the event loop every this many steps, so asynchronous snapshot parts and acknowledgements progress. */
+const STEPS_PER_YIELD = 64;
+/** A scheduling choice processes up to this many elements of the chosen input. */
+const MAX_BURST = 8;
+/** A finished input gets a final checkpoint; give up when that keeps failing. */
+const MAX_FINAL_CHECKPOINT_FAILURES = 3;
+
+/**
+ * One execution of the pipeline, from (possibly restored) state to the end of the input or a crash.
+ * A crash is thrown out of run(); teardown() then discards every subtask without completing anything.
+ */
+export class Attempt<IN, K, OUT> {
+  private readonly sources: SourceSubtask<IN>[] = [];
+  private readonly keyed: KeyedOperatorSubtask<IN, K, OUT>[] = [];
+  private readonly sinks: SinkSubtask<OUT>[] = [];
+  private readonly readers: Reader[] = [];
+  /** sourceOutputs[s][k]: the channel from source subtask s to keyed subtask k. */
+  private sourceOutputs: Channel<IN>[][] = [];
+  private readonly tracker: CheckpointTracker;
+  private failure: unknown = undefined;
+  private dead = false;
+  private emittedSinceTrigger = 0;
+  private finalFailures = 0;
+
+  constructor(
+    private readonly cfg: AttemptConfig<IN, K, OUT>,
+    readonly shape: AttemptShape,
+    private readonly coordinator: CheckpointCoordinator,
+    private readonly totals: RunTotals,
+  ) {
+    const subtasks = shape.sourceParallelism + shape.parallelism + shape.sinkParallelism;
+    this.tracker = new CheckpointTracker(coordinator, subtasks, {
+      completed: (info) => this.onCompleted(info),
+      aborted: (id, reason) => this.onAborted(id, reason),
+      isDead: () => this.dead,
+      fatal: (err) => this.fail(err),
+    });
+  }
+
+  private get allSubtasks(): SubtaskBase[] {
+    return [...this.sources, ...this.keyed, ...this.sinks];
+  }
+
+  /** Creates every subtask and its backends, restoring from `plan` when given. */
+  async start(plan: RestorePlan | null): Promise<void> {
+    const { cfg, shape } = this;
+    const { parallelism: p, sourceParallelism: ps, sinkParallelism: pk } = shape;
+    const cap = cfg.channelCapacity;
+    const sourceToKeyed = grid<IN>(ps, p, cap);
+    this.sourceOutputs = sourceToKeyed;
+    const forward = pk === p;
+    const keyedToSink = forward ? null : grid<OUT>(p, pk, cap);
+    const forwardChannels = forward ? Array.from({ length: p }, () => new Channel<OUT>(cap)) : null;
+    const common = (operatorId: string, subtaskIndex: number, parallelism: number) => ({ jobId: cfg.jobId, operatorId, subtaskIndex, parallelism });
+    // Every backend opened so far, so that a failure half-way (e.g. a bad restore) leaves nothing open.
+    const opened: { close(): Promise<void> }[] = [];
+    const open = async <B extends { close(): Promise<void> }>(created: Promise<B>): Promise<B> => {
+      const b = await created;
+      opened.push(b);
+      return b;
+    };
+    try {
+      for (let i = 0; i < ps; i++) {
+        const restore = plan ? restoreFor(plan, cfg.ids.source, i) : null;
+        const ob = await open(cfg.backend.createOperatorStateBackend({ ...common(cfg.ids.source, i, ps), ...(restore ? { restore: restore.operator } : {}) }));
+        const assigned = plan ? null : cfg.input.map((_, j) => j).filter((j) => j % ps === i);
+        const source = new SourceSubtask<IN>(cfg.ids.source, i, ob, cfg.input, assigned);
+        this.sources.push(source);
+        this.readers.push({ stage: 'source', index: i, channel: -1 });
+      }
+      for (let i = 0; i < p; i++) {
+        const restore = plan ? restoreFor(plan, cfg.ids.keyed, i) : null;
+        const ob = await open(cfg.backend.createOperatorStateBackend({ ...common(cfg.ids.keyed, i, p), ...(restore ? { restore: restore.operator } : {}) }));
+        const kb = await open(
+          cfg.backend.createKeyedStateBackend<K>({
+            ...common(cfg.ids.keyed, i, p),
+            maxParallelism: cfg.maxParallelism,
+            keyGroupRange: keyGroupRangeForSubtask(cfg.maxParallelism, p, i),
+            keySerializer: cfg.keySerializer,
+            ...(restore ? { restore: restore.keyed } : {}),
+            ...(cfg.clock ? { clock: cfg.clock } : {}),
+          }),
+        );
+        const gate = new InputGate<IN>(sourceToKeyed.map((row) => row[i]));
+        const outputs = forwardChannels ? [forwardChannels[i]] : keyedToSink![i];
+        this.keyed.push(new KeyedOperatorSubtask<IN, K, OUT>(cfg.ids.keyed, i, p, ob, kb, gate, outputs, cfg.keyBy, cfg.process));
+        for (let c = 0; c < ps; c++) this.readers.push({ stage: 'keyed', index: i, channel: c });
+      }
+      for (let i = 0; i < pk; i++) {
+        const restore = plan ? restoreFor(plan, cfg.ids.sink, i) : null;
+        const ob = await open(cfg.backend.createOperatorStateBackend({ ...common(cfg.ids.sink, i, pk), ...(restore ? { restore: restore.operator } : {}) }));
+        const gate = new InputGate<OUT>(forwardChannels ? [forwardChannels[i]] : keyedToSink!.map((row) => row[i]));
+        const sink = new SinkSubtask<OUT>(cfg.ids.sink, i, ob, gate, cfg.output, shape.attempt, (tx) =>
+          this.event({ type: 'commit', attempt: shape.attempt, transactionId: tx.transactionId, checkpointId: tx.checkpointId }),
+        );
+        this.sinks.push(sink);
+        for (let c = 0; c < gate.channels.length; c++) this.readers.push({ stage: 'sink', index: i, channel: c });
+      }
+      for (const sink of this.sinks) sink.commitRestored();
+    } catch (err) {
+      await Promise.allSettled(opened.map((b) => b.close()));
+      throw err;
+    }
+  }
+
+  /** Runs to the end of the input (and its final checkpoint). Throws InjectedCrash on a crash. */
+  async run(): Promise<void> {
+    const ready: Reader[] = [];
+    let steps = 0;
+    for (;;) {
+      this.throwIfFailed();
+      ready.length = 0;
+      for (const r of this.readers) if (this.isReady(r)) ready.push(r);
+      if (ready.length === 0) {
+        await this.tracker.settle();
+        this.throwIfFailed();
+        if (this.needsFinalCheckpoint()) {
+          this.triggerCheckpoint();
+          continue;
+        }
+        return;
+      }
+      // The chosen reader runs a burst of a random length (cheaper than re-scanning after every element).
+      const reader = ready[ready.length === 1 ? 0 : this.cfg.rng.int(ready.length)];
+      const burst = 1 + this.cfg.rng.int(MAX_BURST);
+      for (let b = 0; b < burst && (b === 0 || this.isReady(reader)); b++) {
+        const step = this.step(reader);
+        if (step) {
+          await step;
+          break;
+        }
+      }
+      if (++steps % STEPS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Closes everything after a normal end. */
+  async finish(): Promise<void> {
+    await this.tracker.settle();
+    this.dead = true;
+    await this.closeAll();
+    this.totals.bytesWritten += this.tracker.bytesWritten;
+  }
+
+  /**
+   * Discards the attempt after a crash: no more notifications or commits; backends closed (which
+   * cancels in-flight snapshots); acknowledgements already under way are allowed to settle.
+   */
+  async teardown(): Promise<void> {
+    this.dead = true;
+    await this.closeAll();
+    await this.tracker.settle();
+    this.totals.bytesWritten += this.tracker.bytesWritten;
+  }
+
+  private async closeAll(): Promise<void> {
+    await Promise.allSettled(this.allSubtasks.map((t) => t.close()));
+  }
+
+  private isReady(r: Reader): boolean {
+    switch (r.stage) {
+      case 'source': {
+        const s = this.sources[r.index];
+        if (s.pendingBarriers.length > 0) return true;
+        if (s.exhausted) return false;
+        for (const c of this.sourceOutputs[r.index]) if (!c.hasRoom) return false;
+        return true;
+      }
+      case 'keyed': {
+        const k = this.keyed[r.index];
+        return k.gate.isReadable(r.channel) && k.outputsHaveRoom;
+      }
+      case 'sink':
+        return this.sinks[r.index].gate.isReadable(r.channel);
+    }
+  }
+
+  /** Runs one scheduling choice. Returns a promise only when it has to wait (snapshots, triggers). */
+  private step(r: Reader): Promise<void> | void {
+    switch (r.stage) {
+      case 'source':
+        return this.stepSource(r.index);
+      case 'keyed': {
+        const k = this.keyed[r.index];
+        const element = k.gate.poll(r.channel);
+        if (element === null) return;
+        if (element.kind === 'barrier') return this.snapshotAndForward(k, element.checkpointId, k.outputs);
+        this.processRecord(k, element);
+        return;
+      }
+      case 'sink': {
+        const s = this.sinks[r.index];
+        const element = s.gate.poll(r.channel);
+        if (element === null) return;
+        if (element.kind === 'barrier') return this.snapshotAndForward(s, element.checkpointId, []);
+        s.write(element.value);
+        return;
+      }
+    }
+  }
+
+  private stepSource(i: number): Promise<void> | void {
+    const source = this.sources[i];
+    const outputs = this.sourceOutputs[i];
+    const barrier = source.pendingBarriers.shift();
+    if (barrier !== undefined) {
+      this.event({ type: 'barrier', attempt: this.shape.attempt, subtaskIndex: i, checkpointId: barrier });
+      return this.snapshotAndForward(source, barrier, outputs);
+    }
+    const next = source.next();
+    if (next === null) return;
+    const target = subtaskForKey(this.cfg.keyBy(next.value), this.cfg.keySerializer, this.cfg.maxParallelism, this.shape.parallelism);
+    outputs[target].push({ kind: 'record', value: next.value, origin: next.origin });
+    this.totals.recordsEmitted++;
+    if (this.cfg.onEvent || this.cfg.crash) this.event({ type: 'emit', attempt: this.shape.attempt, subtaskIndex: i, origin: next.origin, target });
+    if (++this.emittedSinceTrigger >= this.cfg.checkpointEvery) return this.triggerCheckpoint();
+  }
+
+  private processRecord(k: KeyedOperatorSubtask<IN, K, OUT>, element: RecordElement<IN>): void {
+    const n = this.totals.recordsProcessed + 1;
+    if (this.cfg.onEvent || this.cfg.crash) {
+      this.event({
+        type: 'record',
+        attempt: this.shape.attempt,
+        subtaskIndex: k.subtaskIndex,
+        origin: element.origin,
+        recordsProcessed: n,
+        inFlightSnapshots: this.tracker.inFlightSnapshots,
+      });
+    }
+    k.process(element);
+    this.totals.recordsProcessed = n;
+  }
+
+  private triggerCheckpoint(): void {
+    this.emittedSinceTrigger = 0;
+    const id = this.tracker.trigger();
+    for (const s of this.sources) s.pendingBarriers.push(id);
+  }
+
+  /**
+   * The barrier of `checkpointId` is aligned at `task`: snapshot (operator state, then keyed state;
+   * nothing touches state until the synchronous parts are done), forward the barrier, and let the
+   * tracker acknowledge when the asynchronous parts finish.
+   */
+  private async snapshotAndForward<T>(task: SubtaskBase, checkpointId: number, outputs: readonly Channel<T>[]): Promise<void> {
+    const pending = this.tracker.pending(checkpointId);
+    if (pending) {
+      try {
+        const snapshot = await task.snapshotState(checkpointId, pending.streamsFor(task.operatorId, task.subtaskIndex), pending.full);
+        this.tracker.track(checkpointId, task.operatorId, task.subtaskIndex, snapshot);
+      } catch (err) {
+        this.tracker.failSubtask(checkpointId, err);
+      }
+    }
+    for (const c of outputs) c.push({ kind: 'barrier', checkpointId });
+    this.event({ type: 'snapshot', attempt: this.shape.attempt, operatorId: task.operatorId, subtaskIndex: task.subtaskIndex, checkpointId });
+  }
+
+  private needsFinalCheckpoint(): boolean {
+    if (this.emittedSinceTrigger === 0 && !this.tracker.lastTriggeredFailed) return false;
+    if (this.tracker.lastTriggeredFailed && ++this.finalFailures > MAX_FINAL_CHECKPOINT_FAILURES) {
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `the final checkpoint failed ${MAX_FINAL_CHECKPOINT_FAILURES} times in a row (see the 'checkpoint-aborted' events for the reasons); the output of the last epoch was not committed.`,
+      );
+    }
+    return true;
+  }
+
+  private async onCompleted(info: CompletedCheckpointInfo): Promise<void> {
+    this.totals.completed.push(info);
+    try {
+      this.event({ type: 'checkpoint-completed', attempt: this.shape.attempt, checkpointId: info.checkpointId, pointer: info.pointer });
+      if (this.dead) return; // a discarded attempt's tasks never hear of it; the restored sink commits instead
+      for (const sink of this.sinks) sink.commitUpTo(info.checkpointId);
+      await Promise.allSettled(this.allSubtasks.map((t) => t.notifyCheckpointComplete(info.checkpointId)));
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async onAborted(checkpointId: number, reason: string): Promise<void> {
+    this.totals.aborted.push(checkpointId);
+    try {
+      this.event({ type: 'checkpoint-aborted', attempt: this.shape.attempt, checkpointId, reason });
+      await Promise.allSettled(this.allSubtasks.map((t) => t.notifyCheckpointAborted(checkpointId)));
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** Reports an event; throws InjectedCrash when the crash predicate says so. */
+  private event(e: PipelineEvent): void {
+    this.cfg.onEvent?.(e);
+    if (!this.dead && this.cfg.crash?.(e)) throw new InjectedCrash(e);
+  }
+
+  /** The attempt has failed: from now on it completes nothing (no commits, no notifications); run() throws at its next step. */
+  private fail(err: unknown): void {
+    if (this.failure === undefined) this.failure = err;
+    this.dead = true;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+}
+
+function grid<T>(rows: number, cols: number, capacity: number): Channel<T>[][] {
+  return Array.from({ length: rows }, () => Array.from({ length: cols }, () => new Channel<T>(capacity)));
+}
+
+function restoreFor(
+  plan: RestorePlan,
+  operatorId: string,
+  subtaskIndex: number,
+): { keyed: RestoreSource<KeyedStateHandle>; operator: RestoreSource<OperatorStateHandle> } | null {
+  return plan.operators.get(operatorId)?.[subtaskIndex] ?? null;
+}

@@ -1,0 +1,147 @@
+import { posix } from 'node:path';
+import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
+import type { CheckpointCoordinator, PendingCheckpoint } from '../checkpoint/coordinator.js';
+import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
+import type { SubtaskSnapshot } from './tasks.js';
+
+interface Entry {
+  readonly pending: PendingCheckpoint;
+  settled: number;
+  failure: unknown;
+}
+
+export interface TrackerHooks {
+  /** A checkpoint completed (its _metadata is written). Must not throw. */
+  completed(info: CompletedCheckpointInfo): Promise<void>;
+  /** A checkpoint failed and was aborted at the coordinator. Must not throw. */
+  aborted(checkpointId: number, reason: string): Promise<void>;
+  /** After a crash nothing is aborted here: the coordinator's shutdown aborts what is pending. */
+  isDead(): boolean;
+  /** Acknowledging or aborting failed at the coordinator (storage trouble): the run cannot go on. */
+  fatal(err: unknown): void;
+}
+
+/**
+ * The runtime's side of checkpointing for one attempt: triggers checkpoints, turns each subtask's
+ * snapshot into an asynchronous acknowledgement, and aborts a checkpoint once every subtask has
+ * either acknowledged or failed and at least one failed.
+ */
+export class CheckpointTracker {
+  private readonly entries = new Map<number, Entry>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly seenFiles = new Set<string>();
+  /** Subtask snapshots whose asynchronous part has not finished. */
+  inFlightSnapshots = 0;
+  bytesWritten = 0;
+  lastTriggered: number | null = null;
+  /** Whether the newest triggered checkpoint failed (a finished input needs another one). */
+  lastTriggeredFailed = false;
+
+  constructor(
+    private readonly coordinator: CheckpointCoordinator,
+    /** Subtasks over all operators: a checkpoint completes when all of them acknowledged. */
+    private readonly subtaskCount: number,
+    private readonly hooks: TrackerHooks,
+  ) {}
+
+  trigger(): number {
+    const pending = this.coordinator.triggerCheckpoint();
+    this.entries.set(pending.checkpointId, { pending, settled: 0, failure: undefined });
+    // Subsumed by a newer checkpoint, or aborted by the coordinator itself: nothing left to track.
+    pending.completion.catch(() => {
+      this.entries.delete(pending.checkpointId);
+      if (pending.checkpointId === this.lastTriggered) this.lastTriggeredFailed = true;
+    });
+    this.lastTriggered = pending.checkpointId;
+    this.lastTriggeredFailed = false;
+    return pending.checkpointId;
+  }
+
+  pending(checkpointId: number): PendingCheckpoint | null {
+    return this.entries.get(checkpointId)?.pending ?? null;
+  }
+
+  /** Hands a subtask's snapshot over: acknowledged when its asynchronous part is done. */
+  track(checkpointId: number, operatorId: string, subtaskIndex: number, snapshot: SubtaskSnapshot): void {
+    this.inFlightSnapshots++;
+    const run = (async () => {
+      let finished = false;
+      try {
+        const [operator, keyed] = await Promise.all([snapshot.operator.done, snapshot.keyed ? snapshot.keyed.done : null]);
+        finished = true;
+        this.inFlightSnapshots--;
+        this.countBytes(checkpointId, operator);
+        this.countBytes(checkpointId, keyed);
+        // A failed attempt acknowledges nothing more; the coordinator's shutdown removes what its snapshots wrote.
+        if (this.hooks.isDead()) return;
+        const info = await this.coordinator.acknowledge(checkpointId, operatorId, subtaskIndex, {
+          keyed: keyed ? [keyed] : [],
+          operator: operator ? [operator] : [],
+        });
+        if (info) {
+          this.entries.delete(checkpointId);
+          await this.hooks.completed(info);
+        }
+      } catch (err) {
+        if (!finished) this.inFlightSnapshots--;
+        this.failed(checkpointId, err);
+      }
+      await this.settled(checkpointId);
+    })();
+    this.keep(run);
+  }
+
+  /** A subtask could not take its snapshot at all (the synchronous part threw). */
+  failSubtask(checkpointId: number, err: unknown): void {
+    this.failed(checkpointId, err);
+    this.keep(this.settled(checkpointId));
+  }
+
+  private keep(run: Promise<void>): void {
+    const tracked = run.catch((err: unknown) => this.hooks.fatal(err)).finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+
+  /** Resolves when no acknowledgement or abort is in progress (including ones started meanwhile). */
+  async settle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  private failed(checkpointId: number, err: unknown): void {
+    const entry = this.entries.get(checkpointId);
+    if (entry && entry.failure === undefined) entry.failure = err ?? new Error('snapshot failed');
+  }
+
+  private async settled(checkpointId: number): Promise<void> {
+    const entry = this.entries.get(checkpointId);
+    if (!entry) return;
+    entry.settled++;
+    if (entry.settled < this.subtaskCount || entry.failure === undefined || this.hooks.isDead()) return;
+    this.entries.delete(checkpointId);
+    if (checkpointId === this.lastTriggered) this.lastTriggeredFailed = true;
+    const reason = entry.failure instanceof Error ? entry.failure.message : String(entry.failure);
+    await this.coordinator.abort(checkpointId, reason);
+    await this.hooks.aborted(checkpointId, reason);
+  }
+
+  /** Inline bytes each time; a file once (a shared file reused by a later checkpoint is not written again). */
+  private countBytes(checkpointId: number, handle: KeyedStateHandle | OperatorStateHandle | null): void {
+    const visit = (v: unknown): void => {
+      if (Array.isArray(v)) {
+        for (const x of v) visit(x);
+        return;
+      }
+      if (v === null || typeof v !== 'object') return;
+      const o = v as Record<string, unknown>;
+      if (o.type === 'inline' && typeof o.size === 'number') this.bytesWritten += o.size;
+      else if (o.type === 'file' && typeof o.path === 'string' && typeof o.size === 'number') {
+        const where = posix.normalize(posix.join(`chk-${checkpointId}`, o.path));
+        if (!this.seenFiles.has(where)) {
+          this.seenFiles.add(where);
+          this.bytesWritten += o.size;
+        }
+      } else for (const x of Object.values(o)) visit(x);
+    };
+    visit(handle);
+  }
+}

@@ -1,0 +1,64 @@
+import type { RecordOrigin } from './channels.js';
+
+/**
+ * What happens inside a pipeline run, in order. Passed to `onEvent` (tracing, assertions) and to a
+ * crash predicate (`crashAt`), which can fail the run at any of them.
+ */
+export type PipelineEvent =
+  /** A source subtask emitted a record towards keyed subtask `target`. */
+  | { readonly type: 'emit'; readonly attempt: number; readonly subtaskIndex: number; readonly origin: RecordOrigin; readonly target: number }
+  /** A source subtask injected the barrier of `checkpointId` into its outputs. */
+  | { readonly type: 'barrier'; readonly attempt: number; readonly subtaskIndex: number; readonly checkpointId: number }
+  /**
+   * The keyed operator is about to process a record. `recordsProcessed` counts every record processed
+   * since the run started, this one included (replays after a crash count again).
+   */
+  | {
+      readonly type: 'record';
+      readonly attempt: number;
+      readonly subtaskIndex: number;
+      readonly origin: RecordOrigin;
+      readonly recordsProcessed: number;
+      /** Subtask snapshots whose asynchronous part is still running. */
+      readonly inFlightSnapshots: number;
+    }
+  /** A subtask finished the synchronous part of its snapshot; the asynchronous part now runs. */
+  | { readonly type: 'snapshot'; readonly attempt: number; readonly operatorId: string; readonly subtaskIndex: number; readonly checkpointId: number }
+  /** The coordinator completed a checkpoint (its _metadata is written); backends and the sink are not notified yet. */
+  | { readonly type: 'checkpoint-completed'; readonly attempt: number; readonly checkpointId: number; readonly pointer: string }
+  | { readonly type: 'checkpoint-aborted'; readonly attempt: number; readonly checkpointId: number; readonly reason: string }
+  /** The sink committed a pre-committed transaction to the CommittedOutput (not emitted for idempotent repeats). */
+  | { readonly type: 'commit'; readonly attempt: number; readonly transactionId: string; readonly checkpointId: number }
+  | { readonly type: 'crash'; readonly attempt: number; readonly reason: string }
+  /** A new attempt started, restored from `checkpointId` (null: from scratch). */
+  | {
+      readonly type: 'restored';
+      readonly attempt: number;
+      readonly checkpointId: number | null;
+      readonly pointer: string | null;
+      readonly parallelism: number;
+      readonly sourceParallelism: number;
+    };
+
+export type CrashPredicate = (event: PipelineEvent) => boolean;
+
+/** The failure a crash injection throws. Only this kind of failure is recovered from; any other error fails the run. */
+export class InjectedCrash extends Error {
+  constructor(readonly event: PipelineEvent) {
+    super(`injected crash at ${describeEvent(event)}`);
+    this.name = 'InjectedCrash';
+  }
+}
+
+export function describeEvent(e: PipelineEvent): string {
+  switch (e.type) {
+    case 'record':
+      return `record #${e.recordsProcessed} (attempt ${e.attempt}, subtask ${e.subtaskIndex})`;
+    case 'snapshot':
+      return `snapshot of checkpoint ${e.checkpointId} by ${e.operatorId}[${e.subtaskIndex}] (attempt ${e.attempt})`;
+    case 'checkpoint-completed':
+      return `completion of checkpoint ${e.checkpointId}, before the sink commit (attempt ${e.attempt})`;
+    default:
+      return `${e.type} (attempt ${e.attempt})`;
+  }
+}

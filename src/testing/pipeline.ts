@@ -1,0 +1,99 @@
+import type { StateBackend } from '../backend/contract.js';
+import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
+import type { CheckpointStorage } from '../checkpoint/storage.js';
+import type { Serializer } from '../serializers/serializer.js';
+import type { CommittedOutput } from './committed-output.js';
+import type { CrashPredicate, PipelineEvent } from './events.js';
+import type { ProcessFunction } from './keyed-operator.js';
+
+/**
+ * A job for the in-process pipeline runner:
+ *
+ *   source (replayable, `sourceParallelism`) --keyBy--> keyed operator (`parallelism`) --> exactly-once sink
+ *
+ * The sink runs at the keyed operator's parallelism unless `sinkParallelism` is given (forward edges
+ * when equal, round-robin otherwise).
+ */
+export interface PipelineJob<IN, K, OUT> {
+  /** Default: a fresh random id (checkpoints go to <storage>/<jobId>/). */
+  readonly jobId?: string;
+  /** The input: partitions of records. Replayed from checkpointed offsets after a crash, so it must not change between attempts. */
+  readonly input: readonly (readonly IN[])[];
+  readonly keyBy: (record: IN) => K;
+  /** Default msgpack. Strings are much faster with stringSerializer. */
+  readonly keySerializer?: Serializer<K>;
+  readonly process: ProcessFunction<IN, K, OUT>;
+  /** Parallelism of the keyed operator (and by default of the sink). */
+  readonly parallelism: number;
+  /** Default: the keyed operator's parallelism. */
+  readonly sourceParallelism?: number;
+  readonly sinkParallelism?: number;
+  /** Default 128. Cannot change across a restore. */
+  readonly maxParallelism?: number;
+  /** Operator ids as recorded in checkpoints. Defaults `source`, `keyed`, `sink`. */
+  readonly operatorIds?: { readonly source?: string; readonly keyed?: string; readonly sink?: string };
+}
+
+export interface RunOptions<OUT> {
+  /** Creates every subtask's keyed and operator state backend. */
+  readonly backend: StateBackend;
+  /** Where checkpoints go. Default: the backend's own checkpoint storage. */
+  readonly checkpointStorage?: CheckpointStorage;
+  /** Trigger a checkpoint after every this many source records (and a final one at the end of the input). */
+  readonly checkpointEvery: number;
+  /** Seeds the scheduler: which ready channel or source runs next. Default 1. */
+  readonly seed?: number;
+  /**
+   * When to crash: the n-th record processed by the keyed operator (counted over the whole run,
+   * replays included; each number fires once), or a predicate over every PipelineEvent.
+   */
+  readonly crashAt?: number | readonly number[] | CrashPredicate;
+  /** Keyed-operator (and default sink) parallelism after the n-th crash (n from 1). Default: unchanged. */
+  readonly recoverWithParallelism?: number | ((crash: number) => number);
+  readonly recoverWithSourceParallelism?: number | ((crash: number) => number);
+  /** Give up (rethrow the crash) after this many crashes. Default 10. */
+  readonly maxRestarts?: number;
+  /** The external system the sink commits to. Default: a fresh one (returned in the result). */
+  readonly output?: CommittedOutput<OUT>;
+  /** Called for every event, in order. Must not throw. */
+  readonly onEvent?: (event: PipelineEvent) => void;
+  /** Elements a channel buffers before its producer waits (backpressure). Default 64. */
+  readonly channelCapacity?: number;
+  /** Completed checkpoints the coordinator keeps. Default 1. */
+  readonly numRetainedCheckpoints?: number;
+  /** Processing-time clock handed to keyed backends (TTL). */
+  readonly clock?: () => number;
+  /** Start by restoring the job's latest completed checkpoint, if there is one (default false: a fresh start). */
+  readonly resume?: boolean;
+}
+
+export interface RestoreRecord {
+  /** The attempt that started from it (1 = after the first crash). */
+  readonly attempt: number;
+  /** null: no checkpoint had completed, the attempt started from scratch. */
+  readonly checkpointId: number | null;
+  /** Store-relative pointer (`<jobId>/chk-7`). */
+  readonly pointer: string | null;
+  /** Where it is: the storage location joined with the pointer. */
+  readonly location: string | null;
+  readonly parallelism: number;
+  readonly sourceParallelism: number;
+}
+
+export interface PipelineResult<OUT> {
+  readonly jobId: string;
+  readonly output: CommittedOutput<OUT>;
+  /** Everything the sink committed, in commit order. */
+  readonly committed: readonly OUT[];
+  readonly checkpointsCompleted: readonly CompletedCheckpointInfo[];
+  readonly checkpointsAborted: readonly number[];
+  readonly restoredFrom: readonly RestoreRecord[];
+  /** Bytes of snapshot data acknowledged by subtasks (inline and file streams; a shared file counts once). */
+  readonly bytesWritten: number;
+  /** Records processed by the keyed operator, replays after crashes included. */
+  readonly recordsProcessed: number;
+  /** Records emitted by sources, replays included. */
+  readonly recordsEmitted: number;
+  readonly crashes: number;
+  readonly attempts: number;
+}
