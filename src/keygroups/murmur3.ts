@@ -53,22 +53,36 @@ export function murmur3(bytes: Uint8Array, seed = 0): number {
  * Equal to murmur3(Buffer.from(s, 'utf8')).
  */
 export function murmur3Utf8(s: string, seed = 0): number {
+  // One pass: hash the char codes as bytes, and fall back to real UTF-8 at the first non-ASCII char.
   const len = s.length;
-  for (let i = 0; i < len; i++) {
-    if (s.charCodeAt(i) >= 0x80) return murmur3(Buffer.from(s, 'utf8'), seed);
-  }
   const blocks = len & ~3;
   let h = seed | 0;
   for (let i = 0; i < blocks; i += 4) {
-    const k = s.charCodeAt(i) | (s.charCodeAt(i + 1) << 8) | (s.charCodeAt(i + 2) << 16) | (s.charCodeAt(i + 3) << 24);
-    h = mixH(h, k);
+    const c0 = s.charCodeAt(i);
+    const c1 = s.charCodeAt(i + 1);
+    const c2 = s.charCodeAt(i + 2);
+    const c3 = s.charCodeAt(i + 3);
+    if ((c0 | c1 | c2 | c3) >= 0x80) return murmur3(Buffer.from(s, 'utf8'), seed);
+    h = mixH(h, c0 | (c1 << 8) | (c2 << 16) | (c3 << 24));
   }
   const tail = len & 3;
   if (tail > 0) {
     let k = 0;
-    if (tail === 3) k ^= s.charCodeAt(blocks + 2) << 16;
-    if (tail >= 2) k ^= s.charCodeAt(blocks + 1) << 8;
-    k ^= s.charCodeAt(blocks);
+    let any = 0;
+    if (tail === 3) {
+      const c = s.charCodeAt(blocks + 2);
+      any |= c;
+      k ^= c << 16;
+    }
+    if (tail >= 2) {
+      const c = s.charCodeAt(blocks + 1);
+      any |= c;
+      k ^= c << 8;
+    }
+    const c = s.charCodeAt(blocks);
+    any |= c;
+    if (any >= 0x80) return murmur3(Buffer.from(s, 'utf8'), seed);
+    k ^= c;
     h ^= mixK(k);
   }
   return finish(h, len);
