@@ -30,3 +30,4 @@ export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './c
 export * from './operator/index.js';
 export { S3BlobStore, s3BlobStoreFromUrl, type S3BlobStoreOptions, type S3RequestCounts } from './storage/s3-blob-store.js';
 export type { EntropyOptions } from './storage/s3/key-layout.js';
+export * from './changelog/index.js';

@@ -1,5 +1,6 @@
 import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from '../../src/backend/contract.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
+import { hasChangelogHandles, restorePlainFromChangelog } from '../../src/changelog/index.js';
 import { createHeapOperatorStateBackend } from '../../src/operator/index.js';
 import { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
 
@@ -26,6 +27,10 @@ export class HeapStateBackend implements StateBackend {
   }
 
   createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
+    // A checkpoint taken with the changelog on: restore its materialization and replay its log (changelog off).
+    if (hasChangelogHandles(params.restore)) {
+      return restorePlainFromChangelog((p) => HeapKeyedStateBackend.create(p, this.tuning), this.name, params);
+    }
     return HeapKeyedStateBackend.create(params, this.tuning);
   }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { memory } from '../../backends/memory/index.js';
 import type { KeyedStateBackend, RestoreSource } from '../../src/backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../../src/backend/handles.js';
-import { changelog, isChangelogHandle, withChangelogRestore, type ChangelogStateHandle } from '../../src/changelog/index.js';
+import { changelog, isChangelogHandle, type ChangelogStateHandle } from '../../src/changelog/index.js';
 import { BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import { aggregatingState, listState, mapState, reducingState, valueState } from '../../src/state/descriptors.js';
@@ -155,7 +155,7 @@ describe('changelog checkpoints', () => {
 });
 
 describe('changelog on and off across a restore', () => {
-  it('a changelog checkpoint restores into a plain backend (withChangelogRestore), which then takes plain checkpoints', async () => {
+  it('a changelog checkpoint restores into a plain backend, which then takes plain checkpoints', async () => {
     const storage = newStorage();
     const id = jobId();
     const cl = changelog({ backend: memory(), storage, materializationIntervalMs: 0 });
@@ -171,7 +171,7 @@ describe('changelog on and off across a restore', () => {
     const expected = await readFrom(job.backends, n);
     await job.close();
 
-    const plain = withChangelogRestore(memory());
+    const plain = memory(); // the heap backend itself accepts changelog handles (changelog off)
     const off = await MiniJob.start({ jobId: id, backend: plain, storage, parallelism: 1 });
     expect(await readFrom(off.backends, n)).toEqual(expected);
     const after = await off.checkpoint();
