@@ -1,0 +1,420 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { KeyedBackendParams, KeyedStateBackend, SnapshotOptions, SnapshotTask, SubtaskInfo } from '../../src/backend/contract.js';
+import type { KeyedStateHandle } from '../../src/backend/handles.js';
+import { StateAccessError, StreamStateError } from '../../src/errors.js';
+import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
+import { defaultNamespaceSerializer } from '../../src/serializers/builtins.js';
+import type { Serializer } from '../../src/serializers/serializer.js';
+import type { StateDescriptor } from '../../src/state/descriptors.js';
+import { createTtlState } from '../../src/state/ttl.js';
+import type { KeyedState, StateFor, TimerQueue } from '../../src/state/types.js';
+import { BufferedStore, type LevelDb } from './buffered-store.js';
+import { StateCatalog } from './catalog.js';
+import { IncrementalChain } from './chain.js';
+import { takeFullSnapshot } from './full-snapshot.js';
+import { takeIncrementalSnapshot } from './incremental-snapshot.js';
+import { KeyContext } from './key-context.js';
+import { openLevelDb } from './open-db.js';
+import { restoreLevelDb } from './restore.js';
+import { decodeRowKey, isCountRowStateId, keyGroupPrefix, stateInKeyGroupPrefix } from './row-keys.js';
+import { LevelAggregatingState, LevelListState, LevelMapState, LevelReducingState, LevelValueState, type MapTtl } from './states.js';
+import { HeapTimerQueue, type RawTimer } from './timer-queue.js';
+import type { ValueCodec } from './value-codec.js';
+
+export interface LevelDbBackendOptions {
+  /** Parent of the per-backend database directories. Default: a directory under os.tmpdir(). */
+  readonly workingDir?: string;
+  /** Native incremental checkpoints (default true); false writes full key-groups streams. */
+  readonly incremental?: boolean;
+  /** LevelDB block cache in bytes (default 8 MiB). */
+  readonly cacheSize?: number;
+  /** Bytes buffered in memory before a batch write to LevelDB (default 4 MiB). */
+  readonly writeBufferBytes?: number;
+  /**
+   * LevelDB's memtable size (default 2 MiB). Checkpoints copy the write-ahead log of the memtable
+   * instead of flushing it, so this bounds the private bytes each checkpoint uploads.
+   */
+  readonly memtableBytes?: number;
+  /** Chooses the database directory of one backend; default `<workingDir>/<job>-<operator>-<subtask>-<random>`. */
+  readonly instanceDir?: (info: SubtaskInfo) => string;
+}
+
+export const DEFAULT_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_CACHE_SIZE = 8 * 1024 * 1024;
+export const DEFAULT_MEMTABLE_BYTES = 2 * 1024 * 1024;
+/** How long close() waits for cancelled snapshots to clean up after themselves. */
+const CLOSE_GRACE_MS = 5000;
+
+/** Where a database lives and how it is opened. */
+export interface Instance {
+  readonly dir: string;
+  readonly dbDir: string;
+  readonly cacheSize: number;
+  readonly memtableBytes: number;
+}
+
+interface Registered {
+  readonly kind: string;
+  readonly handle: KeyedState<unknown>;
+  /** The codec of the (inner) state, for full snapshots that convert old generations. */
+  readonly codec: ValueCodec<unknown> | null;
+  readonly ttlMs: number | null;
+  readonly namespaceSerializer: Serializer<unknown>;
+}
+
+function safe(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 60);
+}
+
+export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
+  readonly keyGroupRange: KeyGroupRange;
+  readonly maxParallelism: number;
+  readonly keySerializer: Serializer<K>;
+  private readonly ctx: KeyContext<K>;
+  private readonly registered = new Map<string, Registered>();
+  private readonly timerQueues = new Map<string, HeapTimerQueue<K, unknown>>();
+  private closed = false;
+  private readonly inFlight = new Set<{ cancel: () => void; settled: Promise<unknown> }>();
+
+  private constructor(
+    private readonly params: KeyedBackendParams<K>,
+    readonly instance: Instance,
+    readonly db: LevelDb,
+    readonly store: BufferedStore,
+    readonly catalog: StateCatalog,
+    /** Restored timers of queues not registered again yet. */
+    private readonly pendingTimers: Map<string, RawTimer[]>,
+    readonly chain: IncrementalChain,
+    private readonly incremental: boolean,
+  ) {
+    this.keyGroupRange = KeyGroupRange.of(params.keyGroupRange);
+    this.maxParallelism = params.maxParallelism;
+    this.keySerializer = params.keySerializer;
+    this.ctx = new KeyContext(store, params.keySerializer, params.maxParallelism, this.keyGroupRange);
+  }
+
+  static async create<K>(params: KeyedBackendParams<K>, opts: LevelDbBackendOptions = {}): Promise<LevelDbKeyedStateBackend<K>> {
+    const dir =
+      opts.instanceDir?.(params) ??
+      join(opts.workingDir ?? join(tmpdir(), 'streamstate-leveldb'), `${safe(params.jobId)}-${safe(params.operatorId)}-${params.subtaskIndex}-${randomBytes(4).toString('hex')}`);
+    const instance: Instance = {
+      dir,
+      dbDir: join(dir, 'db'),
+      cacheSize: opts.cacheSize ?? DEFAULT_CACHE_SIZE,
+      memtableBytes: opts.memtableBytes ?? DEFAULT_MEMTABLE_BYTES,
+    };
+    await claimDirectory(instance);
+    const describe = `LevelDB backend of ${params.operatorId}[${params.subtaskIndex}] in ${dir}`;
+    let db: LevelDb | null = null;
+    try {
+      const catalog = new StateCatalog(describe);
+      const pendingTimers = new Map<string, RawTimer[]>();
+      let chain = IncrementalChain.fresh();
+      const handles = params.restore?.handles ?? [];
+      if (handles.length > 0 && params.restore) {
+        const restored = await restoreLevelDb(params, params.restore, instance, catalog);
+        db = restored.db;
+        for (const [name, timers] of restored.timers) pendingTimers.set(name, timers);
+        chain = restored.chain;
+      } else {
+        db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes });
+      }
+      const store = new BufferedStore(db, opts.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES, describe);
+      return new LevelDbKeyedStateBackend(params, instance, db, store, catalog, pendingTimers, chain, opts.incremental ?? true);
+    } catch (err) {
+      if (db !== null) await db.close().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new StreamStateError('BACKEND_CLOSED', 'the LevelDB keyed state backend is closed; create a new one (restore from a checkpoint) to continue.');
+  }
+
+  // ------------------------------------------------------------------ keys
+
+  setCurrentKey(key: K): void {
+    this.ctx.setCurrentKey(key);
+  }
+
+  getCurrentKey(): K {
+    return this.ctx.getCurrentKey();
+  }
+
+  get currentKeyGroup(): number {
+    this.ctx.getCurrentKey();
+    return this.ctx.keyGroup;
+  }
+
+  // ------------------------------------------------------------------ states
+
+  getState<D extends StateDescriptor<unknown>>(descriptor: D): StateFor<D> {
+    this.checkOpen();
+    if (descriptor === null || descriptor === undefined) throw new StateAccessError('NULL_NOT_ALLOWED', 'getState(null): pass a state descriptor.');
+    if (descriptor.namespaceSerializer === null || descriptor.namespaceSerializer === undefined) {
+      throw new StateAccessError('NULL_NOT_ALLOWED', `state "${descriptor.name}": the namespace serializer is null; omit it to use the default.`);
+    }
+    const existing = this.registered.get(descriptor.name);
+    if (existing !== undefined) {
+      if (existing.kind !== descriptor.kind) {
+        throw new StateAccessError(
+          'STATE_KIND_MISMATCH',
+          `state "${descriptor.name}" is registered as ${existing.kind} and now requested as ${descriptor.kind}. Use another name.`,
+        );
+      }
+      return existing.handle as StateFor<D>;
+    }
+    let codec: ValueCodec<unknown> | null = null;
+    const registerInner = (d: StateDescriptor<unknown>, withTtl: boolean, mapTtl: MapTtl | null): KeyedState<unknown> => {
+      const made = this.createState(d, withTtl, mapTtl);
+      codec = made.codec;
+      return made.handle;
+    };
+    const ttl = descriptor.ttl;
+    const mapTtl = ttl !== undefined && ttl.visibility !== 'returnExpiredIfNotCleanedUp' ? { ttlMs: ttl.ttlMs, clock: this.clock } : null;
+    const handle =
+      ttl !== undefined ? createTtlState(descriptor, (inner) => registerInner(inner, true, mapTtl), this.clock) : registerInner(descriptor, false, null);
+    this.registered.set(descriptor.name, {
+      kind: descriptor.kind,
+      handle,
+      codec,
+      ttlMs: descriptor.ttl?.ttlMs ?? null,
+      namespaceSerializer: descriptor.namespaceSerializer,
+    });
+    return handle as StateFor<D>;
+  }
+
+  private createState(d: StateDescriptor<unknown>, ttl: boolean, mapTtl: MapTtl | null): { handle: KeyedState<unknown>; codec: ValueCodec<unknown> } {
+    const ctx = this.ctx as KeyContext<unknown>;
+    const ns = d.namespaceSerializer;
+    switch (d.kind) {
+      case 'value': {
+        const { meta, codec } = this.catalog.registerState(d.name, 'value', ns, d.serializer, undefined, ttl);
+        return { handle: new LevelValueState(ctx, meta.stateId, ns, codec, d.defaultValue ?? undefined), codec };
+      }
+      case 'list': {
+        const { meta, codec } = this.catalog.registerState(d.name, 'list', ns, d.elementSerializer, undefined, ttl);
+        return { handle: new LevelListState(ctx, meta.stateId, ns, codec), codec };
+      }
+      case 'map': {
+        const { meta, codec } = this.catalog.registerState(d.name, 'map', ns, d.valueSerializer, d.userKeySerializer, ttl);
+        return { handle: new LevelMapState(ctx, meta.stateId, ns, d.userKeySerializer, codec, mapTtl), codec };
+      }
+      case 'reducing': {
+        const { meta, codec } = this.catalog.registerState(d.name, 'reducing', ns, d.serializer, undefined, ttl);
+        return { handle: new LevelReducingState(ctx, meta.stateId, ns, codec, d.reduce), codec };
+      }
+      case 'aggregating': {
+        const { meta, codec } = this.catalog.registerState(d.name, 'aggregating', ns, d.accumulatorSerializer, undefined, ttl);
+        return { handle: new LevelAggregatingState(ctx, meta.stateId, ns, codec, d.aggregate), codec };
+      }
+    }
+  }
+
+  getTimerQueue<N = string>(name: string, namespaceSerializer?: Serializer<N>): TimerQueue<K, N> {
+    this.checkOpen();
+    const existing = this.timerQueues.get(name);
+    if (existing !== undefined) return existing as unknown as TimerQueue<K, N>;
+    const ns = (namespaceSerializer ?? defaultNamespaceSerializer) as Serializer<unknown>;
+    this.catalog.registerTimers(name, ns);
+    const q = new HeapTimerQueue<K, unknown>(name, this.keySerializer, ns, this.maxParallelism, this.keyGroupRange);
+    for (const t of this.pendingTimers.get(name) ?? []) q.addRaw(t);
+    this.pendingTimers.delete(name);
+    this.timerQueues.set(name, q);
+    return q as unknown as TimerQueue<K, N>;
+  }
+
+  /** Every timer by queue name (registered queues and restored ones not registered again). */
+  timersSnapshot(): Map<string, RawTimer[]> {
+    const out = new Map<string, RawTimer[]>();
+    for (const [name, q] of this.timerQueues) out.set(name, q.raw());
+    for (const [name, t] of this.pendingTimers) out.set(name, [...t]);
+    return out;
+  }
+
+  /** How a full snapshot reads a state's rows: codec (registered states) and TTL. */
+  registeredInfo(name: string): { codec: ValueCodec<unknown> | null; ttlMs: number | null } | undefined {
+    const r = this.registered.get(name);
+    return r === undefined ? undefined : { codec: r.codec, ttlMs: r.ttlMs };
+  }
+
+  get clock(): () => number {
+    return this.params.clock ?? Date.now;
+  }
+
+  stateNames(): string[] {
+    return this.catalog
+      .all()
+      .filter((s) => s.kind !== 'timers')
+      .map((s) => s.name);
+  }
+
+  // ------------------------------------------------------------------ scans
+
+  /** Rows of one state in key-group order: [decoded row key, value]. */
+  private async *stateRows(stateId: number): AsyncGenerator<[ReturnType<typeof decodeRowKey>, Buffer]> {
+    for (const kg of this.keyGroupRange) {
+      const gte = stateInKeyGroupPrefix(kg, stateId);
+      const lt = stateInKeyGroupPrefix(kg, stateId + 1);
+      for await (const [k, v] of this.store.range(gte, lt)) yield [decodeRowKey(k), v];
+    }
+  }
+
+  private stateIdOf(stateName: string): number | null {
+    const meta = this.catalog.get(stateName);
+    return meta === undefined || meta.kind === 'timers' ? null : meta.stateId;
+  }
+
+  async *getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
+    this.checkOpen();
+    const id = this.stateIdOf(stateName);
+    if (id === null) return;
+    const nsSerializer = this.nsSerializerOf(stateName) as Serializer<N> | undefined;
+    if (nsSerializer === undefined) return;
+    const nsBytes = Buffer.from(nsSerializer.serialize(namespace));
+    let last: Buffer | null = null;
+    for await (const [row] of this.stateRows(id)) {
+      if (!row.namespace.equals(nsBytes)) continue;
+      if (last !== null && last.equals(row.key)) continue;
+      last = Buffer.from(row.key);
+      yield this.keySerializer.deserialize(row.key);
+    }
+  }
+
+  async *getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
+    this.checkOpen();
+    const id = this.stateIdOf(stateName);
+    if (id === null) return;
+    const nsSerializer = this.nsSerializerOf(stateName) as Serializer<N> | undefined;
+    if (nsSerializer === undefined) return;
+    let lastKey: Buffer | null = null;
+    let lastNs: Buffer | null = null;
+    for await (const [row] of this.stateRows(id)) {
+      if (lastKey !== null && lastNs !== null && lastKey.equals(row.key) && lastNs.equals(row.namespace)) continue;
+      lastKey = Buffer.from(row.key);
+      lastNs = Buffer.from(row.namespace);
+      yield [this.keySerializer.deserialize(row.key), nsSerializer.deserialize(row.namespace)];
+    }
+  }
+
+  /** The namespace serializer of a registered state (restored-only states cannot be decoded). */
+  private nsSerializerOf(stateName: string): Serializer<unknown> | undefined {
+    return this.registered.get(stateName)?.namespaceSerializer;
+  }
+
+  async applyToAllKeys<D extends StateDescriptor<unknown>>(
+    namespace: unknown,
+    descriptor: D,
+    fn: (key: K, state: StateFor<D>) => void | Promise<void>,
+  ): Promise<void> {
+    this.checkOpen();
+    const state = this.getState(descriptor);
+    const keys: K[] = [];
+    for await (const k of this.getKeys(descriptor.name, namespace)) keys.push(k);
+    for (const k of keys) {
+      this.setCurrentKey(k);
+      state.setCurrentNamespace(namespace as never);
+      await fn(k, state);
+    }
+  }
+
+  async numEntries(): Promise<number> {
+    this.checkOpen();
+    let n = 0;
+    const gte = keyGroupPrefix(this.keyGroupRange.start);
+    const lt = keyGroupPrefix(this.keyGroupRange.end + 1);
+    for await (const [k] of this.store.range(gte, lt)) if (!isCountRowStateId(k.readUInt16BE(2))) n++;
+    return n;
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+    this.checkOpen();
+    const canonical = options.type === 'savepoint' && options.format === 'canonical';
+    const task = !this.incremental || canonical ? await takeFullSnapshot(this, checkpointId, options, canonical) : await takeIncrementalSnapshot(this, checkpointId, options);
+    return this.track(task);
+  }
+
+  /** Lets close() cancel a running asynchronous part: `done` rejects at once with SNAPSHOT_CANCELLED. */
+  private track(task: SnapshotTask<KeyedStateHandle> & { cancel?: () => void }): SnapshotTask<KeyedStateHandle> {
+    let rejectCancel: (err: unknown) => void = () => undefined;
+    const cancelled = new Promise<never>((_, reject) => {
+      rejectCancel = reject;
+    });
+    cancelled.catch(() => undefined);
+    const entry = {
+      cancel: () => {
+        task.cancel?.();
+        rejectCancel(new StreamStateError('SNAPSHOT_CANCELLED', `checkpoint ${task.checkpointId} was cancelled: the LevelDB backend was closed while it was written.`));
+      },
+      settled: task.done.catch(() => undefined),
+    };
+    this.inFlight.add(entry);
+    void entry.settled.then(() => this.inFlight.delete(entry));
+    const done = Promise.race([task.done, cancelled]);
+    return { checkpointId: task.checkpointId, done };
+  }
+
+  async notifyCheckpointComplete(checkpointId: number): Promise<void> {
+    this.chain.complete(checkpointId);
+  }
+
+  async notifyCheckpointAborted(checkpointId: number): Promise<void> {
+    this.chain.abort(checkpointId);
+  }
+
+  /** Writes the in-memory write buffer to LevelDB and waits for it (benchmarks, tests). */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.store.flush();
+  }
+
+  isClosed(): boolean {
+    return this.closed;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const running = [...this.inFlight];
+    for (const s of running) s.cancel();
+    // Give cancelled uploads a moment to delete what they wrote (blocked I/O is aborted by discard()).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(running.map((s) => s.settled)),
+      new Promise((r) => {
+        timer = setTimeout(r, CLOSE_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    await this.store.settle();
+    await this.db.close().catch(() => undefined);
+    await rm(this.instance.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Makes `instance.dir` ours: refuses a directory whose database is open elsewhere (LOCKED) and
+ * wipes what a crashed run left behind.
+ */
+async function claimDirectory(instance: Instance): Promise<void> {
+  const exists = await stat(instance.dbDir).then(
+    () => true,
+    () => false,
+  );
+  if (exists) {
+    try {
+      const probe = await openLevelDb(instance.dbDir, { createIfMissing: false });
+      await probe.close();
+    } catch (err) {
+      if (err instanceof StreamStateError && err.code === 'LOCKED') throw err;
+    }
+  }
+  await rm(instance.dir, { recursive: true, force: true });
+  await mkdir(instance.dir, { recursive: true });
+}

@@ -1,0 +1,132 @@
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SnapshotOptions, SnapshotTask } from '../../src/backend/contract.js';
+import type { FileStreamHandle, KeyedStateHandle, StreamHandle } from '../../src/backend/handles.js';
+import { SnapshotError, StreamStateError } from '../../src/errors.js';
+import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
+import type { LevelDbKeyedStateBackend } from './backend.js';
+import { encodeMeta } from './meta.js';
+import { createNativeCheckpoint } from './native-checkpoint.js';
+
+/**
+ * The handle of a native incremental snapshot. Table files are shared (uploaded once, referenced
+ * by later checkpoints while they stay live); MANIFEST and CURRENT are private to the checkpoint.
+ */
+export type LevelDbIncrementalHandle = {
+  readonly type: 'leveldb-incremental';
+  readonly keyGroupRange: { readonly start: number; readonly end: number };
+  readonly maxParallelism: number;
+  /** Identity of the incremental chain (kept across claim-mode restores at unchanged range). */
+  readonly backendId: string;
+  readonly checkpointId: number;
+  readonly sharedFiles: readonly { readonly localName: string; readonly handle: FileStreamHandle }[];
+  readonly privateFiles: readonly { readonly localName: string; readonly handle: FileStreamHandle }[];
+  /** The meta stream (meta.ts): key serializer, state meta infos, timers. */
+  readonly meta: StreamHandle;
+};
+
+export const INCREMENTAL_HANDLE_TYPE = 'leveldb-incremental';
+
+export function isIncrementalHandle(h: KeyedStateHandle): h is KeyedStateHandle & LevelDbIncrementalHandle {
+  return h.type === INCREMENTAL_HANDLE_TYPE;
+}
+
+export type CancellableTask = SnapshotTask<KeyedStateHandle> & { cancel: () => void };
+
+async function hasAnyRow(backend: LevelDbKeyedStateBackend<unknown>): Promise<boolean> {
+  const it = backend.db.iterator({ limit: 1 });
+  try {
+    return (await it.nextv(1)).length > 0;
+  } finally {
+    await it.close();
+  }
+}
+
+export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBackend<K>, checkpointId: number, options: SnapshotOptions): Promise<CancellableTask> {
+  const b = backend as unknown as LevelDbKeyedStateBackend<unknown>;
+  // ---- synchronous part: everything written so far goes into immutable table files, linked locally.
+  await b.store.flush();
+  const timers = b.timersSnapshot();
+  const anyTimer = [...timers.values()].some((t) => t.length > 0);
+  if (!anyTimer && !(await hasAnyRow(b))) {
+    return { checkpointId, done: Promise.resolve(null), cancel: () => undefined };
+  }
+  const localDir = join(b.instance.dir, `chk-${checkpointId}-${randomBytes(4).toString('hex')}`);
+  const native = await createNativeCheckpoint(b.instance.dbDir, localDir);
+  const metaBytes = encodeMeta({
+    keySerializer: snapshotOf(b.keySerializer as Serializer<unknown>),
+    maxParallelism: b.maxParallelism,
+    keyGroupRange: { start: b.keyGroupRange.start, end: b.keyGroupRange.end },
+    states: b.catalog.all(),
+    timers,
+  });
+  const isSavepoint = options.type === 'savepoint';
+  const full = options.full === true || isSavepoint;
+  const base = b.chain.baseFiles(full);
+  const backendId = b.chain.backendId;
+
+  // ---- asynchronous part
+  let cancelled = false;
+  const uploaded: FileStreamHandle[] = [];
+  const metaStream = options.streams.createOutputStream('exclusive');
+  const checkCancelled = (): void => {
+    if (cancelled || b.isClosed()) throw new SnapshotError('SNAPSHOT_CANCELLED', `checkpoint ${checkpointId} was cancelled: the LevelDB backend was closed.`);
+  };
+  const run = async (): Promise<KeyedStateHandle> => {
+    const streams = options.streams;
+    await metaStream.write(metaBytes);
+    const metaHandle = await metaStream.closeAndGetHandle();
+    if (metaHandle === null) throw new SnapshotError('SNAPSHOT_FAILED', 'the meta stream of a LevelDB snapshot came back empty');
+    checkCancelled();
+    const sharedFiles: { localName: string; handle: FileStreamHandle }[] = [];
+    for (const t of native.tables) {
+      const reused = base.get(t.name);
+      if (reused !== undefined) {
+        sharedFiles.push({ localName: t.name, handle: reused });
+        continue;
+      }
+      const handle = await streams.uploadFile(join(localDir, t.name), 'shared', `${backendId}-${t.name}`);
+      uploaded.push(handle);
+      sharedFiles.push({ localName: t.name, handle });
+      checkCancelled();
+    }
+    const privateFiles: { localName: string; handle: FileStreamHandle }[] = [];
+    for (const name of native.privateFiles) {
+      const handle = await streams.uploadFile(join(localDir, name), 'exclusive', name);
+      uploaded.push(handle);
+      privateFiles.push({ localName: name, handle });
+      checkCancelled();
+    }
+    const handle: LevelDbIncrementalHandle = {
+      type: INCREMENTAL_HANDLE_TYPE,
+      keyGroupRange: { start: b.keyGroupRange.start, end: b.keyGroupRange.end },
+      maxParallelism: b.maxParallelism,
+      backendId,
+      checkpointId,
+      sharedFiles,
+      privateFiles,
+      meta: metaHandle,
+    };
+    if (!isSavepoint) b.chain.recordUploaded(checkpointId, new Map(sharedFiles.map((f) => [f.localName, f.handle])), full);
+    return handle;
+  };
+  const done = run()
+    .catch(async (err: unknown) => {
+      // Nothing half-done survives: delete what this attempt uploaded (reused files are not ours).
+      await metaStream.discard().catch(() => undefined);
+      await options.streams.discardFiles(uploaded).catch(() => undefined);
+      if (err instanceof StreamStateError) throw err;
+      throw new SnapshotError('SNAPSHOT_FAILED', `LevelDB checkpoint ${checkpointId} failed while uploading: ${(err as Error).message}`, { cause: err });
+    })
+    .finally(() => rm(localDir, { recursive: true, force: true }).catch(() => undefined));
+  return {
+    checkpointId,
+    done,
+    cancel: () => {
+      cancelled = true;
+      // Aborts a write blocked in I/O; the upload loop notices `cancelled` after its current file.
+      void metaStream.discard().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,177 @@
+/**
+ * LevelDB row keys (docs/FORMAT.md, "LevelDB row keys"):
+ *
+ *   [key group: u16 BE][state id: u16 BE][varint len][key bytes][varint len][namespace bytes][user key bytes (map only)]
+ *
+ * Key group first keeps the database key-group ordered, so a key-group range is one byte range
+ * (rescaling clips with clear({gte, lt})). The varint length prefixes make (key, namespace) a
+ * prefix-free pair: key "ab" + namespace "c" is 02 'a' 'b' 01 'c' and can never equal or extend
+ * key "a" + namespace "bc" (01 'a' 02 'b' 'c'), so every (kg, state, key, namespace) prefix scan is exact.
+ * The map user key is last and takes the rest of the row key, so it needs no length.
+ *
+ * State ids are below 0x8000. A map state's per-(key, namespace) entry count lives under the
+ * companion id stateId | 0x8000 (LevelDB cannot be scanned synchronously; the count answers
+ * isEmpty()). Count rows are bookkeeping: not entries, not part of full snapshots.
+ */
+
+export const MAX_STATE_ID = 0x7fff;
+const COUNT_ROW_BIT = 0x8000;
+
+export function countRowStateId(stateId: number): number {
+  return stateId | COUNT_ROW_BIT;
+}
+
+export function isCountRowStateId(stateId: number): boolean {
+  return (stateId & COUNT_ROW_BIT) !== 0;
+}
+
+/** Bytes of the header: key group + state id. */
+export const ROW_HEADER_BYTES = 4;
+
+function varintLength(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 0x80);
+    n++;
+  }
+  return n;
+}
+
+function writeVarint(buf: Uint8Array, pos: number, v: number): number {
+  while (v >= 0x80) {
+    buf[pos++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  buf[pos++] = v;
+  return pos;
+}
+
+/** `varint(len) + bytes`: the self-delimiting form of a key or namespace inside a row key. */
+export function lengthPrefixed(bytes: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(varintLength(bytes.length) + bytes.length);
+  const pos = writeVarint(out, 0, bytes.length);
+  out.set(bytes, pos);
+  return out;
+}
+
+/** The 2-byte big-endian prefix of a key group: rows of key groups [a, b] are [kgPrefix(a), kgPrefix(b + 1)). */
+export function keyGroupPrefix(kg: number): Buffer {
+  const b = Buffer.allocUnsafe(2);
+  b.writeUInt16BE(kg, 0);
+  return b;
+}
+
+/** [key group][state id]: every row of one state in one key group starts with it. */
+export function stateInKeyGroupPrefix(kg: number, stateId: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt16BE(kg, 0);
+  b.writeUInt16BE(stateId, 2);
+  return b;
+}
+
+/** The smallest byte string greater than every string starting with `prefix` (null when there is none). */
+export function prefixUpperBound(prefix: Uint8Array): Buffer | null {
+  const out = Buffer.from(prefix);
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i] !== 0xff) {
+      out[i]++;
+      return out.subarray(0, i + 1);
+    }
+  }
+  return null;
+}
+
+/** The parts of a decoded row key (views into the row key). */
+export interface DecodedRowKey {
+  readonly keyGroup: number;
+  readonly stateId: number;
+  readonly key: Buffer;
+  readonly namespace: Buffer;
+  /** Empty for anything but map entries. */
+  readonly userKey: Buffer;
+}
+
+function readVarint(buf: Buffer, pos: number): [value: number, next: number] {
+  let value = 0;
+  let mul = 1;
+  for (let i = 0; i < 8; i++) {
+    if (pos >= buf.length) break;
+    const b = buf[pos++];
+    value += (b & 0x7f) * mul;
+    if ((b & 0x80) === 0) return [value, pos];
+    mul *= 0x80;
+  }
+  throw new RangeError('malformed varint in a LevelDB row key');
+}
+
+export function decodeRowKey(row: Buffer): DecodedRowKey {
+  if (row.length < ROW_HEADER_BYTES + 2) throw new RangeError(`row key of ${row.length} bytes is too short`);
+  const keyGroup = row.readUInt16BE(0);
+  const stateId = row.readUInt16BE(2);
+  const [keyLen, keyStart] = readVarint(row, ROW_HEADER_BYTES);
+  const keyEnd = keyStart + keyLen;
+  const [nsLen, nsStart] = readVarint(row, keyEnd);
+  const nsEnd = nsStart + nsLen;
+  if (nsEnd > row.length) throw new RangeError('row key is shorter than its length prefixes say');
+  return {
+    keyGroup,
+    stateId,
+    key: row.subarray(keyStart, keyEnd),
+    namespace: row.subarray(nsStart, nsEnd),
+    userKey: row.subarray(nsEnd),
+  };
+}
+
+/** Builds a whole row key in one go (restore, tests, the full-snapshot reader). */
+export function encodeRowKey(keyGroup: number, stateId: number, key: Uint8Array, namespace: Uint8Array, userKey?: Uint8Array): Buffer {
+  const k = lengthPrefixed(key);
+  const n = lengthPrefixed(namespace);
+  const out = Buffer.allocUnsafe(ROW_HEADER_BYTES + k.length + n.length + (userKey?.length ?? 0));
+  out.writeUInt16BE(keyGroup, 0);
+  out.writeUInt16BE(stateId, 2);
+  out.set(k, 4);
+  out.set(n, 4 + k.length);
+  if (userKey) out.set(userKey, 4 + k.length + n.length);
+  return out;
+}
+
+/**
+ * Assembles row keys in one reused buffer (the hot path: no allocation but the latin1 string the
+ * write buffer is keyed by). `view()` is valid until the next build.
+ */
+export class RowKeyBuilder {
+  private buf = Buffer.allocUnsafe(256);
+  private len = 0;
+
+  private ensure(n: number): void {
+    if (n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < n) size *= 2;
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  /** `keyPart` and `nsPart` are lengthPrefixed() forms. */
+  build(keyGroup: number, stateId: number, keyPart: Uint8Array, nsPart: Uint8Array, userKey?: Uint8Array): this {
+    const total = ROW_HEADER_BYTES + keyPart.length + nsPart.length + (userKey === undefined ? 0 : userKey.length);
+    this.ensure(total);
+    const b = this.buf;
+    b[0] = keyGroup >>> 8;
+    b[1] = keyGroup & 0xff;
+    b[2] = stateId >>> 8;
+    b[3] = stateId & 0xff;
+    b.set(keyPart, 4);
+    b.set(nsPart, 4 + keyPart.length);
+    if (userKey !== undefined) b.set(userKey, 4 + keyPart.length + nsPart.length);
+    this.len = total;
+    return this;
+  }
+
+  /** The row key as a latin1 string: one char per byte, so string order is byte order. */
+  string(): string {
+    return this.buf.toString('latin1', 0, this.len);
+  }
+
+  view(): Buffer {
+    return this.buf.subarray(0, this.len);
+  }
+}

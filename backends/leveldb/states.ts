@@ -1,0 +1,394 @@
+import { StateAccessError } from '../../src/errors.js';
+import type { Serializer } from '../../src/serializers/serializer.js';
+import type { AggregateFunction } from '../../src/state/descriptors.js';
+import type { AggregatingState, ListState, MapState, ReducingState, ValueState } from '../../src/state/types.js';
+import type { KeyContext } from './key-context.js';
+import { countRowStateId, lengthPrefixed, prefixUpperBound } from './row-keys.js';
+import { ValueCodec } from './value-codec.js';
+
+/**
+ * State handles over LevelDB rows. Every point operation builds the row key of (current key group,
+ * state id, current key, current namespace[, user key]) in the shared builder and goes to the
+ * buffered store synchronously. Values: value/reducing/aggregating one row; a list one row of
+ * length-prefixed elements (append = read-modify-write); a map one row per entry.
+ */
+
+function nullNotAllowed(what: string): StateAccessError {
+  return new StateAccessError('NULL_NOT_ALLOWED', `${what}: null/undefined is not allowed here. Use clear() to remove state.`);
+}
+
+abstract class LevelState<N> {
+  private namespace: N;
+  private nsPart: Buffer | null = null;
+
+  constructor(
+    protected readonly ctx: KeyContext<unknown>,
+    protected readonly stateId: number,
+    protected readonly namespaceSerializer: Serializer<N>,
+  ) {
+    this.namespace = '' as N;
+  }
+
+  setCurrentNamespace(namespace: N): void {
+    if (namespace === null || namespace === undefined) throw nullNotAllowed('setCurrentNamespace');
+    this.namespace = namespace;
+    this.nsPart = null;
+  }
+
+  getCurrentNamespace(): N {
+    return this.namespace;
+  }
+
+  protected namespacePart(): Buffer {
+    return (this.nsPart ??= lengthPrefixed(this.namespaceSerializer.serialize(this.namespace)));
+  }
+
+  /** Builds the row key of the current key and namespace (plus user key) into the shared builder. */
+  protected row(userKey?: Uint8Array): void {
+    this.ctx.checkKey();
+    this.ctx.rows.build(this.ctx.keyGroup, this.stateId, this.ctx.keyPart, this.namespacePart(), userKey);
+  }
+
+  /** The row of the current key and namespace under another state id (map count rows). */
+  protected rowOf(stateId: number): void {
+    this.ctx.checkKey();
+    this.ctx.rows.build(this.ctx.keyGroup, stateId, this.ctx.keyPart, this.namespacePart());
+  }
+
+  protected readRow(): Buffer | undefined {
+    return this.ctx.store.get(this.ctx.rows.string(), this.ctx.rows.view());
+  }
+
+  protected writeRow(value: Buffer): void {
+    this.ctx.store.put(this.ctx.rows.string(), value);
+  }
+
+  protected deleteRow(): void {
+    this.ctx.store.delete(this.ctx.rows.string());
+  }
+
+  clear(): void {
+    this.row();
+    this.deleteRow();
+  }
+
+  /** Reads and deletes the row of each source namespace; the current namespace is restored afterwards. */
+  protected takeNamespaces(sources: readonly N[]): Buffer[] {
+    const saved = this.namespace;
+    const savedPart = this.nsPart;
+    const out: Buffer[] = [];
+    try {
+      for (const ns of sources) {
+        this.setCurrentNamespace(ns);
+        this.row();
+        const v = this.readRow();
+        if (v !== undefined) {
+          out.push(v);
+          this.deleteRow();
+        }
+      }
+    } finally {
+      this.namespace = saved;
+      this.nsPart = savedPart;
+    }
+    return out;
+  }
+
+  /** Runs `fn` with `ns` as the current namespace. */
+  protected withNamespace<R>(ns: N, fn: () => R): R {
+    const saved = this.namespace;
+    const savedPart = this.nsPart;
+    try {
+      this.setCurrentNamespace(ns);
+      return fn();
+    } finally {
+      this.namespace = saved;
+      this.nsPart = savedPart;
+    }
+  }
+}
+
+export class LevelValueState<T, N> extends LevelState<N> implements ValueState<T, N> {
+  constructor(
+    ctx: KeyContext<unknown>,
+    stateId: number,
+    namespaceSerializer: Serializer<N>,
+    private readonly codec: ValueCodec<T>,
+    private readonly defaultValue: T | undefined,
+  ) {
+    super(ctx, stateId, namespaceSerializer);
+  }
+
+  value(): T | null {
+    this.row();
+    const v = this.readRow();
+    if (v !== undefined) return this.codec.decode(v);
+    return this.defaultValue === undefined ? null : this.codec.serializer.copy(this.defaultValue);
+  }
+
+  update(value: T | null): void {
+    this.row();
+    if (value === null || value === undefined) this.deleteRow();
+    else this.writeRow(this.codec.encode(value));
+  }
+}
+
+function checkElements<T>(values: readonly T[] | null | undefined, what: string): void {
+  if (values === null || values === undefined) throw nullNotAllowed(what);
+  for (const v of values) if (v === null || v === undefined) throw nullNotAllowed(`${what} (an element)`);
+}
+
+export class LevelListState<T, N> extends LevelState<N> implements ListState<T, N> {
+  constructor(
+    ctx: KeyContext<unknown>,
+    stateId: number,
+    namespaceSerializer: Serializer<N>,
+    private readonly codec: ValueCodec<T>,
+  ) {
+    super(ctx, stateId, namespaceSerializer);
+  }
+
+  get(): readonly T[] | null {
+    this.row();
+    const v = this.readRow();
+    return v === undefined ? null : this.codec.decodeList(v);
+  }
+
+  add(value: T): void {
+    if (value === null || value === undefined) throw nullNotAllowed('ListState.add');
+    this.row();
+    this.writeRow(this.codec.appendToList(this.readRow(), [value]));
+  }
+
+  addAll(values: readonly T[]): void {
+    checkElements(values, 'ListState.addAll');
+    if (values.length === 0) return;
+    this.row();
+    this.writeRow(this.codec.appendToList(this.readRow(), values));
+  }
+
+  update(values: readonly T[]): void {
+    checkElements(values, 'ListState.update');
+    this.row();
+    if (values.length === 0) this.deleteRow();
+    else this.writeRow(this.codec.encodeList(values));
+  }
+
+  mergeNamespaces(target: N, sources: readonly N[]): void {
+    const taken = this.takeNamespaces(sources.filter((s) => s !== target));
+    if (taken.length === 0) return;
+    const merged: T[] = [];
+    for (const row of taken) merged.push(...this.codec.decodeList(row));
+    if (merged.length === 0) return;
+    this.withNamespace(target, () => {
+      this.row();
+      this.writeRow(this.codec.appendToList(this.readRow(), merged));
+    });
+  }
+}
+
+export class LevelReducingState<T, N> extends LevelState<N> implements ReducingState<T, N> {
+  constructor(
+    ctx: KeyContext<unknown>,
+    stateId: number,
+    namespaceSerializer: Serializer<N>,
+    private readonly codec: ValueCodec<T>,
+    private readonly reduce: (accumulated: T, value: T) => T,
+  ) {
+    super(ctx, stateId, namespaceSerializer);
+  }
+
+  get(): T | null {
+    this.row();
+    const v = this.readRow();
+    return v === undefined ? null : this.codec.decode(v);
+  }
+
+  add(value: T): void {
+    if (value === null || value === undefined) throw nullNotAllowed('ReducingState.add');
+    this.row();
+    const v = this.readRow();
+    this.writeRow(this.codec.encode(v === undefined ? value : this.reduce(this.codec.decode(v), value)));
+  }
+
+  mergeNamespaces(target: N, sources: readonly N[]): void {
+    const taken = this.takeNamespaces(sources.filter((s) => s !== target));
+    if (taken.length === 0) return;
+    let acc: T | undefined;
+    for (const row of taken) {
+      const v = this.codec.decode(row);
+      acc = acc === undefined ? v : this.reduce(acc, v);
+    }
+    this.withNamespace(target, () => {
+      this.row();
+      const existing = this.readRow();
+      const result = existing === undefined ? (acc as T) : this.reduce(this.codec.decode(existing), acc as T);
+      this.writeRow(this.codec.encode(result));
+    });
+  }
+}
+
+export class LevelAggregatingState<IN, ACC, OUT, N> extends LevelState<N> implements AggregatingState<IN, OUT, N> {
+  constructor(
+    ctx: KeyContext<unknown>,
+    stateId: number,
+    namespaceSerializer: Serializer<N>,
+    private readonly codec: ValueCodec<ACC>,
+    private readonly fn: AggregateFunction<IN, ACC, OUT>,
+  ) {
+    super(ctx, stateId, namespaceSerializer);
+  }
+
+  get(): OUT | null {
+    this.row();
+    const v = this.readRow();
+    return v === undefined ? null : this.fn.getResult(this.codec.decode(v));
+  }
+
+  add(value: IN): void {
+    if (value === null || value === undefined) throw nullNotAllowed('AggregatingState.add');
+    this.row();
+    const v = this.readRow();
+    const acc = v === undefined ? this.fn.createAccumulator() : this.codec.decode(v);
+    this.writeRow(this.codec.encode(this.fn.add(value, acc)));
+  }
+
+  mergeNamespaces(target: N, sources: readonly N[]): void {
+    const taken = this.takeNamespaces(sources.filter((s) => s !== target));
+    if (taken.length === 0) return;
+    let acc: ACC | undefined;
+    for (const row of taken) {
+      const v = this.codec.decode(row);
+      acc = acc === undefined ? v : this.fn.merge(acc, v);
+    }
+    this.withNamespace(target, () => {
+      this.row();
+      const existing = this.readRow();
+      const result = existing === undefined ? (acc as ACC) : this.fn.merge(this.codec.decode(existing), acc as ACC);
+      this.writeRow(this.codec.encode(result));
+    });
+  }
+}
+
+export interface MapTtl {
+  readonly ttlMs: number;
+  readonly clock: () => number;
+}
+
+/**
+ * Map state: one row per entry, plus a count row per (key, namespace) under the companion state id
+ * (stateId | 0x8000, see row-keys.ts). LevelDB cannot be scanned synchronously, so the count row is
+ * what lets isEmpty() answer synchronously; clear() deletes the count row and the entries' range.
+ */
+export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<UK, UV, N> {
+  private readonly countStateId: number;
+
+  constructor(
+    ctx: KeyContext<unknown>,
+    stateId: number,
+    namespaceSerializer: Serializer<N>,
+    private readonly userKeySerializer: Serializer<UK>,
+    private readonly codec: ValueCodec<UV>,
+    /** TTL maps (values start with their f64 timestamp): the count row also keeps the newest timestamp, so isEmpty() can tell "all expired". */
+    private readonly ttl: MapTtl | null = null,
+  ) {
+    super(ctx, stateId, namespaceSerializer);
+    this.countStateId = countRowStateId(stateId);
+  }
+
+  private entryRow(key: UK): void {
+    if (key === null || key === undefined) throw nullNotAllowed('MapState user key');
+    this.row(this.userKeySerializer.serialize(key));
+  }
+
+  /** Adds `delta` to the entry count of the current key and namespace (and raises the newest timestamp of TTL maps). */
+  private adjustCount(delta: number, written?: Buffer): void {
+    this.rowOf(this.countStateId);
+    const rows = this.ctx.rows;
+    const key = rows.string();
+    const v = this.ctx.store.get(key, rows.view());
+    const n = (v === undefined ? 0 : v.readUInt32BE(0)) + delta;
+    if (n <= 0) {
+      this.ctx.store.delete(key);
+      return;
+    }
+    const b = Buffer.allocUnsafe(this.ttl === null ? 4 : 12);
+    b.writeUInt32BE(n, 0);
+    if (this.ttl !== null) {
+      const before = v !== undefined && v.length >= 12 ? v.readDoubleBE(4) : -Infinity;
+      const ts = written !== undefined && written.length >= 9 ? written.readDoubleBE(1) : -Infinity;
+      b.writeDoubleBE(Math.max(before, ts), 4);
+    }
+    this.ctx.store.put(key, b);
+  }
+
+  get(key: UK): UV | null {
+    this.entryRow(key);
+    const v = this.readRow();
+    return v === undefined ? null : this.codec.decodeNullable(v);
+  }
+
+  put(key: UK, value: UV): void {
+    this.entryRow(key);
+    const existed = this.readRow() !== undefined;
+    const row = value === null || value === undefined ? this.codec.encodeNull() : this.codec.encode(value);
+    this.writeRow(row);
+    if (!existed) this.adjustCount(1, row);
+    else if (this.ttl !== null) this.adjustCount(0, row);
+  }
+
+  putAll(entries: Iterable<readonly [UK, UV]> | ReadonlyMap<UK, UV>): void {
+    if (entries === null || entries === undefined) throw nullNotAllowed('MapState.putAll');
+    const list = [...(entries as Iterable<readonly [UK, UV]>)];
+    for (const [k] of list) if (k === null || k === undefined) throw nullNotAllowed('MapState.putAll user key');
+    for (const [k, v] of list) this.put(k, v);
+  }
+
+  contains(key: UK): boolean {
+    this.entryRow(key);
+    return this.readRow() !== undefined;
+  }
+
+  remove(key: UK): void {
+    this.entryRow(key);
+    if (this.readRow() === undefined) return;
+    this.deleteRow();
+    this.adjustCount(-1);
+  }
+
+  isEmpty(): boolean {
+    this.rowOf(this.countStateId);
+    const v = this.readRow();
+    if (v === undefined) return true;
+    return this.ttl !== null && v.length >= 12 && v.readDoubleBE(4) + this.ttl.ttlMs <= this.ttl.clock();
+  }
+
+  /** The byte range of the current key and namespace's entries. */
+  private entryRange(): { gte: Buffer; lt: Buffer | null } {
+    this.row();
+    const gte = Buffer.from(this.ctx.rows.view());
+    return { gte, lt: prefixUpperBound(gte) };
+  }
+
+  override clear(): void {
+    const { gte, lt } = this.entryRange();
+    this.ctx.store.deleteRange(gte, lt);
+    this.rowOf(this.countStateId);
+    this.deleteRow();
+  }
+
+  async *entries(): AsyncGenerator<[UK, UV]> {
+    const { gte, lt } = this.entryRange();
+    for await (const [k, v] of this.ctx.store.range(gte, lt)) {
+      yield [this.userKeySerializer.deserialize(k.subarray(gte.length)), this.codec.decodeNullable(v) as UV];
+    }
+  }
+
+  async *keys(): AsyncGenerator<UK> {
+    for await (const [k] of this.entries()) yield k;
+  }
+
+  async *values(): AsyncGenerator<UV> {
+    for await (const [, v] of this.entries()) yield v;
+  }
+}

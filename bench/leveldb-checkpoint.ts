@@ -1,0 +1,135 @@
+/**
+ * Checkpoint duration, synchronous pause and bytes written of the leveldb backend versus state
+ * size: full (key-groups stream) versus native incremental, with 1% of the keys changed between
+ * checkpoints; then restore time from the incremental checkpoint. Plain timing, results as JSON.
+ *   node dist/bench/leveldb-checkpoint.js [--quick] [sizeMB ...]     (default 32 MB; e.g. 100 500 1000)
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { leveldb, type LevelDbKeyedStateBackend } from '../backends/leveldb/index.js';
+import type { KeyedStateBackend, StateBackend } from '../src/backend/contract.js';
+import { referencedFiles, type KeyedStateHandle } from '../src/backend/handles.js';
+import { localCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
+import { KeyGroupRange } from '../src/keygroups/key-groups.js';
+import { bytesSerializer, stringSerializer } from '../src/serializers/builtins.js';
+import { valueState } from '../src/state/descriptors.js';
+import { parseBenchArgs, printTable, recordResults } from './lib/bench.js';
+
+const { quick, args } = parseBenchArgs();
+const sizesMb = args.length > 0 ? args.map(Number) : [quick ? 8 : 32];
+const VALUE_BYTES = 1000;
+const JOB = 'bench';
+const vd = valueState<Uint8Array>('v', { serializer: bytesSerializer });
+
+interface Measured {
+  readonly pauseMs: number;
+  readonly totalMs: number;
+  readonly bytes: number;
+  readonly handle: KeyedStateHandle;
+}
+
+async function keyed(backend: StateBackend, restore?: Parameters<StateBackend['createKeyedStateBackend']>[0]['restore']): Promise<KeyedStateBackend<string>> {
+  return backend.createKeyedStateBackend({
+    jobId: JOB,
+    operatorId: 'op',
+    subtaskIndex: 0,
+    parallelism: 1,
+    maxParallelism: 128,
+    keyGroupRange: new KeyGroupRange(0, 127),
+    keySerializer: stringSerializer,
+    ...(restore ? { restore } : {}),
+  });
+}
+
+function fill(kb: KeyedStateBackend<string>, from: number, to: number, stride: number, round: number): void {
+  const v = kb.getState(vd);
+  const value = Buffer.alloc(VALUE_BYTES);
+  for (let i = from; i < to; i += stride) {
+    // Incompressible-ish values so table files are about the state size.
+    value.writeUInt32BE(i, 0);
+    value.writeUInt32BE(round, 4);
+    for (let j = 8; j < VALUE_BYTES; j += 4) value.writeUInt32BE((Math.imul(i + j, 2654435761) ^ round) >>> 0, j);
+    kb.setCurrentKey(`key-${i}`);
+    v.update(value);
+  }
+}
+
+/** Bytes this checkpoint wrote: files not referenced by the previous checkpoint's handle. */
+function newBytes(handle: KeyedStateHandle, previous: KeyedStateHandle | null): number {
+  const before = new Set(previous ? referencedFiles(previous).map((f) => f.path) : []);
+  let n = 0;
+  for (const f of referencedFiles(handle)) if (!before.has(f.path)) n += f.size;
+  return n;
+}
+
+async function measure(kb: KeyedStateBackend<string>, storage: ReturnType<typeof localCheckpointStorage>, id: number, previous: KeyedStateHandle | null): Promise<Measured> {
+  const t0 = performance.now();
+  const task = await kb.snapshot(id, { type: 'checkpoint', streams: storage.checkpointStreams(JOB, id) });
+  const t1 = performance.now();
+  const handle = await task.done;
+  const t2 = performance.now();
+  if (handle === null) throw new Error('empty snapshot');
+  await kb.notifyCheckpointComplete(id);
+  return { pauseMs: t1 - t0, totalMs: t2 - t0, bytes: newBytes(handle, previous), handle };
+}
+
+const rows: Record<string, string | number>[] = [];
+const records: unknown[] = [];
+for (const mb of sizesMb) {
+  const numKeys = Math.round((mb * 1024 * 1024) / VALUE_BYTES);
+  const onePercent = Math.max(1, Math.round(numKeys / 100));
+  for (const incremental of [false, true]) {
+    const root = mkdtempSync(join(tmpdir(), 'streamstate-bench-chk-'));
+    const storage = localCheckpointStorage(join(root, 'checkpoints'), { inlineThreshold: 0 });
+    const backend = leveldb({ workingDir: join(root, 'work'), incremental });
+    const kb = await keyed(backend);
+    const tFill = performance.now();
+    fill(kb, 0, numKeys, 1, 0);
+    await (kb as LevelDbKeyedStateBackend<string>).flush();
+    const fillMs = performance.now() - tFill;
+    // Steady state: let LevelDB finish compacting the bulk load before measuring (not timed).
+    await (kb as LevelDbKeyedStateBackend<string>).db.compactRange(Buffer.from([0]), Buffer.from([0xff, 0xff, 0xff]));
+    const first = await measure(kb, storage, 1, null);
+    fill(kb, 0, numKeys, 100, 1); // 1% of the keys change
+    const second = await measure(kb, storage, 2, first.handle);
+    let restoreMs = NaN;
+    // Restore from the second checkpoint (through the storage's reader, as a job restart would).
+    {
+      const pointer = storage.checkpointPointer(JOB, 2);
+      await storage.writeMetadata(pointer, {
+        checkpointId: 2,
+        jobId: JOB,
+        kind: 'checkpoint',
+        format: 'native',
+        backend: 'leveldb',
+        timestamp: Date.now(),
+        operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128, subtasks: [{ subtaskIndex: 0, keyed: [second.handle], operator: [] }] }],
+      });
+      const resolved = await storage.resolve(pointer);
+      const t = performance.now();
+      const r = await keyed(backend, { handles: [second.handle], files: resolved.files, mode: 'claim', checkpointId: 2 });
+      restoreMs = performance.now() - t;
+      await r.close();
+    }
+    await kb.close();
+    rmSync(root, { recursive: true, force: true });
+    const mode = incremental ? 'incremental' : 'full';
+    const rec = { stateMb: mb, numKeys, mode, fillMs, first, second: { ...second, handle: undefined }, restoreMs };
+    records.push({ ...rec, first: { ...first, handle: undefined } });
+    rows.push(
+      { state: `${mb} MB`, mode, checkpoint: 'first', 'sync pause ms': first.pauseMs.toFixed(1), 'total ms': first.totalMs.toFixed(0), 'MB written': (first.bytes / 1048576).toFixed(2), 'restore ms': '' },
+      {
+        state: `${mb} MB`,
+        mode,
+        checkpoint: 'after 1% change',
+        'sync pause ms': second.pauseMs.toFixed(1),
+        'total ms': second.totalMs.toFixed(0),
+        'MB written': (second.bytes / 1048576).toFixed(2),
+        'restore ms': restoreMs.toFixed(0),
+      },
+    );
+  }
+}
+printTable(rows);
+recordResults('leveldbCheckpoint', { quick, valueBytes: VALUE_BYTES, runs: records });
