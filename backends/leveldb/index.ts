@@ -1,3 +1,4 @@
+import { hasChangelogHandles, restorePlainFromChangelog } from '../../src/changelog/index.js';
 import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from '../../src/backend/contract.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
@@ -24,6 +25,10 @@ export function leveldb(opts: LevelDbOptions = {}): StateBackend {
     name: 'leveldb',
     ...(checkpointStorage ? { checkpointStorage } : {}),
     createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
+      // A checkpoint taken with the changelog on: restore its materialization and replay its log (changelog off).
+      if (hasChangelogHandles(params.restore)) {
+        return restorePlainFromChangelog((p) => LevelDbKeyedStateBackend.create(p, opts), 'leveldb', params);
+      }
       return LevelDbKeyedStateBackend.create(params, opts);
     },
     createOperatorStateBackend(params: OperatorBackendParams): Promise<OperatorStateBackend> {

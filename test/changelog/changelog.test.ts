@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { leveldb } from '../../backends/leveldb/index.js';
 import { memory } from '../../backends/memory/index.js';
 import type { KeyedStateBackend, RestoreSource } from '../../src/backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../../src/backend/handles.js';
@@ -154,11 +155,14 @@ describe('changelog checkpoints', () => {
   });
 });
 
-describe('changelog on and off across a restore', () => {
+describe.each([
+  ['memory', () => memory(), 'key-groups'],
+  ['leveldb', () => leveldb(), 'leveldb-incremental'],
+] as const)('changelog on and off across a restore (%s)', (_name, plainBackend, nativeHandleType) => {
   it('a changelog checkpoint restores into a plain backend, which then takes plain checkpoints', async () => {
     const storage = newStorage();
     const id = jobId();
-    const cl = changelog({ backend: memory(), storage, materializationIntervalMs: 0 });
+    const cl = changelog({ backend: plainBackend(), storage, materializationIntervalMs: 0 });
     const job = await MiniJob.start({ jobId: id, backend: cl, storage, parallelism: 2 });
     for (const b of job.backends) writeAll(b, 0, 1);
     const n = 100;
@@ -171,13 +175,13 @@ describe('changelog on and off across a restore', () => {
     const expected = await readFrom(job.backends, n);
     await job.close();
 
-    const plain = memory(); // the heap backend itself accepts changelog handles (changelog off)
+    const plain = plainBackend(); // plain backends accept changelog handles themselves (changelog off)
     const off = await MiniJob.start({ jobId: id, backend: plain, storage, parallelism: 1 });
     expect(await readFrom(off.backends, n)).toEqual(expected);
     const after = await off.checkpoint();
-    expect(after.handles[0]?.type).toBe('key-groups');
+    expect(after.handles[0]?.type).toBe(nativeHandleType);
     await off.close();
-    const again = await MiniJob.start({ jobId: id, backend: memory(), storage, parallelism: 1 });
+    const again = await MiniJob.start({ jobId: id, backend: plainBackend(), storage, parallelism: 1 });
     expect(await readFrom(again.backends, n)).toEqual(expected);
     await again.close();
   });
@@ -185,14 +189,14 @@ describe('changelog on and off across a restore', () => {
   it('a plain checkpoint restores into a changelog backend, whose first checkpoint is self-contained', async () => {
     const storage = newStorage();
     const id = jobId();
-    const job = await MiniJob.start({ jobId: id, backend: memory(), storage, parallelism: 1 });
+    const job = await MiniJob.start({ jobId: id, backend: plainBackend(), storage, parallelism: 1 });
     const n = 50;
     for (let i = 0; i < n; i++) writeOne(job.backends[0], i, 1);
     await job.checkpoint();
     const expected = await readFrom(job.backends, n);
     await job.close();
 
-    const cl = changelog({ backend: memory(), storage });
+    const cl = changelog({ backend: plainBackend(), storage });
     const on = await MiniJob.start({ jobId: id, backend: cl, storage, parallelism: 1 });
     expect(await readFrom(on.backends, n)).toEqual(expected);
     writeOne(on.backends[0], 0, 9);
