@@ -2,6 +2,7 @@ import type { SnapshotOptions } from '../../src/backend/contract.js';
 import type { KeyedStateHandle, KeyedStateMetaInfo } from '../../src/backend/handles.js';
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
 import { CANONICAL_LAYOUT, KeyGroupsStreamWriter, SectionWriter } from '../../src/format/key-groups-stream.js';
+import { CanonicalKeyGroupsWriter } from '../../src/savepoint/canonical.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { LevelDbKeyedStateBackend } from './backend.js';
 import type { CancellableTask } from './incremental-snapshot.js';
@@ -15,8 +16,8 @@ import { ValueCodec } from './value-codec.js';
  * src/format/key-groups-stream.ts, read from an explicit LevelDB snapshot taken in the synchronous
  * part, so the asynchronous part sees exactly the state at the checkpoint while processing goes on.
  * Values are written in the current serializer (rows of older generations are converted) without
- * the row header; expired TTL values are dropped. Canonical savepoints sort entries by key bytes,
- * then namespace bytes (map entries by user key bytes, timers by timestamp, key, namespace).
+ * the row header; expired TTL values are dropped. Canonical savepoints are written through
+ * CanonicalKeyGroupsWriter (docs/FORMAT.md, "Canonical savepoints").
  */
 export const LEVELDB_FULL_LAYOUT = 'leveldb-full-v1';
 
@@ -72,10 +73,6 @@ interface PendingEntry {
   map?: [Buffer, Buffer | null][];
 }
 
-function compareEntries(a: PendingEntry, b: PendingEntry): number {
-  return Buffer.compare(a.key, b.key) || Buffer.compare(a.namespace, b.namespace);
-}
-
 export async function takeFullSnapshot<K>(
   backend: LevelDbKeyedStateBackend<K>,
   checkpointId: number,
@@ -109,17 +106,16 @@ export async function takeFullSnapshot<K>(
       return rest;
     });
     try {
-      const writer = new KeyGroupsStreamWriter(
-        stream,
-        {
-          layout: canonical ? CANONICAL_LAYOUT : LEVELDB_FULL_LAYOUT,
-          keySerializer: snapshotOf(b.keySerializer as Serializer<unknown>),
-          maxParallelism: b.maxParallelism,
-          keyGroupRange: { start: range.start, end: range.end },
-          states: headerStates,
-        },
-        { canonical },
-      );
+      const header = {
+        layout: canonical ? CANONICAL_LAYOUT : LEVELDB_FULL_LAYOUT,
+        keySerializer: snapshotOf(b.keySerializer as Serializer<unknown>),
+        maxParallelism: b.maxParallelism,
+        keyGroupRange: { start: range.start, end: range.end },
+        states: headerStates,
+      };
+      // Canonical savepoints go through the shared canonical writer (states renumbered by name,
+      // entries sorted), so they are byte-identical to every other backend's.
+      const writer = canonical ? new CanonicalKeyGroupsWriter(stream, header) : new KeyGroupsStreamWriter(stream, header);
       const section = new SectionWriter();
       const it = b.db.iterator({ gte: keyGroupPrefix(range.start), lt: keyGroupPrefix(range.end + 1), snapshot });
       let page = await it.nextv(1000);
@@ -168,7 +164,6 @@ export async function takeFullSnapshot<K>(
           for (const [sid, timerList] of timerIds) {
             const inKg = timerList.filter((t) => t.keyGroup === kg);
             if (inKg.length === 0) continue;
-            if (canonical) inKg.sort((x, y) => x.timestamp - y.timestamp || Buffer.compare(x.key, y.key) || Buffer.compare(x.namespace, y.namespace));
             for (const t of inKg) section.timerEntry(t.timestamp, t.key, t.namespace);
             sections.set(sid, []);
             writer.addSection(sid, section);
@@ -176,10 +171,6 @@ export async function takeFullSnapshot<K>(
           for (const sid of [...sections.keys()].sort((x, y) => x - y)) {
             const entries = sections.get(sid) as PendingEntry[];
             if (entries.length === 0) continue;
-            if (canonical) {
-              entries.sort(compareEntries);
-              for (const e of entries) e.map?.sort((x, y) => Buffer.compare(x[0], y[0]));
-            }
             for (const e of entries) {
               if (e.map !== undefined) {
                 section.mapEntry(e.key, e.namespace, e.map.length);

@@ -253,7 +253,12 @@ export function checkKeyGroupsHeader(fixed: Buffer, what: string): { version: nu
       `${what} was written by a newer streamstate (key-groups format ${version}; this version reads up to ${KEY_GROUPS_FORMAT_VERSION}). Upgrade streamstate to restore it.`,
     );
   }
-  return { version, flags: fixed.readUInt16BE(6), headerLength: fixed.readUInt32BE(8) };
+  const flags = fixed.readUInt16BE(6);
+  // Unknown flag bits (e.g. a future compression flag) change how blocks must be read: refuse them.
+  if ((flags & ~FLAG_CANONICAL) !== 0) {
+    throw new FormatError('UNSUPPORTED_VERSION', `${what} uses key-groups stream flags 0x${flags.toString(16)} this streamstate does not know. Upgrade streamstate to restore it.`);
+  }
+  return { version, flags, headerLength: fixed.readUInt32BE(8) };
 }
 
 export type EntryKind = 'value' | 'list' | 'map' | 'timers';

@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+import { run } from './run.js';
+
+// The whole program is run(); this file only connects it to the process.
+run(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`streamstate: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

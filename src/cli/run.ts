@@ -1,0 +1,313 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { StreamStateError } from '../errors.js';
+import { deleteGarbage, findGarbage, listJobCheckpoints } from '../savepoint/checkpoint-dir.js';
+import { convertSnapshot, planParallelism, type ConvertOptions } from '../savepoint/convert.js';
+import { dumpOperator, keyGroupsHandlesOf } from '../savepoint/dump.js';
+import { formatBytes, formatReport, inspectMetadata } from '../savepoint/inspect.js';
+import { locateCheckpointDir, locateSnapshot, type LocatedSnapshot } from '../savepoint/locate.js';
+import { verifySnapshot, type VerifyProblem, type VerifyResult } from '../savepoint/verify.js';
+import { backendByName, keySerializerOf, TARGET_BACKENDS } from './backends.js';
+import { ExitCode, exitCodeFor, type ExitCodeValue } from './exit-codes.js';
+import { Progress } from './progress.js';
+
+/**
+ * The `streamstate` command line (docs/CLI.md). `run(argv, io)` is the whole program: main.ts
+ * calls it with process streams, tests with captured ones. It never calls process.exit; it
+ * resolves with the exit code.
+ */
+
+export interface CliOutput {
+  write(chunk: string): boolean | void;
+  once?(event: 'drain', listener: () => void): unknown;
+  readonly isTTY?: boolean;
+}
+
+export interface CliIo {
+  readonly stdout: CliOutput;
+  readonly stderr: CliOutput;
+  /** Relative paths resolve against this. Default process.cwd(). */
+  readonly cwd?: string;
+  /** Progress appears only for work that takes longer than this. Default 1000 ms. */
+  readonly progressDelayMs?: number;
+}
+
+interface Context {
+  readonly io: CliIo;
+  readonly cwd: string;
+  code: ExitCodeValue;
+  command: string;
+}
+
+async function out(io: CliIo, text: string): Promise<void> {
+  if (io.stdout.write(text) === false && io.stdout.once) await new Promise<void>((r) => io.stdout.once!('drain', r));
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+function parsePositiveInt(value: string): number {
+  if (!/^[1-9][0-9]*$/.test(value)) throw new InvalidArgumentError('expected a positive integer.');
+  return Number(value);
+}
+
+// ------------------------------------------------------------------------------ shared helpers
+
+const convertBase = (progress: Progress): Pick<ConvertOptions, 'backendFor' | 'keySerializerOf' | 'progress'> => ({
+  backendFor: backendByName,
+  keySerializerOf,
+  progress: (e) => progress.update(e.phase, e.done, e.total),
+});
+
+function needsMaterialize(located: LocatedSnapshot): boolean {
+  return located.snapshot.metadata.operators.some((op) => keyGroupsHandlesOf(op).others.length > 0);
+}
+
+/**
+ * Runs `fn` on a key-groups view of the snapshot: the snapshot itself when every keyed handle is
+ * a key-groups stream, else a canonical conversion in a temporary directory (through the backend
+ * that wrote it), removed afterwards.
+ */
+async function withKeyGroupsView<T>(ctx: Context, located: LocatedSnapshot, progress: Progress, fn: (view: LocatedSnapshot) => Promise<T>): Promise<T> {
+  if (!needsMaterialize(located)) return fn(located);
+  const dir = await mkdtemp(join(tmpdir(), 'streamstate-view-'));
+  try {
+    const dst = join(dir, 'canonical');
+    await convertSnapshot(located, dst, { ...convertBase(progress), target: located.snapshot.metadata.backend, format: 'canonical' });
+    progress.done();
+    return await fn(await locateSnapshot(dst));
+  } finally {
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+// ------------------------------------------------------------------------------ commands
+
+async function inspectCommand(ctx: Context, path: string, opts: { json?: boolean }): Promise<void> {
+  const located = await locateSnapshot(path, ctx.cwd);
+  const report = inspectMetadata(located.snapshot.metadata, path);
+  await out(ctx.io, opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+}
+
+function exitCodeForProblems(problems: readonly VerifyProblem[]): ExitCodeValue {
+  if (problems.some((p) => p.category === 'missing')) return ExitCode.NOT_FOUND;
+  if (problems.some((p) => p.category === 'corrupt')) return ExitCode.CORRUPT;
+  if (problems.some((p) => p.category === 'unsupported')) return ExitCode.UNSUPPORTED_VERSION;
+  if (problems.some((p) => p.category === 'decode')) return ExitCode.DECODE;
+  return ExitCode.OK;
+}
+
+async function verifyCommand(ctx: Context, path: string, opts: { json?: boolean }): Promise<void> {
+  const located = await locateSnapshot(path, ctx.cwd);
+  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  let result: VerifyResult = await verifySnapshot(located, (done, total) => progress.update('checking files', done, total));
+  progress.done();
+  let materialized: VerifyResult | undefined;
+  if (result.problems.length === 0 && result.undecodedHandleTypes.length > 0) {
+    // Native handles of other backends: restore them through their backend and decode what it writes.
+    try {
+      materialized = await withKeyGroupsView(ctx, located, progress, (view) => verifySnapshot(view));
+    } catch (err) {
+      const code = exitCodeFor(err);
+      const category = code === ExitCode.NOT_FOUND ? 'missing' : code === ExitCode.DECODE ? 'decode' : code === ExitCode.UNSUPPORTED_VERSION ? 'unsupported' : 'corrupt';
+      materialized = { ...result, records: 0, opaqueRecords: 0, problems: [{ category, code: err instanceof StreamStateError ? err.code : 'CORRUPT', message: `restoring the ${result.undecodedHandleTypes.join(', ')} state failed: ${(err as Error).message}` }] };
+    }
+    progress.done();
+    result = { ...result, records: materialized.records, opaqueRecords: materialized.opaqueRecords, undecodedHandleTypes: [], problems: materialized.problems };
+  }
+  ctx.code = exitCodeForProblems(result.problems);
+  for (const p of result.problems) ctx.io.stderr.write(`streamstate verify: ${p.code}: ${oneLine(p.message)}\n`);
+  if (opts.json) {
+    await out(ctx.io, `${JSON.stringify({ path, ok: result.problems.length === 0, exitCode: ctx.code, ...result }, null, 2)}\n`);
+    return;
+  }
+  const summary = `${result.files} file${result.files === 1 ? '' : 's'} (${formatBytes(result.bytes)}), ${result.handles} handles, ${result.records} records decoded` +
+    (result.opaqueRecords > 0 ? `, ${result.opaqueRecords} records with custom serializers (framing checked)` : '');
+  await out(ctx.io, result.problems.length === 0 ? `OK ${path}: ${summary}\n` : `FAILED ${path}: ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'}; ${summary}\n`);
+}
+
+async function convertCommand(
+  ctx: Context,
+  src: string,
+  dst: string,
+  opts: { to: string; format: 'canonical' | 'native'; parallelism?: number; maxParallelismCheck?: boolean },
+): Promise<void> {
+  const located = await locateSnapshot(src, ctx.cwd);
+  const md = located.snapshot.metadata;
+  const plan = planParallelism(md, opts.parallelism);
+  if (opts.maxParallelismCheck) {
+    const lines = md.operators.map((op) => `operator ${op.operatorId}: parallelism ${op.parallelism} -> ${plan.get(op.operatorId)}, maxParallelism ${op.maxParallelism}: ok`);
+    await out(ctx.io, `${lines.join('\n')}\n`);
+    return;
+  }
+  const target = backendByName(opts.to, tmpdir());
+  if (!target.supportsSavepointFormat(opts.format)) {
+    throw new StreamStateError('INVALID_ARGUMENT', `backend ${opts.to} does not write ${opts.format} savepoints; use --format ${opts.format === 'native' ? 'canonical' : 'native'}.`);
+  }
+  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  const started = Date.now();
+  const result = await convertSnapshot(located, resolve(ctx.cwd, dst), { ...convertBase(progress), target: opts.to, format: opts.format, ...(opts.parallelism === undefined ? {} : { parallelism: opts.parallelism }) });
+  progress.done();
+  const seconds = (Date.now() - started) / 1000;
+  const ops = result.metadata.operators.map((o) => `${o.operatorId}@${o.parallelism}`).join(', ');
+  await out(ctx.io, `converted ${src} -> ${dst}: ${opts.format} savepoint for ${opts.to} (${ops}), ${result.keyGroups} key groups, ${formatBytes(result.keyedBytes)} keyed state in ${seconds.toFixed(2)} s\n`);
+}
+
+async function dumpCommand(ctx: Context, path: string, opts: { operator: string; state?: string }): Promise<void> {
+  const located = await locateSnapshot(path, ctx.cwd);
+  if (!located.snapshot.metadata.operators.some((o) => o.operatorId === opts.operator)) {
+    const known = located.snapshot.metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
+    throw new StreamStateError('UNKNOWN_OPERATOR', `${path} has no operator "${opts.operator}" (operators: ${known}). Pass one of those to --operator.`);
+  }
+  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  await withKeyGroupsView(ctx, located, progress, async (view) => {
+    for await (const record of dumpOperator(view.snapshot.metadata, view.snapshot.files, { operatorId: opts.operator, ...(opts.state === undefined ? {} : { stateName: opts.state }) })) {
+      await out(ctx.io, `${JSON.stringify(record)}\n`);
+    }
+  });
+}
+
+async function listCommand(ctx: Context, dir: string, opts: { json?: boolean }): Promise<void> {
+  const located = await locateCheckpointDir(dir, ctx.cwd);
+  if (located.jobs.length === 0) throw new StreamStateError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
+  const jobs = [];
+  for (const job of located.jobs) jobs.push(await listJobCheckpoints(located.storage, job));
+  if (opts.json) {
+    await out(ctx.io, `${JSON.stringify(jobs, null, 2)}\n`);
+    return;
+  }
+  const lines: string[] = [];
+  for (const j of jobs) {
+    lines.push(`job ${j.jobId}: ${j.checkpoints.length} completed checkpoint${j.checkpoints.length === 1 ? '' : 's'}${j.incomplete.length > 0 ? `, ${j.incomplete.length} incomplete (${j.incomplete.map((i) => `chk-${i}`).join(', ')})` : ''}`);
+    for (const c of j.checkpoints) lines.push(`  ${String(c.checkpointId).padStart(6)}  ${new Date(c.timestamp).toISOString()}  ${formatBytes(c.size).padStart(10)}  ${c.pointer}`);
+  }
+  await out(ctx.io, `${lines.join('\n')}\n`);
+}
+
+async function gcCommand(ctx: Context, dir: string, opts: { dryRun?: boolean; json?: boolean }): Promise<void> {
+  const located = await locateCheckpointDir(dir, ctx.cwd);
+  if (located.jobs.length === 0) throw new StreamStateError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
+  const reports = [];
+  for (const job of located.jobs) {
+    const report = await findGarbage(located.storage, job);
+    for (const w of report.warnings) ctx.io.stderr.write(`streamstate gc: warning: ${oneLine(w)}\n`);
+    if (!opts.dryRun) await deleteGarbage(located.storage, report);
+    reports.push(report);
+  }
+  if (opts.json) {
+    await out(ctx.io, `${JSON.stringify({ dryRun: opts.dryRun === true, jobs: reports }, null, 2)}\n`);
+    return;
+  }
+  const verb = opts.dryRun ? 'would delete' : 'deleted';
+  const lines: string[] = [];
+  for (const r of reports) {
+    lines.push(`job ${r.jobId}: ${verb} ${r.files.length} file${r.files.length === 1 ? '' : 's'} (${formatBytes(r.bytes)})`);
+    for (const f of r.files) lines.push(`  ${f.reason.padEnd(22)} ${formatBytes(f.size).padStart(10)}  ${f.name}`);
+  }
+  await out(ctx.io, `${lines.join('\n')}\n`);
+}
+
+// ------------------------------------------------------------------------------ program
+
+function buildProgram(ctx: Context): Command {
+  const program = new Command('streamstate')
+    .description('Inspect, verify, convert and clean up streamstate checkpoints and savepoints.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => void ctx.io.stdout.write(s),
+      writeErr: (s) => void ctx.io.stderr.write(s),
+    });
+  const action =
+    <A extends unknown[]>(name: string, fn: (...args: A) => Promise<void>) =>
+    async (...args: A): Promise<void> => {
+      ctx.command = name;
+      await fn(...args);
+    };
+  const withExitCodes = (cmd: Command): Command =>
+    cmd.addHelpText('after', '\nExit codes: 0 ok, 1 unexpected failure, 2 usage, 3 not found, 4 corrupt, 5 decode error, 6 unsupported version (docs/CLI.md).');
+
+  withExitCodes(
+    program
+      .command('inspect')
+      .description("show a checkpoint's or savepoint's operators, states, kinds, key groups, sizes and files")
+      .argument('<path>', 'snapshot directory (or its _metadata file)')
+      .option('--json', 'print the report as JSON'),
+  ).action(action('inspect', (path: string, opts: { json?: boolean }) => inspectCommand(ctx, path, opts)));
+
+  withExitCodes(
+    program
+      .command('verify')
+      .description('check that every referenced file exists, every checksum matches and every record decodes')
+      .argument('<path>', 'snapshot directory (or its _metadata file)')
+      .option('--json', 'print the result as JSON'),
+  ).action(action('verify', (path: string, opts: { json?: boolean }) => verifyCommand(ctx, path, opts)));
+
+  withExitCodes(
+    program
+      .command('convert')
+      .description('turn any checkpoint or savepoint into a savepoint for a target backend, optionally at another parallelism')
+      .argument('<src>', 'source snapshot directory')
+      .argument('<dst>', 'new savepoint directory (must not exist)')
+      .addOption(new Option('--to <backend>', 'target state backend').choices([...TARGET_BACKENDS]).makeOptionMandatory())
+      .addOption(new Option('--format <format>', 'savepoint format').choices(['canonical', 'native']).default('canonical'))
+      .option('--parallelism <n>', 'new parallelism of every operator (at most its maxParallelism)', parsePositiveInt)
+      .option('--max-parallelism-check', 'only check that the snapshot can be converted at --parallelism (maxParallelism bounds and consistency); write nothing'),
+  ).action(
+    action('convert', (src: string, dst: string, opts: { to: string; format: 'canonical' | 'native'; parallelism?: number; maxParallelismCheck?: boolean }) =>
+      convertCommand(ctx, src, dst, opts),
+    ),
+  );
+
+  withExitCodes(
+    program
+      .command('dump')
+      .description("print an operator's state records as JSON lines (key, namespace, value)")
+      .argument('<path>', 'snapshot directory (or its _metadata file)')
+      .requiredOption('--operator <id>', 'operator id')
+      .option('--state <name>', 'only this state'),
+  ).action(action('dump', (path: string, opts: { operator: string; state?: string }) => dumpCommand(ctx, path, opts)));
+
+  withExitCodes(
+    program
+      .command('list')
+      .description("list a job's completed checkpoints with ids, times and sizes (all jobs when given the storage root)")
+      .argument('<checkpoint-dir>', "a job's checkpoint directory or the checkpoint storage root")
+      .option('--json', 'print as JSON'),
+  ).action(action('list', (dir: string, opts: { json?: boolean }) => listCommand(ctx, dir, opts)));
+
+  withExitCodes(
+    program
+      .command('gc')
+      .description('delete files no completed checkpoint references and incomplete checkpoint directories (run while the job is stopped)')
+      .argument('<checkpoint-dir>', "a job's checkpoint directory or the checkpoint storage root")
+      .option('--dry-run', 'only list what would be deleted')
+      .option('--json', 'print as JSON'),
+  ).action(action('gc', (dir: string, opts: { dryRun?: boolean; json?: boolean }) => gcCommand(ctx, dir, opts)));
+
+  return program;
+}
+
+/** Runs the CLI with `argv` (arguments after the program name) and resolves with the exit code. */
+export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const ctx: Context = { io, cwd: io.cwd ?? process.cwd(), code: ExitCode.OK, command: '' };
+  const program = buildProgram(ctx);
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return ctx.code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return ExitCode.OK;
+      // commander has printed its one-line message already.
+      return ExitCode.USAGE;
+    }
+    const prefix = ctx.command === '' ? 'streamstate' : `streamstate ${ctx.command}`;
+    const code = err instanceof StreamStateError ? ` ${err.code}` : '';
+    const message = err instanceof Error ? err.message : String(err);
+    io.stderr.write(`${prefix}: error${code}: ${oneLine(message)}\n`);
+    return exitCodeFor(err);
+  }
+}

@@ -1,0 +1,20 @@
+export { CanonicalKeyGroupsWriter, canonicalHeader, canonicalStates, normalizeSerializerSnapshot, writeCanonicalSection, type SourceIds } from './canonical.js';
+export { deleteGarbage, findGarbage, listJobCheckpoints, type GarbageFile, type GarbageReport, type JobCheckpoints } from './checkpoint-dir.js';
+export { convertSnapshot, FORMAT_LEVEL_LAYOUTS, planParallelism, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.js';
+export { dumpOperator, keyGroupsHandlesOf, type DumpOptions, type DumpRecord } from './dump.js';
+export {
+  formatBytes,
+  formatReport,
+  inspectMetadata,
+  keyGroupsHandlesIn,
+  streamBytes,
+  type HandleReport,
+  type KeyedStateReport,
+  type OperatorReport,
+  type OperatorStateReport,
+  type SnapshotReport,
+} from './inspect.js';
+export { isRemotePath, locateCheckpointDir, locateSnapshot, type LocatedCheckpointDir, type LocatedSnapshot } from './locate.js';
+export { opaqueSerializer } from './opaque-serializer.js';
+export { builtinFor, decodeToJson, jsonDecoderFor, toJson, type JsonValue } from './values.js';
+export { verifySnapshot, type ProblemCategory, type VerifyProblem, type VerifyProgress, type VerifyResult } from './verify.js';
