@@ -31,3 +31,4 @@ export * from './operator/index.js';
 export { S3BlobStore, s3BlobStoreFromUrl, type S3BlobStoreOptions, type S3RequestCounts } from './storage/s3-blob-store.js';
 export type { EntropyOptions } from './storage/s3/key-layout.js';
 export * from './changelog/index.js';
+export * from './savepoint/index.js';
