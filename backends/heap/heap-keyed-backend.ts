@@ -110,6 +110,12 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   setCurrentKey(key: K): void {
     if (this.closed) this.throwClosed();
     if (key === null || key === undefined) throw new StateAccessError('NULL_NOT_ALLOWED', 'setCurrentKey: a key must not be null or undefined.');
+    this.resolveKey(key, this.ctx);
+    this.ctx.key = key;
+  }
+
+  /** Computes the key's id and key group into `out` (no allocation: this runs once per record). */
+  private resolveKey(key: K, out: { keyId: unknown; keyGroup: number; kgIdx: number }): void {
     const s = this.keySerializer;
     let kg: number;
     let keyId: unknown;
@@ -123,11 +129,9 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     }
     const i = kg - this.keyGroupRange.start;
     if (i < 0 || i >= this.rangeSize) this.throwOutOfRange(key, kg);
-    const c = this.ctx;
-    c.key = key;
-    c.keyId = keyId;
-    c.keyGroup = kg;
-    c.kgIdx = i;
+    out.keyId = keyId;
+    out.keyGroup = kg;
+    out.kgIdx = i;
   }
 
   getCurrentKey(): K {
@@ -156,20 +160,9 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private readonly locate = (key: K): { kgIdx: number; keyId: unknown } => {
     const c = this.ctx;
     if (key === c.key && c.kgIdx >= 0) return { kgIdx: c.kgIdx, keyId: c.keyId };
-    const s = this.keySerializer;
-    let kg: number;
-    let keyId: unknown;
-    if (this.keyCodec.identity) {
-      keyId = key;
-      kg = (s.hash ? s.hash(key) : murmur3(s.serialize(key))) % this.maxParallelism;
-    } else {
-      const bytes = s.serialize(key);
-      keyId = latin1(bytes);
-      kg = murmur3(bytes) % this.maxParallelism;
-    }
-    const kgIdx = kg - this.keyGroupRange.start;
-    if (kgIdx < 0 || kgIdx >= this.rangeSize) this.throwOutOfRange(key, kg);
-    return { kgIdx, keyId };
+    const r = { keyId: undefined as unknown, keyGroup: -1, kgIdx: -1 };
+    this.resolveKey(key, r);
+    return r;
   };
 
   // ------------------------------------------------------------------------------ registration
