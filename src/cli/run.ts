@@ -7,7 +7,7 @@ import { deleteGarbage, findGarbage, listJobCheckpoints } from '../savepoint/che
 import { convertSnapshot, planParallelism, type ConvertOptions } from '../savepoint/convert.js';
 import { dumpOperator, keyGroupsHandlesOf } from '../savepoint/dump.js';
 import { formatBytes, formatReport, inspectMetadata } from '../savepoint/inspect.js';
-import { locateCheckpointDir, locateSnapshot, type LocatedSnapshot } from '../savepoint/locate.js';
+import { isS3Path, locateCheckpointDir, locateSnapshot, type LocatedCheckpointDir, type LocatedSnapshot, type S3ConnectionOptions } from '../savepoint/locate.js';
 import { verifySnapshot, type VerifyProblem, type VerifyResult } from '../savepoint/verify.js';
 import { backendByName, keySerializerOf, TARGET_BACKENDS } from './backends.js';
 import { ExitCode, exitCodeFor, type ExitCodeValue } from './exit-codes.js';
@@ -32,6 +32,15 @@ export interface CliIo {
   readonly cwd?: string;
   /** Progress appears only for work that takes longer than this. Default 1000 ms. */
   readonly progressDelayMs?: number;
+  /** Environment for S3 defaults (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION). Default process.env. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+interface GlobalOptions {
+  s3Endpoint?: string;
+  s3Region?: string;
+  s3PathStyle?: boolean;
+  s3EntropyMarker?: string;
 }
 
 interface Context {
@@ -39,6 +48,33 @@ interface Context {
   readonly cwd: string;
   code: ExitCodeValue;
   command: string;
+  /** Settings for s3:// paths, from the global --s3-* options and the environment. */
+  s3: S3ConnectionOptions;
+}
+
+/**
+ * S3 settings: flags first, then the standard AWS variables. Credentials always come from the
+ * SDK's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...), never from flags.
+ */
+function s3Settings(opts: GlobalOptions, env: Readonly<Record<string, string | undefined>>): S3ConnectionOptions {
+  const endpoint = opts.s3Endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
+  const region = opts.s3Region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+  return {
+    ...(endpoint === undefined ? {} : { endpoint }),
+    ...(region === undefined ? {} : { region }),
+    ...(opts.s3PathStyle === true ? { forcePathStyle: true } : {}),
+    ...(opts.s3EntropyMarker === undefined ? {} : { entropy: { marker: opts.s3EntropyMarker } }),
+  };
+}
+
+/** Runs `fn` on what `open` located, then releases its storage (S3 connections). */
+async function using<L extends LocatedSnapshot | LocatedCheckpointDir, T>(open: Promise<L>, fn: (located: L) => Promise<T>): Promise<T> {
+  const located = await open;
+  try {
+    return await fn(located);
+  } finally {
+    await located.close();
+  }
 }
 
 async function out(io: CliIo, text: string): Promise<void> {
@@ -78,7 +114,7 @@ async function withKeyGroupsView<T>(ctx: Context, located: LocatedSnapshot, prog
     const dst = join(dir, 'canonical');
     await convertSnapshot(located, dst, { ...convertBase(progress), target: located.snapshot.metadata.backend, format: 'canonical' });
     progress.done();
-    return await fn(await locateSnapshot(dst));
+    return await using(locateSnapshot(dst), fn);
   } finally {
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
@@ -86,8 +122,17 @@ async function withKeyGroupsView<T>(ctx: Context, located: LocatedSnapshot, prog
 
 // ------------------------------------------------------------------------------ commands
 
+function locate(ctx: Context, path: string): Promise<LocatedSnapshot> {
+  return locateSnapshot(path, { cwd: ctx.cwd, s3: ctx.s3 });
+}
+
+function locateDir(ctx: Context, path: string): Promise<LocatedCheckpointDir> {
+  return locateCheckpointDir(path, { cwd: ctx.cwd, s3: ctx.s3 });
+}
+
 async function inspectCommand(ctx: Context, path: string, opts: { json?: boolean }): Promise<void> {
-  const located = await locateSnapshot(path, ctx.cwd);
+  const located = await locate(ctx, path);
+  await located.close(); // _metadata is all inspect reads
   const report = inspectMetadata(located.snapshot.metadata, path);
   await out(ctx.io, opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
 }
@@ -101,7 +146,10 @@ function exitCodeForProblems(problems: readonly VerifyProblem[]): ExitCodeValue 
 }
 
 async function verifyCommand(ctx: Context, path: string, opts: { json?: boolean }): Promise<void> {
-  const located = await locateSnapshot(path, ctx.cwd);
+  await using(locate(ctx, path), (located) => verifyLocated(ctx, located, path, opts));
+}
+
+async function verifyLocated(ctx: Context, located: LocatedSnapshot, path: string, opts: { json?: boolean }): Promise<void> {
   const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
   let result: VerifyResult = await verifySnapshot(located, (done, total) => progress.update('checking files', done, total));
   progress.done();
@@ -135,7 +183,16 @@ async function convertCommand(
   dst: string,
   opts: { to: string; format: 'canonical' | 'native'; parallelism?: number; maxParallelismCheck?: boolean },
 ): Promise<void> {
-  const located = await locateSnapshot(src, ctx.cwd);
+  await using(locate(ctx, src), (located) => convertLocated(ctx, located, src, dst, opts));
+}
+
+async function convertLocated(
+  ctx: Context,
+  located: LocatedSnapshot,
+  src: string,
+  dst: string,
+  opts: { to: string; format: 'canonical' | 'native'; parallelism?: number; maxParallelismCheck?: boolean },
+): Promise<void> {
   const md = located.snapshot.metadata;
   const plan = planParallelism(md, opts.parallelism);
   if (opts.maxParallelismCheck) {
@@ -149,7 +206,13 @@ async function convertCommand(
   }
   const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
   const started = Date.now();
-  const result = await convertSnapshot(located, resolve(ctx.cwd, dst), { ...convertBase(progress), target: opts.to, format: opts.format, ...(opts.parallelism === undefined ? {} : { parallelism: opts.parallelism }) });
+  const result = await convertSnapshot(located, isS3Path(dst) ? dst : resolve(ctx.cwd, dst), {
+    ...convertBase(progress),
+    target: opts.to,
+    format: opts.format,
+    s3: ctx.s3,
+    ...(opts.parallelism === undefined ? {} : { parallelism: opts.parallelism }),
+  });
   progress.done();
   const seconds = (Date.now() - started) / 1000;
   const ops = result.metadata.operators.map((o) => `${o.operatorId}@${o.parallelism}`).join(', ');
@@ -157,7 +220,10 @@ async function convertCommand(
 }
 
 async function dumpCommand(ctx: Context, path: string, opts: { operator: string; state?: string }): Promise<void> {
-  const located = await locateSnapshot(path, ctx.cwd);
+  await using(locate(ctx, path), (located) => dumpLocated(ctx, located, path, opts));
+}
+
+async function dumpLocated(ctx: Context, located: LocatedSnapshot, path: string, opts: { operator: string; state?: string }): Promise<void> {
   if (!located.snapshot.metadata.operators.some((o) => o.operatorId === opts.operator)) {
     const known = located.snapshot.metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
     throw new StreamStateError('UNKNOWN_OPERATOR', `${path} has no operator "${opts.operator}" (operators: ${known}). Pass one of those to --operator.`);
@@ -171,7 +237,10 @@ async function dumpCommand(ctx: Context, path: string, opts: { operator: string;
 }
 
 async function listCommand(ctx: Context, dir: string, opts: { json?: boolean }): Promise<void> {
-  const located = await locateCheckpointDir(dir, ctx.cwd);
+  await using(locateDir(ctx, dir), (located) => listLocated(ctx, located, dir, opts));
+}
+
+async function listLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: { json?: boolean }): Promise<void> {
   if (located.jobs.length === 0) throw new StreamStateError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
   const jobs = [];
   for (const job of located.jobs) jobs.push(await listJobCheckpoints(located.storage, job));
@@ -188,7 +257,10 @@ async function listCommand(ctx: Context, dir: string, opts: { json?: boolean }):
 }
 
 async function gcCommand(ctx: Context, dir: string, opts: { dryRun?: boolean; json?: boolean }): Promise<void> {
-  const located = await locateCheckpointDir(dir, ctx.cwd);
+  await using(locateDir(ctx, dir), (located) => gcLocated(ctx, located, dir, opts));
+}
+
+async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: { dryRun?: boolean; json?: boolean }): Promise<void> {
   if (located.jobs.length === 0) throw new StreamStateError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
   const reports = [];
   for (const job of located.jobs) {
@@ -220,6 +292,13 @@ function buildProgram(ctx: Context): Command {
     .configureOutput({
       writeOut: (s) => void ctx.io.stdout.write(s),
       writeErr: (s) => void ctx.io.stderr.write(s),
+    })
+    .option('--s3-endpoint <url>', 'S3 endpoint for s3:// paths (default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3)')
+    .option('--s3-region <region>', 'S3 region (default: AWS_REGION, the AWS config, or us-east-1 with a custom endpoint)')
+    .option('--s3-path-style', 'path-style S3 URLs (http://host/bucket/key), as most S3-compatible servers need (MinIO, s3rver)')
+    .option('--s3-entropy-marker <marker>', 'the entropy marker the checkpoints were written with (reads checkpoints with entropy injection)')
+    .hook('preAction', () => {
+      ctx.s3 = s3Settings(program.opts<GlobalOptions>(), ctx.io.env ?? process.env);
     });
   const action =
     <A extends unknown[]>(name: string, fn: (...args: A) => Promise<void>) =>
@@ -251,7 +330,7 @@ function buildProgram(ctx: Context): Command {
       .command('convert')
       .description('turn any checkpoint or savepoint into a savepoint for a target backend, optionally at another parallelism')
       .argument('<src>', 'source snapshot directory')
-      .argument('<dst>', 'new savepoint directory (must not exist)')
+      .argument('<dst>', 'new savepoint directory or s3:// prefix (must not exist)')
       .addOption(new Option('--to <backend>', 'target state backend').choices([...TARGET_BACKENDS]).makeOptionMandatory())
       .addOption(new Option('--format <format>', 'savepoint format').choices(['canonical', 'native']).default('canonical'))
       .option('--parallelism <n>', 'new parallelism of every operator (at most its maxParallelism)', parsePositiveInt)
@@ -293,7 +372,7 @@ function buildProgram(ctx: Context): Command {
 
 /** Runs the CLI with `argv` (arguments after the program name) and resolves with the exit code. */
 export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
-  const ctx: Context = { io, cwd: io.cwd ?? process.cwd(), code: ExitCode.OK, command: '' };
+  const ctx: Context = { io, cwd: io.cwd ?? process.cwd(), code: ExitCode.OK, command: '', s3: {} };
   const program = buildProgram(ctx);
   try {
     await program.parseAsync([...argv], { from: 'user' });

@@ -1,5 +1,6 @@
-import { rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { CheckpointStreamFactory, StateBackend, StateFileReader } from '../backend/contract.js';
 import {
@@ -22,7 +23,8 @@ import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { LocalBlobStore } from '../storage/local-blob-store.js';
 import { randomHex } from '../storage/blob-names.js';
 import { CanonicalKeyGroupsWriter, normalizeSerializerSnapshot } from './canonical.js';
-import type { LocatedSnapshot } from './locate.js';
+import { copySnapshot } from './copy-snapshot.js';
+import { isS3Path, openSnapshotDestination, type LocatedSnapshot, type S3ConnectionOptions } from './locate.js';
 import { opaqueSerializer } from './opaque-serializer.js';
 
 /**
@@ -37,7 +39,8 @@ import { opaqueSerializer } from './opaque-serializer.js';
  * Operator state is backend-independent: its handles are re-assigned and their files copied.
  *
  * Everything is written into a temporary directory next to `dst`, renamed at the end; on failure
- * it is removed, so no partial savepoint is ever left behind.
+ * it is removed, so no partial savepoint is ever left behind. An s3:// `dst` is written to a local
+ * temporary directory first and uploaded with _metadata last.
  */
 
 /** Layouts of key-groups streams whose sections this module reads directly. */
@@ -60,6 +63,8 @@ export interface ConvertOptions {
   readonly progress?: ConvertProgress;
   /** Blocks are flushed to the output in writes of about this many bytes. Default 1 MiB. */
   readonly flushBytes?: number;
+  /** How to reach S3 when `dst` is an s3:// URL. */
+  readonly s3?: S3ConnectionOptions;
 }
 
 export interface ConvertResult {
@@ -433,6 +438,7 @@ class Converter {
  * Nothing is left at `dst` or next to it when it fails.
  */
 export async function convertSnapshot(source: LocatedSnapshot, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
+  if (isS3Path(dst)) return convertToS3(source, dst, opts);
   const target = resolve(dst);
   if (await stat(target).then(() => true, () => false)) {
     throw new StorageError('ALREADY_EXISTS', `${dst} already exists; the converted savepoint needs a new directory. Pick another destination or remove it.`);
@@ -444,3 +450,31 @@ export async function convertSnapshot(source: LocatedSnapshot, dst: string, opts
   return new Converter(source.snapshot, target, opts).run();
 }
 
+
+/**
+ * An s3:// destination: converted into a local temporary directory, then copied up with _metadata
+ * last (copySnapshot). Whatever fails, nothing is left under `dst` and the temporary directory is gone.
+ */
+async function convertToS3(source: LocatedSnapshot, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
+  const target = openSnapshotDestination(dst, opts.s3);
+  try {
+    // Checked up front so a long conversion does not end in ALREADY_EXISTS (copySnapshot checks again).
+    if ((await target.store.list(`${target.dir}/`)).length > 0) {
+      throw new StorageError('ALREADY_EXISTS', `${dst} already holds objects; the converted savepoint needs a new prefix. Pick another destination or remove it.`);
+    }
+    const scratch = await mkdtemp(join(tmpdir(), 'streamstate-convert-'));
+    try {
+      const result = await new Converter(source.snapshot, join(scratch, 'savepoint'), opts).run();
+      await copySnapshot(
+        { store: new LocalBlobStore(scratch), dir: 'savepoint' },
+        { store: target.store, dir: target.dir },
+        { progress: (done, total) => opts.progress?.({ phase: `uploading to ${dst}`, done, total }) },
+      );
+      return { ...result, path: dst };
+    } finally {
+      await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+    }
+  } finally {
+    await target.close();
+  }
+}

@@ -14,7 +14,19 @@ export {
   type OperatorStateReport,
   type SnapshotReport,
 } from './inspect.js';
-export { isRemotePath, locateCheckpointDir, locateSnapshot, type LocatedCheckpointDir, type LocatedSnapshot } from './locate.js';
+export {
+  isRemotePath,
+  isS3Path,
+  locateCheckpointDir,
+  locateSnapshot,
+  openSnapshotDestination,
+  type LocateOptions,
+  type LocatedCheckpointDir,
+  type LocatedSnapshot,
+  type S3ConnectionOptions,
+  type SnapshotDestination,
+} from './locate.js';
+export { copySnapshot, type CopySnapshotOptions, type CopySnapshotResult, type SnapshotLocation } from './copy-snapshot.js';
 export { opaqueSerializer } from './opaque-serializer.js';
 export { builtinFor, decodeToJson, jsonDecoderFor, toJson, type JsonValue } from './values.js';
 export { verifySnapshot, type ProblemCategory, type VerifyProblem, type VerifyProgress, type VerifyResult } from './verify.js';
