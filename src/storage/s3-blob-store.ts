@@ -20,7 +20,7 @@ import { StorageError, StreamStateError } from '../errors.js';
 import type { BlobInfo, BlobStore } from './blob-store.js';
 import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
 import { KeyLayout, type EntropyOptions } from './s3/key-layout.js';
-import { ConcurrencyLimiter, mapLimited } from './s3/limiter.js';
+import { ConcurrencyLimiter, mapLimited } from '../util/concurrency.js';
 import { UploadTracker } from './s3/upload-tracker.js';
 import { backoffDelay, JitterRetryStrategy, type RetryPolicy } from './s3/retry-strategy.js';
 import {

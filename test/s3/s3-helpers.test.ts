@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { KeyLayout } from '../../src/storage/s3/key-layout.js';
-import { ConcurrencyLimiter, mapLimited } from '../../src/storage/s3/limiter.js';
+import { ConcurrencyLimiter, mapLimited } from '../../src/util/concurrency.js';
 import { backoffDelay, JitterRetryStrategy } from '../../src/storage/s3/retry-strategy.js';
 import { toStorageError } from '../../src/storage/s3/s3-errors.js';
 import { parseS3Url } from '../../src/storage/s3/s3-url.js';
