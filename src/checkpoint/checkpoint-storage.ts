@@ -99,6 +99,7 @@ export class BlobCheckpointStorage implements CheckpointStorage {
       });
     }
     const metadata = decodeMetadata(bytes, this.describe(metadataName));
+    checkPlacement(dir, metadata, this.describe(metadataName));
     return { pointer: dir, metadata, files: new BlobStateFileReader(this.store, dir) };
   }
 
@@ -185,6 +186,30 @@ export class BlobCheckpointStorage implements CheckpointStorage {
     return `${this.location}/${name}`;
   }
 }
+
+/**
+ * A _metadata in a `<job>/chk-<n>` directory must be the one of checkpoint n of that job. One
+ * copied over from another checkpoint or job is intact (its checksum is fine) but restoring it
+ * would silently yield that other checkpoint's state: its inline state and shared files resolve
+ * just as well from here.
+ */
+function checkPlacement(dir: string, metadata: CheckpointMetadata, what: string): void {
+  const parts = dir.split('/');
+  const m = CHECKPOINT_DIR_NAME.exec(parts[parts.length - 1]);
+  if (m === null) return;
+  const job = parts.length >= 2 ? parts[parts.length - 2] : undefined;
+  const id = Number(m[1]);
+  if (metadata.checkpointId !== id || (job !== undefined && metadata.jobId !== job)) {
+    throw new FormatError(
+      'CORRUPT',
+      `${what} is the _metadata of checkpoint ${metadata.checkpointId} of job ${metadata.jobId}, but it lies in the directory of checkpoint ${id}` +
+        `${job === undefined ? '' : ` of job ${job}`}: it was copied or moved here from another checkpoint. ` +
+        'Restore from the checkpoint it belongs to, or pick another one with `streamstate list`.',
+    );
+  }
+}
+
+const CHECKPOINT_DIR_NAME = /^chk-(0|[1-9][0-9]*)$/;
 
 function checkJobId(jobId: string): void {
   if (typeof jobId !== 'string' || !/^[A-Za-z0-9._-]+$/.test(jobId) || jobId === '.' || jobId === '..') {

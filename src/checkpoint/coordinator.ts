@@ -196,6 +196,7 @@ export class CheckpointCoordinator {
       const p = source.pointer;
       isOwn = own.some((o) => o.pointer === p);
     } else {
+      await this.refuseUnreadableLatest(own.at(-1)?.metadata.checkpointId ?? -1);
       source = own.at(-1) ?? null;
       isOwn = true;
     }
@@ -263,6 +264,36 @@ export class CheckpointCoordinator {
         return s;
       },
     };
+  }
+
+  /**
+   * listCompletedCheckpoints skips a _metadata it cannot read. Restoring "the latest" must not
+   * then silently fall back to an older checkpoint, or to no state at all: when the newest
+   * checkpoint with a _metadata is damaged (or of a newer format), the restore fails with its error.
+   */
+  private async refuseUnreadableLatest(latestReadable: number): Promise<void> {
+    let newest = -1;
+    for (const name of await this.storage.listJobFiles(this.jobId)) {
+      const id = this.checkpointDirOf(name);
+      if (id !== undefined && id > newest && name === `${this.storage.checkpointPointer(this.jobId, id)}/_metadata`) newest = id;
+    }
+    if (newest <= latestReadable) return;
+    const pointer = this.storage.checkpointPointer(this.jobId, newest);
+    try {
+      await this.storage.resolve(pointer);
+    } catch (err) {
+      if (!(err instanceof StreamStateError)) throw err;
+      // Deleted meanwhile (another instance's retention): nothing was lost to fall back over.
+      if (err.code === 'NOT_FOUND' || err.code === 'METADATA_MISSING') return;
+      const Ctor = err.constructor as new (code: StreamStateError['code'], message: string, options?: { cause?: unknown }) => StreamStateError;
+      throw new Ctor(
+        err.code,
+        `job ${this.jobId} cannot restore its latest checkpoint ${newest}: ${err.message} ` +
+          `Restoring an older checkpoint instead would silently go back in time, so nothing was restored. Restore an earlier checkpoint ` +
+          `explicitly (restore(pointer); \`streamstate list\` shows them), or move ${pointer} away to make the previous checkpoint the latest.`,
+        { cause: err },
+      );
+    }
   }
 
   /** Highest chk-<n> directory id in the job's storage, complete or not (new ids never collide). */
@@ -339,7 +370,10 @@ export class CheckpointCoordinator {
       acks.set(op.operatorId, new Map());
       remaining += op.parallelism;
     }
-    const reuseFloor = this.completed.at(-1)?.info.checkpointId ?? this.restoredId ?? Number.POSITIVE_INFINITY;
+    // A backend picks what it reuses when it snapshots, which may be after checkpoints pending now have
+    // completed (and been confirmed to it): their files must stay as well as the latest completed one's.
+    const latestCompleted = this.completed.at(-1)?.info.checkpointId ?? this.restoredId ?? Number.POSITIVE_INFINITY;
+    const reuseFloor = Math.min(latestCompleted, ...this.pending.keys(), ...this.completing.keys());
     this.pending.set(checkpointId, { view, acks, remaining, reuseFloor, resolve, reject });
     return view;
   }

@@ -1,0 +1,102 @@
+import type { BlobInfo, BlobStore } from '../../../src/storage/blob-store.js';
+import { fsErrorToStorageError, type LocalBlobStore } from '../../../src/storage/local-blob-store.js';
+
+export type FaultErrno = 'ENOSPC' | 'EACCES';
+
+const MESSAGES: Record<FaultErrno, { errno: number; text: string }> = {
+  ENOSPC: { errno: -28, text: 'no space left on device' },
+  EACCES: { errno: -13, text: 'permission denied' },
+};
+
+/** An error as node:fs raises it for `code` on `path`. */
+export function errnoError(code: FaultErrno, syscall: string, path: string): NodeJS.ErrnoException {
+  const e: NodeJS.ErrnoException = new Error(`${code}: ${MESSAGES[code].text}, ${syscall} '${path}'`);
+  e.code = code;
+  e.errno = MESSAGES[code].errno;
+  e.syscall = syscall;
+  e.path = path;
+  return e;
+}
+
+/**
+ * A LocalBlobStore whose writes fail with ENOSPC or EACCES while `fault` is set, the way the disk
+ * would make them fail: ENOSPC part-way through a data file (after its first chunk reached the
+ * file, so the store's own cleanup of the partial file runs), EACCES before anything is written;
+ * _metadata writes (putAtomic) fail whole. Reads, lists and deletes keep working (they do on a full
+ * disk). Every error it caused, as the store reported it, is kept in `thrown`.
+ */
+export class FaultyBlobStore implements BlobStore {
+  readonly location: string;
+  fault: FaultErrno | null = null;
+  readonly thrown: unknown[] = [];
+  /** Writes attempted while the fault was set. */
+  faultedWrites = 0;
+
+  constructor(private readonly inner: LocalBlobStore) {
+    this.location = inner.location;
+  }
+
+  async put(name: string, data: Uint8Array): Promise<void> {
+    if (this.fault !== null) this.fail(this.fault, 'open', name);
+    return this.inner.put(name, data);
+  }
+
+  async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+    const current = this.fault;
+    if (current === null) return this.inner.putStream(name, data);
+    const fault: FaultErrno = current;
+    this.faultedWrites++;
+    const path = this.inner.pathOf(name);
+    async function* failing(): AsyncGenerator<Uint8Array> {
+      let chunks = 0;
+      for await (const chunk of data) {
+        if (fault === 'EACCES' || chunks > 0) throw errnoError(fault, 'write', path);
+        chunks++;
+        yield chunk;
+      }
+      throw errnoError(fault, 'write', path);
+    }
+    try {
+      return await this.inner.putStream(name, failing());
+    } catch (err) {
+      this.thrown.push(err);
+      throw err;
+    }
+  }
+
+  async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+    if (this.fault !== null) this.fail(this.fault, this.fault === 'ENOSPC' ? 'write' : 'open', name);
+    return this.inner.putAtomic(name, data, opts);
+  }
+
+  private fail(code: FaultErrno, syscall: string, name: string): never {
+    this.faultedWrites++;
+    const err = fsErrorToStorageError(errnoError(code, syscall, this.inner.pathOf(name)), 'write', this.inner.pathOf(name), false);
+    this.thrown.push(err);
+    throw err;
+  }
+
+  get(name: string): Promise<Buffer> {
+    return this.inner.get(name);
+  }
+
+  getRange(name: string, offset: number, length: number): Promise<Buffer> {
+    return this.inner.getRange(name, offset, length);
+  }
+
+  download(name: string, localPath: string): Promise<void> {
+    return this.inner.download(name, localPath);
+  }
+
+  stat(name: string): Promise<BlobInfo | null> {
+    return this.inner.stat(name);
+  }
+
+  list(prefix: string): Promise<BlobInfo[]> {
+    return this.inner.list(prefix);
+  }
+
+  delete(names: readonly string[]): Promise<void> {
+    return this.inner.delete(names);
+  }
+}
