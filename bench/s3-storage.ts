@@ -7,6 +7,8 @@
  *   node dist/bench/s3-storage.js [--quick]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -130,6 +132,22 @@ async function measure(label: string, store: BlobStore, countRequests?: () => Re
   };
 }
 
+/**
+ * Raw baselines over the same bytes (one whole buffer per subtask, all in parallel): PutObject
+ * through the same S3 client, and a plain file write + fsync. What the storage layer costs on top.
+ */
+const whole = Buffer.concat(Array.from({ length: bytesPerSubtask / CHUNK }, () => chunk));
+async function rawMBps(put: (i: number, round: number) => Promise<void>): Promise<{ ms: number; MBps: number }> {
+  const times: number[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    const t = performance.now();
+    await Promise.all(Array.from({ length: subtasks }, (_, i) => put(i, round)));
+    times.push(performance.now() - t);
+  }
+  const ms = median(times);
+  return { ms: Math.round(ms), MBps: Math.round((subtasks * bytesPerSubtask) / MiB / (ms / 1000)) };
+}
+
 const localDir = mkdtempSync(join(tmpdir(), 'ss-bench-s3-local-'));
 const s3Dir = mkdtempSync(join(tmpdir(), 'ss-bench-s3rver-'));
 const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3Dir, configureBuckets: [{ name: 'bench' }] });
@@ -145,16 +163,28 @@ const s3 = new S3BlobStore({
 try {
   const local = await measure('local filesystem', new LocalBlobStore(localDir));
   const remote = await measure('s3rver (loopback)', s3, () => ({ ...s3.requestCounts() }));
+  const rawS3 = await rawMBps(async (i, round) => {
+    await s3.client.send(new PutObjectCommand({ Bucket: 'bench', Key: `raw/${round}/${i}`, Body: whole, ContentLength: whole.length }));
+  });
+  const rawFile = await rawMBps(async (i, round) => {
+    const fh = await open(join(localDir, `raw-${round}-${i}`), 'w');
+    try {
+      await fh.writeFile(whole);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  });
   const rows = [
-    { storage: 'local filesystem', ...withoutRequests(local) },
-    { storage: 's3rver loopback', ...withoutRequests(remote) },
+    { storage: 'local filesystem', ...withoutRequests(local), 'raw write MB/s': rawFile.MBps, 'vs raw': `${Math.round((100 * local.writeMBps) / rawFile.MBps)}%` },
+    { storage: 's3rver loopback', ...withoutRequests(remote), 'raw write MB/s': rawS3.MBps, 'vs raw': `${Math.round((100 * remote.writeMBps) / rawS3.MBps)}%` },
   ];
   console.log(`\ncheckpoint = ${subtasks} files x ${bytesPerSubtask / MiB} MiB + _metadata; medians of ${rounds}`);
   printTable(rows);
   const requests = remote.requests ?? {};
   const perCheckpoint = Object.values(requests).reduce((a, b) => a + b, 0);
   console.log(`S3 requests per checkpoint: ${perCheckpoint} (${Object.entries(requests).map(([k, v]) => `${k} ${v}`).join(', ')})`);
-  recordResults('s3-storage', { subtasks, bytesPerSubtask, rounds, local, s3: remote, s3RequestsPerCheckpoint: perCheckpoint });
+  recordResults('s3-storage', { subtasks, bytesPerSubtask, rounds, local, s3: remote, s3RequestsPerCheckpoint: perCheckpoint, rawS3Put: rawS3, rawFileWrite: rawFile });
   console.log(`(sink ${sink.value})`);
 } finally {
   await s3.close();

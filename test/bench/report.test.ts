@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { buildReport, mdTable, parseOps } from '../../bench/report/report.js';
+import { barChart, lineChart } from '../../bench/report/svg.js';
+
+const wellFormed = (svg: string): void => {
+  expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+  expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+  expect(svg).not.toMatch(/NaN|undefined|Infinity/);
+  // every opened group is closed
+  expect((svg.match(/<g[ >]/g) ?? []).length).toBe((svg.match(/<\/g>/g) ?? []).length);
+};
+
+const series = (variant: string, pattern: string, stateMB: number, medianMs: number, bytes: number) => ({
+  variant,
+  pattern,
+  stateMB,
+  keys: stateMB * 1000,
+  changesPerCheckpoint: pattern === 'fixed' ? 1000 : stateMB * 10,
+  checkpoints: 10,
+  medianMs,
+  p99Ms: medianMs * 2,
+  meanBytesPerCheckpoint: bytes,
+  writeAmplification: 1.5,
+});
+
+describe('benchmark report', () => {
+  it('renders every section and chart when no suite ran', () => {
+    const { markdown, charts } = buildReport({});
+    expect(markdown).toContain('# streamstate benchmark report');
+    expect(markdown).toContain('_Checkpoint-size sweep not run._');
+    expect(charts.size).toBe(6);
+    for (const svg of charts.values()) wellFormed(svg);
+    expect(charts.get('checkpoint-duration.svg')).toContain('no data in this run');
+  });
+
+  it('plots checkpoint duration on log axes and evaluates the targets', () => {
+    const data = {
+      run: { quick: false, startedAt: '2026-01-01T00:00:00Z', totalSeconds: 600, machine: { cpuModel: 'AMD EPYC', cpus: 2, memGiB: 24, node: 'v20.20.2', os: 'Linux' }, load: { start: [1, 1, 1], mean: 1.5, max: 2 } },
+      checkpointSizes: {
+        fixedChanges: 1000,
+        sizesMb: [10, 100, 1000],
+        targets: { changelogDurationSpread: 1.3, changelogDurationWithin2x: true, changelogWorstBytesShareOfFull: 0.011, changelogBytesWithin2Pct: true },
+        rawWrites: [{ stateMB: 1000, bytes: 1e9, ms: 1000, MBps: 950 }],
+        series: [10, 100, 1000].flatMap((mb) => [
+          series('full', 'fixed', mb, mb * 5, mb * 1048576),
+          series('full', 'rate', mb, mb * 5, mb * 1048576),
+          series('changelog', 'fixed', mb, 3, 1048576),
+          series('changelog', 'rate', mb, 2, mb * 10486),
+        ]),
+      },
+    };
+    const { markdown, charts } = buildReport(data);
+    const duration = charts.get('checkpoint-duration.svg')!;
+    wellFormed(duration);
+    // 2 variants x 2 patterns, 3 sizes each
+    expect((duration.match(/<polyline /g) ?? []).length).toBe(4);
+    expect(duration).toContain('(log scale)');
+    for (const label of ['>10<', '>100<', '>1k<']) expect(duration).toContain(label);
+    expect(markdown).toContain('**1.30x** — met');
+    expect(markdown).toContain('AMD EPYC, 2 vCPU');
+    expect(markdown).toMatch(/full heap checkpoint, 1000 MB of 1 KB values \| 200 MB\/s \| 950 MB\/s/);
+  });
+
+  it('parses the compact figures of the state-access scripts', () => {
+    expect(parseOps('1.31M')).toBeCloseTo(1.31e6);
+    expect(parseOps('393.0k')).toBeCloseTo(393e3);
+    expect(parseOps('812')).toBe(812);
+    expect(parseOps('n/a')).toBeNaN();
+  });
+
+  it('escapes markup in labels and pipes in tables', () => {
+    const svg = barChart({ title: 'a <b> & "c"', xLabel: 'x', series: [{ name: 's', color: '#000' }], groups: [{ label: 'g<1>', values: [5] }] });
+    wellFormed(svg);
+    expect(svg).toContain('a &lt;b&gt; &amp; &quot;c&quot;');
+    expect(mdTable([{ a: 'x|y' }])).toContain('x\\|y');
+    const line = lineChart({ title: 't', xLabel: 'x', yLabel: 'y', xLog: true, series: [{ name: 's', color: '#000', points: [[0, 1], [10, 2], [100, 3]] }] });
+    wellFormed(line);
+    // the x = 0 point cannot sit on a log axis: dropped, not drawn at -Infinity
+    expect((line.match(/<circle /g) ?? []).length).toBe(2 + 1);
+  });
+});
