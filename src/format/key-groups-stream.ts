@@ -247,6 +247,9 @@ export function checkKeyGroupsHeader(fixed: Buffer, what: string): { version: nu
     throw new FormatError('BAD_MAGIC', `${what} is not a streamstate key-groups stream (magic ${fixed.subarray(0, 4).toString('hex')}). Check that the handle points at the right file.`);
   }
   const version = fixed.readUInt16BE(4);
+  if (version === 0) {
+    throw new FormatError('CORRUPT', `${what} has key-groups format version 0, which no streamstate writes: the file is damaged. Restore from another checkpoint.`);
+  }
   if (version > KEY_GROUPS_FORMAT_VERSION) {
     throw new FormatError(
       'UNSUPPORTED_VERSION',

@@ -169,6 +169,10 @@ describe('key-groups stream', () => {
     newer.writeUInt16BE(99, 4);
     await storage.store.put(name, newer);
     await expectCode(collect(readKeyGroups(handle, reader, { start: 0, end: 9 })), 'UNSUPPORTED_VERSION', 'newer streamstate');
+    const zero = Buffer.from(good);
+    zero.writeUInt16BE(0, 4);
+    await storage.store.put(name, zero);
+    await expectCode(collect(readKeyGroups(handle, reader, { start: 0, end: 9 })), 'CORRUPT', 'version 0');
   });
 
   it('detects truncation', async () => {
