@@ -5,19 +5,36 @@ import { ByteWriter } from '../format/bytes.js';
 import type { ChangelogLogIdentity, ChangelogSegmentRef } from './handle.js';
 import { encodeSegment } from './segment-format.js';
 
+/** An uploaded copy of a chunk and the factory that wrote it (to discard it if nobody takes it). */
+export interface SegmentCopy {
+  readonly ref: ChangelogSegmentRef;
+  readonly via: CheckpointStreamFactory;
+}
+
+/** A copy a checkpoint references, and whether the checkpoint only borrows it (`confirmed`) or owns it. */
+export interface UsedSegment {
+  readonly chunk: Chunk;
+  readonly copy: SegmentCopy;
+  /** A copy a completed checkpoint already references (the shared-state registry tracks it). */
+  readonly confirmed: boolean;
+}
+
 /**
- * A run of records cut from the log; becomes one segment file when persisted. The bytes are kept
- * until a completed checkpoint confirms the segment, so an aborted checkpoint (whose new files the
- * coordinator may delete) can be followed by a re-upload.
+ * A run of records cut from the log; becomes one segment file when persisted.
+ *
+ * A copy of the segment uploaded for checkpoint N is deleted by the coordinator when N is aborted
+ * or subsumed, and the backend may learn that late or never. So a copy is shared by later
+ * checkpoints only once a completed checkpoint references it (`ref`); until then every checkpoint
+ * that needs the chunk references a copy of its own (or takes the one unclaimed `spare`), and the
+ * bytes stay in memory for such re-uploads.
  */
 export class Chunk {
+  /** The copy a completed checkpoint references: every later checkpoint may reference it too. */
   ref: ChangelogSegmentRef | null = null;
-  persisting: Promise<ChangelogSegmentRef> | null = null;
-  /** The factory of the upload in flight. */
-  persistingVia: CheckpointStreamFactory | null = null;
-  confirmed = false;
-  /** Part of a snapshot handle that was handed out (a checkpoint may complete with it). */
-  handedOut = false;
+  /** A copy no checkpoint references (a preemptive upload): the next checkpoint takes it. */
+  spare: SegmentCopy | null = null;
+  /** The preemptive upload in flight (it ends as `spare`). */
+  preemptive: Promise<void> | null = null;
 
   constructor(
     readonly fromSeq: number,
@@ -25,8 +42,18 @@ export class Chunk {
     public bytes: Buffer | null,
   ) {}
 
+  get confirmed(): boolean {
+    return this.ref !== null;
+  }
+
   get size(): number {
     return this.bytes?.length ?? this.ref?.file.size ?? 0;
+  }
+
+  /** Called when a completed checkpoint references `ref`: later checkpoints share it; the bytes can go. */
+  confirm(ref: ChangelogSegmentRef): void {
+    this.ref = ref;
+    this.bytes = null;
   }
 }
 
@@ -87,43 +114,65 @@ export class ChangeLog {
     this.chunks = this.chunks.filter((c) => c.toSeq > seq);
   }
 
-  /** Chunks whose segment was persisted but that no checkpoint has confirmed yet. */
-  unconfirmedPersisted(): Chunk[] {
-    return this.chunks.filter((c) => !c.confirmed && c.ref !== null);
+  /** Uploaded copies that no checkpoint references (orphans once the backend closes). */
+  spares(): SegmentCopy[] {
+    const out: SegmentCopy[] = [];
+    for (const c of this.chunks) if (c.spare !== null) out.push(c.spare);
+    return out;
   }
 
   /**
-   * Persists a chunk as a segment file through `streams` (shared scope), or returns the segment it
-   * already has. An upload in flight through the same factory or through `background` (a
-   * preemptive one) is awaited; one in flight for another checkpoint is not (it may be stalled):
-   * this checkpoint writes its own copy then. A failed attempt is forgotten so the next caller retries.
+   * Uploads a chunk in the background (no checkpoint references it yet); the copy becomes the
+   * chunk's spare. A failure is reported and forgotten: the next checkpoint uploads it itself.
    */
-  persist(chunk: Chunk, streams: CheckpointStreamFactory, background: CheckpointStreamFactory | null): Promise<ChangelogSegmentRef> {
-    if (chunk.ref !== null) return Promise.resolve(chunk.ref);
-    if (chunk.persisting !== null) {
-      if (chunk.persistingVia === streams || chunk.persistingVia === background) return chunk.persisting;
-      return this.write(chunk, streams);
-    }
+  persistEarly(chunk: Chunk, streams: CheckpointStreamFactory): Promise<void> {
+    if (chunk.confirmed || chunk.spare !== null) return Promise.resolve();
+    if (chunk.preemptive !== null) return chunk.preemptive;
     const attempt = this.write(chunk, streams).then(
-      (ref) => {
-        if (chunk.persisting === attempt) {
-          chunk.ref = ref;
-          chunk.persisting = null;
-          chunk.persistingVia = null;
-        }
-        return ref;
+      async (ref) => {
+        if (chunk.preemptive === attempt) chunk.preemptive = null;
+        if (chunk.spare === null && !chunk.confirmed && !this.closed && this.chunks.includes(chunk)) chunk.spare = { ref, via: streams };
+        else await discardCopy({ ref, via: streams }); // not needed any more (or closed meanwhile)
       },
       (err: unknown) => {
-        if (chunk.persisting === attempt) {
-          chunk.persisting = null;
-          chunk.persistingVia = null;
-        }
+        if (chunk.preemptive === attempt) chunk.preemptive = null;
         throw err;
       },
     );
-    chunk.persisting = attempt;
-    chunk.persistingVia = streams;
+    chunk.preemptive = attempt;
     return attempt;
+  }
+
+  /**
+   * The copy of a chunk that checkpoint-to-be may reference: the confirmed one if a completed
+   * checkpoint references one; else the spare (taken: nobody else gets it), awaiting a preemptive
+   * upload through `background` if one is in flight; else a new upload through `streams`.
+   * Owned copies (not `confirmed`) must not be given to another checkpoint until confirmed.
+   */
+  async persist(chunk: Chunk, streams: CheckpointStreamFactory, background: CheckpointStreamFactory | null): Promise<UsedSegment> {
+    if (chunk.ref !== null) return { chunk, copy: { ref: chunk.ref, via: streams }, confirmed: true };
+    if (chunk.spare === null && chunk.preemptive !== null && background !== null) await chunk.preemptive.catch(() => undefined);
+    if (chunk.ref !== null) return { chunk, copy: { ref: chunk.ref, via: streams }, confirmed: true };
+    const spare = chunk.spare;
+    if (spare !== null) {
+      chunk.spare = null;
+      return { chunk, copy: spare, confirmed: false };
+    }
+    return { chunk, copy: { ref: await this.write(chunk, streams), via: streams }, confirmed: false };
+  }
+
+  /**
+   * Takes back copies owned by a snapshot that failed before it was acknowledged: the coordinator
+   * never saw them, so they are safe to reuse; one per chunk is kept as spare, the rest deleted.
+   */
+  async giveBack(used: readonly UsedSegment[]): Promise<void> {
+    const extra: SegmentCopy[] = [];
+    for (const u of used) {
+      if (u.confirmed) continue;
+      if (!this.closed && !u.chunk.confirmed && u.chunk.spare === null && this.chunks.includes(u.chunk)) u.chunk.spare = u.copy;
+      else extra.push(u.copy);
+    }
+    await Promise.allSettled(extra.map(discardCopy));
   }
 
   private async write(chunk: Chunk, streams: CheckpointStreamFactory): Promise<ChangelogSegmentRef> {
@@ -148,13 +197,21 @@ export class ChangeLog {
     return { file: await writeStream(streams, bytes, this.streams), fromSeq: chunk.fromSeq, toSeq: chunk.toSeq };
   }
 
-  /** Stops new writes and discards the ones in flight (their partial files are deleted). */
+  /** Stops new writes and discards the ones in flight (their partial files are deleted) and the spare copies. */
   async close(): Promise<void> {
     this.closed = true;
     const open = [...this.streams];
     this.streams.clear();
     await Promise.allSettled(open.map((s) => s.discard()));
+    const spares = this.spares();
+    for (const c of this.chunks) c.spare = null;
+    await Promise.allSettled(spares.map(discardCopy));
   }
+}
+
+/** Deletes a copy no checkpoint references (best effort: a leftover is only garbage for gc). */
+async function discardCopy(copy: SegmentCopy): Promise<void> {
+  if (copy.ref.file.type === 'file') await copy.via.discardFiles([copy.ref.file]).catch(() => undefined);
 }
 
 export function cancelled(): SnapshotError {

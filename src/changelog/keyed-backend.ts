@@ -7,7 +7,7 @@ import type {
   StateOutputStream,
   StateScope,
 } from '../backend/contract.js';
-import type { FileStreamHandle, KeyedStateHandle } from '../backend/handles.js';
+import type { KeyedStateHandle } from '../backend/handles.js';
 import { StateRegistrationError, StreamStateError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { keyGroupForKey, type KeyGroupRange } from '../keygroups/key-groups.js';
@@ -15,7 +15,7 @@ import { defaultNamespaceSerializer } from '../serializers/builtins.js';
 import { snapshotOf, type Serializer } from '../serializers/serializer.js';
 import type { StateDescriptor } from '../state/descriptors.js';
 import type { KeyedState, StateFor, TimerQueue } from '../state/types.js';
-import { cancelled, ChangeLog, writeStream, type Chunk } from './change-log.js';
+import { cancelled, ChangeLog, writeStream, type UsedSegment } from './change-log.js';
 import {
   CHANGELOG_HANDLE_TYPE,
   CHANGELOG_HANDLE_VERSION,
@@ -59,9 +59,14 @@ export class Materialization {
   status: 'running' | 'done' | 'failed' = 'running';
   /** Part of a completed checkpoint: its files are tracked by the shared-state registry. */
   confirmed = false;
-  /** The first checkpoint that used it was aborted (its new files may be gone): never use it again. */
+  /** Its owner was aborted or subsumed (its files may be gone): never use it again. */
   revoked = false;
-  firstUsedBy: number | null = null;
+  /**
+   * The one checkpoint that references it while it is unconfirmed. The coordinator deletes its
+   * files if that checkpoint is aborted or subsumed, so no other checkpoint may reference it
+   * until a completed checkpoint confirms it.
+   */
+  owner: number | null = null;
 
   constructor(
     readonly id: number,
@@ -88,8 +93,8 @@ export class Materialization {
 
 interface CheckpointRecord {
   readonly base: Materialization;
-  /** The segment each chunk was referenced with (filled when the snapshot's handle is ready). */
-  used: readonly (readonly [Chunk, ChangelogSegmentRef])[];
+  /** The segment copy each chunk was referenced with (filled when the snapshot's handle is ready). */
+  used: readonly UsedSegment[];
 }
 
 interface RegisteredState {
@@ -126,7 +131,9 @@ export interface ChangelogKeyedInit<K> {
 /**
  * The changelog keyed backend: state lives in the wrapped backend; every write is also appended to
  * a state-change log. A checkpoint is the last materialization + the log segments since it, so
- * taking one only persists the log tail. See docs/CHANGELOG.md for the life cycle.
+ * taking one only persists the log tail. Uploads (segment copies, materializations) are shared by
+ * later checkpoints only once a completed checkpoint references them: the coordinator deletes the
+ * files of a checkpoint that is aborted or subsumed, and the backend may hear of that late or never.
  */
 export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, ChangeSink, ReplayCursor {
   readonly inner: KeyedStateBackend<K>;
@@ -378,7 +385,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     if (streams === null || this.closed) return;
     const chunk = this.log.cut();
     if (chunk !== null) {
-      this.log.persist(chunk, streams, streams).catch((err: unknown) => {
+      this.log.persistEarly(chunk, streams).catch((err: unknown) => {
         this.lastBackgroundError = err; // the next checkpoint retries it
       });
     }
@@ -389,35 +396,61 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
     this.checkOpen();
     if (this.init.mode === 'passthrough' || options.type === 'savepoint') return this.selfContainedSnapshot(checkpointId, options);
-    if (options.full === true || !this.base.shareable) {
-      // Nothing restored may be referenced: materialize now and reference only what this checkpoint writes.
-      const m = await this.startMaterialization(checkpointId, options.streams, options.full === true);
-      this.track(checkpointId, m);
-      const done = this.guard(
-        (async () => {
-          await this.materialized(m);
-          return this.handleFor(m, []);
-        })(),
-      );
-      return { checkpointId, done };
-    }
+    if (options.full === true || !this.baseFor(checkpointId).shareable) return this.materializedSnapshot(checkpointId, options);
     if (this.materializationDue()) await this.startMaterialization(checkpointId, options.streams, false);
     this.log.cut();
-    const base = this.base;
+    const base = this.baseFor(checkpointId);
+    if (!base.shareable) return this.materializedSnapshot(checkpointId, options); // the usable base changed meanwhile
     const chunks = this.log.chunksAfter(base.seq);
     const record = this.track(checkpointId, base);
     const streams = options.streams;
     const background = this.init.settings.backgroundStreams;
     const done = this.guard(
       (async () => {
-        const refs = await Promise.all(chunks.map((c) => this.log.persist(c, streams, background)));
-        if (this.closed) throw cancelled();
-        for (const c of chunks) c.handedOut = true;
-        record.used = chunks.map((c, i) => [c, refs[i]] as const);
-        return this.handleFor(base, refs);
+        const settled = await Promise.allSettled(chunks.map((c) => this.log.persist(c, streams, background)));
+        const used = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+        const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed !== undefined || this.closed) {
+          // Never acknowledged: the coordinator does not know these copies, so they can be reused.
+          this.snapshotFailed(checkpointId, record);
+          await this.log.giveBack(used);
+          throw failed !== undefined ? failed.reason : cancelled();
+        }
+        record.used = used;
+        return this.handleFor(base, used.map((u) => u.copy.ref));
       })(),
     );
     return { checkpointId, done };
+  }
+
+  /** Nothing restored may be referenced (or a full snapshot was asked for): materialize now and reference only what this checkpoint writes. */
+  private async materializedSnapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+    const m = await this.startMaterialization(checkpointId, options.streams, options.full === true);
+    this.track(checkpointId, m);
+    const done = this.guard(
+      (async () => {
+        await this.materialized(m);
+        return this.handleFor(m, []);
+      })(),
+    );
+    return { checkpointId, done };
+  }
+
+  /**
+   * The materialization checkpoint `checkpointId` builds on: the newest one if it is confirmed or
+   * nobody references it yet (then this checkpoint owns it until it is confirmed), else the newest
+   * confirmed one (plus the longer log since it).
+   */
+  private baseFor(checkpointId: number): Materialization {
+    const m = this.base;
+    if (m.confirmed || m.owner === null || m.owner === checkpointId) return m;
+    return this.confirmedBase;
+  }
+
+  /** A snapshot that failed before its handle was handed out releases the materialization it owned. */
+  private snapshotFailed(checkpointId: number, record: CheckpointRecord): void {
+    if (this.checkpoints.get(checkpointId) === record) this.checkpoints.delete(checkpointId);
+    if (record.base.owner === checkpointId && !record.base.confirmed) record.base.owner = null;
   }
 
   /** Ask for a materialization at the next checkpoint, whatever the interval. */
@@ -437,7 +470,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   }
 
   private track(checkpointId: number, base: Materialization): CheckpointRecord {
-    if (base.firstUsedBy === null) base.firstUsedBy = checkpointId;
+    if (!base.confirmed && base.owner === null) base.owner = checkpointId;
     const record: CheckpointRecord = { base, used: [] };
     this.checkpoints.set(checkpointId, record);
     return record;
@@ -581,19 +614,22 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   async notifyCheckpointComplete(checkpointId: number): Promise<void> {
     if (this.init.mode === 'passthrough') return this.inner.notifyCheckpointComplete(checkpointId);
     const rec = this.checkpoints.get(checkpointId);
-    if (rec === undefined) return;
-    for (const [id] of this.checkpoints) if (id <= checkpointId) this.checkpoints.delete(id);
-    for (const [c, ref] of rec.used) {
-      // The file is part of a completed checkpoint now: later checkpoints reference this copy.
-      c.ref = ref;
-      c.confirmed = true;
-      c.bytes = null;
+    this.checkpoints.delete(checkpointId);
+    // Older checkpoints still open will not complete any more (subsumed): what only they used is gone.
+    for (const [id, older] of [...this.checkpoints]) {
+      if (id < checkpointId) {
+        this.checkpoints.delete(id);
+        await this.forget(id, older);
+      }
     }
+    if (rec === undefined) return;
+    // These copies are part of a completed checkpoint now: later checkpoints reference them.
+    for (const u of rec.used) u.chunk.confirm(u.copy.ref);
     const m = rec.base;
     m.confirmed = true;
     if (m !== this.confirmedBase && m.id > this.confirmedBase.id) {
       this.confirmedBase = m;
-      if (m.id > this.base.id && m.status === 'done') this.base = m;
+      if (m.id > this.base.id && m.status === 'done' && !m.revoked) this.base = m;
       // Truncation: checkpoints from now on never reference records before the new base.
       this.log.truncate(m.seq);
       if (m.own) await this.inner.notifyCheckpointComplete(m.id);
@@ -605,17 +641,23 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     const rec = this.checkpoints.get(checkpointId);
     if (rec === undefined) return;
     this.checkpoints.delete(checkpointId);
-    // Files first uploaded for an aborted checkpoint may be deleted by the coordinator: upload again.
-    for (const [c, ref] of rec.used) if (!c.confirmed && c.ref === ref) c.ref = null;
+    await this.forget(checkpointId, rec);
+  }
+
+  /**
+   * A checkpoint that was aborted or subsumed: the coordinator deletes the files only it
+   * referenced. Its segment copies were never shared (nothing to undo; the chunks keep their bytes),
+   * but a materialization it owned is revoked and a new one requested.
+   */
+  private async forget(checkpointId: number, rec: CheckpointRecord): Promise<void> {
     const m = rec.base;
-    if (!m.confirmed && m.firstUsedBy === checkpointId) {
-      m.revoked = true;
-      if (this.base === m) {
-        this.base = this.confirmedBase;
-        this.requestMaterialization();
-      }
-      if (m.own) await this.inner.notifyCheckpointAborted(m.id).catch(() => undefined);
+    if (m.confirmed || m.owner !== checkpointId) return;
+    m.revoked = true;
+    if (this.base === m) {
+      this.base = this.confirmedBase;
+      this.requestMaterialization();
     }
+    if (m.own) await this.inner.notifyCheckpointAborted(m.id).catch(() => undefined);
   }
 
   // ------------------------------------------------------------------ life cycle
@@ -632,14 +674,8 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     this.rejectClosed(cancelled());
     const streams = [...this.activeStreams];
     this.activeStreams.clear();
+    // The log also deletes its spare copies (uploaded early, referenced by no checkpoint).
     await Promise.allSettled([this.log.close(), ...streams.map((s) => s.discard())]);
-    // Segments uploaded early that no handed-out snapshot references would be orphans.
-    const orphans: FileStreamHandle[] = [];
-    for (const c of this.log.unconfirmedPersisted()) {
-      if (!c.handedOut && c.ref !== null && c.ref.file.type === 'file') orphans.push(c.ref.file);
-    }
-    const bg = this.init.settings.backgroundStreams;
-    if (bg !== null && orphans.length > 0) await bg.discardFiles(orphans).catch(() => undefined);
     await this.inner.close();
   }
 }

@@ -43,7 +43,7 @@ interface FaultRun {
  * upload of a checkpoint that failed after a newer one was confirmed to it). Found by this suite;
  * see docs/PROOF.md "Resource faults". Skipped until fixed so that npm test stays green.
  */
-const KNOWN_BROKEN_UNDER_FAULTS: readonly ProofBackendKind[] = ['changelog-filesystem'];
+const KNOWN_BROKEN_UNDER_FAULTS: readonly ProofBackendKind[] = [];
 
 describe('resource faults during checkpoints', () => {
   const dirs: string[] = [];
