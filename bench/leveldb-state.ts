@@ -1,24 +1,40 @@
 /**
- * State access of the leveldb backend against raw classic-level in the same run.
- * Ours include setCurrentKey (key-group hashing, key serialization) as a runtime does per record;
- * raw cases use prebuilt key buffers (the best raw can do). Writes run in blocks of 1000 so raw can
- * batch them (one awaited batch per block); figures are per operation.
- *   node dist/bench/leveldb-state.js [--quick] [keys]
+ * State access of the leveldb backend against raw classic-level in the same run, on identical data.
+ *
+ * Fairness: the raw database holds exactly the backend's rows (same row keys and values, copied
+ * from it) and is opened with the same block cache and memtable sizes; both are fully compacted
+ * before the reads. Raw cases use prebuilt row keys (the best raw classic-level can do); ours pay
+ * setCurrentKey (key-group hashing, key serialization) per operation, as a runtime does per record.
+ * Writes are timed until they are in LevelDB: raw writes 1000 per awaited batch, ours include the
+ * final flush of the write buffer. Each pair runs in alternating rounds (raw, ours, raw, ours, ...)
+ * so that machine load hits both alike; figures are medians over the rounds, the ratio is the
+ * median of the per-round ratios. The CPU-time ratio compares ops per second of process CPU time
+ * (all threads, LevelDB's included), which other load on the machine disturbs less. Every case
+ * feeds its results into a printed sink.
+ *   node dist/bench/leveldb-state.js [--quick] [keys]      (LEVELDB_BENCH_ONLY=update: one operation)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { leveldb, type LevelDbKeyedStateBackend } from '../backends/leveldb/index.js';
-import { KeyGroupRange } from '../src/keygroups/key-groups.js';
+import { DEFAULT_CACHE_SIZE, DEFAULT_MEMTABLE_BYTES, DEFAULT_WRITE_BUFFER_BYTES, type LevelDbKeyedStateBackend } from '../backends/leveldb/backend.js';
+import { leveldb } from '../backends/leveldb/index.js';
+import { countRowStateId, encodeRowKey } from '../backends/leveldb/row-keys.js';
+import { KeyGroupRange, keyGroupForKey } from '../src/keygroups/key-groups.js';
 import { float64Serializer, stringSerializer } from '../src/serializers/builtins.js';
 import { listState, mapState, valueState } from '../src/state/descriptors.js';
-import { consume, fmtOps, parseBenchArgs, printTable, recordResults, runCases, sink } from './lib/bench.js';
+import { consume, fmtOps, median, parseBenchArgs, printTable, recordResults, sink, type CaseResult } from './lib/bench.js';
 
 const { quick, args } = parseBenchArgs();
 const numKeys = Number(args[0] ?? (quick ? 100_000 : 500_000));
+const ROUNDS = quick ? 3 : 9;
+const OPS_PER_ROUND = quick ? 20_000 : 60_000;
 const BLOCK = 1000;
+const MAP_ENTRIES = 10;
+const MAX_P = 128;
 const root = mkdtempSync(join(tmpdir(), 'streamstate-bench-leveldb-'));
+const cleanup = (): void => rmSync(root, { recursive: true, force: true });
+process.on('exit', cleanup);
 
 function shuffledKeys(n: number): string[] {
   const keys = Array.from({ length: n }, (_, i) => `key-${i}`);
@@ -32,112 +48,256 @@ function shuffledKeys(n: number): string[] {
 }
 
 const keys = shuffledKeys(numKeys);
-const keyBufs = keys.map((k) => Buffer.from(k));
-let i = 0;
-const nextIndex = (): number => (i = i + 1 === numKeys ? 0 : i + 1);
-const f64 = (v: number): Buffer => {
-  const b = Buffer.allocUnsafe(8);
-  b.writeDoubleBE(v, 0);
+/** Row value of a float64: the codec's header byte (generation 0) + 8 bytes. */
+const row64 = (v: number): Buffer => {
+  const b = Buffer.allocUnsafe(9);
+  b[0] = 0;
+  b.writeDoubleBE(v, 1);
   return b;
 };
 
-// ---- raw classic-level: value rows `v/<key>`, list rows `l/<key>`, map rows `m/<key>/<j>`
-const raw = new ClassicLevel<Buffer, Buffer>(join(root, 'raw'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-await raw.open();
-const rawKey = (prefix: string, k: Buffer, suffix = ''): Buffer => Buffer.concat([Buffer.from(prefix), k, Buffer.from(suffix)]);
-const vKeys = keyBufs.map((k) => rawKey('v/', k));
-const lKeys = keyBufs.map((k) => rawKey('l/', k));
-const mPrefix = keyBufs.map((k) => rawKey('m/', k, '/'));
-for (let s = 0; s < numKeys; s += 10_000) {
-  const b = raw.batch();
-  for (let j = s; j < Math.min(numKeys, s + 10_000); j++) {
-    b.put(vKeys[j], f64(1));
-    b.put(lKeys[j], f64(1));
-    for (let e = 0; e < 10; e++) b.put(Buffer.concat([mPrefix[j], Buffer.from([e])]), f64(e));
-  }
-  await b.write();
-}
-
-// ---- leveldb backend
-const kb = (await leveldb({ workingDir: join(root, 'backend') }).createKeyedStateBackend({
+// ---- the backend, loaded through its API: per key a value, a one-element list, a 10-entry map
+const kb = (await leveldb({ workingDir: join(root, 'backend'), cacheSize: DEFAULT_CACHE_SIZE }).createKeyedStateBackend({
   jobId: 'bench',
   operatorId: 'op',
   subtaskIndex: 0,
   parallelism: 1,
-  maxParallelism: 128,
-  keyGroupRange: new KeyGroupRange(0, 127),
+  maxParallelism: MAX_P,
+  keyGroupRange: new KeyGroupRange(0, MAX_P - 1),
   keySerializer: stringSerializer,
 })) as LevelDbKeyedStateBackend<string>;
 const value = kb.getState(valueState<number>('v', { serializer: float64Serializer }));
 const list = kb.getState(listState<number>('l', { serializer: float64Serializer }));
 const map = kb.getState(mapState<number, number>('m', { keySerializer: float64Serializer, valueSerializer: float64Serializer }));
-for (const k of keys) {
-  kb.setCurrentKey(k);
+for (let n = 0; n < numKeys; n++) {
+  kb.setCurrentKey(keys[n]);
   value.update(1);
   list.add(1);
-  for (let j = 0; j < 10; j++) map.put(j, j);
+  for (let j = 0; j < MAP_ENTRIES; j++) map.put(j, j);
+  if (n % 10_000 === 0) await kb.flush(); // keep the write buffer from running far ahead of LevelDB
 }
-// Everything to disk first: reads then exercise LevelDB, not the write buffer.
 await kb.flush();
 
-const results = await runCases(
-  `leveldb state access, ${numKeys} keys`,
-  [
-    ['raw getSync', () => { consume(raw.getSync(vKeys[nextIndex()])?.length); }],
-    ['leveldb ValueState get', () => { kb.setCurrentKey(keys[nextIndex()]); consume(value.value()); }],
-    [`raw batched put (x${BLOCK})`, async () => { const b = raw.batch(); for (let n = 0; n < BLOCK; n++) b.put(vKeys[nextIndex()], f64(n)); await b.write(); }],
-    [`leveldb ValueState update (x${BLOCK})`, async () => { for (let n = 0; n < BLOCK; n++) { kb.setCurrentKey(keys[nextIndex()]); value.update(n); } await Promise.resolve(); }],
-    ['raw list get', () => { consume(raw.getSync(lKeys[nextIndex()])?.length); }],
-    ['leveldb ListState get', () => { kb.setCurrentKey(keys[nextIndex()]); consume(list.get()?.length); }],
-    [`raw list append (get+put, x${BLOCK})`, async () => {
-      const b = raw.batch();
-      for (let n = 0; n < BLOCK; n++) {
-        const j = nextIndex();
-        const cur = raw.getSync(lKeys[j]);
-        b.put(lKeys[j], cur !== undefined && cur.length < 512 ? Buffer.concat([cur, f64(n)]) : f64(n));
-      }
-      await b.write();
-    }],
-    [`leveldb ListState add (x${BLOCK})`, async () => {
-      for (let n = 0; n < BLOCK; n++) { kb.setCurrentKey(keys[nextIndex()]); if ((list.get()?.length ?? 0) > 64) list.update([n]); else list.add(n); }
-      await Promise.resolve();
-    }],
-    [`raw map put (x${BLOCK})`, async () => { const b = raw.batch(); for (let n = 0; n < BLOCK; n++) b.put(Buffer.concat([mPrefix[nextIndex()], Buffer.from([3])]), f64(7)); await b.write(); }],
-    [`leveldb MapState put (x${BLOCK})`, async () => { for (let n = 0; n < BLOCK; n++) { kb.setCurrentKey(keys[nextIndex()]); map.put(3, 7); } await Promise.resolve(); }],
-    ['raw map get', () => { consume(raw.getSync(Buffer.concat([mPrefix[nextIndex()], Buffer.from([5])]))?.length); }],
-    ['leveldb MapState get', () => { kb.setCurrentKey(keys[nextIndex()]); consume(map.get(5)); }],
-    ['raw map iterate (10 entries)', async () => {
-      const p = mPrefix[nextIndex()];
-      const it = raw.iterator({ gte: p, lt: Buffer.concat([p, Buffer.from([0xff])]) });
-      let s = 0;
-      for (const [, v] of await it.nextv(100)) s += v.readDoubleBE(0);
-      await it.close();
-      consume(s);
-    }],
-    ['leveldb MapState iterate (10 entries)', async () => { kb.setCurrentKey(keys[nextIndex()]); let s = 0; for await (const v of map.values()) s += v; consume(s); }],
-  ],
-  { quick },
-);
-
-const perOp = (r: { name: string; opsPerSec: number }): number => (r.name.includes(`x${BLOCK}`) ? r.opsPerSec * BLOCK : r.opsPerSec);
-const pairs: Array<[string, string, string]> = [
-  ['ValueState get', 'leveldb ValueState get', 'raw getSync'],
-  ['ValueState update', `leveldb ValueState update (x${BLOCK})`, `raw batched put (x${BLOCK})`],
-  ['ListState get', 'leveldb ListState get', 'raw list get'],
-  ['ListState add', `leveldb ListState add (x${BLOCK})`, `raw list append (get+put, x${BLOCK})`],
-  ['MapState put', `leveldb MapState put (x${BLOCK})`, `raw map put (x${BLOCK})`],
-  ['MapState get', 'leveldb MapState get', 'raw map get'],
-  ['MapState iterate (10 entries)', 'leveldb MapState iterate (10 entries)', 'raw map iterate (10 entries)'],
-];
-const byName = new Map(results.map((r) => [r.name, r]));
-const rows = pairs.map(([op, ours, base]) => {
-  const a = perOp(byName.get(ours)!);
-  const b = perOp(byName.get(base)!);
-  return { operation: op, 'leveldb ops/s': fmtOps(a), 'raw classic-level ops/s': fmtOps(b), ratio: `${((a / b) * 100).toFixed(0)}%` };
+// ---- raw classic-level: the same rows, same cache and memtable sizes
+const raw = new ClassicLevel<Buffer, Buffer>(join(root, 'raw'), {
+  keyEncoding: 'buffer',
+  valueEncoding: 'buffer',
+  cacheSize: DEFAULT_CACHE_SIZE,
+  writeBufferSize: DEFAULT_MEMTABLE_BYTES,
 });
+await raw.open();
+{
+  const it = kb.db.iterator();
+  for (;;) {
+    const page = await it.nextv(10_000);
+    if (page.length === 0) break;
+    const b = raw.batch();
+    for (const [k, v] of page) b.put(k, v);
+    await b.write();
+  }
+  await it.close();
+}
+const idOf = (name: string): number => kb.catalog.get(name)?.stateId as number;
+const empty = Buffer.alloc(0);
+const kgs = keys.map((k) => keyGroupForKey(k, stringSerializer, MAX_P));
+const kBytes = keys.map((k) => Buffer.from(k));
+const vRows = keys.map((_, i) => encodeRowKey(kgs[i], idOf('v'), kBytes[i], empty));
+const lRows = keys.map((_, i) => encodeRowKey(kgs[i], idOf('l'), kBytes[i], empty));
+const mPrefix = keys.map((_, i) => encodeRowKey(kgs[i], idOf('m'), kBytes[i], empty));
+const m3Rows = mPrefix.map((p) => Buffer.concat([p, float64Serializer.serialize(3)]));
+const m5Rows = mPrefix.map((p) => Buffer.concat([p, float64Serializer.serialize(5)]));
+const mEnds = mPrefix.map((p) => Buffer.concat([p, Buffer.from([0xff])]));
+if (raw.getSync(vRows[0]) === undefined || raw.getSync(encodeRowKey(kgs[0], countRowStateId(idOf('m')), kBytes[0], empty)) === undefined) {
+  throw new Error('the raw database does not hold the backend rows');
+}
+// Steady state: both fully compacted, no background work left from the load.
+const everything = [Buffer.from([0]), Buffer.from([0xff, 0xff, 0xff])] as const;
+await kb.db.compactRange(...everything);
+await raw.compactRange(...everything);
+
+let cursor = 0;
+const next = (): number => (cursor = cursor + 1 === numKeys ? 0 : cursor + 1);
+
+type Case = (ops: number) => void | Promise<void>;
+interface Pair {
+  readonly operation: string;
+  readonly raw: string;
+  readonly ours: string;
+  readonly rawCase: Case;
+  readonly oursCase: Case;
+}
+
+const rawBatched =
+  (put: (b: ReturnType<typeof raw.batch>, j: number, n: number) => void): Case =>
+  async (ops) => {
+    for (let s = 0; s < ops; s += BLOCK) {
+      const b = raw.batch();
+      for (let n = 0; n < BLOCK; n++) put(b, next(), n);
+      await b.write();
+    }
+  };
+
+const pairs: Pair[] = [
+  {
+    operation: 'ValueState get',
+    raw: 'raw getSync',
+    ours: 'leveldb ValueState.value()',
+    rawCase: (ops) => { for (let n = 0; n < ops; n++) consume(raw.getSync(vRows[next()])?.length); },
+    oursCase: (ops) => { for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); consume(value.value()); } },
+  },
+  {
+    operation: 'ListState get',
+    raw: 'raw getSync (list row)',
+    ours: 'leveldb ListState.get()',
+    rawCase: (ops) => { for (let n = 0; n < ops; n++) consume(raw.getSync(lRows[next()])?.length); },
+    oursCase: (ops) => { for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); consume(list.get()?.length); } },
+  },
+  {
+    operation: 'MapState get',
+    raw: 'raw getSync (entry row)',
+    ours: 'leveldb MapState.get()',
+    rawCase: (ops) => { for (let n = 0; n < ops; n++) consume(raw.getSync(m5Rows[next()])?.length); },
+    oursCase: (ops) => { for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); consume(map.get(5)); } },
+  },
+  {
+    operation: `MapState iterate (${MAP_ENTRIES} entries)`,
+    raw: 'raw iterator.nextv over the entry prefix',
+    ours: 'leveldb MapState.values()',
+    rawCase: async (ops) => {
+      for (let n = 0; n < ops; n++) {
+        const j = next();
+        const it = raw.iterator({ gte: mPrefix[j], lt: mEnds[j] });
+        let s = 0;
+        for (const [, v] of await it.nextv(100)) s += v.length;
+        await it.close();
+        consume(s);
+      }
+    },
+    oursCase: async (ops) => {
+      for (let n = 0; n < ops; n++) {
+        kb.setCurrentKey(keys[next()]);
+        let s = 0;
+        for await (const v of map.values()) s += v;
+        consume(s);
+      }
+    },
+  },
+  {
+    operation: 'ValueState update',
+    raw: `raw batched put (${BLOCK} per batch)`,
+    ours: 'leveldb ValueState.update() + flush',
+    rawCase: rawBatched((b, j, n) => b.put(vRows[j], row64(n))),
+    oursCase: async (ops) => {
+      for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); value.update(n); }
+      await kb.flush();
+    },
+  },
+  {
+    operation: 'ListState add',
+    raw: `raw getSync + append + batched put (${BLOCK} per batch)`,
+    ours: 'leveldb ListState.add() + flush',
+    rawCase: async (ops) => {
+      for (let s = 0; s < ops; s += BLOCK) {
+        const b = raw.batch();
+        for (let n = 0; n < BLOCK; n++) {
+          const j = next();
+          const cur = raw.getSync(lRows[j]) as Buffer;
+          const add = Buffer.allocUnsafe(9);
+          add[0] = 8; // varint length of one float64 element
+          add.writeDoubleBE(n, 1);
+          b.put(lRows[j], Buffer.concat([cur, add]));
+        }
+        await b.write();
+      }
+    },
+    oursCase: async (ops) => {
+      for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); list.add(n); }
+      await kb.flush();
+    },
+  },
+  {
+    operation: 'MapState put',
+    raw: `raw batched put (${BLOCK} per batch)`,
+    ours: 'leveldb MapState.put() + flush',
+    rawCase: rawBatched((b, j, n) => b.put(m3Rows[j], row64(n))),
+    oursCase: async (ops) => {
+      for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); map.put(3, n); }
+      await kb.flush();
+    },
+  },
+];
+
+/** Iterations are cheaper per op than point reads by about their entry count: fewer ops per round. */
+const opsFor = (p: Pair): number => (p.operation.startsWith('MapState iterate') ? OPS_PER_ROUND / MAP_ENTRIES : OPS_PER_ROUND);
+
+/** Ops per second of wall time, and per second of process CPU time (all threads: less sensitive to other load on the machine). */
+async function timed(c: Case, ops: number): Promise<{ wall: number; cpu: number }> {
+  const cpu0 = process.cpuUsage();
+  const t = performance.now();
+  await c(ops);
+  const wallMs = performance.now() - t;
+  const cpu = process.cpuUsage(cpu0);
+  return { wall: (ops / wallMs) * 1000, cpu: (ops / ((cpu.user + cpu.system) / 1000)) * 1000 };
+}
+
+const results: CaseResult[] = [];
+const rows: Record<string, string>[] = [];
+const suite = `leveldb state access, ${numKeys} keys`;
+/** LEVELDB_BENCH_ONLY=<text>: run only the operations whose name contains it (profiling). */
+const only = process.env.LEVELDB_BENCH_ONLY;
+for (const p of pairs.filter((x) => only === undefined || x.operation.includes(only))) {
+  const ops = opsFor(p);
+  // One warm-up round each, not counted.
+  await timed(p.rawCase, ops / 4);
+  await timed(p.oursCase, ops / 4);
+  const rawRates: number[] = [];
+  const ourRates: number[] = [];
+  const ratios: number[] = [];
+  const cpuRatios: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    // Alternate which goes first, so neither always follows the other's background work.
+    let a: { wall: number; cpu: number };
+    let b: { wall: number; cpu: number };
+    if (r % 2 === 0) {
+      a = await timed(p.rawCase, ops);
+      b = await timed(p.oursCase, ops);
+    } else {
+      b = await timed(p.oursCase, ops);
+      a = await timed(p.rawCase, ops);
+    }
+    rawRates.push(a.wall);
+    ourRates.push(b.wall);
+    ratios.push(b.wall / a.wall);
+    cpuRatios.push(b.cpu / a.cpu);
+  }
+  const spread = (xs: number[]): number => ((Math.max(...xs) - Math.min(...xs)) / 2 / median(xs)) * 100;
+  results.push({ suite, name: p.raw, opsPerSec: median(rawRates), marginPct: spread(rawRates), samples: ROUNDS });
+  results.push({ suite, name: p.ours, opsPerSec: median(ourRates), marginPct: spread(ourRates), samples: ROUNDS });
+  const row = {
+    operation: p.operation,
+    'leveldb ops/s': fmtOps(median(ourRates)),
+    'raw classic-level ops/s': fmtOps(median(rawRates)),
+    ratio: `${(median(ratios) * 100).toFixed(0)}%`,
+    'ratio range': `${(Math.min(...ratios) * 100).toFixed(0)}–${(Math.max(...ratios) * 100).toFixed(0)}%`,
+    'CPU-time ratio': `${(median(cpuRatios) * 100).toFixed(0)}%`,
+    baseline: p.raw,
+  };
+  rows.push(row);
+  console.log(`${row.operation}: ${row['leveldb ops/s']} vs ${row['raw classic-level ops/s']} (${row.ratio}; CPU time ${row['CPU-time ratio']})`);
+}
 printTable(rows);
-recordResults('stateAccessLeveldb', { numKeys, quick, results, ratios: rows });
+const setup = {
+  numKeys,
+  rounds: ROUNDS,
+  opsPerRound: OPS_PER_ROUND,
+  cacheSizeBytes: DEFAULT_CACHE_SIZE,
+  memtableBytes: DEFAULT_MEMTABLE_BYTES,
+  writeBufferBytes: DEFAULT_WRITE_BUFFER_BYTES,
+  rowsPerKey: `1 value + 1 list + ${MAP_ENTRIES} map entries + 1 map count row`,
+};
+console.log(`setup: ${JSON.stringify(setup)}`);
+recordResults('stateAccessLeveldb', { ...setup, quick, results, ratios: rows });
 await kb.close();
 await raw.close();
-rmSync(root, { recursive: true, force: true });
+cleanup();
 console.log(`(sink ${sink.value})`);

@@ -1,15 +1,18 @@
 import type { ClassicLevel } from 'classic-level';
 import { StorageError } from '../../src/errors.js';
+import { applyDelta, CountDelta, decodeCountRow, encodeCountRow, type MapCount } from './map-counts.js';
 
 /**
  * LevelDB behind an in-memory write buffer, so that point reads and writes are synchronous.
  *
  * Writes land in the active layer: a Map keyed by the row key's latin1 string (null = deleted)
- * plus range deletions (MapState.clear has no synchronous way to enumerate its rows). When the
- * layer holds `limitBytes` it is sealed and written to LevelDB (its range deletions with
- * db.clear, then its rows in one batch); sealed layers are written one after another, in order,
- * and stay readable until LevelDB has them. Reads look at the layers newest first, then call
- * db.getSync. Iteration merges the layers with a LevelDB iterator in byte order.
+ * plus range deletions (MapState.clear has no synchronous way to enumerate its rows) and map
+ * count deltas (map-counts.ts). When the layer holds `limitBytes` it is sealed and written to
+ * LevelDB (its range deletions with db.clear, then its rows and count rows in one batch); sealed
+ * layers are written one after another, in order, and stay readable until LevelDB has them. Reads
+ * look at the layers newest first, then call db.getSync. Per-layer Maps keep each write to one
+ * Map.set on a Map of bounded size, and sealing to one pass over it. Iteration merges the layers
+ * with a LevelDB iterator in byte order.
  */
 
 export type LevelDb = ClassicLevel<Buffer, Buffer>;
@@ -20,13 +23,19 @@ type StringRange = readonly [gte: string, lt: string | null];
 class Layer {
   readonly rows = new Map<string, Buffer | null>();
   readonly cleared: StringRange[] = [];
+  /** Map entry counts changed in this layer, by count row key. */
+  readonly counts = new Map<string, CountDelta>();
   bytes = 0;
 
   covers(key: string): boolean {
-    for (const [gte, lt] of this.cleared) if (key >= gte && (lt === null || key < lt)) return true;
+    for (const [gte, lt] of this.cleared) if (inRange(key, gte, lt)) return true;
     return false;
   }
 }
+
+/** Lookups of a sealed layer (blind map puts, count rows) are split over the libuv thread pool. */
+const PARALLEL_LOOKUPS = 4;
+const MIN_SLICE = 512;
 
 function inRange(key: string, gte: string, lt: string | null): boolean {
   return key >= gte && (lt === null || key < lt);
@@ -36,7 +45,11 @@ export class BufferedStore {
   private active = new Layer();
   /** Sealed layers not yet in LevelDB, oldest first. */
   private readonly sealed: Layer[] = [];
+  /** Bumped whenever a new active layer starts (handles cache their count delta per layer). */
+  generation = 0;
   private writing: Promise<void> = Promise.resolve();
+  /** Layers sealed and not yet written (or failed). */
+  private writesQueued = 0;
   private failure: unknown = null;
 
   constructor(
@@ -45,40 +58,99 @@ export class BufferedStore {
     private readonly describe: string,
   ) {}
 
-  /** The stored bytes, or undefined. `view` is the row key as bytes (used only on a buffer miss). */
-  get(key: string, view: Buffer): Buffer | undefined {
-    let v = this.active.rows.get(key);
-    if (v !== undefined) return v === null ? undefined : v;
-    if (this.active.cleared.length > 0 && this.active.covers(key)) return undefined;
+  /**
+   * What the buffer knows of a row without asking LevelDB: its value, null (deleted or in a
+   * cleared range) or undefined (only LevelDB knows).
+   */
+  peek(key: string): Buffer | null | undefined {
+    const active = this.active;
+    const v = active.rows.get(key);
+    if (v !== undefined) return v;
+    if (active.cleared.length > 0 && active.covers(key)) return null;
     for (let i = this.sealed.length - 1; i >= 0; i--) {
       const layer = this.sealed[i];
-      v = layer.rows.get(key);
-      if (v !== undefined) return v === null ? undefined : v;
-      if (layer.cleared.length > 0 && layer.covers(key)) return undefined;
+      const w = layer.rows.get(key);
+      if (w !== undefined) return w;
+      if (layer.cleared.length > 0 && layer.covers(key)) return null;
     }
+    return undefined;
+  }
+
+  /** The stored bytes, or undefined. `view` is the row key as bytes (used only on a buffer miss). */
+  get(key: string, view: Buffer): Buffer | undefined {
+    const v = this.peek(key);
+    if (v !== undefined) return v ?? undefined;
     return this.db.getSync(view);
   }
 
+  /** Nothing is buffered: callers may read LevelDB directly (and skip building the key string). */
+  get bufferEmpty(): boolean {
+    return this.sealed.length === 0 && this.active.rows.size === 0 && this.active.cleared.length === 0 && this.active.counts.size === 0;
+  }
+
+  /** Buffers a write. Reaching the size limit seals the layer and may start writing it before this returns. */
   put(key: string, value: Buffer): void {
-    this.active.rows.set(key, value);
-    this.active.bytes += key.length + value.length + 48;
-    if (this.active.bytes >= this.limitBytes) this.seal();
+    const layer = this.active;
+    layer.rows.set(key, value);
+    layer.bytes += key.length + value.length + 48;
+    if (layer.bytes >= this.limitBytes) this.seal();
   }
 
   delete(key: string): void {
-    this.active.rows.set(key, null);
-    this.active.bytes += key.length + 48;
-    if (this.active.bytes >= this.limitBytes) this.seal();
+    const layer = this.active;
+    layer.rows.set(key, null);
+    layer.bytes += key.length + 48;
+    if (layer.bytes >= this.limitBytes) this.seal();
   }
 
   /** Deletes every row in [gte, lt). */
   deleteRange(gte: Buffer, lt: Buffer | null): void {
     const g = gte.toString('latin1');
     const l = lt === null ? null : lt.toString('latin1');
-    for (const k of this.active.rows.keys()) if (inRange(k, g, l)) this.active.rows.delete(k);
-    this.active.cleared.push([g, l]);
-    this.active.bytes += 2 * gte.length + 48;
-    if (this.active.bytes >= this.limitBytes) this.seal();
+    const layer = this.active;
+    for (const k of layer.rows.keys()) if (inRange(k, g, l)) layer.rows.delete(k);
+    layer.cleared.push([g, l]);
+    layer.bytes += 2 * gte.length + 48;
+    if (layer.bytes >= this.limitBytes) this.seal();
+  }
+
+  /** The count bookkeeping of one map (key, namespace) in the active layer. */
+  countDelta(countKey: string, ttl: boolean): CountDelta {
+    const counts = this.active.counts;
+    let d = counts.get(countKey);
+    if (d === undefined) {
+      d = new CountDelta(ttl);
+      counts.set(countKey, d);
+    }
+    return d;
+  }
+
+  /** The exact entry count of one map: LevelDB's count row plus the deltas of every unwritten layer. */
+  mapCount(countKey: string, view: Buffer): MapCount {
+    const layers = this.sealed.length === 0 ? [this.active] : [...this.sealed, this.active];
+    // Start from the newest layer that knows its absolute count (LevelDB may already hold it).
+    let from = 0;
+    let count: MapCount | null = null;
+    for (let i = layers.length - 1; i >= 0 && count === null; i--) {
+      const d = layers[i].counts.get(countKey);
+      if (d?.absolute) {
+        count = d.absolute;
+        from = i + 1;
+      }
+    }
+    if (count === null) {
+      let needsDb = true;
+      for (const layer of layers) if (layer.counts.get(countKey)?.reset) needsDb = false;
+      count = needsDb ? decodeCountRow(this.db.getSync(view)) : decodeCountRow(undefined);
+    }
+    for (let i = from; i < layers.length; i++) {
+      const d = layers[i].counts.get(countKey);
+      if (d === undefined) continue;
+      // LevelDB has not changed under an unwritten layer, so getSync tells whether a blind entry existed before it.
+      if (d.unresolved > 0) d.resolveWith((k) => this.db.getSync(Buffer.from(k, 'latin1')) !== undefined);
+      count = applyDelta(count, d);
+    }
+    return count;
   }
 
   /** Throws the error of a failed background write (once a write was lost, nothing may continue). */
@@ -95,31 +167,118 @@ export class BufferedStore {
 
   private seal(): void {
     const layer = this.active;
-    if (layer.rows.size === 0 && layer.cleared.length === 0) return;
+    if (layer.rows.size === 0 && layer.cleared.length === 0 && layer.counts.size === 0) return;
     this.active = new Layer();
+    this.generation++;
     this.sealed.push(layer);
-    this.writing = this.writing.then(async () => {
-      if (this.failure !== null) return;
+    const write = async (): Promise<void> => {
       try {
-        for (const [gte, lt] of layer.cleared) {
-          const g = Buffer.from(gte, 'latin1');
-          await (lt === null ? this.db.clear({ gte: g }) : this.db.clear({ gte: g, lt: Buffer.from(lt, 'latin1') }));
-        }
-        if (layer.rows.size > 0) {
-          const batch = this.db.batch();
-          for (const [k, v] of layer.rows) {
-            const key = Buffer.from(k, 'latin1');
-            if (v === null) batch.del(key);
-            else batch.put(key, v);
-          }
-          await batch.write();
-        }
-        this.sealed.splice(this.sealed.indexOf(layer), 1);
+        if (this.failure === null) await this.writeLayer(layer);
       } catch (err) {
         // The layer stays readable; the failure surfaces on the next access, flush or snapshot.
         this.failure = err;
+      } finally {
+        this.writesQueued--;
       }
+    };
+    // When nothing is being written, start at once: the batch is handed to LevelDB's thread now,
+    // so the write overlaps with the synchronous state accesses that follow (a .then would wait
+    // for the caller to yield).
+    this.writing = this.writesQueued++ === 0 ? write() : this.writing.then(write);
+  }
+
+  private async writeLayer(layer: Layer): Promise<void> {
+    for (const [gte, lt] of layer.cleared) {
+      const g = Buffer.from(gte, 'latin1');
+      await (lt === null ? this.db.clear({ gte: g }) : this.db.clear({ gte: g, lt: Buffer.from(lt, 'latin1') }));
+    }
+    const countRows = await this.resolveCounts(layer);
+    if (layer.rows.size > 0 || countRows.length > 0) {
+      const batch = this.db.batch();
+      for (const [k, v] of layer.rows) {
+        const key = Buffer.from(k, 'latin1');
+        if (v === null) batch.del(key);
+        else batch.put(key, v);
+      }
+      for (const [key, row] of countRows) {
+        if (row === null) batch.del(key);
+        else batch.put(key, row);
+      }
+      await batch.write();
+    }
+    this.sealed.splice(this.sealed.indexOf(layer), 1);
+  }
+
+  /**
+   * Turns the layer's count deltas into absolute counts (LevelDB holds everything older than
+   * the layer now): resolves its blind puts with one hasMany and reads the count rows with one getMany.
+   */
+  private async resolveCounts(layer: Layer): Promise<[Buffer, Buffer | null][]> {
+    if (layer.counts.size === 0) return [];
+    const probes: { d: CountDelta; start: number }[] = [];
+    const probeKeys: Buffer[] = [];
+    for (const d of layer.counts.values()) {
+      if (d.unresolved === 0) continue;
+      probes.push({ d, start: d.resolved });
+      for (let i = d.resolved; i < d.blind.length; i++) probeKeys.push(Buffer.from(d.blind[i], 'latin1'));
+    }
+    if (probeKeys.length > 0) {
+      // getMany, not hasMany: classic-level answers hasMany with an iterator seek per key (every
+      // level of the tree), getMany with point lookups that stop at the newest version.
+      const found = await this.inParallel(probeKeys, (keys) => this.db.getMany(keys));
+      const existed = found.map((v) => v !== undefined);
+      let pos = 0;
+      for (const { d, start } of probes) {
+        const n = d.blind.length - start;
+        // isEmpty() may have resolved them with getSync meanwhile (same answers): count them once.
+        if (d.resolved === start) d.resolveWith((_, i) => existed[pos + i - start]);
+        pos += n;
+      }
+    }
+    // Only counts that change are read and written: overwriting existing entries costs no count row I/O.
+    const changed: [Buffer, CountDelta][] = [];
+    for (const [k, d] of layer.counts) if (d.reset || d.delta !== 0 || d.newestTs !== -Infinity) changed.push([Buffer.from(k, 'latin1'), d]);
+    const read = changed.filter(([, d]) => !d.reset).map(([k]) => k);
+    const stored = read.length > 0 ? await this.inParallel(read, (keys) => this.db.getMany(keys)) : [];
+    const out: [Buffer, Buffer | null][] = [];
+    let si = 0;
+    for (const [key, d] of changed) {
+      const before = d.reset ? decodeCountRow(undefined) : decodeCountRow(stored[si++]);
+      d.absolute = applyDelta(before, d);
+      out.push([key, encodeCountRow(d.absolute, d.ttl)]);
+    }
+    return out;
+  }
+
+  /** Runs a many-keys LevelDB call in up to PARALLEL_LOOKUPS slices at once (each slice is one thread-pool task). */
+  private async inParallel<T>(keys: Buffer[], call: (keys: Buffer[]) => Promise<T[]>): Promise<T[]> {
+    if (keys.length < 2 * MIN_SLICE) return call(keys);
+    const size = Math.max(MIN_SLICE, Math.ceil(keys.length / PARALLEL_LOOKUPS));
+    const slices: Promise<T[]>[] = [];
+    for (let i = 0; i < keys.length; i += size) slices.push(call(keys.slice(i, i + size)));
+    return (await Promise.all(slices)).flat();
+  }
+
+  /**
+   * Fixes a snapshot point without waiting: seals the active layer and holds back every layer
+   * sealed after it. `written` resolves once LevelDB holds everything up to the point (and
+   * throws if a write failed); nothing later reaches LevelDB until `release()` (call it exactly
+   * once, also on failure). Reads and writes go on meanwhile, against the buffer.
+   */
+  hold(): { written: Promise<void>; release: () => void } {
+    this.seal();
+    const upToPoint = this.writing;
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
     });
+    this.writesQueued++;
+    this.writing = upToPoint
+      .then(() => gate)
+      .finally(() => {
+        this.writesQueued--;
+      });
+    return { written: upToPoint.then(() => this.checkHealthy()), release: open };
   }
 
   /** Writes everything buffered to LevelDB and waits for it. */
@@ -135,7 +294,7 @@ export class BufferedStore {
   }
 
   /** Live buffered rows in [gte, lt), sorted, and what the buffer hides of LevelDB there (deleted rows, cleared ranges). */
-  private bufferedRange(gte: Buffer, lt: Buffer | null): { rows: [string, Buffer][]; hidden: StringRange[]; deleted: Set<string> } {
+  private bufferedRange(gte: Buffer, lt: Buffer | null): { rows: [string, Buffer][]; hidden: StringRange[]; shadowed: Set<string> } {
     const g = gte.toString('latin1');
     const l = lt === null ? null : lt.toString('latin1');
     const merged = new Map<string, Buffer | null>();
@@ -150,11 +309,13 @@ export class BufferedStore {
       for (const [k, v] of layer.rows) if (inRange(k, g, l)) merged.set(k, v);
     }
     const rows: [string, Buffer][] = [];
-    for (const [k, v] of merged) if (v !== null) rows.push([k, v]);
+    const shadowed = new Set<string>();
+    for (const [k, v] of merged) {
+      if (v === null) shadowed.add(k);
+      else rows.push([k, v]);
+    }
     rows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    const deleted = new Set<string>();
-    for (const [k, v] of merged) if (v === null) deleted.add(k);
-    return { rows, hidden, deleted };
+    return { rows, hidden, shadowed };
   }
 
   /**
@@ -163,13 +324,13 @@ export class BufferedStore {
    */
   async *range(gte: Buffer, lt: Buffer | null, batchSize = 1000): AsyncGenerator<[Buffer, Buffer]> {
     this.checkHealthy();
-    const { rows: buffered, hidden, deleted } = this.bufferedRange(gte, lt);
+    const { rows: buffered, hidden, shadowed } = this.bufferedRange(gte, lt);
     const isHidden = (k: string): boolean => {
-      if (deleted.has(k)) return true;
+      if (shadowed.has(k)) return true;
       for (const [a, b] of hidden) if (inRange(k, a, b)) return true;
       return false;
     };
-    const mayHide = hidden.length > 0 || deleted.size > 0;
+    const mayHide = hidden.length > 0 || shadowed.size > 0;
     const it = lt === null ? this.db.iterator({ gte }) : this.db.iterator({ gte, lt });
     try {
       let bi = 0;

@@ -8,7 +8,7 @@ import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js
 import { mapLimited } from '../../src/util/concurrency.js';
 import type { LevelDbKeyedStateBackend } from './backend.js';
 import { encodeMeta } from './meta.js';
-import { createNativeCheckpoint } from './native-checkpoint.js';
+import { createNativeCheckpoint, type NativeCheckpoint } from './native-checkpoint.js';
 
 /** Table files uploaded at once (Flink's default transfer thread count). */
 const UPLOAD_CONCURRENCY = 4;
@@ -49,15 +49,15 @@ async function hasAnyRow(backend: LevelDbKeyedStateBackend<unknown>): Promise<bo
 
 export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBackend<K>, checkpointId: number, options: SnapshotOptions): Promise<CancellableTask> {
   const b = backend as unknown as LevelDbKeyedStateBackend<unknown>;
-  // ---- synchronous part: everything written so far goes into immutable table files, linked locally.
-  await b.store.flush();
+  // ---- synchronous part: only fixes the point of the snapshot. The write buffer is sealed here and
+  // writes after this point are held back, so LevelDB holds exactly this point's state once the
+  // sealed layers are written; state accesses go on at once (into the buffer) while that happens
+  // and the files are linked, in the asynchronous part. The pause does not grow with the state.
+  b.store.checkHealthy();
+  const hold = b.store.hold();
   const timers = b.timersSnapshot();
   const anyTimer = [...timers.values()].some((t) => t.length > 0);
-  if (!anyTimer && !(await hasAnyRow(b))) {
-    return { checkpointId, done: Promise.resolve(null), cancel: () => undefined };
-  }
   const localDir = join(b.instance.dir, `chk-${checkpointId}-${randomBytes(4).toString('hex')}`);
-  const native = await createNativeCheckpoint(b.instance.dbDir, localDir);
   const metaBytes = encodeMeta({
     keySerializer: snapshotOf(b.keySerializer as Serializer<unknown>),
     maxParallelism: b.maxParallelism,
@@ -73,12 +73,27 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
   // ---- asynchronous part
   let cancelled = false;
   const uploaded: FileStreamHandle[] = [];
-  const metaStream = options.streams.createOutputStream('exclusive');
+  let metaStream: ReturnType<typeof options.streams.createOutputStream> | null = null;
   const checkCancelled = (): void => {
     if (cancelled || b.isClosed()) throw new SnapshotError('SNAPSHOT_CANCELLED', `checkpoint ${checkpointId} was cancelled: the LevelDB backend was closed.`);
   };
-  const run = async (): Promise<KeyedStateHandle> => {
+  /** The files of the snapshot point, linked into localDir (null: nothing to snapshot). */
+  const link = async (): Promise<NativeCheckpoint | null> => {
+    try {
+      await hold.written;
+      checkCancelled();
+      if (!anyTimer && !(await hasAnyRow(b))) return null;
+      return await createNativeCheckpoint(b.instance.dbDir, localDir);
+    } finally {
+      hold.release();
+    }
+  };
+  const run = async (): Promise<KeyedStateHandle | null> => {
+    const native = await link();
+    if (native === null) return null;
+    checkCancelled();
     const streams = options.streams;
+    metaStream = streams.createOutputStream('exclusive');
     await metaStream.write(metaBytes);
     const metaHandle = await metaStream.closeAndGetHandle();
     if (metaHandle === null) throw new SnapshotError('SNAPSHOT_FAILED', 'the meta stream of a LevelDB snapshot came back empty');
@@ -112,7 +127,7 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
   const done = run()
     .catch(async (err: unknown) => {
       // Nothing half-done survives: delete what this attempt uploaded (reused files are not ours).
-      await metaStream.discard().catch(() => undefined);
+      await metaStream?.discard().catch(() => undefined);
       await options.streams.discardFiles(uploaded).catch(() => undefined);
       if (err instanceof StreamStateError) throw err;
       throw new SnapshotError('SNAPSHOT_FAILED', `LevelDB checkpoint ${checkpointId} failed while uploading: ${(err as Error).message}`, { cause: err });
@@ -124,7 +139,7 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
     cancel: () => {
       cancelled = true;
       // Aborts a write blocked in I/O; the upload loop notices `cancelled` after its current file.
-      void metaStream.discard().catch(() => undefined);
+      void metaStream?.discard().catch(() => undefined);
     },
   };
 }

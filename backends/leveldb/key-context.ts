@@ -1,20 +1,24 @@
 import { StateAccessError } from '../../src/errors.js';
 import { keyGroupForBytes, type KeyGroupRange } from '../../src/keygroups/key-groups.js';
+import { stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 import type { BufferedStore } from './buffered-store.js';
-import { lengthPrefixed, RowKeyBuilder } from './row-keys.js';
+import { lengthPrefixed, lengthPrefixedUtf8Into } from './row-keys.js';
 
 /**
  * The current key of a keyed backend, in the form row keys need (key group + length-prefixed key
- * bytes), shared by every state handle of the backend together with the store and the row-key builder.
+ * bytes), shared by every state handle of the backend together with the store.
  */
 export class KeyContext<K> {
-  readonly rows = new RowKeyBuilder();
   private key: K | undefined;
   private hasKey = false;
   /** lengthPrefixed(serialized current key); empty until a key is set. */
   keyPart: Buffer = Buffer.alloc(0);
+  /** Reused for string keys' lengthPrefixed UTF-8 (keyPart is a view into it). */
+  private keyBuf: Buffer = Buffer.allocUnsafe(64);
   keyGroup = -1;
+  /** Bumped by every key change: state handles rebuild their row-key prefix when it moves. */
+  epoch = 0;
 
   constructor(
     readonly store: BufferedStore,
@@ -27,8 +31,13 @@ export class KeyContext<K> {
     if (key === null || key === undefined) {
       throw new StateAccessError('NULL_NOT_ALLOWED', 'setCurrentKey(null): keys cannot be null. Key your stream by a non-null value.');
     }
-    const bytes = this.keySerializer.serialize(key);
-    const kg = this.keySerializer.hash ? this.keySerializer.hash(key) % this.maxParallelism : keyGroupForBytes(bytes, this.maxParallelism);
+    // The same primitive key again (consecutive records of one key): nothing to recompute.
+    if (key === this.key && this.hasKey && typeof key !== 'object') return;
+    const s = this.keySerializer;
+    // String keys (the common case) skip serialize(): hashed as a string, UTF-8 written straight into the key buffer.
+    const fast = s === (stringSerializer as Serializer<unknown>) && typeof key === 'string';
+    const bytes = fast ? null : s.serialize(key);
+    const kg = s.hash ? s.hash(key) % this.maxParallelism : keyGroupForBytes(bytes as Uint8Array, this.maxParallelism);
     if (!this.keyGroupRange.contains(kg)) {
       throw new StateAccessError(
         'KEY_OUT_OF_RANGE',
@@ -39,7 +48,15 @@ export class KeyContext<K> {
     this.key = key;
     this.hasKey = true;
     this.keyGroup = kg;
-    this.keyPart = lengthPrefixed(bytes);
+    if (bytes === null) {
+      const [buf, n] = lengthPrefixedUtf8Into(this.keyBuf, key as string);
+      this.keyBuf = buf;
+      // A view: valid until the next key change, when every handle rebuilds its row keys anyway.
+      this.keyPart = buf.subarray(0, n);
+    } else {
+      this.keyPart = lengthPrefixed(bytes);
+    }
+    this.epoch++;
   }
 
   getCurrentKey(): K {

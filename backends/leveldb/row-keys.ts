@@ -54,6 +54,19 @@ export function lengthPrefixed(bytes: Uint8Array): Buffer {
   return out;
 }
 
+/**
+ * lengthPrefixed(UTF-8 of `s`) written into `scratch` (grown when too small), without allocating
+ * the UTF-8 bytes first. Returns the buffer used and the length written.
+ */
+export function lengthPrefixedUtf8Into(scratch: Buffer, s: string): [buf: Buffer, length: number] {
+  const n = Buffer.byteLength(s, 'utf8');
+  let buf = scratch;
+  if (buf.length < n + 5) buf = Buffer.allocUnsafe(Math.max(n + 5, 2 * buf.length));
+  const pos = writeVarint(buf, 0, n);
+  buf.write(s, pos, 'utf8');
+  return [buf, pos + n];
+}
+
 /** The 2-byte big-endian prefix of a key group: rows of key groups [a, b] are [kgPrefix(a), kgPrefix(b + 1)). */
 export function keyGroupPrefix(kg: number): Buffer {
   const b = Buffer.allocUnsafe(2);
@@ -136,23 +149,37 @@ export function encodeRowKey(keyGroup: number, stateId: number, key: Uint8Array,
 }
 
 /**
- * Assembles row keys in one reused buffer (the hot path: no allocation but the latin1 string the
- * write buffer is keyed by). `view()` is valid until the next build.
+ * Assembles row keys in one reused buffer. Each state handle owns one, so the prefix
+ * (key group, state id, key, namespace) is rebuilt only when the current key or namespace
+ * changes, and the latin1 string and exact-length view are made at most once per row key.
+ * `view()` is valid until the next build.
  */
 export class RowKeyBuilder {
   private buf = Buffer.allocUnsafe(256);
+  private prefixLen = 0;
   private len = 0;
+  private str: string | null = null;
+  private viewBuf: Buffer | null = null;
 
   private ensure(n: number): void {
     if (n <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < n) size *= 2;
-    this.buf = Buffer.allocUnsafe(size);
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.len);
+    this.buf = next;
   }
 
   /** `keyPart` and `nsPart` are lengthPrefixed() forms. */
   build(keyGroup: number, stateId: number, keyPart: Uint8Array, nsPart: Uint8Array, userKey?: Uint8Array): this {
-    const total = ROW_HEADER_BYTES + keyPart.length + nsPart.length + (userKey === undefined ? 0 : userKey.length);
+    this.prefix(keyGroup, stateId, keyPart, nsPart);
+    if (userKey !== undefined) this.withUserKey(userKey);
+    return this;
+  }
+
+  /** Sets the row key to (key group, state id, key, namespace): the whole key of non-map rows, the prefix of map entries. */
+  prefix(keyGroup: number, stateId: number, keyPart: Uint8Array, nsPart: Uint8Array): this {
+    const total = ROW_HEADER_BYTES + keyPart.length + nsPart.length;
     this.ensure(total);
     const b = this.buf;
     b[0] = keyGroup >>> 8;
@@ -161,17 +188,40 @@ export class RowKeyBuilder {
     b[3] = stateId & 0xff;
     b.set(keyPart, 4);
     b.set(nsPart, 4 + keyPart.length);
-    if (userKey !== undefined) b.set(userKey, 4 + keyPart.length + nsPart.length);
+    this.prefixLen = total;
     this.len = total;
+    this.str = null;
+    this.viewBuf = null;
+    return this;
+  }
+
+  /** The prefix followed by a map user key. */
+  withUserKey(userKey: Uint8Array): this {
+    const total = this.prefixLen + userKey.length;
+    this.ensure(total);
+    this.buf.set(userKey, this.prefixLen);
+    this.len = total;
+    this.str = null;
+    this.viewBuf = null;
+    return this;
+  }
+
+  /** Drops the user key: the row key is the prefix again. */
+  prefixOnly(): this {
+    if (this.len !== this.prefixLen) {
+      this.len = this.prefixLen;
+      this.str = null;
+      this.viewBuf = null;
+    }
     return this;
   }
 
   /** The row key as a latin1 string: one char per byte, so string order is byte order. */
   string(): string {
-    return this.buf.toString('latin1', 0, this.len);
+    return (this.str ??= this.buf.toString('latin1', 0, this.len));
   }
 
   view(): Buffer {
-    return this.buf.subarray(0, this.len);
+    return (this.viewBuf ??= this.buf.subarray(0, this.len));
   }
 }

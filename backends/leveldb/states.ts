@@ -3,7 +3,8 @@ import type { Serializer } from '../../src/serializers/serializer.js';
 import type { AggregateFunction } from '../../src/state/descriptors.js';
 import type { AggregatingState, ListState, MapState, ReducingState, ValueState } from '../../src/state/types.js';
 import type { KeyContext } from './key-context.js';
-import { countRowStateId, lengthPrefixed, prefixUpperBound } from './row-keys.js';
+import { countRowStateId, lengthPrefixed, prefixUpperBound, RowKeyBuilder } from './row-keys.js';
+import { type CountDelta, decodeCountRow } from './map-counts.js';
 import { ValueCodec } from './value-codec.js';
 
 /**
@@ -20,6 +21,10 @@ function nullNotAllowed(what: string): StateAccessError {
 abstract class LevelState<N> {
   private namespace: N;
   private nsPart: Buffer | null = null;
+  /** This handle's row key (its own buffer, so it survives other handles' accesses). */
+  protected readonly rows = new RowKeyBuilder();
+  /** The key epoch the prefix in `rows` was built for; -1 = rebuild (namespace changed). */
+  private builtFor = -1;
 
   constructor(
     protected readonly ctx: KeyContext<unknown>,
@@ -31,8 +36,10 @@ abstract class LevelState<N> {
 
   setCurrentNamespace(namespace: N): void {
     if (namespace === null || namespace === undefined) throw nullNotAllowed('setCurrentNamespace');
+    if (namespace === this.namespace && typeof namespace !== 'object') return;
     this.namespace = namespace;
     this.nsPart = null;
+    this.builtFor = -1;
   }
 
   getCurrentNamespace(): N {
@@ -43,28 +50,36 @@ abstract class LevelState<N> {
     return (this.nsPart ??= lengthPrefixed(this.namespaceSerializer.serialize(this.namespace)));
   }
 
-  /** Builds the row key of the current key and namespace (plus user key) into the shared builder. */
+  /** Builds the row key of the current key and namespace (plus user key) in `rows`. */
   protected row(userKey?: Uint8Array): void {
-    this.ctx.checkKey();
-    this.ctx.rows.build(this.ctx.keyGroup, this.stateId, this.ctx.keyPart, this.namespacePart(), userKey);
+    const ctx = this.ctx;
+    ctx.checkKey();
+    if (this.builtFor !== ctx.epoch) {
+      this.rows.prefix(ctx.keyGroup, this.stateId, ctx.keyPart, this.namespacePart());
+      this.builtFor = ctx.epoch;
+    }
+    if (userKey !== undefined) this.rows.withUserKey(userKey);
+    else this.rows.prefixOnly();
   }
 
-  /** The row of the current key and namespace under another state id (map count rows). */
-  protected rowOf(stateId: number): void {
+  /** Builds the row key of the current key and namespace under another state id in `into` (map count rows). */
+  protected rowOf(stateId: number, into: RowKeyBuilder): void {
     this.ctx.checkKey();
-    this.ctx.rows.build(this.ctx.keyGroup, stateId, this.ctx.keyPart, this.namespacePart());
+    into.prefix(this.ctx.keyGroup, stateId, this.ctx.keyPart, this.namespacePart());
   }
 
   protected readRow(): Buffer | undefined {
-    return this.ctx.store.get(this.ctx.rows.string(), this.ctx.rows.view());
+    const store = this.ctx.store;
+    // Nothing buffered (a read-mostly phase): skip building the key string for the buffer lookup.
+    return store.bufferEmpty ? store.db.getSync(this.rows.view()) : store.get(this.rows.string(), this.rows.view());
   }
 
   protected writeRow(value: Buffer): void {
-    this.ctx.store.put(this.ctx.rows.string(), value);
+    this.ctx.store.put(this.rows.string(), value);
   }
 
   protected deleteRow(): void {
-    this.ctx.store.delete(this.ctx.rows.string());
+    this.ctx.store.delete(this.rows.string());
   }
 
   clear(): void {
@@ -76,6 +91,7 @@ abstract class LevelState<N> {
   protected takeNamespaces(sources: readonly N[]): Buffer[] {
     const saved = this.namespace;
     const savedPart = this.nsPart;
+    this.builtFor = -1;
     const out: Buffer[] = [];
     try {
       for (const ns of sources) {
@@ -90,6 +106,7 @@ abstract class LevelState<N> {
     } finally {
       this.namespace = saved;
       this.nsPart = savedPart;
+      this.builtFor = -1;
     }
     return out;
   }
@@ -98,12 +115,14 @@ abstract class LevelState<N> {
   protected withNamespace<R>(ns: N, fn: () => R): R {
     const saved = this.namespace;
     const savedPart = this.nsPart;
+    this.builtFor = -1;
     try {
       this.setCurrentNamespace(ns);
       return fn();
     } finally {
       this.namespace = saved;
       this.nsPart = savedPart;
+      this.builtFor = -1;
     }
   }
 }
@@ -277,11 +296,20 @@ export interface MapTtl {
 
 /**
  * Map state: one row per entry, plus a count row per (key, namespace) under the companion state id
- * (stateId | 0x8000, see row-keys.ts). LevelDB cannot be scanned synchronously, so the count row is
- * what lets isEmpty() answer synchronously; clear() deletes the count row and the entries' range.
+ * (stateId | 0x8000, see row-keys.ts). LevelDB cannot be scanned synchronously, so the count is
+ * what lets isEmpty() answer synchronously. Counts change as deltas in the write buffer
+ * (map-counts.ts): put() never reads LevelDB; a put the buffer cannot classify as new or
+ * overwriting is resolved in a batch when its layer is written.
  */
 export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<UK, UV, N> {
   private readonly countStateId: number;
+  private readonly countRows = new RowKeyBuilder();
+  /** What `countRows` was built for: key epoch and namespace part (its identity changes with the namespace). */
+  private countEpoch = -1;
+  private countNs: Buffer | null = null;
+  /** The count delta of the current (key, namespace) in the store's active layer, and that layer's generation. */
+  private delta: CountDelta | null = null;
+  private deltaGeneration = -1;
 
   constructor(
     ctx: KeyContext<unknown>,
@@ -301,25 +329,27 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
     this.row(this.userKeySerializer.serialize(key));
   }
 
-  /** Adds `delta` to the entry count of the current key and namespace (and raises the newest timestamp of TTL maps). */
-  private adjustCount(delta: number, written?: Buffer): void {
-    this.rowOf(this.countStateId);
-    const rows = this.ctx.rows;
-    const key = rows.string();
-    const v = this.ctx.store.get(key, rows.view());
-    const n = (v === undefined ? 0 : v.readUInt32BE(0)) + delta;
-    if (n <= 0) {
-      this.ctx.store.delete(key);
-      return;
+  /** The count row key of the current key and namespace. */
+  private countRow(): RowKeyBuilder {
+    const ns = this.namespacePart();
+    if (this.countEpoch !== this.ctx.epoch || this.countNs !== ns) {
+      this.rowOf(this.countStateId, this.countRows);
+      this.countEpoch = this.ctx.epoch;
+      this.countNs = ns;
+      this.delta = null;
     }
-    const b = Buffer.allocUnsafe(this.ttl === null ? 4 : 12);
-    b.writeUInt32BE(n, 0);
-    if (this.ttl !== null) {
-      const before = v !== undefined && v.length >= 12 ? v.readDoubleBE(4) : -Infinity;
-      const ts = written !== undefined && written.length >= 9 ? written.readDoubleBE(1) : -Infinity;
-      b.writeDoubleBE(Math.max(before, ts), 4);
+    return this.countRows;
+  }
+
+  /** The count delta of the current key and namespace in the active layer (take it before writing the row). */
+  private countDelta(): CountDelta {
+    const rows = this.countRow();
+    const store = this.ctx.store;
+    if (this.delta === null || this.deltaGeneration !== store.generation) {
+      this.delta = store.countDelta(rows.string(), this.ttl !== null);
+      this.deltaGeneration = store.generation;
     }
-    this.ctx.store.put(key, b);
+    return this.delta;
   }
 
   get(key: UK): UV | null {
@@ -330,11 +360,16 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
 
   put(key: UK, value: UV): void {
     this.entryRow(key);
-    const existed = this.readRow() !== undefined;
     const row = value === null || value === undefined ? this.codec.encodeNull() : this.codec.encode(value);
-    this.writeRow(row);
-    if (!existed) this.adjustCount(1, row);
-    else if (this.ttl !== null) this.adjustCount(0, row);
+    const d = this.countDelta();
+    const rowKey = this.rows.string();
+    const store = this.ctx.store;
+    // Count first: put() may seal the layer and start writing it at once.
+    const before = store.peek(rowKey);
+    if (before === undefined) d.blind.push(rowKey);
+    else if (before === null) d.delta++;
+    if (d.ttl) d.noteTimestamp(row);
+    store.put(rowKey, row);
   }
 
   putAll(entries: Iterable<readonly [UK, UV]> | ReadonlyMap<UK, UV>): void {
@@ -352,29 +387,30 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
   remove(key: UK): void {
     this.entryRow(key);
     if (this.readRow() === undefined) return;
+    this.countDelta().delta--;
     this.deleteRow();
-    this.adjustCount(-1);
   }
 
   isEmpty(): boolean {
-    this.rowOf(this.countStateId);
-    const v = this.readRow();
-    if (v === undefined) return true;
-    return this.ttl !== null && v.length >= 12 && v.readDoubleBE(4) + this.ttl.ttlMs <= this.ttl.clock();
+    const rows = this.countRow();
+    const store = this.ctx.store;
+    const c = store.bufferEmpty ? decodeCountRow(store.db.getSync(rows.view())) : store.mapCount(rows.string(), rows.view());
+    if (c.count <= 0) return true;
+    // TTL maps: empty when even the newest entry has expired.
+    return this.ttl !== null && c.newestTs !== -Infinity && c.newestTs + this.ttl.ttlMs <= this.ttl.clock();
   }
 
   /** The byte range of the current key and namespace's entries. */
   private entryRange(): { gte: Buffer; lt: Buffer | null } {
     this.row();
-    const gte = Buffer.from(this.ctx.rows.view());
+    const gte = Buffer.from(this.rows.view());
     return { gte, lt: prefixUpperBound(gte) };
   }
 
   override clear(): void {
     const { gte, lt } = this.entryRange();
+    this.countDelta().clear();
     this.ctx.store.deleteRange(gte, lt);
-    this.rowOf(this.countStateId);
-    this.deleteRow();
   }
 
   async *entries(): AsyncGenerator<[UK, UV]> {

@@ -1,0 +1,293 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LevelDbKeyedStateBackend } from '../../backends/leveldb/backend.js';
+import { countRowStateId, decodeRowKey, encodeRowKey, isCountRowStateId } from '../../backends/leveldb/row-keys.js';
+import type { KeyedStateHandle } from '../../src/backend/handles.js';
+import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import { KeyGroupRange, keyGroupForKey } from '../../src/keygroups/key-groups.js';
+import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
+import type { RestoreSource } from '../../src/backend/contract.js';
+import { mapState, valueState } from '../../src/state/descriptors.js';
+
+/**
+ * The write buffer with a tiny size limit, so that layers are sealed every few operations and
+ * several wait for LevelDB at once: reads, map counts (blind puts resolved later) and range
+ * deletions must stay exact while layers are written in the background.
+ */
+
+let root: string;
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'streamstate-leveldb-buffer-'));
+});
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+const MAX_P = 16;
+
+async function create(writeBufferBytes: number, clock?: () => number, restore?: RestoreSource<KeyedStateHandle>): Promise<LevelDbKeyedStateBackend<string>> {
+  return LevelDbKeyedStateBackend.create(
+    {
+      jobId: 'job',
+      operatorId: 'op',
+      subtaskIndex: 0,
+      parallelism: 1,
+      maxParallelism: MAX_P,
+      keyGroupRange: new KeyGroupRange(0, MAX_P - 1),
+      keySerializer: stringSerializer,
+      ...(clock ? { clock } : {}),
+      ...(restore ? { restore } : {}),
+    },
+    { workingDir: root, writeBufferBytes },
+  );
+}
+
+type Cmd =
+  | { op: 'put'; key: number; ns: number; uk: number; v: number }
+  | { op: 'remove'; key: number; ns: number; uk: number }
+  | { op: 'clear'; key: number; ns: number }
+  | { op: 'check'; key: number; ns: number; uk: number }
+  | { op: 'value'; key: number; v: number | null }
+  | { op: 'yield' }
+  | { op: 'flush' };
+
+const key = fc.integer({ min: 0, max: 5 });
+const ns = fc.integer({ min: 0, max: 1 });
+const uk = fc.integer({ min: 0, max: 4 });
+const cmd: fc.Arbitrary<Cmd> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ op: fc.constant('put' as const), key, ns, uk, v: fc.integer({ min: 0, max: 99 }) }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('remove' as const), key, ns, uk }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('clear' as const), key, ns }) },
+  { weight: 4, arbitrary: fc.record({ op: fc.constant('check' as const), key, ns, uk }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('value' as const), key, v: fc.option(fc.integer({ min: 0, max: 99 })) }) },
+  { weight: 2, arbitrary: fc.constant({ op: 'yield' as const }) },
+  { weight: 1, arbitrary: fc.constant({ op: 'flush' as const }) },
+);
+
+const md = mapState<number, number, string>('m', { keySerializer: int32Serializer, valueSerializer: int32Serializer });
+const vd = valueState<number>('v', { serializer: int32Serializer });
+
+/** Entry rows and count rows as LevelDB holds them after a flush: every count row equals its number of entries. */
+async function checkCountRows(kb: LevelDbKeyedStateBackend<string>): Promise<void> {
+  const entries = new Map<string, number>();
+  const counts = new Map<string, number>();
+  for await (const [k, v] of kb.db.iterator()) {
+    const row = decodeRowKey(k);
+    const id = `${row.keyGroup}/${row.key.toString('hex')}/${row.namespace.toString('hex')}`;
+    if (isCountRowStateId(row.stateId)) counts.set(id, v.readUInt32BE(0));
+    else if (row.userKey.length > 0) entries.set(id, (entries.get(id) ?? 0) + 1);
+  }
+  expect(counts).toEqual(entries);
+}
+
+describe('leveldb write buffer with layers in flight', () => {
+  it('map entries, counts (isEmpty), clears and values match a model, and LevelDB count rows are exact after a flush', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(cmd, { minLength: 1, maxLength: 120 }), fc.integer({ min: 60, max: 600 }), async (cmds, limit) => {
+        const kb = await create(limit);
+        try {
+          const map = kb.getState(md);
+          const value = kb.getState(vd);
+          const model = new Map<string, Map<number, number>>();
+          const values = new Map<number, number>();
+          const at = (k: number, n: number): Map<number, number> => {
+            const id = `${k}/${n}`;
+            let m = model.get(id);
+            if (m === undefined) model.set(id, (m = new Map()));
+            return m;
+          };
+          for (const c of cmds) {
+            if (c.op === 'yield') {
+              await new Promise((r) => setImmediate(r));
+              continue;
+            }
+            if (c.op === 'flush') {
+              await kb.flush();
+              continue;
+            }
+            kb.setCurrentKey(`key-${c.key}`);
+            if (c.op === 'value') {
+              value.update(c.v);
+              if (c.v === null) values.delete(c.key);
+              else values.set(c.key, c.v);
+              expect(value.value()).toBe(c.v);
+              continue;
+            }
+            map.setCurrentNamespace(`ns-${c.ns}`);
+            const m = at(c.key, c.ns);
+            if (c.op === 'put') {
+              map.put(c.uk, c.v);
+              m.set(c.uk, c.v);
+            } else if (c.op === 'remove') {
+              map.remove(c.uk);
+              m.delete(c.uk);
+            } else if (c.op === 'clear') {
+              map.clear();
+              m.clear();
+            }
+            expect(map.isEmpty()).toBe(m.size === 0);
+            if (c.op === 'check') {
+              expect(map.get(c.uk)).toBe(m.get(c.uk) ?? null);
+              expect(map.contains(c.uk)).toBe(m.has(c.uk));
+            }
+          }
+          // Everything, read back while layers may still be in flight.
+          for (const [id, m] of model) {
+            const [k, n] = id.split('/');
+            kb.setCurrentKey(`key-${k}`);
+            map.setCurrentNamespace(`ns-${n}`);
+            expect(map.isEmpty()).toBe(m.size === 0);
+            const got = new Map<number, number>();
+            for await (const [uk2, v] of map.entries()) got.set(uk2, v);
+            expect(got).toEqual(m);
+          }
+          for (let k = 0; k <= 5; k++) {
+            kb.setCurrentKey(`key-${k}`);
+            expect(value.value()).toBe(values.get(k) ?? null);
+          }
+          await kb.flush();
+          await checkCountRows(kb);
+        } finally {
+          await kb.close();
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('a TTL map is empty once its newest entry expired, across sealed layers', async () => {
+    let now = 1000;
+    const kb = await create(80, () => now);
+    try {
+      const map = kb.getState(mapState<number, number>('t', { keySerializer: int32Serializer, valueSerializer: int32Serializer, ttl: { ttlMs: 100 } }));
+      kb.setCurrentKey('a');
+      expect(map.isEmpty()).toBe(true);
+      map.put(1, 1);
+      now = 1050;
+      map.put(2, 2);
+      for (let i = 0; i < 20; i++) {
+        kb.setCurrentKey(`filler-${i}`);
+        map.put(0, i); // seals layers around the entries of 'a'
+      }
+      kb.setCurrentKey('a');
+      now = 1120;
+      expect(map.isEmpty()).toBe(false); // entry 2 lives until 1150
+      await kb.flush();
+      expect(map.isEmpty()).toBe(false);
+      now = 1150;
+      expect(map.isEmpty()).toBe(true);
+      await checkCountRows(kb);
+    } finally {
+      await kb.close();
+    }
+  });
+
+  it('map counts stay exact while a layer resolves its blind puts and while its batch is being written', async () => {
+    const kb = await create(1 << 20); // layers are sealed only by flush() here
+    try {
+      const map = kb.getState(md);
+      kb.setCurrentKey('a');
+      map.put(1, 1);
+      map.put(2, 2);
+      await kb.flush(); // LevelDB: entries 1, 2 and count 2
+      map.put(2, 20); // blind: existed
+      map.put(3, 30); // blind: new
+      const stateId = kb.catalog.get('m')?.stateId as number;
+      const countKey = encodeRowKey(keyGroupForKey('a', stringSerializer, MAX_P), countRowStateId(stateId), Buffer.from('a'), Buffer.from(''));
+      const count = (): number => kb.store.mapCount(countKey.toString('latin1'), countKey).count;
+      expect(count()).toBe(3);
+      map.put(4, 40); // blind again, after the others were resolved synchronously
+      const flushed = kb.flush();
+      // The layer now waits for hasMany (which cannot complete before a macrotask): resolve synchronously meanwhile.
+      for (let i = 0; i < 5; i++) await new Promise<void>((r) => queueMicrotask(r));
+      expect(count()).toBe(4);
+      await flushed;
+      expect(count()).toBe(4);
+      // A layer whose batch is in flight: block the event loop long enough for LevelDB to apply it
+      // before the layer is dropped from the buffer; the count must not add its delta twice.
+      map.remove(1);
+      map.put(5, 50);
+      map.put(6, 60);
+      expect(count()).toBe(5);
+      const second = kb.flush();
+      for (;;) {
+        await new Promise((r) => setImmediate(r));
+        const sealed = (kb.store as unknown as { sealed: { counts: Map<string, { absolute: unknown }> }[] }).sealed;
+        if (sealed.length === 0 || [...sealed[0].counts.values()].some((d) => d.absolute !== null)) break;
+      }
+      const until = Date.now() + 50;
+      while (Date.now() < until) {
+        // busy wait: the batch write runs on the thread pool
+      }
+      expect(count()).toBe(5);
+      await second;
+      expect(count()).toBe(5);
+      await checkCountRows(kb);
+    } finally {
+      await kb.close();
+    }
+  });
+
+  it('an incremental snapshot holds exactly the state of its point while later writes go on into the buffer', async () => {
+    const storage = localCheckpointStorage(join(root, 'checkpoints'), { inlineThreshold: 0 });
+    const kb = await create(2048);
+    try {
+      const value = kb.getState(vd);
+      const map = kb.getState(md);
+      for (let i = 0; i < 200; i++) {
+        kb.setCurrentKey(`k${i}`);
+        value.update(i);
+        map.put(i, i);
+      }
+      const task = await kb.snapshot(1, { type: 'checkpoint', streams: storage.checkpointStreams('job', 1) });
+      // After the snapshot point, before its files are linked: many layers' worth of changes.
+      for (let i = 0; i < 300; i++) {
+        kb.setCurrentKey(`k${i}`);
+        value.update(1000 + i);
+        map.clear();
+        expect(map.isEmpty()).toBe(true);
+      }
+      kb.setCurrentKey('k7');
+      expect(value.value()).toBe(1007);
+      const handle = await task.done;
+      expect(handle).not.toBeNull();
+      kb.setCurrentKey('k250');
+      expect(value.value()).toBe(1250);
+      // The later writes reach LevelDB once the snapshot let go of them.
+      await kb.flush();
+      kb.setCurrentKey('k7');
+      expect(value.value()).toBe(1007);
+      await checkCountRows(kb);
+
+      const pointer = storage.checkpointPointer('job', 1);
+      await storage.writeMetadata(pointer, {
+        checkpointId: 1,
+        jobId: 'job',
+        kind: 'checkpoint',
+        format: 'native',
+        backend: 'leveldb',
+        timestamp: Date.now(),
+        operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P, subtasks: [{ subtaskIndex: 0, keyed: [handle as KeyedStateHandle], operator: [] }] }],
+      });
+      const { files } = await storage.resolve(pointer);
+      const restored = await create(1 << 20, undefined, { handles: [handle as KeyedStateHandle], files, mode: 'no-claim', checkpointId: 1 });
+      try {
+        const v2 = restored.getState(vd);
+        const m2 = restored.getState(md);
+        for (let i = 0; i < 300; i++) {
+          restored.setCurrentKey(`k${i}`);
+          expect(v2.value()).toBe(i < 200 ? i : null);
+          expect(m2.isEmpty()).toBe(i >= 200);
+          expect(m2.get(i)).toBe(i < 200 ? i : null);
+        }
+      } finally {
+        await restored.close();
+      }
+    } finally {
+      await kb.close();
+    }
+  });
+});
