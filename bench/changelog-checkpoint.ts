@@ -9,7 +9,6 @@
  * Plain timing of whole operations; results to bench/results/latest.json.
  *   node dist/bench/changelog-checkpoint.js [--quick] [sizeMB]     (default 100 MB; quick 10 MB)
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
@@ -18,10 +17,10 @@ import type { KeyedBackendParams, RestoreSource } from '../src/backend/contract.
 import { referencedFiles, type KeyedStateHandle } from '../src/backend/handles.js';
 import { changelog, type ChangelogKeyedStateBackend } from '../src/changelog/index.js';
 import type { BlobCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
-import { KeyGroupRange } from '../src/keygroups/key-groups.js';
-import { bytesSerializer, stringSerializer } from '../src/serializers/builtins.js';
+import { bytesSerializer } from '../src/serializers/builtins.js';
 import { valueState } from '../src/state/descriptors.js';
 import { consume, median, parseBenchArgs, percentile, printTable, recordResults, sink } from './lib/bench.js';
+import { incompressibleValue, singleSubtask, yieldToIo } from './lib/workload.js';
 
 const { quick, args } = parseBenchArgs();
 const sizeMb = args.length > 0 ? Number(args[0]) : quick ? 10 : 100;
@@ -36,25 +35,8 @@ const keys = Math.max(1000, Math.round((sizeMb * 1024 * 1024) / VALUE_BYTES));
 const names = Array.from({ length: keys }, (_, i) => `key-${i}`);
 const changes = Math.max(1, Math.round(keys * CHANGE_RATE));
 
-const pool = randomBytes(1024 * 1024 + VALUE_BYTES);
-function valueFor(i: number, round: number): Buffer {
-  const off = ((Math.imul(i, 7919) + Math.imul(round, 104729)) >>> 0) % (1024 * 1024);
-  return Buffer.from(pool.subarray(off, off + VALUE_BYTES));
-}
-const yieldToIo = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-function params(restore?: RestoreSource<KeyedStateHandle>): KeyedBackendParams<string> {
-  return {
-    jobId: JOB,
-    operatorId: 'op',
-    subtaskIndex: 0,
-    parallelism: 1,
-    maxParallelism: 128,
-    keyGroupRange: new KeyGroupRange(0, 127),
-    keySerializer: stringSerializer,
-    ...(restore !== undefined ? { restore } : {}),
-  };
-}
+const valueFor = (i: number, round: number): Buffer => incompressibleValue(i, round, VALUE_BYTES);
+const params = (restore?: RestoreSource<KeyedStateHandle>): KeyedBackendParams<string> => singleSubtask(JOB, restore);
 
 interface Job {
   readonly dir: string;

@@ -17,17 +17,16 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, posix } from 'node:path';
+import { join } from 'node:path';
 import { filesystem } from '../backends/filesystem/index.js';
 import { leveldb, type LevelDbKeyedStateBackend } from '../backends/leveldb/index.js';
-import type { KeyedStateBackend, StateBackend } from '../src/backend/contract.js';
-import { referencedFiles, type FileStreamHandle, type KeyedStateHandle } from '../src/backend/handles.js';
+import type { StateBackend } from '../src/backend/contract.js';
 import { changelog, type ChangelogKeyedStateBackend } from '../src/changelog/index.js';
 import { localCheckpointStorage, type BlobCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
-import { KeyGroupRange } from '../src/keygroups/key-groups.js';
-import { bytesSerializer, stringSerializer } from '../src/serializers/builtins.js';
+import { bytesSerializer } from '../src/serializers/builtins.js';
 import { valueState, type ValueStateDescriptor } from '../src/state/descriptors.js';
 import { median, parseBenchArgs, percentile, printTable, recordResults } from './lib/bench.js';
+import { Checkpointer, incompressibleValue, singleSubtask, xorshift, yieldToIo } from './lib/workload.js';
 
 const { quick, args } = parseBenchArgs();
 const sizesMb = args.length > 0 ? args.map(Number) : quick ? [10, 40] : [10, 32, 100, 320, 1000];
@@ -64,25 +63,7 @@ export interface SeriesResult {
   readonly bytes: number[];
 }
 
-/** Deterministic pseudo-random (xorshift32): the same keys change in every variant. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-}
-
-/** Incompressible values, each its own buffer (as a job's state would be). */
-const pool = randomBytes(1024 * 1024 + VALUE_BYTES);
-function valueFor(i: number, round: number): Buffer {
-  const off = (Math.imul(i, 7919) + Math.imul(round, 104729)) >>> 0;
-  return Buffer.from(pool.subarray(off % (1024 * 1024), (off % (1024 * 1024)) + VALUE_BYTES));
-}
-
-const yieldToIo = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const valueFor = (i: number, round: number): Buffer => incompressibleValue(i, round, VALUE_BYTES);
 
 interface Setup {
   readonly backend: StateBackend;
@@ -99,58 +80,10 @@ function setup(variant: Variant, dir: string): Setup {
   return { backend: changelog({ backend: plain, materializationIntervalMs: Number.POSITIVE_INFINITY }), storage: fsStorage };
 }
 
-/** Store-relative names of the files a checkpoint's handle references. */
-function fileKeys(storage: BlobCheckpointStorage, id: number, handle: KeyedStateHandle | null): Map<string, FileStreamHandle> {
-  const pointer = storage.checkpointPointer(JOB, id);
-  const out = new Map<string, FileStreamHandle>();
-  for (const f of referencedFiles(handle)) out.set(posix.normalize(`${pointer}/${f.path}`), f);
-  return out;
-}
-
-class Checkpointer {
-  private previous: { id: number; files: Map<string, FileStreamHandle> } | null = null;
-  private nextId = 1;
-
-  constructor(
-    private readonly kb: KeyedStateBackend<string>,
-    private readonly storage: BlobCheckpointStorage,
-  ) {}
-
-  /** Takes one checkpoint; returns its duration, synchronous pause and the bytes it newly wrote. */
-  async take(): Promise<{ ms: number; pauseMs: number; bytes: number }> {
-    const id = this.nextId++;
-    const t0 = performance.now();
-    const task = await this.kb.snapshot(id, { type: 'checkpoint', streams: this.storage.checkpointStreams(JOB, id) });
-    const t1 = performance.now();
-    const handle = await task.done;
-    const t2 = performance.now();
-    await this.kb.notifyCheckpointComplete(id);
-    const files = fileKeys(this.storage, id, handle);
-    let bytes = 0;
-    for (const [k, f] of files) if (!this.previous?.files.has(k)) bytes += f.size;
-    // Retention 1: drop what the previous checkpoint referenced and this one no longer does
-    // (the coordinator's shared-state registry would), so the disk holds one checkpoint.
-    if (this.previous !== null) {
-      const gone = [...this.previous.files].filter(([k]) => !files.has(k)).map(([, f]) => f);
-      await this.storage.deleteFiles(this.storage.checkpointPointer(JOB, this.previous.id), gone);
-    }
-    this.previous = { id, files };
-    return { ms: t2 - t0, pauseMs: t1 - t0, bytes };
-  }
-}
-
 async function series(variant: Variant, sizeMb: number): Promise<SeriesResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'streamstate-bench-sizes-'));
   const { backend, storage } = setup(variant, dir);
-  const kb = await backend.createKeyedStateBackend<string>({
-    jobId: JOB,
-    operatorId: 'op',
-    subtaskIndex: 0,
-    parallelism: 1,
-    maxParallelism: 128,
-    keyGroupRange: new KeyGroupRange(0, 127),
-    keySerializer: stringSerializer,
-  });
+  const kb = await backend.createKeyedStateBackend<string>(singleSubtask(JOB));
   try {
     const keys = Math.max(1000, Math.round((sizeMb * 1024 * 1024) / VALUE_BYTES));
     const names = Array.from({ length: keys }, (_, i) => `key-${i}`);
@@ -167,14 +100,14 @@ async function series(variant: Variant, sizeMb: number): Promise<SeriesResult[]>
       await lk.db.compactRange(Buffer.from([0]), Buffer.from([0xff, 0xff, 0xff]));
     }
     if (variant === 'changelog') (kb as ChangelogKeyedStateBackend<string>).requestMaterialization();
-    const cp = new Checkpointer(kb, storage);
+    const cp = new Checkpointer(kb, storage, JOB);
     // Warm-up, not measured: the first checkpoint uploads the whole state in every variant.
     await cp.take();
     if (variant === 'changelog') {
       await (kb as ChangelogKeyedStateBackend<string>).awaitMaterialization();
       await cp.take(); // the first checkpoint on the finished materialization: truncates the load's log
     }
-    const random = rng(sizeMb * 1000 + 17);
+    const random = xorshift(sizeMb * 1000 + 17);
     const results: SeriesResult[] = [];
     let round = 1;
     for (const pattern of ['fixed', 'rate'] as const) {

@@ -8,13 +8,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { leveldb, type LevelDbKeyedStateBackend } from '../backends/leveldb/index.js';
-import type { KeyedStateBackend, StateBackend } from '../src/backend/contract.js';
+import type { KeyedStateBackend, RestoreSource, StateBackend } from '../src/backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../src/backend/handles.js';
 import { localCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
-import { KeyGroupRange } from '../src/keygroups/key-groups.js';
-import { bytesSerializer, stringSerializer } from '../src/serializers/builtins.js';
+import { bytesSerializer } from '../src/serializers/builtins.js';
 import { valueState } from '../src/state/descriptors.js';
 import { parseBenchArgs, printTable, recordResults } from './lib/bench.js';
+import { singleSubtask } from './lib/workload.js';
 
 const { quick, args } = parseBenchArgs();
 const sizesMb = args.length > 0 ? args.map(Number) : [quick ? 8 : 32];
@@ -29,17 +29,8 @@ interface Measured {
   readonly handle: KeyedStateHandle;
 }
 
-async function keyed(backend: StateBackend, restore?: Parameters<StateBackend['createKeyedStateBackend']>[0]['restore']): Promise<KeyedStateBackend<string>> {
-  return backend.createKeyedStateBackend({
-    jobId: JOB,
-    operatorId: 'op',
-    subtaskIndex: 0,
-    parallelism: 1,
-    maxParallelism: 128,
-    keyGroupRange: new KeyGroupRange(0, 127),
-    keySerializer: stringSerializer,
-    ...(restore ? { restore } : {}),
-  });
+function keyed(backend: StateBackend, restore?: RestoreSource<KeyedStateHandle>): Promise<KeyedStateBackend<string>> {
+  return backend.createKeyedStateBackend(singleSubtask(JOB, restore));
 }
 
 /**

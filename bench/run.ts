@@ -23,6 +23,7 @@ const scripts = [
   'leveldb-checkpoint',
   'checkpoint-sizes',
   'changelog-checkpoint',
+  'changelog-scaling',
   'savepoint-throughput',
   's3-storage',
   's3-incremental',

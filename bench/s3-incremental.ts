@@ -16,13 +16,13 @@ import { isIncrementalHandle } from '../backends/leveldb/incremental-snapshot.js
 import type { KeyedStateBackend, RestoreSource, StateBackend } from '../src/backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../src/backend/handles.js';
 import { BlobCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
-import { KeyGroupRange } from '../src/keygroups/key-groups.js';
-import { bytesSerializer, stringSerializer } from '../src/serializers/builtins.js';
+import { bytesSerializer } from '../src/serializers/builtins.js';
 import { valueState } from '../src/state/descriptors.js';
 import type { BlobInfo, BlobStore } from '../src/storage/blob-store.js';
 import { LocalBlobStore } from '../src/storage/local-blob-store.js';
 import { S3BlobStore } from '../src/storage/s3-blob-store.js';
 import { parseBenchArgs, printTable, recordResults } from './lib/bench.js';
+import { singleSubtask } from './lib/workload.js';
 
 const { quick, args } = parseBenchArgs();
 const stateMb = args.length > 0 ? Number(args[0]) : quick ? 16 : 64;
@@ -83,17 +83,8 @@ class CountingStore implements BlobStore {
   }
 }
 
-async function keyed(backend: StateBackend, restore?: RestoreSource<KeyedStateHandle>): Promise<KeyedStateBackend<string>> {
-  return backend.createKeyedStateBackend({
-    jobId: JOB,
-    operatorId: 'op',
-    subtaskIndex: 0,
-    parallelism: 1,
-    maxParallelism: 128,
-    keyGroupRange: new KeyGroupRange(0, 127),
-    keySerializer: stringSerializer,
-    ...(restore ? { restore } : {}),
-  });
+function keyed(backend: StateBackend, restore?: RestoreSource<KeyedStateHandle>): Promise<KeyedStateBackend<string>> {
+  return backend.createKeyedStateBackend(singleSubtask(JOB, restore));
 }
 
 function fill(kb: KeyedStateBackend<string>, stride: number, round: number): void {

@@ -61,6 +61,23 @@ describe('benchmark report', () => {
     expect(markdown).toMatch(/full heap checkpoint, 1000 MB of 1 KB values \| 200 MB\/s \| 950 MB\/s/);
   });
 
+  it('reports the interleaved changelog scaling run next to the size-by-size sweep', () => {
+    const rows = [10, 1000].map((mb, i) => ({ stateMB: mb, keys: mb * 1000, checkpoints: 40, medianMs: 4 + i, p90Ms: 9, maxMs: 30, medianBytes: 1018194 }));
+    const { markdown } = buildReport({
+      checkpointSizes: {
+        fixedChanges: 1000,
+        sizesMb: [10, 1000],
+        targets: { changelogDurationSpread: 3.1, changelogDurationWithin2x: false, changelogWorstBytesShareOfFull: 0.01, changelogBytesWithin2Pct: true },
+        series: [10, 1000].flatMap((mb) => [series('full', 'rate', mb, mb * 5, mb * 1048576), series('changelog', 'fixed', mb, mb === 10 ? 9 : 3, 1048576)]),
+      },
+      changelogScaling: { changesPerCheckpoint: 1000, valueBytes: 1000, rounds: 40, rows, spread: 1.25, within2x: true },
+    });
+    expect(markdown).toContain('**3.10x** — NOT met');
+    expect(markdown).toContain('**1.25x** — met (medians 4.00 ms @ 10 MB, 5.00 ms @ 1000 MB)');
+    expect(markdown).toContain('### Changelog checkpoint duration vs state size, interleaved');
+    expect(buildReport({}).markdown).toMatch(/interleaved \(`bench\/changelog-scaling.ts`\)\n\n_not run_/);
+  });
+
   it('parses the compact figures of the state-access scripts', () => {
     expect(parseOps('1.31M')).toBeCloseTo(1.31e6);
     expect(parseOps('393.0k')).toBeCloseTo(393e3);
