@@ -65,20 +65,34 @@ function recordAt(p: number, i: number): CountInput {
   return { key: `key-${k}`, value: (i % 7) + 1 };
 }
 
-/** Partitions of `perPartition` records each, generated on access: hours of input in constant memory. */
-function lazyInput(perPartition: number): CountInput[][] {
-  return Array.from({ length: PARTITIONS }, (_, p) =>
-    new Proxy([] as CountInput[], {
+/**
+ * Partitions generated on access: hours of input in constant memory. With a deadline the input
+ * is live: until then it claims `perPartition` records; from then on each partition ends after
+ * the last record read, so the run lasts the requested time whatever the machine's speed.
+ */
+function lazyInput(perPartition: number, deadline = Number.POSITIVE_INFINITY): CountInput[][] {
+  return Array.from({ length: PARTITIONS }, (_, p) => {
+    let read = 0;
+    let ended: number | null = null;
+    const length = (): number => {
+      if (ended === null && Date.now() >= deadline) ended = read;
+      return ended ?? perPartition;
+    };
+    return new Proxy([] as CountInput[], {
       get(target, prop, receiver) {
-        if (prop === 'length') return perPartition;
+        if (prop === 'length') return length();
         if (typeof prop === 'string') {
           const i = Number(prop);
-          if (Number.isInteger(i) && i >= 0 && String(i) === prop) return i < perPartition ? recordAt(p, i) : undefined;
+          if (Number.isInteger(i) && i >= 0 && String(i) === prop) {
+            if (i >= length()) return undefined;
+            read = Math.max(read, i + 1);
+            return recordAt(p, i);
+          }
         }
         return Reflect.get(target, prop, receiver);
       },
-    }),
-  );
+    });
+  });
 }
 
 /** The external system for a long run: checks exactly-once per key as transactions arrive, keeps no records. */
@@ -134,14 +148,14 @@ async function du(dir: string): Promise<{ bytes: number; files: number }> {
   return { bytes, files };
 }
 
-async function runOnce(backend: ProofBackendKind, root: string, perPartition: number, checkpointEvery: number, onEvent?: (records: number, checkpoints: number) => void) {
+async function runOnce(backend: ProofBackendKind, root: string, perPartition: number, checkpointEvery: number, onEvent?: (records: number, checkpoints: number) => void, deadline?: number) {
   const checkpointDir = join(root, 'checkpoints');
   const storage = proofStorage(new LocalBlobStore(checkpointDir), 20 * 1024);
   const output = new StreamingCountCheck();
   let checkpoints = 0;
   let aborted = 0;
   let records = 0;
-  const input = lazyInput(perPartition);
+  const input = lazyInput(perPartition, deadline);
   const result = await runPipeline(countingJob(input, { parallelism: 2, jobId: 'soak' }), {
     backend: makeProofBackend(backend, { checkpointStorage: storage, workingDir: join(root, 'work'), materializationIntervalMs: 10_000, preemptivePersistBytes: 2 * 1024 * 1024 }),
     checkpointStorage: storage,
@@ -168,9 +182,11 @@ async function soak(backend: ProofBackendKind, minutes: number, sampleSeconds: n
     await runOnce(backend, join(root, 'calibrate'), 50_000, 10_000);
     const rate = Math.max(1000, Math.round((4 * 50_000) / ((Date.now() - warm) / 1000)));
     await rm(join(root, 'calibrate'), { recursive: true, force: true });
-    const perPartition = Math.ceil((rate * minutes * 60) / PARTITIONS);
+    // The calibration only sets the checkpoint interval; the run itself ends at the deadline (the
+    // input claims far more records than it can reach and ends then).
+    const perPartition = Math.ceil((rate * minutes * 60 * 100) / PARTITIONS);
     const checkpointEvery = rate;
-    console.log(`${backend}: ~${rate} records/s; ${perPartition * PARTITIONS} records, a checkpoint every ${checkpointEvery} records`);
+    console.log(`${backend}: ~${rate} records/s; ${minutes} min, a checkpoint every ${checkpointEvery} records`);
 
     const samples: Sample[] = [];
     const started = Date.now();
@@ -198,7 +214,7 @@ async function soak(backend: ProofBackendKind, minutes: number, sampleSeconds: n
       sampling = true;
       void take().finally(() => (sampling = false));
     }, sampleSeconds * 1000);
-    const run = await runOnce(backend, root, perPartition, checkpointEvery, (records, checkpoints) => (progress = { records, checkpoints }));
+    const run = await runOnce(backend, root, perPartition, checkpointEvery, (records, checkpoints) => (progress = { records, checkpoints }), started + minutes * 60_000);
     clearInterval(timer);
     await take();
     const seconds = (Date.now() - started) / 1000;

@@ -75,6 +75,8 @@ export class SourceSubtask<T> extends SubtaskBase {
         return { value: records[p.offset++], origin };
       }
     }
+    // Every partition is at its end: also when a live input ended earlier than its length first said (the soak's timed input).
+    this.remaining = 0;
     return null;
   }
 
