@@ -11,7 +11,8 @@
  *            full snapshot).
  * Write amplification = bytes written to checkpoint storage / bytes of the logical changes (keys +
  * values written by the job in that interval). Plain timing of whole checkpoints, JSON results.
- *   node dist/bench/checkpoint-sizes.js [--quick] [sizeMB ...]     (default 10 32 100 320 1000; quick 10 40)
+ *   node dist/bench/checkpoint-sizes.js [--quick] [--variants=full,leveldb-incremental,changelog] [sizeMB ...]
+ *   (default: every variant; sizes 10 32 100 320 1000, quick 10 40)
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -43,7 +44,10 @@ const vd: ValueStateDescriptor<Uint8Array> = valueState<Uint8Array>('v', { seria
 
 export type Variant = 'full' | 'leveldb-incremental' | 'changelog';
 export type Pattern = 'fixed' | 'rate';
-const variants: Variant[] = ['full', 'leveldb-incremental', 'changelog'];
+const allVariants: Variant[] = ['full', 'leveldb-incremental', 'changelog'];
+/** `--variants=a,b` runs some of them (the full variant is needed for the "of full" columns). */
+const variantsArg = process.argv.find((a) => a.startsWith('--variants='));
+const variants: Variant[] = variantsArg === undefined ? allVariants : allVariants.filter((v) => variantsArg.slice('--variants='.length).split(',').includes(v));
 
 export interface SeriesResult {
   readonly variant: Variant;
