@@ -1,3 +1,4 @@
+import { fieldWriter, type FieldWriter } from '../../src/format/bytes.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 
 /**
@@ -8,9 +9,12 @@ import type { Serializer } from '../../src/serializers/serializer.js';
  */
 export class IdCodec<T> {
   readonly identity: boolean;
+  /** Writes `bytes(this.bytes(id))` into a ByteWriter without allocating the bytes (snapshots). */
+  readonly write: FieldWriter<unknown>;
 
   constructor(readonly serializer: Serializer<T>) {
     this.identity = serializer.mapKey === 'identity';
+    this.write = this.identity ? (fieldWriter(serializer) as FieldWriter<unknown>) : (out, id) => out.latin1Bytes(id as string);
   }
 
   id(value: T): unknown {

@@ -2,12 +2,12 @@ import type { StateOutputStream } from '../../src/backend/contract.js';
 import type { KeyGroupsStateHandle } from '../../src/backend/handles.js';
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
 import {
-  canonicalizeSection,
   KeyGroupsStreamWriter,
   SectionWriter,
   type EntryKind,
   type KeyGroupsStreamHeader,
   type RawSection,
+  writeCanonicalEntries,
 } from '../../src/format/key-groups-stream.js';
 import type { SnapshotRun } from './cow.js';
 
@@ -53,6 +53,7 @@ export async function writeHeapSnapshot(
 ): Promise<KeyGroupsStateHandle | null> {
   const writer = new KeyGroupsStreamWriter(stream, plan.header, { canonical: plan.canonical, ...(chunkBytes === undefined ? {} : { flushBytes: chunkBytes }) });
   const section = new SectionWriter();
+  const sorted = new SectionWriter();
   try {
     // Start on a later macrotask: snapshot() must return (ending the synchronous pause) before any key group is written.
     await new Promise<void>((resolve) => setImmediate(resolve));
@@ -70,11 +71,11 @@ export async function writeHeapSnapshot(
           }
         }
         if (plan.canonical && section.count > 0) {
-          const written: RawSection = { stateId: part.stateId, entryCount: section.count, bytes: section.out.toBuffer() };
+          // Sort from the unsorted bytes into a second writer (both are reused across key groups).
+          sorted.count += writeCanonicalEntries(part.kind, section.out.view(), section.count, sorted.out, false);
           section.reset();
-          canonicalizeSection(part.kind, written, section);
-        }
-        writer.addSection(part.stateId, section);
+          writer.addSection(part.stateId, sorted);
+        } else writer.addSection(part.stateId, section);
       }
       plan.run.markDone(i);
       await writer.endKeyGroup();

@@ -1,4 +1,5 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
+import { fieldWriter, type FieldWriter } from '../../src/format/bytes.js';
 import { listEntries, mapEntries, valueEntries, type RawSection, type SectionWriter } from '../../src/format/key-groups-stream.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { StateKind, TtlConfig } from '../../src/state/descriptors.js';
@@ -26,6 +27,8 @@ export class StateTable extends CowTable<unknown> {
   nsCodec: IdCodec<unknown>;
   userKeyCodec: IdCodec<unknown> | undefined;
   valueSerializer: Serializer<unknown>;
+  /** Writes bytes(valueSerializer.serialize(v)) straight into a section (snapshots). */
+  valueWriter: FieldWriter<unknown>;
 
   constructor(
     rangeSize: number,
@@ -39,6 +42,7 @@ export class StateTable extends CowTable<unknown> {
     super(rangeSize);
     this.nsCodec = new IdCodec(serializers.namespace);
     this.valueSerializer = serializers.value;
+    this.valueWriter = fieldWriter(serializers.value);
     this.userKeyCodec = serializers.userKey ? new IdCodec(serializers.userKey) : undefined;
   }
 
@@ -46,6 +50,7 @@ export class StateTable extends CowTable<unknown> {
   updateSerializers(serializers: StateSerializers): void {
     this.nsCodec = new IdCodec(serializers.namespace);
     this.valueSerializer = serializers.value;
+    this.valueWriter = fieldWriter(serializers.value);
     if (serializers.userKey) this.userKeyCodec = new IdCodec(serializers.userKey);
   }
 
@@ -77,12 +82,15 @@ export class StateTable extends CowTable<unknown> {
 
   /**
    * Writes key group `i` as the snapshot of `frame` saw it. With TTL and full-snapshot cleanup,
-   * expired values, elements and map entries are left out.
+   * expired values, elements and map entries are left out. Keys, values and elements are
+   * serialized straight into the section's buffer (FieldWriter); a namespace's bytes are
+   * computed once per run of entries sharing it (the table iterates namespace by namespace).
    */
   writeSection(frame: CowFrame<unknown>, i: number, out: SectionWriter, now: number): void {
-    const keyC = this.keyCodec;
+    const w = out.out;
+    const keyW = this.keyCodec.write;
     const nsC = this.nsCodec;
-    const ser = this.valueSerializer;
+    const valW = this.valueWriter;
     const ttl = this.ttl !== undefined && this.ttl.cleanupInFullSnapshot !== false ? this.ttl : undefined;
     let lastNs: unknown = NO_ID;
     let nsBytes: Uint8Array = EMPTY;
@@ -93,34 +101,46 @@ export class StateTable extends CowTable<unknown> {
       }
       return nsBytes;
     };
+    let count = 0;
     if (this.kind === 'list') {
       this.forEachInSnapshot(frame, i, (a, b, v) => {
         let els = v as readonly unknown[];
-        if (ttl !== undefined) els = els.filter((w) => !isExpired(w as TtlValue<unknown>, ttl, now));
+        if (ttl !== undefined) els = els.filter((e) => !isExpired(e as TtlValue<unknown>, ttl, now));
         if (els.length === 0) return;
-        out.listEntry(keyC.bytes(b), nsOf(a), els.length);
-        for (const el of els) out.listElement(ser.serialize(el));
+        count++;
+        keyW(w, b);
+        w.bytes(nsOf(a)).varint(els.length);
+        for (let j = 0; j < els.length; j++) valW(w, els[j]);
       });
     } else if (this.kind === 'map') {
-      const ukC = this.userKeyCodec!;
+      const ukW = this.userKeyCodec!.write;
       this.forEachInSnapshot(frame, i, (a, b, v) => {
-        let entries: Iterable<[unknown, readonly [unknown, unknown]]> = (v as UserMap).entries();
-        let n = (v as UserMap).size;
-        if (ttl !== undefined) {
-          const kept = [...(v as UserMap).entries()].filter(([, e]) => !isExpired(e[1] as TtlValue<unknown>, ttl, now));
-          entries = kept;
-          n = kept.length;
-        }
+        const m = v as UserMap;
+        const kept = ttl === undefined ? undefined : [...m].filter(([, e]) => !isExpired(e[1] as TtlValue<unknown>, ttl, now));
+        const n = kept === undefined ? m.size : kept.length;
         if (n === 0) return;
-        out.mapEntry(keyC.bytes(b), nsOf(a), n);
-        for (const [ukId, e] of entries) out.mapElement(ukC.bytes(ukId), e[1] === null || e[1] === undefined ? null : ser.serialize(e[1]));
+        count++;
+        keyW(w, b);
+        w.bytes(nsOf(a)).varint(n);
+        for (const [ukId, e] of kept ?? m) {
+          ukW(w, ukId);
+          if (e[1] === null || e[1] === undefined) w.u8(1);
+          else {
+            w.u8(0);
+            valW(w, e[1]);
+          }
+        }
       });
     } else {
       this.forEachInSnapshot(frame, i, (a, b, v) => {
         if (ttl !== undefined && isExpired(v as TtlValue<unknown>, ttl, now)) return;
-        out.valueEntry(keyC.bytes(b), nsOf(a), ser.serialize(v));
+        count++;
+        keyW(w, b);
+        w.bytes(nsOf(a));
+        valW(w, v);
       });
     }
+    out.count += count;
   }
 
   /** Loads a restored section of key group `i`, decoding with the serializers it was written with. */

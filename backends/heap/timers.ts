@@ -121,7 +121,18 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
   }
 
   writeSection(frame: CowFrame<TimerEntry<K, N>>, i: number, out: SectionWriter): void {
-    this.forEachInSnapshot(frame, i, (keyId, _sub, e) => out.timerEntry(e.timestamp, this.keyCodec.bytes(keyId), this.nsCodec.bytes(e.nsId)));
+    const w = out.out;
+    const keyW = this.keyCodec.write;
+    const nsW = this.nsCodec.write;
+    let count = 0;
+    // Serialized straight into the section's buffer: the bytes of out.timerEntry without the per-timer Buffers.
+    this.forEachInSnapshot(frame, i, (keyId, _sub, e) => {
+      count++;
+      w.f64(e.timestamp);
+      keyW(w, keyId);
+      nsW(w, e.nsId);
+    });
+    out.count += count;
   }
 
   loadSection(section: RawSection, i: number, nsReader: Serializer<N>, what: string): void {

@@ -1,13 +1,14 @@
 import type { SnapshotOptions } from '../../src/backend/contract.js';
 import type { KeyedStateHandle, KeyedStateMetaInfo } from '../../src/backend/handles.js';
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
+import { ByteWriter } from '../../src/format/bytes.js';
 import { CANONICAL_LAYOUT, KeyGroupsStreamWriter, SectionWriter } from '../../src/format/key-groups-stream.js';
 import { CanonicalKeyGroupsWriter } from '../../src/savepoint/canonical.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { LevelDbKeyedStateBackend } from './backend.js';
 import type { CancellableTask } from './incremental-snapshot.js';
 import type { LevelStateMetaInfo } from './meta.js';
-import { decodeRowKey, isCountRowStateId, keyGroupPrefix } from './row-keys.js';
+import { isCountRowStateId, keyGroupPrefix, ROW_HEADER_BYTES } from './row-keys.js';
 import type { RawTimer } from './timer-queue.js';
 import { ValueCodec } from './value-codec.js';
 
@@ -21,23 +22,41 @@ import { ValueCodec } from './value-codec.js';
  */
 export const LEVELDB_FULL_LAYOUT = 'leveldb-full-v1';
 
+/** Rows read per nextv() call, and the bytes one call may hold (classic-level stops at 16 KiB unless told). */
+const PAGE_ROWS = 4096;
+const PAGE_BYTES = 1024 * 1024;
+
 interface StatePlan {
   readonly meta: LevelStateMetaInfo;
-  /** Converts a stored row value (with header) to current-serializer bytes; null = drop (expired). */
-  readonly convert: (row: Buffer) => Buffer | null;
   readonly isMap: boolean;
   readonly isList: boolean;
-  /** For list elements: drop expired ones. */
-  readonly expired: (payload: Buffer) => boolean;
+  /**
+   * Writes bytes(current-serializer value) of a stored row value (with header) to `out`; false
+   * (nothing written) when it is expired. Rows of the current generation are copied as they are.
+   */
+  readonly writeValue: (row: Buffer, out: ByteWriter) => boolean;
+  /** Writes the list row's unexpired elements as bytes(element)* to `out`; returns how many. */
+  readonly writeElements: (row: Buffer, out: ByteWriter) => number;
+}
+
+function readLength(row: Buffer, at: { pos: number }): number {
+  let len = 0;
+  let mul = 1;
+  for (;;) {
+    const b = row[at.pos++];
+    len += (b & 0x7f) * mul;
+    if ((b & 0x80) === 0 || at.pos >= row.length) return len;
+    mul *= 0x80;
+  }
 }
 
 function plan(meta: LevelStateMetaInfo, info: { codec: ValueCodec<unknown> | null; ttlMs: number | null } | undefined, now: number): StatePlan {
   const current = meta.generation ?? 0;
   const codec = info?.codec ?? null;
   const ttlMs = meta.ttl ? info?.ttlMs ?? null : null;
-  const expired = (payload: Buffer): boolean => ttlMs !== null && payload.length >= 8 && payload.readDoubleBE(0) + ttlMs <= now;
-  const toCurrent = (row: Buffer): Buffer => {
-    if (row[0] >>> 1 === current) return row.subarray(1);
+  /** Whether the payload `bytes[start, end)` (f64 last-access timestamp first) has expired. */
+  const expired = (bytes: Buffer, start: number, end: number): boolean => ttlMs !== null && end - start >= 8 && bytes.readDoubleBE(start) + ttlMs <= now;
+  const older = (): ValueCodec<unknown> => {
     if (codec === null) {
       throw new SnapshotError(
         'SNAPSHOT_FAILED',
@@ -45,32 +64,78 @@ function plan(meta: LevelStateMetaInfo, info: { codec: ValueCodec<unknown> | nul
           'for a full snapshot. Register the state (getState) before taking full snapshots or savepoints.',
       );
     }
-    return Buffer.from(codec.serializer.serialize(codec.decode(row)));
+    return codec;
   };
+  const at = { pos: 0 };
   return {
     meta,
     isMap: meta.kind === 'map',
     isList: meta.kind === 'list',
-    expired,
-    convert: (row) => {
-      const payload = toCurrent(row);
-      return expired(payload) ? null : payload;
+    writeValue: (row, out) => {
+      if (row[0] >>> 1 === current) {
+        if (expired(row, 1, row.length)) return false;
+        out.varint(row.length - 1).rawRange(row, 1, row.length);
+        return true;
+      }
+      const c = older();
+      const payload = Buffer.from(c.serializer.serialize(c.decode(row)));
+      if (expired(payload, 0, payload.length)) return false;
+      out.bytes(payload);
+      return true;
+    },
+    writeElements: (row, out) => {
+      let n = 0;
+      if (row[0] >>> 1 === current) {
+        // The row is header + (varint len + element)*: copy the elements, re-encoding each length.
+        at.pos = 1;
+        while (at.pos < row.length) {
+          const len = readLength(row, at);
+          const start = at.pos;
+          const end = Math.min(start + len, row.length);
+          at.pos = start + len;
+          if (expired(row, start, end)) continue;
+          out.varint(end - start).rawRange(row, start, end);
+          n++;
+        }
+        return n;
+      }
+      if (codec === null) throw new SnapshotError('SNAPSHOT_FAILED', `state "${meta.name}" holds rows of an older serializer generation; register it before a full snapshot.`);
+      for (const v of codec.decodeList(row)) {
+        const el = Buffer.from(codec.serializer.serialize(v));
+        if (expired(el, 0, el.length)) continue;
+        out.bytes(el);
+        n++;
+      }
+      return n;
     },
   };
 }
 
-function listElements(row: Buffer, meta: LevelStateMetaInfo, codec: ValueCodec<unknown> | null): Buffer[] {
-  if (row[0] >>> 1 === (meta.generation ?? 0)) return ValueCodec.listElementBytes(row);
-  if (codec === null) throw new SnapshotError('SNAPSHOT_FAILED', `state "${meta.name}" holds rows of an older serializer generation; register it before a full snapshot.`);
-  return codec.decodeList(row).map((v) => Buffer.from(codec.serializer.serialize(v)));
+/** End of the namespace in a row key (key group, state id, bytes(key), bytes(ns), user key): where a map's user key starts. */
+function namespaceEnd(k: Buffer): number {
+  const at = { pos: ROW_HEADER_BYTES };
+  const kl = readLength(k, at);
+  at.pos += kl;
+  const complete = at.pos < k.length;
+  if (complete) {
+    const nl = readLength(k, at);
+    at.pos += nl;
+  }
+  if (!complete || at.pos > k.length) {
+    throw new SnapshotError('SNAPSHOT_FAILED', `a row key of key group ${k.readUInt16BE(0)} is shorter than its length prefixes say; the working directory is damaged.`);
+  }
+  return at.pos;
 }
 
-interface PendingEntry {
-  key: Buffer;
-  namespace: Buffer;
-  value?: Buffer;
-  elements?: Buffer[];
-  map?: [Buffer, Buffer | null][];
+/** Writes bytes(key) bytes(ns) of a row key (lengths re-encoded as minimal varints). */
+function writeKeyAndNamespace(k: Buffer, out: ByteWriter): void {
+  namespaceEnd(k); // bounds
+  const at = { pos: ROW_HEADER_BYTES };
+  const kl = readLength(k, at);
+  out.varint(kl).rawRange(k, at.pos, at.pos + kl);
+  at.pos += kl;
+  const nl = readLength(k, at);
+  out.varint(nl).rawRange(k, at.pos, at.pos + nl);
 }
 
 export async function takeFullSnapshot<K>(
@@ -87,15 +152,22 @@ export async function takeFullSnapshot<K>(
   const timers = b.timersSnapshot();
   const now = b.clock();
   const plans = new Map<number, StatePlan>();
-  const codecs = new Map<number, ValueCodec<unknown> | null>();
   for (const s of states) {
     if (s.kind === 'timers') continue;
-    const info = b.registeredInfo(s.name);
-    plans.set(s.stateId, plan(s, info, now));
-    codecs.set(s.stateId, info?.codec ?? null);
+    plans.set(s.stateId, plan(s, b.registeredInfo(s.name), now));
   }
-  const timerIds = new Map<number, RawTimer[]>();
-  for (const s of states) if (s.kind === 'timers') timerIds.set(s.stateId, timers.get(s.name) ?? []);
+  // Timer state id -> key group -> its timers (in queue order), so each key group finds its own at once.
+  const timerIds = new Map<number, Map<number, RawTimer[]>>();
+  for (const s of states) {
+    if (s.kind !== 'timers') continue;
+    const byKg = new Map<number, RawTimer[]>();
+    for (const t of timers.get(s.name) ?? []) {
+      const list = byKg.get(t.keyGroup);
+      if (list === undefined) byKg.set(t.keyGroup, [t]);
+      else list.push(t);
+    }
+    timerIds.set(s.stateId, byKg);
+  }
   const range = b.keyGroupRange;
   let cancelled = false;
   const stream = options.streams.createOutputStream('exclusive');
@@ -117,74 +189,110 @@ export async function takeFullSnapshot<K>(
       // entries sorted), so they are byte-identical to every other backend's.
       const writer = canonical ? new CanonicalKeyGroupsWriter(stream, header) : new KeyGroupsStreamWriter(stream, header);
       const section = new SectionWriter();
-      const it = b.db.iterator({ gte: keyGroupPrefix(range.start), lt: keyGroupPrefix(range.end + 1), snapshot });
-      let page = await it.nextv(1000);
+      const out = section.out;
+      /** Elements of the map entry (or list) being gathered: their count is written before them. */
+      const elements = new ByteWriter(16 * 1024);
+      const it = b.db.iterator({ gte: keyGroupPrefix(range.start), lt: keyGroupPrefix(range.end + 1), snapshot, highWaterMarkBytes: PAGE_BYTES });
+      // One page is read ahead: LevelDB fills the next page on the thread pool while this one is written.
+      let ahead = it.nextv(PAGE_ROWS);
+      ahead.catch(() => undefined);
+      let page: [Buffer, Buffer][] = [];
       let pi = 0;
-      const next = async (): Promise<[Buffer, Buffer] | undefined> => {
-        if (pi >= page.length) {
-          if (page.length === 0) return undefined;
-          page = await it.nextv(1000);
-          pi = 0;
-          if (page.length === 0) return undefined;
+      let ended = false;
+      const nextPage = async (): Promise<void> => {
+        page = await ahead;
+        pi = 0;
+        if (page.length === 0) ended = true;
+        else {
+          ahead = it.nextv(PAGE_ROWS);
+          ahead.catch(() => undefined);
         }
-        return page[pi++];
       };
-      let row = await next();
+      await nextPage();
       try {
         for (let kg = range.start; kg <= range.end; kg++) {
           if (cancelled || b.isClosed()) throw new SnapshotError('SNAPSHOT_CANCELLED', `checkpoint ${checkpointId} was cancelled: the LevelDB backend was closed.`);
           writer.beginKeyGroup(kg);
-          // Rows of this key group, state by state (row keys sort by key group, then state id).
-          const sections = new Map<number, PendingEntry[]>();
-          while (row !== undefined && row[0].readUInt16BE(0) === kg) {
-            const [k, v] = row;
-            row = await next();
-            const sid = k.readUInt16BE(2);
-            if (isCountRowStateId(sid)) continue;
-            const p = plans.get(sid);
-            if (p === undefined) throw new SnapshotError('SNAPSHOT_FAILED', `row of unknown state id ${sid} in key group ${kg}; the working directory is damaged.`);
-            const d = decodeRowKey(k);
-            const list = sections.get(sid) ?? [];
-            sections.set(sid, list);
-            if (p.isMap) {
-              const value = ValueCodec.isNull(v) ? null : p.convert(v);
-              if (value === null && !ValueCodec.isNull(v)) continue; // expired
-              const last = list.length > 0 ? list[list.length - 1] : undefined;
-              const entry: [Buffer, Buffer | null] = [Buffer.from(d.userKey), value === null ? null : Buffer.from(value)];
-              if (last !== undefined && last.key.equals(d.key) && last.namespace.equals(d.namespace)) last.map?.push(entry);
-              else list.push({ key: Buffer.from(d.key), namespace: Buffer.from(d.namespace), map: [entry] });
-            } else if (p.isList) {
-              const elements = listElements(v, p.meta, codecs.get(sid) ?? null).filter((e) => !p.expired(e));
-              if (elements.length > 0) list.push({ key: Buffer.from(d.key), namespace: Buffer.from(d.namespace), elements: elements.map((e) => Buffer.from(e)) });
-            } else {
-              const value = p.convert(v);
-              if (value !== null) list.push({ key: Buffer.from(d.key), namespace: Buffer.from(d.namespace), value: Buffer.from(value) });
-            }
-          }
-          for (const [sid, timerList] of timerIds) {
-            const inKg = timerList.filter((t) => t.keyGroup === kg);
-            if (inKg.length === 0) continue;
+          // Timer sections first, then the rows' sections in state-id order (row keys sort by key group, then state id).
+          for (const [sid, byKg] of timerIds) {
+            const inKg = byKg.get(kg);
+            if (inKg === undefined) continue;
             for (const t of inKg) section.timerEntry(t.timestamp, t.key, t.namespace);
-            sections.set(sid, []);
             writer.addSection(sid, section);
           }
-          for (const sid of [...sections.keys()].sort((x, y) => x - y)) {
-            const entries = sections.get(sid) as PendingEntry[];
-            if (entries.length === 0) continue;
-            for (const e of entries) {
-              if (e.map !== undefined) {
-                section.mapEntry(e.key, e.namespace, e.map.length);
-                for (const [uk, val] of e.map) section.mapElement(uk, val);
-              } else if (e.elements !== undefined) {
-                section.listEntry(e.key, e.namespace, e.elements.length);
-                for (const el of e.elements) section.listElement(el);
-              } else section.valueEntry(e.key, e.namespace, e.value as Buffer);
+          // Rows are written straight into the section as they come; a map entry's elements are
+          // gathered until its (key, namespace) changes, since their count precedes them.
+          let sid = -1;
+          let p: StatePlan | undefined;
+          let entryKey: Buffer | null = null;
+          let entryNsEnd = 0;
+          let entryElements = 0;
+          const endMapEntry = (): void => {
+            if (entryKey !== null && entryElements > 0) {
+              section.count++;
+              writeKeyAndNamespace(entryKey, out);
+              out.varint(entryElements).raw(elements.view());
             }
-            writer.addSection(sid, section);
+            entryKey = null;
+            entryElements = 0;
+            elements.reset();
+          };
+          for (;;) {
+            if (pi >= page.length) {
+              if (ended) break;
+              await nextPage();
+              if (ended) break;
+            }
+            const [k, v] = page[pi];
+            if (k.readUInt16BE(0) !== kg) break;
+            pi++;
+            const rowSid = k.readUInt16BE(2);
+            if (rowSid !== sid) {
+              endMapEntry();
+              if (sid >= 0) writer.addSection(sid, section);
+              sid = rowSid;
+              p = isCountRowStateId(rowSid) ? undefined : plans.get(rowSid);
+              if (p === undefined && !isCountRowStateId(rowSid)) {
+                throw new SnapshotError('SNAPSHOT_FAILED', `row of unknown state id ${rowSid} in key group ${kg}; the working directory is damaged.`);
+              }
+            }
+            if (p === undefined) continue; // count rows are bookkeeping, not entries
+            if (p.isMap) {
+              const nsEnd = namespaceEnd(k);
+              if (entryKey === null || entryNsEnd !== nsEnd || k.compare(entryKey, ROW_HEADER_BYTES, entryNsEnd, ROW_HEADER_BYTES, nsEnd) !== 0) {
+                endMapEntry();
+                entryKey = k;
+                entryNsEnd = nsEnd;
+              }
+              const mark = elements.length;
+              elements.varint(k.length - nsEnd).rawRange(k, nsEnd, k.length);
+              if (ValueCodec.isNull(v)) elements.u8(1);
+              else if (!p.writeValue(v, elements.u8(0))) {
+                elements.truncate(mark); // expired
+                continue;
+              }
+              entryElements++;
+            } else if (p.isList) {
+              const n = p.writeElements(v, elements);
+              if (n > 0) {
+                section.count++;
+                writeKeyAndNamespace(k, out);
+                out.varint(n).raw(elements.view());
+              }
+              elements.reset();
+            } else {
+              const mark = out.length;
+              writeKeyAndNamespace(k, out);
+              if (p.writeValue(v, out)) section.count++;
+              else out.truncate(mark); // expired
+            }
           }
+          endMapEntry();
+          if (sid >= 0) writer.addSection(sid, section);
           await writer.endKeyGroup();
         }
       } finally {
+        await ahead.catch(() => undefined);
         await it.close();
       }
       return await writer.finish();

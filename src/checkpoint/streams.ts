@@ -10,8 +10,11 @@ import { randomHex } from '../storage/blob-names.js';
 export const DEFAULT_INLINE_THRESHOLD = 20 * 1024;
 /** Bytes gathered before a chunk goes to the store once a stream has switched to a file. */
 const UPLOAD_BATCH_BYTES = 256 * 1024;
-/** Bytes queued for the upload before write() waits (backpressure). */
-const UPLOAD_HIGH_WATER = 4 * UPLOAD_BATCH_BYTES;
+/**
+ * Bytes queued for the upload before write() waits (backpressure). Snapshot writers hand over
+ * ~1 MiB chunks: room for a few keeps serialization running while the store writes.
+ */
+const UPLOAD_HIGH_WATER = 16 * UPLOAD_BATCH_BYTES;
 
 export interface BlobStreamFactoryOptions {
   readonly store: BlobStore;

@@ -1,4 +1,6 @@
 import { FormatError } from '../errors.js';
+import { bytesSerializer, float64Serializer, int32Serializer, stringSerializer } from '../serializers/builtins.js';
+import type { Serializer } from '../serializers/serializer.js';
 
 /**
  * Growable little helpers for our binary formats. Integers are big-endian (so encoded keys sort
@@ -64,11 +66,22 @@ export class ByteWriter {
 
   varint(v: number): this {
     this.ensure(10);
-    while (v >= 0x80) {
-      this.buf[this.pos++] = (v % 0x80) | 0x80;
-      v = Math.floor(v / 0x80);
+    const buf = this.buf;
+    let pos = this.pos;
+    // Lengths and counts are almost always below 2^31: shift instead of the float division below.
+    if (v <= 0x7fff_ffff) {
+      while (v >= 0x80) {
+        buf[pos++] = (v & 0x7f) | 0x80;
+        v >>>= 7;
+      }
+    } else {
+      while (v >= 0x80) {
+        buf[pos++] = (v % 0x80) | 0x80;
+        v = Math.floor(v / 0x80);
+      }
     }
-    this.buf[this.pos++] = v;
+    buf[pos++] = v;
+    this.pos = pos;
     return this;
   }
 
@@ -79,10 +92,69 @@ export class ByteWriter {
     return this;
   }
 
+  /** `bytes[start, end)`, without creating a view first. */
+  rawRange(bytes: Uint8Array, start: number, end: number): this {
+    const n = end - start;
+    this.ensure(n);
+    const buf = this.buf;
+    let pos = this.pos;
+    // Short ranges (keys, small values) copy faster in JS than through a native call.
+    if (n <= 32) for (let i = start; i < end; i++) buf[pos++] = bytes[i];
+    else {
+      buf.set(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end), pos);
+      pos += n;
+    }
+    this.pos = pos;
+    return this;
+  }
+
   /** varint length + bytes */
   bytes(bytes: Uint8Array): this {
     this.varint(bytes.length);
-    return this.raw(bytes);
+    return this.rawRange(bytes, 0, bytes.length);
+  }
+
+  /** varint length + UTF-8 of `s`: the bytes of `bytes(Buffer.from(s, 'utf8'))` without allocating them. */
+  utf8Bytes(s: string): this {
+    const n = s.length;
+    if (n < 0x80) {
+      this.ensure(n + 1);
+      const buf = this.buf;
+      const start = this.pos + 1;
+      let pos = start;
+      for (let i = 0; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) return this.utf8Slow(s);
+        buf[pos++] = c;
+      }
+      buf[start - 1] = n; // ASCII: one byte per char, and n < 0x80 is a one-byte varint
+      this.pos = pos;
+      return this;
+    }
+    return this.utf8Slow(s);
+  }
+
+  private utf8Slow(s: string): this {
+    // Buffer.write encodes exactly as Buffer.from(s, 'utf8') does (lone surrogates as U+FFFD).
+    const n = Buffer.byteLength(s, 'utf8');
+    this.varint(n);
+    this.ensure(n);
+    this.pos += this.buf.write(s, this.pos, n, 'utf8');
+    return this;
+  }
+
+  /** varint length + the bytes of a latin1 string holding one byte per char (heap ids of `bytes` keys). */
+  latin1Bytes(s: string): this {
+    const n = s.length;
+    this.varint(n);
+    this.ensure(n);
+    if (n <= 32) {
+      const buf = this.buf;
+      let pos = this.pos;
+      for (let i = 0; i < n; i++) buf[pos++] = s.charCodeAt(i);
+      this.pos = pos;
+    } else this.pos += this.buf.write(s, this.pos, n, 'latin1');
+    return this;
   }
 
   string(s: string): this {
@@ -94,6 +166,23 @@ export class ByteWriter {
     return Buffer.from(this.buf.subarray(0, this.pos));
   }
 
+  /**
+   * What was written so far, without copying: the writer moves to a fresh buffer of the same
+   * capacity and is empty afterwards, so the returned bytes stay valid.
+   */
+  take(): Buffer {
+    const out = this.buf.subarray(0, this.pos);
+    this.buf = Buffer.allocUnsafe(this.buf.length);
+    this.pos = 0;
+    return out;
+  }
+
+  /** Drops everything after the first `length` bytes. */
+  truncate(length: number): void {
+    if (length < 0 || length > this.pos) throw new RangeError(`cannot truncate ${this.pos} bytes to ${length}`);
+    this.pos = length;
+  }
+
   /** A view of what was written so far; valid until the next write or reset. */
   view(): Buffer {
     return this.buf.subarray(0, this.pos);
@@ -102,6 +191,34 @@ export class ByteWriter {
   reset(): void {
     this.pos = 0;
   }
+}
+
+/** Writes `bytes(serializer.serialize(value))` into a ByteWriter. */
+export type FieldWriter<T> = (out: ByteWriter, value: T) => void;
+
+/**
+ * A FieldWriter for `serializer` that writes the serialized bytes straight into the output,
+ * without the per-value Buffer the serializer would allocate, for the built-in serializers whose
+ * encoding is known (the bytes are the same). Other serializers go through serialize().
+ */
+export function fieldWriter<T>(serializer: Serializer<T>): FieldWriter<T> {
+  const s = serializer as Serializer<unknown>;
+  if (s === stringSerializer) {
+    return ((out: ByteWriter, v: unknown) => (typeof v === 'string' ? out.utf8Bytes(v) : out.bytes(s.serialize(v)))) as FieldWriter<T>;
+  }
+  if (s === float64Serializer) {
+    return ((out: ByteWriter, v: unknown) => (typeof v === 'number' ? out.u8(8).f64(v) : out.bytes(s.serialize(v)))) as FieldWriter<T>;
+  }
+  if (s === int32Serializer) {
+    return ((out: ByteWriter, v: unknown) =>
+      typeof v === 'number' && (v | 0) === v ? out.u8(4).u32(v) : out.bytes(s.serialize(v))) as FieldWriter<T>;
+  }
+  if (s === bytesSerializer) {
+    return ((out: ByteWriter, v: unknown) => out.bytes(v instanceof Uint8Array ? v : s.serialize(v))) as FieldWriter<T>;
+  }
+  return (out, v) => {
+    out.bytes(serializer.serialize(v));
+  };
 }
 
 export class ByteReader {
@@ -190,6 +307,12 @@ export class ByteReader {
 
   bytes(): Buffer {
     return this.raw(this.varint());
+  }
+
+  /** Skips `n` bytes (checked like raw, without creating a view). */
+  skip(n: number): void {
+    this.need(n);
+    this.pos += n;
   }
 
   string(): string {

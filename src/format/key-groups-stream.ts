@@ -160,7 +160,7 @@ export class KeyGroupsStreamWriter {
     this.blockStart = -1;
     if (this.sectionsInBlock === 0) {
       // Roll back the key-group id: empty key groups have no block.
-      this.truncateTo(start);
+      this.out.truncate(start);
     } else {
       this.out.u16(END_OF_KEY_GROUP);
       const bytes = this.out.view().subarray(start);
@@ -203,18 +203,11 @@ export class KeyGroupsStreamWriter {
     };
   }
 
-  private truncateTo(length: number): void {
-    // ByteWriter has no truncate; rebuild the tail-free prefix (rare: only for empty key groups).
-    const keep = Buffer.from(this.out.view().subarray(0, length));
-    this.out.reset();
-    this.out.raw(keep);
-  }
-
   private async flush(): Promise<void> {
     if (this.out.length === 0) return;
-    const chunk = this.out.toBuffer();
+    // Hand the buffer over instead of copying it: the stream may keep the chunk.
+    const chunk = this.out.take();
     this.flushed += chunk.length;
-    this.out.reset();
     await this.stream.write(chunk);
   }
 }
@@ -402,34 +395,139 @@ export function countSectionEntries(section: RawSection, kind: EntryKind): numbe
 
 // ------------------------------------------------------------------------------------ canonical order
 
-function compareBuffers(a: Buffer, b: Buffer): number {
-  return Buffer.compare(a, b);
+/** Unsigned lexicographic order of `b[aS, aE)` and `b[bS, bE)`, a prefix first (as Buffer.compare). */
+function compareRanges(b: Buffer, aS: number, aE: number, bS: number, bE: number): number {
+  const la = aE - aS;
+  const lb = bE - bS;
+  const n = la < lb ? la : lb;
+  // Keys mostly differ within a few bytes: a JS loop beats a native call there.
+  const quick = n < 16 ? n : 16;
+  for (let i = 0; i < quick; i++) {
+    const d = b[aS + i] - b[bS + i];
+    if (d !== 0) return d;
+  }
+  if (n > quick) {
+    const c = b.compare(b, bS + quick, bS + n, aS + quick, aS + n);
+    if (c !== 0) return c;
+  }
+  return la - lb;
 }
 
 /**
- * Re-encodes a section in canonical order (layout canonical-v1): entries sorted by key bytes,
- * then namespace bytes (timers: then timestamp); map entries by user-key bytes; list elements
- * keep their order. Serializer-independent, so any writer (or a raw restored section) can use it.
+ * Writes the `entryCount` entries of `bytes` (one section's encoding) to `out` in canonical order
+ * (layout canonical-v1): sorted by key bytes, then namespace bytes (timers: then timestamp); map
+ * elements by user-key bytes; list elements keep their order. Equal entries keep their input
+ * order. The entries are indexed by offset and copied field by field (lengths re-encoded as
+ * minimal varints), so no per-entry objects or views are made. `dropEmpty` leaves out lists
+ * and maps without elements. Returns the number of entries written.
+ */
+export function writeCanonicalEntries(kind: EntryKind, bytes: Uint8Array, entryCount: number, out: ByteWriter, dropEmpty: boolean, what = 'key-groups section'): number {
+  if (entryCount === 0) return 0;
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const r = new ByteReader(b, what);
+  // Per entry: key start/end, namespace start/end, body start (value length / element count), entry end.
+  const at = new Int32Array(entryCount * 6);
+  const stamps = kind === 'timers' ? new Float64Array(entryCount) : undefined;
+  const order: number[] = [];
+  for (let i = 0; i < entryCount; i++) {
+    if (stamps !== undefined) stamps[i] = r.f64();
+    const o = i * 6;
+    const kl = r.varint();
+    at[o] = r.pos;
+    r.skip(kl);
+    at[o + 1] = r.pos;
+    const nl = r.varint();
+    at[o + 2] = r.pos;
+    r.skip(nl);
+    at[o + 3] = r.pos;
+    at[o + 4] = r.pos;
+    let keep = true;
+    if (kind === 'value') r.skip(r.varint());
+    else if (kind === 'list') {
+      const n = r.varint();
+      keep = n > 0 || !dropEmpty;
+      for (let j = 0; j < n; j++) r.skip(r.varint());
+    } else if (kind === 'map') {
+      const n = r.varint();
+      keep = n > 0 || !dropEmpty;
+      for (let j = 0; j < n; j++) {
+        r.skip(r.varint());
+        if (r.u8() === 0) r.skip(r.varint());
+      }
+    }
+    at[o + 5] = r.pos;
+    if (keep) order.push(i);
+  }
+  const byKeyNs = (x: number, y: number): number => {
+    const ox = x * 6;
+    const oy = y * 6;
+    return compareRanges(b, at[ox], at[ox + 1], at[oy], at[oy + 1]) || compareRanges(b, at[ox + 2], at[ox + 3], at[oy + 2], at[oy + 3]);
+  };
+  if (stamps !== undefined) {
+    order.sort((x, y) => {
+      const c = byKeyNs(x, y);
+      if (c !== 0) return c;
+      const d = stamps[x] - stamps[y];
+      return d < 0 ? -1 : d > 0 ? 1 : 0;
+    });
+  } else order.sort(byKeyNs);
+  for (const i of order) {
+    const o = i * 6;
+    if (stamps !== undefined) out.f64(stamps[i]);
+    out.varint(at[o + 1] - at[o]).rawRange(b, at[o], at[o + 1]);
+    out.varint(at[o + 3] - at[o + 2]).rawRange(b, at[o + 2], at[o + 3]);
+    if (kind === 'timers') continue;
+    r.pos = at[o + 4];
+    if (kind === 'value') {
+      const vl = r.varint();
+      out.varint(vl).rawRange(b, r.pos, r.pos + vl);
+    } else if (kind === 'list') {
+      const n = r.varint();
+      out.varint(n);
+      for (let j = 0; j < n; j++) {
+        const el = r.varint();
+        out.varint(el).rawRange(b, r.pos, r.pos + el);
+        r.pos += el;
+      }
+    } else writeSortedMapElements(b, r, out);
+  }
+  return order.length;
+}
+
+/** The elements of one map entry (reader at its count), sorted by user-key bytes; any non-zero isNull byte reads as null. */
+function writeSortedMapElements(b: Buffer, r: ByteReader, out: ByteWriter): void {
+  const n = r.varint();
+  out.varint(n);
+  // Per element: user key start/end, value start/end (-1 = null).
+  const el = new Int32Array(n * 4);
+  for (let j = 0; j < n; j++) {
+    const ukl = r.varint();
+    el[j * 4] = r.pos;
+    r.pos += ukl;
+    el[j * 4 + 1] = r.pos;
+    if (r.u8() === 0) {
+      const vl = r.varint();
+      el[j * 4 + 2] = r.pos;
+      r.pos += vl;
+      el[j * 4 + 3] = r.pos;
+    } else el[j * 4 + 2] = -1;
+  }
+  const order = Array.from({ length: n }, (_, j) => j);
+  if (n > 1) order.sort((x, y) => compareRanges(b, el[x * 4], el[x * 4 + 1], el[y * 4], el[y * 4 + 1]));
+  for (const j of order) {
+    const o = j * 4;
+    out.varint(el[o + 1] - el[o]).rawRange(b, el[o], el[o + 1]);
+    if (el[o + 2] < 0) out.u8(1);
+    else out.u8(0).varint(el[o + 3] - el[o + 2]).rawRange(b, el[o + 2], el[o + 3]);
+  }
+}
+
+/**
+ * Re-encodes a section in canonical order (layout canonical-v1); see writeCanonicalEntries.
+ * Serializer-independent, so any writer (or a raw restored section) can use it.
  */
 export function canonicalizeSection(kind: EntryKind, section: RawSection, out: SectionWriter): void {
-  const byKeyNs = (a: { key: Buffer; namespace: Buffer }, b: { key: Buffer; namespace: Buffer }): number =>
-    compareBuffers(a.key, b.key) || compareBuffers(a.namespace, b.namespace);
-  if (kind === 'value') {
-    for (const e of [...valueEntries(section)].sort(byKeyNs)) out.valueEntry(e.key, e.namespace, e.value);
-  } else if (kind === 'list') {
-    for (const e of [...listEntries(section)].sort(byKeyNs)) {
-      out.listEntry(e.key, e.namespace, e.elements.length);
-      for (const el of e.elements) out.listElement(el);
-    }
-  } else if (kind === 'map') {
-    for (const e of [...mapEntries(section)].sort(byKeyNs)) {
-      out.mapEntry(e.key, e.namespace, e.entries.length);
-      for (const [uk, v] of e.entries.sort((a, b) => compareBuffers(a[0], b[0]))) out.mapElement(uk, v);
-    }
-  } else {
-    const sorted = [...timerEntries(section)].sort((a, b) => byKeyNs(a, b) || a.timestamp - b.timestamp);
-    for (const e of sorted) out.timerEntry(e.timestamp, e.key, e.namespace);
-  }
+  out.count += writeCanonicalEntries(kind, section.bytes, section.entryCount, out.out, false);
 }
 
 // ------------------------------------------------------------------------------------ reading a handle

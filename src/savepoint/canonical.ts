@@ -5,16 +5,13 @@ import {
   CANONICAL_LAYOUT,
   entryKindOf,
   KeyGroupsStreamWriter,
-  listEntries,
-  mapEntries,
   MAX_STATE_ID,
   SectionWriter,
-  timerEntries,
-  valueEntries,
+  writeCanonicalEntries,
   type EntryKind,
   type KeyGroupsStreamHeader,
-  type RawSection,
 } from '../format/key-groups-stream.js';
+import { ByteWriter } from '../format/bytes.js';
 import type { SerializerConfig, SerializerSnapshot } from '../serializers/serializer.js';
 
 /**
@@ -149,23 +146,6 @@ function compareTimers(a: TimerE, b: TimerE): number {
   return compareKeyed(a, b) || a.timestamp - b.timestamp;
 }
 
-function collect(kind: EntryKind, section: RawSection, out: AnyEntry[], what: string): void {
-  switch (kind) {
-    case 'value':
-      for (const e of valueEntries(section, what)) out.push(e);
-      break;
-    case 'list':
-      for (const e of listEntries(section, what)) if (e.elements.length > 0) out.push(e);
-      break;
-    case 'map':
-      for (const e of mapEntries(section, what)) if (e.entries.length > 0) out.push(e);
-      break;
-    case 'timers':
-      for (const e of timerEntries(section, what)) out.push(e);
-      break;
-  }
-}
-
 /** Sorts the entries of one state in one key group canonically and encodes them into `section`. */
 export function writeCanonicalSection(kind: EntryKind, entries: AnyEntry[], section: SectionWriter): void {
   if (kind === 'timers') {
@@ -203,7 +183,9 @@ export class CanonicalKeyGroupsWriter {
   private readonly inner: KeyGroupsStreamWriter;
   private readonly kinds: EntryKind[];
   private readonly defaultIds: SourceIds;
-  private readonly pending: AnyEntry[][];
+  /** Per canonical state id: the encoded entries added in the current key group (copied), and their count. */
+  private readonly pending: ByteWriter[];
+  private readonly pendingCount: number[];
   private readonly touched = new Set<number>();
   private readonly section = new SectionWriter();
   private keyGroup = -1;
@@ -216,7 +198,8 @@ export class CanonicalKeyGroupsWriter {
     this.header = canonicalHeader(sourceHeader, [...sourceHeader.states, ...(opts.extraStates ?? [])]);
     this.inner = new KeyGroupsStreamWriter(stream, this.header, { canonical: true, ...(opts.flushBytes === undefined ? {} : { flushBytes: opts.flushBytes }) });
     this.kinds = this.header.states.map((s) => entryKindOf(s.kind));
-    this.pending = this.header.states.map(() => []);
+    this.pending = this.header.states.map(() => new ByteWriter(1024));
+    this.pendingCount = this.header.states.map(() => 0);
     this.defaultIds = this.idsFor(sourceHeader.states);
   }
 
@@ -249,19 +232,19 @@ export class CanonicalKeyGroupsWriter {
     if (entryCount === 0) return;
     const id = ids.get(stateId);
     if (id === undefined) throw new StreamStateError('INVALID_ARGUMENT', `section of state id ${stateId}, which the source header does not list`);
-    const copy = Buffer.from(entries);
-    collect(this.kinds[id], { stateId: id, entryCount, bytes: copy }, this.pending[id], `key group ${this.keyGroup}, state "${this.header.states[id].name}"`);
+    // Entries are self-delimiting: several sections of one state concatenate into one.
+    this.pending[id].raw(entries);
+    this.pendingCount[id] += entryCount;
     this.touched.add(id);
   }
 
   async endKeyGroup(): Promise<void> {
     for (const id of [...this.touched].sort((a, b) => a - b)) {
-      const entries = this.pending[id];
-      if (entries.length > 0) {
-        writeCanonicalSection(this.kinds[id], entries, this.section);
-        this.inner.addSection(id, this.section);
-      }
-      this.pending[id] = [];
+      const what = `key group ${this.keyGroup}, state "${this.header.states[id].name}"`;
+      this.section.count += writeCanonicalEntries(this.kinds[id], this.pending[id].view(), this.pendingCount[id], this.section.out, true, what);
+      this.inner.addSection(id, this.section);
+      this.pending[id].reset();
+      this.pendingCount[id] = 0;
     }
     this.touched.clear();
     this.keyGroup = -1;
