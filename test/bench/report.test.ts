@@ -78,6 +78,23 @@ describe('benchmark report', () => {
     expect(buildReport({}).markdown).toMatch(/interleaved \(`bench\/changelog-scaling.ts`\)\n\n_not run_/);
   });
 
+  it('evaluates the 1 GB convert target per format', () => {
+    const { markdown } = buildReport({
+      'savepoint-throughput': { sizeMb: 64, entries: 1000, valueBytes: 200 },
+      convertLarge: {
+        sizeMb: 1024,
+        entries: 5064819,
+        valueBytes: 200,
+        savepointBytes: 1087829282,
+        convertMemoryToLeveldb_canonical: { ms: 16707, bytes: 1087826383 },
+        convertMemoryToLeveldb_native: { ms: 61000, bytes: 1087826383 },
+      },
+    });
+    expect(markdown).toContain('Converting 1 GB of state');
+    expect(markdown).toMatch(/memory → leveldb \(canonical\) \| 16\.7 \| [\d.]+ \| met/);
+    expect(markdown).toMatch(/memory → leveldb \(native\) \| 61\.0 \| [\d.]+ \| NOT met/);
+  });
+
   it('parses the compact figures of the state-access scripts', () => {
     expect(parseOps('1.31M')).toBeCloseTo(1.31e6);
     expect(parseOps('393.0k')).toBeCloseTo(393e3);
