@@ -195,11 +195,12 @@ export class BufferedStore {
     const countRows = await this.resolveCounts(layer);
     if (layer.rows.size > 0 || countRows.length > 0) {
       const batch = this.db.batch();
-      for (const [k, v] of layer.rows) {
+      // forEach, not for-of: no [key, value] array per row on a pass over the whole layer.
+      layer.rows.forEach((v, k) => {
         const key = Buffer.from(k, 'latin1');
         if (v === null) batch.del(key);
         else batch.put(key, v);
-      }
+      });
       for (const [key, row] of countRows) {
         if (row === null) batch.del(key);
         else batch.put(key, row);
@@ -215,24 +216,35 @@ export class BufferedStore {
    */
   private async resolveCounts(layer: Layer): Promise<[Buffer, Buffer | null][]> {
     if (layer.counts.size === 0) return [];
-    const probes: { d: CountDelta; start: number }[] = [];
-    const probeKeys: Buffer[] = [];
+    const probes: CountDelta[] = [];
+    const starts: number[] = [];
+    const probeKeys: string[] = [];
+    const probeOf: number[] = [];
     for (const d of layer.counts.values()) {
       if (d.unresolved === 0) continue;
-      probes.push({ d, start: d.resolved });
-      for (let i = d.resolved; i < d.blind.length; i++) probeKeys.push(Buffer.from(d.blind[i], 'latin1'));
+      const p = probes.push(d) - 1;
+      starts.push(d.resolved);
+      for (let i = d.resolved; i < d.blind.length; i++) {
+        probeKeys.push(d.blind[i]);
+        probeOf.push(p);
+      }
     }
     if (probeKeys.length > 0) {
+      // Looked up in key order: neighbouring probes then share LevelDB blocks (one block read and
+      // decompressed for several), where put order scatters them over the whole database.
+      const order = probeKeys.map((_, i) => i).sort((a, b) => (probeKeys[a] < probeKeys[b] ? -1 : probeKeys[a] > probeKeys[b] ? 1 : 0));
       // getMany, not hasMany: classic-level answers hasMany with an iterator seek per key (every
       // level of the tree), getMany with point lookups that stop at the newest version.
-      const found = await this.inParallel(probeKeys, (keys) => this.db.getMany(keys));
-      const existed = found.map((v) => v !== undefined);
-      let pos = 0;
-      for (const { d, start } of probes) {
-        const n = d.blind.length - start;
+      const found = await this.inParallel(
+        order.map((i) => Buffer.from(probeKeys[i], 'latin1')),
+        (keys) => this.db.getMany(keys),
+      );
+      const fresh = new Array<number>(probes.length).fill(0);
+      for (let j = 0; j < order.length; j++) if (found[j] === undefined) fresh[probeOf[order[j]]]++;
+      for (let p = 0; p < probes.length; p++) {
+        const d = probes[p];
         // isEmpty() may have resolved them with getSync meanwhile (same answers): count them once.
-        if (d.resolved === start) d.resolveWith((_, i) => existed[pos + i - start]);
-        pos += n;
+        if (d.resolved === starts[p]) d.resolveCounted(fresh[p]);
       }
     }
     // Only counts that change are read and written: overwriting existing entries costs no count row I/O.

@@ -3,7 +3,7 @@ import { keyGroupForBytes, type KeyGroupRange } from '../../src/keygroups/key-gr
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 import type { BufferedStore } from './buffered-store.js';
-import { lengthPrefixed, lengthPrefixedUtf8Into } from './row-keys.js';
+import { lengthPrefixed, lengthPrefixedUtf8Capacity, lengthPrefixedUtf8Into } from './row-keys.js';
 
 /**
  * The current key of a keyed backend, in the form row keys need (key group + length-prefixed key
@@ -12,9 +12,13 @@ import { lengthPrefixed, lengthPrefixedUtf8Into } from './row-keys.js';
 export class KeyContext<K> {
   private key: K | undefined;
   private hasKey = false;
-  /** lengthPrefixed(serialized current key); empty until a key is set. */
+  /**
+   * lengthPrefixed(serialized current key) is keyPart[0, keyLength): string keys are written into
+   * one reused buffer (no allocation per key change), so keyPart may be longer than the key.
+   */
   keyPart: Buffer = Buffer.alloc(0);
-  /** Reused for string keys' lengthPrefixed UTF-8 (keyPart is a view into it). */
+  keyLength = 0;
+  /** The reused buffer of string keys. */
   private keyBuf: Buffer = Buffer.allocUnsafe(64);
   keyGroup = -1;
   /** Bumped by every key change: state handles rebuild their row-key prefix when it moves. */
@@ -49,12 +53,14 @@ export class KeyContext<K> {
     this.hasKey = true;
     this.keyGroup = kg;
     if (bytes === null) {
-      const [buf, n] = lengthPrefixedUtf8Into(this.keyBuf, key as string);
-      this.keyBuf = buf;
-      // A view: valid until the next key change, when every handle rebuilds its row keys anyway.
-      this.keyPart = buf.subarray(0, n);
+      const need = lengthPrefixedUtf8Capacity(key as string);
+      if (this.keyBuf.length < need) this.keyBuf = Buffer.allocUnsafe(Math.max(need, 2 * this.keyBuf.length));
+      // Overwritten by the next key change, when every handle rebuilds its row keys anyway.
+      this.keyPart = this.keyBuf;
+      this.keyLength = lengthPrefixedUtf8Into(this.keyBuf, key as string);
     } else {
       this.keyPart = lengthPrefixed(bytes);
+      this.keyLength = this.keyPart.length;
     }
     this.epoch++;
   }

@@ -42,8 +42,14 @@ export class CountDelta {
   }
 
   /** Counts the unresolved blind puts; `existed(key)` says whether LevelDB holds the entry. */
-  resolveWith(existed: (key: string, index: number) => boolean): void {
-    for (let i = this.resolved; i < this.blind.length; i++) if (!existed(this.blind[i], i)) this.delta++;
+  resolveWith(existed: (key: string) => boolean): void {
+    for (let i = this.resolved; i < this.blind.length; i++) if (!existed(this.blind[i])) this.delta++;
+    this.resolved = this.blind.length;
+  }
+
+  /** Resolves every unresolved blind put at once, `fresh` of them new entries. */
+  resolveCounted(fresh: number): void {
+    this.delta += fresh;
     this.resolved = this.blind.length;
   }
 

@@ -54,17 +54,30 @@ export function lengthPrefixed(bytes: Uint8Array): Buffer {
   return out;
 }
 
+/** Bytes lengthPrefixedUtf8Into may need for `s`: UTF-8 takes at most 3 bytes per UTF-16 unit, a varint of a string length at most 5. */
+export function lengthPrefixedUtf8Capacity(s: string): number {
+  return 3 * s.length + 5;
+}
+
 /**
- * lengthPrefixed(UTF-8 of `s`) written into `scratch` (grown when too small), without allocating
- * the UTF-8 bytes first. Returns the buffer used and the length written.
+ * Writes lengthPrefixed(UTF-8 of `s`) at the start of `buf` (at least lengthPrefixedUtf8Capacity(s)
+ * bytes) without allocating the UTF-8 bytes first, and returns its length. ASCII (the common case)
+ * is copied char by char: for short keys a JS loop beats a call into Buffer.write.
  */
-export function lengthPrefixedUtf8Into(scratch: Buffer, s: string): [buf: Buffer, length: number] {
-  const n = Buffer.byteLength(s, 'utf8');
-  let buf = scratch;
-  if (buf.length < n + 5) buf = Buffer.allocUnsafe(Math.max(n + 5, 2 * buf.length));
-  const pos = writeVarint(buf, 0, n);
-  buf.write(s, pos, 'utf8');
-  return [buf, pos + n];
+export function lengthPrefixedUtf8Into(buf: Buffer, s: string): number {
+  const chars = s.length;
+  const start = writeVarint(buf, 0, chars);
+  for (let i = 0; i < chars; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) {
+      // Not ASCII: the byte length differs from the char count, and so may the varint.
+      const n = Buffer.byteLength(s, 'utf8');
+      const pos = writeVarint(buf, 0, n);
+      return pos + buf.write(s, pos, 'utf8');
+    }
+    buf[start + i] = c;
+  }
+  return start + chars;
 }
 
 /** The 2-byte big-endian prefix of a key group: rows of key groups [a, b] are [kgPrefix(a), kgPrefix(b + 1)). */
@@ -148,11 +161,16 @@ export function encodeRowKey(keyGroup: number, stateId: number, key: Uint8Array,
   return out;
 }
 
+/** Row keys up to this length get a reused exact-length buffer for view(); longer ones a fresh view. */
+const MAX_POOLED_VIEW = 128;
+
 /**
  * Assembles row keys in one reused buffer. Each state handle owns one, so the prefix
  * (key group, state id, key, namespace) is rebuilt only when the current key or namespace
  * changes, and the latin1 string and exact-length view are made at most once per row key.
- * `view()` is valid until the next build.
+ * `view()` is valid until the next build: it is a reused buffer per length, because LevelDB
+ * takes keys as exact-length buffers and a fresh view per key change is an allocation on the
+ * per-record path.
  */
 export class RowKeyBuilder {
   private buf = Buffer.allocUnsafe(256);
@@ -160,6 +178,7 @@ export class RowKeyBuilder {
   private len = 0;
   private str: string | null = null;
   private viewBuf: Buffer | null = null;
+  private readonly views: (Buffer | undefined)[] = [];
 
   private ensure(n: number): void {
     if (n <= this.buf.length) return;
@@ -177,17 +196,23 @@ export class RowKeyBuilder {
     return this;
   }
 
-  /** Sets the row key to (key group, state id, key, namespace): the whole key of non-map rows, the prefix of map entries. */
-  prefix(keyGroup: number, stateId: number, keyPart: Uint8Array, nsPart: Uint8Array): this {
-    const total = ROW_HEADER_BYTES + keyPart.length + nsPart.length;
+  /**
+   * Sets the row key to (key group, state id, key, namespace): the whole key of non-map rows, the
+   * prefix of map entries. The key part is keyPart[0, keyLength) (a reused buffer may be longer).
+   */
+  prefix(keyGroup: number, stateId: number, keyPart: Uint8Array, nsPart: Uint8Array, keyLength = keyPart.length): this {
+    const nsLen = nsPart.length;
+    const total = ROW_HEADER_BYTES + keyLength + nsLen;
     this.ensure(total);
     const b = this.buf;
     b[0] = keyGroup >>> 8;
     b[1] = keyGroup & 0xff;
     b[2] = stateId >>> 8;
     b[3] = stateId & 0xff;
-    b.set(keyPart, 4);
-    b.set(nsPart, 4 + keyPart.length);
+    // Loops, not set(): row-key parts are a few bytes, where TypedArray.set's call costs more than the copy.
+    for (let i = 0; i < keyLength; i++) b[4 + i] = keyPart[i];
+    const ns = 4 + keyLength;
+    for (let i = 0; i < nsLen; i++) b[ns + i] = nsPart[i];
     this.prefixLen = total;
     this.len = total;
     this.str = null;
@@ -197,9 +222,12 @@ export class RowKeyBuilder {
 
   /** The prefix followed by a map user key. */
   withUserKey(userKey: Uint8Array): this {
-    const total = this.prefixLen + userKey.length;
+    const n = userKey.length;
+    const total = this.prefixLen + n;
     this.ensure(total);
-    this.buf.set(userKey, this.prefixLen);
+    const b = this.buf;
+    const at = this.prefixLen;
+    for (let i = 0; i < n; i++) b[at + i] = userKey[i];
     this.len = total;
     this.str = null;
     this.viewBuf = null;
@@ -218,10 +246,23 @@ export class RowKeyBuilder {
 
   /** The row key as a latin1 string: one char per byte, so string order is byte order. */
   string(): string {
-    return (this.str ??= this.buf.toString('latin1', 0, this.len));
+    // latin1Slice is what toString('latin1', start, end) ends in, minus its argument handling.
+    return (this.str ??= (this.buf as unknown as Latin1Slice).latin1Slice(0, this.len));
   }
 
   view(): Buffer {
-    return (this.viewBuf ??= this.buf.subarray(0, this.len));
+    if (this.viewBuf !== null) return this.viewBuf;
+    const n = this.len;
+    if (n > MAX_POOLED_VIEW) return (this.viewBuf = this.buf.subarray(0, n));
+    let v = this.views[n];
+    if (v === undefined) this.views[n] = v = Buffer.allocUnsafeSlow(n);
+    const b = this.buf;
+    for (let i = 0; i < n; i++) v[i] = b[i];
+    return (this.viewBuf = v);
   }
+}
+
+/** Node's Buffer method behind toString('latin1'), not in @types/node. */
+interface Latin1Slice {
+  latin1Slice(start: number, end: number): string;
 }

@@ -55,7 +55,7 @@ abstract class LevelState<N> {
     const ctx = this.ctx;
     ctx.checkKey();
     if (this.builtFor !== ctx.epoch) {
-      this.rows.prefix(ctx.keyGroup, this.stateId, ctx.keyPart, this.namespacePart());
+      this.rows.prefix(ctx.keyGroup, this.stateId, ctx.keyPart, this.namespacePart(), ctx.keyLength);
       this.builtFor = ctx.epoch;
     }
     if (userKey !== undefined) this.rows.withUserKey(userKey);
@@ -65,7 +65,7 @@ abstract class LevelState<N> {
   /** Builds the row key of the current key and namespace under another state id in `into` (map count rows). */
   protected rowOf(stateId: number, into: RowKeyBuilder): void {
     this.ctx.checkKey();
-    into.prefix(this.ctx.keyGroup, stateId, this.ctx.keyPart, this.namespacePart());
+    into.prefix(this.ctx.keyGroup, stateId, this.ctx.keyPart, this.namespacePart(), this.ctx.keyLength);
   }
 
   protected readRow(): Buffer | undefined {
