@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isIncrementalHandle, leveldb, type LevelDbIncrementalHandle, type LevelDbOptions } from '../../backends/leveldb/index.js';
+import { isIncrementalHandle, leveldb, type LevelDbIncrementalHandle, type LevelDbKeyedStateBackend, type LevelDbOptions } from '../../backends/leveldb/index.js';
 import type { KeyedStateBackend, RestoreSource, StateBackend } from '../../src/backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../../src/backend/handles.js';
 import { localCheckpointStorage, type BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
@@ -152,6 +152,11 @@ describe('leveldb native incremental checkpoints through the CheckpointCoordinat
     const kb = await create();
     const model = new Map<string, string>();
     for (let round = 1; round <= 3; round++) writeRound(kb, model, round);
+    // Let LevelDB finish compacting the load first: a compaction still running in the background
+    // would legitimately add table files between the two checkpoints (the claim is about the change).
+    const ldb = kb as LevelDbKeyedStateBackend<string>;
+    await ldb.flush();
+    await ldb.db.compactRange(Buffer.from([0]), Buffer.from([0xff, 0xff, 0xff]));
     const first = await checkpoint(coord, kb);
     const v = kb.getState(vd);
     kb.setCurrentKey('k1');

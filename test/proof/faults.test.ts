@@ -68,7 +68,11 @@ describe('resource faults during checkpoints', () => {
     dir: string,
     store: BlobStore,
     hooks: { faultOn: () => void; faultOff: () => void },
-    /** `renewFault`: call faultOn again after every completion during the fault (a real disk gets space back when retention deletes). */
+    /**
+     * `renewFault`: call faultOn again during the fault after every completion and at every barrier
+     * and snapshot (a real disk gets space back whenever retention deletes, and those deletes may
+     * land just before the next checkpoint writes).
+     */
     opts: { faultAfter?: number; abortsWanted?: number; crashOnAbort?: boolean; renewFault?: boolean } = {},
   ): Promise<FaultRun> {
     const storage = proofStorage(store);
@@ -86,6 +90,8 @@ describe('resource faults during checkpoints', () => {
           state = 'fault';
           hooks.faultOn();
         }
+      } else if ((e.type === 'barrier' || e.type === 'snapshot') && state === 'fault' && opts.renewFault) {
+        hooks.faultOn();
       } else if (e.type === 'checkpoint-aborted' && state === 'fault') {
         aborted.push({ id: e.checkpointId, attempt: e.attempt, reason: e.reason });
         if (!opts.crashOnAbort && aborted.length >= abortsWanted) {
