@@ -11,6 +11,7 @@ import { KeyGroupRange, keyGroupForKey } from '../../src/keygroups/key-groups.js
 import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import type { RestoreSource } from '../../src/backend/contract.js';
 import { mapState, valueState } from '../../src/state/descriptors.js';
+import { MAX_P, params } from '../heap/support.js';
 
 /**
  * The write buffer with a tiny size limit, so that layers are sealed every few operations and
@@ -26,21 +27,10 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-const MAX_P = 16;
 
 async function create(writeBufferBytes: number, clock?: () => number, restore?: RestoreSource<KeyedStateHandle>): Promise<LevelDbKeyedStateBackend<string>> {
   return LevelDbKeyedStateBackend.create(
-    {
-      jobId: 'job',
-      operatorId: 'op',
-      subtaskIndex: 0,
-      parallelism: 1,
-      maxParallelism: MAX_P,
-      keyGroupRange: new KeyGroupRange(0, MAX_P - 1),
-      keySerializer: stringSerializer,
-      ...(clock ? { clock } : {}),
-      ...(restore ? { restore } : {}),
-    },
+    params({ ...(clock ? { clock } : {}), ...(restore ? { restore } : {}) }),
     { workingDir: root, writeBufferBytes },
   );
 }
