@@ -7,7 +7,7 @@ import { LevelDbKeyedStateBackend } from '../../backends/leveldb/backend.js';
 import { countRowStateId, decodeRowKey, encodeRowKey, isCountRowStateId } from '../../backends/leveldb/row-keys.js';
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
-import { KeyGroupRange, keyGroupForKey } from '../../src/keygroups/key-groups.js';
+import { keyGroupForKey } from '../../src/keygroups/key-groups.js';
 import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import type { RestoreSource } from '../../src/backend/contract.js';
 import { mapState, valueState } from '../../src/state/descriptors.js';
