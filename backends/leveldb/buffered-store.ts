@@ -1,4 +1,4 @@
-import type { ClassicLevel } from 'classic-level';
+import type { ChainedBatch, ClassicLevel } from 'classic-level';
 import { StorageError } from '../../src/errors.js';
 import { applyDelta, CountDelta, decodeCountRow, encodeCountRow, type MapCount } from './map-counts.js';
 
@@ -13,9 +13,16 @@ import { applyDelta, CountDelta, decodeCountRow, encodeCountRow, type MapCount }
  * look at the layers newest first, then call db.getSync. Per-layer Maps keep each write to one
  * Map.set on a Map of bounded size, and sealing to one pass over it. Iteration merges the layers
  * with a LevelDB iterator in byte order.
+ *
+ * While a layer has no range deletion and few overwrites, each write also goes straight into the
+ * layer's LevelDB batch (LevelDB copies the bytes), so that sealing hands a ready batch to
+ * LevelDB's thread: no second pass over the rows, no key buffer per row. A range deletion or
+ * many overwrites of the same rows (hot keys, where the Map's deduplication saves LevelDB
+ * work) drop that batch, and the layer is written from its Map as before.
  */
 
 export type LevelDb = ClassicLevel<Buffer, Buffer>;
+type Batch = ChainedBatch<LevelDb, Buffer, Buffer>;
 
 /** [gte, lt) as latin1 strings; lt null = unbounded. */
 type StringRange = readonly [gte: string, lt: string | null];
@@ -26,12 +33,20 @@ class Layer {
   /** Map entry counts changed in this layer, by count row key. */
   readonly counts = new Map<string, CountDelta>();
   bytes = 0;
+  /** The layer's rows in write order, as a LevelDB batch, while `direct`; null until the first write. */
+  batch: Batch | null = null;
+  direct = true;
+  /** Writes that replaced a row already in the layer (each is a redundant row in `batch`). */
+  overwrites = 0;
 
   covers(key: string): boolean {
     for (const [gte, lt] of this.cleared) if (inRange(key, gte, lt)) return true;
     return false;
   }
 }
+
+/** An idle LevelDB gets a layer once it holds this fraction of the limit: small batches keep LevelDB busy alongside the caller. */
+const EAGER_FRACTION = 16;
 
 /** Lookups of a sealed layer (blind map puts, count rows) are split over the libuv thread pool. */
 const PARALLEL_LOOKUPS = 4;
@@ -56,7 +71,22 @@ export class BufferedStore {
     readonly db: LevelDb,
     private readonly limitBytes: number,
     private readonly describe: string,
-  ) {}
+  ) {
+    this.sealAt = Math.max(1, Math.floor(limitBytes / EAGER_FRACTION));
+  }
+
+  /** Layers seal at this size when LevelDB is idle; while a write is in flight they grow up to limitBytes. */
+  private readonly sealAt: number;
+
+  /**
+   * Seals a layer that reached `sealAt` if LevelDB is idle (its write then overlaps with what the
+   * caller does next), or once it holds limitBytes. While a write is in flight, a sealed layer
+   * could only queue (and a synchronous caller would not let the write's completion through
+   * anyway): growing the active layer instead keeps the layers few and their batches large.
+   */
+  private sealIfDue(layer: Layer): void {
+    if (this.writesQueued === 0 || layer.bytes >= this.limitBytes) this.seal();
+  }
 
   /**
    * What the buffer knows of a row without asking LevelDB: its value, null (deleted or in a
@@ -88,19 +118,45 @@ export class BufferedStore {
     return this.sealed.length === 0 && this.active.rows.size === 0 && this.active.cleared.length === 0 && this.active.counts.size === 0;
   }
 
-  /** Buffers a write. Reaching the size limit seals the layer and may start writing it before this returns. */
-  put(key: string, value: Buffer): void {
+  /**
+   * Buffers a write. `view` is the row key as bytes (read only during the call). Reaching the size
+   * limit seals the layer and may start writing it before this returns.
+   */
+  put(key: string, value: Buffer, view: Buffer): void {
     const layer = this.active;
-    layer.rows.set(key, value);
+    const rows = layer.rows;
+    const size = rows.size;
+    rows.set(key, value);
     layer.bytes += key.length + value.length + 48;
-    if (layer.bytes >= this.limitBytes) this.seal();
+    if (layer.direct) this.addToBatch(layer, rows.size === size, view, value);
+    if (layer.bytes >= this.sealAt) this.sealIfDue(layer);
   }
 
-  delete(key: string): void {
+  delete(key: string, view: Buffer): void {
     const layer = this.active;
-    layer.rows.set(key, null);
+    const rows = layer.rows;
+    const size = rows.size;
+    rows.set(key, null);
     layer.bytes += key.length + 48;
-    if (layer.bytes >= this.limitBytes) this.seal();
+    if (layer.direct) this.addToBatch(layer, rows.size === size, view, null);
+    if (layer.bytes >= this.sealAt) this.sealIfDue(layer);
+  }
+
+  /** Mirrors a row write into the layer's batch, or gives the batch up once overwrites make up a quarter of it. */
+  private addToBatch(layer: Layer, overwrite: boolean, view: Buffer, value: Buffer | null): void {
+    if (overwrite && ++layer.overwrites > 256 && layer.overwrites * 4 > layer.rows.size) {
+      this.dropBatch(layer);
+      return;
+    }
+    const batch = (layer.batch ??= this.db.batch());
+    if (value === null) batch.del(view);
+    else batch.put(view, value);
+  }
+
+  /** From now on the layer is written from its Map. */
+  private dropBatch(layer: Layer): void {
+    layer.direct = false;
+    layer.batch?.clear();
   }
 
   /** Deletes every row in [gte, lt). */
@@ -108,10 +164,12 @@ export class BufferedStore {
     const g = gte.toString('latin1');
     const l = lt === null ? null : lt.toString('latin1');
     const layer = this.active;
+    // LevelDB batches have no range deletion: the rows go to LevelDB after db.clear, from the Map.
+    if (layer.direct) this.dropBatch(layer);
     for (const k of layer.rows.keys()) if (inRange(k, g, l)) layer.rows.delete(k);
     layer.cleared.push([g, l]);
     layer.bytes += 2 * gte.length + 48;
-    if (layer.bytes >= this.limitBytes) this.seal();
+    if (layer.bytes >= this.sealAt) this.sealIfDue(layer);
   }
 
   /** The count bookkeeping of one map (key, namespace) in the active layer. */
@@ -194,13 +252,15 @@ export class BufferedStore {
     }
     const countRows = await this.resolveCounts(layer);
     if (layer.rows.size > 0 || countRows.length > 0) {
-      const batch = this.db.batch();
-      // forEach, not for-of: no [key, value] array per row on a pass over the whole layer.
-      layer.rows.forEach((v, k) => {
-        const key = Buffer.from(k, 'latin1');
-        if (v === null) batch.del(key);
-        else batch.put(key, v);
-      });
+      const batch = (layer.batch ??= this.db.batch());
+      if (!layer.direct) {
+        // forEach, not for-of: no [key, value] array per row on a pass over the whole layer.
+        layer.rows.forEach((v, k) => {
+          const key = Buffer.from(k, 'latin1');
+          if (v === null) batch.del(key);
+          else batch.put(key, v);
+        });
+      }
       for (const [key, row] of countRows) {
         if (row === null) batch.del(key);
         else batch.put(key, row);

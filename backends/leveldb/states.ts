@@ -75,11 +75,11 @@ abstract class LevelState<N> {
   }
 
   protected writeRow(value: Buffer): void {
-    this.ctx.store.put(this.rows.string(), value);
+    this.ctx.store.put(this.rows.string(), value, this.rows.view());
   }
 
   protected deleteRow(): void {
-    this.ctx.store.delete(this.rows.string());
+    this.ctx.store.delete(this.rows.string(), this.rows.view());
   }
 
   clear(): void {
@@ -369,7 +369,7 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
     if (before === undefined) d.blind.push(rowKey);
     else if (before === null) d.delta++;
     if (d.ttl) d.noteTimestamp(row);
-    store.put(rowKey, row);
+    store.put(rowKey, row, this.rows.view());
   }
 
   putAll(entries: Iterable<readonly [UK, UV]> | ReadonlyMap<UK, UV>): void {

@@ -175,6 +175,80 @@ describe('leveldb write buffer with layers in flight', () => {
     }
   });
 
+  it('a layer written from its ready batch and one written from its Map (hot keys, deletes, map clears) leave the same rows in LevelDB', async () => {
+    type Step =
+      | { op: 'burst'; keys: number; n: number }
+      | { op: 'delete'; key: number }
+      | { op: 'mapPut'; key: number; uk: number }
+      | { op: 'mapClear'; key: number }
+      | { op: 'flush' };
+    const step: fc.Arbitrary<Step> = fc.oneof(
+      // Hot keys: n updates over a few keys overwrite rows of the same layer (a quarter of them drops the batch).
+      { weight: 3, arbitrary: fc.record({ op: fc.constant('burst' as const), keys: fc.integer({ min: 1, max: 400 }), n: fc.integer({ min: 1, max: 1500 }) }) },
+      { weight: 2, arbitrary: fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 399 }) }) },
+      { weight: 2, arbitrary: fc.record({ op: fc.constant('mapPut' as const), key: fc.integer({ min: 0, max: 5 }), uk: fc.integer({ min: 0, max: 9 }) }) },
+      { weight: 1, arbitrary: fc.record({ op: fc.constant('mapClear' as const), key: fc.integer({ min: 0, max: 5 }) }) },
+      { weight: 1, arbitrary: fc.constant({ op: 'flush' as const }) },
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), async (steps) => {
+        const kb = await create(64 << 20); // one layer until a flush: every step lands in the same layer
+        try {
+          const value = kb.getState(vd);
+          const map = kb.getState(md);
+          const values = new Map<number, number>();
+          const maps = new Map<number, Map<number, number>>();
+          let seq = 0;
+          for (const s of steps) {
+            if (s.op === 'flush') {
+              await kb.flush();
+            } else if (s.op === 'burst') {
+              for (let i = 0; i < s.n; i++) {
+                const k = i % s.keys;
+                kb.setCurrentKey(`key-${k}`);
+                value.update(++seq);
+                values.set(k, seq);
+              }
+            } else if (s.op === 'delete') {
+              kb.setCurrentKey(`key-${s.key}`);
+              value.clear();
+              values.delete(s.key);
+            } else {
+              kb.setCurrentKey(`key-${s.key}`);
+              const m = maps.get(s.key) ?? new Map<number, number>();
+              maps.set(s.key, m);
+              if (s.op === 'mapPut') {
+                map.put(s.uk, ++seq);
+                m.set(s.uk, seq);
+              } else {
+                map.clear();
+                m.clear();
+              }
+            }
+          }
+          await kb.flush();
+          // The buffer is empty now: every read below is LevelDB's answer.
+          expect(kb.store.bufferEmpty).toBe(true);
+          for (let k = 0; k < 400; k++) {
+            kb.setCurrentKey(`key-${k}`);
+            expect(value.value()).toBe(values.get(k) ?? null);
+          }
+          for (const [k, m] of maps) {
+            kb.setCurrentKey(`key-${k}`);
+            const got = new Map<number, number>();
+            for await (const [uk2, v] of map.entries()) got.set(uk2, v);
+            expect(got).toEqual(m);
+            expect(map.isEmpty()).toBe(m.size === 0);
+          }
+          await checkCountRows(kb);
+        } finally {
+          await kb.close();
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+
   it('map counts stay exact while a layer resolves its blind puts and while its batch is being written', async () => {
     const kb = await create(1 << 20); // layers are sealed only by flush() here
     try {
