@@ -31,7 +31,7 @@ import { consume, fmtOps, median, parseBenchArgs, printTable, recordResults, sin
 
 const { quick, args } = parseBenchArgs();
 const numKeys = Number(args[0] ?? (quick ? 100_000 : 500_000));
-const ROUNDS = Number(process.env.LEVELDB_BENCH_ROUNDS ?? (quick ? 3 : 9));
+const ROUNDS = Number(process.env.LEVELDB_BENCH_ROUNDS ?? (quick ? 3 : 15));
 const OPS_PER_ROUND = quick ? 20_000 : 60_000;
 const BLOCK = 1000;
 const MAP_ENTRIES = 10;

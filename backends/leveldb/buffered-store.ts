@@ -1,24 +1,25 @@
 import type { ChainedBatch, ClassicLevel } from 'classic-level';
 import { StorageError } from '../../src/errors.js';
 import { applyDelta, CountDelta, decodeCountRow, encodeCountRow, type MapCount } from './map-counts.js';
+import { RowTable } from './row-table.js';
 
 /**
  * LevelDB behind an in-memory write buffer, so that point reads and writes are synchronous.
  *
- * Writes land in the active layer: a Map keyed by the row key's latin1 string (null = deleted)
+ * Writes land in the active layer: a table keyed by row-key bytes (row-table.ts; null = deleted)
  * plus range deletions (MapState.clear has no synchronous way to enumerate its rows) and map
  * count deltas (map-counts.ts). When the layer holds `limitBytes` it is sealed and written to
  * LevelDB (its range deletions with db.clear, then its rows and count rows in one batch); sealed
  * layers are written one after another, in order, and stay readable until LevelDB has them. Reads
- * look at the layers newest first, then call db.getSync. Per-layer Maps keep each write to one
- * Map.set on a Map of bounded size, and sealing to one pass over it. Iteration merges the layers
- * with a LevelDB iterator in byte order.
+ * look at the layers newest first, then call db.getSync. Per-layer tables keep each write to one
+ * insert into a table of bounded size. Iteration merges the layers with a LevelDB iterator in
+ * byte order.
  *
  * While a layer has no range deletion and few overwrites, each write also goes straight into the
  * layer's LevelDB batch (LevelDB copies the bytes), so that sealing hands a ready batch to
  * LevelDB's thread: no second pass over the rows, no key buffer per row. A range deletion or
- * many overwrites of the same rows (hot keys, where the Map's deduplication saves LevelDB
- * work) drop that batch, and the layer is written from its Map as before.
+ * many overwrites of the same rows (hot keys, where the table's deduplication saves LevelDB
+ * work) drop that batch, and the layer is written from its table instead.
  */
 
 export type LevelDb = ClassicLevel<Buffer, Buffer>;
@@ -27,9 +28,16 @@ type Batch = ChainedBatch<LevelDb, Buffer, Buffer>;
 /** [gte, lt) as latin1 strings; lt null = unbounded. */
 type StringRange = readonly [gte: string, lt: string | null];
 
+/** A range deletion: [gte, lt) as bytes, and as latin1 strings for merging with iteration. */
+interface Cleared {
+  readonly gte: Buffer;
+  readonly lt: Buffer | null;
+  readonly strings: StringRange;
+}
+
 class Layer {
-  readonly rows = new Map<string, Buffer | null>();
-  readonly cleared: StringRange[] = [];
+  readonly rows = new RowTable();
+  readonly cleared: Cleared[] = [];
   /** Map entry counts changed in this layer, by count row key. */
   readonly counts = new Map<string, CountDelta>();
   bytes = 0;
@@ -39,8 +47,8 @@ class Layer {
   /** Writes that replaced a row already in the layer (each is a redundant row in `batch`). */
   overwrites = 0;
 
-  covers(key: string): boolean {
-    for (const [gte, lt] of this.cleared) if (inRange(key, gte, lt)) return true;
+  covers(key: Buffer): boolean {
+    for (const { gte, lt } of this.cleared) if (key.compare(gte) >= 0 && (lt === null || key.compare(lt) < 0)) return true;
     return false;
   }
 }
@@ -90,9 +98,9 @@ export class BufferedStore {
 
   /**
    * What the buffer knows of a row without asking LevelDB: its value, null (deleted or in a
-   * cleared range) or undefined (only LevelDB knows).
+   * cleared range) or undefined (only LevelDB knows). `key` is the row key.
    */
-  peek(key: string): Buffer | null | undefined {
+  peek(key: Buffer): Buffer | null | undefined {
     const active = this.active;
     const v = active.rows.get(key);
     if (v !== undefined) return v;
@@ -106,39 +114,35 @@ export class BufferedStore {
     return undefined;
   }
 
-  /** The stored bytes, or undefined. `view` is the row key as bytes (used only on a buffer miss). */
-  get(key: string, view: Buffer): Buffer | undefined {
+  /** The stored bytes of the row `key`, or undefined. */
+  get(key: Buffer): Buffer | undefined {
     const v = this.peek(key);
     if (v !== undefined) return v ?? undefined;
-    return this.db.getSync(view);
+    return this.db.getSync(key);
   }
 
-  /** Nothing is buffered: callers may read LevelDB directly (and skip building the key string). */
+  /** Nothing is buffered: callers may read LevelDB directly. */
   get bufferEmpty(): boolean {
     return this.sealed.length === 0 && this.active.rows.size === 0 && this.active.cleared.length === 0 && this.active.counts.size === 0;
   }
 
   /**
-   * Buffers a write. `view` is the row key as bytes (read only during the call). Reaching the size
-   * limit seals the layer and may start writing it before this returns.
+   * Buffers a write of the row `key` (its bytes are copied: the caller may reuse the buffer).
+   * Reaching the size limit seals the layer and may start writing it before this returns.
    */
-  put(key: string, value: Buffer, view: Buffer): void {
+  put(key: Buffer, value: Buffer): void {
     const layer = this.active;
-    const rows = layer.rows;
-    const size = rows.size;
-    rows.set(key, value);
+    const fresh = layer.rows.set(key, value);
     layer.bytes += key.length + value.length + 48;
-    if (layer.direct) this.addToBatch(layer, rows.size === size, view, value);
+    if (layer.direct) this.addToBatch(layer, !fresh, key, value);
     if (layer.bytes >= this.sealAt) this.sealIfDue(layer);
   }
 
-  delete(key: string, view: Buffer): void {
+  delete(key: Buffer): void {
     const layer = this.active;
-    const rows = layer.rows;
-    const size = rows.size;
-    rows.set(key, null);
+    const fresh = layer.rows.set(key, null);
     layer.bytes += key.length + 48;
-    if (layer.direct) this.addToBatch(layer, rows.size === size, view, null);
+    if (layer.direct) this.addToBatch(layer, !fresh, key, null);
     if (layer.bytes >= this.sealAt) this.sealIfDue(layer);
   }
 
@@ -153,7 +157,7 @@ export class BufferedStore {
     else batch.put(view, value);
   }
 
-  /** From now on the layer is written from its Map. */
+  /** From now on the layer is written from its table. */
   private dropBatch(layer: Layer): void {
     layer.direct = false;
     layer.batch?.clear();
@@ -161,13 +165,11 @@ export class BufferedStore {
 
   /** Deletes every row in [gte, lt). */
   deleteRange(gte: Buffer, lt: Buffer | null): void {
-    const g = gte.toString('latin1');
-    const l = lt === null ? null : lt.toString('latin1');
     const layer = this.active;
-    // LevelDB batches have no range deletion: the rows go to LevelDB after db.clear, from the Map.
+    // LevelDB batches have no range deletion: the rows go to LevelDB after db.clear, from the table.
     if (layer.direct) this.dropBatch(layer);
-    for (const k of layer.rows.keys()) if (inRange(k, g, l)) layer.rows.delete(k);
-    layer.cleared.push([g, l]);
+    layer.rows.dropRange(gte, lt);
+    layer.cleared.push({ gte: Buffer.from(gte), lt: lt === null ? null : Buffer.from(lt), strings: [gte.toString('latin1'), lt === null ? null : lt.toString('latin1')] });
     layer.bytes += 2 * gte.length + 48;
     if (layer.bytes >= this.sealAt) this.sealIfDue(layer);
   }
@@ -246,17 +248,12 @@ export class BufferedStore {
   }
 
   private async writeLayer(layer: Layer): Promise<void> {
-    for (const [gte, lt] of layer.cleared) {
-      const g = Buffer.from(gte, 'latin1');
-      await (lt === null ? this.db.clear({ gte: g }) : this.db.clear({ gte: g, lt: Buffer.from(lt, 'latin1') }));
-    }
+    for (const { gte, lt } of layer.cleared) await (lt === null ? this.db.clear({ gte }) : this.db.clear({ gte, lt }));
     const countRows = await this.resolveCounts(layer);
     if (layer.rows.size > 0 || countRows.length > 0) {
       const batch = (layer.batch ??= this.db.batch());
       if (!layer.direct) {
-        // forEach, not for-of: no [key, value] array per row on a pass over the whole layer.
-        layer.rows.forEach((v, k) => {
-          const key = Buffer.from(k, 'latin1');
+        layer.rows.forEach((key, v) => {
           if (v === null) batch.del(key);
           else batch.put(key, v);
         });
@@ -372,13 +369,13 @@ export class BufferedStore {
     const merged = new Map<string, Buffer | null>();
     const hidden: StringRange[] = [];
     for (const layer of [...this.sealed, this.active]) {
-      for (const r of layer.cleared) {
+      for (const { strings: r } of layer.cleared) {
         if ((r[1] === null || r[1] > g) && (l === null || r[0] < l)) {
           hidden.push(r);
           for (const k of merged.keys()) if (inRange(k, r[0], r[1])) merged.delete(k);
         }
       }
-      for (const [k, v] of layer.rows) if (inRange(k, g, l)) merged.set(k, v);
+      layer.rows.rangeAsStrings(gte, lt, (k, v) => merged.set(k, v));
     }
     const rows: [string, Buffer][] = [];
     const shadowed = new Set<string>();

@@ -70,16 +70,16 @@ abstract class LevelState<N> {
 
   protected readRow(): Buffer | undefined {
     const store = this.ctx.store;
-    // Nothing buffered (a read-mostly phase): skip building the key string for the buffer lookup.
-    return store.bufferEmpty ? store.db.getSync(this.rows.view()) : store.get(this.rows.string(), this.rows.view());
+    // Nothing buffered (a read-mostly phase): straight to LevelDB.
+    return store.bufferEmpty ? store.db.getSync(this.rows.view()) : store.get(this.rows.view());
   }
 
   protected writeRow(value: Buffer): void {
-    this.ctx.store.put(this.rows.string(), value, this.rows.view());
+    this.ctx.store.put(this.rows.view(), value);
   }
 
   protected deleteRow(): void {
-    this.ctx.store.delete(this.rows.string(), this.rows.view());
+    this.ctx.store.delete(this.rows.view());
   }
 
   clear(): void {
@@ -362,14 +362,14 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
     this.entryRow(key);
     const row = value === null || value === undefined ? this.codec.encodeNull() : this.codec.encode(value);
     const d = this.countDelta();
-    const rowKey = this.rows.string();
+    const rowKey = this.rows.view();
     const store = this.ctx.store;
     // Count first: put() may seal the layer and start writing it at once.
     const before = store.peek(rowKey);
-    if (before === undefined) d.blind.push(rowKey);
+    if (before === undefined) d.blind.push(this.rows.string());
     else if (before === null) d.delta++;
     if (d.ttl) d.noteTimestamp(row);
-    store.put(rowKey, row, this.rows.view());
+    store.put(rowKey, row);
   }
 
   putAll(entries: Iterable<readonly [UK, UV]> | ReadonlyMap<UK, UV>): void {
