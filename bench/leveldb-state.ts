@@ -23,10 +23,10 @@ import { ClassicLevel } from 'classic-level';
 import { DEFAULT_CACHE_SIZE, DEFAULT_MEMTABLE_BYTES, DEFAULT_WRITE_BUFFER_BYTES, type LevelDbKeyedStateBackend } from '../backends/leveldb/backend.js';
 import { leveldb } from '../backends/leveldb/index.js';
 import { countRowStateId, encodeRowKey } from '../backends/leveldb/row-keys.js';
-import { KeyGroupRange, keyGroupForKey } from '../src/keygroups/key-groups.js';
+import { keyGroupForKey } from '../src/keygroups/key-groups.js';
 import { float64Serializer, stringSerializer } from '../src/serializers/builtins.js';
 import { listState, mapState, valueState } from '../src/state/descriptors.js';
-import { yieldToIo } from './lib/workload.js';
+import { singleSubtask, yieldToIo } from './lib/workload.js';
 import { consume, fmtOps, median, parseBenchArgs, printTable, recordResults, sink, type CaseResult } from './lib/bench.js';
 
 const { quick, args } = parseBenchArgs();
@@ -35,6 +35,7 @@ const ROUNDS = Number(process.env.LEVELDB_BENCH_ROUNDS ?? (quick ? 3 : 15));
 const OPS_PER_ROUND = quick ? 20_000 : 60_000;
 const BLOCK = 1000;
 const MAP_ENTRIES = 10;
+/** maxParallelism of singleSubtask(). */
 const MAX_P = 128;
 const root = mkdtempSync(join(tmpdir(), 'streamstate-bench-leveldb-'));
 const cleanup = (): void => rmSync(root, { recursive: true, force: true });
@@ -61,15 +62,7 @@ const row64 = (v: number): Buffer => {
 };
 
 // ---- the backend, loaded through its API: per key a value, a one-element list, a 10-entry map
-const kb = (await leveldb({ workingDir: join(root, 'backend'), cacheSize: DEFAULT_CACHE_SIZE }).createKeyedStateBackend({
-  jobId: 'bench',
-  operatorId: 'op',
-  subtaskIndex: 0,
-  parallelism: 1,
-  maxParallelism: MAX_P,
-  keyGroupRange: new KeyGroupRange(0, MAX_P - 1),
-  keySerializer: stringSerializer,
-})) as LevelDbKeyedStateBackend<string>;
+const kb = (await leveldb({ workingDir: join(root, 'backend'), cacheSize: DEFAULT_CACHE_SIZE }).createKeyedStateBackend(singleSubtask('bench'))) as LevelDbKeyedStateBackend<string>;
 const value = kb.getState(valueState<number>('v', { serializer: float64Serializer }));
 const list = kb.getState(listState<number>('l', { serializer: float64Serializer }));
 const map = kb.getState(mapState<number, number>('m', { keySerializer: float64Serializer, valueSerializer: float64Serializer }));

@@ -28,7 +28,8 @@ export function isCountRowStateId(stateId: number): boolean {
 /** Bytes of the header: key group + state id. */
 export const ROW_HEADER_BYTES = 4;
 
-function varintLength(v: number): number {
+/** Bytes of the unsigned LEB128 varint of v (row-key length prefixes, list element lengths). */
+export function varintLength(v: number): number {
   let n = 1;
   while (v >= 0x80) {
     v = Math.floor(v / 0x80);
@@ -37,7 +38,8 @@ function varintLength(v: number): number {
   return n;
 }
 
-function writeVarint(buf: Uint8Array, pos: number, v: number): number {
+/** Writes the varint of v at pos; returns the position after it. */
+export function writeVarint(buf: Uint8Array, pos: number, v: number): number {
   while (v >= 0x80) {
     buf[pos++] = (v % 0x80) | 0x80;
     v = Math.floor(v / 0x80);

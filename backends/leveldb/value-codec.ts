@@ -1,6 +1,7 @@
 import { FormatError } from '../../src/errors.js';
 import { float64Serializer, int32Serializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
+import { varintLength, writeVarint } from './row-keys.js';
 
 /**
  * Row values start with one header byte: bits 1..7 = serializer generation, bit 0 = "null map
@@ -225,22 +226,4 @@ export class ValueCodec<T> {
     }
     return out;
   }
-}
-
-function varintLength(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 0x80);
-    n++;
-  }
-  return n;
-}
-
-function writeVarint(buf: Uint8Array, pos: number, v: number): number {
-  while (v >= 0x80) {
-    buf[pos++] = (v % 0x80) | 0x80;
-    v = Math.floor(v / 0x80);
-  }
-  buf[pos++] = v;
-  return pos;
 }
