@@ -31,7 +31,10 @@ export interface LevelDbBackendOptions {
   readonly incremental?: boolean;
   /** LevelDB block cache in bytes (default 8 MiB). */
   readonly cacheSize?: number;
-  /** Bytes buffered in memory before a batch write to LevelDB (default 4 MiB). */
+  /**
+   * Most bytes a write-buffer layer holds before it is written to LevelDB (default 4 MiB). An idle
+   * LevelDB gets a layer already at 1/16 of this; while a write is in flight the layer grows.
+   */
   readonly writeBufferBytes?: number;
   /**
    * LevelDB's memtable size (default 2 MiB). Checkpoints copy the write-ahead log of the memtable

@@ -70,7 +70,7 @@ export function buildReport(data: Rec): ReportFiles {
   );
   if (quick) md.push('', '> **Quick run** (`npm run bench -- --quick`): small states and few samples; for a smoke test, not for quoting.');
   md.push('');
-  md.push(...machineSection(run));
+  md.push(...machineSection(run, data));
 
   const heap = rec(data.stateAccessHeap);
   const level = rec(data.stateAccessLeveldb);
@@ -112,7 +112,20 @@ export function buildReport(data: Rec): ReportFiles {
   return { markdown: `${md.join('\n')}\n`, charts };
 }
 
-function machineSection(run: Rec | undefined): string[] {
+/** Sections recorded outside the run (a suite re-run later on its own, or kept from an earlier run), with their dates. */
+function sectionsOutsideRun(run: Rec, data: Rec): string[] {
+  const start = Date.parse(String(run.startedAt));
+  const end = start + num(run.totalSeconds) * 1000;
+  if (!Number.isFinite(start)) return [];
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(data)) {
+    const at = Date.parse(String(rec(value)?.recordedAt));
+    if (key !== 'run' && Number.isFinite(at) && (at < start || at > end + 60_000)) out.push(`${key} (${String(rec(value)?.recordedAt).slice(0, 16).replace('T', ' ')} UTC)`);
+  }
+  return out;
+}
+
+function machineSection(run: Rec | undefined, data: Rec): string[] {
   if (run === undefined) return ['_Machine and run information missing (the suites were run one by one, not through `npm run bench`)._', ''];
   const m = rec(run.machine) ?? {};
   const load = rec(run.load) ?? {};
@@ -132,6 +145,8 @@ function machineSection(run: Rec | undefined): string[] {
   );
   const suites = arr(run.suites);
   if (suites.length > 0) out.push('Suites: ' + suites.map((s) => `${String(s.name)} ${String(s.status)} (${num(s.seconds).toFixed(1)} s)`).join(', ') + '.', '');
+  const outside = sectionsOutsideRun(run, data);
+  if (outside.length > 0) out.push(`Recorded outside this run (on the same machine, by the suite alone): ${outside.join(', ')}.`, '');
   return out;
 }
 

@@ -102,6 +102,21 @@ describe('benchmark report', () => {
     expect(parseOps('n/a')).toBeNaN();
   });
 
+  it('names the sections recorded outside the run, with their dates', () => {
+    const run = { quick: false, startedAt: '2026-01-01T00:00:00Z', totalSeconds: 600, machine: {}, load: {} };
+    const { markdown } = buildReport({
+      run,
+      stateAccessHeap: { recordedAt: '2026-01-01T00:05:00Z' },
+      stateAccessLeveldb: { recordedAt: '2026-01-03T08:12:00Z' },
+      convertLarge: { recordedAt: '2025-12-31T10:00:00Z' },
+    });
+    const line = markdown.split('\n').find((l) => l.startsWith('Recorded outside this run')) ?? '';
+    expect(line).toContain('stateAccessLeveldb (2026-01-03 08:12 UTC)');
+    expect(line).toContain('convertLarge (2025-12-31 10:00 UTC)');
+    expect(line).not.toContain('stateAccessHeap');
+    expect(buildReport({ run, stateAccessHeap: { recordedAt: '2026-01-01T00:05:00Z' } }).markdown).not.toContain('Recorded outside this run');
+  });
+
   it('escapes markup in labels and pipes in tables', () => {
     const svg = barChart({ title: 'a <b> & "c"', xLabel: 'x', series: [{ name: 's', color: '#000' }], groups: [{ label: 'g<1>', values: [5] }] });
     wellFormed(svg);
