@@ -1,6 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, unlink } from 'node:fs/promises';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,7 +10,7 @@ import type { BlobStore } from '../../src/storage/blob-store.js';
 import { StorageError } from '../../src/errors.js';
 import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
 import { checkCounts, countingInput, countingJob, runPipeline, type PipelineEvent, type PipelineResult, type CountOutput } from '../../src/testing/index.js';
-import { FaultyBlobStore, type FaultErrno } from '../support/proof/fault-store.js';
+import { FaultyBlobStore, FullDiskStore, type FaultErrno } from '../support/proof/fault-store.js';
 
 /**
  * Resource faults during checkpoints (issue 7, item 4): ENOSPC and EACCES injected into the
@@ -68,12 +67,7 @@ describe('resource faults during checkpoints', () => {
     dir: string,
     store: BlobStore,
     hooks: { faultOn: () => void; faultOff: () => void },
-    /**
-     * `renewFault`: call faultOn again during the fault after every completion and at every barrier
-     * and snapshot (a real disk gets space back whenever retention deletes, and those deletes may
-     * land just before the next checkpoint writes).
-     */
-    opts: { faultAfter?: number; abortsWanted?: number; crashOnAbort?: boolean; renewFault?: boolean } = {},
+    opts: { faultAfter?: number; abortsWanted?: number; crashOnAbort?: boolean } = {},
   ): Promise<FaultRun> {
     const storage = proofStorage(store);
     const faultAfter = opts.faultAfter ?? 3;
@@ -85,13 +79,10 @@ describe('resource faults during checkpoints', () => {
     const onEvent = (e: PipelineEvent): void => {
       if (e.type === 'checkpoint-completed') {
         (state === 'before' ? completedBeforeFault : completedAfterFault).push({ id: e.checkpointId, attempt: e.attempt });
-        if (state === 'fault' && opts.renewFault) hooks.faultOn();
         if (state === 'before' && e.checkpointId >= faultAfter) {
           state = 'fault';
           hooks.faultOn();
         }
-      } else if ((e.type === 'barrier' || e.type === 'snapshot') && state === 'fault' && opts.renewFault) {
-        hooks.faultOn();
       } else if (e.type === 'checkpoint-aborted' && state === 'fault') {
         aborted.push({ id: e.checkpointId, attempt: e.attempt, reason: e.reason });
         if (!opts.crashOnAbort && aborted.length >= abortsWanted) {
@@ -186,9 +177,9 @@ describe('resource faults during checkpoints', () => {
     await mkdir(mountPoint);
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mountPoint]);
     expect(mounted.status, String(mounted.stderr)).toBe(0);
-    const filler = join(mountPoint, 'filler');
     try {
-      const run = await runWithFault('filesystem', dir, new LocalBlobStore(mountPoint), { faultOn: () => fillUp(filler), faultOff: () => void unlink(filler) }, { abortsWanted: 1, renewFault: true });
+      const store = new FullDiskStore(new LocalBlobStore(mountPoint), join(mountPoint, 'filler'));
+      const run = await runWithFault('filesystem', dir, store, { faultOn: () => (store.full = true), faultOff: () => (store.full = false) }, { abortsWanted: 1 });
       await expectCleanRecovery('filesystem', dir, run, EXPECTED_TEXT.ENOSPC);
     } finally {
       spawnSync('umount', ['-l', mountPoint]);
@@ -211,32 +202,6 @@ describe('resource faults during checkpoints', () => {
     await expectCleanRecovery('filesystem', dir, run, EXPECTED_TEXT.EACCES);
   }, 60_000);
 });
-
-/** Writes zeros to `file` until the file system is full (synchronously, so nothing else writes meanwhile). */
-function fillUp(file: string): void {
-  const fd = openSync(file, 'a');
-  const chunk = Buffer.alloc(64 * 1024);
-  try {
-    for (;;) {
-      try {
-        writeSync(fd, chunk);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-        // The last partial block: fill it byte by byte-ish.
-        for (let size = chunk.length >> 1; size >= 512; size >>= 1) {
-          try {
-            writeSync(fd, chunk.subarray(0, size));
-          } catch {
-            // next smaller size
-          }
-        }
-        return;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function canMountTmpfs(): boolean {
   if (process.platform !== 'linux' || typeof process.getuid !== 'function' || process.getuid() !== 0) return false;

@@ -1,3 +1,4 @@
+import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import type { BlobInfo, BlobStore } from '../../../src/storage/blob-store.js';
 import { fsErrorToStorageError, type LocalBlobStore } from '../../../src/storage/local-blob-store.js';
 
@@ -98,5 +99,104 @@ export class FaultyBlobStore implements BlobStore {
 
   delete(names: readonly string[]): Promise<void> {
     return this.inner.delete(names);
+  }
+}
+
+/**
+ * A LocalBlobStore on a real small file system (a tmpfs) that a filler file fills up while
+ * `full` is set. The ENOSPC comes from the kernel; this wrapper only keeps the disk full: the
+ * coordinator's retention deletes give space back at moments a test cannot time, so the filler
+ * takes it back before every write and after every delete.
+ */
+export class FullDiskStore implements BlobStore {
+  readonly location: string;
+  private isFull = false;
+
+  constructor(
+    private readonly inner: LocalBlobStore,
+    /** The filler file, on the same file system as the store. */
+    private readonly filler: string,
+  ) {
+    this.location = inner.location;
+  }
+
+  get full(): boolean {
+    return this.isFull;
+  }
+
+  set full(on: boolean) {
+    this.isFull = on;
+    if (on) fillUp(this.filler);
+    else unlinkSync(this.filler);
+  }
+
+  private refill(): void {
+    if (this.isFull) fillUp(this.filler);
+  }
+
+  async put(name: string, data: Uint8Array): Promise<void> {
+    this.refill();
+    return this.inner.put(name, data);
+  }
+
+  async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+    this.refill();
+    return this.inner.putStream(name, data);
+  }
+
+  async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+    this.refill();
+    return this.inner.putAtomic(name, data, opts);
+  }
+
+  get(name: string): Promise<Buffer> {
+    return this.inner.get(name);
+  }
+
+  getRange(name: string, offset: number, length: number): Promise<Buffer> {
+    return this.inner.getRange(name, offset, length);
+  }
+
+  download(name: string, localPath: string): Promise<void> {
+    return this.inner.download(name, localPath);
+  }
+
+  stat(name: string): Promise<BlobInfo | null> {
+    return this.inner.stat(name);
+  }
+
+  list(prefix: string): Promise<BlobInfo[]> {
+    return this.inner.list(prefix);
+  }
+
+  async delete(names: readonly string[]): Promise<void> {
+    await this.inner.delete(names);
+    this.refill();
+  }
+}
+
+/** Appends zeros to `file` until its file system is full (synchronously, so nothing else writes meanwhile). */
+function fillUp(file: string): void {
+  const fd = openSync(file, 'a');
+  const chunk = Buffer.alloc(64 * 1024);
+  try {
+    for (;;) {
+      try {
+        writeSync(fd, chunk);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+        // The last partial block: smaller and smaller writes.
+        for (let size = chunk.length >> 1; size >= 512; size >>= 1) {
+          try {
+            writeSync(fd, chunk.subarray(0, size));
+          } catch {
+            // next smaller size
+          }
+        }
+        return;
+      }
+    }
+  } finally {
+    closeSync(fd);
   }
 }
