@@ -238,13 +238,23 @@ export class BufferedStore {
         // The layer stays readable; the failure surfaces on the next access, flush or snapshot.
         this.failure = err;
       } finally {
-        this.writesQueued--;
+        this.writeDone();
       }
     };
     // When nothing is being written, start at once: the batch is handed to LevelDB's thread now,
     // so the write overlaps with the synchronous state accesses that follow (a .then would wait
     // for the caller to yield).
     this.writing = this.writesQueued++ === 0 ? write() : this.writing.then(write);
+  }
+
+  /**
+   * A queued write (or a snapshot's hold) ended. If LevelDB is idle now and the active layer grew
+   * past `sealAt` meanwhile, it goes to LevelDB at once rather than at the next write (which may
+   * not come soon: a read-only phase would keep scanning a large active layer).
+   */
+  private writeDone(): void {
+    this.writesQueued--;
+    if (this.writesQueued === 0 && this.failure === null && this.active.bytes >= this.sealAt) this.seal();
   }
 
   private async writeLayer(layer: Layer): Promise<void> {
@@ -344,9 +354,7 @@ export class BufferedStore {
     this.writesQueued++;
     this.writing = upToPoint
       .then(() => gate)
-      .finally(() => {
-        this.writesQueued--;
-      });
+      .finally(() => this.writeDone());
     return { written: upToPoint.then(() => this.checkHealthy()), release: open };
   }
 

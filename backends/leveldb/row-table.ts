@@ -101,9 +101,23 @@ export class RowTable {
   /** Whether entry e's key is in [gte, lt). */
   private inRange(e: number, gte: Uint8Array, lt: Uint8Array | null): boolean {
     const off = this.offsets[e];
-    const end = off + this.lengths[e];
-    // buf.compare(target, tStart, tEnd, sStart, sEnd) compares the arena bytes with the bound, without a view.
-    return this.arena.compare(gte, 0, gte.length, off, end) >= 0 && (lt === null || this.arena.compare(lt, 0, lt.length, off, end) < 0);
+    const len = this.lengths[e];
+    return this.compareTo(off, len, gte) >= 0 && (lt === null || this.compareTo(off, len, lt) < 0);
+  }
+
+  /**
+   * Byte order of the key at arena[off, off + len) against `other`. A JS loop, not Buffer.compare:
+   * a range scan visits every entry of the layer, and most differ from the bound in the first
+   * bytes (key group, state id), where a native call would cost more than the comparison.
+   */
+  private compareTo(off: number, len: number, other: Uint8Array): number {
+    const arena = this.arena;
+    const n = Math.min(len, other.length);
+    for (let i = 0; i < n; i++) {
+      const d = arena[off + i] - other[i];
+      if (d !== 0) return d;
+    }
+    return len - other.length;
   }
 
   /** Calls fn for every row the layer holds, in the order the rows were first written. `key` is a view of the arena: valid while the table is not written to. */

@@ -249,6 +249,39 @@ describe('leveldb write buffer with layers in flight', () => {
     );
   });
 
+  it('a layer that grew while LevelDB was busy goes to LevelDB when the write completes, without waiting for another write', async () => {
+    const kb = await create(1 << 20); // layers seal at 64 KiB while LevelDB is idle
+    try {
+      const value = kb.getState(vd);
+      const internals = kb.store as unknown as { active: { bytes: number }; sealed: unknown[] };
+      let n = 0;
+      // Until the first layer is sealed and its write starts...
+      while (internals.sealed.length === 0) {
+        kb.setCurrentKey(`k${n}`);
+        value.update(n++);
+      }
+      // ...then another 64 KiB and more in the same synchronous burst: the active layer grows, the write is in flight.
+      const start = n;
+      while (internals.active.bytes < 80 * 1024) {
+        kb.setCurrentKey(`k${n}`);
+        value.update(n++);
+      }
+      expect(internals.sealed.length).toBe(1);
+      // No more writes: only reads from here on. The first write's completion seals the active layer.
+      for (let i = 0; i < 1000 && internals.active.bytes > 0; i++) await new Promise((r) => setImmediate(r));
+      expect(internals.active.bytes).toBe(0);
+      for (let i = 0; i < 1000 && internals.sealed.length > 0; i++) await new Promise((r) => setImmediate(r));
+      expect(internals.sealed.length).toBe(0);
+      expect(kb.store.bufferEmpty).toBe(true);
+      for (const k of [0, start - 1, start, n - 1]) {
+        kb.setCurrentKey(`k${k}`);
+        expect(value.value()).toBe(k);
+      }
+    } finally {
+      await kb.close();
+    }
+  });
+
   it('map counts stay exact while a layer resolves its blind puts and while its batch is being written', async () => {
     const kb = await create(1 << 20); // layers are sealed only by flush() here
     try {
