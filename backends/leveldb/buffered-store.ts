@@ -410,6 +410,11 @@ export class BufferedStore {
     const mayHide = hidden.length > 0 || shadowed.size > 0;
     const it = lt === null ? this.db.iterator({ gte }) : this.db.iterator({ gte, lt });
     try {
+      if (buffered.length === 0 && !mayHide) {
+        // The buffer knows nothing of the range (the common case of a read): LevelDB's rows as they come.
+        for (let page = await it.nextv(batchSize); page.length > 0; page = await it.nextv(batchSize)) yield* page;
+        return;
+      }
       let bi = 0;
       let page = await it.nextv(batchSize);
       let pi = 0;

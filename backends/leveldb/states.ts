@@ -420,11 +420,14 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
     }
   }
 
+  // keys() and values() read the store directly: one async generator less per entry, and no decoding of the other half.
   async *keys(): AsyncGenerator<UK> {
-    for await (const [k] of this.entries()) yield k;
+    const { gte, lt } = this.entryRange();
+    for await (const [k] of this.ctx.store.range(gte, lt)) yield this.userKeySerializer.deserialize(k.subarray(gte.length));
   }
 
   async *values(): AsyncGenerator<UV> {
-    for await (const [, v] of this.entries()) yield v;
+    const { gte, lt } = this.entryRange();
+    for await (const [, v] of this.ctx.store.range(gte, lt)) yield this.codec.decodeNullable(v) as UV;
   }
 }
