@@ -18,6 +18,7 @@ import { takeFullSnapshot } from './full-snapshot.js';
 import { takeIncrementalSnapshot } from './incremental-snapshot.js';
 import { KeyContext } from './key-context.js';
 import { openLevelDb } from './open-db.js';
+import { ManifestTracker } from './native-checkpoint.js';
 import { restoreLevelDb } from './restore.js';
 import { decodeRowKey, isCountRowStateId, keyGroupPrefix, stateInKeyGroupPrefix } from './row-keys.js';
 import { LevelAggregatingState, LevelListState, LevelMapState, LevelReducingState, LevelValueState, type MapTtl } from './states.js';
@@ -81,6 +82,8 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private readonly timerQueues = new Map<string, HeapTimerQueue<K, unknown>>();
   private closed = false;
   private readonly inFlight = new Set<{ cancel: () => void; settled: Promise<unknown> }>();
+  /** This database's MANIFEST as parsed by the last checkpoint (each parses only what was appended since). */
+  readonly manifests = new ManifestTracker();
 
   private constructor(
     private readonly params: KeyedBackendParams<K>,

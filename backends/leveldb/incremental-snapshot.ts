@@ -83,7 +83,7 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
       await hold.written;
       checkCancelled();
       if (!anyTimer && !(await hasAnyRow(b))) return null;
-      return await createNativeCheckpoint(b.instance.dbDir, localDir);
+      return await createNativeCheckpoint(b.instance.dbDir, localDir, b.manifests);
     } finally {
       hold.release();
     }
