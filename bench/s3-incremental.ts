@@ -18,7 +18,8 @@ import { referencedFiles, type KeyedStateHandle } from '../src/backend/handles.j
 import { BlobCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
 import { bytesSerializer } from '../src/serializers/builtins.js';
 import { valueState } from '../src/state/descriptors.js';
-import type { BlobInfo, BlobStore } from '../src/storage/blob-store.js';
+import type { BlobStore } from '../src/storage/blob-store.js';
+import { ForwardingBlobStore } from '../src/storage/forwarding-blob-store.js';
 import { LocalBlobStore } from '../src/storage/local-blob-store.js';
 import { S3BlobStore } from '../src/storage/s3-blob-store.js';
 import { parseBenchArgs, printTable, recordResults } from './lib/bench.js';
@@ -36,52 +37,26 @@ const vd = valueState<Uint8Array>('v', { serializer: bytesSerializer });
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
 /** Counts what goes into a store: objects written and their bytes. */
-class CountingStore implements BlobStore {
+class CountingStore extends ForwardingBlobStore {
   objects = 0;
   bytes = 0;
-  readonly location: string;
-  readonly dataFileName?: (name: string) => string;
 
-  constructor(private readonly inner: BlobStore) {
-    this.location = inner.location;
-    if (inner.dataFileName !== undefined) this.dataFileName = (n) => inner.dataFileName!(n);
-  }
-
-  async put(name: string, data: Uint8Array): Promise<void> {
+  override async put(name: string, data: Uint8Array): Promise<void> {
     await this.inner.put(name, data);
     this.objects++;
     this.bytes += data.byteLength;
   }
-  async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+  override async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
     const n = await this.inner.putStream(name, data);
     this.objects++;
     this.bytes += n;
     return n;
   }
-  async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+  override async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
     await this.inner.putAtomic(name, data, opts);
     this.objects++;
     this.bytes += data.byteLength;
-  }
-  get(name: string): Promise<Buffer> {
-    return this.inner.get(name);
-  }
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.inner.getRange(name, offset, length);
-  }
-  download(name: string, localPath: string): Promise<void> {
-    return this.inner.download(name, localPath);
-  }
-  stat(name: string): Promise<BlobInfo | null> {
-    return this.inner.stat(name);
-  }
-  list(prefix: string): Promise<BlobInfo[]> {
-    return this.inner.list(prefix);
-  }
-  delete(names: readonly string[]): Promise<void> {
-    return this.inner.delete(names);
-  }
-}
+  }}
 
 function keyed(backend: StateBackend, restore?: RestoreSource<KeyedStateHandle>): Promise<KeyedStateBackend<string>> {
   return backend.createKeyedStateBackend(singleSubtask(JOB, restore));

@@ -10,6 +10,7 @@ export * from './backend/contract.js';
 export * from './storage/blob-store.js';
 export * from './checkpoint/metadata.js';
 export * from './checkpoint/storage.js';
+export { ForwardingBlobStore } from './storage/forwarding-blob-store.js';
 export { LocalBlobStore } from './storage/local-blob-store.js';
 export { MemoryBlobStore, type MemoryBlobStoreOptions } from './storage/memory-blob-store.js';
 export {

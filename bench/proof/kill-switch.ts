@@ -2,7 +2,8 @@ import { appendFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { basename } from 'node:path';
-import type { BlobInfo, BlobStore } from '../../src/storage/blob-store.js';
+import type { BlobStore } from '../../src/storage/blob-store.js';
+import { ForwardingBlobStore } from '../../src/storage/forwarding-blob-store.js';
 
 /**
  * Where a crash-suite child kills itself with SIGKILL. Counts are per child process, from 1.
@@ -122,23 +123,15 @@ export class KillSwitch {
 }
 
 /** A BlobStore that passes everything through and lets the kill switch fire at its kill points. */
-class KillSwitchBlobStore implements BlobStore {
-  readonly location: string;
-  readonly dataFileName?: (name: string) => string;
-
+class KillSwitchBlobStore extends ForwardingBlobStore {
   constructor(
-    private readonly inner: BlobStore,
+    inner: BlobStore,
     private readonly kill: KillSwitch,
   ) {
-    this.location = inner.location;
-    if (inner.dataFileName) this.dataFileName = (name) => inner.dataFileName!(name);
+    super(inner);
   }
 
-  put(name: string, data: Uint8Array): Promise<void> {
-    return this.inner.put(name, data);
-  }
-
-  putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+  override putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
     this.kill.trace(`put ${name}`);
     const upload = this.kill.nextUpload();
     const kill = this.kill;
@@ -154,41 +147,17 @@ class KillSwitchBlobStore implements BlobStore {
     return this.inner.putStream(name, watched());
   }
 
-  async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+  override async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
     await this.inner.putAtomic(name, data, opts);
     this.kill.trace(`atomic ${name}`);
     this.kill.afterMetadataWrite(name);
   }
 
-  get(name: string): Promise<Buffer> {
-    return this.inner.get(name);
-  }
-
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.inner.getRange(name, offset, length);
-  }
-
-  download(name: string, localPath: string): Promise<void> {
-    return this.inner.download(name, localPath);
-  }
-
-  stat(name: string): Promise<BlobInfo | null> {
-    return this.inner.stat(name);
-  }
-
-  list(prefix: string): Promise<BlobInfo[]> {
-    return this.inner.list(prefix);
-  }
-
-  async delete(names: readonly string[]): Promise<void> {
+  override async delete(names: readonly string[]): Promise<void> {
     if (names.length > 0) this.kill.trace(`delete ${names.join(' ')} | ${new Error().stack?.split('\n').slice(2, 6).map((l) => l.trim()).join(' < ')}`);
     if (names.length === 0 || !this.kill.nextCleanup()) return this.inner.delete(names);
     const half = Math.max(1, names.length >> 1);
     await this.inner.delete(names.slice(0, half));
     killSelf();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close?.() ?? Promise.resolve();
   }
 }

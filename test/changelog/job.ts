@@ -6,7 +6,7 @@ import type { CompletedCheckpointInfo } from '../../src/checkpoint/metadata.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { StorageError } from '../../src/errors.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
-import type { BlobInfo, BlobStore } from '../../src/storage/blob-store.js';
+import { ForwardingBlobStore } from '../../src/storage/forwarding-blob-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory-blob-store.js';
 import { keyGroupRangeForSubtask } from '../../src/keygroups/key-groups.js';
 
@@ -96,48 +96,28 @@ export class MiniJob {
 }
 
 /** A memory store that fails every write once `failAfter` writes have happened (a crash point). */
-export class CrashingStore implements BlobStore {
-  readonly inner = new MemoryBlobStore({ maxObjectBytes: 64 * 1024 * 1024 });
+export class CrashingStore extends ForwardingBlobStore {
   writes = 0;
   failAfter = Number.POSITIVE_INFINITY;
 
-  get location(): string {
-    return this.inner.location;
+  constructor() {
+    super(new MemoryBlobStore({ maxObjectBytes: 64 * 1024 * 1024 }));
   }
   private check(name: string): void {
     if (++this.writes > this.failAfter) throw new StorageError('STORAGE_IO', `simulated crash writing ${name}`);
   }
-  async put(name: string, data: Uint8Array): Promise<void> {
+  override async put(name: string, data: Uint8Array): Promise<void> {
     this.check(name);
     return this.inner.put(name, data);
   }
-  async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+  override async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
     this.check(name);
     return this.inner.putStream(name, data);
   }
-  async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+  override async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
     this.check(name);
     return this.inner.putAtomic(name, data, opts);
-  }
-  get(name: string): Promise<Buffer> {
-    return this.inner.get(name);
-  }
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.inner.getRange(name, offset, length);
-  }
-  download(name: string, localPath: string): Promise<void> {
-    return this.inner.download(name, localPath);
-  }
-  stat(name: string): Promise<BlobInfo | null> {
-    return this.inner.stat(name);
-  }
-  list(prefix: string): Promise<BlobInfo[]> {
-    return this.inner.list(prefix);
-  }
-  delete(names: readonly string[]): Promise<void> {
-    return this.inner.delete(names);
-  }
-}
+  }}
 
 export function crashingStorage(inlineThreshold = 0): { store: CrashingStore; storage: BlobCheckpointStorage } {
   const store = new CrashingStore();

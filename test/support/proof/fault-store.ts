@@ -1,5 +1,5 @@
 import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
-import type { BlobInfo, BlobStore } from '../../../src/storage/blob-store.js';
+import { ForwardingBlobStore } from '../../../src/storage/forwarding-blob-store.js';
 import { fsErrorToStorageError, type LocalBlobStore } from '../../../src/storage/local-blob-store.js';
 
 export type FaultErrno = 'ENOSPC' | 'EACCES';
@@ -26,28 +26,27 @@ export function errnoError(code: FaultErrno, syscall: string, path: string): Nod
  * _metadata writes (putAtomic) fail whole. Reads, lists and deletes keep working (they do on a full
  * disk). Every error it caused, as the store reported it, is kept in `thrown`.
  */
-export class FaultyBlobStore implements BlobStore {
-  readonly location: string;
+export class FaultyBlobStore extends ForwardingBlobStore {
   fault: FaultErrno | null = null;
   readonly thrown: unknown[] = [];
   /** Writes attempted while the fault was set. */
   faultedWrites = 0;
 
-  constructor(private readonly inner: LocalBlobStore) {
-    this.location = inner.location;
+  constructor(private readonly local: LocalBlobStore) {
+    super(local);
   }
 
-  async put(name: string, data: Uint8Array): Promise<void> {
+  override async put(name: string, data: Uint8Array): Promise<void> {
     if (this.fault !== null) this.fail(this.fault, 'open', name);
     return this.inner.put(name, data);
   }
 
-  async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+  override async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
     const current = this.fault;
     if (current === null) return this.inner.putStream(name, data);
     const fault: FaultErrno = current;
     this.faultedWrites++;
-    const path = this.inner.pathOf(name);
+    const path = this.local.pathOf(name);
     async function* failing(): AsyncGenerator<Uint8Array> {
       let chunks = 0;
       for await (const chunk of data) {
@@ -65,40 +64,16 @@ export class FaultyBlobStore implements BlobStore {
     }
   }
 
-  async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+  override async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
     if (this.fault !== null) this.fail(this.fault, this.fault === 'ENOSPC' ? 'write' : 'open', name);
     return this.inner.putAtomic(name, data, opts);
   }
 
   private fail(code: FaultErrno, syscall: string, name: string): never {
     this.faultedWrites++;
-    const err = fsErrorToStorageError(errnoError(code, syscall, this.inner.pathOf(name)), 'write', this.inner.pathOf(name), false);
+    const err = fsErrorToStorageError(errnoError(code, syscall, this.local.pathOf(name)), 'write', this.local.pathOf(name), false);
     this.thrown.push(err);
     throw err;
-  }
-
-  get(name: string): Promise<Buffer> {
-    return this.inner.get(name);
-  }
-
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.inner.getRange(name, offset, length);
-  }
-
-  download(name: string, localPath: string): Promise<void> {
-    return this.inner.download(name, localPath);
-  }
-
-  stat(name: string): Promise<BlobInfo | null> {
-    return this.inner.stat(name);
-  }
-
-  list(prefix: string): Promise<BlobInfo[]> {
-    return this.inner.list(prefix);
-  }
-
-  delete(names: readonly string[]): Promise<void> {
-    return this.inner.delete(names);
   }
 }
 
@@ -108,16 +83,15 @@ export class FaultyBlobStore implements BlobStore {
  * coordinator's retention deletes give space back at moments a test cannot time, so the filler
  * takes it back before every write and after every delete.
  */
-export class FullDiskStore implements BlobStore {
-  readonly location: string;
+export class FullDiskStore extends ForwardingBlobStore {
   private isFull = false;
 
   constructor(
-    private readonly inner: LocalBlobStore,
+    inner: LocalBlobStore,
     /** The filler file, on the same file system as the store. */
     private readonly filler: string,
   ) {
-    this.location = inner.location;
+    super(inner);
   }
 
   get full(): boolean {
@@ -134,42 +108,22 @@ export class FullDiskStore implements BlobStore {
     if (this.isFull) fillUp(this.filler);
   }
 
-  async put(name: string, data: Uint8Array): Promise<void> {
+  override async put(name: string, data: Uint8Array): Promise<void> {
     this.refill();
     return this.inner.put(name, data);
   }
 
-  async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+  override async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
     this.refill();
     return this.inner.putStream(name, data);
   }
 
-  async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+  override async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
     this.refill();
     return this.inner.putAtomic(name, data, opts);
   }
 
-  get(name: string): Promise<Buffer> {
-    return this.inner.get(name);
-  }
-
-  getRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.inner.getRange(name, offset, length);
-  }
-
-  download(name: string, localPath: string): Promise<void> {
-    return this.inner.download(name, localPath);
-  }
-
-  stat(name: string): Promise<BlobInfo | null> {
-    return this.inner.stat(name);
-  }
-
-  list(prefix: string): Promise<BlobInfo[]> {
-    return this.inner.list(prefix);
-  }
-
-  async delete(names: readonly string[]): Promise<void> {
+  override async delete(names: readonly string[]): Promise<void> {
     await this.inner.delete(names);
     this.refill();
   }
