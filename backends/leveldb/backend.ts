@@ -42,6 +42,11 @@ export interface LevelDbBackendOptions {
    * instead of flushing it, so this bounds the private bytes each checkpoint uploads.
    */
   readonly memtableBytes?: number;
+  /**
+   * Keep LevelDB's info log (LOG in the database directory), for debugging LevelDB itself. Off by
+   * default: LevelDB never trims it while the database is open, so it grows without bound.
+   */
+  readonly infoLog?: boolean;
   /** Chooses the database directory of one backend; default `<workingDir>/<job>-<operator>-<subtask>-<random>`. */
   readonly instanceDir?: (info: SubtaskInfo) => string;
 }
@@ -58,6 +63,7 @@ export interface Instance {
   readonly dbDir: string;
   readonly cacheSize: number;
   readonly memtableBytes: number;
+  readonly infoLog: boolean;
 }
 
 interface Registered {
@@ -111,6 +117,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
       dbDir: join(dir, 'db'),
       cacheSize: opts.cacheSize ?? DEFAULT_CACHE_SIZE,
       memtableBytes: opts.memtableBytes ?? DEFAULT_MEMTABLE_BYTES,
+      infoLog: opts.infoLog ?? false,
     };
     await claimDirectory(instance);
     const describe = `LevelDB backend of ${params.operatorId}[${params.subtaskIndex}] in ${dir}`;
@@ -126,7 +133,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
         for (const [name, timers] of restored.timers) pendingTimers.set(name, timers);
         chain = restored.chain;
       } else {
-        db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes });
+        db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, infoLog: instance.infoLog });
       }
       const store = new BufferedStore(db, opts.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES, describe);
       return new LevelDbKeyedStateBackend(params, instance, db, store, catalog, pendingTimers, chain, opts.incremental ?? true);

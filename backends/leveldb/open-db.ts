@@ -1,3 +1,5 @@
+import { lstat, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { FormatError, StorageError } from '../../src/errors.js';
 import type { LevelDb } from './buffered-store.js';
@@ -7,6 +9,31 @@ export interface OpenOptions {
   /** LevelDB's own memtable size (bytes). */
   readonly writeBufferSize?: number;
   readonly createIfMissing?: boolean;
+  /** Keep LevelDB's info log (the LOG file). Default false: see switchInfoLog. */
+  readonly infoLog?: boolean;
+}
+
+/**
+ * LevelDB writes an info log (LOG, a line per flush and compaction) that it rotates only when it
+ * opens the database: in a long-running job it grows without bound (megabytes per hour under
+ * heavy compaction), and classic-level has no option for it. LevelDB logs nowhere when it cannot
+ * create LOG; it cannot while LOG is a directory and moving it to LOG.old fails because LOG.old
+ * is a non-empty directory. So "off" is those two directories, "on" is their absence.
+ */
+async function switchInfoLog(dir: string, on: boolean): Promise<void> {
+  const kind = async (name: string): Promise<'dir' | 'file' | null> => {
+    const st = await lstat(join(dir, name)).catch(() => null);
+    return st === null ? null : st.isDirectory() ? 'dir' : 'file';
+  };
+  for (const name of ['LOG', 'LOG.old']) {
+    const k = await kind(name);
+    // On: remove the directories of "off". Off: remove an earlier run's log files.
+    if ((on && k === 'dir') || (!on && k === 'file')) await rm(join(dir, name), { recursive: true, force: true });
+  }
+  if (!on) {
+    await mkdir(join(dir, 'LOG.old', 'off'), { recursive: true });
+    await mkdir(join(dir, 'LOG'), { recursive: true });
+  }
 }
 
 /**
@@ -15,6 +42,9 @@ export interface OpenOptions {
  * found damaged files), STORAGE_IO (anything else). A failed open leaves nothing open.
  */
 export async function openLevelDb(dir: string, opts: OpenOptions = {}): Promise<LevelDb> {
+  // A missing database that must not be created stays missing (LevelDB reports it).
+  const exists = (await lstat(dir).catch(() => null)) !== null;
+  if (exists || opts.createIfMissing !== false) await switchInfoLog(dir, opts.infoLog ?? false);
   const db = new ClassicLevel<Buffer, Buffer>(dir, {
     keyEncoding: 'buffer',
     valueEncoding: 'buffer',

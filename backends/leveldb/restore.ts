@@ -159,7 +159,7 @@ export async function restoreLevelDb<K>(
   try {
     if (base !== undefined) {
       await download([...base.sharedFiles, ...base.privateFiles], instance.dbDir, files);
-      db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, createIfMissing: false });
+      db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, createIfMissing: false, infoLog: instance.infoLog });
       const meta = metas.get(base) as LevelMeta;
       catalog.adopt(meta.states);
       addTimers(timers, meta, range);
@@ -171,7 +171,7 @@ export async function restoreLevelDb<K>(
       await db.clear({ lt: keyGroupPrefix(range.start) });
       if (range.end + 1 < 0x10000) await db.clear({ gte: keyGroupPrefix(range.end + 1) });
     } else {
-      db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes });
+      db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, infoLog: instance.infoLog });
     }
     const target = db;
     for (const [i, h] of candidates.slice(1).entries()) {
