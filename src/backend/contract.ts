@@ -55,6 +55,17 @@ export interface SnapshotOptions {
   /** Forces a self-contained snapshot (no reuse of earlier uploads): savepoints, first checkpoint after a no-claim restore. */
   readonly full?: boolean;
   readonly streams: CheckpointStreamFactory;
+  /**
+   * Asks the coordinator whether this snapshot may reference a file that an earlier checkpoint
+   * uploaded. `path` is the file's path exactly as it would appear in this snapshot's handle
+   * (relative to this checkpoint's directory, e.g. `../shared/<name>`). A yes is a promise: the
+   * file stays until this checkpoint completes or aborts (the coordinator confirms it again at
+   * completion). A no means the file is gone or going: upload the data again. Backends that reuse
+   * earlier uploads must ask before every reuse; notifications alone cannot tell them, since they
+   * may be late, lost or out of order. Absent (hand-built options): reuse nothing unconfirmed, and
+   * expect the coordinator to decline a checkpoint that references a file no longer live.
+   */
+  readonly mayReuse?: (path: string) => boolean;
 }
 
 /**
