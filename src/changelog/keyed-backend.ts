@@ -217,6 +217,11 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     return this.init.pending.names();
   }
 
+  /** What the log recorded about a pending state (kind, serializers, TTL): offline tools register it from this. */
+  pendingStateMeta(name: string): StateMetaRecord | undefined {
+    return this.init.pending.get(name)?.meta;
+  }
+
   // ------------------------------------------------------------------ registration + replay
 
   getState<D extends StateDescriptor<unknown>>(descriptor: D): StateFor<D> {

@@ -2,7 +2,7 @@ import { mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { CheckpointStreamFactory, StateBackend, StateFileReader } from '../backend/contract.js';
+import type { CheckpointStreamFactory, KeyedBackendParams, StateBackend, StateFileReader } from '../backend/contract.js';
 import {
   isKeyGroupsHandle,
   type FileStreamHandle,
@@ -23,6 +23,7 @@ import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { LocalBlobStore } from '../storage/local-blob-store.js';
 import { randomHex } from '../storage/blob-names.js';
 import { CanonicalKeyGroupsWriter, normalizeSerializerSnapshot } from './canonical.js';
+import { changelogInnerBackend, restoreChangelogSubtask } from './changelog-source.js';
 import { copySnapshot } from './copy-snapshot.js';
 import { isS3Path, openSnapshotDestination, type LocatedSnapshot, type S3ConnectionOptions } from './locate.js';
 import { opaqueSerializer } from './opaque-serializer.js';
@@ -250,10 +251,13 @@ class Converter {
   /** Restores one subtask into the backend that wrote it and writes a canonical stream of it. */
   private async materialize(op: OperatorSnapshot, s: SubtaskStateSnapshot, stage: Area): Promise<KeyGroupsStateHandle | null> {
     const md = this.source.metadata;
-    const backend = this.opts.backendFor(md.backend, this.workDir());
     const keySerializer = opaqueSerializer(await this.recordedKeySerializer(s.keyed));
+    // Changelog handles: the wrapped backend restores the materialization and the log is replayed into it.
+    const innerName = changelogInnerBackend(s.keyed, `operator ${op.operatorId} subtask ${s.subtaskIndex}`);
+    const name = innerName ?? md.backend;
+    const backend = this.opts.backendFor(name, this.workDir());
     this.progress(`restoring ${op.operatorId}/${s.subtaskIndex} into ${md.backend}`, 0, 1);
-    const keyed = await backend.createKeyedStateBackend({
+    const params: KeyedBackendParams<Uint8Array> = {
       jobId: md.jobId,
       operatorId: op.operatorId,
       subtaskIndex: s.subtaskIndex,
@@ -262,7 +266,8 @@ class Converter {
       keyGroupRange: keyGroupRangeForSubtask(op.maxParallelism, op.parallelism, s.subtaskIndex),
       keySerializer,
       restore: { handles: s.keyed, files: this.source.files, mode: 'no-claim', checkpointId: md.checkpointId },
-    });
+    };
+    const keyed = innerName === undefined ? await backend.createKeyedStateBackend(params) : await restoreChangelogSubtask(backend, innerName, params);
     try {
       const task = await keyed.snapshot(md.checkpointId, { type: 'savepoint', format: 'canonical', full: true, streams: stage.streams });
       const h = await task.done;
