@@ -23,6 +23,7 @@ import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { LocalBlobStore } from '../storage/local-blob-store.js';
 import { randomHex } from '../storage/blob-names.js';
 import { CanonicalKeyGroupsWriter, normalizeSerializerSnapshot } from './canonical.js';
+import { checkKeyGroupCoverage } from './coverage.js';
 import { changelogInnerBackend, restoreChangelogSubtask } from './changelog-source.js';
 import { copySnapshot } from './copy-snapshot.js';
 import { isS3Path, openSnapshotDestination, type LocatedSnapshot, type S3ConnectionOptions } from './locate.js';
@@ -96,6 +97,7 @@ function intersect(a: KeyGroupRangeJson, b: KeyGroupRangeJson): KeyGroupRangeJso
 
 /** Checks what can be checked before anything is written: parallelism bounds and handle consistency. */
 export function planParallelism(metadata: CheckpointMetadata, parallelism: number | undefined): Map<string, number> {
+  checkKeyGroupCoverage(metadata, `${metadata.kind} ${metadata.checkpointId} of job ${metadata.jobId}`);
   const plan = new Map<string, number>();
   for (const op of metadata.operators) {
     const p = parallelism ?? op.parallelism;

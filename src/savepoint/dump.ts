@@ -6,6 +6,7 @@ import { StreamStateError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
 import { listEntries, mapEntries, readKeyGroups, timerEntries, valueEntries } from '../format/key-groups-stream.js';
 import { checkOffset, checkStreamHeader } from '../operator/operator-stream.js';
+import { checkKeyGroupCoverage } from './coverage.js';
 import { keyGroupsHandlesIn } from './inspect.js';
 import { decodeToJson, type JsonValue } from './values.js';
 
@@ -58,6 +59,7 @@ export function keyGroupsHandlesOf(op: OperatorSnapshot): { handles: KeyGroupsSt
  */
 export async function* dumpOperator(metadata: CheckpointMetadata, files: StateFileReader, opts: DumpOptions): AsyncGenerator<DumpRecord> {
   const op = findOperator(metadata, opts.operatorId);
+  checkKeyGroupCoverage(metadata, `${metadata.kind} ${metadata.checkpointId} of job ${metadata.jobId}`, op.operatorId);
   const { handles, others } = keyGroupsHandlesOf(op);
   if (others.length > 0) {
     throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId} holds ${[...new Set(others)].join(', ')} handles, which dump cannot read directly; convert the snapshot to canonical first.`);

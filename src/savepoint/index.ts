@@ -1,5 +1,7 @@
 export { CanonicalKeyGroupsWriter, canonicalHeader, canonicalStates, normalizeSerializerSnapshot, writeCanonicalSection, type SourceIds } from './canonical.js';
 export { deleteGarbage, findGarbage, listJobCheckpoints, type GarbageFile, type GarbageReport, type JobCheckpoints } from './checkpoint-dir.js';
+export { checkKeyGroupCoverage, keyGroupCoverageProblems } from './coverage.js';
+export { changelogInnerBackend, opaqueDescriptor, restoreChangelogSubtask } from './changelog-source.js';
 export { convertSnapshot, FORMAT_LEVEL_LAYOUTS, planParallelism, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.js';
 export { dumpOperator, keyGroupsHandlesOf, type DumpOptions, type DumpRecord } from './dump.js';
 export {

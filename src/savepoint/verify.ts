@@ -18,6 +18,7 @@ import {
 } from '../format/key-groups-stream.js';
 import { keyGroupForBytes } from '../keygroups/key-groups.js';
 import { checkOffset, checkStreamHeader } from '../operator/operator-stream.js';
+import { keyGroupCoverageProblems } from './coverage.js';
 import { keyGroupsHandlesIn } from './inspect.js';
 import type { LocatedSnapshot } from './locate.js';
 import { jsonDecoderFor } from './values.js';
@@ -298,6 +299,7 @@ export async function verifySnapshot(located: LocatedSnapshot, progress?: Verify
   for (const op of metadata.operators) for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) unique.set(f.path, f);
   const totalBytes = [...unique.values()].reduce((n, f) => n + f.size, 0);
   const v = new Verifier(located.storage, located.pointer, files, totalBytes, progress);
+  for (const message of keyGroupCoverageProblems(metadata)) v.problem('corrupt', 'CORRUPT', message);
   for (const f of unique.values()) await v.checkFile(f);
   let handles = 0;
   for (const op of metadata.operators) {
