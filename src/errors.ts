@@ -38,6 +38,8 @@ export const ErrorCodes = [
   // coordination
   'CHECKPOINT_NOT_FOUND',
   'CHECKPOINT_DECLINED',
+  /** a subtask acknowledged the same pending checkpoint twice */
+  'DUPLICATE_ACKNOWLEDGEMENT',
   'UNKNOWN_OPERATOR',
 ] as const;
 

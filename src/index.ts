@@ -26,6 +26,7 @@ export {
 export { BlobCheckpointStreamFactory, BlobStateFileReader, readStreamHandle, DEFAULT_INLINE_THRESHOLD } from './checkpoint/streams.js';
 export { encodeMetadata, decodeMetadata, METADATA_MAGIC, METADATA_VERSION } from './checkpoint/metadata-codec.js';
 export * from './checkpoint/coordinator.js';
+export { CheckpointDeclinedError, type AcknowledgeResult, type CheckpointFailureReason } from './checkpoint/acknowledgement.js';
 export { assignKeyedState, assignOperatorState } from './checkpoint/assignment.js';
 export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './checkpoint/shared-registry.js';
 export * from './operator/index.js';

@@ -2,10 +2,12 @@ import type { CheckpointStreamFactory, RestoreSource, SnapshotOptions, StateFile
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
 import { referencedFiles } from '../backend/handles.js';
 import { RestoreError, SnapshotError, StreamStateError, isStreamStateError } from '../errors.js';
+import { CheckpointDeclinedError, checkKeyedHandleRange, type AcknowledgeResult, type CheckpointFailureReason } from './acknowledgement.js';
 import { checkParallelism } from '../keygroups/key-groups.js';
 import { assignKeyedState, assignOperatorState } from './assignment.js';
 import { encodeMetadata } from './metadata-codec.js';
 import type { CheckpointMetadata, CompletedCheckpointInfo, OperatorSnapshot } from './metadata.js';
+import { RecordingStreamFactory } from './recording-streams.js';
 import { SharedStateRegistry, type RestoreMode } from './shared-registry.js';
 import type { CheckpointStorage, ResolvedSnapshot } from './storage.js';
 import { resolveHandlePath } from './streams.js';
@@ -74,11 +76,14 @@ export interface PendingCheckpoint {
   readonly full: boolean;
   /** The first checkpoints after a no-claim restore must not reuse the restored files. */
   readonly fullRequired: boolean;
-  /** The streams subtask `subtaskIndex` of `operatorId` writes its snapshot through. */
+  /** The streams subtask `subtaskIndex` of `operatorId` writes its snapshot through (the coordinator records what they write). */
   streamsFor(operatorId: string, subtaskIndex: number): CheckpointStreamFactory;
-  /** Ready-made SnapshotOptions for Snapshotable.snapshot(). */
+  /** Ready-made SnapshotOptions for Snapshotable.snapshot(), with `mayReuse` answered by the shared-state registry. */
   snapshotOptions(operatorId: string, subtaskIndex: number): SnapshotOptions;
-  /** Resolves when it completes; rejects (CHECKPOINT_DECLINED / SNAPSHOT_FAILED) when it is aborted. */
+  /**
+   * Resolves when it completes; rejects when it does not: CheckpointDeclinedError (code
+   * CHECKPOINT_DECLINED, with `reason`) or SNAPSHOT_FAILED (its _metadata could not be written).
+   */
   readonly completion: Promise<CompletedCheckpointInfo>;
 }
 
@@ -91,7 +96,11 @@ interface Pending {
   readonly view: PendingCheckpoint;
   readonly acks: Map<string, Map<number, NormalizedAck>>;
   remaining: number;
-  /** Newest checkpoint whose files a backend may reuse in this one; shared files used at or after it stay. */
+  /**
+   * The lowest checkpoint retained when this one was triggered. mayReuse says yes only to registry
+   * entries last used at or after it, and no entry last used at or after it is unregistered while
+   * this checkpoint is in flight (releaseUnusedShared), so every yes holds until it completes or aborts.
+   */
   readonly reuseFloor: number;
   readonly resolve: (info: CompletedCheckpointInfo) => void;
   readonly reject: (err: unknown) => void;
@@ -126,6 +135,10 @@ export class CheckpointCoordinator {
   /** Fully acknowledged, waiting for (or in) completion: their files are as protected as pending ones. */
   private readonly completing = new Map<number, Pending>();
   private completed: Retained[] = [];
+  /** How recent checkpoints and savepoints that are no longer pending ended (late acknowledgements are answered from it). */
+  private readonly ended = new Map<number, { readonly pointer: string; readonly reason: CheckpointFailureReason; readonly message: string }>();
+  /** The first id this coordinator handed out: lower ids were never triggered here. */
+  private firstId = 1;
   private nextId = 1;
   private restoredId: number | undefined;
   private fullRequired = false;
@@ -218,6 +231,7 @@ export class CheckpointCoordinator {
     }
     this.restoredId = source?.metadata.checkpointId;
     this.nextId = Math.max(highestDir, this.restoredId ?? 0, ...this.completed.map((c) => c.info.checkpointId)) + 1;
+    this.firstId = this.nextId;
     this.started = true;
     await this.bestEffort(async () => void (await this.collectGarbage()));
     return plan;
@@ -346,6 +360,23 @@ export class CheckpointCoordinator {
     const checkSubtask = (operatorId: string, subtaskIndex: number): void => {
       this.operatorOf(operatorId, subtaskIndex);
     };
+    const recorded = this.recordingStreams(checkpointId, pointer, streams);
+    // Why every yes below holds until this checkpoint completes or aborts: a yes needs a registry
+    // entry with lastUsed >= reuseFloor. Entries leave the registry only in releaseUnusedShared,
+    // and only with lastUsed below min(lowest retained, reuseFloor of every in-flight checkpoint),
+    // which is at most this floor while this checkpoint is in flight; lastUsed never decreases.
+    // Aborts, late acknowledgements, backend discards and gc never delete a registered file.
+    const reuseFloor = this.completed[0]?.info.checkpointId ?? Number.POSITIVE_INFINITY;
+    const mayReuse = (path: string): boolean => {
+      if (full || !this.pending.has(checkpointId)) return false;
+      let key: string;
+      try {
+        key = resolveHandlePath(pointer, path);
+      } catch {
+        return false;
+      }
+      return this.registry.mayReuse(key, reuseFloor);
+    };
     const view: PendingCheckpoint = {
       checkpointId,
       timestamp: this.clock(),
@@ -356,11 +387,11 @@ export class CheckpointCoordinator {
       fullRequired: kind === 'checkpoint' && full,
       streamsFor: (operatorId, subtaskIndex) => {
         checkSubtask(operatorId, subtaskIndex);
-        return streams;
+        return recorded;
       },
       snapshotOptions: (operatorId, subtaskIndex) => {
         checkSubtask(operatorId, subtaskIndex);
-        return { type: kind, format, full, streams };
+        return { type: kind, format, full, streams: recorded, mayReuse };
       },
       completion,
     };
@@ -370,46 +401,107 @@ export class CheckpointCoordinator {
       acks.set(op.operatorId, new Map());
       remaining += op.parallelism;
     }
-    // A backend picks what it reuses when it snapshots, which may be after checkpoints pending now have
-    // completed (and been confirmed to it): their files must stay as well as the latest completed one's.
-    const latestCompleted = this.completed.at(-1)?.info.checkpointId ?? this.restoredId ?? Number.POSITIVE_INFINITY;
-    const reuseFloor = Math.min(latestCompleted, ...this.pending.keys(), ...this.completing.keys());
     this.pending.set(checkpointId, { view, acks, remaining, reuseFloor, resolve, reject });
     return view;
+  }
+
+  /**
+   * The streams checkpoint `id` hands out: what they write is recorded in the registry's upload
+   * ledger (so aborts delete exactly that), and deletions the backend asks for spare every file
+   * the registry or another in-flight checkpoint holds.
+   */
+  private recordingStreams(id: number, pointer: string, streams: CheckpointStreamFactory): RecordingStreamFactory {
+    return new RecordingStreamFactory(streams, pointer, {
+      written: (key) => this.registry.recordUpload(id, key),
+      discard: (files) =>
+        this.serially(async () => {
+          const wanted = this.wantedKeys();
+          const doomed = [...new Set(files.map((f) => resolveHandlePath(pointer, f.path)))].filter((k) => !wanted(k));
+          this.registry.forgetUploads(doomed);
+          if (doomed.length > 0) await this.storage.store.delete(doomed);
+        }),
+    });
   }
 
   // ------------------------------------------------------------------ acknowledging
 
   /**
    * Records one subtask's handles. When this was the last missing acknowledgement the checkpoint
-   * completes: _metadata is written (last, atomically), shared files are registered, old
-   * checkpoints beyond numRetained are deleted. Returns the completed checkpoint then, else null
-   * (also for unknown, aborted or duplicate acknowledgements). A failed _metadata write aborts the
-   * checkpoint and rejects with SNAPSHOT_FAILED.
+   * completes: every file its handles reference is checked to be live, _metadata is written (last,
+   * atomically), shared files are registered, old checkpoints beyond numRetained are deleted.
+   *
+   * Result: `waiting` (others are missing), `completed`, or `rejected` with a reason: declined
+   * because a referenced file is not live (SHARED_STATE_NOT_LIVE: call notifyCheckpointAborted on
+   * the backends; the job goes on), or a late acknowledgement of a checkpoint that already ended
+   * (its files nothing else uses are deleted). Throws CHECKPOINT_NOT_FOUND for an id never
+   * triggered here, INVALID_ARGUMENT for an unknown operator or subtask or a keyed handle that does
+   * not cover exactly the subtask's key groups, DUPLICATE_ACKNOWLEDGEMENT for a second
+   * acknowledgement of a pending checkpoint, SNAPSHOT_FAILED when _metadata cannot be written.
    */
-  async acknowledge(checkpointId: number, operatorId: string, subtaskIndex: number, state: SubtaskAck): Promise<CompletedCheckpointInfo | null> {
-    const p = this.pending.get(checkpointId);
-    if (p === undefined) return null;
+  async acknowledge(checkpointId: number, operatorId: string, subtaskIndex: number, state: SubtaskAck): Promise<AcknowledgeResult> {
     const op = this.operatorOf(operatorId, subtaskIndex);
-    const ack = normalizeAck(state, op, checkpointId, subtaskIndex);
+    const p = this.pending.get(checkpointId);
+    if (p === undefined) {
+      if (this.completing.has(checkpointId)) throw this.duplicate(checkpointId, operatorId, subtaskIndex);
+      return this.lateAcknowledgement(checkpointId, dropNulls(state));
+    }
+    const ack = normalizeAck(state, op, checkpointId, subtaskIndex, this.jobId);
     const acks = p.acks.get(operatorId)!;
-    if (acks.has(subtaskIndex)) return null;
+    if (acks.has(subtaskIndex)) throw this.duplicate(checkpointId, operatorId, subtaskIndex);
     acks.set(subtaskIndex, ack);
     p.remaining--;
-    if (p.remaining > 0) return null;
+    if (p.remaining > 0) return { status: 'waiting', missing: p.remaining };
     this.pending.delete(checkpointId);
     this.completing.set(checkpointId, p);
     return this.serially(() => this.complete(p)).finally(() => this.completing.delete(checkpointId));
   }
 
-  private async complete(p: Pending): Promise<CompletedCheckpointInfo | null> {
+  private duplicate(checkpointId: number, operatorId: string, subtaskIndex: number): StreamStateError {
+    return new StreamStateError(
+      'DUPLICATE_ACKNOWLEDGEMENT',
+      `subtask ${subtaskIndex} of operator ${operatorId} acknowledged checkpoint ${checkpointId} of job ${this.jobId} twice; the first acknowledgement stands. ` +
+        'Acknowledge each checkpoint once per subtask.',
+    );
+  }
+
+  /**
+   * An acknowledgement for a checkpoint that is no longer pending: not an error (aborts and
+   * subsumption race with snapshots). Files of the ack that this checkpoint's streams wrote and
+   * nothing live uses are deleted.
+   */
+  private async lateAcknowledgement(checkpointId: number, ack: NormalizedAck): Promise<AcknowledgeResult> {
+    if (!Number.isSafeInteger(checkpointId) || checkpointId < this.firstId || checkpointId >= this.nextId) {
+      throw new StreamStateError(
+        'CHECKPOINT_NOT_FOUND',
+        `job ${this.jobId} has no checkpoint ${checkpointId}: this coordinator triggered ` +
+          (this.nextId > this.firstId ? `ids ${this.firstId}..${this.nextId - 1}` : 'none yet') +
+          '. Acknowledge only checkpoints triggered by this coordinator (after a restart ids continue; old ones are gone).',
+      );
+    }
+    const ended = this.ended.get(checkpointId) ?? { pointer: undefined, reason: 'ABORTED' as const, message: `checkpoint ${checkpointId} of job ${this.jobId} ended long ago.` };
+    const { pointer } = ended;
+    if (pointer !== undefined) {
+      await this.serially(async () => {
+        const wanted = this.wantedKeys();
+        const keys = new Set<string>();
+        for (const f of referencedFiles([ack.keyed, ack.operator])) keys.add(resolveHandlePath(pointer, f.path));
+        const doomed = this.adoptedBy(checkpointId, keys, wanted);
+        this.registry.forgetUploads(doomed);
+        if (doomed.length > 0) await this.bestEffort(() => this.storage.store.delete(doomed));
+      });
+    }
+    return { status: 'rejected', checkpointId, reason: ended.reason, message: ended.message };
+  }
+
+  private async complete(p: Pending): Promise<AcknowledgeResult> {
     const { checkpointId: id, kind, pointer } = p.view;
     // From here on this (serialized) step decides the checkpoint's fate; gc cannot run meanwhile.
     this.completing.delete(id);
     const latest = this.completed.at(-1)?.info.checkpointId ?? -1;
     if (kind === 'checkpoint' && id < latest) {
-      await this.discardPending(p, `a newer checkpoint (${latest}) completed first`, false);
-      return null;
+      const message = `checkpoint ${id} of job ${this.jobId} was subsumed: a newer checkpoint (${latest}) completed first. Its files were removed.`;
+      await this.discardPending(p, 'SUBSUMED', message, false);
+      return { status: 'rejected', checkpointId: id, reason: 'SUBSUMED', message };
     }
     const metadata = this.metadataOf(p);
     if (kind === 'savepoint') {
@@ -420,9 +512,19 @@ export class CheckpointCoordinator {
           `savepoint ${id} references files outside its directory (${outside.slice(0, 3).join(', ')}), so it would not be self-contained. ` +
             'The state backend must write savepoints in full (SnapshotOptions.full); this is a backend bug.',
         );
-        await this.discardPending(p, err.message, false, err);
+        await this.discardPending(p, 'ABORTED', err.message, false, err);
         throw err;
       }
+    }
+    const notLive = kind === 'checkpoint' ? await this.filesNotLive(p, metadata) : [];
+    if (notLive.length > 0) {
+      const message =
+        `checkpoint ${id} of job ${this.jobId} was declined: it references ${notLive.length} file(s) that are neither its own uploads nor live in the ` +
+        `shared-state registry (deleted, another checkpoint's private file, or of unknown origin): ${notLive.slice(0, 3).join(', ')}` +
+        `${notLive.length > 3 ? ', ...' : ''}. Completing it would leave a checkpoint that cannot be restored. The job goes on: the backend ` +
+        'uploads the data again at the next checkpoint (backends ask SnapshotOptions.mayReuse before referencing an earlier upload).';
+      await this.discardPending(p, 'SHARED_STATE_NOT_LIVE', message, false);
+      return { status: 'rejected', checkpointId: id, reason: 'SHARED_STATE_NOT_LIVE', message };
     }
     try {
       await this.storage.writeMetadata(pointer, metadata);
@@ -433,7 +535,7 @@ export class CheckpointCoordinator {
           'Earlier checkpoints are untouched; the next checkpoint will try again.',
         { cause: err },
       );
-      await this.discardPending(p, failure.message, isStreamStateError(err, 'ALREADY_EXISTS'), failure);
+      await this.discardPending(p, 'ABORTED', failure.message, isStreamStateError(err, 'ALREADY_EXISTS'), failure);
       throw failure;
     }
     const info = this.infoOf(pointer, metadata);
@@ -444,13 +546,55 @@ export class CheckpointCoordinator {
       for (const older of [...this.pending.values()]) {
         if (older.view.kind === 'checkpoint' && older.view.checkpointId < id) {
           this.pending.delete(older.view.checkpointId);
-          await this.discardPending(older, `subsumed by checkpoint ${id}`, false);
+          const message = `checkpoint ${older.view.checkpointId} of job ${this.jobId} was subsumed by checkpoint ${id}, which completed first. Its files were removed.`;
+          await this.discardPending(older, 'SUBSUMED', message, false);
         }
       }
       await this.subsume();
     }
+    this.markEnded(id, pointer, 'ALREADY_COMPLETED', `${kind} ${id} of job ${this.jobId} completed already (${pointer}).`);
     p.resolve(info);
-    return info;
+    return { status: 'completed', checkpoint: info };
+  }
+
+  /**
+   * The files checkpoint `p` references that it may not complete with. Allowed: (a) files in its
+   * own directory; (b) shared uploads written through the streams of a checkpoint of this attempt
+   * and not deleted since (its own, or e.g. a changelog materialization written for an earlier
+   * checkpoint), which the registry still holds in its upload ledger; (c) files live in the
+   * registry (not no-claim restored ones: those belong to someone else); (d) files in the job's
+   * shared/ directory that no checkpoint wrote (a changelog's preemptive upload, written through
+   * its own background streams) if they exist with the recorded size: nothing of ours deletes a
+   * file the ledger and the registry do not know, except gc, which cannot run meanwhile.
+   * Runs inside the serialized completion; every deletion takes a file out of the ledger or the
+   * registry before deleting it, so a file that passes stays until the checkpoint is registered.
+   */
+  private async filesNotLive(p: Pending, metadata: CheckpointMetadata): Promise<string[]> {
+    const { pointer } = p.view;
+    const shared = `${this.jobId}/shared/`;
+    const bad: string[] = [];
+    const unknown = new Map<string, number>();
+    for (const op of metadata.operators) {
+      for (const s of op.subtasks) {
+        for (const f of referencedFiles([s.keyed, s.operator])) {
+          const key = resolveHandlePath(pointer, f.path);
+          if (key.startsWith(`${pointer}/`) || this.registry.isLive(key)) continue;
+          if (!key.startsWith(shared) || this.registry.has(key)) bad.push(key);
+          else if (this.registry.uploadedBy(key) === undefined) unknown.set(key, f.size);
+        }
+      }
+    }
+    for (const [key, size] of unknown) {
+      const info = await this.storage.store.stat(key).catch(() => null);
+      if (info === null || info.size !== size) bad.push(key);
+    }
+    return [...new Set(bad)];
+  }
+
+  /** Remembers how a checkpoint ended, for late acknowledgements (the newest MAX_ENDED only). */
+  private markEnded(id: number, pointer: string, reason: CheckpointFailureReason, message: string): void {
+    this.ended.set(id, { pointer, reason, message });
+    while (this.ended.size > MAX_ENDED) this.ended.delete(this.ended.keys().next().value!);
   }
 
   private metadataOf(p: Pending): CheckpointMetadata {
@@ -475,37 +619,76 @@ export class CheckpointCoordinator {
 
   // ------------------------------------------------------------------ aborting, retention, cleanup
 
-  /** Aborts a pending checkpoint or savepoint: deletes its directory and the shared files only it uploaded. */
+  /**
+   * Aborts a pending checkpoint or savepoint: deletes its directory and the files its streams
+   * wrote that nothing else uses (never a file it merely references). Unknown or ended ids: no-op.
+   */
   async abort(checkpointId: number, reason: string): Promise<void> {
     const p = this.pending.get(checkpointId);
     if (p === undefined) return;
     this.pending.delete(checkpointId);
-    await this.serially(() => this.discardPending(p, reason, false));
+    const { kind } = p.view;
+    const message = `${kind} ${checkpointId} of job ${this.jobId} was aborted: ${reason}. Its files were removed; trigger a new one.`;
+    await this.serially(() => this.discardPending(p, 'ABORTED', message, false));
   }
 
   /**
-   * Deletes what an aborted checkpoint wrote. `keepDirectory`: its directory holds someone else's
-   * _metadata (the id was taken), so only the acknowledged files go.
+   * Deletes what a checkpoint that will not complete wrote: its directory and the uploads its
+   * streams wrote (and shared files it took over, see adoptedBy), except files the registry holds
+   * (a completed checkpoint references them) or another in-flight checkpoint references.
+   * `keepDirectory`: its directory holds someone else's _metadata (the id was taken), so only its
+   * own uploads go.
    */
-  private async discardPending(p: Pending, reason: string, keepDirectory: boolean, error?: unknown): Promise<void> {
+  private async discardPending(p: Pending, reason: CheckpointFailureReason, message: string, keepDirectory: boolean, error?: unknown): Promise<void> {
     const { checkpointId: id, kind, pointer } = p.view;
-    p.reject(
-      error ??
-        new SnapshotError('CHECKPOINT_DECLINED', `${kind} ${id} of job ${this.jobId} was aborted: ${reason}. Its files were removed; trigger a new one.`),
-    );
-    const metadata = this.metadataOf(p);
-    const keys = [...this.fileKeys(pointer, metadata)];
-    const inside = keys.filter((k) => k.startsWith(`${pointer}/`));
-    const outside = keys.filter((k) => !k.startsWith(`${pointer}/`));
-    const stillWanted = new Set<string>();
-    for (const other of this.inFlight()) for (const k of this.fileKeys(other.view.pointer, this.metadataOf(other))) stillWanted.add(k);
-    const sharedOnlyMine = this.registry.discardAborted(id, outside).filter((k) => !stillWanted.has(k));
+    this.markEnded(id, pointer, reason, message);
+    p.reject(error ?? new CheckpointDeclinedError(id, reason, message));
+    const wanted = this.wantedKeys(p);
+    const doomed = [...new Set([...this.registry.discardAborted(id, wanted), ...this.adoptedBy(id, this.fileKeys(pointer, this.metadataOf(p)), wanted)])];
+    this.registry.forgetUploads(doomed);
     await this.bestEffort(async () => {
-      if (keepDirectory) await this.storage.store.delete(inside);
-      else if (kind === 'checkpoint') await this.storage.discardCheckpointDirectory(this.jobId, id);
+      if (keepDirectory) return;
+      if (kind === 'checkpoint') await this.storage.discardCheckpointDirectory(this.jobId, id);
       else await this.deletePrefix(`${pointer}/`);
     });
-    await this.bestEffort(() => this.storage.store.delete(sharedOnlyMine));
+    const rest = keepDirectory ? doomed : doomed.filter((k) => !k.startsWith(`${pointer}/`));
+    if (rest.length > 0) await this.bestEffort(() => this.storage.store.delete(rest));
+  }
+
+  /**
+   * The files among `keys` (referenced by checkpoint `id`, which will not complete) that it owns:
+   * its own uploads, and shared files nobody else owns that it took over: files of unknown origin
+   * (a changelog's preemptive upload) and uploads of checkpoints no longer in flight (a
+   * materialization written for an earlier checkpoint). Never a file `wanted` (registered, or
+   * referenced by another in-flight checkpoint) nor an upload of another in-flight checkpoint.
+   */
+  private adoptedBy(id: number, keys: Iterable<string>, wanted: (key: string) => boolean): string[] {
+    const shared = `${this.jobId}/shared/`;
+    return [...new Set(keys)].filter((k) => {
+      if (wanted(k)) return false;
+      const writer = this.registry.uploadedBy(k);
+      if (writer === id) return true;
+      if (!k.startsWith(shared)) return false;
+      return writer === undefined || !(this.pending.has(writer) || this.completing.has(writer));
+    });
+  }
+
+  /**
+   * Whether a file must stay: the registry holds it (a completed checkpoint references it, or it
+   * came with the restored snapshot), or an in-flight checkpoint other than `except` references it.
+   */
+  private wantedKeys(except?: Pending): (key: string) => boolean {
+    let referenced: Set<string> | null = null;
+    return (key) => {
+      if (this.registry.has(key)) return true;
+      if (referenced === null) {
+        referenced = new Set();
+        for (const other of this.inFlight()) {
+          if (other !== except) for (const k of this.fileKeys(other.view.pointer, this.metadataOf(other))) referenced.add(k);
+        }
+      }
+      return referenced.has(key);
+    };
   }
 
   private insertCompleted(entry: Retained): void {
@@ -564,6 +747,7 @@ export class CheckpointCoordinator {
           doomed.push(name);
         }
       }
+      this.registry.forgetUploads(doomed);
       if (doomed.length > 0) await this.storage.store.delete(doomed);
       return doomed;
     });
@@ -580,7 +764,10 @@ export class CheckpointCoordinator {
     const pending = [...this.pending.values()];
     this.pending.clear();
     await this.serially(async () => {
-      for (const p of pending) await this.discardPending(p, how === 'cancel' ? 'the job was cancelled' : 'the job finished', false);
+      for (const p of pending) {
+        const message = `${p.view.kind} ${p.view.checkpointId} of job ${this.jobId} was aborted: the job ${how === 'cancel' ? 'was cancelled' : 'finished'}. Its files were removed.`;
+        await this.discardPending(p, 'JOB_STOPPED', message, false);
+      }
       if (how === 'cancel' && (this.options.onCancel ?? 'retain') === 'delete') {
         for (const c of this.completed) await this.bestEffort(() => this.discardRetained(c));
         this.completed = [];
@@ -687,9 +874,18 @@ export class CheckpointCoordinator {
   }
 }
 
-function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpointId: number, subtaskIndex: number): NormalizedAck {
-  const keyed = state.keyed.filter((h): h is KeyedStateHandle => h !== null);
-  const operator = state.operator.filter((h): h is OperatorStateHandle => h !== null);
+/** Completed, aborted and declined checkpoints remembered for late acknowledgements. */
+const MAX_ENDED = 1024;
+
+function dropNulls(state: SubtaskAck): NormalizedAck {
+  return {
+    keyed: (state.keyed ?? []).filter((h): h is KeyedStateHandle => h !== null && typeof h === 'object'),
+    operator: (state.operator ?? []).filter((h): h is OperatorStateHandle => h !== null && typeof h === 'object'),
+  };
+}
+
+function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpointId: number, subtaskIndex: number, jobId: string): NormalizedAck {
+  const { keyed, operator } = dropNulls(state);
   for (const h of keyed) {
     if (h.maxParallelism !== op.maxParallelism) {
       throw new StreamStateError(
@@ -698,6 +894,7 @@ function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpointId: 
           `but the operator has ${op.maxParallelism}. Create the keyed backend with the operator's maxParallelism.`,
       );
     }
+    checkKeyedHandleRange(h, { jobId, operatorId: op.operatorId, parallelism: op.parallelism, maxParallelism: op.maxParallelism, checkpointId, subtaskIndex });
   }
   for (const h of operator) {
     if (h.type !== 'operator') {

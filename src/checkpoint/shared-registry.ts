@@ -10,6 +10,12 @@ import { StreamStateError } from '../errors.js';
  * `BlobCheckpointStorage`), so a handle path `../shared/x` seen from `<job>/chk-7` and from
  * `<job>/chk-9` is one entry, and files of another job's checkpoint we restored from can never
  * be confused with ours. The registry only decides; the caller deletes (idempotently).
+ *
+ * It also keeps the ledger of uploads: files written through the stream factory of a checkpoint
+ * of this attempt that no completed checkpoint references yet (`recordUpload`). Their writer owns
+ * them until a completed checkpoint registers them (they become entries) or they are deleted
+ * (`forgetUploads`, always before the file is deleted). A file neither registered nor in the
+ * ledger is of unknown origin: no checkpoint may complete referencing it.
  */
 export type RestoreMode = 'claim' | 'no-claim';
 
@@ -39,11 +45,14 @@ function checkId(id: number, what: string): void {
 
 export class SharedStateRegistry {
   private readonly entries = new Map<string, MutableEntry>();
+  /** Uploads no completed checkpoint references yet: store-relative name -> id of the checkpoint whose streams wrote it. */
+  private readonly uploads = new Map<string, number>();
 
   /** Records that completed checkpoint `checkpointId` references `files` (store-relative names). */
   registerCheckpoint(checkpointId: number, files: Iterable<string>): void {
     checkId(checkpointId, 'registerCheckpoint');
     for (const key of files) {
+      this.uploads.delete(key);
       const e = this.entries.get(key);
       if (e === undefined) {
         this.entries.set(key, { key, createdBy: checkpointId, lastUsedCheckpointId: checkpointId, confirmed: true });
@@ -102,14 +111,55 @@ export class SharedStateRegistry {
   }
 
   /**
-   * The files among `files` (referenced by the aborted checkpoint `checkpointId`) that only it
-   * uploaded, i.e. that no completed checkpoint registered: the caller deletes them.
+   * Whether a checkpoint whose reuse floor is `reuseFloor` (the lowest checkpoint retained when it
+   * was triggered) may reference `key`: a registered entry, last used at or after the floor, that
+   * is not a no-claim restored file (those belong to someone else). Such an entry cannot be
+   * unregistered while that checkpoint is in flight (see CheckpointCoordinator.releaseUnusedShared).
    */
-  discardAborted(checkpointId: number, files: Iterable<string>): string[] {
+  mayReuse(key: string, reuseFloor: number): boolean {
+    const e = this.entries.get(key);
+    return e !== undefined && e.restored !== 'no-claim' && e.lastUsedCheckpointId >= reuseFloor;
+  }
+
+  /** A registered file a checkpoint may complete referencing: every entry but no-claim restored files (someone else's). */
+  isLive(key: string): boolean {
+    const e = this.entries.get(key);
+    return e !== undefined && e.restored !== 'no-claim';
+  }
+
+  /** Records that the streams of checkpoint `writerId` wrote `key` (no completed checkpoint references it yet). */
+  recordUpload(writerId: number, key: string): void {
+    checkId(writerId, 'recordUpload');
+    if (!this.entries.has(key)) this.uploads.set(key, writerId);
+  }
+
+  /** The checkpoint whose streams wrote `key`, while it is an upload no completed checkpoint references. */
+  uploadedBy(key: string): number | undefined {
+    return this.uploads.get(key);
+  }
+
+  /** Uploads written by checkpoint `writerId`'s streams that no completed checkpoint references. */
+  uploadsOf(writerId: number): string[] {
+    const out: string[] = [];
+    for (const [key, writer] of this.uploads) if (writer === writerId) out.push(key);
+    return out;
+  }
+
+  /** Drops uploads from the ledger: call before deleting them, so nothing can complete referencing them. */
+  forgetUploads(keys: Iterable<string>): void {
+    for (const key of keys) this.uploads.delete(key);
+  }
+
+  /**
+   * What aborted checkpoint `checkpointId` wrote and may be deleted now: its uploads that no
+   * completed checkpoint registered, minus `keep` (files another in-flight checkpoint references
+   * or was promised). They leave the ledger; the caller deletes them.
+   */
+  discardAborted(checkpointId: number, keep: (key: string) => boolean = () => false): string[] {
     checkId(checkpointId, 'discardAborted');
-    const out = new Set<string>();
-    for (const key of files) if (!this.entries.has(key)) out.add(key);
-    return [...out];
+    const out = this.uploadsOf(checkpointId).filter((key) => !keep(key));
+    this.forgetUploads(out);
+    return out;
   }
 
   has(key: string): boolean {

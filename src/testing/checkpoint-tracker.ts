@@ -74,13 +74,18 @@ export class CheckpointTracker {
         this.countBytes(checkpointId, keyed);
         // A failed attempt acknowledges nothing more; the coordinator's shutdown removes what its snapshots wrote.
         if (this.hooks.isDead()) return;
-        const info = await this.coordinator.acknowledge(checkpointId, operatorId, subtaskIndex, {
+        const result = await this.coordinator.acknowledge(checkpointId, operatorId, subtaskIndex, {
           keyed: keyed ? [keyed] : [],
           operator: operator ? [operator] : [],
         });
-        if (info) {
+        if (result.status === 'completed') {
           this.entries.delete(checkpointId);
-          await this.hooks.completed(info);
+          await this.hooks.completed(result.checkpoint);
+        } else if (result.status === 'rejected' && result.reason === 'SHARED_STATE_NOT_LIVE') {
+          // Declined by the coordinator (a referenced file is not live): the backends must hear of the abort.
+          this.entries.delete(checkpointId);
+          if (checkpointId === this.lastTriggered) this.lastTriggeredFailed = true;
+          await this.hooks.aborted(checkpointId, result.message);
         }
       } catch (err) {
         if (!finished) this.inFlightSnapshots--;

@@ -75,7 +75,7 @@ async function checkpointOrCrash(job: MiniJob): Promise<boolean> {
     let done = false;
     for (const [i, t] of tasks.entries()) {
       const h = await t.done;
-      done = (await job.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [h], operator: [] })) !== null || done;
+      done = (await job.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [h], operator: [] })).status === 'completed' || done;
     }
     if (!done) return false;
     for (const b of job.backends) await b.notifyCheckpointComplete(pending.checkpointId);

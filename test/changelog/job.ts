@@ -77,7 +77,9 @@ export class MiniJob {
       for (const [i, t] of tasks.entries()) {
         const h = await t.done;
         handles.push(h);
-        info = (await this.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [h], operator: [] })) ?? info;
+        const result = await this.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [h], operator: [] });
+        if (result.status === 'completed') info = result.checkpoint;
+        else if (result.status === 'rejected') throw new Error(`checkpoint ${pending.checkpointId} was rejected: ${result.message}`);
       }
       if (info === null) throw new Error('checkpoint did not complete');
       for (const b of this.backends) await b.notifyCheckpointComplete(pending.checkpointId);

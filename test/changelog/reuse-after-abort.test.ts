@@ -73,15 +73,15 @@ async function trigger(f: Fixture): Promise<{ pending: PendingCheckpoint; handle
 }
 
 async function ack0(f: Fixture, c: { pending: PendingCheckpoint; handle: KeyedStateHandle | null }): Promise<void> {
-  expect(await f.job.coordinator.acknowledge(c.pending.checkpointId, OPERATOR, 0, { keyed: [c.handle], operator: [] })).toBeNull();
+  expect((await f.job.coordinator.acknowledge(c.pending.checkpointId, OPERATOR, 0, { keyed: [c.handle], operator: [] })).status).toBe('waiting');
 }
 
 /** Subtask 1 snapshots and acknowledges: the checkpoint completes; subtasks are told. */
 async function complete(f: Fixture, c: { pending: PendingCheckpoint; handle: KeyedStateHandle | null }): Promise<void> {
   const id = c.pending.checkpointId;
   const task = await f.job.backends[1].snapshot(id, c.pending.snapshotOptions(OPERATOR, 1));
-  const info = await f.job.coordinator.acknowledge(id, OPERATOR, 1, { keyed: [await task.done], operator: [] });
-  expect(info?.checkpointId).toBe(id);
+  const result = await f.job.coordinator.acknowledge(id, OPERATOR, 1, { keyed: [await task.done], operator: [] });
+  expect(result.status === 'completed' && result.checkpoint.checkpointId).toBe(id);
   for (const b of f.job.backends) await b.notifyCheckpointComplete(id);
 }
 

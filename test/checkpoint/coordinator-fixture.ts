@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { CheckpointStreamFactory, StateScope } from '../../src/backend/contract.js';
 import { referencedFiles, type FileStreamHandle, type KeyedStateHandle } from '../../src/backend/handles.js';
 import { localCheckpointStorage, type BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import type { AcknowledgeResult } from '../../src/checkpoint/acknowledgement.js';
 import type { CheckpointCoordinator, PendingCheckpoint, SubtaskAck } from '../../src/checkpoint/coordinator.js';
 import { resolveHandlePath } from '../../src/checkpoint/streams.js';
 import { keyGroupRangeForSubtask } from '../../src/keygroups/key-groups.js';
@@ -24,7 +25,9 @@ export async function writeFile(streams: CheckpointStreamFactory, scope: StateSc
 
 /**
  * A subtask of an incremental backend, faked: each snapshot writes one exclusive file and one new
- * shared file and (unless the checkpoint must be full) reuses the shared file of its previous snapshot.
+ * shared file and (unless the checkpoint must be full) reuses the shared file of its previous
+ * snapshot when the coordinator says it may (SnapshotOptions.mayReuse). `reuse: 'blindly'` skips
+ * the question, as a backend with the ordering bug would.
  */
 export class FakeIncrementalSubtask {
   private previousShared: FileStreamHandle | null = null;
@@ -36,13 +39,15 @@ export class FakeIncrementalSubtask {
     readonly maxParallelism = 128,
   ) {}
 
-  async snapshot(p: PendingCheckpoint, reuse = true): Promise<SubtaskAck> {
-    const streams = p.streamsFor(this.operatorId, this.subtaskIndex);
+  async snapshot(p: PendingCheckpoint, reuse: boolean | 'blindly' = true): Promise<SubtaskAck> {
+    const options = p.snapshotOptions(this.operatorId, this.subtaskIndex);
+    const streams = options.streams;
     const tag = `${p.checkpointId}-${this.operatorId}-${this.subtaskIndex}`;
     const exclusive = await writeFile(streams, 'exclusive', `exclusive ${tag}`);
     const fresh = await writeFile(streams, 'shared', `shared ${tag}`);
     const shared = [fresh];
-    if (reuse && !p.full && this.previousShared) shared.push(this.previousShared);
+    const previous = this.previousShared;
+    if (previous && (reuse === 'blindly' || (reuse && !p.full && options.mayReuse?.(previous.path) === true))) shared.push(previous);
     this.previousShared = fresh;
     const handle: KeyedStateHandle = {
       type: 'fake-incremental',
@@ -55,12 +60,12 @@ export class FakeIncrementalSubtask {
   }
 }
 
-/** Triggers a checkpoint and acknowledges it from every subtask; returns the last ack's result. */
-export async function runCheckpoint(coord: CheckpointCoordinator, subtasks: readonly FakeIncrementalSubtask[], reuse = true) {
+/** Triggers a checkpoint and acknowledges it from every subtask; `info` is the completed checkpoint, else null. */
+export async function runCheckpoint(coord: CheckpointCoordinator, subtasks: readonly FakeIncrementalSubtask[], reuse: boolean | 'blindly' = true) {
   const p = coord.triggerCheckpoint();
-  let last = null;
+  let last: AcknowledgeResult | null = null;
   for (const s of subtasks) last = await coord.acknowledge(p.checkpointId, s.operatorId, s.subtaskIndex, await s.snapshot(p, reuse));
-  return { pending: p, info: last };
+  return { pending: p, result: last, info: last?.status === 'completed' ? last.checkpoint : null };
 }
 
 /** What must exist for the coordinator's retained checkpoints: their _metadata and every file they reference. */

@@ -52,19 +52,22 @@ describe('CheckpointCoordinator retention', () => {
     expect(shared.length).toBe(2 * (numRetained + 1));
   });
 
-  it('reports completion only on the last acknowledgement and ignores duplicates and unknown ids', async () => {
+  it('reports completion only on the last acknowledgement; duplicates and unknown ids are typed errors', async () => {
     const coord = coordinator();
     await coord.restore();
     const [a, b] = subtasks();
     const p = coord.triggerCheckpoint();
-    expect(await coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p))).toBeNull();
-    expect(await coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p))).toBeNull();
+    expect(await coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p))).toEqual({ status: 'waiting', missing: 1 });
+    await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p)), 'DUPLICATE_ACKNOWLEDGEMENT');
     expect(coord.completedCheckpoints()).toEqual([]);
-    const info = await coord.acknowledge(p.checkpointId, 'op', 1, await b.snapshot(p));
+    const result = await coord.acknowledge(p.checkpointId, 'op', 1, await b.snapshot(p));
+    if (result.status !== 'completed') throw new Error(`expected completed, got ${JSON.stringify(result)}`);
+    const info = result.checkpoint;
     expect(info).toMatchObject({ checkpointId: 1, pointer: `${JOB}/chk-1` });
-    expect(info!.size).toBeGreaterThan(0);
+    expect(info.size).toBeGreaterThan(0);
     await expect(p.completion).resolves.toEqual(info);
-    expect(await coord.acknowledge(99, 'op', 0, { keyed: [], operator: [] })).toBeNull();
+    await expectRejectsCode(coord.acknowledge(99, 'op', 0, { keyed: [], operator: [] }), 'CHECKPOINT_NOT_FOUND');
+    expect(await coord.acknowledge(1, 'op', 0, { keyed: [], operator: [] })).toMatchObject({ status: 'rejected', reason: 'ALREADY_COMPLETED' });
     expect(coord.latestCompleted()).toEqual(info);
     const q = coord.triggerCheckpoint();
     await expectRejectsCode(coord.acknowledge(q.checkpointId, 'nope', 0, { keyed: [], operator: [] }), 'INVALID_ARGUMENT');
@@ -80,12 +83,12 @@ describe('CheckpointCoordinator retention', () => {
     await coord.acknowledge(1, 'op', 0, acks1[0]);
     const { info } = await runCheckpoint(coord, tasks, false);
     expect(info?.checkpointId).toBe(2);
-    await expectRejectsCode(p1.completion, 'CHECKPOINT_DECLINED');
-    expect(await coord.acknowledge(1, 'op', 1, acks1[1])).toBeNull();
+    expect(await expectRejectsCode(p1.completion, 'CHECKPOINT_DECLINED')).toMatchObject({ reason: 'SUBSUMED' });
+    expect(await coord.acknowledge(1, 'op', 1, acks1[1])).toMatchObject({ status: 'rejected', reason: 'SUBSUMED' });
     expect(coord.completedCheckpoints().map((c) => c.checkpointId)).toEqual([2]);
-    // the late subtask's shared file was never acknowledged: only gc can find it
-    expect(await coord.collectGarbage()).toHaveLength(1);
+    // the late acknowledgement's files were written by checkpoint 1's streams and nothing uses them: deleted at once
     expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, coord));
+    expect(await coord.collectGarbage()).toEqual([]);
   });
 
   it('refuses to trigger before restore(), and a second restore()', async () => {
@@ -107,32 +110,32 @@ describe('CheckpointCoordinator retention', () => {
     const gc = coord.collectGarbage(); // starts listing first ...
     const done = coord.acknowledge(p.checkpointId, 'op', 1, acks[1]); // ... while the last ack arrives
     expect(await gc).toEqual([]);
-    expect((await done)?.checkpointId).toBe(2);
+    expect(await done).toMatchObject({ status: 'completed', checkpoint: { checkpointId: 2 } });
     expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, coord));
   });
 });
 
 describe('CheckpointCoordinator abort and failures', () => {
-  it('abort deletes the checkpoint directory and the shared files only it uploaded', async () => {
+  it('abort deletes the checkpoint directory and every file its streams wrote, never a file it only references', async () => {
     const coord = coordinator();
     await coord.restore();
     const tasks = subtasks();
     await runCheckpoint(coord, tasks);
     const before = await jobFiles(storage, JOB);
     const p = coord.triggerCheckpoint();
-    await coord.acknowledge(p.checkpointId, 'op', 0, await tasks[0].snapshot(p)); // reuses chk-1's shared file
+    const ack0 = await tasks[0].snapshot(p);
+    expect(JSON.stringify(ack0)).toContain('../shared/'); // reuses chk-1's shared file
+    await coord.acknowledge(p.checkpointId, 'op', 0, ack0);
     await tasks[1].snapshot(p); // wrote files, never acknowledged
+    expect((await jobFiles(storage, JOB)).length).toBe(before.length + 4);
     await coord.abort(p.checkpointId, 'test');
-    await expectRejectsCode(p.completion, 'CHECKPOINT_DECLINED');
-    const after = await jobFiles(storage, JOB);
-    expect(after.filter((f) => f.startsWith(`${JOB}/chk-2/`))).toEqual([]);
-    // chk-1 and everything it uses are intact; the unacknowledged subtask's shared file is an orphan for gc
-    for (const f of before) expect(after).toContain(f);
-    expect(after.length).toBe(before.length + 1);
-    expect(await coord.acknowledge(p.checkpointId, 'op', 1, { keyed: [], operator: [] })).toBeNull();
-    expect(await coord.collectGarbage()).toHaveLength(1);
+    expect(await expectRejectsCode(p.completion, 'CHECKPOINT_DECLINED')).toMatchObject({ reason: 'ABORTED' });
+    // chk-1 and everything it uses are intact; both subtasks' uploads are gone
     expect(await jobFiles(storage, JOB)).toEqual(before);
-    await coord.abort(p.checkpointId, 'again'); // unknown now: no-op
+    expect(await coord.acknowledge(p.checkpointId, 'op', 1, { keyed: [], operator: [] })).toMatchObject({ status: 'rejected', reason: 'ABORTED' });
+    expect(await coord.collectGarbage()).toEqual([]);
+    await coord.abort(p.checkpointId, 'again'); // ended: no-op
+    expect(await jobFiles(storage, JOB)).toEqual(before);
   });
 
   it('a failed _metadata write aborts the checkpoint; earlier ones are untouched', async () => {
@@ -293,8 +296,9 @@ describe('CheckpointCoordinator savepoints and shutdown', () => {
     await runCheckpoint(coord, tasks);
     const sp = coord.triggerSavepoint({ format: 'canonical', targetDir: 'savepoints' });
     expect(sp.full).toBe(true);
-    let info = null;
-    for (const t of tasks) info = await coord.acknowledge(sp.checkpointId, 'op', t.subtaskIndex, await t.snapshot(sp));
+    let result = null;
+    for (const t of tasks) result = await coord.acknowledge(sp.checkpointId, 'op', t.subtaskIndex, await t.snapshot(sp));
+    const info = result?.status === 'completed' ? result.checkpoint : null;
     expect(info?.pointer).toMatch(/^savepoints\/savepoint-job-a-[0-9a-f]{12}$/);
     expect(coord.completedCheckpoints().map((c) => c.checkpointId)).toEqual([1]);
     for (let n = 0; n < 2; n++) await runCheckpoint(coord, tasks);

@@ -73,13 +73,48 @@ describe('SharedStateRegistry', () => {
     expect(r.unregisterUnused(100)).toEqual([]);
   });
 
-  it('an aborted checkpoint may delete only what no completed checkpoint registered', () => {
+  it('an aborted checkpoint may delete only what its own streams wrote and no completed checkpoint registered', () => {
     const r = new SharedStateRegistry();
     r.registerCheckpoint(1, ['j/shared/old']);
-    const doomed = r.discardAborted(2, ['j/shared/old', 'j/shared/new', 'j/shared/new']);
+    r.recordUpload(1, 'j/shared/old'); // registered already: not an upload
+    r.recordUpload(2, 'j/shared/new');
+    r.recordUpload(2, 'j/shared/kept');
+    r.recordUpload(3, 'j/shared/other'); // another checkpoint's upload
+    const doomed = r.discardAborted(2, (k) => k === 'j/shared/kept');
     expect(doomed).toEqual(['j/shared/new']);
     expect(r.has('j/shared/old')).toBe(true);
-    expect(r.discardAborted(2, ['j/shared/new'])).toEqual(['j/shared/new']); // asking again is fine
+    expect(r.uploadedBy('j/shared/new')).toBeUndefined(); // out of the ledger before the caller deletes it
+    expect(r.uploadedBy('j/shared/kept')).toBe(2);
+    expect(r.uploadedBy('j/shared/other')).toBe(3);
+    expect(r.discardAborted(2)).toEqual(['j/shared/kept']); // asking again is fine
+    expect(r.discardAborted(2)).toEqual([]);
+  });
+
+  it('an upload a completed checkpoint registers leaves the ledger and becomes a live entry', () => {
+    const r = new SharedStateRegistry();
+    r.recordUpload(4, 'j/shared/a');
+    expect(r.isLive('j/shared/a')).toBe(false);
+    r.registerCheckpoint(5, ['j/shared/a']);
+    expect(r.uploadedBy('j/shared/a')).toBeUndefined();
+    expect(r.uploadsOf(4)).toEqual([]);
+    expect(r.isLive('j/shared/a')).toBe(true);
+    expect(r.get('j/shared/a')).toMatchObject({ createdBy: 5, lastUsedCheckpointId: 5 });
+  });
+
+  it('mayReuse: live entries last used at or after the floor, never no-claim restored files', () => {
+    const r = new SharedStateRegistry();
+    r.registerCheckpoint(3, ['j/shared/a']);
+    r.registerCheckpoint(5, ['j/shared/b']);
+    r.registerRestored(2, ['x/shared/c'], 'no-claim');
+    r.registerRestored(2, ['y/shared/d'], 'claim');
+    expect(r.mayReuse('j/shared/a', 3)).toBe(true);
+    expect(r.mayReuse('j/shared/a', 4)).toBe(false); // kept only for an older in-flight checkpoint: may go any time
+    expect(r.mayReuse('j/shared/b', 4)).toBe(true);
+    expect(r.mayReuse('j/shared/gone', 0)).toBe(false);
+    expect(r.mayReuse('x/shared/c', 0)).toBe(false);
+    expect(r.isLive('x/shared/c')).toBe(false);
+    expect(r.mayReuse('y/shared/d', 2)).toBe(true);
+    expect(r.mayReuse('j/shared/b', Number.POSITIVE_INFINITY)).toBe(false);
   });
 
   it('rejects non-integer checkpoint ids', () => {

@@ -60,8 +60,8 @@ async function checkpoint(coord: CheckpointCoordinator, kb: KeyedStateBackend<st
   const task = await kb.snapshot(p.checkpointId, { type: 'checkpoint', full: p.full, streams: p.streamsFor(OP, 0) });
   const handle = await task.done;
   if (handle === null || !isIncrementalHandle(handle)) throw new Error('expected an incremental handle');
-  const info = await coord.acknowledge(p.checkpointId, OP, 0, { keyed: [handle], operator: [] });
-  expect(info?.checkpointId).toBe(p.checkpointId);
+  const result = await coord.acknowledge(p.checkpointId, OP, 0, { keyed: [handle], operator: [] });
+  expect(result.status === 'completed' && result.checkpoint.checkpointId).toBe(p.checkpointId);
   await kb.notifyCheckpointComplete(p.checkpointId);
   return { id: p.checkpointId, handle };
 }

@@ -1,0 +1,84 @@
+import { isKeyGroupsHandle, type KeyedStateHandle } from '../backend/handles.js';
+import { SnapshotError, StreamStateError } from '../errors.js';
+import { keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
+import type { CompletedCheckpointInfo } from './metadata.js';
+
+/**
+ * Why a checkpoint did not complete. Stable, machine-readable (match on it, not on messages).
+ * - `SHARED_STATE_NOT_LIVE`: its handles reference a file that is neither its own upload nor live
+ *   in the shared-state registry (deleted, another checkpoint's private file, unknown origin). The
+ *   backend uploads the data again at the next checkpoint.
+ * - `ABORTED`: `abort()` was called for it.
+ * - `SUBSUMED`: a newer checkpoint completed first.
+ * - `ALREADY_COMPLETED`: it completed already (an acknowledgement arrived after that).
+ * - `JOB_STOPPED`: the coordinator was shut down while it was pending.
+ */
+export type CheckpointFailureReason = 'SHARED_STATE_NOT_LIVE' | 'ABORTED' | 'SUBSUMED' | 'ALREADY_COMPLETED' | 'JOB_STOPPED';
+
+/** What one `acknowledge()` call did (docs/RUNTIME.md, "A checkpoint"). */
+export type AcknowledgeResult =
+  /** Recorded; `missing` subtasks have not acknowledged yet. */
+  | { readonly status: 'waiting'; readonly missing: number }
+  /** This was the last acknowledgement and the checkpoint (or savepoint) completed. */
+  | { readonly status: 'completed'; readonly checkpoint: CompletedCheckpointInfo }
+  /**
+   * The checkpoint did not complete: declined by this acknowledgement (then call
+   * notifyCheckpointAborted on the backends), or it had already ended (a late acknowledgement,
+   * whose files the coordinator deleted when nothing else uses them).
+   */
+  | { readonly status: 'rejected'; readonly checkpointId: number; readonly reason: CheckpointFailureReason; readonly message: string };
+
+/** How `completion` of a checkpoint that did not complete rejects: code CHECKPOINT_DECLINED plus the reason. */
+export class CheckpointDeclinedError extends SnapshotError {
+  constructor(
+    readonly checkpointId: number,
+    readonly reason: CheckpointFailureReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super('CHECKPOINT_DECLINED', message, options);
+  }
+}
+
+interface RangeJson {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * A keyed handle acknowledged by subtask `subtaskIndex` must cover exactly that subtask's key
+ * groups (keyGroupRangeForSubtask), whatever its type (key-groups, LevelDB, changelog, ...): the
+ * subtasks' ranges partition the key groups, so no key group is then held twice or by the wrong
+ * subtask. A key-groups handle's blocks must lie within its range too. (Handles nested inside a
+ * changelog handle may be wider after rescaling: their restore reads only the outer range.)
+ */
+export function checkKeyedHandleRange(
+  handle: KeyedStateHandle,
+  where: { readonly jobId: string; readonly operatorId: string; readonly parallelism: number; readonly maxParallelism: number; readonly checkpointId: number; readonly subtaskIndex: number },
+): void {
+  const own = keyGroupRangeForSubtask(where.maxParallelism, where.parallelism, where.subtaskIndex);
+  const prefix = `checkpoint ${where.checkpointId} of job ${where.jobId}: subtask ${where.subtaskIndex} of operator ${where.operatorId} (parallelism ${where.parallelism}, maxParallelism ${where.maxParallelism})`;
+  const fix = `Create subtask i's keyed backend with keyGroupRange keyGroupRangeForSubtask(${where.maxParallelism}, ${where.parallelism}, i) and acknowledge with that subtask's index.`;
+  const r = handle.keyGroupRange as RangeJson | undefined;
+  if (!isRange(r) || r.start !== own.start || r.end !== own.end) {
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `${prefix} acknowledged a ${String(handle.type)} handle for key groups ${describe(r)}, but the subtask owns key groups ${own.start}-${own.end}; ` +
+        `a checkpoint must hold every key group exactly once. ${fix}`,
+    );
+  }
+  if (isKeyGroupsHandle(handle)) {
+    const stray = handle.blocks.find((b) => !own.contains(b.keyGroup));
+    if (stray !== undefined) {
+      throw new StreamStateError('INVALID_ARGUMENT', `${prefix} acknowledged a key-groups handle for key groups ${own.start}-${own.end} with a block of key group ${stray.keyGroup}. ${fix}`);
+    }
+  }
+}
+
+function isRange(r: unknown): r is RangeJson {
+  return r !== null && typeof r === 'object' && Number.isInteger((r as RangeJson).start) && Number.isInteger((r as RangeJson).end);
+}
+
+function describe(r: unknown): string {
+  return isRange(r) ? `${r.start}-${r.end}` : JSON.stringify(r ?? null);
+}
