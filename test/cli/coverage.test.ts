@@ -58,7 +58,7 @@ describe('key-group coverage', () => {
       ...m,
       operators: m.operators.map((op) => ({
         ...op,
-        subtasks: op.subtasks.map((s) => ({ ...s, keyed: s.keyed.map((h) => ({ ...h, keyGroupRange: { start: 0, end: 11 }, blocks: (h as { blocks: { keyGroup: number }[] }).blocks.filter((b) => b.keyGroup <= 11) }) as unknown as KeyedStateHandle) })),
+        subtasks: op.subtasks.map((s) => ({ ...s, keyed: s.keyed.map((h) => ({ ...h, keyGroupRange: { start: 0, end: 11 }, blocks: (h as unknown as { blocks: { keyGroup: number }[] }).blocks.filter((b) => b.keyGroup <= 11) }) as unknown as KeyedStateHandle) })),
       })),
     }));
     const v = await cli(['verify', dir]);
