@@ -41,6 +41,8 @@ export const ErrorCodes = [
   /** a subtask acknowledged the same pending checkpoint twice */
   'DUPLICATE_ACKNOWLEDGEMENT',
   'UNKNOWN_OPERATOR',
+  /** a newer instance of the job took over the job's checkpoint storage (docs/RUNTIME.md, "Fencing") */
+  'FENCED',
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
@@ -74,6 +76,9 @@ export class RestoreError extends StreamStateError {}
 
 /** A storage operation failed (the file system or object store answered with an error). */
 export class StorageError extends StreamStateError {}
+
+/** This instance was fenced: a newer instance of the job holds the lease on its checkpoint storage. */
+export class FencedError extends StreamStateError {}
 
 export function isStreamStateError(err: unknown, code?: ErrorCode): err is StreamStateError {
   return err instanceof StreamStateError && (code === undefined || err.code === code);
