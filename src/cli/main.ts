@@ -2,7 +2,8 @@
 import { run } from './run.js';
 
 // The whole program is run(); this file only connects it to the process.
-run(process.argv.slice(2)).then(
+// ownsProcess: SIGINT/SIGTERM remove temporary output (exit 130/143), EPIPE on stdout exits 0.
+run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, ownsProcess: true }).then(
   (code) => {
     process.exitCode = code;
   },

@@ -3,7 +3,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { StreamStateError } from '../errors.js';
-import { deleteGarbage, findGarbage, listJobCheckpoints } from '../savepoint/checkpoint-dir.js';
+import {
+  DEFAULT_GC_MIN_AGE_MS,
+  deleteConvertLeftovers,
+  deleteGarbage,
+  findConvertLeftovers,
+  findGarbageIfJob,
+  listJobCheckpoints,
+  type GarbageReport,
+} from '../savepoint/checkpoint-dir.js';
 import { convertSnapshot, planParallelism, type ConvertOptions } from '../savepoint/convert.js';
 import { dumpOperator, keyGroupsHandlesOf } from '../savepoint/dump.js';
 import { formatBytes, formatReport, inspectMetadata } from '../savepoint/inspect.js';
@@ -11,6 +19,7 @@ import { isS3Path, locateCheckpointDir, locateSnapshot, type LocatedCheckpointDi
 import { verifySnapshot, type VerifyProblem, type VerifyResult } from '../savepoint/verify.js';
 import { backendByName, keySerializerOf, TARGET_BACKENDS } from './backends.js';
 import { ExitCode, exitCodeFor, type ExitCodeValue } from './exit-codes.js';
+import { installProcessHandlers, TemporaryPathRegistry } from './interrupt.js';
 import { Progress } from './progress.js';
 
 /**
@@ -34,6 +43,11 @@ export interface CliIo {
   readonly progressDelayMs?: number;
   /** Environment for S3 defaults (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION). Default process.env. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * run() is the whole process (main.ts): SIGINT/SIGTERM remove temporary output and exit 130/143,
+   * EPIPE on process.stdout exits 0 (src/cli/interrupt.ts). Default false (in-process use).
+   */
+  readonly ownsProcess?: boolean;
 }
 
 interface GlobalOptions {
@@ -50,6 +64,8 @@ interface Context {
   command: string;
   /** Settings for s3:// paths, from the global --s3-* options and the environment. */
   s3: S3ConnectionOptions;
+  /** Temporary directories of the running command, removed when the process is interrupted. */
+  readonly temps: TemporaryPathRegistry;
 }
 
 /**
@@ -92,10 +108,11 @@ function parsePositiveInt(value: string): number {
 
 // ------------------------------------------------------------------------------ shared helpers
 
-const convertBase = (progress: Progress): Pick<ConvertOptions, 'backendFor' | 'keySerializerOf' | 'progress'> => ({
+const convertBase = (ctx: Context, progress: Progress): Pick<ConvertOptions, 'backendFor' | 'keySerializerOf' | 'progress' | 'temporaryPaths'> => ({
   backendFor: backendByName,
   keySerializerOf,
   progress: (e) => progress.update(e.phase, e.done, e.total),
+  temporaryPaths: ctx.temps,
 });
 
 function needsMaterialize(located: LocatedSnapshot): boolean {
@@ -110,13 +127,14 @@ function needsMaterialize(located: LocatedSnapshot): boolean {
 async function withKeyGroupsView<T>(ctx: Context, located: LocatedSnapshot, progress: Progress, fn: (view: LocatedSnapshot) => Promise<T>): Promise<T> {
   if (!needsMaterialize(located)) return fn(located);
   const dir = await mkdtemp(join(tmpdir(), 'streamstate-view-'));
+  ctx.temps.add(dir);
   try {
     const dst = join(dir, 'canonical');
-    await convertSnapshot(located, dst, { ...convertBase(progress), target: located.snapshot.metadata.backend, format: 'canonical' });
+    await convertSnapshot(located, dst, { ...convertBase(ctx, progress), target: located.snapshot.metadata.backend, format: 'canonical' });
     progress.done();
     return await using(locateSnapshot(dst), fn);
   } finally {
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true }).then(() => ctx.temps.delete(dir), () => undefined);
   }
 }
 
@@ -207,7 +225,7 @@ async function convertLocated(
   const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
   const started = Date.now();
   const result = await convertSnapshot(located, isS3Path(dst) ? dst : resolve(ctx.cwd, dst), {
-    ...convertBase(progress),
+    ...convertBase(ctx, progress),
     target: opts.to,
     format: opts.format,
     s3: ctx.s3,
@@ -256,28 +274,75 @@ async function listLocated(ctx: Context, located: LocatedCheckpointDir, dir: str
   await out(ctx.io, `${lines.join('\n')}\n`);
 }
 
-async function gcCommand(ctx: Context, dir: string, opts: { dryRun?: boolean; json?: boolean }): Promise<void> {
+interface GcCliOptions {
+  dryRun?: boolean;
+  json?: boolean;
+  minAge?: number;
+}
+
+async function gcCommand(ctx: Context, dir: string, opts: GcCliOptions): Promise<void> {
   await using(locateDir(ctx, dir), (located) => gcLocated(ctx, located, dir, opts));
 }
 
-async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: { dryRun?: boolean; json?: boolean }): Promise<void> {
-  if (located.jobs.length === 0) throw new StreamStateError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
-  const reports = [];
+/** A duration: `0`, or a number with a unit (ms, s, m, h, d). */
+function parseDuration(value: string): number {
+  const m = /^(0|[0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)?$/.exec(value);
+  if (m === null || (m[2] === undefined && m[1] !== '0')) throw new InvalidArgumentError('expected a duration such as 0, 90s, 30m, 2h or 1d.');
+  const units: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return Number(m[1]) * (units[m[2] ?? 'ms'] ?? 1);
+}
+
+function formatDuration(ms: number): string {
+  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
+  return `${ms}ms`;
+}
+
+async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: GcCliOptions): Promise<void> {
+  const gc = { minAgeMs: opts.minAge ?? DEFAULT_GC_MIN_AGE_MS, now: Date.now() };
+  const warn = (w: string): void => void ctx.io.stderr.write(`streamstate gc: warning: ${oneLine(w)}\n`);
+  // Every candidate must be recognizably a streamstate job; anything else is left alone.
+  const reports: GarbageReport[] = [];
+  const skipped: string[] = [];
   for (const job of located.jobs) {
-    const report = await findGarbage(located.storage, job);
-    for (const w of report.warnings) ctx.io.stderr.write(`streamstate gc: warning: ${oneLine(w)}\n`);
-    if (!opts.dryRun) await deleteGarbage(located.storage, report);
-    reports.push(report);
+    const report = await findGarbageIfJob(located.storage, job, gc);
+    if (report === null) {
+      skipped.push(job);
+      warn(`${job} is not a streamstate job (no readable chk-<n>/_metadata of job ${job}); left alone.`);
+    } else reports.push(report);
   }
+  // Leftovers of interrupted converts, directly in the given directory (local disk only).
+  const leftovers = isS3Path(dir) ? { stale: [], young: [] } : await findConvertLeftovers(resolve(ctx.cwd, dir.startsWith('file://') ? dir.slice('file://'.length) : dir), gc);
+  if (reports.length === 0 && leftovers.stale.length === 0 && leftovers.young.length === 0) {
+    throw new StreamStateError(
+      'NOT_FOUND',
+      `${dir} holds no streamstate job (no chk-<n>/_metadata written by streamstate in it or in its job directories) and no leftovers of streamstate convert; nothing was deleted. ` +
+        "Pass a job's checkpoint directory or the storage root.",
+    );
+  }
+  for (const r of reports) {
+    for (const w of r.warnings) warn(w);
+    if (!opts.dryRun) await deleteGarbage(located.storage, r);
+  }
+  if (!opts.dryRun) await deleteConvertLeftovers(leftovers.stale);
   if (opts.json) {
-    await out(ctx.io, `${JSON.stringify({ dryRun: opts.dryRun === true, jobs: reports }, null, 2)}\n`);
+    await out(ctx.io, `${JSON.stringify({ dryRun: opts.dryRun === true, minAgeMs: gc.minAgeMs, jobs: reports, skipped, convertLeftovers: leftovers }, null, 2)}\n`);
     return;
   }
   const verb = opts.dryRun ? 'would delete' : 'deleted';
+  const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
   const lines: string[] = [];
   for (const r of reports) {
-    lines.push(`job ${r.jobId}: ${verb} ${r.files.length} file${r.files.length === 1 ? '' : 's'} (${formatBytes(r.bytes)})`);
+    const keptBy = new Map<string, number>();
+    for (const k of r.kept) keptBy.set(k.reason, (keptBy.get(k.reason) ?? 0) + 1);
+    const kept = r.kept.length === 0 ? '' : `; kept ${plural(r.kept.length, 'file')} (${[...keptBy].map(([why, n]) => `${n} ${why === 'too-young' ? `younger than ${formatDuration(gc.minAgeMs)}` : why}`).join(', ')})`;
+    lines.push(`job ${r.jobId}: ${verb} ${plural(r.files.length, 'file')} (${formatBytes(r.bytes)})${kept}`);
     for (const f of r.files) lines.push(`  ${f.reason.padEnd(22)} ${formatBytes(f.size).padStart(10)}  ${f.name}`);
+  }
+  if (leftovers.stale.length > 0 || leftovers.young.length > 0) {
+    const bytes = leftovers.stale.reduce((n, l) => n + l.bytes, 0);
+    const young = leftovers.young.length === 0 ? '' : `; kept ${leftovers.young.length} younger than ${formatDuration(gc.minAgeMs)} (a convert may still be running)`;
+    lines.push(`convert leftovers: ${verb} ${plural(leftovers.stale.length, 'directory').replace('directorys', 'directories')} (${formatBytes(bytes)})${young}`);
+    for (const l of leftovers.stale) lines.push(`  ${formatBytes(l.bytes).padStart(10)}  ${l.path}`);
   }
   await out(ctx.io, `${lines.join('\n')}\n`);
 }
@@ -361,19 +426,21 @@ function buildProgram(ctx: Context): Command {
   withExitCodes(
     program
       .command('gc')
-      .description('delete files no completed checkpoint references and incomplete checkpoint directories (run while the job is stopped)')
+      .description('delete files of streamstate jobs that no completed checkpoint references, and leftovers of interrupted converts')
       .argument('<checkpoint-dir>', "a job's checkpoint directory or the checkpoint storage root")
       .option('--dry-run', 'only list what would be deleted')
+      .option('--min-age <duration>', `keep files modified more recently than this (0, 90s, 30m, 2h, 1d; default ${formatDuration(DEFAULT_GC_MIN_AGE_MS)}): a checkpoint may still complete with them`, parseDuration)
       .option('--json', 'print as JSON'),
-  ).action(action('gc', (dir: string, opts: { dryRun?: boolean; json?: boolean }) => gcCommand(ctx, dir, opts)));
+  ).action(action('gc', (dir: string, opts: GcCliOptions) => gcCommand(ctx, dir, opts)));
 
   return program;
 }
 
 /** Runs the CLI with `argv` (arguments after the program name) and resolves with the exit code. */
 export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
-  const ctx: Context = { io, cwd: io.cwd ?? process.cwd(), code: ExitCode.OK, command: '', s3: {} };
+  const ctx: Context = { io, cwd: io.cwd ?? process.cwd(), code: ExitCode.OK, command: '', s3: {}, temps: new TemporaryPathRegistry() };
   const program = buildProgram(ctx);
+  const uninstall = io.ownsProcess === true ? installProcessHandlers(ctx.temps, io.stderr, () => ctx.command || 'streamstate') : () => undefined;
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return ctx.code;
@@ -388,5 +455,7 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
     const message = err instanceof Error ? err.message : String(err);
     io.stderr.write(`${prefix}: error${code}: ${oneLine(message)}\n`);
     return exitCodeFor(err);
+  } finally {
+    uninstall();
   }
 }

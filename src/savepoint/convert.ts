@@ -67,7 +67,34 @@ export interface ConvertOptions {
   readonly flushBytes?: number;
   /** How to reach S3 when `dst` is an s3:// URL. */
   readonly s3?: S3ConnectionOptions;
+  /**
+   * Told every temporary directory before it is created and again once it is gone, so that a
+   * process interrupted by a signal can remove what is still there (the CLI does).
+   */
+  readonly temporaryPaths?: TemporaryPaths;
 }
+
+/** The temporary directories of work in progress (see ConvertOptions.temporaryPaths). */
+export interface TemporaryPaths {
+  add(path: string): void;
+  delete(path: string): void;
+}
+
+/**
+ * Hidden directories convert writes next to `dst`: the result before its final rename, and scratch
+ * data. The names say who wrote them, so `streamstate gc` can recognize what an interrupted convert
+ * left behind (CONVERT_LEFTOVER).
+ */
+export function convertTempNames(dst: string): { output: string; scratch: string } {
+  const tag = randomHex(12);
+  return { output: `.${basename(dst)}.streamstate-convert-${tag}`, scratch: `.${basename(dst)}.streamstate-scratch-${tag}` };
+}
+
+/**
+ * Names of convert's temporary directories: today's (convertTempNames) and those of earlier
+ * versions (`.<dst>.tmp-<12 hex>`, `.<dst>.scratch-<12 hex>`).
+ */
+export const CONVERT_LEFTOVER = /^\..+\.(streamstate-convert|streamstate-scratch|tmp|scratch)-[0-9a-f]{12}$/;
 
 export interface ConvertResult {
   readonly path: string;
@@ -145,9 +172,11 @@ class Converter {
     this.store = new LocalBlobStore(parent);
     // Inline threshold 0: the result is files only, like every savepoint of a real job could be.
     this.storage = new BlobCheckpointStorage(this.store, { inlineThreshold: 0 });
-    const tag = randomHex(12);
-    this.outName = `.${basename(dst)}.tmp-${tag}`;
-    this.scratchName = `.${basename(dst)}.scratch-${tag}`;
+    const names = convertTempNames(dst);
+    this.outName = names.output;
+    this.scratchName = names.scratch;
+    opts.temporaryPaths?.add(resolve(parent, this.outName));
+    opts.temporaryPaths?.add(resolve(parent, this.scratchName));
   }
 
   get parent(): string {
@@ -210,16 +239,19 @@ class Converter {
       } catch (err) {
         throw new StorageError('STORAGE_IO', `cannot move the converted savepoint into place at ${this.dst}: ${(err as Error).message}. Nothing was written there.`, { cause: err });
       }
+      this.opts.temporaryPaths?.delete(resolve(this.parent, this.outName));
       return { path: this.dst, metadata, keyedBytes: this.keyedBytes, keyGroups: this.keyGroups };
     } catch (err) {
-      await rm(resolve(this.parent, this.outName), { recursive: true, force: true }).catch(() => undefined);
+      const out = resolve(this.parent, this.outName);
+      await rm(out, { recursive: true, force: true }).then(() => this.opts.temporaryPaths?.delete(out), () => undefined);
       await this.cleanupScratch();
       throw err;
     }
   }
 
   private async cleanupScratch(): Promise<void> {
-    await rm(resolve(this.parent, this.scratchName), { recursive: true, force: true }).catch(() => undefined);
+    const scratch = resolve(this.parent, this.scratchName);
+    await rm(scratch, { recursive: true, force: true }).then(() => this.opts.temporaryPaths?.delete(scratch), () => undefined);
   }
 
   // ------------------------------------------------------------------ step 1: key-groups sources
@@ -470,6 +502,7 @@ async function convertToS3(source: LocatedSnapshot, dst: string, opts: ConvertOp
       throw new StorageError('ALREADY_EXISTS', `${dst} already holds objects; the converted savepoint needs a new prefix. Pick another destination or remove it.`);
     }
     const scratch = await mkdtemp(join(tmpdir(), 'streamstate-convert-'));
+    opts.temporaryPaths?.add(scratch);
     try {
       const result = await new Converter(source.snapshot, join(scratch, 'savepoint'), opts).run();
       await copySnapshot(
@@ -479,7 +512,7 @@ async function convertToS3(source: LocatedSnapshot, dst: string, opts: ConvertOp
       );
       return { ...result, path: dst };
     } finally {
-      await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+      await rm(scratch, { recursive: true, force: true }).then(() => opts.temporaryPaths?.delete(scratch), () => undefined);
     }
   } finally {
     await target.close();

@@ -1,8 +1,24 @@
 export { CanonicalKeyGroupsWriter, canonicalHeader, canonicalStates, normalizeSerializerSnapshot, writeCanonicalSection, type SourceIds } from './canonical.js';
-export { deleteGarbage, findGarbage, listJobCheckpoints, type GarbageFile, type GarbageReport, type JobCheckpoints } from './checkpoint-dir.js';
+export {
+  DEFAULT_GC_MIN_AGE_MS,
+  deleteConvertLeftovers,
+  deleteGarbage,
+  findConvertLeftovers,
+  findGarbage,
+  findGarbageIfJob,
+  isDataFileName,
+  listJobCheckpoints,
+  type ConvertLeftover,
+  type ConvertLeftovers,
+  type GarbageFile,
+  type GarbageReport,
+  type GcOptions,
+  type JobCheckpoints,
+  type KeptFile,
+} from './checkpoint-dir.js';
 export { checkKeyGroupCoverage, keyGroupCoverageProblems } from './coverage.js';
 export { changelogInnerBackend, opaqueDescriptor, restoreChangelogSubtask } from './changelog-source.js';
-export { convertSnapshot, FORMAT_LEVEL_LAYOUTS, planParallelism, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert.js';
+export { CONVERT_LEFTOVER, convertSnapshot, convertTempNames, FORMAT_LEVEL_LAYOUTS, planParallelism, type ConvertOptions, type ConvertProgress, type ConvertResult, type TemporaryPaths } from './convert.js';
 export { dumpOperator, keyGroupsHandlesOf, type DumpOptions, type DumpRecord } from './dump.js';
 export {
   formatBytes,

@@ -1,4 +1,4 @@
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
@@ -126,48 +126,72 @@ describe('streamstate list', () => {
 });
 
 describe('streamstate gc', () => {
-  it('--dry-run lists unreferenced shared files and incomplete checkpoint directories; gc deletes exactly those', async () => {
-    // A crashed checkpoint (no _metadata) and an orphaned shared file.
-    await mkdir(join(jobDir, 'chk-9'), { recursive: true });
-    await writeFile(join(jobDir, 'chk-9', 'data-1'), 'partial');
-    await mkdir(join(jobDir, 'shared'), { recursive: true });
-    await writeFile(join(jobDir, 'shared', 'orphan'), 'nobody uses me');
-    await mkdir(join(jobDir, 'taskowned'), { recursive: true });
-    await writeFile(join(jobDir, 'taskowned', 'keep'), 'never touched');
+  const HOUR = 3_600_000;
+  /** Writes a file and dates it `ageMs` back (gc keeps files younger than --min-age, default 1 h). */
+  async function aged(path: string, text: string, ageMs: number): Promise<void> {
+    await mkdir(join(path, '..'), { recursive: true });
+    await writeFile(path, text);
+    const t = new Date(Date.now() - ageMs);
+    await utimes(path, t, t);
+  }
+
+  it('--dry-run lists old unreferenced streamstate files and incomplete checkpoint directories; gc deletes exactly those', async () => {
+    // A crashed checkpoint (no _metadata) and an orphaned shared file, both two hours old.
+    await aged(join(jobDir, 'chk-9', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'), 'partial', 2 * HOUR);
+    await aged(join(jobDir, 'shared', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'), 'nobody uses me', 2 * HOUR);
+    // Kept: a young one (a checkpoint may still complete with it) and names streamstate never writes.
+    await aged(join(jobDir, 'shared', '0123456789abcdef-000007.ldb'), 'just uploaded', 0);
+    await aged(join(jobDir, 'shared', 'notes.txt'), 'the user wrote this', 2 * HOUR);
+    await aged(join(jobDir, 'taskowned', 'keep'), 'never touched', 2 * HOUR);
 
     const dry = await cli(['gc', jobDir, '--dry-run', '--json']);
     expect(dry.code).toBe(0);
     const report = JSON.parse(dry.stdout);
     const files = report.jobs[0].files as { name: string; reason: string }[];
     expect(files.map((f) => [f.name, f.reason])).toEqual([
-      ['job-x/chk-9/data-1', 'incomplete-checkpoint'],
-      ['job-x/shared/orphan', 'unreferenced-shared'],
+      ['job-x/chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'incomplete-checkpoint'],
+      ['job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 'unreferenced-shared'],
     ]);
-    expect(await exists(join(jobDir, 'shared', 'orphan'))).toBe(true);
+    expect((report.jobs[0].kept as { name: string; reason: string }[]).map((f) => [f.name, f.reason])).toEqual([
+      ['job-x/shared/0123456789abcdef-000007.ldb', 'too-young'],
+      ['job-x/shared/notes.txt', 'unknown-name'],
+    ]);
+    expect(await exists(join(jobDir, 'shared', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'))).toBe(true);
 
     const real = await cli(['gc', jobDir]);
     expect(real.code).toBe(0);
     expect(real.stdout).toContain('deleted 2 files');
-    expect(await exists(join(jobDir, 'shared', 'orphan'))).toBe(false);
-    expect(await exists(join(jobDir, 'chk-9', 'data-1'))).toBe(false);
+    expect(real.stdout).toContain('kept 2 files (1 younger than 1h, 1 unknown-name)');
+    expect(await exists(join(jobDir, 'shared', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'))).toBe(false);
+    expect(await exists(join(jobDir, 'chk-9'))).toBe(false);
+    expect(await exists(join(jobDir, 'shared', '0123456789abcdef-000007.ldb'))).toBe(true);
+    expect(await exists(join(jobDir, 'shared', 'notes.txt'))).toBe(true);
     expect(await exists(join(jobDir, 'taskowned', 'keep'))).toBe(true);
     // The retained checkpoints are intact.
     for (const id of [2, 3]) expect((await cli(['verify', join(jobDir, `chk-${id}`)])).code).toBe(0);
-    expect((await cli(['gc', jobDir, '--dry-run', '--json'])).stdout).toContain('"files": []');
+    // --min-age 0: the young file goes too (the job is stopped here); the user's file stays.
+    expect((await cli(['gc', jobDir, '--min-age', '0'])).stdout).toContain('deleted 1 file');
+    expect(await exists(join(jobDir, 'shared', 'notes.txt'))).toBe(true);
+    expect(JSON.parse((await cli(['gc', jobDir, '--dry-run', '--json', '--min-age', '0'])).stdout).jobs[0].files).toEqual([]);
   });
 
   it('keeps shared files when a _metadata cannot be read', async () => {
     const yDir = join(ckRoot, 'job-y');
-    await mkdir(join(yDir, 'shared'), { recursive: true });
     await mkdir(join(yDir, 'chk-7'), { recursive: true });
     await writeFile(join(yDir, 'chk-7', '_metadata'), 'garbage');
-    await writeFile(join(yDir, 'shared', 'maybe-used'), 'x');
+    await aged(join(yDir, 'shared', 'cccccccccccccccccccccccccccccccc'), 'x', 2 * HOUR);
     const before = (await readdir(join(yDir, 'shared'))).length;
-    const r = await cli(['gc', yDir, '--json']);
+    const r = await cli(['gc', yDir, '--json', '--min-age', '0']);
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('warning');
     expect(JSON.parse(r.stdout).jobs[0].files).toEqual([]);
     expect((await readdir(join(yDir, 'shared'))).length).toBe(before);
-    expect(await exists(join(yDir, 'shared', 'maybe-used'))).toBe(true);
+    expect(await exists(join(yDir, 'shared', 'cccccccccccccccccccccccccccccccc'))).toBe(true);
+  });
+
+  it('--min-age takes durations; anything else is a usage error', async () => {
+    expect((await cli(['gc', jobDir, '--dry-run', '--min-age', '90s'])).code).toBe(0);
+    expect((await cli(['gc', jobDir, '--dry-run', '--min-age', '2h'])).code).toBe(0);
+    for (const bad of ['10', '-1h', 'soon', '1w']) expect((await cli(['gc', jobDir, '--min-age', bad])).code).toBe(2);
   });
 });

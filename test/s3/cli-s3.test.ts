@@ -113,27 +113,28 @@ describe('the CLI on s3:// paths prints what it prints on a local copy', () => {
 
   it('gc --dry-run and gc find and delete the same garbage; the retained checkpoints stay intact', async () => {
     const jobDir = join(ckRoot, 'job-x');
-    const garbage = { 'chk-9/data-1': 'partial', 'shared/orphan': 'nobody uses me', 'taskowned/keep': 'never touched' };
+    // Names streamstate writes (gc deletes no others); --min-age 0 as the job is stopped (S3 cannot backdate objects).
+    const garbage = { 'chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa': 'partial', 'shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb': 'nobody uses me', 'taskowned/keep': 'never touched' };
     for (const [name, text] of Object.entries(garbage)) {
       await mkdir(join(jobDir, name, '..'), { recursive: true });
       await writeFile(join(jobDir, name), text);
       await store.put(`${PREFIX}/checkpoints/job-x/${name}`, Buffer.from(text));
     }
-    const dryLocal = await cli(['gc', jobDir, '--dry-run', '--json']);
-    const dryS3 = await onS3(['gc', s3Url(jobDir), '--dry-run', '--json']);
+    const dryLocal = await cli(['gc', jobDir, '--dry-run', '--json', '--min-age', '0']);
+    const dryS3 = await onS3(['gc', s3Url(jobDir), '--dry-run', '--json', '--min-age', '0']);
     expect(dryS3.code, dryS3.stderr).toBe(0);
     expect(dryS3.stdout).toBe(dryLocal.stdout);
-    expect((JSON.parse(dryS3.stdout).jobs[0].files as { name: string }[]).map((f) => f.name)).toEqual(['job-x/chk-9/data-1', 'job-x/shared/orphan']);
-    expect(await blobNames(store, `${PREFIX}/checkpoints/job-x/shared/orphan`)).toHaveLength(1);
+    expect((JSON.parse(dryS3.stdout).jobs[0].files as { name: string }[]).map((f) => f.name)).toEqual(['job-x/chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb']);
+    expect(await blobNames(store, `${PREFIX}/checkpoints/job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb`)).toHaveLength(1);
 
-    const real = await onS3(['gc', s3Url(ckRoot)]); // the root: every job
+    const real = await onS3(['gc', s3Url(ckRoot), '--min-age', '0']); // the root: every job
     expect(real.code, real.stderr).toBe(0);
     expect(real.stdout).toContain('job job-x: deleted 2 files');
     const left = await blobNames(store, `${PREFIX}/checkpoints/job-x/`);
-    expect(left).not.toContain(`${PREFIX}/checkpoints/job-x/chk-9/data-1`);
-    expect(left).not.toContain(`${PREFIX}/checkpoints/job-x/shared/orphan`);
+    expect(left).not.toContain(`${PREFIX}/checkpoints/job-x/chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa`);
+    expect(left).not.toContain(`${PREFIX}/checkpoints/job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb`);
     expect(left).toContain(`${PREFIX}/checkpoints/job-x/taskowned/keep`);
-    await cli(['gc', jobDir]);
+    await cli(['gc', jobDir, '--min-age', '0']);
     const remaining = (await localFiles(jobDir)).map((f) => `${PREFIX}/checkpoints/job-x/${f}`);
     expect(left).toEqual(remaining);
     for (const id of [2, 3]) expect((await onS3(['verify', s3Url(join(jobDir, `chk-${id}`))])).code).toBe(0);
