@@ -6,6 +6,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { checkBlobName, randomHex } from '../storage/blob-names.js';
 import { LocalBlobStore } from '../storage/local-blob-store.js';
 import { MemoryBlobStore } from '../storage/memory-blob-store.js';
+import { isLeaseName } from './lease.js';
 import { decodeMetadata, encodeMetadata } from './metadata-codec.js';
 import type { CheckpointMetadata, CompletedCheckpointInfo } from './metadata.js';
 import type { CheckpointStorage, CheckpointStorageOptions, ResolvedSnapshot } from './storage.js';
@@ -152,7 +153,8 @@ export class BlobCheckpointStorage implements CheckpointStorage {
 
   async listJobFiles(jobId: string): Promise<string[]> {
     checkJobId(jobId);
-    return (await this.store.list(`${jobId}/`)).map((b) => b.name);
+    // The job lease (lease.ts) is not a checkpoint file: nothing that walks job files may touch it.
+    return (await this.store.list(`${jobId}/`)).map((b) => b.name).filter((name) => !isLeaseName(jobId, name));
   }
 
   /**

@@ -11,6 +11,7 @@ import type { CheckpointMetadata, CompletedCheckpointInfo } from './metadata.js'
  *   <root>/<jobId>/chk-<n>/<exclusive files>
  *   <root>/<jobId>/shared/<files>          may be referenced by several checkpoints
  *   <root>/<jobId>/taskowned/              never deleted by streamstate
+ *   <root>/<jobId>/_lease/epoch-<n>-<id>    the job lease (lease.ts): one marker per start of an instance
  *   <root>/savepoint-<job6>-<12 hex>/      savepoints: _metadata and all files, relative paths
  *
  * A pointer names a checkpoint or savepoint: the directory that holds its _metadata, or the
@@ -52,6 +53,6 @@ export interface CheckpointStorage {
   discardCheckpointDirectory(jobId: string, checkpointId: number): Promise<void>;
   /** Deletes files referenced from the snapshot at `pointer` (paths relative to it). Idempotent. */
   deleteFiles(pointer: string, files: readonly FileStreamHandle[]): Promise<void>;
-  /** Every object under the job's directory (for gc), store-relative names. */
+  /** Every object under the job's directory (for gc), store-relative names; never the job lease (`<job>/_lease/`, lease.ts). */
   listJobFiles(jobId: string): Promise<string[]>;
 }

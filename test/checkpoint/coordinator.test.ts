@@ -180,11 +180,18 @@ describe('CheckpointCoordinator abort and failures', () => {
     expect((await jobFiles(storage, JOB)).length).toBeGreaterThan(complete.length);
     await expectRejectsCode(storage.resolve(`${JOB}/chk-2`), 'METADATA_MISSING');
 
+    // The first instance never released its lease: it may be alive and still complete checkpoint 2,
+    // so a start within the fencing grace period leaves its files (docs/RUNTIME.md, "Fencing").
     const second = coordinator();
-    const plan = await second.restore();
+    expect((await second.restore())?.checkpointId).toBe(1);
+    expect((await jobFiles(storage, JOB)).length).toBeGreaterThan(complete.length);
+    expect(second.nextCheckpointId).toBe(3); // never reuse the id of the broken directory
+
+    const third = coordinator({ fencing: { now: () => Date.now() + 11 * 60_000 } });
+    const plan = await third.restore();
     expect(plan?.checkpointId).toBe(1);
     expect(await jobFiles(storage, JOB)).toEqual(complete);
-    expect(second.nextCheckpointId).toBe(3); // never reuse the id of the broken directory
+    expect(third.nextCheckpointId).toBe(3);
   });
 });
 
