@@ -215,6 +215,19 @@ describe('deleting: a checkpoint that ends deletes only what it wrote', () => {
     expect(await jobFiles(storage, JOB)).toEqual([]);
   });
 
+  it('a late duplicate acknowledgement of a completed checkpoint deletes nothing it uses', async () => {
+    const coord = await started(1);
+    const c1 = await completedCheckpoint(coord);
+    const files = await jobFiles(storage, JOB);
+    expect(await ack(coord, c1.p, [c1.exclusive, c1.shared])).toMatchObject({ status: 'rejected', reason: 'ALREADY_COMPLETED' });
+    expect(await jobFiles(storage, JOB)).toEqual(files);
+    const sp = coord.triggerSavepoint();
+    const spFile = await upload(sp, 'exclusive');
+    expect(await ack(coord, sp, [spFile])).toMatchObject({ status: 'completed' });
+    expect(await ack(coord, sp, [spFile])).toMatchObject({ status: 'rejected', reason: 'ALREADY_COMPLETED' });
+    expect(await exists(sp, spFile)).toBe(true);
+  });
+
   it('a backend cannot delete through its streams a file a completed checkpoint references', async () => {
     const coord = await started(1);
     const c1 = await completedCheckpoint(coord);
