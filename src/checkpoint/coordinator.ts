@@ -11,6 +11,10 @@ import { RecordingStreamFactory } from './recording-streams.js';
 import { SharedStateRegistry, type RestoreMode } from './shared-registry.js';
 import type { CheckpointStorage, ResolvedSnapshot } from './storage.js';
 import { resolveHandlePath } from './streams.js';
+// [fencing] the job lease (docs/RUNTIME.md, "Fencing")
+import { FencedCheckpointStorage } from './fenced-storage.js';
+import { DEFAULT_FENCING_MIN_AGE_MS, deletableNow } from './fencing-gc.js';
+import { JobLease } from './lease.js';
 
 /** One operator of the job as the coordinator sees it. */
 export interface CoordinatedOperator {
@@ -37,6 +41,16 @@ export interface CheckpointCoordinatorOptions {
   readonly clock?: () => number;
   /** Called with failures of best-effort deletions (the files are left for collectGarbage()). */
   readonly onCleanupError?: (err: unknown) => void;
+  /** The job lease (docs/RUNTIME.md, "Fencing"). */
+  readonly fencing?: FencingOptions;
+}
+
+/** [fencing] How start-up cleanup treats files an older, possibly live instance may still complete. */
+export interface FencingOptions {
+  /** Unreferenced files younger than this are spared while an older instance's lease is not released. Default 10 minutes. */
+  readonly minAgeMs?: number;
+  /** ms clock compared with the store's modification times. Default Date.now. */
+  readonly now?: () => number;
 }
 
 /** What one subtask restores from. */
@@ -127,7 +141,7 @@ const CHECKPOINT_DIR = /^chk-(0|[1-9][0-9]*)$/;
 export class CheckpointCoordinator {
   readonly registry = new SharedStateRegistry();
   private readonly jobId: string;
-  private readonly storage: CheckpointStorage;
+  private readonly storage: FencedCheckpointStorage; // [fencing] deletions check the lease
   private readonly operators: ReadonlyMap<string, CoordinatedOperator>;
   private readonly numRetained: number;
   private readonly clock: () => number;
@@ -143,12 +157,15 @@ export class CheckpointCoordinator {
   private restoredId: number | undefined;
   private fullRequired = false;
   private started = false;
+  /** [fencing] This instance's lease, taken by restore(). */
+  private lease: JobLease | undefined;
   private stopped = false;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: CheckpointCoordinatorOptions) {
     this.jobId = options.jobId;
-    this.storage = options.storage;
+    // [fencing] Every deletion first checks the lease: a fenced instance deletes nothing.
+    this.storage = new FencedCheckpointStorage(options.storage, (what) => this.lease?.check(what) ?? Promise.resolve());
     this.clock = options.clock ?? Date.now;
     this.numRetained = options.numRetained ?? 1;
     if (!Number.isSafeInteger(this.numRetained) || this.numRetained < 1) {
@@ -194,6 +211,9 @@ export class CheckpointCoordinator {
     if (this.started || this.stopped) {
       throw new StreamStateError('INVALID_ARGUMENT', `restore() runs once, before the first checkpoint of job ${this.jobId}; create a new CheckpointCoordinator to restore again.`);
     }
+    // [fencing] Take the lease before listing anything: every older instance that completes a
+    // checkpoint from now on fails its lease check, and ids continue above every chk-<n> listed below.
+    this.lease = await JobLease.acquire(this.storage.store, this.jobId, { now: this.options.fencing?.now });
     const own: ResolvedSnapshot[] = [];
     for (const info of await this.storage.listCompletedCheckpoints(this.jobId)) {
       try {
@@ -325,6 +345,7 @@ export class CheckpointCoordinator {
   /** Starts checkpoint `nextCheckpointId`. Several may be pending at once. */
   triggerCheckpoint(): PendingCheckpoint {
     this.checkRunning();
+    this.lease?.throwIfKnownFenced('trigger a checkpoint'); // [fencing]
     const id = this.nextId++;
     const streams = this.storage.checkpointStreams(this.jobId, id);
     return this.addPending(id, 'checkpoint', 'native', this.storage.checkpointPointer(this.jobId, id), streams, this.fullRequired);
@@ -337,6 +358,7 @@ export class CheckpointCoordinator {
    */
   triggerSavepoint(opts: { format?: 'canonical' | 'native'; targetDir?: string } = {}): PendingCheckpoint {
     this.checkRunning();
+    this.lease?.throwIfKnownFenced('trigger a savepoint'); // [fencing]
     const id = this.nextId++;
     const { pointer, streams } = this.storage.createSavepointLocation(this.jobId, opts.targetDir);
     return this.addPending(id, 'savepoint', opts.format ?? 'canonical', pointer, streams, true);
@@ -526,6 +548,7 @@ export class CheckpointCoordinator {
       await this.discardPending(p, 'SHARED_STATE_NOT_LIVE', message, false);
       return { status: 'rejected', checkpointId: id, reason: 'SHARED_STATE_NOT_LIVE', message };
     }
+    await this.fenceCompletion(p, 'before'); // [fencing]
     try {
       await this.storage.writeMetadata(pointer, metadata);
     } catch (err) {
@@ -538,6 +561,7 @@ export class CheckpointCoordinator {
       await this.discardPending(p, 'ABORTED', failure.message, isStreamStateError(err, 'ALREADY_EXISTS'), failure);
       throw failure;
     }
+    await this.fenceCompletion(p, 'after'); // [fencing]
     const info = this.infoOf(pointer, metadata);
     if (kind === 'checkpoint') {
       this.registry.registerCheckpoint(id, this.sharedKeys(pointer, metadata));
@@ -552,11 +576,45 @@ export class CheckpointCoordinator {
       }
       await this.subsume();
     }
+    await this.bestEffort(() => this.lease?.renew() ?? Promise.resolve()); // [fencing] the holder is alive
     // Its uploads inside its directory (savepoints: all of them) are part of it now, not uploads to take over.
     this.registry.forgetUploads(this.registry.uploadsOf(id).filter((k) => kind === 'savepoint' || k.startsWith(`${pointer}/`)));
     this.markEnded(id, pointer, 'ALREADY_COMPLETED', `${kind} ${id} of job ${this.jobId} completed already (${pointer}).`);
     p.resolve(info);
     return { status: 'completed', checkpoint: info };
+  }
+
+  /**
+   * [fencing] A fenced instance never completes a checkpoint or savepoint: the lease is checked
+   * right before _metadata is written and again right after. Fenced before: nothing is written.
+   * Fenced after (a newer instance started in between): this instance removes its own _metadata
+   * again, the one deletion a fenced instance makes. Either way the checkpoint ends with FENCED;
+   * its other files are left for the newer instance's garbage collection. A storage failure of the
+   * check before fails the checkpoint like a failed _metadata write; one after leaves it completed
+   * (it cannot be told to be fenced).
+   */
+  private async fenceCompletion(p: Pending, when: 'before' | 'after'): Promise<void> {
+    const { checkpointId: id, kind, pointer } = p.view;
+    try {
+      await this.lease?.check(`complete ${kind} ${id}`);
+      return;
+    } catch (err) {
+      if (!isStreamStateError(err, 'FENCED')) {
+        if (when === 'after') return;
+        const failure = new SnapshotError(
+          'SNAPSHOT_FAILED',
+          `${kind} ${id} of job ${this.jobId} could not check its job lease before writing _metadata (${(err as Error).message}); it was aborted. ` +
+            'Earlier checkpoints are untouched; the next checkpoint will try again.',
+          { cause: err },
+        );
+        await this.discardPending(p, 'ABORTED', failure.message, false, failure);
+        throw failure;
+      }
+      // Its own _metadata, through the unguarded store: the newer instance must not find it.
+      if (when === 'after') await this.bestEffort(() => this.storage.inner.store.delete([`${pointer}/_metadata`]));
+      await this.discardPending(p, 'ABORTED', err.message, false, err);
+      throw err;
+    }
   }
 
   /**
@@ -732,6 +790,7 @@ export class CheckpointCoordinator {
   async collectGarbage(): Promise<string[]> {
     this.checkStarted();
     return this.serially(async () => {
+      await this.lease?.check('collect garbage'); // [fencing]
       const names = await this.storage.listJobFiles(this.jobId);
       const known = new Set(this.completed.filter((c) => c.origin === 'own').map((c) => c.info.checkpointId));
       for (const p of this.inFlight()) known.add(p.view.checkpointId);
@@ -751,9 +810,29 @@ export class CheckpointCoordinator {
           doomed.push(name);
         }
       }
-      this.registry.forgetUploads(doomed);
-      if (doomed.length > 0) await this.storage.store.delete(doomed);
-      return doomed;
+      const deletable = await this.spareOtherInstances(doomed); // [fencing]
+      this.registry.forgetUploads(deletable);
+      if (deletable.length > 0) await this.storage.store.delete(deletable);
+      return deletable;
+    });
+  }
+
+  /**
+   * [fencing] Of the files gc would delete, those no older, possibly still live instance of the
+   * job may yet complete a checkpoint with (fencing-gc.ts: young files are spared while an older
+   * lease is unreleased; they go at a later gc).
+   */
+  private async spareOtherInstances(doomed: string[]): Promise<string[]> {
+    const lease = this.lease;
+    if (doomed.length === 0 || lease === undefined) return doomed;
+    const othersMayBeAlive = lease.olderLive.length > 0;
+    const listing = othersMayBeAlive ? await this.storage.store.list(`${this.jobId}/`) : [];
+    return deletableNow(doomed, listing, {
+      jobId: this.jobId,
+      firstOwnId: this.firstId,
+      now: (this.options.fencing?.now ?? Date.now)(),
+      minAgeMs: this.options.fencing?.minAgeMs ?? DEFAULT_FENCING_MIN_AGE_MS,
+      othersMayBeAlive,
     });
   }
 
@@ -777,6 +856,8 @@ export class CheckpointCoordinator {
         this.completed = [];
         await this.releaseUnusedShared();
       }
+      // [fencing] A clean stop: later starts need not spare this instance's files.
+      await this.bestEffort(() => this.lease?.release() ?? Promise.resolve());
     });
   }
 
