@@ -11,12 +11,13 @@ import { createTtlState, ttlInnerDescriptor } from '../../src/state/ttl.js';
 import type { KeyedState, StateFor, TimerQueue } from '../../src/state/types.js';
 import { SnapshotRun } from './cow.js';
 import { IdCodec, latin1 } from './ids.js';
-import { KeyContext, noCurrentKey } from './key-context.js';
+import { backendClosed, KeyContext, noCurrentKey } from './key-context.js';
 import { readRestoredStates, type RestoredState, type RestoredStates } from './restore.js';
 import { cancelledError, writeHeapSnapshot, type SnapshotPart, type SnapshotPlan } from './snapshot.js';
 import { StateTable, type StateSerializers } from './state-table.js';
 import { makeHeapState } from './make-state.js';
 import { HeapTimerQueue } from './timers.js';
+import { IncrementalTtlCleanup } from './ttl-cleanup.js';
 
 export interface HeapBackendTuning {
   /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
@@ -81,6 +82,8 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private readonly states = new Map<string, Registered>();
   private readonly timerQueues = new Map<string, HeapTimerQueue<K, unknown>>();
   private readonly inFlight = new Set<InFlight>();
+  /** Incremental TTL cleanups that also run once per record (setCurrentKey). */
+  private readonly perRecordCleanups: IncrementalTtlCleanup[] = [];
   private closed = false;
 
   /** Creates a backend, restoring from `params.restore` when given. A failed restore leaves nothing open. */
@@ -112,6 +115,8 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     if (key === null || key === undefined) throw new StateAccessError('NULL_NOT_ALLOWED', 'setCurrentKey: a key must not be null or undefined.');
     this.resolveKey(key, this.ctx);
     this.ctx.key = key;
+    const cleanups = this.perRecordCleanups;
+    for (let c = 0; c < cleanups.length; c++) cleanups[c].step();
   }
 
   /** Computes the key's id and key group into `out` (no allocation: this runs once per record). */
@@ -120,7 +125,8 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     let kg: number;
     let keyId: unknown;
     if (this.keyCodec.identity) {
-      keyId = key;
+      // id() canonicalizes the few values whose JS equality differs from byte equality.
+      keyId = this.keyCodec.id(key);
       kg = (s.hash ? s.hash(key) : murmur3(s.serialize(key))) % this.maxParallelism;
     } else {
       const bytes = s.serialize(key);
@@ -135,12 +141,12 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   getCurrentKey(): K {
-    if (this.ctx.kgIdx < 0) noCurrentKey();
+    if (this.ctx.kgIdx < 0) noCurrentKey(this.ctx);
     return this.ctx.key as K;
   }
 
   get currentKeyGroup(): number {
-    if (this.ctx.kgIdx < 0) noCurrentKey();
+    if (this.ctx.kgIdx < 0) noCurrentKey(this.ctx);
     return this.ctx.keyGroup;
   }
 
@@ -153,7 +159,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   private throwClosed(): never {
-    throw new StateAccessError('BACKEND_CLOSED', 'the keyed backend is closed; create a new one (restoring from a snapshot) to continue.');
+    backendClosed();
   }
 
   /** Key-group index and id of any key (timers carry their own key). */
@@ -181,7 +187,16 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
       table = t;
       return h;
     };
-    const handle = d.ttl !== undefined ? createTtlState(d, (inner) => register(inner, d.ttl), this.clock) : register(d, undefined);
+    let cleanup: IncrementalTtlCleanup | undefined;
+    const handle =
+      d.ttl !== undefined
+        ? createTtlState(d, (inner) => register(inner, d.ttl), this.clock, { afterAccess: () => cleanup?.step(), currentKey: () => this.ctx.keyId })
+        : register(d, undefined);
+    const incremental = d.ttl?.cleanupIncrementally;
+    if (incremental !== undefined && incremental !== false && d.ttl !== undefined) {
+      cleanup = new IncrementalTtlCleanup(table!, d.ttl, incremental.entries, this.clock);
+      if (incremental.everyRecord === true) this.perRecordCleanups.push(cleanup);
+    }
     this.states.set(d.name, { descriptor: d, handle, table: table!, kind: d.kind, ttl: d.ttl !== undefined });
     return handle as StateFor<D>;
   }
@@ -245,7 +260,9 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const existing = this.timerQueues.get(name);
     if (existing !== undefined) return existing as unknown as TimerQueue<K, N>;
     const nsSer = (namespaceSerializer ?? defaultNamespaceSerializer) as Serializer<unknown>;
-    const q = new HeapTimerQueue<K, unknown>(this.rangeSize, name, this.keyCodec, nsSer, this.locate, this.keyGroupRange.start);
+    const q = new HeapTimerQueue<K, unknown>(this.rangeSize, name, this.keyCodec, nsSer, this.locate, this.keyGroupRange.start, () => {
+      if (this.closed) this.throwClosed();
+    });
     const restored = this.restored.timers.get(name);
     if (restored !== undefined) {
       const reader = checkCompatible(`timers ${name}`, 'namespace', restored.meta.namespaceSerializer, nsSer);
@@ -294,6 +311,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   async *getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
+    if (this.closed) this.throwClosed();
     const t = this.tableOf(stateName);
     // Collected first, so callers may modify state while iterating.
     const keys: K[] = [];
@@ -311,6 +329,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   async *getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
+    if (this.closed) this.throwClosed();
     const t = this.tableOf(stateName);
     const out: [K, N][] = [];
     if (t instanceof StateTable) {
@@ -330,6 +349,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   async applyToAllKeys<D extends StateDescriptor<unknown>>(namespace: unknown, descriptor: D, fn: (key: K, state: StateFor<D>) => void | Promise<void>): Promise<void> {
+    if (this.closed) this.throwClosed();
     const state = this.getState(descriptor) as KeyedState<unknown>;
     const keys: K[] = [];
     for await (const k of this.getKeys(descriptor.name, namespace)) keys.push(k);
@@ -348,10 +368,12 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   stateNames(): string[] {
+    if (this.closed) this.throwClosed();
     return [...this.states.keys(), ...this.restored.states.keys()];
   }
 
   async numEntries(): Promise<number> {
+    if (this.closed) this.throwClosed();
     let n = 0;
     for (const reg of this.states.values()) n += reg.table.countEntries();
     for (const r of this.restored.states.values()) {
@@ -364,9 +386,8 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   // ------------------------------------------------------------------------------ snapshots
 
   async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
-    if (this.closed) {
-      throw new SnapshotError('SNAPSHOT_CANCELLED', `cannot snapshot ${checkpointId}: the keyed backend is closed.`);
-    }
+    // A snapshot requested after close() is a call on a closed backend; one in flight at close() is cancelled.
+    if (this.closed) this.throwClosed();
     // ---- synchronous part: register undo logs, capture meta infos. Copies no state.
     const canonical = options.format === 'canonical';
     const run = new SnapshotRun(this.rangeSize);
@@ -454,6 +475,8 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     this.timerQueues.clear();
     this.restored.states.clear();
     this.restored.timers.clear();
+    this.perRecordCleanups.length = 0;
     this.ctx.kgIdx = -1;
+    this.ctx.closed = true;
   }
 }

@@ -33,6 +33,7 @@ abstract class HeapState<N> implements KeyedState<N> {
   }
 
   setCurrentNamespace(namespace: N): void {
+    if (this.ctx.closed) noCurrentKey(this.ctx);
     if (namespace === null || namespace === undefined) nullNotAllowed(`state "${this.table.name}": setCurrentNamespace`);
     this.nsId = this.table.nsCodec.id(namespace);
     this.ns = namespace;
@@ -44,13 +45,13 @@ abstract class HeapState<N> implements KeyedState<N> {
 
   clear(): void {
     const i = this.ctx.kgIdx;
-    if (i < 0) noCurrentKey();
+    if (i < 0) noCurrentKey(this.ctx);
     this.table.delete(i, this.nsId, this.ctx.keyId);
   }
 
   protected index(): number {
     const i = this.ctx.kgIdx;
-    if (i < 0) noCurrentKey();
+    if (i < 0) noCurrentKey(this.ctx);
     return i;
   }
 }
@@ -66,7 +67,7 @@ export class HeapValueState<T, N> extends HeapState<N> implements ValueState<T, 
 
   value(): T | null {
     const i = this.ctx.kgIdx;
-    if (i < 0) noCurrentKey();
+    if (i < 0) noCurrentKey(this.ctx);
     const t = this.table;
     let v = t.slots[i]?.get(this.nsId)?.get(this.ctx.keyId) as T | undefined;
     if (v === undefined) return this.defaultValue === undefined ? null : (t.valueSerializer.copy(this.defaultValue) as T);
@@ -79,7 +80,7 @@ export class HeapValueState<T, N> extends HeapState<N> implements ValueState<T, 
 
   update(value: T | null): void {
     const i = this.ctx.kgIdx;
-    if (i < 0) noCurrentKey();
+    if (i < 0) noCurrentKey(this.ctx);
     if (value === null || value === undefined) this.table.delete(i, this.nsId, this.ctx.keyId);
     else this.table.set(i, this.nsId, this.ctx.keyId, value);
   }
@@ -281,6 +282,8 @@ export class HeapMapState<UK, UV, N> extends HeapState<N> implements MapState<UK
     const start = t.get(i, nsId, keyId) as UserMap | undefined;
     if (start === undefined) return;
     for (const ukId of start.keys()) {
+      // A closed backend never hands out data, not even to an iteration that started before.
+      if (this.ctx.closed) noCurrentKey(this.ctx);
       const e = (t.get(i, nsId, keyId) as UserMap | undefined)?.get(ukId);
       if (e !== undefined) yield [e[0] as UK, e[1] as UV];
     }

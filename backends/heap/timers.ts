@@ -39,20 +39,25 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
     namespaceSerializer: Serializer<N>,
     private readonly locate: KeyLocator<K>,
     private readonly rangeStart: number,
+    /** Throws BACKEND_CLOSED once the keyed backend is closed (every public method calls it). */
+    private readonly checkOpen: () => void = () => undefined,
   ) {
     super(rangeSize);
     this.nsCodec = new IdCodec(namespaceSerializer);
   }
 
   get size(): number {
+    this.checkOpen();
     return this.heap.length;
   }
 
   isEmpty(): boolean {
+    this.checkOpen();
     return this.heap.length === 0;
   }
 
   add(timer: Timer<K, N>): boolean {
+    this.checkOpen();
     const { kgIdx, keyId, nsId, sub } = this.identify(timer);
     if (this.get(kgIdx, keyId, sub) !== undefined) return false;
     const entry: TimerEntry<K, N> = {
@@ -69,6 +74,7 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
   }
 
   remove(timer: Timer<K, N>): boolean {
+    this.checkOpen();
     const { kgIdx, keyId, sub } = this.identify(timer);
     const entry = this.get(kgIdx, keyId, sub);
     if (entry === undefined) return false;
@@ -78,15 +84,18 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
   }
 
   contains(timer: Timer<K, N>): boolean {
+    this.checkOpen();
     const { kgIdx, keyId, sub } = this.identify(timer);
     return this.get(kgIdx, keyId, sub) !== undefined;
   }
 
   peek(): Timer<K, N> | null {
+    this.checkOpen();
     return this.heap.length === 0 ? null : this.heap[0].timer;
   }
 
   poll(): Timer<K, N> | null {
+    this.checkOpen();
     if (this.heap.length === 0) return null;
     const head = this.heap[0];
     this.unlink(head, subId(head.timestamp, head.nsId));
@@ -94,12 +103,14 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
   }
 
   pollUntil(time: number): Timer<K, N>[] {
+    this.checkOpen();
     const out: Timer<K, N>[] = [];
     while (this.heap.length > 0 && this.heap[0].timestamp <= time) out.push(this.poll()!);
     return out;
   }
 
   timersInKeyGroup(keyGroup: number): Timer<K, N>[] {
+    this.checkOpen();
     const out: Timer<K, N>[] = [];
     const i = keyGroup - this.rangeStart;
     if (i < 0 || i >= this.rangeSize) return out;
@@ -109,6 +120,7 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
 
   /** In queue order. */
   [Symbol.iterator](): Iterator<Timer<K, N>> {
+    this.checkOpen();
     return [...this.heap].sort((a, b) => this.compare(a, b)).map((e) => e.timer)[Symbol.iterator]();
   }
 

@@ -55,7 +55,11 @@ function sameSnapshot(a: SerializerSnapshot, b: SerializerSnapshot): boolean {
 export class HeapOperatorStateBackend implements OperatorStateBackend {
   private readonly states = new Map<string, StateEntry>();
   private readonly inFlight = new Set<AsyncStreamWrite>();
-  private closed = false;
+  /** Shared with every handle (Lifecycle): after close() they throw BACKEND_CLOSED. */
+  private readonly life = { closed: false };
+  private get closed(): boolean {
+    return this.life.closed;
+  }
 
   constructor(private readonly description = 'operator state backend') {}
 
@@ -86,7 +90,7 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
       entry.state.valueSerializer = this.compatibleWith(name, snapshotOf(entry.state.valueSerializer), valueSerializer, false) as Serializer<unknown>;
       return entry.state as unknown as BroadcastState<K, V>;
     }
-    const state = new HeapBroadcastState<K, V>(name, userKeySerializer, valueSerializer);
+    const state = new HeapBroadcastState<K, V>(name, userKeySerializer, valueSerializer, this.life);
     if (entry?.kind === 'restored') {
       for (const chunk of entry.chunks) {
         if (chunk.keySerializer === undefined) throw this.corrupt(name, 'a broadcast state without a key serializer');
@@ -101,6 +105,7 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
 
   /** Names of every registered or restored (not yet registered) state. */
   stateNames(): string[] {
+    this.checkOpen();
     return [...this.states.keys()];
   }
 
@@ -112,7 +117,7 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
       entry.state.serializer = this.compatibleWith(name, snapshotOf(entry.state.serializer), serializer, false) as Serializer<unknown>;
       return entry.state as HeapOperatorListState<T>;
     }
-    const state = new HeapOperatorListState<T>(name, mode, serializer);
+    const state = new HeapOperatorListState<T>(name, mode, serializer, this.life);
     if (entry?.kind === 'restored') {
       const elements: T[] = [];
       for (const chunk of entry.chunks) {
@@ -210,7 +215,7 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
   async notifyCheckpointAborted(): Promise<void> {}
 
   async close(): Promise<void> {
-    this.closed = true;
+    this.life.closed = true;
     await Promise.all([...this.inFlight].map((w) => w.cancel()));
   }
 

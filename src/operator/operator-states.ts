@@ -1,10 +1,21 @@
-import { StateAccessError } from '../errors.js';
+import { StateAccessError, StreamStateError } from '../errors.js';
 import type { Serializer } from '../serializers/serializer.js';
 import type { BroadcastState, OperatorListState } from '../state/types.js';
 
 function requireValue(value: unknown, what: string, stateName: string): void {
   if (value === null || value === undefined) {
     throw new StateAccessError('NULL_NOT_ALLOWED', `operator state "${stateName}": ${what} must not be null or undefined. Leave it out, or wrap it in an object.`);
+  }
+}
+
+/** Shared by a backend and its handles: once closed, every handle method throws BACKEND_CLOSED. */
+export interface Lifecycle {
+  readonly closed: boolean;
+}
+
+function checkOpen(life: Lifecycle, stateName: string): void {
+  if (life.closed) {
+    throw new StreamStateError('BACKEND_CLOSED', `operator state "${stateName}": the operator state backend is closed. Create a new backend (restoring from the last checkpoint) to continue.`);
   }
 }
 
@@ -16,29 +27,35 @@ export class HeapOperatorListState<T> implements OperatorListState<T> {
     readonly name: string,
     readonly mode: 'split' | 'union',
     public serializer: Serializer<T>,
+    private readonly life: Lifecycle = { closed: false },
   ) {}
 
   /** The live list (do not keep it across mutations: clear() and update() replace it). */
   get(): readonly T[] {
+    checkOpen(this.life, this.name);
     return this.elements;
   }
 
   add(value: T): void {
+    checkOpen(this.life, this.name);
     requireValue(value, 'an element', this.name);
     this.elements.push(value);
   }
 
   addAll(values: readonly T[]): void {
+    checkOpen(this.life, this.name);
     for (const v of values) requireValue(v, 'an element', this.name);
     for (const v of values) this.elements.push(v);
   }
 
   update(values: readonly T[]): void {
+    checkOpen(this.life, this.name);
     for (const v of values) requireValue(v, 'an element', this.name);
     this.elements = values.slice();
   }
 
   clear(): void {
+    checkOpen(this.life, this.name);
     this.elements = [];
   }
 }
@@ -55,16 +72,19 @@ export class HeapBroadcastState<K, V> implements BroadcastState<K, V> {
     readonly name: string,
     public keySerializer: Serializer<K>,
     public valueSerializer: Serializer<V>,
+    private readonly life: Lifecycle = { closed: false },
   ) {
     this.byBytes = keySerializer.mapKey === 'bytes';
   }
 
   private slot(key: K): unknown {
+    checkOpen(this.life, this.name);
     requireValue(key, 'a key', this.name);
     return this.byBytes ? Buffer.from(this.keySerializer.serialize(key)).toString('latin1') : key;
   }
 
   get size(): number {
+    checkOpen(this.life, this.name);
     return this.map.size;
   }
 
@@ -91,10 +111,15 @@ export class HeapBroadcastState<K, V> implements BroadcastState<K, V> {
   }
 
   clear(): void {
+    checkOpen(this.life, this.name);
     this.map.clear();
   }
 
   *entries(): IterableIterator<[K, V]> {
-    for (const [k, v] of this.map.values()) yield [k, v];
+    checkOpen(this.life, this.name);
+    for (const [k, v] of this.map.values()) {
+      checkOpen(this.life, this.name);
+      yield [k, v];
+    }
   }
 }

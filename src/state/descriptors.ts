@@ -12,8 +12,15 @@ export interface TtlConfig {
   readonly update?: 'onCreateAndWrite' | 'onReadAndWrite';
   /** Whether an expired value that is not cleaned up yet may be returned. Default `neverReturnExpired`. */
   readonly visibility?: 'neverReturnExpired' | 'returnExpiredIfNotCleanedUp';
-  /** Drop expired entries while writing full snapshots. Default true. */
+  /** Drop expired entries while writing full snapshots (and canonical savepoints). Default true. */
   readonly cleanupInFullSnapshot?: boolean;
+  /**
+   * Heap backends: a cursor walks the state's stored entries and removes the expired ones,
+   * `entries` at a time after every access of the state, and also on every setCurrentKey when
+   * `everyRecord` is true (Flink's cleanupIncrementally(n, runCleanupForEveryRecord)). Off when
+   * absent or false (docs/SEMANTICS.md, "TTL").
+   */
+  readonly cleanupIncrementally?: false | { readonly entries: number; readonly everyRecord?: boolean };
 }
 
 interface DescriptorBase<N> {
@@ -84,6 +91,10 @@ function checkName(name: string): void {
 function checkTtl(ttl: TtlConfig | undefined): void {
   if (ttl !== undefined && !(Number.isFinite(ttl.ttlMs) && ttl.ttlMs > 0)) {
     throw new StreamStateError('INVALID_ARGUMENT', `ttl.ttlMs must be a positive number of milliseconds, got ${ttl.ttlMs}`);
+  }
+  const inc = ttl?.cleanupIncrementally;
+  if (inc !== undefined && inc !== false && !(Number.isInteger(inc.entries) && inc.entries > 0)) {
+    throw new StreamStateError('INVALID_ARGUMENT', `ttl.cleanupIncrementally.entries must be a positive integer, got ${inc.entries}`);
   }
 }
 

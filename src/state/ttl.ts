@@ -18,6 +18,11 @@ import type { AggregatingState, KeyedState, ListState, MapState, ReducingState, 
  * (same name and kind, no ttl) whose values, list elements and map values are wrapped with their
  * last-access timestamp, and the handle the user gets is a wrapper that checks expiry. Backends
  * only have to store the wrapped values; full snapshots drop expired entries with isExpired().
+ *
+ * Every read path applies the same rule (docs/SEMANTICS.md, "TTL"): an expired value is removed
+ * when read and returned only under returnExpiredIfNotCleanedUp; a live value read under
+ * onReadAndWrite gets its timestamp refreshed. That holds for value(), list get(), reducing and
+ * aggregating get(), map get()/contains() and map entries()/keys()/values() iteration.
  */
 
 /** A stored value with its last-access (processing-time) timestamp in ms. */
@@ -132,18 +137,34 @@ export function ttlInnerDescriptor(d: StateDescriptor<unknown>): StateDescriptor
 
 // ----------------------------------------------------------------------------- wrapper handles
 
+/** What a backend may give the TTL layer besides the clock. */
+export interface TtlHooks {
+  /** Called after every access of the state (incremental cleanup runs here on the heap). */
+  readonly afterAccess?: () => void;
+  /**
+   * Identity of the backend's current key (compared with ===). Map iteration refreshes and removes
+   * entries only while the key it started on is still current; without this hook it assumes so.
+   */
+  readonly currentKey?: () => unknown;
+}
+
 class TtlPolicy {
   readonly onRead: boolean;
   readonly returnExpired: boolean;
   constructor(
     readonly ttl: TtlConfig,
     readonly clock: () => number,
+    readonly hooks: TtlHooks,
   ) {
     this.onRead = ttl.update === 'onReadAndWrite';
     this.returnExpired = ttl.visibility === 'returnExpiredIfNotCleanedUp';
   }
   expired(w: TtlValue<unknown>, now: number): boolean {
     return w.ts + this.ttl.ttlMs <= now;
+  }
+  /** Runs the backend's after-access hook (incremental cleanup). */
+  accessed(): void {
+    this.hooks.afterAccess?.();
   }
 }
 
@@ -172,6 +193,11 @@ class TtlValueState<T, N> extends TtlHandle<N> implements ValueState<T, N> {
     return this.inner as ValueState<TtlValue<T>, N>;
   }
   value(): T | null {
+    const r = this.read();
+    this.p.accessed();
+    return r;
+  }
+  private read(): T | null {
     const w = this.v.value();
     if (w === null) return null;
     const now = this.p.clock();
@@ -185,6 +211,7 @@ class TtlValueState<T, N> extends TtlHandle<N> implements ValueState<T, N> {
   update(value: T | null): void {
     if (value === null || value === undefined) this.v.clear();
     else this.v.update({ v: value, ts: this.p.clock() });
+    this.p.accessed();
   }
 }
 
@@ -205,6 +232,11 @@ class TtlListState<T, N> extends TtlHandle<N> implements ListState<T, N> {
     return this.inner as ListState<TtlValue<T>, N>;
   }
   get(): readonly T[] | null {
+    const r = this.read();
+    this.p.accessed();
+    return r;
+  }
+  private read(): readonly T[] | null {
     const ws = this.l.get();
     if (ws === null) return null;
     const now = this.p.clock();
@@ -222,12 +254,15 @@ class TtlListState<T, N> extends TtlHandle<N> implements ListState<T, N> {
   add(value: T): void {
     if (value === null || value === undefined) nullNotAllowed('ListState.add');
     this.l.add({ v: value, ts: this.p.clock() });
+    this.p.accessed();
   }
   addAll(values: readonly T[]): void {
     this.l.addAll(this.wrapAll(values, 'ListState.addAll'));
+    this.p.accessed();
   }
   update(values: readonly T[]): void {
     this.l.update(this.wrapAll(values, 'ListState.update'));
+    this.p.accessed();
   }
   mergeNamespaces(target: N, sources: readonly N[]): void {
     // Lists expire per element; expired elements are filtered when read.
@@ -248,6 +283,11 @@ class TtlReducingState<T, N> extends TtlHandle<N> implements ReducingState<T, N>
     return this.inner as ReducingState<TtlValue<T> | Replace<T>, N>;
   }
   get(): T | null {
+    const r = this.read();
+    this.p.accessed();
+    return r;
+  }
+  private read(): T | null {
     const w = this.r.get() as TtlValue<T> | null;
     if (w === null) return null;
     const now = this.p.clock();
@@ -263,6 +303,7 @@ class TtlReducingState<T, N> extends TtlHandle<N> implements ReducingState<T, N>
     const w = this.r.get() as TtlValue<T> | null;
     if (w !== null && this.p.expired(w, now)) this.r.clear();
     this.r.add({ v: value, ts: now });
+    this.p.accessed();
   }
   mergeNamespaces(target: N, sources: readonly N[]): void {
     dropExpiredBeforeMerge(this.r, this.p, target, sources);
@@ -282,6 +323,11 @@ class TtlAggregatingState<IN, ACC, OUT, N> extends TtlHandle<N> implements Aggre
     return this.inner as AggregatingState<AggInput<IN, ACC>, TtlValue<ACC>, N>;
   }
   get(): OUT | null {
+    const r = this.read();
+    this.p.accessed();
+    return r;
+  }
+  private read(): OUT | null {
     const w = this.a.get();
     if (w === null) return null;
     const now = this.p.clock();
@@ -297,6 +343,7 @@ class TtlAggregatingState<IN, ACC, OUT, N> extends TtlHandle<N> implements Aggre
     const w = this.a.get();
     if (w !== null && this.p.expired(w, now)) this.a.clear();
     this.a.add({ v: value, ts: now });
+    this.p.accessed();
   }
   mergeNamespaces(target: N, sources: readonly N[]): void {
     dropExpiredBeforeMerge(this.a, this.p, target, sources);
@@ -310,39 +357,52 @@ class TtlMapState<UK, UV, N> extends TtlHandle<N> implements MapState<UK, UV, N>
   }
   get(key: UK): UV | null {
     const w = this.m.get(key);
-    if (w === null) return null;
-    const now = this.p.clock();
+    const r = w === null ? null : this.check(key, w, this.p.clock());
+    this.p.accessed();
+    return r === null ? null : r.v;
+  }
+  /**
+   * The one read rule for a present entry: expired → removed, returned only under
+   * returnExpiredIfNotCleanedUp; live → refreshed under onReadAndWrite. Null: not visible.
+   */
+  private check(key: UK, w: TtlValue<UV>, now: number): TtlValue<UV> | null {
     if (this.p.expired(w, now)) {
       this.m.remove(key);
-      return this.p.returnExpired ? w.v : null;
+      return this.p.returnExpired ? w : null;
     }
     if (this.p.onRead) this.m.put(key, { v: w.v, ts: now });
-    return w.v;
+    return w;
   }
   put(key: UK, value: UV): void {
     this.m.put(key, { v: value, ts: this.p.clock() });
+    this.p.accessed();
   }
   putAll(entries: Iterable<readonly [UK, UV]> | ReadonlyMap<UK, UV>): void {
     const now = this.p.clock();
     for (const [k, v] of entries) this.m.put(k, { v, ts: now });
+    this.p.accessed();
   }
   contains(key: UK): boolean {
     const w = this.m.get(key);
-    if (w === null) return this.m.contains(key);
-    if (this.p.expired(w, this.p.clock())) {
-      this.m.remove(key);
-      return this.p.returnExpired;
-    }
-    return true;
+    // A stored null (only possible without TTL wrapping) cannot occur here: values are wrapped.
+    const r = w === null ? this.m.contains(key) : this.check(key, w, this.p.clock()) !== null;
+    this.p.accessed();
+    return r;
   }
   remove(key: UK): void {
     this.m.remove(key);
+    this.p.accessed();
   }
   /**
    * Scans synchronously when the inner state offers entriesSync (heap); otherwise expired
-   * entries that were not cleaned up yet still count.
+   * entries that were not cleaned up yet still count. Does not refresh (no entry is read).
    */
   isEmpty(): boolean {
+    const r = this.isEmptyNow();
+    this.p.accessed();
+    return r;
+  }
+  private isEmptyNow(): boolean {
     if (this.m.isEmpty()) return true;
     const sync = (this.m as Partial<SyncMapIteration<UK, TtlValue<UV>>>).entriesSync;
     if (sync === undefined) return false;
@@ -350,11 +410,26 @@ class TtlMapState<UK, UV, N> extends TtlHandle<N> implements MapState<UK, UV, N>
     for (const [, w] of sync.call(this.m)) if (this.p.returnExpired || !this.p.expired(w, now)) return false;
     return true;
   }
+  /**
+   * Every yielded entry is read under the same rule as get(): expired entries are removed (and
+   * yielded only under returnExpiredIfNotCleanedUp), live ones refreshed under onReadAndWrite.
+   * The writes happen only while the key and namespace the iteration started on are current
+   * (the caller may switch keys between steps); otherwise the entry is yielded unchanged.
+   */
   async *entries(): AsyncIterable<[UK, UV]> {
-    // Expired entries are skipped; they are removed on point reads and dropped by full snapshots.
-    const now = this.p.clock();
+    const ns = this.m.getCurrentNamespace();
+    const keyOf = this.p.hooks.currentKey;
+    const key = keyOf?.();
+    const onItsSlot = (): boolean => this.m.getCurrentNamespace() === ns && (keyOf === undefined || keyOf() === key);
+    this.p.accessed();
     for await (const [k, w] of this.m.entries()) {
-      if (this.p.returnExpired || !this.p.expired(w, now)) yield [k, w.v];
+      const now = this.p.clock();
+      if (!onItsSlot()) {
+        if (this.p.returnExpired || !this.p.expired(w, now)) yield [k, w.v];
+        continue;
+      }
+      const r = this.check(k, w, now);
+      if (r !== null) yield [k, r.v];
     }
   }
   async *keys(): AsyncIterable<UK> {
@@ -381,10 +456,11 @@ export function createTtlState(
   descriptor: StateDescriptor<unknown>,
   registerInner: (inner: StateDescriptor<unknown>) => KeyedState<unknown>,
   clock: () => number,
+  hooks: TtlHooks = {},
 ): KeyedState<unknown> {
   const ttl = descriptor.ttl;
   if (ttl === undefined) throw new StateAccessError('INVALID_ARGUMENT', `state "${descriptor.name}" has no ttl configured`);
-  const p = new TtlPolicy(ttl, clock);
+  const p = new TtlPolicy(ttl, clock, hooks);
   const inner = registerInner(ttlInnerDescriptor(descriptor));
   switch (descriptor.kind) {
     case 'value':
