@@ -44,7 +44,8 @@ describe('streamstate convert', () => {
     expect(md.operators[0].parallelism).toBe(3);
     expect(await readJob(level(), dst, { parallelism: 3 })).toEqual(expected);
     expect(await readJob(heap(), dst, { parallelism: 1 })).toEqual(expected);
-    expect(await entries(join(root, 'out'))).toEqual(['a']);
+    // Only the savepoint (readJob's coordinator keeps its job lease under reader/): nothing hidden left over.
+    expect((await entries(join(root, 'out'))).filter((n) => n !== 'reader')).toEqual(['a']);
   });
 
   it('leveldb native -> leveldb native at parallelism 1, and -> memory native at 4', async () => {
