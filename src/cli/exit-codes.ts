@@ -15,6 +15,8 @@ export const ExitCode = {
   DECODE: 5,
   /** Written by a newer streamstate (unknown format version or flags). */
   UNSUPPORTED_VERSION: 6,
+  /** In use: gc found a job whose lease a live instance holds, and deleted nothing of it. */
+  IN_USE: 7,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
@@ -35,6 +37,7 @@ const BY_CODE: Partial<Record<ErrorCode, ExitCodeValue>> = {
   UNKNOWN_OPERATOR: ExitCode.USAGE,
   STATE_NOT_REGISTERED: ExitCode.USAGE,
   ALREADY_EXISTS: ExitCode.USAGE,
+  LOCKED: ExitCode.IN_USE,
 };
 
 export function exitCodeFor(err: unknown): ExitCodeValue {

@@ -2,7 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { StreamStateError } from '../errors.js';
+import { isStreamStateError, StreamStateError } from '../errors.js';
 import {
   DEFAULT_GC_MIN_AGE_MS,
   deleteConvertLeftovers,
@@ -303,8 +303,18 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
   // Every candidate must be recognizably a streamstate job; anything else is left alone.
   const reports: GarbageReport[] = [];
   const skipped: string[] = [];
+  const live: string[] = [];
   for (const job of located.jobs) {
-    const report = await findGarbageIfJob(located.storage, job, gc);
+    let report: GarbageReport | null;
+    try {
+      report = await findGarbageIfJob(located.storage, job, gc);
+    } catch (err) {
+      if (!isStreamStateError(err, 'LOCKED')) throw err;
+      // A live instance may still complete a checkpoint: everything of this job stays.
+      live.push(job);
+      warn(err.message);
+      continue;
+    }
     if (report === null) {
       skipped.push(job);
       warn(`${job} is not a streamstate job (no readable chk-<n>/_metadata of job ${job}); left alone.`);
@@ -312,7 +322,10 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
   }
   // Leftovers of interrupted converts, directly in the given directory (local disk only).
   const leftovers = isS3Path(dir) ? { stale: [], young: [] } : await findConvertLeftovers(resolve(ctx.cwd, dir.startsWith('file://') ? dir.slice('file://'.length) : dir), gc);
-  if (reports.length === 0 && leftovers.stale.length === 0 && leftovers.young.length === 0) {
+  if (live.length > 0 && reports.length === 0 && leftovers.stale.length === 0) {
+    throw new StreamStateError('LOCKED', `${dir}: ${live.length === 1 ? `job ${live[0]} is` : `jobs ${live.join(', ')} are`} running (a live lease); gc deleted nothing. Stop the job first.`);
+  }
+  if (reports.length === 0 && live.length === 0 && leftovers.stale.length === 0 && leftovers.young.length === 0) {
     throw new StreamStateError(
       'NOT_FOUND',
       `${dir} holds no streamstate job (no chk-<n>/_metadata written by streamstate in it or in its job directories) and no leftovers of streamstate convert; nothing was deleted. ` +
@@ -325,7 +338,8 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
   }
   if (!opts.dryRun) await deleteConvertLeftovers(leftovers.stale);
   if (opts.json) {
-    await out(ctx.io, `${JSON.stringify({ dryRun: opts.dryRun === true, minAgeMs: gc.minAgeMs, jobs: reports, skipped, convertLeftovers: leftovers }, null, 2)}\n`);
+    await out(ctx.io, `${JSON.stringify({ dryRun: opts.dryRun === true, minAgeMs: gc.minAgeMs, jobs: reports, skipped, live, convertLeftovers: leftovers }, null, 2)}\n`);
+    if (live.length > 0) ctx.code = ExitCode.IN_USE;
     return;
   }
   const verb = opts.dryRun ? 'would delete' : 'deleted';
@@ -344,7 +358,9 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
     lines.push(`convert leftovers: ${verb} ${plural(leftovers.stale.length, 'directory').replace('directorys', 'directories')} (${formatBytes(bytes)})${young}`);
     for (const l of leftovers.stale) lines.push(`  ${formatBytes(l.bytes).padStart(10)}  ${l.path}`);
   }
+  for (const job of live) lines.push(`job ${job}: running (live lease), nothing deleted`);
   await out(ctx.io, `${lines.join('\n')}\n`);
+  if (live.length > 0) ctx.code = ExitCode.IN_USE;
 }
 
 // ------------------------------------------------------------------------------ program
@@ -372,7 +388,7 @@ function buildProgram(ctx: Context): Command {
       await fn(...args);
     };
   const withExitCodes = (cmd: Command): Command =>
-    cmd.addHelpText('after', '\nExit codes: 0 ok, 1 unexpected failure, 2 usage, 3 not found, 4 corrupt, 5 decode error, 6 unsupported version (docs/CLI.md).');
+    cmd.addHelpText('after', '\nExit codes: 0 ok, 1 unexpected failure, 2 usage, 3 not found, 4 corrupt, 5 decode error, 6 unsupported version, 7 in use (gc: a live job), 130/143 interrupted (docs/CLI.md).');
 
   withExitCodes(
     program

@@ -2,6 +2,7 @@ import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { referencedFiles } from '../backend/handles.js';
 import { METADATA_FILE, SHARED_DIR } from '../checkpoint/checkpoint-storage.js';
+import { readLease, type LeaseInfo } from '../checkpoint/lease.js';
 import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { resolveHandlePath } from '../checkpoint/streams.js';
@@ -118,7 +119,23 @@ export async function findGarbage(storage: CheckpointStorage, jobId: string, opt
   return report;
 }
 
-/** findGarbage, or null when `jobId` is not recognizably a streamstate job (then nothing is judged). */
+/**
+ * The lease of `jobId` when an instance may be live on it (src/checkpoint/lease.ts): not released
+ * by a clean shutdown and renewed (at start, after every completed checkpoint) within
+ * max(minAgeMs, 1 hour). An instance that crashed stops counting once that much time has passed.
+ */
+export async function liveLease(storage: CheckpointStorage, jobId: string, opts: GcOptions = {}): Promise<LeaseInfo | null> {
+  const lease = await readLease(storage.store, jobId);
+  if (lease === null || lease.released) return null;
+  const window = Math.max(opts.minAgeMs ?? DEFAULT_GC_MIN_AGE_MS, DEFAULT_GC_MIN_AGE_MS);
+  const now = opts.now ?? Date.now();
+  return lease.renewedAt !== undefined && now - lease.renewedAt >= window ? null : lease;
+}
+
+/**
+ * findGarbage, or null when `jobId` is not recognizably a streamstate job (then nothing is judged).
+ * Throws LOCKED while an instance of the job may be live (liveLease): nothing is judged either.
+ */
 export async function findGarbageIfJob(storage: CheckpointStorage, jobId: string, opts: GcOptions = {}): Promise<GarbageReport | null> {
   const minAgeMs = opts.minAgeMs ?? DEFAULT_GC_MIN_AGE_MS;
   if (!(minAgeMs >= 0)) throw new StreamStateError('INVALID_ARGUMENT', `minAgeMs must be a non-negative number of milliseconds; got ${String(opts.minAgeMs)}.`);
@@ -144,6 +161,15 @@ export async function findGarbageIfJob(storage: CheckpointStorage, jobId: string
     }
   }
   if (readable.size === 0) return null;
+  const lease = await liveLease(storage, jobId, opts);
+  if (lease !== null) {
+    const ago = lease.renewedAt === undefined ? 'at an unknown time' : `${Math.max(0, Math.round((now - lease.renewedAt) / 1000))} s ago`;
+    throw new StorageError(
+      'LOCKED',
+      `job ${jobId} at ${storage.location} may be running: instance ${lease.instanceId} (lease epoch ${lease.epoch}) renewed its lease ${ago} and has not released it. ` +
+        'gc deletes nothing of a job that may still complete a checkpoint; stop the job (a clean shutdown releases the lease) or run gc once the lease is older than an hour.',
+    );
+  }
   const keepShared = readable.size !== withMetadata.size;
   const files: GarbageFile[] = [];
   const kept: KeptFile[] = [];

@@ -1,6 +1,7 @@
 import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
 import { leveldb } from '../../backends/leveldb/index.js';
 import type { KeyedStateBackend, OperatorStateBackend } from '../../src/backend/contract.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
@@ -144,14 +145,11 @@ describe('streamstate gc during a checkpoint', () => {
         expect(inFlight.length).toBeGreaterThan(0);
         expect(before).not.toContain('chk-2/_metadata');
         const r = await cli(['gc', jobDir]);
-        expect([0, 7]).toContain(r.code); // kept as too young, or refused while the job's lease is live
+        expect(r.code).toBe(7); // refused: the job's lease is live
         expect(await tree(jobDir)).toEqual(before);
-        // Without the age rule they would be garbage: exactly what the default --min-age protects.
+        // --min-age 0 does not get past a live lease.
         const bare = await cli(['gc', jobDir, '--dry-run', '--json', '--min-age', '0']);
-        if (bare.code === 0) {
-          const names = (JSON.parse(bare.stdout).jobs[0].files as { name: string }[]).map((f) => f.name);
-          expect(names).toEqual(expect.arrayContaining(inFlight.filter((f) => f !== 'chk-2/_metadata').map((f) => `job-live/${f}`)));
-        } else expect(bare.code).toBe(7);
+        expect(bare.code).toBe(7);
       });
       expect(id).toBe(2);
       expect(await tree(jobDir)).toEqual(expect.arrayContaining(inFlight));
@@ -166,6 +164,42 @@ describe('streamstate gc during a checkpoint', () => {
     expect(restored.keyed.filter((l) => l.startsWith('["count"'))).toHaveLength(200);
     expect(restored.keyed).toContain('["count","key-7","",72]');
     expect((await cli(['verify', join(jobDir, 'chk-2')])).code).toBe(0);
+  });
+});
+
+describe('streamstate gc and the job lease', () => {
+  it('while an instance of the job holds its lease, gc deletes nothing (exit 7); after a clean shutdown it collects', async () => {
+    const ckRoot = join(root, 'leased');
+    const backend = new HeapStateBackend({ name: 'filesystem' });
+    const storage = localCheckpointStorage(ckRoot, { inlineThreshold: 0 });
+    const coordinator = new CheckpointCoordinator({ jobId: 'job-l', storage, backendName: backend.name, operators: [{ operatorId: OPERATOR, parallelism: 1, maxParallelism: MAX_PARALLELISM }] });
+    await coordinator.restore();
+    const keyed = await backend.createKeyedStateBackend({ jobId: 'job-l', operatorId: OPERATOR, subtaskIndex: 0, parallelism: 1, maxParallelism: MAX_PARALLELISM, keyGroupRange: keyGroupRangeForSubtask(MAX_PARALLELISM, 1, 0), keySerializer: stringSerializer });
+    const jobDir = join(ckRoot, 'job-l');
+    const orphan = join(jobDir, 'shared', 'dddddddddddddddddddddddddddddddd');
+    try {
+      keyed.setCurrentKey('k');
+      keyed.getState(descriptors.count).update(1);
+      const pending = coordinator.triggerCheckpoint();
+      const task = await keyed.snapshot(pending.checkpointId, pending.snapshotOptions(OPERATOR, 0));
+      await coordinator.acknowledge(pending.checkpointId, OPERATOR, 0, { keyed: [await task.done], operator: [] });
+      await pending.completion;
+      await aged(orphan, 'old and unreferenced', 2 * HOUR);
+      const before = await tree(jobDir);
+      const r = await cli(['gc', jobDir, '--min-age', '0']);
+      expect(r.code).toBe(7);
+      expect(r.stderr).toContain('job job-l');
+      expect(r.stderr).toContain('may be running');
+      expect(await tree(jobDir)).toEqual(before);
+    } finally {
+      await keyed.close();
+      await coordinator.shutdown('finish');
+    }
+    const after = await cli(['gc', jobDir, '--min-age', '0']);
+    expect(after.code).toBe(0);
+    expect(after.stdout).toContain('deleted 1 file');
+    expect(await exists(orphan)).toBe(false);
+    expect((await cli(['verify', join(jobDir, 'chk-1')])).code).toBe(0);
   });
 });
 
