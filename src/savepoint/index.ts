@@ -8,6 +8,7 @@ export {
   findGarbageIfJob,
   isDataFileName,
   listJobCheckpoints,
+  liveLease,
   type ConvertLeftover,
   type ConvertLeftovers,
   type GarbageFile,
