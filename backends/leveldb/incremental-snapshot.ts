@@ -67,7 +67,8 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
   });
   const isSavepoint = options.type === 'savepoint';
   const full = options.full === true || isSavepoint;
-  const base = b.chain.baseFiles(full);
+  // What may be referenced instead of uploaded: see IncrementalChain for the reuse rule.
+  const plan = b.chain.begin(checkpointId, { savepoint: isSavepoint, full, ...(options.mayReuse !== undefined ? { mayReuse: options.mayReuse } : {}) });
   const backendId = b.chain.backendId;
 
   // ---- asynchronous part
@@ -105,11 +106,17 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
       checkCancelled();
       return { localName: name, handle };
     };
-    const newTables = native.tables.filter((t) => !base.has(t.name));
+    // Asked once per table, after linking (the snapshot's own tables are known only now).
+    const reused = new Map<string, FileStreamHandle>();
+    for (const t of native.tables) {
+      const h = plan.reusable(t.name);
+      if (h !== undefined) reused.set(t.name, h);
+    }
+    const newTables = native.tables.filter((t) => !reused.has(t.name));
     const fresh = new Map(
       (await mapLimited(newTables, UPLOAD_CONCURRENCY, (t) => upload(t.name, 'shared', `${backendId}-${t.name}`))).map((f) => [f.localName, f.handle]),
     );
-    const sharedFiles = native.tables.map((t) => ({ localName: t.name, handle: base.get(t.name) ?? fresh.get(t.name)! }));
+    const sharedFiles = native.tables.map((t) => ({ localName: t.name, handle: reused.get(t.name) ?? fresh.get(t.name)! }));
     const privateFiles = await mapLimited(native.privateFiles, UPLOAD_CONCURRENCY, (name) => upload(name, 'exclusive', name));
     const handle: LevelDbIncrementalHandle = {
       type: INCREMENTAL_HANDLE_TYPE,
@@ -121,7 +128,7 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
       privateFiles,
       meta: metaHandle,
     };
-    if (!isSavepoint) b.chain.recordUploaded(checkpointId, new Map(sharedFiles.map((f) => [f.localName, f.handle])), full);
+    if (!isSavepoint) b.chain.recordUploaded(checkpointId, new Map(sharedFiles.map((f) => [f.localName, f.handle])));
     return handle;
   };
   const done = run()

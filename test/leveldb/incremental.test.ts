@@ -50,18 +50,25 @@ async function create(restore?: RestoreSource<KeyedStateHandle>, b: StateBackend
   return kb;
 }
 
-function coordinator(numRetained = 3): CheckpointCoordinator {
-  return new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'leveldb', operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAX_P }], numRetained });
+function coordinator(numRetained = 3, fencing?: { minAgeMs: number }): CheckpointCoordinator {
+  return new CheckpointCoordinator({
+    jobId: JOB,
+    storage,
+    backendName: 'leveldb',
+    operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAX_P }],
+    numRetained,
+    ...(fencing ? { fencing } : {}),
+  });
 }
 
 /** One checkpoint through the coordinator: trigger, snapshot, acknowledge, notify. */
 async function checkpoint(coord: CheckpointCoordinator, kb: KeyedStateBackend<string>): Promise<{ id: number; handle: LevelDbIncrementalHandle }> {
   const p = coord.triggerCheckpoint();
-  const task = await kb.snapshot(p.checkpointId, { type: 'checkpoint', full: p.full, streams: p.streamsFor(OP, 0) });
+  const task = await kb.snapshot(p.checkpointId, p.snapshotOptions(OP, 0));
   const handle = await task.done;
   if (handle === null || !isIncrementalHandle(handle)) throw new Error('expected an incremental handle');
-  const result = await coord.acknowledge(p.checkpointId, OP, 0, { keyed: [handle], operator: [] });
-  expect(result.status === 'completed' && result.checkpoint.checkpointId).toBe(p.checkpointId);
+  await coord.acknowledge(p.checkpointId, OP, 0, { keyed: [handle], operator: [] });
+  expect(coord.latestCompleted()?.checkpointId).toBe(p.checkpointId);
   await kb.notifyCheckpointComplete(p.checkpointId);
   return { id: p.checkpointId, handle };
 }
@@ -222,7 +229,8 @@ describe('leveldb native incremental checkpoints through the CheckpointCoordinat
     expect(orphans.filter((o) => listed.includes(o)).length).toBeGreaterThan(0);
     await kb.close();
 
-    const restarted = coordinator(3);
+    // The crashed instance never released its lease: start-up cleanup spares young files unless told they are not (minAgeMs 0).
+    const restarted = coordinator(3, { minAgeMs: 0 });
     await restarted.restore();
     expect(restarted.completedCheckpoints().map((c) => c.checkpointId)).toEqual([1]);
     const after = (await storage.listJobFiles(JOB)).sort();
@@ -249,7 +257,13 @@ describe('leveldb working directory and restore failures', () => {
     await coord.restore();
     const kb = await create();
     for (let round = 1; round <= 3; round++) writeRound(kb, new Map(), round);
-    await checkpoint(coord, kb);
+    // Force table files into existence (under load LevelDB may not have flushed one yet): write the
+    // buffer to LevelDB, then a manual compaction, which first writes the memtable to a table file.
+    const ldb = kb as LevelDbKeyedStateBackend<string>;
+    await ldb.flush();
+    await ldb.db.compactRange(Buffer.from([0]), Buffer.from([0xff, 0xff, 0xff]));
+    const { handle: taken } = await checkpoint(coord, kb);
+    expect(taken.sharedFiles.length).toBeGreaterThan(0);
     const pointer = coord.latestCompleted()?.pointer as string;
     const { metadata, files } = await storage.resolve(pointer);
     const handle = metadata.operators[0].subtasks[0].keyed[0] as unknown as LevelDbIncrementalHandle;
