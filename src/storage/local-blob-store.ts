@@ -12,20 +12,54 @@ const DELETE_CONCURRENCY = 16;
 /** A putAtomic temp file this old belongs to a crashed writer. */
 const STALE_TEMP_MS = 60_000;
 
+/** An open file (fs/promises FileHandle). */
+type OpenFile = Awaited<ReturnType<typeof open>>;
+
+/** One step that makes a write durable (LocalBlobStoreOptions.onDurabilityEvent). */
+export interface DurabilityEvent {
+  /** fsync of a file or a directory, or the rename/link that publishes a putAtomic. */
+  readonly op: 'fsync-file' | 'fsync-dir' | 'rename' | 'link';
+  /** Absolute local path (for rename/link: the target). */
+  readonly path: string;
+}
+
+export interface LocalBlobStoreOptions {
+  /**
+   * fsync every file put/putStream write before reporting it written. Default true. Turning it off
+   * is for measuring its cost only (bench/durability.ts): a completed _metadata may then point at
+   * data a power failure loses.
+   */
+  readonly syncData?: boolean;
+  /** Called after every fsync, rename and link the store makes (tests trace the durability order). */
+  readonly onDurabilityEvent?: (event: DurabilityEvent) => void;
+}
+
 /**
  * A BlobStore over a local directory: blob "a/b/c" is the file <rootDir>/a/b/c. Directories are
  * created on write and removed again when a delete leaves them empty.
+ *
+ * Durability: put/putStream fsync the file before they resolve; the directory entries they (and
+ * the directories they create) add are fsynced before the next putAtomic publishes anything, so
+ * a _metadata (always written with putAtomic) never becomes durable before the files it names.
  */
 export class LocalBlobStore implements BlobStore {
   readonly rootDir: string;
   readonly location: string;
+  private readonly syncData: boolean;
+  private readonly onDurabilityEvent: ((event: DurabilityEvent) => void) | undefined;
+  /** Directories that gained entries since their last fsync. */
+  private readonly dirtyDirs = new Set<string>();
+  /** Directory fsyncs under way: a putAtomic waits for those another one started, too. */
+  private readonly dirSyncs = new Set<Promise<void>>();
 
-  constructor(rootDir: string) {
+  constructor(rootDir: string, opts: LocalBlobStoreOptions = {}) {
     if (typeof rootDir !== 'string' || rootDir.length === 0) {
       throw new StreamStateError('INVALID_ARGUMENT', 'LocalBlobStore needs a directory path; got an empty one.');
     }
     this.rootDir = resolve(rootDir);
     this.location = this.rootDir;
+    this.syncData = opts.syncData ?? true;
+    this.onDurabilityEvent = opts.onDurabilityEvent;
   }
 
   /** The local file path of a blob name (validated: relative, no escapes). */
@@ -36,7 +70,16 @@ export class LocalBlobStore implements BlobStore {
 
   async put(name: string, data: Uint8Array): Promise<void> {
     const file = this.pathOf(name);
-    await this.withParentDir(file, () => writeFile(file, data));
+    await this.withParentDir(file, async () => {
+      const fh = await open(file, 'w');
+      try {
+        await writeFile(fh, data);
+        await this.syncFile(fh, file);
+      } finally {
+        await fh.close();
+      }
+    });
+    this.dirtyDirs.add(dirname(file));
   }
 
   async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
@@ -51,11 +94,14 @@ export class LocalBlobStore implements BlobStore {
     // The source is consumed once: open the file (retrying a vanished parent) before streaming.
     const handle = await this.withParentDir(file, () => open(file, 'w'));
     try {
-      await pipeline(counted(), handle.createWriteStream());
+      // flush: the stream fsyncs the file before it closes the handle.
+      await pipeline(counted(), handle.createWriteStream({ flush: this.syncData }));
     } catch (err) {
       await unlink(file).catch(() => undefined);
       throw this.mapError(err, 'write', name);
     }
+    if (this.syncData) this.onDurabilityEvent?.({ op: 'fsync-file', path: file });
+    this.dirtyDirs.add(dirname(file));
     return size;
   }
 
@@ -69,18 +115,24 @@ export class LocalBlobStore implements BlobStore {
         try {
           await fh.writeFile(data);
           await fh.sync();
+          this.onDurabilityEvent?.({ op: 'fsync-file', path: temp });
         } finally {
           await fh.close();
         }
       });
+      // Every file written before (and every directory created for it) is durable before this one appears.
+      await this.syncDirtyDirs();
       if (opts.exclusive) {
         // link() fails with EEXIST when the target exists: a true exclusive create, unlike rename().
         await link(temp, file);
+        this.onDurabilityEvent?.({ op: 'link', path: file });
         await unlink(temp);
       } else {
         await rename(temp, file);
+        this.onDurabilityEvent?.({ op: 'rename', path: file });
       }
-      await fsyncDir(dir);
+      this.dirtyDirs.delete(dir);
+      await fsyncDir(dir, this.onDurabilityEvent);
     } catch (err) {
       await unlink(temp).catch(() => undefined);
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
@@ -257,12 +309,41 @@ export class LocalBlobStore implements BlobStore {
     const dir = dirname(file);
     for (let attempt = 0; ; attempt++) {
       try {
-        await mkdir(dir, { recursive: true });
+        const created = await mkdir(dir, { recursive: true });
+        if (created !== undefined) this.noteCreatedDirs(created, dir);
         return await create();
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 3) continue;
         throw this.mapError(err, 'write', relative(this.rootDir, file).split(sep).join('/'));
       }
+    }
+  }
+
+  /** fsync of a data file just written (unless syncData is off). */
+  private async syncFile(fh: OpenFile, file: string): Promise<void> {
+    if (!this.syncData) return;
+    await fh.sync();
+    this.onDurabilityEvent?.({ op: 'fsync-file', path: file });
+  }
+
+  /** mkdir created `first` .. `last` (an ancestor chain): each one's entry in its parent must become durable. */
+  private noteCreatedDirs(first: string, last: string): void {
+    for (let d = last; d.length >= first.length && d !== dirname(d); d = dirname(d)) this.dirtyDirs.add(dirname(d));
+  }
+
+  /** fsyncs every directory that gained entries, and waits for such fsyncs other calls started. */
+  private async syncDirtyDirs(): Promise<void> {
+    const dirs = [...this.dirtyDirs];
+    this.dirtyDirs.clear();
+    const mine = Promise.all(dirs.map((d) => fsyncDir(d, this.onDurabilityEvent, true))).then(() => undefined);
+    this.dirSyncs.add(mine);
+    try {
+      await Promise.all([...this.dirSyncs]);
+    } catch (err) {
+      for (const d of dirs) this.dirtyDirs.add(d);
+      throw err;
+    } finally {
+      this.dirSyncs.delete(mine);
     }
   }
 
@@ -294,11 +375,23 @@ export function fsErrorToStorageError(err: unknown, op: string, path: string, mi
   return new StorageError('STORAGE_IO', `cannot ${op} ${path}: ${e?.code ?? 'error'} ${e?.message ?? String(err)}`, { cause: err });
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  // Makes the rename/link durable. Some platforms refuse fsync on directories; that is not fatal.
-  const fh = await open(dir, 'r');
+/**
+ * fsync of a directory: makes the entries created in it (files, renames, links, subdirectories)
+ * durable. Exported for code that renames whole directories into place (convert). Some platforms
+ * refuse fsync on directories; that is not fatal. `missingOk`: a directory deleted meanwhile is
+ * nothing to make durable.
+ */
+export async function fsyncDir(dir: string, onEvent?: (event: DurabilityEvent) => void, missingOk = false): Promise<void> {
+  let fh: OpenFile;
+  try {
+    fh = await open(dir, 'r');
+  } catch (err) {
+    if (missingOk && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
   try {
     await fh.sync();
+    onEvent?.({ op: 'fsync-dir', path: dir });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EPERM') throw err;

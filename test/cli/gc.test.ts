@@ -1,4 +1,4 @@
-import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
@@ -150,6 +150,19 @@ describe('streamstate gc during a checkpoint', () => {
         // --min-age 0 does not get past a live lease.
         const bare = await cli(['gc', jobDir, '--dry-run', '--json', '--min-age', '0']);
         expect(bare.code).toBe(7);
+        // A job without a lease (written before fencing existed): the age rule alone keeps the
+        // in-flight files, which are exactly what gc would take without it.
+        const copy = join(root, 'live-copy', 'job-live');
+        await cp(jobDir, copy, { recursive: true });
+        await rm(join(copy, '_lease'), { recursive: true, force: true });
+        const copyBefore = await tree(copy);
+        const ageOnly = await cli(['gc', copy, '--json']);
+        expect(ageOnly.code).toBe(0);
+        expect(await tree(copy)).toEqual(copyBefore);
+        const keptNames = (JSON.parse(ageOnly.stdout).jobs[0].kept as { name: string; reason: string }[]).filter((k) => k.reason === 'too-young').map((k) => k.name);
+        expect(keptNames).toEqual(expect.arrayContaining(inFlight.map((f) => `job-live/${f}`)));
+        const noAge = await cli(['gc', copy, '--dry-run', '--json', '--min-age', '0']);
+        expect((JSON.parse(noAge.stdout).jobs[0].files as { name: string }[]).map((f) => f.name)).toEqual(expect.arrayContaining(inFlight.map((f) => `job-live/${f}`)));
       });
       expect(id).toBe(2);
       expect(await tree(jobDir)).toEqual(expect.arrayContaining(inFlight));
