@@ -105,6 +105,7 @@ function byName<T extends { name: string }>(a: T, b: T): number {
  *
  * The job must be recognizably streamstate's: at least one chk-<n>/_metadata that decodes as a
  * streamstate _metadata of this job and checkpoint. Otherwise NOT_FOUND (nothing is judged).
+ * While an instance of the job may be live (liveLease), LOCKED (nothing is judged either).
  * When a _metadata cannot be read, shared files are kept (it may reference them).
  */
 export async function findGarbage(storage: CheckpointStorage, jobId: string, opts: GcOptions = {}): Promise<GarbageReport> {
