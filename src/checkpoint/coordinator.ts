@@ -468,6 +468,8 @@ export class CheckpointCoordinator {
       return this.lateAcknowledgement(checkpointId, dropNulls(state));
     }
     const ack = normalizeAck(state, op, checkpointId, subtaskIndex, this.jobId);
+    // Every path must resolve inside what this checkpoint may reference (else a typed error now, not a failed completion later).
+    for (const f of referencedFiles([ack.keyed, ack.operator])) resolveHandlePath(p.view.pointer, f.path);
     const acks = p.acks.get(operatorId)!;
     if (acks.has(subtaskIndex)) throw this.duplicate(checkpointId, operatorId, subtaskIndex);
     acks.set(subtaskIndex, ack);
