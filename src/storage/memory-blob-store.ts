@@ -9,6 +9,8 @@ export interface MemoryBlobStoreOptions {
   readonly name?: string;
   /** Largest object put/putStream accept (bytes). Default: unlimited. */
   readonly maxObjectBytes?: number;
+  /** ms clock for objects' modification times (BlobInfo.modified). Default Date.now; tests inject one to age files. */
+  readonly clock?: () => number;
 }
 
 interface StoredObject {
@@ -40,6 +42,7 @@ export class MemoryBlobStore implements BlobStore {
   readonly location: string;
   readonly maxObjectBytes: number;
   private readonly objects = new Map<string, StoredObject>();
+  private readonly clock: () => number;
 
   constructor(opts: MemoryBlobStoreOptions = {}) {
     const name = opts.name ?? `mem-${++MemoryBlobStore.counter}-${randomHex(8)}`;
@@ -59,13 +62,14 @@ export class MemoryBlobStore implements BlobStore {
     this.name = name;
     this.location = `memory://${name}`;
     this.maxObjectBytes = max;
+    this.clock = opts.clock ?? Date.now;
     MemoryBlobStore.registry.set(name, this);
   }
 
   async put(name: string, data: Uint8Array): Promise<void> {
     checkBlobName(name);
     this.checkSize(name, data.byteLength);
-    this.objects.set(name, { data: Buffer.from(data), modified: Date.now() });
+    this.objects.set(name, { data: Buffer.from(data), modified: this.clock() });
   }
 
   async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
@@ -77,7 +81,7 @@ export class MemoryBlobStore implements BlobStore {
       this.checkSize(name, size);
       chunks.push(Buffer.from(chunk));
     }
-    this.objects.set(name, { data: Buffer.concat(chunks, size), modified: Date.now() });
+    this.objects.set(name, { data: Buffer.concat(chunks, size), modified: this.clock() });
     return size;
   }
 
@@ -87,7 +91,7 @@ export class MemoryBlobStore implements BlobStore {
     if (opts.exclusive && this.objects.has(name)) {
       throw new StorageError('ALREADY_EXISTS', `${this.describe(name)} already exists; it is never overwritten. Use a new name.`);
     }
-    this.objects.set(name, { data: Buffer.from(data), modified: Date.now() });
+    this.objects.set(name, { data: Buffer.from(data), modified: this.clock() });
   }
 
   async get(name: string): Promise<Buffer> {
