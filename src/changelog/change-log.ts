@@ -15,22 +15,39 @@ export interface SegmentCopy {
 export interface UsedSegment {
   readonly chunk: Chunk;
   readonly copy: SegmentCopy;
-  /** A copy a completed checkpoint already references (the shared-state registry tracks it). */
+  /** An earlier upload it reuses (a completed checkpoint references it, or mayReuse said so): not its own. */
   readonly confirmed: boolean;
+}
+
+/**
+ * How a checkpoint will reference one chunk, decided in its synchronous part: an earlier upload it
+ * may reuse (`reuse`), or else a copy of its own made from `bytes` (taken now: a completion notice
+ * may drop the chunk's bytes before the asynchronous part runs).
+ */
+export interface PlannedSegment {
+  readonly chunk: Chunk;
+  readonly reuse: ChangelogSegmentRef | null;
+  readonly bytes: Buffer | null;
 }
 
 /**
  * A run of records cut from the log; becomes one segment file when persisted.
  *
  * A copy of the segment uploaded for checkpoint N is deleted by the coordinator when N is aborted
- * or subsumed, and the backend may learn that late or never. So a copy is shared by later
- * checkpoints only once a completed checkpoint references it (`ref`); until then every checkpoint
- * that needs the chunk references a copy of its own (or takes the one unclaimed `spare`), and the
- * bytes stay in memory for such re-uploads.
+ * or subsumed, and the backend may learn that late or never. So a copy is reused by a later
+ * checkpoint only if the coordinator says it may (SnapshotOptions.mayReuse) or, without it, once a
+ * completion notice confirmed it (`ref`); until then every checkpoint that needs the chunk
+ * references a copy of its own (or takes the one unclaimed `spare`), and the bytes stay in memory
+ * for such re-uploads. They are dropped once a copy is confirmed; a chunk whose confirmed copy is
+ * later refused has no way back but a fresh materialization.
  */
 export class Chunk {
-  /** The copy a completed checkpoint references: every later checkpoint may reference it too. */
+  /** The copy a completed checkpoint references (by a completion notice): reused without mayReuse too. */
   ref: ChangelogSegmentRef | null = null;
+  /** The checkpoint whose completion notice confirmed `ref`. */
+  confirmedBy: number | null = null;
+  /** Copies uploaded by checkpoints not confirmed yet (by id): reused only where mayReuse says so. */
+  readonly copies = new Map<number, ChangelogSegmentRef>();
   /** A copy no checkpoint references (a preemptive upload): the next checkpoint takes it. */
   spare: SegmentCopy | null = null;
   /** The preemptive upload in flight (it ends as `spare`). */
@@ -50,10 +67,18 @@ export class Chunk {
     return this.bytes?.length ?? this.ref?.file.size ?? 0;
   }
 
-  /** Called when a completed checkpoint references `ref`: later checkpoints share it; the bytes can go. */
-  confirm(ref: ChangelogSegmentRef): void {
+  /** Called when completed checkpoint `checkpointId` references `ref`: later checkpoints share it; the bytes can go. */
+  confirm(ref: ChangelogSegmentRef, checkpointId: number): void {
     this.ref = ref;
+    this.confirmedBy = checkpointId;
     this.bytes = null;
+    this.copies.clear();
+  }
+
+  /** The confirmation can no longer be trusted (a checkpoint that reused it was declined). */
+  unconfirm(): void {
+    this.ref = null;
+    this.confirmedBy = null;
   }
 }
 
@@ -109,9 +134,19 @@ export class ChangeLog {
     return this.chunks.filter((c) => c.fromSeq > seq);
   }
 
-  /** Forgets chunks whose records are all at or before `seq` (they are covered by a confirmed materialization). */
-  truncate(seq: number): void {
+  /**
+   * Forgets chunks whose records are all at or before `seq` (they are covered by a confirmed
+   * materialization) and deletes their spare copies (uploaded early, referenced by no checkpoint).
+   */
+  async truncate(seq: number): Promise<void> {
+    const dropped = this.chunks.filter((c) => c.toSeq <= seq);
     this.chunks = this.chunks.filter((c) => c.toSeq > seq);
+    const spares: SegmentCopy[] = [];
+    for (const c of dropped) {
+      if (c.spare !== null) spares.push(c.spare);
+      c.spare = null;
+    }
+    await Promise.allSettled(spares.map(discardCopy));
   }
 
   /** Uploaded copies that no checkpoint references (orphans once the backend closes). */
@@ -128,10 +163,10 @@ export class ChangeLog {
   persistEarly(chunk: Chunk, streams: CheckpointStreamFactory): Promise<void> {
     if (chunk.confirmed || chunk.spare !== null) return Promise.resolve();
     if (chunk.preemptive !== null) return chunk.preemptive;
-    const attempt = this.write(chunk, streams).then(
+    const attempt = this.write(chunk, chunk.bytes, streams).then(
       async (ref) => {
         if (chunk.preemptive === attempt) chunk.preemptive = null;
-        if (chunk.spare === null && !chunk.confirmed && !this.closed && this.chunks.includes(chunk)) chunk.spare = { ref, via: streams };
+        if (chunk.spare === null && chunk.bytes !== null && !this.closed && this.chunks.includes(chunk)) chunk.spare = { ref, via: streams };
         else await discardCopy({ ref, via: streams }); // not needed any more (or closed meanwhile)
       },
       (err: unknown) => {
@@ -144,21 +179,58 @@ export class ChangeLog {
   }
 
   /**
-   * The copy of a chunk that checkpoint-to-be may reference: the confirmed one if a completed
-   * checkpoint references one; else the spare (taken: nobody else gets it), awaiting a preemptive
-   * upload through `background` if one is in flight; else a new upload through `streams`.
-   * Owned copies (not `confirmed`) must not be given to another checkpoint until confirmed.
+   * How a checkpoint whose base covers records up to `afterSeq` references the chunks after it
+   * (call after cut(), in the snapshot's synchronous part). Null when it cannot: the chunks do
+   * not cover afterSeq+1..lastSeq (truncated), or a chunk's bytes are gone and no earlier copy of
+   * it may be reused. The caller then materializes afresh.
    */
-  async persist(chunk: Chunk, streams: CheckpointStreamFactory, background: CheckpointStreamFactory | null): Promise<UsedSegment> {
-    if (chunk.ref !== null) return { chunk, copy: { ref: chunk.ref, via: streams }, confirmed: true };
+  plan(afterSeq: number, mayReuse: ((path: string) => boolean) | undefined): PlannedSegment[] | null {
+    const chunks = this.chunksAfter(afterSeq);
+    let expected = afterSeq + 1;
+    for (const c of chunks) {
+      if (c.fromSeq !== expected) return null;
+      expected = c.toSeq + 1;
+    }
+    if (expected !== this.nextSeq) return null;
+    const out: PlannedSegment[] = [];
+    for (const c of chunks) {
+      const reuse = reusableCopy(c, mayReuse);
+      if (reuse === null && c.bytes === null) return null;
+      out.push({ chunk: c, reuse, bytes: c.bytes });
+    }
+    return out;
+  }
+
+  /**
+   * The copy of a planned chunk the checkpoint references: the reusable one if planned; else the
+   * spare (taken: nobody else gets it), awaiting a preemptive upload through `background` if one
+   * is in flight; else a new upload through `streams`.
+   */
+  async persist(p: PlannedSegment, streams: CheckpointStreamFactory, background: CheckpointStreamFactory | null): Promise<UsedSegment> {
+    const chunk = p.chunk;
+    if (p.reuse !== null) return { chunk, copy: { ref: p.reuse, via: streams }, confirmed: true };
     if (chunk.spare === null && chunk.preemptive !== null && background !== null) await chunk.preemptive.catch(() => undefined);
-    if (chunk.ref !== null) return { chunk, copy: { ref: chunk.ref, via: streams }, confirmed: true };
     const spare = chunk.spare;
     if (spare !== null) {
       chunk.spare = null;
       return { chunk, copy: spare, confirmed: false };
     }
-    return { chunk, copy: { ref: await this.write(chunk, streams), via: streams }, confirmed: false };
+    return { chunk, copy: { ref: await this.write(chunk, p.bytes ?? chunk.bytes, streams), via: streams }, confirmed: false };
+  }
+
+  /** Remembers the copies checkpoint `checkpointId` uploaded for itself: later checkpoints may reuse them where mayReuse says so. */
+  recordCopies(checkpointId: number, used: readonly UsedSegment[]): void {
+    for (const u of used) if (!u.confirmed && !u.chunk.confirmed && u.copy.ref.file.type === 'file') u.chunk.copies.set(checkpointId, u.copy.ref);
+  }
+
+  /** Checkpoint `checkpointId` was aborted: its copies are (being) deleted. */
+  forgetCopies(checkpointId: number): void {
+    for (const c of this.chunks) c.copies.delete(checkpointId);
+  }
+
+  /** Chunks whose copy was confirmed by `checkpointId`'s notice. */
+  confirmedBy(checkpointId: number): Chunk[] {
+    return this.chunks.filter((c) => c.confirmedBy === checkpointId);
   }
 
   /**
@@ -169,15 +241,15 @@ export class ChangeLog {
     const extra: SegmentCopy[] = [];
     for (const u of used) {
       if (u.confirmed) continue;
-      if (!this.closed && !u.chunk.confirmed && u.chunk.spare === null && this.chunks.includes(u.chunk)) u.chunk.spare = u.copy;
+      if (!this.closed && u.chunk.spare === null && u.chunk.bytes !== null && this.chunks.includes(u.chunk)) u.chunk.spare = u.copy;
       else extra.push(u.copy);
     }
     await Promise.allSettled(extra.map(discardCopy));
   }
 
-  private async write(chunk: Chunk, streams: CheckpointStreamFactory): Promise<ChangelogSegmentRef> {
+  private async write(chunk: Chunk, body: Buffer | null, streams: CheckpointStreamFactory): Promise<ChangelogSegmentRef> {
     if (this.closed) throw cancelled();
-    if (chunk.bytes === null) throw new SnapshotError('SNAPSHOT_FAILED', `changelog segment ${chunk.fromSeq}..${chunk.toSeq} is no longer in memory and has no file; trigger a new materialization.`);
+    if (body === null) throw new SnapshotError('SNAPSHOT_FAILED', `changelog segment ${chunk.fromSeq}..${chunk.toSeq} is no longer in memory and has no file; trigger a new materialization.`);
     const s = this.settings;
     const bytes = encodeSegment(
       {
@@ -192,7 +264,7 @@ export class ChangeLog {
         toSeq: chunk.toSeq,
         records: chunk.toSeq - chunk.fromSeq + 1,
       },
-      chunk.bytes,
+      body,
     );
     return { file: await writeStream(streams, bytes, this.streams), fromSeq: chunk.fromSeq, toSeq: chunk.toSeq };
   }
@@ -207,6 +279,19 @@ export class ChangeLog {
     for (const c of this.chunks) c.spare = null;
     await Promise.allSettled(spares.map(discardCopy));
   }
+}
+
+/**
+ * An earlier copy of `c` a checkpoint may reference. With mayReuse: the confirmed copy or another
+ * checkpoint's copy, whichever the coordinator vouches for (inline copies need no vouching: they
+ * live in _metadata). Without: only the copy a completion notice confirmed.
+ */
+function reusableCopy(c: Chunk, mayReuse: ((path: string) => boolean) | undefined): ChangelogSegmentRef | null {
+  if (mayReuse === undefined) return c.ref;
+  for (const ref of [...(c.ref === null ? [] : [c.ref]), ...[...c.copies.values()].reverse()]) {
+    if (ref.file.type !== 'file' || mayReuse(ref.file.path)) return ref;
+  }
+  return null;
 }
 
 /** Deletes a copy no checkpoint references (best effort: a leftover is only garbage for gc). */

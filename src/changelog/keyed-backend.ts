@@ -7,7 +7,7 @@ import type {
   StateOutputStream,
   StateScope,
 } from '../backend/contract.js';
-import type { KeyedStateHandle } from '../backend/handles.js';
+import { referencedFiles, type KeyedStateHandle } from '../backend/handles.js';
 import { StateRegistrationError, StreamStateError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { keyGroupForKey, type KeyGroupRange } from '../keygroups/key-groups.js';
@@ -57,16 +57,12 @@ export class Materialization {
   handles: readonly KeyedStateHandle[] = [];
   logs: readonly ChangelogLogRef[] = [];
   status: 'running' | 'done' | 'failed' = 'running';
-  /** Part of a completed checkpoint: its files are tracked by the shared-state registry. */
+  /** Part of a completed checkpoint (by a completion notice, or restored): its files are tracked by the shared-state registry. */
   confirmed = false;
-  /** Its owner was aborted or subsumed (its files may be gone): never use it again. */
+  /** The checkpoint whose completion notice confirmed it (null: not by a notice). */
+  confirmedBy: number | null = null;
+  /** Its files may be gone (its writer was aborted or subsumed, or a checkpoint reusing it was declined): never use it again. */
   revoked = false;
-  /**
-   * The one checkpoint that references it while it is unconfirmed. The coordinator deletes its
-   * files if that checkpoint is aborted or subsumed, so no other checkpoint may reference it
-   * until a completed checkpoint confirms it.
-   */
-  owner: number | null = null;
 
   constructor(
     readonly id: number,
@@ -93,6 +89,10 @@ export class Materialization {
 
 interface CheckpointRecord {
   readonly base: Materialization;
+  /** The checkpoint wrote `base` (a materializing checkpoint): its files are this checkpoint's own uploads. */
+  readonly writer: boolean;
+  /** Whether what it reuses was vouched for by SnapshotOptions.mayReuse (else by completion notices alone). */
+  readonly verified: boolean;
   /** The segment copy each chunk was referenced with (filled when the snapshot's handle is ready). */
   used: readonly UsedSegment[];
 }
@@ -147,8 +147,12 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   private cachedKey: unknown = undefined;
   private cachedKeyBytes: Uint8Array | null = null;
 
-  private base: Materialization;
-  private confirmedBase: Materialization;
+  /** Finished materializations that may still be reused, oldest first (the restored one included). */
+  private materializations: Materialization[] = [];
+  /** The newest materialization a completion notice confirmed (null: none can be trusted). */
+  private confirmedBase: Materialization | null;
+  /** The newest completion notice acted upon: older and equal ones are ignored. */
+  private newestNotice = Number.NEGATIVE_INFINITY;
   private materializing: Materialization | null = null;
   private lastMaterializationAt: number;
   private readonly checkpoints = new Map<number, CheckpointRecord>();
@@ -161,7 +165,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   constructor(private readonly init: ChangelogKeyedInit<K>) {
     this.inner = init.inner;
-    this.base = init.base;
+    this.materializations = [init.base];
     this.confirmedBase = init.base;
     this.lastMaterializationAt = init.settings.now();
     this.closedSignal = new Promise<never>((_, reject) => (this.rejectClosed = reject));
@@ -397,22 +401,42 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   }
 
   // ------------------------------------------------------------------ snapshots
+  //
+  // What a checkpoint may reference (docs/ARCHITECTURE.md, "Files and their lifetime"): files its
+  // own streams write, this backend's preemptive uploads (spares: no checkpoint referenced them,
+  // nothing but this backend deletes them), and earlier uploads it may reuse:
+  //  - with SnapshotOptions.mayReuse, every earlier upload is asked for in the synchronous part, by
+  //    its path as it appears in the handle. A materialization is reused only if every one of its
+  //    files is; a refused segment copy is uploaded again from memory, and where the bytes are gone
+  //    (dropped once a completion notice confirmed a copy) the checkpoint materializes afresh;
+  //  - without it, only what completion notices confirmed: the newest notice wins, late,
+  //    duplicated and unknown ids (savepoints) are ignored, and an abort of a checkpoint that reused
+  //    confirmed uploads without asking withdraws their confirmation (the coordinator declines
+  //    exactly when one is gone), so the next checkpoint uploads again or materializes afresh
+  //    instead of being declined forever.
+  // A materialization is first referenced by the checkpoint that writes it (its asynchronous part
+  // waits for the materialization): its files are that checkpoint's own uploads, registered when it
+  // completes, deleted by the coordinator when it is aborted or subsumed. Referenced only by later
+  // checkpoints, as before, a materialization belonged to nobody: the wrapped backend's reuse was
+  // vouched for only until its writer completed (retention then deleted reused table files), and
+  // one that no checkpoint referenced stayed in shared/ after close.
 
   async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
     this.checkOpen();
     if (this.init.mode === 'passthrough' || options.type === 'savepoint') return this.selfContainedSnapshot(checkpointId, options);
-    if (options.full === true || !this.baseFor(checkpointId).shareable) return this.materializedSnapshot(checkpointId, options);
-    if (this.materializationDue()) await this.startMaterialization(checkpointId, options.streams, false);
+    if (options.full === true) return this.materializingSnapshot(checkpointId, options, true);
+    const mayReuse = options.mayReuse;
+    const base = this.usableBase(mayReuse);
+    if (base === null || this.materializationDue(base)) return this.materializingSnapshot(checkpointId, options, false);
     this.log.cut();
-    const base = this.baseFor(checkpointId);
-    if (!base.shareable) return this.materializedSnapshot(checkpointId, options); // the usable base changed meanwhile
-    const chunks = this.log.chunksAfter(base.seq);
-    const record = this.track(checkpointId, base);
+    const planned = this.log.plan(base.seq, mayReuse);
+    if (planned === null) return this.materializingSnapshot(checkpointId, options, false);
+    const record = this.track(checkpointId, { base, writer: false, verified: mayReuse !== undefined, used: [] });
     const streams = options.streams;
     const background = this.init.settings.backgroundStreams;
     const done = this.guard(
       (async () => {
-        const settled = await Promise.allSettled(chunks.map((c) => this.log.persist(c, streams, background)));
+        const settled = await Promise.allSettled(planned.map((p) => this.log.persist(p, streams, background)));
         const used = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
         const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed !== undefined || this.closed) {
@@ -422,19 +446,28 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
           throw failed !== undefined ? failed.reason : cancelled();
         }
         record.used = used;
+        this.log.recordCopies(checkpointId, used);
         return this.handleFor(base, used.map((u) => u.copy.ref));
       })(),
     );
     return { checkpointId, done };
   }
 
-  /** Nothing restored may be referenced (or a full snapshot was asked for): materialize now and reference only what this checkpoint writes. */
-  private async materializedSnapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
-    const m = await this.startMaterialization(checkpointId, options.streams, options.full === true);
-    this.track(checkpointId, m);
+  /**
+   * A checkpoint that references a materialization it writes now (and no log): when nothing
+   * earlier may be reused, a full snapshot was asked for, or a materialization is due.
+   */
+  private async materializingSnapshot(checkpointId: number, options: SnapshotOptions, full: boolean): Promise<SnapshotTask<KeyedStateHandle>> {
+    const m = await this.startMaterialization(checkpointId, options, full);
+    const record = this.track(checkpointId, { base: m, writer: true, verified: true, used: [] });
     const done = this.guard(
       (async () => {
-        await this.materialized(m);
+        try {
+          await this.materialized(m);
+        } catch (err) {
+          this.snapshotFailed(checkpointId, record);
+          throw err;
+        }
         return this.handleFor(m, []);
       })(),
     );
@@ -442,20 +475,26 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   }
 
   /**
-   * The materialization checkpoint `checkpointId` builds on: the newest one if it is confirmed or
-   * nobody references it yet (then this checkpoint owns it until it is confirmed), else the newest
-   * confirmed one (plus the longer log since it).
+   * The newest materialization a checkpoint may build on: with mayReuse, the newest finished one
+   * whose every file the coordinator vouches for; without, the one the newest notice confirmed.
    */
-  private baseFor(checkpointId: number): Materialization {
-    const m = this.base;
-    if (m.confirmed || m.owner === null || m.owner === checkpointId) return m;
-    return this.confirmedBase;
+  private usableBase(mayReuse: ((path: string) => boolean) | undefined): Materialization | null {
+    if (mayReuse === undefined) {
+      const m = this.confirmedBase;
+      return m !== null && m.shareable && !m.revoked ? m : null;
+    }
+    for (let i = this.materializations.length - 1; i >= 0; i--) {
+      const m = this.materializations[i];
+      if (m.revoked || !m.shareable || m.status !== 'done') continue;
+      if (referencedFiles([m.handles, m.logs]).every((f) => mayReuse(f.path))) return m;
+    }
+    return null;
   }
 
-  /** A snapshot that failed before its handle was handed out releases the materialization it owned. */
+  /** A snapshot that failed before its handle was handed out: forget it; a materialization it wrote is not reused. */
   private snapshotFailed(checkpointId: number, record: CheckpointRecord): void {
     if (this.checkpoints.get(checkpointId) === record) this.checkpoints.delete(checkpointId);
-    if (record.base.owner === checkpointId && !record.base.confirmed) record.base.owner = null;
+    if (record.writer) record.base.revoked = true;
   }
 
   /** Ask for a materialization at the next checkpoint, whatever the interval. */
@@ -463,9 +502,9 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     this.lastMaterializationAt = Number.NEGATIVE_INFINITY;
   }
 
-  /** The id of the materialization checkpoints currently build on (0: none). */
+  /** The id of the newest finished materialization (0: none). */
   get materializationId(): number {
-    return this.base.id;
+    return this.materializations.at(-1)?.id ?? 0;
   }
 
   /** Resolves when the materialization in progress (if any) has ended. */
@@ -474,17 +513,15 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     if (m !== null) await this.materialized(m).catch(() => undefined);
   }
 
-  private track(checkpointId: number, base: Materialization): CheckpointRecord {
-    if (!base.confirmed && base.owner === null) base.owner = checkpointId;
-    const record: CheckpointRecord = { base, used: [] };
+  private track(checkpointId: number, record: CheckpointRecord): CheckpointRecord {
     this.checkpoints.set(checkpointId, record);
     return record;
   }
 
   /** Due when the interval has passed (or one was requested) and something changed since the base. */
-  private materializationDue(): boolean {
+  private materializationDue(base: Materialization): boolean {
     if (this.materializing !== null) return false;
-    if (this.log.lastSeq <= this.base.seq) return false; // nothing changed: skip
+    if (this.log.lastSeq <= base.seq) return false; // nothing changed: skip
     if (this.lastMaterializationAt === Number.NEGATIVE_INFINITY) return true;
     const interval = this.init.settings.materializationIntervalMs;
     if (!(interval >= 0) || !Number.isFinite(interval)) return false;
@@ -499,21 +536,28 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   /**
    * Starts a materialization at the current end of the log (runs in a snapshot's synchronous
-   * phase, when the runtime does not touch state). Its asynchronous part continues in the
-   * background; when it ends it becomes the base of later checkpoints.
+   * phase, when the runtime does not touch state), written through checkpoint `id`'s streams (in
+   * shared scope: later checkpoints reference it too). The wrapped backend asks the same mayReuse
+   * for what it reuses. When it ends it is a candidate base for later checkpoints.
    */
-  private async startMaterialization(id: number, streams: CheckpointStreamFactory, full: boolean): Promise<Materialization> {
+  private async startMaterialization(id: number, options: SnapshotOptions, full: boolean): Promise<Materialization> {
     this.log.cut();
     const m = new Materialization(id, this.log.lastSeq, true, true);
     const pendingNow = this.init.pending.snapshot();
     this.epoch++;
     this.lastMaterializationAt = this.init.settings.now();
     this.materializing = m;
+    const streams = options.streams;
     let task: SnapshotTask<KeyedStateHandle>;
     try {
-      task = await this.inner.snapshot(id, { type: 'checkpoint', streams: sharedOnly(streams), ...(full ? { full: true } : {}) });
+      task = await this.inner.snapshot(id, {
+        type: 'checkpoint',
+        streams: sharedOnly(streams),
+        ...(full ? { full: true } : {}),
+        ...(options.mayReuse !== undefined ? { mayReuse: options.mayReuse } : {}),
+      });
     } catch (err) {
-      this.materializing = null;
+      if (this.materializing === m) this.materializing = null;
       m.status = 'failed';
       throw err;
     }
@@ -524,7 +568,11 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
         m.handles = handle === null ? [] : [handle];
         m.logs = carried;
         m.status = 'done';
-        if (!m.revoked && !this.closed && m.id > this.base.id) this.base = m;
+        if (!m.revoked && !this.closed) {
+          this.materializations.push(m);
+          this.materializations.sort((a, b) => a.id - b.id);
+          this.pruneMaterializations();
+        }
       } catch (err) {
         m.status = 'failed';
         this.lastBackgroundError = err;
@@ -537,6 +585,14 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     done.catch(() => undefined);
     this.materializationDone.set(m, done);
     return m;
+  }
+
+  /** Keeps the confirmed base and the few newest candidates (notices may never come: the list must not grow). */
+  private pruneMaterializations(): void {
+    const keep = 4;
+    this.materializations = this.materializations.filter(
+      (m, i) => !m.revoked && (m === this.confirmedBase || (i >= this.materializations.length - keep && (this.confirmedBase === null || m.id > this.confirmedBase.id))),
+    );
   }
 
   /** Savepoints (and every snapshot in passthrough mode): the wrapped backend's own snapshot, plus restored changes not yet replayed. */
@@ -618,25 +674,32 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   async notifyCheckpointComplete(checkpointId: number): Promise<void> {
     if (this.init.mode === 'passthrough') return this.inner.notifyCheckpointComplete(checkpointId);
+    // Late or duplicated (a newer notice was acted upon), or not ours (a savepoint, an unknown id).
+    if (checkpointId <= this.newestNotice) return;
     const rec = this.checkpoints.get(checkpointId);
+    if (rec === undefined) return;
+    this.newestNotice = checkpointId;
     this.checkpoints.delete(checkpointId);
-    // Older checkpoints still open will not complete any more (subsumed): what only they used is gone.
+    // These copies are part of a completed checkpoint now: later checkpoints may reference them.
+    for (const u of rec.used) if (u.chunk.confirmedBy === null || u.chunk.confirmedBy < checkpointId) u.chunk.confirm(u.copy.ref, checkpointId);
+    const m = rec.base;
+    if (!m.revoked && m.status === 'done') {
+      m.confirmed = true;
+      m.confirmedBy = checkpointId;
+    }
+    // Older checkpoints still open will not complete any more (subsumed, or completed with a lost
+    // notice): what they wrote may be gone. (Subsumed is not declined: what they reused stays trusted.)
     for (const [id, older] of [...this.checkpoints]) {
       if (id < checkpointId) {
         this.checkpoints.delete(id);
-        await this.forget(id, older);
+        await this.forget(id, older, false);
       }
     }
-    if (rec === undefined) return;
-    // These copies are part of a completed checkpoint now: later checkpoints reference them.
-    for (const u of rec.used) u.chunk.confirm(u.copy.ref);
-    const m = rec.base;
-    m.confirmed = true;
-    if (m !== this.confirmedBase && m.id > this.confirmedBase.id) {
+    if (m.confirmed && !m.revoked && (this.confirmedBase === null || m.id > this.confirmedBase.id)) {
       this.confirmedBase = m;
-      if (m.id > this.base.id && m.status === 'done' && !m.revoked) this.base = m;
-      // Truncation: checkpoints from now on never reference records before the new base.
-      this.log.truncate(m.seq);
+      this.pruneMaterializations();
+      // Truncation: checkpoints from now on never reference records before the new base (or materialize afresh).
+      await this.log.truncate(m.seq);
       if (m.own) await this.inner.notifyCheckpointComplete(m.id);
     }
   }
@@ -644,24 +707,44 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   async notifyCheckpointAborted(checkpointId: number): Promise<void> {
     if (this.init.mode === 'passthrough') return this.inner.notifyCheckpointAborted(checkpointId);
     const rec = this.checkpoints.get(checkpointId);
-    if (rec === undefined) return;
-    this.checkpoints.delete(checkpointId);
-    await this.forget(checkpointId, rec);
+    if (rec !== undefined) {
+      this.checkpoints.delete(checkpointId);
+      await this.forget(checkpointId, rec, true);
+    }
+    // Aborted after a completion notice (conflicting notices): trust neither.
+    for (const c of this.log.confirmedBy(checkpointId)) c.unconfirm();
+    const base = this.confirmedBase;
+    if (base !== null && base.confirmedBy === checkpointId) await this.distrust(base);
   }
 
   /**
-   * A checkpoint that was aborted or subsumed: the coordinator deletes the files only it
-   * referenced. Its segment copies were never shared (nothing to undo; the chunks keep their bytes),
-   * but a materialization it owned is revoked and a new one requested.
+   * A checkpoint that was aborted or subsumed: the coordinator deleted the files it wrote. A
+   * materialization it wrote is not reused. If it was aborted and reused confirmed uploads without
+   * asking mayReuse, the abort may be the coordinator declining it because one of them is gone: their
+   * confirmation is withdrawn (segment copies are uploaded again, or the next checkpoint
+   * materializes afresh).
    */
-  private async forget(checkpointId: number, rec: CheckpointRecord): Promise<void> {
-    const m = rec.base;
-    if (m.confirmed || m.owner !== checkpointId) return;
-    m.revoked = true;
-    if (this.base === m) {
-      this.base = this.confirmedBase;
-      this.requestMaterialization();
+  private async forget(checkpointId: number, rec: CheckpointRecord, aborted: boolean): Promise<void> {
+    this.log.forgetCopies(checkpointId);
+    if (rec.writer) {
+      if (!rec.base.confirmed) {
+        rec.base.revoked = true;
+        if (aborted) this.requestMaterialization(); // try again at the next checkpoint
+        if (rec.base.own) await this.inner.notifyCheckpointAborted(rec.base.id).catch(() => undefined);
+      }
+      return;
     }
+    if (rec.verified || !aborted) return;
+    for (const u of rec.used) if (u.confirmed && u.chunk.ref === u.copy.ref) u.chunk.unconfirm();
+    if (rec.base.confirmed) await this.distrust(rec.base);
+  }
+
+  /** A materialization whose files may be gone: not reused again; its wrapped backend drops it as its base. */
+  private async distrust(m: Materialization): Promise<void> {
+    if (m.isEmpty && m.id === 0) return; // nothing to lose: no files
+    m.revoked = true;
+    if (this.confirmedBase === m) this.confirmedBase = null;
+    this.materializations = this.materializations.filter((x) => x !== m);
     if (m.own) await this.inner.notifyCheckpointAborted(m.id).catch(() => undefined);
   }
 

@@ -59,14 +59,16 @@ async function readAll(b: KeyedStateBackend<string>, n: number): Promise<unknown
 describe('changelog checkpoints', () => {
   it('a checkpoint persists only the new tail of the log and reuses the materialization', async () => {
     const storage = newStorage();
-    const backend = changelog({ backend: memory(), storage, materializationIntervalMs: 0 });
+    const backend = changelog({ backend: memory(), storage, materializationIntervalMs: Number.POSITIVE_INFINITY });
     const job = await MiniJob.start({ jobId: jobId(), backend, storage, parallelism: 1 });
     const [b] = job.backends;
     writeAll(b, 500, 1);
+    (b as unknown as { requestMaterialization(): void }).requestMaterialization();
     const first = (await job.checkpoint()).handles[0] as unknown as ChangelogStateHandle;
     expect(first.type).toBe('changelog');
-    expect(first.materialized).toEqual([]); // the first materialization starts now, in the background
-    await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
+    // The checkpoint that materializes references its own materialization (and no log).
+    expect(first.materialized.length).toBe(1);
+    expect(first.logs).toEqual([]);
     b.setCurrentKey('k1');
     b.getState(vd).update('changed');
     const second = (await job.checkpoint()).handles[0] as unknown as ChangelogStateHandle;
@@ -162,13 +164,14 @@ describe.each([
   it('a changelog checkpoint restores into a plain backend, which then takes plain checkpoints', async () => {
     const storage = newStorage();
     const id = jobId();
-    const cl = changelog({ backend: plainBackend(), storage, materializationIntervalMs: 0 });
+    const cl = changelog({ backend: plainBackend(), storage, materializationIntervalMs: Number.POSITIVE_INFINITY });
     const job = await MiniJob.start({ jobId: id, backend: cl, storage, parallelism: 2 });
     for (const b of job.backends) writeAll(b, 0, 1);
     const n = 100;
     for (let i = 0; i < n; i++) writeOne(job.backends.find((b) => b.keyGroupRange.contains(keyGroupOf(`k${i}`)))!, i, 1);
+    // The first checkpoint materializes, the second adds a log to it.
+    for (const b of job.backends) (b as unknown as { requestMaterialization(): void }).requestMaterialization();
     await job.checkpoint();
-    for (const b of job.backends) await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
     for (let i = 0; i < n; i += 3) writeOne(job.backends.find((b) => b.keyGroupRange.contains(keyGroupOf(`k${i}`)))!, i, 2);
     const { handles } = await job.checkpoint();
     expect(handles.every((h) => h !== null && isChangelogHandle(h) && h.materialized.length === 1 && h.logs.length === 1)).toBe(true);

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
 import { leveldb } from '../../backends/leveldb/index.js';
-import type { StateBackend } from '../../src/backend/contract.js';
+import type { KeyedBackendParams, StateBackend } from '../../src/backend/contract.js';
 import { changelog, withChangelogRestore } from '../../src/changelog/backend.js';
 import { backendByName, keySerializerOf } from '../../src/cli/backends.js';
 import { convertSnapshot } from '../../src/savepoint/convert.js';
@@ -38,9 +38,17 @@ beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-cli-cl-'));
   await mkdir(join(root, 'out'));
   for (const [i, v] of variants.entries()) {
-    // Materializing at every checkpoint with changes: the last checkpoint holds a materialization
-    // (of an earlier checkpoint) plus the log written since.
-    const backend = changelog({ backend: v.inner(), materializationIntervalMs: 0 });
+    // The first checkpoint materializes (and references its materialization); the later ones
+    // reference it plus the log written since: the last checkpoint holds both.
+    const cl = changelog({ backend: v.inner(), materializationIntervalMs: Number.POSITIVE_INFINITY });
+    const backend: StateBackend = {
+      ...cl,
+      async createKeyedStateBackend<K>(params: KeyedBackendParams<K>) {
+        const keyed = await cl.createKeyedStateBackend(params);
+        keyed.requestMaterialization();
+        return keyed;
+      },
+    };
     const jobDir = await writeCheckpoints(backend, { root: join(root, `ck-${i}`), jobId: 'job-c', count: 4, numRetained: 1 });
     v.chk = join(jobDir, 'chk-4');
     v.expected = await readJob(withChangelogRestore(v.inner()), v.chk, { parallelism: 2 });
