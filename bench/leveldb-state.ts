@@ -69,7 +69,7 @@ const map = kb.getState(mapState<number, number>('m', { keySerializer: float64Se
 for (let n = 0; n < numKeys; n++) {
   kb.setCurrentKey(keys[n]);
   value.update(1);
-  list.add(1);
+  list.update([1]);
   for (let j = 0; j < MAP_ENTRIES; j++) map.put(j, j);
   if (n % 10_000 === 0) await kb.flush(); // keep the write buffer from running far ahead of LevelDB
 }
@@ -122,7 +122,18 @@ interface Pair {
   readonly ours: string;
   readonly rawCase: Case;
   readonly oursCase: Case;
+  /** Untimed preparation before every timed call of either case. */
+  readonly setup?: () => void | Promise<void>;
+  /** Operations per round (default OPS_PER_ROUND). */
+  readonly ops?: number;
 }
+
+/** The list the growing-list case appends to holds this many elements when each round starts. */
+const LONG_LIST = 20_000;
+const LONG_LIST_OPS = 2000;
+const hotKey = 'hot-list-key';
+const hotRow = encodeRowKey(keyGroupForKey(hotKey, stringSerializer, MAX_P), idOf('l'), Buffer.from(hotKey), empty);
+let hotSeq = 0;
 
 const rawBatched =
   (put: (b: ReturnType<typeof raw.batch>, j: number, n: number) => void): Case =>
@@ -228,6 +239,30 @@ const pairs: Pair[] = [
     oursCase: chunked((j, n) => { kb.setCurrentKey(keys[j]); list.add(n); }),
   },
   {
+    // The issue-13 case: appends must not grow with the list (before chunk rows, each add rewrote it).
+    operation: `ListState add to one ${LONG_LIST}-element list`,
+    raw: `raw batched put of one row per element (${BLOCK} per batch)`,
+    ours: `leveldb ListState.add() + flush (chunks of ${BLOCK})`,
+    ops: LONG_LIST_OPS,
+    setup: async () => {
+      kb.setCurrentKey(hotKey);
+      list.update(Array.from({ length: LONG_LIST }, (_, i) => i));
+      await kb.flush();
+    },
+    rawCase: async (ops) => {
+      for (let s = 0; s < ops; s += BLOCK) {
+        const b = raw.batch();
+        for (let n = 0; n < BLOCK; n++) {
+          const seq = Buffer.allocUnsafe(4);
+          seq.writeUInt32BE(++hotSeq, 0);
+          b.put(Buffer.concat([hotRow, seq]), row64(n));
+        }
+        await b.write();
+      }
+    },
+    oursCase: chunked((_j, n) => { kb.setCurrentKey(hotKey); list.add(n); }),
+  },
+  {
     operation: 'MapState put',
     raw: `raw batched put (${BLOCK} per batch)`,
     ours: `leveldb MapState.put() + flush (chunks of ${BLOCK})`,
@@ -248,10 +283,11 @@ const pairs: Pair[] = [
 ];
 
 /** Iterations are cheaper per op than point reads by about their entry count: fewer ops per round. */
-const opsFor = (p: Pair): number => (p.operation.startsWith('MapState iterate') ? OPS_PER_ROUND / MAP_ENTRIES : OPS_PER_ROUND);
+const opsFor = (p: Pair): number => p.ops ?? (p.operation.startsWith('MapState iterate') ? OPS_PER_ROUND / MAP_ENTRIES : OPS_PER_ROUND);
 
 /** Ops per second of wall time, and per second of process CPU time (all threads: less sensitive to other load on the machine). */
-async function timed(c: Case, ops: number): Promise<{ wall: number; cpu: number }> {
+async function timed(c: Case, ops: number, setup?: () => void | Promise<void>): Promise<{ wall: number; cpu: number }> {
+  await setup?.();
   const cpu0 = process.cpuUsage();
   const t = performance.now();
   await c(ops);
@@ -268,8 +304,8 @@ const only = process.env.LEVELDB_BENCH_ONLY;
 for (const p of pairs.filter((x) => only === undefined || x.operation.includes(only))) {
   const ops = opsFor(p);
   // One warm-up round each, not counted.
-  await timed(p.rawCase, ops / 4);
-  await timed(p.oursCase, ops / 4);
+  await timed(p.rawCase, ops / 4, p.setup);
+  await timed(p.oursCase, ops / 4, p.setup);
   const rawRates: number[] = [];
   const ourRates: number[] = [];
   const ratios: number[] = [];
@@ -279,11 +315,11 @@ for (const p of pairs.filter((x) => only === undefined || x.operation.includes(o
     let a: { wall: number; cpu: number };
     let b: { wall: number; cpu: number };
     if (r % 2 === 0) {
-      a = await timed(p.rawCase, ops);
-      b = await timed(p.oursCase, ops);
+      a = await timed(p.rawCase, ops, p.setup);
+      b = await timed(p.oursCase, ops, p.setup);
     } else {
-      b = await timed(p.oursCase, ops);
-      a = await timed(p.rawCase, ops);
+      b = await timed(p.oursCase, ops, p.setup);
+      a = await timed(p.rawCase, ops, p.setup);
     }
     rawRates.push(a.wall);
     ourRates.push(b.wall);

@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyedBackendParams, KeyedStateBackend, SnapshotOptions, SnapshotTask, SubtaskInfo } from '../../src/backend/contract.js';
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
-import { StateAccessError, StreamStateError } from '../../src/errors.js';
+import { SnapshotError, StateAccessError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
-import { defaultNamespaceSerializer } from '../../src/serializers/builtins.js';
-import type { Serializer } from '../../src/serializers/serializer.js';
+import { builtinSerializers, defaultNamespaceSerializer } from '../../src/serializers/builtins.js';
+import { describeSerializer, type Serializer } from '../../src/serializers/serializer.js';
 import type { StateDescriptor } from '../../src/state/descriptors.js';
 import { createTtlState } from '../../src/state/ttl.js';
 import type { KeyedState, StateFor, TimerQueue } from '../../src/state/types.js';
-import { BufferedStore, type LevelDb } from './buffered-store.js';
+import { backendClosed, BufferedStore, type LevelDb } from './buffered-store.js';
 import { StateCatalog } from './catalog.js';
 import { IncrementalChain } from './chain.js';
 import { takeFullSnapshot } from './full-snapshot.js';
@@ -21,8 +21,9 @@ import { openLevelDb } from './open-db.js';
 import { ManifestTracker } from './native-checkpoint.js';
 import { restoreLevelDb } from './restore.js';
 import { decodeRowKey, isCountRowStateId, keyGroupPrefix, stateInKeyGroupPrefix } from './row-keys.js';
-import { LevelAggregatingState, LevelListState, LevelMapState, LevelReducingState, LevelValueState, type MapTtl } from './states.js';
+import { LevelAggregatingState, LevelListState, LevelMapState, LevelReducingState, LevelValueState, type LevelState, type MapTtl } from './states.js';
 import { HeapTimerQueue, type RawTimer } from './timer-queue.js';
+import { TtlSweeper, type SweepResult, type SweepTarget, type TtlCleanupOptions } from './ttl-sweep.js';
 import type { ValueCodec } from './value-codec.js';
 
 export interface LevelDbBackendOptions {
@@ -49,6 +50,12 @@ export interface LevelDbBackendOptions {
   readonly infoLog?: boolean;
   /** Chooses the database directory of one backend; default `<workingDir>/<job>-<operator>-<subtask>-<random>`. */
   readonly instanceDir?: (info: SubtaskInfo) => string;
+  /**
+   * Physical removal of expired TTL rows (ttl-sweep.ts): a background sweep over a bounded number
+   * of rows after every so many accesses of TTL states, resuming where it stopped. On by default;
+   * false turns it off (expired values are then removed only when read or left out of full snapshots).
+   */
+  readonly ttlCleanup?: false | TtlCleanupOptions;
 }
 
 export const DEFAULT_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
@@ -72,6 +79,8 @@ interface Registered {
   /** The codec of the (inner) state, for full snapshots that convert old generations. */
   readonly codec: ValueCodec<unknown> | null;
   readonly ttlMs: number | null;
+  /** TTL config's cleanupInFullSnapshot (default true): full snapshots drop expired values. */
+  readonly cleanupInFullSnapshot: boolean;
   readonly namespaceSerializer: Serializer<unknown>;
 }
 
@@ -88,6 +97,9 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private readonly timerQueues = new Map<string, HeapTimerQueue<K, unknown>>();
   private closed = false;
   private readonly inFlight = new Set<{ cancel: () => void; settled: Promise<unknown> }>();
+  /** Registered TTL states by state id: what the TTL sweep may clean. */
+  private readonly ttlTargets = new Map<number, SweepTarget>();
+  private readonly sweeper: TtlSweeper | null;
   /** This database's MANIFEST as parsed by the last checkpoint (each parses only what was appended since). */
   readonly manifests = new ManifestTracker();
 
@@ -101,11 +113,13 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     private readonly pendingTimers: Map<string, RawTimer[]>,
     readonly chain: IncrementalChain,
     private readonly incremental: boolean,
+    ttlCleanup: false | TtlCleanupOptions,
   ) {
     this.keyGroupRange = KeyGroupRange.of(params.keyGroupRange);
     this.maxParallelism = params.maxParallelism;
     this.keySerializer = params.keySerializer;
     this.ctx = new KeyContext(store, params.keySerializer, params.maxParallelism, this.keyGroupRange);
+    this.sweeper = ttlCleanup === false ? null : new TtlSweeper(store, this.keyGroupRange, this.ttlTargets, () => this.clock(), ttlCleanup);
   }
 
   static async create<K>(params: KeyedBackendParams<K>, opts: LevelDbBackendOptions = {}): Promise<LevelDbKeyedStateBackend<K>> {
@@ -136,7 +150,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
         db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, infoLog: instance.infoLog });
       }
       const store = new BufferedStore(db, opts.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES, describe);
-      return new LevelDbKeyedStateBackend(params, instance, db, store, catalog, pendingTimers, chain, opts.incremental ?? true);
+      return new LevelDbKeyedStateBackend(params, instance, db, store, catalog, pendingTimers, chain, opts.incremental ?? true, opts.ttlCleanup ?? {});
     } catch (err) {
       if (db !== null) await db.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -144,8 +158,13 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     }
   }
 
+  /** How errors name this backend. */
+  private get describe(): string {
+    return `the LevelDB keyed state backend of ${this.params.operatorId}[${this.params.subtaskIndex}]`;
+  }
+
   private checkOpen(): void {
-    if (this.closed) throw new StreamStateError('BACKEND_CLOSED', 'the LevelDB keyed state backend is closed; create a new one (restore from a checkpoint) to continue.');
+    if (this.closed) throw backendClosed(this.describe);
   }
 
   // ------------------------------------------------------------------ keys
@@ -174,7 +193,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const existing = this.registered.get(descriptor.name);
     if (existing !== undefined) {
       if (existing.kind !== descriptor.kind) {
-        throw new StateAccessError(
+        throw new StateRegistrationError(
           'STATE_KIND_MISMATCH',
           `state "${descriptor.name}" is registered as ${existing.kind} and now requested as ${descriptor.kind}. Use another name.`,
         );
@@ -185,6 +204,11 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const registerInner = (d: StateDescriptor<unknown>, withTtl: boolean, mapTtl: MapTtl | null): KeyedState<unknown> => {
       const made = this.createState(d, withTtl, mapTtl);
       codec = made.codec;
+      if (withTtl && descriptor.ttl !== undefined) {
+        const stateId = this.catalog.get(d.name)?.stateId as number;
+        this.ttlTargets.set(stateId, { kind: d.kind, ttlMs: descriptor.ttl.ttlMs, countsTimestamps: mapTtl !== null });
+        if (this.sweeper !== null) made.handle.onAccess = this.sweeper.accessed;
+      }
       return made.handle;
     };
     const ttl = descriptor.ttl;
@@ -196,12 +220,13 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
       handle,
       codec,
       ttlMs: descriptor.ttl?.ttlMs ?? null,
+      cleanupInFullSnapshot: descriptor.ttl?.cleanupInFullSnapshot !== false,
       namespaceSerializer: descriptor.namespaceSerializer,
     });
     return handle as StateFor<D>;
   }
 
-  private createState(d: StateDescriptor<unknown>, ttl: boolean, mapTtl: MapTtl | null): { handle: KeyedState<unknown>; codec: ValueCodec<unknown> } {
+  private createState(d: StateDescriptor<unknown>, ttl: boolean, mapTtl: MapTtl | null): { handle: LevelState<unknown>; codec: ValueCodec<unknown> } {
     const ctx = this.ctx as KeyContext<unknown>;
     const ns = d.namespaceSerializer;
     switch (d.kind) {
@@ -234,7 +259,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     if (existing !== undefined) return existing as unknown as TimerQueue<K, N>;
     const ns = (namespaceSerializer ?? defaultNamespaceSerializer) as Serializer<unknown>;
     this.catalog.registerTimers(name, ns);
-    const q = new HeapTimerQueue<K, unknown>(name, this.keySerializer, ns, this.maxParallelism, this.keyGroupRange);
+    const q = new HeapTimerQueue<K, unknown>(name, this.keySerializer, ns, this.maxParallelism, this.keyGroupRange, () => this.checkOpen());
     for (const t of this.pendingTimers.get(name) ?? []) q.addRaw(t);
     this.pendingTimers.delete(name);
     this.timerQueues.set(name, q);
@@ -250,9 +275,9 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   /** How a full snapshot reads a state's rows: codec (registered states) and TTL. */
-  registeredInfo(name: string): { codec: ValueCodec<unknown> | null; ttlMs: number | null } | undefined {
+  registeredInfo(name: string): { codec: ValueCodec<unknown> | null; ttlMs: number | null; cleanupInFullSnapshot: boolean } | undefined {
     const r = this.registered.get(name);
-    return r === undefined ? undefined : { codec: r.codec, ttlMs: r.ttlMs };
+    return r === undefined ? undefined : { codec: r.codec, ttlMs: r.ttlMs, cleanupInFullSnapshot: r.cleanupInFullSnapshot };
   }
 
   get clock(): () => number {
@@ -260,6 +285,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   }
 
   stateNames(): string[] {
+    this.checkOpen();
     return this.catalog
       .all()
       .filter((s) => s.kind !== 'timers')
@@ -277,17 +303,19 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     }
   }
 
-  private stateIdOf(stateName: string): number | null {
+  /** The state id of a registered or restored keyed state; STATE_NOT_REGISTERED when there is none (as on the heap backends). */
+  private stateIdOf(stateName: string): number {
     const meta = this.catalog.get(stateName);
-    return meta === undefined || meta.kind === 'timers' ? null : meta.stateId;
+    if (meta === undefined || meta.kind === 'timers') {
+      throw new StateRegistrationError('STATE_NOT_REGISTERED', `no keyed state named "${stateName}" is registered or restored; register it with getState(descriptor).`);
+    }
+    return meta.stateId;
   }
 
   async *getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
     this.checkOpen();
     const id = this.stateIdOf(stateName);
-    if (id === null) return;
-    const nsSerializer = this.nsSerializerOf(stateName) as Serializer<N> | undefined;
-    if (nsSerializer === undefined) return;
+    const nsSerializer = this.nsSerializerOf(stateName) as Serializer<N>;
     const nsBytes = Buffer.from(nsSerializer.serialize(namespace));
     let last: Buffer | null = null;
     for await (const [row] of this.stateRows(id)) {
@@ -301,9 +329,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   async *getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
     this.checkOpen();
     const id = this.stateIdOf(stateName);
-    if (id === null) return;
-    const nsSerializer = this.nsSerializerOf(stateName) as Serializer<N> | undefined;
-    if (nsSerializer === undefined) return;
+    const nsSerializer = this.nsSerializerOf(stateName) as Serializer<N>;
     let lastKey: Buffer | null = null;
     let lastNs: Buffer | null = null;
     for await (const [row] of this.stateRows(id)) {
@@ -314,9 +340,22 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     }
   }
 
-  /** The namespace serializer of a registered state (restored-only states cannot be decoded). */
-  private nsSerializerOf(stateName: string): Serializer<unknown> | undefined {
-    return this.registered.get(stateName)?.namespaceSerializer;
+  /**
+   * The namespace serializer of a registered state; for a restored state not registered again, the
+   * built-in serializer its meta info names (as the heap backends do), else STATE_NOT_REGISTERED.
+   */
+  private nsSerializerOf(stateName: string): Serializer<unknown> {
+    const registered = this.registered.get(stateName)?.namespaceSerializer;
+    if (registered !== undefined) return registered;
+    const snap = this.catalog.get(stateName)?.namespaceSerializer;
+    const builtin = snap === undefined ? undefined : builtinSerializers.get(snap.id);
+    if (snap === undefined || builtin === undefined || builtin.version !== snap.version) {
+      throw new StateRegistrationError(
+        'STATE_NOT_REGISTERED',
+        `state "${stateName}" was restored with namespace serializer ${snap === undefined ? 'unknown' : describeSerializer(snap)}, which is not built in; register it with getState(descriptor) first.`,
+      );
+    }
+    return builtin;
   }
 
   async applyToAllKeys<D extends StateDescriptor<unknown>>(
@@ -335,12 +374,24 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     }
   }
 
+  /** Entries as the heap backends count them: a value, a list (its base row and chunk rows together), a map entry. */
   async numEntries(): Promise<number> {
     this.checkOpen();
     let n = 0;
     const gte = keyGroupPrefix(this.keyGroupRange.start);
     const lt = keyGroupPrefix(this.keyGroupRange.end + 1);
-    for await (const [k] of this.store.range(gte, lt)) if (!isCountRowStateId(k.readUInt16BE(2))) n++;
+    let lastList: Buffer | null = null;
+    for await (const [k] of this.store.range(gte, lt)) {
+      const sid = k.readUInt16BE(2);
+      if (isCountRowStateId(sid)) continue;
+      if (this.catalog.byStateId(sid)?.kind === 'list') {
+        const row = decodeRowKey(k);
+        const listKey = k.subarray(0, k.length - row.userKey.length);
+        if (lastList !== null && lastList.equals(listKey)) continue;
+        lastList = Buffer.from(listKey);
+      }
+      n++;
+    }
     return n;
   }
 
@@ -363,7 +414,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const entry = {
       cancel: () => {
         task.cancel?.();
-        rejectCancel(new StreamStateError('SNAPSHOT_CANCELLED', `checkpoint ${task.checkpointId} was cancelled: the LevelDB backend was closed while it was written.`));
+        rejectCancel(new SnapshotError('SNAPSHOT_CANCELLED', `checkpoint ${task.checkpointId} was cancelled: the LevelDB backend was closed while it was written.`));
       },
       settled: task.done.catch(() => undefined),
     };
@@ -381,6 +432,17 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     this.chain.abort(checkpointId);
   }
 
+  /**
+   * One step of the TTL sweep over at most `maxRows` rows (default: the configured step size),
+   * starting where the last step stopped: expired rows of registered TTL states are removed.
+   * Steps also run in the background as TTL states are accessed (option ttlCleanup).
+   */
+  async sweepExpiredRows(maxRows?: number): Promise<SweepResult> {
+    this.checkOpen();
+    if (this.sweeper === null) return { scanned: 0, removed: 0, rewritten: 0, wrapped: true };
+    return this.sweeper.sweep(maxRows);
+  }
+
   /** Writes the in-memory write buffer to LevelDB and waits for it (benchmarks, tests). */
   async flush(): Promise<void> {
     this.checkOpen();
@@ -394,6 +456,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.store.markClosed(this.describe);
     const running = [...this.inFlight];
     for (const s of running) s.cancel();
     // Give cancelled uploads a moment to delete what they wrote (blocked I/O is aborted by discard()).
@@ -405,6 +468,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
       }),
     ]);
     clearTimeout(timer);
+    await this.sweeper?.idle();
     await this.store.settle();
     await this.db.close().catch(() => undefined);
     await rm(this.instance.dir, { recursive: true, force: true }).catch(() => undefined);

@@ -1,5 +1,5 @@
 import type { ChainedBatch, ClassicLevel } from 'classic-level';
-import { StorageError } from '../../src/errors.js';
+import { StorageError, StreamStateError } from '../../src/errors.js';
 import { applyDelta, CountDelta, decodeCountRow, encodeCountRow, type MapCount } from './map-counts.js';
 import { RowTable } from './row-table.js';
 
@@ -74,6 +74,8 @@ export class BufferedStore {
   /** Layers sealed and not yet written (or failed). */
   private writesQueued = 0;
   private failure: unknown = null;
+  /** Set by the backend's close(): every access throws BACKEND_CLOSED from then on (never a classic-level error). */
+  private closedAs: string | null = null;
 
   constructor(
     readonly db: LevelDb,
@@ -213,8 +215,23 @@ export class BufferedStore {
     return count;
   }
 
+  /** Marks the store closed (the backend's close()); `describe` names the backend in the errors. */
+  markClosed(describe: string): void {
+    this.closedAs = describe;
+  }
+
+  get closed(): boolean {
+    return this.closedAs !== null;
+  }
+
+  /** Throws BACKEND_CLOSED once the backend is closed. */
+  checkOpen(): void {
+    if (this.closedAs !== null) throw backendClosed(this.closedAs);
+  }
+
   /** Throws the error of a failed background write (once a write was lost, nothing may continue). */
   checkHealthy(): void {
+    this.checkOpen();
     if (this.failure !== null) {
       throw new StorageError(
         'STORAGE_IO',
@@ -410,15 +427,46 @@ export class BufferedStore {
     const mayHide = hidden.length > 0 || shadowed.size > 0;
     const it = lt === null ? this.db.iterator({ gte }) : this.db.iterator({ gte, lt });
     try {
+      yield* this.merged(it, buffered, isHidden, mayHide, batchSize);
+    } catch (err) {
+      throw this.typed(err, 'reading a range of rows');
+    } finally {
+      await it.close().catch(() => undefined);
+    }
+  }
+
+  /** A classic-level error as BACKEND_CLOSED (closed meanwhile) or STORAGE_IO; typed errors pass through. */
+  typed(err: unknown, what: string): StreamStateError {
+    if (err instanceof StreamStateError) return err;
+    if (this.closedAs !== null) return backendClosed(this.closedAs);
+    return new StorageError('STORAGE_IO', `${what} in ${this.describe} failed: ${(err as Error)?.message ?? String(err)}. Fail the task and restore from the last checkpoint.`, {
+      cause: err,
+    });
+  }
+
+  private async *merged(
+    it: { nextv(n: number): Promise<[Buffer, Buffer][]> },
+    buffered: [string, Buffer][],
+    isHidden: (k: string) => boolean,
+    mayHide: boolean,
+    batchSize: number,
+  ): AsyncGenerator<[Buffer, Buffer]> {
+    {
       if (buffered.length === 0 && !mayHide) {
         // The buffer knows nothing of the range (the common case of a read): LevelDB's rows as they come.
-        for (let page = await it.nextv(batchSize); page.length > 0; page = await it.nextv(batchSize)) yield* page;
+        for (let page = await it.nextv(batchSize); page.length > 0; page = await it.nextv(batchSize)) {
+          for (const row of page) {
+            this.checkOpen(); // closed while iterating: no further row
+            yield row;
+          }
+        }
         return;
       }
       let bi = 0;
       let page = await it.nextv(batchSize);
       let pi = 0;
       for (;;) {
+        this.checkOpen(); // closed while iterating: no further row, also none from the buffer
         if (pi >= page.length && page.length > 0) {
           page = await it.nextv(batchSize);
           pi = 0;
@@ -437,8 +485,10 @@ export class BufferedStore {
         if (mayHide && isHidden(dbKey as string)) continue;
         yield dbRow as [Buffer, Buffer];
       }
-    } finally {
-      await it.close();
     }
   }
+}
+
+export function backendClosed(describe: string): StreamStateError {
+  return new StreamStateError('BACKEND_CLOSED', `${describe} is closed; create a new backend (restore it from the last checkpoint) to continue.`);
 }

@@ -1,5 +1,5 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
-import { RestoreError, StateMigrationError, StateRegistrationError } from '../../src/errors.js';
+import { RestoreError, StateMigrationError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
 import { describeSerializer, resolveCompatibility, snapshotOf, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
 import type { LevelStateMetaInfo } from './meta.js';
 import { MAX_STATE_ID } from './row-keys.js';
@@ -55,7 +55,7 @@ export class StateCatalog {
   private allocateId(): number {
     while (this.byId.has(this.nextId)) this.nextId++;
     if (this.nextId > MAX_STATE_ID) {
-      throw new StateRegistrationError('INVALID_ARGUMENT', `${this.describe}: more than ${MAX_STATE_ID} states; use fewer states per operator.`);
+      throw new StreamStateError('INVALID_ARGUMENT', `${this.describe}: more than ${MAX_STATE_ID} states; use fewer states per operator.`);
     }
     return this.nextId++;
   }

@@ -17,7 +17,8 @@ import { ValueCodec } from './value-codec.js';
  * src/format/key-groups-stream.ts, read from an explicit LevelDB snapshot taken in the synchronous
  * part, so the asynchronous part sees exactly the state at the checkpoint while processing goes on.
  * Values are written in the current serializer (rows of older generations are converted) without
- * the row header; expired TTL values are dropped. Canonical savepoints are written through
+ * the row header; expired TTL values are dropped unless the state's TTL config sets
+ * cleanupInFullSnapshot: false. A list's base row and chunk rows (states.ts) become one entry. Canonical savepoints are written through
  * CanonicalKeyGroupsWriter (docs/FORMAT.md, "Canonical savepoints").
  */
 export const LEVELDB_FULL_LAYOUT = 'leveldb-full-v1';
@@ -50,10 +51,11 @@ function readLength(row: Buffer, at: { pos: number }): number {
   }
 }
 
-function plan(meta: LevelStateMetaInfo, info: { codec: ValueCodec<unknown> | null; ttlMs: number | null } | undefined, now: number): StatePlan {
+function plan(meta: LevelStateMetaInfo, info: { codec: ValueCodec<unknown> | null; ttlMs: number | null; cleanupInFullSnapshot: boolean } | undefined, now: number): StatePlan {
   const current = meta.generation ?? 0;
   const codec = info?.codec ?? null;
-  const ttlMs = meta.ttl ? info?.ttlMs ?? null : null;
+  // Expired values are dropped only where the TTL config asks for it (cleanupInFullSnapshot, default true).
+  const ttlMs = meta.ttl && info?.cleanupInFullSnapshot !== false ? info?.ttlMs ?? null : null;
   /** Whether the payload `bytes[start, end)` (f64 last-access timestamp first) has expired. */
   const expired = (bytes: Buffer, start: number, end: number): boolean => ttlMs !== null && end - start >= 8 && bytes.readDoubleBE(start) + ttlMs <= now;
   const older = (): ValueCodec<unknown> => {
@@ -220,8 +222,9 @@ export async function takeFullSnapshot<K>(
             for (const t of inKg) section.timerEntry(t.timestamp, t.key, t.namespace);
             writer.addSection(sid, section);
           }
-          // Rows are written straight into the section as they come; a map entry's elements are
-          // gathered until its (key, namespace) changes, since their count precedes them.
+          // Rows are written straight into the section as they come; a map entry's elements (and a
+          // list's, from its base row and chunk rows) are gathered until its (key, namespace)
+          // changes, since their count precedes them.
           let sid = -1;
           let p: StatePlan | undefined;
           let entryKey: Buffer | null = null;
@@ -257,12 +260,16 @@ export async function takeFullSnapshot<K>(
               }
             }
             if (p === undefined) continue; // count rows are bookkeeping, not entries
-            if (p.isMap) {
+            if (p.isMap || p.isList) {
               const nsEnd = namespaceEnd(k);
               if (entryKey === null || entryNsEnd !== nsEnd || k.compare(entryKey, ROW_HEADER_BYTES, entryNsEnd, ROW_HEADER_BYTES, nsEnd) !== 0) {
                 endMapEntry();
                 entryKey = k;
                 entryNsEnd = nsEnd;
+              }
+              if (p.isList) {
+                entryElements += p.writeElements(v, elements);
+                continue;
               }
               const mark = elements.length;
               elements.varint(k.length - nsEnd).rawRange(k, nsEnd, k.length);
@@ -272,14 +279,6 @@ export async function takeFullSnapshot<K>(
                 continue;
               }
               entryElements++;
-            } else if (p.isList) {
-              const n = p.writeElements(v, elements);
-              if (n > 0) {
-                section.count++;
-                writeKeyAndNamespace(k, out);
-                out.varint(n).raw(elements.view());
-              }
-              elements.reset();
             } else {
               const mark = out.length;
               writeKeyAndNamespace(k, out);

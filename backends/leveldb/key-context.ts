@@ -32,11 +32,13 @@ export class KeyContext<K> {
   ) {}
 
   setCurrentKey(key: K): void {
+    this.store.checkOpen();
     if (key === null || key === undefined) {
       throw new StateAccessError('NULL_NOT_ALLOWED', 'setCurrentKey(null): keys cannot be null. Key your stream by a non-null value.');
     }
     // The same primitive key again (consecutive records of one key): nothing to recompute.
-    if (key === this.key && this.hasKey && typeof key !== 'object') return;
+    // Object.is: 0 and -0 are two keys when their bytes differ (float64).
+    if (Object.is(key, this.key) && this.hasKey && typeof key !== 'object') return;
     const s = this.keySerializer;
     // String keys (the common case) skip serialize(): hashed as a string, UTF-8 written straight into the key buffer.
     const fast = s === (stringSerializer as Serializer<unknown>) && typeof key === 'string';
@@ -66,14 +68,15 @@ export class KeyContext<K> {
   }
 
   getCurrentKey(): K {
+    this.store.checkOpen();
     if (!this.hasKey) throw noKey();
     return this.key as K;
   }
 
-  /** Throws NO_CURRENT_KEY before the first setCurrentKey. */
+  /** Throws BACKEND_CLOSED after close, NO_CURRENT_KEY before the first setCurrentKey. */
   checkKey(): void {
-    if (!this.hasKey) throw noKey();
     this.store.checkHealthy();
+    if (!this.hasKey) throw noKey();
   }
 }
 

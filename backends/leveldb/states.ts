@@ -10,15 +10,17 @@ import { ValueCodec } from './value-codec.js';
 /**
  * State handles over LevelDB rows. Every point operation builds the row key of (current key group,
  * state id, current key, current namespace[, user key]) in the shared builder and goes to the
- * buffered store synchronously. Values: value/reducing/aggregating one row; a list one row of
- * length-prefixed elements (append = read-modify-write); a map one row per entry.
+ * buffered store synchronously. Values: value/reducing/aggregating one row; a list a base row
+ * of length-prefixed elements plus one chunk row per append (LevelListState); a map one row per entry.
  */
 
 function nullNotAllowed(what: string): StateAccessError {
   return new StateAccessError('NULL_NOT_ALLOWED', `${what}: null/undefined is not allowed here. Use clear() to remove state.`);
 }
 
-abstract class LevelState<N> {
+export abstract class LevelState<N> {
+  /** Called on every access of a TTL state (drives the background TTL sweep, ttl-sweep.ts). */
+  onAccess: (() => void) | null = null;
   private namespace: N;
   private nsPart: Buffer | null = null;
   /** This handle's row key (its own buffer, so it survives other handles' accesses). */
@@ -35,8 +37,10 @@ abstract class LevelState<N> {
   }
 
   setCurrentNamespace(namespace: N): void {
+    this.ctx.store.checkOpen();
     if (namespace === null || namespace === undefined) throw nullNotAllowed('setCurrentNamespace');
-    if (namespace === this.namespace && typeof namespace !== 'object') return;
+    // Object.is: 0 and -0 are two namespaces when their bytes differ (float64).
+    if (Object.is(namespace, this.namespace) && typeof namespace !== 'object') return;
     this.namespace = namespace;
     this.nsPart = null;
     this.builtFor = -1;
@@ -54,6 +58,7 @@ abstract class LevelState<N> {
   protected row(userKey?: Uint8Array): void {
     const ctx = this.ctx;
     ctx.checkKey();
+    if (this.onAccess !== null) this.onAccess();
     if (this.builtFor !== ctx.epoch) {
       this.rows.prefix(ctx.keyGroup, this.stateId, ctx.keyPart, this.namespacePart(), ctx.keyLength);
       this.builtFor = ctx.epoch;
@@ -157,7 +162,27 @@ function checkElements<T>(values: readonly T[] | null | undefined, what: string)
   for (const v of values) if (v === null || v === undefined) throw nullNotAllowed(`${what} (an element)`);
 }
 
+/** Bytes of a list chunk's sequence number, the suffix of its row key. */
+const CHUNK_SEQ_BYTES = 4;
+const MAX_CHUNK_SEQ = 0xffff_ffff;
+/** get() folds the chunks into the base row once there are this many (reading them costs a point lookup each). */
+export const COMPACT_ON_READ_CHUNKS = 4;
+
+/**
+ * List state (docs/FORMAT.md, "LevelDB row keys"): a base row under the list's row key P, plus one
+ * chunk row per add/addAll under P + u32 BE sequence number (1, 2, ...), and a chunk counter (u32
+ * BE last sequence number) under the companion state id, present exactly while chunks exist. An
+ * append reads the small counter and writes one chunk and the counter: its cost does not depend
+ * on the list's length (Flink's RocksDB list uses a merge operator for the same reason). get()
+ * reads the base row and the chunks in sequence order and folds them into the base row once they
+ * pile up; update() and clear() remove them. A missing chunk (removed by the TTL sweep) is skipped.
+ */
 export class LevelListState<T, N> extends LevelState<N> implements ListState<T, N> {
+  private readonly counterRows = new RowKeyBuilder();
+  private counterEpoch = -1;
+  private counterNs: Buffer | null = null;
+  private readonly seqBytes = Buffer.alloc(CHUNK_SEQ_BYTES);
+
   constructor(
     ctx: KeyContext<unknown>,
     stateId: number,
@@ -167,42 +192,124 @@ export class LevelListState<T, N> extends LevelState<N> implements ListState<T, 
     super(ctx, stateId, namespaceSerializer);
   }
 
-  get(): readonly T[] | null {
+  /** The chunk counter's row key of the current key and namespace. */
+  private counterRow(): Buffer {
+    const ns = this.namespacePart();
+    if (this.counterEpoch !== this.ctx.epoch || this.counterNs !== ns) {
+      this.rowOf(countRowStateId(this.stateId), this.counterRows);
+      this.counterEpoch = this.ctx.epoch;
+      this.counterNs = ns;
+    }
+    return this.counterRows.view();
+  }
+
+  /** How many chunks the current list has (its last sequence number). */
+  private chunkCount(): number {
+    const v = this.ctx.store.get(this.counterRow());
+    return v === undefined ? 0 : v.readUInt32BE(0);
+  }
+
+  private chunkRow(seq: number): void {
+    this.seqBytes.writeUInt32BE(seq, 0);
+    this.row(this.seqBytes);
+  }
+
+  /** Every stored row of the current list in order (base first): the bytes, or null when it is absent. */
+  private readAll(): { base: Buffer | undefined; chunks: (Buffer | undefined)[] } {
     this.row();
-    const v = this.readRow();
-    return v === undefined ? null : this.codec.decodeList(v);
+    const base = this.readRow();
+    const n = this.chunkCount();
+    const chunks: (Buffer | undefined)[] = new Array<Buffer | undefined>(n);
+    for (let seq = 1; seq <= n; seq++) {
+      this.chunkRow(seq);
+      chunks[seq - 1] = this.readRow();
+    }
+    this.row();
+    return { base, chunks };
+  }
+
+  /** Deletes the chunk rows and the counter of the current list (leaves the base row). */
+  private dropChunks(n: number): void {
+    for (let seq = 1; seq <= n; seq++) {
+      this.chunkRow(seq);
+      this.deleteRow();
+    }
+    if (n > 0) this.ctx.store.delete(this.counterRow());
+    this.row();
+  }
+
+  /** The elements of the current list, or null when it has none. Folds many chunks into the base row. */
+  private readList(): T[] | null {
+    const { base, chunks } = this.readAll();
+    if (base === undefined && chunks.length === 0) return null;
+    const out: T[] = base === undefined ? [] : this.codec.decodeList(base);
+    for (const c of chunks) if (c !== undefined) for (const v of this.codec.decodeList(c)) out.push(v);
+    if (chunks.length >= COMPACT_ON_READ_CHUNKS || (chunks.length > 0 && out.length === 0)) {
+      this.dropChunks(chunks.length);
+      if (out.length === 0) this.deleteRow();
+      else this.writeRow(this.codec.encodeList(out));
+    }
+    return out.length === 0 ? null : out;
+  }
+
+  get(): readonly T[] | null {
+    return this.readList();
+  }
+
+  /** Appends `values` (non-empty) as one chunk row. */
+  private append(values: readonly T[]): void {
+    this.row();
+    let n = this.chunkCount();
+    if (n === MAX_CHUNK_SEQ) {
+      this.readList(); // folds every chunk into the base row; numbering starts again
+      n = 0;
+    }
+    this.chunkRow(n + 1);
+    this.writeRow(this.codec.encodeList(values));
+    const counter = Buffer.allocUnsafe(CHUNK_SEQ_BYTES);
+    counter.writeUInt32BE(n + 1, 0);
+    this.ctx.store.put(this.counterRow(), counter);
+    this.row();
   }
 
   add(value: T): void {
     if (value === null || value === undefined) throw nullNotAllowed('ListState.add');
-    this.row();
-    this.writeRow(this.codec.appendToList(this.readRow(), [value]));
+    this.append([value]);
   }
 
   addAll(values: readonly T[]): void {
     checkElements(values, 'ListState.addAll');
     if (values.length === 0) return;
-    this.row();
-    this.writeRow(this.codec.appendToList(this.readRow(), values));
+    this.append(values);
   }
 
   update(values: readonly T[]): void {
     checkElements(values, 'ListState.update');
     this.row();
+    this.dropChunks(this.chunkCount());
     if (values.length === 0) this.deleteRow();
     else this.writeRow(this.codec.encodeList(values));
   }
 
+  override clear(): void {
+    this.row();
+    this.dropChunks(this.chunkCount());
+    this.deleteRow();
+  }
+
   mergeNamespaces(target: N, sources: readonly N[]): void {
-    const taken = this.takeNamespaces(sources.filter((s) => s !== target));
-    if (taken.length === 0) return;
     const merged: T[] = [];
-    for (const row of taken) merged.push(...this.codec.decodeList(row));
+    for (const ns of sources) {
+      if (ns === target) continue;
+      this.withNamespace(ns, () => {
+        const list = this.readList();
+        if (list === null) return;
+        for (const v of list) merged.push(v);
+        this.clear();
+      });
+    }
     if (merged.length === 0) return;
-    this.withNamespace(target, () => {
-      this.row();
-      this.writeRow(this.codec.appendToList(this.readRow(), merged));
-    });
+    this.withNamespace(target, () => this.append(merged));
   }
 }
 
@@ -392,6 +499,7 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
   }
 
   isEmpty(): boolean {
+    this.ctx.checkKey();
     const rows = this.countRow();
     const store = this.ctx.store;
     const c = store.bufferEmpty ? decodeCountRow(store.db.getSync(rows.view())) : store.mapCount(rows.string(), rows.view());

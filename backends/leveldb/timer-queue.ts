@@ -1,4 +1,4 @@
-import { StateAccessError } from '../../src/errors.js';
+import { StateAccessError, StreamStateError } from '../../src/errors.js';
 import { keyGroupForBytes, type KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 import type { Timer, TimerQueue } from '../../src/state/types.js';
@@ -48,22 +48,27 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
     readonly namespaceSerializer: Serializer<N>,
     private readonly maxParallelism: number,
     private readonly range: KeyGroupRange,
+    /** Throws BACKEND_CLOSED once the backend is closed (every public method calls it). */
+    private readonly checkOpen: () => void = () => undefined,
   ) {}
 
   get size(): number {
+    this.checkOpen();
     return this.heap.length;
   }
 
   isEmpty(): boolean {
+    this.checkOpen();
     return this.heap.length === 0;
   }
 
   private entryOf(timer: Timer<K, N>): { id: string; key: Buffer; namespace: Buffer } {
+    this.checkOpen();
     if (timer === null || timer === undefined || timer.key === null || timer.key === undefined || timer.namespace === null || timer.namespace === undefined) {
       throw new StateAccessError('NULL_NOT_ALLOWED', `timer queue "${this.name}": a timer needs a non-null key and namespace.`);
     }
     if (typeof timer.timestamp !== 'number' || Number.isNaN(timer.timestamp)) {
-      throw new StateAccessError('INVALID_ARGUMENT', `timer queue "${this.name}": timestamp must be a number, got ${String(timer.timestamp)}.`);
+      throw new StreamStateError('INVALID_ARGUMENT', `timer queue "${this.name}": timestamp must be a number, got ${String(timer.timestamp)}.`);
     }
     const key = Buffer.from(this.keySerializer.serialize(timer.key));
     const namespace = Buffer.from(this.namespaceSerializer.serialize(timer.namespace));
@@ -106,10 +111,12 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
   }
 
   peek(): Timer<K, N> | null {
+    this.checkOpen();
     return this.heap.length === 0 ? null : this.heap[0].timer;
   }
 
   poll(): Timer<K, N> | null {
+    this.checkOpen();
     if (this.heap.length === 0) return null;
     const top = this.heap[0];
     this.removeAt(0);
@@ -117,16 +124,19 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
   }
 
   pollUntil(time: number): Timer<K, N>[] {
+    this.checkOpen();
     const out: Timer<K, N>[] = [];
     while (this.heap.length > 0 && this.heap[0].timestamp <= time) out.push(this.poll() as Timer<K, N>);
     return out;
   }
 
   timersInKeyGroup(keyGroup: number): Timer<K, N>[] {
+    this.checkOpen();
     return this.heap.filter((e) => e.keyGroup === keyGroup).map((e) => e.timer);
   }
 
   [Symbol.iterator](): Iterator<Timer<K, N>> {
+    this.checkOpen();
     return [...this.heap].sort((a, b) => (less(a, b) ? -1 : less(b, a) ? 1 : 0)).map((e) => e.timer)[Symbol.iterator]();
   }
 
