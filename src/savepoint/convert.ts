@@ -20,7 +20,7 @@ import { FormatError, RestoreError, StorageError, StreamStateError } from '../er
 import { CANONICAL_LAYOUT, HEAP_LAYOUT, readKeyGroups, type RawKeyGroup } from '../format/key-groups-stream.js';
 import { checkParallelism, keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
 import type { SerializerSnapshot } from '../serializers/serializer.js';
-import { LocalBlobStore } from '../storage/local-blob-store.js';
+import { LocalBlobStore, fsyncDir } from '../storage/local-blob-store.js';
 import { randomHex } from '../storage/blob-names.js';
 import { CanonicalKeyGroupsWriter, normalizeSerializerSnapshot } from './canonical.js';
 import { checkKeyGroupCoverage } from './coverage.js';
@@ -238,6 +238,15 @@ class Converter {
         await rename(resolve(this.parent, this.outName), this.dst);
       } catch (err) {
         throw new StorageError('STORAGE_IO', `cannot move the converted savepoint into place at ${this.dst}: ${(err as Error).message}. Nothing was written there.`, { cause: err });
+      }
+      try {
+        await fsyncDir(this.parent); // durable: the rename is an entry of the parent directory
+      } catch (err) {
+        throw new StorageError(
+          'STORAGE_IO',
+          `the converted savepoint is at ${this.dst}, but syncing ${this.parent} failed (${(err as Error).message}): it may not survive a power failure. Run convert again to be sure.`,
+          { cause: err },
+        );
       }
       this.opts.temporaryPaths?.delete(resolve(this.parent, this.outName));
       return { path: this.dst, metadata, keyedBytes: this.keyedBytes, keyGroups: this.keyGroups };
