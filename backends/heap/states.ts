@@ -238,10 +238,13 @@ export class HeapMapState<UK, UV, N> extends HeapState<N> implements MapState<UK
   put(key: UK, value: UV): void {
     if (key === null || key === undefined) nullNotAllowed(`MapState "${this.table.name}".put (the key)`);
     const i = this.index();
-    const ukId = this.table.userKeyCodec!.id(key);
+    const codec = this.table.userKeyCodec!;
+    const ukId = codec.id(key);
+    // Identity ids may be canonical forms of the key (docs/SEMANTICS.md, "Map keys"): store the key its bytes stand for.
+    const stored = codec.identity ? codec.value(ukId) : key;
     const m = this.table.mutable(i, this.nsId, this.ctx.keyId, copyMap) as UserMap | undefined;
-    if (m === undefined) this.table.set(i, this.nsId, this.ctx.keyId, new Map([[ukId, [key, value] as const]]));
-    else m.set(ukId, [key, value]);
+    if (m === undefined) this.table.set(i, this.nsId, this.ctx.keyId, new Map([[ukId, [stored, value] as const]]));
+    else m.set(ukId, [stored, value]);
   }
 
   putAll(entries: Iterable<readonly [UK, UV]> | ReadonlyMap<UK, UV>): void {

@@ -1,5 +1,5 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
-import { StateAccessError } from '../../src/errors.js';
+import { StateAccessError, StreamStateError } from '../../src/errors.js';
 import { timerEntries, type RawSection, type SectionWriter } from '../../src/format/key-groups-stream.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { Timer, TimerQueue } from '../../src/state/types.js';
@@ -163,7 +163,7 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
 
   private identify(timer: Timer<K, N>): { kgIdx: number; keyId: unknown; nsId: unknown; sub: string } {
     if (timer === null || timer === undefined || typeof timer.timestamp !== 'number' || Number.isNaN(timer.timestamp)) {
-      throw new StateAccessError('INVALID_ARGUMENT', `timer queue "${this.name}": a timer needs a numeric timestamp, got ${JSON.stringify(timer)}`);
+      throw new StreamStateError('INVALID_ARGUMENT', `timer queue "${this.name}": a timer needs a numeric timestamp, got ${JSON.stringify(timer)}`);
     }
     if (timer.key === null || timer.key === undefined || timer.namespace === null || timer.namespace === undefined) {
       throw new StateAccessError('NULL_NOT_ALLOWED', `timer queue "${this.name}": a timer needs a key and a namespace (use '' for none).`);

@@ -65,10 +65,11 @@ export function decodeMeta(bytes: Buffer, what: string): LevelMeta {
     throw new FormatError('CORRUPT', `${what}: the meta header is not valid JSON. Restore from another checkpoint.`, { cause: err });
   }
   const timers = new Map<string, RawTimer[]>();
-  const queues = r.varint();
+  // Counts are checked against the bytes left before allocating (a queue takes at least 2 bytes, a timer 12).
+  const queues = r.count(2, 'timer queues');
   for (let q = 0; q < queues; q++) {
     const name = r.string();
-    const n = r.varint();
+    const n = r.count(12, 'timers');
     const list: RawTimer[] = new Array<RawTimer>(n);
     for (let i = 0; i < n; i++) {
       const timestamp = r.f64();

@@ -138,7 +138,7 @@ export function writeByteList(w: ByteWriter, items: readonly Uint8Array[]): void
 }
 
 export function readByteList(r: ByteReader): Buffer[] {
-  const n = r.varint();
+  const n = r.count(1, 'items');
   const out: Buffer[] = [];
   for (let i = 0; i < n; i++) out.push(r.bytes());
   return out;

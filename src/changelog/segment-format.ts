@@ -52,20 +52,25 @@ export function decodeSegment(bytes: Buffer, expected: ExpectedSegment, where: s
   }
   r.raw(4);
   const version = r.u16();
-  if (version > SEGMENT_VERSION) {
-    throw new FormatError('UNSUPPORTED_VERSION', `${where}: changelog segment format ${version} was written by a newer streamstate (this one reads ${SEGMENT_VERSION}); upgrade.`);
-  }
-  if (version !== SEGMENT_VERSION) throw new FormatError('CORRUPT', `${where}: unknown changelog segment version ${version}.`);
-  r.u16(); // flags
-  const headerLen = r.u32();
-  const json = r.raw(headerLen);
-  const bodyLen = r.u32();
-  const body = r.raw(bodyLen);
-  const crcAt = r.pos;
-  const stored = r.u32();
-  const end = r.raw(4).toString('latin1');
-  if (end !== SEGMENT_END || !r.done) {
-    throw new FormatError('CORRUPT', `${where}: changelog segment has a damaged trailer; the file is corrupt. Restore from another checkpoint.`);
+  // Framing and checksum first, the version after: a damaged version field in a damaged segment is
+  // corruption, not "upgrade". Only a frame that does not parse leaves the version as the reason.
+  let json: Buffer;
+  let body: Buffer;
+  let crcAt: number;
+  let stored: number;
+  try {
+    r.u16(); // flags
+    json = r.raw(r.u32());
+    body = r.raw(r.u32());
+    crcAt = r.pos;
+    stored = r.u32();
+    const end = r.raw(4).toString('latin1');
+    if (end !== SEGMENT_END || !r.done) {
+      throw new FormatError('CORRUPT', `${where}: changelog segment has a damaged trailer; the file is corrupt. Restore from another checkpoint.`);
+    }
+  } catch (err) {
+    checkSegmentVersion(version, where);
+    throw err;
   }
   const actual = crc32(bytes.subarray(0, crcAt));
   if (actual !== stored) {
@@ -74,6 +79,7 @@ export function decodeSegment(bytes: Buffer, expected: ExpectedSegment, where: s
       `${where}: changelog segment crc32 is ${actual.toString(16)}, expected ${stored.toString(16)}; the file is corrupt. Restore from another checkpoint.`,
     );
   }
+  checkSegmentVersion(version, where);
   let header: SegmentHeader;
   try {
     header = JSON.parse(json.toString('utf8')) as SegmentHeader;
@@ -101,6 +107,13 @@ export function decodeSegment(bytes: Buffer, expected: ExpectedSegment, where: s
     throw new FormatError('CORRUPT', `${where}: header counts ${header.records} records for sequences ${header.fromSeq}..${header.toSeq}.`);
   }
   return { header, body };
+}
+
+function checkSegmentVersion(version: number, where: string): void {
+  if (version > SEGMENT_VERSION) {
+    throw new FormatError('UNSUPPORTED_VERSION', `${where}: changelog segment format ${version} was written by a newer streamstate (this one reads ${SEGMENT_VERSION}); upgrade.`);
+  }
+  if (version !== SEGMENT_VERSION) throw new FormatError('CORRUPT', `${where}: unknown changelog segment version ${version}.`);
 }
 
 function describeIdentity(i: ChangelogLogIdentity): string {

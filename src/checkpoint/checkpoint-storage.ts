@@ -10,7 +10,7 @@ import { isLeaseName } from './lease.js';
 import { decodeMetadata, encodeMetadata } from './metadata-codec.js';
 import type { CheckpointMetadata, CompletedCheckpointInfo } from './metadata.js';
 import type { CheckpointStorage, CheckpointStorageOptions, ResolvedSnapshot } from './storage.js';
-import { BlobCheckpointStreamFactory, BlobStateFileReader, DEFAULT_INLINE_THRESHOLD, resolveHandlePath } from './streams.js';
+import { BlobCheckpointStreamFactory, BlobStateFileReader, DEFAULT_INLINE_THRESHOLD, readMetadataBytes, resolveHandlePath } from './streams.js';
 
 export const METADATA_FILE = '_metadata';
 export const SHARED_DIR = 'shared';
@@ -84,7 +84,7 @@ export class BlobCheckpointStorage implements CheckpointStorage {
     const metadataName = `${dir}/${METADATA_FILE}`;
     let bytes: Buffer;
     try {
-      bytes = await this.store.get(metadataName);
+      bytes = await readMetadataBytes(this.store, metadataName, this.describe(metadataName));
     } catch (err) {
       if (!isStreamStateError(err, 'NOT_FOUND')) throw err;
       const anything = await this.store.list(`${dir}/`);

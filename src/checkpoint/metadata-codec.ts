@@ -43,23 +43,29 @@ export function decodeMetadata(bytes: Uint8Array, what = '_metadata'): Checkpoin
   }
   if (buf.length < HEADER_BYTES) fail('TRUNCATED', truncated(what, buf.length, HEADER_BYTES));
   const version = buf.readUInt16BE(4);
-  if (version > METADATA_VERSION) {
-    fail('UNSUPPORTED_VERSION', `${what} was written by a newer streamstate (format ${version}; this one reads up to ${METADATA_VERSION}); upgrade streamstate.`);
-  }
-  if (version < 1) fail('CORRUPT', `${what} has format version ${version}, which never existed; the file is damaged.`);
   const flags = buf.readUInt16BE(6);
-  if ((flags & ~KNOWN_FLAGS) !== 0) {
-    fail('UNSUPPORTED_VERSION', `${what} uses format flags 0x${flags.toString(16)} this streamstate does not know; upgrade streamstate.`);
-  }
   const bodyLength = buf.readUInt32BE(8);
   const total = HEADER_BYTES + bodyLength + TRAILER_BYTES;
-  if (buf.length < total) fail('TRUNCATED', truncated(what, buf.length, total));
-  if (buf.length > total) fail('CORRUPT', `${what} has ${buf.length - total} bytes after its end; the file is damaged.`);
+  // The checksum is verified before the version is believed: a damaged version field (next to a
+  // damaged body) is corruption, not "upgrade streamstate". Only a frame that does not fit this
+  // version's layout leaves the version as the best explanation.
+  const knownVersion = version === METADATA_VERSION;
+  if (buf.length !== total) {
+    if (version > METADATA_VERSION) failNewer(what, version);
+    if (!knownVersion) failNoSuchVersion(what, version);
+    if (buf.length < total) fail('TRUNCATED', truncated(what, buf.length, total));
+    fail('CORRUPT', `${what} has ${buf.length - total} bytes after its end; the file is damaged.`);
+  }
   const body = buf.subarray(HEADER_BYTES, HEADER_BYTES + bodyLength);
   const expected = buf.readUInt32BE(HEADER_BYTES + bodyLength);
   const actual = crc32(body);
   if (actual !== expected) {
     fail('CHECKSUM_MISMATCH', `${what}: checksum mismatch (crc32 ${actual.toString(16)}, recorded ${expected.toString(16)}); the file is corrupt. Pick an earlier checkpoint.`);
+  }
+  if (version > METADATA_VERSION) failNewer(what, version);
+  if (!knownVersion) failNoSuchVersion(what, version);
+  if ((flags & ~KNOWN_FLAGS) !== 0) {
+    fail('UNSUPPORTED_VERSION', `${what} uses format flags 0x${flags.toString(16)} this streamstate does not know; upgrade streamstate.`);
   }
   let parsed: unknown;
   try {
@@ -69,6 +75,14 @@ export function decodeMetadata(bytes: Uint8Array, what = '_metadata'): Checkpoin
   }
   validateMetadata(parsed, (field, problem) => fail('CORRUPT', `${what}: ${field} ${problem}; the file is damaged or was edited by hand.`));
   return parsed;
+}
+
+function failNewer(what: string, version: number): never {
+  fail('UNSUPPORTED_VERSION', `${what} was written by a newer streamstate (format ${version}; this one reads up to ${METADATA_VERSION}); upgrade streamstate.`);
+}
+
+function failNoSuchVersion(what: string, version: number): never {
+  fail('CORRUPT', `${what} has format version ${version}, which never existed; the file is damaged.`);
 }
 
 function truncated(what: string, have: number, need: number): string {

@@ -6,6 +6,7 @@ import type { FileStreamHandle, InlineStreamHandle, StreamHandle } from '../back
 import { FormatError, SnapshotError, StorageError, StreamStateError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { randomHex } from '../storage/blob-names.js';
+import { resolveHandlePath } from './handle-paths.js';
 
 export const DEFAULT_INLINE_THRESHOLD = 20 * 1024;
 /** Bytes gathered before a chunk goes to the store once a stream has switched to a file. */
@@ -28,23 +29,13 @@ export interface BlobStreamFactoryOptions {
   readonly entropy?: boolean;
 }
 
+export { resolveHandlePath, snapshotFolders } from './handle-paths.js';
+
 /**
- * Resolves a handle path (relative to `baseDir`) to a store name. Refuses absolute paths and paths
- * that climb above the store root: a _metadata file must not make us read or delete elsewhere.
+ * The largest state file read() takes into memory whole: the largest single read the file system
+ * does (2 GiB - 1). Larger files are read by range or downloaded.
  */
-export function resolveHandlePath(baseDir: string, path: string): string {
-  if (typeof path !== 'string' || path.length === 0 || path.startsWith('/') || path.includes('\\') || path.includes('\0')) {
-    throw new FormatError('CORRUPT', `state file path ${JSON.stringify(path)} (relative to ${baseDir}) is not a relative posix path; the _metadata is damaged.`);
-  }
-  const name = posix.normalize(posix.join(baseDir, path));
-  if (name === '..' || name.startsWith('../') || name === '.' || name.startsWith('/') || name.endsWith('/')) {
-    throw new FormatError(
-      'CORRUPT',
-      `state file path ${JSON.stringify(path)} (relative to ${baseDir}) points outside the checkpoint storage; refusing to use it.`,
-    );
-  }
-  return name;
-}
+export const MAX_WHOLE_READ_BYTES = 2 ** 31 - 1;
 
 /** Writes the state streams of one snapshot into a BlobStore. */
 export class BlobCheckpointStreamFactory implements CheckpointStreamFactory {
@@ -317,13 +308,25 @@ export class BlobStateFileReader implements StateFileReader {
 
   async read(file: FileStreamHandle): Promise<Buffer> {
     const name = resolveHandlePath(this.baseDir, file.path);
-    const data = await this.store.get(name);
+    checkDeclaredSize(file, this.describe(file));
+    if (file.size > MAX_WHOLE_READ_BYTES) {
+      throw new FormatError(
+        'CORRUPT',
+        `${this.describe(file)}: the handle declares ${file.size} bytes, more than a stream streamstate reads whole (${MAX_WHOLE_READ_BYTES}); the _metadata is damaged.`,
+      );
+    }
+    // One byte more than declared: a longer file shows as such, and nothing past it is loaded.
+    const data = await this.store.getRange(name, 0, file.size + 1);
     verifyBytes(data, file, this.describe(file));
     return data;
   }
 
   async readRange(file: FileStreamHandle, offset: number, length: number): Promise<Buffer> {
     const name = resolveHandlePath(this.baseDir, file.path);
+    checkDeclaredSize(file, this.describe(file));
+    if (length > MAX_WHOLE_READ_BYTES) {
+      throw new FormatError('CORRUPT', `${this.describe(file)}: a single read of ${length} bytes was asked for, more than any block streamstate writes; the snapshot's index is damaged.`);
+    }
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > file.size) {
       throw new FormatError(
         'CORRUPT',
@@ -364,6 +367,24 @@ export class BlobStateFileReader implements StateFileReader {
   }
 }
 
+/** The largest _metadata read (a few KiB is usual; inline state is capped by inlineThreshold per stream). */
+export const MAX_METADATA_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads a _metadata file, never more than MAX_METADATA_BYTES (+1 to see that it is larger): a
+ * crafted or runaway file is refused without loading it. Missing → the store's NOT_FOUND.
+ */
+export async function readMetadataBytes(store: BlobStore, name: string, what: string): Promise<Buffer> {
+  const bytes = await store.getRange(name, 0, MAX_METADATA_BYTES + 1);
+  if (bytes.length > MAX_METADATA_BYTES) {
+    throw new FormatError(
+      'CORRUPT',
+      `${what} is larger than ${MAX_METADATA_BYTES} bytes, far beyond any _metadata streamstate writes; it is damaged or not a _metadata. Restore from another checkpoint.`,
+    );
+  }
+  return bytes;
+}
+
 /** The bytes of any stream handle: inline ones are decoded here, files read through `files`. Verifies size and crc32. */
 export async function readStreamHandle(handle: StreamHandle, files: StateFileReader): Promise<Buffer> {
   if (handle.type === 'file') return files.read(handle);
@@ -373,6 +394,13 @@ export async function readStreamHandle(handle: StreamHandle, files: StateFileRea
   const data = Buffer.from(handle.data, 'base64');
   verifyBytes(data, handle, 'inline state in _metadata');
   return data;
+}
+
+/** A file handle's declared size must be a size read() can honour; checked before any read. */
+function checkDeclaredSize(file: FileStreamHandle, what: string): void {
+  if (!Number.isSafeInteger(file.size) || file.size < 0) {
+    throw new FormatError('CORRUPT', `${what}: the handle declares size ${String(file.size)}, not a byte count; the _metadata is damaged.`);
+  }
 }
 
 function verifyBytes(data: Buffer, expected: { size: number; crc32: number }, what: string): void {

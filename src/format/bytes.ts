@@ -1,4 +1,5 @@
-import { FormatError } from '../errors.js';
+import { constants } from 'node:buffer';
+import { FormatError, StreamStateError } from '../errors.js';
 import { bytesSerializer, float64Serializer, int32Serializer, stringSerializer } from '../serializers/builtins.js';
 import type { Serializer } from '../serializers/serializer.js';
 
@@ -6,6 +7,9 @@ import type { Serializer } from '../serializers/serializer.js';
  * Growable little helpers for our binary formats. Integers are big-endian (so encoded keys sort
  * like numbers); variable lengths use unsigned LEB128 varints.
  */
+/** The largest Buffer this Node allocates. */
+const MAX_WRITER_BYTES = constants.MAX_LENGTH;
+
 export class ByteWriter {
   private buf: Buffer;
   private pos = 0;
@@ -21,8 +25,15 @@ export class ByteWriter {
   private ensure(extra: number): void {
     const need = this.pos + extra;
     if (need <= this.buf.length) return;
+    if (need > MAX_WRITER_BYTES) {
+      throw new StreamStateError(
+        'SNAPSHOT_TOO_LARGE',
+        `cannot serialize more than ${MAX_WRITER_BYTES} bytes into one buffer (asked for ${need}); a single key group or state value is too large. Raise maxParallelism or keep less state per key.`,
+      );
+    }
     let size = this.buf.length * 2;
     while (size < need) size *= 2;
+    size = Math.min(size, MAX_WRITER_BYTES);
     const next = Buffer.allocUnsafe(size);
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
@@ -292,10 +303,30 @@ export class ByteReader {
     for (let i = 0; i < 8; i++) {
       const b = this.u8();
       result += (b & 0x7f) * mul;
-      if ((b & 0x80) === 0) return result;
+      if ((b & 0x80) === 0) {
+        if (!Number.isSafeInteger(result)) break;
+        return result;
+      }
       mul *= 0x80;
     }
     throw new FormatError('CORRUPT', `${this.what}: malformed length at offset ${this.pos}.`);
+  }
+
+  /**
+   * A count of items that follow, each at least `minBytesEach` bytes long: checked against the
+   * bytes that remain before anyone allocates for it, so a crafted count (2^33 timers) is a
+   * typed error, not a RangeError or a huge array.
+   */
+  count(minBytesEach: number, of = 'items'): number {
+    const at = this.pos;
+    const n = this.varint();
+    if (n * minBytesEach > this.remaining) {
+      throw new FormatError(
+        'CORRUPT',
+        `${this.what}: ${n} ${of} at offset ${at} cannot fit in the ${this.remaining} bytes that follow; the count is damaged. Restore from another checkpoint.`,
+      );
+    }
+    return n;
   }
 
   raw(n: number): Buffer {

@@ -1,7 +1,7 @@
 import { crc32 } from 'node:zlib';
 import type { StateFileReader, StateOutputStream } from '../backend/contract.js';
-import type { KeyedStateMetaInfo, KeyGroupBlock, KeyGroupRangeJson, KeyGroupsStateHandle, StreamHandle } from '../backend/handles.js';
-import { FormatError, StreamStateError } from '../errors.js';
+import type { FileStreamHandle, KeyedStateMetaInfo, KeyGroupBlock, KeyGroupRangeJson, KeyGroupsStateHandle, StreamHandle } from '../backend/handles.js';
+import { FormatError, SnapshotError, StreamStateError } from '../errors.js';
 import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { ByteReader, ByteWriter } from './bytes.js';
 
@@ -30,6 +30,14 @@ export const MAX_STATE_ID = 0xfffe;
 const DEFAULT_FLUSH_BYTES = 1024 * 1024;
 /** Adjacent blocks are fetched with one ranged read up to this size. */
 const MAX_COALESCED_READ = 8 * 1024 * 1024;
+
+/**
+ * The largest block (one key group) a stream holds: a block is written, checksummed and read in
+ * one piece, and 2 GiB - 1 is the largest single file-system write or read. A key group that
+ * would grow past it is refused at snapshot time (SNAPSHOT_TOO_LARGE), naming the key group.
+ * @internal Mutable so tests can check the refusal without allocating 2 GiB.
+ */
+export const keyGroupBlockLimit = { maxBytes: 2 ** 31 - 1 };
 
 export const HEAP_LAYOUT = 'heap-v1';
 export const CANONICAL_LAYOUT = 'canonical-v1';
@@ -149,6 +157,16 @@ export class KeyGroupsStreamWriter {
       throw new StreamStateError('INVALID_ARGUMENT', `state id ${stateId} is outside [0, ${MAX_STATE_ID}]`);
     }
     if (entryCount === 0) return;
+    // id + count (at most 10 bytes) + entries + the end mark that closes the block
+    const blockBytes = this.out.length - this.blockStart + 2 + 10 + entries.byteLength + 2;
+    if (blockBytes > keyGroupBlockLimit.maxBytes) {
+      throw new SnapshotError(
+        'SNAPSHOT_TOO_LARGE',
+        `key group ${this.currentKeyGroup} serializes to more than ${keyGroupBlockLimit.maxBytes} bytes (state id ${stateId} adds ${entries.byteLength}); ` +
+          'a key group is written as one block and cannot exceed the largest single write. Raise maxParallelism so its keys spread over more key groups ' +
+          '(takes effect from a savepoint restored with the new value), or keep less state per key.',
+      );
+    }
     this.out.u16(stateId).varint(entryCount).raw(entries);
     this.sectionsInBlock++;
   }
@@ -257,6 +275,38 @@ export function checkKeyGroupsHeader(fixed: Buffer, what: string): { version: nu
   return { version, flags, headerLength: fixed.readUInt32BE(8) };
 }
 
+/**
+ * checkKeyGroupsHeader for a stream read by range, whose whole-file crc32 is otherwise never
+ * checked: when the header names a version or flags this streamstate does not know, the file's
+ * checksum is verified first (in bounded chunks), so a damaged file is reported as
+ * CHECKSUM_MISMATCH / TRUNCATED rather than "upgrade streamstate".
+ */
+export async function checkKeyGroupsHeaderOf(
+  stream: StreamHandle,
+  files: StateFileReader,
+  fixed: Buffer,
+  what: string,
+): Promise<{ version: number; flags: number; headerLength: number }> {
+  try {
+    return checkKeyGroupsHeader(fixed, what);
+  } catch (err) {
+    if (stream.type === 'file' && err instanceof FormatError && err.code === 'UNSUPPORTED_VERSION') await verifyWholeFile(stream, files, what);
+    throw err;
+  }
+}
+
+async function verifyWholeFile(stream: FileStreamHandle, files: StateFileReader, what: string): Promise<void> {
+  let crc = 0;
+  for (let offset = 0; offset < stream.size; ) {
+    const length = Math.min(MAX_COALESCED_READ, stream.size - offset);
+    crc = crc32(await files.readRange(stream, offset, length), crc);
+    offset += length;
+  }
+  if (crc !== stream.crc32 >>> 0) {
+    throw new FormatError('CHECKSUM_MISMATCH', `${what}: crc32 is ${crc.toString(16)}, expected ${(stream.crc32 >>> 0).toString(16)}; the file is corrupt (its version field too). Restore from another checkpoint.`);
+  }
+}
+
 export type EntryKind = 'value' | 'list' | 'map' | 'timers';
 
 /** How entries of a state kind are shaped in a section. */
@@ -358,7 +408,7 @@ export function* listEntries(section: RawSection, what = 'key-groups section'): 
   for (let i = 0; i < section.entryCount; i++) {
     const key = r.bytes();
     const namespace = r.bytes();
-    const n = r.varint();
+    const n = r.count(1, 'list elements');
     const elements: Buffer[] = new Array(n);
     for (let j = 0; j < n; j++) elements[j] = r.bytes();
     yield { key, namespace, elements };
@@ -370,7 +420,7 @@ export function* mapEntries(section: RawSection, what = 'key-groups section'): G
   for (let i = 0; i < section.entryCount; i++) {
     const key = r.bytes();
     const namespace = r.bytes();
-    const n = r.varint();
+    const n = r.count(2, 'map elements');
     const entries: Array<[Buffer, Buffer | null]> = new Array(n);
     for (let j = 0; j < n; j++) {
       const userKey = r.bytes();
@@ -496,7 +546,7 @@ export function writeCanonicalEntries(kind: EntryKind, bytes: Uint8Array, entryC
 
 /** The elements of one map entry (reader at its count), sorted by user-key bytes; any non-zero isNull byte reads as null. */
 function writeSortedMapElements(b: Buffer, r: ByteReader, out: ByteWriter): void {
-  const n = r.varint();
+  const n = r.count(2, 'map elements');
   out.varint(n);
   // Per element: user key start/end, value start/end (-1 = null).
   const el = new Int32Array(n * 4);
@@ -566,7 +616,7 @@ export async function* readKeyGroups(
     for (const b of wanted) yield parseBlock(all.subarray(b.offset, b.offset + b.length), b, kinds, what);
     return;
   }
-  checkKeyGroupsHeader(await files.readRange(stream, 0, FIXED_HEADER_BYTES), what);
+  await checkKeyGroupsHeaderOf(stream, files, await files.readRange(stream, 0, FIXED_HEADER_BYTES), what);
   let i = 0;
   while (i < wanted.length) {
     // Coalesce a run of adjacent blocks into one ranged read.
@@ -617,7 +667,7 @@ export function parseKeyGroupsStream(bytes: Buffer, what = 'key-groups stream'):
   const footerStart = bytes.length - 8 - footerLength;
   if (footerStart < FIXED_HEADER_BYTES + headerLength) throw new FormatError('CORRUPT', `${what}: footer length ${footerLength} is out of bounds.`);
   const r = new ByteReader(bytes.subarray(footerStart, bytes.length - 8), `${what} footer`);
-  const count = r.varint();
+  const count = r.count(20, 'blocks');
   const blocks: KeyGroupBlock[] = [];
   for (let i = 0; i < count; i++) {
     const b = { keyGroup: r.u32(), offset: r.u64(), length: r.u32(), crc32: r.u32() };

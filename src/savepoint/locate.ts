@@ -1,9 +1,8 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, posix, relative, resolve, sep } from 'node:path';
-import { referencedFiles } from '../backend/handles.js';
 import { BlobCheckpointStorage, localCheckpointStorage, METADATA_FILE, SHARED_DIR } from '../checkpoint/checkpoint-storage.js';
 import type { CheckpointStorage, ResolvedSnapshot } from '../checkpoint/storage.js';
-import { FormatError, StorageError, StreamStateError } from '../errors.js';
+import { StorageError, StreamStateError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { S3BlobStore, type S3BlobStoreOptions } from '../storage/s3-blob-store.js';
 import { parseS3Url } from '../storage/s3/s3-url.js';
@@ -84,28 +83,17 @@ async function statOrNull(path: string): Promise<Awaited<ReturnType<typeof stat>
   }
 }
 
-/** How many directories above the snapshot's own its files reach (`../shared/x` = 1). */
-function climb(snapshot: ResolvedSnapshot): number {
-  let max = 0;
-  for (const op of snapshot.metadata.operators) {
-    for (const s of op.subtasks) {
-      for (const f of referencedFiles([s.keyed, s.operator])) {
-        let n = 0;
-        for (const seg of f.path.split('/')) if (seg === '..') n++;
-        max = Math.max(max, n);
-      }
-    }
-  }
-  return max;
-}
-
-function up(path: string, levels: number): string {
-  let p = path;
-  for (let i = 0; i < levels; i++) p = dirname(p);
-  return p;
-}
-
 const CHK = /^chk-(0|[1-9][0-9]*)$/;
+
+/**
+ * How many directories above the snapshot directory the store root lies: a checkpoint
+ * (`<job>/chk-<n>`) also reads its job's shared/ and taskowned/, so its root is above the job
+ * directory; a savepoint reads only its own directory. Decided by the path the user gave, never by
+ * the handle paths inside (those are confined to the snapshot: checkpoint/handle-paths.ts).
+ */
+function rootLevels(snapshotDirName: string): number {
+  return CHK.test(snapshotDirName) ? 2 : 1;
+}
 
 /** A directory entry name that only a job's checkpoint directory has. */
 function isJobDirEntry(name: string): boolean {
@@ -116,8 +104,9 @@ const noop = async (): Promise<void> => undefined;
 
 /**
  * Resolves a checkpoint or savepoint given as its directory or its _metadata file (local path or
- * s3:// URL). The store root is the parent of the snapshot directory, raised as far as its file
- * paths climb (a checkpoint's `../shared/...` files put the root above the job directory).
+ * s3:// URL). The store root is the parent of a savepoint directory, or the parent of the job
+ * directory of a checkpoint (`<job>/chk-<n>`, whose files may lie in `<job>/shared/`); handle
+ * paths never move it (they must stay inside the snapshot).
  * `opts` may be the cwd (as before s3 support).
  */
 export async function locateSnapshot(path: string, opts?: string | LocateOptions): Promise<LocatedSnapshot> {
@@ -136,16 +125,11 @@ export async function locateSnapshot(path: string, opts?: string | LocateOptions
     const hint = (await looksLikeCheckpointRoot(dir)) ? ` It looks like a checkpoint directory: run \`streamstate list ${path}\` to see its checkpoints.` : '';
     throw new StorageError('METADATA_MISSING', `${path} is not a checkpoint or savepoint (it has no _metadata file): it is incomplete or not a snapshot.${hint}`);
   }
+  if (dirname(dir) === dir) throw new StreamStateError('INVALID_ARGUMENT', `${path}: a snapshot cannot be the file-system root.`);
   let root = dirname(dir);
-  if (root === dir) throw new StreamStateError('INVALID_ARGUMENT', `${path}: a snapshot cannot be the file-system root.`);
-  let storage = localCheckpointStorage(root);
-  let snapshot = await storage.resolve(relative(root, dir).split(sep).join('/'));
-  const extra = climb(snapshot);
-  if (extra > 0) {
-    root = up(root, extra);
-    storage = localCheckpointStorage(root);
-    snapshot = await storage.resolve(relative(root, dir).split(sep).join('/'));
-  }
+  if (rootLevels(basename(dir)) === 2 && dirname(root) !== root) root = dirname(root);
+  const storage = localCheckpointStorage(root);
+  const snapshot = await storage.resolve(relative(root, dir).split(sep).join('/'));
   return { storage, pointer: snapshot.pointer, snapshot, display: path, close: noop };
 }
 
@@ -214,26 +198,14 @@ async function locateS3Snapshot(path: string, s3: S3ConnectionOptions): Promise<
     throw new StreamStateError('INVALID_ARGUMENT', `${path} names the bucket root; pass the snapshot's directory (s3://${bucket}/<dir>, the prefix that holds _metadata).`);
   }
   let root = parentPrefix(dir);
-  let store = s3Store(bucket, root, s3);
+  if (rootLevels(posix.basename(dir)) === 2) root = parentPrefix(root);
+  const store = s3Store(bucket, root, s3);
   try {
-    const rel = (r: string): string => (r === '' ? dir : dir.slice(r.length + 1));
-    if ((await store.stat(`${rel(root)}/${METADATA_FILE}`)) === null) await explainMissingMetadata(path, store, rel(root));
-    let storage = new BlobCheckpointStorage(store);
-    let snapshot = await storage.resolve(rel(root));
-    const extra = climb(snapshot);
-    if (extra > 0) {
-      const segments = root === '' ? [] : root.split('/');
-      if (extra > segments.length) {
-        throw new FormatError('CORRUPT', `${path}/_metadata references files ${extra} directories up, above the bucket root; the _metadata is damaged or the snapshot was moved without its shared files.`);
-      }
-      root = segments.slice(0, segments.length - extra).join('/');
-      await store.close();
-      store = s3Store(bucket, root, s3);
-      storage = new BlobCheckpointStorage(store);
-      snapshot = await storage.resolve(rel(root));
-    }
-    const owned = store;
-    return { storage, pointer: snapshot.pointer, snapshot, display: path, close: () => owned.close() };
+    const rel = root === '' ? dir : dir.slice(root.length + 1);
+    if ((await store.stat(`${rel}/${METADATA_FILE}`)) === null) await explainMissingMetadata(path, store, rel);
+    const storage = new BlobCheckpointStorage(store);
+    const snapshot = await storage.resolve(rel);
+    return { storage, pointer: snapshot.pointer, snapshot, display: path, close: () => store.close() };
   } catch (err) {
     await store.close();
     throw err;

@@ -6,7 +6,7 @@ import { readStreamHandle, resolveHandlePath } from '../checkpoint/streams.js';
 import { isStreamStateError, StreamStateError, type ErrorCode } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
 import {
-  checkKeyGroupsHeader,
+  checkKeyGroupsHeaderOf,
   entryKindsOf,
   listEntries,
   mapEntries,
@@ -163,7 +163,7 @@ class Verifier {
       stream.type === 'file' ? this.files.readRange(stream, offset, length) : Promise.resolve((all as Buffer).subarray(offset, offset + length));
     try {
       if (stream.type === 'inline') all = await readStreamHandle(stream, this.files);
-      const { headerLength } = checkKeyGroupsHeader(await range(0, 12), what);
+      const { headerLength } = await checkKeyGroupsHeaderOf(stream, this.files, await range(0, 12), what);
       const json = await range(12, headerLength);
       const header = JSON.parse(json.toString('utf8')) as KeyGroupsStreamHeader;
       if (header.layout !== h.layout || header.maxParallelism !== h.maxParallelism || (header.states?.length ?? -1) !== h.states.length) {

@@ -1,4 +1,4 @@
-import { StateAccessError } from '../errors.js';
+import { StateAccessError, StreamStateError } from '../errors.js';
 import { describeSerializer, resolveCompatibility, snapshotOf } from '../serializers/serializer.js';
 import type { Serializer, SerializerSnapshot } from '../serializers/serializer.js';
 import type {
@@ -459,7 +459,7 @@ export function createTtlState(
   hooks: TtlHooks = {},
 ): KeyedState<unknown> {
   const ttl = descriptor.ttl;
-  if (ttl === undefined) throw new StateAccessError('INVALID_ARGUMENT', `state "${descriptor.name}" has no ttl configured`);
+  if (ttl === undefined) throw new StreamStateError('INVALID_ARGUMENT', `state "${descriptor.name}" has no ttl configured`);
   const p = new TtlPolicy(ttl, clock, hooks);
   const inner = registerInner(ttlInnerDescriptor(descriptor));
   switch (descriptor.kind) {

@@ -1,8 +1,9 @@
-import { createWriteStream } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { constants as fsConstants, createWriteStream, type Stats } from 'node:fs';
+import { constants } from 'node:buffer';
+import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { StorageError, StreamStateError } from '../errors.js';
+import { FormatError, StorageError, StreamStateError } from '../errors.js';
 import type { BlobInfo, BlobStore } from './blob-store.js';
 import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
 
@@ -143,28 +144,37 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async get(name: string): Promise<Buffer> {
-    const file = this.pathOf(name);
-    try {
-      return await readFile(file);
-    } catch (err) {
-      throw this.mapError(err, 'read', name);
-    }
+    return this.readRegular(name, 0, Number.POSITIVE_INFINITY);
   }
 
   async getRange(name: string, offset: number, length: number): Promise<Buffer> {
     checkRange(name, offset, length);
+    return this.readRegular(name, offset, length);
+  }
+
+  /**
+   * Reads up to `length` bytes at `offset` of a regular file. The buffer is sized by the file's
+   * size at open (fstat), never by `length` alone: a crafted length or a file that keeps growing
+   * cannot make it allocate more than the file holds, and reads go in chunks the fs accepts.
+   */
+  private async readRegular(name: string, offset: number, length: number): Promise<Buffer> {
     const file = this.pathOf(name);
     try {
-      const fh = await open(file, 'r');
+      const { fh, size } = await openRegularFile(file);
       try {
-        const buf = Buffer.allocUnsafe(length);
+        const want = Math.max(0, Math.min(length, size - offset));
+        if (want > MAX_BUFFER_BYTES) {
+          throw new FormatError('CORRUPT', `${file} holds ${size} bytes, more than fits in memory at once (${MAX_BUFFER_BYTES}); it is not a file streamstate reads whole.`);
+        }
+        const buf = Buffer.allocUnsafe(want);
         let filled = 0;
-        while (filled < length) {
-          const { bytesRead } = await fh.read(buf, filled, length - filled, offset + filled);
-          if (bytesRead === 0) break; // end of file: a range past the end returns what exists
+        while (filled < want) {
+          const chunk = Math.min(want - filled, MAX_READ_CHUNK);
+          const { bytesRead } = await fh.read(buf, filled, chunk, offset + filled);
+          if (bytesRead === 0) break; // shrank meanwhile: return what exists
           filled += bytesRead;
         }
-        return filled === length ? buf : buf.subarray(0, filled);
+        return filled === want ? buf : buf.subarray(0, filled);
       } finally {
         await fh.close();
       }
@@ -177,7 +187,7 @@ export class LocalBlobStore implements BlobStore {
     const file = this.pathOf(name);
     let source;
     try {
-      source = await open(file, 'r');
+      source = (await openRegularFile(file)).fh;
     } catch (err) {
       throw this.mapError(err, 'read', name);
     }
@@ -195,7 +205,9 @@ export class LocalBlobStore implements BlobStore {
     const file = this.pathOf(name);
     try {
       const st = await stat(file);
-      return st.isFile() ? { name, size: st.size, modified: st.mtimeMs } : null;
+      if (st.isFile()) return { name, size: st.size, modified: st.mtimeMs };
+      if (st.isDirectory()) return null; // a folder is no blob
+      throw notRegular(file, st);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -373,6 +385,37 @@ export function fsErrorToStorageError(err: unknown, op: string, path: string, mi
       return new StorageError('STORAGE_IO', `cannot ${op} ${path}: permission denied (${e.code}). Fix the directory's permissions or owner.`, { cause: err });
   }
   return new StorageError('STORAGE_IO', `cannot ${op} ${path}: ${e?.code ?? 'error'} ${e?.message ?? String(err)}`, { cause: err });
+}
+
+/** The largest single fs read (libuv takes at most INT32_MAX bytes per call). */
+const MAX_READ_CHUNK = 1024 * 1024 * 1024;
+const MAX_BUFFER_BYTES = constants.MAX_LENGTH;
+
+/**
+ * Opens `file` for reading if it is a regular file. O_NONBLOCK: opening a FIFO with no writer
+ * returns at once instead of hanging; fstat on the open handle then refuses FIFOs, devices
+ * (a _metadata symlinked to /dev/zero), sockets and directories, with no race against a swap.
+ */
+async function openRegularFile(file: string): Promise<{ fh: FileHandle; size: number }> {
+  const fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    const st = await fh.stat();
+    // A folder is no blob: NOT_FOUND, as before (fsErrorToStorageError maps EISDIR).
+    if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: ${file} is a directory`), { code: 'EISDIR' });
+    if (!st.isFile()) throw notRegular(file, st);
+    return { fh, size: st.size };
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+function notRegular(file: string, st: Stats): FormatError {
+  const kind = st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isSocket() ? 'a socket' : st.isDirectory() ? 'a directory' : 'not a regular file';
+  return new FormatError(
+    'CORRUPT',
+    `${file} is ${kind}, not a regular file; streamstate reads only regular files from a snapshot. Replace it with the file the snapshot wrote, or restore from another checkpoint.`,
+  );
 }
 
 /**

@@ -1,0 +1,80 @@
+/**
+ * The one list of parity behaviours a backend does not meet yet, each naming the issue-13 item
+ * whose fix will close it. A listed (backend, behaviour) pair is skipped, not failed; remove the
+ * entry when the fix lands (the suite then runs it). Nothing else in the suite skips.
+ */
+
+export type ParityBehaviour =
+  // TTL (issue 13, Deliver 2)
+  | 'ttl.refresh-survives-restore.iteration'
+  | 'ttl.cleanup-in-full-snapshot-false'
+  | 'ttl.return-expired.map-iteration'
+  // restored-but-unregistered states (Deliver 3)
+  | 'restored.get-keys'
+  | 'restored.num-entries'
+  | 'restored.canonical-savepoint'
+  | 'restored.merge-namespaces'
+  // lifecycle and error classes (Deliver 4)
+  | 'closed.backend-methods'
+  | 'closed.state-handles'
+  | 'closed.notifications'
+  | 'errors.state-kind-mismatch-class'
+  | 'errors.snapshot-cancelled-class'
+  // map keys (Deliver 6)
+  | 'map-keys.bytes-decide';
+
+export interface KnownGap {
+  /** Backend names as the conformance files spell them (e.g. `leveldb (full)`, `changelog(leveldb)`). */
+  readonly backends: readonly string[];
+  readonly behaviour: ParityBehaviour;
+  /** The issue-13 item that fixes it. */
+  readonly item: string;
+}
+
+// changelog(filesystem) restores by replaying the log (the other changelog variants materialize at
+// every checkpoint in these tests, so their restores read a materialized snapshot).
+export const KNOWN_GAPS: readonly KnownGap[] = [
+  {
+    backends: ['changelog(filesystem)'],
+    behaviour: 'ttl.refresh-survives-restore.iteration',
+    item: 'issue 13, Deliver 2: the changelog does not log the refreshes map entries()/keys()/values() make under onReadAndWrite (src/changelog/state-wrappers.ts LoggingMapState)',
+  },
+  { backends: ['changelog(filesystem)'], behaviour: 'restored.get-keys', item: 'issue 13, Deliver 3: changelog getKeys/getKeysAndNamespaces of restored-unregistered states' },
+  { backends: ['changelog(filesystem)'], behaviour: 'restored.num-entries', item: 'issue 13, Deliver 3: changelog numEntries of restored-unregistered states' },
+  { backends: ['changelog(filesystem)'], behaviour: 'restored.canonical-savepoint', item: 'issue 13, Deliver 3: canonical savepoint from changelog right after restore' },
+];
+
+export function isKnownGap(backend: string, behaviour: ParityBehaviour): boolean {
+  return KNOWN_GAPS.some((g) => g.behaviour === behaviour && g.backends.includes(backend));
+}
+
+/**
+ * Construction sites whose error class contradicts docs/ERRORS.md, outside the heap/TTL code
+ * (test/errors.test.ts fails on any other site, and on an entry that no longer matches a site).
+ */
+export interface ErrorClassGap {
+  /** Source file, relative to the repository root. */
+  readonly file: string;
+  /** The class used there. */
+  readonly cls: string;
+  readonly code: string;
+  readonly item: string;
+}
+
+const ITEM4 = 'issue 13, Deliver 4: error classes match docs/ERRORS.md everywhere';
+
+export const ERROR_CLASS_GAPS: readonly ErrorClassGap[] = [
+  { file: 'src/changelog/restore.ts', cls: 'FormatError', code: 'NOT_FOUND', item: ITEM4 },
+  { file: 'src/checkpoint/checkpoint-storage.ts', cls: 'StorageError', code: 'METADATA_MISSING', item: ITEM4 },
+  { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'UNKNOWN_OPERATOR', item: ITEM4 },
+  { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'NOT_FOUND', item: ITEM4 },
+  { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'LOCKED', item: ITEM4 },
+  { file: 'src/format/key-groups-stream.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
+  { file: 'src/savepoint/canonical.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
+  { file: 'src/savepoint/convert.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
+  { file: 'src/savepoint/dump.ts', cls: 'StreamStateError', code: 'UNKNOWN_OPERATOR', item: ITEM4 },
+  { file: 'src/savepoint/dump.ts', cls: 'StreamStateError', code: 'STATE_NOT_REGISTERED', item: ITEM4 },
+  { file: 'src/savepoint/locate.ts', cls: 'StorageError', code: 'METADATA_MISSING', item: ITEM4 },
+  { file: 'src/storage/s3/s3-errors.ts', cls: 'StorageError', code: 'INVALID_ARGUMENT', item: ITEM4 },
+];
+
