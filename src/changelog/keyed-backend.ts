@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type {
   CheckpointStreamFactory,
+  KeyedBackendParams,
   KeyedStateBackend,
   SnapshotOptions,
   SnapshotTask,
@@ -8,11 +9,13 @@ import type {
   StateScope,
 } from '../backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../backend/handles.js';
+import { memoryCheckpointStorage } from '../checkpoint/checkpoint-storage.js';
+import { BlobStateFileReader } from '../checkpoint/streams.js';
 import { StateRegistrationError, StreamStateError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { keyGroupForKey, type KeyGroupRange } from '../keygroups/key-groups.js';
-import { defaultNamespaceSerializer } from '../serializers/builtins.js';
-import { snapshotOf, type Serializer } from '../serializers/serializer.js';
+import { builtinSerializers, defaultNamespaceSerializer } from '../serializers/builtins.js';
+import { describeSerializer, snapshotOf, type Serializer } from '../serializers/serializer.js';
 import type { StateDescriptor } from '../state/descriptors.js';
 import type { KeyedState, StateFor, TimerQueue } from '../state/types.js';
 import { cancelled, ChangeLog, writeStream, type UsedSegment } from './change-log.js';
@@ -126,6 +129,12 @@ export interface ChangelogKeyedInit<K> {
    * snapshots are the wrapped backend's own (a plain backend restored from a changelog checkpoint).
    */
   readonly mode: 'log' | 'passthrough';
+  /**
+   * Creates a wrapped backend like `inner` (without restore in `params`): queries and canonical
+   * savepoints that must see restored changes not replayed yet build a replayed copy with it.
+   */
+  readonly createInner?: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>;
+  readonly params?: KeyedBackendParams<K>;
 }
 
 /**
@@ -201,14 +210,101 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   getCurrentKey(): K {
     return this.inner.getCurrentKey();
   }
-  getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
-    return this.inner.getKeys(stateName, namespace);
+  async *getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
+    this.checkOpen();
+    if (this.init.pending.get(stateName)?.meta.kind !== undefined && this.init.pending.get(stateName)?.meta.kind !== 'timers') {
+      const nsBytes = Buffer.from(this.pendingNamespaceSerializer(stateName).serialize(namespace));
+      const keys = await this.withReplayedCopy(async (copy) => {
+        const out: K[] = [];
+        for await (const [k, ns] of copy.getKeysAndNamespaces<Uint8Array>(stateName)) if (nsBytes.equals(ns)) out.push(k);
+        return out;
+      });
+      yield* keys;
+      return;
+    }
+    yield* this.inner.getKeys(stateName, namespace);
   }
-  getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
-    return this.inner.getKeysAndNamespaces(stateName);
+  async *getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
+    this.checkOpen();
+    if (this.init.pending.get(stateName)?.meta.kind !== undefined && this.init.pending.get(stateName)?.meta.kind !== 'timers') {
+      const nsSer = this.pendingNamespaceSerializer(stateName) as Serializer<N>;
+      const pairs = await this.withReplayedCopy(async (copy) => {
+        const out: [K, N][] = [];
+        for await (const [k, ns] of copy.getKeysAndNamespaces<Uint8Array>(stateName)) out.push([k, nsSer.deserialize(ns)]);
+        return out;
+      });
+      yield* pairs;
+      return;
+    }
+    yield* this.inner.getKeysAndNamespaces<N>(stateName);
   }
-  numEntries(): Promise<number> {
+  async numEntries(): Promise<number> {
+    this.checkOpen();
+    if (this.hasPendingKeyedState()) return this.withReplayedCopy((copy) => copy.numEntries());
     return this.inner.numEntries();
+  }
+
+  /** Restored keyed states (not timers) whose logged changes wait for registration. */
+  private hasPendingKeyedState(): boolean {
+    return this.init.pending.names().some((n) => this.init.pending.get(n)?.meta.kind !== 'timers');
+  }
+
+  /**
+   * The namespace serializer of a restored state not registered again: the built-in one its
+   * metadata names (as the heap backends decode such states), else STATE_NOT_REGISTERED.
+   */
+  private pendingNamespaceSerializer(stateName: string): Serializer<unknown> {
+    const snap = this.init.pending.get(stateName)?.meta.namespaceSerializer;
+    const builtin = snap === undefined ? undefined : builtinSerializers.get(snap.id);
+    if (snap === undefined || builtin === undefined || builtin.version !== snap.version) {
+      throw new StateRegistrationError(
+        'STATE_NOT_REGISTERED',
+        `state "${stateName}" was restored with namespace serializer ${snap === undefined ? 'unknown' : describeSerializer(snap)}, which is not built in; register it with getState(descriptor) first.`,
+      );
+    }
+    return builtin;
+  }
+
+  /**
+   * Runs `fn` on a plain copy of this backend's state with every restored change replayed (states
+   * not registered again are registered in the copy with opaque descriptors, as offline tools do):
+   * the wrapped backend's canonical snapshot plus the waiting changes, restored into a fresh wrapped
+   * backend through scratch in-memory storage. Only needed while restored changes wait (until every
+   * state is registered again); the copy is closed afterwards.
+   */
+  private async withReplayedCopy<T>(fn: (copy: KeyedStateBackend<K>) => Promise<T>): Promise<T> {
+    const { createInner, params } = this.init;
+    if (createInner === undefined || params === undefined) {
+      throw new StateRegistrationError('STATE_NOT_REGISTERED', `the changelog(${this.init.innerName}) backend holds restored changes of states not registered again; register them with getState(descriptor) first.`);
+    }
+    const scratch = memoryCheckpointStorage({ inlineThreshold: 0, maxSnapshotBytes: Number.MAX_SAFE_INTEGER });
+    const scratchJob = 'replayed-copy';
+    const id = 1;
+    const streams = scratch.checkpointStreams(scratchJob, id);
+    const pendingNow = this.init.pending.snapshot();
+    const task = await this.inner.snapshot(id, { type: 'savepoint', format: 'canonical', streams });
+    const handle = await task.done;
+    const carried = await this.writeCarried(pendingNow, streams, 'exclusive');
+    const restored = this.handleFor(Materialization.restored(id, handle === null ? [] : [handle], [carried], false), []);
+    const files = new BlobStateFileReader(scratch.store, scratch.checkpointPointer(scratchJob, id));
+    // Imported when needed: the offline replay helpers import this module.
+    const { restorePlainFromChangelog } = await import('./backend.js');
+    const { opaqueDescriptor } = await import('../savepoint/changelog-source.js');
+    const copy = await restorePlainFromChangelog(createInner, this.init.innerName, {
+      ...params,
+      restore: { handles: restored === null ? [] : [restored], files, checkpointId: id },
+    });
+    try {
+      if (copy instanceof ChangelogKeyedStateBackend) {
+        for (const name of copy.pendingStateNames()) {
+          const meta = copy.pendingStateMeta(name);
+          if (meta !== undefined && meta.kind !== 'timers') copy.getState(opaqueDescriptor(meta));
+        }
+      }
+      return await fn(copy);
+    } finally {
+      await copy.close().catch(() => undefined);
+    }
   }
   stateNames(): string[] {
     const names = new Set(this.inner.stateNames());
@@ -381,7 +477,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   private keyBytes(): Uint8Array {
     const k = this.inner.getCurrentKey();
-    if (this.cachedKeyBytes === null || k !== this.cachedKey) {
+    if (this.cachedKeyBytes === null || !Object.is(k, this.cachedKey)) {
       this.cachedKeyBytes = this.keySerializer.serialize(k);
       this.cachedKey = k;
     }
@@ -597,6 +693,8 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   /** Savepoints (and every snapshot in passthrough mode): the wrapped backend's own snapshot, plus restored changes not yet replayed. */
   private async selfContainedSnapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+    // A canonical savepoint is canonical also while restored changes wait: taken from a replayed copy.
+    if (options.type === 'savepoint' && options.format === 'canonical' && this.hasPendingKeyedState()) return this.canonicalFromReplayedCopy(checkpointId, options);
     const pendingNow = this.init.pending.snapshot();
     const task = await this.inner.snapshot(checkpointId, options);
     if (pendingNow.length === 0) return task;
@@ -608,6 +706,12 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
         return this.handleFor(m, []);
       })(),
     );
+    return { checkpointId, done };
+  }
+
+  /** The canonical savepoint of a replayed copy (see withReplayedCopy). */
+  private async canonicalFromReplayedCopy(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+    const done = this.guard(this.withReplayedCopy(async (copy) => (await copy.snapshot(checkpointId, options)).done));
     return { checkpointId, done };
   }
 

@@ -1,7 +1,7 @@
 import type { KeyedBackendParams, KeyedStateBackend, RestoreSource, StateFileReader } from '../backend/contract.js';
 import type { KeyedStateHandle, StreamHandle } from '../backend/handles.js';
 import { readStreamHandle } from '../checkpoint/streams.js';
-import { FormatError, isStreamStateError, RestoreError, StateMigrationError } from '../errors.js';
+import { isStreamStateError, RestoreError, StateMigrationError, StorageError } from '../errors.js';
 import { resolveCompatibility, describeSerializer, snapshotOf, type Serializer } from '../serializers/serializer.js';
 import {
   clipKeyedHandle,
@@ -83,6 +83,8 @@ export async function openChangelogKeyedBackend<K>(args: OpenChangelogArgs<K>): 
     pending,
     base,
     mode: args.mode,
+    createInner: args.createInner,
+    params: { ...params, clock: clock.clock, restore: undefined },
   });
 }
 
@@ -126,7 +128,7 @@ async function readSegmentBytes(file: StreamHandle, files: StateFileReader): Pro
   } catch (err) {
     if (isStreamStateError(err, 'NOT_FOUND')) {
       const where = file.type === 'file' ? files.describe(file) : 'inline segment';
-      throw new FormatError(
+      throw new StorageError(
         'NOT_FOUND',
         `changelog segment ${where} is missing; the checkpoint cannot be replayed without it. Restore from another checkpoint.`,
         { cause: err },

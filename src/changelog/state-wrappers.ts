@@ -70,7 +70,7 @@ abstract class LoggingState<S extends KeyedState<unknown>> implements KeyedState
   /** Serialized current namespace; validated against the wrapped handle (applyToAllKeys may switch it behind our back). */
   protected ns(): Uint8Array {
     const ns = this.inner.getCurrentNamespace();
-    if (ns !== this.nsValue) {
+    if (!Object.is(ns, this.nsValue)) {
       this.nsBytes = this.descriptor.namespaceSerializer.serialize(ns);
       this.nsValue = ns;
     }
@@ -104,7 +104,8 @@ abstract class LoggingState<S extends KeyedState<unknown>> implements KeyedState
     const nsSer = this.descriptor.namespaceSerializer;
     const tb = nsSer.serialize(target);
     const sb = sources.map((s) => nsSer.serialize(s));
-    const w = this.sink.begin(this.st, ChangeOp.MERGE_NS, this.ns(), t);
+    // The record's namespace is the target: a merge does not use the current namespace, which may never have been set.
+    const w = this.sink.begin(this.st, ChangeOp.MERGE_NS, tb, t);
     w.bytes(tb);
     writeByteList(w, sb);
     this.sink.commit();

@@ -7,7 +7,7 @@ import { referencedFiles, type FileStreamHandle, type KeyedStateHandle } from '.
 import { changelog, type ChangelogStateHandle } from '../../src/changelog/index.js';
 import { BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
-import { FormatError, isStreamStateError } from '../../src/errors.js';
+import { FormatError, isStreamStateError, StorageError } from '../../src/errors.js';
 import { keyGroupForKey, KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import { listState, valueState } from '../../src/state/descriptors.js';
@@ -227,7 +227,14 @@ describe('changelog bad input', () => {
     const f = await fixture();
     const seg = segments(f.handle)[1].file as FileStreamHandle;
     await f.store.delete([posix.normalize(posix.join(f.pointer, seg.path))]);
-    await expectFormatError(f.restoreWith(f.handle), 'NOT_FOUND', seg.path.replace('../', ''));
+    // NOT_FOUND is a StorageError (docs/ERRORS.md).
+    const err = await f.restoreWith(f.handle).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StorageError);
+    expect(isStreamStateError(err, 'NOT_FOUND'), String(err)).toBe(true);
+    expect(String((err as Error).message)).toContain(seg.path.replace('../', ''));
   });
 
   it('a corrupt segment is CHECKSUM_MISMATCH naming the file (storage crc and the segment crc)', async () => {
