@@ -1,5 +1,5 @@
 import { constants } from 'node:buffer';
-import { FormatError, StreamStateError } from '../errors.js';
+import { FormatError, SnapshotError } from '../errors.js';
 import { bytesSerializer, float64Serializer, int32Serializer, stringSerializer } from '../serializers/builtins.js';
 import type { Serializer } from '../serializers/serializer.js';
 
@@ -26,7 +26,7 @@ export class ByteWriter {
     const need = this.pos + extra;
     if (need <= this.buf.length) return;
     if (need > MAX_WRITER_BYTES) {
-      throw new StreamStateError(
+      throw new SnapshotError(
         'SNAPSHOT_TOO_LARGE',
         `cannot serialize more than ${MAX_WRITER_BYTES} bytes into one buffer (asked for ${need}); a single key group or state value is too large. Raise maxParallelism or keep less state per key.`,
       );
