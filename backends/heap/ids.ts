@@ -1,5 +1,6 @@
 import { fieldWriter, type FieldWriter } from '../../src/format/bytes.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
+import { identityIdOf, valueOfIdentityId, writesNegZeroApart } from '../../src/state/key-identity.js';
 
 /**
  * How the heap backend turns keys, namespaces and map user keys into JS Map keys ("ids"):
@@ -10,36 +11,32 @@ import type { Serializer } from '../../src/serializers/serializer.js';
  * Equality is decided by the serializer's bytes on every backend (docs/SEMANTICS.md, "Map keys").
  * JS equality differs from byte equality for two kinds of primitives, which identity ids
  * canonicalize: strings with lone surrogates (UTF-8 writes each as U+FFFD, so '\uD800' and
- * '\uDBFF' are one key: the id is the value read back from its bytes) and -0 where the
- * serializer writes it differently from 0 (float64: a Map would merge them, so -0 gets its own id).
+ * '\uDBFF' are one key) and -0 where the serializer writes it differently from 0 (float64);
+ * src/state/key-identity.ts canonicalizes both.
  */
 export class IdCodec<T> {
   readonly identity: boolean;
   /** Writes `bytes(this.bytes(id))` into a ByteWriter without allocating the bytes (snapshots). */
   readonly write: FieldWriter<unknown>;
-  /** The serializer writes -0 with other bytes than 0 (float64), so -0 needs an id of its own. */
-  private readonly negZeroDistinct: boolean;
+  private readonly identityId: (value: T) => unknown;
 
   constructor(readonly serializer: Serializer<T>) {
     this.identity = serializer.mapKey === 'identity';
-    this.negZeroDistinct = this.identity && writesNegZeroApart(serializer);
+    this.identityId = identityIdOf(serializer);
     if (!this.identity) this.write = (out, id) => out.latin1Bytes(id as string);
     else {
       const fw = fieldWriter(serializer) as FieldWriter<unknown>;
-      this.write = this.negZeroDistinct ? (out, id) => fw(out, id === NEG_ZERO ? -0 : id) : fw;
+      this.write = writesNegZeroApart(serializer as Serializer<unknown>) ? (out, id) => fw(out, valueOfIdentityId(id)) : fw;
     }
   }
 
   id(value: T): unknown {
-    if (!this.identity) return latin1(this.serializer.serialize(value));
-    if (typeof value === 'string') return isWellFormed(value) ? value : this.serializer.deserialize(this.serializer.serialize(value));
-    if (value === 0 && this.negZeroDistinct && Object.is(value, -0)) return NEG_ZERO;
-    return value;
+    return this.identity ? this.identityId(value) : latin1(this.serializer.serialize(value));
   }
 
   value(id: unknown): T {
     if (!this.identity) return this.serializer.deserialize(Buffer.from(id as string, 'latin1'));
-    return (id === NEG_ZERO ? -0 : id) as T;
+    return valueOfIdentityId<T>(id);
   }
 
   bytes(id: unknown): Uint8Array {
@@ -58,22 +55,6 @@ export class IdCodec<T> {
   idFromBytes(bytes: Uint8Array, reader: Serializer<T>): unknown {
     if (!this.identity && reader === this.serializer) return latin1(bytes);
     return this.id(reader.deserialize(bytes));
-  }
-}
-
-/** The id of -0 under a serializer that writes it apart from 0. */
-const NEG_ZERO: unique symbol = Symbol('-0');
-
-function isWellFormed(s: string): boolean {
-  // String.prototype.isWellFormed (ES2024, Node 20) is not in the ES2023 lib typings.
-  return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
-}
-
-function writesNegZeroApart(serializer: Serializer<unknown>): boolean {
-  try {
-    return !Buffer.from(serializer.serialize(0)).equals(Buffer.from(serializer.serialize(-0)));
-  } catch {
-    return false; // not a number serializer
   }
 }
 

@@ -1,5 +1,6 @@
 import { StateAccessError, StreamStateError } from '../errors.js';
 import type { Serializer } from '../serializers/serializer.js';
+import { identityIdOf, valueOfIdentityId } from '../state/key-identity.js';
 import type { BroadcastState, OperatorListState } from '../state/types.js';
 
 function requireValue(value: unknown, what: string, stateName: string): void {
@@ -61,12 +62,14 @@ export class HeapOperatorListState<T> implements OperatorListState<T> {
 }
 
 /**
- * Broadcast (map-shaped) state. Keys whose serializer says `mapKey: 'bytes'` are looked up by
- * their serialized form, so structurally equal objects address the same entry.
+ * Broadcast (map-shaped) state. Keys are equal when their serialized bytes are (docs/SEMANTICS.md,
+ * "Map keys"): keys whose serializer says `mapKey: 'bytes'` are looked up by their serialized
+ * form; identity keys by their canonical id (src/state/key-identity.ts).
  */
 export class HeapBroadcastState<K, V> implements BroadcastState<K, V> {
   private readonly map = new Map<unknown, [K, V]>();
   private readonly byBytes: boolean;
+  private readonly identityId: (key: K) => unknown;
 
   constructor(
     readonly name: string,
@@ -75,12 +78,13 @@ export class HeapBroadcastState<K, V> implements BroadcastState<K, V> {
     private readonly life: Lifecycle = { closed: false },
   ) {
     this.byBytes = keySerializer.mapKey === 'bytes';
+    this.identityId = identityIdOf(keySerializer);
   }
 
   private slot(key: K): unknown {
     checkOpen(this.life, this.name);
     requireValue(key, 'a key', this.name);
-    return this.byBytes ? Buffer.from(this.keySerializer.serialize(key)).toString('latin1') : key;
+    return this.byBytes ? Buffer.from(this.keySerializer.serialize(key)).toString('latin1') : this.identityId(key);
   }
 
   get size(): number {
@@ -95,7 +99,9 @@ export class HeapBroadcastState<K, V> implements BroadcastState<K, V> {
 
   put(key: K, value: V): void {
     requireValue(value, 'a value', this.name);
-    this.map.set(this.slot(key), [key, value]);
+    const slot = this.slot(key);
+    // An identity id may be a canonical form of the key: keep the key its bytes stand for.
+    this.map.set(slot, [this.byBytes ? key : valueOfIdentityId<K>(slot), value]);
   }
 
   putAll(entries: Iterable<readonly [K, V]> | ReadonlyMap<K, V>): void {

@@ -108,6 +108,29 @@ export function mapKeyTests(p: ParityContext): void {
       expect(await b.numEntries()).toBe(1);
     });
 
+    parityIt(p, 'map-keys.bytes-decide', 'broadcast state follows the same rule, before and after restore', async () => {
+      const o = await p.h.createOperator();
+      const strings = o.getBroadcastState(mapState<string, number>('strings', { keySerializer: stringSerializer }));
+      const numbers = o.getBroadcastState(mapState<number, string>('numbers', { keySerializer: float64Serializer, valueSerializer: stringSerializer }));
+      strings.put('\uD800', 1);
+      strings.put('\uDBFF', 2);
+      numbers.put(0, 'zero');
+      numbers.put(-0, 'minus zero');
+      const expectRule = (s: typeof strings, n: typeof numbers): void => {
+        expect([...s.entries()]).toEqual([['\uFFFD', 2]]);
+        expect(s.get('\uFFFD')).toBe(2);
+        expect(n.size).toBe(2);
+        expect([n.get(0), n.get(-0)]).toEqual(['zero', 'minus zero']);
+        expect(Object.is([...n.entries()].find(([, v]) => v === 'minus zero')?.[0], -0)).toBe(true);
+      };
+      expectRule(strings, numbers);
+      const r = await p.h.snapshotAndRestoreOperator(o);
+      expectRule(
+        r.getBroadcastState(mapState<string, number>('strings', { keySerializer: stringSerializer })),
+        r.getBroadcastState(mapState<number, string>('numbers', { keySerializer: float64Serializer, valueSerializer: stringSerializer })),
+      );
+    });
+
     parityIt(p, 'map-keys.bytes-decide', 'namespaces: 0 and -0 under float64 are two namespaces', async () => {
       const b = await p.stringKeyed();
       const v = b.getState(valueState<string, number>('v', { serializer: stringSerializer, namespace: float64Serializer }));

@@ -1,6 +1,7 @@
 import { describe, expect } from 'vitest';
 import { keyGroupForKey } from '../../../src/keygroups/key-groups.js';
-import { stringSerializer } from '../../../src/serializers/builtins.js';
+import { float64Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
+import type { Serializer } from '../../../src/serializers/serializer.js';
 import {
   aggregatingState,
   listState,
@@ -22,6 +23,26 @@ import { keyedWithClock, ManualClock, parityIt, type ParityContext } from './par
  */
 
 const TTL_MS = 100;
+
+/** Version 1 writes numbers as decimal text; version 2 as float64 and migrates from version 1. */
+const decimalV1: Serializer<number> = {
+  id: 'test.number',
+  version: 1,
+  mapKey: 'bytes',
+  serialize: (v) => Buffer.from(String(v)),
+  deserialize: (b) => Number(Buffer.from(b).toString()),
+  copy: (v) => v,
+};
+const binaryV2: Serializer<number> = {
+  id: 'test.number',
+  version: 2,
+  mapKey: 'bytes',
+  serialize: (v) => float64Serializer.serialize(v),
+  deserialize: (b) => float64Serializer.deserialize(b),
+  copy: (v) => v,
+  canMigrateFrom: (previous) => previous.id === 'test.number' && previous.version === 1,
+  restoreReader: () => decimalV1,
+};
 
 /** One way of reading a TTL state: how to register, write and read it, and what "present" and "absent" read as. */
 interface ReadPath {
@@ -277,6 +298,22 @@ export function ttlParityTests(p: ParityContext): void {
       expect(read()).toEqual(Array.from({ length: 20 }, (_, k) => k));
       clock.advance(40);
       expect(read()).toEqual(Array.from({ length: 20 }, () => null));
+    });
+
+    parityIt(p, null, 'a TTL state restored with a migrating serializer and a new duration reads its values with their timestamps', async () => {
+      const clock = new ManualClock();
+      const b = await keyedWithClock(p, clock);
+      b.setCurrentKey('k');
+      b.getState(valueState<number>('v', { ttl: { ttlMs: TTL_MS }, serializer: decimalV1 })).update(41);
+      b.getState(listState<number>('l', { ttl: { ttlMs: TTL_MS }, serializer: decimalV1 })).addAll([1, 2, 3]);
+      clock.advance(60);
+      const r = await p.h.snapshotAndRestore(b, { clock: clock.read });
+      const v = r.getState(valueState<number>('v', { ttl: { ttlMs: 2 * TTL_MS }, serializer: binaryV2 }));
+      const l = r.getState(listState<number>('l', { ttl: { ttlMs: 2 * TTL_MS }, serializer: binaryV2 }));
+      r.setCurrentKey('k');
+      expect([v.value(), l.get()]).toEqual([41, [1, 2, 3]]);
+      clock.advance(2 * TTL_MS - 60); // 2 × TTL after the write
+      expect([v.value(), l.get()]).toEqual([null, null]);
     });
 
     parityIt(p, null, 'a longer TTL may be registered on restore; the stored timestamps are kept', async () => {
