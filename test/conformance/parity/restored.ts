@@ -87,17 +87,21 @@ export function restoredStateTests(p: ParityContext): void {
       expect(l.get()).toEqual([7]);
     });
 
-    parityIt(p, null, 'a checkpoint taken right after restore holds them', async () => {
-      const r = await restored();
-      const r2 = await p.h.snapshotAndRestore(r);
-      r2.setCurrentKey('k2');
-      expect(r2.getState(D.v).value()).toBe('v2');
-      expect(r2.getState(D.m).get('y')).toBe(2);
-      r2.setCurrentKey('k8');
-      const a = r2.getState(D.a);
-      a.setCurrentNamespace('w');
-      expect(a.get()).toBe(8);
-    });
+    for (const kind of [{ type: 'checkpoint' }, { type: 'savepoint', format: 'native' }] as const) {
+      parityIt(p, null, `a ${kind.type === 'checkpoint' ? 'checkpoint' : 'native savepoint'} taken right after restore holds them`, async () => {
+        const r = await restored();
+        const pointer = await p.h.checkpoint([r], kind);
+        await p.h.close(r);
+        const r2 = await p.h.restoreKeyedSubtask(pointer, 0, { keySerializer: stringSerializer });
+        r2.setCurrentKey('k2');
+        expect(r2.getState(D.v).value()).toBe('v2');
+        expect(r2.getState(D.m).get('y')).toBe(2);
+        r2.setCurrentKey('k8');
+        const a = r2.getState(D.a);
+        a.setCurrentNamespace('w');
+        expect(a.get()).toBe(8);
+      });
+    }
 
     parityIt(p, 'restored.merge-namespaces', 'mergeNamespaces works on a state restored before its namespace was ever set', async () => {
       const r = await restored();
