@@ -69,7 +69,6 @@ export const ERROR_CLASS_GAPS: readonly ErrorClassGap[] = [
   { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'UNKNOWN_OPERATOR', item: ITEM4 },
   { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'NOT_FOUND', item: ITEM4 },
   { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'LOCKED', item: ITEM4 },
-  { file: 'src/format/bytes.ts', cls: 'StreamStateError', code: 'SNAPSHOT_TOO_LARGE', item: ITEM4 },
   { file: 'src/format/key-groups-stream.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
   { file: 'src/savepoint/canonical.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
   { file: 'src/savepoint/convert.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
