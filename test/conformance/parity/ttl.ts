@@ -177,6 +177,56 @@ export function ttlParityTests(p: ParityContext): void {
       });
     }
 
+    parityIt(p, null, 'update(null) clears a TTL value, also under returnExpiredIfNotCleanedUp', async () => {
+      const clock = new ManualClock();
+      const b = await keyedWithClock(p, clock);
+      const s = b.getState(valueState<string>('v', { ttl: { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp' } }));
+      b.setCurrentKey('k');
+      s.update('x');
+      s.update(null);
+      clock.advance(TTL_MS);
+      expect(s.value()).toBeNull();
+      expect(await b.numEntries()).toBe(0);
+    });
+
+    parityIt(p, null, 'a huge ttlMs never expires (no overflow of last access + ttl)', async () => {
+      const clock = new ManualClock();
+      const b = await keyedWithClock(p, clock);
+      const s = b.getState(valueState<string>('v', { ttl: { ttlMs: Number.MAX_VALUE } }));
+      b.setCurrentKey('k');
+      s.update('x');
+      clock.advance(1e12);
+      const r = await p.h.snapshotAndRestore(b, { clock: clock.read });
+      r.setCurrentKey('k');
+      expect(r.getState(valueState<string>('v', { ttl: { ttlMs: Number.MAX_VALUE } })).value()).toBe('x');
+    });
+
+    parityIt(p, null, 'a restore brings back the snapshot’s values and timestamps, not later changes', async () => {
+      const clock = new ManualClock();
+      const b = await keyedWithClock(p, clock);
+      const d = valueState<string>('v', { ttl: { ttlMs: TTL_MS } });
+      const s = b.getState(d);
+      b.setCurrentKey('k1');
+      s.update('k1-first');
+      clock.advance(50);
+      s.update('k1-second'); // k1 written at +50
+      clock.advance(50);
+      b.setCurrentKey('k2');
+      s.update('k2-first'); // k2 written at +100
+      const pointer = await p.h.checkpoint([b]);
+      clock.advance(70);
+      s.update('k2-later');
+      b.setCurrentKey('k1');
+      s.update('k1-later');
+      const r = await p.h.restoreKeyedSubtask(pointer, 0, { keySerializer: stringSerializer, clock: clock.read });
+      clock.advance(10); // +180: k1 (written +50) expired, k2 (written +100) live
+      const rs = r.getState(d);
+      r.setCurrentKey('k1');
+      expect(rs.value()).toBeNull();
+      r.setCurrentKey('k2');
+      expect(rs.value()).toBe('k2-first');
+    });
+
     parityIt(p, null, 'the descriptor default value is ignored with TTL', async () => {
       const clock = new ManualClock();
       const b = await keyedWithClock(p, clock);
