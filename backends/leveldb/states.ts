@@ -165,6 +165,8 @@ function checkElements<T>(values: readonly T[] | null | undefined, what: string)
 /** Bytes of a list chunk's sequence number, the suffix of its row key. */
 const CHUNK_SEQ_BYTES = 4;
 const MAX_CHUNK_SEQ = 0xffff_ffff;
+/** Lists with more chunks than this drop them with one range deletion instead of a deletion per chunk. */
+const RANGE_DELETE_CHUNKS = 64;
 /** get() folds the chunks into the base row once there are this many (reading them costs a point lookup each). */
 export const COMPACT_ON_READ_CHUNKS = 4;
 
@@ -230,9 +232,16 @@ export class LevelListState<T, N> extends LevelState<N> implements ListState<T, 
 
   /** Deletes the chunk rows and the counter of the current list (leaves the base row). */
   private dropChunks(n: number): void {
-    for (let seq = 1; seq <= n; seq++) {
-      this.chunkRow(seq);
-      this.deleteRow();
+    if (n > RANGE_DELETE_CHUNKS) {
+      // Every chunk row extends the list's row key (and nothing else does: row keys are prefix-free).
+      this.row();
+      const base = Buffer.from(this.rows.view());
+      this.ctx.store.deleteRange(Buffer.concat([base, Buffer.alloc(CHUNK_SEQ_BYTES)]), prefixUpperBound(base));
+    } else {
+      for (let seq = 1; seq <= n; seq++) {
+        this.chunkRow(seq);
+        this.deleteRow();
+      }
     }
     if (n > 0) this.ctx.store.delete(this.counterRow());
     this.row();
