@@ -11,7 +11,7 @@ export * from './storage/blob-store.js';
 export * from './checkpoint/metadata.js';
 export * from './checkpoint/storage.js';
 export { ForwardingBlobStore } from './storage/forwarding-blob-store.js';
-export { LocalBlobStore } from './storage/local-blob-store.js';
+export { LocalBlobStore, type LocalBlobStoreOptions, type DurabilityEvent } from './storage/local-blob-store.js';
 export { MemoryBlobStore, type MemoryBlobStoreOptions } from './storage/memory-blob-store.js';
 export {
   BlobCheckpointStorage,
@@ -29,6 +29,8 @@ export * from './checkpoint/coordinator.js';
 export { CheckpointDeclinedError, type AcknowledgeResult, type CheckpointFailureReason } from './checkpoint/acknowledgement.js';
 export { assignKeyedState, assignOperatorState } from './checkpoint/assignment.js';
 export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './checkpoint/shared-registry.js';
+export { readLease, LEASE_DIR, type LeaseInfo } from './checkpoint/lease.js';
+export { DEFAULT_FENCING_MIN_AGE_MS } from './checkpoint/fencing-gc.js';
 export * from './operator/index.js';
 export { S3BlobStore, s3BlobStoreFromUrl, type S3BlobStoreOptions, type S3RequestCounts } from './storage/s3-blob-store.js';
 export type { EntropyOptions } from './storage/s3/key-layout.js';
