@@ -346,6 +346,10 @@ export class BlobStateFileReader implements StateFileReader {
 
   async download(file: FileStreamHandle, localPath: string): Promise<void> {
     const name = resolveHandlePath(this.baseDir, file.path);
+    checkDeclaredSize(file, this.describe(file));
+    // The size is checked before the copy, so a file far larger than its handle says is not copied.
+    const info = await this.store.stat(name);
+    if (info !== null && info.size !== file.size) verifySizeAndCrc(info.size, 0, file, this.describe(file));
     await this.store.download(name, localPath);
     try {
       const { size, crc } = await checksumLocalFile(localPath);

@@ -14,6 +14,7 @@ import { HeapStateBackend } from '../../backends/heap/index.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import { valueState } from '../../src/state/descriptors.js';
 import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
+import { BlobStateFileReader } from '../../src/checkpoint/streams.js';
 import { cli } from '../cli/support.js';
 import { BackendHarness } from '../support/backend-harness.js';
 import { buildFamily, closeJob, newCoordinator, openJob, storageFor, type FamilyFixture } from '../support/corruption/fixtures.js';
@@ -204,4 +205,22 @@ describe('a key group larger than the largest single write', () => {
       await harness.dispose();
     }
   });
+});
+
+describe('downloads (LevelDB table files) check the file before copying it', () => {
+  it('a file larger than its handle says, or a FIFO, is refused and nothing is copied', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'streamstate-hostile-download-'));
+    try {
+      const store = new LocalBlobStore(join(dir, 'store'));
+      await store.put('sp/big', Buffer.alloc(1000));
+      const reader = new BlobStateFileReader(store, 'sp');
+      await expectRejectsCode(reader.download({ type: 'file', path: 'big', size: 10, crc32: 0 }, join(dir, 'out-1')), 'CORRUPT');
+      mkfifo(join(dir, 'store', 'sp', 'fifo'));
+      const err = await expectRejectsCode(reader.download({ type: 'file', path: 'fifo', size: 10, crc32: 0 }, join(dir, 'out-2')), 'CORRUPT');
+      expect(err.message).toContain('a FIFO');
+      expect((await readdir(dir)).sort()).toEqual(['store']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, HANG_GUARD_MS);
 });
