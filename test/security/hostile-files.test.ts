@@ -125,6 +125,22 @@ describe('odd files in a local snapshot', () => {
     HANG_GUARD_MS,
   );
 
+  it(
+    'a state file symlinked to /dev/zero (inside the snapshot) is refused by restore, verify and dump without reading it',
+    async () => {
+      const file = await aStateFile(join(root, pointer()));
+      await rm(file);
+      await symlink('/dev/zero', file);
+      await expectRejectsCode(restoreAll(), 'CORRUPT');
+      for (const args of cliCommands(join(root, pointer())).slice(1)) {
+        const r = await cli(args);
+        expect(r.code, `${args[0]}: ${r.stdout}${r.stderr}`).toBe(4);
+        expect(`${r.stdout}${r.stderr}`).toContain('a device');
+      }
+    },
+    HANG_GUARD_MS,
+  );
+
   it('a _metadata larger than the bound is refused before it is parsed', async () => {
     const metadata = join(root, pointer(), '_metadata');
     const { MAX_METADATA_BYTES } = await import('../../src/checkpoint/streams.js');
