@@ -45,13 +45,16 @@ export interface CheckpointStorage {
 
   /** Writes _metadata last and atomically; refuses to overwrite an existing one. */
   writeMetadata(pointer: string, metadata: CheckpointMetadata): Promise<void>;
-  /** Reads and validates _metadata (magic, version, checksum). NOT_FOUND / METADATA_MISSING / BAD_MAGIC / ... */
+  /**
+   * Reads and validates _metadata (at most 64 MiB; checksum, then version). NOT_FOUND / METADATA_MISSING / BAD_MAGIC / ...
+   * The returned reader resolves handle paths only inside this snapshot (handle-paths.ts) and reads only regular files.
+   */
   resolve(pointer: string): Promise<ResolvedSnapshot>;
   /** Completed checkpoints of a job (those with _metadata), oldest first. */
   listCompletedCheckpoints(jobId: string): Promise<CompletedCheckpointInfo[]>;
   /** Deletes the chk-<id> directory (exclusive files and _metadata; _metadata first). Shared files are the registry's business. */
   discardCheckpointDirectory(jobId: string, checkpointId: number): Promise<void>;
-  /** Deletes files referenced from the snapshot at `pointer` (paths relative to it). Idempotent. */
+  /** Deletes files referenced from the snapshot at `pointer` (paths relative to it, confined to the snapshot: CORRUPT otherwise, before any delete). Idempotent. */
   deleteFiles(pointer: string, files: readonly FileStreamHandle[]): Promise<void>;
   /** Every object under the job's directory (for gc), store-relative names; never the job lease (`<job>/_lease/`, lease.ts). */
   listJobFiles(jobId: string): Promise<string[]>;
