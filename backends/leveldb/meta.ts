@@ -13,7 +13,12 @@ import type { RawTimer } from './timer-queue.js';
  * state (LevelStateMetaInfo). Timers live on the heap and are stored here, grouped by queue.
  */
 export const META_MAGIC = Buffer.from('SSLM', 'latin1');
-export const META_VERSION = 1;
+/**
+ * 2: list states may have chunk rows and chunk counters (states.ts, docs/FORMAT.md); older
+ * streamstate refuses such checkpoints (it would read each chunk as a list of its own). Version 1
+ * checkpoints hold base rows only, which read unchanged.
+ */
+export const META_VERSION = 2;
 
 /** A state's meta info plus the serializer generations its rows may carry (value-codec.ts). */
 export interface LevelStateMetaInfo extends KeyedStateMetaInfo {
