@@ -1,0 +1,40 @@
+import fc from 'fast-check';
+import { describe, it } from 'vitest';
+import { ALL_COMMAND_KINDS } from './commands.js';
+import { lifecycleProperty, replayFromEnv } from './property.js';
+import { LIFECYCLE_VARIANTS } from './variants.js';
+
+/**
+ * Issue 12: random interleavings of the checkpoint lifecycle (trigger, per-subtask snapshots and
+ * acknowledgements, late/duplicate/missing/out-of-order notifications, aborts, gc, `streamstate
+ * gc`, crashes with a restore at another parallelism, a second instance) against every backend;
+ * after every step every retained checkpoint restores to the plain model's state for it.
+ * The long form is `npm run lifecycle-long -- --minutes 30`.
+ *
+ * Replay a failure: LIFECYCLE_BACKEND=<name> LIFECYCLE_SEED=<seed> LIFECYCLE_PATH=<path>
+ * (LIFECYCLE_REPLAY_PATH=<replayPath> for the command list) npx vitest run test/lifecycle/lifecycle.test.ts
+ * LIFECYCLE_RUNS sets the runs per backend (default 15).
+ */
+const replay = replayFromEnv();
+const only = process.env.LIFECYCLE_BACKEND;
+const numRuns = Number(process.env.LIFECYCLE_RUNS ?? 15);
+
+describe('lifecycle: random interleavings against a plain model', () => {
+  for (const variant of LIFECYCLE_VARIANTS) {
+    if (only !== undefined && only !== '' && only !== variant.name) continue;
+    it(`${variant.name}: after every step every retained checkpoint restores to the model, nothing outside the job is touched`, async () => {
+      await fc.assert(
+        lifecycleProperty(variant, {
+          maxCommands: 20,
+          kinds: ALL_COMMAND_KINDS,
+          ...(replay.replayPath !== undefined ? { replayPath: replay.replayPath } : {}),
+        }),
+        {
+          numRuns,
+          ...(replay.seed !== undefined ? { seed: replay.seed } : {}),
+          ...(replay.path !== undefined ? { path: replay.path, endOnFailure: true } : {}),
+        },
+      );
+    }, 120_000);
+  }
+});

@@ -1,0 +1,82 @@
+import { join } from 'node:path';
+import { filesystem } from '../../backends/filesystem/index.js';
+import { leveldb } from '../../backends/leveldb/index.js';
+import { memory } from '../../backends/memory/index.js';
+import type { StateBackend } from '../../src/backend/contract.js';
+import { changelog } from '../../src/changelog/index.js';
+import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
+
+/**
+ * The backend variants the lifecycle test drives. Every variant checkpoints to local disk under
+ * `<root>/cp` (inline threshold 0: every stream is a file, so every file's lifetime is exercised).
+ * `verifier` builds a second backend of the same kind whose working files live elsewhere: the
+ * checks restore into it and never write into the job's storage.
+ */
+export interface LifecycleVariant {
+  readonly name: string;
+  /** The job's backend and storage. `root` is the run's temp directory. */
+  make(root: string): { readonly backend: StateBackend; readonly storage: CheckpointStorage };
+  /** A backend of the same kind for read-only restores (working files under `<root>/verify`). */
+  verifier(root: string): StateBackend;
+}
+
+export const STORAGE_DIR = 'cp';
+export const VERIFY_DIR = 'verify';
+
+const storageOf = (root: string): CheckpointStorage => localCheckpointStorage(join(root, STORAGE_DIR), { inlineThreshold: 0 });
+// Small LevelDB buffers: a few writes already flush table files, so shared files come and go.
+const leveldbOpts = (dir: string) => ({ workingDir: dir, incremental: true, writeBufferBytes: 16 * 1024, memtableBytes: 16 * 1024 });
+// Changelog settings: materialize at every checkpoint with changes, upload the log early past 4 KiB.
+const changelogOpts = { materializationIntervalMs: 0, preemptivePersistBytes: 4096 } as const;
+
+export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
+  {
+    name: 'memory',
+    make: (root) => ({ backend: memory(), storage: storageOf(root) }),
+    verifier: () => memory(),
+  },
+  {
+    name: 'filesystem',
+    make: (root) => ({ backend: filesystem({ checkpointDir: join(root, STORAGE_DIR), inlineThreshold: 0 }), storage: storageOf(root) }),
+    verifier: (root) => filesystem({ checkpointDir: join(root, VERIFY_DIR, 'cp'), inlineThreshold: 0 }),
+  },
+  {
+    name: 'leveldb',
+    make: (root) => ({ backend: leveldb(leveldbOpts(join(root, 'work'))), storage: storageOf(root) }),
+    verifier: (root) => leveldb(leveldbOpts(join(root, VERIFY_DIR, 'work'))),
+  },
+  {
+    name: 'changelog(memory)',
+    make: (root) => {
+      const storage = storageOf(root);
+      return { backend: changelog({ backend: memory(), storage, ...changelogOpts }), storage };
+    },
+    verifier: (root) => changelog({ backend: memory(), storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')), ...changelogOpts }),
+  },
+  {
+    name: 'changelog(filesystem)',
+    make: (root) => {
+      const storage = storageOf(root);
+      return { backend: changelog({ backend: filesystem({ checkpointDir: join(root, STORAGE_DIR), inlineThreshold: 0 }), storage, ...changelogOpts }), storage };
+    },
+    verifier: (root) => {
+      const dir = join(root, VERIFY_DIR, 'cp');
+      return changelog({ backend: filesystem({ checkpointDir: dir, inlineThreshold: 0 }), storage: localCheckpointStorage(dir), ...changelogOpts });
+    },
+  },
+  {
+    name: 'changelog(leveldb)',
+    make: (root) => {
+      const storage = storageOf(root);
+      return { backend: changelog({ backend: leveldb(leveldbOpts(join(root, 'work'))), storage, ...changelogOpts }), storage };
+    },
+    verifier: (root) => changelog({ backend: leveldb(leveldbOpts(join(root, VERIFY_DIR, 'work'))), storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')), ...changelogOpts }),
+  },
+];
+
+export function variantByName(name: string): LifecycleVariant {
+  const v = LIFECYCLE_VARIANTS.find((x) => x.name === name);
+  if (v === undefined) throw new Error(`no lifecycle variant ${name}; known: ${LIFECYCLE_VARIANTS.map((x) => x.name).join(', ')}`);
+  return v;
+}
