@@ -611,6 +611,13 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   private track(checkpointId: number, record: CheckpointRecord): CheckpointRecord {
     this.checkpoints.set(checkpointId, record);
+    // Notices may never come: forget the oldest open checkpoints beyond a bound (as if subsumed).
+    while (this.checkpoints.size > MAX_OPEN_CHECKPOINTS) {
+      const oldest = Math.min(...this.checkpoints.keys());
+      const rec = this.checkpoints.get(oldest)!;
+      this.checkpoints.delete(oldest);
+      void this.forget(oldest, rec, false).catch(() => undefined);
+    }
     return record;
   }
 
@@ -882,6 +889,9 @@ export function metaOf(d: StateDescriptor<unknown>): StateMetaRecord {
   const value = snapshotOf(valueSerializerOf(d));
   return d.kind === 'map' ? { ...base, valueSerializer: value, userKeySerializer: snapshotOf(d.userKeySerializer) } : { ...base, valueSerializer: value };
 }
+
+/** Checkpoints remembered while no notice comes for them. */
+const MAX_OPEN_CHECKPOINTS = 64;
 
 /** A stream factory that writes everything to shared scope (materializations outlive one checkpoint). */
 export function sharedOnly(streams: CheckpointStreamFactory): CheckpointStreamFactory {

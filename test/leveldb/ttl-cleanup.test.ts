@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { LevelDbKeyedStateBackend } from '../../backends/leveldb/backend.js';
 import { leveldb } from '../../backends/leveldb/index.js';
 import { changelog } from '../../src/changelog/backend.js';
+import type { ChangelogKeyedStateBackend } from '../../src/changelog/keyed-backend.js';
 import { float64Serializer, int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import { listState, mapState, reducingState, valueState, type TtlConfig } from '../../src/state/descriptors.js';
 import { params } from '../heap/support.js';
@@ -147,6 +148,24 @@ describe('leveldb TTL sweep', () => {
     for (let i = 0; i < 60; i++) value.value(); // past 50 accesses: a background step starts
     await kb.sweepExpiredRows(0); // waits for the running step
     expect(await ttlRowsOf(kb, 'v')).toBe(0);
+    await kb.close();
+  });
+
+  it('sweeps the wrapped leveldb of changelog(leveldb) too', async () => {
+    now = 0;
+    const backend = changelog({ backend: leveldb({ workingDir: rig.root, ttlCleanup: { everyAccesses: 50, rowsPerSweep: 100_000 } }), storage: rig.storage });
+    const kb = (await backend.createKeyedStateBackend(params({ clock }))) as ChangelogKeyedStateBackend<string>;
+    const inner = kb.inner as LevelDbKeyedStateBackend<string>;
+    const value = kb.getState(valueState<number>('v', { serializer: float64Serializer, ttl }));
+    for (const k of keys('k', 30)) {
+      kb.setCurrentKey(k);
+      value.update(1);
+    }
+    now = 5000;
+    kb.setCurrentKey('other');
+    for (let i = 0; i < 60; i++) value.value();
+    await inner.sweepExpiredRows(0); // waits for the background step
+    expect(await ttlRowsOf(inner, 'v')).toBe(0);
     await kb.close();
   });
 
