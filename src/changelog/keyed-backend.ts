@@ -475,6 +475,10 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     st.loggedEpoch = this.epoch;
   }
 
+  currentKeyBytes(): Uint8Array {
+    return this.keyBytes();
+  }
+
   private keyBytes(): Uint8Array {
     const k = this.inner.getCurrentKey();
     if (this.cachedKeyBytes === null || !Object.is(k, this.cachedKey)) {

@@ -30,6 +30,8 @@ export interface ChangeSink {
   /** Starts a record for an explicit key (timers). */
   beginFor(st: LoggedState, op: ChangeOpCode, keyGroup: number, key: Uint8Array, namespace: Uint8Array): ByteWriter;
   commit(): void;
+  /** The serialized current key (map iteration logs its reads only while its key is current). */
+  currentKeyBytes(): Uint8Array;
 }
 
 export function loggedStateFor(id: number, meta: StateMetaRecord, ttl: TtlConfig | undefined): LoggedState {
@@ -255,16 +257,40 @@ export class LoggingMapState extends LoggingState<MapState<unknown, unknown, unk
   }
 
   entries(): AsyncIterable<[unknown, unknown]> {
-    return this.inner.entries();
+    return this.st.readsLogged ? this.loggedEntries() : this.inner.entries();
   }
 
   keys(): AsyncIterable<unknown> {
-    return this.inner.keys();
+    return this.st.readsLogged ? project(this.loggedEntries(), 0) : this.inner.keys();
   }
 
   values(): AsyncIterable<unknown> {
-    return this.inner.values();
+    return this.st.readsLogged ? project(this.loggedEntries(), 1) : this.inner.values();
   }
+
+  /**
+   * A TTL map iteration reads every entry it yields (a refresh under onReadAndWrite, the removal
+   * of an expired one: docs/SEMANTICS.md, "TTL"), so each is logged as READ_ENTRY and replay
+   * repeats the read. Only while the key and namespace the iteration started on are current: the
+   * wrapped TTL state writes only then.
+   */
+  private async *loggedEntries(): AsyncIterable<[unknown, unknown]> {
+    const ns = this.inner.getCurrentNamespace();
+    const nsBytes = this.ns();
+    const key = Buffer.from(this.sink.currentKeyBytes());
+    for await (const entry of this.inner.entries()) {
+      if (this.inner.getCurrentNamespace() === ns && key.equals(this.sink.currentKeyBytes())) {
+        const w = this.sink.begin(this.st, ChangeOp.READ_ENTRY, nsBytes, this.sink.time(this.st));
+        w.bytes(this.ukSer.serialize(entry[0]));
+        this.sink.commit();
+      }
+      yield entry;
+    }
+  }
+}
+
+async function* project(entries: AsyncIterable<[unknown, unknown]>, i: 0 | 1): AsyncIterable<unknown> {
+  for await (const e of entries) yield e[i];
 }
 
 /** Timer queues: every add/remove/poll is logged with the timer's own key. */

@@ -31,15 +31,7 @@ export interface KnownGap {
   readonly item: string;
 }
 
-// changelog(filesystem) restores by replaying the log (the other changelog variants materialize at
-// every checkpoint in these tests, so their restores read a materialized snapshot).
-export const KNOWN_GAPS: readonly KnownGap[] = [
-  {
-    backends: ['changelog(filesystem)'],
-    behaviour: 'ttl.refresh-survives-restore.iteration',
-    item: 'issue 13, Deliver 2: the changelog does not log the refreshes map entries()/keys()/values() make under onReadAndWrite (src/changelog/state-wrappers.ts LoggingMapState)',
-  },
-];
+export const KNOWN_GAPS: readonly KnownGap[] = [];
 
 /** PARITY_RUN_GAPS=1 runs the listed gaps too (to see which entries can go). */
 export function isKnownGap(backend: string, behaviour: ParityBehaviour): boolean {
