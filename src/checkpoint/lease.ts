@@ -161,7 +161,14 @@ export class JobLease {
     // Unreleased older markers, read before ours exists: start-up cleanup spares files they may complete.
     lease.olderLive = await unreleasedOlderLeases(store, jobId, lease.marker);
     await lease.write(false);
-    await lease.check('start');
+    try {
+      await lease.check('start');
+    } catch (err) {
+      // Lost a same-epoch tie: this marker sorts below the winner's and means nothing any more.
+      if (isStreamStateError(err, 'FENCED')) await store.delete([lease.marker]).catch(() => undefined);
+      throw err;
+    }
+    await lease.pruneReleased();
     return lease;
   }
 
@@ -223,6 +230,22 @@ export class JobLease {
     await this.check('release its lease');
     await this.write(true);
     this.released = true;
+  }
+
+  /**
+   * Deletes older markers of instances that shut down cleanly, so starts stay cheap (each start reads
+   * the older unreleased markers). Never this one: the newest marker keeps the epochs increasing.
+   * Best effort; unreleased ones stay (their instance may be alive).
+   */
+  private async pruneReleased(): Promise<void> {
+    try {
+      const older = (await listMarkers(this.store, this.jobId)).filter((m) => m.info.name < this.marker);
+      const released: string[] = [];
+      for (const m of older) if ((await readBody(this.store, m.info.name))?.released === true) released.push(m.info.name);
+      if (released.length > 0) await this.store.delete(released);
+    } catch {
+      // A leftover marker costs one read at the next start; nothing more.
+    }
   }
 
   private async write(released: boolean): Promise<void> {

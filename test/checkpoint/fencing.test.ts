@@ -164,6 +164,9 @@ describe('fencing: the lease', () => {
       await next.restore();
       expect(await readLease(store, JOB)).toMatchObject({ epoch, released: false });
     }
+    // The released marker of epoch 1 was pruned by the next start; the unreleased ones stay.
+    expect(await store.list(`${JOB}/${LEASE_DIR}/`)).toHaveLength(3);
+    expect((await store.list(`${JOB}/${LEASE_DIR}/`)).some((b) => b.name.includes('epoch-0000000000000001-'))).toBe(false);
     // Lease markers are no checkpoint files: listJobFiles never shows them.
     expect((await storage.listJobFiles(JOB)).some((n) => n.includes(LEASE_DIR))).toBe(false);
   });
