@@ -2,7 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { isStreamStateError, StreamStateError } from '../errors.js';
+import { isStreamStateError, RestoreError, StorageError, StreamStateError } from '../errors.js';
 import {
   DEFAULT_GC_MIN_AGE_MS,
   deleteConvertLeftovers,
@@ -244,7 +244,7 @@ async function dumpCommand(ctx: Context, path: string, opts: { operator: string;
 async function dumpLocated(ctx: Context, located: LocatedSnapshot, path: string, opts: { operator: string; state?: string }): Promise<void> {
   if (!located.snapshot.metadata.operators.some((o) => o.operatorId === opts.operator)) {
     const known = located.snapshot.metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
-    throw new StreamStateError('UNKNOWN_OPERATOR', `${path} has no operator "${opts.operator}" (operators: ${known}). Pass one of those to --operator.`);
+    throw new RestoreError('UNKNOWN_OPERATOR', `${path} has no operator "${opts.operator}" (operators: ${known}). Pass one of those to --operator.`);
   }
   const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
   await withKeyGroupsView(ctx, located, progress, async (view) => {
@@ -259,7 +259,7 @@ async function listCommand(ctx: Context, dir: string, opts: { json?: boolean }):
 }
 
 async function listLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: { json?: boolean }): Promise<void> {
-  if (located.jobs.length === 0) throw new StreamStateError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
+  if (located.jobs.length === 0) throw new StorageError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
   const jobs = [];
   for (const job of located.jobs) jobs.push(await listJobCheckpoints(located.storage, job));
   if (opts.json) {
@@ -323,10 +323,10 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
   // Leftovers of interrupted converts, directly in the given directory (local disk only).
   const leftovers = isS3Path(dir) ? { stale: [], young: [] } : await findConvertLeftovers(resolve(ctx.cwd, dir.startsWith('file://') ? dir.slice('file://'.length) : dir), gc);
   if (live.length > 0 && reports.length === 0 && leftovers.stale.length === 0) {
-    throw new StreamStateError('LOCKED', `${dir}: ${live.length === 1 ? `job ${live[0]} is` : `jobs ${live.join(', ')} are`} running (a live lease); gc deleted nothing. Stop the job first.`);
+    throw new StorageError('LOCKED', `${dir}: ${live.length === 1 ? `job ${live[0]} is` : `jobs ${live.join(', ')} are`} running (a live lease); gc deleted nothing. Stop the job first.`);
   }
   if (reports.length === 0 && live.length === 0 && leftovers.stale.length === 0 && leftovers.young.length === 0) {
-    throw new StreamStateError(
+    throw new StorageError(
       'NOT_FOUND',
       `${dir} holds no streamstate job (no chk-<n>/_metadata written by streamstate in it or in its job directories) and no leftovers of streamstate convert; nothing was deleted. ` +
         "Pass a job's checkpoint directory or the storage root.",

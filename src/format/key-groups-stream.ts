@@ -207,7 +207,7 @@ export class KeyGroupsStreamWriter {
     this.out.u32(this.out.length - footerStart).raw(KEY_GROUPS_END_MAGIC);
     await this.flush();
     const stream = await this.stream.closeAndGetHandle();
-    if (stream === null) throw new StreamStateError('SNAPSHOT_FAILED', 'the checkpoint stream returned no handle although data was written');
+    if (stream === null) throw new SnapshotError('SNAPSHOT_FAILED', 'the checkpoint stream returned no handle although data was written');
     const h = this.header;
     return {
       type: 'key-groups',

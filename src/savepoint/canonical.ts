@@ -1,6 +1,6 @@
 import type { StateOutputStream } from '../backend/contract.js';
 import type { KeyedStateMetaInfo, KeyGroupsStateHandle } from '../backend/handles.js';
-import { FormatError, StreamStateError } from '../errors.js';
+import { FormatError, SnapshotError, StreamStateError } from '../errors.js';
 import {
   CANONICAL_LAYOUT,
   entryKindOf,
@@ -102,7 +102,7 @@ export function canonicalStates(metas: Iterable<KeyedStateMetaInfo>): KeyedState
   }
   const sorted = [...byName.values()].sort(compareStates);
   if (sorted.length > MAX_STATE_ID + 1) {
-    throw new StreamStateError('SNAPSHOT_FAILED', `too many keyed states (${sorted.length}); at most ${MAX_STATE_ID + 1} fit in one snapshot.`);
+    throw new SnapshotError('SNAPSHOT_FAILED', `too many keyed states (${sorted.length}); at most ${MAX_STATE_ID + 1} fit in one snapshot.`);
   }
   return sorted.map((m, i) => normalizeMeta(m, i));
 }

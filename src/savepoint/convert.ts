@@ -16,7 +16,7 @@ import { BlobCheckpointStorage } from '../checkpoint/checkpoint-storage.js';
 import type { CheckpointMetadata, OperatorSnapshot, SubtaskStateSnapshot } from '../checkpoint/metadata.js';
 import type { ResolvedSnapshot } from '../checkpoint/storage.js';
 import { BlobCheckpointStreamFactory, BlobStateFileReader } from '../checkpoint/streams.js';
-import { FormatError, RestoreError, StorageError, StreamStateError } from '../errors.js';
+import { FormatError, RestoreError, SnapshotError, StorageError, StreamStateError } from '../errors.js';
 import { CANONICAL_LAYOUT, HEAP_LAYOUT, readKeyGroups, type RawKeyGroup } from '../format/key-groups-stream.js';
 import { checkParallelism, keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
 import type { SerializerSnapshot } from '../serializers/serializer.js';
@@ -315,7 +315,7 @@ class Converter {
       const task = await keyed.snapshot(md.checkpointId, { type: 'savepoint', format: 'canonical', full: true, streams: stage.streams });
       const h = await task.done;
       if (h !== null && !isFormatLevel(h)) {
-        throw new StreamStateError('SNAPSHOT_FAILED', `backend ${md.backend} wrote a ${h.type} handle for a canonical savepoint; expected a key-groups stream.`);
+        throw new SnapshotError('SNAPSHOT_FAILED', `backend ${md.backend} wrote a ${h.type} handle for a canonical savepoint; expected a key-groups stream.`);
       }
       this.progress(`restoring ${op.operatorId}/${s.subtaskIndex} into ${md.backend}`, 1, 1);
       return h;
@@ -472,7 +472,7 @@ class Converter {
         throw new FormatError('CHECKSUM_MISMATCH', `${files.describe(f)}: crc32 ${(crc >>> 0).toString(16)} differs from the recorded ${(f.crc32 >>> 0).toString(16)}; the file is corrupt. Use another snapshot.`);
       }
       const h = await stream.closeAndGetHandle();
-      if (h === null || h.type !== 'file') throw new StreamStateError('SNAPSHOT_FAILED', `copying ${files.describe(f)} produced no file`);
+      if (h === null || h.type !== 'file') throw new SnapshotError('SNAPSHOT_FAILED', `copying ${files.describe(f)} produced no file`);
       return h;
     } catch (err) {
       await stream.discard().catch(() => undefined);

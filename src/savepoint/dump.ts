@@ -2,7 +2,7 @@ import type { StateFileReader } from '../backend/contract.js';
 import type { KeyGroupsStateHandle, OperatorStateHandle } from '../backend/handles.js';
 import type { CheckpointMetadata, OperatorSnapshot } from '../checkpoint/metadata.js';
 import { readStreamHandle } from '../checkpoint/streams.js';
-import { StreamStateError } from '../errors.js';
+import { RestoreError, StateRegistrationError, StreamStateError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
 import { listEntries, mapEntries, readKeyGroups, timerEntries, valueEntries } from '../format/key-groups-stream.js';
 import { checkOffset, checkStreamHeader } from '../operator/operator-stream.js';
@@ -34,7 +34,7 @@ function findOperator(metadata: CheckpointMetadata, operatorId: string): Operato
   const op = metadata.operators.find((o) => o.operatorId === operatorId);
   if (op === undefined) {
     const known = metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
-    throw new StreamStateError('UNKNOWN_OPERATOR', `the snapshot has no operator "${operatorId}" (operators: ${known}). Pass one of those to --operator.`);
+    throw new RestoreError('UNKNOWN_OPERATOR', `the snapshot has no operator "${operatorId}" (operators: ${known}). Pass one of those to --operator.`);
   }
   return op;
 }
@@ -68,7 +68,7 @@ export async function* dumpOperator(metadata: CheckpointMetadata, files: StateFi
   for (const h of handles) for (const s of h.states) names.add(s.name);
   for (const s of op.subtasks) for (const h of s.operator) for (const st of h.states) names.add(st.name);
   if (opts.stateName !== undefined && !names.has(opts.stateName)) {
-    throw new StreamStateError('STATE_NOT_REGISTERED', `operator ${op.operatorId} has no state "${opts.stateName}" (states: ${[...names].sort().join(', ') || 'none'}).`);
+    throw new StateRegistrationError('STATE_NOT_REGISTERED', `operator ${op.operatorId} has no state "${opts.stateName}" (states: ${[...names].sort().join(', ') || 'none'}).`);
   }
   for (const h of handles) yield* dumpKeyGroups(h, files, opts.stateName);
   yield* dumpOperatorState(op, files, opts.stateName);

@@ -56,14 +56,6 @@ const ITEM4 = 'issue 13, Deliver 4: error classes match docs/ERRORS.md everywher
 
 export const ERROR_CLASS_GAPS: readonly ErrorClassGap[] = [
   { file: 'src/checkpoint/checkpoint-storage.ts', cls: 'StorageError', code: 'METADATA_MISSING', item: ITEM4 },
-  { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'UNKNOWN_OPERATOR', item: ITEM4 },
-  { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'NOT_FOUND', item: ITEM4 },
-  { file: 'src/cli/run.ts', cls: 'StreamStateError', code: 'LOCKED', item: ITEM4 },
-  { file: 'src/format/key-groups-stream.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
-  { file: 'src/savepoint/canonical.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
-  { file: 'src/savepoint/convert.ts', cls: 'StreamStateError', code: 'SNAPSHOT_FAILED', item: ITEM4 },
-  { file: 'src/savepoint/dump.ts', cls: 'StreamStateError', code: 'UNKNOWN_OPERATOR', item: ITEM4 },
-  { file: 'src/savepoint/dump.ts', cls: 'StreamStateError', code: 'STATE_NOT_REGISTERED', item: ITEM4 },
   { file: 'src/savepoint/locate.ts', cls: 'StorageError', code: 'METADATA_MISSING', item: ITEM4 },
   { file: 'src/storage/s3/s3-errors.ts', cls: 'StorageError', code: 'INVALID_ARGUMENT', item: ITEM4 },
 ];
