@@ -23,11 +23,12 @@ export type CommandKind =
   | 'gc'
   | 'cliGc'
   | 'crash'
+  | 'stop'
   | 'secondInstance'
   | 'zombieStep'
   | 'zombieGc';
 
-export const ALL_COMMAND_KINDS: readonly CommandKind[] = ['write', 'trigger', 'checkpoint', 'snapshot', 'ack', 'notifyComplete', 'notifyAborted', 'abort', 'gc', 'cliGc', 'crash', 'secondInstance', 'zombieStep', 'zombieGc'];
+export const ALL_COMMAND_KINDS: readonly CommandKind[] = ['write', 'trigger', 'checkpoint', 'snapshot', 'ack', 'notifyComplete', 'notifyAborted', 'abort', 'gc', 'cliGc', 'crash', 'stop', 'secondInstance', 'zombieStep', 'zombieGc'];
 
 abstract class Base implements LifecycleCommand {
   check(): boolean {
@@ -186,6 +187,18 @@ class Crash extends Base {
   }
 }
 
+class Stop extends Base {
+  constructor(readonly parallelism: number) {
+    super();
+  }
+  protected apply(w: LifecycleWorld): Promise<void> {
+    return w.stop(this.parallelism);
+  }
+  toString(): string {
+    return `stop(${this.parallelism})`;
+  }
+}
+
 class SecondInstance extends Base {
   constructor(readonly parallelism: number) {
     super();
@@ -245,6 +258,7 @@ const ARBITRARIES: Record<CommandKind, readonly [fc.Arbitrary<LifecycleCommand>,
   gc: [fc.constant(new Gc()), 1],
   cliGc: [fc.boolean().map((z) => new CliGc(z)), 1],
   crash: [parallelism.map((p) => new Crash(p)), 1],
+  stop: [parallelism.map((p) => new Stop(p)), 1],
   secondInstance: [parallelism.map((p) => new SecondInstance(p)), 1],
   zombieStep: [fc.tuple(pick, fc.nat(2)).map(([p, s]) => new ZombieStep(p, s)), 2],
   zombieGc: [fc.constant(new ZombieGc()), 1],

@@ -1,12 +1,13 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import type { KeyedStateBackend, SnapshotTask, StateBackend } from '../../src/backend/contract.js';
-import type { KeyedStateHandle } from '../../src/backend/handles.js';
+import { referencedFiles, type KeyedStateHandle } from '../../src/backend/handles.js';
 import { assignKeyedState } from '../../src/checkpoint/assignment.js';
 import { CheckpointCoordinator, type PendingCheckpoint } from '../../src/checkpoint/coordinator.js';
 import type { CompletedCheckpointInfo } from '../../src/checkpoint/metadata.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
+import { resolveHandlePath } from '../../src/checkpoint/handle-paths.js';
 import { run as runCli, type CliIo } from '../../src/cli/run.js';
 import { isStreamStateError } from '../../src/errors.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
@@ -240,6 +241,36 @@ export class LifecycleWorld {
     this.live = await this.startInstance(parallelism, latest);
     const now = this.live.coordinator.completedCheckpoints().map((i) => i.checkpointId);
     if (now.join() !== retained.join()) this.fail('restart after a crash', `the retained checkpoints were [${retained}] before the crash, the restarted coordinator loaded [${now}]`);
+  }
+
+  /**
+   * A clean stop (every snapshot taken acknowledged, shutdown('finish'), every backend closed) and a restart at `parallelism`. After
+   * the stop, the job's directory holds only what the retained checkpoints reference (their
+   * directories, the shared files they use) and the lease: nothing leaks across a clean close.
+   */
+  async stop(parallelism: number): Promise<void> {
+    if (this.zombie !== null) return this.note('stop: an older instance is running (crash instead)');
+    // A runtime stopping cleanly drains first: every snapshot taken is acknowledged (late ones too, which cleans them up).
+    for (const c of this.live.checkpoints) for (const [s, snap] of c.snaps) if (!snap.acked) await this.ackOne(this.live, c, s);
+    const latest = this.live.coordinator.latestCompleted()?.checkpointId ?? null;
+    const retained = this.live.coordinator.completedCheckpoints();
+    await this.live.coordinator.shutdown('finish');
+    await this.closeBackends(this.live);
+    const referenced = new Set<string>();
+    for (const info of retained) {
+      const resolved = await this.readOnly.resolve(info.pointer);
+      referenced.add(`${info.pointer}/_metadata`);
+      for (const op of resolved.metadata.operators) {
+        for (const sub of op.subtasks) for (const f of referencedFiles([sub.keyed, sub.operator])) referenced.add(resolveHandlePath(info.pointer, f.path));
+      }
+    }
+    const inRetainedDir = (name: string): boolean => retained.some((i) => name.startsWith(`${i.pointer}/`));
+    const left = [...(await listTree(join(this.root, STORAGE_DIR))).keys()]
+      .map((n) => n.split(sep).join('/'))
+      .filter((n) => n.startsWith(`${JOB}/`) && !n.startsWith(`${JOB}/_lease/`) && !referenced.has(n) && !inRetainedDir(n));
+    this.note(`clean stop; restart at parallelism ${parallelism}`);
+    if (left.length > 0) this.fail('clean stop', `${left.length} file(s) no retained checkpoint references are left behind: ${left.slice(0, 4).join(', ')}`);
+    this.live = await this.startInstance(parallelism, latest);
   }
 
   /** A second instance of the job starts on the same storage while the first keeps running (and must be fenced). */
