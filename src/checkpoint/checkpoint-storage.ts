@@ -89,7 +89,7 @@ export class BlobCheckpointStorage implements CheckpointStorage {
       if (!isStreamStateError(err, 'NOT_FOUND')) throw err;
       const anything = await this.store.list(`${dir}/`);
       if (anything.length > 0) {
-        throw new StorageError(
+        throw new FormatError(
           'METADATA_MISSING',
           `${this.describe(dir)} has no _metadata: the checkpoint never completed; pick an earlier one with \`streamstate list\`.`,
           { cause: err },

@@ -2,7 +2,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, posix, relative, resolve, sep } from 'node:path';
 import { BlobCheckpointStorage, localCheckpointStorage, METADATA_FILE, SHARED_DIR } from '../checkpoint/checkpoint-storage.js';
 import type { CheckpointStorage, ResolvedSnapshot } from '../checkpoint/storage.js';
-import { StorageError, StreamStateError } from '../errors.js';
+import { FormatError, StorageError, StreamStateError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { S3BlobStore, type S3BlobStoreOptions } from '../storage/s3-blob-store.js';
 import { parseS3Url } from '../storage/s3/s3-url.js';
@@ -123,7 +123,7 @@ export async function locateSnapshot(path: string, opts?: string | LocateOptions
   }
   if ((await statOrNull(resolve(dir, METADATA_FILE))) === null) {
     const hint = (await looksLikeCheckpointRoot(dir)) ? ` It looks like a checkpoint directory: run \`streamstate list ${path}\` to see its checkpoints.` : '';
-    throw new StorageError('METADATA_MISSING', `${path} is not a checkpoint or savepoint (it has no _metadata file): it is incomplete or not a snapshot.${hint}`);
+    throw new FormatError('METADATA_MISSING', `${path} is not a checkpoint or savepoint (it has no _metadata file): it is incomplete or not a snapshot.${hint}`);
   }
   if (dirname(dir) === dir) throw new StreamStateError('INVALID_ARGUMENT', `${path}: a snapshot cannot be the file-system root.`);
   let root = dirname(dir);
@@ -223,7 +223,7 @@ async function explainMissingMetadata(path: string, store: S3BlobStore, dir: str
   }
   const jobDir = under.some((b) => isJobDirEntry(b.name.slice(dir.length + 1).split('/', 1)[0]));
   const hint = jobDir ? ` It looks like a checkpoint directory: run \`streamstate list ${path}\` to see its checkpoints.` : '';
-  throw new StorageError('METADATA_MISSING', `${path} is not a checkpoint or savepoint (it has no _metadata object): it is incomplete or not a snapshot.${hint}`);
+  throw new FormatError('METADATA_MISSING', `${path} is not a checkpoint or savepoint (it has no _metadata object): it is incomplete or not a snapshot.${hint}`);
 }
 
 async function locateS3CheckpointDir(path: string, s3: S3ConnectionOptions): Promise<LocatedCheckpointDir> {

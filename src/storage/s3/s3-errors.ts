@@ -130,7 +130,7 @@ export function toStorageError(err: unknown, ctx: S3ErrorContext): StreamStateEr
     );
   }
   if (/region is missing/i.test(s.message ?? '')) {
-    return new StorageError(
+    return new StreamStateError(
       'INVALID_ARGUMENT',
       `no AWS region configured for ${url(ctx)}: pass the region option (CLI: --s3-region) or set AWS_REGION.`,
       options,
