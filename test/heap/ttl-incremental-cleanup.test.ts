@@ -106,6 +106,13 @@ describe('heap TTL incremental cleanup', () => {
     expect(await r.numEntries()).toBe(N_KEYS);
   });
 
+  it('cleanupIncrementally.entries must be a positive integer (INVALID_ARGUMENT)', () => {
+    for (const entries of [0, -1, 1.5, Number.NaN]) {
+      expect(() => valueState('v', { ttl: { ttlMs: 100, cleanupIncrementally: { entries } } })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+    expect(() => valueState('v', { ttl: { ttlMs: 100, cleanupIncrementally: false } })).not.toThrow();
+  });
+
   it('model: with cleanup per record, after a full round no expired entry is left and every live one is', async () => {
     await fc.assert(
       fc.asyncProperty(
