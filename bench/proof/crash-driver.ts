@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { referencedFiles } from '../../src/backend/handles.js';
+import { isLeaseName } from '../../src/checkpoint/lease.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { resolveHandlePath } from '../../src/checkpoint/streams.js';
 import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
@@ -308,7 +309,8 @@ export async function unreferencedFiles(storage: CheckpointStorage, jobId: strin
     }
   }
   const onDisk = await walk(join(checkpointDir, jobId));
-  return onDisk.map((p) => relative(checkpointDir, p).split(sep).join('/')).filter((name) => !needed.has(name));
+  // The job lease (src/checkpoint/lease.ts) is not checkpoint data.
+  return onDisk.map((p) => relative(checkpointDir, p).split(sep).join('/')).filter((name) => !needed.has(name) && !isLeaseName(jobId, name));
 }
 
 async function walk(dir: string): Promise<string[]> {
