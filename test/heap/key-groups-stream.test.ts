@@ -1,3 +1,4 @@
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import type { StateFileReader } from '../../src/backend/contract.js';
 import type { FileStreamHandle, KeyedStateMetaInfo, KeyGroupsStateHandle } from '../../src/backend/handles.js';
@@ -168,7 +169,11 @@ describe('key-groups stream', () => {
     const newer = Buffer.from(good);
     newer.writeUInt16BE(99, 4);
     await storage.store.put(name, newer);
-    await expectCode(collect(readKeyGroups(handle, reader, { start: 0, end: 9 })), 'UNSUPPORTED_VERSION', 'newer streamstate');
+    // An unknown version is checked against the file's crc32 first: a damaged version field is corruption,
+    await expectCode(collect(readKeyGroups(handle, reader, { start: 0, end: 9 })), 'CHECKSUM_MISMATCH');
+    // an intact file of a newer version asks for a newer streamstate.
+    const newerHandle: KeyGroupsStateHandle = { ...handle, stream: { ...fileOf(handle), crc32: crc32(newer) } };
+    await expectCode(collect(readKeyGroups(newerHandle, reader, { start: 0, end: 9 })), 'UNSUPPORTED_VERSION', 'newer streamstate');
     const zero = Buffer.from(good);
     zero.writeUInt16BE(0, 4);
     await storage.store.put(name, zero);
