@@ -14,7 +14,8 @@ import { emptyStats, type LifecycleStats, type LifecycleWorld } from '../test/li
  *
  * Prints the interleavings run and restores checked; on a failure the backend, seed and path,
  * replayable with
- *   LIFECYCLE_BACKEND=<backend> LIFECYCLE_SEED=<seed> LIFECYCLE_PATH=<path> npx vitest run test/lifecycle/lifecycle.test.ts
+ *   LIFECYCLE_BACKEND=<backend> LIFECYCLE_SEED=<seed> LIFECYCLE_PATH=<path> LIFECYCLE_REPLAY_PATH=<replayPath>
+ *   LIFECYCLE_MAX_COMMANDS=<n> npx vitest run test/lifecycle/lifecycle.test.ts   (the exact line is printed)
  * Exit code 1 when anything failed.
  */
 function opt(name: string): string | undefined {
@@ -63,9 +64,13 @@ async function main(): Promise<void> {
       { numRuns: RUNS_PER_BATCH, seed: batchSeed },
     );
     if (details.failed) {
+      // Commands replay only with the replayPath fast-check prints in the counterexample.
+      const replayPath = /replayPath="([^"]*)"/.exec(fc.stringify(details.counterexample))?.[1];
       const line =
         `FAILED ${variant.name}: seed ${details.seed}, path ${details.counterexamplePath}\n` +
-        `  replay: LIFECYCLE_BACKEND='${variant.name}' LIFECYCLE_SEED=${details.seed} LIFECYCLE_PATH='${details.counterexamplePath}' npx vitest run test/lifecycle/lifecycle.test.ts\n` +
+        `  replay: LIFECYCLE_BACKEND='${variant.name}' LIFECYCLE_SEED=${details.seed} LIFECYCLE_PATH='${details.counterexamplePath}' ` +
+        `${replayPath !== undefined ? `LIFECYCLE_REPLAY_PATH='${replayPath}' ` : ''}` +
+        `LIFECYCLE_MAX_COMMANDS=${maxCommands}${excluded.size > 0 ? ` LIFECYCLE_EXCLUDE=${[...excluded].join(',')}` : ''} npx vitest run test/lifecycle/lifecycle.test.ts\n` +
         `  counterexample: ${fc.stringify(details.counterexample)}\n` +
         `  ${String(details.errorInstance instanceof Error ? details.errorInstance.message : details.errorInstance).split('\n').join('\n  ')}`;
       failures.push(line);

@@ -7,7 +7,7 @@ import { assignKeyedState } from '../../src/checkpoint/assignment.js';
 import { CheckpointCoordinator, type PendingCheckpoint } from '../../src/checkpoint/coordinator.js';
 import type { CompletedCheckpointInfo } from '../../src/checkpoint/metadata.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
-import { resolveHandlePath } from '../../src/checkpoint/handle-paths.js';
+import { resolveHandlePath } from '../../src/checkpoint/streams.js';
 import { run as runCli, type CliIo } from '../../src/cli/run.js';
 import { isStreamStateError } from '../../src/errors.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
