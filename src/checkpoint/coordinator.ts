@@ -165,7 +165,7 @@ export class CheckpointCoordinator {
   constructor(private readonly options: CheckpointCoordinatorOptions) {
     this.jobId = options.jobId;
     // [fencing] Every deletion first checks the lease: a fenced instance deletes nothing.
-    this.storage = new FencedCheckpointStorage(options.storage, (what) => this.lease?.check(what) ?? Promise.resolve());
+    this.storage = new FencedCheckpointStorage(options.storage, (what) => this.lease?.checkMayDelete(what) ?? Promise.resolve());
     this.clock = options.clock ?? Date.now;
     this.numRetained = options.numRetained ?? 1;
     if (!Number.isSafeInteger(this.numRetained) || this.numRetained < 1) {
@@ -792,7 +792,7 @@ export class CheckpointCoordinator {
   async collectGarbage(): Promise<string[]> {
     this.checkStarted();
     return this.serially(async () => {
-      await this.lease?.check('collect garbage'); // [fencing]
+      await this.lease?.checkMayDelete('collect garbage'); // [fencing]
       const names = await this.storage.listJobFiles(this.jobId);
       const known = new Set(this.completed.filter((c) => c.origin === 'own').map((c) => c.info.checkpointId));
       for (const p of this.inFlight()) known.add(p.view.checkpointId);

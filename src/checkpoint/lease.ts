@@ -83,12 +83,12 @@ export async function readLease(store: BlobStore, jobId: string): Promise<LeaseI
 
 /**
  * Older leases that may still have a live instance behind them: markers sorting before `before`
- * that were not released. Used by start-up cleanup to spare files another instance may complete.
+ * (default: all) that were not released. Used by start-up cleanup to spare files another instance may complete.
  */
-export async function unreleasedOlderLeases(store: BlobStore, jobId: string, before: string): Promise<LeaseInfo[]> {
+export async function unreleasedOlderLeases(store: BlobStore, jobId: string, before?: string): Promise<LeaseInfo[]> {
   const out: LeaseInfo[] = [];
   for (const m of await listMarkers(store, jobId)) {
-    if (m.info.name >= before) continue;
+    if (before !== undefined && m.info.name >= before) continue;
     const info = await describeMarker(store, jobId, m);
     if (!info.released) out.push(info);
   }
@@ -151,43 +151,82 @@ export class JobLease {
    * another instance started at the same moment with the same epoch and won the tie.
    */
   static async acquire(store: BlobStore, jobId: string, opts: JobLeaseOptions = {}): Promise<JobLease> {
-    const now = opts.now ?? Date.now;
-    const markers = await listMarkers(store, jobId);
-    const epoch = (markers.at(-1)?.epoch ?? 0) + 1;
-    if (!Number.isSafeInteger(epoch) || epoch >= 1e16) {
-      throw new StreamStateError('INVALID_ARGUMENT', `job ${jobId} has used up its lease epochs (${epoch - 1}); remove ${leasePrefix(jobId)} once no instance runs.`);
-    }
-    const lease = new JobLease(store, jobId, epoch, randomHex(16), now);
-    // Unreleased older markers, read before ours exists: start-up cleanup spares files they may complete.
-    lease.olderLive = await unreleasedOlderLeases(store, jobId, lease.marker);
-    await lease.write(false);
+    const lease = new JobLease(store, jobId, randomHex(16), opts.now ?? Date.now);
+    // Unreleased markers, read before ours exists: start-up cleanup spares files they may complete.
+    lease.olderLive = await unreleasedOlderLeases(store, jobId);
     try {
-      await lease.check('start');
+      await lease.take();
     } catch (err) {
-      // Lost a same-epoch tie: this marker sorts below the winner's and means nothing any more.
-      if (isStreamStateError(err, 'FENCED')) await store.delete([lease.marker]).catch(() => undefined);
-      throw err;
+      // The marker could not be written (disk full, read-only): the instance starts without the
+      // lease and takes it at its first check (see check()); until then it completes nothing.
+      if (!isStreamStateError(err, 'STORAGE_IO')) throw err;
+      lease.pending = err;
     }
-    await lease.pruneReleased();
     return lease;
   }
 
-  readonly marker: string;
   /** Older leases that were not released when this one was taken (their instances may be alive). */
   olderLive: readonly LeaseInfo[] = [];
+  private epochValue = 0;
+  private markerName = '';
   private readonly acquiredAt: number;
   private fencedBy: FencedError | null = null;
   private released = false;
+  /** Why the marker is not written yet (acquire() could not write it); null once it is. */
+  private pending: unknown = null;
 
   private constructor(
     private readonly store: BlobStore,
     readonly jobId: string,
-    readonly epoch: number,
     readonly instanceId: string,
     private readonly now: () => number,
   ) {
-    this.marker = `${leasePrefix(jobId)}epoch-${String(epoch).padStart(16, '0')}-${instanceId}`;
     this.acquiredAt = now();
+  }
+
+  /** The lease's epoch (0 while its marker could not be written yet). */
+  get epoch(): number {
+    return this.epochValue;
+  }
+
+  /** Store-relative name of this lease's marker ('' while it could not be written yet). */
+  get marker(): string {
+    return this.markerName;
+  }
+
+  /** Writes a marker one epoch above every existing one and checks it won. */
+  private async take(): Promise<void> {
+    const markers = await listMarkers(this.store, this.jobId);
+    const epoch = (markers.at(-1)?.epoch ?? 0) + 1;
+    if (!Number.isSafeInteger(epoch) || epoch >= 1e16) {
+      throw new StreamStateError('INVALID_ARGUMENT', `job ${this.jobId} has used up its lease epochs (${epoch - 1}); remove ${leasePrefix(this.jobId)} once no instance runs.`);
+    }
+    this.epochValue = epoch;
+    this.markerName = `${leasePrefix(this.jobId)}epoch-${String(epoch).padStart(16, '0')}-${this.instanceId}`;
+    await this.write(false);
+    this.pending = null;
+    try {
+      await this.check('start');
+    } catch (err) {
+      // Lost a same-epoch tie: this marker sorts below the winner's and means nothing any more.
+      if (isStreamStateError(err, 'FENCED')) await this.store.delete([this.marker]).catch(() => undefined);
+      throw err;
+    }
+    await this.pruneReleased();
+  }
+
+  /**
+   * Like check(), for deletions: an instance whose marker could not be written yet (storage full
+   * or read-only at its start) may still delete, so that gc and retention can free space; it
+   * completes nothing until it holds the lease. Fenced is fenced.
+   */
+  async checkMayDelete(action: string): Promise<void> {
+    try {
+      await this.check(action);
+    } catch (err) {
+      if (this.pending !== null && isStreamStateError(err, 'STORAGE_IO')) return;
+      throw err;
+    }
   }
 
   /** Whether this instance already knows it was fenced (no storage access). */
@@ -206,6 +245,10 @@ export class JobLease {
    */
   async check(action: string): Promise<void> {
     this.throwIfKnownFenced(action);
+    if (this.pending !== null) {
+      await this.take(); // throws the storage error while the marker still cannot be written
+      return;
+    }
     const markers = await listMarkers(this.store, this.jobId);
     const newest = markers.at(-1);
     if (newest?.info.name === this.marker) return;
@@ -226,7 +269,7 @@ export class JobLease {
 
   /** Marks the lease released (clean shutdown): later starts need not spare this instance's files. */
   async release(): Promise<void> {
-    if (this.released || this.fencedBy !== null) return;
+    if (this.released || this.fencedBy !== null || this.pending !== null) return;
     await this.check('release its lease');
     await this.write(true);
     this.released = true;

@@ -65,6 +65,9 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
       onCancel: 'retain',
       // Recovering its own checkpoints, the job owns their files (Flink's failover works the same way).
       restoreMode: 'claim',
+      // After a crash in this process the previous attempt is known to be gone: its leftovers need
+      // no grace period (docs/RUNTIME.md, "Fencing").
+      ...(attemptNo > 0 ? { fencing: { minAgeMs: 0 } } : {}),
     });
     // restore() also starts the coordinator (loads retained checkpoints, continues ids); a fresh start ignores what it found.
     const found = await coordinator.restore();

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BlobCheckpointStorage, localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { DEFAULT_FENCING_MIN_AGE_MS, deletableNow } from '../../src/checkpoint/fencing-gc.js';
 import { JobLease, LEASE_DIR, readLease } from '../../src/checkpoint/lease.js';
-import { isStreamStateError } from '../../src/errors.js';
+import { StorageError, isStreamStateError } from '../../src/errors.js';
 import type { BlobInfo } from '../../src/storage/blob-store.js';
 import { ForwardingBlobStore } from '../../src/storage/forwarding-blob-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory-blob-store.js';
@@ -169,6 +169,30 @@ describe('fencing: the lease', () => {
     expect((await store.list(`${JOB}/${LEASE_DIR}/`)).some((b) => b.name.includes('epoch-0000000000000001-'))).toBe(false);
     // Lease markers are no checkpoint files: listJobFiles never shows them.
     expect((await storage.listJobFiles(JOB)).some((n) => n.includes(LEASE_DIR))).toBe(false);
+  });
+
+  it('storage that cannot be written at start: restore works, nothing completes until the lease is taken', async () => {
+    const mem = memoryStore();
+    class Unwritable extends ForwardingBlobStore {
+      full = true;
+      override putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
+        if (this.full) return Promise.reject(new StorageError('STORAGE_IO', `cannot write ${name}: disk full (ENOSPC).`));
+        return super.putAtomic(name, data, opts);
+      }
+    }
+    const store = new Unwritable(mem);
+    const storage = new BlobCheckpointStorage(store, { inlineThreshold: 0 });
+    await mem.put(`${JOB}/chk-4/leftover`, Buffer.from('x')); // no lease anywhere: removed at once
+    const coord = coordinator(storage);
+    expect(await coord.restore()).toBeNull();
+    expect(await readLease(mem, JOB)).toBeNull();
+    expect(await jobFiles(storage, JOB)).toEqual([]); // gc could still free space
+    const tasks = subtasks();
+    const failed = await runCheckpoint(coord, tasks).catch((err: unknown) => err);
+    expect(isStreamStateError(failed, 'SNAPSHOT_FAILED')).toBe(true);
+    store.full = false;
+    expect((await runCheckpoint(coord, tasks)).info).not.toBeNull();
+    expect(await readLease(mem, JOB)).toMatchObject({ epoch: 1, released: false });
   });
 
   it('a removed lease marker fences its holder', async () => {
