@@ -9,7 +9,11 @@ export interface CliRun {
   readonly stderr: string;
 }
 
-/** Runs the CLI in-process with captured output (stderr is not a TTY unless `tty`). */
+/**
+ * Runs the CLI in-process with captured output (stderr is not a TTY unless `tty`). Progress is off
+ * unless `progressDelayMs` is given: its lines appear after a delay, so a slow (loaded) machine
+ * would otherwise change what a test sees on stderr.
+ */
 export async function cli(args: readonly string[], opts: { tty?: boolean; cwd?: string; progressDelayMs?: number } = {}): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
@@ -17,7 +21,7 @@ export async function cli(args: readonly string[], opts: { tty?: boolean; cwd?: 
     stdout: { write: (s: string) => void (stdout += s) },
     stderr: { write: (s: string) => void (stderr += s), isTTY: opts.tty === true },
     ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
-    ...(opts.progressDelayMs === undefined ? {} : { progressDelayMs: opts.progressDelayMs }),
+    progressDelayMs: opts.progressDelayMs ?? Number.POSITIVE_INFINITY,
   };
   const code = await run(args, io);
   return { code, stdout, stderr };
