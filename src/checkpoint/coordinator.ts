@@ -589,8 +589,9 @@ export class CheckpointCoordinator {
   /**
    * [fencing] A fenced instance never completes a checkpoint or savepoint: the lease is checked
    * right before _metadata is written and again right after. Fenced before: nothing is written.
-   * Fenced after (a newer instance started in between): this instance removes its own _metadata
-   * again, the one deletion a fenced instance makes. Either way the checkpoint ends with FENCED;
+   * Fenced after (a newer instance started in between): the checkpoint is complete and stays,
+   * unless its files are gone, in which case this instance removes its own _metadata again (the
+   * one deletion a fenced instance makes). Either way this instance reports FENCED;
    * its other files are left for the newer instance's garbage collection. A storage failure of the
    * check before fails the checkpoint like a failed _metadata write; one after leaves it completed
    * (it cannot be told to be fenced).
@@ -612,10 +613,25 @@ export class CheckpointCoordinator {
         await this.discardPending(p, 'ABORTED', failure.message, false, failure);
         throw failure;
       }
-      // Its own _metadata, through the unguarded store: the newer instance must not find it.
-      if (when === 'after') await this.bestEffort(() => this.storage.inner.store.delete([`${pointer}/_metadata`]));
+      // Fenced after writing: the newer instance may already have listed (and restored) this
+      // checkpoint, so an intact one stays — deleting it could send the newer instance back in
+      // time. Only a _metadata whose files are gone (a stall past the grace period let the newer
+      // instance's gc take them) is removed again, through the unguarded store: it can never restore.
+      if (when === 'after' && !(await this.allFilesPresent(pointer, this.metadataOf(p)))) {
+        await this.bestEffort(() => this.storage.inner.store.delete([`${pointer}/_metadata`]));
+      }
       await this.discardPending(p, 'ABORTED', err.message, false, err);
       throw err;
+    }
+  }
+
+  /** [fencing] Whether every file the snapshot at `pointer` references exists (a stat each). */
+  private async allFilesPresent(pointer: string, metadata: CheckpointMetadata): Promise<boolean> {
+    try {
+      for (const key of this.fileKeys(pointer, metadata)) if ((await this.storage.inner.store.stat(key)) === null) return false;
+      return true;
+    } catch {
+      return true; // cannot tell: keep it (a _metadata is only ever removed when it is known broken)
     }
   }
 

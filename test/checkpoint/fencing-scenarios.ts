@@ -94,9 +94,12 @@ export async function secondInstanceScenario(storage: BlobCheckpointStorage): Pr
 
 /**
  * A newer instance starts between the old one's lease check and its _metadata write: the old one
- * sees it on the check right after writing, removes its own _metadata again and fails FENCED.
+ * sees it on the check right after writing and fails FENCED. Its checkpoint is complete, so it
+ * stays (the newer instance may have adopted it) — unless `filesGone`: the old instance stalled
+ * past the grace period and the newer one's gc took its files, so the _metadata could never
+ * restore and the old instance removes it again.
  */
-export async function fencedWhileWritingScenario(store: BlobStore): Promise<void> {
+export async function fencedWhileWritingScenario(store: BlobStore, scenario: { filesGone?: boolean } = {}): Promise<void> {
   const plain = new BlobCheckpointStorage(store, { inlineThreshold: 0 });
   let newer: CheckpointCoordinator | undefined;
   class StartNewerBeforeMetadata extends ForwardingBlobStore {
@@ -104,6 +107,11 @@ export async function fencedWhileWritingScenario(store: BlobStore): Promise<void
       if (name === `${JOB}/chk-1/_metadata` && newer === undefined) {
         newer = coordinator(plain);
         await newer.restore();
+        if (scenario.filesGone) {
+          const gone = (await store.list(`${JOB}/`)).map((b) => b.name).filter((n) => !n.includes('/_lease/'));
+          expect(gone.length).toBeGreaterThan(0);
+          await store.delete(gone);
+        }
       }
       return super.putAtomic(name, data, opts);
     }
@@ -116,8 +124,15 @@ export async function fencedWhileWritingScenario(store: BlobStore): Promise<void
   await a.acknowledge(p.checkpointId, 'op', 0, acks[0]);
   await expectRejectsCode(a.acknowledge(p.checkpointId, 'op', 1, acks[1]), 'FENCED');
   expect(newer).toBeDefined();
-  expect(await store.stat(`${JOB}/chk-1/_metadata`)).toBeNull();
-  expect(await plain.listCompletedCheckpoints(JOB)).toEqual([]);
+  if (scenario.filesGone) {
+    expect(await store.stat(`${JOB}/chk-1/_metadata`)).toBeNull();
+    expect(await plain.listCompletedCheckpoints(JOB)).toEqual([]);
+  } else {
+    // Complete and intact: it stays (the newer instance may have adopted it) and resolves.
+    expect(await store.stat(`${JOB}/chk-1/_metadata`)).not.toBeNull();
+    expect((await plain.listCompletedCheckpoints(JOB)).map((c) => c.checkpointId)).toEqual([1]);
+    await plain.resolve(`${JOB}/chk-1`);
+  }
   // The newer instance's ids continue above the directory the old one wrote.
   expect(newer!.nextCheckpointId).toBeGreaterThan(1);
   expect((await runCheckpoint(newer!, subtasks())).info?.checkpointId).toBe(newer!.nextCheckpointId - 1);

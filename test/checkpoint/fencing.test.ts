@@ -42,9 +42,11 @@ describe('fencing: a second instance of a job', () => {
     await secondInstanceScenario(new BlobCheckpointStorage(memoryStore(), { inlineThreshold: 0 }));
   });
 
-  it('fenced between the lease check and _metadata: the older instance removes its own _metadata again', async () => {
+  it('fenced between the lease check and _metadata: the complete checkpoint stays; one whose files are gone is removed again', async () => {
     await fencedWhileWritingScenario(memoryStore());
     await fencedWhileWritingScenario((await localStorage()).store);
+    await fencedWhileWritingScenario(memoryStore(), { filesGone: true });
+    await fencedWhileWritingScenario((await localStorage()).store, { filesGone: true });
   });
 
   it('a late _metadata of a fenced instance never becomes "latest": ids continue above every chk-<n> directory', async () => {

@@ -22,8 +22,9 @@ describe('fencing on S3', () => {
     await secondInstanceScenario(new BlobCheckpointStorage(s3.makeStore(uniquePrefix('fence')), { inlineThreshold: 0 }));
   });
 
-  it('fenced between the lease check and _metadata: the older instance removes its own _metadata again', async () => {
+  it('fenced between the lease check and _metadata: the complete checkpoint stays; one whose files are gone is removed again', async () => {
     await fencedWhileWritingScenario(s3.makeStore(uniquePrefix('fence')));
+    await fencedWhileWritingScenario(s3.makeStore(uniquePrefix('fence')), { filesGone: true });
   });
 
   it('two stores (two processes) starting at once: one holder, the other fenced at once or at its next check', async () => {
