@@ -24,7 +24,16 @@ export interface LifecycleVariant {
    * /work/shared-notes/lifecycle-findings.md): leftovers in shared/ are then recorded, not failed.
    */
   readonly knownStopLeftovers?: string;
+  /**
+   * Set while a known finding breaks restores at another parallelism (names the finding): every
+   * restart and every check then restores at the job's current parallelism.
+   */
+  readonly knownRescaleBug?: string;
 }
+
+// TODO(lifecycle-findings.md, F2): remove once changelog(leveldb) restores a rescaled checkpoint
+// (p=1 -> 2 -> restore at 1) without resurrecting cleared keys.
+const F2 = 'F2: changelog(leveldb) resurrects a cleared key when a checkpoint taken after 1 -> 2 is restored at 1';
 
 // TODO(lifecycle-findings.md, F1): remove once a clean close no longer leaves the materialization
 // a background task wrote for a checkpoint that completed without it in shared/.
@@ -79,6 +88,7 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
   {
     name: 'changelog(leveldb)',
     knownStopLeftovers: F1,
+    knownRescaleBug: F2,
     make: (root) => {
       const storage = storageOf(root);
       return { backend: changelog({ backend: leveldb(leveldbOpts(join(root, 'work'))), storage, ...changelogOpts }), storage };
