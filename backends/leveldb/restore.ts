@@ -24,7 +24,7 @@ import type { RawTimer } from './timer-queue.js';
  *   directory, open, and continue its incremental chain (claim) or start a new one whose first
  *   checkpoint is full (no-claim);
  * - otherwise (rescaling): the incremental handle with the largest overlap becomes the database,
- *   key groups outside our range are cleared, and the rows of the other handles' key groups are
+ *   key groups outside our range or its own are cleared, and the rows of the other handles' key groups are
  *   copied in with batched writes, from temporary databases (incremental handles) or read from
  *   key-groups streams (full snapshots, canonical savepoints). State ids and serializer
  *   generations are remapped by state name.
@@ -167,9 +167,13 @@ export async function restoreLevelDb<K>(
         const sharedFiles = new Map(base.sharedFiles.map((f) => [f.localName, f.handle]));
         return { db, timers, chain: IncrementalChain.restored(base.backendId, base.checkpointId, sharedFiles, source.mode === 'claim') };
       }
-      // Clip: drop the key groups that are not ours.
-      await db.clear({ lt: keyGroupPrefix(range.start) });
-      if (range.end + 1 < 0x10000) await db.clear({ gte: keyGroupPrefix(range.end + 1) });
+      // Clip: keep only the key groups that are ours AND the base handle's. The database may hold
+      // rows beyond its handle's range (a changelog handle nests a wider materialization from
+      // before a rescale, clipped to its own range): those rows are stale, another handle owns
+      // their key groups, and copyRows below only adds rows, so a kept stale row would survive.
+      const own = range.intersection(base.keyGroupRange);
+      await db.clear({ lt: keyGroupPrefix(own.start) });
+      if (own.end + 1 < 0x10000) await db.clear({ gte: keyGroupPrefix(own.end + 1) });
     } else {
       db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, infoLog: instance.infoLog });
     }

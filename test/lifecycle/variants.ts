@@ -31,10 +31,6 @@ export interface LifecycleVariant {
   readonly knownRescaleBug?: string;
 }
 
-// TODO(lifecycle-findings.md, F2): remove once changelog(leveldb) restores a rescaled checkpoint
-// (p=1 -> 2 -> restore at 1) without resurrecting cleared keys.
-const F2 = 'F2: changelog(leveldb) resurrects a cleared key when a checkpoint taken after 1 -> 2 is restored at 1';
-
 // TODO(lifecycle-findings.md, F1): remove once a clean close no longer leaves the materialization
 // a background task wrote for a checkpoint that completed without it in shared/.
 const F1 = 'F1: a clean stop leaves an unreferenced materialization in shared/';
@@ -88,7 +84,6 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
   {
     name: 'changelog(leveldb)',
     knownStopLeftovers: F1,
-    knownRescaleBug: F2,
     make: (root) => {
       const storage = storageOf(root);
       return { backend: changelog({ backend: leveldb(leveldbOpts(join(root, 'work'))), storage, ...changelogOpts }), storage };
