@@ -4,7 +4,7 @@ import { SnapshotError, StateAccessError, StateMigrationError, StateRegistration
 import { CANONICAL_LAYOUT, countSectionEntries, entryKindOf, HEAP_LAYOUT, listEntries, mapEntries, MAX_STATE_ID, valueEntries } from '../../src/format/key-groups-stream.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { murmur3 } from '../../src/keygroups/murmur3.js';
-import { builtinSerializers, defaultNamespaceSerializer } from '../../src/serializers/builtins.js';
+import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../../src/serializers/builtins.js';
 import { describeSerializer, resolveCompatibility, snapshotOf, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
 import type { StateDescriptor, StateKind, TtlConfig } from '../../src/state/descriptors.js';
 import { createTtlState, ttlInnerDescriptor } from '../../src/state/ttl.js';
@@ -299,15 +299,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
 
   /** The serializer that decodes a restored state's namespaces without its descriptor (built-ins only). */
   private rawNamespaceSerializer(r: RestoredState): Serializer<unknown> {
-    const snap = r.meta.namespaceSerializer;
-    const s = builtinSerializers.get(snap.id);
-    if (s === undefined || s.version !== snap.version) {
-      throw new StateRegistrationError(
-        'STATE_NOT_REGISTERED',
-        `state "${r.meta.name}" was restored with namespace serializer ${describeSerializer(snap)}, which is not built in; register it with getState(descriptor) first.`,
-      );
-    }
-    return s;
+    return restoredNamespaceSerializer(r.meta.name, r.meta.namespaceSerializer);
   }
 
   async *getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {

@@ -6,8 +6,8 @@ import type { KeyedBackendParams, KeyedStateBackend, SnapshotOptions, SnapshotTa
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { SnapshotError, StateAccessError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
-import { builtinSerializers, defaultNamespaceSerializer } from '../../src/serializers/builtins.js';
-import { describeSerializer, type Serializer } from '../../src/serializers/serializer.js';
+import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../../src/serializers/builtins.js';
+import type { Serializer } from '../../src/serializers/serializer.js';
 import type { StateDescriptor } from '../../src/state/descriptors.js';
 import { createTtlState } from '../../src/state/ttl.js';
 import type { KeyedState, StateFor, TimerQueue } from '../../src/state/types.js';
@@ -347,15 +347,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private nsSerializerOf(stateName: string): Serializer<unknown> {
     const registered = this.registered.get(stateName)?.namespaceSerializer;
     if (registered !== undefined) return registered;
-    const snap = this.catalog.get(stateName)?.namespaceSerializer;
-    const builtin = snap === undefined ? undefined : builtinSerializers.get(snap.id);
-    if (snap === undefined || builtin === undefined || builtin.version !== snap.version) {
-      throw new StateRegistrationError(
-        'STATE_NOT_REGISTERED',
-        `state "${stateName}" was restored with namespace serializer ${snap === undefined ? 'unknown' : describeSerializer(snap)}, which is not built in; register it with getState(descriptor) first.`,
-      );
-    }
-    return builtin;
+    return restoredNamespaceSerializer(stateName, this.catalog.get(stateName)?.namespaceSerializer);
   }
 
   async applyToAllKeys<D extends StateDescriptor<unknown>>(

@@ -14,8 +14,8 @@ import { BlobStateFileReader } from '../checkpoint/streams.js';
 import { StateRegistrationError, StreamStateError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { keyGroupForKey, type KeyGroupRange } from '../keygroups/key-groups.js';
-import { builtinSerializers, defaultNamespaceSerializer } from '../serializers/builtins.js';
-import { describeSerializer, snapshotOf, type Serializer } from '../serializers/serializer.js';
+import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../serializers/builtins.js';
+import { snapshotOf, type Serializer } from '../serializers/serializer.js';
 import type { StateDescriptor } from '../state/descriptors.js';
 import type { KeyedState, StateFor, TimerQueue } from '../state/types.js';
 import { cancelled, ChangeLog, writeStream, type UsedSegment } from './change-log.js';
@@ -254,15 +254,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
    * metadata names (as the heap backends decode such states), else STATE_NOT_REGISTERED.
    */
   private pendingNamespaceSerializer(stateName: string): Serializer<unknown> {
-    const snap = this.init.pending.get(stateName)?.meta.namespaceSerializer;
-    const builtin = snap === undefined ? undefined : builtinSerializers.get(snap.id);
-    if (snap === undefined || builtin === undefined || builtin.version !== snap.version) {
-      throw new StateRegistrationError(
-        'STATE_NOT_REGISTERED',
-        `state "${stateName}" was restored with namespace serializer ${snap === undefined ? 'unknown' : describeSerializer(snap)}, which is not built in; register it with getState(descriptor) first.`,
-      );
-    }
-    return builtin;
+    return restoredNamespaceSerializer(stateName, this.init.pending.get(stateName)?.meta.namespaceSerializer);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { Packr } from 'msgpackr';
-import { StreamStateError } from '../errors.js';
+import { StateRegistrationError, StreamStateError } from '../errors.js';
 import { murmur3Utf8 } from '../keygroups/murmur3.js';
-import type { Serializer } from './serializer.js';
+import { describeSerializer, type Serializer, type SerializerSnapshot } from './serializer.js';
 
 function fail(id: string, value: unknown, expected: string): never {
   throw new StreamStateError(
@@ -171,3 +171,19 @@ export const builtinSerializers: ReadonlyMap<string, Serializer<unknown>> = new 
     (s) => [s.id, s as Serializer<unknown>],
   ),
 );
+
+/**
+ * The serializer that decodes the namespaces of a restored state that is not registered again
+ * (getKeys and friends run without its descriptor): the built-in one its metadata names, else
+ * STATE_NOT_REGISTERED. One rule for every backend.
+ */
+export function restoredNamespaceSerializer(stateName: string, snap: SerializerSnapshot | undefined): Serializer<unknown> {
+  const builtin = snap === undefined ? undefined : builtinSerializers.get(snap.id);
+  if (snap === undefined || builtin === undefined || builtin.version !== snap.version) {
+    throw new StateRegistrationError(
+      'STATE_NOT_REGISTERED',
+      `state "${stateName}" was restored with namespace serializer ${snap === undefined ? 'unknown' : describeSerializer(snap)}, which is not built in; register it with getState(descriptor) first.`,
+    );
+  }
+  return builtin;
+}
