@@ -85,8 +85,7 @@ async function main(): Promise<void> {
   console.log(`\nlifecycle-long: ${seconds} s, ${interleavings} interleavings (${[...perBackend].map(([b, n]) => `${b} ${n}`).join(', ')})`);
   console.log(
     `steps ${total.steps}, restores checked ${total.restoresChecked} (+${total.restoresUnchanged} unchanged since their last restore), completed ${total.completed}, ` +
-      `declined ${total.declined}, crashes ${total.crashes}, second instances ${total.secondInstances}, FENCED ${total.fencedErrors}, ` +
-      `clean stops with known leftovers ${total.knownLeftovers}`,
+      `declined ${total.declined}, crashes ${total.crashes}, second instances ${total.secondInstances}, FENCED ${total.fencedErrors}`,
   );
   console.log(failures.length === 0 ? 'no failures' : `${failures.length} failure(s):\n${failures.join('\n')}`);
   if (failures.length > 0) process.exitCode = 1;

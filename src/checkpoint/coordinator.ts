@@ -731,6 +731,9 @@ export class CheckpointCoordinator {
     });
     const rest = keepDirectory ? doomed : doomed.filter((k) => !k.startsWith(`${pointer}/`));
     if (rest.length > 0) await this.bestEffort(() => this.storage.store.delete(rest));
+    // Shared files kept only because this checkpoint might reuse them (its reuse floor) are free
+    // now; without this, an abort or a stop left them in shared/ until the next completion.
+    await this.releaseUnusedShared();
   }
 
   /**

@@ -271,3 +271,40 @@ describe('deleting: a checkpoint that ends deletes only what it wrote', () => {
     expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, coord));
   });
 });
+
+describe('files kept for an in-flight checkpoint are released when it ends (lifecycle finding F1)', () => {
+  // Checkpoint 3 is triggered while 1 is the lowest retained: it may reuse 1's shared file, so
+  // when 2 completes and subsumes 1 that file stays. Once 3 ends without completing, nothing can
+  // reference it any more: however 3 ends, the job's files are exactly what retained checkpoints use.
+  const endings: Record<string, (coord: CheckpointCoordinator, p: PendingCheckpoint) => Promise<unknown>> = {
+    abort: (coord, p) => coord.abort(p.checkpointId, 'test'),
+    'shutdown(finish)': (coord) => coord.shutdown('finish'),
+    'shutdown(cancel), retained kept': (coord) => coord.shutdown('cancel'),
+  };
+  for (const [name, end] of Object.entries(endings)) {
+    it(`${name}: the subsumed checkpoint's shared file goes, the retained one's stays`, async () => {
+      const coord = await started(1);
+      const c1 = await completedCheckpoint(coord);
+      const p2 = coord.triggerCheckpoint();
+      const p3 = coord.triggerCheckpoint();
+      const s2 = await upload(p2, 'shared');
+      expect(await ack(coord, p2, [s2])).toMatchObject({ status: 'completed' });
+      expect(await exists(c1.p, c1.shared)).toBe(true); // 3 may still reuse it
+      await end(coord, p3);
+      expect(await exists(c1.p, c1.shared)).toBe(false);
+      expect(await exists(p2, s2)).toBe(true);
+      expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, coord));
+    });
+  }
+
+  it('the checkpoint that may reuse it still completes with it before it ends', async () => {
+    const coord = await started(1);
+    const c1 = await completedCheckpoint(coord);
+    const p2 = coord.triggerCheckpoint();
+    const p3 = coord.triggerCheckpoint();
+    expect(await ack(coord, p2, [await upload(p2, 'shared')])).toMatchObject({ status: 'completed' });
+    expect(await ack(coord, p3, [seenFrom(c1.p, p3, c1.shared)])).toMatchObject({ status: 'completed' });
+    expect(await exists(c1.p, c1.shared)).toBe(true);
+    expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, coord));
+  });
+});

@@ -20,20 +20,11 @@ export interface LifecycleVariant {
   /** A backend of the same kind for read-only restores (working files under `<root>/verify`). */
   verifier(root: string): StateBackend;
   /**
-   * Set while a known finding makes the clean-stop leftover check fail (names the finding in
-   * /work/shared-notes/lifecycle-findings.md): leftovers in shared/ are then recorded, not failed.
-   */
-  readonly knownStopLeftovers?: string;
-  /**
    * Set while a known finding breaks restores at another parallelism (names the finding): every
    * restart and every check then restores at the job's current parallelism.
    */
   readonly knownRescaleBug?: string;
 }
-
-// TODO(lifecycle-findings.md, F1): remove once a clean close no longer leaves the materialization
-// a background task wrote for a checkpoint that completed without it in shared/.
-const F1 = 'F1: a clean stop leaves an unreferenced materialization in shared/';
 
 export const STORAGE_DIR = 'cp';
 export const VERIFY_DIR = 'verify';
@@ -62,7 +53,6 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
   },
   {
     name: 'changelog(memory)',
-    knownStopLeftovers: F1,
     make: (root) => {
       const storage = storageOf(root);
       return { backend: changelog({ backend: memory(), storage, ...changelogOpts }), storage };
@@ -71,7 +61,6 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
   },
   {
     name: 'changelog(filesystem)',
-    knownStopLeftovers: F1,
     make: (root) => {
       const storage = storageOf(root);
       return { backend: changelog({ backend: filesystem({ checkpointDir: join(root, STORAGE_DIR), inlineThreshold: 0 }), storage, ...changelogOpts }), storage };
@@ -83,7 +72,6 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
   },
   {
     name: 'changelog(leveldb)',
-    knownStopLeftovers: F1,
     make: (root) => {
       const storage = storageOf(root);
       return { backend: changelog({ backend: leveldb(leveldbOpts(join(root, 'work'))), storage, ...changelogOpts }), storage };

@@ -84,12 +84,10 @@ export interface LifecycleStats {
   crashes: number;
   secondInstances: number;
   fencedErrors: number;
-  /** Clean stops that left files behind a known finding explains (variant.knownStopLeftovers). */
-  knownLeftovers: number;
 }
 
 export function emptyStats(): LifecycleStats {
-  return { steps: 0, restoresChecked: 0, restoresUnchanged: 0, completed: 0, declined: 0, crashes: 0, secondInstances: 0, fencedErrors: 0, knownLeftovers: 0 };
+  return { steps: 0, restoresChecked: 0, restoresUnchanged: 0, completed: 0, declined: 0, crashes: 0, secondInstances: 0, fencedErrors: 0 };
 }
 
 /** A lifecycle invariant was broken. The message holds the step, the symptom and the recent history. */
@@ -277,11 +275,7 @@ export class LifecycleWorld {
     this.note(`clean stop; restart at parallelism ${parallelism}`);
     // After a crash or a second instance an older lease stays unreleased, and start-up gc rightly
     // spares young files such an instance may still complete with (docs/RUNTIME.md, fencing).
-    const known = this.variant.knownStopLeftovers;
-    if (left.length > 0 && known !== undefined && left.every((n) => n.startsWith(`${JOB}/shared/`))) {
-      this.stats.knownLeftovers++;
-      this.note(`clean stop left ${left.length} shared file(s) behind (known: ${known})`);
-    } else if (left.length > 0 && !this.olderLeaseUnreleased) this.fail('clean stop', `${left.length} file(s) no retained checkpoint references are left behind: ${left.slice(0, 4).join(', ')}`);
+    if (left.length > 0 && !this.olderLeaseUnreleased) this.fail('clean stop', `${left.length} file(s) no retained checkpoint references are left behind: ${left.slice(0, 4).join(', ')}`);
     this.live = await this.startInstance(parallelism, latest);
   }
 
