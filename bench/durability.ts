@@ -7,7 +7,7 @@ import { BlobCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
 import { CheckpointCoordinator } from '../src/checkpoint/coordinator.js';
 import { keyGroupRangeForSubtask } from '../src/keygroups/key-groups.js';
 import { LocalBlobStore } from '../src/storage/local-blob-store.js';
-import { median, parseBenchArgs, printTable } from './lib/bench.js';
+import { median, parseBenchArgs, printTable, recordResults } from './lib/bench.js';
 
 /**
  * The cost of "durable before complete" on local disk: whole checkpoints (P subtasks writing files
@@ -17,7 +17,7 @@ import { median, parseBenchArgs, printTable } from './lib/bench.js';
  *
  *   node dist/bench/durability.js [--quick] [--dir <path on the disk to measure>]
  *
- * Standalone, not part of `npm run bench`; the figures go into the bench report by hand.
+ * Part of `npm run bench` (suite `durability`); its rows are the report's "Durable before complete" section.
  */
 const opts = parseBenchArgs();
 const dirArg = process.argv.indexOf('--dir');
@@ -97,7 +97,7 @@ async function main(): Promise<void> {
     }
   }
   printTable(rows);
-  console.log(JSON.stringify({ durability: { dir: baseDir, parallelism: PARALLELISM, rounds: ROUNDS, results } }));
+  recordResults('durability', { quick: opts.quick, dir: baseDir, parallelism: PARALLELISM, rounds: ROUNDS, rows, results });
 }
 
 await main();

@@ -27,6 +27,7 @@ const scripts = [
   'savepoint-throughput',
   's3-storage',
   's3-incremental',
+  'durability',
 ];
 const unknown = only.filter((n) => !scripts.includes(n));
 if (unknown.length > 0) {

@@ -109,6 +109,14 @@ export function buildReport(data: Rec): ReportFiles {
   md.push(...leveldbCheckpointDetails(rec(data.leveldbCheckpoint)));
   md.push(...savepointDetails(sp, rec(data.convertLarge)));
   md.push(...s3Details(s3));
+  md.push(
+    ...simpleRows(
+      'Durable before complete: checkpoints with and without the data-file fsync (`bench/durability.ts`)',
+      rec(data.durability),
+      'rows',
+      'Whole checkpoints on local disk (4 subtasks writing through the coordinator\'s streams, then `_metadata`), with every data file fsynced before `_metadata` (what streamstate does) and without (before 2026-12-04), in alternating rounds; medians. Directory and `_metadata` fsyncs happen in both modes.',
+    ),
+  );
   return { markdown: `${md.join('\n')}\n`, charts };
 }
 
