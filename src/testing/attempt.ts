@@ -7,6 +7,7 @@ import { keyGroupRangeForSubtask, subtaskForKey } from '../keygroups/key-groups.
 import type { Serializer } from '../serializers/serializer.js';
 import { Channel, InputGate, type RecordElement } from './channels.js';
 import { CheckpointTracker } from './checkpoint-tracker.js';
+import type { ExternalSourceSubtask, PipelineSource } from './external-source.js';
 import type { CommittedOutput } from './committed-output.js';
 import { InjectedCrash, type CrashPredicate, type PipelineEvent } from './events.js';
 import { KeyedOperatorSubtask, type ProcessFunction } from './keyed-operator.js';
@@ -19,6 +20,8 @@ import type { SubtaskBase } from './tasks.js';
 export interface AttemptConfig<IN, K, OUT> {
   readonly jobId: string;
   readonly input: readonly (readonly IN[])[];
+  /** When set, the sources are created by it and `input` is not read. */
+  readonly source: PipelineSource<IN> | null;
   readonly keyBy: (record: IN) => K;
   readonly keySerializer: Serializer<K>;
   readonly process: ProcessFunction<IN, K, OUT>;
@@ -69,7 +72,7 @@ const MAX_FINAL_CHECKPOINT_FAILURES = 3;
  * A crash is thrown out of run(); teardown() then discards every subtask without completing anything.
  */
 export class Attempt<IN, K, OUT> {
-  private readonly sources: SourceSubtask<IN>[] = [];
+  private readonly sources: (SourceSubtask<IN> | ExternalSourceSubtask<IN>)[] = [];
   private readonly keyed: KeyedOperatorSubtask<IN, K, OUT>[] = [];
   private readonly sinks: SinkSubtask<OUT>[] = [];
   private readonly readers: Reader[] = [];
@@ -119,11 +122,15 @@ export class Attempt<IN, K, OUT> {
       return b;
     };
     try {
+      const external = { jobId: cfg.jobId, attempt: shape.attempt, parallelism: ps, restoring: plan !== null };
+      if (cfg.source) await cfg.source.openAttempt(external);
       for (let i = 0; i < ps; i++) {
         const restore = plan ? restoreFor(plan, cfg.ids.source, i) : null;
         const ob = await open(cfg.backend.createOperatorStateBackend({ ...common(cfg.ids.source, i, ps), ...(restore ? { restore: restore.operator } : {}) }));
         const assigned = plan ? null : cfg.input.map((_, j) => j).filter((j) => j % ps === i);
-        const source = new SourceSubtask<IN>(cfg.ids.source, i, ob, cfg.input, assigned);
+        const source = cfg.source
+          ? await open(cfg.source.createSubtask({ ...external, operatorId: cfg.ids.source, subtaskIndex: i, operatorBackend: ob }))
+          : new SourceSubtask<IN>(cfg.ids.source, i, ob, cfg.input, assigned);
         this.sources.push(source);
         this.readers.push({ stage: 'source', index: i, channel: -1 });
       }
@@ -171,6 +178,13 @@ export class Attempt<IN, K, OUT> {
       ready.length = 0;
       for (const r of this.readers) if (this.isReady(r)) ready.push(r);
       if (ready.length === 0) {
+        // An external source with an empty buffer is not at its end: wait for its next record (or its end).
+        const waits = this.sources.map((s) => ('waitForInput' in s ? s.waitForInput() : null)).filter((w) => w !== null);
+        if (waits.length > 0) {
+          for (const w of waits) w.catch(() => undefined); // the race reports the first failure; the others must not go unhandled
+          await Promise.race(waits);
+          continue;
+        }
         await this.tracker.settle();
         this.throwIfFailed();
         if (this.needsFinalCheckpoint()) {

@@ -17,6 +17,7 @@
  */
 export { runPipeline } from './runner.js';
 export type { PipelineJob, RunOptions, PipelineResult, RestoreRecord } from './pipeline.js';
+export { ExternalSourceSubtask, type PipelineSource, type PipelineSourceAttempt, type PipelineSourceSubtaskContext } from './external-source.js';
 export type { KeyedContext, ProcessFunction } from './keyed-operator.js';
 export { CommittedOutput, type CommittedTransaction } from './committed-output.js';
 export { InjectedCrash, describeEvent, type PipelineEvent, type CrashPredicate } from './events.js';

@@ -3,6 +3,7 @@ import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import type { Serializer } from '../serializers/serializer.js';
 import type { CommittedOutput } from './committed-output.js';
+import type { PipelineSource } from './external-source.js';
 import type { CrashPredicate, PipelineEvent } from './events.js';
 import type { ProcessFunction } from './keyed-operator.js';
 
@@ -18,7 +19,9 @@ export interface PipelineJob<IN, K, OUT> {
   /** Default: a fresh random id (checkpoints go to <storage>/<jobId>/). */
   readonly jobId?: string;
   /** The input: partitions of records. Replayed from checkpointed offsets after a crash, so it must not change between attempts. */
-  readonly input: readonly (readonly IN[])[];
+  readonly input?: readonly (readonly IN[])[];
+  /** Instead of `input`: a source fed from outside (e.g. streamstate/kafka's kafkaPipelineSource). Give exactly one of the two. */
+  readonly source?: PipelineSource<IN>;
   readonly keyBy: (record: IN) => K;
   /** Default msgpack. Strings are much faster with stringSerializer. */
   readonly keySerializer?: Serializer<K>;

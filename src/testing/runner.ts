@@ -29,7 +29,8 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
   const output = options.output ?? new CommittedOutput<OUT>();
   const cfg: AttemptConfig<IN, K, OUT> = {
     jobId: job.jobId ?? `job-${randomBytes(8).toString('hex')}`,
-    input: job.input,
+    input: job.input ?? [],
+    source: job.source ?? null,
     keyBy: job.keyBy,
     keySerializer: job.keySerializer ?? defaultSerializer<K>(),
     process: job.process,
@@ -122,8 +123,10 @@ function validate<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<
   const bad = (what: string): never => {
     throw new StreamStateError('INVALID_ARGUMENT', what);
   };
-  if (!Array.isArray(job.input) || job.input.length === 0 || !job.input.every((p) => Array.isArray(p))) {
-    bad('job.input must be a non-empty array of partitions (arrays of records).');
+  if (job.source !== undefined) {
+    if (job.input !== undefined) bad('give job.input or job.source, not both.');
+  } else if (!Array.isArray(job.input) || job.input.length === 0 || !job.input.every((p) => Array.isArray(p))) {
+    bad('job.input must be a non-empty array of partitions (arrays of records), or give job.source.');
   }
   for (const [name, v] of [
     ['job.parallelism', job.parallelism],
