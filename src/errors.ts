@@ -43,6 +43,13 @@ export const ErrorCodes = [
   'UNKNOWN_OPERATOR',
   /** a newer instance of the job took over the job's checkpoint storage (docs/RUNTIME.md, "Fencing") */
   'FENCED',
+  // Kafka (streamstate/kafka, docs/KAFKA.md)
+  'KAFKA_UNREACHABLE',
+  'KAFKA_TOPIC_MISSING',
+  /** a restored split names a partition the topic does not have (any more) */
+  'KAFKA_PARTITION_MISSING',
+  'KAFKA_OFFSET_OUT_OF_RANGE',
+  'KAFKA_CLIENT_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
@@ -79,6 +86,9 @@ export class StorageError extends StreamStateError {}
 
 /** This instance was fenced: a newer instance of the job holds the lease on its checkpoint storage. */
 export class FencedError extends StreamStateError {}
+
+/** Kafka could not be reached, a topic or partition is missing, an offset is out of range, or the client failed (streamstate/kafka). */
+export class KafkaError extends StreamStateError {}
 
 export function isStreamStateError(err: unknown, code?: ErrorCode): err is StreamStateError {
   return err instanceof StreamStateError && (code === undefined || err.code === code);
