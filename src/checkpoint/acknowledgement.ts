@@ -1,6 +1,7 @@
-import { isKeyGroupsHandle, type KeyedStateHandle } from '../backend/handles.js';
+import { isKeyGroupsHandle, type KeyedStateHandle, type OperatorStateHandle } from '../backend/handles.js';
 import { SnapshotError, StreamStateError } from '../errors.js';
 import { keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
+import type { CoordinatedOperator } from './job-operators.js';
 import type { CompletedCheckpointInfo } from './metadata.js';
 
 /**
@@ -38,6 +39,46 @@ export class CheckpointDeclinedError extends SnapshotError {
   ) {
     super('CHECKPOINT_DECLINED', message, options);
   }
+}
+
+/** What a subtask acknowledges: the handles of its snapshot tasks (nulls, i.e. empty snapshots, are dropped). */
+export interface SubtaskAck {
+  readonly keyed: readonly (KeyedStateHandle | null)[];
+  readonly operator: readonly (OperatorStateHandle | null)[];
+}
+
+/** An acknowledgement with the empty snapshots dropped. */
+export interface NormalizedAck {
+  readonly keyed: readonly KeyedStateHandle[];
+  readonly operator: readonly OperatorStateHandle[];
+}
+
+export function dropNulls(state: SubtaskAck): NormalizedAck {
+  return {
+    keyed: (state.keyed ?? []).filter((h): h is KeyedStateHandle => h !== null && typeof h === 'object'),
+    operator: (state.operator ?? []).filter((h): h is OperatorStateHandle => h !== null && typeof h === 'object'),
+  };
+}
+
+/** Drops nulls and checks every keyed handle against the subtask (maxParallelism, key-group range). INVALID_ARGUMENT otherwise. */
+export function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpointId: number, subtaskIndex: number, jobId: string): NormalizedAck {
+  const { keyed, operator } = dropNulls(state);
+  for (const h of keyed) {
+    if (h.maxParallelism !== op.maxParallelism) {
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a ${h.type} handle with maxParallelism ${h.maxParallelism}, ` +
+          `but the operator has ${op.maxParallelism}. Create the keyed backend with the operator's maxParallelism.`,
+      );
+    }
+    checkKeyedHandleRange(h, { jobId, operatorId: op.operatorId, parallelism: op.parallelism, maxParallelism: op.maxParallelism, checkpointId, subtaskIndex });
+  }
+  for (const h of operator) {
+    if (h.type !== 'operator') {
+      throw new StreamStateError('INVALID_ARGUMENT', `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a non-operator handle as operator state.`);
+    }
+  }
+  return { keyed, operator };
 }
 
 interface RangeJson {

@@ -1,14 +1,14 @@
-import type { CheckpointStreamFactory, RestoreSource, SnapshotOptions, StateFileReader } from '../backend/contract.js';
-import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
+import type { CheckpointStreamFactory, SnapshotOptions } from '../backend/contract.js';
 import { referencedFiles } from '../backend/handles.js';
-import { RestoreError, SnapshotError, StreamStateError, isStreamStateError } from '../errors.js';
-import { CheckpointDeclinedError, checkKeyedHandleRange, type AcknowledgeResult, type CheckpointFailureReason } from './acknowledgement.js';
-import { checkParallelism } from '../keygroups/key-groups.js';
-import { assignKeyedState, assignOperatorState } from './assignment.js';
-import { encodeMetadata } from './metadata-codec.js';
+import { SnapshotError, StreamStateError, isStreamStateError } from '../errors.js';
+import { CheckpointDeclinedError, dropNulls, normalizeAck, type AcknowledgeResult, type CheckpointFailureReason, type NormalizedAck, type SubtaskAck } from './acknowledgement.js';
+import { CompletedCheckpointStore, type RetainedCheckpoint } from './completed-store.js';
+import { indexOperators, operatorOf, subtaskCount, type CoordinatedOperator } from './job-operators.js';
 import type { CheckpointMetadata, CompletedCheckpointInfo, OperatorSnapshot } from './metadata.js';
 import { RecordingStreamFactory } from './recording-streams.js';
+import { planRestore, type RestorePlan } from './restore-planning.js';
 import { SharedStateRegistry, type RestoreMode } from './shared-registry.js';
+import { completedInfo, fileKeys, sharedKeys } from './snapshot-files.js';
 import type { CheckpointStorage, ResolvedSnapshot } from './storage.js';
 import { resolveHandlePath } from './streams.js';
 // [fencing] the job lease (docs/RUNTIME.md, "Fencing")
@@ -16,12 +16,10 @@ import { FencedCheckpointStorage } from './fenced-storage.js';
 import { DEFAULT_FENCING_MIN_AGE_MS, deletableNow } from './fencing-gc.js';
 import { JobLease } from './lease.js';
 
-/** One operator of the job as the coordinator sees it. */
-export interface CoordinatedOperator {
-  readonly operatorId: string;
-  readonly parallelism: number;
-  readonly maxParallelism: number;
-}
+// The coordinator's parts live in their own modules; these re-exports keep its public surface.
+export type { SubtaskAck } from './acknowledgement.js';
+export type { CoordinatedOperator } from './job-operators.js';
+export type { RestorePlan, SubtaskRestore } from './restore-planning.js';
 
 export interface CheckpointCoordinatorOptions {
   readonly jobId: string;
@@ -53,32 +51,6 @@ export interface FencingOptions {
   readonly now?: () => number;
 }
 
-/** What one subtask restores from. */
-export interface SubtaskRestore {
-  readonly keyed: RestoreSource<KeyedStateHandle>;
-  readonly operator: RestoreSource<OperatorStateHandle>;
-}
-
-export interface RestorePlan {
-  /** Store-relative directory of the restored snapshot's _metadata. */
-  readonly pointer: string;
-  readonly checkpointId: number;
-  readonly metadata: CheckpointMetadata;
-  /** `claim` for this job's own checkpoints; else the configured restore mode. */
-  readonly mode: RestoreMode;
-  readonly files: StateFileReader;
-  /** Per operator of the job: one entry per subtask of its (new) parallelism. */
-  readonly operators: ReadonlyMap<string, readonly SubtaskRestore[]>;
-  /** The restore sources of one subtask. Throws INVALID_ARGUMENT for an unknown operator or index. */
-  subtask(operatorId: string, subtaskIndex: number): SubtaskRestore;
-}
-
-/** What a subtask acknowledges: the handles of its snapshot tasks (nulls, i.e. empty snapshots, are dropped). */
-export interface SubtaskAck {
-  readonly keyed: readonly (KeyedStateHandle | null)[];
-  readonly operator: readonly (OperatorStateHandle | null)[];
-}
-
 export interface PendingCheckpoint {
   readonly checkpointId: number;
   readonly timestamp: number;
@@ -101,11 +73,6 @@ export interface PendingCheckpoint {
   readonly completion: Promise<CompletedCheckpointInfo>;
 }
 
-interface NormalizedAck {
-  readonly keyed: readonly KeyedStateHandle[];
-  readonly operator: readonly OperatorStateHandle[];
-}
-
 interface Pending {
   readonly view: PendingCheckpoint;
   readonly acks: Map<string, Map<number, NormalizedAck>>;
@@ -118,12 +85,6 @@ interface Pending {
   readonly reuseFloor: number;
   readonly resolve: (info: CompletedCheckpointInfo) => void;
   readonly reject: (err: unknown) => void;
-}
-
-interface Retained {
-  readonly info: CompletedCheckpointInfo;
-  /** `own`: a chk-<n> directory of this job; `claimed`: a foreign snapshot restored in claim mode. */
-  readonly origin: 'own' | 'claimed';
 }
 
 const CHECKPOINT_DIR = /^chk-(0|[1-9][0-9]*)$/;
@@ -143,12 +104,11 @@ export class CheckpointCoordinator {
   private readonly jobId: string;
   private readonly storage: FencedCheckpointStorage; // [fencing] deletions check the lease
   private readonly operators: ReadonlyMap<string, CoordinatedOperator>;
-  private readonly numRetained: number;
   private readonly clock: () => number;
   private readonly pending = new Map<number, Pending>();
   /** Fully acknowledged, waiting for (or in) completion: their files are as protected as pending ones. */
   private readonly completing = new Map<number, Pending>();
-  private completed: Retained[] = [];
+  private readonly completed: CompletedCheckpointStore;
   /** How recent checkpoints and savepoints that are no longer pending ended (late acknowledgements are answered from it). */
   private readonly ended = new Map<number, { readonly pointer: string; readonly reason: CheckpointFailureReason; readonly message: string }>();
   /** The first id this coordinator handed out: lower ids were never triggered here. */
@@ -167,18 +127,8 @@ export class CheckpointCoordinator {
     // [fencing] Every deletion first checks the lease: a fenced instance deletes nothing.
     this.storage = new FencedCheckpointStorage(options.storage, (what) => this.lease?.checkMayDelete(what) ?? Promise.resolve());
     this.clock = options.clock ?? Date.now;
-    this.numRetained = options.numRetained ?? 1;
-    if (!Number.isSafeInteger(this.numRetained) || this.numRetained < 1) {
-      throw new StreamStateError('INVALID_ARGUMENT', `numRetained must be a positive integer, got ${options.numRetained}.`);
-    }
-    const ops = new Map<string, CoordinatedOperator>();
-    for (const op of options.operators) {
-      if (ops.has(op.operatorId)) throw new StreamStateError('INVALID_ARGUMENT', `operator id ${op.operatorId} is listed twice; operator ids must be unique.`);
-      checkParallelism(op.maxParallelism, op.parallelism);
-      ops.set(op.operatorId, op);
-    }
-    if (ops.size === 0) throw new StreamStateError('INVALID_ARGUMENT', 'a CheckpointCoordinator needs at least one operator.');
-    this.operators = ops;
+    this.completed = new CompletedCheckpointStore(options.numRetained ?? 1);
+    this.operators = indexOperators(options.operators);
   }
 
   /** The id the next checkpoint or savepoint gets. */
@@ -188,11 +138,11 @@ export class CheckpointCoordinator {
 
   /** Retained completed checkpoints, oldest first. */
   completedCheckpoints(): CompletedCheckpointInfo[] {
-    return this.completed.map((c) => c.info);
+    return this.completed.infos();
   }
 
   latestCompleted(): CompletedCheckpointInfo | null {
-    return this.completed.at(-1)?.info ?? null;
+    return this.completed.latest();
   }
 
   pendingCheckpoints(): PendingCheckpoint[] {
@@ -235,69 +185,26 @@ export class CheckpointCoordinator {
     }
     const mode: RestoreMode = isOwn ? 'claim' : (this.options.restoreMode ?? 'no-claim');
     // Everything that can refuse the restore happens before any state changes.
-    const plan = source === null ? null : this.plan(source, mode, opts.allowNonRestoredState ?? this.options.allowNonRestoredState ?? false);
+    const plan = source === null ? null : planRestore(source, mode, { jobId: this.jobId, operators: this.operators }, opts.allowNonRestoredState ?? this.options.allowNonRestoredState ?? false);
 
     const highestDir = await this.highestCheckpointDirId();
     for (const snap of own) {
-      this.completed.push({ info: this.infoOf(snap.pointer, snap.metadata), origin: 'own' });
-      this.registry.registerCheckpoint(snap.metadata.checkpointId, this.sharedKeys(snap.pointer, snap.metadata));
+      this.completed.add({ info: completedInfo(snap.pointer, snap.metadata), origin: 'own' });
+      this.registry.registerCheckpoint(snap.metadata.checkpointId, sharedKeys(snap.pointer, snap.metadata));
     }
     if (source !== null && !isOwn) {
       const id = source.metadata.checkpointId;
-      this.registry.registerRestored(id, this.allKeys(source.pointer, source.metadata), mode);
+      this.registry.registerRestored(id, [...fileKeys(source.pointer, source.metadata)], mode);
       if (mode === 'no-claim') this.fullRequired = true;
       // Claimed: ours now, retired (its _metadata deleted, then its files) once subsumed like our own.
-      else this.insertCompleted({ info: this.infoOf(source.pointer, source.metadata), origin: 'claimed' });
+      else this.completed.add({ info: completedInfo(source.pointer, source.metadata), origin: 'claimed' });
     }
     this.restoredId = source?.metadata.checkpointId;
-    this.nextId = Math.max(highestDir, this.restoredId ?? 0, ...this.completed.map((c) => c.info.checkpointId)) + 1;
+    this.nextId = Math.max(highestDir, this.restoredId ?? 0, ...this.completed.infos().map((c) => c.checkpointId)) + 1;
     this.firstId = this.nextId;
     this.started = true;
     await this.bestEffort(async () => void (await this.collectGarbage()));
     return plan;
-  }
-
-  private plan(source: ResolvedSnapshot, mode: RestoreMode, allowNonRestoredState: boolean): RestorePlan {
-    const { metadata, files, pointer } = source;
-    const byId = new Map<string, OperatorSnapshot>();
-    for (const snap of metadata.operators) {
-      if (!this.operators.has(snap.operatorId) && !allowNonRestoredState) {
-        throw new RestoreError(
-          'UNKNOWN_OPERATOR',
-          `the snapshot at ${pointer} holds state of operator ${snap.operatorId}, which job ${this.jobId} does not have. ` +
-            'Restore with the operator present, or pass allowNonRestoredState to drop its state.',
-        );
-      }
-      byId.set(snap.operatorId, snap);
-    }
-    const checkpointId = metadata.checkpointId;
-    const operators = new Map<string, SubtaskRestore[]>();
-    for (const op of this.operators.values()) {
-      const snap = byId.get(op.operatorId);
-      const keyed = snap ? assignKeyedState(snap, op.parallelism, op.maxParallelism) : [];
-      const operator = snap ? assignOperatorState(snap, op.parallelism) : [];
-      const subtasks: SubtaskRestore[] = [];
-      for (let i = 0; i < op.parallelism; i++) {
-        subtasks.push({
-          keyed: { handles: keyed[i] ?? [], files, mode, checkpointId },
-          operator: { handles: operator[i] ?? [], files, mode, checkpointId },
-        });
-      }
-      operators.set(op.operatorId, subtasks);
-    }
-    return {
-      pointer,
-      checkpointId,
-      metadata,
-      mode,
-      files,
-      operators,
-      subtask: (operatorId, subtaskIndex) => {
-        const s = operators.get(operatorId)?.[subtaskIndex];
-        if (s === undefined) throw new StreamStateError('INVALID_ARGUMENT', `no subtask ${subtaskIndex} of operator ${operatorId} in job ${this.jobId}.`);
-        return s;
-      },
-    };
   }
 
   /**
@@ -388,7 +295,7 @@ export class CheckpointCoordinator {
     // and only with lastUsed below min(lowest retained, reuseFloor of every in-flight checkpoint),
     // which is at most this floor while this checkpoint is in flight; lastUsed never decreases.
     // Aborts, late acknowledgements, backend discards and gc never delete a registered file.
-    const reuseFloor = this.completed[0]?.info.checkpointId ?? Number.POSITIVE_INFINITY;
+    const reuseFloor = this.completed.lowestId();
     const mayReuse = (path: string): boolean => {
       if (full || !this.pending.has(checkpointId)) return false;
       let key: string;
@@ -418,11 +325,8 @@ export class CheckpointCoordinator {
       completion,
     };
     const acks = new Map<string, Map<number, NormalizedAck>>();
-    let remaining = 0;
-    for (const op of this.operators.values()) {
-      acks.set(op.operatorId, new Map());
-      remaining += op.parallelism;
-    }
+    for (const op of this.operators.values()) acks.set(op.operatorId, new Map());
+    const remaining = subtaskCount(this.operators);
     this.pending.set(checkpointId, { view, acks, remaining, reuseFloor, resolve, reject });
     return view;
   }
@@ -521,7 +425,7 @@ export class CheckpointCoordinator {
     const { checkpointId: id, kind, pointer } = p.view;
     // From here on this (serialized) step decides the checkpoint's fate; gc cannot run meanwhile.
     this.completing.delete(id);
-    const latest = this.completed.at(-1)?.info.checkpointId ?? -1;
+    const latest = this.completed.latest()?.checkpointId ?? -1;
     if (kind === 'checkpoint' && id < latest) {
       const message = `checkpoint ${id} of job ${this.jobId} was subsumed: a newer checkpoint (${latest}) completed first. Its files were removed.`;
       await this.discardPending(p, 'SUBSUMED', message, false);
@@ -529,7 +433,7 @@ export class CheckpointCoordinator {
     }
     const metadata = this.metadataOf(p);
     if (kind === 'savepoint') {
-      const outside = [...this.fileKeys(pointer, metadata)].filter((k) => !k.startsWith(`${pointer}/`));
+      const outside = [...fileKeys(pointer, metadata)].filter((k) => !k.startsWith(`${pointer}/`));
       if (outside.length > 0) {
         const err = new SnapshotError(
           'SNAPSHOT_FAILED',
@@ -564,11 +468,11 @@ export class CheckpointCoordinator {
       throw failure;
     }
     await this.fenceCompletion(p, 'after'); // [fencing]
-    const info = this.infoOf(pointer, metadata);
+    const info = completedInfo(pointer, metadata);
     if (kind === 'checkpoint') {
-      this.registry.registerCheckpoint(id, this.sharedKeys(pointer, metadata));
+      this.registry.registerCheckpoint(id, sharedKeys(pointer, metadata));
       this.fullRequired = false;
-      this.insertCompleted({ info, origin: 'own' });
+      this.completed.add({ info, origin: 'own' });
       for (const older of [...this.pending.values()]) {
         if (older.view.kind === 'checkpoint' && older.view.checkpointId < id) {
           this.pending.delete(older.view.checkpointId);
@@ -628,7 +532,7 @@ export class CheckpointCoordinator {
   /** [fencing] Whether every file the snapshot at `pointer` references exists (a stat each). */
   private async allFilesPresent(pointer: string, metadata: CheckpointMetadata): Promise<boolean> {
     try {
-      for (const key of this.fileKeys(pointer, metadata)) if ((await this.storage.inner.store.stat(key)) === null) return false;
+      for (const key of fileKeys(pointer, metadata)) if ((await this.storage.inner.store.stat(key)) === null) return false;
       return true;
     } catch {
       return true; // cannot tell: keep it (a _metadata is only ever removed when it is known broken)
@@ -722,7 +626,7 @@ export class CheckpointCoordinator {
     this.markEnded(id, pointer, reason, message);
     p.reject(error ?? new CheckpointDeclinedError(id, reason, message));
     const wanted = this.wantedKeys(p);
-    const doomed = [...new Set([...this.registry.discardAborted(id, wanted), ...this.adoptedBy(id, this.fileKeys(pointer, this.metadataOf(p)), wanted)])];
+    const doomed = [...new Set([...this.registry.discardAborted(id, wanted), ...this.adoptedBy(id, fileKeys(pointer, this.metadataOf(p)), wanted)])];
     this.registry.forgetUploads(doomed);
     await this.bestEffort(async () => {
       if (keepDirectory) return;
@@ -763,39 +667,31 @@ export class CheckpointCoordinator {
     return (key) => {
       if (this.registry.has(key)) return true;
       // Exclusive files of retained checkpoints are not registry entries: they go with their directory.
-      if (this.completed.some((c) => key.startsWith(`${c.info.pointer}/`))) return true;
+      if (this.completed.holdsExclusive(key)) return true;
       if (referenced === null) {
         referenced = new Set();
         for (const other of this.inFlight()) {
-          if (other !== except) for (const k of this.fileKeys(other.view.pointer, this.metadataOf(other))) referenced.add(k);
+          if (other !== except) for (const k of fileKeys(other.view.pointer, this.metadataOf(other))) referenced.add(k);
         }
       }
       return referenced.has(key);
     };
   }
 
-  private insertCompleted(entry: Retained): void {
-    this.completed.push(entry);
-    this.completed.sort((a, b) => a.info.checkpointId - b.info.checkpointId);
-  }
-
   /** Drops checkpoints beyond numRetained, then the shared files no retained or pending checkpoint can use. */
   private async subsume(): Promise<void> {
-    while (this.completed.length > this.numRetained) {
-      const old = this.completed.shift()!;
-      await this.bestEffort(() => this.discardRetained(old));
-    }
+    for (const old of this.completed.takeSubsumed()) await this.bestEffort(() => this.discardRetained(old));
     await this.releaseUnusedShared();
   }
 
-  private async discardRetained(c: Retained): Promise<void> {
+  private async discardRetained(c: RetainedCheckpoint): Promise<void> {
     if (c.origin === 'own') await this.storage.discardCheckpointDirectory(this.jobId, c.info.checkpointId);
     // A claimed foreign checkpoint: removing _metadata retires it; its files go through the registry.
     else await this.storage.store.delete([`${c.info.pointer}/_metadata`]);
   }
 
   private async releaseUnusedShared(): Promise<void> {
-    let lowest = this.completed[0]?.info.checkpointId ?? Number.POSITIVE_INFINITY;
+    let lowest = this.completed.lowestId();
     for (const p of this.inFlight()) lowest = Math.min(lowest, p.reuseFloor);
     const unused = this.registry.unregisterUnused(lowest);
     await this.bestEffort(() => this.storage.store.delete(unused));
@@ -813,7 +709,7 @@ export class CheckpointCoordinator {
     return this.serially(async () => {
       await this.lease?.checkMayDelete('collect garbage'); // [fencing]
       const names = await this.storage.listJobFiles(this.jobId);
-      const known = new Set(this.completed.filter((c) => c.origin === 'own').map((c) => c.info.checkpointId));
+      const known = this.completed.ownIds();
       for (const p of this.inFlight()) known.add(p.view.checkpointId);
       const withMetadata = new Set<number>();
       for (const name of names) {
@@ -873,8 +769,7 @@ export class CheckpointCoordinator {
         await this.discardPending(p, 'JOB_STOPPED', message, false);
       }
       if (how === 'cancel' && (this.options.onCancel ?? 'retain') === 'delete') {
-        for (const c of this.completed) await this.bestEffort(() => this.discardRetained(c));
-        this.completed = [];
+        for (const c of this.completed.takeAll()) await this.bestEffort(() => this.discardRetained(c));
         await this.releaseUnusedShared();
       }
       // [fencing] A clean stop: later starts need not spare this instance's files.
@@ -910,41 +805,6 @@ export class CheckpointCoordinator {
     if (blobs.length > 0) await this.storage.store.delete(blobs.map((b) => b.name));
   }
 
-  /** Store-relative names of every file the snapshot at `pointer` references. */
-  private fileKeys(pointer: string, metadata: CheckpointMetadata): Set<string> {
-    const keys = new Set<string>();
-    for (const op of metadata.operators) {
-      for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) keys.add(resolveHandlePath(pointer, f.path));
-    }
-    return keys;
-  }
-
-  private allKeys(pointer: string, metadata: CheckpointMetadata): string[] {
-    return [...this.fileKeys(pointer, metadata)];
-  }
-
-  /** Files a checkpoint references outside its own directory: those several checkpoints may share. */
-  private sharedKeys(pointer: string, metadata: CheckpointMetadata): string[] {
-    return this.allKeys(pointer, metadata).filter((k) => !k.startsWith(`${pointer}/`));
-  }
-
-  private infoOf(pointer: string, metadata: CheckpointMetadata): CompletedCheckpointInfo {
-    let size = encodeMetadata(metadata).length;
-    const seen = new Set<string>();
-    for (const op of metadata.operators) {
-      for (const s of op.subtasks) {
-        for (const f of referencedFiles([s.keyed, s.operator])) {
-          const key = resolveHandlePath(pointer, f.path);
-          if (key.startsWith(`${pointer}/`) && !seen.has(key)) {
-            seen.add(key);
-            size += f.size;
-          }
-        }
-      }
-    }
-    return { checkpointId: metadata.checkpointId, pointer, timestamp: metadata.timestamp, size };
-  }
-
   /** The id of the chk-<n> directory a job file lies in, if any. */
   private checkpointDirOf(name: string): number | undefined {
     const prefix = `${this.jobId}/`;
@@ -955,14 +815,7 @@ export class CheckpointCoordinator {
   }
 
   private operatorOf(operatorId: string, subtaskIndex: number): CoordinatedOperator {
-    const op = this.operators.get(operatorId);
-    if (op === undefined) {
-      throw new StreamStateError('INVALID_ARGUMENT', `job ${this.jobId} has no operator ${operatorId}; known: ${[...this.operators.keys()].join(', ')}.`);
-    }
-    if (!Number.isInteger(subtaskIndex) || subtaskIndex < 0 || subtaskIndex >= op.parallelism) {
-      throw new StreamStateError('INVALID_ARGUMENT', `operator ${operatorId} has subtasks 0..${op.parallelism - 1}; got ${subtaskIndex}.`);
-    }
-    return op;
+    return operatorOf(this.operators, this.jobId, operatorId, subtaskIndex);
   }
 
   private checkStarted(): void {
@@ -982,30 +835,3 @@ export class CheckpointCoordinator {
 
 /** Completed, aborted and declined checkpoints remembered for late acknowledgements. */
 const MAX_ENDED = 1024;
-
-function dropNulls(state: SubtaskAck): NormalizedAck {
-  return {
-    keyed: (state.keyed ?? []).filter((h): h is KeyedStateHandle => h !== null && typeof h === 'object'),
-    operator: (state.operator ?? []).filter((h): h is OperatorStateHandle => h !== null && typeof h === 'object'),
-  };
-}
-
-function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpointId: number, subtaskIndex: number, jobId: string): NormalizedAck {
-  const { keyed, operator } = dropNulls(state);
-  for (const h of keyed) {
-    if (h.maxParallelism !== op.maxParallelism) {
-      throw new StreamStateError(
-        'INVALID_ARGUMENT',
-        `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a ${h.type} handle with maxParallelism ${h.maxParallelism}, ` +
-          `but the operator has ${op.maxParallelism}. Create the keyed backend with the operator's maxParallelism.`,
-      );
-    }
-    checkKeyedHandleRange(h, { jobId, operatorId: op.operatorId, parallelism: op.parallelism, maxParallelism: op.maxParallelism, checkpointId, subtaskIndex });
-  }
-  for (const h of operator) {
-    if (h.type !== 'operator') {
-      throw new StreamStateError('INVALID_ARGUMENT', `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a non-operator handle as operator state.`);
-    }
-  }
-  return { keyed, operator };
-}
