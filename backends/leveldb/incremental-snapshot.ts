@@ -101,7 +101,8 @@ export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBacke
     checkCancelled();
     // Uploads run UPLOAD_CONCURRENCY at a time: one at a time leaves an object store's bandwidth unused.
     const upload = async (name: string, scope: 'shared' | 'exclusive', storedName: string): Promise<{ localName: string; handle: FileStreamHandle }> => {
-      const handle = await streams.uploadFile(join(localDir, name), scope, storedName);
+      // Every file in localDir is immutable: links of table files, and copies nothing writes again.
+      const handle = await streams.uploadFile(join(localDir, name), scope, storedName, { immutable: true });
       uploaded.push(handle);
       checkCancelled();
       return { localName: name, handle };

@@ -20,6 +20,7 @@ export type StateScope = 'exclusive' | 'shared';
 export interface StateOutputStream {
   /** Bytes written so far. */
   readonly position: number;
+  /** The stream copies what it keeps: the caller may reuse `chunk` once the promise resolved. */
   write(chunk: Uint8Array): Promise<void>;
   /** Null when nothing was written. */
   closeAndGetHandle(): Promise<StreamHandle | null>;
@@ -27,11 +28,19 @@ export interface StateOutputStream {
   discard(): Promise<void>;
 }
 
+export interface UploadFileOptions {
+  /** The file is never modified in place after the call (deleting or replacing it by rename is fine). */
+  readonly immutable?: boolean;
+}
+
 /** Where one snapshot (of one subtask) writes. Created by checkpoint storage per checkpoint/savepoint. */
 export interface CheckpointStreamFactory {
   createOutputStream(scope: StateScope): StateOutputStream;
-  /** Uploads a local file whole (LevelDB table files). `name` is kept in the stored path when given. */
-  uploadFile(localPath: string, scope: StateScope, name?: string): Promise<FileStreamHandle>;
+  /**
+   * Uploads a local file whole (LevelDB table files). `name` is kept in the stored path when given.
+   * `immutable`: the file is never modified in place afterwards, so local storage may hard-link it.
+   */
+  uploadFile(localPath: string, scope: StateScope, name?: string, opts?: UploadFileOptions): Promise<FileStreamHandle>;
   /** Deletes files this factory wrote, e.g. after a failed snapshot. Idempotent. */
   discardFiles(files: readonly FileStreamHandle[]): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import type { CheckpointStreamFactory, StateOutputStream, StateScope } from '../backend/contract.js';
+import type { CheckpointStreamFactory, StateOutputStream, StateScope, UploadFileOptions } from '../backend/contract.js';
 import type { FileStreamHandle, StreamHandle } from '../backend/handles.js';
 import { resolveHandlePath } from './streams.js';
 
@@ -29,8 +29,8 @@ export class RecordingStreamFactory implements CheckpointStreamFactory {
     return new RecordingOutputStream(this.inner.createOutputStream(scope), (handle) => this.record(handle));
   }
 
-  async uploadFile(localPath: string, scope: StateScope, name?: string): Promise<FileStreamHandle> {
-    const handle = await this.inner.uploadFile(localPath, scope, name);
+  async uploadFile(localPath: string, scope: StateScope, name?: string, opts?: UploadFileOptions): Promise<FileStreamHandle> {
+    const handle = await this.inner.uploadFile(localPath, scope, name, opts);
     this.record(handle);
     return handle;
   }

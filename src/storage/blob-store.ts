@@ -12,6 +12,20 @@ export interface BlobInfo {
   readonly modified?: number;
 }
 
+/** What putFile stored: its size and the crc32 (zlib) of its bytes. */
+export interface PutFileResult {
+  readonly size: number;
+  readonly crc32: number;
+}
+
+export interface PutFileOptions {
+  /**
+   * The source file is never modified in place after this call (it may be deleted, or replaced by
+   * a rename): a local store may then hard-link it instead of copying it (LevelDB table files).
+   */
+  readonly immutable?: boolean;
+}
+
 export interface BlobStore {
   /** Where the store is, for messages and pointers: an absolute directory, `memory://x`, `s3://bucket/prefix`. */
   readonly location: string;
@@ -19,6 +33,12 @@ export interface BlobStore {
   put(name: string, data: Uint8Array): Promise<void>;
   /** Streams an object (large files, multipart on S3). Returns its size. */
   putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number>;
+  /**
+   * Optional: stores a local file whole, with as little of its transfer on the event loop as the
+   * medium allows (local disk: a link or a copy on a worker thread; S3: part-sized reads). Without
+   * it, callers stream the file through putStream. Fails with a StorageError and leaves no object.
+   */
+  putFile?(name: string, localPath: string, opts?: PutFileOptions): Promise<PutFileResult>;
   /**
    * Writes an object so that readers see either nothing or all of it, even across a crash
    * (temp file + fsync + rename + dir fsync on disk; a single PUT on S3). Fails with ALREADY_EXISTS

@@ -1,4 +1,4 @@
-import type { BlobInfo, BlobStore } from './blob-store.js';
+import type { BlobInfo, BlobStore, PutFileOptions, PutFileResult } from './blob-store.js';
 
 /**
  * A BlobStore that passes every call to `inner`, optional ones included. Extend it and override
@@ -6,10 +6,16 @@ import type { BlobInfo, BlobStore } from './blob-store.js';
  */
 export class ForwardingBlobStore implements BlobStore {
   readonly dataFileName?: (name: string) => string;
+  readonly putFile?: (name: string, localPath: string, opts?: PutFileOptions) => Promise<PutFileResult>;
 
   constructor(protected readonly inner: BlobStore) {
     // Entropy injection (S3) stays the inner store's: wrapped checkpoints get the same names.
     if (inner.dataFileName !== undefined) this.dataFileName = (name) => inner.dataFileName!(name);
+    // File uploads bypass putStream when forwarded: only while a subclass does not watch putStream
+    // (fault injection, kill points), so that it keeps seeing every upload.
+    if (inner.putFile !== undefined && this.putStream === ForwardingBlobStore.prototype.putStream) {
+      this.putFile = (name, localPath, opts) => inner.putFile!(name, localPath, opts);
+    }
   }
 
   get location(): string {

@@ -4,8 +4,9 @@ import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, writeFile, typ
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { FormatError, StorageError, StreamStateError } from '../errors.js';
-import type { BlobInfo, BlobStore } from './blob-store.js';
+import type { BlobInfo, BlobStore, PutFileOptions, PutFileResult } from './blob-store.js';
 import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
+import { TransferFailure, transferFile } from './file-transfer.js';
 
 /** Temp files of putAtomic: `.<name>.tmp-<hex>`; list() never shows them. */
 const TEMP_FILE = /^\..+\.tmp-[0-9a-f]+$/;
@@ -104,6 +105,46 @@ export class LocalBlobStore implements BlobStore {
     if (this.syncData) this.onDurabilityEvent?.({ op: 'fsync-file', path: file });
     this.dirtyDirs.add(dirname(file));
     return size;
+  }
+
+  /**
+   * Copies a local file in (or hard-links it, when `immutable` and on the same file system) on a
+   * worker thread, with its crc32: the event loop only starts and finishes the transfer. The target
+   * is fsynced like put's, and its directory entry before the next putAtomic. A failure leaves no
+   * target file and is a StorageError (NOT_FOUND when the source is missing).
+   */
+  async putFile(name: string, localPath: string, opts: PutFileOptions = {}): Promise<PutFileResult> {
+    const file = this.pathOf(name);
+    const source = resolve(localPath);
+    const dir = dirname(file);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const created = await mkdir(dir, { recursive: true });
+        if (created !== undefined) this.noteCreatedDirs(created, dir);
+      } catch (err) {
+        throw this.mapError(err, 'write', name);
+      }
+      try {
+        const result = await transferFile({ source, target: file, link: opts.immutable === true, sync: this.syncData });
+        // Copied or linked, the worker fsynced the file's data; its directory entry goes before the next putAtomic.
+        if (this.syncData) this.onDurabilityEvent?.({ op: 'fsync-file', path: file });
+        this.dirtyDirs.add(dir);
+        return { size: result.size, crc32: result.crc32 };
+      } catch (err) {
+        // The worker removed what it created. A concurrent delete may have removed the emptied directory: retry.
+        if (!(err instanceof TransferFailure)) throw err;
+        if (err.side === 'target' && err.code === 'ENOENT' && attempt < 3) continue;
+        const cause = Object.assign(new Error(err.message), { code: err.code });
+        if (err.side === 'source') {
+          throw new StorageError(
+            err.code === 'ENOENT' ? 'NOT_FOUND' : 'STORAGE_IO',
+            `cannot read local file ${source} to store it as ${file}: ${err.message}. It must exist and be readable while the snapshot runs.`,
+            { cause },
+          );
+        }
+        throw fsErrorToStorageError(cause, 'write', file, false);
+      }
+    }
   }
 
   async putAtomic(name: string, data: Uint8Array, opts: { exclusive?: boolean } = {}): Promise<void> {
