@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { crc32 } from 'node:zlib';
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -17,7 +18,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { StorageError, StreamStateError } from '../errors.js';
-import type { BlobInfo, BlobStore } from './blob-store.js';
+import type { BlobInfo, BlobStore, PutFileResult } from './blob-store.js';
 import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
 import { KeyLayout, type EntropyOptions } from './s3/key-layout.js';
 import { ConcurrencyLimiter, mapLimited } from '../util/concurrency.js';
@@ -37,6 +38,11 @@ const MiB = 1024 * 1024;
 /** S3's floor for every multipart part but the last. */
 const MIN_PART_SIZE = 5 * MiB;
 const MAX_DELETE_BATCH = 1000;
+/**
+ * One PutObject up to here: below a few parts' size, multipart only adds requests (create + parts +
+ * complete) while the files of one checkpoint already upload in parallel (bench/s3-storage.ts).
+ */
+const DEFAULT_MULTIPART_THRESHOLD = 32 * MiB;
 
 export interface S3BlobStoreOptions {
   readonly bucket: string;
@@ -52,7 +58,10 @@ export interface S3BlobStoreOptions {
   readonly forcePathStyle?: boolean;
   /** Requests in flight per store (every request, including multipart parts). Default 8. */
   readonly maxConcurrency?: number;
-  /** putStream uploads at least this many bytes as multipart; smaller streams as one PUT. Default 8 MiB. */
+  /**
+   * putStream and putFile upload at least this many bytes as multipart (parts in parallel); smaller
+   * objects as one PutObject, which costs one request instead of at least three. Default 32 MiB.
+   */
   readonly multipartThresholdBytes?: number;
   /** Multipart part size, at least 5 MiB. Default 8 MiB. */
   readonly partSizeBytes?: number;
@@ -127,7 +136,7 @@ export class S3BlobStore implements BlobStore {
     if (this.partSize < MIN_PART_SIZE) {
       throw new StreamStateError('INVALID_ARGUMENT', `partSizeBytes must be at least 5 MiB (S3's minimum part size); got ${this.partSize}.`);
     }
-    this.multipartThreshold = positiveInt(opts.multipartThresholdBytes ?? 8 * MiB, 'multipartThresholdBytes');
+    this.multipartThreshold = positiveInt(opts.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD, 'multipartThresholdBytes');
     this.uploadQueueSize = positiveInt(opts.uploadQueueSize ?? 4, 'uploadQueueSize');
     this.listPageSize = positiveInt(opts.listPageSize ?? 1000, 'listPageSize');
     this.deleteBatchSize = positiveInt(opts.deleteBatchSize ?? MAX_DELETE_BATCH, 'deleteBatchSize');
@@ -199,37 +208,96 @@ export class S3BlobStore implements BlobStore {
   }
 
   async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+    return this.putChunks(name, data, false);
+  }
+
+  /**
+   * Uploads a local file: below the multipart threshold one read and one PutObject, above it
+   * part-sized reads straight into parallel parts, so the upload needs few event-loop turns. The
+   * crc32 is computed as the bytes are read.
+   */
+  async putFile(name: string, localPath: string): Promise<PutFileResult> {
+    const key = this.keyOf(name);
+    let fh;
+    try {
+      fh = await open(localPath, 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new StorageError(
+        code === 'ENOENT' ? 'NOT_FOUND' : 'STORAGE_IO',
+        `cannot read local file ${localPath} to upload it to s3://${this.bucket}/${key}: ${code ?? String(err)}. It must exist and be readable while the snapshot runs.`,
+        { cause: err },
+      );
+    }
+    let crc = 0;
+    const readSize = this.partSize;
+    const file = fh;
+    let readError: unknown;
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      for (let position = 0; ; ) {
+        // A fresh buffer per read: the upload keeps the chunks it is handed (no copy, see putChunks).
+        const buf = Buffer.allocUnsafe(readSize);
+        let n: number;
+        try {
+          ({ bytesRead: n } = await file.read(buf, 0, readSize, position));
+        } catch (err) {
+          readError = err;
+          throw err;
+        }
+        if (n === 0) return;
+        const chunk = buf.subarray(0, n);
+        crc = crc32(chunk, crc);
+        position += n;
+        yield chunk;
+      }
+    }
+    try {
+      const size = await this.putChunks(name, chunks(), true);
+      return { size, crc32: crc };
+    } catch (err) {
+      if (readError !== undefined) {
+        throw new StorageError('STORAGE_IO', `cannot read local file ${localPath} to upload it: ${(readError as Error).message}`, { cause: readError });
+      }
+      throw err;
+    } finally {
+      await file.close().catch(() => undefined);
+    }
+  }
+
+  /** `owned`: the chunks are fresh buffers nobody writes again, so they are kept without a copy. */
+  private async putChunks(name: string, data: AsyncIterable<Uint8Array>, owned: boolean): Promise<number> {
     const key = this.keyOf(name);
     const source = data[Symbol.asyncIterator]();
     // Buffer up to the threshold: a small stream becomes one PUT (retryable, one request).
     const head: Buffer[] = [];
     let headSize = 0;
     let ended = false;
+    const keep = (chunk: Uint8Array): Buffer => (owned ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.from(chunk));
     while (headSize < this.multipartThreshold) {
       const next = await source.next();
       if (next.done === true) {
         ended = true;
         break;
       }
-      head.push(Buffer.from(next.value));
+      head.push(keep(next.value));
       headSize += next.value.byteLength;
     }
     if (ended) {
-      await this.put(name, Buffer.concat(head, headSize));
+      await this.put(name, head.length === 1 ? head[0] : Buffer.concat(head, headSize));
       return headSize;
     }
-    return this.multipartUpload(key, head, headSize, source);
+    return this.multipartUpload(key, head, headSize, source, keep);
   }
 
-  private async multipartUpload(key: string, head: Buffer[], headSize: number, rest: AsyncIterator<Uint8Array>): Promise<number> {
+  private async multipartUpload(key: string, head: Buffer[], headSize: number, rest: AsyncIterator<Uint8Array>, keep: (chunk: Uint8Array) => Buffer): Promise<number> {
     let size = headSize;
     const body = Readable.from(
       (async function* (): AsyncGenerator<Buffer> {
         yield* head;
         for (let next = await rest.next(); next.done !== true; next = await rest.next()) {
           size += next.value.byteLength;
-          // A copy: lib-storage holds chunks until a part is full, and callers may reuse their buffers.
-          yield Buffer.from(next.value);
+          // A copy unless owned: lib-storage holds chunks until a part is full, and callers may reuse their buffers.
+          yield keep(next.value);
         }
       })(),
       { objectMode: false },
