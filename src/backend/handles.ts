@@ -42,6 +42,11 @@ export interface KeyGroupBlock {
   readonly length: number;
   /** zlib.crc32 of the block's bytes. */
   readonly crc32: number;
+  /**
+   * Entries in the block (the sum of its sections' entry counts). Optional: written since
+   * key-group sizes were recorded; older snapshots and the stream's own footer lack it.
+   */
+  readonly entries?: number;
 }
 
 /** What a snapshot records about one keyed state (or timer queue). */

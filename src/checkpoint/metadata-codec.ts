@@ -169,6 +169,7 @@ function validateKeyedHandle(h: unknown, at: string, maxParallelism: number, bad
       if (!isObj(b) || !isInt(b.keyGroup, 0, maxParallelism - 1) || !isInt(b.offset, 0) || !isInt(b.length, 0) || !isInt(b.crc32, 0, 0xffffffff)) {
         bad(`${at}.blocks[${i}]`, 'must be {keyGroup, offset, length, crc32} with integers in range');
       }
+      if (b.entries !== undefined && !isInt(b.entries, 0)) bad(`${at}.blocks[${i}].entries`, 'must be a non-negative integer when present');
     });
     validateStreamHandle(h.stream, `${at}.stream`, bad);
   }

@@ -114,6 +114,8 @@ export class KeyGroupsStreamWriter {
   private blockStart = -1;
   private currentKeyGroup = -1;
   private sectionsInBlock = 0;
+  /** Entries of the open block (recorded per block: key-group sizes, docs/FORMAT.md). */
+  private entriesInBlock = 0;
   private readonly flushBytes: number;
 
   constructor(
@@ -141,6 +143,7 @@ export class KeyGroupsStreamWriter {
     this.currentKeyGroup = keyGroup;
     this.blockStart = this.out.length;
     this.sectionsInBlock = 0;
+    this.entriesInBlock = 0;
     this.out.u32(keyGroup);
   }
 
@@ -169,6 +172,7 @@ export class KeyGroupsStreamWriter {
     }
     this.out.u16(stateId).varint(entryCount).raw(entries);
     this.sectionsInBlock++;
+    this.entriesInBlock += entryCount;
   }
 
   /** Closes the key group; a key group without sections leaves no block. May flush to the stream. */
@@ -182,7 +186,7 @@ export class KeyGroupsStreamWriter {
     } else {
       this.out.u16(END_OF_KEY_GROUP);
       const bytes = this.out.view().subarray(start);
-      this.blocks.push({ keyGroup: this.currentKeyGroup, offset: this.flushed + start, length: bytes.length, crc32: crc32(bytes) });
+      this.blocks.push({ keyGroup: this.currentKeyGroup, offset: this.flushed + start, length: bytes.length, crc32: crc32(bytes), entries: this.entriesInBlock });
     }
     if (this.out.length >= this.flushBytes) await this.flush();
   }
