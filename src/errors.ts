@@ -35,6 +35,8 @@ export const ErrorCodes = [
   'ALREADY_EXISTS',
   /** a local working directory is in use by another open database */
   'LOCKED',
+  /** a line of an input file (streamstate bootstrap's JSON lines) does not match its declarations */
+  'INVALID_INPUT',
   // coordination
   'CHECKPOINT_NOT_FOUND',
   'CHECKPOINT_DECLINED',
