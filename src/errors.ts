@@ -52,6 +52,8 @@ export const ErrorCodes = [
   'KAFKA_PARTITION_MISSING',
   'KAFKA_OFFSET_OUT_OF_RANGE',
   'KAFKA_CLIENT_FAILED',
+  /** an optional peer dependency (AWS SDK, classic-level) a feature needs is not installed */
+  'DEPENDENCY_MISSING',
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];

@@ -2,9 +2,7 @@ import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, Oper
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { hasChangelogHandles, restorePlainFromChangelog } from '../../src/changelog/index.js';
 import { createHeapOperatorStateBackend } from '../../src/operator/index.js';
-import { StreamStateError } from '../../src/errors.js';
 import { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
-import { checkSlicing, type SnapshotSlicing } from './time-slicer.js';
 
 export interface HeapStateBackendOptions {
   /** The name recorded in _metadata (`memory`, `filesystem`, ...). Default `heap`. */
@@ -13,11 +11,6 @@ export interface HeapStateBackendOptions {
   readonly checkpointStorage?: CheckpointStorage;
   /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
   readonly snapshotChunkBytes?: number;
-  /**
-   * How a snapshot's asynchronous part shares the thread with record processing: slice length
-   * and CPU share (defaults: 4 ms, 0.15). See docs/ARCHITECTURE.md, "Snapshots that do not stall".
-   */
-  readonly snapshotSlicing?: SnapshotSlicing;
 }
 
 /** State backend factory keeping keyed state on the JS heap (the `memory` and `filesystem` presets). */
@@ -28,12 +21,7 @@ export class HeapStateBackend implements StateBackend {
   private readonly tuning: HeapBackendTuning;
 
   constructor(opts: HeapStateBackendOptions = {}) {
-    const bad = checkSlicing(opts.snapshotSlicing);
-    if (bad !== null) throw new StreamStateError('INVALID_ARGUMENT', bad);
-    this.tuning = {
-      ...(opts.snapshotChunkBytes === undefined ? {} : { snapshotChunkBytes: opts.snapshotChunkBytes }),
-      ...(opts.snapshotSlicing === undefined ? {} : { snapshotSlicing: opts.snapshotSlicing }),
-    };
+    this.tuning = opts.snapshotChunkBytes === undefined ? {} : { snapshotChunkBytes: opts.snapshotChunkBytes };
     this.name = opts.name ?? 'heap';
     if (opts.checkpointStorage !== undefined) this.checkpointStorage = opts.checkpointStorage;
   }
