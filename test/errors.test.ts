@@ -73,6 +73,6 @@ describe('error codes and classes (docs/ERRORS.md)', () => {
   it('the sample sites this test is built on are found (the scan can fail)', () => {
     const sites = constructionSites();
     expect(sites.length).toBeGreaterThan(100);
-    expect(sites).toContainEqual({ file: join('backends', 'heap', 'key-context.ts'), cls: 'StateAccessError', code: 'NO_CURRENT_KEY' });
+    expect(sites).toContainEqual({ file: join('src', 'backend', 'keyed-rules.ts'), cls: 'StateAccessError', code: 'NO_CURRENT_KEY' });
   });
 });

@@ -1,4 +1,4 @@
-import { StateAccessError, StreamStateError } from '../../src/errors.js';
+import { backendClosedError, noCurrentKeyError } from '../../src/backend/keyed-rules.js';
 
 /**
  * The backend's current key, shared by reference with every state handle so a point operation
@@ -16,11 +16,11 @@ export class KeyContext<K> {
 
 /** Thrown by every state access (and backend method) after close(): docs/SEMANTICS.md, "Closed backends". */
 export function backendClosed(what = 'the keyed backend'): never {
-  throw new StreamStateError('BACKEND_CLOSED', `${what} is closed; create a new one (restoring from a snapshot) to continue.`);
+  throw backendClosedError(what);
 }
 
 /** The failure of a state access without a usable current key: BACKEND_CLOSED after close(), else NO_CURRENT_KEY. */
 export function noCurrentKey(ctx?: { readonly closed: boolean }): never {
   if (ctx?.closed) backendClosed();
-  throw new StateAccessError('NO_CURRENT_KEY', 'no current key: call setCurrentKey(key) on the keyed backend before accessing keyed state.');
+  throw noCurrentKeyError();
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyedBackendParams, KeyedStateBackend, SnapshotOptions, SnapshotTask, SubtaskInfo } from '../../src/backend/contract.js';
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
+import { stateKindMismatch } from '../../src/backend/keyed-rules.js';
 import { SnapshotError, StateAccessError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../../src/serializers/builtins.js';
@@ -193,10 +194,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const existing = this.registered.get(descriptor.name);
     if (existing !== undefined) {
       if (existing.kind !== descriptor.kind) {
-        throw new StateRegistrationError(
-          'STATE_KIND_MISMATCH',
-          `state "${descriptor.name}" is registered as ${existing.kind} and now requested as ${descriptor.kind}. Use another name.`,
-        );
+        throw stateKindMismatch(descriptor.name, existing.kind, descriptor.kind);
       }
       return existing.handle as StateFor<D>;
     }

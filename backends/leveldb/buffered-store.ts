@@ -1,4 +1,5 @@
 import type { ChainedBatch, ClassicLevel } from 'classic-level';
+import { backendClosedError } from '../../src/backend/keyed-rules.js';
 import { StorageError, StreamStateError } from '../../src/errors.js';
 import { applyDelta, CountDelta, decodeCountRow, encodeCountRow, type MapCount } from './map-counts.js';
 import { RowTable } from './row-table.js';
@@ -490,5 +491,5 @@ export class BufferedStore {
 }
 
 export function backendClosed(describe: string): StreamStateError {
-  return new StreamStateError('BACKEND_CLOSED', `${describe} is closed; create a new backend (restore it from the last checkpoint) to continue.`);
+  return backendClosedError(describe);
 }

@@ -1,4 +1,5 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
+import { requireCompatibleAsIs, serializerIncompatible, stateKindMismatch } from '../../src/backend/keyed-rules.js';
 import { RestoreError, StateMigrationError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
 import { describeSerializer, resolveCompatibility, snapshotOf, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
 import type { LevelStateMetaInfo } from './meta.js';
@@ -152,11 +153,7 @@ export class StateCatalog {
       if (snap === null) continue;
       const c = resolveCompatibility(snap, valueSerializer as Serializer<unknown>);
       if (c.kind === 'incompatible') {
-        throw new StateMigrationError(
-          'SERIALIZER_INCOMPATIBLE',
-          `${describe}: ${c.reason}, and the new serializer cannot read the old bytes. Register the state with a compatible serializer ` +
-            '(same id, with canMigrateFrom/restoreReader for the old version) or start without this state.',
-        );
+        throw serializerIncompatible(describe, 'value', `${c.reason}, and the new serializer cannot read the old bytes`);
       }
       readers[g] = c.kind === 'compatible-as-is' ? valueSerializer : (c.reader as Serializer<T>);
       if (c.kind === 'compatible-as-is' && sameSnapshot(snap, current)) writeGen = g;
@@ -183,21 +180,8 @@ function normalize(s: KeyedStateMetaInfo | LevelStateMetaInfo): MutableMeta {
   return { ...s, valueGenerations: gens, generation: l.generation ?? 0 };
 }
 
-function kindMismatch(name: string, was: string, now: string): StateRegistrationError {
-  return new StateRegistrationError(
-    'STATE_KIND_MISMATCH',
-    `state "${name}" is a ${was} state but is now requested as ${now}. Use another name for the new state.`,
-  );
-}
+const kindMismatch = stateKindMismatch;
 
 function checkAsIs(previous: SerializerSnapshot | undefined, current: Serializer<unknown>, name: string, what: string): void {
-  if (previous === undefined) return;
-  const c = resolveCompatibility(previous, current);
-  if (c.kind !== 'compatible-as-is') {
-    throw new StateMigrationError(
-      'SERIALIZER_INCOMPATIBLE',
-      `state "${name}": the ${what} serializer changed (${describeSerializer(previous)} → ${describeSerializer(snapshotOf(current))}). ` +
-        `${what} bytes are part of LevelDB row keys and cannot be migrated; register the state with the original ${what} serializer.`,
-    );
-  }
+  requireCompatibleAsIs(`state "${name}"`, what, previous, current, `${what} bytes are part of LevelDB row keys and cannot be migrated`);
 }

@@ -1,5 +1,5 @@
-import { StateAccessError } from '../../src/errors.js';
-import { keyGroupForBytes, type KeyGroupRange } from '../../src/keygroups/key-groups.js';
+import { keyGroupForBytes, keyGroupForKey, keyOutOfRange, noCurrentKeyError, nullKey } from '../../src/backend/keyed-rules.js';
+import type { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 import type { BufferedStore } from './buffered-store.js';
@@ -34,7 +34,7 @@ export class KeyContext<K> {
   setCurrentKey(key: K): void {
     this.store.checkOpen();
     if (key === null || key === undefined) {
-      throw new StateAccessError('NULL_NOT_ALLOWED', 'setCurrentKey(null): keys cannot be null. Key your stream by a non-null value.');
+      throw nullKey();
     }
     // The same primitive key again (consecutive records of one key): nothing to recompute.
     // Object.is: 0 and -0 are two keys when their bytes differ (float64).
@@ -43,14 +43,8 @@ export class KeyContext<K> {
     // String keys (the common case) skip serialize(): hashed as a string, UTF-8 written straight into the key buffer.
     const fast = s === (stringSerializer as Serializer<unknown>) && typeof key === 'string';
     const bytes = fast ? null : s.serialize(key);
-    const kg = s.hash ? s.hash(key) % this.maxParallelism : keyGroupForBytes(bytes as Uint8Array, this.maxParallelism);
-    if (!this.keyGroupRange.contains(kg)) {
-      throw new StateAccessError(
-        'KEY_OUT_OF_RANGE',
-        `key ${String(key).slice(0, 60)} belongs to key group ${kg}, outside this backend's range ${this.keyGroupRange.toString()}. ` +
-          'The stream reached the wrong subtask: partition it with the same key serializer and maxParallelism as the state backend.',
-      );
-    }
+    const kg = bytes === null ? keyGroupForKey(key, s, this.maxParallelism) : keyGroupForBytes(bytes, this.maxParallelism);
+    if (!this.keyGroupRange.contains(kg)) throw keyOutOfRange(key, kg, this.keyGroupRange);
     this.key = key;
     this.hasKey = true;
     this.keyGroup = kg;
@@ -80,6 +74,4 @@ export class KeyContext<K> {
   }
 }
 
-function noKey(): StateAccessError {
-  return new StateAccessError('NO_CURRENT_KEY', 'no current key: call setCurrentKey(key) before reading or writing keyed state.');
-}
+const noKey = noCurrentKeyError;

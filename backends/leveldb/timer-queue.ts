@@ -1,3 +1,4 @@
+import { keyOutOfRange } from '../../src/backend/keyed-rules.js';
 import { StateAccessError, StreamStateError } from '../../src/errors.js';
 import { keyGroupForBytes, type KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
@@ -80,10 +81,7 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
     if (this.byId.has(id)) return false;
     const keyGroup = keyGroupForBytes(key, this.maxParallelism);
     if (!this.range.contains(keyGroup)) {
-      throw new StateAccessError(
-        'KEY_OUT_OF_RANGE',
-        `timer queue "${this.name}": the timer's key belongs to key group ${keyGroup}, outside this backend's range ${this.range.toString()}.`,
-      );
+      throw keyOutOfRange(timer.key, keyGroup, this.range, `timer queue "${this.name}"`);
     }
     const before = this.heap[0];
     this.push({ timestamp: timer.timestamp, keyGroup, key, namespace, id, timer: { timestamp: timer.timestamp, key: timer.key, namespace: timer.namespace } });

@@ -9,9 +9,10 @@ import type {
   StateScope,
 } from '../backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../backend/handles.js';
+import { backendClosedError, stateKindMismatch } from '../backend/keyed-rules.js';
 import { memoryCheckpointStorage } from '../checkpoint/checkpoint-storage.js';
 import { BlobStateFileReader } from '../checkpoint/streams.js';
-import { StateRegistrationError, StreamStateError } from '../errors.js';
+import { StateRegistrationError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import { keyGroupForKey, type KeyGroupRange } from '../keygroups/key-groups.js';
 import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../serializers/builtins.js';
@@ -323,7 +324,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     if (existing !== undefined) {
       if (existing.kind === d.kind) return existing.handle as StateFor<D>;
       this.inner.getState(d); // the wrapped backend reports the mismatch in its words
-      throw new StateRegistrationError('STATE_KIND_MISMATCH', `state "${d.name}" is registered as ${existing.kind} state, not ${d.kind}; use another name.`);
+      throw stateKindMismatch(d.name, existing.kind, d.kind);
     }
     const pending = this.init.pending.get(d.name);
     const userKey = d.kind === 'map' ? d.userKeySerializer : null;
@@ -370,7 +371,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     const existing = this.states.get(name);
     if (existing !== undefined) {
       if (existing.kind === 'timers') return existing.handle as TimerQueue<K, N>;
-      throw new StateRegistrationError('STATE_KIND_MISMATCH', `"${name}" is registered as ${existing.kind} state, not as a timer queue; use another name.`);
+      throw stateKindMismatch(name, existing.kind, 'timers');
     }
     const nsSer = (namespaceSerializer ?? defaultNamespaceSerializer) as Serializer<unknown>;
     const pending = this.init.pending.get(name);
@@ -859,7 +860,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   private checkOpen(): void {
     if (this.closed) {
-      throw new StreamStateError('BACKEND_CLOSED', `the changelog(${this.init.innerName}) keyed backend is closed. Create a new backend (restoring from the last checkpoint) to continue.`);
+      throw backendClosedError(`the changelog(${this.init.innerName}) keyed backend`);
     }
   }
 

@@ -1,7 +1,8 @@
 import type { KeyGroupRangeJson } from '../backend/handles.js';
-import { FormatError, StateMigrationError, StateRegistrationError } from '../errors.js';
+import { readerForRecorded, stateKindMismatch, ttlMismatch } from '../backend/keyed-rules.js';
+import { FormatError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
-import { resolveCompatibility, type Serializer, type SerializerSnapshot } from '../serializers/serializer.js';
+import type { Serializer, SerializerSnapshot } from '../serializers/serializer.js';
 import type { StateDescriptor } from '../state/descriptors.js';
 import type { AggregatingState, KeyedState, ListState, MapState, MergingState, ReducingState, TimerQueue, ValueState } from '../state/types.js';
 import type { FunctionHooks } from './hooks.js';
@@ -81,15 +82,7 @@ export class PendingChanges {
 
 /** The serializer to decode recorded bytes with, or a typed error when the recorded one cannot be read. */
 function readerFor<T>(state: string, what: string, recorded: SerializerSnapshot | undefined, current: Serializer<T>): Serializer<T> {
-  if (recorded === undefined) return current;
-  const c = resolveCompatibility(recorded, current as Serializer<unknown>);
-  if (c.kind === 'compatible-as-is') return current;
-  if (c.kind === 'compatible-after-migration') return c.reader as Serializer<T>;
-  throw new StateMigrationError(
-    'SERIALIZER_INCOMPATIBLE',
-    `state "${state}": the ${what} serializer is incompatible with the one in the changelog: ${c.reason}. ` +
-      'Register the state with a serializer that can read the old bytes (canMigrateFrom/restoreReader), or start without this state.',
-  );
+  return readerForRecorded(`state "${state}"`, what, recorded, current);
 }
 
 export interface Readers {
@@ -122,16 +115,10 @@ export function checkRegistration(
   userKey: Serializer<unknown> | null,
 ): Readers {
   if (meta.kind !== kind) {
-    throw new StateRegistrationError(
-      'STATE_KIND_MISMATCH',
-      `state "${meta.name}" was written as ${meta.kind} state but is now registered as ${kind}; use the original kind or another name.`,
-    );
+    throw stateKindMismatch(meta.name, meta.kind, kind);
   }
   if (Boolean(meta.ttl) !== ttl) {
-    throw new StateMigrationError(
-      'SERIALIZER_INCOMPATIBLE',
-      `state "${meta.name}" was written ${meta.ttl ? 'with' : 'without'} TTL and is now registered ${ttl ? 'with' : 'without'} it; TTL cannot be switched on or off across a restore.`,
-    );
+    throw ttlMismatch(meta.name, Boolean(meta.ttl));
   }
   return {
     namespace: readerFor(meta.name, 'namespace', meta.namespaceSerializer, namespace),
