@@ -18,10 +18,13 @@ import { StateTable, type StateSerializers } from './state-table.js';
 import { makeHeapState } from './make-state.js';
 import { HeapTimerQueue } from './timers.js';
 import { IncrementalTtlCleanup } from './ttl-cleanup.js';
+import type { SnapshotSlicing } from './time-slicer.js';
 
 export interface HeapBackendTuning {
   /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
   readonly snapshotChunkBytes?: number;
+  /** How the asynchronous part of a snapshot shares the thread with record processing (time-slicer.ts). */
+  readonly snapshotSlicing?: SnapshotSlicing;
 }
 
 interface Registered {
@@ -394,7 +397,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
       const t = reg.table;
       const frame = run.cover(t);
       const kind = entryKindOf(t.kind);
-      candidates.push({ name: t.name, meta: (id) => t.metaInfo(id), part: (stateId) => ({ stateId, kind, write: (i, out) => t.writeSection(frame, i, out, now) }) });
+      candidates.push({ name: t.name, meta: (id) => t.metaInfo(id), part: (stateId) => ({ stateId, kind, write: (i, out) => t.writeSection(frame, i, out, now), open: (i, refs) => t.openSection(frame, i, now, refs) }) });
     }
     for (const restored of [...this.restored.states.values(), ...this.restored.timers.values()]) {
       const kind = entryKindOf(restored.meta.kind);
@@ -440,7 +443,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const cancelled = new Promise<never>((_, reject) => (rejectDone = reject));
     const flight: InFlight = { checkpointId, run, discard: () => stream.discard(), reject: rejectDone };
     this.inFlight.add(flight);
-    const work = writeHeapSnapshot(checkpointId, plan, stream, () => run.cancelled, this.tuning.snapshotChunkBytes).finally(() => this.inFlight.delete(flight));
+    const work = writeHeapSnapshot(checkpointId, plan, stream, () => run.cancelled, this.tuning.snapshotChunkBytes, this.tuning.snapshotSlicing).finally(() => this.inFlight.delete(flight));
     work.catch(() => undefined);
     const done = Promise.race([work, cancelled]);
     return { checkpointId, done };

@@ -2,7 +2,9 @@ import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, Oper
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { hasChangelogHandles, restorePlainFromChangelog } from '../../src/changelog/index.js';
 import { createHeapOperatorStateBackend } from '../../src/operator/index.js';
+import { StreamStateError } from '../../src/errors.js';
 import { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
+import { checkSlicing, type SnapshotSlicing } from './time-slicer.js';
 
 export interface HeapStateBackendOptions {
   /** The name recorded in _metadata (`memory`, `filesystem`, ...). Default `heap`. */
@@ -11,6 +13,11 @@ export interface HeapStateBackendOptions {
   readonly checkpointStorage?: CheckpointStorage;
   /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
   readonly snapshotChunkBytes?: number;
+  /**
+   * How a snapshot's asynchronous part shares the thread with record processing: slice length
+   * and CPU share (defaults: 4 ms, 0.15). See docs/ARCHITECTURE.md, "Snapshots that do not stall".
+   */
+  readonly snapshotSlicing?: SnapshotSlicing;
 }
 
 /** State backend factory keeping keyed state on the JS heap (the `memory` and `filesystem` presets). */
@@ -21,7 +28,12 @@ export class HeapStateBackend implements StateBackend {
   private readonly tuning: HeapBackendTuning;
 
   constructor(opts: HeapStateBackendOptions = {}) {
-    this.tuning = opts.snapshotChunkBytes === undefined ? {} : { snapshotChunkBytes: opts.snapshotChunkBytes };
+    const bad = checkSlicing(opts.snapshotSlicing);
+    if (bad !== null) throw new StreamStateError('INVALID_ARGUMENT', bad);
+    this.tuning = {
+      ...(opts.snapshotChunkBytes === undefined ? {} : { snapshotChunkBytes: opts.snapshotChunkBytes }),
+      ...(opts.snapshotSlicing === undefined ? {} : { snapshotSlicing: opts.snapshotSlicing }),
+    };
     this.name = opts.name ?? 'heap';
     if (opts.checkpointStorage !== undefined) this.checkpointStorage = opts.checkpointStorage;
   }

@@ -10,6 +10,8 @@ import {
   writeCanonicalEntries,
 } from '../../src/format/key-groups-stream.js';
 import type { SnapshotRun } from './cow.js';
+import type { SectionCursor } from './section-cursor.js';
+import { TimeSlicer, type SnapshotSlicing } from './time-slicer.js';
 
 /** One state (or timer queue) in a snapshot: writes its section of key group `i`. */
 export interface SnapshotPart {
@@ -17,6 +19,11 @@ export interface SnapshotPart {
   readonly kind: EntryKind;
   /** Fills `section` with the entries of key group index `i` (or returns raw sections to copy). */
   write(i: number, section: SectionWriter): readonly RawSection[] | void;
+  /**
+   * When present, key group `i` is written through this cursor in time slices instead of by
+   * `write` (`refs` is scratch space the cursor may fill; it is reused for the next part).
+   */
+  open?(i: number, refs: unknown[]): SectionCursor;
 }
 
 /** What the synchronous part of a snapshot captured. */
@@ -31,18 +38,19 @@ export interface SnapshotPlan {
   readonly parts: readonly SnapshotPart[];
 }
 
-/** Hand the event loop back to other work at least this often (ms) while writing. */
-const YIELD_EVERY_MS = 4;
 
 export function cancelledError(checkpointId: number): SnapshotError {
   return new SnapshotError('SNAPSHOT_CANCELLED', `snapshot ${checkpointId} was cancelled because the keyed backend was closed; its partial files were deleted.`);
 }
 
 /**
- * The asynchronous part: writes the heap-v1 key-groups stream one key group at a time. Each key
- * group is serialized synchronously (live entries overlaid by the undo log, so no write can
- * interleave), then marked done so writers stop recording undo for it, then the event loop gets
- * a turn. `isCancelled` is checked after every await.
+ * The asynchronous part: writes the heap-v1 key-groups stream one key group at a time, in time
+ * slices (TimeSlicer: at most `maxSliceMs` of work between turns of the event loop, and about
+ * `cpuShare` of the thread while records are being processed). A key group stays pending (its
+ * writers keep recording undo and copying containers before mutating them) until all of it is
+ * written, so entries collected at its start stay as the snapshot saw them while the writer
+ * yields mid-key-group; then it is marked done. `isCancelled` is checked after every await.
+ * The bytes do not depend on where the slices fall.
  */
 export async function writeHeapSnapshot(
   checkpointId: number,
@@ -50,24 +58,35 @@ export async function writeHeapSnapshot(
   stream: StateOutputStream,
   isCancelled: () => boolean,
   chunkBytes?: number,
+  slicing?: SnapshotSlicing,
 ): Promise<KeyGroupsStateHandle | null> {
   const writer = new KeyGroupsStreamWriter(stream, plan.header, { canonical: plan.canonical, ...(chunkBytes === undefined ? {} : { flushBytes: chunkBytes }) });
   const section = new SectionWriter();
   const sorted = new SectionWriter();
+  const refs: unknown[] = [];
   try {
     // Start on a later macrotask: snapshot() must return (ending the synchronous pause) before any key group is written.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    let lastYield = performance.now();
+    const slicer = new TimeSlicer(slicing);
+    const due = (): boolean => slicer.due();
     for (let i = 0; i < plan.rangeSize; i++) {
       if (isCancelled()) throw cancelledError(checkpointId);
       writer.beginKeyGroup(plan.rangeStart + i);
       for (const part of plan.parts) {
-        const raw = part.write(i, section);
-        if (raw !== undefined) {
-          // Restored sections carried over unchanged (several handles may contribute to one key group).
-          for (const s of raw) {
-            section.out.raw(s.bytes);
-            section.count += s.entryCount;
+        if (part.open !== undefined) {
+          const cursor = part.open(i, refs);
+          while (!cursor.writeSome(section, due)) {
+            await slicer.yield();
+            if (isCancelled()) throw cancelledError(checkpointId);
+          }
+        } else {
+          const raw = part.write(i, section);
+          if (raw !== undefined) {
+            // Restored sections carried over unchanged (several handles may contribute to one key group).
+            for (const s of raw) {
+              section.out.raw(s.bytes);
+              section.count += s.entryCount;
+            }
           }
         }
         if (plan.canonical && section.count > 0) {
@@ -78,11 +97,11 @@ export async function writeHeapSnapshot(
         } else writer.addSection(part.stateId, section);
       }
       plan.run.markDone(i);
+      const before = performance.now();
       await writer.endKeyGroup();
-      if (performance.now() - lastYield > YIELD_EVERY_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        lastYield = performance.now();
-      }
+      // A flush that waited for the store gave the event loop turns: the next slice starts afresh.
+      slicer.resumed(performance.now() - before);
+      if (slicer.due()) await slicer.yield();
     }
     if (isCancelled()) throw cancelledError(checkpointId);
     const handle = await writer.finish();
@@ -93,6 +112,7 @@ export async function writeHeapSnapshot(
     if (err instanceof StreamStateError) throw err;
     throw new SnapshotError('SNAPSHOT_FAILED', `snapshot ${checkpointId} failed while writing keyed state: ${(err as Error).message}`, { cause: err });
   } finally {
+    refs.length = 0;
     plan.run.release();
   }
 }

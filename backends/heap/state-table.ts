@@ -1,11 +1,12 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
-import { fieldWriter, type FieldWriter } from '../../src/format/bytes.js';
+import { fieldWriter, type ByteWriter, type FieldWriter } from '../../src/format/bytes.js';
 import { listEntries, mapEntries, valueEntries, type RawSection, type SectionWriter } from '../../src/format/key-groups-stream.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { StateKind, TtlConfig } from '../../src/state/descriptors.js';
 import { isExpired, type TtlValue } from '../../src/state/ttl.js';
 import { CowTable, type CowFrame } from './cow.js';
 import { IdCodec } from './ids.js';
+import type { SectionCursor } from './section-cursor.js';
 
 /** A map state's value for one (key, namespace): user-key id → [user key, user value]. */
 export type UserMap = Map<unknown, readonly [unknown, unknown]>;
@@ -81,13 +82,32 @@ export class StateTable extends CowTable<unknown> {
   }
 
   /**
-   * Writes key group `i` as the snapshot of `frame` saw it. With TTL and full-snapshot cleanup,
-   * expired values, elements and map entries are left out. Keys, values and elements are
-   * serialized straight into the section's buffer (FieldWriter); a namespace's bytes are
-   * computed once per run of entries sharing it (the table iterates namespace by namespace).
+   * Writes key group `i` as the snapshot of `frame` saw it, in one go (see openSection).
    */
   writeSection(frame: CowFrame<unknown>, i: number, out: SectionWriter, now: number): void {
-    const w = out.out;
+    this.openSection(frame, i, now, []).writeSome(out, NEVER_DUE);
+  }
+
+  /**
+   * A cursor over key group `i` as the snapshot of `frame` saw it, for writing in slices. The
+   * entries' references are collected into `refs` now (synchronously, so no write interleaves;
+   * about 30 ns an entry); the values they point to stay frozen while the key group is pending
+   * (writers replace or copy them, never mutate them in place), so the cursor may write them
+   * across turns of the event loop. With TTL and full-snapshot cleanup, expired values, elements
+   * and map entries are left out. Keys, values and elements are serialized straight into the
+   * section's buffer (FieldWriter); a namespace's bytes are computed once per run of entries
+   * sharing it (the table iterates namespace by namespace).
+   */
+  openSection(frame: CowFrame<unknown>, i: number, now: number, refs: unknown[]): SectionCursor {
+    refs.length = 0;
+    this.forEachInSnapshot(frame, i, (a, b, v) => {
+      refs.push(a, b, v);
+    });
+    return new TableSectionCursor(refs, this.entryWriter(now));
+  }
+
+  /** Writes one entry; returns 1 if written, 0 if left out (expired or empty). */
+  private entryWriter(now: number): EntryWrite {
     const keyW = this.keyCodec.write;
     const nsC = this.nsCodec;
     const valW = this.valueWriter;
@@ -101,25 +121,24 @@ export class StateTable extends CowTable<unknown> {
       }
       return nsBytes;
     };
-    let count = 0;
     if (this.kind === 'list') {
-      this.forEachInSnapshot(frame, i, (a, b, v) => {
+      return (w, a, b, v) => {
         let els = v as readonly unknown[];
         if (ttl !== undefined) els = els.filter((e) => !isExpired(e as TtlValue<unknown>, ttl, now));
-        if (els.length === 0) return;
-        count++;
+        if (els.length === 0) return 0;
         keyW(w, b);
         w.bytes(nsOf(a)).varint(els.length);
         for (let j = 0; j < els.length; j++) valW(w, els[j]);
-      });
-    } else if (this.kind === 'map') {
+        return 1;
+      };
+    }
+    if (this.kind === 'map') {
       const ukW = this.userKeyCodec!.write;
-      this.forEachInSnapshot(frame, i, (a, b, v) => {
+      return (w, a, b, v) => {
         const m = v as UserMap;
         const kept = ttl === undefined ? undefined : [...m].filter(([, e]) => !isExpired(e[1] as TtlValue<unknown>, ttl, now));
         const n = kept === undefined ? m.size : kept.length;
-        if (n === 0) return;
-        count++;
+        if (n === 0) return 0;
         keyW(w, b);
         w.bytes(nsOf(a)).varint(n);
         for (const [ukId, e] of kept ?? m) {
@@ -130,17 +149,16 @@ export class StateTable extends CowTable<unknown> {
             valW(w, e[1]);
           }
         }
-      });
-    } else {
-      this.forEachInSnapshot(frame, i, (a, b, v) => {
-        if (ttl !== undefined && isExpired(v as TtlValue<unknown>, ttl, now)) return;
-        count++;
-        keyW(w, b);
-        w.bytes(nsOf(a));
-        valW(w, v);
-      });
+        return 1;
+      };
     }
-    out.count += count;
+    return (w, a, b, v) => {
+      if (ttl !== undefined && isExpired(v as TtlValue<unknown>, ttl, now)) return 0;
+      keyW(w, b);
+      w.bytes(nsOf(a));
+      valW(w, v);
+      return 1;
+    };
   }
 
   /** Loads a restored section of key group `i`, decoding with the serializers it was written with. */
@@ -181,3 +199,41 @@ export class StateTable extends CowTable<unknown> {
 
 const NO_ID = Symbol('no-id');
 const EMPTY = new Uint8Array(0);
+const NEVER_DUE = (): boolean => false;
+/** Entries written between two looks at the clock. */
+const ENTRIES_PER_CHECK = 8;
+
+type EntryWrite = (w: ByteWriter, a: unknown, b: unknown, v: unknown) => number;
+
+/** Writes collected entries (flat triples namespace id, key id, value) in slices. */
+class TableSectionCursor implements SectionCursor {
+  private at = 0;
+
+  constructor(
+    private readonly refs: unknown[],
+    private readonly write: EntryWrite,
+  ) {}
+
+  writeSome(section: SectionWriter, due: () => boolean): boolean {
+    const refs = this.refs;
+    const end = refs.length;
+    const write = this.write;
+    const w = section.out;
+    let at = this.at;
+    let count = 0;
+    let sinceCheck = 0;
+    while (at < end) {
+      count += write(w, refs[at], refs[at + 1], refs[at + 2]);
+      at += 3;
+      if (++sinceCheck === ENTRIES_PER_CHECK) {
+        sinceCheck = 0;
+        if (at < end && due()) break;
+      }
+    }
+    section.count += count;
+    this.at = at;
+    if (at < end) return false;
+    refs.length = 0; // drop the references: the values may be garbage once the key group is done
+    return true;
+  }
+}
