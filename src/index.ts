@@ -32,7 +32,7 @@ export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './c
 export { readLease, LEASE_DIR, type LeaseInfo } from './checkpoint/lease.js';
 export { DEFAULT_FENCING_MIN_AGE_MS } from './checkpoint/fencing-gc.js';
 export * from './operator/index.js';
-export { S3BlobStore, s3BlobStoreFromUrl, type S3BlobStoreOptions, type S3RequestCounts } from './storage/s3-blob-store.js';
+// S3 storage is `streamstate/s3` (src/s3.ts): the core never loads the AWS SDK (an optional peer dependency).
 export type { EntropyOptions } from './storage/s3/key-layout.js';
 export * from './changelog/index.js';
 export * from './savepoint/index.js';

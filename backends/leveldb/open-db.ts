@@ -1,7 +1,7 @@
 import { lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClassicLevel } from 'classic-level';
 import { FormatError, StorageError } from '../../src/errors.js';
+import { CLASSIC_LEVEL, loadOptional } from '../../src/util/optional-dependency.js';
 import type { LevelDb } from './buffered-store.js';
 
 export interface OpenOptions {
@@ -44,6 +44,8 @@ async function switchInfoLog(dir: string, on: boolean): Promise<void> {
 export async function openLevelDb(dir: string, opts: OpenOptions = {}): Promise<LevelDb> {
   // A missing database that must not be created stays missing (LevelDB reports it).
   const exists = (await lstat(dir).catch(() => null)) !== null;
+  // classic-level is an optional peer dependency: loaded here, on first open (DEPENDENCY_MISSING when absent).
+  const { ClassicLevel } = await loadOptional(CLASSIC_LEVEL, () => import('classic-level'));
   if (exists || opts.createIfMissing !== false) await switchInfoLog(dir, opts.infoLog ?? false);
   const db = new ClassicLevel<Buffer, Buffer>(dir, {
     keyEncoding: 'buffer',

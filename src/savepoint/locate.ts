@@ -4,13 +4,15 @@ import { BlobCheckpointStorage, localCheckpointStorage, METADATA_FILE, SHARED_DI
 import type { CheckpointStorage, ResolvedSnapshot } from '../checkpoint/storage.js';
 import { FormatError, StorageError, StreamStateError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { S3BlobStore, type S3BlobStoreOptions } from '../storage/s3-blob-store.js';
+import { LazyS3BlobStore } from '../storage/lazy-s3-blob-store.js';
+import type { S3BlobStoreOptions } from '../storage/s3-blob-store.js';
 import { parseS3Url } from '../storage/s3/s3-url.js';
 
 /**
  * Where a user-given path leads: which checkpoint storage holds it and the pointer inside it.
  * This is the one place that turns paths into storage: local paths (and file://) become a
- * LocalBlobStore, s3:// URLs an S3BlobStore; everything above works on the storage only.
+ * LocalBlobStore, s3:// URLs an S3BlobStore (loaded on first use, so the core never loads the AWS
+ * SDK); everything above works on the storage only.
  */
 
 /** How to reach S3 for s3:// paths. Unset fields come from the SDK's usual sources (AWS_* env vars, config files). */
@@ -175,14 +177,14 @@ export function openSnapshotDestination(url: string, s3: S3ConnectionOptions = {
     throw new StreamStateError('INVALID_ARGUMENT', `${url} names a bucket, not a savepoint directory: add a key prefix, e.g. s3://${bucket}/savepoints/sp-1.`);
   }
   const { entropy: _unused, ...plain } = s3;
-  const store = new S3BlobStore({ ...plain, bucket, prefix: '' });
+  const store = new LazyS3BlobStore({ ...plain, bucket, prefix: '' });
   return { store, dir: prefix, display: url, close: () => store.close() };
 }
 
 // ------------------------------------------------------------------ s3://
 
-function s3Store(bucket: string, prefix: string, s3: S3ConnectionOptions): S3BlobStore {
-  return new S3BlobStore({ ...s3, bucket, prefix });
+function s3Store(bucket: string, prefix: string, s3: S3ConnectionOptions): LazyS3BlobStore {
+  return new LazyS3BlobStore({ ...s3, bucket, prefix });
 }
 
 /** Parent "directory" of a key prefix ("" at the top). */
@@ -213,7 +215,7 @@ async function locateS3Snapshot(path: string, s3: S3ConnectionOptions): Promise<
 }
 
 /** Throws the most helpful error for an S3 "directory" without _metadata. */
-async function explainMissingMetadata(path: string, store: S3BlobStore, dir: string): Promise<never> {
+async function explainMissingMetadata(path: string, store: LazyS3BlobStore, dir: string): Promise<never> {
   if ((await store.stat(dir)) !== null) {
     throw new StreamStateError('INVALID_ARGUMENT', `${path} is an object, not a checkpoint or savepoint: pass the prefix that holds _metadata (or the _metadata object itself).`);
   }
