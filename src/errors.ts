@@ -52,6 +52,13 @@ export const ErrorCodes = [
   'KAFKA_PARTITION_MISSING',
   'KAFKA_OFFSET_OUT_OF_RANGE',
   'KAFKA_CLIENT_FAILED',
+  // savepoints anywhere and stop-with-savepoint (docs/RUNTIME.md, "Savepoints")
+  /** a savepoint target directory exists and holds files */
+  'SAVEPOINT_TARGET_NOT_EMPTY',
+  /** a restore pointer is neither a checkpoint nor a savepoint */
+  'NOT_A_SNAPSHOT',
+  /** the savepoint of a stop-with-savepoint failed; the job keeps running */
+  'STOP_WITH_SAVEPOINT_FAILED',
   /** an optional peer dependency (AWS SDK, classic-level) a feature needs is not installed */
   'DEPENDENCY_MISSING',
 ] as const;
