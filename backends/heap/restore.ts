@@ -30,7 +30,8 @@ function checkHandle<K>(handle: KeyGroupsStateHandle, params: KeyedBackendParams
     throw new RestoreError(
       'MAX_PARALLELISM_MISMATCH',
       `the snapshot was taken with maxParallelism ${handle.maxParallelism} but the backend has ${params.maxParallelism}. ` +
-        `maxParallelism cannot change across a restore; use ${handle.maxParallelism}.`,
+        `maxParallelism cannot change across a restore; use ${handle.maxParallelism}, ` +
+        `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
     );
   }
   if (!READABLE_LAYOUTS.has(handle.layout)) {

@@ -133,7 +133,8 @@ export async function restoreLevelDb<K>(
       throw new RestoreError(
         'MAX_PARALLELISM_MISMATCH',
         `the snapshot was taken with maxParallelism ${h.maxParallelism}, the backend is created with ${params.maxParallelism}. ` +
-          'maxParallelism cannot change across a restore: use the original value.',
+          'maxParallelism cannot change across a restore: use the original value, ' +
+            `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
       );
     }
     if (!isIncrementalHandle(h) && !isKeyGroupsHandle(h)) {

@@ -94,7 +94,8 @@ function checkChangelogHandle<K>(h: ChangelogStateHandle, params: KeyedBackendPa
     throw new RestoreError(
       'MAX_PARALLELISM_MISMATCH',
       `the changelog snapshot was taken with maxParallelism ${h.maxParallelism} but the backend has ${params.maxParallelism}; ` +
-        `maxParallelism cannot change across a restore, use ${h.maxParallelism}.`,
+        `maxParallelism cannot change across a restore, use ${h.maxParallelism}, ` +
+        `or convert the checkpoint first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
     );
   }
   const c = resolveCompatibility(h.keySerializer, params.keySerializer as Serializer<unknown>);

@@ -34,7 +34,8 @@ export function assignKeyedState(operator: OperatorSnapshot, newParallelism: num
     throw new RestoreError(
       'MAX_PARALLELISM_MISMATCH',
       `operator ${operator.operatorId} was snapshotted with maxParallelism ${operator.maxParallelism} but is restored with ${maxParallelism}. ` +
-        `maxParallelism cannot change across a restore; use the snapshot's value ${operator.maxParallelism}.`,
+        `maxParallelism cannot change across a restore; use the snapshot's value ${operator.maxParallelism}, ` +
+        `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${maxParallelism} (re-hashes every key).`,
     );
   }
   checkParallelism(maxParallelism, newParallelism);

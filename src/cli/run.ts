@@ -101,6 +101,12 @@ function oneLine(s: string): string {
   return s.replace(/\s*\n\s*/g, ' ').trim();
 }
 
+/** Any integer: range checks are the library's (typed errors that say what is allowed). */
+function parseInteger(value: string): number {
+  if (!/^-?[0-9]+$/.test(value)) throw new InvalidArgumentError('expected an integer.');
+  return Number(value);
+}
+
 function parsePositiveInt(value: string): number {
   if (!/^[1-9][0-9]*$/.test(value)) throw new InvalidArgumentError('expected a positive integer.');
   return Number(value);
@@ -199,7 +205,7 @@ async function convertCommand(
   ctx: Context,
   src: string,
   dst: string,
-  opts: { to: string; format: 'canonical' | 'native'; parallelism?: number; maxParallelismCheck?: boolean },
+  opts: ConvertCliOptions,
 ): Promise<void> {
   await using(locate(ctx, src), (located) => convertLocated(ctx, located, src, dst, opts));
 }
@@ -209,12 +215,13 @@ async function convertLocated(
   located: LocatedSnapshot,
   src: string,
   dst: string,
-  opts: { to: string; format: 'canonical' | 'native'; parallelism?: number; maxParallelismCheck?: boolean },
+  opts: ConvertCliOptions,
 ): Promise<void> {
   const md = located.snapshot.metadata;
-  const plan = planParallelism(md, opts.parallelism);
+  const plan = planParallelism(md, opts.parallelism, opts.maxParallelism);
   if (opts.maxParallelismCheck) {
-    const lines = md.operators.map((op) => `operator ${op.operatorId}: parallelism ${op.parallelism} -> ${plan.get(op.operatorId)}, maxParallelism ${op.maxParallelism}: ok`);
+    const maxP = (old: number): string => (opts.maxParallelism === undefined || opts.maxParallelism === old ? `${old}` : `${old} -> ${opts.maxParallelism} (keys re-hashed)`);
+    const lines = md.operators.map((op) => `operator ${op.operatorId}: parallelism ${op.parallelism} -> ${plan.get(op.operatorId)}, maxParallelism ${maxP(op.maxParallelism)}: ok`);
     await out(ctx.io, `${lines.join('\n')}\n`);
     return;
   }
@@ -230,11 +237,20 @@ async function convertLocated(
     format: opts.format,
     s3: ctx.s3,
     ...(opts.parallelism === undefined ? {} : { parallelism: opts.parallelism }),
+    ...(opts.maxParallelism === undefined ? {} : { maxParallelism: opts.maxParallelism }),
   });
   progress.done();
   const seconds = (Date.now() - started) / 1000;
-  const ops = result.metadata.operators.map((o) => `${o.operatorId}@${o.parallelism}`).join(', ');
+  const ops = result.metadata.operators.map((o) => `${o.operatorId}@${o.parallelism}${opts.maxParallelism === undefined ? '' : `/${o.maxParallelism}`}`).join(', ');
   await out(ctx.io, `converted ${src} -> ${dst}: ${opts.format} savepoint for ${opts.to} (${ops}), ${result.keyGroups} key groups, ${formatBytes(result.keyedBytes)} keyed state in ${seconds.toFixed(2)} s\n`);
+}
+
+interface ConvertCliOptions {
+  to: string;
+  format: 'canonical' | 'native';
+  parallelism?: number;
+  maxParallelism?: number;
+  maxParallelismCheck?: boolean;
 }
 
 async function dumpCommand(ctx: Context, path: string, opts: { operator: string; state?: string }): Promise<void> {
@@ -415,11 +431,10 @@ function buildProgram(ctx: Context): Command {
       .addOption(new Option('--to <backend>', 'target state backend').choices([...TARGET_BACKENDS]).makeOptionMandatory())
       .addOption(new Option('--format <format>', 'savepoint format').choices(['canonical', 'native']).default('canonical'))
       .option('--parallelism <n>', 'new parallelism of every operator (at most its maxParallelism)', parsePositiveInt)
+      .option('--max-parallelism <n>', 'new max parallelism (key groups) of every operator, 1..32768 and at least the parallelism: every key is re-hashed into its new key group', parseInteger)
       .option('--max-parallelism-check', 'only check that the snapshot can be converted at --parallelism (maxParallelism bounds and consistency); write nothing'),
   ).action(
-    action('convert', (src: string, dst: string, opts: { to: string; format: 'canonical' | 'native'; parallelism?: number; maxParallelismCheck?: boolean }) =>
-      convertCommand(ctx, src, dst, opts),
-    ),
+    action('convert', (src: string, dst: string, opts: ConvertCliOptions) => convertCommand(ctx, src, dst, opts)),
   );
 
   withExitCodes(

@@ -34,7 +34,7 @@ function compareNames(a: string, b: string): number {
 }
 
 /** A keyed state and a timer queue may share a name: they are told apart by kind. */
-function identity(m: Pick<KeyedStateMetaInfo, 'name' | 'kind'>): string {
+export function stateIdentity(m: Pick<KeyedStateMetaInfo, 'name' | 'kind'>): string {
   return `${m.kind === 'timers' ? 't' : 's'}:${m.name}`;
 }
 
@@ -82,9 +82,9 @@ function normalizeMeta(m: KeyedStateMetaInfo, stateId: number): KeyedStateMetaIn
 export function canonicalStates(metas: Iterable<KeyedStateMetaInfo>): KeyedStateMetaInfo[] {
   const byName = new Map<string, KeyedStateMetaInfo>();
   for (const m of metas) {
-    const seen = byName.get(identity(m));
+    const seen = byName.get(stateIdentity(m));
     if (seen === undefined) {
-      byName.set(identity(m), m);
+      byName.set(stateIdentity(m), m);
       continue;
     }
     if (
@@ -205,10 +205,10 @@ export class CanonicalKeyGroupsWriter {
 
   /** The id mapping for sections of a source whose header lists `states` (each must be in the canonical header). */
   idsFor(states: readonly KeyedStateMetaInfo[]): SourceIds {
-    const byName = new Map(this.header.states.map((s) => [identity(s), s.stateId]));
+    const byName = new Map(this.header.states.map((s) => [stateIdentity(s), s.stateId]));
     const ids = new Map<number, number>();
     for (const s of states) {
-      const id = byName.get(identity(s));
+      const id = byName.get(stateIdentity(s));
       if (id === undefined) throw new StreamStateError('INVALID_ARGUMENT', `state "${s.name}" is not in the canonical header; pass it in extraStates.`);
       ids.set(s.stateId, id);
     }

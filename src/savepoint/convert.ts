@@ -28,15 +28,18 @@ import { changelogInnerBackend, restoreChangelogSubtask } from './changelog-sour
 import { copySnapshot } from './copy-snapshot.js';
 import { isS3Path, openSnapshotDestination, type LocatedSnapshot, type S3ConnectionOptions } from './locate.js';
 import { opaqueSerializer } from './opaque-serializer.js';
+import { checkNewMaxParallelism, rehashKeyedState } from './rehash.js';
 
 /**
  * `streamstate convert`: any checkpoint or savepoint → a savepoint for a target backend, at any
- * parallelism (within maxParallelism).
+ * parallelism (within maxParallelism) and, with `maxParallelism`, at another max parallelism.
  *
  * 1. Keyed handles that are not key-groups streams (LevelDB incremental, changelog) are first
  *    restored into the backend that wrote them and written out as canonical streams (scratch dir).
  * 2. Key-groups streams are re-partitioned and rewritten canonically at the format level, block by
- *    block: memory use is one key group, so state larger than the heap converts.
+ *    block: memory use is one key group, so state larger than the heap converts. At another max
+ *    parallelism every entry is re-hashed instead, through spill files in the scratch directory
+ *    (rehash.ts); memory stays bounded there too.
  * 3. `native`: the canonical result is restored into the target backend and snapshotted natively.
  * Operator state is backend-independent: its handles are re-assigned and their files copied.
  *
@@ -58,6 +61,11 @@ export interface ConvertOptions {
   readonly format: 'canonical' | 'native';
   /** New parallelism of every operator; default each operator's own. */
   readonly parallelism?: number;
+  /**
+   * New max parallelism of every operator (1..32768, at least the parallelism); default each
+   * operator's own. Keyed state is re-hashed into the new key groups (src/savepoint/rehash.ts).
+   */
+  readonly maxParallelism?: number;
   /** Creates a backend by name (the source's recorded name, or `target`). `workDir` is scratch space for disk backends. */
   readonly backendFor: (name: string, workDir: string) => StateBackend;
   /** The key serializer a keyed handle was written with, for handle types that do not record it in the handle. */
@@ -122,19 +130,23 @@ function intersect(a: KeyGroupRangeJson, b: KeyGroupRangeJson): KeyGroupRangeJso
   return start <= end ? { start, end } : null;
 }
 
-/** Checks what can be checked before anything is written: parallelism bounds and handle consistency. */
-export function planParallelism(metadata: CheckpointMetadata, parallelism: number | undefined): Map<string, number> {
+/**
+ * Checks what can be checked before anything is written: parallelism and max parallelism bounds
+ * and handle consistency. Returns each operator's new parallelism.
+ */
+export function planParallelism(metadata: CheckpointMetadata, parallelism: number | undefined, maxParallelism?: number): Map<string, number> {
   checkKeyGroupCoverage(metadata, `${metadata.kind} ${metadata.checkpointId} of job ${metadata.jobId}`);
   const plan = new Map<string, number>();
   for (const op of metadata.operators) {
     const p = parallelism ?? op.parallelism;
-    if (p > op.maxParallelism) {
+    if (maxParallelism !== undefined) checkNewMaxParallelism(maxParallelism, p, `operator ${op.operatorId}`);
+    else if (p > op.maxParallelism) {
       throw new RestoreError(
         'PARALLELISM_INVALID',
         `--parallelism ${p} is above operator ${op.operatorId}'s maxParallelism ${op.maxParallelism}; key groups cannot be split further. Use at most ${op.maxParallelism}.`,
       );
     }
-    checkParallelism(op.maxParallelism, p);
+    checkParallelism(maxParallelism ?? op.maxParallelism, p);
     for (const s of op.subtasks) {
       for (const h of s.keyed) {
         if (h.maxParallelism !== op.maxParallelism) {
@@ -202,16 +214,18 @@ class Converter {
 
   async run(): Promise<ConvertResult> {
     const md = this.source.metadata;
-    const parallelism = planParallelism(md, this.opts.parallelism);
+    const parallelism = planParallelism(md, this.opts.parallelism, this.opts.maxParallelism);
     try {
       const out = this.area(this.outName);
       const operators: OperatorSnapshot[] = [];
       for (const op of md.operators) {
         const newP = parallelism.get(op.operatorId)!;
+        const newMaxP = this.opts.maxParallelism ?? op.maxParallelism;
         const sources = await this.keyGroupsSources(op);
         const canonicalArea = this.opts.format === 'canonical' ? out : this.area();
-        const keyed = await this.rewriteCanonical(op, sources, newP, canonicalArea);
-        const finalKeyed = this.opts.format === 'canonical' ? keyed : await this.snapshotNative(op, newP, keyed, canonicalArea);
+        const keyed =
+          newMaxP === op.maxParallelism ? await this.rewriteCanonical(op, sources, newP, canonicalArea) : await this.rehashCanonical(op, sources, newP, newMaxP, canonicalArea);
+        const finalKeyed = this.opts.format === 'canonical' ? keyed : await this.snapshotNative(op, newP, newMaxP, keyed, canonicalArea);
         const operatorHandles = await this.copyOperatorState(op, newP, out);
         const subtasks: SubtaskStateSnapshot[] = [];
         for (let i = 0; i < newP; i++) {
@@ -220,7 +234,7 @@ class Converter {
           if (k === null && o.length === 0) continue;
           subtasks.push({ subtaskIndex: i, keyed: k === null ? [] : [k], operator: o });
         }
-        operators.push({ operatorId: op.operatorId, parallelism: newP, maxParallelism: op.maxParallelism, subtasks });
+        operators.push({ operatorId: op.operatorId, parallelism: newP, maxParallelism: newMaxP, subtasks });
       }
       const metadata: CheckpointMetadata = {
         checkpointId: md.checkpointId,
@@ -381,9 +395,25 @@ class Converter {
     return out;
   }
 
+  /** Step 2 at another max parallelism: every key re-hashed into its new key group (rehash.ts). */
+  private async rehashCanonical(op: OperatorSnapshot, sources: KeyGroupsSource[], newP: number, newMaxP: number, area: Area): Promise<(KeyGroupsStateHandle | null)[]> {
+    const result = await rehashKeyedState(sources, {
+      maxParallelism: newMaxP,
+      parallelism: newP,
+      streams: area.streams,
+      scratchDir: this.workDir(),
+      what: `operator ${op.operatorId}`,
+      ...(this.opts.flushBytes === undefined ? {} : { flushBytes: this.opts.flushBytes }),
+      progress: (phase, done, total) => this.progress(phase, done, total),
+    });
+    this.keyedBytes += result.bytesRead;
+    this.keyGroups += result.keyGroups;
+    return [...result.handles];
+  }
+
   // ------------------------------------------------------------------ step 3: native
 
-  private async snapshotNative(op: OperatorSnapshot, newP: number, canonical: (KeyGroupsStateHandle | null)[], from: Area): Promise<(KeyedStateHandle | null)[]> {
+  private async snapshotNative(op: OperatorSnapshot, newP: number, newMaxP: number, canonical: (KeyGroupsStateHandle | null)[], from: Area): Promise<(KeyedStateHandle | null)[]> {
     const md = this.source.metadata;
     const out: (KeyedStateHandle | null)[] = [];
     const target = this.area(this.outName);
@@ -403,8 +433,8 @@ class Converter {
         operatorId: op.operatorId,
         subtaskIndex: i,
         parallelism: newP,
-        maxParallelism: op.maxParallelism,
-        keyGroupRange: keyGroupRangeForSubtask(op.maxParallelism, newP, i),
+        maxParallelism: newMaxP,
+        keyGroupRange: keyGroupRangeForSubtask(newMaxP, newP, i),
         keySerializer: opaqueSerializer(h.keySerializer),
         restore: { handles: [h], files: from.files, mode: 'no-claim', checkpointId: md.checkpointId },
       });
