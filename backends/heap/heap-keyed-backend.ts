@@ -1,11 +1,11 @@
 import type { KeyedBackendParams, KeyedStateBackend, SnapshotOptions, SnapshotTask } from '../../src/backend/contract.js';
 import type { KeyedStateHandle, KeyedStateMetaInfo } from '../../src/backend/handles.js';
-import { SnapshotError, StateAccessError, StateMigrationError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
+import { keyGroupForBytes, keyGroupForKey, keyOutOfRange, nullKey, readerForRecorded, stateKindMismatch, ttlMismatch } from '../../src/backend/keyed-rules.js';
+import { SnapshotError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
 import { CANONICAL_LAYOUT, countSectionEntries, entryKindOf, HEAP_LAYOUT, listEntries, mapEntries, MAX_STATE_ID, valueEntries } from '../../src/format/key-groups-stream.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
-import { murmur3 } from '../../src/keygroups/murmur3.js';
 import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../../src/serializers/builtins.js';
-import { describeSerializer, resolveCompatibility, snapshotOf, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
+import { snapshotOf, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
 import type { StateDescriptor, StateKind, TtlConfig } from '../../src/state/descriptors.js';
 import { createTtlState, ttlInnerDescriptor } from '../../src/state/ttl.js';
 import type { KeyedState, StateFor, TimerQueue } from '../../src/state/types.js';
@@ -57,17 +57,9 @@ function serializersOf(d: StateDescriptor<unknown>): StateSerializers {
   }
 }
 
+/** Recorded serializer → the one to read with (migration allowed); SERIALIZER_INCOMPATIBLE otherwise. */
 function checkCompatible(state: string, what: string, previous: SerializerSnapshot | undefined, current: Serializer<unknown>): Serializer<unknown> {
-  if (previous === undefined) return current;
-  const c = resolveCompatibility(previous, current);
-  if (c.kind === 'incompatible') {
-    throw new StateMigrationError(
-      'SERIALIZER_INCOMPATIBLE',
-      `state "${state}": the ${what} serializer is incompatible: ${c.reason}. Register the state with a serializer that can read ${describeSerializer(previous)} ` +
-        '(same id and version, or one that declares canMigrateFrom), or use a new state name.',
-    );
-  }
-  return c.kind === 'compatible-after-migration' ? c.reader : current;
+  return readerForRecorded(`state "${state}"`, what, previous, current);
 }
 
 /**
@@ -115,7 +107,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
 
   setCurrentKey(key: K): void {
     if (this.closed) this.throwClosed();
-    if (key === null || key === undefined) throw new StateAccessError('NULL_NOT_ALLOWED', 'setCurrentKey: a key must not be null or undefined.');
+    if (key === null || key === undefined) throw nullKey();
     this.resolveKey(key, this.ctx);
     this.ctx.key = key;
     const cleanups = this.perRecordCleanups;
@@ -130,14 +122,14 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     if (this.keyCodec.identity) {
       // id() canonicalizes the few values whose JS equality differs from byte equality.
       keyId = this.keyCodec.id(key);
-      kg = (s.hash ? s.hash(key) : murmur3(s.serialize(key))) % this.maxParallelism;
+      kg = keyGroupForKey(key, s, this.maxParallelism);
     } else {
       const bytes = s.serialize(key);
       keyId = latin1(bytes);
-      kg = murmur3(bytes) % this.maxParallelism;
+      kg = keyGroupForBytes(bytes, this.maxParallelism);
     }
     const i = kg - this.keyGroupRange.start;
-    if (i < 0 || i >= this.rangeSize) this.throwOutOfRange(key, kg);
+    if (i < 0 || i >= this.rangeSize) throw keyOutOfRange(key, kg, this.keyGroupRange);
     out.keyId = keyId;
     out.keyGroup = kg;
     out.kgIdx = i;
@@ -151,14 +143,6 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   get currentKeyGroup(): number {
     if (this.ctx.kgIdx < 0) noCurrentKey(this.ctx);
     return this.ctx.keyGroup;
-  }
-
-  private throwOutOfRange(key: K, kg: number): never {
-    throw new StateAccessError(
-      'KEY_OUT_OF_RANGE',
-      `key ${String(key).slice(0, 60)} belongs to key group ${kg}, outside this backend's range ${this.keyGroupRange}. ` +
-        'Route records to subtasks by key group (subtaskForKey) so each subtask only sees its own keys.',
-    );
   }
 
   private throwClosed(): never {
@@ -206,12 +190,9 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
 
   private reRegister(reg: Registered, d: StateDescriptor<unknown>): void {
     if (reg.kind !== d.kind) {
-      throw new StateRegistrationError(
-        'STATE_KIND_MISMATCH',
-        `state "${d.name}" is already registered as ${reg.kind} state and cannot be used as ${d.kind} state. Use another name for the new state.`,
-      );
+      throw stateKindMismatch(d.name, reg.kind, d.kind);
     }
-    if (reg.ttl !== (d.ttl !== undefined)) throw this.ttlMismatch(d.name, reg.ttl);
+    if (reg.ttl !== (d.ttl !== undefined)) throw ttlMismatch(d.name, reg.ttl);
     const ser = serializersOf(d.ttl !== undefined ? ttlInnerDescriptor(d) : d);
     const t = reg.table;
     checkCompatible(d.name, 'namespace', snapshotOf(t.nsCodec.serializer), ser.namespace);
@@ -219,14 +200,6 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     if (ser.userKey && t.userKeyCodec) checkCompatible(d.name, 'map key', snapshotOf(t.userKeyCodec.serializer), ser.userKey);
     t.updateSerializers(ser);
     reg.descriptor = d;
-  }
-
-  private ttlMismatch(name: string, wasTtl: boolean): StateMigrationError {
-    return new StateMigrationError(
-      'SERIALIZER_INCOMPATIBLE',
-      `state "${name}" was ${wasTtl ? 'written with' : 'written without'} TTL but is now registered ${wasTtl ? 'without' : 'with'} TTL. ` +
-        'TTL changes the stored form of the values, so it cannot be switched on or off for existing state: keep the TTL setting or use a new state name.',
-    );
   }
 
   private registerTable(d: StateDescriptor<unknown>, ttl: TtlConfig | undefined): [StateTable, KeyedState<unknown>] {
@@ -243,12 +216,9 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private loadRestored(restored: RestoredState, d: StateDescriptor<unknown>, ser: StateSerializers, ttl: TtlConfig | undefined, table: StateTable): void {
     const meta = restored.meta;
     if (meta.kind !== d.kind) {
-      throw new StateRegistrationError(
-        'STATE_KIND_MISMATCH',
-        `state "${d.name}" was restored as ${meta.kind} state but is registered as ${d.kind} state. Register it with its original kind, or use another name.`,
-      );
+      throw stateKindMismatch(d.name, meta.kind, d.kind);
     }
-    if (meta.ttl !== (ttl !== undefined)) throw this.ttlMismatch(d.name, meta.ttl);
+    if (meta.ttl !== (ttl !== undefined)) throw ttlMismatch(d.name, meta.ttl);
     const readers: StateSerializers = {
       namespace: checkCompatible(d.name, 'namespace', meta.namespaceSerializer, ser.namespace),
       value: checkCompatible(d.name, 'value', meta.valueSerializer, ser.value),
