@@ -37,6 +37,7 @@ const BY_CODE: Partial<Record<ErrorCode, ExitCodeValue>> = {
   UNKNOWN_OPERATOR: ExitCode.USAGE,
   STATE_NOT_REGISTERED: ExitCode.USAGE,
   ALREADY_EXISTS: ExitCode.USAGE,
+  INVALID_INPUT: ExitCode.USAGE,
   LOCKED: ExitCode.IN_USE,
 };
 

@@ -21,6 +21,9 @@ import { backendByName, keySerializerOf, TARGET_BACKENDS } from './backends.js';
 import { ExitCode, exitCodeFor, type ExitCodeValue } from './exit-codes.js';
 import { installProcessHandlers, TemporaryPathRegistry } from './interrupt.js';
 import { Progress } from './progress.js';
+import { registerBootstrap } from './bootstrap.js';
+import { registerEdit } from './edit.js';
+import type { VerbHost } from './verb-host.js';
 
 /**
  * The `streamstate` command line (docs/CLI.md). `run(argv, io)` is the whole program: main.ts
@@ -463,6 +466,11 @@ function buildProgram(ctx: Context): Command {
       .option('--min-age <duration>', `keep files modified more recently than this (0, 90s, 30m, 2h, 1d; default ${formatDuration(DEFAULT_GC_MIN_AGE_MS)}): a checkpoint may still complete with them`, parseDuration)
       .option('--json', 'print as JSON'),
   ).action(action('gc', (dir: string, opts: GcCliOptions) => gcCommand(ctx, dir, opts)));
+
+  // Verbs defined in files of their own (the State Processor API's).
+  const host: VerbHost = { cwd: () => ctx.cwd, s3: () => ctx.s3, print: (text) => out(ctx.io, text), action, decorate: withExitCodes };
+  registerBootstrap(program, host);
+  registerEdit(program, host);
 
   return program;
 }
