@@ -15,6 +15,8 @@ import {
 import { convertSnapshot, planParallelism, type ConvertOptions } from '../savepoint/convert.js';
 import { dumpOperator, keyGroupsHandlesOf } from '../savepoint/dump.js';
 import { formatBytes, formatReport, inspectMetadata } from '../savepoint/inspect.js';
+import { keyGroupSizes } from '../savepoint/key-group-sizes.js';
+import { formatKeyGroupSizes } from '../savepoint/key-group-sizes-text.js';
 import { isS3Path, locateCheckpointDir, locateSnapshot, type LocatedCheckpointDir, type LocatedSnapshot, type S3ConnectionOptions } from '../savepoint/locate.js';
 import { verifySnapshot, type VerifyProblem, type VerifyResult } from '../savepoint/verify.js';
 import { backendByName, keySerializerOf, TARGET_BACKENDS } from './backends.js';
@@ -157,11 +159,33 @@ function locateDir(ctx: Context, path: string): Promise<LocatedCheckpointDir> {
   return locateCheckpointDir(path, { cwd: ctx.cwd, s3: ctx.s3 });
 }
 
-async function inspectCommand(ctx: Context, path: string, opts: { json?: boolean }): Promise<void> {
+async function inspectCommand(ctx: Context, path: string, opts: InspectCliOptions): Promise<void> {
+  if (opts.keyGroups) {
+    await using(locate(ctx, path), (located) => keyGroupsLocated(ctx, located, opts));
+    return;
+  }
+  if (opts.parallelism !== undefined) throw new StreamStateError('INVALID_ARGUMENT', '--parallelism goes with --key-groups (the subtask shares at a proposed parallelism); add --key-groups.');
   const located = await locate(ctx, path);
   await located.close(); // _metadata is all inspect reads
   const report = inspectMetadata(located.snapshot.metadata, path);
   await out(ctx.io, opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+}
+
+interface InspectCliOptions {
+  json?: boolean;
+  keyGroups?: boolean;
+  parallelism?: number;
+}
+
+/** `inspect --key-groups`: sizes from _metadata, or from a canonical view of native handles. */
+async function keyGroupsLocated(ctx: Context, located: LocatedSnapshot, opts: InspectCliOptions): Promise<void> {
+  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  const basis = needsMaterialize(located) ? 'canonical-view' : 'snapshot';
+  const reports = await withKeyGroupsView(ctx, located, progress, (view) =>
+    keyGroupSizes(view.snapshot.metadata, view.snapshot.files, opts.parallelism === undefined ? {} : { parallelism: opts.parallelism }),
+  );
+  progress.done();
+  await out(ctx.io, opts.json ? `${JSON.stringify({ basis, operators: reports }, null, 2)}\n` : formatKeyGroupSizes(reports, basis));
 }
 
 function exitCodeForProblems(problems: readonly VerifyProblem[]): ExitCodeValue {
@@ -414,8 +438,10 @@ function buildProgram(ctx: Context): Command {
       .command('inspect')
       .description("show a checkpoint's or savepoint's operators, states, kinds, key groups, sizes and files")
       .argument('<path>', 'snapshot directory (or its _metadata file)')
-      .option('--json', 'print the report as JSON'),
-  ).action(action('inspect', (path: string, opts: { json?: boolean }) => inspectCommand(ctx, path, opts)));
+      .option('--json', 'print the report as JSON')
+      .option('--key-groups', 'bytes and entries per key group: histogram, largest key groups, skew, and what each subtask would hold')
+      .option('--parallelism <n>', 'with --key-groups: the parallelism to show subtask shares for (default the snapshot\'s)', parsePositiveInt),
+  ).action(action('inspect', (path: string, opts: InspectCliOptions) => inspectCommand(ctx, path, opts)));
 
   withExitCodes(
     program
