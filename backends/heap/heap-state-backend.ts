@@ -1,7 +1,6 @@
-import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from '../../src/backend/contract.js';
+import { AbstractStateBackend } from '../../src/backend/abstract-state-backend.js';
+import type { KeyedBackendParams, KeyedStateBackend } from '../../src/backend/contract.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
-import { hasChangelogHandles, restorePlainFromChangelog } from '../../src/changelog/index.js';
-import { createHeapOperatorStateBackend } from '../../src/operator/index.js';
 import { StreamStateError } from '../../src/errors.js';
 import { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
 import { checkSlicing, type SnapshotSlicing } from './time-slicer.js';
@@ -21,13 +20,14 @@ export interface HeapStateBackendOptions {
 }
 
 /** State backend factory keeping keyed state on the JS heap (the `memory` and `filesystem` presets). */
-export class HeapStateBackend implements StateBackend {
+export class HeapStateBackend extends AbstractStateBackend {
   readonly name: string;
   readonly checkpointStorage?: CheckpointStorage;
 
   private readonly tuning: HeapBackendTuning;
 
   constructor(opts: HeapStateBackendOptions = {}) {
+    super();
     const bad = checkSlicing(opts.snapshotSlicing);
     if (bad !== null) throw new StreamStateError('INVALID_ARGUMENT', bad);
     this.tuning = {
@@ -38,17 +38,8 @@ export class HeapStateBackend implements StateBackend {
     if (opts.checkpointStorage !== undefined) this.checkpointStorage = opts.checkpointStorage;
   }
 
-  createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
-    // A checkpoint taken with the changelog on: restore its materialization and replay its log (changelog off).
-    if (hasChangelogHandles(params.restore)) {
-      return restorePlainFromChangelog((p) => HeapKeyedStateBackend.create(p, this.tuning), this.name, params);
-    }
+  protected _createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
     return HeapKeyedStateBackend.create(params, this.tuning);
-  }
-
-  /** Operator state lives in memory for every backend. */
-  createOperatorStateBackend(params: OperatorBackendParams): Promise<OperatorStateBackend> {
-    return createHeapOperatorStateBackend(params);
   }
 
   /** Native = the heap-v1 key-groups stream; canonical = the sorted canonical-v1 layout of the same format. */

@@ -1,8 +1,7 @@
-import { hasChangelogHandles, restorePlainFromChangelog } from '../../src/changelog/index.js';
-import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from '../../src/backend/contract.js';
+import { AbstractStateBackend } from '../../src/backend/abstract-state-backend.js';
+import type { KeyedBackendParams, KeyedStateBackend, StateBackend } from '../../src/backend/contract.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
-import { createHeapOperatorStateBackend } from '../../src/operator/heap-operator-backend.js';
 import { LevelDbKeyedStateBackend, type LevelDbBackendOptions } from './backend.js';
 
 export { LevelDbKeyedStateBackend, DEFAULT_CACHE_SIZE, DEFAULT_WRITE_BUFFER_BYTES, type LevelDbBackendOptions } from './backend.js';
@@ -20,20 +19,24 @@ export interface LevelDbOptions extends LevelDbBackendOptions {
  * (`incremental: false` writes full key-groups streams). Operator state stays on the heap.
  */
 export function leveldb(opts: LevelDbOptions = {}): StateBackend {
-  const checkpointStorage: CheckpointStorage | undefined = opts.checkpointDir === undefined ? undefined : localCheckpointStorage(opts.checkpointDir);
-  return {
-    name: 'leveldb',
-    ...(checkpointStorage ? { checkpointStorage } : {}),
-    createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
-      // A checkpoint taken with the changelog on: restore its materialization and replay its log (changelog off).
-      if (hasChangelogHandles(params.restore)) {
-        return restorePlainFromChangelog((p) => LevelDbKeyedStateBackend.create(p, opts), 'leveldb', params);
-      }
-      return LevelDbKeyedStateBackend.create(params, opts);
-    },
-    createOperatorStateBackend(params: OperatorBackendParams): Promise<OperatorStateBackend> {
-      return createHeapOperatorStateBackend(params);
-    },
-    supportsSavepointFormat: (format) => format === 'canonical' || format === 'native',
-  };
+  return new LevelDbStateBackend(opts);
+}
+
+/** The `leveldb` backend factory (shared behaviour, such as restoring changelog checkpoints, comes from AbstractStateBackend). */
+export class LevelDbStateBackend extends AbstractStateBackend {
+  readonly name = 'leveldb';
+  readonly checkpointStorage?: CheckpointStorage;
+
+  constructor(private readonly opts: LevelDbOptions = {}) {
+    super();
+    if (opts.checkpointDir !== undefined) this.checkpointStorage = localCheckpointStorage(opts.checkpointDir);
+  }
+
+  protected _createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
+    return LevelDbKeyedStateBackend.create(params, this.opts);
+  }
+
+  supportsSavepointFormat(format: 'canonical' | 'native'): boolean {
+    return format === 'canonical' || format === 'native';
+  }
 }
