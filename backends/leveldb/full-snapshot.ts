@@ -3,7 +3,7 @@ import type { KeyedStateHandle, KeyedStateMetaInfo } from '../../src/backend/han
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
 import { ByteWriter } from '../../src/format/bytes.js';
 import { CANONICAL_LAYOUT, KeyGroupsStreamWriter, SectionWriter } from '../../src/format/key-groups-stream.js';
-import { CanonicalKeyGroupsWriter } from '../../src/savepoint/canonical.js';
+import { CanonicalKeyGroupsWriter } from '../../src/format/canonical-layout.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { LevelDbKeyedStateBackend } from './backend.js';
 import type { CancellableTask } from './incremental-snapshot.js';

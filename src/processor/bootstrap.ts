@@ -3,7 +3,7 @@ import type { CheckpointMetadata, OperatorSnapshot, SubtaskStateSnapshot } from 
 import { StreamStateError } from '../errors.js';
 import { CANONICAL_LAYOUT, SectionWriter } from '../format/key-groups-stream.js';
 import { checkParallelism, defaultMaxParallelism, keyGroupForBytes, keyGroupRangeForSubtask, MAX_MAX_PARALLELISM } from '../keygroups/key-groups.js';
-import { CanonicalKeyGroupsWriter } from '../savepoint/canonical.js';
+import { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
 import { defaultNamespaceSerializer, VOID_NAMESPACE } from '../serializers/builtins.js';
 import { snapshotOf, type Serializer, type SerializerSnapshot } from '../serializers/serializer.js';
 import type {

@@ -6,7 +6,7 @@ import { RestoreError, StateRegistrationError, StreamStateError } from '../error
 import { ByteReader } from '../format/bytes.js';
 import { CANONICAL_LAYOUT, listEntries, mapEntries, readKeyGroups, SectionWriter, valueEntries, type RawSection } from '../format/key-groups-stream.js';
 import { checkOffset, checkStreamHeader } from '../operator/operator-stream.js';
-import { CanonicalKeyGroupsWriter } from '../savepoint/canonical.js';
+import { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
 import { keyGroupsHandlesOf } from '../savepoint/dump.js';
 import { snapshotOf, type Serializer, type SerializerSnapshot } from '../serializers/serializer.js';
 import { ttlSerializer } from '../state/ttl.js';

@@ -22,7 +22,7 @@ import { checkParallelism, keyGroupRangeForSubtask } from '../keygroups/key-grou
 import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { LocalBlobStore, fsyncDir } from '../storage/local-blob-store.js';
 import { randomHex } from '../storage/blob-names.js';
-import { CanonicalKeyGroupsWriter, normalizeSerializerSnapshot } from './canonical.js';
+import { CanonicalKeyGroupsWriter, normalizeSerializerSnapshot } from '../format/canonical-layout.js';
 import { checkKeyGroupCoverage } from './coverage.js';
 import { changelogInnerBackend, restoreChangelogSubtask } from './changelog-source.js';
 import { copySnapshot } from './copy-snapshot.js';

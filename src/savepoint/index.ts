@@ -1,4 +1,4 @@
-export { CanonicalKeyGroupsWriter, canonicalHeader, canonicalStates, normalizeSerializerSnapshot, writeCanonicalSection, type SourceIds } from './canonical.js';
+export { CanonicalKeyGroupsWriter, canonicalHeader, canonicalStates, normalizeSerializerSnapshot, writeCanonicalSection, type SourceIds } from '../format/canonical-layout.js';
 export {
   DEFAULT_GC_MIN_AGE_MS,
   deleteConvertLeftovers,

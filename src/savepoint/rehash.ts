@@ -4,7 +4,7 @@ import { FormatError, RestoreError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
 import { CANONICAL_LAYOUT, entryKindOf, readKeyGroups, type EntryKind } from '../format/key-groups-stream.js';
 import { keyGroupForBytes, keyGroupRangeForSubtask, MAX_MAX_PARALLELISM } from '../keygroups/key-groups.js';
-import { CanonicalKeyGroupsWriter, canonicalStates, normalizeSerializerSnapshot, stateIdentity } from './canonical.js';
+import { CanonicalKeyGroupsWriter, canonicalStates, normalizeSerializerSnapshot, stateIdentity } from '../format/canonical-layout.js';
 import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BUFFER_BYTES } from './rehash-spill.js';
 
 /**

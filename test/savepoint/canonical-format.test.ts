@@ -11,7 +11,7 @@ import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.
 import { readStreamHandle } from '../../src/checkpoint/streams.js';
 import { CANONICAL_LAYOUT, readAllKeyGroups, SectionWriter } from '../../src/format/key-groups-stream.js';
 import { backendByName } from '../../src/cli/backends.js';
-import { CanonicalKeyGroupsWriter, canonicalStates } from '../../src/savepoint/canonical.js';
+import { CanonicalKeyGroupsWriter, canonicalStates } from '../../src/format/canonical-layout.js';
 import { convertSnapshot } from '../../src/savepoint/convert.js';
 import { locateSnapshot } from '../../src/savepoint/locate.js';
 import { tempDir } from '../cli/support.js';

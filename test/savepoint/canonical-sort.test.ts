@@ -12,7 +12,7 @@ import {
   type EntryKind,
   type RawSection,
 } from '../../src/format/key-groups-stream.js';
-import { writeCanonicalSection } from '../../src/savepoint/canonical.js';
+import { writeCanonicalSection } from '../../src/format/canonical-layout.js';
 import { bytesSerializer, float64Serializer, int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 

@@ -10,8 +10,8 @@ import {
   writeCanonicalEntries,
   type EntryKind,
   type KeyGroupsStreamHeader,
-} from '../format/key-groups-stream.js';
-import { ByteWriter } from '../format/bytes.js';
+} from './key-groups-stream.js';
+import { ByteWriter } from './bytes.js';
 import type { SerializerConfig, SerializerSnapshot } from '../serializers/serializer.js';
 
 /**
