@@ -1,5 +1,4 @@
-import { hasChangelogHandles } from '../changelog/restore.js';
-import { restorePlainFromChangelog } from '../changelog/backend.js';
+import { hasChangelogHandles, restorePlainFromChangelog } from '../changelog/restore.js';
 import { createHeapOperatorStateBackend } from '../operator/heap-operator-backend.js';
 import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from './contract.js';
 

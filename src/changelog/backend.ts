@@ -2,7 +2,9 @@ import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, Oper
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { StreamStateError } from '../errors.js';
 import type { ChangelogKeyedStateBackend, ChangelogSettings } from './keyed-backend.js';
-import { openChangelogKeyedBackend } from './restore.js';
+import { openChangelogKeyedBackend, restorePlainFromChangelog } from './restore.js';
+
+export { restorePlainFromChangelog };
 
 export interface ChangelogOptions {
   /** The backend that holds the state (memory(), filesystem(...), leveldb(...)). */
@@ -75,26 +77,6 @@ export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
   };
 }
 
-/**
- * For plain backends restoring from a changelog checkpoint (turning the changelog off): call it
- * from createKeyedStateBackend when hasChangelogHandles(params.restore). It restores the
- * materialized part through `createPlain` (which then sees only plain handles) and replays the log
- * into it as states are registered; nothing is logged afterwards and snapshots are the plain
- * backend's own (plus, while restored states remain unregistered, their changes).
- */
-export function restorePlainFromChangelog<K>(
-  createPlain: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>,
-  backendName: string,
-  params: KeyedBackendParams<K>,
-): Promise<KeyedStateBackend<K>> {
-  return openChangelogKeyedBackend({
-    createInner: createPlain,
-    innerName: backendName,
-    params,
-    settings: { materializationIntervalMs: Number.POSITIVE_INFINITY, preemptivePersistBytes: Number.POSITIVE_INFINITY, backgroundStreams: null, now: Date.now },
-    mode: 'passthrough',
-  });
-}
 
 /**
  * Wraps a plain backend factory so it accepts changelog checkpoints (turning the changelog off

@@ -10,6 +10,7 @@ import type {
 } from '../backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../backend/handles.js';
 import { backendClosedError, stateKindMismatch } from '../backend/keyed-rules.js';
+import { opaqueDescriptor } from './opaque-descriptor.js';
 import { memoryCheckpointStorage } from '../checkpoint/checkpoint-storage.js';
 import { BlobStateFileReader } from '../checkpoint/streams.js';
 import { StateRegistrationError } from '../errors.js';
@@ -136,6 +137,8 @@ export interface ChangelogKeyedInit<K> {
    */
   readonly createInner?: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>;
   readonly params?: KeyedBackendParams<K>;
+  /** Restores a plain backend from changelog handles (restore.ts's restorePlainFromChangelog; passed in, not imported, as restore.ts imports this module). */
+  readonly restorePlain?: (createPlain: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>, backendName: string, params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>;
 }
 
 /**
@@ -267,7 +270,8 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
    */
   private async withReplayedCopy<T>(fn: (copy: KeyedStateBackend<K>) => Promise<T>): Promise<T> {
     const { createInner, params } = this.init;
-    if (createInner === undefined || params === undefined) {
+    const restorePlain = this.init.restorePlain;
+    if (createInner === undefined || params === undefined || restorePlain === undefined) {
       throw new StateRegistrationError('STATE_NOT_REGISTERED', `the changelog(${this.init.innerName}) backend holds restored changes of states not registered again; register them with getState(descriptor) first.`);
     }
     const scratch = memoryCheckpointStorage({ inlineThreshold: 0, maxSnapshotBytes: Number.MAX_SAFE_INTEGER });
@@ -280,10 +284,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     const carried = await this.writeCarried(pendingNow, streams, 'exclusive');
     const restored = this.handleFor(Materialization.restored(id, handle === null ? [] : [handle], [carried], false), []);
     const files = new BlobStateFileReader(scratch.store, scratch.checkpointPointer(scratchJob, id));
-    // Imported when needed: the offline replay helpers import this module.
-    const { restorePlainFromChangelog } = await import('./backend.js');
-    const { opaqueDescriptor } = await import('../savepoint/changelog-source.js');
-    const copy = await restorePlainFromChangelog(createInner, this.init.innerName, {
+    const copy = await restorePlain(createInner, this.init.innerName, {
       ...params,
       restore: { handles: restored === null ? [] : [restored], files, checkpointId: id },
     });

@@ -85,6 +85,7 @@ export async function openChangelogKeyedBackend<K>(args: OpenChangelogArgs<K>): 
     mode: args.mode,
     createInner: args.createInner,
     params: { ...params, clock: clock.clock, restore: undefined },
+    restorePlain: restorePlainFromChangelog,
   });
 }
 
@@ -142,4 +143,25 @@ async function readSegmentBytes(file: StreamHandle, files: StateFileReader): Pro
 /** True when a restore includes changelog handles (a plain backend needs restorePlainFromChangelog then). */
 export function hasChangelogHandles(restore: RestoreSource<KeyedStateHandle> | undefined): boolean {
   return restore !== undefined && restore.handles.some(isChangelogHandle);
+}
+
+/**
+ * For plain backends restoring from a changelog checkpoint (turning the changelog off): call it
+ * from createKeyedStateBackend when hasChangelogHandles(params.restore). It restores the
+ * materialized part through `createPlain` (which then sees only plain handles) and replays the log
+ * into it as states are registered; nothing is logged afterwards and snapshots are the plain
+ * backend's own (plus, while restored states remain unregistered, their changes).
+ */
+export function restorePlainFromChangelog<K>(
+  createPlain: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>,
+  backendName: string,
+  params: KeyedBackendParams<K>,
+): Promise<KeyedStateBackend<K>> {
+  return openChangelogKeyedBackend({
+    createInner: createPlain,
+    innerName: backendName,
+    params,
+    settings: { materializationIntervalMs: Number.POSITIVE_INFINITY, preemptivePersistBytes: Number.POSITIVE_INFINITY, backgroundStreams: null, now: Date.now },
+    mode: 'passthrough',
+  });
 }

@@ -27,7 +27,7 @@ import { checkKeyGroupCoverage } from './coverage.js';
 import { changelogInnerBackend, restoreChangelogSubtask } from './changelog-source.js';
 import { copySnapshot } from './copy-snapshot.js';
 import { isS3Path, openSnapshotDestination, type LocatedSnapshot, type S3ConnectionOptions } from './locate.js';
-import { opaqueSerializer } from './opaque-serializer.js';
+import { opaqueSerializer } from '../serializers/opaque.js';
 import { checkNewMaxParallelism, rehashKeyedState } from './rehash.js';
 
 /**

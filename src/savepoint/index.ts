@@ -18,7 +18,8 @@ export {
   type KeptFile,
 } from './checkpoint-dir.js';
 export { checkKeyGroupCoverage, keyGroupCoverageProblems } from './coverage.js';
-export { changelogInnerBackend, opaqueDescriptor, restoreChangelogSubtask } from './changelog-source.js';
+export { opaqueDescriptor } from '../changelog/opaque-descriptor.js';
+export { changelogInnerBackend, restoreChangelogSubtask } from './changelog-source.js';
 export { CONVERT_LEFTOVER, convertSnapshot, convertTempNames, FORMAT_LEVEL_LAYOUTS, planParallelism, type ConvertOptions, type ConvertProgress, type ConvertResult, type TemporaryPaths } from './convert.js';
 export { dumpOperator, keyGroupsHandlesOf, type DumpOptions, type DumpRecord } from './dump.js';
 export {
@@ -46,6 +47,6 @@ export {
   type SnapshotDestination,
 } from './locate.js';
 export { copySnapshot, type CopySnapshotOptions, type CopySnapshotResult, type SnapshotLocation } from './copy-snapshot.js';
-export { opaqueSerializer } from './opaque-serializer.js';
+export { opaqueSerializer } from '../serializers/opaque.js';
 export { builtinFor, decodeToJson, jsonDecoderFor, toJson, type JsonValue } from './values.js';
 export { verifySnapshot, type ProblemCategory, type VerifyProblem, type VerifyProgress, type VerifyResult } from './verify.js';
