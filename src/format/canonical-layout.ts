@@ -238,6 +238,19 @@ export class CanonicalKeyGroupsWriter {
     this.touched.add(id);
   }
 
+  /**
+   * Adds `entryCount` encoded entries of a state that lie in `bytes[start, end)` (canonical
+   * state id: no mapping), copied without creating a view (re-hashing adds entries one by one).
+   */
+  addRawRange(stateId: number, entryCount: number, bytes: Uint8Array, start: number, end: number): void {
+    if (this.keyGroup < 0) throw new StreamStateError('INVALID_ARGUMENT', 'addRawRange outside a key group; call beginKeyGroup first');
+    if (entryCount === 0) return;
+    if (this.pending[stateId] === undefined) throw new StreamStateError('INVALID_ARGUMENT', `entries of state id ${stateId}, which the canonical header does not list`);
+    this.pending[stateId].rawRange(bytes, start, end);
+    this.pendingCount[stateId] += entryCount;
+    this.touched.add(stateId);
+  }
+
   async endKeyGroup(): Promise<void> {
     for (const id of [...this.touched].sort((a, b) => a - b)) {
       const what = `key group ${this.keyGroup}, state "${this.header.states[id].name}"`;

@@ -30,10 +30,15 @@ function finish(h: number, length: number): number {
 
 /** murmur3_32 of a byte array; result is an unsigned 32-bit integer. */
 export function murmur3(bytes: Uint8Array, seed = 0): number {
-  const len = bytes.length;
-  const blocks = len & ~3;
+  return murmur3Range(bytes, 0, bytes.length, seed);
+}
+
+/** murmur3_32 of `bytes[start, end)` without creating a view (re-hashing keys in place). */
+export function murmur3Range(bytes: Uint8Array, start: number, end: number, seed = 0): number {
+  const len = end - start;
+  const blocks = start + (len & ~3);
   let h = seed | 0;
-  for (let i = 0; i < blocks; i += 4) {
+  for (let i = start; i < blocks; i += 4) {
     const k = bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24);
     h = mixH(h, k);
   }

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import type { KeyGroupRangeJson } from '../backend/handles.js';
 import { StorageError, StreamStateError } from '../errors.js';
 import { ByteReader, ByteWriter } from '../format/bytes.js';
-import type { RawKeyGroup, RawSection } from '../format/key-groups-stream.js';
 
 /**
  * External partitioning of encoded key-groups entries by their (new) key group: entries arrive in
@@ -18,6 +17,19 @@ import type { RawKeyGroup, RawSection } from '../format/key-groups-stream.js';
  * Entries are the self-delimiting encodings of docs/FORMAT.md ("Key-groups stream"), so a
  * bucket's key group reads back as sections that any key-groups writer accepts.
  */
+
+/**
+ * The entries of one key group read back from a spill: entry j is `data[starts[j], ends[j])` of
+ * state `stateIds[j]`, in the order they were added.
+ */
+export interface SpilledKeyGroup {
+  readonly keyGroup: number;
+  readonly data: Buffer;
+  readonly count: number;
+  readonly stateIds: Int32Array;
+  readonly starts: Int32Array;
+  readonly ends: Int32Array;
+}
 
 export interface SpillBucket {
   /** Target subtask whose key-group range holds the bucket (buckets never span two subtasks). */
@@ -93,8 +105,8 @@ export class KeyGroupSpill {
     return this.entries;
   }
 
-  /** Buffers one encoded entry (copied); call `drain` now and then to bound memory. */
-  add(keyGroup: number, stateId: number, entry: Uint8Array): void {
+  /** Buffers one encoded entry, `bytes[start, end)` (copied); call `drain` now and then to bound memory. */
+  add(keyGroup: number, stateId: number, bytes: Uint8Array, start: number, end: number): void {
     const bucket = keyGroup < this.maxParallelism ? this.bucketOf[keyGroup] : -1;
     if (bucket < 0) throw new StreamStateError('INVALID_ARGUMENT', `key group ${keyGroup} lies in no spill bucket (maxParallelism ${this.maxParallelism})`);
     let w = this.buffers[bucket];
@@ -102,7 +114,7 @@ export class KeyGroupSpill {
       w = new ByteWriter(Math.min(this.flushAt, 64 * 1024));
       this.buffers[bucket] = w;
     }
-    w.varint(keyGroup).varint(stateId).bytes(entry);
+    w.varint(keyGroup).varint(stateId).varint(end - start).rawRange(bytes, start, end);
     this.entries++;
     if (w.length >= this.flushAt) this.full.add(bucket);
   }
@@ -123,47 +135,46 @@ export class KeyGroupSpill {
   }
 
   /**
-   * The key groups of bucket `index` in ascending order, each with one section per state id
-   * (ascending), entries in the order they were added. Holds the bucket in memory.
+   * The key groups of bucket `index` in ascending order, each with its entries in the order they
+   * were added (a counting sort by key group: no comparisons). Holds the bucket's file in memory.
    */
-  async *readBucket(index: number): AsyncGenerator<RawKeyGroup> {
+  async *readBucket(index: number): AsyncGenerator<SpilledKeyGroup> {
     if (!this.written[index]) return;
+    const { start: first, end: last } = this.buckets[index].range;
     const data = await this.io(() => readFile(this.fileOf(index)), `reading ${this.fileOf(index)}`);
-    const r = new ByteReader(data, `spill file ${this.fileOf(index)}`);
-    const kgs: number[] = [];
-    const ids: number[] = [];
-    const starts: number[] = [];
-    const ends: number[] = [];
+    const what = `spill file ${this.fileOf(index)}`;
+    // Pass 1: entries per key group.
+    const perKeyGroup = new Int32Array(last - first + 2);
+    let n = 0;
+    const r = new ByteReader(data, what);
     while (!r.done) {
-      kgs.push(r.varint());
-      ids.push(r.varint());
-      const len = r.varint();
-      starts.push(r.pos);
-      r.skip(len);
-      ends.push(r.pos);
+      const kg = r.varint();
+      if (kg < first || kg > last) throw new StreamStateError('INVALID_ARGUMENT', `${what}: key group ${kg} outside its bucket [${first}, ${last}]`);
+      perKeyGroup[kg - first + 1]++;
+      r.varint();
+      r.skip(r.varint());
+      n++;
     }
-    const order = Array.from({ length: kgs.length }, (_, i) => i);
-    // Stable: entries of one key group and state keep the order they were added in.
-    order.sort((a, b) => kgs[a] - kgs[b] || ids[a] - ids[b] || a - b);
-    const sorted = Buffer.allocUnsafe(data.length);
-    let at = 0;
-    let i = 0;
-    while (i < order.length) {
-      const kg = kgs[order[i]];
-      const sections: RawSection[] = [];
-      while (i < order.length && kgs[order[i]] === kg) {
-        const id = ids[order[i]];
-        const start = at;
-        let count = 0;
-        while (i < order.length && kgs[order[i]] === kg && ids[order[i]] === id) {
-          const e = order[i];
-          at += data.copy(sorted, at, starts[e], ends[e]);
-          count++;
-          i++;
-        }
-        sections.push({ stateId: id, entryCount: count, bytes: sorted.subarray(start, at) });
-      }
-      yield { keyGroup: kg, sections };
+    for (let k = 1; k < perKeyGroup.length; k++) perKeyGroup[k] += perKeyGroup[k - 1];
+    // Pass 2: place each entry at its key group's next slot (stable).
+    const next = perKeyGroup.slice();
+    const stateIds = new Int32Array(n);
+    const starts = new Int32Array(n);
+    const ends = new Int32Array(n);
+    r.pos = 0;
+    while (!r.done) {
+      const at = next[r.varint() - first]++;
+      stateIds[at] = r.varint();
+      const len = r.varint();
+      starts[at] = r.pos;
+      r.skip(len);
+      ends[at] = r.pos;
+    }
+    for (let k = 0; k < perKeyGroup.length - 1; k++) {
+      const from = perKeyGroup[k];
+      const to = perKeyGroup[k + 1];
+      if (to === from) continue;
+      yield { keyGroup: first + k, data, count: to - from, stateIds: stateIds.subarray(from, to), starts: starts.subarray(from, to), ends: ends.subarray(from, to) };
     }
   }
 

@@ -3,7 +3,8 @@ import type { KeyedStateMetaInfo, KeyGroupsStateHandle } from '../backend/handle
 import { FormatError, RestoreError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
 import { CANONICAL_LAYOUT, entryKindOf, readKeyGroups, type EntryKind } from '../format/key-groups-stream.js';
-import { keyGroupForBytes, keyGroupRangeForSubtask, MAX_MAX_PARALLELISM } from '../keygroups/key-groups.js';
+import { keyGroupRangeForSubtask, MAX_MAX_PARALLELISM } from '../keygroups/key-groups.js';
+import { murmur3Range } from '../keygroups/murmur3.js';
 import { CanonicalKeyGroupsWriter, canonicalStates, normalizeSerializerSnapshot, stateIdentity } from '../format/canonical-layout.js';
 import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BUFFER_BYTES } from './rehash-spill.js';
 
@@ -139,7 +140,7 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
           const id = ids[s].get(sec.stateId)!;
           const bytes = sec.bytes;
           forEachEntry(kinds[id], bytes, sec.entryCount, `${opts.what}, key group ${kg.keyGroup}`, (start, end, keyStart, keyEnd) => {
-            spill.add(keyGroupForBytes(bytes.subarray(keyStart, keyEnd), newMaxP), id, bytes.subarray(start, end));
+            spill.add(murmur3Range(bytes, keyStart, keyEnd) % newMaxP, id, bytes, start, end);
           });
           done += bytes.length;
         }
@@ -162,7 +163,7 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
         for (; bucket < buckets.length && buckets[bucket].subtask === i; bucket++) {
           for await (const kg of spill.readBucket(bucket)) {
             writer.beginKeyGroup(kg.keyGroup);
-            for (const sec of kg.sections) writer.addRawSection(sec.stateId, sec.entryCount, sec.bytes);
+            for (let j = 0; j < kg.count; j++) writer.addRawRange(kg.stateIds[j], 1, kg.data, kg.starts[j], kg.ends[j]);
             await writer.endKeyGroup();
             keyGroups++;
           }
