@@ -8,6 +8,7 @@
  * backends: memory, filesystem, leveldb, changelog-checkpoint, changelog-materialization.
  * Default 100 MB of state (quick: 20 MB), 3 rounds; `--size=1000` is the issue's 1 GB point.
  */
+import { presetStorage } from '../src/backend/preset.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -103,7 +104,7 @@ interface Setup {
 function setup(variant: Variant): Setup {
   const dir = mkdtempSync(join(tmpdir(), 'ss-bench-pdc-'));
   const plain = (kb: KeyedStateBackend<string>, id: number, backend: StateBackend): Promise<{ readonly done: Promise<unknown> }> => {
-    const options: SnapshotOptions = { type: 'checkpoint', streams: backend.checkpointStorage!.checkpointStreams('bench', id) };
+    const options: SnapshotOptions = { type: 'checkpoint', streams: presetStorage(backend)!.checkpointStreams('bench', id) };
     return kb.snapshot(id, options);
   };
   switch (variant) {

@@ -7,6 +7,8 @@ export * from './state/descriptors.js';
 export * from './state/types.js';
 export * from './backend/handles.js';
 export * from './backend/contract.js';
+export { AbstractStateBackend } from './backend/abstract-state-backend.js';
+export { presetStorage, withCheckpointStorage, type StateBackendPreset } from './backend/preset.js';
 export * from './storage/blob-store.js';
 export * from './checkpoint/metadata.js';
 export * from './checkpoint/storage.js';

@@ -1,4 +1,4 @@
-import type { StateBackend } from '../../src/backend/contract.js';
+import { withCheckpointStorage, type StateBackendPreset } from '../../src/backend/preset.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { StreamStateError } from '../../src/errors.js';
 import { HeapStateBackend } from '../heap/heap-state-backend.js';
@@ -11,10 +11,10 @@ export interface FilesystemBackendOptions {
 }
 
 /** Keyed state on the JS heap, checkpoints as files in a local directory. */
-export function filesystem(opts: FilesystemBackendOptions): StateBackend {
+export function filesystem(opts: FilesystemBackendOptions): StateBackendPreset<HeapStateBackend> {
   if (opts === undefined || typeof opts.checkpointDir !== 'string' || opts.checkpointDir.length === 0) {
     throw new StreamStateError('INVALID_ARGUMENT', 'filesystem({ checkpointDir }) needs the directory to write checkpoints to.');
   }
   const checkpointStorage = localCheckpointStorage(opts.checkpointDir, opts.inlineThreshold === undefined ? {} : { inlineThreshold: opts.inlineThreshold });
-  return new HeapStateBackend({ name: 'filesystem', checkpointStorage });
+  return withCheckpointStorage(new HeapStateBackend({ name: 'filesystem' }), checkpointStorage);
 }

@@ -1,6 +1,5 @@
 import { AbstractStateBackend } from '../../src/backend/abstract-state-backend.js';
 import type { KeyedBackendParams, KeyedStateBackend } from '../../src/backend/contract.js';
-import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { StreamStateError } from '../../src/errors.js';
 import { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
 import { checkSlicing, type SnapshotSlicing } from './time-slicer.js';
@@ -8,8 +7,6 @@ import { checkSlicing, type SnapshotSlicing } from './time-slicer.js';
 export interface HeapStateBackendOptions {
   /** The name recorded in _metadata (`memory`, `filesystem`, ...). Default `heap`. */
   readonly name?: string;
-  /** The checkpoint storage this backend brings, if any. */
-  readonly checkpointStorage?: CheckpointStorage;
   /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
   readonly snapshotChunkBytes?: number;
   /**
@@ -22,7 +19,6 @@ export interface HeapStateBackendOptions {
 /** State backend factory keeping keyed state on the JS heap (the `memory` and `filesystem` presets). */
 export class HeapStateBackend extends AbstractStateBackend {
   readonly name: string;
-  readonly checkpointStorage?: CheckpointStorage;
 
   private readonly tuning: HeapBackendTuning;
 
@@ -35,7 +31,6 @@ export class HeapStateBackend extends AbstractStateBackend {
       ...(opts.snapshotSlicing === undefined ? {} : { snapshotSlicing: opts.snapshotSlicing }),
     };
     this.name = opts.name ?? 'heap';
-    if (opts.checkpointStorage !== undefined) this.checkpointStorage = opts.checkpointStorage;
   }
 
   protected _createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {

@@ -1,7 +1,7 @@
 import { AbstractStateBackend } from '../../src/backend/abstract-state-backend.js';
 import type { KeyedBackendParams, KeyedStateBackend, StateBackend } from '../../src/backend/contract.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
-import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
+import { withCheckpointStorage, type StateBackendPreset } from '../../src/backend/preset.js';
 import { LevelDbKeyedStateBackend, type LevelDbBackendOptions } from './backend.js';
 
 export { LevelDbKeyedStateBackend, DEFAULT_CACHE_SIZE, DEFAULT_WRITE_BUFFER_BYTES, type LevelDbBackendOptions } from './backend.js';
@@ -18,18 +18,17 @@ export interface LevelDbOptions extends LevelDbBackendOptions {
  * backend under `workingDir`, native incremental checkpoints that upload only new table files
  * (`incremental: false` writes full key-groups streams). Operator state stays on the heap.
  */
-export function leveldb(opts: LevelDbOptions = {}): StateBackend {
-  return new LevelDbStateBackend(opts);
+export function leveldb(opts: LevelDbOptions = {}): StateBackendPreset<LevelDbStateBackend> {
+  const backend = new LevelDbStateBackend(opts);
+  return opts.checkpointDir === undefined ? backend : withCheckpointStorage(backend, localCheckpointStorage(opts.checkpointDir));
 }
 
 /** The `leveldb` backend factory (shared behaviour, such as restoring changelog checkpoints, comes from AbstractStateBackend). */
 export class LevelDbStateBackend extends AbstractStateBackend {
   readonly name = 'leveldb';
-  readonly checkpointStorage?: CheckpointStorage;
 
-  constructor(private readonly opts: LevelDbOptions = {}) {
+  constructor(private readonly opts: LevelDbBackendOptions = {}) {
     super();
-    if (opts.checkpointDir !== undefined) this.checkpointStorage = localCheckpointStorage(opts.checkpointDir);
   }
 
   protected _createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {

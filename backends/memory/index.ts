@@ -1,4 +1,4 @@
-import type { StateBackend } from '../../src/backend/contract.js';
+import { withCheckpointStorage, type StateBackendPreset } from '../../src/backend/preset.js';
 import { DEFAULT_MAX_SNAPSHOT_BYTES, memoryCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { StreamStateError } from '../../src/errors.js';
 import { HeapStateBackend } from '../heap/heap-state-backend.js';
@@ -14,11 +14,11 @@ export interface MemoryBackendOptions {
  * Keyed state on the JS heap, checkpoints in process memory. For tests and small state; larger
  * snapshots fail with SNAPSHOT_TOO_LARGE (use `filesystem` then).
  */
-export function memory(opts: MemoryBackendOptions = {}): StateBackend {
+export function memory(opts: MemoryBackendOptions = {}): StateBackendPreset<HeapStateBackend> {
   const maxSnapshotBytes = opts.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
   if (!Number.isInteger(maxSnapshotBytes) || maxSnapshotBytes <= 0) {
     throw new StreamStateError('INVALID_ARGUMENT', `memory({ maxSnapshotBytes }) must be a positive integer, got ${maxSnapshotBytes}.`);
   }
   const checkpointStorage = memoryCheckpointStorage({ maxSnapshotBytes, ...(opts.name === undefined ? {} : { name: opts.name }) });
-  return new HeapStateBackend({ name: 'memory', checkpointStorage });
+  return withCheckpointStorage(new HeapStateBackend({ name: 'memory' }), checkpointStorage);
 }

@@ -1,4 +1,5 @@
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
+import { withCheckpointStorage } from '../../src/backend/preset.js';
 import { leveldb } from '../../backends/leveldb/index.js';
 import type { StateBackend } from '../../src/backend/contract.js';
 import { changelog } from '../../src/changelog/index.js';
@@ -39,17 +40,14 @@ export function makeProofBackend(kind: ProofBackendKind, opts: ProofBackendOptio
   const checkpointStorage = opts.checkpointStorage;
   switch (kind) {
     case 'filesystem':
-      return new HeapStateBackend({ name: 'filesystem', checkpointStorage });
+      return withCheckpointStorage(new HeapStateBackend({ name: 'filesystem' }), checkpointStorage);
     case 'memory':
-      return new HeapStateBackend({ name: 'memory', checkpointStorage });
+      return withCheckpointStorage(new HeapStateBackend({ name: 'memory' }), checkpointStorage);
     case 'leveldb':
-      return {
-        ...leveldb({ workingDir: opts.workingDir, incremental: opts.incremental ?? true, writeBufferBytes: 256 * 1024, memtableBytes: 256 * 1024 }),
-        checkpointStorage,
-      };
+      return withCheckpointStorage(leveldb({ workingDir: opts.workingDir, incremental: opts.incremental ?? true, writeBufferBytes: 256 * 1024, memtableBytes: 256 * 1024 }), checkpointStorage);
     case 'changelog-filesystem':
       return changelog({
-        backend: new HeapStateBackend({ name: 'filesystem', checkpointStorage }),
+        backend: new HeapStateBackend({ name: 'filesystem' }),
         storage: checkpointStorage,
         materializationIntervalMs: opts.materializationIntervalMs ?? 200,
         preemptivePersistBytes: opts.preemptivePersistBytes ?? 16 * 1024,

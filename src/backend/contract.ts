@@ -1,4 +1,3 @@
-import type { CheckpointStorage } from '../checkpoint/storage.js';
 import type { KeyGroupRange } from '../keygroups/key-groups.js';
 import type { Serializer } from '../serializers/serializer.js';
 import type { MapStateDescriptor, StateDescriptor } from '../state/descriptors.js';
@@ -177,11 +176,6 @@ export interface OperatorStateBackend extends Snapshotable<OperatorStateHandle> 
 export interface StateBackend {
   /** `memory`, `filesystem`, `leveldb`, `changelog(...)` */
   readonly name: string;
-  /**
-   * The checkpoint storage this backend preset brings, if any (memory: in-process; filesystem: its
-   * directory). A job may configure another storage instead (e.g. S3).
-   */
-  readonly checkpointStorage?: CheckpointStorage;
   createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>>;
   createOperatorStateBackend(params: OperatorBackendParams): Promise<OperatorStateBackend>;
   supportsSavepointFormat(format: 'canonical' | 'native'): boolean;

@@ -1,4 +1,5 @@
 import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from '../backend/contract.js';
+import { presetStorage } from '../backend/preset.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { StreamStateError } from '../errors.js';
 import type { ChangelogKeyedStateBackend, ChangelogSettings } from './keyed-backend.js';
@@ -52,7 +53,7 @@ export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
   if (!(threshold > 0)) {
     throw new StreamStateError('INVALID_ARGUMENT', `preemptivePersistBytes must be a positive number of bytes; got ${String(threshold)}.`);
   }
-  const storage = opts.storage ?? inner.checkpointStorage;
+  const storage = opts.storage ?? presetStorage(inner);
   const name = `changelog(${inner.name})`;
   return {
     name,
@@ -83,9 +84,10 @@ export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
  * without changes to the plain backend): `withChangelogRestore(memory())`.
  */
 export function withChangelogRestore(plain: StateBackend): StateBackend {
+  const storage = presetStorage(plain);
   return {
     name: plain.name,
-    ...(plain.checkpointStorage !== undefined ? { checkpointStorage: plain.checkpointStorage } : {}),
+    ...(storage !== undefined ? { checkpointStorage: storage } : {}),
     createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
       if (params.restore !== undefined && params.restore.handles.some((h) => h.type === 'changelog')) {
         return restorePlainFromChangelog((p) => plain.createKeyedStateBackend(p), plain.name, params);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { presetStorage } from '../backend/preset.js';
 import { CheckpointCoordinator, type RestorePlan } from '../checkpoint/coordinator.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { StreamStateError } from '../errors.js';
@@ -18,7 +19,7 @@ import { SeededRandom } from './rng.js';
  */
 export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<OUT>): Promise<PipelineResult<OUT>> {
   validate(job, options);
-  const storage = options.checkpointStorage ?? options.backend.checkpointStorage;
+  const storage = options.checkpointStorage ?? presetStorage(options.backend);
   if (!storage) {
     throw new StreamStateError(
       'INVALID_ARGUMENT',

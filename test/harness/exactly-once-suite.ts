@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { presetStorage } from '../../src/backend/preset.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -147,7 +148,7 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
 
     it('recovers from a crash while asynchronous snapshot parts are in flight', async () => {
       const f = await fixture();
-      const storage = f.checkpointStorage ?? f.backend.checkpointStorage!;
+      const storage = f.checkpointStorage ?? presetStorage(f.backend)!;
       const input = countingInput({ records: 1500, keys: 50, partitions: 4, seed: 21 });
       const events: PipelineEvent[] = [];
       const result = await run(

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { memory } from '../../backends/memory/index.js';
 import type { KeyedStateBackend, StateBackend } from '../../src/backend/contract.js';
+import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { SnapshotError } from '../../src/errors.js';
 import {
   CommittedOutput,
@@ -19,7 +20,7 @@ import { DEFAULT_DEMO_OPTIONS, parseDemoArgs, runDemo } from '../../examples/dem
 const input = countingInput({ records: 800, keys: 25, partitions: 3, seed: 4 });
 
 /** A memory backend whose keyed snapshots of the listed checkpoints fail in their asynchronous part. */
-function failingSnapshots(failIds: readonly number[], aborted: number[]): StateBackend {
+function failingSnapshots(failIds: readonly number[], aborted: number[]): StateBackend & { readonly checkpointStorage: CheckpointStorage } {
   const inner = memory();
   return {
     name: inner.name,

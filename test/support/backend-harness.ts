@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { presetStorage } from '../../src/backend/preset.js';
 import type {
   CheckpointStreamFactory,
   KeyedBackendParams,
@@ -100,7 +101,7 @@ export class BackendHarness {
 
   static async create(make: MakeBackend): Promise<BackendHarness> {
     const fixture = await make();
-    const storage = fixture.storage ?? fixture.backend.checkpointStorage;
+    const storage = fixture.storage ?? presetStorage(fixture.backend);
     if (!storage) throw new Error(`backend ${fixture.backend.name} brings no checkpoint storage; the fixture must pass one`);
     return new BackendHarness(fixture.backend, storage, fixture);
   }
