@@ -50,3 +50,7 @@ export { copySnapshot, type CopySnapshotOptions, type CopySnapshotResult, type S
 export { opaqueSerializer } from '../serializers/opaque.js';
 export { builtinFor, decodeToJson, jsonDecoderFor, toJson, type JsonValue } from './values.js';
 export { verifySnapshot, type ProblemCategory, type VerifyProblem, type VerifyProgress, type VerifyResult } from './verify.js';
+export { checkNewMaxParallelism, rehashKeyedState, type RehashOptions, type RehashResult, type RehashSource } from './rehash.js';
+export { KeyGroupSpill, planSpillBuckets, type SpillBucket, type SpilledKeyGroup } from './rehash-spill.js';
+export { keyGroupSizes, type HistogramBucket, type KeyGroupSize, type KeyGroupSizesOptions, type OperatorKeyGroups, type SubtaskShare } from './key-group-sizes.js';
+export { formatKeyGroupSizes } from './key-group-sizes-text.js';
