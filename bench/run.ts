@@ -25,6 +25,7 @@ const scripts = [
   'changelog-checkpoint',
   'changelog-scaling',
   'savepoint-throughput',
+  'convert-max-parallelism',
   's3-storage',
   's3-incremental',
   'durability',
