@@ -23,6 +23,7 @@ import { ManifestTracker } from './native-checkpoint.js';
 import { restoreLevelDb } from './restore.js';
 import { decodeRowKey, isCountRowStateId, keyGroupPrefix, stateInKeyGroupPrefix } from './row-keys.js';
 import { LevelAggregatingState, LevelListState, LevelMapState, LevelReducingState, LevelValueState, type LevelState, type MapTtl } from './states.js';
+import type { Instance, LevelDbSnapshotSource, RegisteredInfo } from './snapshot-source.js';
 import { HeapTimerQueue, type RawTimer } from './timer-queue.js';
 import { TtlSweeper, type SweepResult, type SweepTarget, type TtlCleanupOptions } from './ttl-sweep.js';
 import type { ValueCodec } from './value-codec.js';
@@ -66,13 +67,7 @@ export const DEFAULT_MEMTABLE_BYTES = 2 * 1024 * 1024;
 const CLOSE_GRACE_MS = 5000;
 
 /** Where a database lives and how it is opened. */
-export interface Instance {
-  readonly dir: string;
-  readonly dbDir: string;
-  readonly cacheSize: number;
-  readonly memtableBytes: number;
-  readonly infoLog: boolean;
-}
+export type { Instance } from './snapshot-source.js';
 
 interface Registered {
   readonly kind: string;
@@ -102,17 +97,18 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private readonly ttlTargets = new Map<number, SweepTarget>();
   private readonly sweeper: TtlSweeper | null;
   /** This database's MANIFEST as parsed by the last checkpoint (each parses only what was appended since). */
+  /** @internal */
   readonly manifests = new ManifestTracker();
 
   private constructor(
     private readonly params: KeyedBackendParams<K>,
-    readonly instance: Instance,
-    readonly db: LevelDb,
-    readonly store: BufferedStore,
-    readonly catalog: StateCatalog,
+    /** @internal */ readonly instance: Instance,
+    /** @internal */ readonly db: LevelDb,
+    /** @internal */ readonly store: BufferedStore,
+    /** @internal */ readonly catalog: StateCatalog,
     /** Restored timers of queues not registered again yet. */
     private readonly pendingTimers: Map<string, RawTimer[]>,
-    readonly chain: IncrementalChain,
+    /** @internal */ readonly chain: IncrementalChain,
     private readonly incremental: boolean,
     ttlCleanup: false | TtlCleanupOptions,
   ) {
@@ -264,7 +260,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     return q as unknown as TimerQueue<K, N>;
   }
 
-  /** Every timer by queue name (registered queues and restored ones not registered again). */
+  /** @internal Every timer by queue name (registered queues and restored ones not registered again). */
   timersSnapshot(): Map<string, RawTimer[]> {
     const out = new Map<string, RawTimer[]>();
     for (const [name, q] of this.timerQueues) out.set(name, q.raw());
@@ -272,8 +268,8 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     return out;
   }
 
-  /** How a full snapshot reads a state's rows: codec (registered states) and TTL. */
-  registeredInfo(name: string): { codec: ValueCodec<unknown> | null; ttlMs: number | null; cleanupInFullSnapshot: boolean } | undefined {
+  /** @internal How a full snapshot reads a state's rows: codec (registered states) and TTL. */
+  registeredInfo(name: string): RegisteredInfo | undefined {
     const r = this.registered.get(name);
     return r === undefined ? undefined : { codec: r.codec, ttlMs: r.ttlMs, cleanupInFullSnapshot: r.cleanupInFullSnapshot };
   }
@@ -390,7 +386,8 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
     this.checkOpen();
     const canonical = options.type === 'savepoint' && options.format === 'canonical';
-    const task = !this.incremental || canonical ? await takeFullSnapshot(this, checkpointId, options, canonical) : await takeIncrementalSnapshot(this, checkpointId, options);
+    const source: LevelDbSnapshotSource = this; // the narrow view the snapshot modules get
+    const task = !this.incremental || canonical ? await takeFullSnapshot(source, checkpointId, options, canonical) : await takeIncrementalSnapshot(source, checkpointId, options);
     return this.track(task);
   }
 

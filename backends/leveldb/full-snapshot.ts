@@ -5,10 +5,10 @@ import { ByteWriter } from '../../src/format/bytes.js';
 import { CANONICAL_LAYOUT, KeyGroupsStreamWriter, SectionWriter } from '../../src/format/key-groups-stream.js';
 import { CanonicalKeyGroupsWriter } from '../../src/format/canonical-layout.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
-import type { LevelDbKeyedStateBackend } from './backend.js';
 import type { CancellableTask } from './incremental-snapshot.js';
 import type { LevelStateMetaInfo } from './meta.js';
 import { isCountRowStateId, keyGroupPrefix, ROW_HEADER_BYTES } from './row-keys.js';
+import type { LevelDbSnapshotSource } from './snapshot-source.js';
 import type { RawTimer } from './timer-queue.js';
 import { ValueCodec } from './value-codec.js';
 
@@ -140,13 +140,7 @@ function writeKeyAndNamespace(k: Buffer, out: ByteWriter): void {
   out.varint(nl).rawRange(k, at.pos, at.pos + nl);
 }
 
-export async function takeFullSnapshot<K>(
-  backend: LevelDbKeyedStateBackend<K>,
-  checkpointId: number,
-  options: SnapshotOptions,
-  canonical: boolean,
-): Promise<CancellableTask> {
-  const b = backend as unknown as LevelDbKeyedStateBackend<unknown>;
+export async function takeFullSnapshot(b: LevelDbSnapshotSource, checkpointId: number, options: SnapshotOptions, canonical: boolean): Promise<CancellableTask> {
   // ---- synchronous part: flush, pin a LevelDB snapshot, copy meta and timers.
   await b.store.flush();
   const snapshot = b.db.snapshot();

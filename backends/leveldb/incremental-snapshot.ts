@@ -6,9 +6,9 @@ import type { FileStreamHandle, KeyedStateHandle, StreamHandle } from '../../src
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import { mapLimited } from '../../src/util/concurrency.js';
-import type { LevelDbKeyedStateBackend } from './backend.js';
 import { encodeMeta } from './meta.js';
 import { createNativeCheckpoint, type NativeCheckpoint } from './native-checkpoint.js';
+import type { LevelDbSnapshotSource } from './snapshot-source.js';
 
 /** Table files uploaded at once (Flink's default transfer thread count). */
 const UPLOAD_CONCURRENCY = 4;
@@ -38,7 +38,7 @@ export function isIncrementalHandle(h: KeyedStateHandle): h is KeyedStateHandle 
 
 export type CancellableTask = SnapshotTask<KeyedStateHandle> & { cancel: () => void };
 
-async function hasAnyRow(backend: LevelDbKeyedStateBackend<unknown>): Promise<boolean> {
+async function hasAnyRow(backend: LevelDbSnapshotSource): Promise<boolean> {
   const it = backend.db.iterator({ limit: 1 });
   try {
     return (await it.nextv(1)).length > 0;
@@ -47,8 +47,7 @@ async function hasAnyRow(backend: LevelDbKeyedStateBackend<unknown>): Promise<bo
   }
 }
 
-export async function takeIncrementalSnapshot<K>(backend: LevelDbKeyedStateBackend<K>, checkpointId: number, options: SnapshotOptions): Promise<CancellableTask> {
-  const b = backend as unknown as LevelDbKeyedStateBackend<unknown>;
+export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpointId: number, options: SnapshotOptions): Promise<CancellableTask> {
   // ---- synchronous part: only fixes the point of the snapshot. The write buffer is sealed here and
   // writes after this point are held back, so LevelDB holds exactly this point's state once the
   // sealed layers are written; state accesses go on at once (into the buffer) while that happens

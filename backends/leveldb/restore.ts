@@ -8,7 +8,6 @@ import { FormatError, RestoreError, StateMigrationError, StreamStateError } from
 import { listEntries, mapEntries, readKeyGroups, timerEntries, valueEntries } from '../../src/format/key-groups-stream.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { describeSerializer, resolveCompatibility, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
-import type { Instance } from './backend.js';
 import type { LevelDb } from './buffered-store.js';
 import type { ImportMapping, StateCatalog } from './catalog.js';
 import { IncrementalChain } from './chain.js';
@@ -16,6 +15,7 @@ import { isIncrementalHandle, type LevelDbIncrementalHandle } from './incrementa
 import { decodeMeta, type LevelMeta } from './meta.js';
 import { openLevelDb } from './open-db.js';
 import { countRowStateId, encodeRowKey, isCountRowStateId, keyGroupPrefix } from './row-keys.js';
+import type { Instance } from './snapshot-source.js';
 import type { RawTimer } from './timer-queue.js';
 
 /**
