@@ -1,11 +1,12 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
-import { fieldWriter, type ByteWriter, type FieldWriter } from '../../src/format/bytes.js';
-import { listEntries, mapEntries, valueEntries, type RawSection, type SectionWriter } from '../../src/format/key-groups-stream.js';
+import { ByteReader, fieldWriter, type ByteWriter, type FieldWriter } from '../../src/format/bytes.js';
+import type { RawSection, SectionWriter } from '../../src/format/key-groups-stream.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { StateKind, TtlConfig } from '../../src/state/descriptors.js';
 import { isExpired, type TtlValue } from '../../src/state/ttl.js';
 import { CowTable, type CowFrame } from './cow.js';
 import { IdCodec } from './ids.js';
+import { cachedIdRangeDecoder, idRangeDecoder, rangeDecoder } from './range-decoders.js';
 import type { SectionCursor } from './section-cursor.js';
 
 /** A map state's value for one (key, namespace): user-key id → [user key, user value]. */
@@ -161,37 +162,57 @@ export class StateTable extends CowTable<unknown> {
     };
   }
 
-  /** Loads a restored section of key group `i`, decoding with the serializers it was written with. */
+  /**
+   * Loads a restored section of key group `i`, decoding with the serializers it was written with.
+   * Fields are decoded straight from their byte ranges (range-decoders.ts); the framing is checked
+   * as the ByteReader reads it (typed TRUNCATED / CORRUPT errors).
+   */
   loadSection(section: RawSection, i: number, readers: StateSerializers, what: string): void {
-    const keyC = this.keyCodec;
-    const nsC = this.nsCodec;
-    const keyReader = keyC.serializer;
-    if (this.kind === 'list') {
-      for (const e of listEntries(section, what)) {
-        const keyId = keyC.idFromBytes(e.key, keyReader);
-        const nsId = nsC.idFromBytes(e.namespace, readers.namespace);
-        const els = e.elements.map((b) => readers.value.deserialize(b));
+    const buf = section.bytes;
+    const r = new ByteReader(buf, what);
+    const keyOf = idRangeDecoder(this.keyCodec, this.keyCodec.serializer);
+    const nsOf = cachedIdRangeDecoder(idRangeDecoder(this.nsCodec, readers.namespace));
+    const valueOf = rangeDecoder(readers.value);
+    const field = (): number => {
+      const n = r.varint();
+      r.skip(n);
+      return r.pos - n;
+    };
+    for (let e = 0; e < section.entryCount; e++) {
+      const ks = field();
+      const keyId = keyOf(buf, ks, r.pos);
+      const ns = field();
+      const nsId = nsOf(buf, ns, r.pos);
+      if (this.kind === 'list') {
+        const n = r.count(1, 'list elements');
+        const els: unknown[] = new Array(n);
+        for (let j = 0; j < n; j++) {
+          const vs = field();
+          els[j] = valueOf(buf, vs, r.pos);
+        }
         const existing = this.get(i, nsId, keyId) as unknown[] | undefined;
-        if (existing) existing.push(...els);
-        else if (els.length > 0) this.load(i, nsId, keyId, els);
-      }
-    } else if (this.kind === 'map') {
-      const ukC = this.userKeyCodec!;
-      const ukReader = readers.userKey ?? ukC.serializer;
-      for (const e of mapEntries(section, what)) {
-        const keyId = keyC.idFromBytes(e.key, keyReader);
-        const nsId = nsC.idFromBytes(e.namespace, readers.namespace);
+        if (existing) for (const el of els) existing.push(el);
+        else if (n > 0) this.load(i, nsId, keyId, els);
+      } else if (this.kind === 'map') {
+        const ukC = this.userKeyCodec!;
+        const ukOf = rangeDecoder(readers.userKey ?? ukC.serializer);
+        const n = r.count(2, 'map elements');
         let m = this.get(i, nsId, keyId) as UserMap | undefined;
         if (m === undefined) this.load(i, nsId, keyId, (m = new Map()));
-        for (const [ukBytes, vBytes] of e.entries) {
-          const uk = ukReader.deserialize(ukBytes);
-          m.set(ukC.id(uk), [uk, vBytes === null ? null : readers.value.deserialize(vBytes)]);
+        for (let j = 0; j < n; j++) {
+          const us = field();
+          const uk = ukOf(buf, us, r.pos);
+          let v: unknown = null;
+          if (r.u8() === 0) {
+            const vs = field();
+            v = valueOf(buf, vs, r.pos);
+          }
+          m.set(ukC.id(uk), [uk, v]);
         }
         if (m.size === 0) this.delete(i, nsId, keyId);
-      }
-    } else {
-      for (const e of valueEntries(section, what)) {
-        this.load(i, nsC.idFromBytes(e.namespace, readers.namespace), keyC.idFromBytes(e.key, keyReader), readers.value.deserialize(e.value));
+      } else {
+        const vs = field();
+        this.load(i, nsId, keyId, valueOf(buf, vs, r.pos));
       }
     }
   }
