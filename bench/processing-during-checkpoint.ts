@@ -5,19 +5,21 @@
  * asynchronous part, for every backend and for changelog materialization; checkpoint duration and
  * garbage-collection time alongside. Rounds alternate idle / during on the same state, medians.
  *   node dist/bench/processing-during-checkpoint.js [--quick] [--size=MB] [--rounds=N] [--backends=a,b]
+ *     [--cpu-share=0.15] [--max-slice-ms=4]   (heap snapshot slicing; max-slice-ms=Infinity: unsliced)
  * backends: memory, filesystem, leveldb, changelog-checkpoint, changelog-materialization.
  * Default 100 MB of state (quick: 20 MB), 3 rounds; `--size=1000` is the issue's 1 GB point.
  */
-import { presetStorage } from '../src/backend/preset.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
-import { filesystem } from '../backends/filesystem/index.js';
+import { HeapStateBackend } from '../backends/heap/index.js';
+import type { SnapshotSlicing } from '../backends/heap/index.js';
 import { leveldb } from '../backends/leveldb/index.js';
-import { memory } from '../backends/memory/index.js';
 import type { KeyedStateBackend, SnapshotOptions, StateBackend } from '../src/backend/contract.js';
+import { presetStorage, withCheckpointStorage } from '../src/backend/preset.js';
 import { changelog, type ChangelogKeyedStateBackend } from '../src/changelog/index.js';
+import { localCheckpointStorage, memoryCheckpointStorage } from '../src/checkpoint/checkpoint-storage.js';
 import { bytesSerializer } from '../src/serializers/builtins.js';
 import { valueState } from '../src/state/descriptors.js';
 import { median, printTable, recordResults } from './lib/bench.js';
@@ -30,6 +32,10 @@ const sizeMb = Number(option('size') ?? (quick ? 20 : 100));
 const rounds = Number(option('rounds') ?? (quick ? 2 : 3));
 const ALL = ['memory', 'filesystem', 'leveldb', 'changelog-checkpoint', 'changelog-materialization'] as const;
 type Variant = (typeof ALL)[number];
+const slicing: SnapshotSlicing = {
+  ...(option('cpu-share') !== undefined ? { cpuShare: Number(option('cpu-share')) } : {}),
+  ...(option('max-slice-ms') !== undefined ? { maxSliceMs: Number(option('max-slice-ms')) } : {}),
+};
 const variants = (option('backends')?.split(',') ?? [...ALL]) as Variant[];
 for (const v of variants) if (!ALL.includes(v)) throw new Error(`unknown backend ${v}; one of ${ALL.join(', ')}`);
 
@@ -101,6 +107,9 @@ interface Setup {
   readonly snapshot: (kb: KeyedStateBackend<string>, id: number) => Promise<{ readonly done: Promise<unknown> }>;
 }
 
+/** The filesystem preset, with the slicing options of the command line. */
+const heapOnDisk = (dir: string): StateBackend => withCheckpointStorage(new HeapStateBackend({ name: 'filesystem', snapshotSlicing: slicing }), localCheckpointStorage(dir));
+
 function setup(variant: Variant): Setup {
   const dir = mkdtempSync(join(tmpdir(), 'ss-bench-pdc-'));
   const plain = (kb: KeyedStateBackend<string>, id: number, backend: StateBackend): Promise<{ readonly done: Promise<unknown> }> => {
@@ -109,11 +118,11 @@ function setup(variant: Variant): Setup {
   };
   switch (variant) {
     case 'memory': {
-      const backend = memory({ maxSnapshotBytes: 2 ** 32, name: `pdc-${Date.now()}` });
+      const backend = withCheckpointStorage(new HeapStateBackend({ name: 'memory', snapshotSlicing: slicing }), memoryCheckpointStorage({ maxSnapshotBytes: 2 ** 32, name: `pdc-${Date.now()}` }));
       return { backend, dir, snapshot: (kb, id) => plain(kb, id, backend) };
     }
     case 'filesystem': {
-      const backend = filesystem({ checkpointDir: dir });
+      const backend = heapOnDisk(dir);
       return { backend, dir, snapshot: (kb, id) => plain(kb, id, backend) };
     }
     case 'leveldb': {
@@ -121,7 +130,7 @@ function setup(variant: Variant): Setup {
       return { backend, dir, snapshot: (kb, id) => plain(kb, id, backend) };
     }
     default: {
-      const backend = changelog({ backend: filesystem({ checkpointDir: dir }), materializationIntervalMs: Number.POSITIVE_INFINITY });
+      const backend = changelog({ backend: heapOnDisk(dir), materializationIntervalMs: Number.POSITIVE_INFINITY });
       const materialize = variant === 'changelog-materialization';
       return {
         backend,
@@ -202,4 +211,4 @@ for (const variant of variants) {
   raw[variant] = { keys, fillMs, idle, during, durations, pauses };
 }
 printTable(rows);
-recordResults(`processingDuringCheckpoint${sizeMb >= 1000 ? '1G' : ''}`, { quick, sizeMb, keys, valueBytes: VALUE_BYTES, rounds, rows, raw });
+recordResults(`processingDuringCheckpoint${sizeMb >= 1000 ? '1G' : ''}`, { quick, sizeMb, slicing, keys, valueBytes: VALUE_BYTES, rounds, rows, raw });

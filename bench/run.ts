@@ -14,6 +14,9 @@ import { recordResults, resultsDir } from './lib/bench.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes('--quick');
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+/** `--size=MB` goes to the suites that take a state size (processing-during-checkpoint, heap-full-snapshot). */
+const sized = new Set(['processing-during-checkpoint', 'heap-full-snapshot']);
+const sizeArg = process.argv.slice(2).find((a) => a.startsWith('--size='));
 
 /** In run order; scripts that are not built (yet) are skipped with a note. */
 const scripts = [
@@ -57,7 +60,7 @@ for (const name of scripts) {
   }
   console.log(`\n== ${name}${quick ? ' (quick)' : ''}`);
   const started = Date.now();
-  const r = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=16384', file, ...(quick ? ['--quick'] : [])], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=16384', file, ...(quick ? ['--quick'] : []), ...(sizeArg !== undefined && sized.has(name) ? [sizeArg] : [])], { stdio: 'inherit' });
   const seconds = (Date.now() - started) / 1000;
   const status = r.status === 0 ? 'ok' : `FAILED (exit ${r.status ?? r.signal})`;
   console.log(`-- ${name}: ${status} in ${seconds.toFixed(1)} s`);
