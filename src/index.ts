@@ -33,6 +33,9 @@ export { assignKeyedState, assignOperatorState } from './checkpoint/assignment.j
 export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './checkpoint/shared-registry.js';
 export { readLease, LEASE_DIR, type LeaseInfo } from './checkpoint/lease.js';
 export { DEFAULT_FENCING_MIN_AGE_MS } from './checkpoint/fencing-gc.js';
+export { stopWithSavepoint, type StopMode, type StopWithSavepointOptions, type StopWithSavepointRuntime } from './checkpoint/stop-with-savepoint.js';
+export type { SavepointTriggerOptions } from './checkpoint/external-snapshots.js';
+export type { SavepointLocationOptions, S3Connection } from './checkpoint/savepoint-location.js';
 export * from './operator/index.js';
 // S3 storage is `streamstate/s3` (src/s3.ts): the core never loads the AWS SDK (an optional peer dependency).
 export type { EntropyOptions } from './storage/s3/key-layout.js';

@@ -15,6 +15,9 @@ import { resolveHandlePath } from './streams.js';
 import { FencedCheckpointStorage } from './fenced-storage.js';
 import { DEFAULT_FENCING_MIN_AGE_MS, deletableNow } from './fencing-gc.js';
 import { JobLease } from './lease.js';
+// [savepoints anywhere] savepoint targets and restore pointers outside the checkpoint storage (docs/RUNTIME.md, "Savepoints anywhere")
+import { ExternalSnapshots, type SavepointTriggerOptions } from './external-snapshots.js';
+import type { SavepointLocationOptions } from './savepoint-location.js';
 
 // The coordinator's parts live in their own modules; these re-exports keep its public surface.
 export type { SubtaskAck } from './acknowledgement.js';
@@ -41,6 +44,8 @@ export interface CheckpointCoordinatorOptions {
   readonly onCleanupError?: (err: unknown) => void;
   /** The job lease (docs/RUNTIME.md, "Fencing"). */
   readonly fencing?: FencingOptions;
+  /** [savepoints anywhere] The default savepoint location (local dir or s3:// URL) and S3 settings for s3:// targets and restore pointers. */
+  readonly savepoints?: SavepointLocationOptions;
 }
 
 /** [fencing] How start-up cleanup treats files an older, possibly live instance may still complete. */
@@ -103,6 +108,7 @@ export class CheckpointCoordinator {
   readonly registry = new SharedStateRegistry();
   private readonly jobId: string;
   private readonly storage: FencedCheckpointStorage; // [fencing] deletions check the lease
+  private readonly external: ExternalSnapshots; // [savepoints anywhere]
   private readonly operators: ReadonlyMap<string, CoordinatedOperator>;
   private readonly clock: () => number;
   private readonly pending = new Map<number, Pending>();
@@ -125,7 +131,9 @@ export class CheckpointCoordinator {
   constructor(private readonly options: CheckpointCoordinatorOptions) {
     this.jobId = options.jobId;
     // [fencing] Every deletion first checks the lease: a fenced instance deletes nothing.
-    this.storage = new FencedCheckpointStorage(options.storage, (what) => this.lease?.checkMayDelete(what) ?? Promise.resolve());
+    // [savepoints anywhere] Directories outside the storage are mounted into it (mounted-storage.ts); restored ones read-only.
+    this.external = new ExternalSnapshots(options.storage, { ...options.savepoints, onRefusedDelete: (err) => options.onCleanupError?.(err) });
+    this.storage = new FencedCheckpointStorage(this.external.storage, (what) => this.lease?.checkMayDelete(what) ?? Promise.resolve());
     this.clock = options.clock ?? Date.now;
     this.completed = new CompletedCheckpointStore(options.numRetained ?? 1);
     this.operators = indexOperators(options.operators);
@@ -175,7 +183,8 @@ export class CheckpointCoordinator {
     let source: ResolvedSnapshot | null;
     let isOwn: boolean;
     if (pointer !== undefined) {
-      source = await this.storage.resolve(pointer);
+      // [savepoints anywhere] A pointer outside the storage is mounted read-only: always no-claim.
+      source = this.external.isOutside(pointer) ? await this.external.resolveOutside(pointer, this.options.restoreMode ?? 'no-claim') : await this.storage.resolve(pointer);
       const p = source.pointer;
       isOwn = own.some((o) => o.pointer === p);
     } else {
@@ -185,7 +194,8 @@ export class CheckpointCoordinator {
     }
     const mode: RestoreMode = isOwn ? 'claim' : (this.options.restoreMode ?? 'no-claim');
     // Everything that can refuse the restore happens before any state changes.
-    const plan = source === null ? null : planRestore(source, mode, { jobId: this.jobId, operators: this.operators }, opts.allowNonRestoredState ?? this.options.allowNonRestoredState ?? false);
+    const planned = source === null ? null : planRestore(source, mode, { jobId: this.jobId, operators: this.operators }, opts.allowNonRestoredState ?? this.options.allowNonRestoredState ?? false);
+    const plan = planned === null ? null : { ...planned, pointer: this.external.storage.userPointer(planned.pointer) }; // [savepoints anywhere]
 
     const highestDir = await this.highestCheckpointDirId();
     for (const snap of own) {
@@ -263,12 +273,14 @@ export class CheckpointCoordinator {
    * store root). Savepoints are never retained as checkpoints nor deleted by the coordinator; on
    * completion `completion` (and the final acknowledge) yield its pointer.
    */
-  triggerSavepoint(opts: { format?: 'canonical' | 'native'; targetDir?: string } = {}): PendingCheckpoint {
+  triggerSavepoint(opts: SavepointTriggerOptions = {}): PendingCheckpoint {
     this.checkRunning();
     this.lease?.throwIfKnownFenced('trigger a savepoint'); // [fencing]
     const id = this.nextId++;
-    const { pointer, streams } = this.storage.createSavepointLocation(this.jobId, opts.targetDir);
-    return this.addPending(id, 'savepoint', opts.format ?? 'canonical', pointer, streams, true);
+    // [savepoints anywhere] `target`: any directory (checked new or empty); else the default savepoint location.
+    const { pointer, streams } = this.external.savepointLocation(this.jobId, opts);
+    const view = this.addPending(id, 'savepoint', opts.format ?? 'canonical', pointer, streams, true);
+    return { ...view, completion: this.external.completion(pointer, view.completion) };
   }
 
   private addPending(
@@ -468,7 +480,7 @@ export class CheckpointCoordinator {
       throw failure;
     }
     await this.fenceCompletion(p, 'after'); // [fencing]
-    const info = completedInfo(pointer, metadata);
+    const info = this.external.describe(completedInfo(pointer, metadata)); // [savepoints anywhere] outside: its absolute path or URL
     if (kind === 'checkpoint') {
       this.registry.registerCheckpoint(id, sharedKeys(pointer, metadata));
       this.fullRequired = false;
@@ -774,6 +786,7 @@ export class CheckpointCoordinator {
       }
       // [fencing] A clean stop: later starts need not spare this instance's files.
       await this.bestEffort(() => this.lease?.release() ?? Promise.resolve());
+      await this.external.close(); // [savepoints anywhere] S3 clients of outside locations
     });
   }
 

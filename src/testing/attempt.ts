@@ -1,8 +1,10 @@
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
 import type { RestoreSource, StateBackend } from '../backend/contract.js';
-import type { CheckpointCoordinator, RestorePlan } from '../checkpoint/coordinator.js';
+import type { SnapshotOptions } from '../backend/contract.js';
+import type { CheckpointCoordinator, PendingCheckpoint, RestorePlan } from '../checkpoint/coordinator.js';
 import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
-import { SnapshotError } from '../errors.js';
+import { stopWithSavepoint, type StopMode } from '../checkpoint/stop-with-savepoint.js';
+import { SnapshotError, StreamStateError } from '../errors.js';
 import { keyGroupRangeForSubtask, subtaskForKey } from '../keygroups/key-groups.js';
 import type { Serializer } from '../serializers/serializer.js';
 import { Channel, InputGate, type RecordElement } from './channels.js';
@@ -11,6 +13,7 @@ import type { ExternalSourceSubtask, PipelineSource } from './external-source.js
 import type { CommittedOutput } from './committed-output.js';
 import { InjectedCrash, type CrashPredicate, type PipelineEvent } from './events.js';
 import { KeyedOperatorSubtask, type ProcessFunction } from './keyed-operator.js';
+import type { SavepointRequest, StopWithSavepointRequest } from './pipeline.js';
 import type { SeededRandom } from './rng.js';
 import { SinkSubtask } from './sink.js';
 import { SourceSubtask } from './source.js';
@@ -35,6 +38,8 @@ export interface AttemptConfig<IN, K, OUT> {
   readonly crash: CrashPredicate | null;
   readonly onEvent: ((e: PipelineEvent) => void) | null;
   readonly clock?: () => number;
+  /** Savepoint and stop requests not yet fired (each fires once over the whole run). */
+  readonly requests: { savepoints: SavepointRequest[]; stop: StopWithSavepointRequest | null };
 }
 
 /** Counters that run across attempts. */
@@ -44,6 +49,9 @@ export interface RunTotals {
   bytesWritten: number;
   readonly completed: CompletedCheckpointInfo[];
   readonly aborted: number[];
+  readonly savepoints: CompletedCheckpointInfo[];
+  readonly savepointFailures: StreamStateError[];
+  stopped: { readonly mode: StopMode; readonly savepoint: CompletedCheckpointInfo } | null;
 }
 
 export interface AttemptShape {
@@ -83,6 +91,15 @@ export class Attempt<IN, K, OUT> {
   private dead = false;
   private emittedSinceTrigger = 0;
   private finalFailures = 0;
+  /** Ordinary savepoints under way (they settle once their acknowledgements have). */
+  private readonly savepointRuns = new Set<Promise<void>>();
+  /** A stop-with-savepoint under way; the run loop waits for it once nothing else can move. */
+  private stopRun: Promise<void> | null = null;
+  /** How the job ended, once a stop-with-savepoint succeeded. */
+  private terminated: StopMode | null = null;
+  /** Stop-with-savepoint: the barrier after which sources emit nothing, and the sources that injected it. */
+  private haltAfter: number | null = null;
+  private readonly halted = new Set<number>();
 
   constructor(
     private readonly cfg: AttemptConfig<IN, K, OUT>,
@@ -187,6 +204,14 @@ export class Attempt<IN, K, OUT> {
         }
         await this.tracker.settle();
         this.throwIfFailed();
+        if (this.stopRun !== null) {
+          // Every barrier went through: the stop's savepoint has completed or failed by now.
+          await this.stopRun;
+          this.stopRun = null;
+          this.throwIfFailed();
+          if (this.terminated !== null) return;
+          continue; // it failed: the sources read on
+        }
         if (this.needsFinalCheckpoint()) {
           this.triggerCheckpoint();
           continue;
@@ -210,6 +235,7 @@ export class Attempt<IN, K, OUT> {
   /** Closes everything after a normal end. */
   async finish(): Promise<void> {
     await this.tracker.settle();
+    await Promise.allSettled([...this.savepointRuns]);
     this.dead = true;
     await this.closeAll();
     this.totals.bytesWritten += this.tracker.bytesWritten;
@@ -235,7 +261,7 @@ export class Attempt<IN, K, OUT> {
       case 'source': {
         const s = this.sources[r.index];
         if (s.pendingBarriers.length > 0) return true;
-        if (s.exhausted) return false;
+        if (s.exhausted || this.halted.has(r.index)) return false;
         for (const c of this.sourceOutputs[r.index]) if (!c.hasRoom) return false;
         return true;
       }
@@ -278,6 +304,7 @@ export class Attempt<IN, K, OUT> {
     const barrier = source.pendingBarriers.shift();
     if (barrier !== undefined) {
       this.event({ type: 'barrier', attempt: this.shape.attempt, subtaskIndex: i, checkpointId: barrier });
+      if (barrier === this.haltAfter) this.halted.add(i); // stop-with-savepoint: nothing after this barrier
       return this.snapshotAndForward(source, barrier, outputs);
     }
     const next = source.next();
@@ -286,7 +313,91 @@ export class Attempt<IN, K, OUT> {
     outputs[target].push({ kind: 'record', value: next.value, origin: next.origin });
     this.totals.recordsEmitted++;
     if (this.cfg.onEvent || this.cfg.crash) this.event({ type: 'emit', attempt: this.shape.attempt, subtaskIndex: i, origin: next.origin, target });
+    this.fireRequests();
     if (++this.emittedSinceTrigger >= this.cfg.checkpointEvery) return this.triggerCheckpoint();
+  }
+
+  /** Savepoint and stop requests due at this many emitted records. */
+  private fireRequests(): void {
+    const n = this.totals.recordsEmitted;
+    const { requests } = this.cfg;
+    for (const req of requests.savepoints.filter((r) => r.afterRecords === n)) {
+      requests.savepoints.splice(requests.savepoints.indexOf(req), 1);
+      this.takeSavepoint(req);
+    }
+    if (requests.stop !== null && requests.stop.afterRecords === n && this.stopRun === null) {
+      const req = requests.stop;
+      requests.stop = null;
+      this.beginStop(req);
+    }
+  }
+
+  /** An ordinary savepoint: barriers like a checkpoint's; no notification, no commit when it completes. */
+  private takeSavepoint(req: SavepointRequest): void {
+    let pending: PendingCheckpoint;
+    try {
+      pending = this.coordinator.triggerSavepoint({ target: req.target, format: req.format });
+    } catch (err) {
+      this.savepointFailed(null, err, false);
+      return;
+    }
+    this.tracker.adopt(pending);
+    for (const s of this.sources) s.pendingBarriers.push(pending.checkpointId);
+    const run = pending.completion.then(
+      (info) => this.savepointCompleted(info, false),
+      (err: unknown) => this.savepointFailed(pending.checkpointId, err, false),
+    );
+    this.savepointRuns.add(run);
+  }
+
+  /** Stop- or cancel-with-savepoint through the library's sequence (src/checkpoint/stop-with-savepoint.ts). */
+  private beginStop(req: StopWithSavepointRequest): void {
+    const mode = req.mode ?? 'stop';
+    let savepointId: number | null = null;
+    const run = stopWithSavepoint(
+      this.coordinator,
+      {
+        injectTerminalBarrier: (sp: PendingCheckpoint) => {
+          savepointId = sp.checkpointId;
+          this.tracker.adopt(sp);
+          this.haltAfter = sp.checkpointId;
+          for (const s of this.sources) s.pendingBarriers.push(sp.checkpointId);
+        },
+        resume: () => {
+          this.haltAfter = null;
+          this.halted.clear();
+        },
+        notifyComplete: async (info) => {
+          if (this.dead) return;
+          for (const sink of this.sinks) sink.commitUpTo(info.checkpointId);
+          await Promise.allSettled(this.allSubtasks.map((t) => t.notifyCheckpointComplete(info.checkpointId)));
+        },
+        terminate: (how) => {
+          this.terminated = how;
+        },
+      },
+      { target: req.target, format: req.format, mode },
+    );
+    this.stopRun = run.then(
+      (info) => {
+        this.savepointCompleted(info, true);
+        this.totals.stopped = { mode, savepoint: info };
+        this.event({ type: 'stopped', attempt: this.shape.attempt, mode, checkpointId: info.checkpointId });
+      },
+      (err: unknown) => this.savepointFailed(savepointId, err, true),
+    );
+    this.stopRun.catch((err: unknown) => this.fail(err));
+  }
+
+  private savepointCompleted(info: CompletedCheckpointInfo, stop: boolean): void {
+    this.totals.savepoints.push(info);
+    this.event({ type: 'savepoint-completed', attempt: this.shape.attempt, checkpointId: info.checkpointId, pointer: info.pointer, stop });
+  }
+
+  private savepointFailed(checkpointId: number | null, err: unknown, stop: boolean): void {
+    const error = err instanceof StreamStateError ? err : new SnapshotError('SNAPSHOT_FAILED', `savepoint failed: ${String(err)}`, { cause: err });
+    this.totals.savepointFailures.push(error);
+    this.event({ type: 'savepoint-failed', attempt: this.shape.attempt, checkpointId, reason: error.message, stop });
   }
 
   private processRecord(k: KeyedOperatorSubtask<IN, K, OUT>, element: RecordElement<IN>): void {
@@ -320,7 +431,12 @@ export class Attempt<IN, K, OUT> {
     const pending = this.tracker.pending(checkpointId);
     if (pending) {
       try {
-        const snapshot = await task.snapshotState(checkpointId, pending.streamsFor(task.operatorId, task.subtaskIndex), pending.full);
+        // Savepoints: the coordinator's options as they are (type, format, full); checkpoints as this runtime always took them.
+        const options: SnapshotOptions =
+          pending.kind === 'savepoint'
+            ? pending.snapshotOptions(task.operatorId, task.subtaskIndex)
+            : { type: 'checkpoint', full: pending.full, streams: pending.streamsFor(task.operatorId, task.subtaskIndex) };
+        const snapshot = await task.snapshotState(checkpointId, options);
         this.tracker.track(checkpointId, task.operatorId, task.subtaskIndex, snapshot);
       } catch (err) {
         this.tracker.failSubtask(checkpointId, err);
@@ -331,6 +447,7 @@ export class Attempt<IN, K, OUT> {
   }
 
   private needsFinalCheckpoint(): boolean {
+    if (this.terminated !== null) return false;
     if (this.emittedSinceTrigger === 0 && !this.tracker.lastTriggeredFailed) return false;
     if (this.tracker.lastTriggeredFailed && ++this.finalFailures > MAX_FINAL_CHECKPOINT_FAILURES) {
       throw new SnapshotError(

@@ -57,6 +57,17 @@ export class CheckpointTracker {
     return pending.checkpointId;
   }
 
+  /**
+   * Tracks a savepoint triggered by someone else (a savepoint request, a stop-with-savepoint): its
+   * subtasks acknowledge like a checkpoint's, but its completion goes to whoever triggered it
+   * through `pending.completion` — the `completed` hook (sink commits, notifications) is for
+   * checkpoints only: an ordinary savepoint gets no completion notice (Flink's semantics).
+   */
+  adopt(pending: PendingCheckpoint): void {
+    this.entries.set(pending.checkpointId, { pending, settled: 0, failure: undefined });
+    pending.completion.catch(() => this.entries.delete(pending.checkpointId));
+  }
+
   pending(checkpointId: number): PendingCheckpoint | null {
     return this.entries.get(checkpointId)?.pending ?? null;
   }
@@ -79,8 +90,9 @@ export class CheckpointTracker {
           operator: operator ? [operator] : [],
         });
         if (result.status === 'completed') {
+          const kind = this.entries.get(checkpointId)?.pending.kind ?? 'checkpoint';
           this.entries.delete(checkpointId);
-          await this.hooks.completed(result.checkpoint);
+          if (kind === 'checkpoint') await this.hooks.completed(result.checkpoint);
         } else if (result.status === 'rejected' && result.reason === 'SHARED_STATE_NOT_LIVE') {
           // Declined by the coordinator (a referenced file is not live): the backends must hear of the abort.
           this.entries.delete(checkpointId);

@@ -7,7 +7,8 @@
  *     --> exactly-once two-phase-commit sink (pre-committed transactions in operator state)
  *
  * with checkpoint barriers aligned across channels, a seeded scheduler, crash injection, and
- * recovery from the latest completed checkpoint at another parallelism.
+ * recovery from the latest completed checkpoint at another parallelism; savepoints while running,
+ * stop- and cancel-with-savepoint, and starting a job from any savepoint or checkpoint (restoreFrom).
  *
  *   const input = countingInput({ records: 10_000, keys: 100, partitions: 4 });
  *   const result = await runPipeline(countingJob(input, { parallelism: 4 }), {
@@ -16,7 +17,7 @@
  *   checkCounts(result.committed, input).ok; // true: every key's counts are exactly 1..n
  */
 export { runPipeline } from './runner.js';
-export type { PipelineJob, RunOptions, PipelineResult, RestoreRecord } from './pipeline.js';
+export type { PipelineJob, RunOptions, PipelineResult, RestoreRecord, SavepointRequest, StopWithSavepointRequest } from './pipeline.js';
 export { ExternalSourceSubtask, type PipelineSource, type PipelineSourceAttempt, type PipelineSourceSubtaskContext } from './external-source.js';
 export type { KeyedContext, ProcessFunction } from './keyed-operator.js';
 export { CommittedOutput, type CommittedTransaction } from './committed-output.js';

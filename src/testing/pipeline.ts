@@ -1,5 +1,8 @@
 import type { StateBackend } from '../backend/contract.js';
 import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
+import type { SavepointLocationOptions } from '../checkpoint/savepoint-location.js';
+import type { StopMode } from '../checkpoint/stop-with-savepoint.js';
+import type { StreamStateError } from '../errors.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import type { Serializer } from '../serializers/serializer.js';
 import type { CommittedOutput } from './committed-output.js';
@@ -68,6 +71,31 @@ export interface RunOptions<OUT> {
   readonly clock?: () => number;
   /** Start by restoring the job's latest completed checkpoint, if there is one (default false: a fresh start). */
   readonly resume?: boolean;
+  /**
+   * Start from this savepoint or checkpoint instead: a local path or s3:// URL anywhere (another
+   * job's, another backend's, another parallelism's), restored in no-claim mode. A crash before
+   * this job's first checkpoint completes restores it again.
+   */
+  readonly restoreFrom?: string;
+  /** The default savepoint location and S3 settings (for s3:// targets and restoreFrom). */
+  readonly savepointLocation?: SavepointLocationOptions;
+  /** Ordinary savepoints while the job runs on: each when the sources have emitted `afterRecords` records (replays count; each fires once). */
+  readonly savepoints?: readonly SavepointRequest[];
+  /** Stop (or cancel) the job with a savepoint once the sources have emitted `afterRecords` records (replays count; fires once). */
+  readonly stopWithSavepoint?: StopWithSavepointRequest;
+}
+
+export interface SavepointRequest {
+  readonly afterRecords: number;
+  /** The savepoint's directory (local path or s3:// URL, new or empty). Default: a new one in the default savepoint location. */
+  readonly target?: string;
+  /** Default canonical. */
+  readonly format?: 'canonical' | 'native';
+}
+
+export interface StopWithSavepointRequest extends SavepointRequest {
+  /** `stop` (default: sinks commit what the savepoint covers, then the job finishes) or `cancel` (no commit: the job restored from it commits). */
+  readonly mode?: StopMode;
 }
 
 export interface RestoreRecord {
@@ -99,4 +127,10 @@ export interface PipelineResult<OUT> {
   readonly recordsEmitted: number;
   readonly crashes: number;
   readonly attempts: number;
+  /** Savepoints that completed (requested ones and a stop's), in completion order; pointers as given or absolute. */
+  readonly savepoints: readonly CompletedCheckpointInfo[];
+  /** Savepoints that failed, and a stop-with-savepoint that failed (STOP_WITH_SAVEPOINT_FAILED; the job ran on). */
+  readonly savepointFailures: readonly StreamStateError[];
+  /** Set when the job ended by a stop- or cancel-with-savepoint (the rest of the input was not read). */
+  readonly stopped: { readonly mode: StopMode; readonly savepoint: CompletedCheckpointInfo } | null;
 }

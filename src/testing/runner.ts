@@ -45,8 +45,18 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
     crash: crashPredicate(options.crashAt),
     onEvent: options.onEvent ?? null,
     ...(options.clock ? { clock: options.clock } : {}),
+    requests: { savepoints: [...(options.savepoints ?? [])], stop: options.stopWithSavepoint ?? null },
   };
-  const totals: RunTotals = { recordsProcessed: 0, recordsEmitted: 0, bytesWritten: 0, completed: [], aborted: [] };
+  const totals: RunTotals = {
+    recordsProcessed: 0,
+    recordsEmitted: 0,
+    bytesWritten: 0,
+    completed: [],
+    aborted: [],
+    savepoints: [],
+    savepointFailures: [],
+    stopped: null,
+  };
   const restoredFrom: RestoreRecord[] = [];
   const maxRestarts = options.maxRestarts ?? 10;
   let crashes = 0;
@@ -65,15 +75,20 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
       ],
       numRetained: options.numRetainedCheckpoints ?? 1,
       onCancel: 'retain',
-      // Recovering its own checkpoints, the job owns their files (Flink's failover works the same way).
-      restoreMode: 'claim',
+      // Recovering its own checkpoints, the job owns their files (Flink's failover works the same way);
+      // a snapshot it was started from (restoreFrom) stays its owner's.
+      restoreMode: options.restoreFrom === undefined ? 'claim' : 'no-claim',
+      ...(options.savepointLocation ? { savepoints: options.savepointLocation } : {}),
       // After a crash in this process the previous attempt is known to be gone: its leftovers need
       // no grace period (docs/RUNTIME.md, "Fencing").
       ...(attemptNo > 0 ? { fencing: { minAgeMs: 0 } } : {}),
     });
     // restore() also starts the coordinator (loads retained checkpoints, continues ids); a fresh start ignores what it found.
-    const found = await coordinator.restore();
-    const plan: RestorePlan | null = attemptNo > 0 || options.resume ? found : null;
+    // Started from a snapshot: until this job completes a checkpoint of its own, every attempt restores that snapshot.
+    const fromSnapshot =
+      options.restoreFrom !== undefined && (attemptNo === 0 || (await storage.listCompletedCheckpoints(cfg.jobId)).length === 0) ? options.restoreFrom : undefined;
+    const found = await coordinator.restore(fromSnapshot);
+    const plan: RestorePlan | null = attemptNo > 0 || options.resume || fromSnapshot !== undefined ? found : null;
     if (attemptNo > 0 || plan) {
       const record = restoreRecord(storage, plan, shape);
       restoredFrom.push(record);
@@ -104,6 +119,9 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
         recordsEmitted: totals.recordsEmitted,
         crashes,
         attempts: attemptNo + 1,
+        savepoints: totals.savepoints,
+        savepointFailures: totals.savepointFailures,
+        stopped: totals.stopped,
       };
     } catch (err) {
       await attempt.teardown();
@@ -176,7 +194,8 @@ function restoreRecord(storage: CheckpointStorage, plan: RestorePlan | null, sha
     attempt: shape.attempt,
     checkpointId: plan ? plan.checkpointId : null,
     pointer,
-    location: pointer === null ? null : `${storage.location.replace(/\/+$/, '')}/${pointer}`,
+    // A snapshot outside the storage (restoreFrom) is named by its absolute path or URL already.
+    location: pointer === null ? null : /^(\/|[a-z][a-z0-9+.-]*:\/\/)/i.test(pointer) ? pointer : `${storage.location.replace(/\/+$/, '')}/${pointer}`,
     parallelism: shape.parallelism,
     sourceParallelism: shape.sourceParallelism,
   };

@@ -1,4 +1,4 @@
-import type { CheckpointStreamFactory, KeyedStateBackend, OperatorStateBackend, SnapshotTask } from '../backend/contract.js';
+import type { KeyedStateBackend, OperatorStateBackend, SnapshotOptions, SnapshotTask } from '../backend/contract.js';
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
 
 /** The snapshot tasks of one subtask for one checkpoint (operator state first, then keyed state). */
@@ -25,9 +25,9 @@ export abstract class SubtaskBase {
   /** Writes the subtask's in-memory bookkeeping (offsets, pending transactions) into its state. */
   protected abstract prepareSnapshot(checkpointId: number): void;
 
-  async snapshotState(checkpointId: number, streams: CheckpointStreamFactory, full: boolean): Promise<SubtaskSnapshot> {
+  /** `options`: a checkpoint's `{ type: 'checkpoint', full, streams }`, or a savepoint's snapshotOptions (type, format, full). */
+  async snapshotState(checkpointId: number, options: SnapshotOptions): Promise<SubtaskSnapshot> {
     this.prepareSnapshot(checkpointId);
-    const options = { type: 'checkpoint' as const, full, streams };
     const operator = await this.operatorBackend.snapshot(checkpointId, options);
     let keyed: SnapshotTask<KeyedStateHandle> | null = null;
     try {
