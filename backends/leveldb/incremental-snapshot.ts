@@ -10,8 +10,13 @@ import { encodeMeta } from './meta.js';
 import { createNativeCheckpoint, type NativeCheckpoint } from './native-checkpoint.js';
 import type { LevelDbSnapshotSource } from './snapshot-source.js';
 
-/** Table files uploaded at once (Flink's default transfer thread count). */
-const UPLOAD_CONCURRENCY = 4;
+/**
+ * Files uploaded at once. Each upload costs a few event-loop turns (start, completion, the next
+ * file's start) and the runtime may take long between turns while it processes records: many
+ * uploads in flight let every turn advance all of them (local storage transfers them on worker
+ * threads; S3 is bounded by the store's own request limit).
+ */
+const UPLOAD_CONCURRENCY = 16;
 
 /**
  * The handle of a native incremental snapshot. Table files are shared (uploaded once, referenced
@@ -98,7 +103,8 @@ export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpoi
     const metaHandle = await metaStream.closeAndGetHandle();
     if (metaHandle === null) throw new SnapshotError('SNAPSHOT_FAILED', 'the meta stream of a LevelDB snapshot came back empty');
     checkCancelled();
-    // Uploads run UPLOAD_CONCURRENCY at a time: one at a time leaves an object store's bandwidth unused.
+    // Uploads run UPLOAD_CONCURRENCY at a time, shared and private files together: one at a time
+    // leaves an object store's bandwidth unused, and every wave waits for event-loop turns.
     const upload = async (name: string, scope: 'shared' | 'exclusive', storedName: string): Promise<{ localName: string; handle: FileStreamHandle }> => {
       // Every file in localDir is immutable: links of table files, and copies nothing writes again.
       const handle = await streams.uploadFile(join(localDir, name), scope, storedName, { immutable: true });
@@ -113,11 +119,14 @@ export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpoi
       if (h !== undefined) reused.set(t.name, h);
     }
     const newTables = native.tables.filter((t) => !reused.has(t.name));
-    const fresh = new Map(
-      (await mapLimited(newTables, UPLOAD_CONCURRENCY, (t) => upload(t.name, 'shared', `${backendId}-${t.name}`))).map((f) => [f.localName, f.handle]),
-    );
+    const jobs: { name: string; scope: 'shared' | 'exclusive'; stored: string }[] = [
+      ...newTables.map((t) => ({ name: t.name, scope: 'shared' as const, stored: `${backendId}-${t.name}` })),
+      ...native.privateFiles.map((name) => ({ name, scope: 'exclusive' as const, stored: name })),
+    ];
+    const done = await mapLimited(jobs, UPLOAD_CONCURRENCY, (j) => upload(j.name, j.scope, j.stored));
+    const fresh = new Map(done.slice(0, newTables.length).map((f) => [f.localName, f.handle]));
     const sharedFiles = native.tables.map((t) => ({ localName: t.name, handle: reused.get(t.name) ?? fresh.get(t.name)! }));
-    const privateFiles = await mapLimited(native.privateFiles, UPLOAD_CONCURRENCY, (name) => upload(name, 'exclusive', name));
+    const privateFiles = done.slice(newTables.length);
     const handle: LevelDbIncrementalHandle = {
       type: INCREMENTAL_HANDLE_TYPE,
       keyGroupRange: { start: b.keyGroupRange.start, end: b.keyGroupRange.end },

@@ -53,6 +53,8 @@ export class LocalBlobStore implements BlobStore {
   private readonly dirtyDirs = new Set<string>();
   /** Directory fsyncs under way: a putAtomic waits for those another one started, too. */
   private readonly dirSyncs = new Set<Promise<void>>();
+  /** Directories putFile created or found lately (a vanished one is noticed by ENOENT and made again). */
+  private readonly knownDirs = new Set<string>();
 
   constructor(rootDir: string, opts: LocalBlobStoreOptions = {}) {
     if (typeof rootDir !== 'string' || rootDir.length === 0) {
@@ -118,11 +120,15 @@ export class LocalBlobStore implements BlobStore {
     const source = resolve(localPath);
     const dir = dirname(file);
     for (let attempt = 0; ; attempt++) {
-      try {
-        const created = await mkdir(dir, { recursive: true });
-        if (created !== undefined) this.noteCreatedDirs(created, dir);
-      } catch (err) {
-        throw this.mapError(err, 'write', name);
+      // A directory known to exist skips mkdir (one event-loop turn less per file of a checkpoint).
+      if (!this.knownDirs.has(dir)) {
+        try {
+          const created = await mkdir(dir, { recursive: true });
+          if (created !== undefined) this.noteCreatedDirs(created, dir);
+        } catch (err) {
+          throw this.mapError(err, 'write', name);
+        }
+        this.rememberDir(dir);
       }
       try {
         const result = await transferFile({ source, target: file, link: opts.immutable === true, sync: this.syncData });
@@ -133,7 +139,10 @@ export class LocalBlobStore implements BlobStore {
       } catch (err) {
         // The worker removed what it created. A concurrent delete may have removed the emptied directory: retry.
         if (!(err instanceof TransferFailure)) throw err;
-        if (err.side === 'target' && err.code === 'ENOENT' && attempt < 3) continue;
+        if (err.side === 'target' && err.code === 'ENOENT') {
+          this.knownDirs.delete(dir);
+          if (attempt < 3) continue;
+        }
         const cause = Object.assign(new Error(err.message), { code: err.code });
         if (err.side === 'source') {
           throw new StorageError(
@@ -370,6 +379,11 @@ export class LocalBlobStore implements BlobStore {
         throw this.mapError(err, 'write', relative(this.rootDir, file).split(sep).join('/'));
       }
     }
+  }
+
+  private rememberDir(dir: string): void {
+    if (this.knownDirs.size >= 64) this.knownDirs.clear();
+    this.knownDirs.add(dir);
   }
 
   /** fsync of a data file just written (unless syncData is off). */
