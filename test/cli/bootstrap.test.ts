@@ -1,4 +1,4 @@
-import { readdir, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
@@ -106,6 +106,19 @@ describe('streamstate bootstrap', () => {
     expect(r.code).toBe(2);
     expect(errorLine(r.stderr)).toContain('error ALREADY_EXISTS');
     expect(await readdir(sp)).toEqual(['mine.txt']);
+  });
+
+  it("docs/CLI.md's example input bootstraps and dumps as written", async () => {
+    const doc = await readFile(new URL('../../docs/CLI.md', import.meta.url), 'utf8');
+    const block = /### `bootstrap[\s\S]*?```\n([\s\S]*?)```/.exec(doc)![1];
+    const sp = join(root, `doc-${n++}`);
+    const r = await cli(['bootstrap', await input(block.trim().split('\n')), sp]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const d = await cli(['dump', sp, '--operator', 'counter']);
+    expect(d.code).toBe(0);
+    const lines = d.stdout.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as { state: string });
+    expect(lines.map((l) => l.state).sort()).toEqual(['attrs', 'count', 'offsets', 'rules', 'seen', 'timers']);
   });
 
   it('a missing input file is NOT_FOUND', async () => {
