@@ -12,7 +12,7 @@ import { decodeToJson, type JsonValue } from './values.js';
 
 /**
  * `streamstate dump`: the records of one operator's states as JSON objects, one per line. Values
- * written by built-in serializers are decoded; others appear as {"$base64": ...}.
+ * written by built-in serializers are decoded; others appear as {"$serializer": id, "$base64": ...}.
  *
  *   keyed value/reducing/aggregating: {state, kind, keyGroup, key, namespace, value}
  *   keyed list:                       {state, kind, keyGroup, key, namespace, value: [...]}

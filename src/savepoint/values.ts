@@ -82,8 +82,14 @@ export function jsonDecoderFor(snapshot: SerializerSnapshot | undefined): ((byte
   return (bytes) => toJson(s.deserialize(bytes));
 }
 
-/** Decodes `bytes` with the built-in serializer of `snapshot` (JSON picture), else `{ $base64 }`. Throws when a built-in cannot decode them. */
+/**
+ * Decodes `bytes` with the built-in serializer of `snapshot` (JSON picture), else
+ * `{ $serializer: <recorded id>, $base64 }` (a custom serializer degrades to its bytes). Throws
+ * when a built-in cannot decode them.
+ */
 export function decodeToJson(bytes: Uint8Array, snapshot: SerializerSnapshot | undefined): JsonValue {
   const d = jsonDecoderFor(snapshot);
-  return d === undefined ? { $base64: asBuffer(bytes).toString('base64') } : d(bytes);
+  if (d !== undefined) return d(bytes);
+  const base64 = asBuffer(bytes).toString('base64');
+  return snapshot === undefined ? { $base64: base64 } : { $serializer: snapshot.id, $base64: base64 };
 }

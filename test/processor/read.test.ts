@@ -13,7 +13,7 @@ import { locateSnapshot } from '../../src/savepoint/locate.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 import { valueState } from '../../src/state/descriptors.js';
-import { tempDir } from '../cli/support.js';
+import { cli, tempDir } from '../cli/support.js';
 import { MAX_PARALLELISM, OPERATOR, writeJob } from '../savepoint/support/job.js';
 import { jobModel, readerContents } from './support.js';
 
@@ -132,6 +132,13 @@ describe('a savepoint someone hands you', () => {
     } finally {
       await reader.close();
     }
+    // The CLI on the same savepoint: dump prints the bytes with the serializer's id, verify checks their framing.
+    const d = await cli(['dump', dir, '--operator', 'geo']);
+    expect(d.code).toBe(0);
+    expect(JSON.parse(d.stdout)).toEqual({ state: 'where', kind: 'value', keyGroup: expect.any(Number) as number, key: 'a', namespace: '', value: { $serializer: 'myapp.point', $base64: 'AAEBAg==' } });
+    const v = await cli(['verify', dir]);
+    expect(v.code).toBe(0);
+    expect(v.stdout).toContain('1 records with custom serializers');
   });
 
   it('unknown operators and states are typed errors', async () => {
