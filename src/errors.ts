@@ -61,6 +61,11 @@ export const ErrorCodes = [
   'STOP_WITH_SAVEPOINT_FAILED',
   /** an optional peer dependency (AWS SDK, classic-level) a feature needs is not installed */
   'DEPENDENCY_MISSING',
+  // checkpoint scheduling (docs/RUNTIME.md, "Scheduling checkpoints")
+  /** a checkpoint scheduler option is out of range, not an integer, or inconsistent */
+  'INVALID_CHECKPOINT_OPTION',
+  /** more consecutive checkpoints failed than tolerableFailures allows: the job must fail */
+  'TOLERABLE_FAILURES_EXCEEDED',
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];

@@ -5,16 +5,62 @@ import type { CoordinatedOperator } from './job-operators.js';
 import type { CompletedCheckpointInfo } from './metadata.js';
 
 /**
- * Why a checkpoint did not complete. Stable, machine-readable (match on it, not on messages).
+ * Why a checkpoint did not complete. Stable, machine-readable (match on it, not on messages; more
+ * may be added, so treat unknown ones like `ABORTED`). Every failed checkpoint carries one: in
+ * `acknowledge()` results, `CheckpointDeclinedError.reason`, and the statistics (checkpoint-stats.ts).
  * - `SHARED_STATE_NOT_LIVE`: its handles reference a file that is neither its own upload nor live
  *   in the shared-state registry (deleted, another checkpoint's private file, unknown origin). The
  *   backend uploads the data again at the next checkpoint.
- * - `ABORTED`: `abort()` was called for it.
+ * - `ABORTED`: `abort()` was called for it without a more specific reason.
  * - `SUBSUMED`: a newer checkpoint completed first.
  * - `ALREADY_COMPLETED`: it completed already (an acknowledgement arrived after that).
  * - `JOB_STOPPED`: the coordinator was shut down while it was pending.
+ * - `TIMEOUT`: it was still pending when the scheduler's `timeout` ran out (Flink's CHECKPOINT_EXPIRED).
+ * - `DECLINED`: a subtask declined it (its snapshot failed; Flink's CHECKPOINT_DECLINED / CHECKPOINT_ASYNC_EXCEPTION).
+ * - `TASK_NOT_READY`: the runtime declined the trigger: a task is not running (yet, or any more).
+ * - `TRIGGER_FAILED`: the runtime's trigger callback threw.
+ * - `STORAGE_IO`: its _metadata (or the job lease check before it) could not be written or read.
+ * - `FENCED`: a newer instance of the job took the lease; this instance completes nothing.
+ * - `CANCELLED`: the runtime cancelled it (e.g. a cancellation barrier), not a failure of the checkpoint.
  */
-export type CheckpointFailureReason = 'SHARED_STATE_NOT_LIVE' | 'ABORTED' | 'SUBSUMED' | 'ALREADY_COMPLETED' | 'JOB_STOPPED';
+export type CheckpointFailureReason =
+  | 'SHARED_STATE_NOT_LIVE'
+  | 'ABORTED'
+  | 'SUBSUMED'
+  | 'ALREADY_COMPLETED'
+  | 'JOB_STOPPED'
+  | 'TIMEOUT'
+  | 'DECLINED'
+  | 'TASK_NOT_READY'
+  | 'TRIGGER_FAILED'
+  | 'STORAGE_IO'
+  | 'FENCED'
+  | 'CANCELLED';
+
+/** Every CheckpointFailureReason (for validation and documentation). */
+export const CHECKPOINT_FAILURE_REASONS: readonly CheckpointFailureReason[] = [
+  'SHARED_STATE_NOT_LIVE',
+  'ABORTED',
+  'SUBSUMED',
+  'ALREADY_COMPLETED',
+  'JOB_STOPPED',
+  'TIMEOUT',
+  'DECLINED',
+  'TASK_NOT_READY',
+  'TRIGGER_FAILED',
+  'STORAGE_IO',
+  'FENCED',
+  'CANCELLED',
+];
+
+/**
+ * Whether a failed checkpoint counts against `tolerableFailures` (Flink's CheckpointFailureManager
+ * counts expired, declined, I/O and finalization failures; it ignores subsumption, shutdown,
+ * tasks not running, cancellation and trigger failures).
+ */
+export function countsAgainstTolerableFailures(reason: CheckpointFailureReason): boolean {
+  return reason === 'TIMEOUT' || reason === 'DECLINED' || reason === 'STORAGE_IO' || reason === 'SHARED_STATE_NOT_LIVE';
+}
 
 /** What one `acknowledge()` call did (docs/RUNTIME.md, "A checkpoint"). */
 export type AcknowledgeResult =
@@ -45,12 +91,25 @@ export class CheckpointDeclinedError extends SnapshotError {
 export interface SubtaskAck {
   readonly keyed: readonly (KeyedStateHandle | null)[];
   readonly operator: readonly (OperatorStateHandle | null)[];
+  /** What the runtime measured for this subtask's snapshot (recorded in the checkpoint statistics). */
+  readonly metrics?: SubtaskCheckpointMetrics;
+}
+
+/** Durations (ms, non-negative) a runtime measures for one subtask's part of a checkpoint (Flink's CheckpointMetrics). */
+export interface SubtaskCheckpointMetrics {
+  /** The synchronous part: from the start of snapshot() until its promise resolved (record processing paused). */
+  readonly syncDurationMs?: number;
+  /** The asynchronous part: from then until the snapshot tasks' `done` resolved (serialize and write). */
+  readonly asyncDurationMs?: number;
+  /** From the first barrier to the last barrier across this task's inputs (0 for a task with one input). */
+  readonly alignmentDurationMs?: number;
 }
 
 /** An acknowledgement with the empty snapshots dropped. */
 export interface NormalizedAck {
   readonly keyed: readonly KeyedStateHandle[];
   readonly operator: readonly OperatorStateHandle[];
+  readonly metrics?: SubtaskCheckpointMetrics;
 }
 
 export function dropNulls(state: SubtaskAck): NormalizedAck {
@@ -77,6 +136,19 @@ export function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpo
     if (h.type !== 'operator') {
       throw new StreamStateError('INVALID_ARGUMENT', `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a non-operator handle as operator state.`);
     }
+  }
+  const metrics = state.metrics;
+  if (metrics !== undefined) {
+    for (const field of ['syncDurationMs', 'asyncDurationMs', 'alignmentDurationMs'] as const) {
+      const v: unknown = metrics[field];
+      if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) {
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged metrics.${field} = ${String(v)}; it must be a non-negative number of milliseconds (or left out).`,
+        );
+      }
+    }
+    return { keyed, operator, metrics };
   }
   return { keyed, operator };
 }

@@ -2,6 +2,7 @@ import type { CheckpointStreamFactory, SnapshotOptions } from '../backend/contra
 import { referencedFiles } from '../backend/handles.js';
 import { SnapshotError, StreamStateError, isStreamStateError } from '../errors.js';
 import { CheckpointDeclinedError, dropNulls, normalizeAck, type AcknowledgeResult, type CheckpointFailureReason, type NormalizedAck, type SubtaskAck } from './acknowledgement.js';
+import { CheckpointStatsTracker, subtaskBytes, type CheckpointListener } from './checkpoint-stats.js';
 import { CompletedCheckpointStore, type RetainedCheckpoint } from './completed-store.js';
 import { indexOperators, operatorOf, subtaskCount, type CoordinatedOperator } from './job-operators.js';
 import type { CheckpointMetadata, CompletedCheckpointInfo, OperatorSnapshot } from './metadata.js';
@@ -46,6 +47,8 @@ export interface CheckpointCoordinatorOptions {
   readonly fencing?: FencingOptions;
   /** [savepoints anywhere] The default savepoint location (local dir or s3:// URL) and S3 settings for s3:// targets and restore pointers. */
   readonly savepoints?: SavepointLocationOptions;
+  /** Ended checkpoints kept in `statistics` (checkpoint-stats.ts). Default 10 (Flink's web.checkpoints.history). */
+  readonly statsHistorySize?: number;
 }
 
 /** [fencing] How start-up cleanup treats files an older, possibly live instance may still complete. */
@@ -106,6 +109,8 @@ const CHECKPOINT_DIR = /^chk-(0|[1-9][0-9]*)$/;
  */
 export class CheckpointCoordinator {
   readonly registry = new SharedStateRegistry();
+  /** Checkpoint statistics and events (checkpoint-stats.ts; docs/RUNTIME.md, "Statistics"). */
+  readonly statistics: CheckpointStatsTracker;
   private readonly jobId: string;
   private readonly storage: FencedCheckpointStorage; // [fencing] deletions check the lease
   private readonly external: ExternalSnapshots; // [savepoints anywhere]
@@ -135,8 +140,14 @@ export class CheckpointCoordinator {
     this.external = new ExternalSnapshots(options.storage, { ...options.savepoints, onRefusedDelete: (err) => options.onCleanupError?.(err) });
     this.storage = new FencedCheckpointStorage(this.external.storage, (what) => this.lease?.checkMayDelete(what) ?? Promise.resolve());
     this.clock = options.clock ?? Date.now;
+    this.statistics = new CheckpointStatsTracker(options.jobId, options.statsHistorySize, (err) => options.onCleanupError?.(err));
     this.completed = new CompletedCheckpointStore(options.numRetained ?? 1);
     this.operators = indexOperators(options.operators);
+  }
+
+  /** Calls `listener` with every checkpoint event (triggered, acknowledged, completed, failed, restored, job-failed); returns an unsubscribe function. */
+  addCheckpointListener(listener: CheckpointListener): () => void {
+    return this.statistics.addListener(listener);
   }
 
   /** The id the next checkpoint or savepoint gets. */
@@ -213,6 +224,9 @@ export class CheckpointCoordinator {
     this.nextId = Math.max(highestDir, this.restoredId ?? 0, ...this.completed.infos().map((c) => c.checkpointId)) + 1;
     this.firstId = this.nextId;
     this.started = true;
+    if (source !== null) {
+      this.statistics.reportRestored({ checkpointId: source.metadata.checkpointId, pointer: source.pointer, kind: source.metadata.kind, mode, restoreTimestamp: this.clock() });
+    }
     await this.bestEffort(async () => void (await this.collectGarbage()));
     return plan;
   }
@@ -340,6 +354,7 @@ export class CheckpointCoordinator {
     for (const op of this.operators.values()) acks.set(op.operatorId, new Map());
     const remaining = subtaskCount(this.operators);
     this.pending.set(checkpointId, { view, acks, remaining, reuseFloor, resolve, reject });
+    this.statistics.reportTriggered({ checkpointId, kind, pointer, triggerTimestamp: view.timestamp, numSubtasks: remaining });
     return view;
   }
 
@@ -390,10 +405,17 @@ export class CheckpointCoordinator {
     if (acks.has(subtaskIndex)) throw this.duplicate(checkpointId, operatorId, subtaskIndex);
     acks.set(subtaskIndex, ack);
     p.remaining--;
+    this.reportAcknowledged(p, operatorId, subtaskIndex, ack);
     if (p.remaining > 0) return { status: 'waiting', missing: p.remaining };
     this.pending.delete(checkpointId);
     this.completing.set(checkpointId, p);
     return this.serially(() => this.complete(p)).finally(() => this.completing.delete(checkpointId));
+  }
+
+  private reportAcknowledged(p: Pending, operatorId: string, subtaskIndex: number, ack: NormalizedAck): void {
+    const { checkpointId: id, pointer } = p.view;
+    const bytes = subtaskBytes([ack.keyed, ack.operator], (path) => resolveHandlePath(pointer, path), (key) => this.registry.uploadedBy(key) === id);
+    this.statistics.reportAcknowledged(id, { operatorId, subtaskIndex, ackTimestamp: this.clock(), ...ack.metrics, ...bytes });
   }
 
   private duplicate(checkpointId: number, operatorId: string, subtaskIndex: number): StreamStateError {
@@ -443,7 +465,8 @@ export class CheckpointCoordinator {
       await this.discardPending(p, 'SUBSUMED', message, false);
       return { status: 'rejected', checkpointId: id, reason: 'SUBSUMED', message };
     }
-    const metadata = this.metadataOf(p);
+    const stats = this.statistics.metadataStats(id);
+    const metadata: CheckpointMetadata = stats === undefined ? this.metadataOf(p) : { ...this.metadataOf(p), stats };
     if (kind === 'savepoint') {
       const outside = [...fileKeys(pointer, metadata)].filter((k) => !k.startsWith(`${pointer}/`));
       if (outside.length > 0) {
@@ -476,7 +499,7 @@ export class CheckpointCoordinator {
           'Earlier checkpoints are untouched; the next checkpoint will try again.',
         { cause: err },
       );
-      await this.discardPending(p, 'ABORTED', failure.message, isStreamStateError(err, 'ALREADY_EXISTS'), failure);
+      await this.discardPending(p, 'STORAGE_IO', failure.message, isStreamStateError(err, 'ALREADY_EXISTS'), failure);
       throw failure;
     }
     await this.fenceCompletion(p, 'after'); // [fencing]
@@ -498,6 +521,7 @@ export class CheckpointCoordinator {
     // Its uploads inside its directory (savepoints: all of them) are part of it now, not uploads to take over.
     this.registry.forgetUploads(this.registry.uploadsOf(id).filter((k) => kind === 'savepoint' || k.startsWith(`${pointer}/`)));
     this.markEnded(id, pointer, 'ALREADY_COMPLETED', `${kind} ${id} of job ${this.jobId} completed already (${pointer}).`);
+    this.statistics.reportCompleted(id, info.size);
     p.resolve(info);
     return { status: 'completed', checkpoint: info };
   }
@@ -526,7 +550,7 @@ export class CheckpointCoordinator {
             'Earlier checkpoints are untouched; the next checkpoint will try again.',
           { cause: err },
         );
-        await this.discardPending(p, 'ABORTED', failure.message, false, failure);
+        await this.discardPending(p, 'STORAGE_IO', failure.message, false, failure);
         throw failure;
       }
       // Fenced after writing: the newer instance may already have listed (and restored) this
@@ -536,7 +560,7 @@ export class CheckpointCoordinator {
       if (when === 'after' && !(await this.allFilesPresent(pointer, this.metadataOf(p)))) {
         await this.bestEffort(() => this.storage.inner.store.delete([`${pointer}/_metadata`]));
       }
-      await this.discardPending(p, 'ABORTED', err.message, false, err);
+      await this.discardPending(p, 'FENCED', err.message, false, err);
       throw err;
     }
   }
@@ -616,14 +640,15 @@ export class CheckpointCoordinator {
   /**
    * Aborts a pending checkpoint or savepoint: deletes its directory and the files its streams
    * wrote that nothing else uses (never a file it merely references). Unknown or ended ids: no-op.
+   * `code` is the failure reason it ends with (TIMEOUT, DECLINED, TASK_NOT_READY, CANCELLED, ...).
    */
-  async abort(checkpointId: number, reason: string): Promise<void> {
+  async abort(checkpointId: number, reason: string, code: CheckpointFailureReason = 'ABORTED'): Promise<void> {
     const p = this.pending.get(checkpointId);
     if (p === undefined) return;
     this.pending.delete(checkpointId);
     const { kind } = p.view;
     const message = `${kind} ${checkpointId} of job ${this.jobId} was aborted: ${reason}. Its files were removed; trigger a new one.`;
-    await this.serially(() => this.discardPending(p, 'ABORTED', message, false));
+    await this.serially(() => this.discardPending(p, code, message, false));
   }
 
   /**
@@ -650,6 +675,8 @@ export class CheckpointCoordinator {
     // Shared files kept only because this checkpoint might reuse them (its reuse floor) are free
     // now; without this, an abort or a stop left them in shared/ until the next completion.
     await this.releaseUnusedShared();
+    // Reported once its files are gone: a listener that triggers the next checkpoint finds a clean store.
+    this.statistics.reportFailed(id, reason, message, this.clock());
   }
 
   /**

@@ -126,6 +126,33 @@ export function validateMetadata(m: unknown, bad: Problem): asserts m is Checkpo
   if (!Array.isArray(m.operators)) bad('operators', 'must be an array');
   const operatorIds = new Set<string>();
   m.operators.forEach((op: unknown, i: number) => validateOperator(op, `operators[${i}]`, operatorIds, bad));
+  if (m.stats !== undefined) validateStats(m.stats, bad);
+}
+
+/**
+ * The optional `stats` (added within version 1: older readers ignore it, files without it read
+ * as before). Informational only, yet checked so that inspect and list never print garbage.
+ */
+function validateStats(st: unknown, bad: Problem): void {
+  if (!isObj(st)) bad('stats', 'must be an object');
+  if (!isDuration(st.durationMs)) bad('stats.durationMs', 'must be a non-negative number (ms)');
+  for (const f of ['bytesWritten', 'fullSize', 'bytesReused', 'fileCount'] as const) if (!isInt(st[f], 0)) bad(`stats.${f}`, 'must be a non-negative integer');
+  if (!Array.isArray(st.subtasks)) bad('stats.subtasks', 'must be an array');
+  st.subtasks.forEach((s: unknown, i: number) => {
+    const at = `stats.subtasks[${i}]`;
+    if (!isObj(s)) bad(at, 'is not an object');
+    if (typeof s.operatorId !== 'string' || s.operatorId.length === 0) bad(`${at}.operatorId`, 'must be a non-empty string');
+    if (!isInt(s.subtaskIndex, 0)) bad(`${at}.subtaskIndex`, 'must be a non-negative integer');
+    if (!isInt(s.ackTimestamp, 0)) bad(`${at}.ackTimestamp`, 'must be a non-negative integer (ms)');
+    for (const f of ['syncDurationMs', 'asyncDurationMs', 'alignmentDurationMs'] as const) {
+      if (s[f] !== undefined && !isDuration(s[f])) bad(`${at}.${f}`, 'must be a non-negative number (ms)');
+    }
+    for (const f of ['bytesWritten', 'fullSize', 'bytesReused', 'fileCount'] as const) if (!isInt(s[f], 0)) bad(`${at}.${f}`, 'must be a non-negative integer');
+  });
+}
+
+function isDuration(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
 }
 
 function validateOperator(op: unknown, at: string, seen: Set<string>, bad: Problem): void {

@@ -29,6 +29,42 @@ export interface CheckpointMetadata {
   readonly operators: readonly OperatorSnapshot[];
   /** Free-form, JSON-serializable (e.g. the changelog's materialization id). */
   readonly properties?: Readonly<Record<string, string | number | boolean>>;
+  /**
+   * Statistics of the checkpoint (checkpoint-stats.ts). Optional: files written before it existed,
+   * and snapshots written by other tools (convert), have none.
+   */
+  readonly stats?: CheckpointMetadataStats;
+}
+
+/** How a completed checkpoint went, as recorded in its _metadata (docs/FORMAT.md, "stats"). */
+export interface CheckpointMetadataStats {
+  /** End-to-end duration, ms: from the trigger to the last acknowledgement (Flink's definition). */
+  readonly durationMs: number;
+  /** Bytes this checkpoint wrote: new files plus inline streams (Flink's "checkpointed size"). */
+  readonly bytesWritten: number;
+  /** Bytes of all state it references: written plus reused (Flink's "full size"). */
+  readonly fullSize: number;
+  /** Bytes of files it references that earlier checkpoints wrote (incremental reuse). */
+  readonly bytesReused: number;
+  /** Distinct files it references (inline streams are not files). */
+  readonly fileCount: number;
+  /** One entry per acknowledging subtask, by operator, then subtask index. */
+  readonly subtasks: readonly SubtaskStatsRecord[];
+}
+
+/** One subtask's part of a checkpoint's statistics. Durations are what the runtime reported (absent: not reported). */
+export interface SubtaskStatsRecord {
+  readonly operatorId: string;
+  readonly subtaskIndex: number;
+  /** ms since epoch when its acknowledgement arrived. */
+  readonly ackTimestamp: number;
+  readonly syncDurationMs?: number;
+  readonly asyncDurationMs?: number;
+  readonly alignmentDurationMs?: number;
+  readonly bytesWritten: number;
+  readonly fullSize: number;
+  readonly bytesReused: number;
+  readonly fileCount: number;
 }
 
 /** A completed checkpoint as listed by checkpoint storage. */

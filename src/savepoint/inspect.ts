@@ -1,6 +1,6 @@
 import { isKeyGroupsHandle, referencedFiles, type KeyedStateHandle, type KeyedStateMetaInfo, type KeyGroupsStateHandle, type OperatorStateHandle } from '../backend/handles.js';
 import { encodeMetadata } from '../checkpoint/metadata-codec.js';
-import type { CheckpointMetadata } from '../checkpoint/metadata.js';
+import type { CheckpointMetadata, CheckpointMetadataStats } from '../checkpoint/metadata.js';
 import { describeSerializer, type SerializerSnapshot } from '../serializers/serializer.js';
 
 /**
@@ -65,6 +65,8 @@ export interface SnapshotReport {
   readonly totalBytes: number;
   readonly operators: readonly OperatorReport[];
   readonly files: ReadonlyArray<{ readonly path: string; readonly size: number; readonly crc32: number }>;
+  /** The checkpoint statistics recorded in _metadata, when it has them (docs/FORMAT.md, "stats"). */
+  readonly stats?: CheckpointMetadataStats;
 }
 
 /** Sum of the sizes of every stream handle (inline or file) inside `value`. */
@@ -192,6 +194,7 @@ export function inspectMetadata(metadata: CheckpointMetadata, path: string): Sna
     totalBytes: metadataBytes + fileList.reduce((n, f) => n + f.size, 0),
     operators,
     files: fileList,
+    ...(metadata.stats === undefined ? {} : { stats: metadata.stats }),
   };
 }
 
@@ -211,6 +214,21 @@ function range(r: { start: number; end: number }): string {
   return r.end < r.start ? 'none' : `${r.start}-${r.end}`;
 }
 
+/** The statistics lines of `inspect` (Flink's checkpoint details: sizes, then per subtask durations and sizes). */
+export function formatStats(st: CheckpointMetadataStats): string[] {
+  const ms = (v: number | undefined): string => (v === undefined ? 'n/a' : `${Number.isInteger(v) ? v : v.toFixed(1)} ms`);
+  const lines = [
+    `  checkpoint statistics: duration ${ms(st.durationMs)}, written ${formatBytes(st.bytesWritten)} of ${formatBytes(st.fullSize)} (reused ${formatBytes(st.bytesReused)}), ${st.fileCount} file${st.fileCount === 1 ? '' : 's'}`,
+  ];
+  for (const s of st.subtasks) {
+    lines.push(
+      `    subtask ${s.subtaskIndex} of ${s.operatorId}: sync ${ms(s.syncDurationMs)}, async ${ms(s.asyncDurationMs)}, alignment ${ms(s.alignmentDurationMs)}, ` +
+        `written ${formatBytes(s.bytesWritten)} of ${formatBytes(s.fullSize)}, ${s.fileCount} file${s.fileCount === 1 ? '' : 's'}`,
+    );
+  }
+  return lines;
+}
+
 /** The human-readable form of a report. */
 export function formatReport(r: SnapshotReport): string {
   const lines: string[] = [];
@@ -218,6 +236,7 @@ export function formatReport(r: SnapshotReport): string {
   lines.push(`  format ${r.format}, backend ${r.backend}, taken ${new Date(r.timestamp).toISOString()}`);
   lines.push(`  size ${formatBytes(r.totalBytes)} (_metadata ${formatBytes(r.metadataBytes)}, ${r.files.length} file${r.files.length === 1 ? '' : 's'})`);
   if (r.properties) for (const [k, v] of Object.entries(r.properties)) lines.push(`  property ${k} = ${String(v)}`);
+  if (r.stats) lines.push(...formatStats(r.stats));
   for (const op of r.operators) {
     lines.push('');
     lines.push(`operator ${op.operatorId}: parallelism ${op.parallelism}, maxParallelism ${op.maxParallelism}`);
