@@ -29,6 +29,26 @@ export { BlobCheckpointStreamFactory, BlobStateFileReader, readStreamHandle, DEF
 export { encodeMetadata, decodeMetadata, METADATA_MAGIC, METADATA_VERSION } from './checkpoint/metadata-codec.js';
 export * from './checkpoint/coordinator.js';
 export { CheckpointDeclinedError, type AcknowledgeResult, type CheckpointFailureReason } from './checkpoint/acknowledgement.js';
+// [scheduler] periodic checkpoints, guards, failure policy and statistics (docs/RUNTIME.md, "Scheduling checkpoints")
+export { CHECKPOINT_FAILURE_REASONS, countsAgainstTolerableFailures, type SubtaskCheckpointMetrics } from './checkpoint/acknowledgement.js';
+export { CheckpointScheduler, type CheckpointTriggerHandler, type TriggerDecline, type CheckpointRequestOutcome } from './checkpoint/scheduler.js';
+export { InvalidCheckpointOptionError, SCHEDULER_DEFAULTS, resolveSchedulerOptions, type CheckpointSchedulerOptions, type ResolvedSchedulerOptions } from './checkpoint/scheduler-options.js';
+export { ManualClock, systemClock, type SchedulerClock, type TimerHandle } from './checkpoint/scheduler-clock.js';
+export { CheckpointFailurePolicy, TolerableFailuresExceededError } from './checkpoint/failure-policy.js';
+export {
+  CHECKPOINT_CHANNELS,
+  CheckpointStatsTracker,
+  DEFAULT_STATS_HISTORY_SIZE,
+  type CheckpointEvent,
+  type CheckpointEventType,
+  type CheckpointListener,
+  type CheckpointStats,
+  type CheckpointStatsCounts,
+  type CheckpointStatsSnapshot,
+  type CheckpointStatus,
+  type RestoredCheckpointStats,
+} from './checkpoint/checkpoint-stats.js';
+export type { CheckpointMetadataStats, SubtaskStatsRecord } from './checkpoint/metadata.js';
 export { assignKeyedState, assignOperatorState } from './checkpoint/assignment.js';
 export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './checkpoint/shared-registry.js';
 export { readLease, LEASE_DIR, type LeaseInfo } from './checkpoint/lease.js';
