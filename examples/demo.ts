@@ -112,6 +112,10 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     `check: committed output equals the run without failure: ${sameAsReference ? 'yes' : 'NO'}`,
     ...(crashed.crashes === 1 ? [] : [`check: exactly one crash happened: NO (${crashed.crashes}; is --crash-at beyond the input?)`]),
     `result: ${pass ? 'PASS' : 'FAIL'}  (${((performance.now() - started) / 1000).toFixed(1)} s)`,
+    // Every run is a new job, so its directory stays next to earlier runs' for inspection.
+    ...(opts.backend === 'filesystem'
+      ? ['', `kept: ${checkpointDir}/${crashed.jobId}/ (npx streamstate list ${checkpointDir}); each run adds a job directory there: rm -rf ${checkpointDir} removes them all`]
+      : []),
   ];
   return { pass, crashed, reference, lines };
 }

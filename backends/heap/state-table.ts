@@ -172,7 +172,7 @@ export class StateTable extends CowTable<unknown> {
     const r = new ByteReader(buf, what);
     const keyOf = idRangeDecoder(this.keyCodec, this.keyCodec.serializer);
     const nsOf = cachedIdRangeDecoder(idRangeDecoder(this.nsCodec, readers.namespace));
-    const valueOf = rangeDecoder(readers.value);
+    const decodeValue = rangeDecoder(readers.value);
     const field = (): number => {
       const n = r.varint();
       r.skip(n);
@@ -188,7 +188,7 @@ export class StateTable extends CowTable<unknown> {
         const els: unknown[] = new Array(n);
         for (let j = 0; j < n; j++) {
           const vs = field();
-          els[j] = valueOf(buf, vs, r.pos);
+          els[j] = decodeValue(buf, vs, r.pos);
         }
         const existing = this.get(i, nsId, keyId) as unknown[] | undefined;
         if (existing) for (const el of els) existing.push(el);
@@ -205,14 +205,14 @@ export class StateTable extends CowTable<unknown> {
           let v: unknown = null;
           if (r.u8() === 0) {
             const vs = field();
-            v = valueOf(buf, vs, r.pos);
+            v = decodeValue(buf, vs, r.pos);
           }
           m.set(ukC.id(uk), [uk, v]);
         }
         if (m.size === 0) this.delete(i, nsId, keyId);
       } else {
         const vs = field();
-        this.load(i, nsId, keyId, valueOf(buf, vs, r.pos));
+        this.load(i, nsId, keyId, decodeValue(buf, vs, r.pos));
       }
     }
   }

@@ -249,7 +249,7 @@ function checkpointHeadline(sizes: Rec | undefined, scaling: Rec | undefined): s
   const t = rec(sizes?.targets);
   const out = [mdTable(rows)];
   if (t !== undefined) {
-    const sizesList = (Array.isArray(sizes?.sizesMb) ? (sizes?.sizesMb as number[]) : []).map(sizeLabel).join(', ');
+    const sizesList = (Array.isArray(sizes?.sizesMb) ? (sizes!.sizesMb as number[]) : []).map(sizeLabel).join(', ');
     out.push(
       `Targets (issue 4), measured on ${sizesList}:`,
       '',

@@ -31,7 +31,7 @@ afterEach(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-function valueOf(key: string, round: number): string {
+function expectedValue(key: string, round: number): string {
   return [0, 1, 2].map((n) => createHash('sha256').update(`${round}-${key}-${n}`).digest('hex')).join('');
 }
 
@@ -48,7 +48,7 @@ function writeAll(kb: LevelDbKeyedStateBackend<string>, round: number, keys: num
   const v = kb.getState(vd);
   for (let i = 0; i < keys; i++) {
     kb.setCurrentKey(`k${i}`);
-    v.update(valueOf(`k${i}`, round));
+    v.update(expectedValue(`k${i}`, round));
   }
 }
 
@@ -82,7 +82,7 @@ describe('leveldb checkpoints on local storage: linked table files', () => {
       const v = restored.getState(vd);
       for (let i = 0; i < keys; i++) {
         restored.setCurrentKey(`k${i}`);
-        expect(v.value()).toBe(valueOf(`k${i}`, 1));
+        expect(v.value()).toBe(expectedValue(`k${i}`, 1));
       }
     } finally {
       await restored.close();

@@ -240,11 +240,11 @@ describe('state file reader verification', () => {
 
   it('paths escaping the store root are refused; describe gives location + path', () => {
     const reader = new BlobStateFileReader(store, 'job/chk-2');
-    const escape = { ...h, path: '../../../etc/passwd' };
-    expect(() => resolveHandlePath('job/chk-2', escape.path)).toThrow(expect.objectContaining({ code: 'CORRUPT' }));
+    const escaping = { ...h, path: '../../../etc/passwd' };
+    expect(() => resolveHandlePath('job/chk-2', escaping.path)).toThrow(expect.objectContaining({ code: 'CORRUPT' }));
     expect(() => resolveHandlePath('job/chk-2', '/abs')).toThrow(expect.objectContaining({ code: 'CORRUPT' }));
     expect(resolveHandlePath('job/chk-2', '../shared/x')).toBe('job/shared/x');
     expect(reader.describe(h)).toBe(`${dir}/job/chk-2/${h.path}`);
-    return expect(reader.read(escape)).rejects.toMatchObject({ code: 'CORRUPT' });
+    return expect(reader.read(escaping)).rejects.toMatchObject({ code: 'CORRUPT' });
   });
 });
