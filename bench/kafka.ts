@@ -1,0 +1,177 @@
+/**
+ * bench/kafka: records/s of a keyed count reading Kafka through streamstate (reference runtime,
+ * kafkaPipelineSource, memory backend, checkpoints about every second) against the same KafkaJS
+ * consumer loop without streamstate (eachBatch, counts in a Map), in one run, alternating rounds; and
+ * the time from a crash to the first record processed after the restore.
+ *
+ *   npm run build && node dist/bench/kafka.js [--quick]
+ *
+ * The broker is librdkafka's mock cluster (test/kafka/support), so absolute figures say little about a
+ * real cluster; the ratio is the point. Throughput counts from the first record to the last (the
+ * consumer group join, ~3 s on the mock, is excluded from both); restore-to-first-record includes it.
+ */
+import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { memory } from '../backends/memory/index.js';
+import { kafkaPipelineSource } from '../src/kafka/index.js';
+import { countingInput, countingJob, runPipeline, checkCounts, type CountInput } from '../src/testing/index.js';
+import { startMockCluster, type MockCluster } from '../test/kafka/support/mock-cluster.js';
+
+const quick = process.argv.includes('--quick');
+const RECORDS = quick ? 40_000 : 200_000;
+const ROUNDS = quick ? 2 : 3;
+const PARTITIONS = 8;
+const GROUP = { sessionTimeout: 3000, heartbeatInterval: 100 } as const;
+
+function deserialize(r: { value: Buffer | null }): CountInput {
+  return JSON.parse(r.value!.toString('utf8')) as CountInput;
+}
+
+async function produce(cluster: MockCluster, topic: string, input: CountInput[][]): Promise<void> {
+  const kafka = new Kafka({ brokers: [...cluster.brokers], logLevel: logLevel.NOTHING });
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  for (let p = 0; p < input.length; p++) {
+    for (let i = 0; i < input[p].length; i += 2000) {
+      await producer.send({ topic, messages: input[p].slice(i, i + 2000).map((r) => ({ key: r.key, value: JSON.stringify(r), partition: p })) });
+    }
+  }
+  await producer.disconnect();
+}
+
+/** The plain KafkaJS loop: one consumer, eachBatch, a count per key in a Map. Returns records/s from first to last record. */
+async function plainLoop(cluster: MockCluster, topic: string, total: number, round: number): Promise<number> {
+  const kafka = new Kafka({ brokers: [...cluster.brokers], logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `plain-${round}-${Date.now()}`, ...GROUP });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const counts = new Map<string, number>();
+  let seen = 0;
+  let first = 0;
+  let last = 0;
+  await new Promise<void>((resolve) => {
+    void consumer.run({
+      autoCommit: false,
+      partitionsConsumedConcurrently: PARTITIONS,
+      eachBatch: async ({ batch }) => {
+        if (first === 0) first = performance.now();
+        for (const m of batch.messages) {
+          const r = deserialize({ value: m.value });
+          counts.set(r.key, (counts.get(r.key) ?? 0) + 1);
+        }
+        seen += batch.messages.length;
+        if (seen >= total) {
+          last = performance.now();
+          resolve();
+        }
+      },
+    });
+  });
+  await consumer.disconnect();
+  return total / ((last - first) / 1000);
+}
+
+async function streamstateRun(
+  cluster: MockCluster,
+  topic: string,
+  input: CountInput[][],
+  checkpointEvery: number,
+  crashAt?: number,
+): Promise<{ rate: number; restoreMs: number | null; checkpoints: number }> {
+  const { input: _inMemory, ...job } = countingJob(input, { parallelism: 1 });
+  let first = 0;
+  let last = 0;
+  let crashedAt = 0;
+  let restoreMs: number | null = null;
+  const result = await runPipeline(
+    { ...job, source: kafkaPipelineSource({ brokers: cluster.brokers, topics: [topic], deserialize, ...GROUP }) },
+    {
+      backend: memory(),
+      checkpointEvery,
+      ...(crashAt ? { crashAt } : {}),
+      // Only the events needed for timing; 'record' is reported for every record (its cost is part of the figure).
+      onEvent: (e) => {
+        if (e.type === 'record') {
+          const now = performance.now();
+          if (first === 0) first = now;
+          last = now;
+          if (e.attempt === 1 && restoreMs === null) restoreMs = now - crashedAt;
+        } else if (e.type === 'crash') crashedAt = performance.now();
+      },
+    },
+  );
+  const check = checkCounts(result.committed, input);
+  if (!check.ok) throw new Error(`bench/kafka: wrong output: ${check.problems.join('; ')}`);
+  return { rate: result.recordsProcessed / ((last - first) / 1000), restoreMs, checkpoints: result.checkpointsCompleted.length };
+}
+
+/** The same job on the runtime's in-memory input (no Kafka): what the reference runtime itself costs per record. */
+async function inMemoryRun(input: CountInput[][], checkpointEvery: number): Promise<number> {
+  let first = 0;
+  let last = 0;
+  const result = await runPipeline(countingJob(input, { parallelism: 1 }), {
+    backend: memory(),
+    checkpointEvery,
+    onEvent: (e) => {
+      if (e.type === 'record') {
+        last = performance.now();
+        if (first === 0) first = last;
+      }
+    },
+  });
+  return result.recordsProcessed / ((last - first) / 1000);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function main(): Promise<void> {
+  const cluster = await startMockCluster(3);
+  try {
+    const topic = `bench-${Date.now()}`;
+    await cluster.createTopic(topic, PARTITIONS);
+    const input = countingInput({ records: RECORDS, keys: 1000, partitions: PARTITIONS, seed: 3 });
+    await produce(cluster, topic, input);
+    // Calibrate "every second": checkpoint after as many records as the plain loop reads in a second
+    // (streamstate is slower, so that is more often than every second), and at least 10 times a run.
+    const calibration = await plainLoop(cluster, topic, RECORDS, -1);
+    const checkpointEvery = Math.max(1000, Math.min(Math.round(calibration), Math.floor(RECORDS / 10)));
+    const plain: number[] = [];
+    const ss: number[] = [];
+    const mem: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      plain.push(await plainLoop(cluster, topic, RECORDS, round));
+      ss.push((await streamstateRun(cluster, topic, input, checkpointEvery)).rate);
+      mem.push(await inMemoryRun(input, checkpointEvery));
+      console.log(
+        `round ${round + 1}: plain ${plain[round].toFixed(0)} rec/s, streamstate ${ss[round].toFixed(0)} rec/s, runtime on in-memory input ${mem[round].toFixed(0)} rec/s`,
+      );
+    }
+    const restore = await streamstateRun(cluster, topic, input, checkpointEvery, Math.floor(RECORDS / 2));
+    const ratio = median(ss) / median(plain);
+    console.log(
+      JSON.stringify(
+        {
+          records: RECORDS,
+          partitions: PARTITIONS,
+          checkpointEvery,
+          plainMedian: Math.round(median(plain)),
+          streamstateMedian: Math.round(median(ss)),
+          ratio: Number(ratio.toFixed(3)),
+          inMemoryInputMedian: Math.round(median(mem)),
+          restoreToFirstRecordMs: restore.restoreMs === null ? null : Math.round(restore.restoreMs),
+        },
+        null,
+        2,
+      ),
+    );
+  } finally {
+    await cluster.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
