@@ -23,6 +23,7 @@ import { backendByName, keySerializerOf, TARGET_BACKENDS } from './backends.js';
 import { ExitCode, exitCodeFor, type ExitCodeValue } from './exit-codes.js';
 import { installProcessHandlers, TemporaryPathRegistry } from './interrupt.js';
 import { Progress } from './progress.js';
+import { packageVersion } from './version.js';
 import { registerBootstrap } from './bootstrap.js';
 import { registerEdit } from './edit.js';
 import type { VerbHost } from './verb-host.js';
@@ -56,6 +57,8 @@ export interface CliIo {
 }
 
 interface GlobalOptions {
+  quiet?: boolean;
+  progress?: boolean;
   s3Endpoint?: string;
   s3Region?: string;
   s3PathStyle?: boolean;
@@ -71,6 +74,19 @@ interface Context {
   s3: S3ConnectionOptions;
   /** Temporary directories of the running command, removed when the process is interrupted. */
   readonly temps: TemporaryPathRegistry;
+  /** --quiet: no progress, no warnings; results and errors only. */
+  quiet: boolean;
+  /** --progress: plain progress lines also when stderr is not a terminal. */
+  plainProgress: boolean;
+  /** Progress displays of the running command, stopped when it ends. */
+  readonly progresses: Progress[];
+}
+
+/** The command's progress display (docs/CLI.md, "Conventions"). */
+function progressFor(ctx: Context): Progress {
+  const p = new Progress(ctx.io.stderr, ctx.io.progressDelayMs, ctx.io.stderr.isTTY === true, Date.now, { enabled: !ctx.quiet, plain: ctx.plainProgress });
+  ctx.progresses.push(p);
+  return p;
 }
 
 /**
@@ -179,7 +195,7 @@ interface InspectCliOptions {
 
 /** `inspect --key-groups`: sizes from _metadata, or from a canonical view of native handles. */
 async function keyGroupsLocated(ctx: Context, located: LocatedSnapshot, opts: InspectCliOptions): Promise<void> {
-  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  const progress = progressFor(ctx);
   const basis = needsMaterialize(located) ? 'canonical-view' : 'snapshot';
   const reports = await withKeyGroupsView(ctx, located, progress, (view) =>
     keyGroupSizes(view.snapshot.metadata, view.snapshot.files, opts.parallelism === undefined ? {} : { parallelism: opts.parallelism }),
@@ -201,7 +217,7 @@ async function verifyCommand(ctx: Context, path: string, opts: { json?: boolean 
 }
 
 async function verifyLocated(ctx: Context, located: LocatedSnapshot, path: string, opts: { json?: boolean }): Promise<void> {
-  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  const progress = progressFor(ctx);
   let result: VerifyResult = await verifySnapshot(located, (done, total) => progress.update('checking files', done, total));
   progress.done();
   let materialized: VerifyResult | undefined;
@@ -256,7 +272,7 @@ async function convertLocated(
   if (!target.supportsSavepointFormat(opts.format)) {
     throw new StreamStateError('INVALID_ARGUMENT', `backend ${opts.to} does not write ${opts.format} savepoints; use --format ${opts.format === 'native' ? 'canonical' : 'native'}.`);
   }
-  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  const progress = progressFor(ctx);
   const started = Date.now();
   const result = await convertSnapshot(located, isS3Path(dst) ? dst : resolve(ctx.cwd, dst), {
     ...convertBase(ctx, progress),
@@ -289,7 +305,7 @@ async function dumpLocated(ctx: Context, located: LocatedSnapshot, path: string,
     const known = located.snapshot.metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
     throw new RestoreError('UNKNOWN_OPERATOR', `${path} has no operator "${opts.operator}" (operators: ${known}). Pass one of those to --operator.`);
   }
-  const progress = new Progress(ctx.io.stderr, ctx.io.progressDelayMs);
+  const progress = progressFor(ctx);
   await withKeyGroupsView(ctx, located, progress, async (view) => {
     for await (const record of dumpOperator(view.snapshot.metadata, view.snapshot.files, { operatorId: opts.operator, ...(opts.state === undefined ? {} : { stateName: opts.state }) })) {
       await out(ctx.io, `${JSON.stringify(record)}\n`);
@@ -342,7 +358,7 @@ function formatDuration(ms: number): string {
 
 async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: GcCliOptions): Promise<void> {
   const gc = { minAgeMs: opts.minAge ?? DEFAULT_GC_MIN_AGE_MS, now: Date.now() };
-  const warn = (w: string): void => void ctx.io.stderr.write(`streamstate gc: warning: ${oneLine(w)}\n`);
+  const warn = (w: string): void => void (ctx.quiet ? undefined : ctx.io.stderr.write(`streamstate gc: warning: ${oneLine(w)}\n`));
   // Every candidate must be recognizably a streamstate job; anything else is left alone.
   const reports: GarbageReport[] = [];
   const skipped: string[] = [];
@@ -411,18 +427,23 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
 function buildProgram(ctx: Context): Command {
   const program = new Command('streamstate')
     .description('Inspect, verify, convert and clean up streamstate checkpoints and savepoints.')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({
       writeOut: (s) => void ctx.io.stdout.write(s),
       writeErr: (s) => void ctx.io.stderr.write(s),
     })
+    .version(packageVersion(), '-V, --version', 'print the streamstate version')
+    .option('-q, --quiet', 'no progress and no warnings on stderr: results (stdout) and errors only')
+    .option('--progress', 'progress lines on stderr also when it is not a terminal (logs, pipes)')
     .option('--s3-endpoint <url>', 'S3 endpoint for s3:// paths (default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3)')
     .option('--s3-region <region>', 'S3 region (default: AWS_REGION, the AWS config, or us-east-1 with a custom endpoint)')
     .option('--s3-path-style', 'path-style S3 URLs (http://host/bucket/key), as most S3-compatible servers need (MinIO, s3rver)')
     .option('--s3-entropy-marker <marker>', 'the entropy marker the checkpoints were written with (reads checkpoints with entropy injection)')
     .hook('preAction', () => {
-      ctx.s3 = s3Settings(program.opts<GlobalOptions>(), ctx.io.env ?? process.env);
+      const global = program.opts<GlobalOptions>();
+      ctx.s3 = s3Settings(global, ctx.io.env ?? process.env);
+      ctx.quiet = global.quiet === true;
+      ctx.plainProgress = global.progress === true && !ctx.quiet;
     });
   const action =
     <A extends unknown[]>(name: string, fn: (...args: A) => Promise<void>) =>
@@ -503,8 +524,35 @@ function buildProgram(ctx: Context): Command {
 
 /** Runs the CLI with `argv` (arguments after the program name) and resolves with the exit code. */
 export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
-  const ctx: Context = { io, cwd: io.cwd ?? process.cwd(), code: ExitCode.OK, command: '', s3: {}, temps: new TemporaryPathRegistry() };
+  const ctx: Context = {
+    io,
+    cwd: io.cwd ?? process.cwd(),
+    code: ExitCode.OK,
+    command: '',
+    s3: {},
+    temps: new TemporaryPathRegistry(),
+    quiet: false,
+    plainProgress: false,
+    progresses: [],
+  };
   const program = buildProgram(ctx);
+  // Argument errors are reported like every other error (one line, the documented prefix, JSON with --json).
+  const commandName = argv.find((a) => program.commands.some((c) => c.name() === a));
+  const json = argv.includes('--json');
+  const report = (code: string | undefined, message: string, exit: ExitCodeValue): void => {
+    const prefix = commandName === undefined ? 'streamstate' : `streamstate ${commandName}`;
+    io.stderr.write(
+      json
+        ? `${JSON.stringify({ error: { command: commandName ?? null, code: code ?? null, message: oneLine(message), exitCode: exit } })}\n`
+        : `${prefix}: error${code === undefined ? '' : ` ${code}`}: ${oneLine(message)}\n`,
+    );
+  };
+  program.configureOutput({
+    writeOut: (str) => void io.stdout.write(str),
+    writeErr: (str) => void io.stderr.write(str),
+    outputError: (str) => report('INVALID_ARGUMENT', `${str.replace(/^error:\s*/, '').trim()} (run with --help for usage)`, ExitCode.USAGE),
+  });
+  for (const cmd of program.commands) cmd.configureOutput(program.configureOutput());
   const uninstall = io.ownsProcess === true ? installProcessHandlers(ctx.temps, io.stderr, () => ctx.command || 'streamstate') : () => undefined;
   try {
     await program.parseAsync([...argv], { from: 'user' });
@@ -512,15 +560,14 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return ExitCode.OK;
-      // commander has printed its one-line message already.
+      // commander has reported it through outputError already.
       return ExitCode.USAGE;
     }
-    const prefix = ctx.command === '' ? 'streamstate' : `streamstate ${ctx.command}`;
-    const code = err instanceof StreamStateError ? ` ${err.code}` : '';
     const message = err instanceof Error ? err.message : String(err);
-    io.stderr.write(`${prefix}: error${code}: ${oneLine(message)}\n`);
+    report(err instanceof StreamStateError ? err.code : undefined, message, exitCodeFor(err));
     return exitCodeFor(err);
   } finally {
+    for (const p of ctx.progresses) p.dispose();
     uninstall();
   }
 }

@@ -137,10 +137,13 @@ describe('streamstate convert', () => {
     expect((await cli(['convert', heapNative, join(root, 'x'), '--to', 'memory', '--parallelism', '0'])).code).toBe(2);
   });
 
-  it('progress: plain lines on a non-terminal stderr, a redrawn bar on a terminal', async () => {
+  it('progress: nothing on a non-terminal stderr unless --progress (then plain lines), a redrawn bar on a terminal', async () => {
     const quiet = await cli(['convert', heapNative, join(root, 'out', 'p0'), '--to', 'memory']);
     expect(quiet.stderr).toBe(''); // quick work shows no progress
-    const plain = await cli(['convert', heapNative, join(root, 'out', 'p1'), '--to', 'memory'], { progressDelayMs: 0 });
+    const unasked = await cli(['convert', heapNative, join(root, 'out', 'p3'), '--to', 'memory'], { progressDelayMs: 0 });
+    expect(unasked.code).toBe(0);
+    expect(unasked.stderr).toBe('');
+    const plain = await cli(['--progress', 'convert', heapNative, join(root, 'out', 'p1'), '--to', 'memory'], { progressDelayMs: 0 });
     expect(plain.code).toBe(0);
     expect(plain.stderr).toMatch(/^rewriting op-1: \d+%$/m);
     expect(plain.stderr).not.toContain('\r');
