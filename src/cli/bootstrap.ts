@@ -23,7 +23,7 @@ export function registerBootstrap(program: Command, host: VerbHost): void {
     .action(
       host.action('bootstrap', async (input: string, dst: string, opts: { jobId: string }) => {
         const operators = await readBootstrapFile(resolve(host.cwd(), input), input);
-        const metadata = await bootstrapSavepoint(isS3Path(dst) ? dst : resolve(host.cwd(), dst), operators, { jobId: opts.jobId, s3: host.s3() });
+        const metadata = await bootstrapSavepoint(isS3Path(dst) ? dst : resolve(host.cwd(), dst), operators, { jobId: opts.jobId, s3: host.s3(), ...(host.temps === undefined ? {} : { temporaryPaths: host.temps }) });
         const ops = metadata.operators.map((o) => `${o.operatorId}@${o.parallelism}/${o.maxParallelism}`).join(', ');
         const states = operators.reduce((n, o) => n + (o.keyed?.length ?? 0) + (o.operatorState?.length ?? 0), 0);
         await host.print(`bootstrapped ${dst}: canonical savepoint with ${metadata.operators.length} operator${metadata.operators.length === 1 ? '' : 's'} (${ops}), ${states} state${states === 1 ? '' : 's'}\n`);

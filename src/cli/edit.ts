@@ -72,7 +72,7 @@ export function registerEdit(program: Command, host: VerbHost): void {
       host.action('edit', async (src: string, dst: string, opts: EditOptions) => {
         const edits = editsFromOptions(opts);
         const at = (p: string): string => (isS3Path(p) ? p : resolve(host.cwd(), p));
-        const metadata = await mergeSavepoints([src, ...opts.merge].map(at), at(dst), edits, { s3: host.s3(), cwd: host.cwd() });
+        const metadata = await mergeSavepoints([src, ...opts.merge].map(at), at(dst), edits, { s3: host.s3(), cwd: host.cwd(), ...(host.temps === undefined ? {} : { temporaryPaths: host.temps }) });
         const ops = metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
         await host.print(`edited ${src} -> ${dst}: canonical savepoint with operators ${ops} (${edits.length} edit${edits.length === 1 ? '' : 's'}${opts.merge.length > 0 ? `, ${opts.merge.length} merged` : ''})\n`);
       }),

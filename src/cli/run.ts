@@ -515,7 +515,7 @@ function buildProgram(ctx: Context): Command {
   ).action(action('gc', (dir: string, opts: GcCliOptions) => gcCommand(ctx, dir, opts)));
 
   // Verbs defined in files of their own (the State Processor API's).
-  const host: VerbHost = { cwd: () => ctx.cwd, s3: () => ctx.s3, print: (text) => out(ctx.io, text), action, decorate: withExitCodes };
+  const host: VerbHost = { cwd: () => ctx.cwd, s3: () => ctx.s3, print: (text) => out(ctx.io, text), action, decorate: withExitCodes, temps: ctx.temps };
   registerBootstrap(program, host);
   registerEdit(program, host);
 

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { TemporaryPaths } from '../savepoint/convert.js';
 import type { S3ConnectionOptions } from '../savepoint/locate.js';
 
 /**
@@ -13,4 +14,6 @@ export interface VerbHost {
   readonly print: (text: string) => Promise<void>;
   readonly action: <A extends unknown[]>(name: string, fn: (...args: A) => Promise<void>) => (...args: A) => Promise<void>;
   readonly decorate: (cmd: Command) => Command;
+  /** Temporary directories of the running command, removed when the process is interrupted (optional). */
+  readonly temps?: TemporaryPaths;
 }

@@ -6,7 +6,7 @@ import { BlobCheckpointStorage } from '../checkpoint/checkpoint-storage.js';
 import type { CheckpointMetadata } from '../checkpoint/metadata.js';
 import { BlobCheckpointStreamFactory } from '../checkpoint/streams.js';
 import { StorageError } from '../errors.js';
-import { convertTempNames } from '../savepoint/convert.js';
+import { convertTempNames, type TemporaryPaths } from '../savepoint/convert.js';
 import { copySnapshot } from '../savepoint/copy-snapshot.js';
 import { isS3Path, openSnapshotDestination, type S3ConnectionOptions } from '../savepoint/locate.js';
 import { fsyncDir, LocalBlobStore } from '../storage/local-blob-store.js';
@@ -22,6 +22,8 @@ export interface SavepointOutputOptions {
   /** Relative local paths resolve against this. Default process.cwd(). */
   readonly cwd?: string;
   readonly s3?: S3ConnectionOptions;
+  /** Told each temporary directory before it is created and once it is gone (the CLI removes what is left on SIGINT/SIGTERM). */
+  readonly temporaryPaths?: TemporaryPaths;
 }
 
 export class SavepointOutput {
@@ -40,7 +42,7 @@ export class SavepointOutput {
 
   /** Checks that `dst` does not exist (ALREADY_EXISTS) and that its parent does, before anything is written. */
   static async open(dst: string, opts: SavepointOutputOptions = {}): Promise<SavepointOutput> {
-    if (isS3Path(dst)) return SavepointOutput.openS3(dst, opts.s3 ?? {});
+    if (isS3Path(dst)) return SavepointOutput.openS3(dst, opts.s3 ?? {}, opts.temporaryPaths);
     const target = resolve(opts.cwd ?? process.cwd(), dst.startsWith('file://') ? dst.slice('file://'.length) : dst);
     if (await stat(target).then(() => true, () => false)) {
       throw new StorageError('ALREADY_EXISTS', `${dst} already exists; a new savepoint needs a new directory. Pick another destination or remove it.`);
@@ -50,6 +52,8 @@ export class SavepointOutput {
       throw new StorageError('NOT_FOUND', `the parent directory of ${dst} does not exist; create it first.`);
     }
     const { output } = convertTempNames(target);
+    const temp = resolve(parent, output);
+    opts.temporaryPaths?.add(temp);
     const store = new LocalBlobStore(parent);
     const publish = async (): Promise<void> => {
       try {
@@ -61,10 +65,14 @@ export class SavepointOutput {
         throw new StorageError('STORAGE_IO', `the savepoint is at ${dst}, but syncing ${parent} failed (${(err as Error).message}); write it again to be sure it survives a power failure.`, { cause: err });
       });
     };
-    return new SavepointOutput(streamsFor(store, output), store, output, publish, () => rm(resolve(parent, output), { recursive: true, force: true }), dst);
+    const cleanup = async (): Promise<void> => {
+      await rm(temp, { recursive: true, force: true });
+      opts.temporaryPaths?.delete(temp);
+    };
+    return new SavepointOutput(streamsFor(store, output), store, output, publish, cleanup, dst);
   }
 
-  private static async openS3(dst: string, s3: S3ConnectionOptions): Promise<SavepointOutput> {
+  private static async openS3(dst: string, s3: S3ConnectionOptions, temporaryPaths: TemporaryPaths | undefined): Promise<SavepointOutput> {
     const target = openSnapshotDestination(dst, s3);
     try {
       if ((await target.store.list(`${target.dir}/`)).length > 0) {
@@ -75,12 +83,14 @@ export class SavepointOutput {
       throw err;
     }
     const scratch = await mkdtemp(join(tmpdir(), 'streamstate-savepoint-'));
+    temporaryPaths?.add(scratch);
     const store = new LocalBlobStore(scratch);
     const publish = async (): Promise<void> => {
       await copySnapshot({ store, dir: 'savepoint' }, { store: target.store, dir: target.dir });
     };
     const cleanup = async (): Promise<void> => {
       await rm(scratch, { recursive: true, force: true });
+      temporaryPaths?.delete(scratch);
       await target.close();
     };
     return new SavepointOutput(streamsFor(store, 'savepoint'), store, 'savepoint', publish, cleanup, dst);

@@ -38,6 +38,19 @@ describe('bootstrap: bad input', () => {
     expect(await readdir(root)).toEqual(before);
   });
 
+  it('reports its temporary directory (so an interrupted CLI removes it) and forgets it once gone', async () => {
+    const live = new Set<string>();
+    const seen: string[] = [];
+    const temporaryPaths = { add: (p: string) => void (live.add(p), seen.push(p)), delete: (p: string) => void live.delete(p) };
+    await bootstrapSavepoint(join(root, 'tracked'), [op()], { temporaryPaths });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toMatch(/\.tracked\.streamstate-convert-[0-9a-f]{12}$/);
+    expect(live.size).toBe(0);
+    await expect(bootstrapSavepoint(join(root, 'tracked-2'), [op({ keyed: [keyedValues(count, [{ key: 'a', value: 1.5 }])] })], { temporaryPaths })).rejects.toMatchObject({ code: 'SERIALIZATION_FAILED' });
+    expect(seen).toHaveLength(2);
+    expect(live.size).toBe(0);
+  });
+
   it('an existing destination is ALREADY_EXISTS; a missing parent NOT_FOUND', async () => {
     await mkdir(join(root, 'taken'));
     await expect(bootstrapSavepoint(join(root, 'taken'), [op()])).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
