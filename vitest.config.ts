@@ -1,6 +1,16 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
+const source = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
+
 export default defineConfig({
+  // Tests that import the package by name (as a third party would) run against the sources (tsconfig.json "paths" does the same for types).
+  resolve: {
+    alias: [
+      { find: /^streamstate$/, replacement: source('./src/index.ts') },
+      { find: /^streamstate\/conformance$/, replacement: source('./src/conformance/index.ts') },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     pool: 'forks',

@@ -1,18 +1,30 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isStreamStateError, type ErrorCode } from '../../src/errors.js';
-import type { BlobStore } from '../../src/storage/blob-store.js';
+import { isStreamStateError, type ErrorCode } from '../errors.js';
+import type { BlobStore } from '../storage/blob-store.js';
 
 /**
- * The behaviour every BlobStore must have. Run it for a new store with
+ * The behaviour every BlobStore must have (the compliance suite of `streamstate/conformance`).
+ * Run it for a new storage medium, in a vitest test file, with
  *   describeBlobStore('my store', async () => ({ store, cleanup }))
  * Each test gets a fresh store from `makeStore` and calls `cleanup` afterwards.
  */
 export interface BlobStoreFixture {
   store: BlobStore;
   cleanup(): Promise<void>;
+}
+
+/**
+ * What the store under test supports beyond the required methods (like abstract-level's
+ * `supports`): the suite runs the tests of a capability only where it is declared, and checks
+ * that a declared capability is really there.
+ */
+export interface BlobStoreSupports {
+  /** `putFile` (a local file stored whole). Default: whether the store has the method. */
+  readonly putFile?: boolean;
 }
 
 async function expectCode(p: Promise<unknown>, code: ErrorCode): Promise<unknown> {
@@ -42,7 +54,7 @@ function bytes(n: number, seed = 1): Buffer {
   return b;
 }
 
-export function describeBlobStore(name: string, makeStore: () => Promise<BlobStoreFixture>): void {
+export function describeBlobStore(name: string, makeStore: () => Promise<BlobStoreFixture>, supports: BlobStoreSupports = {}): void {
   describe(`BlobStore compliance: ${name}`, () => {
     let fx: BlobStoreFixture;
     let store: BlobStore;
@@ -215,6 +227,23 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       }
       await expectCode(store.list('../'), 'INVALID_ARGUMENT');
       await expectCode(store.delete(['../x']), 'INVALID_ARGUMENT');
+    });
+
+    it('supports: putFile as declared (a store without the capability has no putFile method)', () => {
+      expect(typeof store.putFile === 'function').toBe(supports.putFile ?? typeof store.putFile === 'function');
+    });
+
+    it.runIf(supports.putFile !== false)('putFile stores a local file whole and returns its size and crc32', async () => {
+      if (store.putFile === undefined) return; // no putFile: nothing to check (the test above checked the declaration)
+      const data = bytes(300_000, 11);
+      const local = join(scratch, 'local.bin');
+      await writeFile(local, data);
+      expect(await store.putFile('f/local.bin', local)).toEqual({ size: data.length, crc32: crc32(data) });
+      expect(Buffer.compare(await store.get('f/local.bin'), data)).toBe(0);
+      const empty = join(scratch, 'empty.bin');
+      await writeFile(empty, Buffer.alloc(0));
+      expect(await store.putFile('f/empty.bin', empty)).toEqual({ size: 0, crc32: 0 });
+      expect((await store.stat('f/empty.bin'))?.size).toBe(0);
     });
   });
 }
