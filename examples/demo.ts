@@ -11,6 +11,7 @@
  * Flags: --backend memory|filesystem  --records N  --keys N  --seed S  --checkpoint-dir DIR
  *        --checkpoint-every N  --parallelism P  --recover-parallelism P  --crash-at N
  */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -18,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { filesystem } from '../backends/filesystem/index.js';
 import { memory } from '../backends/memory/index.js';
 import type { StateBackend } from '../src/backend/contract.js';
+import { CHECKPOINT_CHANNELS, type CheckpointEvent, type CheckpointStats } from '../src/checkpoint/checkpoint-stats.js';
 import { StreamStateError } from '../src/errors.js';
 import { checkCounts, countingInput, countingJob, runPipeline, type CountOutput, type PipelineResult } from '../src/testing/index.js';
 
@@ -70,13 +72,27 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     backend = memory({ maxSnapshotBytes: 64 * 1024 * 1024 });
   }
 
-  const crashed = await runPipeline(countingJob(input, { parallelism: opts.parallelism }), {
-    backend,
-    checkpointEvery: opts.checkpointEvery,
-    seed: opts.seed,
-    crashAt,
-    recoverWithParallelism: opts.recoverParallelism,
-  });
+  // The checkpoint statistics of run 1, heard on node:diagnostics_channel (no access to the runtime's coordinator needed).
+  const ended: CheckpointStats[] = [];
+  const onEnded = (message: unknown): void => {
+    const e = message as CheckpointEvent;
+    if (e.type === 'completed' || e.type === 'failed') ended.push(e.checkpoint);
+  };
+  subscribe(CHECKPOINT_CHANNELS.completed, onEnded);
+  subscribe(CHECKPOINT_CHANNELS.failed, onEnded);
+  let crashed: PipelineResult<CountOutput>;
+  try {
+    crashed = await runPipeline(countingJob(input, { parallelism: opts.parallelism }), {
+      backend,
+      checkpointEvery: opts.checkpointEvery,
+      seed: opts.seed,
+      crashAt,
+      recoverWithParallelism: opts.recoverParallelism,
+    });
+  } finally {
+    unsubscribe(CHECKPOINT_CHANNELS.completed, onEnded);
+    unsubscribe(CHECKPOINT_CHANNELS.failed, onEnded);
+  }
   // The reference: the same job and seed without a failure (in memory: only its output matters).
   const reference = await runPipeline(countingJob(input, { parallelism: opts.parallelism }), {
     backend: memory({ maxSnapshotBytes: 64 * 1024 * 1024 }),
@@ -104,6 +120,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
       : `  no checkpoint had completed: restarted from scratch at parallelism ${restore?.parallelism ?? '?'}`,
     `  checkpoints completed: ${ids.length}${ids.length > 0 ? ` (ids ${ids[0]}..${ids[ids.length - 1]})` : ''}, aborted: ${crashed.checkpointsAborted.length}`,
     `  bytes written: ${formatBytes(crashed.bytesWritten)}`,
+    ...statisticsLines(ended.filter((c) => c.jobId === crashed.jobId)),
     `  records processed: ${n(crashed.recordsProcessed)} (${n(opts.records)} input + ${n(crashed.recordsProcessed - opts.records)} replayed after the crash)`,
     `  committed: ${n(crashed.committed.length)} records in ${n(crashed.output.transactions().length)} transactions`,
     `run 2 (reference, no failure, memory backend): ${n(reference.committed.length)} records committed, ${reference.checkpointsCompleted.length} checkpoints`,
@@ -118,6 +135,25 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
       : []),
   ];
   return { pass, crashed, reference, lines };
+}
+
+/** Flink-style summary of the checkpoint statistics: durations and sizes, medians and maxima. */
+function statisticsLines(stats: readonly CheckpointStats[]): string[] {
+  const done = stats.filter((c) => c.status === 'completed' && c.kind === 'checkpoint');
+  if (done.length === 0) return [`  checkpoint statistics: none completed (${stats.length} failed)`];
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? 0;
+  const max = (xs: number[]): number => Math.max(0, ...xs);
+  const ms = (x: number): string => `${x.toFixed(1)} ms`;
+  const subtasks = done.flatMap((c) => c.subtasks);
+  const reasons = [...new Set(stats.filter((c) => c.status === 'failed').map((c) => c.failureReason))];
+  return [
+    `  checkpoint statistics: ${done.length} completed, ${stats.length - done.length} failed${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}; ` +
+      `end-to-end median ${ms(median(done.map((c) => c.durationMs ?? 0)))}, max ${ms(max(done.map((c) => c.durationMs ?? 0)))}`,
+    `    per checkpoint: written median ${formatBytes(median(done.map((c) => c.bytesWritten)))} of full size ${formatBytes(median(done.map((c) => c.fullSize)))}, ` +
+      `reused ${formatBytes(median(done.map((c) => c.bytesReused)))}, files ${median(done.map((c) => c.fileCount))}`,
+    `    per subtask: sync median ${ms(median(subtasks.map((s) => s.syncDurationMs ?? 0)))}, async median ${ms(median(subtasks.map((s) => s.asyncDurationMs ?? 0)))}, ` +
+      `alignment median ${ms(median(subtasks.map((s) => s.alignmentDurationMs ?? 0)))}${subtasks.some((s) => s.syncDurationMs !== undefined) ? '' : ' (the runtime reports no durations)'}`,
+  ];
 }
 
 function sameOutput(a: readonly CountOutput[], b: readonly CountOutput[]): boolean {
