@@ -25,7 +25,7 @@ export interface KafkaSourceOptions<T> {
   readonly offsetOutOfRange?: OffsetOutOfRangePolicy;
   /** Hears of every reset under offsetOutOfRange 'earliest'. */
   readonly onOffsetReset?: (reset: OffsetReset) => void;
-  /** Records buffered per partition before fetching it waits. Default 2000. */
+  /** Records buffered per partition before fetching it waits. Default 10000 (smaller buffers made fetching wait on the runtime: bench/kafka). */
   readonly maxBufferedPerPartition?: number;
   /** Consumer group session timeout, ms. Default 10000. */
   readonly sessionTimeout?: number;
@@ -119,7 +119,7 @@ class KafkaSourceSubtask<T> extends ExternalSourceSubtask<T> {
       stopAt: splits.map((s) => (bounded ? topics.watermarks.get(partitionKey(s.topic, s.partition))!.high : null)),
       claim: { epoch, subtaskIndex: ctx.subtaskIndex, partitions: claim },
       deserialize: options.deserialize,
-      maxBuffered: options.maxBufferedPerPartition ?? 2000,
+      maxBuffered: options.maxBufferedPerPartition ?? 10_000,
       sessionTimeout: options.sessionTimeout ?? 10_000,
       heartbeatInterval: options.heartbeatInterval ?? 500,
     });
