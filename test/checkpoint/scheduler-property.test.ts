@@ -75,7 +75,7 @@ describe('CheckpointScheduler against a model (property)', () => {
             const pending: PendingCheckpoint[] = coord.pendingCheckpoints();
             if (c.kind === 'advance') clock.advance(c.ms);
             else if (pending.length > 0) {
-              const p = c.which === 'oldest' || c.kind === 'decline' ? pending[0] : pending[pending.length - 1];
+              const p = c.kind === 'decline' || c.which === 'oldest' ? pending[0] : pending[pending.length - 1];
               if (c.kind === 'decline') await scheduler.decline(p.checkpointId, c.reason, 'property');
               else for (const t of tasks) await coord.acknowledge(p.checkpointId, t.operatorId, t.subtaskIndex, await t.snapshot(p));
             }
