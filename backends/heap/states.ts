@@ -277,32 +277,73 @@ export class HeapMapState<UK, UV, N> extends HeapState<N> implements MapState<UK
    * Bound to the key and namespace current at the start. Entries removed meanwhile are skipped;
    * each yielded value is the current one.
    */
-  async *entries(): AsyncIterable<[UK, UV]> {
+  entries(): AsyncIterable<[UK, UV]> {
+    return this.iterate((e) => [e[0] as UK, e[1] as UV]);
+  }
+
+  keys(): AsyncIterable<UK> {
+    return this.iterate((e) => e[0] as UK);
+  }
+
+  values(): AsyncIterable<UV> {
+    return this.iterate((e) => e[1] as UV);
+  }
+
+  /** One plain iterator object per iteration (no async generator per level: issue 15, item 5). */
+  private iterate<R>(project: (entry: readonly [unknown, unknown]) => R): AsyncIterable<R> {
     const i = this.index();
-    const nsId = this.nsId;
-    const keyId = this.ctx.keyId;
-    const t = this.table;
-    const start = t.get(i, nsId, keyId) as UserMap | undefined;
-    if (start === undefined) return;
-    for (const ukId of start.keys()) {
-      // A closed backend never hands out data, not even to an iteration that started before.
-      if (this.ctx.closed) noCurrentKey(this.ctx);
-      const e = (t.get(i, nsId, keyId) as UserMap | undefined)?.get(ukId);
-      if (e !== undefined) yield [e[0] as UK, e[1] as UV];
-    }
-  }
-
-  async *keys(): AsyncIterable<UK> {
-    for await (const [k] of this.entries()) yield k;
-  }
-
-  async *values(): AsyncIterable<UV> {
-    for await (const [, v] of this.entries()) yield v;
+    return { [Symbol.asyncIterator]: () => new MapStateIterator(this.ctx, this.table, i, this.nsId, this.ctx.keyId, project) };
   }
 
   /** Synchronous iteration of the current entries (SyncMapIteration; used by TTL's isEmpty). */
   *entriesSync(): Iterable<[UK, UV]> {
     const m = this.userMap(this.index());
     if (m !== undefined) for (const e of [...m.values()]) yield [e[0] as UK, e[1] as UV];
+  }
+}
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
+
+/**
+ * Iterates the user-map ids present at the start; each step looks the map up again in the table
+ * (copy-on-write may have replaced it), skips entries removed meanwhile and yields current values.
+ */
+class MapStateIterator<R> implements AsyncIterator<R> {
+  private readonly ids: Iterator<unknown> | null;
+
+  constructor(
+    private readonly ctx: KeyContext<unknown>,
+    private readonly table: StateTable,
+    private readonly index: number,
+    private readonly nsId: unknown,
+    private readonly keyId: unknown,
+    private readonly project: (entry: readonly [unknown, unknown]) => R,
+  ) {
+    const start = table.get(index, nsId, keyId) as UserMap | undefined;
+    this.ids = start === undefined ? null : start.keys();
+  }
+
+  next(): Promise<IteratorResult<R>> {
+    try {
+      return Promise.resolve(this.step());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private step(): IteratorResult<R> {
+    if (this.ids === null) return DONE;
+    for (;;) {
+      const n = this.ids.next();
+      if (n.done === true) return DONE;
+      // A closed backend never hands out data, not even to an iteration that started before.
+      if (this.ctx.closed) noCurrentKey(this.ctx);
+      const e = (this.table.get(this.index, this.nsId, this.keyId) as UserMap | undefined)?.get(n.value);
+      if (e !== undefined) return { value: this.project(e), done: false };
+    }
+  }
+
+  return(): Promise<IteratorResult<R>> {
+    return Promise.resolve(DONE);
   }
 }
