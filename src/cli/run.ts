@@ -328,7 +328,10 @@ async function listLocated(ctx: Context, located: LocatedCheckpointDir, dir: str
   const lines: string[] = [];
   for (const j of jobs) {
     lines.push(`job ${j.jobId}: ${j.checkpoints.length} completed checkpoint${j.checkpoints.length === 1 ? '' : 's'}${j.incomplete.length > 0 ? `, ${j.incomplete.length} incomplete (${j.incomplete.map((i) => `chk-${i}`).join(', ')})` : ''}`);
-    for (const c of j.checkpoints) lines.push(`  ${String(c.checkpointId).padStart(6)}  ${new Date(c.timestamp).toISOString()}  ${formatBytes(c.size).padStart(10)}  ${c.pointer}`);
+    for (const c of j.checkpoints) {
+      const stats = c.stats === undefined ? '' : `  (${c.stats.durationMs} ms, wrote ${formatBytes(c.stats.bytesWritten)} of ${formatBytes(c.stats.fullSize)})`;
+      lines.push(`  ${String(c.checkpointId).padStart(6)}  ${new Date(c.timestamp).toISOString()}  ${formatBytes(c.size).padStart(10)}  ${c.pointer}${stats}`);
+    }
   }
   await out(ctx.io, `${lines.join('\n')}\n`);
 }

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { referencedFiles } from '../backend/handles.js';
 import { METADATA_FILE, SHARED_DIR } from '../checkpoint/checkpoint-storage.js';
 import { readLease, type LeaseInfo } from '../checkpoint/lease.js';
-import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
+import type { CheckpointMetadataStats, CompletedCheckpointInfo } from '../checkpoint/metadata.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { resolveHandlePath } from '../checkpoint/streams.js';
 import { FormatError, isStreamStateError, StorageError, StreamStateError } from '../errors.js';
@@ -18,10 +18,13 @@ import { CONVERT_LEFTOVER } from './convert.js';
 
 export interface JobCheckpoints {
   readonly jobId: string;
-  readonly checkpoints: readonly CompletedCheckpointInfo[];
+  readonly checkpoints: readonly ListedCheckpoint[];
   /** chk-<n> directories without _metadata (never completed, or being written right now). */
   readonly incomplete: readonly number[];
 }
+
+/** A completed checkpoint with the statistics its _metadata records (absent in files written before they existed). */
+export type ListedCheckpoint = CompletedCheckpointInfo & { readonly stats?: Omit<CheckpointMetadataStats, 'subtasks'> };
 
 const CHK = /^chk-(0|[1-9][0-9]*)$/;
 
@@ -33,7 +36,20 @@ function chkIdOf(jobId: string, name: string): number | undefined {
 }
 
 export async function listJobCheckpoints(storage: CheckpointStorage, jobId: string): Promise<JobCheckpoints> {
-  const checkpoints = await storage.listCompletedCheckpoints(jobId);
+  const checkpoints: ListedCheckpoint[] = [];
+  for (const info of await storage.listCompletedCheckpoints(jobId)) {
+    let stats: CheckpointMetadataStats | undefined;
+    try {
+      stats = (await storage.resolve(info.pointer)).metadata.stats;
+    } catch {
+      stats = undefined; // deleted or damaged since it was listed: list it without statistics
+    }
+    if (stats === undefined) checkpoints.push(info);
+    else {
+      const { subtasks: _subtasks, ...summary } = stats;
+      checkpoints.push({ ...info, stats: summary });
+    }
+  }
   const complete = new Set(checkpoints.map((c) => c.checkpointId));
   const dirs = new Set<number>();
   for (const name of await storage.listJobFiles(jobId)) {

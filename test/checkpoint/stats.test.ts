@@ -6,6 +6,7 @@ import { CheckpointCoordinator, type PendingCheckpoint } from '../../src/checkpo
 import { decodeMetadata, encodeMetadata } from '../../src/checkpoint/metadata-codec.js';
 import type { CheckpointMetadata } from '../../src/checkpoint/metadata.js';
 import { ManualClock } from '../../src/checkpoint/scheduler-clock.js';
+import { listJobCheckpoints } from '../../src/savepoint/checkpoint-dir.js';
 import { formatReport, inspectMetadata } from '../../src/savepoint/inspect.js';
 import { expectThrowsCode } from '../support/errors.js';
 import { FakeIncrementalSubtask, tempStorage } from './coordinator-fixture.js';
@@ -103,6 +104,9 @@ describe('checkpoint statistics', () => {
     const text = formatReport(report);
     expect(text).toContain(`checkpoint statistics: duration 5 ms, written ${live.bytesWritten} B of ${live.fullSize} B (reused ${live.bytesReused} B), ${live.fileCount} files`);
     expect(text).toMatch(/subtask 2 of b: sync 4 ms, async 40 ms, alignment 2 ms/);
+    // `streamstate list` reads them too
+    const listed = await listJobCheckpoints(storage, JOB);
+    expect(listed.checkpoints.map((c) => c.stats)).toEqual([{ durationMs: 5, bytesWritten: live.bytesWritten, fullSize: live.fullSize, bytesReused: 0, fileCount: live.fileCount }]);
   });
 
   it('old _metadata without stats still reads; malformed stats are CORRUPT naming the field', async () => {
