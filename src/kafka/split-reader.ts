@@ -96,6 +96,7 @@ export class KafkaSplitReader<T> {
   private waiter: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | null = null;
   private closed = false;
   private restarts = 0;
+  private joins = 0;
 
   constructor(private readonly options: SplitReaderOptions<T>) {
     this.cursors = options.splits.map((s, i) => new SplitCursor<T>(s.topic, s.partition, s.offset, options.stopAt[i] ?? null));
@@ -117,6 +118,11 @@ export class KafkaSplitReader<T> {
 
   get buffered(): number {
     return this.totalBuffered;
+  }
+
+  /** How often the consumer (re)joined its group: 1 without rebalances. */
+  get groupJoins(): number {
+    return this.joins;
   }
 
   /** Every split reached its stop offset (never for an unbounded read). */
@@ -199,7 +205,10 @@ export class KafkaSplitReader<T> {
       retry: { retries: 5 },
     });
     this.consumer = consumer;
-    consumer.on(consumer.events.GROUP_JOIN, () => this.seekAll());
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      this.joins++;
+      this.seekAll();
+    });
     consumer.on(consumer.events.CRASH, (e: { payload: { error: Error; restart: boolean } }) => {
       // KafkaJS restarts by itself after retriable errors; after others the consumer is gone.
       if (!e.payload.restart && this.consumer === consumer) this.restartAfter(e.payload.error);
@@ -301,7 +310,11 @@ export class KafkaSplitReader<T> {
       const beat = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.heartbeatInterval)));
       await Promise.race([drained, beat]);
       clearTimeout(timer);
-      await heartbeat().catch(() => undefined);
+      try {
+        await heartbeat();
+      } catch {
+        return; // the group is rebalancing: let KafkaJS rejoin now (the buffered records stay; the rejoin seeks past them)
+      }
     }
   }
 
