@@ -12,14 +12,28 @@ const out = join(dir, 'dpdm.json');
 try {
   execFileSync(
     process.execPath,
-    [join(root, 'node_modules', 'dpdm', 'lib', 'bin', 'dpdm.js'), '--no-warning', '--no-tree', '--no-circular', '--progress=false', '-o', out, 'src/**/*.ts', 'backends/**/*.ts'],
+    [
+      join(root, 'node_modules', 'dpdm', 'lib', 'bin', 'dpdm.js'),
+      '--no-warning',
+      '--no-tree',
+      '--no-circular',
+      '--progress=false',
+      '-o',
+      out,
+      'src/**/*.ts',
+      'backends/**/*.ts',
+    ],
     { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] },
   );
   const { circulars, tree } = JSON.parse(readFileSync(out, 'utf8'));
-  const unresolved = Object.values(tree).flat().filter((d) => d !== null && d.id === null && d.request.startsWith('.'));
+  const unresolved = Object.values(tree)
+    .flat()
+    .filter((d) => d !== null && d.id === null && d.request.startsWith('.'));
   if (unresolved.length > 0) {
     // A relative import dpdm could not resolve would hide cycles through it.
-    console.error(`cycles: ${unresolved.length} relative imports did not resolve, e.g. ${unresolved[0].issuer}: ${unresolved[0].request}`);
+    console.error(
+      `cycles: ${unresolved.length} relative imports did not resolve, e.g. ${unresolved[0].issuer}: ${unresolved[0].request}`,
+    );
     process.exit(1);
   }
   const canonical = (cycle) => {
@@ -38,7 +52,9 @@ try {
   const gone = [...known].filter((c) => !found.has(c));
   for (const c of found) console.log(`${known.has(c) ? 'known cycle' : 'NEW CYCLE'}: ${c}`);
   for (const c of gone) console.log(`gone (remove it from .ci/known-cycles.txt): ${c}`);
-  console.log(`cycles: ${Object.keys(tree).length} modules, ${found.size} cycles (${found.size - fresh.length} known), ${fresh.length} new`);
+  console.log(
+    `cycles: ${Object.keys(tree).length} modules, ${found.size} cycles (${found.size - fresh.length} known), ${fresh.length} new`,
+  );
   process.exit(fresh.length > 0 ? 1 : 0);
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -14,7 +14,9 @@ for (const file of process.argv.slice(2)) {
     continue;
   }
   const failedTests = report.numFailedTests ?? 0;
-  const failedSuites = (report.testResults ?? []).filter((s) => s.status === 'failed' && (s.assertionResults ?? []).every((a) => a.status !== 'failed')).length;
+  const failedSuites = (report.testResults ?? []).filter(
+    (s) => s.status === 'failed' && (s.assertionResults ?? []).every((a) => a.status !== 'failed'),
+  ).length;
   passed += report.numPassedTests ?? 0;
   failed += failedTests + failedSuites;
 }

@@ -60,7 +60,16 @@ async function openJob(): Promise<Job> {
     v.update(valueFor(i, 0));
     if (i % 5000 === 4999) await yieldToIo();
   }
-  const job: Job = { dir, storage: plain.checkpointStorage as BlobCheckpointStorage, kb, backend, nextId: 1, round: 0, previousFiles: new Set(), logical: 0 };
+  const job: Job = {
+    dir,
+    storage: plain.checkpointStorage as BlobCheckpointStorage,
+    kb,
+    backend,
+    nextId: 1,
+    round: 0,
+    previousFiles: new Set(),
+    logical: 0,
+  };
   // Warm-up (not measured): materialize the loaded state, then one checkpoint on it.
   kb.requestMaterialization();
   await checkpoint(job);
@@ -183,26 +192,56 @@ const recoveryResults: Array<{ intervalsSinceMaterialization: number; restoreMs:
       format: 'native',
       backend: job.backend.name,
       timestamp: Date.now(),
-      operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128, subtasks: [{ subtaskIndex: 0, keyed: [t.handle], operator: [] }] }],
+      operators: [
+        {
+          operatorId: 'op',
+          parallelism: 1,
+          maxParallelism: 128,
+          subtasks: [{ subtaskIndex: 0, keyed: [t.handle], operator: [] }],
+        },
+      ],
     });
     const samples: number[] = [];
     for (let s = 0; s < (quick ? 2 : 3); s++) {
       const { files } = await job.storage.resolve(pointer);
       const started = performance.now();
-      const restored = await job.backend.createKeyedStateBackend(params({ handles: [t.handle], files, mode: 'no-claim', checkpointId: t.id }));
+      const restored = await job.backend.createKeyedStateBackend(
+        params({ handles: [t.handle], files, mode: 'no-claim', checkpointId: t.id }),
+      );
       const v = restored.getState(vd); // registration replays the log into the restored state
       restored.setCurrentKey(names[keys - 1]);
       consume(v.value()?.length);
       samples.push(performance.now() - started);
       await restored.close();
     }
-    recoveryResults.push({ intervalsSinceMaterialization: k, restoreMs: +median(samples).toFixed(1), logMB: +((logBytes.get(k) ?? 0) / 1048576).toFixed(2) });
+    recoveryResults.push({
+      intervalsSinceMaterialization: k,
+      restoreMs: +median(samples).toFixed(1),
+      logMB: +((logBytes.get(k) ?? 0) / 1048576).toFixed(2),
+    });
   }
   await closeJob(job);
 }
 
-console.log(`changelog(filesystem), ${sizeMb} MB (${keys} keys x ${VALUE_BYTES} B), ${changes} changed keys per checkpoint, ${CHECKPOINTS} checkpoints`);
+console.log(
+  `changelog(filesystem), ${sizeMb} MB (${keys} keys x ${VALUE_BYTES} B), ${changes} changed keys per checkpoint, ${CHECKPOINTS} checkpoints`,
+);
 printTable(intervalRows);
-printTable(recoveryResults.map((r) => ({ 'intervals of log since materialization': r.intervalsSinceMaterialization, 'log MB': r.logMB.toFixed(1), 'restore ms': r.restoreMs.toFixed(0) })));
-recordResults('changelog-checkpoint', { quick, stateMB: sizeMb, keys, valueBytes: VALUE_BYTES, changeRate: CHANGE_RATE, changesPerCheckpoint: changes, intervals: intervalResults, recovery: recoveryResults });
+printTable(
+  recoveryResults.map((r) => ({
+    'intervals of log since materialization': r.intervalsSinceMaterialization,
+    'log MB': r.logMB.toFixed(1),
+    'restore ms': r.restoreMs.toFixed(0),
+  })),
+);
+recordResults('changelog-checkpoint', {
+  quick,
+  stateMB: sizeMb,
+  keys,
+  valueBytes: VALUE_BYTES,
+  changeRate: CHANGE_RATE,
+  changesPerCheckpoint: changes,
+  intervals: intervalResults,
+  recovery: recoveryResults,
+});
 console.log(`(sink ${sink.value})`);

@@ -106,7 +106,9 @@ const rows = jobs.map((job) => ({
 const medians = rows.map((r) => r.medianMs);
 const spread = Math.max(...medians) / Math.min(...medians);
 printTable(rows.map((r) => ({ ...r, medianMB: (r.medianBytes / 1048576).toFixed(2) })));
-console.log(`changelog checkpoint duration spread across ${sizesMb.join('/')} MB (${CHANGES} changed keys per interval): ${spread.toFixed(2)}x (target <= 2x)`);
+console.log(
+  `changelog checkpoint duration spread across ${sizesMb.join('/')} MB (${CHANGES} changed keys per interval): ${spread.toFixed(2)}x (target <= 2x)`,
+);
 recordResults('changelogScaling', {
   quick,
   valueBytes: VALUE_BYTES,

@@ -47,7 +47,10 @@ export type Pattern = 'fixed' | 'rate';
 const allVariants: Variant[] = ['full', 'leveldb-incremental', 'changelog'];
 /** `--variants=a,b` runs some of them (the full variant is needed for the "of full" columns). */
 const variantsArg = process.argv.find((a) => a.startsWith('--variants='));
-const variants: Variant[] = variantsArg === undefined ? allVariants : allVariants.filter((v) => variantsArg.slice('--variants='.length).split(',').includes(v));
+const variants: Variant[] =
+  variantsArg === undefined
+    ? allVariants
+    : allVariants.filter((v) => variantsArg.slice('--variants='.length).split(',').includes(v));
 
 export interface SeriesResult {
   readonly variant: Variant;
@@ -76,12 +79,16 @@ interface Setup {
 
 function setup(variant: Variant, dir: string): Setup {
   const storage = localCheckpointStorage(join(dir, 'checkpoints'), { inlineThreshold: 0 });
-  if (variant === 'leveldb-incremental') return { backend: leveldb({ workingDir: join(dir, 'work'), incremental: true }), storage };
+  if (variant === 'leveldb-incremental')
+    return { backend: leveldb({ workingDir: join(dir, 'work'), incremental: true }), storage };
   const plain = filesystem({ checkpointDir: join(dir, 'checkpoints'), inlineThreshold: 0 });
   const fsStorage = plain.checkpointStorage as BlobCheckpointStorage;
   if (variant === 'full') return { backend: plain, storage: fsStorage };
   // Materialization only when requested (after the load); the log is what the checkpoints carry.
-  return { backend: changelog({ backend: plain, materializationIntervalMs: Number.POSITIVE_INFINITY }), storage: fsStorage };
+  return {
+    backend: changelog({ backend: plain, materializationIntervalMs: Number.POSITIVE_INFINITY }),
+    storage: fsStorage,
+  };
 }
 
 async function series(variant: Variant, sizeMb: number): Promise<SeriesResult[]> {
@@ -174,7 +181,8 @@ async function rawSequentialWrite(bytes: number): Promise<{ bytes: number; ms: n
   try {
     const t = performance.now();
     const fh = await open(join(dir, 'raw.bin'), 'w');
-    for (let written = 0; written < bytes; written += block.length) await fh.write(block, 0, Math.min(block.length, bytes - written));
+    for (let written = 0; written < bytes; written += block.length)
+      await fh.write(block, 0, Math.min(block.length, bytes - written));
     await fh.sync();
     await fh.close();
     const ms = performance.now() - t;
@@ -195,10 +203,13 @@ for (const mb of sizesMb) {
     globalThis.gc?.();
   }
   const fullRun = all.find((r) => r.variant === 'full' && r.stateMB === mb && r.pattern === 'rate');
-  if (fullRun !== undefined) rawWrites.push({ stateMB: mb, ...(await rawSequentialWrite(fullRun.meanBytesPerCheckpoint)) });
+  if (fullRun !== undefined)
+    rawWrites.push({ stateMB: mb, ...(await rawSequentialWrite(fullRun.meanBytesPerCheckpoint)) });
 }
 
-const fullBytes = (mb: number, pattern: Pattern): number => all.find((r) => r.variant === 'full' && r.stateMB === mb && r.pattern === pattern)?.meanBytesPerCheckpoint ?? Number.NaN;
+const fullBytes = (mb: number, pattern: Pattern): number =>
+  all.find((r) => r.variant === 'full' && r.stateMB === mb && r.pattern === pattern)?.meanBytesPerCheckpoint ??
+  Number.NaN;
 printTable(
   all.map((r) => ({
     variant: r.variant,
@@ -216,7 +227,12 @@ printTable(
   rawWrites.map((w) => {
     const full = all.find((r) => r.variant === 'full' && r.stateMB === w.stateMB && r.pattern === 'rate')!;
     const fullMBps = w.bytes / 1048576 / (full.medianMs / 1000);
-    return { stateMB: w.stateMB, 'full checkpoint MB/s': fullMBps.toFixed(0), 'raw sequential write MB/s': w.MBps, ratio: `${((100 * fullMBps) / w.MBps).toFixed(0)}%` };
+    return {
+      stateMB: w.stateMB,
+      'full checkpoint MB/s': fullMBps.toFixed(0),
+      'raw sequential write MB/s': w.MBps,
+      ratio: `${((100 * fullMBps) / w.MBps).toFixed(0)}%`,
+    };
   }),
 );
 
@@ -235,4 +251,13 @@ console.log(
   `changelog duration spread across ${sizesMb.join('/')} MB (fixed ${FIXED_CHANGES} changes): ${durationSpread.toFixed(2)}x (target <= 2x); ` +
     `worst bytes per checkpoint at 1% change: ${(100 * worstBytesShare).toFixed(2)}% of full (target <= 2%)`,
 );
-recordResults('checkpointSizes', { quick, valueBytes: VALUE_BYTES, fixedChanges: FIXED_CHANGES, changeRate: CHANGE_RATE, sizesMb, targets, rawWrites, series: all });
+recordResults('checkpointSizes', {
+  quick,
+  valueBytes: VALUE_BYTES,
+  fixedChanges: FIXED_CHANGES,
+  changeRate: CHANGE_RATE,
+  sizesMb,
+  targets,
+  rawWrites,
+  series: all,
+});

@@ -81,7 +81,8 @@ async function writeSource(): Promise<string> {
     const section = new SectionWriter();
     for (let kg = range.start; kg <= range.end; kg++) {
       writer.beginKeyGroup(kg);
-      for (let j = counts[kg]; j < counts[kg + 1]; j++) section.valueEntry(keyBytes(order[j]), empty, valueFor(order[j], value));
+      for (let j = counts[kg]; j < counts[kg + 1]; j++)
+        section.valueEntry(keyBytes(order[j]), empty, valueFor(order[j], value));
       writer.addSection(0, section);
       await writer.endKeyGroup();
     }
@@ -109,13 +110,23 @@ async function writeSource(): Promise<string> {
 let peakRss = 0;
 const rssSampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
 
-async function timedConvert(src: string, name: string, extra: Partial<ConvertOptions>): Promise<{ ms: number; bytes: number; peakRss: number }> {
+async function timedConvert(
+  src: string,
+  name: string,
+  extra: Partial<ConvertOptions>,
+): Promise<{ ms: number; bytes: number; peakRss: number }> {
   const dst = join(root, name);
   const located = await locateSnapshot(src);
   peakRss = process.memoryUsage().rss;
   const t0 = performance.now();
   try {
-    const r = await convertSnapshot(located, dst, { target: 'memory', format: 'canonical', backendFor: backendByName, keySerializerOf, ...extra });
+    const r = await convertSnapshot(located, dst, {
+      target: 'memory',
+      format: 'canonical',
+      backendFor: backendByName,
+      keySerializerOf,
+      ...extra,
+    });
     return { ms: performance.now() - t0, bytes: r.keyedBytes, peakRss };
   } finally {
     await located.close();
@@ -126,7 +137,9 @@ async function timedConvert(src: string, name: string, extra: Partial<ConvertOpt
 const mb = (bytes: number): number => Math.round(bytes / 1024 / 1024);
 
 async function main(): Promise<void> {
-  console.log(`source: ${entries} entries of ${VALUE_BYTES} B values (~${sizeMb} MB), parallelism ${PARALLELISM}, maxParallelism ${MAXP}; ${rounds} alternating rounds`);
+  console.log(
+    `source: ${entries} entries of ${VALUE_BYTES} B values (~${sizeMb} MB), parallelism ${PARALLELISM}, maxParallelism ${MAXP}; ${rounds} alternating rounds`,
+  );
   const t0 = performance.now();
   const src = await writeSource();
   console.log(`source written in ${Math.round(performance.now() - t0)} ms`);
@@ -156,8 +169,22 @@ async function main(): Promise<void> {
   const ratio = Math.round((median(rehash) / median(plain)) * 100) / 100;
   const secondsPerGB = (ms: number): number => Math.round(((ms / 1000) * 1024 * 1024 * 1024) / bytes);
   printTable([
-    { convert: `plain canonical (maxParallelism ${MAXP})`, 'median ms': Math.round(median(plain)), 'MB/s': Math.round(bytes / 1024 / 1024 / (median(plain) / 1000)), 's/GB': secondsPerGB(median(plain)), 'peak RSS MB': mb(rssPlain), 'x plain': 1 },
-    { convert: `--max-parallelism ${NEW_MAXP}`, 'median ms': Math.round(median(rehash)), 'MB/s': Math.round(bytes / 1024 / 1024 / (median(rehash) / 1000)), 's/GB': secondsPerGB(median(rehash)), 'peak RSS MB': mb(rssRehash), 'x plain': ratio },
+    {
+      convert: `plain canonical (maxParallelism ${MAXP})`,
+      'median ms': Math.round(median(plain)),
+      'MB/s': Math.round(bytes / 1024 / 1024 / (median(plain) / 1000)),
+      's/GB': secondsPerGB(median(plain)),
+      'peak RSS MB': mb(rssPlain),
+      'x plain': 1,
+    },
+    {
+      convert: `--max-parallelism ${NEW_MAXP}`,
+      'median ms': Math.round(median(rehash)),
+      'MB/s': Math.round(bytes / 1024 / 1024 / (median(rehash) / 1000)),
+      's/GB': secondsPerGB(median(rehash)),
+      'peak RSS MB': mb(rssRehash),
+      'x plain': ratio,
+    },
   ]);
   recordResults('convertMaxParallelism', {
     sizeMb,

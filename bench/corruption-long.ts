@@ -14,8 +14,21 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem, type as osType, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeCase, emptySummary, runFormat, type CaseOutcome, type FormatSummary } from '../test/support/corruption/campaign.js';
-import { buildFamily, familyOf, fixtureFor, FORMATS, type FamilyFixture, type FormatName } from '../test/support/corruption/fixtures.js';
+import {
+  describeCase,
+  emptySummary,
+  runFormat,
+  type CaseOutcome,
+  type FormatSummary,
+} from '../test/support/corruption/campaign.js';
+import {
+  buildFamily,
+  familyOf,
+  fixtureFor,
+  FORMATS,
+  type FamilyFixture,
+  type FormatName,
+} from '../test/support/corruption/fixtures.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -67,7 +80,14 @@ function report(summaries: readonly FormatSummary[]): Report {
     totals.failures += s.failures;
     byFormat[s.format] = { ...s, ms: Math.round(s.ms), failureReplays: s.failureCases.map(describeCase) };
   }
-  return { generatedAt: new Date().toISOString(), machine: machine(), seed, casesPerFormat: cases, totals, formats: byFormat };
+  return {
+    generatedAt: new Date().toISOString(),
+    machine: machine(),
+    seed,
+    casesPerFormat: cases,
+    totals,
+    formats: byFormat,
+  };
 }
 
 /** Runs `list` in this process; a case that crashes the process with an unhandled error is a failure of that case. */
@@ -75,7 +95,9 @@ async function runHere(list: readonly FormatName[]): Promise<FormatSummary[]> {
   let current: { format: FormatName; index: number } | null = null;
   const stray: string[] = [];
   const onStray = (err: unknown): void => {
-    stray.push(`${current ? `${current.format} near case ${current.index}` : 'outside a case'}: ${(err as Error)?.stack ?? String(err)}`);
+    stray.push(
+      `${current ? `${current.format} near case ${current.index}` : 'outside a case'}: ${(err as Error)?.stack ?? String(err)}`,
+    );
   };
   process.on('unhandledRejection', onStray);
   process.on('uncaughtException', onStray);
@@ -95,7 +117,8 @@ async function runHere(list: readonly FormatName[]): Promise<FormatSummary[]> {
         onCase: (o: CaseOutcome, index: number) => {
           current = { format, index };
           if (o.verdict === 'failure') console.error(`FAILURE ${describeCase(o)}`);
-          if ((index + 1) % 1000 === 0) console.log(`[${format}] ${index + 1}/${cases} cases, ${Math.round((Date.now() - started) / 1000)} s`);
+          if ((index + 1) % 1000 === 0)
+            console.log(`[${format}] ${index + 1}/${cases} cases, ${Math.round((Date.now() - started) / 1000)} s`);
         },
       });
       // Errors that escaped a case (unhandled rejections) fail the format even if every verdict was fine.
@@ -103,7 +126,9 @@ async function runHere(list: readonly FormatName[]): Promise<FormatSummary[]> {
         summary.failures++;
         summary.failureCases.push({ ...emptyOutcome(format), failure: `unhandled error: ${s}`.slice(0, 2000) });
       }
-      console.log(`[${format}] done: ${summary.typed} typed, ${summary.correct} correct, ${summary.failures} failures in ${Math.round((Date.now() - started) / 1000)} s`);
+      console.log(
+        `[${format}] done: ${summary.typed} typed, ${summary.correct} correct, ${summary.failures} failures in ${Math.round((Date.now() - started) / 1000)} s`,
+      );
       summaries.push(summary);
     }
   } finally {
@@ -114,7 +139,16 @@ async function runHere(list: readonly FormatName[]): Promise<FormatSummary[]> {
 }
 
 function emptyOutcome(format: FormatName): CaseOutcome {
-  return { format, seed: 0, mutation: 'bit-flip', description: '(no case)', parallelism: 0, mode: 'claim', verdict: 'failure', ms: 0 };
+  return {
+    format,
+    seed: 0,
+    mutation: 'bit-flip',
+    description: '(no case)',
+    parallelism: 0,
+    mode: 'claim',
+    verdict: 'failure',
+    ms: 0,
+  };
 }
 
 /** Splits the formats over `jobs` children of this script and collects their summaries. */
@@ -128,7 +162,16 @@ async function runForked(): Promise<FormatSummary[]> {
       (group, i) =>
         new Promise<FormatSummary[]>((resolveGroup, reject) => {
           const partial = join(tmpdir(), `streamstate-corruption-long-${process.pid}-${i}.json`);
-          const child = fork(fileURLToPath(import.meta.url), ['--cases', String(cases), '--seed', String(seed), '--formats', group.join(','), '--out', partial]);
+          const child = fork(fileURLToPath(import.meta.url), [
+            '--cases',
+            String(cases),
+            '--seed',
+            String(seed),
+            '--formats',
+            group.join(','),
+            '--out',
+            partial,
+          ]);
           child.on('exit', () => {
             try {
               const r = JSON.parse(readFileSync(partial, 'utf8')) as Report;
@@ -145,9 +188,13 @@ async function runForked(): Promise<FormatSummary[]> {
 }
 
 const summaries = jobs > 1 && formats.length > 1 ? await runForked() : await runHere(formats);
-const ordered = FORMATS.filter((f) => formats.includes(f)).map((f) => summaries.find((s) => s.format === f) ?? emptySummary(f));
+const ordered = FORMATS.filter((f) => formats.includes(f)).map(
+  (f) => summaries.find((s) => s.format === f) ?? emptySummary(f),
+);
 const r = report(ordered);
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, `${JSON.stringify(r, null, 2)}\n`);
-console.log(`\n${r.totals.cases} cases: ${r.totals.typed} typed errors, ${r.totals.correct} correct restores, ${r.totals.failures} failures -> ${out}`);
+console.log(
+  `\n${r.totals.cases} cases: ${r.totals.typed} typed errors, ${r.totals.correct} correct restores, ${r.totals.failures} failures -> ${out}`,
+);
 process.exit(r.totals.failures > 0 ? 1 : 0);

@@ -26,7 +26,12 @@ async function main(): Promise<void> {
   const backend = makeProofBackend(cfg.backend, { checkpointStorage: storage, workingDir: cfg.workingDir });
   const output = DurableCommittedOutput.open<CountOutput>(cfg.outputFile, cfg.processNo, () => kill.committed());
   const { job } = cfg;
-  const input = countingInput({ records: job.records, keys: job.keys, partitions: job.partitions, seed: job.inputSeed });
+  const input = countingInput({
+    records: job.records,
+    keys: job.keys,
+    partitions: job.partitions,
+    seed: job.inputSeed,
+  });
   const started = Date.now();
   send({ type: 'started' });
   const result = await runPipeline(countingJob(input, { parallelism: job.parallelism, jobId: cfg.jobId }), {
@@ -38,7 +43,8 @@ async function main(): Promise<void> {
     output,
     resume: true,
     onEvent: (e) => {
-      if (e.type === 'checkpoint-completed' || e.type === 'checkpoint-aborted' || e.type === 'restored') kill.trace(`event ${JSON.stringify(e)}`);
+      if (e.type === 'checkpoint-completed' || e.type === 'checkpoint-aborted' || e.type === 'restored')
+        kill.trace(`event ${JSON.stringify(e)}`);
       if (e.type === 'restored') send({ type: 'restored', checkpointId: e.checkpointId });
     },
   });
@@ -56,7 +62,13 @@ main().then(
   () => process.exit(0),
   (err: unknown) => {
     const e = err instanceof Error ? err : new Error(String(err));
-    send({ type: 'error', name: e.name, code: (e as { code?: string }).code ?? null, message: e.message, stack: e.stack ?? '' });
+    send({
+      type: 'error',
+      name: e.name,
+      code: (e as { code?: string }).code ?? null,
+      message: e.message,
+      stack: e.stack ?? '',
+    });
     process.exit(CHILD_FAILED_EXIT);
   },
 );

@@ -25,10 +25,17 @@ async function main(): Promise<void> {
   const backends = (opt('backends') ?? CRASH_BACKENDS.join(',')).split(',');
   const out = opt('out') ?? join('bench', 'results', 'crash-long.json');
   const child = opt('child') ?? join(dirname(fileURLToPath(import.meta.url)), 'crash-child.js');
-  if (!(Number.isInteger(kills) && kills > 0)) throw new StreamStateError('INVALID_ARGUMENT', '--kills must be a positive integer.');
-  for (const b of backends) if (!isProofBackendKind(b) || b === 'memory') throw new StreamStateError('INVALID_ARGUMENT', `--backends: ${b} is not one of ${CRASH_BACKENDS.join(', ')}.`);
+  if (!(Number.isInteger(kills) && kills > 0))
+    throw new StreamStateError('INVALID_ARGUMENT', '--kills must be a positive integer.');
+  for (const b of backends)
+    if (!isProofBackendKind(b) || b === 'memory')
+      throw new StreamStateError('INVALID_ARGUMENT', `--backends: ${b} is not one of ${CRASH_BACKENDS.join(', ')}.`);
 
-  const results: (Omit<CrashSuiteResult, 'leftoverFiles'> & { leftoverFiles: number; leftoverTempFiles: number; sampleLeftovers: readonly string[] })[] = [];
+  const results: (Omit<CrashSuiteResult, 'leftoverFiles'> & {
+    leftoverFiles: number;
+    leftoverTempFiles: number;
+    sampleLeftovers: readonly string[];
+  })[] = [];
   for (const backend of backends as ProofBackendKind[]) {
     const scratch = await mkdtemp(join(tmpdir(), `streamstate-crash-long-${backend}-`));
     try {
@@ -44,7 +51,12 @@ async function main(): Promise<void> {
         },
       });
       const temp = r.leftoverFiles.filter((f) => f.includes('.tmp-'));
-      results.push({ ...r, leftoverFiles: r.leftoverFiles.length, leftoverTempFiles: temp.length, sampleLeftovers: r.leftoverFiles.filter((f) => !f.includes('.tmp-')).slice(0, 10) });
+      results.push({
+        ...r,
+        leftoverFiles: r.leftoverFiles.length,
+        leftoverTempFiles: temp.length,
+        sampleLeftovers: r.leftoverFiles.filter((f) => !f.includes('.tmp-')).slice(0, 10),
+      });
       console.log(
         `${backend}: ${r.kills} kills (${JSON.stringify(r.killsByKind)}), ${r.runs} runs, ${r.children} children, ${r.checkpointsRestored} checkpoint restores, ` +
           `${r.runsExactlyOnce}/${r.runs} runs exactly once, ${r.failures.length} failures, ${r.leftoverFiles.length} leftover files (${temp.length} putAtomic temp files), ${(r.millis / 1000).toFixed(0)} s`,
@@ -55,7 +67,10 @@ async function main(): Promise<void> {
     }
   }
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), machine: `${process.platform} ${process.arch}, node ${process.version}`, kills, seed, results }, null, 1)}\n`);
+  writeFileSync(
+    out,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: `${process.platform} ${process.arch}, node ${process.version}`, kills, seed, results }, null, 1)}\n`,
+  );
   console.log(`wrote ${out}`);
 }
 

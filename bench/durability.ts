@@ -39,7 +39,10 @@ const SHAPES: readonly Shape[] = [
 
 const payload = Buffer.alloc(CHUNK, 0x5a);
 
-async function writeFileThrough(streams: ReturnType<ReturnType<CheckpointCoordinator['triggerCheckpoint']>['streamsFor']>, bytes: number): Promise<FileStreamHandle> {
+async function writeFileThrough(
+  streams: ReturnType<ReturnType<CheckpointCoordinator['triggerCheckpoint']>['streamsFor']>,
+  bytes: number,
+): Promise<FileStreamHandle> {
   const out = streams.createOutputStream('exclusive');
   for (let done = 0; done < bytes; done += CHUNK) await out.write(payload.subarray(0, Math.min(CHUNK, bytes - done)));
   const handle = await out.closeAndGetHandle();
@@ -56,7 +59,12 @@ async function oneCheckpoint(coord: CheckpointCoordinator, shape: Shape): Promis
       const streams = p.streamsFor('op', i);
       const files: FileStreamHandle[] = [];
       for (let f = 0; f < shape.filesPerSubtask; f++) files.push(await writeFileThrough(streams, shape.fileBytes));
-      const handle: KeyedStateHandle = { type: 'bench-files', keyGroupRange: keyGroupRangeForSubtask(128, PARALLELISM, i).toJSON(), maxParallelism: 128, files } as KeyedStateHandle;
+      const handle: KeyedStateHandle = {
+        type: 'bench-files',
+        keyGroupRange: keyGroupRangeForSubtask(128, PARALLELISM, i).toJSON(),
+        maxParallelism: 128,
+        files,
+      } as KeyedStateHandle;
       return coord.acknowledge(p.checkpointId, 'op', i, { keyed: [handle], operator: [] });
     }),
   );
@@ -74,8 +82,17 @@ async function main(): Promise<void> {
     try {
       const coords = new Map<boolean, CheckpointCoordinator>();
       for (const syncData of [true, false]) {
-        const storage = new BlobCheckpointStorage(new LocalBlobStore(join(dir, syncData ? 'sync' : 'nosync'), { syncData }), { inlineThreshold: 0 });
-        const coord = new CheckpointCoordinator({ jobId: 'bench', storage, backendName: 'bench', numRetained: 1, operators: [{ operatorId: 'op', parallelism: PARALLELISM, maxParallelism: 128 }] });
+        const storage = new BlobCheckpointStorage(
+          new LocalBlobStore(join(dir, syncData ? 'sync' : 'nosync'), { syncData }),
+          { inlineThreshold: 0 },
+        );
+        const coord = new CheckpointCoordinator({
+          jobId: 'bench',
+          storage,
+          backendName: 'bench',
+          numRetained: 1,
+          operators: [{ operatorId: 'op', parallelism: PARALLELISM, maxParallelism: 128 }],
+        });
         await coord.restore();
         await oneCheckpoint(coord, shape); // warm-up
         coords.set(syncData, coord);
@@ -83,7 +100,8 @@ async function main(): Promise<void> {
       for (let round = 0; round < ROUNDS; round++) {
         // Alternate which mode goes first, so neither always follows the other's writeback.
         const order = round % 2 === 0 ? [true, false] : [false, true];
-        for (const syncData of order) times[syncData ? 'fsync' : 'no fsync'].push(await oneCheckpoint(coords.get(syncData)!, shape));
+        for (const syncData of order)
+          times[syncData ? 'fsync' : 'no fsync'].push(await oneCheckpoint(coords.get(syncData)!, shape));
       }
       for (const c of coords.values()) await c.shutdown('cancel');
     } finally {
@@ -92,12 +110,25 @@ async function main(): Promise<void> {
     for (const mode of ['fsync', 'no fsync'] as const) {
       const ms = median(times[mode]);
       const mbps = bytes / (1024 * 1024) / (ms / 1000);
-      rows.push({ checkpoint: shape.name, mode, 'median ms': ms.toFixed(1), 'MB/s': mbps.toFixed(1), rounds: times[mode].length });
+      rows.push({
+        checkpoint: shape.name,
+        mode,
+        'median ms': ms.toFixed(1),
+        'MB/s': mbps.toFixed(1),
+        rounds: times[mode].length,
+      });
       results.push({ shape: shape.name, bytes, mode, medianMs: ms, mbPerSec: mbps, samplesMs: times[mode] });
     }
   }
   printTable(rows);
-  recordResults('durability', { quick: opts.quick, dir: baseDir, parallelism: PARALLELISM, rounds: ROUNDS, rows, results });
+  recordResults('durability', {
+    quick: opts.quick,
+    dir: baseDir,
+    parallelism: PARALLELISM,
+    rounds: ROUNDS,
+    rows,
+    results,
+  });
 }
 
 await main();

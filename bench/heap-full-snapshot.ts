@@ -23,7 +23,8 @@ import { median, printTable, recordResults } from './lib/bench.js';
 import { incompressibleValue, singleSubtask } from './lib/workload.js';
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const option = (name: string): string | undefined =>
+  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const sizeMb = Number(option('size') ?? (quick ? 20 : 100));
 const rounds = Number(option('rounds') ?? (quick ? 2 : 3));
@@ -112,7 +113,9 @@ async function checkpoint(): Promise<{ handle: KeyedStateHandle; id: number }> {
 
 async function restore(c: { handle: KeyedStateHandle; id: number }): Promise<KeyedStateBackend<string>> {
   const files = new BlobStateFileReader(storage.store, storage.checkpointPointer('bench', c.id));
-  const r = await backend.createKeyedStateBackend(singleSubtask('bench', { handles: [c.handle], files, checkpointId: c.id }));
+  const r = await backend.createKeyedStateBackend(
+    singleSubtask('bench', { handles: [c.handle], files, checkpointId: c.id }),
+  );
   r.getState(vd); // registering decodes the restored entries
   return r;
 }
@@ -133,7 +136,10 @@ for (let r = 0; r < rounds; r++) {
   snap.push(s.ms);
   snapGc.push(s.gcMs);
   const h = s.value.handle;
-  snapshotBytes = 'stream' in h && h.stream !== null && typeof h.stream === 'object' && 'size' in h.stream ? Number(h.stream.size) : 0;
+  snapshotBytes =
+    'stream' in h && h.stream !== null && typeof h.stream === 'object' && 'size' in h.stream
+      ? Number(h.stream.size)
+      : 0;
   const w = await timed(async () => rawWrite(rawFile));
   rawW.push(w.ms);
   rawWGc.push(w.gcMs);
@@ -174,4 +180,12 @@ const rows = [
   },
 ];
 printTable(rows);
-recordResults(`heapFullSnapshot${sizeMb >= 1000 ? '1G' : ''}`, { quick, sizeMb, keys, valueBytes: VALUE_BYTES, rounds, rows, raw: { snap, snapGc, rawW, rawWGc, rest, restGc, rawR, rawRGc, snapshotBytes, rawBytes } });
+recordResults(`heapFullSnapshot${sizeMb >= 1000 ? '1G' : ''}`, {
+  quick,
+  sizeMb,
+  keys,
+  valueBytes: VALUE_BYTES,
+  rounds,
+  rows,
+  raw: { snap, snapGc, rawW, rawWGc, rest, restGc, rawR, rawRGc, snapshotBytes, rawBytes },
+});

@@ -32,7 +32,10 @@ async function produce(cluster: MockCluster, topic: string, input: CountInput[][
   await producer.connect();
   for (let p = 0; p < input.length; p++) {
     for (let i = 0; i < input[p].length; i += 2000) {
-      await producer.send({ topic, messages: input[p].slice(i, i + 2000).map((r) => ({ key: r.key, value: JSON.stringify(r), partition: p })) });
+      await producer.send({
+        topic,
+        messages: input[p].slice(i, i + 2000).map((r) => ({ key: r.key, value: JSON.stringify(r), partition: p })),
+      });
     }
   }
   await producer.disconnect();
@@ -101,7 +104,11 @@ async function streamstateRun(
   );
   const check = checkCounts(result.committed, input);
   if (!check.ok) throw new Error(`bench/kafka: wrong output: ${check.problems.join('; ')}`);
-  return { rate: result.recordsProcessed / ((last - first) / 1000), restoreMs, checkpoints: result.checkpointsCompleted.length };
+  return {
+    rate: result.recordsProcessed / ((last - first) / 1000),
+    restoreMs,
+    checkpoints: result.checkpointsCompleted.length,
+  };
 }
 
 /** The same job on the runtime's in-memory input (no Kafka): what the reference runtime itself costs per record. */

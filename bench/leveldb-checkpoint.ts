@@ -39,7 +39,13 @@ function keyed(backend: StateBackend, restore?: RestoreSource<KeyedStateHandle>)
  * during a checkpoint interval (without yields, the whole change would wait for the snapshot's
  * synchronous part).
  */
-async function fill(kb: KeyedStateBackend<string>, from: number, to: number, stride: number, round: number): Promise<void> {
+async function fill(
+  kb: KeyedStateBackend<string>,
+  from: number,
+  to: number,
+  stride: number,
+  round: number,
+): Promise<void> {
   const v = kb.getState(vd);
   const value = Buffer.alloc(VALUE_BYTES);
   let n = 0;
@@ -62,7 +68,12 @@ function newBytes(handle: KeyedStateHandle, previous: KeyedStateHandle | null): 
   return n;
 }
 
-async function measure(kb: KeyedStateBackend<string>, storage: ReturnType<typeof localCheckpointStorage>, id: number, previous: KeyedStateHandle | null): Promise<Measured> {
+async function measure(
+  kb: KeyedStateBackend<string>,
+  storage: ReturnType<typeof localCheckpointStorage>,
+  id: number,
+  previous: KeyedStateHandle | null,
+): Promise<Measured> {
   const t0 = performance.now();
   const task = await kb.snapshot(id, { type: 'checkpoint', streams: storage.checkpointStreams(JOB, id) });
   const t1 = performance.now();
@@ -112,11 +123,23 @@ for (const mb of sizesMb) {
           format: 'native',
           backend: 'leveldb',
           timestamp: Date.now(),
-          operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128, subtasks: [{ subtaskIndex: 0, keyed: [second.handle], operator: [] }] }],
+          operators: [
+            {
+              operatorId: 'op',
+              parallelism: 1,
+              maxParallelism: 128,
+              subtasks: [{ subtaskIndex: 0, keyed: [second.handle], operator: [] }],
+            },
+          ],
         });
         const resolved = await storage.resolve(pointer);
         const t = performance.now();
-        const r = await keyed(backend, { handles: [second.handle], files: resolved.files, mode: 'claim', checkpointId: 2 });
+        const r = await keyed(backend, {
+          handles: [second.handle],
+          files: resolved.files,
+          mode: 'claim',
+          checkpointId: 2,
+        });
         restoreMs = performance.now() - t;
         await r.close();
       }
@@ -125,7 +148,15 @@ for (const mb of sizesMb) {
       const rec = { stateMb: mb, numKeys, mode, fillMs, first, second: { ...second, handle: undefined }, restoreMs };
       records.push({ ...rec, first: { ...first, handle: undefined } });
       rows.push(
-        { state: `${mb} MB`, mode, checkpoint: 'first', 'sync pause ms': first.pauseMs.toFixed(1), 'total ms': first.totalMs.toFixed(0), 'MB written': (first.bytes / 1048576).toFixed(2), 'restore ms': '' },
+        {
+          state: `${mb} MB`,
+          mode,
+          checkpoint: 'first',
+          'sync pause ms': first.pauseMs.toFixed(1),
+          'total ms': first.totalMs.toFixed(0),
+          'MB written': (first.bytes / 1048576).toFixed(2),
+          'restore ms': '',
+        },
         {
           state: `${mb} MB`,
           mode,
@@ -146,11 +177,21 @@ for (const mb of sizesMb) {
 printTable(rows);
 // The issue's target: an incremental checkpoint after a 1% change writes at most 5% of the bytes of a full one.
 const summary = sizesMb.map((mb) => {
-  const of = (mode: string) => records.find((r) => (r as { stateMb: number; mode: string }).stateMb === mb && (r as { mode: string }).mode === mode) as { second: { bytes: number; pauseMs: number } } | undefined;
+  const of = (mode: string) =>
+    records.find(
+      (r) => (r as { stateMb: number; mode: string }).stateMb === mb && (r as { mode: string }).mode === mode,
+    ) as { second: { bytes: number; pauseMs: number } } | undefined;
   const full = of('full');
   const inc = of('incremental');
   const pct = full && inc ? (inc.second.bytes / full.second.bytes) * 100 : NaN;
-  return { stateMb: mb, incrementalVsFullBytesPct: Number(pct.toFixed(2)), incrementalPauseMs: inc ? Number(inc.second.pauseMs.toFixed(1)) : NaN };
+  return {
+    stateMb: mb,
+    incrementalVsFullBytesPct: Number(pct.toFixed(2)),
+    incrementalPauseMs: inc ? Number(inc.second.pauseMs.toFixed(1)) : NaN,
+  };
 });
-for (const s of summary) console.log(`${s.stateMb} MB: incremental after 1% change wrote ${s.incrementalVsFullBytesPct}% of a full checkpoint's bytes; sync pause ${s.incrementalPauseMs} ms`);
+for (const s of summary)
+  console.log(
+    `${s.stateMb} MB: incremental after 1% change wrote ${s.incrementalVsFullBytesPct}% of a full checkpoint's bytes; sync pause ${s.incrementalPauseMs} ms`,
+  );
 recordResults('leveldbCheckpoint', { quick, valueBytes: VALUE_BYTES, runs: records, summary });

@@ -20,14 +20,28 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { DEFAULT_CACHE_SIZE, DEFAULT_MEMTABLE_BYTES, DEFAULT_WRITE_BUFFER_BYTES, type LevelDbKeyedStateBackend } from '../backends/leveldb/backend.js';
+import {
+  DEFAULT_CACHE_SIZE,
+  DEFAULT_MEMTABLE_BYTES,
+  DEFAULT_WRITE_BUFFER_BYTES,
+  type LevelDbKeyedStateBackend,
+} from '../backends/leveldb/backend.js';
 import { leveldb } from '../backends/leveldb/index.js';
 import { countRowStateId, encodeRowKey } from '../backends/leveldb/row-keys.js';
 import { keyGroupForKey } from '../src/keygroups/key-groups.js';
 import { float64Serializer, stringSerializer } from '../src/serializers/builtins.js';
 import { listState, mapState, valueState } from '../src/state/descriptors.js';
 import { singleSubtask, yieldToIo } from './lib/workload.js';
-import { consume, fmtOps, median, parseBenchArgs, printTable, recordResults, sink, type CaseResult } from './lib/bench.js';
+import {
+  consume,
+  fmtOps,
+  median,
+  parseBenchArgs,
+  printTable,
+  recordResults,
+  sink,
+  type CaseResult,
+} from './lib/bench.js';
 
 const { quick, args } = parseBenchArgs();
 const numKeys = Number(args[0] ?? (quick ? 100_000 : 500_000));
@@ -62,10 +76,14 @@ const row64 = (v: number): Buffer => {
 };
 
 // ---- the backend, loaded through its API: per key a value, a one-element list, a 10-entry map
-const kb = (await leveldb({ workingDir: join(root, 'backend'), cacheSize: DEFAULT_CACHE_SIZE }).createKeyedStateBackend(singleSubtask('bench'))) as LevelDbKeyedStateBackend<string>;
+const kb = (await leveldb({ workingDir: join(root, 'backend'), cacheSize: DEFAULT_CACHE_SIZE }).createKeyedStateBackend(
+  singleSubtask('bench'),
+)) as LevelDbKeyedStateBackend<string>;
 const value = kb.getState(valueState<number>('v', { serializer: float64Serializer }));
 const list = kb.getState(listState<number>('l', { serializer: float64Serializer }));
-const map = kb.getState(mapState<number, number>('m', { keySerializer: float64Serializer, valueSerializer: float64Serializer }));
+const map = kb.getState(
+  mapState<number, number>('m', { keySerializer: float64Serializer, valueSerializer: float64Serializer }),
+);
 for (let n = 0; n < numKeys; n++) {
   kb.setCurrentKey(keys[n]);
   value.update(1);
@@ -104,7 +122,10 @@ const mPrefix = keys.map((_, i) => encodeRowKey(kgs[i], idOf('m'), kBytes[i], em
 const m3Rows = mPrefix.map((p) => Buffer.concat([p, float64Serializer.serialize(3)]));
 const m5Rows = mPrefix.map((p) => Buffer.concat([p, float64Serializer.serialize(5)]));
 const mEnds = mPrefix.map((p) => Buffer.concat([p, Buffer.from([0xff])]));
-if (raw.getSync(vRows[0]) === undefined || raw.getSync(encodeRowKey(kgs[0], countRowStateId(idOf('m')), kBytes[0], empty)) === undefined) {
+if (
+  raw.getSync(vRows[0]) === undefined ||
+  raw.getSync(encodeRowKey(kgs[0], countRowStateId(idOf('m')), kBytes[0], empty)) === undefined
+) {
   throw new Error('the raw database does not hold the backend rows');
 }
 // Steady state: both fully compacted, no background work left from the load.
@@ -161,22 +182,43 @@ const pairs: Pair[] = [
     operation: 'ValueState get',
     raw: 'raw getSync',
     ours: 'leveldb ValueState.value()',
-    rawCase: (ops) => { for (let n = 0; n < ops; n++) consume(raw.getSync(vRows[next()])?.length); },
-    oursCase: (ops) => { for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); consume(value.value()); } },
+    rawCase: (ops) => {
+      for (let n = 0; n < ops; n++) consume(raw.getSync(vRows[next()])?.length);
+    },
+    oursCase: (ops) => {
+      for (let n = 0; n < ops; n++) {
+        kb.setCurrentKey(keys[next()]);
+        consume(value.value());
+      }
+    },
   },
   {
     operation: 'ListState get',
     raw: 'raw getSync (list row)',
     ours: 'leveldb ListState.get()',
-    rawCase: (ops) => { for (let n = 0; n < ops; n++) consume(raw.getSync(lRows[next()])?.length); },
-    oursCase: (ops) => { for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); consume(list.get()?.length); } },
+    rawCase: (ops) => {
+      for (let n = 0; n < ops; n++) consume(raw.getSync(lRows[next()])?.length);
+    },
+    oursCase: (ops) => {
+      for (let n = 0; n < ops; n++) {
+        kb.setCurrentKey(keys[next()]);
+        consume(list.get()?.length);
+      }
+    },
   },
   {
     operation: 'MapState get',
     raw: 'raw getSync (entry row)',
     ours: 'leveldb MapState.get()',
-    rawCase: (ops) => { for (let n = 0; n < ops; n++) consume(raw.getSync(m5Rows[next()])?.length); },
-    oursCase: (ops) => { for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); consume(map.get(5)); } },
+    rawCase: (ops) => {
+      for (let n = 0; n < ops; n++) consume(raw.getSync(m5Rows[next()])?.length);
+    },
+    oursCase: (ops) => {
+      for (let n = 0; n < ops; n++) {
+        kb.setCurrentKey(keys[next()]);
+        consume(map.get(5));
+      }
+    },
   },
   {
     operation: `MapState iterate (${MAP_ENTRIES} entries)`,
@@ -206,7 +248,10 @@ const pairs: Pair[] = [
     raw: `raw batched put (${BLOCK} per batch)`,
     ours: `leveldb ValueState.update() + flush (chunks of ${BLOCK})`,
     rawCase: rawBatched((b, j, n) => b.put(vRows[j], row64(n))),
-    oursCase: chunked((j, n) => { kb.setCurrentKey(keys[j]); value.update(n); }),
+    oursCase: chunked((j, n) => {
+      kb.setCurrentKey(keys[j]);
+      value.update(n);
+    }),
   },
   {
     operation: 'ValueState update, one synchronous burst',
@@ -214,7 +259,10 @@ const pairs: Pair[] = [
     ours: 'leveldb ValueState.update() + flush (no yield)',
     rawCase: rawBatched((b, j, n) => b.put(vRows[j], row64(n))),
     oursCase: async (ops) => {
-      for (let n = 0; n < ops; n++) { kb.setCurrentKey(keys[next()]); value.update(n); }
+      for (let n = 0; n < ops; n++) {
+        kb.setCurrentKey(keys[next()]);
+        value.update(n);
+      }
       await kb.flush();
     },
   },
@@ -236,7 +284,10 @@ const pairs: Pair[] = [
         await b.write();
       }
     },
-    oursCase: chunked((j, n) => { kb.setCurrentKey(keys[j]); list.add(n); }),
+    oursCase: chunked((j, n) => {
+      kb.setCurrentKey(keys[j]);
+      list.add(n);
+    }),
   },
   {
     // The issue-13 case: appends must not grow with the list (before chunk rows, each add rewrote it).
@@ -260,14 +311,20 @@ const pairs: Pair[] = [
         await b.write();
       }
     },
-    oursCase: chunked((_j, n) => { kb.setCurrentKey(hotKey); list.add(n); }),
+    oursCase: chunked((_j, n) => {
+      kb.setCurrentKey(hotKey);
+      list.add(n);
+    }),
   },
   {
     operation: 'MapState put',
     raw: `raw batched put (${BLOCK} per batch)`,
     ours: `leveldb MapState.put() + flush (chunks of ${BLOCK})`,
     rawCase: rawBatched((b, j, n) => b.put(m3Rows[j], row64(n))),
-    oursCase: chunked((j, n) => { kb.setCurrentKey(keys[j]); map.put(3, n); }),
+    oursCase: chunked((j, n) => {
+      kb.setCurrentKey(keys[j]);
+      map.put(3, n);
+    }),
   },
   {
     // The same work our semantics need: isEmpty() is exact and synchronous, so a put must learn whether its entry is new.
@@ -278,12 +335,16 @@ const pairs: Pair[] = [
       consume(raw.getSync(m3Rows[j])?.length);
       b.put(m3Rows[j], row64(n));
     }),
-    oursCase: chunked((j, n) => { kb.setCurrentKey(keys[j]); map.put(3, n); }),
+    oursCase: chunked((j, n) => {
+      kb.setCurrentKey(keys[j]);
+      map.put(3, n);
+    }),
   },
 ];
 
 /** Iterations are cheaper per op than point reads by about their entry count: fewer ops per round. */
-const opsFor = (p: Pair): number => p.ops ?? (p.operation.startsWith('MapState iterate') ? OPS_PER_ROUND / MAP_ENTRIES : OPS_PER_ROUND);
+const opsFor = (p: Pair): number =>
+  p.ops ?? (p.operation.startsWith('MapState iterate') ? OPS_PER_ROUND / MAP_ENTRIES : OPS_PER_ROUND);
 
 /** Ops per second of wall time, and per second of process CPU time (all threads: less sensitive to other load on the machine). */
 async function timed(c: Case, ops: number, setup?: () => void | Promise<void>): Promise<{ wall: number; cpu: number }> {
@@ -339,7 +400,9 @@ for (const p of pairs.filter((x) => only === undefined || x.operation.includes(o
     baseline: p.raw,
   };
   rows.push(row);
-  console.log(`${row.operation}: ${row['leveldb ops/s']} vs ${row['raw classic-level ops/s']} (${row.ratio}; CPU time ${row['CPU-time ratio']})`);
+  console.log(
+    `${row.operation}: ${row['leveldb ops/s']} vs ${row['raw classic-level ops/s']} (${row.ratio}; CPU time ${row['CPU-time ratio']})`,
+  );
 }
 printTable(rows);
 const setup = {

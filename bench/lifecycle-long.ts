@@ -44,7 +44,10 @@ async function main(): Promise<void> {
   let lastSteps = -1;
   const watchdog = setInterval(() => {
     if (current === null) return;
-    if (current.stats.steps === lastSteps) console.log(`no progress for 60 s in ${current.variant.name}; recent steps:\n  ${current.recentHistory().join('\n  ')}`);
+    if (current.stats.steps === lastSteps)
+      console.log(
+        `no progress for 60 s in ${current.variant.name}; recent steps:\n  ${current.recentHistory().join('\n  ')}`,
+      );
     lastSteps = current.stats.steps;
   }, 60_000);
   while (Date.now() < deadline) {
@@ -72,17 +75,23 @@ async function main(): Promise<void> {
         `${replayPath !== undefined ? `LIFECYCLE_REPLAY_PATH='${replayPath}' ` : ''}` +
         `LIFECYCLE_MAX_COMMANDS=${maxCommands}${excluded.size > 0 ? ` LIFECYCLE_EXCLUDE=${[...excluded].join(',')}` : ''} npx vitest run test/lifecycle/lifecycle.test.ts\n` +
         `  counterexample: ${fc.stringify(details.counterexample)}\n` +
-        `  ${String(details.errorInstance instanceof Error ? details.errorInstance.message : details.errorInstance).split('\n').join('\n  ')}`;
+        `  ${String(details.errorInstance instanceof Error ? details.errorInstance.message : details.errorInstance)
+          .split('\n')
+          .join('\n  ')}`;
       failures.push(line);
       console.log(line);
     }
     if (batch % variants.length === 0) {
-      console.log(`${new Date().toISOString()} interleavings ${interleavings}, steps ${total.steps}, restores checked ${total.restoresChecked}, failures ${failures.length}`);
+      console.log(
+        `${new Date().toISOString()} interleavings ${interleavings}, steps ${total.steps}, restores checked ${total.restoresChecked}, failures ${failures.length}`,
+      );
     }
   }
   clearInterval(watchdog);
   const seconds = Math.round((Date.now() - started) / 1000);
-  console.log(`\nlifecycle-long: ${seconds} s, ${interleavings} interleavings (${[...perBackend].map(([b, n]) => `${b} ${n}`).join(', ')})`);
+  console.log(
+    `\nlifecycle-long: ${seconds} s, ${interleavings} interleavings (${[...perBackend].map(([b, n]) => `${b} ${n}`).join(', ')})`,
+  );
   console.log(
     `steps ${total.steps}, restores checked ${total.restoresChecked} (+${total.restoresUnchanged} unchanged since their last restore), completed ${total.completed}, ` +
       `declined ${total.declined}, crashes ${total.crashes}, second instances ${total.secondInstances}, FENCED ${total.fencedErrors}`,

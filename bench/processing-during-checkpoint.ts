@@ -26,7 +26,8 @@ import { median, printTable, recordResults } from './lib/bench.js';
 import { incompressibleValue, singleSubtask, yieldToIo } from './lib/workload.js';
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const option = (name: string): string | undefined =>
+  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const sizeMb = Number(option('size') ?? (quick ? 20 : 100));
 const rounds = Number(option('rounds') ?? (quick ? 2 : 3));
@@ -72,7 +73,11 @@ interface Window {
 async function runLoop(kb: KeyedStateBackend<string>, until: Promise<unknown> | number, seed: number): Promise<Window> {
   const v = kb.getState(vd);
   let finished = false;
-  if (typeof until !== 'number') until.then(() => (finished = true), () => (finished = true));
+  if (typeof until !== 'number')
+    until.then(
+      () => (finished = true),
+      () => (finished = true),
+    );
   const h = monitorEventLoopDelay({ resolution: 1 });
   gcMs = 0;
   gcActive = true;
@@ -108,17 +113,31 @@ interface Setup {
 }
 
 /** The filesystem preset, with the slicing options of the command line. */
-const heapOnDisk = (dir: string): StateBackend => withCheckpointStorage(new HeapStateBackend({ name: 'filesystem', snapshotSlicing: slicing }), localCheckpointStorage(dir));
+const heapOnDisk = (dir: string): StateBackend =>
+  withCheckpointStorage(
+    new HeapStateBackend({ name: 'filesystem', snapshotSlicing: slicing }),
+    localCheckpointStorage(dir),
+  );
 
 function setup(variant: Variant): Setup {
   const dir = mkdtempSync(join(tmpdir(), 'ss-bench-pdc-'));
-  const plain = (kb: KeyedStateBackend<string>, id: number, backend: StateBackend): Promise<{ readonly done: Promise<unknown> }> => {
-    const options: SnapshotOptions = { type: 'checkpoint', streams: presetStorage(backend)!.checkpointStreams('bench', id) };
+  const plain = (
+    kb: KeyedStateBackend<string>,
+    id: number,
+    backend: StateBackend,
+  ): Promise<{ readonly done: Promise<unknown> }> => {
+    const options: SnapshotOptions = {
+      type: 'checkpoint',
+      streams: presetStorage(backend)!.checkpointStreams('bench', id),
+    };
     return kb.snapshot(id, options);
   };
   switch (variant) {
     case 'memory': {
-      const backend = withCheckpointStorage(new HeapStateBackend({ name: 'memory', snapshotSlicing: slicing }), memoryCheckpointStorage({ maxSnapshotBytes: 2 ** 32, name: `pdc-${Date.now()}` }));
+      const backend = withCheckpointStorage(
+        new HeapStateBackend({ name: 'memory', snapshotSlicing: slicing }),
+        memoryCheckpointStorage({ maxSnapshotBytes: 2 ** 32, name: `pdc-${Date.now()}` }),
+      );
       return { backend, dir, snapshot: (kb, id) => plain(kb, id, backend) };
     }
     case 'filesystem': {
@@ -179,7 +198,8 @@ for (const variant of variants) {
     const timed = done.then(() => (ended = performance.now()));
     during.push(await runLoop(kb, timed, 91 + r));
     await timed;
-    if (variant === 'changelog-materialization') await (kb as ChangelogKeyedStateBackend<string>).awaitMaterialization();
+    if (variant === 'changelog-materialization')
+      await (kb as ChangelogKeyedStateBackend<string>).awaitMaterialization();
     pauses.push(t1 - t0);
     durations.push(ended - t0);
   }
@@ -202,7 +222,7 @@ for (const variant of variants) {
     'during/idle': `${((duringRate / idleRate) * 100).toFixed(0)}%`,
     'delay p50/p99/max idle ms': `${median(idle.map((w) => w.p50)).toFixed(1)}/${median(idle.map((w) => w.p99)).toFixed(1)}/${median(idle.map((w) => w.max)).toFixed(1)}`,
     'delay p50/p99/max during ms': `${median(during.map((w) => w.p50)).toFixed(1)}/${median(during.map((w) => w.p99)).toFixed(1)}/${median(during.map((w) => w.max)).toFixed(1)}`,
-    'GC share idle/during': `${((median(idle.map((w) => w.gcMs / w.ms)) * 100) | 0)}%/${((median(during.map((w) => w.gcMs / w.ms)) * 100) | 0)}%`,
+    'GC share idle/during': `${(median(idle.map((w) => w.gcMs / w.ms)) * 100) | 0}%/${(median(during.map((w) => w.gcMs / w.ms)) * 100) | 0}%`,
     'checkpoint s': (median(durations) / 1000).toFixed(2),
     'pause ms': median(pauses).toFixed(1),
   };
@@ -211,4 +231,13 @@ for (const variant of variants) {
   raw[variant] = { keys, fillMs, idle, during, durations, pauses };
 }
 printTable(rows);
-recordResults(`processingDuringCheckpoint${sizeMb >= 1000 ? '1G' : ''}`, { quick, sizeMb, slicing, keys, valueBytes: VALUE_BYTES, rounds, rows, raw });
+recordResults(`processingDuringCheckpoint${sizeMb >= 1000 ? '1G' : ''}`, {
+  quick,
+  sizeMb,
+  slicing,
+  keys,
+  valueBytes: VALUE_BYTES,
+  rounds,
+  rows,
+  raw,
+});

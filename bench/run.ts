@@ -60,7 +60,17 @@ for (const name of scripts) {
   }
   console.log(`\n== ${name}${quick ? ' (quick)' : ''}`);
   const started = Date.now();
-  const r = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=16384', file, ...(quick ? ['--quick'] : []), ...(sizeArg !== undefined && sized.has(name) ? [sizeArg] : [])], { stdio: 'inherit' });
+  const r = spawnSync(
+    process.execPath,
+    [
+      '--expose-gc',
+      '--max-old-space-size=16384',
+      file,
+      ...(quick ? ['--quick'] : []),
+      ...(sizeArg !== undefined && sized.has(name) ? [sizeArg] : []),
+    ],
+    { stdio: 'inherit' },
+  );
   const seconds = (Date.now() - started) / 1000;
   const status = r.status === 0 ? 'ok' : `FAILED (exit ${r.status ?? r.signal})`;
   console.log(`-- ${name}: ${status} in ${seconds.toFixed(1)} s`);

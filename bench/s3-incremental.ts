@@ -56,7 +56,8 @@ class CountingStore extends ForwardingBlobStore {
     await this.inner.putAtomic(name, data, opts);
     this.objects++;
     this.bytes += data.byteLength;
-  }}
+  }
+}
 
 function keyed(backend: StateBackend, restore?: RestoreSource<KeyedStateHandle>): Promise<KeyedStateBackend<string>> {
   return backend.createKeyedStateBackend(singleSubtask(JOB, restore));
@@ -92,10 +93,22 @@ interface CheckpointFigures {
 const READS = new Set(['GetObject', 'HeadObject', 'ListObjectsV2', 'HeadBucket']);
 
 function delta(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+  return Object.fromEntries(
+    Object.entries(after)
+      .map(([k, v]) => [k, v - (before[k] ?? 0)])
+      .filter(([, v]) => (v as number) > 0),
+  );
 }
 
-async function runOn(label: string, inner: BlobStore, s3?: S3BlobStore): Promise<{ checkpoints: CheckpointFigures[]; restore: { ms: number; bytes: number; MBps: number }; fullMBps: number }> {
+async function runOn(
+  label: string,
+  inner: BlobStore,
+  s3?: S3BlobStore,
+): Promise<{
+  checkpoints: CheckpointFigures[];
+  restore: { ms: number; bytes: number; MBps: number };
+  fullMBps: number;
+}> {
   const root = mkdtempSync(join(tmpdir(), 'ss-bench-s3inc-'));
   const store = new CountingStore(inner);
   const storage = new BlobCheckpointStorage(store, { inlineThreshold: 0 });
@@ -113,7 +126,12 @@ async function runOn(label: string, inner: BlobStore, s3?: S3BlobStore): Promise
     const checkpoint = async (id: number, name: string, full: boolean): Promise<KeyedStateHandle> => {
       const before = { objects: store.objects, bytes: store.bytes, requests: { ...(s3?.requestCounts() ?? {}) } };
       const t0 = performance.now();
-      const task = await kb.snapshot(id, { type: 'checkpoint', format: 'native', full, streams: storage.checkpointStreams(JOB, id) });
+      const task = await kb.snapshot(id, {
+        type: 'checkpoint',
+        format: 'native',
+        full,
+        streams: storage.checkpointStreams(JOB, id),
+      });
       const handle = await task.done;
       if (handle === null) throw new Error('empty snapshot');
       await storage.writeMetadata(storage.checkpointPointer(JOB, id), {
@@ -123,12 +141,21 @@ async function runOn(label: string, inner: BlobStore, s3?: S3BlobStore): Promise
         format: 'native',
         backend: 'leveldb',
         timestamp: Date.now(),
-        operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128, subtasks: [{ subtaskIndex: 0, keyed: [handle], operator: [] }] }],
+        operators: [
+          {
+            operatorId: 'op',
+            parallelism: 1,
+            maxParallelism: 128,
+            subtasks: [{ subtaskIndex: 0, keyed: [handle], operator: [] }],
+          },
+        ],
       });
       const ms = performance.now() - t0;
       await kb.notifyCheckpointComplete(id);
       const tables = isIncrementalHandle(handle) ? handle.sharedFiles.map((f) => f.handle.path) : [];
-      const before2 = new Set(previous !== null && isIncrementalHandle(previous) ? previous.sharedFiles.map((f) => f.handle.path) : []);
+      const before2 = new Set(
+        previous !== null && isIncrementalHandle(previous) ? previous.sharedFiles.map((f) => f.handle.path) : [],
+      );
       const reused = tables.filter((p) => before2.has(p)).length;
       const requests = s3 === undefined ? undefined : delta(s3.requestCounts(), before.requests);
       out.push({
@@ -136,7 +163,14 @@ async function runOn(label: string, inner: BlobStore, s3?: S3BlobStore): Promise
         ms: Math.round(ms),
         objectsUploaded: store.objects - before.objects,
         bytesUploaded: store.bytes - before.bytes,
-        ...(requests === undefined ? {} : { requests, writeRequests: Object.entries(requests).filter(([k]) => !READS.has(k)).reduce((n, [, v]) => n + v, 0) }),
+        ...(requests === undefined
+          ? {}
+          : {
+              requests,
+              writeRequests: Object.entries(requests)
+                .filter(([k]) => !READS.has(k))
+                .reduce((n, [, v]) => n + v, 0),
+            }),
         tableFiles: tables.length,
         newTableFiles: tables.length - reused,
         reusedTableFiles: reused,
@@ -171,7 +205,11 @@ async function runOn(label: string, inner: BlobStore, s3?: S3BlobStore): Promise
     const full = out[out.length - 1];
     return {
       checkpoints: out,
-      restore: { ms: Math.round(restoreMs), bytes: restoreBytes, MBps: Math.round(restoreBytes / MiB / (restoreMs / 1000)) },
+      restore: {
+        ms: Math.round(restoreMs),
+        bytes: restoreBytes,
+        MBps: Math.round(restoreBytes / MiB / (restoreMs / 1000)),
+      },
       fullMBps: Math.round(full.bytesUploaded / MiB / (full.ms / 1000)),
     };
   } finally {
@@ -182,7 +220,13 @@ async function runOn(label: string, inner: BlobStore, s3?: S3BlobStore): Promise
 
 const localDir = mkdtempSync(join(tmpdir(), 'ss-bench-s3inc-local-'));
 const s3Dir = mkdtempSync(join(tmpdir(), 'ss-bench-s3inc-s3rver-'));
-const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3Dir, configureBuckets: [{ name: 'bench' }] });
+const server = new S3rver({
+  address: '127.0.0.1',
+  port: 0,
+  silent: true,
+  directory: s3Dir,
+  configureBuckets: [{ name: 'bench' }],
+});
 const { port } = await server.run();
 const s3 = new S3BlobStore({
   bucket: 'bench',
@@ -214,14 +258,39 @@ try {
       });
     }
   }
-  console.log(`\nleveldb incremental, ${stateMb} MB state (${numKeys} keys x ${VALUE_BYTES} B), memtable ${MEMTABLE_BYTES / 1024} KiB, 1 subtask`);
+  console.log(
+    `\nleveldb incremental, ${stateMb} MB state (${numKeys} keys x ${VALUE_BYTES} B), memtable ${MEMTABLE_BYTES / 1024} KiB, 1 subtask`,
+  );
   printTable(rows);
   printTable([
-    { storage: 'local filesystem', 'full checkpoint MB/s': local.fullMBps, 'restore ms': local.restore.ms, 'restore MB/s': local.restore.MBps },
-    { storage: 's3rver loopback', 'full checkpoint MB/s': remote.fullMBps, 'restore ms': remote.restore.ms, 'restore MB/s': remote.restore.MBps },
+    {
+      storage: 'local filesystem',
+      'full checkpoint MB/s': local.fullMBps,
+      'restore ms': local.restore.ms,
+      'restore MB/s': local.restore.MBps,
+    },
+    {
+      storage: 's3rver loopback',
+      'full checkpoint MB/s': remote.fullMBps,
+      'restore ms': remote.restore.ms,
+      'restore MB/s': remote.restore.MBps,
+    },
   ]);
-  for (const c of remote.checkpoints) console.log(`S3 requests, ${c.checkpoint}: ${Object.entries(c.requests ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-  recordResults('s3Incremental', { quick, stateMb, numKeys, valueBytes: VALUE_BYTES, memtableBytes: MEMTABLE_BYTES, local, s3: remote });
+  for (const c of remote.checkpoints)
+    console.log(
+      `S3 requests, ${c.checkpoint}: ${Object.entries(c.requests ?? {})
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}`,
+    );
+  recordResults('s3Incremental', {
+    quick,
+    stateMb,
+    numKeys,
+    valueBytes: VALUE_BYTES,
+    memtableBytes: MEMTABLE_BYTES,
+    local,
+    s3: remote,
+  });
 } finally {
   await s3.close();
   await server.close();

@@ -65,7 +65,9 @@ async function writeCheckpoint(storage: BlobCheckpointStorage, id: number): Prom
 }
 
 function filesOf(metadata: CheckpointMetadata): FileStreamHandle[] {
-  return metadata.operators.flatMap((o) => o.subtasks.flatMap((s) => s.operator.map((h) => h.stream))).filter((h): h is FileStreamHandle => h.type === 'file');
+  return metadata.operators
+    .flatMap((o) => o.subtasks.flatMap((s) => s.operator.map((h) => h.stream)))
+    .filter((h): h is FileStreamHandle => h.type === 'file');
 }
 
 async function restoreWhole(storage: BlobCheckpointStorage, id: number): Promise<number> {
@@ -95,7 +97,11 @@ interface Figures {
   restoreMs: number;
 }
 
-async function measure(label: string, store: BlobStore, countRequests?: () => Record<string, number>): Promise<Figures & { requests?: Record<string, number> }> {
+async function measure(
+  label: string,
+  store: BlobStore,
+  countRequests?: () => Record<string, number>,
+): Promise<Figures & { requests?: Record<string, number> }> {
   const storage = new BlobCheckpointStorage(store);
   const writes: number[] = [];
   const reads: number[] = [];
@@ -108,7 +114,11 @@ async function measure(label: string, store: BlobStore, countRequests?: () => Re
     writes.push(performance.now() - t);
     if (countRequests !== undefined && before !== undefined) {
       const after = countRequests();
-      requests = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+      requests = Object.fromEntries(
+        Object.entries(after)
+          .map(([k, v]) => [k, v - (before[k] ?? 0)])
+          .filter(([, v]) => (v as number) > 0),
+      );
     }
     t = performance.now();
     consume(await restoreWhole(storage, round));
@@ -150,7 +160,13 @@ async function rawMBps(put: (i: number, round: number) => Promise<void>): Promis
 
 const localDir = mkdtempSync(join(tmpdir(), 'ss-bench-s3-local-'));
 const s3Dir = mkdtempSync(join(tmpdir(), 'ss-bench-s3rver-'));
-const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3Dir, configureBuckets: [{ name: 'bench' }] });
+const server = new S3rver({
+  address: '127.0.0.1',
+  port: 0,
+  silent: true,
+  directory: s3Dir,
+  configureBuckets: [{ name: 'bench' }],
+});
 const { port } = await server.run();
 const s3 = new S3BlobStore({
   bucket: 'bench',
@@ -164,7 +180,9 @@ try {
   const local = await measure('local filesystem', new LocalBlobStore(localDir));
   const remote = await measure('s3rver (loopback)', s3, () => ({ ...s3.requestCounts() }));
   const rawS3 = await rawMBps(async (i, round) => {
-    await s3.client.send(new PutObjectCommand({ Bucket: 'bench', Key: `raw/${round}/${i}`, Body: whole, ContentLength: whole.length }));
+    await s3.client.send(
+      new PutObjectCommand({ Bucket: 'bench', Key: `raw/${round}/${i}`, Body: whole, ContentLength: whole.length }),
+    );
   });
   const rawFile = await rawMBps(async (i, round) => {
     const fh = await open(join(localDir, `raw-${round}-${i}`), 'w');
@@ -176,15 +194,38 @@ try {
     }
   });
   const rows = [
-    { storage: 'local filesystem', ...withoutRequests(local), 'raw write MB/s': rawFile.MBps, 'vs raw': `${Math.round((100 * local.writeMBps) / rawFile.MBps)}%` },
-    { storage: 's3rver loopback', ...withoutRequests(remote), 'raw write MB/s': rawS3.MBps, 'vs raw': `${Math.round((100 * remote.writeMBps) / rawS3.MBps)}%` },
+    {
+      storage: 'local filesystem',
+      ...withoutRequests(local),
+      'raw write MB/s': rawFile.MBps,
+      'vs raw': `${Math.round((100 * local.writeMBps) / rawFile.MBps)}%`,
+    },
+    {
+      storage: 's3rver loopback',
+      ...withoutRequests(remote),
+      'raw write MB/s': rawS3.MBps,
+      'vs raw': `${Math.round((100 * remote.writeMBps) / rawS3.MBps)}%`,
+    },
   ];
   console.log(`\ncheckpoint = ${subtasks} files x ${bytesPerSubtask / MiB} MiB + _metadata; medians of ${rounds}`);
   printTable(rows);
   const requests = remote.requests ?? {};
   const perCheckpoint = Object.values(requests).reduce((a, b) => a + b, 0);
-  console.log(`S3 requests per checkpoint: ${perCheckpoint} (${Object.entries(requests).map(([k, v]) => `${k} ${v}`).join(', ')})`);
-  recordResults('s3-storage', { subtasks, bytesPerSubtask, rounds, local, s3: remote, s3RequestsPerCheckpoint: perCheckpoint, rawS3Put: rawS3, rawFileWrite: rawFile });
+  console.log(
+    `S3 requests per checkpoint: ${perCheckpoint} (${Object.entries(requests)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')})`,
+  );
+  recordResults('s3-storage', {
+    subtasks,
+    bytesPerSubtask,
+    rounds,
+    local,
+    s3: remote,
+    s3RequestsPerCheckpoint: perCheckpoint,
+    rawS3Put: rawS3,
+    rawFileWrite: rawFile,
+  });
   console.log(`(sink ${sink.value})`);
 } finally {
   await s3.close();
@@ -194,5 +235,11 @@ try {
 }
 
 function withoutRequests(f: Figures & { requests?: unknown }): Record<string, number> {
-  return { writeMs: f.writeMs, writeMBps: f.writeMBps, restoreMs: f.restoreMs, restoreMBps: f.restoreMBps, rangeRestoreMs: f.rangeRestoreMs };
+  return {
+    writeMs: f.writeMs,
+    writeMBps: f.writeMBps,
+    restoreMs: f.restoreMs,
+    restoreMBps: f.restoreMBps,
+    rangeRestoreMs: f.rangeRestoreMs,
+  };
 }

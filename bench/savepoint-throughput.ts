@@ -34,7 +34,10 @@ const vd = valueState<Uint8Array>('v', { serializer: bytesSerializer });
 const root = mkdtempSync(join(tmpdir(), 'ss-bench-sp-'));
 const storage = localCheckpointStorage(root, { inlineThreshold: 0 });
 
-async function keyed(backend: StateBackend, restore?: RestoreSource<KeyedStateHandle>): Promise<KeyedStateBackend<string>> {
+async function keyed(
+  backend: StateBackend,
+  restore?: RestoreSource<KeyedStateHandle>,
+): Promise<KeyedStateBackend<string>> {
   return backend.createKeyedStateBackend({
     jobId: JOB,
     operatorId: 'op',
@@ -68,7 +71,12 @@ interface Timed {
   readonly pointer: string;
 }
 
-async function snapshot(kb: KeyedStateBackend<string>, id: number, type: 'checkpoint' | 'savepoint', format: 'canonical' | 'native'): Promise<Timed> {
+async function snapshot(
+  kb: KeyedStateBackend<string>,
+  id: number,
+  type: 'checkpoint' | 'savepoint',
+  format: 'canonical' | 'native',
+): Promise<Timed> {
   const { pointer, streams } = storage.createSavepointLocation(JOB);
   const t0 = performance.now();
   const task = await kb.snapshot(id, { type, format, full: true, streams });
@@ -81,7 +89,14 @@ async function snapshot(kb: KeyedStateBackend<string>, id: number, type: 'checkp
     format,
     backend: 'memory',
     timestamp: Date.now(),
-    operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAXP, subtasks: [{ subtaskIndex: 0, keyed: handle ? [handle] : [], operator: [] }] }],
+    operators: [
+      {
+        operatorId: 'op',
+        parallelism: 1,
+        maxParallelism: MAXP,
+        subtasks: [{ subtaskIndex: 0, keyed: handle ? [handle] : [], operator: [] }],
+      },
+    ],
   });
   return { ms, bytes: streamBytes(handle), handle, pointer };
 }
@@ -95,7 +110,9 @@ async function rawWrite(): Promise<{ ms: number; bytes: number }> {
   const value = Buffer.alloc(VALUE_BYTES);
   for (let i = 0; i < entries; i++) {
     const key = `key-${i}`;
-    w.u16(keyGroupForKey(key, stringSerializer, MAXP)).bytes(stringSerializer.serialize(key)).bytes(bytesSerializer.serialize(valueFor(i, value)));
+    w.u16(keyGroupForKey(key, stringSerializer, MAXP))
+      .bytes(stringSerializer.serialize(key))
+      .bytes(bytesSerializer.serialize(valueFor(i, value)));
     if (w.length >= 1024 * 1024) {
       await stream.write(w.toBuffer());
       w.reset();
@@ -128,11 +145,20 @@ const mbps = (bytes: number, ms: number): number => Math.round((bytes / 1024 / 1
 const eps = (ms: number): number => Math.round(entries / (ms / 1000));
 
 async function main(): Promise<void> {
-  console.log(`state: ${entries} entries of ${VALUE_BYTES} B values (~${sizeMb} MB), one subtask, maxParallelism ${MAXP}`);
+  console.log(
+    `state: ${entries} entries of ${VALUE_BYTES} B values (~${sizeMb} MB), one subtask, maxParallelism ${MAXP}`,
+  );
   const rows: Record<string, string | number>[] = [];
   const results: Record<string, unknown> = { sizeMb, entries, valueBytes: VALUE_BYTES };
   const raw = await best(rawWrite);
-  rows.push({ backend: '-', what: 'raw serialize+write', ms: Math.round(raw.ms), 'MB/s': mbps(raw.bytes, raw.ms), 'entries/s': eps(raw.ms), 'x native': '-' });
+  rows.push({
+    backend: '-',
+    what: 'raw serialize+write',
+    ms: Math.round(raw.ms),
+    'MB/s': mbps(raw.bytes, raw.ms),
+    'entries/s': eps(raw.ms),
+    'x native': '-',
+  });
   results.raw = { ms: raw.ms, bytes: raw.bytes };
   let heapNativePointer = '';
   // The native full snapshot of each backend: the heap's savepoint (heap-v1 stream), LevelDB's
@@ -153,10 +179,38 @@ async function main(): Promise<void> {
     const readMs = Math.min(await readBack(make, canonical), await readBack(make, canonical));
     const nativeReadMs = Math.min(await readBack(make, native), await readBack(make, native));
     const ratio = Math.round((canonical.ms / native.ms) * 100) / 100;
-    rows.push({ backend: name, what: `native ${nativeType} write (${native.handle?.type})`, ms: Math.round(native.ms), 'MB/s': mbps(native.bytes, native.ms), 'entries/s': eps(native.ms), 'x native': 1 });
-    rows.push({ backend: name, what: 'canonical savepoint write', ms: Math.round(canonical.ms), 'MB/s': mbps(canonical.bytes, canonical.ms), 'entries/s': eps(canonical.ms), 'x native': ratio });
-    rows.push({ backend: name, what: 'native restore', ms: Math.round(nativeReadMs), 'MB/s': mbps(native.bytes, nativeReadMs), 'entries/s': eps(nativeReadMs), 'x native': 1 });
-    rows.push({ backend: name, what: 'canonical restore', ms: Math.round(readMs), 'MB/s': mbps(canonical.bytes, readMs), 'entries/s': eps(readMs), 'x native': Math.round((readMs / nativeReadMs) * 100) / 100 });
+    rows.push({
+      backend: name,
+      what: `native ${nativeType} write (${native.handle?.type})`,
+      ms: Math.round(native.ms),
+      'MB/s': mbps(native.bytes, native.ms),
+      'entries/s': eps(native.ms),
+      'x native': 1,
+    });
+    rows.push({
+      backend: name,
+      what: 'canonical savepoint write',
+      ms: Math.round(canonical.ms),
+      'MB/s': mbps(canonical.bytes, canonical.ms),
+      'entries/s': eps(canonical.ms),
+      'x native': ratio,
+    });
+    rows.push({
+      backend: name,
+      what: 'native restore',
+      ms: Math.round(nativeReadMs),
+      'MB/s': mbps(native.bytes, nativeReadMs),
+      'entries/s': eps(nativeReadMs),
+      'x native': 1,
+    });
+    rows.push({
+      backend: name,
+      what: 'canonical restore',
+      ms: Math.round(readMs),
+      'MB/s': mbps(canonical.bytes, readMs),
+      'entries/s': eps(readMs),
+      'x native': Math.round((readMs / nativeReadMs) * 100) / 100,
+    });
     results[name] = {
       native: { ms: native.ms, bytes: native.bytes, handle: native.handle?.type, restoreMs: nativeReadMs },
       canonical: { ms: canonical.ms, bytes: canonical.bytes, restoreMs: readMs },
@@ -169,15 +223,35 @@ async function main(): Promise<void> {
 }
 
 /** Converts the heap native savepoint at `pointer` to leveldb savepoints, canonical and native. */
-async function convertToLeveldb(pointer: string, rows: Record<string, string | number>[], results: Record<string, unknown>): Promise<void> {
+async function convertToLeveldb(
+  pointer: string,
+  rows: Record<string, string | number>[],
+  results: Record<string, unknown>,
+): Promise<void> {
   for (const format of ['canonical', 'native'] as const) {
     const src = await locateSnapshot(join(root, pointer));
     const dst = join(root, `converted-${format}`);
     const t0 = performance.now();
-    const r = await convertSnapshot(src, dst, { target: 'leveldb', format, backendFor: backendByName, keySerializerOf });
+    const r = await convertSnapshot(src, dst, {
+      target: 'leveldb',
+      format,
+      backendFor: backendByName,
+      keySerializerOf,
+    });
     const ms = performance.now() - t0;
-    rows.push({ backend: 'memory->leveldb', what: `convert (${format})`, ms: Math.round(ms), 'MB/s': mbps(r.keyedBytes, ms), 'entries/s': eps(ms), 'x native': '-' });
-    results[`convertMemoryToLeveldb_${format}`] = { ms, bytes: r.keyedBytes, secondsPerGB: Math.round(((ms / 1000) * 1024 * 1024 * 1024) / r.keyedBytes) };
+    rows.push({
+      backend: 'memory->leveldb',
+      what: `convert (${format})`,
+      ms: Math.round(ms),
+      'MB/s': mbps(r.keyedBytes, ms),
+      'entries/s': eps(ms),
+      'x native': '-',
+    });
+    results[`convertMemoryToLeveldb_${format}`] = {
+      ms,
+      bytes: r.keyedBytes,
+      secondsPerGB: Math.round(((ms / 1000) * 1024 * 1024 * 1024) / r.keyedBytes),
+    };
     rmSync(dst, { recursive: true, force: true });
   }
 }

@@ -24,8 +24,13 @@ for (const n of sizes) {
   const backend = filesystem({ checkpointDir: dir });
   const storage = backend.checkpointStorage!;
   const kb = await backend.createKeyedStateBackend({
-    jobId: 'bench', operatorId: 'op', subtaskIndex: 0, parallelism: 1, maxParallelism: 128,
-    keyGroupRange: new KeyGroupRange(0, 127), keySerializer: stringSerializer,
+    jobId: 'bench',
+    operatorId: 'op',
+    subtaskIndex: 0,
+    parallelism: 1,
+    maxParallelism: 128,
+    keyGroupRange: new KeyGroupRange(0, 127),
+    keySerializer: stringSerializer,
   });
   const v = kb.getState(valueState<number>('count', { serializer: float64Serializer }));
   const keys = Array.from({ length: n }, (_, i) => `key-${i}`);
@@ -55,7 +60,10 @@ for (const n of sizes) {
     const t2 = performance.now();
     pauses.push(t1 - t0);
     asyncMs.push(t2 - t1);
-    bytes = handle && 'stream' in handle && handle.stream && typeof handle.stream === 'object' && 'size' in handle.stream ? Number(handle.stream.size) : 0;
+    bytes =
+      handle && 'stream' in handle && handle.stream && typeof handle.stream === 'object' && 'size' in handle.stream
+        ? Number(handle.stream.size)
+        : 0;
   }
   await kb.close();
 

@@ -44,7 +44,12 @@ interface SoakResult {
   readonly checkpointsAborted: number;
   readonly numRetained: number;
   readonly keys: number;
-  readonly exactlyOnce: { readonly ok: boolean; readonly transactions: number; readonly records: number; readonly problems: readonly string[] };
+  readonly exactlyOnce: {
+    readonly ok: boolean;
+    readonly transactions: number;
+    readonly records: number;
+    readonly problems: readonly string[];
+  };
   /** Least-squares slopes after the warm-up (first 20% of the run): bytes per minute. */
   readonly slopesPerMinute: { readonly diskBytes: number; readonly rss: number; readonly heapUsed: number };
   readonly bounded: { readonly disk: boolean; readonly memory: boolean };
@@ -110,7 +115,8 @@ class StreamingCountCheck extends CommittedOutput<CountOutput> {
     for (const r of records) {
       this.recordCount++;
       const prev = this.last.get(r.key) ?? 0;
-      if (r.count !== prev + 1 && this.problems.length < 10) this.problems.push(`${r.key}: count ${r.count} after ${prev} (${r.count <= prev ? 'duplicate' : 'gap'})`);
+      if (r.count !== prev + 1 && this.problems.length < 10)
+        this.problems.push(`${r.key}: count ${r.count} after ${prev} (${r.count <= prev ? 'duplicate' : 'gap'})`);
       this.last.set(r.key, r.count);
     }
     return true;
@@ -148,7 +154,14 @@ async function du(dir: string): Promise<{ bytes: number; files: number }> {
   return { bytes, files };
 }
 
-async function runOnce(backend: ProofBackendKind, root: string, perPartition: number, checkpointEvery: number, onEvent?: (records: number, checkpoints: number) => void, deadline?: number) {
+async function runOnce(
+  backend: ProofBackendKind,
+  root: string,
+  perPartition: number,
+  checkpointEvery: number,
+  onEvent?: (records: number, checkpoints: number) => void,
+  deadline?: number,
+) {
   const checkpointDir = join(root, 'checkpoints');
   const storage = proofStorage(new LocalBlobStore(checkpointDir), 20 * 1024);
   const output = new StreamingCountCheck();
@@ -157,7 +170,12 @@ async function runOnce(backend: ProofBackendKind, root: string, perPartition: nu
   let records = 0;
   const input = lazyInput(perPartition, deadline);
   const result = await runPipeline(countingJob(input, { parallelism: 2, jobId: 'soak' }), {
-    backend: makeProofBackend(backend, { checkpointStorage: storage, workingDir: join(root, 'work'), materializationIntervalMs: 10_000, preemptivePersistBytes: 2 * 1024 * 1024 }),
+    backend: makeProofBackend(backend, {
+      checkpointStorage: storage,
+      workingDir: join(root, 'work'),
+      materializationIntervalMs: 10_000,
+      preemptivePersistBytes: 2 * 1024 * 1024,
+    }),
     checkpointStorage: storage,
     checkpointEvery,
     numRetainedCheckpoints: NUM_RETAINED,
@@ -206,7 +224,10 @@ async function soak(backend: ProofBackendKind, minutes: number, sampleSeconds: n
         records: progress.records,
       });
       const s = samples[samples.length - 1];
-      if (samples.length % 6 === 1) console.log(`  t=${s.t.toFixed(0)}s checkpoints=${s.checkpoints} disk=${((s.checkpointBytes + s.workingBytes) / 1e6).toFixed(1)}MB rss=${(s.rss / 1e6).toFixed(0)}MB heap=${(s.heapUsed / 1e6).toFixed(0)}MB`);
+      if (samples.length % 6 === 1)
+        console.log(
+          `  t=${s.t.toFixed(0)}s checkpoints=${s.checkpoints} disk=${((s.checkpointBytes + s.workingBytes) / 1e6).toFixed(1)}MB rss=${(s.rss / 1e6).toFixed(0)}MB heap=${(s.heapUsed / 1e6).toFixed(0)}MB`,
+        );
     };
     let sampling = false;
     const timer = setInterval(() => {
@@ -214,7 +235,14 @@ async function soak(backend: ProofBackendKind, minutes: number, sampleSeconds: n
       sampling = true;
       void take().finally(() => (sampling = false));
     }, sampleSeconds * 1000);
-    const run = await runOnce(backend, root, perPartition, checkpointEvery, (records, checkpoints) => (progress = { records, checkpoints }), started + minutes * 60_000);
+    const run = await runOnce(
+      backend,
+      root,
+      perPartition,
+      checkpointEvery,
+      (records, checkpoints) => (progress = { records, checkpoints }),
+      started + minutes * 60_000,
+    );
     clearInterval(timer);
     await take();
     const seconds = (Date.now() - started) / 1000;
@@ -222,7 +250,11 @@ async function soak(backend: ProofBackendKind, minutes: number, sampleSeconds: n
     const perMinute = (f: (s: Sample) => number) => slope(after.map((s) => [s.t, f(s)] as const)) * 60;
     const mean = (f: (s: Sample) => number) => after.reduce((a, s) => a + f(s), 0) / Math.max(1, after.length);
     const diskOf = (s: Sample) => s.checkpointBytes + s.workingBytes;
-    const slopes = { diskBytes: perMinute(diskOf), rss: perMinute((s) => s.rss), heapUsed: perMinute((s) => s.heapUsed) };
+    const slopes = {
+      diskBytes: perMinute(diskOf),
+      rss: perMinute((s) => s.rss),
+      heapUsed: perMinute((s) => s.heapUsed),
+    };
     const windowMin = (seconds * 0.8) / 60;
     // Bounded: the trend after warm-up adds less than 25% of the mean over the window.
     const bounded = {
@@ -262,15 +294,23 @@ function writeChart(outDir: string): void {
     const f = join(outDir, `soak-${b}.json`);
     if (existsSync(f)) results.push(JSON.parse(readFileSync(f, 'utf8')) as SoakResult);
   }
-  const series = (f: (s: Sample) => number): ChartSeries[] => results.map((r) => ({ name: r.backend, points: r.samples.map((s) => [s.t / 60, f(s) / 1e6] as const) }));
+  const series = (f: (s: Sample) => number): ChartSeries[] =>
+    results.map((r) => ({ name: r.backend, points: r.samples.map((s) => [s.t / 60, f(s) / 1e6] as const) }));
   const svg = lineChartSvg(
     'Soak: checkpoint every ~1 s, 3 retained',
     [
-      { title: 'Disk: checkpoint directory + LevelDB working directory', xLabel: 'minutes', yLabel: 'MB', series: series((s) => s.checkpointBytes + s.workingBytes) },
+      {
+        title: 'Disk: checkpoint directory + LevelDB working directory',
+        xLabel: 'minutes',
+        yLabel: 'MB',
+        series: series((s) => s.checkpointBytes + s.workingBytes),
+      },
       { title: 'Process memory (RSS)', xLabel: 'minutes', yLabel: 'MB', series: series((s) => s.rss) },
       { title: 'JS heap used', xLabel: 'minutes', yLabel: 'MB', series: series((s) => s.heapUsed) },
     ],
-    results.map((r) => `${r.backend}: ${(r.seconds / 60).toFixed(1)} min, ${r.checkpointsCompleted} checkpoints`).join('; '),
+    results
+      .map((r) => `${r.backend}: ${(r.seconds / 60).toFixed(1)} min, ${r.checkpointsCompleted} checkpoints`)
+      .join('; '),
   );
   writeFileSync(join(outDir, 'soak.svg'), svg);
 }
@@ -285,8 +325,14 @@ async function main(): Promise<void> {
   const sampleSeconds = Number(opt('sample-seconds') ?? 5);
   const outDir = opt('out') ?? join('bench', 'results');
   const backends = (opt('backends') ?? 'filesystem,leveldb,changelog-filesystem').split(',');
-  if (!(minutes > 0) || !(sampleSeconds > 0)) throw new StreamStateError('INVALID_ARGUMENT', '--minutes and --sample-seconds must be positive numbers.');
-  for (const b of backends) if (!isProofBackendKind(b)) throw new StreamStateError('INVALID_ARGUMENT', `unknown backend ${b}; use filesystem, leveldb, changelog-filesystem or memory.`);
+  if (!(minutes > 0) || !(sampleSeconds > 0))
+    throw new StreamStateError('INVALID_ARGUMENT', '--minutes and --sample-seconds must be positive numbers.');
+  for (const b of backends)
+    if (!isProofBackendKind(b))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `unknown backend ${b}; use filesystem, leveldb, changelog-filesystem or memory.`,
+      );
   mkdirSync(outDir, { recursive: true });
   if (args.includes('--chart-only')) return writeChart(outDir);
   for (const b of backends as ProofBackendKind[]) {

@@ -24,8 +24,13 @@ function shuffledKeys(n: number): string[] {
 
 async function keyedBackend(backend: StateBackend): Promise<KeyedStateBackend<string>> {
   return backend.createKeyedStateBackend({
-    jobId: 'bench', operatorId: 'op', subtaskIndex: 0, parallelism: 1, maxParallelism: 128,
-    keyGroupRange: new KeyGroupRange(0, 127), keySerializer: stringSerializer,
+    jobId: 'bench',
+    operatorId: 'op',
+    subtaskIndex: 0,
+    parallelism: 1,
+    maxParallelism: 128,
+    keyGroupRange: new KeyGroupRange(0, 127),
+    keySerializer: stringSerializer,
   });
 }
 
@@ -47,7 +52,9 @@ for (const k of keys) {
 const kb = await keyedBackend(memory());
 const value = kb.getState(valueState<number>('v', { serializer: float64Serializer }));
 const list = kb.getState(listState<number>('l', { serializer: float64Serializer }));
-const map = kb.getState(mapState<number, number>('m', { keySerializer: float64Serializer, valueSerializer: float64Serializer }));
+const map = kb.getState(
+  mapState<number, number>('m', { keySerializer: float64Serializer, valueSerializer: float64Serializer }),
+);
 for (const k of keys) {
   kb.setCurrentKey(k);
   value.update(1);
@@ -55,22 +62,102 @@ for (const k of keys) {
   for (let j = 0; j < 10; j++) map.put(j, j);
 }
 // keep lists from growing without bound across samples
-const trimList = (arr: number[] | undefined) => { if (arr && arr.length > 64) arr.length = 1; };
+const trimList = (arr: number[] | undefined) => {
+  if (arr && arr.length > 64) arr.length = 1;
+};
 
-const results = await runCases(`state access, ${numKeys} keys`, [
-  ['raw Map get+set', () => { const k = next(); rawValue.set(k, (rawValue.get(k) ?? 0) + 1); }],
-  ['heap ValueState get+update', () => { kb.setCurrentKey(next()); value.update((value.value() ?? 0) + 1); }],
-  ['raw Map list push', () => { const a = rawList.get(next()); a?.push(1); trimList(a); }],
-  ['heap ListState add', () => { kb.setCurrentKey(next()); list.add(1); if ((list.get()?.length ?? 0) > 64) list.update([1]); }],
-  ['raw Map list get', () => { consume(rawList.get(next())?.length); }],
-  ['heap ListState get', () => { kb.setCurrentKey(next()); consume(list.get()?.length); }],
-  ['raw Map map put', () => { rawMap.get(next())?.set(3, 7); }],
-  ['heap MapState put', () => { kb.setCurrentKey(next()); map.put(3, 7); }],
-  ['raw Map map get', () => { consume(rawMap.get(next())?.get(5)); }],
-  ['heap MapState get', () => { kb.setCurrentKey(next()); consume(map.get(5)); }],
-  ['raw Map map iterate (10 entries)', () => { let s = 0; for (const v of rawMap.get(next())?.values() ?? []) s += v; consume(s); }],
-  ['heap MapState iterate (10 entries)', async () => { kb.setCurrentKey(next()); let s = 0; for await (const v of map.values()) s += v; consume(s); }],
-], { quick });
+const results = await runCases(
+  `state access, ${numKeys} keys`,
+  [
+    [
+      'raw Map get+set',
+      () => {
+        const k = next();
+        rawValue.set(k, (rawValue.get(k) ?? 0) + 1);
+      },
+    ],
+    [
+      'heap ValueState get+update',
+      () => {
+        kb.setCurrentKey(next());
+        value.update((value.value() ?? 0) + 1);
+      },
+    ],
+    [
+      'raw Map list push',
+      () => {
+        const a = rawList.get(next());
+        a?.push(1);
+        trimList(a);
+      },
+    ],
+    [
+      'heap ListState add',
+      () => {
+        kb.setCurrentKey(next());
+        list.add(1);
+        if ((list.get()?.length ?? 0) > 64) list.update([1]);
+      },
+    ],
+    [
+      'raw Map list get',
+      () => {
+        consume(rawList.get(next())?.length);
+      },
+    ],
+    [
+      'heap ListState get',
+      () => {
+        kb.setCurrentKey(next());
+        consume(list.get()?.length);
+      },
+    ],
+    [
+      'raw Map map put',
+      () => {
+        rawMap.get(next())?.set(3, 7);
+      },
+    ],
+    [
+      'heap MapState put',
+      () => {
+        kb.setCurrentKey(next());
+        map.put(3, 7);
+      },
+    ],
+    [
+      'raw Map map get',
+      () => {
+        consume(rawMap.get(next())?.get(5));
+      },
+    ],
+    [
+      'heap MapState get',
+      () => {
+        kb.setCurrentKey(next());
+        consume(map.get(5));
+      },
+    ],
+    [
+      'raw Map map iterate (10 entries)',
+      () => {
+        let s = 0;
+        for (const v of rawMap.get(next())?.values() ?? []) s += v;
+        consume(s);
+      },
+    ],
+    [
+      'heap MapState iterate (10 entries)',
+      async () => {
+        kb.setCurrentKey(next());
+        let s = 0;
+        for await (const v of map.values()) s += v;
+        consume(s);
+      },
+    ],
+  ],
+  { quick },
+);
 
 const pairs: Array<[string, string]> = [
   ['heap ValueState get+update', 'raw Map get+set'],
@@ -84,7 +171,12 @@ const byName = new Map(results.map((r) => [r.name, r]));
 const rows = pairs.map(([ours, raw]) => {
   const a = byName.get(ours)!;
   const b = byName.get(raw)!;
-  return { operation: ours.replace('heap ', ''), 'heap ops/s': fmtOps(a.opsPerSec), 'raw ops/s': fmtOps(b.opsPerSec), ratio: `${((a.opsPerSec / b.opsPerSec) * 100).toFixed(0)}%` };
+  return {
+    operation: ours.replace('heap ', ''),
+    'heap ops/s': fmtOps(a.opsPerSec),
+    'raw ops/s': fmtOps(b.opsPerSec),
+    ratio: `${((a.opsPerSec / b.opsPerSec) * 100).toFixed(0)}%`,
+  };
 });
 printTable(rows);
 recordResults('stateAccessHeap', { numKeys, quick, results, ratios: rows });

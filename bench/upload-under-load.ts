@@ -90,7 +90,9 @@ let nextId = 1;
 async function checkpoint(path: Path, loaded: boolean): Promise<Sample> {
   const dir = join(root, `chk-${nextId}`);
   const local = new LocalBlobStore(dir);
-  const storage = new BlobCheckpointStorage(path === 'putFile' ? local : new StreamingOnly(local), { inlineThreshold: 0 });
+  const storage = new BlobCheckpointStorage(path === 'putFile' ? local : new StreamingOnly(local), {
+    inlineThreshold: 0,
+  });
   const id = nextId++;
   const load = loaded ? startLoad() : null;
   const delay = monitorEventLoopDelay({ resolution: 10 });
@@ -138,11 +140,14 @@ for (let round = 0; round < rounds; round++) {
   for (const [path, loaded] of order) {
     const s = await checkpoint(path, loaded);
     samples.get(`${path}/${loaded}`)!.push(s);
-    console.log(`round ${round + 1}: ${path} ${loaded ? 'under load' : 'idle'}: upload ${s.uploadMs.toFixed(0)} ms of ${s.ms.toFixed(0)} ms, ${(s.bytes / 1e6).toFixed(0)} MB${loaded ? `, ${Math.round(s.recordsPerSec)} records/s` : ''}`);
+    console.log(
+      `round ${round + 1}: ${path} ${loaded ? 'under load' : 'idle'}: upload ${s.uploadMs.toFixed(0)} ms of ${s.ms.toFixed(0)} ms, ${(s.bytes / 1e6).toFixed(0)} MB${loaded ? `, ${Math.round(s.recordsPerSec)} records/s` : ''}`,
+    );
   }
 }
 
-const med = (path: Path, loaded: boolean, f: (s: Sample) => number): number => median(samples.get(`${path}/${loaded}`)!.map(f));
+const med = (path: Path, loaded: boolean, f: (s: Sample) => number): number =>
+  median(samples.get(`${path}/${loaded}`)!.map(f));
 const rows = (['putFile', 'stream'] as const).map((path) => {
   const idle = med(path, false, (s) => s.uploadMs);
   const busy = med(path, true, (s) => s.uploadMs);
@@ -150,7 +155,7 @@ const rows = (['putFile', 'stream'] as const).map((path) => {
   const busyAll = med(path, true, (s) => s.ms);
   return {
     upload: path === 'putFile' ? 'putFile (link/copy on a worker)' : 'putStream through the event loop (before)',
-    'MB': Math.round(med(path, false, (s) => s.bytes) / 1e6),
+    MB: Math.round(med(path, false, (s) => s.bytes) / 1e6),
     'upload idle ms': Math.round(idle),
     'upload under load ms': Math.round(busy),
     'load / idle': `${(busy / idle).toFixed(2)}x`,
@@ -159,8 +164,18 @@ const rows = (['putFile', 'stream'] as const).map((path) => {
     'loop delay p99 ms': +med(path, true, (s) => s.loopDelayP99Ms).toFixed(1),
   };
 });
-console.log(`\nLevelDB checkpoint upload (full, ${stateMb} MB of state, local disk), medians of ${rounds} alternating rounds`);
+console.log(
+  `\nLevelDB checkpoint upload (full, ${stateMb} MB of state, local disk), medians of ${rounds} alternating rounds`,
+);
 printTable(rows);
-recordResults('upload-under-load', { stateMb, keys, valueBytes: VALUE_BYTES, rounds, recordsPerYield: RECORDS_PER_YIELD, rows, samples: Object.fromEntries(samples) });
+recordResults('upload-under-load', {
+  stateMb,
+  keys,
+  valueBytes: VALUE_BYTES,
+  rounds,
+  recordsPerYield: RECORDS_PER_YIELD,
+  rows,
+  samples: Object.fromEntries(samples),
+});
 await kb.close();
 rmSync(root, { recursive: true, force: true });

@@ -21,7 +21,14 @@ import { memory } from '../backends/memory/index.js';
 import type { StateBackend } from '../src/backend/contract.js';
 import { CHECKPOINT_CHANNELS, type CheckpointEvent, type CheckpointStats } from '../src/checkpoint/checkpoint-stats.js';
 import { StreamStateError } from '../src/errors.js';
-import { checkCounts, countingInput, countingJob, runPipeline, type CountOutput, type PipelineResult } from '../src/testing/index.js';
+import {
+  checkCounts,
+  countingInput,
+  countingJob,
+  runPipeline,
+  type CountOutput,
+  type PipelineResult,
+} from '../src/testing/index.js';
 
 export interface DemoOptions {
   readonly backend: 'memory' | 'filesystem';
@@ -127,11 +134,16 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     '',
     `check: every key's committed counts are exactly 1..n: ${check.keysOk}/${check.keys} keys${check.ok ? '' : ' — ' + check.problems.slice(0, 3).join('; ')}`,
     `check: committed output equals the run without failure: ${sameAsReference ? 'yes' : 'NO'}`,
-    ...(crashed.crashes === 1 ? [] : [`check: exactly one crash happened: NO (${crashed.crashes}; is --crash-at beyond the input?)`]),
+    ...(crashed.crashes === 1
+      ? []
+      : [`check: exactly one crash happened: NO (${crashed.crashes}; is --crash-at beyond the input?)`]),
     `result: ${pass ? 'PASS' : 'FAIL'}  (${((performance.now() - started) / 1000).toFixed(1)} s)`,
     // Every run is a new job, so its directory stays next to earlier runs' for inspection.
     ...(opts.backend === 'filesystem'
-      ? ['', `kept: ${checkpointDir}/${crashed.jobId}/ (npx streamstate list ${checkpointDir}); each run adds a job directory there: rm -rf ${checkpointDir} removes them all`]
+      ? [
+          '',
+          `kept: ${checkpointDir}/${crashed.jobId}/ (npx streamstate list ${checkpointDir}); each run adds a job directory there: rm -rf ${checkpointDir} removes them all`,
+        ]
       : []),
   ];
   return { pass, crashed, reference, lines };
@@ -195,12 +207,19 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
   const int = (flag: string, v: string | undefined, fallback: number, min: number): number => {
     if (v === undefined) return fallback;
     const x = Number(v.replace(/_/g, ''));
-    if (!Number.isSafeInteger(x) || x < min) throw new StreamStateError('INVALID_ARGUMENT', `--${flag} must be an integer >= ${min}, got ${JSON.stringify(v)}.`);
+    if (!Number.isSafeInteger(x) || x < min)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `--${flag} must be an integer >= ${min}, got ${JSON.stringify(v)}.`,
+      );
     return x;
   };
   const backend = values.backend ?? DEFAULT_DEMO_OPTIONS.backend;
   if (backend !== 'memory' && backend !== 'filesystem') {
-    throw new StreamStateError('INVALID_ARGUMENT', `--backend must be memory or filesystem, got ${JSON.stringify(backend)}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `--backend must be memory or filesystem, got ${JSON.stringify(backend)}.`,
+    );
   }
   const d = DEFAULT_DEMO_OPTIONS;
   const records = int('records', values.records, d.records, 1);

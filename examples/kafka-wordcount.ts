@@ -34,7 +34,11 @@ async function main(): Promise<number> {
   const result = await runPipeline<string, string, { word: string; count: number }>(
     {
       jobId: process.env.JOB_ID ?? 'kafka-wordcount',
-      source: kafkaPipelineSource({ brokers, topics: [topic], deserialize: (r) => (r.value?.toString('utf8') ?? '').trim().toLowerCase() }),
+      source: kafkaPipelineSource({
+        brokers,
+        topics: [topic],
+        deserialize: (r) => (r.value?.toString('utf8') ?? '').trim().toLowerCase(),
+      }),
       keyBy: (word) => word,
       keySerializer: stringSerializer,
       parallelism: Number(process.env.PARALLELISM ?? 2),
@@ -45,12 +49,18 @@ async function main(): Promise<number> {
         ctx.emit({ word: ctx.key, count: n });
       },
     },
-    { backend: filesystem({ checkpointDir }), checkpointEvery: Number(process.env.CHECKPOINT_EVERY ?? 1000), resume: true },
+    {
+      backend: filesystem({ checkpointDir }),
+      checkpointEvery: Number(process.env.CHECKPOINT_EVERY ?? 1000),
+      resume: true,
+    },
   );
   const latest = new Map<string, number>();
   for (const o of result.committed) latest.set(o.word, Math.max(latest.get(o.word) ?? 0, o.count));
   const top = [...latest].sort((a, b) => b[1] - a[1]).slice(0, 10);
-  console.log(`read ${result.recordsEmitted} records from ${topic}; ${result.checkpointsCompleted.length} checkpoints in ${checkpointDir}`);
+  console.log(
+    `read ${result.recordsEmitted} records from ${topic}; ${result.checkpointsCompleted.length} checkpoints in ${checkpointDir}`,
+  );
   for (const [word, n] of top) console.log(`${String(n).padStart(8)}  ${word}`);
   return 0;
 }

@@ -13,7 +13,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { bootstrapSavepoint, keyedLists, keyedValues, mapValues, openSnapshot, operatorList, transformSavepoint } from '../src/processor/index.js';
+import {
+  bootstrapSavepoint,
+  keyedLists,
+  keyedValues,
+  mapValues,
+  openSnapshot,
+  operatorList,
+  transformSavepoint,
+} from '../src/processor/index.js';
 import { float64Serializer, listState, stringSerializer, valueState } from '../src/index.js';
 
 /** The descriptors the job uses; bootstrap records their serializers, so the job restores the state as its own. */
@@ -62,8 +70,14 @@ export async function main(dir: string, log: (line: string) => void = console.lo
   // 4. Read the result.
   const transformed = await openSnapshot(join(dir, 'transformed'));
   try {
-    for await (const { key, value } of transformed.operator<string>('visits').values<number>('count')) log(`visits.count ${String(key)} = ${String(value)}`);
-    log(`states of visits: ${transformed.describe()[0].keyedStates.map((s) => s.name).join(', ')}`);
+    for await (const { key, value } of transformed.operator<string>('visits').values<number>('count'))
+      log(`visits.count ${String(key)} = ${String(value)}`);
+    log(
+      `states of visits: ${transformed
+        .describe()[0]
+        .keyedStates.map((s) => s.name)
+        .join(', ')}`,
+    );
   } finally {
     await transformed.close();
   }

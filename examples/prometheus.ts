@@ -40,14 +40,43 @@ export function exportCheckpointMetrics(coordinator: CheckpointCoordinator, regi
   gauge('streamstate_checkpoints_in_progress', 'numberOfInProgressCheckpoints', () => counts().counts.inProgress);
   gauge('streamstate_checkpoints_completed_total', 'numberOfCompletedCheckpoints', () => counts().counts.completed);
   gauge('streamstate_checkpoints_failed_total', 'numberOfFailedCheckpoints', () => counts().counts.failed);
-  gauge('streamstate_checkpoints_restored_total', 'checkpoints and savepoints restored', () => counts().counts.restored);
-  gauge('streamstate_last_completed_checkpoint_id', 'lastCompletedCheckpointId', () => counts().latestCompleted?.checkpointId);
-  gauge('streamstate_last_checkpoint_duration_ms', 'lastCheckpointDuration: trigger to last acknowledgement', () => counts().latestCompleted?.durationMs);
-  gauge('streamstate_last_checkpoint_size_bytes', 'lastCheckpointSize: bytes the checkpoint wrote', () => counts().latestCompleted?.bytesWritten);
-  gauge('streamstate_last_checkpoint_full_size_bytes', 'lastCheckpointFullSize: all state it references', () => counts().latestCompleted?.fullSize);
-  gauge('streamstate_last_checkpoint_restore_timestamp_ms', 'lastCheckpointRestoreTimestamp', () => counts().latestRestored?.restoreTimestamp);
+  gauge(
+    'streamstate_checkpoints_restored_total',
+    'checkpoints and savepoints restored',
+    () => counts().counts.restored,
+  );
+  gauge(
+    'streamstate_last_completed_checkpoint_id',
+    'lastCompletedCheckpointId',
+    () => counts().latestCompleted?.checkpointId,
+  );
+  gauge(
+    'streamstate_last_checkpoint_duration_ms',
+    'lastCheckpointDuration: trigger to last acknowledgement',
+    () => counts().latestCompleted?.durationMs,
+  );
+  gauge(
+    'streamstate_last_checkpoint_size_bytes',
+    'lastCheckpointSize: bytes the checkpoint wrote',
+    () => counts().latestCompleted?.bytesWritten,
+  );
+  gauge(
+    'streamstate_last_checkpoint_full_size_bytes',
+    'lastCheckpointFullSize: all state it references',
+    () => counts().latestCompleted?.fullSize,
+  );
+  gauge(
+    'streamstate_last_checkpoint_restore_timestamp_ms',
+    'lastCheckpointRestoreTimestamp',
+    () => counts().latestRestored?.restoreTimestamp,
+  );
   // Counters and histograms need every event, so they listen.
-  const failures = new Counter({ name: 'streamstate_checkpoint_failures_total', help: 'failed checkpoints by reason', labelNames: ['job', 'reason'], registers: [registry] });
+  const failures = new Counter({
+    name: 'streamstate_checkpoint_failures_total',
+    help: 'failed checkpoints by reason',
+    labelNames: ['job', 'reason'],
+    registers: [registry],
+  });
   const durations = new Histogram({
     name: 'streamstate_checkpoint_duration_ms',
     help: 'end-to-end duration of completed checkpoints',
@@ -55,11 +84,19 @@ export function exportCheckpointMetrics(coordinator: CheckpointCoordinator, regi
     buckets: [10, 50, 100, 500, 1000, 5000, 30_000, 120_000],
     registers: [registry],
   });
-  const syncDurations = new Histogram({ name: 'streamstate_subtask_sync_duration_ms', help: 'synchronous part per subtask', labelNames: ['job', 'operator'], buckets: [1, 5, 10, 50, 100, 500], registers: [registry] });
+  const syncDurations = new Histogram({
+    name: 'streamstate_subtask_sync_duration_ms',
+    help: 'synchronous part per subtask',
+    labelNames: ['job', 'operator'],
+    buckets: [1, 5, 10, 50, 100, 500],
+    registers: [registry],
+  });
   return coordinator.addCheckpointListener((e: CheckpointEvent) => {
     if (e.type === 'failed') failures.inc({ job, reason: e.checkpoint.failureReason ?? 'ABORTED' });
-    if (e.type === 'completed' && e.checkpoint.durationMs !== undefined) durations.observe({ job }, e.checkpoint.durationMs);
-    if (e.type === 'acknowledged' && e.subtask.syncDurationMs !== undefined) syncDurations.observe({ job, operator: e.subtask.operatorId }, e.subtask.syncDurationMs);
+    if (e.type === 'completed' && e.checkpoint.durationMs !== undefined)
+      durations.observe({ job }, e.checkpoint.durationMs);
+    if (e.type === 'acknowledged' && e.subtask.syncDurationMs !== undefined)
+      syncDurations.observe({ job, operator: e.subtask.operatorId }, e.subtask.syncDurationMs);
   });
 }
 
@@ -75,7 +112,11 @@ async function main(): Promise<void> {
   await coordinator.restore();
   for (let i = 0; i < 3; i++) {
     const pending = coordinator.triggerCheckpoint();
-    await coordinator.acknowledge(pending.checkpointId, 'count', 0, { keyed: [], operator: [], metrics: { syncDurationMs: 1, asyncDurationMs: 2, alignmentDurationMs: 0 } });
+    await coordinator.acknowledge(pending.checkpointId, 'count', 0, {
+      keyed: [],
+      operator: [],
+      metrics: { syncDurationMs: 1, asyncDurationMs: 2, alignmentDurationMs: 0 },
+    });
   }
   const failing = coordinator.triggerCheckpoint();
   await coordinator.abort(failing.checkpointId, 'a task failed', 'DECLINED');

@@ -25,14 +25,38 @@ export {
   CHECKPOINT_DIR_PREFIX,
   DEFAULT_MAX_SNAPSHOT_BYTES,
 } from './checkpoint/checkpoint-storage.js';
-export { BlobCheckpointStreamFactory, BlobStateFileReader, readStreamHandle, DEFAULT_INLINE_THRESHOLD } from './checkpoint/streams.js';
+export {
+  BlobCheckpointStreamFactory,
+  BlobStateFileReader,
+  readStreamHandle,
+  DEFAULT_INLINE_THRESHOLD,
+} from './checkpoint/streams.js';
 export { encodeMetadata, decodeMetadata, METADATA_MAGIC, METADATA_VERSION } from './checkpoint/metadata-codec.js';
 export * from './checkpoint/coordinator.js';
-export { CheckpointDeclinedError, type AcknowledgeResult, type CheckpointFailureReason } from './checkpoint/acknowledgement.js';
+export {
+  CheckpointDeclinedError,
+  type AcknowledgeResult,
+  type CheckpointFailureReason,
+} from './checkpoint/acknowledgement.js';
 // [scheduler] periodic checkpoints, guards, failure policy and statistics (docs/RUNTIME.md, "Scheduling checkpoints")
-export { CHECKPOINT_FAILURE_REASONS, countsAgainstTolerableFailures, type SubtaskCheckpointMetrics } from './checkpoint/acknowledgement.js';
-export { CheckpointScheduler, type CheckpointTriggerHandler, type TriggerDecline, type CheckpointRequestOutcome } from './checkpoint/scheduler.js';
-export { InvalidCheckpointOptionError, SCHEDULER_DEFAULTS, resolveSchedulerOptions, type CheckpointSchedulerOptions, type ResolvedSchedulerOptions } from './checkpoint/scheduler-options.js';
+export {
+  CHECKPOINT_FAILURE_REASONS,
+  countsAgainstTolerableFailures,
+  type SubtaskCheckpointMetrics,
+} from './checkpoint/acknowledgement.js';
+export {
+  CheckpointScheduler,
+  type CheckpointTriggerHandler,
+  type TriggerDecline,
+  type CheckpointRequestOutcome,
+} from './checkpoint/scheduler.js';
+export {
+  InvalidCheckpointOptionError,
+  SCHEDULER_DEFAULTS,
+  resolveSchedulerOptions,
+  type CheckpointSchedulerOptions,
+  type ResolvedSchedulerOptions,
+} from './checkpoint/scheduler-options.js';
 export { ManualClock, systemClock, type SchedulerClock, type TimerHandle } from './checkpoint/scheduler-clock.js';
 export { CheckpointFailurePolicy, TolerableFailuresExceededError } from './checkpoint/failure-policy.js';
 export {
@@ -53,7 +77,12 @@ export { assignKeyedState, assignOperatorState } from './checkpoint/assignment.j
 export { SharedStateRegistry, type SharedFileEntry, type RestoreMode } from './checkpoint/shared-registry.js';
 export { readLease, LEASE_DIR, type LeaseInfo } from './checkpoint/lease.js';
 export { DEFAULT_FENCING_MIN_AGE_MS } from './checkpoint/fencing-gc.js';
-export { stopWithSavepoint, type StopMode, type StopWithSavepointOptions, type StopWithSavepointRuntime } from './checkpoint/stop-with-savepoint.js';
+export {
+  stopWithSavepoint,
+  type StopMode,
+  type StopWithSavepointOptions,
+  type StopWithSavepointRuntime,
+} from './checkpoint/stop-with-savepoint.js';
 export type { SavepointTriggerOptions } from './checkpoint/external-snapshots.js';
 export type { SavepointLocationOptions, S3Connection } from './checkpoint/savepoint-location.js';
 export * from './operator/index.js';

@@ -42,7 +42,8 @@ function constructionSites(): Site[] {
   const sites: Site[] = [];
   for (const file of [...sourceFiles(join(ROOT, 'src')), ...sourceFiles(join(ROOT, 'backends'))]) {
     const text = readFileSync(file, 'utf8');
-    for (const m of text.matchAll(/new\s+([A-Z]\w*Error)\(\s*'([A-Z_]+)'/g)) sites.push({ file: relative(ROOT, file), cls: m[1], code: m[2] });
+    for (const m of text.matchAll(/new\s+([A-Z]\w*Error)\(\s*'([A-Z_]+)'/g))
+      sites.push({ file: relative(ROOT, file), cls: m[1], code: m[2] });
   }
   return sites;
 }
@@ -65,14 +66,24 @@ describe('error codes and classes (docs/ERRORS.md)', () => {
   });
 
   it('every construction site in src/ and backends/ uses the documented class (or is a listed gap)', () => {
-    const isGap = (s: Site): boolean => ERROR_CLASS_GAPS.some((g) => g.file === s.file && g.cls === s.cls && g.code === s.code);
+    const isGap = (s: Site): boolean =>
+      ERROR_CLASS_GAPS.some((g) => g.file === s.file && g.cls === s.cls && g.code === s.code);
     const wrong = constructionSites().filter((s) => documented.classOf.get(s.code) !== s.cls && !isGap(s));
-    expect(wrong.map((s) => `${s.file}: new ${s.cls}('${s.code}') — docs/ERRORS.md says ${documented.classOf.get(s.code) ?? 'nothing'}`)).toEqual([]);
+    expect(
+      wrong.map(
+        (s) =>
+          `${s.file}: new ${s.cls}('${s.code}') — docs/ERRORS.md says ${documented.classOf.get(s.code) ?? 'nothing'}`,
+      ),
+    ).toEqual([]);
   });
 
   it('the sample sites this test is built on are found (the scan can fail)', () => {
     const sites = constructionSites();
     expect(sites.length).toBeGreaterThan(100);
-    expect(sites).toContainEqual({ file: join('src', 'backend', 'keyed-rules.ts'), cls: 'StateAccessError', code: 'NO_CURRENT_KEY' });
+    expect(sites).toContainEqual({
+      file: join('src', 'backend', 'keyed-rules.ts'),
+      cls: 'StateAccessError',
+      code: 'NO_CURRENT_KEY',
+    });
   });
 });

@@ -71,8 +71,12 @@ describe('key-group ranges', () => {
   });
 
   it('rejects parallelism above maxParallelism and out-of-range indices', () => {
-    expect(() => keyGroupRangeForSubtask(128, 129, 0)).toThrow(expect.objectContaining({ code: 'PARALLELISM_INVALID' }));
-    expect(() => keyGroupRangeForSubtask(40000, 1, 0)).toThrow(expect.objectContaining({ code: 'PARALLELISM_INVALID' }));
+    expect(() => keyGroupRangeForSubtask(128, 129, 0)).toThrow(
+      expect.objectContaining({ code: 'PARALLELISM_INVALID' }),
+    );
+    expect(() => keyGroupRangeForSubtask(40000, 1, 0)).toThrow(
+      expect.objectContaining({ code: 'PARALLELISM_INVALID' }),
+    );
     expect(() => keyGroupRangeForSubtask(128, 2, 2)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
 

@@ -13,8 +13,14 @@ export interface FilesystemBackendOptions {
 /** Keyed state on the JS heap, checkpoints as files in a local directory. */
 export function filesystem(opts: FilesystemBackendOptions): StateBackendPreset<HeapStateBackend> {
   if (opts === undefined || typeof opts.checkpointDir !== 'string' || opts.checkpointDir.length === 0) {
-    throw new StreamStateError('INVALID_ARGUMENT', 'filesystem({ checkpointDir }) needs the directory to write checkpoints to.');
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      'filesystem({ checkpointDir }) needs the directory to write checkpoints to.',
+    );
   }
-  const checkpointStorage = localCheckpointStorage(opts.checkpointDir, opts.inlineThreshold === undefined ? {} : { inlineThreshold: opts.inlineThreshold });
+  const checkpointStorage = localCheckpointStorage(
+    opts.checkpointDir,
+    opts.inlineThreshold === undefined ? {} : { inlineThreshold: opts.inlineThreshold },
+  );
   return withCheckpointStorage(new HeapStateBackend({ name: 'filesystem' }), checkpointStorage);
 }

@@ -1,8 +1,30 @@
-import type { KeyedBackendParams, KeyedStateBackend, SnapshotOptions, SnapshotTask } from '../../src/backend/contract.js';
+import type {
+  KeyedBackendParams,
+  KeyedStateBackend,
+  SnapshotOptions,
+  SnapshotTask,
+} from '../../src/backend/contract.js';
 import type { KeyedStateHandle, KeyedStateMetaInfo } from '../../src/backend/handles.js';
-import { keyGroupForBytes, keyGroupForKey, keyOutOfRange, nullKey, readerForRecorded, stateKindMismatch, ttlMismatch } from '../../src/backend/keyed-rules.js';
+import {
+  keyGroupForBytes,
+  keyGroupForKey,
+  keyOutOfRange,
+  nullKey,
+  readerForRecorded,
+  stateKindMismatch,
+  ttlMismatch,
+} from '../../src/backend/keyed-rules.js';
 import { SnapshotError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
-import { CANONICAL_LAYOUT, countSectionEntries, entryKindOf, HEAP_LAYOUT, listEntries, mapEntries, MAX_STATE_ID, valueEntries } from '../../src/format/key-groups-stream.js';
+import {
+  CANONICAL_LAYOUT,
+  countSectionEntries,
+  entryKindOf,
+  HEAP_LAYOUT,
+  listEntries,
+  mapEntries,
+  MAX_STATE_ID,
+  valueEntries,
+} from '../../src/format/key-groups-stream.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../../src/serializers/builtins.js';
 import { snapshotOf, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
@@ -58,7 +80,12 @@ function serializersOf(d: StateDescriptor<unknown>): StateSerializers {
 }
 
 /** Recorded serializer → the one to read with (migration allowed); SERIALIZER_INCOMPATIBLE otherwise. */
-function checkCompatible(state: string, what: string, previous: SerializerSnapshot | undefined, current: Serializer<unknown>): Serializer<unknown> {
+function checkCompatible(
+  state: string,
+  what: string,
+  previous: SerializerSnapshot | undefined,
+  current: Serializer<unknown>,
+): Serializer<unknown> {
   return readerForRecorded(`state "${state}"`, what, previous, current);
 }
 
@@ -82,7 +109,10 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private closed = false;
 
   /** Creates a backend, restoring from `params.restore` when given. A failed restore leaves nothing open. */
-  static async create<K>(params: KeyedBackendParams<K>, tuning: HeapBackendTuning = {}): Promise<HeapKeyedStateBackend<K>> {
+  static async create<K>(
+    params: KeyedBackendParams<K>,
+    tuning: HeapBackendTuning = {},
+  ): Promise<HeapKeyedStateBackend<K>> {
     const restored = await readRestoredStates(params);
     return new HeapKeyedStateBackend(params, restored, tuning);
   }
@@ -99,7 +129,10 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     this.rangeSize = this.keyGroupRange.size;
     this.clock = params.clock ?? Date.now;
     if (this.keyGroupRange.end >= this.maxParallelism) {
-      throw new StreamStateError('INVALID_ARGUMENT', `key-group range ${this.keyGroupRange} does not fit maxParallelism ${this.maxParallelism}`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `key-group range ${this.keyGroupRange} does not fit maxParallelism ${this.maxParallelism}`,
+      );
     }
   }
 
@@ -177,7 +210,10 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     let cleanup: IncrementalTtlCleanup | undefined;
     const handle =
       d.ttl !== undefined
-        ? createTtlState(d, (inner) => register(inner, d.ttl), this.clock, { afterAccess: () => cleanup?.step(), currentKey: () => this.ctx.keyId })
+        ? createTtlState(d, (inner) => register(inner, d.ttl), this.clock, {
+            afterAccess: () => cleanup?.step(),
+            currentKey: () => this.ctx.keyId,
+          })
         : register(d, undefined);
     const incremental = d.ttl?.cleanupIncrementally;
     if (incremental !== undefined && incremental !== false && d.ttl !== undefined) {
@@ -197,7 +233,8 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const t = reg.table;
     checkCompatible(d.name, 'namespace', snapshotOf(t.nsCodec.serializer), ser.namespace);
     checkCompatible(d.name, 'value', snapshotOf(t.valueSerializer), ser.value);
-    if (ser.userKey && t.userKeyCodec) checkCompatible(d.name, 'map key', snapshotOf(t.userKeyCodec.serializer), ser.userKey);
+    if (ser.userKey && t.userKeyCodec)
+      checkCompatible(d.name, 'map key', snapshotOf(t.userKeyCodec.serializer), ser.userKey);
     t.updateSerializers(ser);
     reg.descriptor = d;
   }
@@ -213,7 +250,13 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     return [table, makeHeapState(this.ctx as KeyContext<unknown>, table, d)];
   }
 
-  private loadRestored(restored: RestoredState, d: StateDescriptor<unknown>, ser: StateSerializers, ttl: TtlConfig | undefined, table: StateTable): void {
+  private loadRestored(
+    restored: RestoredState,
+    d: StateDescriptor<unknown>,
+    ser: StateSerializers,
+    ttl: TtlConfig | undefined,
+    table: StateTable,
+  ): void {
     const meta = restored.meta;
     if (meta.kind !== d.kind) {
       throw stateKindMismatch(d.name, meta.kind, d.kind);
@@ -233,13 +276,22 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const existing = this.timerQueues.get(name);
     if (existing !== undefined) return existing as unknown as TimerQueue<K, N>;
     const nsSer = (namespaceSerializer ?? defaultNamespaceSerializer) as Serializer<unknown>;
-    const q = new HeapTimerQueue<K, unknown>(this.rangeSize, name, this.keyCodec, nsSer, this.locate, this.keyGroupRange.start, () => {
-      if (this.closed) this.throwClosed();
-    });
+    const q = new HeapTimerQueue<K, unknown>(
+      this.rangeSize,
+      name,
+      this.keyCodec,
+      nsSer,
+      this.locate,
+      this.keyGroupRange.start,
+      () => {
+        if (this.closed) this.throwClosed();
+      },
+    );
     const restored = this.restored.timers.get(name);
     if (restored !== undefined) {
       const reader = checkCompatible(`timers ${name}`, 'namespace', restored.meta.namespaceSerializer, nsSer);
-      for (const [i, sections] of restored.sections) for (const s of sections) q.loadSection(s, i, reader, `restored timer queue "${name}"`);
+      for (const [i, sections] of restored.sections)
+        for (const s of sections) q.loadSection(s, i, reader, `restored timer queue "${name}"`);
       this.restored.timers.delete(name);
     }
     this.timerQueues.set(name, q);
@@ -253,7 +305,10 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     if (reg !== undefined) return reg.table;
     const restored = this.restored.states.get(stateName);
     if (restored !== undefined) return restored;
-    throw new StateRegistrationError('STATE_NOT_REGISTERED', `no keyed state named "${stateName}" is registered or restored; register it with getState(descriptor).`);
+    throw new StateRegistrationError(
+      'STATE_NOT_REGISTERED',
+      `no keyed state named "${stateName}" is registered or restored; register it with getState(descriptor).`,
+    );
   }
 
   /** Keys and namespaces of a restored state not registered yet, decoded from its raw sections. */
@@ -263,8 +318,10 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const what = `restored state "${r.meta.name}"`;
     for (const sections of r.sections.values()) {
       for (const s of sections) {
-        const entries = kind === 'list' ? listEntries(s, what) : kind === 'map' ? mapEntries(s, what) : valueEntries(s, what);
-        for (const e of entries) out.push([this.keyCodec.value(this.keyCodec.idFromBytes(e.key, this.keySerializer)), e.namespace]);
+        const entries =
+          kind === 'list' ? listEntries(s, what) : kind === 'map' ? mapEntries(s, what) : valueEntries(s, what);
+        for (const e of entries)
+          out.push([this.keyCodec.value(this.keyCodec.idFromBytes(e.key, this.keySerializer)), e.namespace]);
       }
     }
     return out;
@@ -313,7 +370,11 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     yield* out;
   }
 
-  async applyToAllKeys<D extends StateDescriptor<unknown>>(namespace: unknown, descriptor: D, fn: (key: K, state: StateFor<D>) => void | Promise<void>): Promise<void> {
+  async applyToAllKeys<D extends StateDescriptor<unknown>>(
+    namespace: unknown,
+    descriptor: D,
+    fn: (key: K, state: StateFor<D>) => void | Promise<void>,
+  ): Promise<void> {
     if (this.closed) this.throwClosed();
     const state = this.getState(descriptor) as KeyedState<unknown>;
     const keys: K[] = [];
@@ -367,19 +428,39 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
       const t = reg.table;
       const frame = run.cover(t);
       const kind = entryKindOf(t.kind);
-      candidates.push({ name: t.name, meta: (id) => t.metaInfo(id), part: (stateId) => ({ stateId, kind, write: (i, out) => t.writeSection(frame, i, out, now), open: (i, refs) => t.openSection(frame, i, now, refs) }) });
+      candidates.push({
+        name: t.name,
+        meta: (id) => t.metaInfo(id),
+        part: (stateId) => ({
+          stateId,
+          kind,
+          write: (i, out) => t.writeSection(frame, i, out, now),
+          open: (i, refs) => t.openSection(frame, i, now, refs),
+        }),
+      });
     }
     for (const restored of [...this.restored.states.values(), ...this.restored.timers.values()]) {
       const kind = entryKindOf(restored.meta.kind);
-      candidates.push({ name: restored.meta.name, meta: (stateId) => ({ ...restored.meta, stateId }), part: (stateId) => ({ stateId, kind, write: (i) => restored.sections.get(i) ?? [] }) });
+      candidates.push({
+        name: restored.meta.name,
+        meta: (stateId) => ({ ...restored.meta, stateId }),
+        part: (stateId) => ({ stateId, kind, write: (i) => restored.sections.get(i) ?? [] }),
+      });
     }
     for (const q of this.timerQueues.values()) {
       const frame = run.cover(q);
-      candidates.push({ name: q.name, meta: (id) => q.metaInfo(id), part: (stateId) => ({ stateId, kind: 'timers', write: (i, out) => q.writeSection(frame, i, out) }) });
+      candidates.push({
+        name: q.name,
+        meta: (id) => q.metaInfo(id),
+        part: (stateId) => ({ stateId, kind: 'timers', write: (i, out) => q.writeSection(frame, i, out) }),
+      });
     }
     if (candidates.length > MAX_STATE_ID + 1) {
       run.release();
-      throw new SnapshotError('SNAPSHOT_FAILED', `too many keyed states (${candidates.length}); at most ${MAX_STATE_ID + 1} fit in one snapshot.`);
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `too many keyed states (${candidates.length}); at most ${MAX_STATE_ID + 1} fit in one snapshot.`,
+      );
     }
     // Canonical savepoints order states by name (stable: a state and a timer queue may share a name).
     if (canonical) candidates.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -413,7 +494,14 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const cancelled = new Promise<never>((_, reject) => (rejectDone = reject));
     const flight: InFlight = { checkpointId, run, discard: () => stream.discard(), reject: rejectDone };
     this.inFlight.add(flight);
-    const work = writeHeapSnapshot(checkpointId, plan, stream, () => run.cancelled, this.tuning.snapshotChunkBytes, this.tuning.snapshotSlicing).finally(() => this.inFlight.delete(flight));
+    const work = writeHeapSnapshot(
+      checkpointId,
+      plan,
+      stream,
+      () => run.cancelled,
+      this.tuning.snapshotChunkBytes,
+      this.tuning.snapshotSlicing,
+    ).finally(() => this.inFlight.delete(flight));
     work.catch(() => undefined);
     const done = Promise.race([work, cancelled]);
     return { checkpointId, done };

@@ -26,7 +26,9 @@ export class IdCodec<T> {
     if (!this.identity) this.write = (out, id) => out.latin1Bytes(id as string);
     else {
       const fw = fieldWriter(serializer) as FieldWriter<unknown>;
-      this.write = writesNegZeroApart(serializer as Serializer<unknown>) ? (out, id) => fw(out, valueOfIdentityId(id)) : fw;
+      this.write = writesNegZeroApart(serializer as Serializer<unknown>)
+        ? (out, id) => fw(out, valueOfIdentityId(id))
+        : fw;
     }
   }
 
@@ -59,5 +61,7 @@ export class IdCodec<T> {
 }
 
 export function latin1(bytes: Uint8Array): string {
-  return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString('latin1');
+  return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString(
+    'latin1',
+  );
 }

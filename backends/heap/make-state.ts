@@ -5,7 +5,11 @@ import type { StateTable } from './state-table.js';
 import { HeapAggregatingState, HeapListState, HeapMapState, HeapReducingState, HeapValueState } from './states.js';
 
 /** The heap handle for a (non-TTL or TTL-inner) descriptor over its table. */
-export function makeHeapState(ctx: KeyContext<unknown>, table: StateTable, d: StateDescriptor<unknown>): KeyedState<unknown> {
+export function makeHeapState(
+  ctx: KeyContext<unknown>,
+  table: StateTable,
+  d: StateDescriptor<unknown>,
+): KeyedState<unknown> {
   switch (d.kind) {
     case 'value':
       // With TTL the inner descriptor carries no default (defaults are ignored with TTL).

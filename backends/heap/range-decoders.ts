@@ -59,7 +59,12 @@ export function cachedIdRangeDecoder(decode: RangeDecode): RangeDecode {
   let lastEnd = 0;
   let lastId: unknown;
   return (buf, start, end) => {
-    if (lastBuf !== null && end - start === lastEnd - lastStart && sameBytes(buf, start, lastBuf, lastStart, end - start)) return lastId;
+    if (
+      lastBuf !== null &&
+      end - start === lastEnd - lastStart &&
+      sameBytes(buf, start, lastBuf, lastStart, end - start)
+    )
+      return lastId;
     lastId = decode(buf, start, end);
     lastBuf = buf;
     lastStart = start;

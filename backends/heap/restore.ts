@@ -19,8 +19,10 @@ export interface RestoredStates {
 const READABLE_LAYOUTS = new Set([HEAP_LAYOUT, CANONICAL_LAYOUT]);
 
 function otherBackendHint(type: string): string {
-  if (type.startsWith('leveldb')) return 'it was written by the leveldb backend: restore it with leveldb(), or take a canonical savepoint and restore that';
-  if (type.startsWith('changelog')) return 'it was written by the changelog backend: restore it with the same changelog(...) backend';
+  if (type.startsWith('leveldb'))
+    return 'it was written by the leveldb backend: restore it with leveldb(), or take a canonical savepoint and restore that';
+  if (type.startsWith('changelog'))
+    return 'it was written by the changelog backend: restore it with the same changelog(...) backend';
   return 'it was written by another state backend: restore it with that backend, or take a canonical savepoint';
 }
 
@@ -35,7 +37,10 @@ function checkHandle<K>(handle: KeyGroupsStateHandle, params: KeyedBackendParams
     );
   }
   if (!READABLE_LAYOUTS.has(handle.layout)) {
-    throw new RestoreError('RESTORE_FAILED', `key-groups handle with layout "${handle.layout}" cannot be read by the heap backend (it reads ${[...READABLE_LAYOUTS].join(', ')}). Upgrade streamstate.`);
+    throw new RestoreError(
+      'RESTORE_FAILED',
+      `key-groups handle with layout "${handle.layout}" cannot be read by the heap backend (it reads ${[...READABLE_LAYOUTS].join(', ')}). Upgrade streamstate.`,
+    );
   }
   const c = resolveCompatibility(handle.keySerializer, params.keySerializer as never);
   if (c.kind !== 'compatible-as-is') {
@@ -60,7 +65,10 @@ export async function readRestoredStates<K>(params: KeyedBackendParams<K>): Prom
   for (const handle of restore.handles) {
     if (handle === null || handle === undefined) continue;
     if (!isKeyGroupsHandle(handle)) {
-      throw new RestoreError('RESTORE_FAILED', `the heap backend cannot restore a "${handle.type}" handle: ${otherBackendHint(handle.type)}.`);
+      throw new RestoreError(
+        'RESTORE_FAILED',
+        `the heap backend cannot restore a "${handle.type}" handle: ${otherBackendHint(handle.type)}.`,
+      );
     }
     checkHandle(handle, params);
   }
@@ -73,7 +81,10 @@ export async function readRestoredStates<K>(params: KeyedBackendParams<K>): Prom
         let r = target.get(meta.name);
         if (r === undefined) target.set(meta.name, (r = { meta, sections: new Map() }));
         else if (r.meta.kind !== meta.kind) {
-          throw new RestoreError('RESTORE_FAILED', `state "${meta.name}" is a ${meta.kind} state in one handle and a ${r.meta.kind} state in another; the snapshot is inconsistent.`);
+          throw new RestoreError(
+            'RESTORE_FAILED',
+            `state "${meta.name}" is a ${meta.kind} state in one handle and a ${r.meta.kind} state in another; the snapshot is inconsistent.`,
+          );
         }
         byId.set(meta.stateId, r);
       }

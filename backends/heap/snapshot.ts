@@ -38,9 +38,11 @@ export interface SnapshotPlan {
   readonly parts: readonly SnapshotPart[];
 }
 
-
 export function cancelledError(checkpointId: number): SnapshotError {
-  return new SnapshotError('SNAPSHOT_CANCELLED', `snapshot ${checkpointId} was cancelled because the keyed backend was closed; its partial files were deleted.`);
+  return new SnapshotError(
+    'SNAPSHOT_CANCELLED',
+    `snapshot ${checkpointId} was cancelled because the keyed backend was closed; its partial files were deleted.`,
+  );
 }
 
 /**
@@ -60,7 +62,10 @@ export async function writeHeapSnapshot(
   chunkBytes?: number,
   slicing?: SnapshotSlicing,
 ): Promise<KeyGroupsStateHandle | null> {
-  const writer = new KeyGroupsStreamWriter(stream, plan.header, { canonical: plan.canonical, ...(chunkBytes === undefined ? {} : { flushBytes: chunkBytes }) });
+  const writer = new KeyGroupsStreamWriter(stream, plan.header, {
+    canonical: plan.canonical,
+    ...(chunkBytes === undefined ? {} : { flushBytes: chunkBytes }),
+  });
   const section = new SectionWriter();
   const sorted = new SectionWriter();
   const refs: unknown[] = [];
@@ -110,7 +115,11 @@ export async function writeHeapSnapshot(
   } catch (err) {
     await stream.discard().catch(() => undefined);
     if (err instanceof StreamStateError) throw err;
-    throw new SnapshotError('SNAPSHOT_FAILED', `snapshot ${checkpointId} failed while writing keyed state: ${(err as Error).message}`, { cause: err });
+    throw new SnapshotError(
+      'SNAPSHOT_FAILED',
+      `snapshot ${checkpointId} failed while writing keyed state: ${(err as Error).message}`,
+      { cause: err },
+    );
   } finally {
     refs.length = 0;
     plan.run.release();

@@ -137,7 +137,8 @@ export class StateTable extends CowTable<unknown> {
       const ukW = this.userKeyCodec!.write;
       return (w, a, b, v) => {
         const m = v as UserMap;
-        const kept = ttl === undefined ? undefined : [...m].filter(([, e]) => !isExpired(e[1] as TtlValue<unknown>, ttl, now));
+        const kept =
+          ttl === undefined ? undefined : [...m].filter(([, e]) => !isExpired(e[1] as TtlValue<unknown>, ttl, now));
         const n = kept === undefined ? m.size : kept.length;
         if (n === 0) return 0;
         keyW(w, b);

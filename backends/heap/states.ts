@@ -2,7 +2,14 @@ import { StateAccessError } from '../../src/errors.js';
 import { VOID_NAMESPACE } from '../../src/serializers/builtins.js';
 import type { AggregateFunction } from '../../src/state/descriptors.js';
 import type { SyncMapIteration } from '../../src/state/ttl.js';
-import type { AggregatingState, KeyedState, ListState, MapState, ReducingState, ValueState } from '../../src/state/types.js';
+import type {
+  AggregatingState,
+  KeyedState,
+  ListState,
+  MapState,
+  ReducingState,
+  ValueState,
+} from '../../src/state/types.js';
 import type { KeyContext } from './key-context.js';
 import { noCurrentKey } from './key-context.js';
 import type { StateTable, UserMap } from './state-table.js';
@@ -14,7 +21,10 @@ import type { StateTable, UserMap } from './state-table.js';
  */
 
 function nullNotAllowed(what: string): never {
-  throw new StateAccessError('NULL_NOT_ALLOWED', `${what}: null/undefined is not allowed. Use clear() to remove the entry.`);
+  throw new StateAccessError(
+    'NULL_NOT_ALLOWED',
+    `${what}: null/undefined is not allowed. Use clear() to remove the entry.`,
+  );
 }
 
 const copyArray = (v: unknown): unknown => (v as unknown[]).slice();
@@ -34,7 +44,8 @@ abstract class HeapState<N> implements KeyedState<N> {
 
   setCurrentNamespace(namespace: N): void {
     if (this.ctx.closed) noCurrentKey(this.ctx);
-    if (namespace === null || namespace === undefined) nullNotAllowed(`state "${this.table.name}": setCurrentNamespace`);
+    if (namespace === null || namespace === undefined)
+      nullNotAllowed(`state "${this.table.name}": setCurrentNamespace`);
     this.nsId = this.table.nsCodec.id(namespace);
     this.ns = namespace;
   }
@@ -70,7 +81,8 @@ export class HeapValueState<T, N> extends HeapState<N> implements ValueState<T, 
     if (i < 0) noCurrentKey(this.ctx);
     const t = this.table;
     let v = t.slots[i]?.get(this.nsId)?.get(this.ctx.keyId) as T | undefined;
-    if (v === undefined) return this.defaultValue === undefined ? null : (t.valueSerializer.copy(this.defaultValue) as T);
+    if (v === undefined)
+      return this.defaultValue === undefined ? null : (t.valueSerializer.copy(this.defaultValue) as T);
     // A returned object may be mutated in place by the caller: freeze the snapshot's copy first.
     if (t.pending[i] !== 0 && typeof v === 'object' && v !== null) {
       v = t.mutable(i, this.nsId, this.ctx.keyId, (x) => t.valueSerializer.copy(x)) as T;
@@ -138,7 +150,8 @@ export class HeapListState<T, N> extends HeapState<N> implements ListState<T, N>
 
   private checkValues(values: readonly T[] | null, op: string): void {
     if (values === null || values === undefined) nullNotAllowed(`ListState "${this.table.name}".${op}`);
-    for (const v of values) if (v === null || v === undefined) nullNotAllowed(`ListState "${this.table.name}".${op} (an element)`);
+    for (const v of values)
+      if (v === null || v === undefined) nullNotAllowed(`ListState "${this.table.name}".${op} (an element)`);
   }
 }
 
@@ -195,7 +208,10 @@ export class HeapReducingState<T, N> extends HeapAccumulatingState<T, N> impleme
   }
 }
 
-export class HeapAggregatingState<IN, ACC, OUT, N> extends HeapAccumulatingState<ACC, N> implements AggregatingState<IN, OUT, N> {
+export class HeapAggregatingState<IN, ACC, OUT, N>
+  extends HeapAccumulatingState<ACC, N>
+  implements AggregatingState<IN, OUT, N>
+{
   constructor(
     ctx: KeyContext<unknown>,
     table: StateTable,
@@ -218,7 +234,9 @@ export class HeapAggregatingState<IN, ACC, OUT, N> extends HeapAccumulatingState
     if (value === null || value === undefined) nullNotAllowed(`AggregatingState "${this.table.name}".add`);
     const i = this.index();
     // Mutable accumulators are changed in place by fn.add: work on a copy while a snapshot needs the old one.
-    const acc = (this.table.mutable(i, this.nsId, this.ctx.keyId, this.copyAcc) as ACC | undefined) ?? this.fn.createAccumulator();
+    const acc =
+      (this.table.mutable(i, this.nsId, this.ctx.keyId, this.copyAcc) as ACC | undefined) ??
+      this.fn.createAccumulator();
     this.table.set(i, this.nsId, this.ctx.keyId, this.fn.add(value, acc));
   }
 }
@@ -292,7 +310,9 @@ export class HeapMapState<UK, UV, N> extends HeapState<N> implements MapState<UK
   /** One plain iterator object per iteration (no async generator per level: issue 15, item 5). */
   private iterate<R>(project: (entry: readonly [unknown, unknown]) => R): AsyncIterable<R> {
     const i = this.index();
-    return { [Symbol.asyncIterator]: () => new MapStateIterator(this.ctx, this.table, i, this.nsId, this.ctx.keyId, project) };
+    return {
+      [Symbol.asyncIterator]: () => new MapStateIterator(this.ctx, this.table, i, this.nsId, this.ctx.keyId, project),
+    };
   }
 
   /** Synchronous iteration of the current entries (SyncMapIteration; used by TTL's isEmpty). */

@@ -31,9 +31,12 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 /** Checks option values; returns a message for the first bad one (null: all fine). */
 export function checkSlicing(s: SnapshotSlicing | undefined): string | null {
   if (s === undefined) return null;
-  if (s.maxSliceMs !== undefined && !(s.maxSliceMs >= 0)) return `snapshotSlicing.maxSliceMs must be a number >= 0 (ms); got ${String(s.maxSliceMs)}.`;
-  if (s.minSliceMs !== undefined && !(s.minSliceMs >= 0 && Number.isFinite(s.minSliceMs))) return `snapshotSlicing.minSliceMs must be a finite number >= 0 (ms); got ${String(s.minSliceMs)}.`;
-  if (s.cpuShare !== undefined && !(s.cpuShare > 0 && s.cpuShare <= 1)) return `snapshotSlicing.cpuShare must be in (0, 1]; got ${String(s.cpuShare)}.`;
+  if (s.maxSliceMs !== undefined && !(s.maxSliceMs >= 0))
+    return `snapshotSlicing.maxSliceMs must be a number >= 0 (ms); got ${String(s.maxSliceMs)}.`;
+  if (s.minSliceMs !== undefined && !(s.minSliceMs >= 0 && Number.isFinite(s.minSliceMs)))
+    return `snapshotSlicing.minSliceMs must be a finite number >= 0 (ms); got ${String(s.minSliceMs)}.`;
+  if (s.cpuShare !== undefined && !(s.cpuShare > 0 && s.cpuShare <= 1))
+    return `snapshotSlicing.cpuShare must be in (0, 1]; got ${String(s.cpuShare)}.`;
   return null;
 }
 

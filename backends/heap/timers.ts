@@ -121,11 +121,20 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
   /** In queue order. */
   [Symbol.iterator](): Iterator<Timer<K, N>> {
     this.checkOpen();
-    return [...this.heap].sort((a, b) => this.compare(a, b)).map((e) => e.timer)[Symbol.iterator]();
+    return [...this.heap]
+      .sort((a, b) => this.compare(a, b))
+      .map((e) => e.timer)
+      [Symbol.iterator]();
   }
 
   metaInfo(stateId: number): KeyedStateMetaInfo {
-    return { name: this.name, kind: 'timers', stateId, namespaceSerializer: snapshotOf(this.nsCodec.serializer as Serializer<unknown>), ttl: false };
+    return {
+      name: this.name,
+      kind: 'timers',
+      stateId,
+      namespaceSerializer: snapshotOf(this.nsCodec.serializer as Serializer<unknown>),
+      ttl: false,
+    };
   }
 
   countEntries(): number {
@@ -163,10 +172,16 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
 
   private identify(timer: Timer<K, N>): { kgIdx: number; keyId: unknown; nsId: unknown; sub: string } {
     if (timer === null || timer === undefined || typeof timer.timestamp !== 'number' || Number.isNaN(timer.timestamp)) {
-      throw new StreamStateError('INVALID_ARGUMENT', `timer queue "${this.name}": a timer needs a numeric timestamp, got ${JSON.stringify(timer)}`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `timer queue "${this.name}": a timer needs a numeric timestamp, got ${JSON.stringify(timer)}`,
+      );
     }
     if (timer.key === null || timer.key === undefined || timer.namespace === null || timer.namespace === undefined) {
-      throw new StateAccessError('NULL_NOT_ALLOWED', `timer queue "${this.name}": a timer needs a key and a namespace (use '' for none).`);
+      throw new StateAccessError(
+        'NULL_NOT_ALLOWED',
+        `timer queue "${this.name}": a timer needs a key and a namespace (use '' for none).`,
+      );
     }
     const { kgIdx, keyId } = this.locate(timer.key);
     const nsId = this.nsCodec.id(timer.namespace);
@@ -248,4 +263,3 @@ export class HeapTimerQueue<K, N> extends CowTable<TimerEntry<K, N>> implements 
 function subId(timestamp: number, nsId: unknown): string {
   return `${timestamp}:${typeof nsId === 'string' ? nsId : String(nsId)}`;
 }
-

@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { KeyedBackendParams, KeyedStateBackend, SnapshotOptions, SnapshotTask, SubtaskInfo } from '../../src/backend/contract.js';
+import type {
+  KeyedBackendParams,
+  KeyedStateBackend,
+  SnapshotOptions,
+  SnapshotTask,
+  SubtaskInfo,
+} from '../../src/backend/contract.js';
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { stateKindMismatch } from '../../src/backend/keyed-rules.js';
 import { SnapshotError, StateAccessError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
@@ -22,8 +28,16 @@ import { openLevelDb } from './open-db.js';
 import { ManifestTracker } from './native-checkpoint.js';
 import { restoreLevelDb } from './restore.js';
 import { decodeRowKey, isCountRowStateId, keyGroupPrefix, stateInKeyGroupPrefix } from './row-keys.js';
-import { LevelAggregatingState, LevelListState, LevelMapState, LevelReducingState, LevelValueState, type LevelState, type MapTtl } from './states.js';
-import type { Instance, LevelDbSnapshotSource, RegisteredInfo } from './snapshot-source.js';
+import {
+  LevelAggregatingState,
+  LevelListState,
+  LevelMapState,
+  LevelReducingState,
+  LevelValueState,
+  type LevelState,
+  type MapTtl,
+} from './states.js';
+import type { Instance, RegisteredInfo } from './snapshot-source.js';
 import { HeapTimerQueue, type RawTimer } from './timer-queue.js';
 import { TtlSweeper, type SweepResult, type SweepTarget, type TtlCleanupOptions } from './ttl-sweep.js';
 import type { ValueCodec } from './value-codec.js';
@@ -116,13 +130,22 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     this.maxParallelism = params.maxParallelism;
     this.keySerializer = params.keySerializer;
     this.ctx = new KeyContext(store, params.keySerializer, params.maxParallelism, this.keyGroupRange);
-    this.sweeper = ttlCleanup === false ? null : new TtlSweeper(store, this.keyGroupRange, this.ttlTargets, () => this.clock(), ttlCleanup);
+    this.sweeper =
+      ttlCleanup === false
+        ? null
+        : new TtlSweeper(store, this.keyGroupRange, this.ttlTargets, () => this.clock(), ttlCleanup);
   }
 
-  static async create<K>(params: KeyedBackendParams<K>, opts: LevelDbBackendOptions = {}): Promise<LevelDbKeyedStateBackend<K>> {
+  static async create<K>(
+    params: KeyedBackendParams<K>,
+    opts: LevelDbBackendOptions = {},
+  ): Promise<LevelDbKeyedStateBackend<K>> {
     const dir =
       opts.instanceDir?.(params) ??
-      join(opts.workingDir ?? join(tmpdir(), 'streamstate-leveldb'), `${safe(params.jobId)}-${safe(params.operatorId)}-${params.subtaskIndex}-${randomBytes(4).toString('hex')}`);
+      join(
+        opts.workingDir ?? join(tmpdir(), 'streamstate-leveldb'),
+        `${safe(params.jobId)}-${safe(params.operatorId)}-${params.subtaskIndex}-${randomBytes(4).toString('hex')}`,
+      );
     const instance: Instance = {
       dir,
       dbDir: join(dir, 'db'),
@@ -144,10 +167,24 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
         for (const [name, timers] of restored.timers) pendingTimers.set(name, timers);
         chain = restored.chain;
       } else {
-        db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, infoLog: instance.infoLog });
+        db = await openLevelDb(instance.dbDir, {
+          cacheSize: instance.cacheSize,
+          writeBufferSize: instance.memtableBytes,
+          infoLog: instance.infoLog,
+        });
       }
       const store = new BufferedStore(db, opts.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES, describe);
-      return new LevelDbKeyedStateBackend(params, instance, db, store, catalog, pendingTimers, chain, opts.incremental ?? true, opts.ttlCleanup ?? {});
+      return new LevelDbKeyedStateBackend(
+        params,
+        instance,
+        db,
+        store,
+        catalog,
+        pendingTimers,
+        chain,
+        opts.incremental ?? true,
+        opts.ttlCleanup ?? {},
+      );
     } catch (err) {
       if (db !== null) await db.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -183,9 +220,13 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
 
   getState<D extends StateDescriptor<unknown>>(descriptor: D): StateFor<D> {
     this.checkOpen();
-    if (descriptor === null || descriptor === undefined) throw new StateAccessError('NULL_NOT_ALLOWED', 'getState(null): pass a state descriptor.');
+    if (descriptor === null || descriptor === undefined)
+      throw new StateAccessError('NULL_NOT_ALLOWED', 'getState(null): pass a state descriptor.');
     if (descriptor.namespaceSerializer === null || descriptor.namespaceSerializer === undefined) {
-      throw new StateAccessError('NULL_NOT_ALLOWED', `state "${descriptor.name}": the namespace serializer is null; omit it to use the default.`);
+      throw new StateAccessError(
+        'NULL_NOT_ALLOWED',
+        `state "${descriptor.name}": the namespace serializer is null; omit it to use the default.`,
+      );
     }
     const existing = this.registered.get(descriptor.name);
     if (existing !== undefined) {
@@ -195,7 +236,11 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
       return existing.handle as StateFor<D>;
     }
     let codec: ValueCodec<unknown> | null = null;
-    const registerInner = (d: StateDescriptor<unknown>, withTtl: boolean, mapTtl: MapTtl | null): KeyedState<unknown> => {
+    const registerInner = (
+      d: StateDescriptor<unknown>,
+      withTtl: boolean,
+      mapTtl: MapTtl | null,
+    ): KeyedState<unknown> => {
       const made = this.createState(d, withTtl, mapTtl);
       codec = made.codec;
       if (withTtl && descriptor.ttl !== undefined) {
@@ -206,9 +251,14 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
       return made.handle;
     };
     const ttl = descriptor.ttl;
-    const mapTtl = ttl !== undefined && ttl.visibility !== 'returnExpiredIfNotCleanedUp' ? { ttlMs: ttl.ttlMs, clock: this.clock } : null;
+    const mapTtl =
+      ttl !== undefined && ttl.visibility !== 'returnExpiredIfNotCleanedUp'
+        ? { ttlMs: ttl.ttlMs, clock: this.clock }
+        : null;
     const handle =
-      ttl !== undefined ? createTtlState(descriptor, (inner) => registerInner(inner, true, mapTtl), this.clock) : registerInner(descriptor, false, null);
+      ttl !== undefined
+        ? createTtlState(descriptor, (inner) => registerInner(inner, true, mapTtl), this.clock)
+        : registerInner(descriptor, false, null);
     this.registered.set(descriptor.name, {
       kind: descriptor.kind,
       handle,
@@ -220,7 +270,11 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     return handle as StateFor<D>;
   }
 
-  private createState(d: StateDescriptor<unknown>, ttl: boolean, mapTtl: MapTtl | null): { handle: LevelState<unknown>; codec: ValueCodec<unknown> } {
+  private createState(
+    d: StateDescriptor<unknown>,
+    ttl: boolean,
+    mapTtl: MapTtl | null,
+  ): { handle: LevelState<unknown>; codec: ValueCodec<unknown> } {
     const ctx = this.ctx as KeyContext<unknown>;
     const ns = d.namespaceSerializer;
     switch (d.kind) {
@@ -233,7 +287,14 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
         return { handle: new LevelListState(ctx, meta.stateId, ns, codec), codec };
       }
       case 'map': {
-        const { meta, codec } = this.catalog.registerState(d.name, 'map', ns, d.valueSerializer, d.userKeySerializer, ttl);
+        const { meta, codec } = this.catalog.registerState(
+          d.name,
+          'map',
+          ns,
+          d.valueSerializer,
+          d.userKeySerializer,
+          ttl,
+        );
         return { handle: new LevelMapState(ctx, meta.stateId, ns, d.userKeySerializer, codec, mapTtl), codec };
       }
       case 'reducing': {
@@ -241,7 +302,14 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
         return { handle: new LevelReducingState(ctx, meta.stateId, ns, codec, d.reduce), codec };
       }
       case 'aggregating': {
-        const { meta, codec } = this.catalog.registerState(d.name, 'aggregating', ns, d.accumulatorSerializer, undefined, ttl);
+        const { meta, codec } = this.catalog.registerState(
+          d.name,
+          'aggregating',
+          ns,
+          d.accumulatorSerializer,
+          undefined,
+          ttl,
+        );
         return { handle: new LevelAggregatingState(ctx, meta.stateId, ns, codec, d.aggregate), codec };
       }
     }
@@ -253,7 +321,14 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     if (existing !== undefined) return existing as unknown as TimerQueue<K, N>;
     const ns = (namespaceSerializer ?? defaultNamespaceSerializer) as Serializer<unknown>;
     this.catalog.registerTimers(name, ns);
-    const q = new HeapTimerQueue<K, unknown>(name, this.keySerializer, ns, this.maxParallelism, this.keyGroupRange, () => this.checkOpen());
+    const q = new HeapTimerQueue<K, unknown>(
+      name,
+      this.keySerializer,
+      ns,
+      this.maxParallelism,
+      this.keyGroupRange,
+      () => this.checkOpen(),
+    );
     for (const t of this.pendingTimers.get(name) ?? []) q.addRaw(t);
     this.pendingTimers.delete(name);
     this.timerQueues.set(name, q);
@@ -271,7 +346,9 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   /** @internal How a full snapshot reads a state's rows: codec (registered states) and TTL. */
   registeredInfo(name: string): RegisteredInfo | undefined {
     const r = this.registered.get(name);
-    return r === undefined ? undefined : { codec: r.codec, ttlMs: r.ttlMs, cleanupInFullSnapshot: r.cleanupInFullSnapshot };
+    return r === undefined
+      ? undefined
+      : { codec: r.codec, ttlMs: r.ttlMs, cleanupInFullSnapshot: r.cleanupInFullSnapshot };
   }
 
   get clock(): () => number {
@@ -301,7 +378,10 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private stateIdOf(stateName: string): number {
     const meta = this.catalog.get(stateName);
     if (meta === undefined || meta.kind === 'timers') {
-      throw new StateRegistrationError('STATE_NOT_REGISTERED', `no keyed state named "${stateName}" is registered or restored; register it with getState(descriptor).`);
+      throw new StateRegistrationError(
+        'STATE_NOT_REGISTERED',
+        `no keyed state named "${stateName}" is registered or restored; register it with getState(descriptor).`,
+      );
     }
     return meta.stateId;
   }
@@ -386,8 +466,10 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
     this.checkOpen();
     const canonical = options.type === 'savepoint' && options.format === 'canonical';
-    const source: LevelDbSnapshotSource = this; // the narrow view the snapshot modules get
-    const task = !this.incremental || canonical ? await takeFullSnapshot(source, checkpointId, options, canonical) : await takeIncrementalSnapshot(source, checkpointId, options);
+    const task =
+      !this.incremental || canonical
+        ? await takeFullSnapshot(this, checkpointId, options, canonical)
+        : await takeIncrementalSnapshot(this, checkpointId, options);
     return this.track(task);
   }
 
@@ -401,7 +483,12 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     const entry = {
       cancel: () => {
         task.cancel?.();
-        rejectCancel(new SnapshotError('SNAPSHOT_CANCELLED', `checkpoint ${task.checkpointId} was cancelled: the LevelDB backend was closed while it was written.`));
+        rejectCancel(
+          new SnapshotError(
+            'SNAPSHOT_CANCELLED',
+            `checkpoint ${task.checkpointId} was cancelled: the LevelDB backend was closed while it was written.`,
+          ),
+        );
       },
       settled: task.done.catch(() => undefined),
     };

@@ -49,7 +49,8 @@ class Layer {
   overwrites = 0;
 
   covers(key: Buffer): boolean {
-    for (const { gte, lt } of this.cleared) if (key.compare(gte) >= 0 && (lt === null || key.compare(lt) < 0)) return true;
+    for (const { gte, lt } of this.cleared)
+      if (key.compare(gte) >= 0 && (lt === null || key.compare(lt) < 0)) return true;
     return false;
   }
 }
@@ -126,7 +127,12 @@ export class BufferedStore {
 
   /** Nothing is buffered: callers may read LevelDB directly. */
   get bufferEmpty(): boolean {
-    return this.sealed.length === 0 && this.active.rows.size === 0 && this.active.cleared.length === 0 && this.active.counts.size === 0;
+    return (
+      this.sealed.length === 0 &&
+      this.active.rows.size === 0 &&
+      this.active.cleared.length === 0 &&
+      this.active.counts.size === 0
+    );
   }
 
   /**
@@ -172,7 +178,11 @@ export class BufferedStore {
     // LevelDB batches have no range deletion: the rows go to LevelDB after db.clear, from the table.
     if (layer.direct) this.dropBatch(layer);
     layer.rows.dropRange(gte, lt);
-    layer.cleared.push({ gte: Buffer.from(gte), lt: lt === null ? null : Buffer.from(lt), strings: [gte.toString('latin1'), lt === null ? null : lt.toString('latin1')] });
+    layer.cleared.push({
+      gte: Buffer.from(gte),
+      lt: lt === null ? null : Buffer.from(lt),
+      strings: [gte.toString('latin1'), lt === null ? null : lt.toString('latin1')],
+    });
     layer.bytes += 2 * gte.length + 48;
     if (layer.bytes >= this.sealAt) this.sealIfDue(layer);
   }
@@ -317,7 +327,9 @@ export class BufferedStore {
     if (probeKeys.length > 0) {
       // Looked up in key order: neighbouring probes then share LevelDB blocks (one block read and
       // decompressed for several), where put order scatters them over the whole database.
-      const order = probeKeys.map((_, i) => i).sort((a, b) => (probeKeys[a] < probeKeys[b] ? -1 : probeKeys[a] > probeKeys[b] ? 1 : 0));
+      const order = probeKeys
+        .map((_, i) => i)
+        .sort((a, b) => (probeKeys[a] < probeKeys[b] ? -1 : probeKeys[a] > probeKeys[b] ? 1 : 0));
       // getMany, not hasMany: classic-level answers hasMany with an iterator seek per key (every
       // level of the tree), getMany with point lookups that stop at the newest version.
       const found = await this.inParallel(
@@ -334,7 +346,8 @@ export class BufferedStore {
     }
     // Only counts that change are read and written: overwriting existing entries costs no count row I/O.
     const changed: [Buffer, CountDelta][] = [];
-    for (const [k, d] of layer.counts) if (d.reset || d.delta !== 0 || d.newestTs !== -Infinity) changed.push([Buffer.from(k, 'latin1'), d]);
+    for (const [k, d] of layer.counts)
+      if (d.reset || d.delta !== 0 || d.newestTs !== -Infinity) changed.push([Buffer.from(k, 'latin1'), d]);
     const read = changed.filter(([, d]) => !d.reset).map(([k]) => k);
     const stored = read.length > 0 ? await this.inParallel(read, (keys) => this.db.getMany(keys)) : [];
     const out: [Buffer, Buffer | null][] = [];
@@ -370,9 +383,7 @@ export class BufferedStore {
       open = resolve;
     });
     this.writesQueued++;
-    this.writing = upToPoint
-      .then(() => gate)
-      .finally(() => this.writeDone());
+    this.writing = upToPoint.then(() => gate).finally(() => this.writeDone());
     return { written: upToPoint.then(() => this.checkHealthy()), release: open };
   }
 
@@ -389,7 +400,10 @@ export class BufferedStore {
   }
 
   /** Live buffered rows in [gte, lt), sorted, and what the buffer hides of LevelDB there (deleted rows, cleared ranges). */
-  private bufferedRange(gte: Buffer, lt: Buffer | null): { rows: [string, Buffer][]; hidden: StringRange[]; shadowed: Set<string> } {
+  private bufferedRange(
+    gte: Buffer,
+    lt: Buffer | null,
+  ): { rows: [string, Buffer][]; hidden: StringRange[]; shadowed: Set<string> } {
     const g = gte.toString('latin1');
     const l = lt === null ? null : lt.toString('latin1');
     const merged = new Map<string, Buffer | null>();
@@ -440,9 +454,13 @@ export class BufferedStore {
   typed(err: unknown, what: string): StreamStateError {
     if (err instanceof StreamStateError) return err;
     if (this.closedAs !== null) return backendClosed(this.closedAs);
-    return new StorageError('STORAGE_IO', `${what} in ${this.describe} failed: ${(err as Error)?.message ?? String(err)}. Fail the task and restore from the last checkpoint.`, {
-      cause: err,
-    });
+    return new StorageError(
+      'STORAGE_IO',
+      `${what} in ${this.describe} failed: ${(err as Error)?.message ?? String(err)}. Fail the task and restore from the last checkpoint.`,
+      {
+        cause: err,
+      },
+    );
   }
 
   private async *merged(

@@ -1,7 +1,13 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
 import { requireCompatibleAsIs, serializerIncompatible, stateKindMismatch } from '../../src/backend/keyed-rules.js';
-import { RestoreError, StateMigrationError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
-import { describeSerializer, resolveCompatibility, snapshotOf, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
+import { RestoreError, StateMigrationError, StreamStateError } from '../../src/errors.js';
+import {
+  describeSerializer,
+  resolveCompatibility,
+  snapshotOf,
+  type Serializer,
+  type SerializerSnapshot,
+} from '../../src/serializers/serializer.js';
 import type { LevelStateMetaInfo } from './meta.js';
 import { MAX_STATE_ID } from './row-keys.js';
 import { MAX_GENERATION, ValueCodec } from './value-codec.js';
@@ -56,7 +62,10 @@ export class StateCatalog {
   private allocateId(): number {
     while (this.byId.has(this.nextId)) this.nextId++;
     if (this.nextId > MAX_STATE_ID) {
-      throw new StreamStateError('INVALID_ARGUMENT', `${this.describe}: more than ${MAX_STATE_ID} states; use fewer states per operator.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `${this.describe}: more than ${MAX_STATE_ID} states; use fewer states per operator.`,
+      );
     }
     return this.nextId++;
   }
@@ -78,7 +87,11 @@ export class StateCatalog {
       this.add(meta);
       return { stateId: meta.stateId, generations: (t.valueGenerations ?? []).map((_, i) => i), meta };
     }
-    if (ours.kind !== t.kind || !sameSnapshot(ours.namespaceSerializer, t.namespaceSerializer) || !sameSnapshot(ours.userKeySerializer, t.userKeySerializer)) {
+    if (
+      ours.kind !== t.kind ||
+      !sameSnapshot(ours.namespaceSerializer, t.namespaceSerializer) ||
+      !sameSnapshot(ours.userKeySerializer, t.userKeySerializer)
+    ) {
       throw new RestoreError(
         'RESTORE_FAILED',
         `${this.describe}: state "${t.name}" is a ${t.kind} state with namespace ${describeSerializer(t.namespaceSerializer)} in one restored snapshot ` +
@@ -93,7 +106,11 @@ export class StateCatalog {
       gens.push(snap);
       return gens.length - 1;
     });
-    if (gens.length - 1 > MAX_GENERATION) throw new RestoreError('RESTORE_FAILED', `${this.describe}: state "${t.name}" has too many serializer generations.`);
+    if (gens.length - 1 > MAX_GENERATION)
+      throw new RestoreError(
+        'RESTORE_FAILED',
+        `${this.describe}: state "${t.name}" has too many serializer generations.`,
+      );
     ours.valueGenerations = gens;
     return { stateId: ours.stateId, generations: mapping, meta: ours };
   }
@@ -107,7 +124,13 @@ export class StateCatalog {
       existing.namespaceSerializer = snapshotOf(namespaceSerializer);
       return existing;
     }
-    const meta: MutableMeta = { name, kind: 'timers', stateId: this.allocateId(), namespaceSerializer: snapshotOf(namespaceSerializer), ttl: false };
+    const meta: MutableMeta = {
+      name,
+      kind: 'timers',
+      stateId: this.allocateId(),
+      namespaceSerializer: snapshotOf(namespaceSerializer),
+      ttl: false,
+    };
     this.add(meta);
     return meta;
   }
@@ -153,7 +176,11 @@ export class StateCatalog {
       if (snap === null) continue;
       const c = resolveCompatibility(snap, valueSerializer as Serializer<unknown>);
       if (c.kind === 'incompatible') {
-        throw serializerIncompatible(describe, 'value', `${c.reason}, and the new serializer cannot read the old bytes`);
+        throw serializerIncompatible(
+          describe,
+          'value',
+          `${c.reason}, and the new serializer cannot read the old bytes`,
+        );
       }
       readers[g] = c.kind === 'compatible-as-is' ? valueSerializer : (c.reader as Serializer<T>);
       if (c.kind === 'compatible-as-is' && sameSnapshot(snap, current)) writeGen = g;
@@ -162,7 +189,10 @@ export class StateCatalog {
       gens.push(current);
       writeGen = gens.length - 1;
       if (writeGen > MAX_GENERATION) {
-        throw new StateMigrationError('SERIALIZER_INCOMPATIBLE', `${describe}: more than ${MAX_GENERATION} serializer migrations without a full snapshot in between.`);
+        throw new StateMigrationError(
+          'SERIALIZER_INCOMPATIBLE',
+          `${describe}: more than ${MAX_GENERATION} serializer migrations without a full snapshot in between.`,
+        );
       }
     }
     existing.valueGenerations = gens;
@@ -182,6 +212,17 @@ function normalize(s: KeyedStateMetaInfo | LevelStateMetaInfo): MutableMeta {
 
 const kindMismatch = stateKindMismatch;
 
-function checkAsIs(previous: SerializerSnapshot | undefined, current: Serializer<unknown>, name: string, what: string): void {
-  requireCompatibleAsIs(`state "${name}"`, what, previous, current, `${what} bytes are part of LevelDB row keys and cannot be migrated`);
+function checkAsIs(
+  previous: SerializerSnapshot | undefined,
+  current: Serializer<unknown>,
+  name: string,
+  what: string,
+): void {
+  requireCompatibleAsIs(
+    `state "${name}"`,
+    what,
+    previous,
+    current,
+    `${what} bytes are part of LevelDB row keys and cannot be migrated`,
+  );
 }

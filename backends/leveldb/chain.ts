@@ -63,8 +63,15 @@ export class IncrementalChain {
   }
 
   /** Continues a restored chain (claim mode) or starts a new one whose first checkpoint is full (no-claim). */
-  static restored(backendId: string, checkpointId: number, files: ReadonlyMap<string, FileStreamHandle>, claim: boolean): IncrementalChain {
-    return claim ? new IncrementalChain(backendId, { checkpointId, files }, false) : new IncrementalChain(backendId, null, true);
+  static restored(
+    backendId: string,
+    checkpointId: number,
+    files: ReadonlyMap<string, FileStreamHandle>,
+    claim: boolean,
+  ): IncrementalChain {
+    return claim
+      ? new IncrementalChain(backendId, { checkpointId, files }, false)
+      : new IncrementalChain(backendId, null, true);
   }
 
   get baseCheckpointId(): number | null {
@@ -75,7 +82,10 @@ export class IncrementalChain {
    * Called in the synchronous part of a snapshot: what it may reference. Savepoints are not
    * tracked (their notices are ignored); `full` ones reference nothing but become candidates.
    */
-  begin(checkpointId: number, opts: { readonly savepoint: boolean; readonly full: boolean; readonly mayReuse?: (path: string) => boolean }): ReusePlan {
+  begin(
+    checkpointId: number,
+    opts: { readonly savepoint: boolean; readonly full: boolean; readonly mayReuse?: (path: string) => boolean },
+  ): ReusePlan {
     if (opts.savepoint) return NOTHING;
     const full = opts.full || this.forceFull;
     const mayReuse = opts.mayReuse;
@@ -85,9 +95,7 @@ export class IncrementalChain {
     }
     if (mayReuse !== undefined) {
       this.start(checkpointId, { reusedBase: null, full: false });
-      const candidates = [...this.unconfirmed.entries()]
-        .sort((a, b) => b[0] - a[0])
-        .map(([, files]) => files);
+      const candidates = [...this.unconfirmed.entries()].sort((a, b) => b[0] - a[0]).map(([, files]) => files);
       if (this.base !== null) candidates.push(this.base.files);
       const answers = new Map<string, boolean>();
       const asked = (h: FileStreamHandle): boolean => {
@@ -148,6 +156,7 @@ export class IncrementalChain {
     this.confirmedEarly.delete(checkpointId);
     // Declined for referencing a file that is gone, or told that the base itself did not complete:
     // the base can no longer be trusted.
-    if (this.base !== null && (reusedBase === this.base.checkpointId || checkpointId === this.base.checkpointId)) this.base = null;
+    if (this.base !== null && (reusedBase === this.base.checkpointId || checkpointId === this.base.checkpointId))
+      this.base = null;
   }
 }

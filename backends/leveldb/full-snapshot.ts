@@ -51,13 +51,18 @@ function readLength(row: Buffer, at: { pos: number }): number {
   }
 }
 
-function plan(meta: LevelStateMetaInfo, info: { codec: ValueCodec<unknown> | null; ttlMs: number | null; cleanupInFullSnapshot: boolean } | undefined, now: number): StatePlan {
+function plan(
+  meta: LevelStateMetaInfo,
+  info: { codec: ValueCodec<unknown> | null; ttlMs: number | null; cleanupInFullSnapshot: boolean } | undefined,
+  now: number,
+): StatePlan {
   const current = meta.generation ?? 0;
   const codec = info?.codec ?? null;
   // Expired values are dropped only where the TTL config asks for it (cleanupInFullSnapshot, default true).
-  const ttlMs = meta.ttl && info?.cleanupInFullSnapshot !== false ? info?.ttlMs ?? null : null;
+  const ttlMs = meta.ttl && info?.cleanupInFullSnapshot !== false ? (info?.ttlMs ?? null) : null;
   /** Whether the payload `bytes[start, end)` (f64 last-access timestamp first) has expired. */
-  const expired = (bytes: Buffer, start: number, end: number): boolean => ttlMs !== null && end - start >= 8 && bytes.readDoubleBE(start) + ttlMs <= now;
+  const expired = (bytes: Buffer, start: number, end: number): boolean =>
+    ttlMs !== null && end - start >= 8 && bytes.readDoubleBE(start) + ttlMs <= now;
   const older = (): ValueCodec<unknown> => {
     if (codec === null) {
       throw new SnapshotError(
@@ -101,7 +106,11 @@ function plan(meta: LevelStateMetaInfo, info: { codec: ValueCodec<unknown> | nul
         }
         return n;
       }
-      if (codec === null) throw new SnapshotError('SNAPSHOT_FAILED', `state "${meta.name}" holds rows of an older serializer generation; register it before a full snapshot.`);
+      if (codec === null)
+        throw new SnapshotError(
+          'SNAPSHOT_FAILED',
+          `state "${meta.name}" holds rows of an older serializer generation; register it before a full snapshot.`,
+        );
       for (const v of codec.decodeList(row)) {
         const el = Buffer.from(codec.serializer.serialize(v));
         if (expired(el, 0, el.length)) continue;
@@ -124,7 +133,10 @@ function namespaceEnd(k: Buffer): number {
     at.pos += nl;
   }
   if (!complete || at.pos > k.length) {
-    throw new SnapshotError('SNAPSHOT_FAILED', `a row key of key group ${k.readUInt16BE(0)} is shorter than its length prefixes say; the working directory is damaged.`);
+    throw new SnapshotError(
+      'SNAPSHOT_FAILED',
+      `a row key of key group ${k.readUInt16BE(0)} is shorter than its length prefixes say; the working directory is damaged.`,
+    );
   }
   return at.pos;
 }
@@ -140,7 +152,12 @@ function writeKeyAndNamespace(k: Buffer, out: ByteWriter): void {
   out.varint(nl).rawRange(k, at.pos, at.pos + nl);
 }
 
-export async function takeFullSnapshot(b: LevelDbSnapshotSource, checkpointId: number, options: SnapshotOptions, canonical: boolean): Promise<CancellableTask> {
+export async function takeFullSnapshot(
+  b: LevelDbSnapshotSource,
+  checkpointId: number,
+  options: SnapshotOptions,
+  canonical: boolean,
+): Promise<CancellableTask> {
   // ---- synchronous part: flush, pin a LevelDB snapshot, copy meta and timers.
   await b.store.flush();
   const snapshot = b.db.snapshot();
@@ -183,12 +200,19 @@ export async function takeFullSnapshot(b: LevelDbSnapshotSource, checkpointId: n
       };
       // Canonical savepoints go through the shared canonical writer (states renumbered by name,
       // entries sorted), so they are byte-identical to every other backend's.
-      const writer = canonical ? new CanonicalKeyGroupsWriter(stream, header) : new KeyGroupsStreamWriter(stream, header);
+      const writer = canonical
+        ? new CanonicalKeyGroupsWriter(stream, header)
+        : new KeyGroupsStreamWriter(stream, header);
       const section = new SectionWriter();
       const out = section.out;
       /** Elements of the map entry (or list) being gathered: their count is written before them. */
       const elements = new ByteWriter(16 * 1024);
-      const it = b.db.iterator({ gte: keyGroupPrefix(range.start), lt: keyGroupPrefix(range.end + 1), snapshot, highWaterMarkBytes: PAGE_BYTES });
+      const it = b.db.iterator({
+        gte: keyGroupPrefix(range.start),
+        lt: keyGroupPrefix(range.end + 1),
+        snapshot,
+        highWaterMarkBytes: PAGE_BYTES,
+      });
       // One page is read ahead: LevelDB fills the next page on the thread pool while this one is written.
       let ahead = it.nextv(PAGE_ROWS);
       ahead.catch(() => undefined);
@@ -207,7 +231,11 @@ export async function takeFullSnapshot(b: LevelDbSnapshotSource, checkpointId: n
       await nextPage();
       try {
         for (let kg = range.start; kg <= range.end; kg++) {
-          if (cancelled || b.isClosed()) throw new SnapshotError('SNAPSHOT_CANCELLED', `checkpoint ${checkpointId} was cancelled: the LevelDB backend was closed.`);
+          if (cancelled || b.isClosed())
+            throw new SnapshotError(
+              'SNAPSHOT_CANCELLED',
+              `checkpoint ${checkpointId} was cancelled: the LevelDB backend was closed.`,
+            );
           writer.beginKeyGroup(kg);
           // Timer sections first, then the rows' sections in state-id order (row keys sort by key group, then state id).
           for (const [sid, byKg] of timerIds) {
@@ -250,13 +278,20 @@ export async function takeFullSnapshot(b: LevelDbSnapshotSource, checkpointId: n
               sid = rowSid;
               p = isCountRowStateId(rowSid) ? undefined : plans.get(rowSid);
               if (p === undefined && !isCountRowStateId(rowSid)) {
-                throw new SnapshotError('SNAPSHOT_FAILED', `row of unknown state id ${rowSid} in key group ${kg}; the working directory is damaged.`);
+                throw new SnapshotError(
+                  'SNAPSHOT_FAILED',
+                  `row of unknown state id ${rowSid} in key group ${kg}; the working directory is damaged.`,
+                );
               }
             }
             if (p === undefined) continue; // count rows are bookkeeping, not entries
             if (p.isMap || p.isList) {
               const nsEnd = namespaceEnd(k);
-              if (entryKey === null || entryNsEnd !== nsEnd || k.compare(entryKey, ROW_HEADER_BYTES, entryNsEnd, ROW_HEADER_BYTES, nsEnd) !== 0) {
+              if (
+                entryKey === null ||
+                entryNsEnd !== nsEnd ||
+                k.compare(entryKey, ROW_HEADER_BYTES, entryNsEnd, ROW_HEADER_BYTES, nsEnd) !== 0
+              ) {
                 endMapEntry();
                 entryKey = k;
                 entryNsEnd = nsEnd;
@@ -292,7 +327,11 @@ export async function takeFullSnapshot(b: LevelDbSnapshotSource, checkpointId: n
     } catch (err) {
       await stream.discard().catch(() => undefined);
       if (err instanceof StreamStateError) throw err;
-      throw new SnapshotError('SNAPSHOT_FAILED', `LevelDB full snapshot ${checkpointId} failed: ${(err as Error).message}`, { cause: err });
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `LevelDB full snapshot ${checkpointId} failed: ${(err as Error).message}`,
+        { cause: err },
+      );
     } finally {
       await snapshot.close().catch(() => undefined);
     }

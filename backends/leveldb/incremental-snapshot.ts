@@ -52,7 +52,11 @@ async function hasAnyRow(backend: LevelDbSnapshotSource): Promise<boolean> {
   }
 }
 
-export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpointId: number, options: SnapshotOptions): Promise<CancellableTask> {
+export async function takeIncrementalSnapshot(
+  b: LevelDbSnapshotSource,
+  checkpointId: number,
+  options: SnapshotOptions,
+): Promise<CancellableTask> {
   // ---- synchronous part: only fixes the point of the snapshot. The write buffer is sealed here and
   // writes after this point are held back, so LevelDB holds exactly this point's state once the
   // sealed layers are written; state accesses go on at once (into the buffer) while that happens
@@ -72,7 +76,11 @@ export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpoi
   const isSavepoint = options.type === 'savepoint';
   const full = options.full === true || isSavepoint;
   // What may be referenced instead of uploaded: see IncrementalChain for the reuse rule.
-  const plan = b.chain.begin(checkpointId, { savepoint: isSavepoint, full, ...(options.mayReuse !== undefined ? { mayReuse: options.mayReuse } : {}) });
+  const plan = b.chain.begin(checkpointId, {
+    savepoint: isSavepoint,
+    full,
+    ...(options.mayReuse !== undefined ? { mayReuse: options.mayReuse } : {}),
+  });
   const backendId = b.chain.backendId;
 
   // ---- asynchronous part
@@ -80,7 +88,11 @@ export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpoi
   const uploaded: FileStreamHandle[] = [];
   let metaStream: ReturnType<typeof options.streams.createOutputStream> | null = null;
   const checkCancelled = (): void => {
-    if (cancelled || b.isClosed()) throw new SnapshotError('SNAPSHOT_CANCELLED', `checkpoint ${checkpointId} was cancelled: the LevelDB backend was closed.`);
+    if (cancelled || b.isClosed())
+      throw new SnapshotError(
+        'SNAPSHOT_CANCELLED',
+        `checkpoint ${checkpointId} was cancelled: the LevelDB backend was closed.`,
+      );
   };
   /** The files of the snapshot point, linked into localDir (null: nothing to snapshot). */
   const link = async (): Promise<NativeCheckpoint | null> => {
@@ -101,11 +113,16 @@ export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpoi
     metaStream = streams.createOutputStream('exclusive');
     await metaStream.write(metaBytes);
     const metaHandle = await metaStream.closeAndGetHandle();
-    if (metaHandle === null) throw new SnapshotError('SNAPSHOT_FAILED', 'the meta stream of a LevelDB snapshot came back empty');
+    if (metaHandle === null)
+      throw new SnapshotError('SNAPSHOT_FAILED', 'the meta stream of a LevelDB snapshot came back empty');
     checkCancelled();
     // Uploads run UPLOAD_CONCURRENCY at a time, shared and private files together: one at a time
     // leaves an object store's bandwidth unused, and every wave waits for event-loop turns.
-    const upload = async (name: string, scope: 'shared' | 'exclusive', storedName: string): Promise<{ localName: string; handle: FileStreamHandle }> => {
+    const upload = async (
+      name: string,
+      scope: 'shared' | 'exclusive',
+      storedName: string,
+    ): Promise<{ localName: string; handle: FileStreamHandle }> => {
       // Every file in localDir is immutable: links of table files, and copies nothing writes again.
       const handle = await streams.uploadFile(join(localDir, name), scope, storedName, { immutable: true });
       uploaded.push(handle);
@@ -125,7 +142,10 @@ export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpoi
     ];
     const done = await mapLimited(jobs, UPLOAD_CONCURRENCY, (j) => upload(j.name, j.scope, j.stored));
     const fresh = new Map(done.slice(0, newTables.length).map((f) => [f.localName, f.handle]));
-    const sharedFiles = native.tables.map((t) => ({ localName: t.name, handle: reused.get(t.name) ?? fresh.get(t.name)! }));
+    const sharedFiles = native.tables.map((t) => ({
+      localName: t.name,
+      handle: reused.get(t.name) ?? fresh.get(t.name)!,
+    }));
     const privateFiles = done.slice(newTables.length);
     const handle: LevelDbIncrementalHandle = {
       type: INCREMENTAL_HANDLE_TYPE,
@@ -146,7 +166,11 @@ export async function takeIncrementalSnapshot(b: LevelDbSnapshotSource, checkpoi
       await metaStream?.discard().catch(() => undefined);
       await options.streams.discardFiles(uploaded).catch(() => undefined);
       if (err instanceof StreamStateError) throw err;
-      throw new SnapshotError('SNAPSHOT_FAILED', `LevelDB checkpoint ${checkpointId} failed while uploading: ${(err as Error).message}`, { cause: err });
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `LevelDB checkpoint ${checkpointId} failed while uploading: ${(err as Error).message}`,
+        { cause: err },
+      );
     })
     .finally(() => rm(localDir, { recursive: true, force: true }).catch(() => undefined));
   return {

@@ -1,10 +1,15 @@
 import { AbstractStateBackend } from '../../src/backend/abstract-state-backend.js';
-import type { KeyedBackendParams, KeyedStateBackend, StateBackend } from '../../src/backend/contract.js';
+import type { KeyedBackendParams, KeyedStateBackend } from '../../src/backend/contract.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { withCheckpointStorage, type StateBackendPreset } from '../../src/backend/preset.js';
 import { LevelDbKeyedStateBackend, type LevelDbBackendOptions } from './backend.js';
 
-export { LevelDbKeyedStateBackend, DEFAULT_CACHE_SIZE, DEFAULT_WRITE_BUFFER_BYTES, type LevelDbBackendOptions } from './backend.js';
+export {
+  LevelDbKeyedStateBackend,
+  DEFAULT_CACHE_SIZE,
+  DEFAULT_WRITE_BUFFER_BYTES,
+  type LevelDbBackendOptions,
+} from './backend.js';
 export { INCREMENTAL_HANDLE_TYPE, isIncrementalHandle, type LevelDbIncrementalHandle } from './incremental-snapshot.js';
 export { LEVELDB_FULL_LAYOUT } from './full-snapshot.js';
 
@@ -20,7 +25,9 @@ export interface LevelDbOptions extends LevelDbBackendOptions {
  */
 export function leveldb(opts: LevelDbOptions = {}): StateBackendPreset<LevelDbStateBackend> {
   const backend = new LevelDbStateBackend(opts);
-  return opts.checkpointDir === undefined ? backend : withCheckpointStorage(backend, localCheckpointStorage(opts.checkpointDir));
+  return opts.checkpointDir === undefined
+    ? backend
+    : withCheckpointStorage(backend, localCheckpointStorage(opts.checkpointDir));
 }
 
 /** The `leveldb` backend factory (shared behaviour, such as restoring changelog checkpoints, comes from AbstractStateBackend). */

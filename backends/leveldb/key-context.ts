@@ -1,4 +1,10 @@
-import { keyGroupForBytes, keyGroupForKey, keyOutOfRange, noCurrentKeyError, nullKey } from '../../src/backend/keyed-rules.js';
+import {
+  keyGroupForBytes,
+  keyGroupForKey,
+  keyOutOfRange,
+  noCurrentKeyError,
+  nullKey,
+} from '../../src/backend/keyed-rules.js';
 import type { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
@@ -43,7 +49,8 @@ export class KeyContext<K> {
     // String keys (the common case) skip serialize(): hashed as a string, UTF-8 written straight into the key buffer.
     const fast = s === (stringSerializer as Serializer<unknown>) && typeof key === 'string';
     const bytes = fast ? null : s.serialize(key);
-    const kg = bytes === null ? keyGroupForKey(key, s, this.maxParallelism) : keyGroupForBytes(bytes, this.maxParallelism);
+    const kg =
+      bytes === null ? keyGroupForKey(key, s, this.maxParallelism) : keyGroupForBytes(bytes, this.maxParallelism);
     if (!this.keyGroupRange.contains(kg)) throw keyOutOfRange(key, kg, this.keyGroupRange);
     this.key = key;
     this.hasKey = true;

@@ -132,7 +132,9 @@ export class ManifestState {
 
   /** The table files of the current version, by number. */
   get tables(): LiveTableFile[] {
-    return [...this.files.values()].map((f) => ({ number: f.number, size: f.size })).sort((a, b) => a.number - b.number);
+    return [...this.files.values()]
+      .map((f) => ({ number: f.number, size: f.size }))
+      .sort((a, b) => a.number - b.number);
   }
 
   /**
@@ -204,7 +206,8 @@ export class ManifestState {
     if (this.prevLogNumber !== 0) w.varint(9).varint(this.prevLogNumber);
     w.varint(3).varint(this.nextFileNumber);
     w.varint(4).varint(this.lastSequence);
-    for (const [level, key] of [...this.compactPointers].sort((a, b) => a[0] - b[0])) w.varint(5).varint(level).slice(key);
+    for (const [level, key] of [...this.compactPointers].sort((a, b) => a[0] - b[0]))
+      w.varint(5).varint(level).slice(key);
     for (const f of [...this.files.values()].sort((a, b) => a.level - b.level || a.number - b.number)) {
       w.varint(7).varint(f.level).varint(f.number).varint(f.size).slice(f.smallest).slice(f.largest);
     }

@@ -57,17 +57,25 @@ export function encodeMeta(meta: LevelMeta): Buffer {
 export function decodeMeta(bytes: Buffer, what: string): LevelMeta {
   const r = new ByteReader(bytes, what);
   if (bytes.length < 6 || !r.raw(4).equals(META_MAGIC)) {
-    throw new FormatError('BAD_MAGIC', `${what} is not a LevelDB snapshot meta stream. The handle does not match the file; restore from another checkpoint.`);
+    throw new FormatError(
+      'BAD_MAGIC',
+      `${what} is not a LevelDB snapshot meta stream. The handle does not match the file; restore from another checkpoint.`,
+    );
   }
   const version = r.u16();
   if (version > META_VERSION) {
-    throw new FormatError('UNSUPPORTED_VERSION', `${what} has meta version ${version}; this streamstate reads up to ${META_VERSION}. Upgrade streamstate.`);
+    throw new FormatError(
+      'UNSUPPORTED_VERSION',
+      `${what} has meta version ${version}; this streamstate reads up to ${META_VERSION}. Upgrade streamstate.`,
+    );
   }
   let header: Omit<LevelMeta, 'timers'>;
   try {
     header = JSON.parse(r.string()) as Omit<LevelMeta, 'timers'>;
   } catch (err) {
-    throw new FormatError('CORRUPT', `${what}: the meta header is not valid JSON. Restore from another checkpoint.`, { cause: err });
+    throw new FormatError('CORRUPT', `${what}: the meta header is not valid JSON. Restore from another checkpoint.`, {
+      cause: err,
+    });
   }
   const timers = new Map<string, RawTimer[]>();
   // Counts are checked against the bytes left before allocating (a queue takes at least 2 bytes, a timer 12).

@@ -47,7 +47,8 @@ export class ManifestTracker {
       const tail = Buffer.allocUnsafe(size - this.state.consumed);
       for (let got = 0; got < tail.length; ) {
         const { bytesRead } = await fh.read(tail, got, tail.length - got, this.state.consumed + got);
-        if (bytesRead === 0) throw new ManifestParseError(`${manifestName} ended at ${this.state.consumed + got} bytes while being read`);
+        if (bytesRead === 0)
+          throw new ManifestParseError(`${manifestName} ended at ${this.state.consumed + got} bytes while being read`);
         got += bytesRead;
       }
       try {
@@ -87,7 +88,11 @@ async function linkTable(dbDir: string, number: number, target: string): Promise
 }
 
 /** Links the live files of the database in `dbDir` into `target` (created; must not exist). */
-export async function createNativeCheckpoint(dbDir: string, target: string, manifests = new ManifestTracker()): Promise<NativeCheckpoint> {
+export async function createNativeCheckpoint(
+  dbDir: string,
+  target: string,
+  manifests = new ManifestTracker(),
+): Promise<NativeCheckpoint> {
   let lastError: unknown = null;
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     await rm(target, { recursive: true, force: true });
@@ -101,7 +106,8 @@ export async function createNativeCheckpoint(dbDir: string, target: string, mani
       const tables = await mapLimited(live, LINK_CONCURRENCY, async (t) => {
         const name = await linkTable(dbDir, t.number, target);
         const size = (await stat(join(target, name))).size;
-        if (size !== t.size) throw new ManifestParseError(`table ${name} has ${size} bytes, the MANIFEST says ${t.size}`);
+        if (size !== t.size)
+          throw new ManifestParseError(`table ${name} has ${size} bytes, the MANIFEST says ${t.size}`);
         return { name, size };
       });
       const logs: string[] = [];
@@ -127,7 +133,11 @@ export async function createNativeCheckpoint(dbDir: string, target: string, mani
       const code = (err as NodeJS.ErrnoException).code;
       if (!(err instanceof ManifestParseError) && code !== 'ENOENT') {
         await rm(target, { recursive: true, force: true });
-        throw new SnapshotError('SNAPSHOT_FAILED', `cannot link the LevelDB files of ${dbDir} into ${target}: ${(err as Error).message}`, { cause: err });
+        throw new SnapshotError(
+          'SNAPSHOT_FAILED',
+          `cannot link the LevelDB files of ${dbDir} into ${target}: ${(err as Error).message}`,
+          { cause: err },
+        );
       }
       lastError = err;
     }

@@ -76,8 +76,12 @@ export async function openLevelDb(dir: string, opts: OpenOptions = {}): Promise<
         { cause: err },
       );
     }
-    throw new StorageError('STORAGE_IO', `cannot open the LevelDB database in ${dir}: ${detail}. Check that the directory is writable and complete.`, {
-      cause: err,
-    });
+    throw new StorageError(
+      'STORAGE_IO',
+      `cannot open the LevelDB database in ${dir}: ${detail}. Check that the directory is writable and complete.`,
+      {
+        cause: err,
+      },
+    );
   }
 }

@@ -2,12 +2,28 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { KeyedBackendParams, RestoreSource, StateFileReader } from '../../src/backend/contract.js';
-import type { FileStreamHandle, KeyedStateHandle, KeyGroupsStateHandle, StreamHandle } from '../../src/backend/handles.js';
+import type {
+  FileStreamHandle,
+  KeyedStateHandle,
+  KeyGroupsStateHandle,
+  StreamHandle,
+} from '../../src/backend/handles.js';
 import { isKeyGroupsHandle } from '../../src/backend/handles.js';
 import { FormatError, RestoreError, StateMigrationError, StreamStateError } from '../../src/errors.js';
-import { listEntries, mapEntries, readKeyGroups, timerEntries, valueEntries } from '../../src/format/key-groups-stream.js';
+import {
+  listEntries,
+  mapEntries,
+  readKeyGroups,
+  timerEntries,
+  valueEntries,
+} from '../../src/format/key-groups-stream.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
-import { describeSerializer, resolveCompatibility, type Serializer, type SerializerSnapshot } from '../../src/serializers/serializer.js';
+import {
+  describeSerializer,
+  resolveCompatibility,
+  type Serializer,
+  type SerializerSnapshot,
+} from '../../src/serializers/serializer.js';
 import type { LevelDb } from './buffered-store.js';
 import type { ImportMapping, StateCatalog } from './catalog.js';
 import { IncrementalChain } from './chain.js';
@@ -41,10 +57,16 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 
 function rethrowNamed(err: unknown, what: string): never {
   if (err instanceof StreamStateError) {
-    const Ctor = err.constructor as new (code: StreamStateError['code'], message: string, options?: { cause?: unknown }) => StreamStateError;
+    const Ctor = err.constructor as new (
+      code: StreamStateError['code'],
+      message: string,
+      options?: { cause?: unknown },
+    ) => StreamStateError;
     throw new Ctor(err.code, err.message.includes(what) ? err.message : `${what}: ${err.message}`, { cause: err });
   }
-  throw new RestoreError('RESTORE_FAILED', `${what}: ${(err as Error).message}. Restore from another checkpoint.`, { cause: err });
+  throw new RestoreError('RESTORE_FAILED', `${what}: ${(err as Error).message}. Restore from another checkpoint.`, {
+    cause: err,
+  });
 }
 
 async function readStream(handle: StreamHandle, files: StateFileReader, what: string): Promise<Buffer> {
@@ -57,7 +79,10 @@ async function readStream(handle: StreamHandle, files: StateFileReader, what: st
   }
   const bytes = Buffer.from(handle.data, 'base64');
   if (bytes.length !== handle.size || crc32(bytes) !== handle.crc32) {
-    throw new FormatError('CHECKSUM_MISMATCH', `${what}: the inline data does not match its size/crc32. The _metadata is damaged; restore from another checkpoint.`);
+    throw new FormatError(
+      'CHECKSUM_MISMATCH',
+      `${what}: the inline data does not match its size/crc32. The _metadata is damaged; restore from another checkpoint.`,
+    );
   }
   return bytes;
 }
@@ -73,10 +98,18 @@ function checkKeySerializer(recorded: SerializerSnapshot, current: Serializer<un
   }
 }
 
-async function download(handles: readonly { localName: string; handle: FileStreamHandle }[], dir: string, files: StateFileReader): Promise<void> {
+async function download(
+  handles: readonly { localName: string; handle: FileStreamHandle }[],
+  dir: string,
+  files: StateFileReader,
+): Promise<void> {
   await mkdir(dir, { recursive: true });
   for (const f of handles) {
-    if (!/^[A-Za-z0-9._-]+$/.test(f.localName)) throw new FormatError('CORRUPT', `incremental handle lists a bad local file name ${JSON.stringify(f.localName)}.`);
+    if (!/^[A-Za-z0-9._-]+$/.test(f.localName))
+      throw new FormatError(
+        'CORRUPT',
+        `incremental handle lists a bad local file name ${JSON.stringify(f.localName)}.`,
+      );
     try {
       await files.download(f.handle, join(dir, f.localName));
     } catch (err) {
@@ -134,24 +167,32 @@ export async function restoreLevelDb<K>(
         'MAX_PARALLELISM_MISMATCH',
         `the snapshot was taken with maxParallelism ${h.maxParallelism}, the backend is created with ${params.maxParallelism}. ` +
           'maxParallelism cannot change across a restore: use the original value, ' +
-            `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
+          `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
       );
     }
     if (!isIncrementalHandle(h) && !isKeyGroupsHandle(h)) {
-      throw new RestoreError('RESTORE_FAILED', `the LevelDB backend cannot restore a keyed state handle of type "${h.type}". Restore it with the backend that wrote it, or take a canonical savepoint.`);
+      throw new RestoreError(
+        'RESTORE_FAILED',
+        `the LevelDB backend cannot restore a keyed state handle of type "${h.type}". Restore it with the backend that wrote it, or take a canonical savepoint.`,
+      );
     }
   }
   const incremental = source.handles.filter(isIncrementalHandle) as IncrementalHandle[];
   const keyGroups = source.handles.filter(isKeyGroupsHandle);
   const metas = new Map<IncrementalHandle, LevelMeta>();
   for (const h of incremental) {
-    const meta = decodeMeta(await readStream(h.meta, files, `meta of LevelDB checkpoint ${h.checkpointId}`), `meta of LevelDB checkpoint ${h.checkpointId}`);
+    const meta = decodeMeta(
+      await readStream(h.meta, files, `meta of LevelDB checkpoint ${h.checkpointId}`),
+      `meta of LevelDB checkpoint ${h.checkpointId}`,
+    );
     checkKeySerializer(meta.keySerializer, keySerializer, `LevelDB checkpoint ${h.checkpointId}`);
     metas.set(h, meta);
   }
   for (const h of keyGroups) checkKeySerializer(h.keySerializer, keySerializer, 'the key-groups snapshot');
 
-  const candidates = incremental.filter((h) => overlap(h, range) > 0).sort((a, b) => overlap(b, range) - overlap(a, range));
+  const candidates = incremental
+    .filter((h) => overlap(h, range) > 0)
+    .sort((a, b) => overlap(b, range) - overlap(a, range));
   const base = candidates[0];
   const sameRange = source.handles.length === 1 && base !== undefined && range.equals(base.keyGroupRange);
   const timers = new Map<string, RawTimer[]>();
@@ -160,13 +201,22 @@ export async function restoreLevelDb<K>(
   try {
     if (base !== undefined) {
       await download([...base.sharedFiles, ...base.privateFiles], instance.dbDir, files);
-      db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, createIfMissing: false, infoLog: instance.infoLog });
+      db = await openLevelDb(instance.dbDir, {
+        cacheSize: instance.cacheSize,
+        writeBufferSize: instance.memtableBytes,
+        createIfMissing: false,
+        infoLog: instance.infoLog,
+      });
       const meta = metas.get(base) as LevelMeta;
       catalog.adopt(meta.states);
       addTimers(timers, meta, range);
       if (sameRange) {
         const sharedFiles = new Map(base.sharedFiles.map((f) => [f.localName, f.handle]));
-        return { db, timers, chain: IncrementalChain.restored(base.backendId, base.checkpointId, sharedFiles, source.mode === 'claim') };
+        return {
+          db,
+          timers,
+          chain: IncrementalChain.restored(base.backendId, base.checkpointId, sharedFiles, source.mode === 'claim'),
+        };
       }
       // Clip: keep only the key groups that are ours AND the base handle's. The database may hold
       // rows beyond its handle's range (a changelog handle nests a wider materialization from
@@ -176,7 +226,11 @@ export async function restoreLevelDb<K>(
       await db.clear({ lt: keyGroupPrefix(own.start) });
       if (own.end + 1 < 0x10000) await db.clear({ gte: keyGroupPrefix(own.end + 1) });
     } else {
-      db = await openLevelDb(instance.dbDir, { cacheSize: instance.cacheSize, writeBufferSize: instance.memtableBytes, infoLog: instance.infoLog });
+      db = await openLevelDb(instance.dbDir, {
+        cacheSize: instance.cacheSize,
+        writeBufferSize: instance.memtableBytes,
+        infoLog: instance.infoLog,
+      });
     }
     const target = db;
     for (const [i, h] of candidates.slice(1).entries()) {
@@ -201,7 +255,13 @@ export async function restoreLevelDb<K>(
 }
 
 /** Copies the rows of `range` from a temporary database, remapping state ids and generations. */
-async function copyRows(from: LevelDb, to: LevelDb, range: KeyGroupRange, meta: LevelMeta, catalog: StateCatalog): Promise<void> {
+async function copyRows(
+  from: LevelDb,
+  to: LevelDb,
+  range: KeyGroupRange,
+  meta: LevelMeta,
+  catalog: StateCatalog,
+): Promise<void> {
   if (range.isEmpty) return;
   const mappings = new Map<number, ImportMapping>();
   for (const s of meta.states) mappings.set(s.stateId, catalog.importState(s));
@@ -215,7 +275,11 @@ async function copyRows(from: LevelDb, to: LevelDb, range: KeyGroupRange, meta: 
         const sid = k.readUInt16BE(2);
         const count = isCountRowStateId(sid);
         const m = mappings.get(count ? sid & 0x7fff : sid);
-        if (m === undefined) throw new FormatError('CORRUPT', `a restored LevelDB table holds rows of state id ${sid & 0x7fff}, which its meta does not list.`);
+        if (m === undefined)
+          throw new FormatError(
+            'CORRUPT',
+            `a restored LevelDB table holds rows of state id ${sid & 0x7fff}, which its meta does not list.`,
+          );
         const key = Buffer.from(k);
         key.writeUInt16BE(count ? countRowStateId(m.stateId) : m.stateId, 2);
         let value = v;
@@ -269,7 +333,13 @@ async function importKeyGroups(
         if (kind === 'timers') {
           const list = timers.get(m.meta.name) ?? [];
           timers.set(m.meta.name, list);
-          for (const t of timerEntries(section, what)) list.push({ timestamp: t.timestamp, keyGroup: kg, key: Buffer.from(t.key), namespace: Buffer.from(t.namespace) });
+          for (const t of timerEntries(section, what))
+            list.push({
+              timestamp: t.timestamp,
+              keyGroup: kg,
+              key: Buffer.from(t.key),
+              namespace: Buffer.from(t.namespace),
+            });
         } else if (kind === 'list') {
           for (const e of listEntries(section, what)) {
             if (e.elements.length === 0) continue;
@@ -281,20 +351,25 @@ async function importKeyGroups(
           for (const e of mapEntries(section, what)) {
             if (e.entries.length === 0) continue;
             for (const [uk, v] of e.entries) {
-              await out.put(encodeRowKey(kg, m.stateId, e.key, e.namespace, uk), v === null ? Buffer.from([header(m, true)]) : withHeader(header(m), v));
+              await out.put(
+                encodeRowKey(kg, m.stateId, e.key, e.namespace, uk),
+                v === null ? Buffer.from([header(m, true)]) : withHeader(header(m), v),
+              );
             }
             const count = Buffer.allocUnsafe(m.meta.ttl ? 12 : 4);
             count.writeUInt32BE(e.entries.length, 0);
             if (m.meta.ttl) {
               // TTL map values start with their f64 timestamp: keep the newest (see LevelMapState).
               let newest = -Infinity;
-              for (const [, v] of e.entries) if (v !== null && v.length >= 8) newest = Math.max(newest, v.readDoubleBE(0));
+              for (const [, v] of e.entries)
+                if (v !== null && v.length >= 8) newest = Math.max(newest, v.readDoubleBE(0));
               count.writeDoubleBE(newest, 4);
             }
             await out.put(encodeRowKey(kg, countRowStateId(m.stateId), e.key, e.namespace), count);
           }
         } else {
-          for (const e of valueEntries(section, what)) await out.put(encodeRowKey(kg, m.stateId, e.key, e.namespace), withHeader(header(m), e.value));
+          for (const e of valueEntries(section, what))
+            await out.put(encodeRowKey(kg, m.stateId, e.key, e.namespace), withHeader(header(m), e.value));
         }
       }
     }

@@ -151,7 +151,13 @@ export function decodeRowKey(row: Buffer): DecodedRowKey {
 }
 
 /** Builds a whole row key in one go (restore, tests, the full-snapshot reader). */
-export function encodeRowKey(keyGroup: number, stateId: number, key: Uint8Array, namespace: Uint8Array, userKey?: Uint8Array): Buffer {
+export function encodeRowKey(
+  keyGroup: number,
+  stateId: number,
+  key: Uint8Array,
+  namespace: Uint8Array,
+  userKey?: Uint8Array,
+): Buffer {
   const k = lengthPrefixed(key);
   const n = lengthPrefixed(namespace);
   const out = Buffer.allocUnsafe(ROW_HEADER_BYTES + k.length + n.length + (userKey?.length ?? 0));

@@ -15,7 +15,10 @@ import { ValueCodec } from './value-codec.js';
  */
 
 function nullNotAllowed(what: string): StateAccessError {
-  return new StateAccessError('NULL_NOT_ALLOWED', `${what}: null/undefined is not allowed here. Use clear() to remove state.`);
+  return new StateAccessError(
+    'NULL_NOT_ALLOWED',
+    `${what}: null/undefined is not allowed here. Use clear() to remove state.`,
+  );
 }
 
 export abstract class LevelState<N> {
@@ -511,7 +514,9 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
     this.ctx.checkKey();
     const rows = this.countRow();
     const store = this.ctx.store;
-    const c = store.bufferEmpty ? decodeCountRow(store.db.getSync(rows.view())) : store.mapCount(rows.string(), rows.view());
+    const c = store.bufferEmpty
+      ? decodeCountRow(store.db.getSync(rows.view()))
+      : store.mapCount(rows.string(), rows.view());
     if (c.count <= 0) return true;
     // TTL maps: empty when even the newest entry has expired.
     return this.ttl !== null && c.newestTs !== -Infinity && c.newestTs + this.ttl.ttlMs <= this.ttl.clock();
@@ -540,7 +545,8 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
   // keys() and values() read the store directly: one async generator less per entry, and no decoding of the other half.
   async *keys(): AsyncGenerator<UK> {
     const { gte, lt } = this.entryRange();
-    for await (const [k] of this.ctx.store.range(gte, lt)) yield this.userKeySerializer.deserialize(k.subarray(gte.length));
+    for await (const [k] of this.ctx.store.range(gte, lt))
+      yield this.userKeySerializer.deserialize(k.subarray(gte.length));
   }
 
   async *values(): AsyncGenerator<UV> {

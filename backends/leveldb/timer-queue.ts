@@ -65,11 +65,24 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
 
   private entryOf(timer: Timer<K, N>): { id: string; key: Buffer; namespace: Buffer } {
     this.checkOpen();
-    if (timer === null || timer === undefined || timer.key === null || timer.key === undefined || timer.namespace === null || timer.namespace === undefined) {
-      throw new StateAccessError('NULL_NOT_ALLOWED', `timer queue "${this.name}": a timer needs a non-null key and namespace.`);
+    if (
+      timer === null ||
+      timer === undefined ||
+      timer.key === null ||
+      timer.key === undefined ||
+      timer.namespace === null ||
+      timer.namespace === undefined
+    ) {
+      throw new StateAccessError(
+        'NULL_NOT_ALLOWED',
+        `timer queue "${this.name}": a timer needs a non-null key and namespace.`,
+      );
     }
     if (typeof timer.timestamp !== 'number' || Number.isNaN(timer.timestamp)) {
-      throw new StreamStateError('INVALID_ARGUMENT', `timer queue "${this.name}": timestamp must be a number, got ${String(timer.timestamp)}.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `timer queue "${this.name}": timestamp must be a number, got ${String(timer.timestamp)}.`,
+      );
     }
     const key = Buffer.from(this.keySerializer.serialize(timer.key));
     const namespace = Buffer.from(this.namespaceSerializer.serialize(timer.namespace));
@@ -84,7 +97,14 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
       throw keyOutOfRange(timer.key, keyGroup, this.range, `timer queue "${this.name}"`);
     }
     const before = this.heap[0];
-    this.push({ timestamp: timer.timestamp, keyGroup, key, namespace, id, timer: { timestamp: timer.timestamp, key: timer.key, namespace: timer.namespace } });
+    this.push({
+      timestamp: timer.timestamp,
+      keyGroup,
+      key,
+      namespace,
+      id,
+      timer: { timestamp: timer.timestamp, key: timer.key, namespace: timer.namespace },
+    });
     return this.heap[0] !== before;
   }
 
@@ -92,7 +112,11 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
   addRaw(raw: RawTimer): void {
     const id = idOf(raw.timestamp, raw.key, raw.namespace);
     if (this.byId.has(id)) return;
-    const timer = { timestamp: raw.timestamp, key: this.keySerializer.deserialize(raw.key), namespace: this.namespaceSerializer.deserialize(raw.namespace) };
+    const timer = {
+      timestamp: raw.timestamp,
+      key: this.keySerializer.deserialize(raw.key),
+      namespace: this.namespaceSerializer.deserialize(raw.namespace),
+    };
     this.push({ ...raw, id, timer });
   }
 
@@ -135,7 +159,10 @@ export class HeapTimerQueue<K, N> implements TimerQueue<K, N> {
 
   [Symbol.iterator](): Iterator<Timer<K, N>> {
     this.checkOpen();
-    return [...this.heap].sort((a, b) => (less(a, b) ? -1 : less(b, a) ? 1 : 0)).map((e) => e.timer)[Symbol.iterator]();
+    return [...this.heap]
+      .sort((a, b) => (less(a, b) ? -1 : less(b, a) ? 1 : 0))
+      .map((e) => e.timer)
+      [Symbol.iterator]();
   }
 
   /** Every timer in raw form (snapshots). */

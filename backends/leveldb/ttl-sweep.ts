@@ -162,7 +162,8 @@ export class TtlSweeper {
     }
     const target = this.targets.get(sid);
     if (target === undefined) return none;
-    const expired = (bytes: Buffer, at: number): boolean => bytes.length >= at + 8 && bytes.readDoubleBE(at) + target.ttlMs <= now;
+    const expired = (bytes: Buffer, at: number): boolean =>
+      bytes.length >= at + 8 && bytes.readDoubleBE(at) + target.ttlMs <= now;
     if (target.kind === 'list') {
       const elements = listElements(v);
       const kept = elements.filter(([start]) => !expired(v, start));

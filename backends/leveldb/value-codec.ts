@@ -200,7 +200,10 @@ export class ValueCodec<T> {
         mul *= 0x80;
       }
       if (pos + len > row.length) {
-        throw new FormatError('CORRUPT', `${this.describe}: a list element runs past the end of its row; the state data is damaged.`);
+        throw new FormatError(
+          'CORRUPT',
+          `${this.describe}: a list element runs past the end of its row; the state data is damaged.`,
+        );
       }
       out.push(f !== null && len === f.size ? f.read(row, pos) : s.deserialize(row.subarray(pos, pos + len)));
       pos += len;

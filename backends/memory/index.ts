@@ -17,8 +17,14 @@ export interface MemoryBackendOptions {
 export function memory(opts: MemoryBackendOptions = {}): StateBackendPreset<HeapStateBackend> {
   const maxSnapshotBytes = opts.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
   if (!Number.isInteger(maxSnapshotBytes) || maxSnapshotBytes <= 0) {
-    throw new StreamStateError('INVALID_ARGUMENT', `memory({ maxSnapshotBytes }) must be a positive integer, got ${maxSnapshotBytes}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `memory({ maxSnapshotBytes }) must be a positive integer, got ${maxSnapshotBytes}.`,
+    );
   }
-  const checkpointStorage = memoryCheckpointStorage({ maxSnapshotBytes, ...(opts.name === undefined ? {} : { name: opts.name }) });
+  const checkpointStorage = memoryCheckpointStorage({
+    maxSnapshotBytes,
+    ...(opts.name === undefined ? {} : { name: opts.name }),
+  });
   return withCheckpointStorage(new HeapStateBackend({ name: 'memory' }), checkpointStorage);
 }

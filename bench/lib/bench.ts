@@ -32,7 +32,11 @@ export function parseBenchArgs(argv: readonly string[] = process.argv.slice(2)):
 }
 
 /** Runs benny cases; each case does ONE operation (async cases return a promise). */
-export async function runCases(suiteName: string, cases: ReadonlyArray<readonly [string, () => void | Promise<void>]>, opts: BenchOptions): Promise<CaseResult[]> {
+export async function runCases(
+  suiteName: string,
+  cases: ReadonlyArray<readonly [string, () => void | Promise<void>]>,
+  opts: BenchOptions,
+): Promise<CaseResult[]> {
   const maxTime = opts.quick ? 0.5 : 3;
   const summary = await benny.suite(
     suiteName,
@@ -41,7 +45,13 @@ export async function runCases(suiteName: string, cases: ReadonlyArray<readonly 
     benny.cycle(() => undefined),
     benny.complete(() => undefined),
   );
-  return summary.results.map((r) => ({ suite: suiteName, name: r.name, opsPerSec: r.ops, marginPct: r.margin, samples: r.samples }));
+  return summary.results.map((r) => ({
+    suite: suiteName,
+    name: r.name,
+    opsPerSec: r.ops,
+    marginPct: r.margin,
+    samples: r.samples,
+  }));
 }
 
 export function median(xs: readonly number[]): number {

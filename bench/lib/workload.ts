@@ -49,7 +49,12 @@ export function singleSubtask(jobId: string, restore?: RestoreSource<KeyedStateH
 }
 
 /** Store-relative names of the files a checkpoint's handle references. */
-function fileKeys(storage: BlobCheckpointStorage, jobId: string, id: number, handle: KeyedStateHandle | null): Map<string, FileStreamHandle> {
+function fileKeys(
+  storage: BlobCheckpointStorage,
+  jobId: string,
+  id: number,
+  handle: KeyedStateHandle | null,
+): Map<string, FileStreamHandle> {
   const pointer = storage.checkpointPointer(jobId, id);
   const out = new Map<string, FileStreamHandle>();
   for (const f of referencedFiles(handle)) out.set(posix.normalize(`${pointer}/${f.path}`), f);
@@ -71,7 +76,10 @@ export class Checkpointer {
   async take(): Promise<{ ms: number; pauseMs: number; bytes: number }> {
     const id = this.nextId++;
     const t0 = performance.now();
-    const task = await this.kb.snapshot(id, { type: 'checkpoint', streams: this.storage.checkpointStreams(this.jobId, id) });
+    const task = await this.kb.snapshot(id, {
+      type: 'checkpoint',
+      streams: this.storage.checkpointStreams(this.jobId, id),
+    });
     const t1 = performance.now();
     const handle = await task.done;
     const t2 = performance.now();
@@ -89,4 +97,3 @@ export class Checkpointer {
     return { ms: t2 - t0, pauseMs: t1 - t0, bytes };
   }
 }
-

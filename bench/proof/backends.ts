@@ -44,7 +44,15 @@ export function makeProofBackend(kind: ProofBackendKind, opts: ProofBackendOptio
     case 'memory':
       return withCheckpointStorage(new HeapStateBackend({ name: 'memory' }), checkpointStorage);
     case 'leveldb':
-      return withCheckpointStorage(leveldb({ workingDir: opts.workingDir, incremental: opts.incremental ?? true, writeBufferBytes: 256 * 1024, memtableBytes: 256 * 1024 }), checkpointStorage);
+      return withCheckpointStorage(
+        leveldb({
+          workingDir: opts.workingDir,
+          incremental: opts.incremental ?? true,
+          writeBufferBytes: 256 * 1024,
+          memtableBytes: 256 * 1024,
+        }),
+        checkpointStorage,
+      );
     case 'changelog-filesystem':
       return changelog({
         backend: new HeapStateBackend({ name: 'filesystem' }),
@@ -53,7 +61,10 @@ export function makeProofBackend(kind: ProofBackendKind, opts: ProofBackendOptio
         preemptivePersistBytes: opts.preemptivePersistBytes ?? 16 * 1024,
       });
     default:
-      throw new StreamStateError('INVALID_ARGUMENT', `unknown proof backend ${String(kind)}; use one of ${PROOF_BACKENDS.join(', ')}.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `unknown proof backend ${String(kind)}; use one of ${PROOF_BACKENDS.join(', ')}.`,
+      );
   }
 }
 

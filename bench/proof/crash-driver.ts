@@ -6,11 +6,24 @@ import { isLeaseName } from '../../src/checkpoint/lease.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { resolveHandlePath } from '../../src/checkpoint/streams.js';
 import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
-import { checkCounts, countingInput, SeededRandom, type CountInput, type CountOutput } from '../../src/testing/index.js';
+import {
+  checkCounts,
+  countingInput,
+  SeededRandom,
+  type CountInput,
+  type CountOutput,
+} from '../../src/testing/index.js';
 import { makeProofBackend, proofStorage, type ProofBackendKind } from './backends.js';
 import { CHILD_FAILED_EXIT, type ChildMessage, type CrashChildConfig, type CrashJobShape } from './crash-protocol.js';
 import { readTransactionLog } from './durable-output.js';
-import { countFor, emptyKillPointCounts, TARGETED_KILL_KINDS, type KillKind, type KillPlan, type KillPointCounts } from './kill-switch.js';
+import {
+  countFor,
+  emptyKillPointCounts,
+  TARGETED_KILL_KINDS,
+  type KillKind,
+  type KillPlan,
+  type KillPointCounts,
+} from './kill-switch.js';
 import { checkpointsWithMetadata, checkRetainedCheckpoints } from './restore-check.js';
 
 export const DEFAULT_CRASH_JOB: CrashJobShape = {
@@ -92,8 +105,16 @@ export async function runCrashSuite(opts: CrashSuiteOptions): Promise<CrashSuite
   const rng = new SeededRandom(opts.seed);
   const maxKillsPerRun = opts.maxKillsPerRun ?? 5;
   const randomShare = opts.randomShare ?? 0.35;
-  const input = countingInput({ records: job.records, keys: job.keys, partitions: job.partitions, seed: job.inputSeed });
-  const killsByKind = Object.fromEntries([...TARGETED_KILL_KINDS, 'random'].map((k) => [k, 0])) as Record<KillKind, number>;
+  const input = countingInput({
+    records: job.records,
+    keys: job.keys,
+    partitions: job.partitions,
+    seed: job.inputSeed,
+  });
+  const killsByKind = Object.fromEntries([...TARGETED_KILL_KINDS, 'random'].map((k) => [k, 0])) as Record<
+    KillKind,
+    number
+  >;
   const failures: string[] = [];
   const leftoverFiles: string[] = [];
   let kills = 0;
@@ -167,23 +188,38 @@ export async function runCrashSuite(opts: CrashSuiteOptions): Promise<CrashSuite
       if (outcome.exitCode !== 0 || error) {
         failures.push(
           `${what}: exited ${outcome.exitCode === CHILD_FAILED_EXIT ? 'with an error' : `with code ${outcome.exitCode}`}` +
-            (error ? `: ${error.name} ${error.code ?? ''} ${error.message}\n${error.stack}` : `\n${outcome.stderr.slice(-2000)}`),
+            (error
+              ? `: ${error.name} ${error.code ?? ''} ${error.message}\n${error.stack}`
+              : `\n${outcome.stderr.slice(-2000)}`),
         );
         break;
       }
-      const done = outcome.messages.find((m): m is Extract<ChildMessage, { type: 'finished' }> => m.type === 'finished');
+      const done = outcome.messages.find(
+        (m): m is Extract<ChildMessage, { type: 'finished' }> => m.type === 'finished',
+      );
       if (plan !== null && plan !== 'random') plansNotReached++;
       if (plan === 'random') randomKillsMissed++;
       lastChildCheckpoints = done?.checkpointsCompleted ?? 0;
       if (calibrating && done) {
         calibration = done.counts;
         calibrationMillis = Math.max(50, done.millis);
-        log(`calibration (${opts.backend}): ${JSON.stringify(done.counts)} in ${done.millis} ms, ${done.checkpointsCompleted} checkpoints`);
+        log(
+          `calibration (${opts.backend}): ${JSON.stringify(done.counts)} in ${done.millis} ms, ${done.checkpointsCompleted} checkpoints`,
+        );
       }
       finished = true;
     }
     if (!finished) continue;
-    const problems = await checkFinishedRun(storage, verifier, jobId, input, outputFile, job.numRetained, checkpointDir, lastChildCheckpoints);
+    const problems = await checkFinishedRun(
+      storage,
+      verifier,
+      jobId,
+      input,
+      outputFile,
+      job.numRetained,
+      checkpointDir,
+      lastChildCheckpoints,
+    );
     checkpointsRestored += problems.restored;
     leftoverFiles.push(...problems.leftovers.map((f) => `run ${runNo}: ${f}`));
     for (const p of problems.failures) failures.push(`${opts.backend} run ${runNo}: ${p}`);
@@ -224,7 +260,12 @@ function describePlan(plan: KillPlan | 'random' | null, delay: number | null): s
 }
 
 /** Runs one crash-suite child to its end: finished, failed, or killed (by its plan, by `randomKillAfterMs` after it started, or by the timeout). */
-export function spawnChild(script: string, cfg: CrashChildConfig, randomKillAfterMs: number | null, timeoutMs: number): Promise<ChildOutcome> {
+export function spawnChild(
+  script: string,
+  cfg: CrashChildConfig,
+  randomKillAfterMs: number | null,
+  timeoutMs: number,
+): Promise<ChildOutcome> {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
     const child = spawn(process.execPath, [script, JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -252,7 +293,8 @@ export function spawnChild(script: string, cfg: CrashChildConfig, randomKillAfte
           continue;
         }
         messages.push(msg);
-        if (msg.type === 'started' && randomKillAfterMs !== null) timers.push(setTimeout(() => child.kill('SIGKILL'), randomKillAfterMs));
+        if (msg.type === 'started' && randomKillAfterMs !== null)
+          timers.push(setTimeout(() => child.kill('SIGKILL'), randomKillAfterMs));
       }
     });
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
@@ -288,29 +330,48 @@ async function checkFinishedRun(
   const logged = readTransactionLog<CountOutput>(outputFile);
   const committed = logged.transactions.flatMap((t) => t.records);
   const counts = checkCounts(committed, input);
-  if (!counts.ok) failures.push(`committed output is not exactly once: ${counts.committedRecords}/${counts.expectedRecords} records, ${counts.problems.join('; ')}`);
-  if (logged.duplicateIds.length > 0) failures.push(`transaction ids committed twice: ${logged.duplicateIds.slice(0, 5).join(', ')}`);
+  if (!counts.ok)
+    failures.push(
+      `committed output is not exactly once: ${counts.committedRecords}/${counts.expectedRecords} records, ${counts.problems.join('; ')}`,
+    );
+  if (logged.duplicateIds.length > 0)
+    failures.push(`transaction ids committed twice: ${logged.duplicateIds.slice(0, 5).join(', ')}`);
   const retained = await checkRetainedCheckpoints(storage, verifier, jobId, input);
   failures.push(...retained.problems);
-  if (retained.checked.length > numRetained && lastChildCheckpoints > 0) failures.push(`${retained.checked.length} checkpoints retained after the job finished (numRetained ${numRetained}): ${retained.checked.join(', ')}`);
+  if (retained.checked.length > numRetained && lastChildCheckpoints > 0)
+    failures.push(
+      `${retained.checked.length} checkpoints retained after the job finished (numRetained ${numRetained}): ${retained.checked.join(', ')}`,
+    );
   if (retained.checked.length === 0) failures.push('no checkpoint retained after the job finished');
   const leftovers = await unreferencedFiles(storage, jobId, checkpointDir);
-  return { exactlyOnce: counts.ok && logged.duplicateIds.length === 0, restored: retained.checked.length, failures, leftovers };
+  return {
+    exactlyOnce: counts.ok && logged.duplicateIds.length === 0,
+    restored: retained.checked.length,
+    failures,
+    leftovers,
+  };
 }
 
 /** Every file on disk under the job's directory (temp files included) that no retained checkpoint needs. */
-export async function unreferencedFiles(storage: CheckpointStorage, jobId: string, checkpointDir: string): Promise<string[]> {
+export async function unreferencedFiles(
+  storage: CheckpointStorage,
+  jobId: string,
+  checkpointDir: string,
+): Promise<string[]> {
   const needed = new Set<string>();
   for (const { pointer } of await checkpointsWithMetadata(storage, jobId)) {
     needed.add(`${pointer}/_metadata`);
     const { metadata } = await storage.resolve(pointer);
     for (const op of metadata.operators) {
-      for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) needed.add(resolveHandlePath(pointer, f.path));
+      for (const s of op.subtasks)
+        for (const f of referencedFiles([s.keyed, s.operator])) needed.add(resolveHandlePath(pointer, f.path));
     }
   }
   const onDisk = await walk(join(checkpointDir, jobId));
   // The job lease (src/checkpoint/lease.ts) is not checkpoint data.
-  return onDisk.map((p) => relative(checkpointDir, p).split(sep).join('/')).filter((name) => !needed.has(name) && !isLeaseName(jobId, name));
+  return onDisk
+    .map((p) => relative(checkpointDir, p).split(sep).join('/'))
+    .filter((name) => !needed.has(name) && !isLeaseName(jobId, name));
 }
 
 async function walk(dir: string): Promise<string[]> {

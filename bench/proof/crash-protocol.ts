@@ -43,7 +43,13 @@ export type ChildMessage =
       readonly checkpointsAborted: number;
       readonly millis: number;
     }
-  | { readonly type: 'error'; readonly name: string; readonly code: string | null; readonly message: string; readonly stack: string };
+  | {
+      readonly type: 'error';
+      readonly name: string;
+      readonly code: string | null;
+      readonly message: string;
+      readonly stack: string;
+    };
 
 /** Exit code of a child whose job failed with an error (not a kill). */
 export const CHILD_FAILED_EXIT = 3;

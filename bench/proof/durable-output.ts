@@ -16,7 +16,12 @@ interface LoggedTransaction<T> {
 }
 
 export interface LoadedLog<T> {
-  readonly transactions: readonly { readonly transactionId: string; readonly checkpointId: number; readonly process: number; readonly records: readonly T[] }[];
+  readonly transactions: readonly {
+    readonly transactionId: string;
+    readonly checkpointId: number;
+    readonly process: number;
+    readonly records: readonly T[];
+  }[];
   /** Lines whose transaction id appeared before: the idempotence of commit was broken. */
   readonly duplicateIds: readonly string[];
   /** Bytes of a torn last line (cut by a kill mid-append) that were dropped. */
@@ -45,12 +50,20 @@ export class DurableCommittedOutput<T> extends CommittedOutput<T> {
   }
 
   /** Opens (creating if needed) the log at `file`; `onCommitted` runs after each durable commit (kill point). */
-  static open<T>(file: string, processNo: number, onCommitted: () => void = () => undefined): DurableCommittedOutput<T> {
+  static open<T>(
+    file: string,
+    processNo: number,
+    onCommitted: () => void = () => undefined,
+  ): DurableCommittedOutput<T> {
     return new DurableCommittedOutput<T>(file, processNo, onCommitted);
   }
 
   override commit(transactionId: string, checkpointId: number, records: readonly T[], attempt: number): boolean {
-    if (this.closed) throw new StreamStateError('INVALID_ARGUMENT', `the transaction log ${this.file} is closed; open it again to commit.`);
+    if (this.closed)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `the transaction log ${this.file} is closed; open it again to commit.`,
+      );
     if (this.isCommitted(transactionId)) return false;
     const line: LoggedTransaction<T> = { t: transactionId, c: checkpointId, a: attempt, p: this.processNo, r: records };
     writeSync(this.fd, `${JSON.stringify(line)}\n`);

@@ -15,7 +15,14 @@ import { ForwardingBlobStore } from '../../src/storage/forwarding-blob-store.js'
  * - cleanup:                in the nth delete of one or more names (retention, aborts, gc): half of them deleted, then killed
  * - commit:                 right after the nth transaction became durable in the external system
  */
-export const TARGETED_KILL_KINDS = ['data-upload', 'metadata-temp-written', 'metadata-linked', 'metadata-done', 'cleanup', 'commit'] as const;
+export const TARGETED_KILL_KINDS = [
+  'data-upload',
+  'metadata-temp-written',
+  'metadata-linked',
+  'metadata-done',
+  'cleanup',
+  'commit',
+] as const;
 export type TargetedKillKind = (typeof TARGETED_KILL_KINDS)[number];
 /** `random`: the parent kills the child at a random moment (the child knows nothing). */
 export type KillKind = TargetedKillKind | 'random';
@@ -154,7 +161,14 @@ class KillSwitchBlobStore extends ForwardingBlobStore {
   }
 
   override async delete(names: readonly string[]): Promise<void> {
-    if (names.length > 0) this.kill.trace(`delete ${names.join(' ')} | ${new Error().stack?.split('\n').slice(2, 6).map((l) => l.trim()).join(' < ')}`);
+    if (names.length > 0)
+      this.kill.trace(
+        `delete ${names.join(' ')} | ${new Error().stack
+          ?.split('\n')
+          .slice(2, 6)
+          .map((l) => l.trim())
+          .join(' < ')}`,
+      );
     if (names.length === 0 || !this.kill.nextCleanup()) return this.inner.delete(names);
     const half = Math.max(1, names.length >> 1);
     await this.inner.delete(names.slice(0, half));

@@ -26,7 +26,10 @@ export interface RetainedCheck {
 }
 
 /** Store-relative pointers of every chk-<n> directory of `jobId` that has a _metadata, oldest first (damaged ones included). */
-export async function checkpointsWithMetadata(storage: CheckpointStorage, jobId: string): Promise<{ id: number; pointer: string }[]> {
+export async function checkpointsWithMetadata(
+  storage: CheckpointStorage,
+  jobId: string,
+): Promise<{ id: number; pointer: string }[]> {
   const out: { id: number; pointer: string }[] = [];
   for (const name of await storage.listJobFiles(jobId)) {
     const m = /^[^/]+\/chk-(\d+)\/_metadata$/.exec(name);
@@ -54,7 +57,9 @@ export async function checkRetainedCheckpoints(
       await restoreAndCompare(storage, backend, pointer, input);
       checked.push(id);
     } catch (err) {
-      problems.push(`${pointer}: ${err instanceof Error ? `${err.name} ${(err as { code?: string }).code ?? ''}: ${err.message}` : String(err)}`);
+      problems.push(
+        `${pointer}: ${err instanceof Error ? `${err.name} ${(err as { code?: string }).code ?? ''}: ${err.message}` : String(err)}`,
+      );
     }
   }
   return { checked, problems };
@@ -78,7 +83,10 @@ export async function restoreAndCompare(
       for (let i = 0; i < op.parallelism; i++) {
         const info = { jobId: metadata.jobId, operatorId: op.operatorId, subtaskIndex: i, parallelism: op.parallelism };
         const source = { files, mode: 'no-claim' as const, checkpointId: metadata.checkpointId };
-        const ob = await backend.createOperatorStateBackend({ ...info, restore: { ...source, handles: operatorHandles[i] } });
+        const ob = await backend.createOperatorStateBackend({
+          ...info,
+          restore: { ...source, handles: operatorHandles[i] },
+        });
         opened.push(ob);
         if (op.operatorId === SOURCE) offsets.push(...ob.getListState<PartitionOffset>(SOURCE_OFFSETS_STATE).get());
         if (op.operatorId === SINK) ob.getListState<PendingTransaction<unknown>>(SINK_PENDING_STATE).get();
@@ -100,7 +108,10 @@ export async function restoreAndCompare(
   }
 }
 
-async function readCounts(kb: KeyedStateBackend<string>, into: Map<string, { count: number; sum: number }>): Promise<void> {
+async function readCounts(
+  kb: KeyedStateBackend<string>,
+  into: Map<string, { count: number; sum: number }>,
+): Promise<void> {
   const counts = new Map<string, number>();
   await kb.applyToAllKeys(VOID_NAMESPACE, countState, (key, state) => {
     counts.set(key, state.value() ?? 0);
@@ -125,7 +136,8 @@ function compare(
     if (seen.has(partition)) throw new Error(`partition ${partition} has two restored offsets`);
     seen.add(partition);
     const records = input[partition];
-    if (records === undefined || offset > records.length) throw new Error(`restored offset ${offset} of partition ${partition} is outside the input`);
+    if (records === undefined || offset > records.length)
+      throw new Error(`restored offset ${offset} of partition ${partition} is outside the input`);
     for (let i = 0; i < offset; i++) {
       const e = expected.get(records[i].key) ?? { count: 0, sum: 0 };
       e.count++;
@@ -134,7 +146,10 @@ function compare(
     }
   }
   // A fresh source restores offsets for every partition it was assigned; none may be missing.
-  if (seen.size !== input.length) throw new Error(`checkpoint ${metadata.checkpointId} restored offsets for ${seen.size} of ${input.length} partitions`);
+  if (seen.size !== input.length)
+    throw new Error(
+      `checkpoint ${metadata.checkpointId} restored offsets for ${seen.size} of ${input.length} partitions`,
+    );
   for (const key of new Set([...expected.keys(), ...counts.keys()])) {
     const e = expected.get(key) ?? { count: 0, sum: 0 };
     const got = counts.get(key) ?? { count: 0, sum: 0 };

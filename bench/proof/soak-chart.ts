@@ -42,7 +42,9 @@ function panel(p: ChartPanel, top: number): string {
   const X = (x: number) => M.left + (x / xMax) * pw;
   const Y = (y: number) => top + M.top + ph - (y / yMax) * ph;
   const out: string[] = [];
-  out.push(`<text x="${W / 2}" y="${top + 20}" text-anchor="middle" font-size="14" font-weight="bold">${esc(p.title)}</text>`);
+  out.push(
+    `<text x="${W / 2}" y="${top + 20}" text-anchor="middle" font-size="14" font-weight="bold">${esc(p.title)}</text>`,
+  );
   for (let i = 0; i <= 5; i++) {
     const yv = (yMax * i) / 5;
     const xv = (xMax * i) / 5;
@@ -51,8 +53,12 @@ function panel(p: ChartPanel, top: number): string {
     out.push(`<text x="${X(xv)}" y="${top + M.top + ph + 16}" text-anchor="middle" font-size="11">${fmt(xv)}</text>`);
   }
   out.push(`<rect x="${M.left}" y="${top + M.top}" width="${pw}" height="${ph}" fill="none" stroke="#888"/>`);
-  out.push(`<text x="${M.left + pw / 2}" y="${top + H - 6}" text-anchor="middle" font-size="12">${esc(p.xLabel)}</text>`);
-  out.push(`<text x="16" y="${top + M.top + ph / 2}" text-anchor="middle" font-size="12" transform="rotate(-90 16 ${top + M.top + ph / 2})">${esc(p.yLabel)}</text>`);
+  out.push(
+    `<text x="${M.left + pw / 2}" y="${top + H - 6}" text-anchor="middle" font-size="12">${esc(p.xLabel)}</text>`,
+  );
+  out.push(
+    `<text x="16" y="${top + M.top + ph / 2}" text-anchor="middle" font-size="12" transform="rotate(-90 16 ${top + M.top + ph / 2})">${esc(p.yLabel)}</text>`,
+  );
   p.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
     if (s.points.length > 0) {
@@ -60,7 +66,9 @@ function panel(p: ChartPanel, top: number): string {
       out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"/>`);
     }
     const ly = top + M.top + 14 + i * 18;
-    out.push(`<line x1="${M.left + pw + 12}" y1="${ly - 4}" x2="${M.left + pw + 32}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`);
+    out.push(
+      `<line x1="${M.left + pw + 12}" y1="${ly - 4}" x2="${M.left + pw + 32}" y2="${ly - 4}" stroke="${color}" stroke-width="3"/>`,
+    );
     out.push(`<text x="${M.left + pw + 38}" y="${ly}" font-size="12">${esc(s.name)}</text>`);
   });
   return out.join('\n');

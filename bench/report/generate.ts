@@ -14,7 +14,9 @@ let data: Record<string, unknown>;
 try {
   data = JSON.parse(readFileSync(source, 'utf8')) as Record<string, unknown>;
 } catch (err) {
-  console.error(`cannot read ${source}: ${(err as Error).message}. Run \`npm run bench\` (or one suite: \`npm run bench -- state-access\`) first.`);
+  console.error(
+    `cannot read ${source}: ${(err as Error).message}. Run \`npm run bench\` (or one suite: \`npm run bench -- state-access\`) first.`,
+  );
   process.exit(1);
 }
 const { markdown, charts } = buildReport(data);

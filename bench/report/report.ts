@@ -13,8 +13,10 @@ export interface ReportFiles {
   readonly charts: ReadonlyMap<string, string>;
 }
 
-const num = (v: unknown): number => (typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : Number.NaN);
-const rec = (v: unknown): Rec | undefined => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Rec) : undefined);
+const num = (v: unknown): number =>
+  typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : Number.NaN;
+const rec = (v: unknown): Rec | undefined =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Rec) : undefined;
 const arr = (v: unknown): Rec[] => (Array.isArray(v) ? v.filter((x): x is Rec => rec(x) !== undefined) : []);
 
 /** Parses the compact figures the state-access scripts print ("1.31M", "393.0k", "812"). */
@@ -26,16 +28,26 @@ export function parseOps(s: unknown): number {
   return Number(m[1]) * ({ '': 1, k: 1e3, M: 1e6, G: 1e9 } as Record<string, number>)[m[2]];
 }
 
-const mb = (bytes: number): string => (Number.isFinite(bytes) ? (bytes / 1048576 >= 100 ? (bytes / 1048576).toFixed(0) : (bytes / 1048576).toFixed(2)) : '–');
-const ms = (v: number): string => (!Number.isFinite(v) ? '–' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-const pct = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${((100 * a) / b).toFixed(a / b < 0.1 ? 2 : 0)}%` : '–');
-const sizeLabel = (mbValue: number): string => (mbValue >= 1024 ? `${+(mbValue / 1024).toFixed(2)} GB` : `${mbValue} MB`);
+const mb = (bytes: number): string =>
+  Number.isFinite(bytes) ? (bytes / 1048576 >= 100 ? (bytes / 1048576).toFixed(0) : (bytes / 1048576).toFixed(2)) : '–';
+const ms = (v: number): string =>
+  !Number.isFinite(v) ? '–' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+const pct = (a: number, b: number): string =>
+  Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${((100 * a) / b).toFixed(a / b < 0.1 ? 2 : 0)}%` : '–';
+const sizeLabel = (mbValue: number): string =>
+  mbValue >= 1024 ? `${+(mbValue / 1024).toFixed(2)} GB` : `${mbValue} MB`;
 
 export function mdTable(rows: ReadonlyArray<Record<string, unknown>>): string {
   if (rows.length === 0) return '_no rows_\n';
   const cols = Object.keys(rows[0]);
   const cell = (v: unknown): string => String(v ?? '').replace(/\|/g, '\\|');
-  return [`| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${cols.map((c) => cell(r[c])).join(' | ')} |`)].join('\n') + '\n';
+  return (
+    [
+      `| ${cols.join(' | ')} |`,
+      `|${cols.map(() => '---').join('|')}|`,
+      ...rows.map((r) => `| ${cols.map((c) => cell(r[c])).join(' | ')} |`),
+    ].join('\n') + '\n'
+  );
 }
 
 interface RatioRow {
@@ -57,7 +69,11 @@ const VARIANT_LABEL: Record<string, string> = {
   'leveldb-incremental': 'LevelDB incremental',
   changelog: 'changelog(filesystem)',
 };
-const VARIANT_COLOR: Record<string, string> = { full: PALETTE[1], 'leveldb-incremental': PALETTE[0], changelog: PALETTE[2] };
+const VARIANT_COLOR: Record<string, string> = {
+  full: PALETTE[1],
+  'leveldb-incremental': PALETTE[0],
+  changelog: PALETTE[2],
+};
 
 export function buildReport(data: Rec): ReportFiles {
   const charts = new Map<string, string>();
@@ -68,7 +84,11 @@ export function buildReport(data: Rec): ReportFiles {
   md.push(
     `Generated from \`bench/results/latest.json\` by \`node dist/bench/report/generate.js\`; reproduce with \`npm run bench\`${run === undefined ? '' : quick ? '' : ' (this is a full run)'}.`,
   );
-  if (quick) md.push('', '> **Quick run** (`npm run bench -- --quick`): small states and few samples; for a smoke test, not for quoting.');
+  if (quick)
+    md.push(
+      '',
+      '> **Quick run** (`npm run bench -- --quick`): small states and few samples; for a smoke test, not for quoting.',
+    );
   md.push('');
   md.push(...machineSection(run, data));
 
@@ -88,8 +108,21 @@ export function buildReport(data: Rec): ReportFiles {
   md.push('## Charts', '');
   charts.set('checkpoint-duration.svg', durationChart(sizes));
   charts.set('checkpoint-bytes.svg', bytesChart(sizes));
-  charts.set('state-access-heap.svg', accessChart('Heap backend state access vs raw Map', heap, 'heap backend', 'raw Map', PALETTE[2], '#9a9a9a'));
-  charts.set('state-access-leveldb.svg', accessChart('LevelDB backend state access vs raw classic-level', level, 'leveldb backend', 'raw classic-level', PALETTE[0], '#9a9a9a'));
+  charts.set(
+    'state-access-heap.svg',
+    accessChart('Heap backend state access vs raw Map', heap, 'heap backend', 'raw Map', PALETTE[2], '#9a9a9a'),
+  );
+  charts.set(
+    'state-access-leveldb.svg',
+    accessChart(
+      'LevelDB backend state access vs raw classic-level',
+      level,
+      'leveldb backend',
+      'raw classic-level',
+      PALETTE[0],
+      '#9a9a9a',
+    ),
+  );
   charts.set('changelog-recovery.svg', recoveryChart(cl));
   charts.set('storage-throughput.svg', storageChart(s3, pause, sp, sizes));
   md.push('![checkpoint duration versus state size](checkpoint-duration.svg)', '');
@@ -105,7 +138,14 @@ export function buildReport(data: Rec): ReportFiles {
   md.push(...sizesDetails(sizes));
   md.push(...changelogDetails(cl));
   md.push(...changelogScalingDetails(scaling));
-  md.push(...simpleRows('Heap snapshot pause (`bench/snapshot-pause.ts`)', pause, 'rows', 'Synchronous pause of a heap snapshot vs entries (8-byte values), async part, and the raw baselines of the same run (Map copy, file write + fsync).'));
+  md.push(
+    ...simpleRows(
+      'Heap snapshot pause (`bench/snapshot-pause.ts`)',
+      pause,
+      'rows',
+      'Synchronous pause of a heap snapshot vs entries (8-byte values), async part, and the raw baselines of the same run (Map copy, file write + fsync).',
+    ),
+  );
   md.push(...leveldbCheckpointDetails(rec(data.leveldbCheckpoint)));
   md.push(...savepointDetails(sp, rec(data.convertLarge)));
   md.push(...s3Details(s3));
@@ -114,7 +154,7 @@ export function buildReport(data: Rec): ReportFiles {
       'Durable before complete: checkpoints with and without the data-file fsync (`bench/durability.ts`)',
       rec(data.durability),
       'rows',
-      'Whole checkpoints on local disk (4 subtasks writing through the coordinator\'s streams, then `_metadata`), with every data file fsynced before `_metadata` (what streamstate does) and without (before 2026-12-04), in alternating rounds; medians. Directory and `_metadata` fsyncs happen in both modes.',
+      "Whole checkpoints on local disk (4 subtasks writing through the coordinator's streams, then `_metadata`), with every data file fsynced before `_metadata` (what streamstate does) and without (before 2026-12-04), in alternating rounds; medians. Directory and `_metadata` fsyncs happen in both modes.",
     ),
   );
   return { markdown: `${md.join('\n')}\n`, charts };
@@ -128,13 +168,15 @@ function sectionsOutsideRun(run: Rec, data: Rec): string[] {
   const out: string[] = [];
   for (const [key, value] of Object.entries(data)) {
     const at = Date.parse(String(rec(value)?.recordedAt));
-    if (key !== 'run' && Number.isFinite(at) && (at < start || at > end + 60_000)) out.push(`${key} (${String(rec(value)?.recordedAt).slice(0, 16).replace('T', ' ')} UTC)`);
+    if (key !== 'run' && Number.isFinite(at) && (at < start || at > end + 60_000))
+      out.push(`${key} (${String(rec(value)?.recordedAt).slice(0, 16).replace('T', ' ')} UTC)`);
   }
   return out;
 }
 
 function machineSection(run: Rec | undefined, data: Rec): string[] {
-  if (run === undefined) return ['_Machine and run information missing (the suites were run one by one, not through `npm run bench`)._', ''];
+  if (run === undefined)
+    return ['_Machine and run information missing (the suites were run one by one, not through `npm run bench`)._', ''];
   const m = rec(run.machine) ?? {};
   const load = rec(run.load) ?? {};
   const out = ['## Machine and run', ''];
@@ -144,7 +186,10 @@ function machineSection(run: Rec | undefined, data: Rec): string[] {
       { what: 'memory', value: `${String(m.memGiB ?? '?')} GiB` },
       { what: 'OS', value: String(m.os ?? '?') },
       { what: 'Node', value: String(m.node ?? '?') },
-      { what: 'run', value: `${String(run.startedAt ?? '?')}, ${quick(run)}, ${num(run.totalSeconds).toFixed(0)} s in total` },
+      {
+        what: 'run',
+        value: `${String(run.startedAt ?? '?')}, ${quick(run)}, ${num(run.totalSeconds).toFixed(0)} s in total`,
+      },
       {
         what: 'load average during the run',
         value: `start ${fmtLoad(load.start)}, mean ${num(load.mean).toFixed(2)}, max ${num(load.max).toFixed(2)} (1-min; other work on the machine shows here)`,
@@ -152,9 +197,16 @@ function machineSection(run: Rec | undefined, data: Rec): string[] {
     ]),
   );
   const suites = arr(run.suites);
-  if (suites.length > 0) out.push('Suites: ' + suites.map((s) => `${String(s.name)} ${String(s.status)} (${num(s.seconds).toFixed(1)} s)`).join(', ') + '.', '');
+  if (suites.length > 0)
+    out.push(
+      'Suites: ' +
+        suites.map((s) => `${String(s.name)} ${String(s.status)} (${num(s.seconds).toFixed(1)} s)`).join(', ') +
+        '.',
+      '',
+    );
   const outside = sectionsOutsideRun(run, data);
-  if (outside.length > 0) out.push(`Recorded outside this run (on the same machine, by the suite alone): ${outside.join(', ')}.`, '');
+  if (outside.length > 0)
+    out.push(`Recorded outside this run (on the same machine, by the suite alone): ${outside.join(', ')}.`, '');
   return out;
 }
 
@@ -166,16 +218,34 @@ function fullVersusRaw(sizes: Rec | undefined): { stateMB: number; ours: number;
   const raws = arr(sizes?.rawWrites);
   const w = raws[raws.length - 1];
   if (w === undefined) return undefined;
-  const full = sizeSeries(sizes).find((s) => s.variant === 'full' && s.pattern === 'rate' && s.stateMB === num(w.stateMB));
+  const full = sizeSeries(sizes).find(
+    (s) => s.variant === 'full' && s.pattern === 'rate' && s.stateMB === num(w.stateMB),
+  );
   if (full === undefined) return undefined;
-  return { stateMB: full.stateMB, ours: full.meanBytesPerCheckpoint / 1048576 / (full.medianMs / 1000), raw: num(w.MBps) };
+  return {
+    stateMB: full.stateMB,
+    ours: full.meanBytesPerCheckpoint / 1048576 / (full.medianMs / 1000),
+    raw: num(w.MBps),
+  };
 }
 
-function headline(heap: Rec | undefined, level: Rec | undefined, pause: Rec | undefined, s3: Rec | undefined, sp: Rec | undefined, sizes: Rec | undefined): string[] {
+function headline(
+  heap: Rec | undefined,
+  level: Rec | undefined,
+  pause: Rec | undefined,
+  s3: Rec | undefined,
+  sp: Rec | undefined,
+  sizes: Rec | undefined,
+): string[] {
   const rows: Array<Record<string, string>> = [];
   const add = (what: string, ours: number, raw: number, baseline: string, unit: string): void => {
     if (!Number.isFinite(ours) && !Number.isFinite(raw)) return;
-    rows.push({ what, streamstate: `${compact(ours)} ${unit}`, 'raw baseline (same run)': `${compact(raw)} ${unit} (${baseline})`, ratio: pct(ours, raw) });
+    rows.push({
+      what,
+      streamstate: `${compact(ours)} ${unit}`,
+      'raw baseline (same run)': `${compact(raw)} ${unit} (${baseline})`,
+      ratio: pct(ours, raw),
+    });
   };
   const pick = (rows2: RatioRow[], op: string): RatioRow | undefined => rows2.find((r) => r.operation === op);
   const h = ratioRows(heap);
@@ -184,24 +254,75 @@ function headline(heap: Rec | undefined, level: Rec | undefined, pause: Rec | un
     if (r) add(`heap ${op}`, r.ours, r.raw, 'raw Map', 'ops/s');
   }
   const l = ratioRows(level);
-  for (const op of ['ValueState get', 'ValueState update', 'ValueState update, one synchronous burst', 'MapState get']) {
+  for (const op of [
+    'ValueState get',
+    'ValueState update',
+    'ValueState update, one synchronous burst',
+    'MapState get',
+  ]) {
     const r = pick(l, op);
-    if (r) add(`leveldb ${op}`, r.ours, r.raw, op.includes('update') ? 'raw classic-level batch put' : 'raw classic-level getSync', 'ops/s');
+    if (r)
+      add(
+        `leveldb ${op}`,
+        r.ours,
+        r.raw,
+        op.includes('update') ? 'raw classic-level batch put' : 'raw classic-level getSync',
+        'ops/s',
+      );
   }
   const fr = fullVersusRaw(sizes);
-  if (fr !== undefined) add(`full heap checkpoint, ${sizeLabel(fr.stateMB)} of 1 KB values`, fr.ours, fr.raw, 'sequential file write + fsync', 'MB/s');
+  if (fr !== undefined)
+    add(
+      `full heap checkpoint, ${sizeLabel(fr.stateMB)} of 1 KB values`,
+      fr.ours,
+      fr.raw,
+      'sequential file write + fsync',
+      'MB/s',
+    );
   const pr = arr(pause?.rows);
   const last = pr[pr.length - 1];
-  if (last !== undefined) add(`heap snapshot write, ${compact(num(last.entries))} entries of 8 B`, num(last['async MB/s']), num(last['raw write MB/s']), 'sequential file write + fsync', 'MB/s');
+  if (last !== undefined)
+    add(
+      `heap snapshot write, ${compact(num(last.entries))} entries of 8 B`,
+      num(last['async MB/s']),
+      num(last['raw write MB/s']),
+      'sequential file write + fsync',
+      'MB/s',
+    );
   const local = rec(s3?.local);
   const remote = rec(s3?.s3);
-  if (local) add('checkpoint write, local filesystem', num(local.writeMBps), num(rec(s3?.rawFileWrite)?.MBps), 'file write + fsync', 'MB/s');
-  if (remote) add('checkpoint write, S3 (s3rver on loopback)', num(remote.writeMBps), num(rec(s3?.rawS3Put)?.MBps), 'raw S3 PutObject', 'MB/s');
+  if (local)
+    add(
+      'checkpoint write, local filesystem',
+      num(local.writeMBps),
+      num(rec(s3?.rawFileWrite)?.MBps),
+      'file write + fsync',
+      'MB/s',
+    );
+  if (remote)
+    add(
+      'checkpoint write, S3 (s3rver on loopback)',
+      num(remote.writeMBps),
+      num(rec(s3?.rawS3Put)?.MBps),
+      'raw S3 PutObject',
+      'MB/s',
+    );
   const mem = rec(rec(sp?.memory)?.canonical);
   const raw = rec(sp?.raw);
-  if (mem && raw) add('canonical savepoint write (heap)', num(mem.bytes) / 1048576 / (num(mem.ms) / 1000), num(raw.bytes) / 1048576 / (num(raw.ms) / 1000), 'serialize + write the same entries', 'MB/s');
+  if (mem && raw)
+    add(
+      'canonical savepoint write (heap)',
+      num(mem.bytes) / 1048576 / (num(mem.ms) / 1000),
+      num(raw.bytes) / 1048576 / (num(raw.ms) / 1000),
+      'serialize + write the same entries',
+      'MB/s',
+    );
   if (rows.length === 0) return ['_No throughput suites in this run._', ''];
-  return [mdTable(rows), 'Ratios above 100% are possible where the raw baseline does more work per call (e.g. allocating a list read).', ''];
+  return [
+    mdTable(rows),
+    'Ratios above 100% are possible where the raw baseline does more work per call (e.g. allocating a list read).',
+    '',
+  ];
 }
 
 interface Series {
@@ -239,7 +360,8 @@ function checkpointHeadline(sizes: Rec | undefined, scaling: Rec | undefined): s
     .filter((s) => s.stateMB === largest)
     .map((s) => ({
       [`checkpoint, ${sizeLabel(largest)} state`]: VARIANT_LABEL[s.variant] ?? s.variant,
-      'keys changed per interval': s.pattern === 'rate' ? `${s.changesPerCheckpoint} (1%)` : `${s.changesPerCheckpoint} (fixed)`,
+      'keys changed per interval':
+        s.pattern === 'rate' ? `${s.changesPerCheckpoint} (1%)` : `${s.changesPerCheckpoint} (fixed)`,
       'median ms': ms(s.medianMs),
       'p99 ms': ms(s.p99Ms),
       'MB per checkpoint': mb(s.meanBytesPerCheckpoint),
@@ -255,7 +377,10 @@ function checkpointHeadline(sizes: Rec | undefined, scaling: Rec | undefined): s
       '',
       `- changelog checkpoint duration within 2x across the state-size range (fixed ${String(sizes?.fixedChanges)} changed keys per interval), size by size in this sweep: ` +
         `**${num(t.changelogDurationSpread).toFixed(2)}x** — ${t.changelogDurationWithin2x === true ? 'met' : 'NOT met'} ` +
-        `(medians ${all.filter((s) => s.variant === 'changelog' && s.pattern === 'fixed').map((s) => `${ms(s.medianMs)} ms @ ${sizeLabel(s.stateMB)}`).join(', ')})`,
+        `(medians ${all
+          .filter((s) => s.variant === 'changelog' && s.pattern === 'fixed')
+          .map((s) => `${ms(s.medianMs)} ms @ ${sizeLabel(s.stateMB)}`)
+          .join(', ')})`,
       ...(scaling === undefined ? [] : [scalingTargetLine(scaling)]),
       `- bytes per checkpoint ≤ 2% of a full snapshot at a 1% change rate: worst **${(100 * num(t.changelogWorstBytesShareOfFull)).toFixed(2)}%** — ${t.changelogBytesWithin2Pct === true ? 'met' : 'NOT met'}`,
       '',
@@ -301,10 +426,17 @@ function durationChart(sizes: Rec | undefined): string {
   const series: LineSeries[] = [];
   for (const variant of ['full', 'leveldb-incremental', 'changelog']) {
     for (const pattern of ['fixed', 'rate']) {
-      const pts = all.filter((s) => s.variant === variant && s.pattern === pattern).map((s) => [s.stateMB, s.medianMs] as const);
+      const pts = all
+        .filter((s) => s.variant === variant && s.pattern === pattern)
+        .map((s) => [s.stateMB, s.medianMs] as const);
       if (pts.length === 0) continue;
       const what = pattern === 'fixed' ? `${String(sizes?.fixedChanges ?? '')} keys changed` : '1% of keys changed';
-      series.push({ name: `${VARIANT_LABEL[variant]}, ${what}`, color: VARIANT_COLOR[variant], dashed: pattern === 'rate', points: pts });
+      series.push({
+        name: `${VARIANT_LABEL[variant]}, ${what}`,
+        color: VARIANT_COLOR[variant],
+        dashed: pattern === 'rate',
+        points: pts,
+      });
     }
   }
   return lineChart({
@@ -323,10 +455,22 @@ function bytesChart(sizes: Rec | undefined): string {
   const series: LineSeries[] = [];
   for (const variant of ['full', 'leveldb-incremental', 'changelog']) {
     for (const pattern of variant === 'full' ? ['rate'] : ['fixed', 'rate']) {
-      const pts = all.filter((s) => s.variant === variant && s.pattern === pattern).map((s) => [s.stateMB, s.meanBytesPerCheckpoint / 1048576] as const);
+      const pts = all
+        .filter((s) => s.variant === variant && s.pattern === pattern)
+        .map((s) => [s.stateMB, s.meanBytesPerCheckpoint / 1048576] as const);
       if (pts.length === 0) continue;
-      const what = variant === 'full' ? 'whole state every time' : pattern === 'fixed' ? `${String(sizes?.fixedChanges ?? '')} keys changed` : '1% of keys changed';
-      series.push({ name: `${VARIANT_LABEL[variant]}, ${what}`, color: VARIANT_COLOR[variant], dashed: pattern === 'rate' && variant !== 'full', points: pts });
+      const what =
+        variant === 'full'
+          ? 'whole state every time'
+          : pattern === 'fixed'
+            ? `${String(sizes?.fixedChanges ?? '')} keys changed`
+            : '1% of keys changed';
+      series.push({
+        name: `${VARIANT_LABEL[variant]}, ${what}`,
+        color: VARIANT_COLOR[variant],
+        dashed: pattern === 'rate' && variant !== 'full',
+        points: pts,
+      });
     }
   }
   return lineChart({
@@ -340,11 +484,21 @@ function bytesChart(sizes: Rec | undefined): string {
   });
 }
 
-function accessChart(title: string, section: Rec | undefined, ours: string, raw: string, oursColor: string, rawColor: string): string {
+function accessChart(
+  title: string,
+  section: Rec | undefined,
+  ours: string,
+  raw: string,
+  oursColor: string,
+  rawColor: string,
+): string {
   const rows = ratioRows(section);
   return barChart({
     title,
-    subtitle: section === undefined ? 'not run' : `${compact(num(section.numKeys))} keys; operations per second, each including setCurrentKey for ours`,
+    subtitle:
+      section === undefined
+        ? 'not run'
+        : `${compact(num(section.numKeys))} keys; operations per second, each including setCurrentKey for ours`,
     xLabel: 'operations per second',
     series: [
       { name: ours, color: oursColor },
@@ -364,25 +518,53 @@ function recoveryChart(cl: Rec | undefined): string {
         : `changelog(filesystem), ${String(cl.stateMB)} MB state, ${String(cl.changesPerCheckpoint)} keys changed per checkpoint interval; restore = open + replay`,
     xLabel: 'checkpoint intervals of log since materialization',
     yLabel: 'restore time (ms)',
-    series: [{ name: 'restore (median)', color: PALETTE[2], points: rec2.map((r) => [num(r.intervalsSinceMaterialization), num(r.restoreMs)] as const) }],
+    series: [
+      {
+        name: 'restore (median)',
+        color: PALETTE[2],
+        points: rec2.map((r) => [num(r.intervalsSinceMaterialization), num(r.restoreMs)] as const),
+      },
+    ],
     formatX: (v) => String(v),
   });
 }
 
-function storageChart(s3: Rec | undefined, pause: Rec | undefined, sp: Rec | undefined, sizes: Rec | undefined): string {
+function storageChart(
+  s3: Rec | undefined,
+  pause: Rec | undefined,
+  sp: Rec | undefined,
+  sizes: Rec | undefined,
+): string {
   const groups: Array<{ label: string; values: number[] }> = [];
   const fr = fullVersusRaw(sizes);
-  if (fr !== undefined) groups.push({ label: `full heap checkpoint, ${sizeLabel(fr.stateMB)} (1 KB values)`, values: [fr.ours, fr.raw] });
+  if (fr !== undefined)
+    groups.push({ label: `full heap checkpoint, ${sizeLabel(fr.stateMB)} (1 KB values)`, values: [fr.ours, fr.raw] });
   const pr = arr(pause?.rows);
   const last = pr[pr.length - 1];
-  if (last !== undefined) groups.push({ label: `heap snapshot, ${compact(num(last.entries))} entries of 8 B`, values: [num(last['async MB/s']), num(last['raw write MB/s'])] });
+  if (last !== undefined)
+    groups.push({
+      label: `heap snapshot, ${compact(num(last.entries))} entries of 8 B`,
+      values: [num(last['async MB/s']), num(last['raw write MB/s'])],
+    });
   const local = rec(s3?.local);
-  if (local) groups.push({ label: 'checkpoint files, local filesystem', values: [num(local.writeMBps), num(rec(s3?.rawFileWrite)?.MBps)] });
+  if (local)
+    groups.push({
+      label: 'checkpoint files, local filesystem',
+      values: [num(local.writeMBps), num(rec(s3?.rawFileWrite)?.MBps)],
+    });
   const remote = rec(s3?.s3);
-  if (remote) groups.push({ label: 'checkpoint files, S3 (s3rver loopback)', values: [num(remote.writeMBps), num(rec(s3?.rawS3Put)?.MBps)] });
+  if (remote)
+    groups.push({
+      label: 'checkpoint files, S3 (s3rver loopback)',
+      values: [num(remote.writeMBps), num(rec(s3?.rawS3Put)?.MBps)],
+    });
   const mem = rec(rec(sp?.memory)?.canonical);
   const raw = rec(sp?.raw);
-  if (mem && raw) groups.push({ label: 'canonical savepoint (heap)', values: [num(mem.bytes) / 1048576 / (num(mem.ms) / 1000), num(raw.bytes) / 1048576 / (num(raw.ms) / 1000)] });
+  if (mem && raw)
+    groups.push({
+      label: 'canonical savepoint (heap)',
+      values: [num(mem.bytes) / 1048576 / (num(mem.ms) / 1000), num(raw.bytes) / 1048576 / (num(raw.ms) / 1000)],
+    });
   return barChart({
     title: 'Write throughput vs raw baselines',
     subtitle: 'MB/s; raw = the same bytes written without streamstate in the same run',
@@ -397,7 +579,12 @@ function storageChart(s3: Rec | undefined, pause: Rec | undefined, sp: Rec | und
 
 function accessDetails(title: string, section: Rec | undefined): string[] {
   if (section === undefined) return [`### ${title}`, '', '_not run_', ''];
-  const results = arr(section.results).map((r) => ({ case: String(r.name), 'ops/s': compact(num(r.opsPerSec)), '±%': num(r.marginPct).toFixed(1), samples: num(r.samples) }));
+  const results = arr(section.results).map((r) => ({
+    case: String(r.name),
+    'ops/s': compact(num(r.opsPerSec)),
+    '±%': num(r.marginPct).toFixed(1),
+    samples: num(r.samples),
+  }));
   return [
     `### ${title}`,
     '',
@@ -414,8 +601,10 @@ function accessDetails(title: string, section: Rec | undefined): string[] {
 
 function sizesDetails(sizes: Rec | undefined): string[] {
   const all = sizeSeries(sizes);
-  if (all.length === 0) return ['### Checkpoint duration and bytes vs state size (`bench/checkpoint-sizes.ts`)', '', '_not run_', ''];
-  const fullOf = (mbv: number, p: string): number => all.find((s) => s.variant === 'full' && s.stateMB === mbv && s.pattern === p)?.meanBytesPerCheckpoint ?? Number.NaN;
+  if (all.length === 0)
+    return ['### Checkpoint duration and bytes vs state size (`bench/checkpoint-sizes.ts`)', '', '_not run_', ''];
+  const fullOf = (mbv: number, p: string): number =>
+    all.find((s) => s.variant === 'full' && s.stateMB === mbv && s.pattern === p)?.meanBytesPerCheckpoint ?? Number.NaN;
   return [
     '### Checkpoint duration and bytes vs state size (`bench/checkpoint-sizes.ts`)',
     '',
@@ -441,7 +630,8 @@ function sizesDetails(sizes: Rec | undefined): string[] {
 }
 
 function changelogDetails(cl: Rec | undefined): string[] {
-  const title = '### Changelog: materialization interval, write amplification, recovery (`bench/changelog-checkpoint.ts`)';
+  const title =
+    '### Changelog: materialization interval, write amplification, recovery (`bench/changelog-checkpoint.ts`)';
   if (cl === undefined) return [title, '', '_not run_', ''];
   return [
     title,
@@ -461,7 +651,13 @@ function changelogDetails(cl: Rec | undefined): string[] {
     ),
     'Recovery: restore (open the materialization, replay the log on registration) from a checkpoint K intervals after the last materialization — the worst case of a materialization interval of K checkpoints.',
     '',
-    mdTable(arr(cl.recovery).map((r) => ({ K: num(r.intervalsSinceMaterialization), 'log MB': num(r.logMB).toFixed(1), 'restore ms': ms(num(r.restoreMs)) }))),
+    mdTable(
+      arr(cl.recovery).map((r) => ({
+        K: num(r.intervalsSinceMaterialization),
+        'log MB': num(r.logMB).toFixed(1),
+        'restore ms': ms(num(r.restoreMs)),
+      })),
+    ),
   ];
 }
 
@@ -477,7 +673,15 @@ function leveldbCheckpointDetails(section: Rec | undefined): string[] {
     const first = rec(r.first) ?? {};
     const second = rec(r.second) ?? {};
     return [
-      { state: `${String(r.stateMb)} MB`, mode: String(r.mode), checkpoint: 'first', 'pause ms': ms(num(first.pauseMs)), 'total ms': ms(num(first.totalMs)), 'MB written': mb(num(first.bytes)), 'restore ms': '' },
+      {
+        state: `${String(r.stateMb)} MB`,
+        mode: String(r.mode),
+        checkpoint: 'first',
+        'pause ms': ms(num(first.pauseMs)),
+        'total ms': ms(num(first.totalMs)),
+        'MB written': mb(num(first.bytes)),
+        'restore ms': '',
+      },
       {
         state: `${String(r.stateMb)} MB`,
         mode: String(r.mode),
@@ -497,21 +701,48 @@ function savepointDetails(sp: Rec | undefined, large: Rec | undefined): string[]
   if (sp === undefined) return [title, '', '_not run_', ''];
   const rows: Array<Record<string, string>> = [];
   const raw = rec(sp.raw);
-  if (raw) rows.push({ backend: 'raw', what: 'serialize + write the same entries', ms: ms(num(raw.ms)), 'MB/s': compact(num(raw.bytes) / 1048576 / (num(raw.ms) / 1000)), 'restore ms': '' });
+  if (raw)
+    rows.push({
+      backend: 'raw',
+      what: 'serialize + write the same entries',
+      ms: ms(num(raw.ms)),
+      'MB/s': compact(num(raw.bytes) / 1048576 / (num(raw.ms) / 1000)),
+      'restore ms': '',
+    });
   for (const name of ['memory', 'leveldb', 'leveldb-full']) {
     const b = rec(sp[name]);
     if (!b) continue;
     for (const kind of ['native', 'canonical']) {
       const k = rec(b[kind]);
       if (!k) continue;
-      rows.push({ backend: name, what: `${kind}${k.handle !== undefined ? ` (${String(k.handle)})` : ''}`, ms: ms(num(k.ms)), 'MB/s': compact(num(k.bytes) / 1048576 / (num(k.ms) / 1000)), 'restore ms': ms(num(k.restoreMs)) });
+      rows.push({
+        backend: name,
+        what: `${kind}${k.handle !== undefined ? ` (${String(k.handle)})` : ''}`,
+        ms: ms(num(k.ms)),
+        'MB/s': compact(num(k.bytes) / 1048576 / (num(k.ms) / 1000)),
+        'restore ms': ms(num(k.restoreMs)),
+      });
     }
   }
   for (const format of ['canonical', 'native']) {
     const c = rec(sp[`convertMemoryToLeveldb_${format}`]);
-    if (c) rows.push({ backend: 'memory → leveldb', what: `convert (${format})`, ms: ms(num(c.ms)), 'MB/s': compact(num(c.bytes) / 1048576 / (num(c.ms) / 1000)), 'restore ms': '' });
+    if (c)
+      rows.push({
+        backend: 'memory → leveldb',
+        what: `convert (${format})`,
+        ms: ms(num(c.ms)),
+        'MB/s': compact(num(c.bytes) / 1048576 / (num(c.ms) / 1000)),
+        'restore ms': '',
+      });
   }
-  return [title, '', `${String(sp.sizeMb)} MB of state, ${String(sp.entries)} entries of ${String(sp.valueBytes)} B.`, '', mdTable(rows), ...convertLargeRows(large)];
+  return [
+    title,
+    '',
+    `${String(sp.sizeMb)} MB of state, ${String(sp.entries)} entries of ${String(sp.valueBytes)} B.`,
+    '',
+    mdTable(rows),
+    ...convertLargeRows(large),
+  ];
 }
 
 /** The 1 GB convert target (`savepoint-throughput.js --convert-only 1024`). */
@@ -519,9 +750,22 @@ function convertLargeRows(large: Rec | undefined): string[] {
   if (large === undefined) return [];
   const rows = ['canonical', 'native'].flatMap((format) => {
     const c = rec(large[`convertMemoryToLeveldb_${format}`]);
-    return c === undefined ? [] : [{ convert: `memory → leveldb (${format})`, seconds: (num(c.ms) / 1000).toFixed(1), 'MB/s': compact(num(c.bytes) / 1048576 / (num(c.ms) / 1000)), 'target ≤ 60 s': num(c.ms) <= 60_000 ? 'met' : 'NOT met' }];
+    return c === undefined
+      ? []
+      : [
+          {
+            convert: `memory → leveldb (${format})`,
+            seconds: (num(c.ms) / 1000).toFixed(1),
+            'MB/s': compact(num(c.bytes) / 1048576 / (num(c.ms) / 1000)),
+            'target ≤ 60 s': num(c.ms) <= 60_000 ? 'met' : 'NOT met',
+          },
+        ];
   });
-  return [`Converting ${sizeLabel(num(large.sizeMb))} of state (${String(large.entries)} entries of ${String(large.valueBytes)} B; a ${mb(num(large.savepointBytes))} MB native savepoint of the memory backend):`, '', mdTable(rows)];
+  return [
+    `Converting ${sizeLabel(num(large.sizeMb))} of state (${String(large.entries)} entries of ${String(large.valueBytes)} B; a ${mb(num(large.savepointBytes))} MB native savepoint of the memory backend):`,
+    '',
+    mdTable(rows),
+  ];
 }
 
 function s3Details(s3: Rec | undefined): string[] {
@@ -540,6 +784,9 @@ function s3Details(s3: Rec | undefined): string[] {
     '',
     `A checkpoint = ${String(s3.subtasks)} files of ${mb(num(s3.bytesPerSubtask))} MB + _metadata; medians of ${String(s3.rounds)}. S3 requests per checkpoint: ${String(s3.s3RequestsPerCheckpoint)}.`,
     '',
-    mdTable([row('local filesystem', rec(s3.local), rec(s3.rawFileWrite)), row('s3rver on loopback', rec(s3.s3), rec(s3.rawS3Put))]),
+    mdTable([
+      row('local filesystem', rec(s3.local), rec(s3.rawFileWrite)),
+      row('s3rver on loopback', rec(s3.s3), rec(s3.rawS3Put)),
+    ]),
   ];
 }

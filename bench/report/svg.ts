@@ -116,7 +116,9 @@ function header(width: number, height: number, title: string, subtitle?: string)
     `<title>${escapeXml(title)}</title>`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="16" y="24" font-size="16" font-weight="600" fill="#111">${escapeXml(title)}</text>`,
-    ...(subtitle !== undefined ? [`<text x="16" y="42" font-size="11.5" fill="#555">${escapeXml(subtitle)}</text>`] : []),
+    ...(subtitle !== undefined
+      ? [`<text x="16" y="42" font-size="11.5" fill="#555">${escapeXml(subtitle)}</text>`]
+      : []),
   ];
 }
 
@@ -135,45 +137,71 @@ export function lineChart(o: LineChartOptions): string {
   const ys = series.flatMap((s) => s.points.map((p) => p[1]));
   const out = header(width, height, o.title, o.subtitle);
   if (xs.length === 0) {
-    out.push(`<text x="${(px0 + px1) / 2}" y="${(py0 + py1) / 2}" text-anchor="middle" fill="#777">no data in this run</text>`, '</svg>');
+    out.push(
+      `<text x="${(px0 + px1) / 2}" y="${(py0 + py1) / 2}" text-anchor="middle" fill="#777">no data in this run</text>`,
+      '</svg>',
+    );
     return out.join('\n');
   }
   const fx = o.formatX ?? compact;
   const fy = o.formatY ?? compact;
-  const X = o.xLog ? logAxis(Math.min(...xs), Math.max(...xs), px0, px1) : linearAxis(Math.min(...xs), Math.max(...xs), px0, px1);
-  const Y = o.yLog ? logAxis(Math.min(...ys), Math.max(...ys), py0, py1) : linearAxis(Math.min(...ys), Math.max(...ys), py0, py1);
+  const X = o.xLog
+    ? logAxis(Math.min(...xs), Math.max(...xs), px0, px1)
+    : linearAxis(Math.min(...xs), Math.max(...xs), px0, px1);
+  const Y = o.yLog
+    ? logAxis(Math.min(...ys), Math.max(...ys), py0, py1)
+    : linearAxis(Math.min(...ys), Math.max(...ys), py0, py1);
   out.push(`<g stroke="#eee" stroke-width="1">`);
-  for (const v of X.minor) out.push(`<line x1="${X.toPx(v).toFixed(1)}" y1="${py1}" x2="${X.toPx(v).toFixed(1)}" y2="${py0}"/>`);
-  for (const v of Y.minor) out.push(`<line x1="${px0}" y1="${Y.toPx(v).toFixed(1)}" x2="${px1}" y2="${Y.toPx(v).toFixed(1)}"/>`);
+  for (const v of X.minor)
+    out.push(`<line x1="${X.toPx(v).toFixed(1)}" y1="${py1}" x2="${X.toPx(v).toFixed(1)}" y2="${py0}"/>`);
+  for (const v of Y.minor)
+    out.push(`<line x1="${px0}" y1="${Y.toPx(v).toFixed(1)}" x2="${px1}" y2="${Y.toPx(v).toFixed(1)}"/>`);
   out.push(`</g><g stroke="#d0d0d0" stroke-width="1">`);
-  for (const v of X.ticks) out.push(`<line x1="${X.toPx(v).toFixed(1)}" y1="${py1}" x2="${X.toPx(v).toFixed(1)}" y2="${py0}"/>`);
-  for (const v of Y.ticks) out.push(`<line x1="${px0}" y1="${Y.toPx(v).toFixed(1)}" x2="${px1}" y2="${Y.toPx(v).toFixed(1)}"/>`);
+  for (const v of X.ticks)
+    out.push(`<line x1="${X.toPx(v).toFixed(1)}" y1="${py1}" x2="${X.toPx(v).toFixed(1)}" y2="${py0}"/>`);
+  for (const v of Y.ticks)
+    out.push(`<line x1="${px0}" y1="${Y.toPx(v).toFixed(1)}" x2="${px1}" y2="${Y.toPx(v).toFixed(1)}"/>`);
   out.push(`</g>`);
   out.push(`<rect x="${px0}" y="${py1}" width="${px1 - px0}" height="${py0 - py1}" fill="none" stroke="#444"/>`);
   out.push(`<g fill="#333" font-size="11">`);
-  for (const v of X.ticks) out.push(`<text x="${X.toPx(v).toFixed(1)}" y="${py0 + 16}" text-anchor="middle">${escapeXml(fx(v))}</text>`);
-  for (const v of Y.ticks) out.push(`<text x="${px0 - 6}" y="${(Y.toPx(v) + 4).toFixed(1)}" text-anchor="end">${escapeXml(fy(v))}</text>`);
+  for (const v of X.ticks)
+    out.push(`<text x="${X.toPx(v).toFixed(1)}" y="${py0 + 16}" text-anchor="middle">${escapeXml(fx(v))}</text>`);
+  for (const v of Y.ticks)
+    out.push(`<text x="${px0 - 6}" y="${(Y.toPx(v) + 4).toFixed(1)}" text-anchor="end">${escapeXml(fy(v))}</text>`);
   out.push(`</g>`);
   const xl = `${o.xLabel}${o.xLog ? ' (log scale)' : ''}`;
   const yl = `${o.yLabel}${o.yLog ? ' (log scale)' : ''}`;
   out.push(`<text x="${(px0 + px1) / 2}" y="${height - 12}" text-anchor="middle" fill="#222">${escapeXml(xl)}</text>`);
-  out.push(`<text transform="translate(16 ${(py0 + py1) / 2}) rotate(-90)" text-anchor="middle" fill="#222">${escapeXml(yl)}</text>`);
+  out.push(
+    `<text transform="translate(16 ${(py0 + py1) / 2}) rotate(-90)" text-anchor="middle" fill="#222">${escapeXml(yl)}</text>`,
+  );
   for (const s of series) {
     if (s.points.length === 0) continue;
-    const pts = [...s.points].sort((a, b) => a[0] - b[0]).map(([x, y]) => `${X.toPx(x).toFixed(1)},${Y.toPx(y).toFixed(1)}`);
-    out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2.2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    const pts = [...s.points]
+      .sort((a, b) => a[0] - b[0])
+      .map(([x, y]) => `${X.toPx(x).toFixed(1)},${Y.toPx(y).toFixed(1)}`);
+    out.push(
+      `<polyline points="${pts.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2.2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
     for (const p of pts) {
       const [cx, cy] = p.split(',');
-      out.push(`<circle cx="${cx}" cy="${cy}" r="3.5" fill="${s.dashed ? '#fff' : s.color}" stroke="${s.color}" stroke-width="1.6"/>`);
+      out.push(
+        `<circle cx="${cx}" cy="${cy}" r="3.5" fill="${s.dashed ? '#fff' : s.color}" stroke="${s.color}" stroke-width="1.6"/>`,
+      );
     }
   }
   // Legend to the right of the plot.
   const lx = px1 + 16;
   let ly = py1 + 6;
   for (const s of series) {
-    out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 26}" y2="${ly}" stroke="${s.color}" stroke-width="2.2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
-    out.push(`<circle cx="${lx + 13}" cy="${ly}" r="3.5" fill="${s.dashed ? '#fff' : s.color}" stroke="${s.color}" stroke-width="1.6"/>`);
-    for (const [i, line] of wrap(s.name, 30).entries()) out.push(`<text x="${lx + 34}" y="${ly + 4 + i * 14}" fill="#222">${escapeXml(line)}</text>`);
+    out.push(
+      `<line x1="${lx}" y1="${ly}" x2="${lx + 26}" y2="${ly}" stroke="${s.color}" stroke-width="2.2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
+    out.push(
+      `<circle cx="${lx + 13}" cy="${ly}" r="3.5" fill="${s.dashed ? '#fff' : s.color}" stroke="${s.color}" stroke-width="1.6"/>`,
+    );
+    for (const [i, line] of wrap(s.name, 30).entries())
+      out.push(`<text x="${lx + 34}" y="${ly + 4 + i * 14}" fill="#222">${escapeXml(line)}</text>`);
     ly += 14 * wrap(s.name, 30).length + 8;
   }
   out.push('</svg>');
@@ -198,34 +226,50 @@ export function barChart(o: BarChartOptions): string {
   o.series.forEach((s, i) => {
     const x = 16 + (i % 3) * 240;
     const y = (o.subtitle !== undefined ? 58 : 44) + 14 * Math.floor(i / 3) + 4;
-    out.push(`<rect x="${x}" y="${y - 9}" width="14" height="10" fill="${s.color}"/>`, `<text x="${x + 20}" y="${y}" fill="#222">${escapeXml(s.name)}</text>`);
+    out.push(
+      `<rect x="${x}" y="${y - 9}" width="14" height="10" fill="${s.color}"/>`,
+      `<text x="${x + 20}" y="${y}" fill="#222">${escapeXml(s.name)}</text>`,
+    );
   });
   if (values.length === 0) {
-    out.push(`<text x="${width / 2}" y="${top + 30}" text-anchor="middle" fill="#777">no data in this run</text>`, '</svg>');
+    out.push(
+      `<text x="${width / 2}" y="${top + 30}" text-anchor="middle" fill="#777">no data in this run</text>`,
+      '</svg>',
+    );
     return out.join('\n');
   }
   const X = linearAxis(0, Math.max(...values), px0, px1);
   const py0 = top + plotH;
   out.push(`<g stroke="#e2e2e2">`);
-  for (const v of X.ticks) out.push(`<line x1="${X.toPx(v).toFixed(1)}" y1="${top - 4}" x2="${X.toPx(v).toFixed(1)}" y2="${py0}"/>`);
+  for (const v of X.ticks)
+    out.push(`<line x1="${X.toPx(v).toFixed(1)}" y1="${top - 4}" x2="${X.toPx(v).toFixed(1)}" y2="${py0}"/>`);
   out.push(`</g><g fill="#333" font-size="11">`);
-  for (const v of X.ticks) out.push(`<text x="${X.toPx(v).toFixed(1)}" y="${py0 + 16}" text-anchor="middle">${escapeXml(fv(v))}</text>`);
+  for (const v of X.ticks)
+    out.push(`<text x="${X.toPx(v).toFixed(1)}" y="${py0 + 16}" text-anchor="middle">${escapeXml(fv(v))}</text>`);
   out.push(`</g>`);
   o.groups.forEach((g, gi) => {
     const gy = top + gi * groupH;
     const lines = wrap(g.label, 30);
     const mid = gy + (o.series.length * barH) / 2;
-    lines.forEach((line, li) => out.push(`<text x="${px0 - 8}" y="${(mid + 4 + (li - (lines.length - 1) / 2) * 13).toFixed(1)}" text-anchor="end" fill="#222">${escapeXml(line)}</text>`));
+    lines.forEach((line, li) =>
+      out.push(
+        `<text x="${px0 - 8}" y="${(mid + 4 + (li - (lines.length - 1) / 2) * 13).toFixed(1)}" text-anchor="end" fill="#222">${escapeXml(line)}</text>`,
+      ),
+    );
     g.values.forEach((v, si) => {
       if (!Number.isFinite(v)) return;
       const y = gy + si * barH;
       const w = Math.max(1, X.toPx(v) - px0);
       out.push(`<rect x="${px0}" y="${y}" width="${w.toFixed(1)}" height="${barH - 2}" fill="${o.series[si].color}"/>`);
-      out.push(`<text x="${(px0 + w + 4).toFixed(1)}" y="${y + barH - 3}" font-size="10.5" fill="#333">${escapeXml(fv(v))}</text>`);
+      out.push(
+        `<text x="${(px0 + w + 4).toFixed(1)}" y="${y + barH - 3}" font-size="10.5" fill="#333">${escapeXml(fv(v))}</text>`,
+      );
     });
   });
   out.push(`<line x1="${px0}" y1="${top - 4}" x2="${px0}" y2="${py0}" stroke="#444"/>`);
-  out.push(`<text x="${(px0 + px1) / 2}" y="${height - 12}" text-anchor="middle" fill="#222">${escapeXml(o.xLabel)}</text>`);
+  out.push(
+    `<text x="${(px0 + px1) / 2}" y="${height - 12}" text-anchor="middle" fill="#222">${escapeXml(o.xLabel)}</text>`,
+  );
   out.push('</svg>');
   return out.join('\n');
 }

@@ -1,6 +1,12 @@
 import { hasChangelogHandles, restorePlainFromChangelog } from '../changelog/restore.js';
 import { createHeapOperatorStateBackend } from '../operator/heap-operator-backend.js';
-import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from './contract.js';
+import type {
+  KeyedBackendParams,
+  KeyedStateBackend,
+  OperatorBackendParams,
+  OperatorStateBackend,
+  StateBackend,
+} from './contract.js';
 
 /**
  * The base of a state backend (the abstract-level pattern): the public methods hold what every
@@ -15,7 +21,8 @@ export abstract class AbstractStateBackend implements StateBackend {
   abstract readonly name: string;
 
   createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
-    if (hasChangelogHandles(params.restore)) return restorePlainFromChangelog((p) => this._createKeyedStateBackend(p), this.name, params);
+    if (hasChangelogHandles(params.restore))
+      return restorePlainFromChangelog((p) => this._createKeyedStateBackend(p), this.name, params);
     return this._createKeyedStateBackend(params);
   }
 

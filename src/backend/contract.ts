@@ -156,7 +156,11 @@ export interface KeyedStateBackend<K> extends Snapshotable<KeyedStateHandle> {
   /** Every (key, namespace) with an entry in `stateName`. */
   getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]>;
   /** Calls `fn` with each key that has state under `namespace`, that key set current. `fn` may clear and re-add. */
-  applyToAllKeys<D extends StateDescriptor<unknown>>(namespace: unknown, descriptor: D, fn: (key: K, state: StateFor<D>) => void | Promise<void>): Promise<void>;
+  applyToAllKeys<D extends StateDescriptor<unknown>>(
+    namespace: unknown,
+    descriptor: D,
+    fn: (key: K, state: StateFor<D>) => void | Promise<void>,
+  ): Promise<void>;
   /** Names of every registered or restored keyed state. */
   stateNames(): string[];
   /** Number of stored entries (a value, a list, or one map entry each) across all states; for tests and metrics. */

@@ -125,7 +125,8 @@ export function referencedFiles(handle: unknown, out: FileStreamHandle[] = []): 
     for (const h of handle) referencedFiles(h, out);
   } else if (handle !== null && typeof handle === 'object') {
     const o = handle as Record<string, unknown>;
-    if (o.type === 'file' && typeof o.path === 'string' && typeof o.size === 'number') out.push(o as unknown as FileStreamHandle);
+    if (o.type === 'file' && typeof o.path === 'string' && typeof o.size === 'number')
+      out.push(o as unknown as FileStreamHandle);
     else for (const v of Object.values(o)) referencedFiles(v, out);
   }
   return out;

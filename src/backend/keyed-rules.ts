@@ -6,12 +6,23 @@
  */
 import { StateAccessError, StateMigrationError, StateRegistrationError, StreamStateError } from '../errors.js';
 import type { KeyGroupRange } from '../keygroups/key-groups.js';
-import { describeSerializer, resolveCompatibility, snapshotOf, type Serializer, type SerializerSnapshot } from '../serializers/serializer.js';
+import {
+  describeSerializer,
+  resolveCompatibility,
+  snapshotOf,
+  type Serializer,
+  type SerializerSnapshot,
+} from '../serializers/serializer.js';
 
 export { keyGroupForBytes, keyGroupForKey } from '../keygroups/key-groups.js';
 
 /** A key (of a record or a timer) whose key group is outside the backend's range. */
-export function keyOutOfRange(key: unknown, keyGroup: number, range: KeyGroupRange, where = 'setCurrentKey'): StateAccessError {
+export function keyOutOfRange(
+  key: unknown,
+  keyGroup: number,
+  range: KeyGroupRange,
+  where = 'setCurrentKey',
+): StateAccessError {
   return new StateAccessError(
     'KEY_OUT_OF_RANGE',
     `${where}: key ${String(key).slice(0, 60)} belongs to key group ${keyGroup}, outside this backend's range ${range.toString()}. ` +
@@ -21,22 +32,34 @@ export function keyOutOfRange(key: unknown, keyGroup: number, range: KeyGroupRan
 
 /** setCurrentKey(null | undefined). */
 export function nullKey(): StateAccessError {
-  return new StateAccessError('NULL_NOT_ALLOWED', 'setCurrentKey: a key must not be null or undefined. Key your stream by a non-null value.');
+  return new StateAccessError(
+    'NULL_NOT_ALLOWED',
+    'setCurrentKey: a key must not be null or undefined. Key your stream by a non-null value.',
+  );
 }
 
 /** A state access or backend call after close() (docs/SEMANTICS.md, "Closed backends"). */
 export function backendClosedError(what = 'the keyed backend'): StreamStateError {
-  return new StreamStateError('BACKEND_CLOSED', `${what} is closed; create a new one (restoring from the last checkpoint) to continue.`);
+  return new StreamStateError(
+    'BACKEND_CLOSED',
+    `${what} is closed; create a new one (restoring from the last checkpoint) to continue.`,
+  );
 }
 
 /** A keyed state access before the first setCurrentKey. */
 export function noCurrentKeyError(): StateAccessError {
-  return new StateAccessError('NO_CURRENT_KEY', 'no current key: call setCurrentKey(key) on the keyed backend before accessing keyed state.');
+  return new StateAccessError(
+    'NO_CURRENT_KEY',
+    'no current key: call setCurrentKey(key) on the keyed backend before accessing keyed state.',
+  );
 }
 
 /** A state name registered (or recorded) as one kind and now asked for as another. */
 export function stateKindMismatch(name: string, recorded: string, requested: string): StateRegistrationError {
-  return new StateRegistrationError('STATE_KIND_MISMATCH', `state "${name}" is a ${recorded} state but is now requested as ${requested}. Use the original kind, or another name for the new state.`);
+  return new StateRegistrationError(
+    'STATE_KIND_MISMATCH',
+    `state "${name}" is a ${recorded} state but is now requested as ${requested}. Use the original kind, or another name for the new state.`,
+  );
 }
 
 /** TTL switched on or off for state that has a stored form already. */
@@ -49,11 +72,17 @@ export function ttlMismatch(name: string, recordedWithTtl: boolean): StateMigrat
 }
 
 /** A serializer that cannot read what was recorded; `remedy` says what to register instead. */
-export function serializerIncompatible(state: string, what: string, reason: string, remedy?: string): StateMigrationError {
+export function serializerIncompatible(
+  state: string,
+  what: string,
+  reason: string,
+  remedy?: string,
+): StateMigrationError {
   return new StateMigrationError(
     'SERIALIZER_INCOMPATIBLE',
     `${state}: the ${what} serializer is incompatible: ${reason}. ` +
-      (remedy ?? 'Register the state with a serializer that can read the recorded bytes (same id and version, or one that declares canMigrateFrom/restoreReader), or use a new state name.'),
+      (remedy ??
+        'Register the state with a serializer that can read the recorded bytes (same id and version, or one that declares canMigrateFrom/restoreReader), or use a new state name.'),
   );
 }
 
@@ -62,7 +91,12 @@ export function serializerIncompatible(state: string, what: string, reason: stri
  * its migration reader when it declares one, else SERIALIZER_INCOMPATIBLE. `state` names the
  * state as messages show it (e.g. `state "counts"`).
  */
-export function readerForRecorded<T>(state: string, what: string, recorded: SerializerSnapshot | undefined, current: Serializer<T>): Serializer<T> {
+export function readerForRecorded<T>(
+  state: string,
+  what: string,
+  recorded: SerializerSnapshot | undefined,
+  current: Serializer<T>,
+): Serializer<T> {
   if (recorded === undefined) return current;
   const c = resolveCompatibility(recorded, current as Serializer<unknown>);
   if (c.kind === 'compatible-as-is') return current;
@@ -74,7 +108,13 @@ export function readerForRecorded<T>(state: string, what: string, recorded: Seri
  * Like readerForRecorded, for bytes that cannot be migrated (they are part of stored keys): only a
  * serializer compatible as is will do.
  */
-export function requireCompatibleAsIs(state: string, what: string, recorded: SerializerSnapshot | undefined, current: Serializer<unknown>, why: string): void {
+export function requireCompatibleAsIs(
+  state: string,
+  what: string,
+  recorded: SerializerSnapshot | undefined,
+  current: Serializer<unknown>,
+  why: string,
+): void {
   if (recorded === undefined) return;
   if (resolveCompatibility(recorded, current).kind === 'compatible-as-is') return;
   throw serializerIncompatible(

@@ -8,10 +8,15 @@ import type { StateBackend } from './contract.js';
  * and checkpoint storage): the coordinator and the runtime take it from here, or from their own
  * option, which wins.
  */
-export type StateBackendPreset<B extends StateBackend = StateBackend> = B & { readonly checkpointStorage?: CheckpointStorage };
+export type StateBackendPreset<B extends StateBackend = StateBackend> = B & {
+  readonly checkpointStorage?: CheckpointStorage;
+};
 
 /** Bundles `storage` with `backend` (the same object, with a `checkpointStorage` property). */
-export function withCheckpointStorage<B extends StateBackend>(backend: B, storage: CheckpointStorage): B & { readonly checkpointStorage: CheckpointStorage } {
+export function withCheckpointStorage<B extends StateBackend>(
+  backend: B,
+  storage: CheckpointStorage,
+): B & { readonly checkpointStorage: CheckpointStorage } {
   return Object.assign(backend, { checkpointStorage: storage });
 }
 

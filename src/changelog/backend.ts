@@ -1,4 +1,10 @@
-import type { KeyedBackendParams, KeyedStateBackend, OperatorBackendParams, OperatorStateBackend, StateBackend } from '../backend/contract.js';
+import type {
+  KeyedBackendParams,
+  KeyedStateBackend,
+  OperatorBackendParams,
+  OperatorStateBackend,
+  StateBackend,
+} from '../backend/contract.js';
 import { presetStorage } from '../backend/preset.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { StreamStateError } from '../errors.js';
@@ -43,15 +49,24 @@ export interface ChangelogStateBackend extends StateBackend {
 export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
   const inner = opts.backend;
   if (inner === undefined || inner === null || typeof inner.createKeyedStateBackend !== 'function') {
-    throw new StreamStateError('INVALID_ARGUMENT', 'changelog({ backend }) needs the backend to wrap, e.g. changelog({ backend: memory() }).');
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      'changelog({ backend }) needs the backend to wrap, e.g. changelog({ backend: memory() }).',
+    );
   }
   const interval = opts.materializationIntervalMs ?? DEFAULT_MATERIALIZATION_INTERVAL_MS;
   const threshold = opts.preemptivePersistBytes ?? DEFAULT_PREEMPTIVE_PERSIST_BYTES;
   if (typeof interval !== 'number' || Number.isNaN(interval)) {
-    throw new StreamStateError('INVALID_ARGUMENT', `materializationIntervalMs must be a number of milliseconds; got ${String(interval)}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `materializationIntervalMs must be a number of milliseconds; got ${String(interval)}.`,
+    );
   }
   if (!(threshold > 0)) {
-    throw new StreamStateError('INVALID_ARGUMENT', `preemptivePersistBytes must be a positive number of bytes; got ${String(threshold)}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `preemptivePersistBytes must be a positive number of bytes; got ${String(threshold)}.`,
+    );
   }
   const storage = opts.storage ?? presetStorage(inner);
   const name = `changelog(${inner.name})`;
@@ -67,7 +82,13 @@ export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
         backgroundStreams: storage === undefined ? null : storage.checkpointStreams(params.jobId, 0),
         now: opts.now ?? Date.now,
       };
-      return openChangelogKeyedBackend({ createInner: (p) => inner.createKeyedStateBackend(p), innerName: inner.name, params, settings, mode: 'log' });
+      return openChangelogKeyedBackend({
+        createInner: (p) => inner.createKeyedStateBackend(p),
+        innerName: inner.name,
+        params,
+        settings,
+        mode: 'log',
+      });
     },
     createOperatorStateBackend(params: OperatorBackendParams): Promise<OperatorStateBackend> {
       return inner.createOperatorStateBackend(params);
@@ -77,7 +98,6 @@ export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
     },
   };
 }
-
 
 /**
  * Wraps a plain backend factory so it accepts changelog checkpoints (turning the changelog off

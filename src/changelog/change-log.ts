@@ -166,7 +166,8 @@ export class ChangeLog {
     const attempt = this.write(chunk, chunk.bytes, streams).then(
       async (ref) => {
         if (chunk.preemptive === attempt) chunk.preemptive = null;
-        if (chunk.spare === null && chunk.bytes !== null && !this.closed && this.chunks.includes(chunk)) chunk.spare = { ref, via: streams };
+        if (chunk.spare === null && chunk.bytes !== null && !this.closed && this.chunks.includes(chunk))
+          chunk.spare = { ref, via: streams };
         else await discardCopy({ ref, via: streams }); // not needed any more (or closed meanwhile)
       },
       (err: unknown) => {
@@ -206,21 +207,32 @@ export class ChangeLog {
    * spare (taken: nobody else gets it), awaiting a preemptive upload through `background` if one
    * is in flight; else a new upload through `streams`.
    */
-  async persist(p: PlannedSegment, streams: CheckpointStreamFactory, background: CheckpointStreamFactory | null): Promise<UsedSegment> {
+  async persist(
+    p: PlannedSegment,
+    streams: CheckpointStreamFactory,
+    background: CheckpointStreamFactory | null,
+  ): Promise<UsedSegment> {
     const chunk = p.chunk;
     if (p.reuse !== null) return { chunk, copy: { ref: p.reuse, via: streams }, confirmed: true };
-    if (chunk.spare === null && chunk.preemptive !== null && background !== null) await chunk.preemptive.catch(() => undefined);
+    if (chunk.spare === null && chunk.preemptive !== null && background !== null)
+      await chunk.preemptive.catch(() => undefined);
     const spare = chunk.spare;
     if (spare !== null) {
       chunk.spare = null;
       return { chunk, copy: spare, confirmed: false };
     }
-    return { chunk, copy: { ref: await this.write(chunk, p.bytes ?? chunk.bytes, streams), via: streams }, confirmed: false };
+    return {
+      chunk,
+      copy: { ref: await this.write(chunk, p.bytes ?? chunk.bytes, streams), via: streams },
+      confirmed: false,
+    };
   }
 
   /** Remembers the copies checkpoint `checkpointId` uploaded for itself: later checkpoints may reuse them where mayReuse says so. */
   recordCopies(checkpointId: number, used: readonly UsedSegment[]): void {
-    for (const u of used) if (!u.confirmed && !u.chunk.confirmed && u.copy.ref.file.type === 'file') u.chunk.copies.set(checkpointId, u.copy.ref);
+    for (const u of used)
+      if (!u.confirmed && !u.chunk.confirmed && u.copy.ref.file.type === 'file')
+        u.chunk.copies.set(checkpointId, u.copy.ref);
   }
 
   /** Checkpoint `checkpointId` was aborted: its copies are (being) deleted. */
@@ -241,15 +253,24 @@ export class ChangeLog {
     const extra: SegmentCopy[] = [];
     for (const u of used) {
       if (u.confirmed) continue;
-      if (!this.closed && u.chunk.spare === null && u.chunk.bytes !== null && this.chunks.includes(u.chunk)) u.chunk.spare = u.copy;
+      if (!this.closed && u.chunk.spare === null && u.chunk.bytes !== null && this.chunks.includes(u.chunk))
+        u.chunk.spare = u.copy;
       else extra.push(u.copy);
     }
     await Promise.allSettled(extra.map(discardCopy));
   }
 
-  private async write(chunk: Chunk, body: Buffer | null, streams: CheckpointStreamFactory): Promise<ChangelogSegmentRef> {
+  private async write(
+    chunk: Chunk,
+    body: Buffer | null,
+    streams: CheckpointStreamFactory,
+  ): Promise<ChangelogSegmentRef> {
     if (this.closed) throw cancelled();
-    if (body === null) throw new SnapshotError('SNAPSHOT_FAILED', `changelog segment ${chunk.fromSeq}..${chunk.toSeq} is no longer in memory and has no file; trigger a new materialization.`);
+    if (body === null)
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `changelog segment ${chunk.fromSeq}..${chunk.toSeq} is no longer in memory and has no file; trigger a new materialization.`,
+      );
     const s = this.settings;
     const bytes = encodeSegment(
       {
@@ -300,17 +321,29 @@ async function discardCopy(copy: SegmentCopy): Promise<void> {
 }
 
 export function cancelled(): SnapshotError {
-  return new SnapshotError('SNAPSHOT_CANCELLED', 'the changelog backend was closed while a snapshot was being written; take the checkpoint again on a new backend.');
+  return new SnapshotError(
+    'SNAPSHOT_CANCELLED',
+    'the changelog backend was closed while a snapshot was being written; take the checkpoint again on a new backend.',
+  );
 }
 
 /** Writes bytes as one shared-scope stream; the stream is tracked in `active` so close() can discard it. */
-export async function writeStream(streams: CheckpointStreamFactory, bytes: Uint8Array, active: Set<StateOutputStream>, scope: 'shared' | 'exclusive' = 'shared') {
+export async function writeStream(
+  streams: CheckpointStreamFactory,
+  bytes: Uint8Array,
+  active: Set<StateOutputStream>,
+  scope: 'shared' | 'exclusive' = 'shared',
+) {
   const out = streams.createOutputStream(scope);
   active.add(out);
   try {
     await out.write(bytes);
     const handle = await out.closeAndGetHandle();
-    if (handle === null) throw new SnapshotError('SNAPSHOT_FAILED', 'a changelog segment stream returned no handle although bytes were written.');
+    if (handle === null)
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        'a changelog segment stream returned no handle although bytes were written.',
+      );
     return handle;
   } catch (err) {
     await out.discard().catch(() => undefined);

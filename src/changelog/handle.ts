@@ -56,12 +56,17 @@ export interface ChangelogStateHandle extends KeyedStateHandleBase {
   readonly logs: readonly ChangelogLogRef[];
 }
 
-export function isChangelogHandle(h: KeyedStateHandle | null | undefined): h is ChangelogStateHandle & KeyedStateHandle {
+export function isChangelogHandle(
+  h: KeyedStateHandle | null | undefined,
+): h is ChangelogStateHandle & KeyedStateHandle {
   return h !== null && h !== undefined && h.type === CHANGELOG_HANDLE_TYPE;
 }
 
 function corrupt(msg: string): never {
-  throw new FormatError('CORRUPT', `changelog handle: ${msg}. The _metadata is damaged or was edited; restore from another checkpoint.`);
+  throw new FormatError(
+    'CORRUPT',
+    `changelog handle: ${msg}. The _metadata is damaged or was edited; restore from another checkpoint.`,
+  );
 }
 
 function isRange(r: unknown): r is KeyGroupRangeJson {
@@ -92,14 +97,21 @@ export function validateChangelogHandle(h: ChangelogStateHandle): void {
   if (!Array.isArray(h.materialized) || !Array.isArray(h.logs)) corrupt('materialized/logs must be arrays');
   if (!h.keySerializer || typeof h.keySerializer.id !== 'string') corrupt('keySerializer missing');
   for (const log of h.logs) {
-    if (typeof log.logId !== 'string' || typeof log.jobId !== 'string' || !isRange(log.keyGroupRange) || !Array.isArray(log.segments)) {
+    if (
+      typeof log.logId !== 'string' ||
+      typeof log.jobId !== 'string' ||
+      !isRange(log.keyGroupRange) ||
+      !Array.isArray(log.segments)
+    ) {
       corrupt('a log entry lacks logId/jobId/keyGroupRange/segments');
     }
-    if (!isSeq(log.fromSeq) || !isSeq(log.toSeq) || log.toSeq < log.fromSeq) corrupt(`log ${log.logId} has an invalid range ${log.fromSeq}..${log.toSeq}`);
+    if (!isSeq(log.fromSeq) || !isSeq(log.toSeq) || log.toSeq < log.fromSeq)
+      corrupt(`log ${log.logId} has an invalid range ${log.fromSeq}..${log.toSeq}`);
     let expected = log.fromSeq;
     for (const seg of log.segments) {
       const where = describeSegmentRef(seg);
-      if (!isSeq(seg.fromSeq) || !isSeq(seg.toSeq) || seg.toSeq < seg.fromSeq) corrupt(`segment ${where} has an invalid range`);
+      if (!isSeq(seg.fromSeq) || !isSeq(seg.toSeq) || seg.toSeq < seg.fromSeq)
+        corrupt(`segment ${where} has an invalid range`);
       if (seg.fromSeq !== expected) {
         throw new FormatError(
           'CORRUPT',

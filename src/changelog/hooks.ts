@@ -1,4 +1,9 @@
-import type { AggregateFunction, AggregatingStateDescriptor, ReducingStateDescriptor, StateDescriptor } from '../state/descriptors.js';
+import type {
+  AggregateFunction,
+  AggregatingStateDescriptor,
+  ReducingStateDescriptor,
+  StateDescriptor,
+} from '../state/descriptors.js';
 
 const NONE: unique symbol = Symbol('none');
 type Slot = unknown | typeof NONE;
@@ -62,7 +67,12 @@ export class FunctionHooks {
       return { ...d, reduce: this.reduce(d.reduce) } as ReducingStateDescriptor<unknown, unknown>;
     }
     if (d.kind === 'aggregating') {
-      return { ...d, aggregate: this.aggregate(d.aggregate) } as AggregatingStateDescriptor<unknown, unknown, unknown, unknown>;
+      return { ...d, aggregate: this.aggregate(d.aggregate) } as AggregatingStateDescriptor<
+        unknown,
+        unknown,
+        unknown,
+        unknown
+      >;
     }
     return d;
   }

@@ -1,4 +1,10 @@
-export { changelog, restorePlainFromChangelog, withChangelogRestore, DEFAULT_MATERIALIZATION_INTERVAL_MS, DEFAULT_PREEMPTIVE_PERSIST_BYTES } from './backend.js';
+export {
+  changelog,
+  restorePlainFromChangelog,
+  withChangelogRestore,
+  DEFAULT_MATERIALIZATION_INTERVAL_MS,
+  DEFAULT_PREEMPTIVE_PERSIST_BYTES,
+} from './backend.js';
 export type { ChangelogOptions, ChangelogStateBackend } from './backend.js';
 export { ChangelogKeyedStateBackend } from './keyed-backend.js';
 export { hasChangelogHandles, openChangelogKeyedBackend } from './restore.js';

@@ -31,7 +31,15 @@ import {
 } from './handle.js';
 import { FunctionHooks } from './hooks.js';
 import { RecordBuilder, type ChangeOpCode, type StateMetaRecord } from './records.js';
-import { checkRegistration, PendingChanges, replayKeyedState, replayTimers, valueSerializerOf, type PendingState, type ReplayCursor } from './replay.js';
+import {
+  checkRegistration,
+  PendingChanges,
+  replayKeyedState,
+  replayTimers,
+  valueSerializerOf,
+  type PendingState,
+  type ReplayCursor,
+} from './replay.js';
 import { encodeSegment } from './segment-format.js';
 import {
   loggedStateFor,
@@ -78,7 +86,12 @@ export class Materialization {
     readonly own: boolean,
   ) {}
 
-  static restored(id: number, handles: readonly KeyedStateHandle[], logs: readonly ChangelogLogRef[], shareable: boolean): Materialization {
+  static restored(
+    id: number,
+    handles: readonly KeyedStateHandle[],
+    logs: readonly ChangelogLogRef[],
+    shareable: boolean,
+  ): Materialization {
     const m = new Materialization(id, 0, shareable, false);
     m.handles = handles;
     m.logs = logs;
@@ -138,7 +151,11 @@ export interface ChangelogKeyedInit<K> {
   readonly createInner?: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>;
   readonly params?: KeyedBackendParams<K>;
   /** Restores a plain backend from changelog handles (restore.ts's restorePlainFromChangelog; passed in, not imported, as restore.ts imports this module). */
-  readonly restorePlain?: (createPlain: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>, backendName: string, params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>;
+  readonly restorePlain?: (
+    createPlain: (params: KeyedBackendParams<K>) => Promise<KeyedStateBackend<K>>,
+    backendName: string,
+    params: KeyedBackendParams<K>,
+  ) => Promise<KeyedStateBackend<K>>;
 }
 
 /**
@@ -216,11 +233,15 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   }
   async *getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
     this.checkOpen();
-    if (this.init.pending.get(stateName)?.meta.kind !== undefined && this.init.pending.get(stateName)?.meta.kind !== 'timers') {
+    if (
+      this.init.pending.get(stateName)?.meta.kind !== undefined &&
+      this.init.pending.get(stateName)?.meta.kind !== 'timers'
+    ) {
       const nsBytes = Buffer.from(this.pendingNamespaceSerializer(stateName).serialize(namespace));
       const keys = await this.withReplayedCopy(async (copy) => {
         const out: K[] = [];
-        for await (const [k, ns] of copy.getKeysAndNamespaces<Uint8Array>(stateName)) if (nsBytes.equals(ns)) out.push(k);
+        for await (const [k, ns] of copy.getKeysAndNamespaces<Uint8Array>(stateName))
+          if (nsBytes.equals(ns)) out.push(k);
         return out;
       });
       yield* keys;
@@ -230,11 +251,15 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   }
   async *getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
     this.checkOpen();
-    if (this.init.pending.get(stateName)?.meta.kind !== undefined && this.init.pending.get(stateName)?.meta.kind !== 'timers') {
+    if (
+      this.init.pending.get(stateName)?.meta.kind !== undefined &&
+      this.init.pending.get(stateName)?.meta.kind !== 'timers'
+    ) {
       const nsSer = this.pendingNamespaceSerializer(stateName) as Serializer<N>;
       const pairs = await this.withReplayedCopy(async (copy) => {
         const out: [K, N][] = [];
-        for await (const [k, ns] of copy.getKeysAndNamespaces<Uint8Array>(stateName)) out.push([k, nsSer.deserialize(ns)]);
+        for await (const [k, ns] of copy.getKeysAndNamespaces<Uint8Array>(stateName))
+          out.push([k, nsSer.deserialize(ns)]);
         return out;
       });
       yield* pairs;
@@ -272,7 +297,10 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     const { createInner, params } = this.init;
     const restorePlain = this.init.restorePlain;
     if (createInner === undefined || params === undefined || restorePlain === undefined) {
-      throw new StateRegistrationError('STATE_NOT_REGISTERED', `the changelog(${this.init.innerName}) backend holds restored changes of states not registered again; register them with getState(descriptor) first.`);
+      throw new StateRegistrationError(
+        'STATE_NOT_REGISTERED',
+        `the changelog(${this.init.innerName}) backend holds restored changes of states not registered again; register them with getState(descriptor) first.`,
+      );
     }
     const scratch = memoryCheckpointStorage({ inlineThreshold: 0, maxSnapshotBytes: Number.MAX_SAFE_INTEGER });
     const scratchJob = 'replayed-copy';
@@ -282,7 +310,10 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     const task = await this.inner.snapshot(id, { type: 'savepoint', format: 'canonical', streams });
     const handle = await task.done;
     const carried = await this.writeCarried(pendingNow, streams, 'exclusive');
-    const restored = this.handleFor(Materialization.restored(id, handle === null ? [] : [handle], [carried], false), []);
+    const restored = this.handleFor(
+      Materialization.restored(id, handle === null ? [] : [handle], [carried], false),
+      [],
+    );
     const files = new BlobStateFileReader(scratch.store, scratch.checkpointPointer(scratchJob, id));
     const copy = await restorePlain(createInner, this.init.innerName, {
       ...params,
@@ -329,7 +360,15 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     }
     const pending = this.init.pending.get(d.name);
     const userKey = d.kind === 'map' ? d.userKeySerializer : null;
-    if (pending !== undefined) checkRegistration(pending.meta, d.kind, d.ttl !== undefined, d.namespaceSerializer, valueSerializerOf(d), userKey);
+    if (pending !== undefined)
+      checkRegistration(
+        pending.meta,
+        d.kind,
+        d.ttl !== undefined,
+        d.namespaceSerializer,
+        valueSerializerOf(d),
+        userKey,
+      );
     const hooks = new FunctionHooks();
     const innerDescriptor = hooks.descriptorFor(d);
     const innerHandle = this.inner.getState(innerDescriptor) as unknown as KeyedState<unknown>;
@@ -387,7 +426,9 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
       const meta: StateMetaRecord = { name, kind: 'timers', namespaceSerializer: snapshotOf(nsSer), ttl: false };
       const keySer = this.keySerializer as Serializer<unknown>;
       const maxP = this.maxParallelism;
-      handle = new LoggingTimerQueue(inner, this.loggedState(name, meta, undefined), this, keySer, nsSer, (k) => keyGroupForKey(k, keySer, maxP));
+      handle = new LoggingTimerQueue(inner, this.loggedState(name, meta, undefined), this, keySer, nsSer, (k) =>
+        keyGroupForKey(k, keySer, maxP),
+      );
     }
     this.states.set(name, { kind: 'timers', handle, hooks: new FunctionHooks(), innerDescriptor: undefined as never });
     return handle as unknown as TimerQueue<K, N>;
@@ -517,7 +558,8 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
 
   async snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
     this.checkOpen();
-    if (this.init.mode === 'passthrough' || options.type === 'savepoint') return this.selfContainedSnapshot(checkpointId, options);
+    if (this.init.mode === 'passthrough' || options.type === 'savepoint')
+      return this.selfContainedSnapshot(checkpointId, options);
     if (options.full === true) return this.materializingSnapshot(checkpointId, options, true);
     const mayReuse = options.mayReuse;
     const base = this.usableBase(mayReuse);
@@ -541,7 +583,10 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
         }
         record.used = used;
         this.log.recordCopies(checkpointId, used);
-        return this.handleFor(base, used.map((u) => u.copy.ref));
+        return this.handleFor(
+          base,
+          used.map((u) => u.copy.ref),
+        );
       })(),
     );
     return { checkpointId, done };
@@ -551,7 +596,11 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
    * A checkpoint that references a materialization it writes now (and no log): when nothing
    * earlier may be reused, a full snapshot was asked for, or a materialization is due.
    */
-  private async materializingSnapshot(checkpointId: number, options: SnapshotOptions, full: boolean): Promise<SnapshotTask<KeyedStateHandle>> {
+  private async materializingSnapshot(
+    checkpointId: number,
+    options: SnapshotOptions,
+    full: boolean,
+  ): Promise<SnapshotTask<KeyedStateHandle>> {
     const m = await this.startMaterialization(checkpointId, options, full);
     const record = this.track(checkpointId, { base: m, writer: true, verified: true, used: [] });
     const done = this.guard(
@@ -692,14 +741,21 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   private pruneMaterializations(): void {
     const keep = 4;
     this.materializations = this.materializations.filter(
-      (m, i) => !m.revoked && (m === this.confirmedBase || (i >= this.materializations.length - keep && (this.confirmedBase === null || m.id > this.confirmedBase.id))),
+      (m, i) =>
+        !m.revoked &&
+        (m === this.confirmedBase ||
+          (i >= this.materializations.length - keep && (this.confirmedBase === null || m.id > this.confirmedBase.id))),
     );
   }
 
   /** Savepoints (and every snapshot in passthrough mode): the wrapped backend's own snapshot, plus restored changes not yet replayed. */
-  private async selfContainedSnapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+  private async selfContainedSnapshot(
+    checkpointId: number,
+    options: SnapshotOptions,
+  ): Promise<SnapshotTask<KeyedStateHandle>> {
     // A canonical savepoint is canonical also while restored changes wait: taken from a replayed copy.
-    if (options.type === 'savepoint' && options.format === 'canonical' && this.hasPendingKeyedState()) return this.canonicalFromReplayedCopy(checkpointId, options);
+    if (options.type === 'savepoint' && options.format === 'canonical' && this.hasPendingKeyedState())
+      return this.canonicalFromReplayedCopy(checkpointId, options);
     const pendingNow = this.init.pending.snapshot();
     const task = await this.inner.snapshot(checkpointId, options);
     if (pendingNow.length === 0) return task;
@@ -715,7 +771,10 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   }
 
   /** The canonical savepoint of a replayed copy (see withReplayedCopy). */
-  private async canonicalFromReplayedCopy(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+  private async canonicalFromReplayedCopy(
+    checkpointId: number,
+    options: SnapshotOptions,
+  ): Promise<SnapshotTask<KeyedStateHandle>> {
     const done = this.guard(this.withReplayedCopy(async (copy) => (await copy.snapshot(checkpointId, options)).done));
     return { checkpointId, done };
   }
@@ -748,7 +807,11 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   }
 
   /** Writes restored-but-unreplayed changes as a one-segment log of their own. */
-  private async writeCarried(pending: readonly PendingState[], streams: CheckpointStreamFactory, scope: StateScope): Promise<ChangelogLogRef> {
+  private async writeCarried(
+    pending: readonly PendingState[],
+    streams: CheckpointStreamFactory,
+    scope: StateScope,
+  ): Promise<ChangelogLogRef> {
     const builder = new RecordBuilder();
     const body = new ByteWriter();
     const ids = new Map<StateMetaRecord, number>();
@@ -767,9 +830,25 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     }
     const s = this.log.settings;
     const identity = { ...identityOf(s), logId: randomUUID() };
-    const bytes = encodeSegment({ ...identity, maxParallelism: s.maxParallelism, keyGroupRange: s.keyGroupRange, fromSeq: 1, toSeq: count, records: count }, body.view());
+    const bytes = encodeSegment(
+      {
+        ...identity,
+        maxParallelism: s.maxParallelism,
+        keyGroupRange: s.keyGroupRange,
+        fromSeq: 1,
+        toSeq: count,
+        records: count,
+      },
+      body.view(),
+    );
     const file = await writeStream(streams, bytes, this.activeStreams, scope);
-    return { ...identity, keyGroupRange: s.keyGroupRange, fromSeq: 1, toSeq: count, segments: [{ file, fromSeq: 1, toSeq: count }] };
+    return {
+      ...identity,
+      keyGroupRange: s.keyGroupRange,
+      fromSeq: 1,
+      toSeq: count,
+      segments: [{ file, fromSeq: 1, toSeq: count }],
+    };
   }
 
   /** Fails a snapshot's `done` with SNAPSHOT_CANCELLED as soon as the backend closes. */
@@ -790,7 +869,8 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     this.newestNotice = checkpointId;
     this.checkpoints.delete(checkpointId);
     // These copies are part of a completed checkpoint now: later checkpoints may reference them.
-    for (const u of rec.used) if (u.chunk.confirmedBy === null || u.chunk.confirmedBy < checkpointId) u.chunk.confirm(u.copy.ref, checkpointId);
+    for (const u of rec.used)
+      if (u.chunk.confirmedBy === null || u.chunk.confirmedBy < checkpointId) u.chunk.confirm(u.copy.ref, checkpointId);
     const m = rec.base;
     if (!m.revoked && m.status === 'done') {
       m.confirmed = true;
@@ -883,9 +963,16 @@ function identityOf(s: ChangelogLogIdentity): ChangelogLogIdentity {
 
 /** Meta record of a user descriptor (user-level serializers, ttl flag). */
 export function metaOf(d: StateDescriptor<unknown>): StateMetaRecord {
-  const base = { name: d.name, kind: d.kind, namespaceSerializer: snapshotOf(d.namespaceSerializer), ttl: d.ttl !== undefined };
+  const base = {
+    name: d.name,
+    kind: d.kind,
+    namespaceSerializer: snapshotOf(d.namespaceSerializer),
+    ttl: d.ttl !== undefined,
+  };
   const value = snapshotOf(valueSerializerOf(d));
-  return d.kind === 'map' ? { ...base, valueSerializer: value, userKeySerializer: snapshotOf(d.userKeySerializer) } : { ...base, valueSerializer: value };
+  return d.kind === 'map'
+    ? { ...base, valueSerializer: value, userKeySerializer: snapshotOf(d.userKeySerializer) }
+    : { ...base, valueSerializer: value };
 }
 
 /** Checkpoints remembered while no notice comes for them. */

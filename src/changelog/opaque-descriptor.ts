@@ -21,9 +21,16 @@ const KEEP_EVERYTHING_TTL: TtlConfig = {
   cleanupInFullSnapshot: false,
 };
 
-function serializerOf(meta: StateMetaRecord, s: SerializerSnapshot | undefined, what: string): ReturnType<typeof opaqueSerializer> {
+function serializerOf(
+  meta: StateMetaRecord,
+  s: SerializerSnapshot | undefined,
+  what: string,
+): ReturnType<typeof opaqueSerializer> {
   if (s === undefined || typeof s.id !== 'string') {
-    throw new FormatError('CORRUPT', `changelog metadata of state "${meta.name}" (${meta.kind}) records no ${what} serializer; the segment is damaged.`);
+    throw new FormatError(
+      'CORRUPT',
+      `changelog metadata of state "${meta.name}" (${meta.kind}) records no ${what} serializer; the segment is damaged.`,
+    );
   }
   return opaqueSerializer(s);
 }
@@ -59,18 +66,36 @@ export function opaqueDescriptor(meta: StateMetaRecord): StateDescriptor<unknown
     case 'list':
       return { ...base, kind: 'list', elementSerializer: serializerOf(meta, meta.valueSerializer, 'element') };
     case 'map':
-      return { ...base, kind: 'map', userKeySerializer: serializerOf(meta, meta.userKeySerializer, 'map key'), valueSerializer: serializerOf(meta, meta.valueSerializer, 'map value') };
+      return {
+        ...base,
+        kind: 'map',
+        userKeySerializer: serializerOf(meta, meta.userKeySerializer, 'map key'),
+        valueSerializer: serializerOf(meta, meta.valueSerializer, 'map value'),
+      };
     case 'reducing':
       // Replay forces logged results in (the reduce function is never called), except for merges.
-      return { ...base, kind: 'reducing', serializer: serializerOf(meta, meta.valueSerializer, 'value'), reduce: () => noFunction(meta) };
+      return {
+        ...base,
+        kind: 'reducing',
+        serializer: serializerOf(meta, meta.valueSerializer, 'value'),
+        reduce: () => noFunction(meta),
+      };
     case 'aggregating':
       return {
         ...base,
         kind: 'aggregating',
         accumulatorSerializer: serializerOf(meta, meta.valueSerializer, 'accumulator'),
-        aggregate: { createAccumulator: () => Buffer.alloc(0), add: () => noFunction(meta), getResult: (acc: unknown) => acc, merge: () => noFunction(meta) },
+        aggregate: {
+          createAccumulator: () => Buffer.alloc(0),
+          add: () => noFunction(meta),
+          getResult: (acc: unknown) => acc,
+          merge: () => noFunction(meta),
+        },
       };
     default:
-      throw new FormatError('CORRUPT', `changelog metadata names state "${meta.name}" with unknown kind ${JSON.stringify(meta.kind)}; the segment is damaged.`);
+      throw new FormatError(
+        'CORRUPT',
+        `changelog metadata names state "${meta.name}" with unknown kind ${JSON.stringify(meta.kind)}; the segment is damaged.`,
+      );
   }
 }

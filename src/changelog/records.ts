@@ -67,7 +67,14 @@ export class RecordBuilder {
   readonly w = new ByteWriter(4096);
 
   /** Starts a data record; the caller appends the payload to `w`. */
-  begin(op: ChangeOpCode, stateId: number, keyGroup: number, time: number, key: Uint8Array, namespace: Uint8Array): ByteWriter {
+  begin(
+    op: ChangeOpCode,
+    stateId: number,
+    keyGroup: number,
+    time: number,
+    key: Uint8Array,
+    namespace: Uint8Array,
+  ): ByteWriter {
     const w = this.w;
     w.reset();
     const timed = !Number.isNaN(time);
@@ -98,18 +105,27 @@ export class RecordBuilder {
 }
 
 /** Decodes one record body. `where` names the file for error messages. */
-export function decodeRecord(body: Buffer, where: string): ChangeRecord | { readonly op: typeof ChangeOp.METADATA; readonly stateId: number; readonly meta: StateMetaRecord } {
+export function decodeRecord(
+  body: Buffer,
+  where: string,
+): ChangeRecord | { readonly op: typeof ChangeOp.METADATA; readonly stateId: number; readonly meta: StateMetaRecord } {
   const r = new ByteReader(body, where);
   const opByte = r.u8();
   const op = (opByte & ~TIMED) as ChangeOpCode;
-  if (op > MAX_OP) throw new FormatError('CORRUPT', `${where}: unknown change op ${op}; the segment is corrupt or written by a newer streamstate.`);
+  if (op > MAX_OP)
+    throw new FormatError(
+      'CORRUPT',
+      `${where}: unknown change op ${op}; the segment is corrupt or written by a newer streamstate.`,
+    );
   const stateId = r.varint();
   if (op === ChangeOp.METADATA) {
     let meta: StateMetaRecord;
     try {
       meta = JSON.parse(r.string()) as StateMetaRecord;
     } catch (err) {
-      throw new FormatError('CORRUPT', `${where}: a state metadata record is not valid JSON; the segment is corrupt.`, { cause: err });
+      throw new FormatError('CORRUPT', `${where}: a state metadata record is not valid JSON; the segment is corrupt.`, {
+        cause: err,
+      });
     }
     if (typeof meta !== 'object' || meta === null || typeof meta.name !== 'string' || typeof meta.kind !== 'string') {
       throw new FormatError('CORRUPT', `${where}: a state metadata record lacks name/kind; the segment is corrupt.`);

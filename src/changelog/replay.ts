@@ -4,9 +4,25 @@ import { FormatError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
 import type { Serializer, SerializerSnapshot } from '../serializers/serializer.js';
 import type { StateDescriptor } from '../state/descriptors.js';
-import type { AggregatingState, KeyedState, ListState, MapState, MergingState, ReducingState, TimerQueue, ValueState } from '../state/types.js';
+import type {
+  AggregatingState,
+  KeyedState,
+  ListState,
+  MapState,
+  MergingState,
+  ReducingState,
+  TimerQueue,
+  ValueState,
+} from '../state/types.js';
 import type { FunctionHooks } from './hooks.js';
-import { ChangeOp, decodeRecord, readByteList, splitRecords, type ChangeRecord, type StateMetaRecord } from './records.js';
+import {
+  ChangeOp,
+  decodeRecord,
+  readByteList,
+  splitRecords,
+  type ChangeRecord,
+  type StateMetaRecord,
+} from './records.js';
 
 /** A restored change waiting for its state to be registered, with the metadata it was written under. */
 export interface PendingRecord {
@@ -81,7 +97,12 @@ export class PendingChanges {
 // ------------------------------------------------------------------ serializer checks
 
 /** The serializer to decode recorded bytes with, or a typed error when the recorded one cannot be read. */
-function readerFor<T>(state: string, what: string, recorded: SerializerSnapshot | undefined, current: Serializer<T>): Serializer<T> {
+function readerFor<T>(
+  state: string,
+  what: string,
+  recorded: SerializerSnapshot | undefined,
+  current: Serializer<T>,
+): Serializer<T> {
   return readerForRecorded(`state "${state}"`, what, recorded, current);
 }
 
@@ -137,7 +158,10 @@ export interface ReplayCursor {
 }
 
 function bad(meta: StateMetaRecord, op: number): never {
-  throw new FormatError('CORRUPT', `changelog: op ${op} is not valid for ${meta.kind} state "${meta.name}"; the segment is corrupt.`);
+  throw new FormatError(
+    'CORRUPT',
+    `changelog: op ${op} is not valid for ${meta.kind} state "${meta.name}"; the segment is corrupt.`,
+  );
 }
 
 /**
@@ -168,7 +192,13 @@ export function replayKeyedState(
   }
 }
 
-function applyOne(meta: StateMetaRecord, rec: ChangeRecord, handle: KeyedState<unknown>, rd: Readers, hooks: FunctionHooks): void {
+function applyOne(
+  meta: StateMetaRecord,
+  rec: ChangeRecord,
+  handle: KeyedState<unknown>,
+  rd: Readers,
+  hooks: FunctionHooks,
+): void {
   const p = new ByteReader(rec.payload, `changelog record of state "${meta.name}"`);
   const value = (): unknown => (rd.value as Serializer<unknown>).deserialize(p.bytes());
   const values = (): unknown[] => readByteList(p).map((b) => (rd.value as Serializer<unknown>).deserialize(b));
@@ -220,10 +250,19 @@ function applyOne(meta: StateMetaRecord, rec: ChangeRecord, handle: KeyedState<u
 }
 
 /** Applies pending timer changes (add/remove of the recorded timer) to the wrapped backend's queue. */
-export function replayTimers(pending: PendingState, queue: TimerQueue<unknown, unknown>, keySerializer: Serializer<unknown>, namespace: Serializer<unknown>): void {
+export function replayTimers(
+  pending: PendingState,
+  queue: TimerQueue<unknown, unknown>,
+  keySerializer: Serializer<unknown>,
+  namespace: Serializer<unknown>,
+): void {
   for (const { meta, rec } of pending.records) {
     const timestamp = new ByteReader(rec.payload, `changelog timer record of "${meta.name}"`).f64();
-    const timer = { timestamp, key: keySerializer.deserialize(rec.key), namespace: namespace.deserialize(rec.namespace) };
+    const timer = {
+      timestamp,
+      key: keySerializer.deserialize(rec.key),
+      namespace: namespace.deserialize(rec.namespace),
+    };
     if (rec.op === ChangeOp.TIMER_ADD) queue.add(timer);
     else if (rec.op === ChangeOp.TIMER_REMOVE) queue.remove(timer);
     else bad(meta, rec.op);

@@ -67,10 +67,13 @@ export async function openChangelogKeyedBackend<K>(args: OpenChangelogArgs<K>): 
   const inner = await args.createInner({
     ...params,
     clock: clock.clock,
-    ...(restore !== undefined && materialized.length > 0 ? { restore: { ...restore, handles: materialized, checkpointId: baseId } } : { restore: undefined }),
+    ...(restore !== undefined && materialized.length > 0
+      ? { restore: { ...restore, handles: materialized, checkpointId: baseId } }
+      : { restore: undefined }),
   });
   // Restored files may be referenced by later checkpoints only when they are ours (claim) and shared.
-  const shareable = handles.length === 0 || (restore?.mode === 'claim' && onlySharedFiles(materialized) && onlySharedFiles(logs));
+  const shareable =
+    handles.length === 0 || (restore?.mode === 'claim' && onlySharedFiles(materialized) && onlySharedFiles(logs));
   const base = Materialization.restored(handles.length === 0 ? 0 : baseId, materialized, logs, shareable);
   return new ChangelogKeyedStateBackend({
     inner,
@@ -110,7 +113,11 @@ function checkChangelogHandle<K>(h: ChangelogStateHandle, params: KeyedBackendPa
 }
 
 /** Reads every segment (in parallel), then verifies and indexes them in log order. */
-async function loadLogs(logs: readonly ChangelogLogRef[], files: StateFileReader, pending: PendingChanges): Promise<void> {
+async function loadLogs(
+  logs: readonly ChangelogLogRef[],
+  files: StateFileReader,
+  pending: PendingChanges,
+): Promise<void> {
   const reads = logs.map((log) => log.segments.map((seg) => readSegmentBytes(seg.file, files)));
   for (const r of reads) for (const p of r) p.catch(() => undefined);
   for (const [i, log] of logs.entries()) {
@@ -161,7 +168,12 @@ export function restorePlainFromChangelog<K>(
     createInner: createPlain,
     innerName: backendName,
     params,
-    settings: { materializationIntervalMs: Number.POSITIVE_INFINITY, preemptivePersistBytes: Number.POSITIVE_INFINITY, backgroundStreams: null, now: Date.now },
+    settings: {
+      materializationIntervalMs: Number.POSITIVE_INFINITY,
+      preemptivePersistBytes: Number.POSITIVE_INFINITY,
+      backgroundStreams: null,
+      now: Date.now,
+    },
     mode: 'passthrough',
   });
 }

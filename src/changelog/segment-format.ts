@@ -28,7 +28,13 @@ export interface SegmentHeader extends ChangelogLogIdentity {
 export function encodeSegment(header: SegmentHeader, body: Uint8Array): Buffer {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const w = new ByteWriter(json.length + body.length + 32);
-  w.raw(Buffer.from(SEGMENT_MAGIC, 'latin1')).u16(SEGMENT_VERSION).u16(0).u32(json.length).raw(json).u32(body.length).raw(body);
+  w.raw(Buffer.from(SEGMENT_MAGIC, 'latin1'))
+    .u16(SEGMENT_VERSION)
+    .u16(0)
+    .u32(json.length)
+    .raw(json)
+    .u32(body.length)
+    .raw(body);
   const crc = crc32(w.view());
   w.u32(crc).raw(Buffer.from(SEGMENT_END, 'latin1'));
   return w.toBuffer();
@@ -45,10 +51,17 @@ export interface ExpectedSegment extends ChangelogLogIdentity {
  * log, backend) and sequence range against what the handle expects. Returns the record bodies.
  * Every failure is a FormatError naming `where`.
  */
-export function decodeSegment(bytes: Buffer, expected: ExpectedSegment, where: string): { header: SegmentHeader; body: Buffer } {
+export function decodeSegment(
+  bytes: Buffer,
+  expected: ExpectedSegment,
+  where: string,
+): { header: SegmentHeader; body: Buffer } {
   const r = new ByteReader(bytes, `changelog segment ${where}`);
   if (bytes.length < 4 || bytes.subarray(0, 4).toString('latin1') !== SEGMENT_MAGIC) {
-    throw new FormatError('BAD_MAGIC', `${where} is not a streamstate changelog segment (bad magic). The handle points at the wrong file; restore from another checkpoint.`);
+    throw new FormatError(
+      'BAD_MAGIC',
+      `${where} is not a streamstate changelog segment (bad magic). The handle points at the wrong file; restore from another checkpoint.`,
+    );
   }
   r.raw(4);
   const version = r.u16();
@@ -66,7 +79,10 @@ export function decodeSegment(bytes: Buffer, expected: ExpectedSegment, where: s
     stored = r.u32();
     const end = r.raw(4).toString('latin1');
     if (end !== SEGMENT_END || !r.done) {
-      throw new FormatError('CORRUPT', `${where}: changelog segment has a damaged trailer; the file is corrupt. Restore from another checkpoint.`);
+      throw new FormatError(
+        'CORRUPT',
+        `${where}: changelog segment has a damaged trailer; the file is corrupt. Restore from another checkpoint.`,
+      );
     }
   } catch (err) {
     checkSegmentVersion(version, where);
@@ -104,16 +120,23 @@ export function decodeSegment(bytes: Buffer, expected: ExpectedSegment, where: s
     );
   }
   if (header.records !== header.toSeq - header.fromSeq + 1) {
-    throw new FormatError('CORRUPT', `${where}: header counts ${header.records} records for sequences ${header.fromSeq}..${header.toSeq}.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${where}: header counts ${header.records} records for sequences ${header.fromSeq}..${header.toSeq}.`,
+    );
   }
   return { header, body };
 }
 
 function checkSegmentVersion(version: number, where: string): void {
   if (version > SEGMENT_VERSION) {
-    throw new FormatError('UNSUPPORTED_VERSION', `${where}: changelog segment format ${version} was written by a newer streamstate (this one reads ${SEGMENT_VERSION}); upgrade.`);
+    throw new FormatError(
+      'UNSUPPORTED_VERSION',
+      `${where}: changelog segment format ${version} was written by a newer streamstate (this one reads ${SEGMENT_VERSION}); upgrade.`,
+    );
   }
-  if (version !== SEGMENT_VERSION) throw new FormatError('CORRUPT', `${where}: unknown changelog segment version ${version}.`);
+  if (version !== SEGMENT_VERSION)
+    throw new FormatError('CORRUPT', `${where}: unknown changelog segment version ${version}.`);
 }
 
 function describeIdentity(i: ChangelogLogIdentity): string {

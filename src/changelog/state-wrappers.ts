@@ -2,7 +2,16 @@ import { StreamStateError } from '../errors.js';
 import type { ByteWriter } from '../format/bytes.js';
 import type { Serializer } from '../serializers/serializer.js';
 import type { StateDescriptor, TtlConfig } from '../state/descriptors.js';
-import type { AggregatingState, KeyedState, ListState, MapState, ReducingState, Timer, TimerQueue, ValueState } from '../state/types.js';
+import type {
+  AggregatingState,
+  KeyedState,
+  ListState,
+  MapState,
+  ReducingState,
+  Timer,
+  TimerQueue,
+  ValueState,
+} from '../state/types.js';
 import type { FunctionHooks } from './hooks.js';
 import { ChangeOp, writeByteList, type ChangeOpCode, type StateMetaRecord } from './records.js';
 import { valueSerializerOf } from './replay.js';
@@ -40,7 +49,8 @@ export function loggedStateFor(id: number, meta: StateMetaRecord, ttl: TtlConfig
     meta,
     loggedEpoch: -1,
     timed: ttl !== undefined,
-    readsLogged: ttl !== undefined && (ttl.update === 'onReadAndWrite' || ttl.visibility === 'returnExpiredIfNotCleanedUp'),
+    readsLogged:
+      ttl !== undefined && (ttl.update === 'onReadAndWrite' || ttl.visibility === 'returnExpiredIfNotCleanedUp'),
   };
 }
 
@@ -114,7 +124,10 @@ abstract class LoggingState<S extends KeyedState<unknown>> implements KeyedState
   }
 }
 
-export class LoggingValueState extends LoggingState<ValueState<unknown, unknown>> implements ValueState<unknown, unknown> {
+export class LoggingValueState
+  extends LoggingState<ValueState<unknown, unknown>>
+  implements ValueState<unknown, unknown>
+{
   value(): unknown {
     return this.read(() => this.inner.value());
   }
@@ -197,7 +210,10 @@ export class LoggingFoldingState
     if (this.descriptor.kind === 'reducing' && (value === null || value === undefined)) return this.inner.add(value);
     const t = this.sink.time(this.st);
     const missing = UNSET as unknown;
-    const result = this.hooks.capture(() => this.sink.at(t, () => this.inner.add(value)), this.descriptor.kind === 'reducing' ? value : missing);
+    const result = this.hooks.capture(
+      () => this.sink.at(t, () => this.inner.add(value)),
+      this.descriptor.kind === 'reducing' ? value : missing,
+    );
     if (result === missing) {
       throw new StreamStateError(
         'SERIALIZATION_FAILED',
@@ -214,7 +230,10 @@ export class LoggingFoldingState
   }
 }
 
-export class LoggingMapState extends LoggingState<MapState<unknown, unknown, unknown>> implements MapState<unknown, unknown, unknown> {
+export class LoggingMapState
+  extends LoggingState<MapState<unknown, unknown, unknown>>
+  implements MapState<unknown, unknown, unknown>
+{
   private get ukSer(): Serializer<unknown> {
     return (this.descriptor as { userKeySerializer: Serializer<unknown> }).userKeySerializer;
   }
@@ -304,14 +323,22 @@ export class LoggingTimerQueue implements TimerQueue<unknown, unknown> {
     private readonly keyGroupOf: (key: unknown) => number,
   ) {}
 
-  private log(op: ChangeOpCode, timer: Timer<unknown, unknown>, encoded?: { key: Uint8Array; ns: Uint8Array; kg: number }): void {
+  private log(
+    op: ChangeOpCode,
+    timer: Timer<unknown, unknown>,
+    encoded?: { key: Uint8Array; ns: Uint8Array; kg: number },
+  ): void {
     const e = encoded ?? this.encode(timer);
     this.sink.beginFor(this.st, op, e.kg, e.key, e.ns).f64(timer.timestamp);
     this.sink.commit();
   }
 
   private encode(timer: Timer<unknown, unknown>): { key: Uint8Array; ns: Uint8Array; kg: number } {
-    return { key: this.keySerializer.serialize(timer.key), ns: this.namespaceSerializer.serialize(timer.namespace), kg: this.keyGroupOf(timer.key) };
+    return {
+      key: this.keySerializer.serialize(timer.key),
+      ns: this.namespaceSerializer.serialize(timer.namespace),
+      kg: this.keyGroupOf(timer.key),
+    };
   }
 
   add(timer: Timer<unknown, unknown>): boolean {

@@ -73,7 +73,12 @@ export type AcknowledgeResult =
    * notifyCheckpointAborted on the backends), or it had already ended (a late acknowledgement,
    * whose files the coordinator deleted when nothing else uses them).
    */
-  | { readonly status: 'rejected'; readonly checkpointId: number; readonly reason: CheckpointFailureReason; readonly message: string };
+  | {
+      readonly status: 'rejected';
+      readonly checkpointId: number;
+      readonly reason: CheckpointFailureReason;
+      readonly message: string;
+    };
 
 /** How `completion` of a checkpoint that did not complete rejects: code CHECKPOINT_DECLINED plus the reason. */
 export class CheckpointDeclinedError extends SnapshotError {
@@ -120,7 +125,13 @@ export function dropNulls(state: SubtaskAck): NormalizedAck {
 }
 
 /** Drops nulls and checks every keyed handle against the subtask (maxParallelism, key-group range). INVALID_ARGUMENT otherwise. */
-export function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpointId: number, subtaskIndex: number, jobId: string): NormalizedAck {
+export function normalizeAck(
+  state: SubtaskAck,
+  op: CoordinatedOperator,
+  checkpointId: number,
+  subtaskIndex: number,
+  jobId: string,
+): NormalizedAck {
   const { keyed, operator } = dropNulls(state);
   for (const h of keyed) {
     if (h.maxParallelism !== op.maxParallelism) {
@@ -130,11 +141,21 @@ export function normalizeAck(state: SubtaskAck, op: CoordinatedOperator, checkpo
           `but the operator has ${op.maxParallelism}. Create the keyed backend with the operator's maxParallelism.`,
       );
     }
-    checkKeyedHandleRange(h, { jobId, operatorId: op.operatorId, parallelism: op.parallelism, maxParallelism: op.maxParallelism, checkpointId, subtaskIndex });
+    checkKeyedHandleRange(h, {
+      jobId,
+      operatorId: op.operatorId,
+      parallelism: op.parallelism,
+      maxParallelism: op.maxParallelism,
+      checkpointId,
+      subtaskIndex,
+    });
   }
   for (const h of operator) {
     if (h.type !== 'operator') {
-      throw new StreamStateError('INVALID_ARGUMENT', `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a non-operator handle as operator state.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a non-operator handle as operator state.`,
+      );
     }
   }
   const metrics = state.metrics;
@@ -167,7 +188,14 @@ interface RangeJson {
  */
 export function checkKeyedHandleRange(
   handle: KeyedStateHandle,
-  where: { readonly jobId: string; readonly operatorId: string; readonly parallelism: number; readonly maxParallelism: number; readonly checkpointId: number; readonly subtaskIndex: number },
+  where: {
+    readonly jobId: string;
+    readonly operatorId: string;
+    readonly parallelism: number;
+    readonly maxParallelism: number;
+    readonly checkpointId: number;
+    readonly subtaskIndex: number;
+  },
 ): void {
   const own = keyGroupRangeForSubtask(where.maxParallelism, where.parallelism, where.subtaskIndex);
   const prefix = `checkpoint ${where.checkpointId} of job ${where.jobId}: subtask ${where.subtaskIndex} of operator ${where.operatorId} (parallelism ${where.parallelism}, maxParallelism ${where.maxParallelism})`;
@@ -183,13 +211,21 @@ export function checkKeyedHandleRange(
   if (isKeyGroupsHandle(handle)) {
     const stray = handle.blocks.find((b) => !own.contains(b.keyGroup));
     if (stray !== undefined) {
-      throw new StreamStateError('INVALID_ARGUMENT', `${prefix} acknowledged a key-groups handle for key groups ${own.start}-${own.end} with a block of key group ${stray.keyGroup}. ${fix}`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `${prefix} acknowledged a key-groups handle for key groups ${own.start}-${own.end} with a block of key group ${stray.keyGroup}. ${fix}`,
+      );
     }
   }
 }
 
 function isRange(r: unknown): r is RangeJson {
-  return r !== null && typeof r === 'object' && Number.isInteger((r as RangeJson).start) && Number.isInteger((r as RangeJson).end);
+  return (
+    r !== null &&
+    typeof r === 'object' &&
+    Number.isInteger((r as RangeJson).start) &&
+    Number.isInteger((r as RangeJson).end)
+  );
 }
 
 function describe(r: unknown): string {

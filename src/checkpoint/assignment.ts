@@ -1,4 +1,9 @@
-import type { KeyedStateHandle, KeyGroupsStateHandle, OperatorStateHandle, OperatorStateMetaInfo } from '../backend/handles.js';
+import type {
+  KeyedStateHandle,
+  KeyGroupsStateHandle,
+  OperatorStateHandle,
+  OperatorStateMetaInfo,
+} from '../backend/handles.js';
 import { isKeyGroupsHandle } from '../backend/handles.js';
 import { RestoreError } from '../errors.js';
 import { checkParallelism, KeyGroupRange, keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
@@ -9,7 +14,10 @@ import type { OperatorSnapshot } from './metadata.js';
  * StateAssignmentOperation). Pure functions over handles; nothing is read.
  */
 
-function subtaskHandles<H>(operator: OperatorSnapshot, pick: (s: OperatorSnapshot['subtasks'][number]) => readonly H[]): (readonly H[])[] {
+function subtaskHandles<H>(
+  operator: OperatorSnapshot,
+  pick: (s: OperatorSnapshot['subtasks'][number]) => readonly H[],
+): (readonly H[])[] {
   const out: (readonly H[])[] = Array.from({ length: operator.parallelism }, () => []);
   for (const s of operator.subtasks) {
     if (!Number.isInteger(s.subtaskIndex) || s.subtaskIndex < 0 || s.subtaskIndex >= operator.parallelism) {
@@ -29,7 +37,11 @@ function subtaskHandles<H>(operator: OperatorSnapshot, pick: (s: OperatorSnapsho
  * (blocks filtered), other handle types whole (their backend clips on restore). At unchanged
  * parallelism, old subtask i's handles are passed through untouched.
  */
-export function assignKeyedState(operator: OperatorSnapshot, newParallelism: number, maxParallelism: number): KeyedStateHandle[][] {
+export function assignKeyedState(
+  operator: OperatorSnapshot,
+  newParallelism: number,
+  maxParallelism: number,
+): KeyedStateHandle[][] {
   if (maxParallelism !== operator.maxParallelism) {
     throw new RestoreError(
       'MAX_PARALLELISM_MISMATCH',
@@ -122,7 +134,16 @@ export function assignOperatorState(operator: OperatorSnapshot, newParallelism: 
     for (let j = 0; j < oldP; j++) {
       for (const h of old[j]) {
         for (const meta of h.states) {
-          const offsets = offsetsFor(meta, positions.get(meta)!.first, totals.get(meta.name)!, i, j, newParallelism, oldP, samePar);
+          const offsets = offsetsFor(
+            meta,
+            positions.get(meta)!.first,
+            totals.get(meta.name)!,
+            i,
+            j,
+            newParallelism,
+            oldP,
+            samePar,
+          );
           // Empty contributions are dropped, except an entry that is passed through as it is.
           const passThrough = meta.mode === 'broadcast' || (samePar && meta.mode === 'split');
           if (offsets === null || (offsets.length === 0 && !passThrough)) continue;
@@ -177,7 +198,10 @@ function offsetsFor(
       return from === 0 && to === meta.offsets.length ? meta.offsets : meta.offsets.slice(from, to);
     }
     default:
-      throw new RestoreError('RESTORE_FAILED', `operator state "${meta.name}" has unknown mode ${String(meta.mode)}. Its _metadata is damaged or newer than this streamstate.`);
+      throw new RestoreError(
+        'RESTORE_FAILED',
+        `operator state "${meta.name}" has unknown mode ${String(meta.mode)}. Its _metadata is damaged or newer than this streamstate.`,
+      );
   }
 }
 

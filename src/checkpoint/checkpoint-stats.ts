@@ -75,12 +75,22 @@ export interface CheckpointStatsSnapshot {
 /** What listeners and diagnostics_channel subscribers receive. */
 export type CheckpointEvent =
   | { readonly type: 'triggered'; readonly jobId: string; readonly checkpoint: CheckpointStats }
-  | { readonly type: 'acknowledged'; readonly jobId: string; readonly checkpoint: CheckpointStats; readonly subtask: SubtaskStatsRecord }
+  | {
+      readonly type: 'acknowledged';
+      readonly jobId: string;
+      readonly checkpoint: CheckpointStats;
+      readonly subtask: SubtaskStatsRecord;
+    }
   | { readonly type: 'completed'; readonly jobId: string; readonly checkpoint: CheckpointStats }
   | { readonly type: 'failed'; readonly jobId: string; readonly checkpoint: CheckpointStats }
   | { readonly type: 'restored'; readonly jobId: string; readonly restored: RestoredCheckpointStats }
   /** The scheduler's failure policy failed the job (more consecutive failures than tolerableFailures). */
-  | { readonly type: 'job-failed'; readonly jobId: string; readonly error: StreamStateError; readonly consecutiveFailures: number };
+  | {
+      readonly type: 'job-failed';
+      readonly jobId: string;
+      readonly error: StreamStateError;
+      readonly consecutiveFailures: number;
+    };
 
 export type CheckpointEventType = CheckpointEvent['type'];
 export type CheckpointListener = (event: CheckpointEvent) => void;
@@ -126,7 +136,10 @@ export class CheckpointStatsTracker {
     private readonly onListenerError: (err: unknown) => void = () => undefined,
   ) {
     if (!Number.isSafeInteger(historySize) || historySize < 0) {
-      throw new StreamStateError('INVALID_ARGUMENT', `statsHistorySize must be a non-negative integer, got ${String(historySize)}; use 0 to keep no history.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `statsHistorySize must be a non-negative integer, got ${String(historySize)}; use 0 to keep no history.`,
+      );
     }
   }
 
@@ -139,7 +152,13 @@ export class CheckpointStatsTracker {
   snapshot(): CheckpointStatsSnapshot {
     return {
       jobId: this.jobId,
-      counts: { triggered: this.triggered, inProgress: this.inProgress.size, completed: this.completed, failed: this.failed, restored: this.restored },
+      counts: {
+        triggered: this.triggered,
+        inProgress: this.inProgress.size,
+        completed: this.completed,
+        failed: this.failed,
+        restored: this.restored,
+      },
       inProgress: [...this.inProgress.values()].map((t) => this.view(t, 'in-progress')),
       latestCompleted: this.latestCompleted,
       latestFailed: this.latestFailed,
@@ -156,7 +175,13 @@ export class CheckpointStatsTracker {
 
   // ------------------------------------------------------------------ reported by the coordinator
 
-  reportTriggered(c: { checkpointId: number; kind: 'checkpoint' | 'savepoint'; pointer: string; triggerTimestamp: number; numSubtasks: number }): void {
+  reportTriggered(c: {
+    checkpointId: number;
+    kind: 'checkpoint' | 'savepoint';
+    pointer: string;
+    triggerTimestamp: number;
+    numSubtasks: number;
+  }): void {
     const t: Tracked = { ...c, subtasks: [] };
     this.inProgress.set(c.checkpointId, t);
     this.triggered++;
@@ -175,7 +200,14 @@ export class CheckpointStatsTracker {
     const t = this.inProgress.get(checkpointId);
     if (t === undefined) return undefined;
     const v = this.view(t, 'completed');
-    return { durationMs: v.durationMs ?? 0, bytesWritten: v.bytesWritten, fullSize: v.fullSize, bytesReused: v.bytesReused, fileCount: v.fileCount, subtasks: v.subtasks };
+    return {
+      durationMs: v.durationMs ?? 0,
+      bytesWritten: v.bytesWritten,
+      fullSize: v.fullSize,
+      bytesReused: v.bytesReused,
+      fileCount: v.fileCount,
+      subtasks: v.subtasks,
+    };
   }
 
   reportCompleted(checkpointId: number, size: number): void {
@@ -220,7 +252,9 @@ export class CheckpointStatsTracker {
   // ------------------------------------------------------------------ internals
 
   private view(t: Tracked, status: CheckpointStatus): CheckpointStats {
-    const subtasks = [...t.subtasks].sort((a, b) => (a.operatorId < b.operatorId ? -1 : a.operatorId > b.operatorId ? 1 : a.subtaskIndex - b.subtaskIndex));
+    const subtasks = [...t.subtasks].sort((a, b) =>
+      a.operatorId < b.operatorId ? -1 : a.operatorId > b.operatorId ? 1 : a.subtaskIndex - b.subtaskIndex,
+    );
     let bytesWritten = 0;
     let fullSize = 0;
     let bytesReused = 0;
@@ -243,7 +277,9 @@ export class CheckpointStatsTracker {
       numSubtasks: t.numSubtasks,
       numAcknowledged: subtasks.length,
       ...(latestAck === undefined ? {} : { latestAckTimestamp: latestAck }),
-      ...(status === 'completed' ? { durationMs: Math.max(0, (latestAck ?? t.triggerTimestamp) - t.triggerTimestamp) } : {}),
+      ...(status === 'completed'
+        ? { durationMs: Math.max(0, (latestAck ?? t.triggerTimestamp) - t.triggerTimestamp) }
+        : {}),
       bytesWritten,
       fullSize,
       bytesReused,

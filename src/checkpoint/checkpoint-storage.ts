@@ -10,7 +10,13 @@ import { isLeaseName } from './lease.js';
 import { decodeMetadata, encodeMetadata } from './metadata-codec.js';
 import type { CheckpointMetadata, CompletedCheckpointInfo } from './metadata.js';
 import type { CheckpointStorage, CheckpointStorageOptions, ResolvedSnapshot } from './storage.js';
-import { BlobCheckpointStreamFactory, BlobStateFileReader, DEFAULT_INLINE_THRESHOLD, readMetadataBytes, resolveHandlePath } from './streams.js';
+import {
+  BlobCheckpointStreamFactory,
+  BlobStateFileReader,
+  DEFAULT_INLINE_THRESHOLD,
+  readMetadataBytes,
+  resolveHandlePath,
+} from './streams.js';
 
 export const METADATA_FILE = '_metadata';
 export const SHARED_DIR = 'shared';
@@ -27,7 +33,10 @@ export class BlobCheckpointStorage implements CheckpointStorage {
   constructor(store: BlobStore, opts: CheckpointStorageOptions = {}) {
     const threshold = opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD;
     if (!Number.isSafeInteger(threshold) || threshold < 0) {
-      throw new StreamStateError('INVALID_ARGUMENT', `inlineThreshold must be a non-negative integer (bytes); got ${opts.inlineThreshold}.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `inlineThreshold must be a non-negative integer (bytes); got ${opts.inlineThreshold}.`,
+      );
     }
     this.store = store;
     this.location = store.location;
@@ -37,7 +46,10 @@ export class BlobCheckpointStorage implements CheckpointStorage {
   checkpointPointer(jobId: string, checkpointId: number): string {
     checkJobId(jobId);
     if (!Number.isSafeInteger(checkpointId) || checkpointId < 0) {
-      throw new StreamStateError('INVALID_ARGUMENT', `checkpoint id must be a non-negative integer; got ${checkpointId}.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `checkpoint id must be a non-negative integer; got ${checkpointId}.`,
+      );
     }
     return `${jobId}/${CHECKPOINT_DIR_PREFIX}${checkpointId}`;
   }
@@ -58,7 +70,12 @@ export class BlobCheckpointStorage implements CheckpointStorage {
     const name = `savepoint-${jobId.slice(0, 6)}-${randomHex(12)}`;
     const pointer = parent === '' ? name : `${parent}/${name}`;
     // Savepoints keep every file in their own directory (exclusive = shared = the dir): relocatable.
-    const streams = new BlobCheckpointStreamFactory({ store: this.store, baseDir: pointer, sharedDir: pointer, inlineThreshold: this.inlineThreshold });
+    const streams = new BlobCheckpointStreamFactory({
+      store: this.store,
+      baseDir: pointer,
+      sharedDir: pointer,
+      inlineThreshold: this.inlineThreshold,
+    });
     return { pointer, streams };
   }
 
@@ -95,9 +112,13 @@ export class BlobCheckpointStorage implements CheckpointStorage {
           { cause: err },
         );
       }
-      throw new StorageError('NOT_FOUND', `no checkpoint or savepoint at ${this.describe(dir)}. Check the path (\`streamstate list\` shows retained checkpoints).`, {
-        cause: err,
-      });
+      throw new StorageError(
+        'NOT_FOUND',
+        `no checkpoint or savepoint at ${this.describe(dir)}. Check the path (\`streamstate list\` shows retained checkpoints).`,
+        {
+          cause: err,
+        },
+      );
     }
     const metadata = decodeMetadata(bytes, this.describe(metadataName));
     checkPlacement(dir, metadata, this.describe(metadataName));
@@ -129,7 +150,12 @@ export class BlobCheckpointStorage implements CheckpointStorage {
           return { checkpointId: id, pointer, timestamp: metadata.timestamp, size: e.size };
         } catch (err) {
           // Deleted meanwhile, or damaged: either way it cannot be restored, so it is not "completed".
-          if (err instanceof FormatError || isStreamStateError(err, 'NOT_FOUND') || isStreamStateError(err, 'METADATA_MISSING')) return null;
+          if (
+            err instanceof FormatError ||
+            isStreamStateError(err, 'NOT_FOUND') ||
+            isStreamStateError(err, 'METADATA_MISSING')
+          )
+            return null;
           throw err;
         }
       }),
@@ -165,7 +191,8 @@ export class BlobCheckpointStorage implements CheckpointStorage {
     if (typeof pointer !== 'string' || pointer.trim() === '') {
       throw new StreamStateError('INVALID_ARGUMENT', 'a checkpoint pointer must be a non-empty path.');
     }
-    let p = pointer.startsWith('file://') && !this.location.startsWith('file://') ? pointer.slice('file://'.length) : pointer;
+    let p =
+      pointer.startsWith('file://') && !this.location.startsWith('file://') ? pointer.slice('file://'.length) : pointer;
     const location = this.location.replace(/\/+$/, '');
     if (p === location || p.startsWith(`${location}/`)) {
       p = p.slice(location.length + 1);
@@ -179,7 +206,10 @@ export class BlobCheckpointStorage implements CheckpointStorage {
     if (p === METADATA_FILE) p = '';
     else if (p.endsWith(`/${METADATA_FILE}`)) p = p.slice(0, -(METADATA_FILE.length + 1));
     if (p === '') {
-      throw new StreamStateError('INVALID_ARGUMENT', `pointer ${pointer} names the storage root; point at a checkpoint (<job>/chk-<n>) or savepoint directory.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `pointer ${pointer} names the storage root; point at a checkpoint (<job>/chk-<n>) or savepoint directory.`,
+      );
     }
     return checkBlobName(posix.normalize(p), 'checkpoint pointer');
   }
@@ -236,6 +266,9 @@ export function memoryCheckpointStorage(
   opts: CheckpointStorageOptions & { name?: string; maxSnapshotBytes?: number } = {},
 ): BlobCheckpointStorage {
   const maxObjectBytes = opts.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
-  const store = opts.name === undefined ? new MemoryBlobStore({ maxObjectBytes }) : MemoryBlobStore.named(opts.name, { maxObjectBytes });
+  const store =
+    opts.name === undefined
+      ? new MemoryBlobStore({ maxObjectBytes })
+      : MemoryBlobStore.named(opts.name, { maxObjectBytes });
   return new BlobCheckpointStorage(store, { inlineThreshold: opts.inlineThreshold });
 }

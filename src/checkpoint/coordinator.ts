@@ -1,7 +1,15 @@
 import type { CheckpointStreamFactory, SnapshotOptions } from '../backend/contract.js';
 import { referencedFiles } from '../backend/handles.js';
 import { SnapshotError, StreamStateError, isStreamStateError } from '../errors.js';
-import { CheckpointDeclinedError, dropNulls, normalizeAck, type AcknowledgeResult, type CheckpointFailureReason, type NormalizedAck, type SubtaskAck } from './acknowledgement.js';
+import {
+  CheckpointDeclinedError,
+  dropNulls,
+  normalizeAck,
+  type AcknowledgeResult,
+  type CheckpointFailureReason,
+  type NormalizedAck,
+  type SubtaskAck,
+} from './acknowledgement.js';
 import { CheckpointStatsTracker, subtaskBytes, type CheckpointListener } from './checkpoint-stats.js';
 import { CompletedCheckpointStore, type RetainedCheckpoint } from './completed-store.js';
 import { indexOperators, operatorOf, subtaskCount, type CoordinatedOperator } from './job-operators.js';
@@ -121,7 +129,10 @@ export class CheckpointCoordinator {
   private readonly completing = new Map<number, Pending>();
   private readonly completed: CompletedCheckpointStore;
   /** How recent checkpoints and savepoints that are no longer pending ended (late acknowledgements are answered from it). */
-  private readonly ended = new Map<number, { readonly pointer: string; readonly reason: CheckpointFailureReason; readonly message: string }>();
+  private readonly ended = new Map<
+    number,
+    { readonly pointer: string; readonly reason: CheckpointFailureReason; readonly message: string }
+  >();
   /** The first id this coordinator handed out: lower ids were never triggered here. */
   private firstId = 1;
   private nextId = 1;
@@ -137,10 +148,18 @@ export class CheckpointCoordinator {
     this.jobId = options.jobId;
     // [fencing] Every deletion first checks the lease: a fenced instance deletes nothing.
     // [savepoints anywhere] Directories outside the storage are mounted into it (mounted-storage.ts); restored ones read-only.
-    this.external = new ExternalSnapshots(options.storage, { ...options.savepoints, onRefusedDelete: (err) => options.onCleanupError?.(err) });
-    this.storage = new FencedCheckpointStorage(this.external.storage, (what) => this.lease?.checkMayDelete(what) ?? Promise.resolve());
+    this.external = new ExternalSnapshots(options.storage, {
+      ...options.savepoints,
+      onRefusedDelete: (err) => options.onCleanupError?.(err),
+    });
+    this.storage = new FencedCheckpointStorage(
+      this.external.storage,
+      (what) => this.lease?.checkMayDelete(what) ?? Promise.resolve(),
+    );
     this.clock = options.clock ?? Date.now;
-    this.statistics = new CheckpointStatsTracker(options.jobId, options.statsHistorySize, (err) => options.onCleanupError?.(err));
+    this.statistics = new CheckpointStatsTracker(options.jobId, options.statsHistorySize, (err) =>
+      options.onCleanupError?.(err),
+    );
     this.completed = new CompletedCheckpointStore(options.numRetained ?? 1);
     this.operators = indexOperators(options.operators);
   }
@@ -178,7 +197,10 @@ export class CheckpointCoordinator {
    */
   async restore(pointer?: string, opts: { allowNonRestoredState?: boolean } = {}): Promise<RestorePlan | null> {
     if (this.started || this.stopped) {
-      throw new StreamStateError('INVALID_ARGUMENT', `restore() runs once, before the first checkpoint of job ${this.jobId}; create a new CheckpointCoordinator to restore again.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `restore() runs once, before the first checkpoint of job ${this.jobId}; create a new CheckpointCoordinator to restore again.`,
+      );
     }
     // [fencing] Take the lease before listing anything: every older instance that completes a
     // checkpoint from now on fails its lease check, and ids continue above every chk-<n> listed below.
@@ -195,7 +217,9 @@ export class CheckpointCoordinator {
     let isOwn: boolean;
     if (pointer !== undefined) {
       // [savepoints anywhere] A pointer outside the storage is mounted read-only: always no-claim.
-      source = this.external.isOutside(pointer) ? await this.external.resolveOutside(pointer, this.options.restoreMode ?? 'no-claim') : await this.storage.resolve(pointer);
+      source = this.external.isOutside(pointer)
+        ? await this.external.resolveOutside(pointer, this.options.restoreMode ?? 'no-claim')
+        : await this.storage.resolve(pointer);
       const p = source.pointer;
       isOwn = own.some((o) => o.pointer === p);
     } else {
@@ -205,7 +229,15 @@ export class CheckpointCoordinator {
     }
     const mode: RestoreMode = isOwn ? 'claim' : (this.options.restoreMode ?? 'no-claim');
     // Everything that can refuse the restore happens before any state changes.
-    const planned = source === null ? null : planRestore(source, mode, { jobId: this.jobId, operators: this.operators }, opts.allowNonRestoredState ?? this.options.allowNonRestoredState ?? false);
+    const planned =
+      source === null
+        ? null
+        : planRestore(
+            source,
+            mode,
+            { jobId: this.jobId, operators: this.operators },
+            opts.allowNonRestoredState ?? this.options.allowNonRestoredState ?? false,
+          );
     const plan = planned === null ? null : { ...planned, pointer: this.external.storage.userPointer(planned.pointer) }; // [savepoints anywhere]
 
     const highestDir = await this.highestCheckpointDirId();
@@ -225,7 +257,13 @@ export class CheckpointCoordinator {
     this.firstId = this.nextId;
     this.started = true;
     if (source !== null) {
-      this.statistics.reportRestored({ checkpointId: source.metadata.checkpointId, pointer: source.pointer, kind: source.metadata.kind, mode, restoreTimestamp: this.clock() });
+      this.statistics.reportRestored({
+        checkpointId: source.metadata.checkpointId,
+        pointer: source.pointer,
+        kind: source.metadata.kind,
+        mode,
+        restoreTimestamp: this.clock(),
+      });
     }
     await this.bestEffort(async () => void (await this.collectGarbage()));
     return plan;
@@ -240,7 +278,8 @@ export class CheckpointCoordinator {
     let newest = -1;
     for (const name of await this.storage.listJobFiles(this.jobId)) {
       const id = this.checkpointDirOf(name);
-      if (id !== undefined && id > newest && name === `${this.storage.checkpointPointer(this.jobId, id)}/_metadata`) newest = id;
+      if (id !== undefined && id > newest && name === `${this.storage.checkpointPointer(this.jobId, id)}/_metadata`)
+        newest = id;
     }
     if (newest <= latestReadable) return;
     const pointer = this.storage.checkpointPointer(this.jobId, newest);
@@ -250,7 +289,11 @@ export class CheckpointCoordinator {
       if (!(err instanceof StreamStateError)) throw err;
       // Deleted meanwhile (another instance's retention): nothing was lost to fall back over.
       if (err.code === 'NOT_FOUND' || err.code === 'METADATA_MISSING') return;
-      const Ctor = err.constructor as new (code: StreamStateError['code'], message: string, options?: { cause?: unknown }) => StreamStateError;
+      const Ctor = err.constructor as new (
+        code: StreamStateError['code'],
+        message: string,
+        options?: { cause?: unknown },
+      ) => StreamStateError;
       throw new Ctor(
         err.code,
         `job ${this.jobId} cannot restore its latest checkpoint ${newest}: ${err.message} ` +
@@ -279,7 +322,14 @@ export class CheckpointCoordinator {
     this.lease?.throwIfKnownFenced('trigger a checkpoint'); // [fencing]
     const id = this.nextId++;
     const streams = this.storage.checkpointStreams(this.jobId, id);
-    return this.addPending(id, 'checkpoint', 'native', this.storage.checkpointPointer(this.jobId, id), streams, this.fullRequired);
+    return this.addPending(
+      id,
+      'checkpoint',
+      'native',
+      this.storage.checkpointPointer(this.jobId, id),
+      streams,
+      this.fullRequired,
+    );
   }
 
   /**
@@ -354,7 +404,13 @@ export class CheckpointCoordinator {
     for (const op of this.operators.values()) acks.set(op.operatorId, new Map());
     const remaining = subtaskCount(this.operators);
     this.pending.set(checkpointId, { view, acks, remaining, reuseFloor, resolve, reject });
-    this.statistics.reportTriggered({ checkpointId, kind, pointer, triggerTimestamp: view.timestamp, numSubtasks: remaining });
+    this.statistics.reportTriggered({
+      checkpointId,
+      kind,
+      pointer,
+      triggerTimestamp: view.timestamp,
+      numSubtasks: remaining,
+    });
     return view;
   }
 
@@ -391,7 +447,12 @@ export class CheckpointCoordinator {
    * not cover exactly the subtask's key groups, DUPLICATE_ACKNOWLEDGEMENT for a second
    * acknowledgement of a pending checkpoint, SNAPSHOT_FAILED when _metadata cannot be written.
    */
-  async acknowledge(checkpointId: number, operatorId: string, subtaskIndex: number, state: SubtaskAck): Promise<AcknowledgeResult> {
+  async acknowledge(
+    checkpointId: number,
+    operatorId: string,
+    subtaskIndex: number,
+    state: SubtaskAck,
+  ): Promise<AcknowledgeResult> {
     const op = this.operatorOf(operatorId, subtaskIndex);
     const p = this.pending.get(checkpointId);
     if (p === undefined) {
@@ -414,8 +475,18 @@ export class CheckpointCoordinator {
 
   private reportAcknowledged(p: Pending, operatorId: string, subtaskIndex: number, ack: NormalizedAck): void {
     const { checkpointId: id, pointer } = p.view;
-    const bytes = subtaskBytes([ack.keyed, ack.operator], (path) => resolveHandlePath(pointer, path), (key) => this.registry.uploadedBy(key) === id);
-    this.statistics.reportAcknowledged(id, { operatorId, subtaskIndex, ackTimestamp: this.clock(), ...ack.metrics, ...bytes });
+    const bytes = subtaskBytes(
+      [ack.keyed, ack.operator],
+      (path) => resolveHandlePath(pointer, path),
+      (key) => this.registry.uploadedBy(key) === id,
+    );
+    this.statistics.reportAcknowledged(id, {
+      operatorId,
+      subtaskIndex,
+      ackTimestamp: this.clock(),
+      ...ack.metrics,
+      ...bytes,
+    });
   }
 
   private duplicate(checkpointId: number, operatorId: string, subtaskIndex: number): StreamStateError {
@@ -440,7 +511,11 @@ export class CheckpointCoordinator {
           '. Acknowledge only checkpoints triggered by this coordinator (after a restart ids continue; old ones are gone).',
       );
     }
-    const ended = this.ended.get(checkpointId) ?? { pointer: undefined, reason: 'ABORTED' as const, message: `checkpoint ${checkpointId} of job ${this.jobId} ended long ago.` };
+    const ended = this.ended.get(checkpointId) ?? {
+      pointer: undefined,
+      reason: 'ABORTED' as const,
+      message: `checkpoint ${checkpointId} of job ${this.jobId} ended long ago.`,
+    };
     const { pointer } = ended;
     if (pointer !== undefined) {
       await this.serially(async () => {
@@ -519,8 +594,15 @@ export class CheckpointCoordinator {
     }
     await this.bestEffort(() => this.lease?.renew() ?? Promise.resolve()); // [fencing] the holder is alive
     // Its uploads inside its directory (savepoints: all of them) are part of it now, not uploads to take over.
-    this.registry.forgetUploads(this.registry.uploadsOf(id).filter((k) => kind === 'savepoint' || k.startsWith(`${pointer}/`)));
-    this.markEnded(id, pointer, 'ALREADY_COMPLETED', `${kind} ${id} of job ${this.jobId} completed already (${pointer}).`);
+    this.registry.forgetUploads(
+      this.registry.uploadsOf(id).filter((k) => kind === 'savepoint' || k.startsWith(`${pointer}/`)),
+    );
+    this.markEnded(
+      id,
+      pointer,
+      'ALREADY_COMPLETED',
+      `${kind} ${id} of job ${this.jobId} completed already (${pointer}).`,
+    );
     this.statistics.reportCompleted(id, info.size);
     p.resolve(info);
     return { status: 'completed', checkpoint: info };
@@ -568,7 +650,8 @@ export class CheckpointCoordinator {
   /** [fencing] Whether every file the snapshot at `pointer` references exists (a stat each). */
   private async allFilesPresent(pointer: string, metadata: CheckpointMetadata): Promise<boolean> {
     try {
-      for (const key of fileKeys(pointer, metadata)) if ((await this.storage.inner.store.stat(key)) === null) return false;
+      for (const key of fileKeys(pointer, metadata))
+        if ((await this.storage.inner.store.stat(key)) === null) return false;
       return true;
     } catch {
       return true; // cannot tell: keep it (a _metadata is only ever removed when it is known broken)
@@ -622,7 +705,12 @@ export class CheckpointCoordinator {
       const subtasks = [...acks.entries()]
         .sort(([a], [b]) => a - b)
         .map(([subtaskIndex, ack]) => ({ subtaskIndex, keyed: ack.keyed, operator: ack.operator }));
-      operators.push({ operatorId: op.operatorId, parallelism: op.parallelism, maxParallelism: op.maxParallelism, subtasks });
+      operators.push({
+        operatorId: op.operatorId,
+        parallelism: op.parallelism,
+        maxParallelism: op.maxParallelism,
+        subtasks,
+      });
     }
     return {
       checkpointId: p.view.checkpointId,
@@ -658,12 +746,23 @@ export class CheckpointCoordinator {
    * `keepDirectory`: its directory holds someone else's _metadata (the id was taken), so only its
    * own uploads go.
    */
-  private async discardPending(p: Pending, reason: CheckpointFailureReason, message: string, keepDirectory: boolean, error?: unknown): Promise<void> {
+  private async discardPending(
+    p: Pending,
+    reason: CheckpointFailureReason,
+    message: string,
+    keepDirectory: boolean,
+    error?: unknown,
+  ): Promise<void> {
     const { checkpointId: id, kind, pointer } = p.view;
     this.markEnded(id, pointer, reason, message);
     p.reject(error ?? new CheckpointDeclinedError(id, reason, message));
     const wanted = this.wantedKeys(p);
-    const doomed = [...new Set([...this.registry.discardAborted(id, wanted), ...this.adoptedBy(id, fileKeys(pointer, this.metadataOf(p)), wanted)])];
+    const doomed = [
+      ...new Set([
+        ...this.registry.discardAborted(id, wanted),
+        ...this.adoptedBy(id, fileKeys(pointer, this.metadataOf(p)), wanted),
+      ]),
+    ];
     this.registry.forgetUploads(doomed);
     await this.bestEffort(async () => {
       if (keepDirectory) return;
@@ -869,7 +968,11 @@ export class CheckpointCoordinator {
 
   private checkRunning(): void {
     this.checkStarted();
-    if (this.stopped) throw new StreamStateError('INVALID_ARGUMENT', `the coordinator of job ${this.jobId} was shut down; create a new one (and restore) to take checkpoints.`);
+    if (this.stopped)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `the coordinator of job ${this.jobId} was shut down; create a new one (and restore) to take checkpoints.`,
+      );
   }
 }
 

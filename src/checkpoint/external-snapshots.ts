@@ -41,12 +41,17 @@ export class ExternalSnapshots {
 
   constructor(
     inner: CheckpointStorage,
-    private readonly options: SavepointLocationOptions & { readonly onRefusedDelete?: (err: StreamStateError) => void } = {},
+    private readonly options: SavepointLocationOptions & {
+      readonly onRefusedDelete?: (err: StreamStateError) => void;
+    } = {},
   ) {
     this.storage = new MountedCheckpointStorage(inner, { onRefusedDelete: options.onRefusedDelete });
     this.stores = new ExternalStores(options);
     if (options.dir !== undefined && (typeof options.dir !== 'string' || options.dir.trim() === '')) {
-      throw new StreamStateError('INVALID_ARGUMENT', 'savepoints.dir must be a non-empty local path or s3:// URL (or left out: savepoints then go into the checkpoint storage).');
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        'savepoints.dir must be a non-empty local path or s3:// URL (or left out: savepoints then go into the checkpoint storage).',
+      );
     }
   }
 
@@ -55,14 +60,23 @@ export class ExternalSnapshots {
    * anything is written), else a new directory under the default savepoint location, else (no
    * default configured, or the deprecated `targetDir`) inside the checkpoint storage as before.
    */
-  savepointLocation(jobId: string, opts: SavepointTriggerOptions): { pointer: string; streams: CheckpointStreamFactory } {
+  savepointLocation(
+    jobId: string,
+    opts: SavepointTriggerOptions,
+  ): { pointer: string; streams: CheckpointStreamFactory } {
     if (opts.target !== undefined && opts.targetDir !== undefined) {
-      throw new StreamStateError('INVALID_ARGUMENT', 'pass either target (the savepoint directory, anywhere) or the deprecated targetDir (inside the checkpoint storage), not both.');
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        'pass either target (the savepoint directory, anywhere) or the deprecated targetDir (inside the checkpoint storage), not both.',
+      );
     }
     if (opts.target === undefined && (opts.targetDir !== undefined || this.options.dir === undefined)) {
       return this.storage.createSavepointLocation(jobId, opts.targetDir);
     }
-    const location = opts.target !== undefined ? this.stores.locate(opts.target, 'savepoint target') : this.stores.newSavepointUnder(this.options.dir!, jobId);
+    const location =
+      opts.target !== undefined
+        ? this.stores.locate(opts.target, 'savepoint target')
+        : this.stores.newSavepointUnder(this.options.dir!, jobId);
     if (this.storage.location.startsWith('/')) checkNotInJobDirectory(location, this.storage.location, jobId);
     const pointer = this.storage.mount('savepoint', location, checkSavepointTarget(location));
     return { pointer, streams: this.storage.savepointStreams(pointer) };
@@ -77,7 +91,11 @@ export class ExternalSnapshots {
   async resolveOutside(pointer: string, mode: RestoreMode): Promise<ResolvedSnapshot> {
     const located = await locateRestorePointer(pointer, mode, { cwd: this.options.cwd, s3: this.options.s3 });
     this.opened.push(located);
-    const mounted = this.storage.mount('restored', { store: located.storage.store, dir: located.pointer, display: located.display });
+    const mounted = this.storage.mount('restored', {
+      store: located.storage.store,
+      dir: located.pointer,
+      display: located.display,
+    });
     return this.storage.mountedSnapshot(mounted, located.snapshot.metadata);
   }
 

@@ -44,11 +44,22 @@ export class CheckpointFailurePolicy {
   }
 
   /** Records a failure; returns the error to fail the job with once the count exceeds the tolerance (the count then restarts). */
-  failed(checkpointId: number, reason: CheckpointFailureReason, message: string): TolerableFailuresExceededError | null {
+  failed(
+    checkpointId: number,
+    reason: CheckpointFailureReason,
+    message: string,
+  ): TolerableFailuresExceededError | null {
     if (!countsAgainstTolerableFailures(reason) || checkpointId <= this.lastCompletedId) return null;
     this.consecutive++;
     if (this.consecutive <= this.tolerableFailures) return null;
-    const err = new TolerableFailuresExceededError(this.jobId, this.consecutive, this.tolerableFailures, checkpointId, reason, message);
+    const err = new TolerableFailuresExceededError(
+      this.jobId,
+      this.consecutive,
+      this.tolerableFailures,
+      checkpointId,
+      reason,
+      message,
+    );
     this.consecutive = 0;
     return err;
   }

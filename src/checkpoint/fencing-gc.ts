@@ -39,9 +39,14 @@ export function deletableNow(doomed: readonly string[], listing: readonly BlobIn
   for (const b of listing) {
     modified.set(b.name, b.modified);
     const id = checkpointDirOf(ctx.jobId, b.name);
-    if (id !== undefined) newestInDir.set(id, Math.max(newestInDir.get(id) ?? Number.NEGATIVE_INFINITY, b.modified ?? Number.POSITIVE_INFINITY));
+    if (id !== undefined)
+      newestInDir.set(
+        id,
+        Math.max(newestInDir.get(id) ?? Number.NEGATIVE_INFINITY, b.modified ?? Number.POSITIVE_INFINITY),
+      );
   }
-  const oldEnough = (t: number | undefined): boolean => t !== undefined && Number.isFinite(t) && ctx.now - t >= ctx.minAgeMs;
+  const oldEnough = (t: number | undefined): boolean =>
+    t !== undefined && Number.isFinite(t) && ctx.now - t >= ctx.minAgeMs;
   return candidates.filter((name) => {
     const id = checkpointDirOf(ctx.jobId, name);
     if (id !== undefined) return id >= ctx.firstOwnId || oldEnough(newestInDir.get(id) ?? modified.get(name));

@@ -32,7 +32,14 @@ export function snapshotFolders(snapshotDir: string): string[] {
  * of snapshotFolders(snapshotDir).
  */
 export function resolveHandlePath(snapshotDir: string, path: string): string {
-  if (typeof path !== 'string' || path.length === 0 || path.startsWith('/') || /^[a-zA-Z]:/.test(path) || path.includes('\\') || path.includes('\0')) {
+  if (
+    typeof path !== 'string' ||
+    path.length === 0 ||
+    path.startsWith('/') ||
+    /^[a-zA-Z]:/.test(path) ||
+    path.includes('\\') ||
+    path.includes('\0')
+  ) {
     throw refused(snapshotDir, path, 'is not a relative posix path');
   }
   const out = snapshotDir === '' ? [] : snapshotDir.split('/');

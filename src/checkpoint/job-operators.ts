@@ -12,22 +12,38 @@ export interface CoordinatedOperator {
 export function indexOperators(list: readonly CoordinatedOperator[]): ReadonlyMap<string, CoordinatedOperator> {
   const ops = new Map<string, CoordinatedOperator>();
   for (const op of list) {
-    if (ops.has(op.operatorId)) throw new StreamStateError('INVALID_ARGUMENT', `operator id ${op.operatorId} is listed twice; operator ids must be unique.`);
+    if (ops.has(op.operatorId))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `operator id ${op.operatorId} is listed twice; operator ids must be unique.`,
+      );
     checkParallelism(op.maxParallelism, op.parallelism);
     ops.set(op.operatorId, op);
   }
-  if (ops.size === 0) throw new StreamStateError('INVALID_ARGUMENT', 'a CheckpointCoordinator needs at least one operator.');
+  if (ops.size === 0)
+    throw new StreamStateError('INVALID_ARGUMENT', 'a CheckpointCoordinator needs at least one operator.');
   return ops;
 }
 
 /** The operator `operatorId`, checking that `subtaskIndex` is one of its subtasks. INVALID_ARGUMENT otherwise. */
-export function operatorOf(operators: ReadonlyMap<string, CoordinatedOperator>, jobId: string, operatorId: string, subtaskIndex: number): CoordinatedOperator {
+export function operatorOf(
+  operators: ReadonlyMap<string, CoordinatedOperator>,
+  jobId: string,
+  operatorId: string,
+  subtaskIndex: number,
+): CoordinatedOperator {
   const op = operators.get(operatorId);
   if (op === undefined) {
-    throw new StreamStateError('INVALID_ARGUMENT', `job ${jobId} has no operator ${operatorId}; known: ${[...operators.keys()].join(', ')}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `job ${jobId} has no operator ${operatorId}; known: ${[...operators.keys()].join(', ')}.`,
+    );
   }
   if (!Number.isInteger(subtaskIndex) || subtaskIndex < 0 || subtaskIndex >= op.parallelism) {
-    throw new StreamStateError('INVALID_ARGUMENT', `operator ${operatorId} has subtasks 0..${op.parallelism - 1}; got ${subtaskIndex}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `operator ${operatorId} has subtasks 0..${op.parallelism - 1}; got ${subtaskIndex}.`,
+    );
   }
   return op;
 }

@@ -137,8 +137,17 @@ async function readBody(store: BlobStore, name: string): Promise<MarkerBody | nu
   }
   try {
     const body = JSON.parse(bytes.toString('utf8')) as Partial<MarkerBody>;
-    if (typeof body.epoch !== 'number' || typeof body.acquiredAt !== 'number' || typeof body.renewedAt !== 'number') return null;
-    return { format: body.format ?? LEASE_FORMAT, jobId: String(body.jobId), epoch: body.epoch, instanceId: String(body.instanceId), acquiredAt: body.acquiredAt, renewedAt: body.renewedAt, released: body.released === true };
+    if (typeof body.epoch !== 'number' || typeof body.acquiredAt !== 'number' || typeof body.renewedAt !== 'number')
+      return null;
+    return {
+      format: body.format ?? LEASE_FORMAT,
+      jobId: String(body.jobId),
+      epoch: body.epoch,
+      instanceId: String(body.instanceId),
+      acquiredAt: body.acquiredAt,
+      renewedAt: body.renewedAt,
+      released: body.released === true,
+    };
   } catch {
     return null;
   }
@@ -199,7 +208,10 @@ export class JobLease {
     const markers = await listMarkers(this.store, this.jobId);
     const epoch = (markers.at(-1)?.epoch ?? 0) + 1;
     if (!Number.isSafeInteger(epoch) || epoch >= 1e16) {
-      throw new StreamStateError('INVALID_ARGUMENT', `job ${this.jobId} has used up its lease epochs (${epoch - 1}); remove ${leasePrefix(this.jobId)} once no instance runs.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `job ${this.jobId} has used up its lease epochs (${epoch - 1}); remove ${leasePrefix(this.jobId)} once no instance runs.`,
+      );
     }
     this.epochValue = epoch;
     this.markerName = `${leasePrefix(this.jobId)}epoch-${String(epoch).padStart(16, '0')}-${this.instanceId}`;
@@ -284,7 +296,8 @@ export class JobLease {
     try {
       const older = (await listMarkers(this.store, this.jobId)).filter((m) => m.info.name < this.marker);
       const released: string[] = [];
-      for (const m of older) if ((await readBody(this.store, m.info.name))?.released === true) released.push(m.info.name);
+      for (const m of older)
+        if ((await readBody(this.store, m.info.name))?.released === true) released.push(m.info.name);
       if (released.length > 0) await this.store.delete(released);
     } catch {
       // A leftover marker costs one read at the next start; nothing more.

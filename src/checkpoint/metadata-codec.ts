@@ -20,7 +20,10 @@ const KNOWN_FLAGS = 0;
 
 export function encodeMetadata(metadata: CheckpointMetadata): Buffer {
   validateMetadata(metadata, (field, problem) => {
-    throw new StreamStateError('INVALID_ARGUMENT', `cannot write _metadata: ${field} ${problem}. This is a bug in the caller that built the metadata.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `cannot write _metadata: ${field} ${problem}. This is a bug in the caller that built the metadata.`,
+    );
   });
   const body = Buffer.from(JSON.stringify(metadata), 'utf8');
   const out = Buffer.allocUnsafe(HEADER_BYTES + body.length + TRAILER_BYTES);
@@ -38,7 +41,11 @@ export function decodeMetadata(bytes: Uint8Array, what = '_metadata'): Checkpoin
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const magicLen = Math.min(buf.length, METADATA_MAGIC.length);
   if (!buf.subarray(0, magicLen).equals(METADATA_MAGIC.subarray(0, magicLen)) || buf.length === 0) {
-    if (buf.length === 0) fail('TRUNCATED', `${what} is empty; the checkpoint was not written completely. Pick an earlier one with \`streamstate list\`.`);
+    if (buf.length === 0)
+      fail(
+        'TRUNCATED',
+        `${what} is empty; the checkpoint was not written completely. Pick an earlier one with \`streamstate list\`.`,
+      );
     fail('BAD_MAGIC', `${what} is not a streamstate _metadata file (it does not start with "SSMD"). Check the path.`);
   }
   if (buf.length < HEADER_BYTES) fail('TRUNCATED', truncated(what, buf.length, HEADER_BYTES));
@@ -60,25 +67,40 @@ export function decodeMetadata(bytes: Uint8Array, what = '_metadata'): Checkpoin
   const expected = buf.readUInt32BE(HEADER_BYTES + bodyLength);
   const actual = crc32(body);
   if (actual !== expected) {
-    fail('CHECKSUM_MISMATCH', `${what}: checksum mismatch (crc32 ${actual.toString(16)}, recorded ${expected.toString(16)}); the file is corrupt. Pick an earlier checkpoint.`);
+    fail(
+      'CHECKSUM_MISMATCH',
+      `${what}: checksum mismatch (crc32 ${actual.toString(16)}, recorded ${expected.toString(16)}); the file is corrupt. Pick an earlier checkpoint.`,
+    );
   }
   if (version > METADATA_VERSION) failNewer(what, version);
   if (!knownVersion) failNoSuchVersion(what, version);
   if ((flags & ~KNOWN_FLAGS) !== 0) {
-    fail('UNSUPPORTED_VERSION', `${what} uses format flags 0x${flags.toString(16)} this streamstate does not know; upgrade streamstate.`);
+    fail(
+      'UNSUPPORTED_VERSION',
+      `${what} uses format flags 0x${flags.toString(16)} this streamstate does not know; upgrade streamstate.`,
+    );
   }
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
   } catch (err) {
-    throw new FormatError('CORRUPT', `${what}: body is not valid JSON (${(err as Error).message}); the file is damaged.`, { cause: err });
+    throw new FormatError(
+      'CORRUPT',
+      `${what}: body is not valid JSON (${(err as Error).message}); the file is damaged.`,
+      { cause: err },
+    );
   }
-  validateMetadata(parsed, (field, problem) => fail('CORRUPT', `${what}: ${field} ${problem}; the file is damaged or was edited by hand.`));
+  validateMetadata(parsed, (field, problem) =>
+    fail('CORRUPT', `${what}: ${field} ${problem}; the file is damaged or was edited by hand.`),
+  );
   return parsed;
 }
 
 function failNewer(what: string, version: number): never {
-  fail('UNSUPPORTED_VERSION', `${what} was written by a newer streamstate (format ${version}; this one reads up to ${METADATA_VERSION}); upgrade streamstate.`);
+  fail(
+    'UNSUPPORTED_VERSION',
+    `${what} was written by a newer streamstate (format ${version}; this one reads up to ${METADATA_VERSION}); upgrade streamstate.`,
+  );
 }
 
 function failNoSuchVersion(what: string, version: number): never {
@@ -136,18 +158,21 @@ export function validateMetadata(m: unknown, bad: Problem): asserts m is Checkpo
 function validateStats(st: unknown, bad: Problem): void {
   if (!isObj(st)) bad('stats', 'must be an object');
   if (!isDuration(st.durationMs)) bad('stats.durationMs', 'must be a non-negative number (ms)');
-  for (const f of ['bytesWritten', 'fullSize', 'bytesReused', 'fileCount'] as const) if (!isInt(st[f], 0)) bad(`stats.${f}`, 'must be a non-negative integer');
+  for (const f of ['bytesWritten', 'fullSize', 'bytesReused', 'fileCount'] as const)
+    if (!isInt(st[f], 0)) bad(`stats.${f}`, 'must be a non-negative integer');
   if (!Array.isArray(st.subtasks)) bad('stats.subtasks', 'must be an array');
   st.subtasks.forEach((s: unknown, i: number) => {
     const at = `stats.subtasks[${i}]`;
     if (!isObj(s)) bad(at, 'is not an object');
-    if (typeof s.operatorId !== 'string' || s.operatorId.length === 0) bad(`${at}.operatorId`, 'must be a non-empty string');
+    if (typeof s.operatorId !== 'string' || s.operatorId.length === 0)
+      bad(`${at}.operatorId`, 'must be a non-empty string');
     if (!isInt(s.subtaskIndex, 0)) bad(`${at}.subtaskIndex`, 'must be a non-negative integer');
     if (!isInt(s.ackTimestamp, 0)) bad(`${at}.ackTimestamp`, 'must be a non-negative integer (ms)');
     for (const f of ['syncDurationMs', 'asyncDurationMs', 'alignmentDurationMs'] as const) {
       if (s[f] !== undefined && !isDuration(s[f])) bad(`${at}.${f}`, 'must be a non-negative number (ms)');
     }
-    for (const f of ['bytesWritten', 'fullSize', 'bytesReused', 'fileCount'] as const) if (!isInt(s[f], 0)) bad(`${at}.${f}`, 'must be a non-negative integer');
+    for (const f of ['bytesWritten', 'fullSize', 'bytesReused', 'fileCount'] as const)
+      if (!isInt(s[f], 0)) bad(`${at}.${f}`, 'must be a non-negative integer');
   });
 }
 
@@ -157,19 +182,23 @@ function isDuration(v: unknown): v is number {
 
 function validateOperator(op: unknown, at: string, seen: Set<string>, bad: Problem): void {
   if (!isObj(op)) bad(at, 'is not an object');
-  if (typeof op.operatorId !== 'string' || op.operatorId.length === 0) bad(`${at}.operatorId`, 'must be a non-empty string');
+  if (typeof op.operatorId !== 'string' || op.operatorId.length === 0)
+    bad(`${at}.operatorId`, 'must be a non-empty string');
   if (seen.has(op.operatorId)) bad(`${at}.operatorId`, `"${op.operatorId}" appears twice`);
   seen.add(op.operatorId);
-  if (!isInt(op.maxParallelism, 1, MAX_MAX_PARALLELISM)) bad(`${at}.maxParallelism`, `must be an integer in [1, ${MAX_MAX_PARALLELISM}]`);
+  if (!isInt(op.maxParallelism, 1, MAX_MAX_PARALLELISM))
+    bad(`${at}.maxParallelism`, `must be an integer in [1, ${MAX_MAX_PARALLELISM}]`);
   const maxParallelism = op.maxParallelism;
-  if (!isInt(op.parallelism, 1, maxParallelism)) bad(`${at}.parallelism`, `must be an integer in [1, maxParallelism=${maxParallelism}]`);
+  if (!isInt(op.parallelism, 1, maxParallelism))
+    bad(`${at}.parallelism`, `must be an integer in [1, maxParallelism=${maxParallelism}]`);
   const parallelism = op.parallelism;
   if (!Array.isArray(op.subtasks)) bad(`${at}.subtasks`, 'must be an array');
   const indexes = new Set<number>();
   op.subtasks.forEach((st: unknown, j: number) => {
     const sat = `${at}.subtasks[${j}]`;
     if (!isObj(st)) bad(sat, 'is not an object');
-    if (!isInt(st.subtaskIndex, 0, parallelism - 1)) bad(`${sat}.subtaskIndex`, `must be an integer in [0, ${parallelism - 1}]`);
+    if (!isInt(st.subtaskIndex, 0, parallelism - 1))
+      bad(`${sat}.subtaskIndex`, `must be an integer in [0, ${parallelism - 1}]`);
     if (indexes.has(st.subtaskIndex)) bad(`${sat}.subtaskIndex`, `${st.subtaskIndex} appears twice`);
     indexes.add(st.subtaskIndex);
     if (!Array.isArray(st.keyed)) bad(`${sat}.keyed`, 'must be an array');
@@ -182,10 +211,14 @@ function validateOperator(op: unknown, at: string, seen: Set<string>, bad: Probl
 function validateKeyedHandle(h: unknown, at: string, maxParallelism: number, bad: Problem): void {
   if (!isObj(h)) bad(at, 'is not an object');
   if (typeof h.type !== 'string' || h.type.length === 0) bad(`${at}.type`, 'must be a non-empty string');
-  if (h.maxParallelism !== maxParallelism) bad(`${at}.maxParallelism`, `must equal the operator's maxParallelism ${maxParallelism}`);
+  if (h.maxParallelism !== maxParallelism)
+    bad(`${at}.maxParallelism`, `must equal the operator's maxParallelism ${maxParallelism}`);
   const r = h.keyGroupRange;
   if (!isObj(r) || !isInt(r.start, 0) || !isInt(r.end, -1, maxParallelism - 1) || r.end < r.start - 1) {
-    bad(`${at}.keyGroupRange`, `must be {start, end} with 0 <= start <= end + 1 and end < maxParallelism=${maxParallelism}`);
+    bad(
+      `${at}.keyGroupRange`,
+      `must be {start, end} with 0 <= start <= end + 1 and end < maxParallelism=${maxParallelism}`,
+    );
   }
   if (h.type === 'key-groups') {
     if (typeof h.layout !== 'string') bad(`${at}.layout`, 'must be a string');
@@ -193,10 +226,17 @@ function validateKeyedHandle(h: unknown, at: string, maxParallelism: number, bad
     if (!Array.isArray(h.states)) bad(`${at}.states`, 'must be an array');
     if (!Array.isArray(h.blocks)) bad(`${at}.blocks`, 'must be an array');
     h.blocks.forEach((b: unknown, i: number) => {
-      if (!isObj(b) || !isInt(b.keyGroup, 0, maxParallelism - 1) || !isInt(b.offset, 0) || !isInt(b.length, 0) || !isInt(b.crc32, 0, 0xffffffff)) {
+      if (
+        !isObj(b) ||
+        !isInt(b.keyGroup, 0, maxParallelism - 1) ||
+        !isInt(b.offset, 0) ||
+        !isInt(b.length, 0) ||
+        !isInt(b.crc32, 0, 0xffffffff)
+      ) {
         bad(`${at}.blocks[${i}]`, 'must be {keyGroup, offset, length, crc32} with integers in range');
       }
-      if (b.entries !== undefined && !isInt(b.entries, 0)) bad(`${at}.blocks[${i}].entries`, 'must be a non-negative integer when present');
+      if (b.entries !== undefined && !isInt(b.entries, 0))
+        bad(`${at}.blocks[${i}].entries`, 'must be a non-negative integer when present');
     });
     validateStreamHandle(h.stream, `${at}.stream`, bad);
   }
@@ -208,7 +248,12 @@ function validateOperatorHandle(h: unknown, at: string, bad: Problem): void {
   if (h.type !== 'operator') bad(`${at}.type`, 'must be "operator"');
   if (!Array.isArray(h.states)) bad(`${at}.states`, 'must be an array');
   h.states.forEach((s: unknown, i: number) => {
-    if (!isObj(s) || typeof s.name !== 'string' || (s.mode !== 'split' && s.mode !== 'union' && s.mode !== 'broadcast') || !Array.isArray(s.offsets)) {
+    if (
+      !isObj(s) ||
+      typeof s.name !== 'string' ||
+      (s.mode !== 'split' && s.mode !== 'union' && s.mode !== 'broadcast') ||
+      !Array.isArray(s.offsets)
+    ) {
       bad(`${at}.states[${i}]`, 'must be {name, mode: split|union|broadcast, offsets: [...]}');
     }
   });

@@ -58,7 +58,8 @@ class MountingBlobStore implements BlobStore {
     private readonly refused: (err: StreamStateError) => void,
   ) {
     // Entropy injection applies to the job's own checkpoint files only.
-    if (inner.dataFileName !== undefined) this.dataFileName = (name) => (mountNameOf(name) === null ? inner.dataFileName!(name) : name);
+    if (inner.dataFileName !== undefined)
+      this.dataFileName = (name) => (mountNameOf(name) === null ? inner.dataFileName!(name) : name);
   }
 
   get location(): string {
@@ -71,11 +72,17 @@ class MountingBlobStore implements BlobStore {
     if (m === null) return null;
     const mount = this.mounts.get(m);
     if (mount === undefined || name.length <= m.length + 1) {
-      throw new StorageError('NOT_FOUND', `${name}: no such external location is open in this coordinator (it was closed, or the name was made up).`);
+      throw new StorageError(
+        'NOT_FOUND',
+        `${name}: no such external location is open in this coordinator (it was closed, or the name was made up).`,
+      );
     }
     const rest = name.slice(m.length + 1);
     if (mount.kind === 'savepoint' && !(rest === mount.location.dir || rest.startsWith(`${mount.location.dir}/`))) {
-      throw new StreamStateError('INVALID_ARGUMENT', `${name} lies outside savepoint target ${mount.location.display}; a savepoint writes only inside its own directory.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `${name} lies outside savepoint target ${mount.location.display}; a savepoint writes only inside its own directory.`,
+      );
     }
     return { mount, name: rest };
   }
@@ -118,7 +125,9 @@ class MountingBlobStore implements BlobStore {
 
   getRange(name: string, offset: number, length: number): Promise<Buffer> {
     const r = this.route(name);
-    return r === null ? this.inner.getRange(name, offset, length) : r.mount.location.store.getRange(r.name, offset, length);
+    return r === null
+      ? this.inner.getRange(name, offset, length)
+      : r.mount.location.store.getRange(r.name, offset, length);
   }
 
   download(name: string, localPath: string): Promise<void> {
@@ -158,7 +167,9 @@ class MountingBlobStore implements BlobStore {
           new StreamStateError(
             'INVALID_ARGUMENT',
             `refused to delete ${rest.length} file(s) in ${mount.location.display} (e.g. ${rest[0]}): ` +
-              (mount.kind === 'restored' ? 'they belong to a snapshot restored in no-claim mode.' : 'the savepoint target held them before the savepoint.'),
+              (mount.kind === 'restored'
+                ? 'they belong to a snapshot restored in no-claim mode.'
+                : 'the savepoint target held them before the savepoint.'),
           ),
         );
         continue;
@@ -239,7 +250,12 @@ export class MountedCheckpointStorage implements CheckpointStorage {
 
   /** The streams of a savepoint in a mounted target: every file inside its directory, relative paths, no entropy. */
   savepointStreams(pointer: string): CheckpointStreamFactory {
-    return new BlobCheckpointStreamFactory({ store: this.store, baseDir: pointer, sharedDir: pointer, inlineThreshold: this.inner.inlineThreshold });
+    return new BlobCheckpointStreamFactory({
+      store: this.store,
+      baseDir: pointer,
+      sharedDir: pointer,
+      inlineThreshold: this.inner.inlineThreshold,
+    });
   }
 
   /** A restored snapshot read through its mount: handle paths stay confined to `pointer`'s snapshot folders. */
@@ -260,7 +276,9 @@ export class MountedCheckpointStorage implements CheckpointStorage {
   }
 
   writeMetadata(pointer: string, metadata: CheckpointMetadata): Promise<void> {
-    return this.isMounted(pointer) ? this.viaMounts.writeMetadata(pointer, metadata) : this.inner.writeMetadata(pointer, metadata);
+    return this.isMounted(pointer)
+      ? this.viaMounts.writeMetadata(pointer, metadata)
+      : this.inner.writeMetadata(pointer, metadata);
   }
 
   resolve(pointer: string): Promise<ResolvedSnapshot> {
@@ -276,7 +294,9 @@ export class MountedCheckpointStorage implements CheckpointStorage {
   }
 
   deleteFiles(pointer: string, files: readonly FileStreamHandle[]): Promise<void> {
-    return this.isMounted(pointer) ? this.viaMounts.deleteFiles(pointer, files) : this.inner.deleteFiles(pointer, files);
+    return this.isMounted(pointer)
+      ? this.viaMounts.deleteFiles(pointer, files)
+      : this.inner.deleteFiles(pointer, files);
   }
 
   listJobFiles(jobId: string): Promise<string[]> {

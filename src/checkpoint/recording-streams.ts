@@ -29,7 +29,12 @@ export class RecordingStreamFactory implements CheckpointStreamFactory {
     return new RecordingOutputStream(this.inner.createOutputStream(scope), (handle) => this.record(handle));
   }
 
-  async uploadFile(localPath: string, scope: StateScope, name?: string, opts?: UploadFileOptions): Promise<FileStreamHandle> {
+  async uploadFile(
+    localPath: string,
+    scope: StateScope,
+    name?: string,
+    opts?: UploadFileOptions,
+  ): Promise<FileStreamHandle> {
     const handle = await this.inner.uploadFile(localPath, scope, name, opts);
     this.record(handle);
     return handle;

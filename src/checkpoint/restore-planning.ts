@@ -74,7 +74,11 @@ export function planRestore(
     operators,
     subtask: (operatorId, subtaskIndex) => {
       const s = operators.get(operatorId)?.[subtaskIndex];
-      if (s === undefined) throw new StreamStateError('INVALID_ARGUMENT', `no subtask ${subtaskIndex} of operator ${operatorId} in job ${job.jobId}.`);
+      if (s === undefined)
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          `no subtask ${subtaskIndex} of operator ${operatorId} in job ${job.jobId}.`,
+        );
       return s;
     },
   };

@@ -31,17 +31,30 @@ export async function locateRestorePointer(
   const expected =
     'Expected a savepoint directory (savepoint-<job6>-<hex>/ holding _metadata), a checkpoint directory (<job>/chk-<n>/ holding _metadata), or that _metadata file.';
   if (!/^s3[an]?:\/\//i.test(pointer)) {
-    const abs = resolve(opts.cwd ?? process.cwd(), pointer.startsWith('file://') ? pointer.slice('file://'.length) : pointer);
+    const abs = resolve(
+      opts.cwd ?? process.cwd(),
+      pointer.startsWith('file://') ? pointer.slice('file://'.length) : pointer,
+    );
     const st = await stat(abs).catch(() => null);
     if (st !== null && st.isFile() && basename(abs) !== METADATA_FILE) {
-      throw new RestoreError('NOT_A_SNAPSHOT', `restore pointer ${pointer} is a file, neither a checkpoint nor a savepoint. ${expected}`);
+      throw new RestoreError(
+        'NOT_A_SNAPSHOT',
+        `restore pointer ${pointer} is a file, neither a checkpoint nor a savepoint. ${expected}`,
+      );
     }
   }
   try {
     return await locateSnapshot(pointer, { ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}), s3: opts.s3 ?? {} });
   } catch (err) {
-    if (isStreamStateError(err, 'METADATA_MISSING') || (isStreamStateError(err, 'INVALID_ARGUMENT') && /is an object|is a file/.test(err.message))) {
-      throw new RestoreError('NOT_A_SNAPSHOT', `restore pointer ${pointer} is neither a checkpoint nor a savepoint (no _metadata there). ${expected}`, { cause: err });
+    if (
+      isStreamStateError(err, 'METADATA_MISSING') ||
+      (isStreamStateError(err, 'INVALID_ARGUMENT') && /is an object|is a file/.test(err.message))
+    ) {
+      throw new RestoreError(
+        'NOT_A_SNAPSHOT',
+        `restore pointer ${pointer} is neither a checkpoint nor a savepoint (no _metadata there). ${expected}`,
+        { cause: err },
+      );
     }
     throw err;
   }

@@ -50,7 +50,8 @@ const S3_SCHEME = /^s3[an]?:\/\//i;
 export function isOutsideStorage(pointer: string, storageLocation: string): boolean {
   if (typeof pointer !== 'string') return false;
   const location = storageLocation.replace(/\/+$/, '');
-  const p = pointer.startsWith('file://') && !location.startsWith('file://') ? pointer.slice('file://'.length) : pointer;
+  const p =
+    pointer.startsWith('file://') && !location.startsWith('file://') ? pointer.slice('file://'.length) : pointer;
   if (p === location || p.startsWith(`${location}/`)) return false;
   return p.startsWith('/') || URL_SCHEME.test(p);
 }
@@ -70,11 +71,15 @@ export class ExternalStores {
 
   /** The location of directory `path` (local path, file:// or s3:// URL). */
   locate(path: string, what: string): ExternalLocation {
-    if (typeof path !== 'string' || path.trim() === '') throw new StreamStateError('INVALID_ARGUMENT', `${what} must be a non-empty local path or s3:// URL.`);
+    if (typeof path !== 'string' || path.trim() === '')
+      throw new StreamStateError('INVALID_ARGUMENT', `${what} must be a non-empty local path or s3:// URL.`);
     if (S3_SCHEME.test(path)) {
       const { bucket, prefix } = parseS3Url(path);
       if (prefix === '') {
-        throw new StreamStateError('INVALID_ARGUMENT', `${what} ${path} names a bucket; give a directory inside it, e.g. s3://${bucket}/savepoints/sp-1.`);
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          `${what} ${path} names a bucket; give a directory inside it, e.g. s3://${bucket}/savepoints/sp-1.`,
+        );
       }
       const key = `s3:${bucket}`;
       let store = this.stores.get(key);
@@ -86,10 +91,17 @@ export class ExternalStores {
       return { store, dir: prefix, display: `s3://${bucket}/${prefix}` };
     }
     if (URL_SCHEME.test(path) && !path.startsWith('file://')) {
-      throw new StreamStateError('INVALID_ARGUMENT', `${what} ${path}: streamstate reads and writes local paths and s3:// URLs only.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `${what} ${path}: streamstate reads and writes local paths and s3:// URLs only.`,
+      );
     }
     const abs = resolve(this.cwd, path.startsWith('file://') ? path.slice('file://'.length) : path);
-    if (dirname(abs) === abs) throw new StreamStateError('INVALID_ARGUMENT', `${what} ${path} is the file-system root; give a directory below it.`);
+    if (dirname(abs) === abs)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `${what} ${path} is the file-system root; give a directory below it.`,
+      );
     const parent = dirname(abs);
     const key = `file:${parent}`;
     let store = this.stores.get(key);
@@ -104,7 +116,10 @@ export class ExternalStores {
   newSavepointUnder(parent: string, jobId: string): ExternalLocation {
     const name = `savepoint-${jobId.slice(0, 6)}-${randomHex(12)}`;
     if (S3_SCHEME.test(parent)) return this.locate(`${parent.replace(/\/+$/, '')}/${name}`, 'the savepoint directory');
-    return this.locate(resolve(this.cwd, parent.startsWith('file://') ? parent.slice('file://'.length) : parent, name), 'the savepoint directory');
+    return this.locate(
+      resolve(this.cwd, parent.startsWith('file://') ? parent.slice('file://'.length) : parent, name),
+      'the savepoint directory',
+    );
   }
 
   async close(): Promise<void> {
@@ -122,7 +137,10 @@ export class ExternalStores {
 export async function checkSavepointTarget(loc: ExternalLocation): Promise<void> {
   const [under, asFile] = await Promise.all([loc.store.list(`${loc.dir}/`), loc.store.stat(loc.dir)]);
   if (under.length === 0 && asFile === null) return;
-  const what = asFile !== null ? 'is an existing file' : `holds ${under.length} file(s) (e.g. ${under[0].name.slice(loc.dir.length + 1)})`;
+  const what =
+    asFile !== null
+      ? 'is an existing file'
+      : `holds ${under.length} file(s) (e.g. ${under[0].name.slice(loc.dir.length + 1)})`;
   throw new StorageError(
     'SAVEPOINT_TARGET_NOT_EMPTY',
     `savepoint target ${loc.display} ${what}; a savepoint goes into a new or empty directory and never writes over existing files. ` +

@@ -59,7 +59,9 @@ export class ManualClock implements SchedulerClock {
     for (;;) {
       this.timers = this.timers.filter((t) => !t.cancelled);
       let next: ManualTimer | undefined;
-      for (const t of this.timers) if (t.due <= until && (next === undefined || t.due < next.due || (t.due === next.due && t.seq < next.seq))) next = t;
+      for (const t of this.timers)
+        if (t.due <= until && (next === undefined || t.due < next.due || (t.due === next.due && t.seq < next.seq)))
+          next = t;
       if (next === undefined) break;
       next.cancelled = true;
       this.time = Math.max(this.time, next.due);

@@ -50,12 +50,20 @@ export class InvalidCheckpointOptionError extends StreamStateError {
 export function resolveSchedulerOptions(o: CheckpointSchedulerOptions): ResolvedSchedulerOptions {
   const int = (option: keyof CheckpointSchedulerOptions, value: unknown, min: number, fix: string): void => {
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-      throw new InvalidCheckpointOptionError(option, `checkpoint option ${option} is ${describe(value)}; it must be an integer of at least ${min}${option === 'tolerableFailures' || option === 'maxConcurrent' ? '' : ' ms'}. ${fix}`);
+      throw new InvalidCheckpointOptionError(
+        option,
+        `checkpoint option ${option} is ${describe(value)}; it must be an integer of at least ${min}${option === 'tolerableFailures' || option === 'maxConcurrent' ? '' : ' ms'}. ${fix}`,
+      );
     }
   };
-  if (o.interval !== undefined) int('interval', o.interval, 1, 'Leave interval unset to trigger checkpoints only with requestCheckpoint().');
+  if (o.interval !== undefined)
+    int('interval', o.interval, 1, 'Leave interval unset to trigger checkpoints only with requestCheckpoint().');
   if (o.initialDelay !== undefined) {
-    if (o.interval === undefined) throw new InvalidCheckpointOptionError('initialDelay', 'checkpoint option initialDelay is set but interval is not; set interval too, or drop initialDelay.');
+    if (o.interval === undefined)
+      throw new InvalidCheckpointOptionError(
+        'initialDelay',
+        'checkpoint option initialDelay is set but interval is not; set interval too, or drop initialDelay.',
+      );
     int('initialDelay', o.initialDelay, 0, 'Use 0 to take the first checkpoint at start().');
   }
   const timeout = o.timeout ?? SCHEDULER_DEFAULTS.timeout;
@@ -68,9 +76,20 @@ export function resolveSchedulerOptions(o: CheckpointSchedulerOptions): Resolved
   int('tolerableFailures', tolerableFailures, 0, 'Use 0 (the default) to fail the job at the first counted failure.');
   const clock = o.clock ?? systemClock;
   if (typeof clock.now !== 'function' || typeof clock.setTimer !== 'function') {
-    throw new InvalidCheckpointOptionError('clock', 'checkpoint option clock must have now() and setTimer(delayMs, fn); use systemClock or a ManualClock.');
+    throw new InvalidCheckpointOptionError(
+      'clock',
+      'checkpoint option clock must have now() and setTimer(delayMs, fn); use systemClock or a ManualClock.',
+    );
   }
-  return { interval: o.interval, initialDelay: o.initialDelay, timeout, maxConcurrent, minPause, tolerableFailures, clock };
+  return {
+    interval: o.interval,
+    initialDelay: o.initialDelay,
+    timeout,
+    maxConcurrent,
+    minPause,
+    tolerableFailures,
+    clock,
+  };
 }
 
 function describe(v: unknown): string {

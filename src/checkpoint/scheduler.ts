@@ -4,7 +4,11 @@ import type { CheckpointEvent } from './checkpoint-stats.js';
 import type { CheckpointCoordinator, PendingCheckpoint } from './coordinator.js';
 import { CheckpointFailurePolicy } from './failure-policy.js';
 import type { TimerHandle } from './scheduler-clock.js';
-import { resolveSchedulerOptions, type CheckpointSchedulerOptions, type ResolvedSchedulerOptions } from './scheduler-options.js';
+import {
+  resolveSchedulerOptions,
+  type CheckpointSchedulerOptions,
+  type ResolvedSchedulerOptions,
+} from './scheduler-options.js';
 
 /** How a runtime declines a trigger: no barriers were injected; the checkpoint is aborted with `reason`. */
 export interface TriggerDecline {
@@ -97,7 +101,8 @@ export class CheckpointScheduler {
   start(): void {
     if (this.running || this.jobFailed) return;
     this.running = true;
-    for (const p of this.coordinator.pendingCheckpoints()) if (!this.timeouts.has(p.checkpointId)) this.watch(p.checkpointId, p.kind);
+    for (const p of this.coordinator.pendingCheckpoints())
+      if (!this.timeouts.has(p.checkpointId)) this.watch(p.checkpointId, p.kind);
     const { interval, initialDelay, clock } = this.options;
     if (interval === undefined) return;
     this.nextPeriodic = clock.now() + (initialDelay ?? interval);
@@ -137,7 +142,11 @@ export class CheckpointScheduler {
    * failed: it is aborted with `reason` (DECLINED counts against tolerableFailures; CANCELLED
    * and TASK_NOT_READY do not). Resolves once its files are removed.
    */
-  async decline(checkpointId: number, reason: 'DECLINED' | 'TASK_NOT_READY' | 'CANCELLED', message: string): Promise<void> {
+  async decline(
+    checkpointId: number,
+    reason: 'DECLINED' | 'TASK_NOT_READY' | 'CANCELLED',
+    message: string,
+  ): Promise<void> {
     await this.track(this.coordinator.abort(checkpointId, message, reason));
   }
 
@@ -196,7 +205,13 @@ export class CheckpointScheduler {
     try {
       pending = this.coordinator.triggerCheckpoint(); // its 'triggered' event arms the timeout
     } catch (err) {
-      this.failJob(isStreamStateError(err) ? err : new StreamStateError('INVALID_ARGUMENT', `triggering a checkpoint failed: ${(err as Error).message}`, { cause: err }));
+      this.failJob(
+        isStreamStateError(err)
+          ? err
+          : new StreamStateError('INVALID_ARGUMENT', `triggering a checkpoint failed: ${(err as Error).message}`, {
+              cause: err,
+            }),
+      );
       return { status: 'stopped' };
     }
     const id = pending.checkpointId;
@@ -206,10 +221,15 @@ export class CheckpointScheduler {
         try {
           answer = await this.handler.triggerCheckpoint(pending);
         } catch (err) {
-          await this.coordinator.abort(id, `the runtime's trigger callback threw (${(err as Error)?.message ?? String(err)})`, 'TRIGGER_FAILED');
+          await this.coordinator.abort(
+            id,
+            `the runtime's trigger callback threw (${(err as Error)?.message ?? String(err)})`,
+            'TRIGGER_FAILED',
+          );
           return;
         }
-        if (answer && typeof answer === 'object' && 'decline' in answer) await this.coordinator.abort(id, `the runtime declined it: ${answer.message}`, answer.decline);
+        if (answer && typeof answer === 'object' && 'decline' in answer)
+          await this.coordinator.abort(id, `the runtime declined it: ${answer.message}`, answer.decline);
       })(),
     );
     return { status: 'triggered', checkpointId: id };
@@ -225,7 +245,9 @@ export class CheckpointScheduler {
       checkpointId,
       clock.setTimer(timeout, () => {
         this.timeouts.delete(checkpointId);
-        this.track(this.coordinator.abort(checkpointId, `it did not complete within the timeout of ${timeout} ms`, 'TIMEOUT'));
+        this.track(
+          this.coordinator.abort(checkpointId, `it did not complete within the timeout of ${timeout} ms`, 'TIMEOUT'),
+        );
       }),
     );
   }

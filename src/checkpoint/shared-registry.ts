@@ -40,7 +40,8 @@ interface MutableEntry {
 }
 
 function checkId(id: number, what: string): void {
-  if (!Number.isSafeInteger(id)) throw new StreamStateError('INVALID_ARGUMENT', `${what} must be an integer checkpoint id, got ${id}.`);
+  if (!Number.isSafeInteger(id))
+    throw new StreamStateError('INVALID_ARGUMENT', `${what} must be an integer checkpoint id, got ${id}.`);
 }
 
 export class SharedStateRegistry {
@@ -73,7 +74,13 @@ export class SharedStateRegistry {
     for (const key of files) {
       const e = this.entries.get(key);
       if (e === undefined) {
-        this.entries.set(key, { key, createdBy: checkpointId, lastUsedCheckpointId: checkpointId, confirmed: true, restored: mode });
+        this.entries.set(key, {
+          key,
+          createdBy: checkpointId,
+          lastUsedCheckpointId: checkpointId,
+          confirmed: true,
+          restored: mode,
+        });
       } else {
         e.lastUsedCheckpointId = Math.max(e.lastUsedCheckpointId, checkpointId);
         // no-claim wins: once a file is known to belong to someone else it stays protected.
@@ -105,7 +112,12 @@ export class SharedStateRegistry {
   restoredCheckpointsInUse(lowestRetainedId: number): number[] {
     const ids = new Set<number>();
     for (const e of this.entries.values()) {
-      if (e.restored === 'no-claim' && e.lastUsedCheckpointId > e.createdBy && e.lastUsedCheckpointId >= lowestRetainedId) ids.add(e.createdBy);
+      if (
+        e.restored === 'no-claim' &&
+        e.lastUsedCheckpointId > e.createdBy &&
+        e.lastUsedCheckpointId >= lowestRetainedId
+      )
+        ids.add(e.createdBy);
     }
     return [...ids].sort((a, b) => a - b);
   }

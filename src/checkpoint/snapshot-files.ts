@@ -7,7 +7,8 @@ import { resolveHandlePath } from './streams.js';
 export function fileKeys(pointer: string, metadata: CheckpointMetadata): Set<string> {
   const keys = new Set<string>();
   for (const op of metadata.operators) {
-    for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) keys.add(resolveHandlePath(pointer, f.path));
+    for (const s of op.subtasks)
+      for (const f of referencedFiles([s.keyed, s.operator])) keys.add(resolveHandlePath(pointer, f.path));
   }
   return keys;
 }

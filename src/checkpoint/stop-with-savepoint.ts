@@ -55,16 +55,25 @@ export interface StopWithSavepointOptions extends SavepointTriggerOptions {
  * keeps running), or with the trigger's own error when it could not even start (the job was
  * never paused).
  */
-export async function stopWithSavepoint<P extends { readonly checkpointId: number; readonly completion: Promise<CompletedCheckpointInfo> }>(
+export async function stopWithSavepoint<
+  P extends { readonly checkpointId: number; readonly completion: Promise<CompletedCheckpointInfo> },
+>(
   coordinator: SavepointTrigger<P>,
   runtime: StopWithSavepointRuntime<P>,
   opts: StopWithSavepointOptions = {},
 ): Promise<CompletedCheckpointInfo> {
   const mode = opts.mode ?? 'stop';
   if (mode !== 'stop' && mode !== 'cancel') {
-    throw new StreamStateError('INVALID_ARGUMENT', `stop-with-savepoint mode must be 'stop' or 'cancel'; got ${JSON.stringify(mode)}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `stop-with-savepoint mode must be 'stop' or 'cancel'; got ${JSON.stringify(mode)}.`,
+    );
   }
-  const savepointOptions: SavepointTriggerOptions = { format: opts.format, target: opts.target, targetDir: opts.targetDir };
+  const savepointOptions: SavepointTriggerOptions = {
+    format: opts.format,
+    target: opts.target,
+    targetDir: opts.targetDir,
+  };
   const savepoint = coordinator.triggerSavepoint(savepointOptions);
   let info: CompletedCheckpointInfo;
   try {

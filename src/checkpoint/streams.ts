@@ -1,7 +1,13 @@
 import { open, unlink } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { CheckpointStreamFactory, StateFileReader, StateOutputStream, StateScope, UploadFileOptions } from '../backend/contract.js';
+import type {
+  CheckpointStreamFactory,
+  StateFileReader,
+  StateOutputStream,
+  StateScope,
+  UploadFileOptions,
+} from '../backend/contract.js';
 import type { FileStreamHandle, InlineStreamHandle, StreamHandle } from '../backend/handles.js';
 import { FormatError, SnapshotError, StorageError, StreamStateError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -48,7 +54,10 @@ export class BlobCheckpointStreamFactory implements CheckpointStreamFactory {
   constructor(opts: BlobStreamFactoryOptions) {
     const threshold = opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD;
     if (!Number.isSafeInteger(threshold) || threshold < 0) {
-      throw new StreamStateError('INVALID_ARGUMENT', `inlineThreshold must be a non-negative integer (bytes); got ${opts.inlineThreshold}.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `inlineThreshold must be a non-negative integer (bytes); got ${opts.inlineThreshold}.`,
+      );
     }
     this.store = opts.store;
     this.baseDir = posix.normalize(opts.baseDir);
@@ -61,16 +70,29 @@ export class BlobCheckpointStreamFactory implements CheckpointStreamFactory {
     return new BlobStateOutputStream(this, this.newFile(scope));
   }
 
-  async uploadFile(localPath: string, scope: StateScope, name?: string, opts: UploadFileOptions = {}): Promise<FileStreamHandle> {
-    if (name !== undefined && (name.length === 0 || name.includes('/') || name.includes('\\') || name === '.' || name === '..')) {
-      throw new StreamStateError('INVALID_ARGUMENT', `uploadFile name ${JSON.stringify(name)} must be a single file name without "/".`);
+  async uploadFile(
+    localPath: string,
+    scope: StateScope,
+    name?: string,
+    opts: UploadFileOptions = {},
+  ): Promise<FileStreamHandle> {
+    if (
+      name !== undefined &&
+      (name.length === 0 || name.includes('/') || name.includes('\\') || name === '.' || name === '..')
+    ) {
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `uploadFile name ${JSON.stringify(name)} must be a single file name without "/".`,
+      );
     }
     // Random prefix: two subtasks may upload equally named files into one shared/savepoint dir.
     const target = this.newFile(scope, name);
     if (this.store.putFile !== undefined) {
       // The store moves the bytes itself (off the event loop on local disk): see BlobStore.putFile.
       try {
-        const { size, crc32: crc } = await this.store.putFile(target.name, localPath, { immutable: opts.immutable === true });
+        const { size, crc32: crc } = await this.store.putFile(target.name, localPath, {
+          immutable: opts.immutable === true,
+        });
         return { type: 'file', path: target.path, size, crc32: crc };
       } catch (err) {
         await this.store.delete([target.name]).catch(() => undefined);
@@ -96,7 +118,10 @@ export class BlobCheckpointStreamFactory implements CheckpointStreamFactory {
       }
     }
     try {
-      const size = await this.store.putStream(target.name, checksummed(source.createReadStream({ highWaterMark: 1024 * 1024 })));
+      const size = await this.store.putStream(
+        target.name,
+        checksummed(source.createReadStream({ highWaterMark: 1024 * 1024 })),
+      );
       return { type: 'file', path: target.path, size, crc32: crc };
     } catch (err) {
       await this.store.delete([target.name]).catch(() => undefined);
@@ -183,7 +208,10 @@ class BlobStateOutputStream implements StateOutputStream {
       this.upload.channel.end();
       const size = await this.upload.done;
       if (size !== this.bytes) {
-        throw new SnapshotError('SNAPSHOT_FAILED', `${this.describe()}: the store took ${size} of ${this.bytes} bytes. Retry the checkpoint.`);
+        throw new SnapshotError(
+          'SNAPSHOT_FAILED',
+          `${this.describe()}: the store took ${size} of ${this.bytes} bytes. Retry the checkpoint.`,
+        );
       }
       return { type: 'file', path: this.file.path, size, crc32: this.crc };
     } catch (err) {
@@ -235,12 +263,18 @@ class BlobStateOutputStream implements StateOutputStream {
   private checkOpen(what: string): void {
     if (this.state === 'discarded') throw this.cancelled();
     if (this.state === 'closed') {
-      throw new StreamStateError('INVALID_ARGUMENT', `cannot ${what} a state stream that was already closed (${this.describe()}); create a new stream.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `cannot ${what} a state stream that was already closed (${this.describe()}); create a new stream.`,
+      );
     }
   }
 
   private cancelled(): SnapshotError {
-    return new SnapshotError('SNAPSHOT_CANCELLED', `the state stream ${this.describe()} was discarded (snapshot cancelled or backend closed).`);
+    return new SnapshotError(
+      'SNAPSHOT_CANCELLED',
+      `the state stream ${this.describe()} was discarded (snapshot cancelled or backend closed).`,
+    );
   }
 
   private describe(): string {
@@ -335,9 +369,18 @@ export class BlobStateFileReader implements StateFileReader {
     const name = resolveHandlePath(this.baseDir, file.path);
     checkDeclaredSize(file, this.describe(file));
     if (length > MAX_WHOLE_READ_BYTES) {
-      throw new FormatError('CORRUPT', `${this.describe(file)}: a single read of ${length} bytes was asked for, more than any block streamstate writes; the snapshot's index is damaged.`);
+      throw new FormatError(
+        'CORRUPT',
+        `${this.describe(file)}: a single read of ${length} bytes was asked for, more than any block streamstate writes; the snapshot's index is damaged.`,
+      );
     }
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > file.size) {
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      offset < 0 ||
+      length < 0 ||
+      offset + length > file.size
+    ) {
       throw new FormatError(
         'CORRUPT',
         `${this.describe(file)}: range [${offset}, +${length}) lies outside the file's ${file.size} bytes; the snapshot's index is damaged.`,
@@ -403,7 +446,10 @@ export async function readMetadataBytes(store: BlobStore, name: string, what: st
 export async function readStreamHandle(handle: StreamHandle, files: StateFileReader): Promise<Buffer> {
   if (handle.type === 'file') return files.read(handle);
   if (handle.type !== 'inline' || typeof handle.data !== 'string') {
-    throw new FormatError('CORRUPT', `unknown stream handle type ${JSON.stringify((handle as { type?: unknown }).type)}; the _metadata is damaged or newer.`);
+    throw new FormatError(
+      'CORRUPT',
+      `unknown stream handle type ${JSON.stringify((handle as { type?: unknown }).type)}; the _metadata is damaged or newer.`,
+    );
   }
   const data = Buffer.from(handle.data, 'base64');
   verifyBytes(data, handle, 'inline state in _metadata');
@@ -413,7 +459,10 @@ export async function readStreamHandle(handle: StreamHandle, files: StateFileRea
 /** A file handle's declared size must be a size read() can honour; checked before any read. */
 function checkDeclaredSize(file: FileStreamHandle, what: string): void {
   if (!Number.isSafeInteger(file.size) || file.size < 0) {
-    throw new FormatError('CORRUPT', `${what}: the handle declares size ${String(file.size)}, not a byte count; the _metadata is damaged.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${what}: the handle declares size ${String(file.size)}, not a byte count; the _metadata is damaged.`,
+    );
   }
 }
 
@@ -424,10 +473,16 @@ function verifyBytes(data: Buffer, expected: { size: number; crc32: number }, wh
 
 function verifySizeAndCrc(size: number, crc: number, expected: { size: number; crc32: number }, what: string): void {
   if (size < expected.size) {
-    throw new FormatError('TRUNCATED', `${what} has ${size} bytes but ${expected.size} were written; the file was cut short. Restore from another checkpoint.`);
+    throw new FormatError(
+      'TRUNCATED',
+      `${what} has ${size} bytes but ${expected.size} were written; the file was cut short. Restore from another checkpoint.`,
+    );
   }
   if (size > expected.size) {
-    throw new FormatError('CORRUPT', `${what} has ${size} bytes but ${expected.size} were written; it was modified or replaced. Restore from another checkpoint.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${what} has ${size} bytes but ${expected.size} were written; it was modified or replaced. Restore from another checkpoint.`,
+    );
   }
   if (crc !== expected.crc32 >>> 0) {
     throw new FormatError(

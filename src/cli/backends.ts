@@ -20,7 +20,11 @@ const byHandleType = new Map<string, BackendDriver>();
 /** Adds a backend to the registry; a name or handle type may belong to one driver only. */
 export function registerBackendDriver(driver: BackendDriver): void {
   for (const name of driver.names) {
-    if (byName.has(name) || /^changelog\(/.test(name)) throw new StreamStateError('INVALID_ARGUMENT', `a state backend named "${name}" is registered already (or reserved).`);
+    if (byName.has(name) || /^changelog\(/.test(name))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `a state backend named "${name}" is registered already (or reserved).`,
+      );
   }
   for (const name of driver.names) byName.set(name, driver);
   for (const type of driver.handleTypes ?? []) byHandleType.set(type, driver);
@@ -48,12 +52,19 @@ export function backendByName(name: string, workDir: string): StateBackend {
   const driver = byName.get(name);
   if (driver !== undefined) return driver.create(name, workDir);
   const m = /^changelog\((.+)\)$/.exec(name);
-  if (m !== null) return changelog({ backend: backendByName(m[1], workDir), storage: memoryCheckpointStorage({ maxSnapshotBytes: 1024 * 1024 * 1024 }) });
+  if (m !== null)
+    return changelog({
+      backend: backendByName(m[1], workDir),
+      storage: memoryCheckpointStorage({ maxSnapshotBytes: 1024 * 1024 * 1024 }),
+    });
   const known = [...byName.keys(), 'changelog(...)'].join(', ');
   throw new StreamStateError('INVALID_ARGUMENT', `unknown state backend "${name}"; this streamstate knows ${known}.`);
 }
 
 /** Key serializers of handle types that keep them outside the handle (LevelDB incremental: in its meta stream). */
-export async function keySerializerOf(handle: KeyedStateHandle, files: StateFileReader): Promise<SerializerSnapshot | undefined> {
+export async function keySerializerOf(
+  handle: KeyedStateHandle,
+  files: StateFileReader,
+): Promise<SerializerSnapshot | undefined> {
   return byHandleType.get(handle.type)?.keySerializerOf?.(handle, files);
 }

@@ -16,17 +16,26 @@ export function registerBootstrap(program: Command, host: VerbHost): void {
       program
         .command('bootstrap')
         .description('write a new canonical savepoint from a JSON-lines file of declarations and records (docs/CLI.md)')
-        .argument('<jsonl>', 'input file: {"type":"operator",...} and {"type":"state",...} declarations, then one record per line')
+        .argument(
+          '<jsonl>',
+          'input file: {"type":"operator",...} and {"type":"state",...} declarations, then one record per line',
+        )
         .argument('<dst>', 'new savepoint directory or s3:// prefix (must not exist)')
         .option('--job-id <id>', 'job id recorded in _metadata', 'bootstrap'),
     )
     .action(
       host.action('bootstrap', async (input: string, dst: string, opts: { jobId: string }) => {
         const operators = await readBootstrapFile(resolve(host.cwd(), input), input);
-        const metadata = await bootstrapSavepoint(isS3Path(dst) ? dst : resolve(host.cwd(), dst), operators, { jobId: opts.jobId, s3: host.s3(), ...(host.temps === undefined ? {} : { temporaryPaths: host.temps }) });
+        const metadata = await bootstrapSavepoint(isS3Path(dst) ? dst : resolve(host.cwd(), dst), operators, {
+          jobId: opts.jobId,
+          s3: host.s3(),
+          ...(host.temps === undefined ? {} : { temporaryPaths: host.temps }),
+        });
         const ops = metadata.operators.map((o) => `${o.operatorId}@${o.parallelism}/${o.maxParallelism}`).join(', ');
         const states = operators.reduce((n, o) => n + (o.keyed?.length ?? 0) + (o.operatorState?.length ?? 0), 0);
-        await host.print(`bootstrapped ${dst}: canonical savepoint with ${metadata.operators.length} operator${metadata.operators.length === 1 ? '' : 's'} (${ops}), ${states} state${states === 1 ? '' : 's'}\n`);
+        await host.print(
+          `bootstrapped ${dst}: canonical savepoint with ${metadata.operators.length} operator${metadata.operators.length === 1 ? '' : 's'} (${ops}), ${states} state${states === 1 ? '' : 's'}\n`,
+        );
       }),
     );
 }

@@ -59,22 +59,40 @@ export function registerEdit(program: Command, host: VerbHost): void {
     .decorate(
       program
         .command('edit')
-        .description('write a new savepoint from a checkpoint or savepoint with operators renamed or dropped, states dropped or renamed, other savepoints merged in')
+        .description(
+          'write a new savepoint from a checkpoint or savepoint with operators renamed or dropped, states dropped or renamed, other savepoints merged in',
+        )
         .argument('<src>', 'source snapshot directory (or its _metadata file; local or s3://); only read')
         .argument('<dst>', 'new savepoint directory or s3:// prefix (must not exist)')
         .option('--rename-operator <old=new>', 'rename an operator (repeatable)', collect, [])
         .option('--drop-operator <id>', 'leave an operator out (repeatable)', collect, [])
-        .option('--drop-state <operator/state>', "leave a state out: keyed state, timer queue or operator state of that name (repeatable)", collect, [])
+        .option(
+          '--drop-state <operator/state>',
+          'leave a state out: keyed state, timer queue or operator state of that name (repeatable)',
+          collect,
+          [],
+        )
         .option('--rename-state <operator/old=new>', 'rename a state (repeatable)', collect, [])
-        .option('--merge <snapshot>', "add another snapshot's operators (repeatable; operator ids must not clash)", collect, []),
+        .option(
+          '--merge <snapshot>',
+          "add another snapshot's operators (repeatable; operator ids must not clash)",
+          collect,
+          [],
+        ),
     )
     .action(
       host.action('edit', async (src: string, dst: string, opts: EditOptions) => {
         const edits = editsFromOptions(opts);
         const at = (p: string): string => (isS3Path(p) ? p : resolve(host.cwd(), p));
-        const metadata = await mergeSavepoints([src, ...opts.merge].map(at), at(dst), edits, { s3: host.s3(), cwd: host.cwd(), ...(host.temps === undefined ? {} : { temporaryPaths: host.temps }) });
+        const metadata = await mergeSavepoints([src, ...opts.merge].map(at), at(dst), edits, {
+          s3: host.s3(),
+          cwd: host.cwd(),
+          ...(host.temps === undefined ? {} : { temporaryPaths: host.temps }),
+        });
         const ops = metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
-        await host.print(`edited ${src} -> ${dst}: canonical savepoint with operators ${ops} (${edits.length} edit${edits.length === 1 ? '' : 's'}${opts.merge.length > 0 ? `, ${opts.merge.length} merged` : ''})\n`);
+        await host.print(
+          `edited ${src} -> ${dst}: canonical savepoint with operators ${ops} (${edits.length} edit${edits.length === 1 ? '' : 's'}${opts.merge.length > 0 ? `, ${opts.merge.length} merged` : ''})\n`,
+        );
       }),
     );
 }

@@ -50,10 +50,18 @@ interface Sink {
  * Installs the handlers on this process for the duration of a command; returns their removal.
  * `exit` is process.exit (a parameter for tests of the wiring).
  */
-export function installProcessHandlers(temps: TemporaryPathRegistry, stderr: Sink, command: () => string, exit: (code: number) => never = process.exit): () => void {
+export function installProcessHandlers(
+  temps: TemporaryPathRegistry,
+  stderr: Sink,
+  command: () => string,
+  exit: (code: number) => never = process.exit,
+): () => void {
   const cleanup = (): void => {
     const failed = temps.removeAllSync();
-    if (failed.length > 0) stderr.write(`streamstate ${command()}: could not remove ${failed.join(', ')}; delete it by hand or run \`streamstate gc\` on its directory.\n`);
+    if (failed.length > 0)
+      stderr.write(
+        `streamstate ${command()}: could not remove ${failed.join(', ')}; delete it by hand or run \`streamstate gc\` on its directory.\n`,
+      );
   };
   const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {
     const had = temps.size > 0;

@@ -13,7 +13,9 @@ run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, own
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`streamstate: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(
+      `streamstate: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
     process.exitCode = 1;
   },
 );

@@ -80,7 +80,9 @@ export class Progress {
       this.sink.write(`\r\x1b[2Kworking ${elapsed}`);
     } else {
       const filled = Math.round(this.fraction * BAR_WIDTH);
-      this.sink.write(`\r\x1b[2K[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${(this.fraction * 100).toFixed(0).padStart(3)}% ${this.phase} ${elapsed}`);
+      this.sink.write(
+        `\r\x1b[2K[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${(this.fraction * 100).toFixed(0).padStart(3)}% ${this.phase} ${elapsed}`,
+      );
     }
     this.drawn = true;
   }

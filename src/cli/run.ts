@@ -17,7 +17,14 @@ import { dumpOperator, keyGroupsHandlesOf } from '../savepoint/dump.js';
 import { formatBytes, formatReport, inspectMetadata } from '../savepoint/inspect.js';
 import { keyGroupSizes } from '../savepoint/key-group-sizes.js';
 import { formatKeyGroupSizes } from '../savepoint/key-group-sizes-text.js';
-import { isS3Path, locateCheckpointDir, locateSnapshot, type LocatedCheckpointDir, type LocatedSnapshot, type S3ConnectionOptions } from '../savepoint/locate.js';
+import {
+  isS3Path,
+  locateCheckpointDir,
+  locateSnapshot,
+  type LocatedCheckpointDir,
+  type LocatedSnapshot,
+  type S3ConnectionOptions,
+} from '../savepoint/locate.js';
 import { verifySnapshot, type VerifyProblem, type VerifyResult } from '../savepoint/verify.js';
 import { backendByName, keySerializerOf, TARGET_BACKENDS } from './backends.js';
 import { ExitCode, exitCodeFor, type ExitCodeValue } from './exit-codes.js';
@@ -84,7 +91,10 @@ interface Context {
 
 /** The command's progress display (docs/CLI.md, "Conventions"). */
 function progressFor(ctx: Context): Progress {
-  const p = new Progress(ctx.io.stderr, ctx.io.progressDelayMs, ctx.io.stderr.isTTY === true, Date.now, { enabled: !ctx.quiet, plain: ctx.plainProgress });
+  const p = new Progress(ctx.io.stderr, ctx.io.progressDelayMs, ctx.io.stderr.isTTY === true, Date.now, {
+    enabled: !ctx.quiet,
+    plain: ctx.plainProgress,
+  });
   ctx.progresses.push(p);
   return p;
 }
@@ -105,7 +115,10 @@ function s3Settings(opts: GlobalOptions, env: Readonly<Record<string, string | u
 }
 
 /** Runs `fn` on what `open` located, then releases its storage (S3 connections). */
-async function using<L extends LocatedSnapshot | LocatedCheckpointDir, T>(open: Promise<L>, fn: (located: L) => Promise<T>): Promise<T> {
+async function using<L extends LocatedSnapshot | LocatedCheckpointDir, T>(
+  open: Promise<L>,
+  fn: (located: L) => Promise<T>,
+): Promise<T> {
   const located = await open;
   try {
     return await fn(located);
@@ -135,7 +148,10 @@ function parsePositiveInt(value: string): number {
 
 // ------------------------------------------------------------------------------ shared helpers
 
-const convertBase = (ctx: Context, progress: Progress): Pick<ConvertOptions, 'backendFor' | 'keySerializerOf' | 'progress' | 'temporaryPaths'> => ({
+const convertBase = (
+  ctx: Context,
+  progress: Progress,
+): Pick<ConvertOptions, 'backendFor' | 'keySerializerOf' | 'progress' | 'temporaryPaths'> => ({
   backendFor: backendByName,
   keySerializerOf,
   progress: (e) => progress.update(e.phase, e.done, e.total),
@@ -151,17 +167,29 @@ function needsMaterialize(located: LocatedSnapshot): boolean {
  * a key-groups stream, else a canonical conversion in a temporary directory (through the backend
  * that wrote it), removed afterwards.
  */
-async function withKeyGroupsView<T>(ctx: Context, located: LocatedSnapshot, progress: Progress, fn: (view: LocatedSnapshot) => Promise<T>): Promise<T> {
+async function withKeyGroupsView<T>(
+  ctx: Context,
+  located: LocatedSnapshot,
+  progress: Progress,
+  fn: (view: LocatedSnapshot) => Promise<T>,
+): Promise<T> {
   if (!needsMaterialize(located)) return fn(located);
   const dir = await mkdtemp(join(tmpdir(), 'streamstate-view-'));
   ctx.temps.add(dir);
   try {
     const dst = join(dir, 'canonical');
-    await convertSnapshot(located, dst, { ...convertBase(ctx, progress), target: located.snapshot.metadata.backend, format: 'canonical' });
+    await convertSnapshot(located, dst, {
+      ...convertBase(ctx, progress),
+      target: located.snapshot.metadata.backend,
+      format: 'canonical',
+    });
     progress.done();
     return await using(locateSnapshot(dst), fn);
   } finally {
-    await rm(dir, { recursive: true, force: true }).then(() => ctx.temps.delete(dir), () => undefined);
+    await rm(dir, { recursive: true, force: true }).then(
+      () => ctx.temps.delete(dir),
+      () => undefined,
+    );
   }
 }
 
@@ -180,7 +208,11 @@ async function inspectCommand(ctx: Context, path: string, opts: InspectCliOption
     await using(locate(ctx, path), (located) => keyGroupsLocated(ctx, located, opts));
     return;
   }
-  if (opts.parallelism !== undefined) throw new StreamStateError('INVALID_ARGUMENT', '--parallelism goes with --key-groups (the subtask shares at a proposed parallelism); add --key-groups.');
+  if (opts.parallelism !== undefined)
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      '--parallelism goes with --key-groups (the subtask shares at a proposed parallelism); add --key-groups.',
+    );
   const located = await locate(ctx, path);
   await located.close(); // _metadata is all inspect reads
   const report = inspectMetadata(located.snapshot.metadata, path);
@@ -198,10 +230,17 @@ async function keyGroupsLocated(ctx: Context, located: LocatedSnapshot, opts: In
   const progress = progressFor(ctx);
   const basis = needsMaterialize(located) ? 'canonical-view' : 'snapshot';
   const reports = await withKeyGroupsView(ctx, located, progress, (view) =>
-    keyGroupSizes(view.snapshot.metadata, view.snapshot.files, opts.parallelism === undefined ? {} : { parallelism: opts.parallelism }),
+    keyGroupSizes(
+      view.snapshot.metadata,
+      view.snapshot.files,
+      opts.parallelism === undefined ? {} : { parallelism: opts.parallelism },
+    ),
   );
   progress.done();
-  await out(ctx.io, opts.json ? `${JSON.stringify({ basis, operators: reports }, null, 2)}\n` : formatKeyGroupSizes(reports, basis));
+  await out(
+    ctx.io,
+    opts.json ? `${JSON.stringify({ basis, operators: reports }, null, 2)}\n` : formatKeyGroupSizes(reports, basis),
+  );
 }
 
 function exitCodeForProblems(problems: readonly VerifyProblem[]): ExitCodeValue {
@@ -216,9 +255,16 @@ async function verifyCommand(ctx: Context, path: string, opts: { json?: boolean 
   await using(locate(ctx, path), (located) => verifyLocated(ctx, located, path, opts));
 }
 
-async function verifyLocated(ctx: Context, located: LocatedSnapshot, path: string, opts: { json?: boolean }): Promise<void> {
+async function verifyLocated(
+  ctx: Context,
+  located: LocatedSnapshot,
+  path: string,
+  opts: { json?: boolean },
+): Promise<void> {
   const progress = progressFor(ctx);
-  let result: VerifyResult = await verifySnapshot(located, (done, total) => progress.update('checking files', done, total));
+  let result: VerifyResult = await verifySnapshot(located, (done, total) =>
+    progress.update('checking files', done, total),
+  );
   progress.done();
   let materialized: VerifyResult | undefined;
   if (result.problems.length === 0 && result.undecodedHandleTypes.length > 0) {
@@ -227,29 +273,57 @@ async function verifyLocated(ctx: Context, located: LocatedSnapshot, path: strin
       materialized = await withKeyGroupsView(ctx, located, progress, (view) => verifySnapshot(view));
     } catch (err) {
       const code = exitCodeFor(err);
-      const category = code === ExitCode.NOT_FOUND ? 'missing' : code === ExitCode.DECODE ? 'decode' : code === ExitCode.UNSUPPORTED_VERSION ? 'unsupported' : 'corrupt';
-      materialized = { ...result, records: 0, opaqueRecords: 0, problems: [{ category, code: err instanceof StreamStateError ? err.code : 'CORRUPT', message: `restoring the ${result.undecodedHandleTypes.join(', ')} state failed: ${(err as Error).message}` }] };
+      const category =
+        code === ExitCode.NOT_FOUND
+          ? 'missing'
+          : code === ExitCode.DECODE
+            ? 'decode'
+            : code === ExitCode.UNSUPPORTED_VERSION
+              ? 'unsupported'
+              : 'corrupt';
+      materialized = {
+        ...result,
+        records: 0,
+        opaqueRecords: 0,
+        problems: [
+          {
+            category,
+            code: err instanceof StreamStateError ? err.code : 'CORRUPT',
+            message: `restoring the ${result.undecodedHandleTypes.join(', ')} state failed: ${(err as Error).message}`,
+          },
+        ],
+      };
     }
     progress.done();
-    result = { ...result, records: materialized.records, opaqueRecords: materialized.opaqueRecords, undecodedHandleTypes: [], problems: materialized.problems };
+    result = {
+      ...result,
+      records: materialized.records,
+      opaqueRecords: materialized.opaqueRecords,
+      undecodedHandleTypes: [],
+      problems: materialized.problems,
+    };
   }
   ctx.code = exitCodeForProblems(result.problems);
   for (const p of result.problems) ctx.io.stderr.write(`streamstate verify: ${p.code}: ${oneLine(p.message)}\n`);
   if (opts.json) {
-    await out(ctx.io, `${JSON.stringify({ path, ok: result.problems.length === 0, exitCode: ctx.code, ...result }, null, 2)}\n`);
+    await out(
+      ctx.io,
+      `${JSON.stringify({ path, ok: result.problems.length === 0, exitCode: ctx.code, ...result }, null, 2)}\n`,
+    );
     return;
   }
-  const summary = `${result.files} file${result.files === 1 ? '' : 's'} (${formatBytes(result.bytes)}), ${result.handles} handles, ${result.records} records decoded` +
+  const summary =
+    `${result.files} file${result.files === 1 ? '' : 's'} (${formatBytes(result.bytes)}), ${result.handles} handles, ${result.records} records decoded` +
     (result.opaqueRecords > 0 ? `, ${result.opaqueRecords} records with custom serializers (framing checked)` : '');
-  await out(ctx.io, result.problems.length === 0 ? `OK ${path}: ${summary}\n` : `FAILED ${path}: ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'}; ${summary}\n`);
+  await out(
+    ctx.io,
+    result.problems.length === 0
+      ? `OK ${path}: ${summary}\n`
+      : `FAILED ${path}: ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'}; ${summary}\n`,
+  );
 }
 
-async function convertCommand(
-  ctx: Context,
-  src: string,
-  dst: string,
-  opts: ConvertCliOptions,
-): Promise<void> {
+async function convertCommand(ctx: Context, src: string, dst: string, opts: ConvertCliOptions): Promise<void> {
   await using(locate(ctx, src), (located) => convertLocated(ctx, located, src, dst, opts));
 }
 
@@ -263,14 +337,23 @@ async function convertLocated(
   const md = located.snapshot.metadata;
   const plan = planParallelism(md, opts.parallelism, opts.maxParallelism);
   if (opts.maxParallelismCheck) {
-    const maxP = (old: number): string => (opts.maxParallelism === undefined || opts.maxParallelism === old ? `${old}` : `${old} -> ${opts.maxParallelism} (keys re-hashed)`);
-    const lines = md.operators.map((op) => `operator ${op.operatorId}: parallelism ${op.parallelism} -> ${plan.get(op.operatorId)}, maxParallelism ${maxP(op.maxParallelism)}: ok`);
+    const maxP = (old: number): string =>
+      opts.maxParallelism === undefined || opts.maxParallelism === old
+        ? `${old}`
+        : `${old} -> ${opts.maxParallelism} (keys re-hashed)`;
+    const lines = md.operators.map(
+      (op) =>
+        `operator ${op.operatorId}: parallelism ${op.parallelism} -> ${plan.get(op.operatorId)}, maxParallelism ${maxP(op.maxParallelism)}: ok`,
+    );
     await out(ctx.io, `${lines.join('\n')}\n`);
     return;
   }
   const target = backendByName(opts.to, tmpdir());
   if (!target.supportsSavepointFormat(opts.format)) {
-    throw new StreamStateError('INVALID_ARGUMENT', `backend ${opts.to} does not write ${opts.format} savepoints; use --format ${opts.format === 'native' ? 'canonical' : 'native'}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `backend ${opts.to} does not write ${opts.format} savepoints; use --format ${opts.format === 'native' ? 'canonical' : 'native'}.`,
+    );
   }
   const progress = progressFor(ctx);
   const started = Date.now();
@@ -284,8 +367,13 @@ async function convertLocated(
   });
   progress.done();
   const seconds = (Date.now() - started) / 1000;
-  const ops = result.metadata.operators.map((o) => `${o.operatorId}@${o.parallelism}${opts.maxParallelism === undefined ? '' : `/${o.maxParallelism}`}`).join(', ');
-  await out(ctx.io, `converted ${src} -> ${dst}: ${opts.format} savepoint for ${opts.to} (${ops}), ${result.keyGroups} key groups, ${formatBytes(result.keyedBytes)} keyed state in ${seconds.toFixed(2)} s\n`);
+  const ops = result.metadata.operators
+    .map((o) => `${o.operatorId}@${o.parallelism}${opts.maxParallelism === undefined ? '' : `/${o.maxParallelism}`}`)
+    .join(', ');
+  await out(
+    ctx.io,
+    `converted ${src} -> ${dst}: ${opts.format} savepoint for ${opts.to} (${ops}), ${result.keyGroups} key groups, ${formatBytes(result.keyedBytes)} keyed state in ${seconds.toFixed(2)} s\n`,
+  );
 }
 
 interface ConvertCliOptions {
@@ -300,14 +388,25 @@ async function dumpCommand(ctx: Context, path: string, opts: { operator: string;
   await using(locate(ctx, path), (located) => dumpLocated(ctx, located, path, opts));
 }
 
-async function dumpLocated(ctx: Context, located: LocatedSnapshot, path: string, opts: { operator: string; state?: string }): Promise<void> {
+async function dumpLocated(
+  ctx: Context,
+  located: LocatedSnapshot,
+  path: string,
+  opts: { operator: string; state?: string },
+): Promise<void> {
   if (!located.snapshot.metadata.operators.some((o) => o.operatorId === opts.operator)) {
     const known = located.snapshot.metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
-    throw new RestoreError('UNKNOWN_OPERATOR', `${path} has no operator "${opts.operator}" (operators: ${known}). Pass one of those to --operator.`);
+    throw new RestoreError(
+      'UNKNOWN_OPERATOR',
+      `${path} has no operator "${opts.operator}" (operators: ${known}). Pass one of those to --operator.`,
+    );
   }
   const progress = progressFor(ctx);
   await withKeyGroupsView(ctx, located, progress, async (view) => {
-    for await (const record of dumpOperator(view.snapshot.metadata, view.snapshot.files, { operatorId: opts.operator, ...(opts.state === undefined ? {} : { stateName: opts.state }) })) {
+    for await (const record of dumpOperator(view.snapshot.metadata, view.snapshot.files, {
+      operatorId: opts.operator,
+      ...(opts.state === undefined ? {} : { stateName: opts.state }),
+    })) {
       await out(ctx.io, `${JSON.stringify(record)}\n`);
     }
   });
@@ -317,8 +416,17 @@ async function listCommand(ctx: Context, dir: string, opts: { json?: boolean }):
   await using(locateDir(ctx, dir), (located) => listLocated(ctx, located, dir, opts));
 }
 
-async function listLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: { json?: boolean }): Promise<void> {
-  if (located.jobs.length === 0) throw new StorageError('NOT_FOUND', `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`);
+async function listLocated(
+  ctx: Context,
+  located: LocatedCheckpointDir,
+  dir: string,
+  opts: { json?: boolean },
+): Promise<void> {
+  if (located.jobs.length === 0)
+    throw new StorageError(
+      'NOT_FOUND',
+      `${dir} holds no job checkpoint directories (no chk-<n>/ or shared/ inside). Pass a job's checkpoint directory or the storage root.`,
+    );
   const jobs = [];
   for (const job of located.jobs) jobs.push(await listJobCheckpoints(located.storage, job));
   if (opts.json) {
@@ -327,10 +435,17 @@ async function listLocated(ctx: Context, located: LocatedCheckpointDir, dir: str
   }
   const lines: string[] = [];
   for (const j of jobs) {
-    lines.push(`job ${j.jobId}: ${j.checkpoints.length} completed checkpoint${j.checkpoints.length === 1 ? '' : 's'}${j.incomplete.length > 0 ? `, ${j.incomplete.length} incomplete (${j.incomplete.map((i) => `chk-${i}`).join(', ')})` : ''}`);
+    lines.push(
+      `job ${j.jobId}: ${j.checkpoints.length} completed checkpoint${j.checkpoints.length === 1 ? '' : 's'}${j.incomplete.length > 0 ? `, ${j.incomplete.length} incomplete (${j.incomplete.map((i) => `chk-${i}`).join(', ')})` : ''}`,
+    );
     for (const c of j.checkpoints) {
-      const stats = c.stats === undefined ? '' : `  (${c.stats.durationMs} ms, wrote ${formatBytes(c.stats.bytesWritten)} of ${formatBytes(c.stats.fullSize)})`;
-      lines.push(`  ${String(c.checkpointId).padStart(6)}  ${new Date(c.timestamp).toISOString()}  ${formatBytes(c.size).padStart(10)}  ${c.pointer}${stats}`);
+      const stats =
+        c.stats === undefined
+          ? ''
+          : `  (${c.stats.durationMs} ms, wrote ${formatBytes(c.stats.bytesWritten)} of ${formatBytes(c.stats.fullSize)})`;
+      lines.push(
+        `  ${String(c.checkpointId).padStart(6)}  ${new Date(c.timestamp).toISOString()}  ${formatBytes(c.size).padStart(10)}  ${c.pointer}${stats}`,
+      );
     }
   }
   await out(ctx.io, `${lines.join('\n')}\n`);
@@ -349,19 +464,27 @@ async function gcCommand(ctx: Context, dir: string, opts: GcCliOptions): Promise
 /** A duration: `0`, or a number with a unit (ms, s, m, h, d). */
 function parseDuration(value: string): number {
   const m = /^(0|[0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)?$/.exec(value);
-  if (m === null || (m[2] === undefined && m[1] !== '0')) throw new InvalidArgumentError('expected a duration such as 0, 90s, 30m, 2h or 1d.');
+  if (m === null || (m[2] === undefined && m[1] !== '0'))
+    throw new InvalidArgumentError('expected a duration such as 0, 90s, 30m, 2h or 1d.');
   const units: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
   return Number(m[1]) * (units[m[2] ?? 'ms'] ?? 1);
 }
 
 function formatDuration(ms: number): string {
-  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
+  for (const [unit, n] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const)
+    if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
   return `${ms}ms`;
 }
 
 async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: string, opts: GcCliOptions): Promise<void> {
   const gc = { minAgeMs: opts.minAge ?? DEFAULT_GC_MIN_AGE_MS, now: Date.now() };
-  const warn = (w: string): void => void (ctx.quiet ? undefined : ctx.io.stderr.write(`streamstate gc: warning: ${oneLine(w)}\n`));
+  const warn = (w: string): void =>
+    void (ctx.quiet ? undefined : ctx.io.stderr.write(`streamstate gc: warning: ${oneLine(w)}\n`));
   // Every candidate must be recognizably a streamstate job; anything else is left alone.
   const reports: GarbageReport[] = [];
   const skipped: string[] = [];
@@ -383,9 +506,14 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
     } else reports.push(report);
   }
   // Leftovers of interrupted converts, directly in the given directory (local disk only).
-  const leftovers = isS3Path(dir) ? { stale: [], young: [] } : await findConvertLeftovers(resolve(ctx.cwd, dir.startsWith('file://') ? dir.slice('file://'.length) : dir), gc);
+  const leftovers = isS3Path(dir)
+    ? { stale: [], young: [] }
+    : await findConvertLeftovers(resolve(ctx.cwd, dir.startsWith('file://') ? dir.slice('file://'.length) : dir), gc);
   if (live.length > 0 && reports.length === 0 && leftovers.stale.length === 0) {
-    throw new StorageError('LOCKED', `${dir}: ${live.length === 1 ? `job ${live[0]} is` : `jobs ${live.join(', ')} are`} running (a live lease); gc deleted nothing. Stop the job first.`);
+    throw new StorageError(
+      'LOCKED',
+      `${dir}: ${live.length === 1 ? `job ${live[0]} is` : `jobs ${live.join(', ')} are`} running (a live lease); gc deleted nothing. Stop the job first.`,
+    );
   }
   if (reports.length === 0 && live.length === 0 && leftovers.stale.length === 0 && leftovers.young.length === 0) {
     throw new StorageError(
@@ -400,7 +528,10 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
   }
   if (!opts.dryRun) await deleteConvertLeftovers(leftovers.stale);
   if (opts.json) {
-    await out(ctx.io, `${JSON.stringify({ dryRun: opts.dryRun === true, minAgeMs: gc.minAgeMs, jobs: reports, skipped, live, convertLeftovers: leftovers }, null, 2)}\n`);
+    await out(
+      ctx.io,
+      `${JSON.stringify({ dryRun: opts.dryRun === true, minAgeMs: gc.minAgeMs, jobs: reports, skipped, live, convertLeftovers: leftovers }, null, 2)}\n`,
+    );
     if (live.length > 0) ctx.code = ExitCode.IN_USE;
     return;
   }
@@ -410,14 +541,22 @@ async function gcLocated(ctx: Context, located: LocatedCheckpointDir, dir: strin
   for (const r of reports) {
     const keptBy = new Map<string, number>();
     for (const k of r.kept) keptBy.set(k.reason, (keptBy.get(k.reason) ?? 0) + 1);
-    const kept = r.kept.length === 0 ? '' : `; kept ${plural(r.kept.length, 'file')} (${[...keptBy].map(([why, n]) => `${n} ${why === 'too-young' ? `younger than ${formatDuration(gc.minAgeMs)}` : why}`).join(', ')})`;
+    const kept =
+      r.kept.length === 0
+        ? ''
+        : `; kept ${plural(r.kept.length, 'file')} (${[...keptBy].map(([why, n]) => `${n} ${why === 'too-young' ? `younger than ${formatDuration(gc.minAgeMs)}` : why}`).join(', ')})`;
     lines.push(`job ${r.jobId}: ${verb} ${plural(r.files.length, 'file')} (${formatBytes(r.bytes)})${kept}`);
     for (const f of r.files) lines.push(`  ${f.reason.padEnd(22)} ${formatBytes(f.size).padStart(10)}  ${f.name}`);
   }
   if (leftovers.stale.length > 0 || leftovers.young.length > 0) {
     const bytes = leftovers.stale.reduce((n, l) => n + l.bytes, 0);
-    const young = leftovers.young.length === 0 ? '' : `; kept ${leftovers.young.length} younger than ${formatDuration(gc.minAgeMs)} (a convert may still be running)`;
-    lines.push(`convert leftovers: ${verb} ${plural(leftovers.stale.length, 'directory').replace('directorys', 'directories')} (${formatBytes(bytes)})${young}`);
+    const young =
+      leftovers.young.length === 0
+        ? ''
+        : `; kept ${leftovers.young.length} younger than ${formatDuration(gc.minAgeMs)} (a convert may still be running)`;
+    lines.push(
+      `convert leftovers: ${verb} ${plural(leftovers.stale.length, 'directory').replace('directorys', 'directories')} (${formatBytes(bytes)})${young}`,
+    );
     for (const l of leftovers.stale) lines.push(`  ${formatBytes(l.bytes).padStart(10)}  ${l.path}`);
   }
   for (const job of live) lines.push(`job ${job}: running (live lease), nothing deleted`);
@@ -438,10 +577,22 @@ function buildProgram(ctx: Context): Command {
     .version(packageVersion(), '-V, --version', 'print the streamstate version')
     .option('-q, --quiet', 'no progress and no warnings on stderr: results (stdout) and errors only')
     .option('--progress', 'progress lines on stderr also when it is not a terminal (logs, pipes)')
-    .option('--s3-endpoint <url>', 'S3 endpoint for s3:// paths (default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3)')
-    .option('--s3-region <region>', 'S3 region (default: AWS_REGION, the AWS config, or us-east-1 with a custom endpoint)')
-    .option('--s3-path-style', 'path-style S3 URLs (http://host/bucket/key), as most S3-compatible servers need (MinIO, s3rver)')
-    .option('--s3-entropy-marker <marker>', 'the entropy marker the checkpoints were written with (reads checkpoints with entropy injection)')
+    .option(
+      '--s3-endpoint <url>',
+      'S3 endpoint for s3:// paths (default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3)',
+    )
+    .option(
+      '--s3-region <region>',
+      'S3 region (default: AWS_REGION, the AWS config, or us-east-1 with a custom endpoint)',
+    )
+    .option(
+      '--s3-path-style',
+      'path-style S3 URLs (http://host/bucket/key), as most S3-compatible servers need (MinIO, s3rver)',
+    )
+    .option(
+      '--s3-entropy-marker <marker>',
+      'the entropy marker the checkpoints were written with (reads checkpoints with entropy injection)',
+    )
     .hook('preAction', () => {
       const global = program.opts<GlobalOptions>();
       ctx.s3 = s3Settings(global, ctx.io.env ?? process.env);
@@ -455,7 +606,10 @@ function buildProgram(ctx: Context): Command {
       await fn(...args);
     };
   const withExitCodes = (cmd: Command): Command =>
-    cmd.addHelpText('after', '\nExit codes: 0 ok, 1 unexpected failure, 2 usage, 3 not found, 4 corrupt, 5 decode error, 6 unsupported version, 7 in use (gc: a live job), 130/143 interrupted (docs/CLI.md).');
+    cmd.addHelpText(
+      'after',
+      '\nExit codes: 0 ok, 1 unexpected failure, 2 usage, 3 not found, 4 corrupt, 5 decode error, 6 unsupported version, 7 in use (gc: a live job), 130/143 interrupted (docs/CLI.md).',
+    );
 
   withExitCodes(
     program
@@ -463,8 +617,15 @@ function buildProgram(ctx: Context): Command {
       .description("show a checkpoint's or savepoint's operators, states, kinds, key groups, sizes and files")
       .argument('<path>', 'snapshot directory (or its _metadata file)')
       .option('--json', 'print the report as JSON')
-      .option('--key-groups', 'bytes and entries per key group: histogram, largest key groups, skew, and what each subtask would hold')
-      .option('--parallelism <n>', 'with --key-groups: the parallelism to show subtask shares for (default the snapshot\'s)', parsePositiveInt),
+      .option(
+        '--key-groups',
+        'bytes and entries per key group: histogram, largest key groups, skew, and what each subtask would hold',
+      )
+      .option(
+        '--parallelism <n>',
+        "with --key-groups: the parallelism to show subtask shares for (default the snapshot's)",
+        parsePositiveInt,
+      ),
   ).action(action('inspect', (path: string, opts: InspectCliOptions) => inspectCommand(ctx, path, opts)));
 
   withExitCodes(
@@ -478,14 +639,27 @@ function buildProgram(ctx: Context): Command {
   withExitCodes(
     program
       .command('convert')
-      .description('turn any checkpoint or savepoint into a savepoint for a target backend, optionally at another parallelism')
+      .description(
+        'turn any checkpoint or savepoint into a savepoint for a target backend, optionally at another parallelism',
+      )
       .argument('<src>', 'source snapshot directory')
       .argument('<dst>', 'new savepoint directory or s3:// prefix (must not exist)')
-      .addOption(new Option('--to <backend>', 'target state backend').choices([...TARGET_BACKENDS]).makeOptionMandatory())
-      .addOption(new Option('--format <format>', 'savepoint format').choices(['canonical', 'native']).default('canonical'))
+      .addOption(
+        new Option('--to <backend>', 'target state backend').choices([...TARGET_BACKENDS]).makeOptionMandatory(),
+      )
+      .addOption(
+        new Option('--format <format>', 'savepoint format').choices(['canonical', 'native']).default('canonical'),
+      )
       .option('--parallelism <n>', 'new parallelism of every operator (at most its maxParallelism)', parsePositiveInt)
-      .option('--max-parallelism <n>', 'new max parallelism (key groups) of every operator, 1..32768 and at least the parallelism: every key is re-hashed into its new key group', parseInteger)
-      .option('--max-parallelism-check', 'only check that the snapshot can be converted at --parallelism (maxParallelism bounds and consistency); write nothing'),
+      .option(
+        '--max-parallelism <n>',
+        'new max parallelism (key groups) of every operator, 1..32768 and at least the parallelism: every key is re-hashed into its new key group',
+        parseInteger,
+      )
+      .option(
+        '--max-parallelism-check',
+        'only check that the snapshot can be converted at --parallelism (maxParallelism bounds and consistency); write nothing',
+      ),
   ).action(
     action('convert', (src: string, dst: string, opts: ConvertCliOptions) => convertCommand(ctx, src, dst, opts)),
   );
@@ -502,7 +676,9 @@ function buildProgram(ctx: Context): Command {
   withExitCodes(
     program
       .command('list')
-      .description("list a job's completed checkpoints with ids, times and sizes (all jobs when given the storage root)")
+      .description(
+        "list a job's completed checkpoints with ids, times and sizes (all jobs when given the storage root)",
+      )
       .argument('<checkpoint-dir>', "a job's checkpoint directory or the checkpoint storage root")
       .option('--json', 'print as JSON'),
   ).action(action('list', (dir: string, opts: { json?: boolean }) => listCommand(ctx, dir, opts)));
@@ -510,15 +686,28 @@ function buildProgram(ctx: Context): Command {
   withExitCodes(
     program
       .command('gc')
-      .description('delete files of streamstate jobs that no completed checkpoint references, and leftovers of interrupted converts')
+      .description(
+        'delete files of streamstate jobs that no completed checkpoint references, and leftovers of interrupted converts',
+      )
       .argument('<checkpoint-dir>', "a job's checkpoint directory or the checkpoint storage root")
       .option('--dry-run', 'only list what would be deleted')
-      .option('--min-age <duration>', `keep files modified more recently than this (0, 90s, 30m, 2h, 1d; default ${formatDuration(DEFAULT_GC_MIN_AGE_MS)}): a checkpoint may still complete with them`, parseDuration)
+      .option(
+        '--min-age <duration>',
+        `keep files modified more recently than this (0, 90s, 30m, 2h, 1d; default ${formatDuration(DEFAULT_GC_MIN_AGE_MS)}): a checkpoint may still complete with them`,
+        parseDuration,
+      )
       .option('--json', 'print as JSON'),
   ).action(action('gc', (dir: string, opts: GcCliOptions) => gcCommand(ctx, dir, opts)));
 
   // Verbs defined in files of their own (the State Processor API's).
-  const host: VerbHost = { cwd: () => ctx.cwd, s3: () => ctx.s3, print: (text) => out(ctx.io, text), action, decorate: withExitCodes, temps: ctx.temps };
+  const host: VerbHost = {
+    cwd: () => ctx.cwd,
+    s3: () => ctx.s3,
+    print: (text) => out(ctx.io, text),
+    action,
+    decorate: withExitCodes,
+    temps: ctx.temps,
+  };
   registerBootstrap(program, host);
   registerEdit(program, host);
 
@@ -526,7 +715,10 @@ function buildProgram(ctx: Context): Command {
 }
 
 /** Runs the CLI with `argv` (arguments after the program name) and resolves with the exit code. */
-export async function run(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function run(
+  argv: readonly string[],
+  io: CliIo = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
   const ctx: Context = {
     io,
     cwd: io.cwd ?? process.cwd(),
@@ -553,16 +745,21 @@ export async function run(argv: readonly string[], io: CliIo = { stdout: process
   program.configureOutput({
     writeOut: (str) => void io.stdout.write(str),
     writeErr: (str) => void io.stderr.write(str),
-    outputError: (str) => report('INVALID_ARGUMENT', `${str.replace(/^error:\s*/, '').trim()} (run with --help for usage)`, ExitCode.USAGE),
+    outputError: (str) =>
+      report('INVALID_ARGUMENT', `${str.replace(/^error:\s*/, '').trim()} (run with --help for usage)`, ExitCode.USAGE),
   });
   for (const cmd of program.commands) cmd.configureOutput(program.configureOutput());
-  const uninstall = io.ownsProcess === true ? installProcessHandlers(ctx.temps, io.stderr, () => ctx.command || 'streamstate') : () => undefined;
+  const uninstall =
+    io.ownsProcess === true
+      ? installProcessHandlers(ctx.temps, io.stderr, () => ctx.command || 'streamstate')
+      : () => undefined;
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return ctx.code;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return ExitCode.OK;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
+        return ExitCode.OK;
       // commander has reported it through outputError already.
       return ExitCode.USAGE;
     }

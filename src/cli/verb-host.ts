@@ -12,7 +12,10 @@ export interface VerbHost {
   readonly cwd: () => string;
   readonly s3: () => S3ConnectionOptions;
   readonly print: (text: string) => Promise<void>;
-  readonly action: <A extends unknown[]>(name: string, fn: (...args: A) => Promise<void>) => (...args: A) => Promise<void>;
+  readonly action: <A extends unknown[]>(
+    name: string,
+    fn: (...args: A) => Promise<void>,
+  ) => (...args: A) => Promise<void>;
   readonly decorate: (cmd: Command) => Command;
   /** Temporary directories of the running command, removed when the process is interrupted (optional). */
   readonly temps?: TemporaryPaths;

@@ -54,7 +54,11 @@ function bytes(n: number, seed = 1): Buffer {
   return b;
 }
 
-export function describeBlobStore(name: string, makeStore: () => Promise<BlobStoreFixture>, supports: BlobStoreSupports = {}): void {
+export function describeBlobStore(
+  name: string,
+  makeStore: () => Promise<BlobStoreFixture>,
+  supports: BlobStoreSupports = {},
+): void {
   describe(`BlobStore compliance: ${name}`, () => {
     let fx: BlobStoreFixture;
     let store: BlobStore;
@@ -137,10 +141,13 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
 
     it('concurrent exclusive putAtomic: exactly one wins', async () => {
       const results = await Promise.allSettled(
-        Array.from({ length: 5 }, (_, i) => store.putAtomic('race/_metadata', Buffer.from(`w${i}`), { exclusive: true })),
+        Array.from({ length: 5 }, (_, i) =>
+          store.putAtomic('race/_metadata', Buffer.from(`w${i}`), { exclusive: true }),
+        ),
       );
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
-      for (const r of results) if (r.status === 'rejected') expect(isStreamStateError(r.reason, 'ALREADY_EXISTS')).toBe(true);
+      for (const r of results)
+        if (r.status === 'rejected') expect(isStreamStateError(r.reason, 'ALREADY_EXISTS')).toBe(true);
     });
 
     it('get / getRange / download of a missing object throw NOT_FOUND naming it', async () => {
@@ -179,7 +186,15 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
     });
 
     it('list matches by name prefix, recursively, sorted', async () => {
-      for (const n of ['job/chk-1/a', 'job/chk-1/_metadata', 'job/chk-10/a', 'job/chk-2/x/y', 'job/shared/s', 'other/z', 'jobx']) {
+      for (const n of [
+        'job/chk-1/a',
+        'job/chk-1/_metadata',
+        'job/chk-10/a',
+        'job/chk-2/x/y',
+        'job/shared/s',
+        'other/z',
+        'jobx',
+      ]) {
         await store.put(n, Buffer.from(n));
       }
       expect((await store.list('job/')).map((b) => b.name)).toEqual([
@@ -190,7 +205,11 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
         'job/shared/s',
       ]);
       expect((await store.list('job/chk-1/')).map((b) => b.name)).toEqual(['job/chk-1/_metadata', 'job/chk-1/a']);
-      expect((await store.list('job/chk-1')).map((b) => b.name)).toEqual(['job/chk-1/_metadata', 'job/chk-1/a', 'job/chk-10/a']);
+      expect((await store.list('job/chk-1')).map((b) => b.name)).toEqual([
+        'job/chk-1/_metadata',
+        'job/chk-1/a',
+        'job/chk-10/a',
+      ]);
       expect((await store.list('job')).map((b) => b.name)).toContain('jobx');
       expect((await store.list('')).length).toBe(7);
       expect(await store.list('nothing/')).toEqual([]);
@@ -233,17 +252,20 @@ export function describeBlobStore(name: string, makeStore: () => Promise<BlobSto
       expect(typeof store.putFile === 'function').toBe(supports.putFile ?? typeof store.putFile === 'function');
     });
 
-    it.runIf(supports.putFile !== false)('putFile stores a local file whole and returns its size and crc32', async () => {
-      if (store.putFile === undefined) return; // no putFile: nothing to check (the test above checked the declaration)
-      const data = bytes(300_000, 11);
-      const local = join(scratch, 'local.bin');
-      await writeFile(local, data);
-      expect(await store.putFile('f/local.bin', local)).toEqual({ size: data.length, crc32: crc32(data) });
-      expect(Buffer.compare(await store.get('f/local.bin'), data)).toBe(0);
-      const empty = join(scratch, 'empty.bin');
-      await writeFile(empty, Buffer.alloc(0));
-      expect(await store.putFile('f/empty.bin', empty)).toEqual({ size: 0, crc32: 0 });
-      expect((await store.stat('f/empty.bin'))?.size).toBe(0);
-    });
+    it.runIf(supports.putFile !== false)(
+      'putFile stores a local file whole and returns its size and crc32',
+      async () => {
+        if (store.putFile === undefined) return; // no putFile: nothing to check (the test above checked the declaration)
+        const data = bytes(300_000, 11);
+        const local = join(scratch, 'local.bin');
+        await writeFile(local, data);
+        expect(await store.putFile('f/local.bin', local)).toEqual({ size: data.length, crc32: crc32(data) });
+        expect(Buffer.compare(await store.get('f/local.bin'), data)).toBe(0);
+        const empty = join(scratch, 'empty.bin');
+        await writeFile(empty, Buffer.alloc(0));
+        expect(await store.putFile('f/empty.bin', empty)).toEqual({ size: 0, crc32: 0 });
+        expect((await store.stat('f/empty.bin'))?.size).toBe(0);
+      },
+    );
   });
 }

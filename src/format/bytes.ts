@@ -113,7 +113,10 @@ export class ByteWriter {
     if (n <= 32) for (let i = start; i < end; i++) buf[pos++] = bytes[i];
     else {
       // A plain Uint8Array view: a Buffer's subarray builds a FastBuffer, several times slower.
-      buf.set(start === 0 && end === bytes.length ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset + start, n), pos);
+      buf.set(
+        start === 0 && end === bytes.length ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset + start, n),
+        pos,
+      );
       pos += n;
     }
     this.pos = pos;
@@ -216,10 +219,12 @@ export type FieldWriter<T> = (out: ByteWriter, value: T) => void;
 export function fieldWriter<T>(serializer: Serializer<T>): FieldWriter<T> {
   const s = serializer as Serializer<unknown>;
   if (s === stringSerializer) {
-    return ((out: ByteWriter, v: unknown) => (typeof v === 'string' ? out.utf8Bytes(v) : out.bytes(s.serialize(v)))) as FieldWriter<T>;
+    return ((out: ByteWriter, v: unknown) =>
+      typeof v === 'string' ? out.utf8Bytes(v) : out.bytes(s.serialize(v))) as FieldWriter<T>;
   }
   if (s === float64Serializer) {
-    return ((out: ByteWriter, v: unknown) => (typeof v === 'number' ? out.u8(8).f64(v) : out.bytes(s.serialize(v)))) as FieldWriter<T>;
+    return ((out: ByteWriter, v: unknown) =>
+      typeof v === 'number' ? out.u8(8).f64(v) : out.bytes(s.serialize(v))) as FieldWriter<T>;
   }
   if (s === int32Serializer) {
     return ((out: ByteWriter, v: unknown) =>

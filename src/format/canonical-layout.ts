@@ -54,7 +54,9 @@ function normalizeConfig(c: SerializerConfig): SerializerConfig {
 
 /** A serializer snapshot with a fixed field order (id, version, config) and sorted config keys. */
 export function normalizeSerializerSnapshot(s: SerializerSnapshot): SerializerSnapshot {
-  return s.config === undefined ? { id: s.id, version: s.version } : { id: s.id, version: s.version, config: normalizeConfig(s.config) };
+  return s.config === undefined
+    ? { id: s.id, version: s.version }
+    : { id: s.id, version: s.version, config: normalizeConfig(s.config) };
 }
 
 function sameSnapshot(a: SerializerSnapshot | undefined, b: SerializerSnapshot | undefined): boolean {
@@ -70,7 +72,9 @@ function normalizeMeta(m: KeyedStateMetaInfo, stateId: number): KeyedStateMetaIn
     stateId,
     namespaceSerializer: normalizeSerializerSnapshot(m.namespaceSerializer),
     ...(m.valueSerializer === undefined ? {} : { valueSerializer: normalizeSerializerSnapshot(m.valueSerializer) }),
-    ...(m.userKeySerializer === undefined ? {} : { userKeySerializer: normalizeSerializerSnapshot(m.userKeySerializer) }),
+    ...(m.userKeySerializer === undefined
+      ? {}
+      : { userKeySerializer: normalizeSerializerSnapshot(m.userKeySerializer) }),
     ttl: m.ttl === true,
   };
 }
@@ -102,13 +106,19 @@ export function canonicalStates(metas: Iterable<KeyedStateMetaInfo>): KeyedState
   }
   const sorted = [...byName.values()].sort(compareStates);
   if (sorted.length > MAX_STATE_ID + 1) {
-    throw new SnapshotError('SNAPSHOT_FAILED', `too many keyed states (${sorted.length}); at most ${MAX_STATE_ID + 1} fit in one snapshot.`);
+    throw new SnapshotError(
+      'SNAPSHOT_FAILED',
+      `too many keyed states (${sorted.length}); at most ${MAX_STATE_ID + 1} fit in one snapshot.`,
+    );
   }
   return sorted.map((m, i) => normalizeMeta(m, i));
 }
 
 /** The canonical header for a backend's (or converter's) header: same key serializer, range and states, canonical order. */
-export function canonicalHeader(header: Pick<KeyGroupsStreamHeader, 'keySerializer' | 'maxParallelism' | 'keyGroupRange'>, states: Iterable<KeyedStateMetaInfo>): KeyGroupsStreamHeader {
+export function canonicalHeader(
+  header: Pick<KeyGroupsStreamHeader, 'keySerializer' | 'maxParallelism' | 'keyGroupRange'>,
+  states: Iterable<KeyedStateMetaInfo>,
+): KeyGroupsStreamHeader {
   return {
     layout: CANONICAL_LAYOUT,
     keySerializer: normalizeSerializerSnapshot(header.keySerializer),
@@ -194,9 +204,16 @@ export class CanonicalKeyGroupsWriter {
    * `sourceHeader` describes the sections that will be added (its state ids); `extraStates`
    * adds states of further sources (see `idsFor`) to the canonical header.
    */
-  constructor(stream: StateOutputStream, sourceHeader: KeyGroupsStreamHeader, opts: { extraStates?: Iterable<KeyedStateMetaInfo>; flushBytes?: number } = {}) {
+  constructor(
+    stream: StateOutputStream,
+    sourceHeader: KeyGroupsStreamHeader,
+    opts: { extraStates?: Iterable<KeyedStateMetaInfo>; flushBytes?: number } = {},
+  ) {
     this.header = canonicalHeader(sourceHeader, [...sourceHeader.states, ...(opts.extraStates ?? [])]);
-    this.inner = new KeyGroupsStreamWriter(stream, this.header, { canonical: true, ...(opts.flushBytes === undefined ? {} : { flushBytes: opts.flushBytes }) });
+    this.inner = new KeyGroupsStreamWriter(stream, this.header, {
+      canonical: true,
+      ...(opts.flushBytes === undefined ? {} : { flushBytes: opts.flushBytes }),
+    });
     this.kinds = this.header.states.map((s) => entryKindOf(s.kind));
     this.pending = this.header.states.map(() => new ByteWriter(1024));
     this.pendingCount = this.header.states.map(() => 0);
@@ -209,7 +226,11 @@ export class CanonicalKeyGroupsWriter {
     const ids = new Map<number, number>();
     for (const s of states) {
       const id = byName.get(stateIdentity(s));
-      if (id === undefined) throw new StreamStateError('INVALID_ARGUMENT', `state "${s.name}" is not in the canonical header; pass it in extraStates.`);
+      if (id === undefined)
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          `state "${s.name}" is not in the canonical header; pass it in extraStates.`,
+        );
       ids.set(s.stateId, id);
     }
     return ids;
@@ -228,10 +249,15 @@ export class CanonicalKeyGroupsWriter {
 
   /** Adds encoded entries of a state (source state id). The bytes are copied. */
   addRawSection(stateId: number, entryCount: number, entries: Uint8Array, ids: SourceIds = this.defaultIds): void {
-    if (this.keyGroup < 0) throw new StreamStateError('INVALID_ARGUMENT', 'addSection outside a key group; call beginKeyGroup first');
+    if (this.keyGroup < 0)
+      throw new StreamStateError('INVALID_ARGUMENT', 'addSection outside a key group; call beginKeyGroup first');
     if (entryCount === 0) return;
     const id = ids.get(stateId);
-    if (id === undefined) throw new StreamStateError('INVALID_ARGUMENT', `section of state id ${stateId}, which the source header does not list`);
+    if (id === undefined)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `section of state id ${stateId}, which the source header does not list`,
+      );
     // Entries are self-delimiting: several sections of one state concatenate into one.
     this.pending[id].raw(entries);
     this.pendingCount[id] += entryCount;
@@ -243,9 +269,14 @@ export class CanonicalKeyGroupsWriter {
    * state id: no mapping), copied without creating a view (re-hashing adds entries one by one).
    */
   addRawRange(stateId: number, entryCount: number, bytes: Uint8Array, start: number, end: number): void {
-    if (this.keyGroup < 0) throw new StreamStateError('INVALID_ARGUMENT', 'addRawRange outside a key group; call beginKeyGroup first');
+    if (this.keyGroup < 0)
+      throw new StreamStateError('INVALID_ARGUMENT', 'addRawRange outside a key group; call beginKeyGroup first');
     if (entryCount === 0) return;
-    if (this.pending[stateId] === undefined) throw new StreamStateError('INVALID_ARGUMENT', `entries of state id ${stateId}, which the canonical header does not list`);
+    if (this.pending[stateId] === undefined)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `entries of state id ${stateId}, which the canonical header does not list`,
+      );
     this.pending[stateId].rawRange(bytes, start, end);
     this.pendingCount[stateId] += entryCount;
     this.touched.add(stateId);
@@ -254,7 +285,14 @@ export class CanonicalKeyGroupsWriter {
   async endKeyGroup(): Promise<void> {
     for (const id of [...this.touched].sort((a, b) => a - b)) {
       const what = `key group ${this.keyGroup}, state "${this.header.states[id].name}"`;
-      this.section.count += writeCanonicalEntries(this.kinds[id], this.pending[id].view(), this.pendingCount[id], this.section.out, true, what);
+      this.section.count += writeCanonicalEntries(
+        this.kinds[id],
+        this.pending[id].view(),
+        this.pendingCount[id],
+        this.section.out,
+        true,
+        what,
+      );
       this.inner.addSection(id, this.section);
       this.pending[id].reset();
       this.pendingCount[id] = 0;

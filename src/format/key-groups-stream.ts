@@ -1,6 +1,13 @@
 import { crc32 } from 'node:zlib';
 import type { StateFileReader, StateOutputStream } from '../backend/contract.js';
-import type { FileStreamHandle, KeyedStateMetaInfo, KeyGroupBlock, KeyGroupRangeJson, KeyGroupsStateHandle, StreamHandle } from '../backend/handles.js';
+import type {
+  FileStreamHandle,
+  KeyedStateMetaInfo,
+  KeyGroupBlock,
+  KeyGroupRangeJson,
+  KeyGroupsStateHandle,
+  StreamHandle,
+} from '../backend/handles.js';
 import { FormatError, SnapshotError, StreamStateError } from '../errors.js';
 import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { ByteReader, ByteWriter } from './bytes.js';
@@ -135,10 +142,17 @@ export class KeyGroupsStreamWriter {
 
   /** Key groups must be written in ascending order, each at most once. */
   beginKeyGroup(keyGroup: number): void {
-    if (this.blockStart >= 0) throw new StreamStateError('INVALID_ARGUMENT', `key group ${this.currentKeyGroup} is still open; call endKeyGroup first`);
+    if (this.blockStart >= 0)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `key group ${this.currentKeyGroup} is still open; call endKeyGroup first`,
+      );
     const last = this.blocks.length === 0 ? -1 : this.blocks[this.blocks.length - 1].keyGroup;
     if (keyGroup <= last || keyGroup <= this.currentKeyGroup) {
-      throw new StreamStateError('INVALID_ARGUMENT', `key groups must be written in ascending order: ${keyGroup} after ${Math.max(last, this.currentKeyGroup)}`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `key groups must be written in ascending order: ${keyGroup} after ${Math.max(last, this.currentKeyGroup)}`,
+      );
     }
     this.currentKeyGroup = keyGroup;
     this.blockStart = this.out.length;
@@ -155,7 +169,8 @@ export class KeyGroupsStreamWriter {
 
   /** Appends an already encoded section (entries bytes as read by the reader). */
   addRawSection(stateId: number, entryCount: number, entries: Uint8Array): void {
-    if (this.blockStart < 0) throw new StreamStateError('INVALID_ARGUMENT', 'addSection outside a key group; call beginKeyGroup first');
+    if (this.blockStart < 0)
+      throw new StreamStateError('INVALID_ARGUMENT', 'addSection outside a key group; call beginKeyGroup first');
     if (!Number.isInteger(stateId) || stateId < 0 || stateId > MAX_STATE_ID) {
       throw new StreamStateError('INVALID_ARGUMENT', `state id ${stateId} is outside [0, ${MAX_STATE_ID}]`);
     }
@@ -186,7 +201,13 @@ export class KeyGroupsStreamWriter {
     } else {
       this.out.u16(END_OF_KEY_GROUP);
       const bytes = this.out.view().subarray(start);
-      this.blocks.push({ keyGroup: this.currentKeyGroup, offset: this.flushed + start, length: bytes.length, crc32: crc32(bytes), entries: this.entriesInBlock });
+      this.blocks.push({
+        keyGroup: this.currentKeyGroup,
+        offset: this.flushed + start,
+        length: bytes.length,
+        crc32: crc32(bytes),
+        entries: this.entriesInBlock,
+      });
     }
     if (this.out.length >= this.flushBytes) await this.flush();
   }
@@ -200,7 +221,11 @@ export class KeyGroupsStreamWriter {
    * is null (an empty snapshot).
    */
   async finish(): Promise<KeyGroupsStateHandle | null> {
-    if (this.blockStart >= 0) throw new StreamStateError('INVALID_ARGUMENT', `key group ${this.currentKeyGroup} is still open; call endKeyGroup first`);
+    if (this.blockStart >= 0)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `key group ${this.currentKeyGroup} is still open; call endKeyGroup first`,
+      );
     if (this.blocks.length === 0) {
       await this.stream.discard();
       return null;
@@ -211,7 +236,8 @@ export class KeyGroupsStreamWriter {
     this.out.u32(this.out.length - footerStart).raw(KEY_GROUPS_END_MAGIC);
     await this.flush();
     const stream = await this.stream.closeAndGetHandle();
-    if (stream === null) throw new SnapshotError('SNAPSHOT_FAILED', 'the checkpoint stream returned no handle although data was written');
+    if (stream === null)
+      throw new SnapshotError('SNAPSHOT_FAILED', 'the checkpoint stream returned no handle although data was written');
     const h = this.header;
     return {
       type: 'key-groups',
@@ -256,16 +282,28 @@ function describeStream(stream: StreamHandle, files: StateFileReader | undefined
 }
 
 /** Checks magic and version of the first 12 bytes. */
-export function checkKeyGroupsHeader(fixed: Buffer, what: string): { version: number; flags: number; headerLength: number } {
+export function checkKeyGroupsHeader(
+  fixed: Buffer,
+  what: string,
+): { version: number; flags: number; headerLength: number } {
   if (fixed.length < FIXED_HEADER_BYTES) {
-    throw new FormatError('TRUNCATED', `${what} is ${fixed.length} bytes long, too short for a key-groups stream. Restore from another checkpoint.`);
+    throw new FormatError(
+      'TRUNCATED',
+      `${what} is ${fixed.length} bytes long, too short for a key-groups stream. Restore from another checkpoint.`,
+    );
   }
   if (!fixed.subarray(0, 4).equals(KEY_GROUPS_MAGIC)) {
-    throw new FormatError('BAD_MAGIC', `${what} is not a streamstate key-groups stream (magic ${fixed.subarray(0, 4).toString('hex')}). Check that the handle points at the right file.`);
+    throw new FormatError(
+      'BAD_MAGIC',
+      `${what} is not a streamstate key-groups stream (magic ${fixed.subarray(0, 4).toString('hex')}). Check that the handle points at the right file.`,
+    );
   }
   const version = fixed.readUInt16BE(4);
   if (version === 0) {
-    throw new FormatError('CORRUPT', `${what} has key-groups format version 0, which no streamstate writes: the file is damaged. Restore from another checkpoint.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${what} has key-groups format version 0, which no streamstate writes: the file is damaged. Restore from another checkpoint.`,
+    );
   }
   if (version > KEY_GROUPS_FORMAT_VERSION) {
     throw new FormatError(
@@ -276,7 +314,10 @@ export function checkKeyGroupsHeader(fixed: Buffer, what: string): { version: nu
   const flags = fixed.readUInt16BE(6);
   // Unknown flag bits (e.g. a future compression flag) change how blocks must be read: refuse them.
   if ((flags & ~FLAG_CANONICAL) !== 0) {
-    throw new FormatError('UNSUPPORTED_VERSION', `${what} uses key-groups stream flags 0x${flags.toString(16)} this streamstate does not know. Upgrade streamstate to restore it.`);
+    throw new FormatError(
+      'UNSUPPORTED_VERSION',
+      `${what} uses key-groups stream flags 0x${flags.toString(16)} this streamstate does not know. Upgrade streamstate to restore it.`,
+    );
   }
   return { version, flags, headerLength: fixed.readUInt32BE(8) };
 }
@@ -296,7 +337,8 @@ export async function checkKeyGroupsHeaderOf(
   try {
     return checkKeyGroupsHeader(fixed, what);
   } catch (err) {
-    if (stream.type === 'file' && err instanceof FormatError && err.code === 'UNSUPPORTED_VERSION') await verifyWholeFile(stream, files, what);
+    if (stream.type === 'file' && err instanceof FormatError && err.code === 'UNSUPPORTED_VERSION')
+      await verifyWholeFile(stream, files, what);
     throw err;
   }
 }
@@ -309,7 +351,10 @@ async function verifyWholeFile(stream: FileStreamHandle, files: StateFileReader,
     offset += length;
   }
   if (crc !== stream.crc32 >>> 0) {
-    throw new FormatError('CHECKSUM_MISMATCH', `${what}: crc32 is ${crc.toString(16)}, expected ${(stream.crc32 >>> 0).toString(16)}; the file is corrupt (its version field too). Restore from another checkpoint.`);
+    throw new FormatError(
+      'CHECKSUM_MISMATCH',
+      `${what}: crc32 is ${crc.toString(16)}, expected ${(stream.crc32 >>> 0).toString(16)}; the file is corrupt (its version field too). Restore from another checkpoint.`,
+    );
   }
 }
 
@@ -330,31 +375,50 @@ export function entryKindsOf(states: readonly KeyedStateMetaInfo[]): Map<number,
  * `bytes` holds exactly the block; sections are views into it (no copy). Sections carry no
  * length, so the entry shape of each state id (`kinds`) is needed to find where one ends.
  */
-export function parseBlock(bytes: Buffer, block: KeyGroupBlock, kinds: ReadonlyMap<number, EntryKind>, what: string): RawKeyGroup {
+export function parseBlock(
+  bytes: Buffer,
+  block: KeyGroupBlock,
+  kinds: ReadonlyMap<number, EntryKind>,
+  what: string,
+): RawKeyGroup {
   const where = `${what}, key group ${block.keyGroup}`;
   if (bytes.length !== block.length) {
-    throw new FormatError('TRUNCATED', `${where}: expected ${block.length} bytes but found ${bytes.length}. The file was cut short; restore from another checkpoint.`);
+    throw new FormatError(
+      'TRUNCATED',
+      `${where}: expected ${block.length} bytes but found ${bytes.length}. The file was cut short; restore from another checkpoint.`,
+    );
   }
   if (crc32(bytes) !== block.crc32) {
-    throw new FormatError('CHECKSUM_MISMATCH', `${where}: checksum mismatch, the block is corrupt. Restore from another checkpoint.`);
+    throw new FormatError(
+      'CHECKSUM_MISMATCH',
+      `${where}: checksum mismatch, the block is corrupt. Restore from another checkpoint.`,
+    );
   }
   const r = new ByteReader(bytes, where);
   const kg = r.u32();
   if (kg !== block.keyGroup) {
-    throw new FormatError('CORRUPT', `${where}: the block holds key group ${kg}. The handle does not match the file; restore from another checkpoint.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${where}: the block holds key group ${kg}. The handle does not match the file; restore from another checkpoint.`,
+    );
   }
   const sections: RawSection[] = [];
   for (;;) {
     const stateId = r.u16();
     if (stateId === END_OF_KEY_GROUP) break;
     const kind = kinds.get(stateId);
-    if (kind === undefined) throw new FormatError('CORRUPT', `${where}: section for unknown state id ${stateId}. The handle does not match the file.`);
+    if (kind === undefined)
+      throw new FormatError(
+        'CORRUPT',
+        `${where}: section for unknown state id ${stateId}. The handle does not match the file.`,
+      );
     const entryCount = r.varint();
     const start = r.pos;
     for (let i = 0; i < entryCount; i++) skipEntry(r, kind);
     sections.push({ stateId, entryCount, bytes: bytes.subarray(start, r.pos) });
   }
-  if (!r.done) throw new FormatError('CORRUPT', `${where}: ${r.remaining} unexpected bytes after the end-of-key-group mark.`);
+  if (!r.done)
+    throw new FormatError('CORRUPT', `${where}: ${r.remaining} unexpected bytes after the end-of-key-group mark.`);
   return { keyGroup: kg, sections };
 }
 
@@ -477,7 +541,14 @@ function compareRanges(b: Buffer, aS: number, aE: number, bS: number, bE: number
  * minimal varints), so no per-entry objects or views are made. `dropEmpty` leaves out lists
  * and maps without elements. Returns the number of entries written.
  */
-export function writeCanonicalEntries(kind: EntryKind, bytes: Uint8Array, entryCount: number, out: ByteWriter, dropEmpty: boolean, what = 'key-groups section'): number {
+export function writeCanonicalEntries(
+  kind: EntryKind,
+  bytes: Uint8Array,
+  entryCount: number,
+  out: ByteWriter,
+  dropEmpty: boolean,
+  what = 'key-groups section',
+): number {
   if (entryCount === 0) return 0;
   const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = new ByteReader(b, what);
@@ -517,7 +588,10 @@ export function writeCanonicalEntries(kind: EntryKind, bytes: Uint8Array, entryC
   const byKeyNs = (x: number, y: number): number => {
     const ox = x * 6;
     const oy = y * 6;
-    return compareRanges(b, at[ox], at[ox + 1], at[oy], at[oy + 1]) || compareRanges(b, at[ox + 2], at[ox + 3], at[oy + 2], at[oy + 3]);
+    return (
+      compareRanges(b, at[ox], at[ox + 1], at[oy], at[oy + 1]) ||
+      compareRanges(b, at[ox + 2], at[ox + 3], at[oy + 2], at[oy + 3])
+    );
   };
   if (stamps !== undefined) {
     order.sort((x, y) => {
@@ -574,7 +648,11 @@ function writeSortedMapElements(b: Buffer, r: ByteReader, out: ByteWriter): void
     const o = j * 4;
     out.varint(el[o + 1] - el[o]).rawRange(b, el[o], el[o + 1]);
     if (el[o + 2] < 0) out.u8(1);
-    else out.u8(0).varint(el[o + 3] - el[o + 2]).rawRange(b, el[o + 2], el[o + 3]);
+    else
+      out
+        .u8(0)
+        .varint(el[o + 3] - el[o + 2])
+        .rawRange(b, el[o + 2], el[o + 3]);
   }
 }
 
@@ -593,10 +671,16 @@ async function readStreamBytes(stream: StreamHandle, what: string): Promise<Buff
   if (stream.type !== 'inline') throw new StreamStateError('INVALID_ARGUMENT', `${what} is not inline`);
   const bytes = Buffer.from(stream.data, 'base64');
   if (bytes.length !== stream.size) {
-    throw new FormatError('TRUNCATED', `${what}: expected ${stream.size} bytes but the inline data holds ${bytes.length}. The _metadata is damaged; restore from another checkpoint.`);
+    throw new FormatError(
+      'TRUNCATED',
+      `${what}: expected ${stream.size} bytes but the inline data holds ${bytes.length}. The _metadata is damaged; restore from another checkpoint.`,
+    );
   }
   if (crc32(bytes) !== stream.crc32) {
-    throw new FormatError('CHECKSUM_MISMATCH', `${what}: checksum mismatch of the inline data. The _metadata is damaged; restore from another checkpoint.`);
+    throw new FormatError(
+      'CHECKSUM_MISMATCH',
+      `${what}: checksum mismatch of the inline data. The _metadata is damaged; restore from another checkpoint.`,
+    );
   }
   return bytes;
 }
@@ -628,13 +712,20 @@ export async function* readKeyGroups(
     // Coalesce a run of adjacent blocks into one ranged read.
     let j = i + 1;
     let end = wanted[i].offset + wanted[i].length;
-    while (j < wanted.length && wanted[j].offset === end && end + wanted[j].length - wanted[i].offset <= MAX_COALESCED_READ) {
+    while (
+      j < wanted.length &&
+      wanted[j].offset === end &&
+      end + wanted[j].length - wanted[i].offset <= MAX_COALESCED_READ
+    ) {
       end += wanted[j].length;
       j++;
     }
     const start = wanted[i].offset;
     if (end > stream.size) {
-      throw new FormatError('TRUNCATED', `${what}: key group ${wanted[j - 1].keyGroup} lies beyond the end of the ${stream.size}-byte file. Restore from another checkpoint.`);
+      throw new FormatError(
+        'TRUNCATED',
+        `${what}: key group ${wanted[j - 1].keyGroup} lies beyond the end of the ${stream.size}-byte file. Restore from another checkpoint.`,
+      );
     }
     const bytes = await files.readRange(stream, start, end - start);
     for (let k = i; k < j; k++) {
@@ -658,20 +749,31 @@ export interface ParsedKeyGroupsStream {
 export function parseKeyGroupsStream(bytes: Buffer, what = 'key-groups stream'): ParsedKeyGroupsStream {
   const { flags, headerLength } = checkKeyGroupsHeader(bytes.subarray(0, FIXED_HEADER_BYTES), what);
   if (bytes.length < FIXED_HEADER_BYTES + headerLength + 8) {
-    throw new FormatError('TRUNCATED', `${what} ends before its footer (${bytes.length} bytes). The file was cut short; restore from another checkpoint.`);
+    throw new FormatError(
+      'TRUNCATED',
+      `${what} ends before its footer (${bytes.length} bytes). The file was cut short; restore from another checkpoint.`,
+    );
   }
   let header: KeyGroupsStreamHeader;
   try {
-    header = JSON.parse(bytes.subarray(FIXED_HEADER_BYTES, FIXED_HEADER_BYTES + headerLength).toString('utf8')) as KeyGroupsStreamHeader;
+    header = JSON.parse(
+      bytes.subarray(FIXED_HEADER_BYTES, FIXED_HEADER_BYTES + headerLength).toString('utf8'),
+    ) as KeyGroupsStreamHeader;
   } catch (err) {
-    throw new FormatError('CORRUPT', `${what}: the header is not valid JSON. Restore from another checkpoint.`, { cause: err });
+    throw new FormatError('CORRUPT', `${what}: the header is not valid JSON. Restore from another checkpoint.`, {
+      cause: err,
+    });
   }
   if (!bytes.subarray(bytes.length - 4).equals(KEY_GROUPS_END_MAGIC)) {
-    throw new FormatError('TRUNCATED', `${what} has no end marker: the file was cut short or is not complete. Restore from another checkpoint.`);
+    throw new FormatError(
+      'TRUNCATED',
+      `${what} has no end marker: the file was cut short or is not complete. Restore from another checkpoint.`,
+    );
   }
   const footerLength = bytes.readUInt32BE(bytes.length - 8);
   const footerStart = bytes.length - 8 - footerLength;
-  if (footerStart < FIXED_HEADER_BYTES + headerLength) throw new FormatError('CORRUPT', `${what}: footer length ${footerLength} is out of bounds.`);
+  if (footerStart < FIXED_HEADER_BYTES + headerLength)
+    throw new FormatError('CORRUPT', `${what}: footer length ${footerLength} is out of bounds.`);
   const r = new ByteReader(bytes.subarray(footerStart, bytes.length - 8), `${what} footer`);
   const count = r.count(20, 'blocks');
   const blocks: KeyGroupBlock[] = [];

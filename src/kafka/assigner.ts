@@ -21,7 +21,13 @@ export function decodeClaim(userData: Buffer | null | undefined): SplitClaim | n
   if (!userData || userData.length === 0) return null;
   try {
     const c = JSON.parse(userData.toString('utf8')) as Partial<SplitClaim>;
-    if (typeof c.epoch !== 'number' || typeof c.subtaskIndex !== 'number' || typeof c.partitions !== 'object' || c.partitions === null) return null;
+    if (
+      typeof c.epoch !== 'number' ||
+      typeof c.subtaskIndex !== 'number' ||
+      typeof c.partitions !== 'object' ||
+      c.partitions === null
+    )
+      return null;
     return c as SplitClaim;
   } catch {
     return null;
@@ -34,7 +40,9 @@ export function decodeClaim(userData: Buffer | null | undefined): SplitClaim | n
  * the members' metadata and comes back as the assignment. A partition two members claim goes to the
  * newer epoch (then the lower subtask index); members that claim nothing get nothing.
  */
-export function assignClaims(members: readonly { memberId: string; claim: SplitClaim | null }[]): Map<string, Record<string, number[]>> {
+export function assignClaims(
+  members: readonly { memberId: string; claim: SplitClaim | null }[],
+): Map<string, Record<string, number[]>> {
   const owner = new Map<string, { memberId: string; claim: SplitClaim }>();
   for (const m of members) {
     if (!m.claim) continue;
@@ -45,7 +53,9 @@ export function assignClaims(members: readonly { memberId: string; claim: SplitC
         const wins =
           !cur ||
           m.claim.epoch > cur.claim.epoch ||
-          (m.claim.epoch === cur.claim.epoch && (m.claim.subtaskIndex < cur.claim.subtaskIndex || (m.claim.subtaskIndex === cur.claim.subtaskIndex && m.memberId < cur.memberId)));
+          (m.claim.epoch === cur.claim.epoch &&
+            (m.claim.subtaskIndex < cur.claim.subtaskIndex ||
+              (m.claim.subtaskIndex === cur.claim.subtaskIndex && m.memberId < cur.memberId)));
         if (wins) owner.set(key, { memberId: m.memberId, claim: m.claim });
       }
     }
@@ -73,11 +83,18 @@ export function splitAssigner(claim: SplitClaim): PartitionAssigner {
       const assignment = assignClaims(decoded);
       return members.map((m) => ({
         memberId: m.memberId,
-        memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 1, assignment: assignment.get(m.memberId) ?? {}, userData: Buffer.alloc(0) }),
+        memberAssignment: AssignerProtocol.MemberAssignment.encode({
+          version: 1,
+          assignment: assignment.get(m.memberId) ?? {},
+          userData: Buffer.alloc(0),
+        }),
       }));
     },
     protocol({ topics }) {
-      return { name: SPLIT_ASSIGNER_NAME, metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: encodeClaim(claim) }) };
+      return {
+        name: SPLIT_ASSIGNER_NAME,
+        metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: encodeClaim(claim) }),
+      };
     },
   });
 }

@@ -31,7 +31,14 @@ export function toKafkaError(err: unknown, doing: string, brokers: readonly stri
   const names = errors.map((e) => String(e.name ?? ''));
   const types = errors.map((e) => String(e.type ?? ''));
   const message = errors.length > 0 ? String(errors[0].message ?? err) : String(err);
-  if (names.some((n) => n === 'KafkaJSConnectionError' || n === 'KafkaJSBrokerNotFound' || n === 'KafkaJSNonRetriableError' && /ECONNREFUSED|Connection/i.test(message))) {
+  if (
+    names.some(
+      (n) =>
+        n === 'KafkaJSConnectionError' ||
+        n === 'KafkaJSBrokerNotFound' ||
+        (n === 'KafkaJSNonRetriableError' && /ECONNREFUSED|Connection/i.test(message)),
+    )
+  ) {
     return new KafkaError(
       'KAFKA_UNREACHABLE',
       `could not reach Kafka at ${brokers.join(',')} while ${doing} (${message}); check the broker list and that the brokers are up.`,
@@ -39,10 +46,16 @@ export function toKafkaError(err: unknown, doing: string, brokers: readonly stri
     );
   }
   if (types.includes('UNKNOWN_TOPIC_OR_PARTITION')) {
-    return new KafkaError('KAFKA_TOPIC_MISSING', `Kafka does not know the topic while ${doing} (${message}); create the topic first.`, { cause: err });
+    return new KafkaError(
+      'KAFKA_TOPIC_MISSING',
+      `Kafka does not know the topic while ${doing} (${message}); create the topic first.`,
+      { cause: err },
+    );
   }
   if (types.includes('OFFSET_OUT_OF_RANGE')) {
-    return new KafkaError('KAFKA_OFFSET_OUT_OF_RANGE', `an offset was out of range while ${doing} (${message}).`, { cause: err });
+    return new KafkaError('KAFKA_OFFSET_OUT_OF_RANGE', `an offset was out of range while ${doing} (${message}).`, {
+      cause: err,
+    });
   }
   return new KafkaError('KAFKA_CLIENT_FAILED', `the Kafka client failed while ${doing}: ${message}`, { cause: err });
 }

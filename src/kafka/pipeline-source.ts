@@ -2,11 +2,29 @@ import { Kafka, logLevel } from 'kafkajs';
 import { StreamStateError } from '../errors.js';
 import type { OperatorListState } from '../state/types.js';
 import type { RecordOrigin } from '../testing/channels.js';
-import { ExternalSourceSubtask, type PipelineSource, type PipelineSourceAttempt, type PipelineSourceSubtaskContext } from '../testing/external-source.js';
+import {
+  ExternalSourceSubtask,
+  type PipelineSource,
+  type PipelineSourceAttempt,
+  type PipelineSourceSubtaskContext,
+} from '../testing/external-source.js';
 import { kafkaCall } from './client-errors.js';
 import { KafkaSplitReader, type KafkaRecord } from './split-reader.js';
-import { KAFKA_KNOWN_PARTITIONS_STATE, KAFKA_SPLITS_STATE, planSplits, type KafkaSplit, type TopicPartitionCount } from './splits.js';
-import { fetchTopics, partitionKey, resolveStartOffsets, type OffsetOutOfRangePolicy, type OffsetReset, type TopicsSnapshot } from './topics.js';
+import {
+  KAFKA_KNOWN_PARTITIONS_STATE,
+  KAFKA_SPLITS_STATE,
+  planSplits,
+  type KafkaSplit,
+  type TopicPartitionCount,
+} from './splits.js';
+import {
+  fetchTopics,
+  partitionKey,
+  resolveStartOffsets,
+  type OffsetOutOfRangePolicy,
+  type OffsetReset,
+  type TopicsSnapshot,
+} from './topics.js';
 
 export interface KafkaSourceOptions<T> {
   /** host:port of one or more brokers. */
@@ -55,8 +73,15 @@ export function kafkaPipelineSource<T>(options: KafkaSourceOptions<T>): Pipeline
   if (!Array.isArray(options.brokers) || options.brokers.length === 0) {
     throw new StreamStateError('INVALID_ARGUMENT', 'kafkaPipelineSource: brokers must list at least one host:port.');
   }
-  if (!Array.isArray(options.topics) || options.topics.length === 0 || new Set(options.topics).size !== options.topics.length) {
-    throw new StreamStateError('INVALID_ARGUMENT', 'kafkaPipelineSource: topics must list one or more distinct topic names.');
+  if (
+    !Array.isArray(options.topics) ||
+    options.topics.length === 0 ||
+    new Set(options.topics).size !== options.topics.length
+  ) {
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      'kafkaPipelineSource: topics must list one or more distinct topic names.',
+    );
   }
   const kafka =
     options.kafka ??
@@ -80,7 +105,10 @@ export function kafkaPipelineSource<T>(options: KafkaSourceOptions<T>): Pipeline
     },
     async createSubtask(ctx) {
       if (!attempt || attempt.ctx.attempt !== ctx.attempt) {
-        throw new StreamStateError('INVALID_ARGUMENT', 'kafkaPipelineSource: createSubtask before openAttempt; the runner opens each attempt first.');
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          'kafkaPipelineSource: createSubtask before openAttempt; the runner opens each attempt first.',
+        );
       }
       return new KafkaSourceSubtask<T>(ctx, kafka, options, attempt.topics, attempt.epoch);
     },
@@ -95,7 +123,13 @@ class KafkaSourceSubtask<T> extends ExternalSourceSubtask<T> {
   /** Positions snapshotted per checkpoint, committed to the group when it completes. */
   private readonly snapshotted = new Map<number, KafkaSplit[]>();
 
-  constructor(ctx: PipelineSourceSubtaskContext, kafka: Kafka, options: KafkaSourceOptions<T>, topics: TopicsSnapshot, epoch: number) {
+  constructor(
+    ctx: PipelineSourceSubtaskContext,
+    kafka: Kafka,
+    options: KafkaSourceOptions<T>,
+    topics: TopicsSnapshot,
+    epoch: number,
+  ) {
     super(ctx.operatorId, ctx.subtaskIndex, ctx.operatorBackend);
     this.splitsState = ctx.operatorBackend.getListState<KafkaSplit>(KAFKA_SPLITS_STATE);
     this.knownState = ctx.operatorBackend.getUnionListState<TopicPartitionCount>(KAFKA_KNOWN_PARTITIONS_STATE);
@@ -106,7 +140,12 @@ class KafkaSourceSubtask<T> extends ExternalSourceSubtask<T> {
       subtaskIndex: ctx.subtaskIndex,
       parallelism: ctx.parallelism,
     });
-    const splits = resolveStartOffsets(planned, topics, options.offsetOutOfRange ?? 'fail', options.onOffsetReset ?? (() => undefined));
+    const splits = resolveStartOffsets(
+      planned,
+      topics,
+      options.offsetOutOfRange ?? 'fail',
+      options.onOffsetReset ?? (() => undefined),
+    );
     this.known = topics.counts;
     const bounded = options.bounded ?? true;
     const claim: Record<string, number[]> = {};
@@ -168,4 +207,3 @@ class KafkaSourceSubtask<T> extends ExternalSourceSubtask<T> {
     await super.close();
   }
 }
-

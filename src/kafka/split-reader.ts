@@ -99,7 +99,9 @@ export class KafkaSplitReader<T> {
   private joins = 0;
 
   constructor(private readonly options: SplitReaderOptions<T>) {
-    this.cursors = options.splits.map((s, i) => new SplitCursor<T>(s.topic, s.partition, s.offset, options.stopAt[i] ?? null));
+    this.cursors = options.splits.map(
+      (s, i) => new SplitCursor<T>(s.topic, s.partition, s.offset, options.stopAt[i] ?? null),
+    );
     for (const c of this.cursors) this.byKey.set(key(c.topic, c.partition), c);
   }
 
@@ -178,7 +180,9 @@ export class KafkaSplitReader<T> {
     const consumer = this.consumer;
     if (!consumer || this.closed || positions.length === 0) return;
     try {
-      await consumer.commitOffsets(positions.map((p) => ({ topic: p.topic, partition: p.partition, offset: String(p.offset) })));
+      await consumer.commitOffsets(
+        positions.map((p) => ({ topic: p.topic, partition: p.partition, offset: String(p.offset) })),
+      );
     } catch {
       // The partition may be mid-rebalance: the next checkpoint commits again. Offsets in Kafka are not the source of truth.
     }
@@ -255,7 +259,8 @@ export class KafkaSplitReader<T> {
   private seekAll(): void {
     const consumer = this.consumer;
     if (!consumer) return;
-    for (const c of this.cursors) if (!c.fetchDone) consumer.seek({ topic: c.topic, partition: c.partition, offset: String(c.fetchPosition) });
+    for (const c of this.cursors)
+      if (!c.fetchDone) consumer.seek({ topic: c.topic, partition: c.partition, offset: String(c.fetchPosition) });
   }
 
   private take(batch: Batch): void {
@@ -279,9 +284,13 @@ export class KafkaSplitReader<T> {
         });
       } catch (err) {
         throw this.fail(
-          new StreamStateError('SERIALIZATION_FAILED', `could not deserialize ${batch.topic}[${batch.partition}]@${offset}: ${String(err)}; fix the deserializer or the record.`, {
-            cause: err,
-          }),
+          new StreamStateError(
+            'SERIALIZATION_FAILED',
+            `could not deserialize ${batch.topic}[${batch.partition}]@${offset}: ${String(err)}; fix the deserializer or the record.`,
+            {
+              cause: err,
+            },
+          ),
           'deserializing',
         );
       }

@@ -59,7 +59,8 @@ export function planSplits(args: {
   const counts = new Map(current.map((t) => [t.topic, t.partitions]));
   const known = new Map<string, number>();
   // A fresh start knows no partitions; a restore knows what every subtask of the checkpoint covered.
-  if (restored !== null) for (const k of args.known) known.set(k.topic, Math.min(known.get(k.topic) ?? Infinity, k.partitions));
+  if (restored !== null)
+    for (const k of args.known) known.set(k.topic, Math.min(known.get(k.topic) ?? Infinity, k.partitions));
   const planned: PlannedSplit[] = [];
   for (const s of restored ?? []) {
     const count = counts.get(s.topic);
@@ -67,7 +68,9 @@ export function planSplits(args: {
       throw new KafkaError(
         'KAFKA_PARTITION_MISSING',
         `the restored checkpoint holds offset ${s.offset} of ${s.topic}[${s.partition}], but ` +
-          (count === undefined ? `the source no longer reads topic '${s.topic}'` : `'${s.topic}' has only ${count} partitions now`) +
+          (count === undefined
+            ? `the source no longer reads topic '${s.topic}'`
+            : `'${s.topic}' has only ${count} partitions now`) +
           '; its unread records would be lost. Restore with the topic (and its partitions) the checkpoint was taken with, or start the job fresh.',
       );
     }
@@ -75,7 +78,8 @@ export function planSplits(args: {
   }
   for (const { topic, partitions } of current) {
     for (let p = known.get(topic) ?? 0; p < partitions; p++) {
-      if (subtaskForNewPartition(topic, p, parallelism) === subtaskIndex) planned.push({ topic, partition: p, offset: 'earliest' });
+      if (subtaskForNewPartition(topic, p, parallelism) === subtaskIndex)
+        planned.push({ topic, partition: p, offset: 'earliest' });
     }
   }
   return planned;

@@ -21,18 +21,28 @@ export function partitionKey(topic: string, partition: number): string {
 }
 
 /** Partition counts and watermarks of `topics`; a topic Kafka does not know is KAFKA_TOPIC_MISSING. */
-export async function fetchTopics(admin: Admin, topics: readonly string[], brokers: readonly string[]): Promise<TopicsSnapshot> {
-  const meta = await kafkaCall(`reading the metadata of ${topics.join(', ')}`, brokers, () => admin.fetchTopicMetadata({ topics: [...topics] }));
+export async function fetchTopics(
+  admin: Admin,
+  topics: readonly string[],
+  brokers: readonly string[],
+): Promise<TopicsSnapshot> {
+  const meta = await kafkaCall(`reading the metadata of ${topics.join(', ')}`, brokers, () =>
+    admin.fetchTopicMetadata({ topics: [...topics] }),
+  );
   const counts: TopicPartitionCount[] = [];
   const watermarks = new Map<string, Watermarks>();
   for (const topic of topics) {
     const t = meta.topics.find((x) => x.name === topic);
     if (!t || t.partitions.length === 0) {
-      throw new KafkaError('KAFKA_TOPIC_MISSING', `Kafka has no topic '${topic}' (no partitions in its metadata); create it, or fix the source's topic list.`);
+      throw new KafkaError(
+        'KAFKA_TOPIC_MISSING',
+        `Kafka has no topic '${topic}' (no partitions in its metadata); create it, or fix the source's topic list.`,
+      );
     }
     counts.push({ topic, partitions: t.partitions.length });
     const offsets = await kafkaCall(`reading the offsets of ${topic}`, brokers, () => admin.fetchTopicOffsets(topic));
-    for (const o of offsets) watermarks.set(partitionKey(topic, o.partition), { low: Number(o.low), high: Number(o.high) });
+    for (const o of offsets)
+      watermarks.set(partitionKey(topic, o.partition), { low: Number(o.low), high: Number(o.high) });
   }
   return { counts, watermarks };
 }
@@ -63,7 +73,10 @@ export function resolveStartOffsets(
   return planned.map((s) => {
     const wm = snapshot.watermarks.get(partitionKey(s.topic, s.partition));
     if (!wm) {
-      throw new KafkaError('KAFKA_PARTITION_MISSING', `Kafka returned no offsets for ${s.topic}[${s.partition}]; the partition does not exist (any more).`);
+      throw new KafkaError(
+        'KAFKA_PARTITION_MISSING',
+        `Kafka returned no offsets for ${s.topic}[${s.partition}]; the partition does not exist (any more).`,
+      );
     }
     if (s.offset === 'earliest') return { topic: s.topic, partition: s.partition, offset: wm.low };
     if (s.offset >= wm.low && s.offset <= wm.high) return { topic: s.topic, partition: s.partition, offset: s.offset };

@@ -63,7 +63,10 @@ export class KeyGroupRange {
 
 export function checkParallelism(maxParallelism: number, parallelism: number): void {
   if (!Number.isInteger(maxParallelism) || maxParallelism < 1 || maxParallelism > MAX_MAX_PARALLELISM) {
-    throw new RestoreError('PARALLELISM_INVALID', `maxParallelism must be an integer in [1, ${MAX_MAX_PARALLELISM}], got ${maxParallelism}.`);
+    throw new RestoreError(
+      'PARALLELISM_INVALID',
+      `maxParallelism must be an integer in [1, ${MAX_MAX_PARALLELISM}], got ${maxParallelism}.`,
+    );
   }
   if (!Number.isInteger(parallelism) || parallelism < 1 || parallelism > maxParallelism) {
     throw new RestoreError(
@@ -102,7 +105,12 @@ export function subtaskForKeyGroup(maxParallelism: number, parallelism: number, 
 }
 
 /** The subtask that owns `key`. */
-export function subtaskForKey<K>(key: K, serializer: Serializer<K>, maxParallelism: number, parallelism: number): number {
+export function subtaskForKey<K>(
+  key: K,
+  serializer: Serializer<K>,
+  maxParallelism: number,
+  parallelism: number,
+): number {
   return subtaskForKeyGroup(maxParallelism, parallelism, keyGroupForKey(key, serializer, maxParallelism));
 }
 

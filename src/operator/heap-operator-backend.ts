@@ -6,11 +6,27 @@ import type {
   SnapshotTask,
   StateOutputStream,
 } from '../backend/contract.js';
-import type { OperatorStateHandle, StreamHandle, OperatorStateMetaInfo, OperatorStateMode } from '../backend/handles.js';
-import { FormatError, SnapshotError, StateMigrationError, StateRegistrationError, StreamStateError } from '../errors.js';
+import type {
+  OperatorStateHandle,
+  StreamHandle,
+  OperatorStateMetaInfo,
+  OperatorStateMode,
+} from '../backend/handles.js';
+import {
+  FormatError,
+  SnapshotError,
+  StateMigrationError,
+  StateRegistrationError,
+  StreamStateError,
+} from '../errors.js';
 import { ByteReader, ByteWriter } from '../format/bytes.js';
 import { defaultSerializer } from '../serializers/builtins.js';
-import { resolveCompatibility, snapshotOf, type Serializer, type SerializerSnapshot } from '../serializers/serializer.js';
+import {
+  resolveCompatibility,
+  snapshotOf,
+  type Serializer,
+  type SerializerSnapshot,
+} from '../serializers/serializer.js';
 import type { MapStateDescriptor } from '../state/descriptors.js';
 import type { BroadcastState, OperatorListState } from '../state/types.js';
 import { HeapBroadcastState, HeapOperatorListState } from './operator-states.js';
@@ -65,7 +81,9 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
 
   /** A backend restored from `params.restore` (already repartitioned handles), or an empty one. */
   static async create(params: OperatorBackendParams): Promise<HeapOperatorStateBackend> {
-    const backend = new HeapOperatorStateBackend(`operator state of ${params.operatorId} subtask ${params.subtaskIndex}/${params.parallelism}`);
+    const backend = new HeapOperatorStateBackend(
+      `operator state of ${params.operatorId} subtask ${params.subtaskIndex}/${params.parallelism}`,
+    );
     if (params.restore) await backend.restore(params.restore);
     return backend;
   }
@@ -86,8 +104,18 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
     const entry = this.states.get(name);
     this.checkMode(name, entry, 'broadcast');
     if (entry?.kind === 'broadcast') {
-      entry.state.keySerializer = this.compatibleWith(name, snapshotOf(entry.state.keySerializer), userKeySerializer, false) as Serializer<unknown>;
-      entry.state.valueSerializer = this.compatibleWith(name, snapshotOf(entry.state.valueSerializer), valueSerializer, false) as Serializer<unknown>;
+      entry.state.keySerializer = this.compatibleWith(
+        name,
+        snapshotOf(entry.state.keySerializer),
+        userKeySerializer,
+        false,
+      ) as Serializer<unknown>;
+      entry.state.valueSerializer = this.compatibleWith(
+        name,
+        snapshotOf(entry.state.valueSerializer),
+        valueSerializer,
+        false,
+      ) as Serializer<unknown>;
       return entry.state as unknown as BroadcastState<K, V>;
     }
     const state = new HeapBroadcastState<K, V>(name, userKeySerializer, valueSerializer, this.life);
@@ -96,10 +124,15 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
         if (chunk.keySerializer === undefined) throw this.corrupt(name, 'a broadcast state without a key serializer');
         const keys = this.compatibleWith(name, chunk.keySerializer, userKeySerializer, true);
         const values = this.compatibleWith(name, chunk.valueSerializer, valueSerializer, true);
-        for (let i = 0; i < chunk.values.length; i++) state.put(keys.deserialize(chunk.keys[i]), values.deserialize(chunk.values[i]));
+        for (let i = 0; i < chunk.values.length; i++)
+          state.put(keys.deserialize(chunk.keys[i]), values.deserialize(chunk.values[i]));
       }
     }
-    this.states.set(name, { kind: 'broadcast', mode: 'broadcast', state: state as unknown as HeapBroadcastState<unknown, unknown> });
+    this.states.set(name, {
+      kind: 'broadcast',
+      mode: 'broadcast',
+      state: state as unknown as HeapBroadcastState<unknown, unknown>,
+    });
     return state;
   }
 
@@ -114,7 +147,12 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
     const entry = this.states.get(name);
     this.checkMode(name, entry, mode);
     if (entry?.kind === 'list') {
-      entry.state.serializer = this.compatibleWith(name, snapshotOf(entry.state.serializer), serializer, false) as Serializer<unknown>;
+      entry.state.serializer = this.compatibleWith(
+        name,
+        snapshotOf(entry.state.serializer),
+        serializer,
+        false,
+      ) as Serializer<unknown>;
       return entry.state as HeapOperatorListState<T>;
     }
     const state = new HeapOperatorListState<T>(name, mode, serializer, this.life);
@@ -144,7 +182,12 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
    * The serializer to read data recorded under `recorded` with. `restoring`: reading old bytes
    * (a migration reader is fine); otherwise a re-registration, which must be able to take over.
    */
-  private compatibleWith<T>(name: string, recorded: SerializerSnapshot, current: Serializer<T>, restoring: boolean): Serializer<T> {
+  private compatibleWith<T>(
+    name: string,
+    recorded: SerializerSnapshot,
+    current: Serializer<T>,
+    restoring: boolean,
+  ): Serializer<T> {
     if (!restoring && sameSnapshot(recorded, snapshotOf(current as Serializer<unknown>))) return current;
     const c = resolveCompatibility(recorded, current as Serializer<unknown>);
     if (c.kind === 'incompatible') {
@@ -192,7 +235,13 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
           offsets.push(w.length);
           w.bytes(ks.serialize(k)).bytes(vs.serialize(v));
         }
-        metas.push({ name, mode: 'broadcast', valueSerializer: snapshotOf(vs), keySerializer: snapshotOf(ks), offsets });
+        metas.push({
+          name,
+          mode: 'broadcast',
+          valueSerializer: snapshotOf(vs),
+          keySerializer: snapshotOf(ks),
+          offsets,
+        });
       } else {
         // Never registered since the restore: carried over byte for byte, one entry per serializer.
         for (const chunk of entry.chunks) {
@@ -202,7 +251,12 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
             if (entry.mode === 'broadcast') w.bytes(chunk.keys[i]);
             w.bytes(chunk.values[i]);
           }
-          const meta: OperatorStateMetaInfo = { name, mode: entry.mode, valueSerializer: chunk.valueSerializer, offsets };
+          const meta: OperatorStateMetaInfo = {
+            name,
+            mode: entry.mode,
+            valueSerializer: chunk.valueSerializer,
+            offsets,
+          };
           metas.push(chunk.keySerializer ? { ...meta, keySerializer: chunk.keySerializer } : meta);
         }
       }
@@ -221,7 +275,10 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
 
   private checkOpen(): void {
     if (this.closed) {
-      throw new StreamStateError('BACKEND_CLOSED', `${this.description} is closed. Create a new backend (restoring from the last checkpoint) to continue.`);
+      throw new StreamStateError(
+        'BACKEND_CLOSED',
+        `${this.description} is closed. Create a new backend (restoring from the last checkpoint) to continue.`,
+      );
     }
   }
 
@@ -230,7 +287,8 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
   /** Reads exactly the records at the listed offsets, in handle order, then offset order. */
   private async restore(source: RestoreSource<OperatorStateHandle>): Promise<void> {
     for (const handle of source.handles) {
-      if (handle.type !== 'operator') throw this.corrupt('?', `a handle of type "${String(handle.type)}" among the operator state handles`);
+      if (handle.type !== 'operator')
+        throw this.corrupt('?', `a handle of type "${String(handle.type)}" among the operator state handles`);
       const hasRecords = handle.states.some((s) => s.offsets.length > 0);
       const where = handle.stream.type === 'file' ? source.files.describe(handle.stream) : 'inline operator state';
       const bytes = hasRecords ? await readStreamHandle(handle.stream, source.files) : Buffer.alloc(0);
@@ -244,14 +302,16 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
     if (entry !== undefined && (entry.kind !== 'restored' || entry.mode !== meta.mode)) {
       throw this.corrupt(meta.name, `modes ${entry.mode} and ${meta.mode} for the same state`);
     }
-    if (meta.mode === 'broadcast' && meta.keySerializer === undefined) throw this.corrupt(meta.name, 'a broadcast state without a key serializer');
+    if (meta.mode === 'broadcast' && meta.keySerializer === undefined)
+      throw this.corrupt(meta.name, 'a broadcast state without a key serializer');
     const chunks = entry?.kind === 'restored' ? entry.chunks : [];
     if (entry === undefined) this.states.set(meta.name, { kind: 'restored', mode: meta.mode, chunks });
     let chunk = chunks.at(-1);
     if (
       chunk === undefined ||
       !sameSnapshot(chunk.valueSerializer, meta.valueSerializer) ||
-      (meta.keySerializer !== undefined && (chunk.keySerializer === undefined || !sameSnapshot(chunk.keySerializer, meta.keySerializer)))
+      (meta.keySerializer !== undefined &&
+        (chunk.keySerializer === undefined || !sameSnapshot(chunk.keySerializer, meta.keySerializer)))
     ) {
       chunk = meta.keySerializer
         ? { valueSerializer: meta.valueSerializer, keySerializer: meta.keySerializer, values: [], keys: [] }
@@ -267,7 +327,10 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
   }
 
   private corrupt(name: string, what: string): FormatError {
-    return new FormatError('CORRUPT', `operator state "${name}": the restore handles contain ${what}. The checkpoint's _metadata is damaged; restore from another checkpoint.`);
+    return new FormatError(
+      'CORRUPT',
+      `operator state "${name}": the restore handles contain ${what}. The checkpoint's _metadata is damaged; restore from another checkpoint.`,
+    );
   }
 }
 
@@ -298,13 +361,21 @@ class AsyncStreamWrite {
       await stream.discard().catch(() => undefined);
       if (this.cancelled) throw this.cancellation();
       if (err instanceof StreamStateError) throw err;
-      throw new SnapshotError('SNAPSHOT_FAILED', `writing operator state for checkpoint ${this.checkpointId} failed: ${(err as Error).message}`, { cause: err });
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `writing operator state for checkpoint ${this.checkpointId} failed: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     if (this.cancelled) {
       if (handle?.type === 'file') await this.options.streams.discardFiles([handle]).catch(() => undefined);
       throw this.cancellation();
     }
-    if (handle === null) throw new SnapshotError('SNAPSHOT_FAILED', `the operator state stream of checkpoint ${this.checkpointId} came back empty.`);
+    if (handle === null)
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        `the operator state stream of checkpoint ${this.checkpointId} came back empty.`,
+      );
     return { type: 'operator', states: this.metas, stream: handle };
   }
 
@@ -318,7 +389,10 @@ class AsyncStreamWrite {
   }
 
   private cancellation(): SnapshotError {
-    return new SnapshotError('SNAPSHOT_CANCELLED', `the operator state snapshot of checkpoint ${this.checkpointId} was cancelled because the backend was closed.`);
+    return new SnapshotError(
+      'SNAPSHOT_CANCELLED',
+      `the operator state snapshot of checkpoint ${this.checkpointId} was cancelled because the backend was closed.`,
+    );
   }
 }
 

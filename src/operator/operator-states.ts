@@ -5,7 +5,10 @@ import type { BroadcastState, OperatorListState } from '../state/types.js';
 
 function requireValue(value: unknown, what: string, stateName: string): void {
   if (value === null || value === undefined) {
-    throw new StateAccessError('NULL_NOT_ALLOWED', `operator state "${stateName}": ${what} must not be null or undefined. Leave it out, or wrap it in an object.`);
+    throw new StateAccessError(
+      'NULL_NOT_ALLOWED',
+      `operator state "${stateName}": ${what} must not be null or undefined. Leave it out, or wrap it in an object.`,
+    );
   }
 }
 
@@ -16,7 +19,10 @@ export interface Lifecycle {
 
 function checkOpen(life: Lifecycle, stateName: string): void {
   if (life.closed) {
-    throw new StreamStateError('BACKEND_CLOSED', `operator state "${stateName}": the operator state backend is closed. Create a new backend (restoring from the last checkpoint) to continue.`);
+    throw new StreamStateError(
+      'BACKEND_CLOSED',
+      `operator state "${stateName}": the operator state backend is closed. Create a new backend (restoring from the last checkpoint) to continue.`,
+    );
   }
 }
 

@@ -16,8 +16,14 @@ export const OPERATOR_STREAM_HEADER_LENGTH = OPERATOR_STREAM_MAGIC.length + 1;
 
 /** Checks magic and version of an operator-state stream read from `where`. */
 export function checkStreamHeader(bytes: Buffer, where: string): void {
-  if (bytes.length < OPERATOR_STREAM_HEADER_LENGTH || !bytes.subarray(0, OPERATOR_STREAM_MAGIC.length).equals(OPERATOR_STREAM_MAGIC)) {
-    throw new FormatError('BAD_MAGIC', `${where} is not an operator-state stream (bad magic). The handle points at the wrong file; check the checkpoint's _metadata.`);
+  if (
+    bytes.length < OPERATOR_STREAM_HEADER_LENGTH ||
+    !bytes.subarray(0, OPERATOR_STREAM_MAGIC.length).equals(OPERATOR_STREAM_MAGIC)
+  ) {
+    throw new FormatError(
+      'BAD_MAGIC',
+      `${where} is not an operator-state stream (bad magic). The handle points at the wrong file; check the checkpoint's _metadata.`,
+    );
   }
   const version = bytes[OPERATOR_STREAM_MAGIC.length];
   if (version !== OPERATOR_STREAM_VERSION) {
@@ -31,6 +37,9 @@ export function checkStreamHeader(bytes: Buffer, where: string): void {
 /** A record offset must point inside the stream, after the header. */
 export function checkOffset(offset: number, length: number, where: string): void {
   if (!Number.isInteger(offset) || offset < OPERATOR_STREAM_HEADER_LENGTH || offset >= length) {
-    throw new FormatError('CORRUPT', `${where}: element offset ${offset} lies outside the stream (${length} bytes). The handle in _metadata is damaged.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${where}: element offset ${offset} lies outside the stream (${length} bytes). The handle in _metadata is damaged.`,
+    );
   }
 }

@@ -2,7 +2,13 @@ import type { KeyedStateHandle, KeyedStateMetaInfo, OperatorStateHandle } from '
 import type { CheckpointMetadata, OperatorSnapshot, SubtaskStateSnapshot } from '../checkpoint/metadata.js';
 import { StreamStateError } from '../errors.js';
 import { CANONICAL_LAYOUT, SectionWriter } from '../format/key-groups-stream.js';
-import { checkParallelism, defaultMaxParallelism, keyGroupForBytes, keyGroupRangeForSubtask, MAX_MAX_PARALLELISM } from '../keygroups/key-groups.js';
+import {
+  checkParallelism,
+  defaultMaxParallelism,
+  keyGroupForBytes,
+  keyGroupRangeForSubtask,
+  MAX_MAX_PARALLELISM,
+} from '../keygroups/key-groups.js';
 import { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
 import { defaultNamespaceSerializer, VOID_NAMESPACE } from '../serializers/builtins.js';
 import { snapshotOf, type Serializer, type SerializerSnapshot } from '../serializers/serializer.js';
@@ -80,8 +86,15 @@ function ttlWrap<T>(serializer: Serializer<T>, ttl: boolean, ts: number): (v: T)
   return (v) => wrapped.serialize({ v, ts });
 }
 
-function baseMeta(d: StateDescriptor<unknown>): Pick<KeyedStateMetaInfo, 'name' | 'kind' | 'namespaceSerializer' | 'ttl'> {
-  return { name: d.name, kind: d.kind, namespaceSerializer: snapshotOf(d.namespaceSerializer as Serializer<unknown>), ttl: d.ttl !== undefined };
+function baseMeta(
+  d: StateDescriptor<unknown>,
+): Pick<KeyedStateMetaInfo, 'name' | 'kind' | 'namespaceSerializer' | 'ttl'> {
+  return {
+    name: d.name,
+    kind: d.kind,
+    namespaceSerializer: snapshotOf(d.namespaceSerializer as Serializer<unknown>),
+    ttl: d.ttl !== undefined,
+  };
 }
 
 function valueSnapshot(s: Serializer<unknown>, ttl: boolean): SerializerSnapshot {
@@ -94,38 +107,59 @@ async function each<T>(entries: Entries<T>, fn: (e: T) => void): Promise<void> {
 
 /** Entries of a value or reducing state (the stored value) or an aggregating state (the stored accumulator). */
 export function keyedValues<K, V, N = string>(
-  descriptor: ValueStateDescriptor<V, N> | ReducingStateDescriptor<V, N> | AggregatingStateDescriptor<unknown, V, unknown, N>,
+  descriptor:
+    | ValueStateDescriptor<V, N>
+    | ReducingStateDescriptor<V, N>
+    | AggregatingStateDescriptor<unknown, V, unknown, N>,
   entries: Entries<ValueInput<K, N, V>>,
 ): KeyedStateInput<K> {
-  const serializer = (descriptor.kind === 'aggregating' ? descriptor.accumulatorSerializer : descriptor.serializer) as Serializer<V>;
+  const serializer = (
+    descriptor.kind === 'aggregating' ? descriptor.accumulatorSerializer : descriptor.serializer
+  ) as Serializer<V>;
   const ttl = descriptor.ttl !== undefined;
   return {
     name: descriptor.name,
     kind: descriptor.kind,
-    meta: () => ({ ...baseMeta(descriptor as StateDescriptor<unknown>), valueSerializer: valueSnapshot(serializer as Serializer<unknown>, ttl) }),
+    meta: () => ({
+      ...baseMeta(descriptor as StateDescriptor<unknown>),
+      valueSerializer: valueSnapshot(serializer as Serializer<unknown>, ttl),
+    }),
     feed: (ks, sink, ts) => {
       const write = ttlWrap(serializer, ttl, ts);
-      return each(entries, (e) => sink.value(ks.serialize(e.key), ns(descriptor.namespaceSerializer, e.namespace), write(e.value)));
+      return each(entries, (e) =>
+        sink.value(ks.serialize(e.key), ns(descriptor.namespaceSerializer, e.namespace), write(e.value)),
+      );
     },
   };
 }
 
 /** Entries of a list state: each (key, namespace) with its elements. */
-export function keyedLists<K, V, N = string>(descriptor: ListStateDescriptor<V, N>, entries: Entries<ListInput<K, N, V>>): KeyedStateInput<K> {
+export function keyedLists<K, V, N = string>(
+  descriptor: ListStateDescriptor<V, N>,
+  entries: Entries<ListInput<K, N, V>>,
+): KeyedStateInput<K> {
   const ttl = descriptor.ttl !== undefined;
   return {
     name: descriptor.name,
     kind: 'list',
-    meta: () => ({ ...baseMeta(descriptor as StateDescriptor<unknown>), valueSerializer: valueSnapshot(descriptor.elementSerializer as Serializer<unknown>, ttl) }),
+    meta: () => ({
+      ...baseMeta(descriptor as StateDescriptor<unknown>),
+      valueSerializer: valueSnapshot(descriptor.elementSerializer as Serializer<unknown>, ttl),
+    }),
     feed: (ks, sink, ts) => {
       const write = ttlWrap(descriptor.elementSerializer, ttl, ts);
-      return each(entries, (e) => sink.list(ks.serialize(e.key), ns(descriptor.namespaceSerializer, e.namespace), e.value.map(write)));
+      return each(entries, (e) =>
+        sink.list(ks.serialize(e.key), ns(descriptor.namespaceSerializer, e.namespace), e.value.map(write)),
+      );
     },
   };
 }
 
 /** Entries of a map state, one per (key, namespace, user key). */
-export function keyedMaps<K, UK, UV, N = string>(descriptor: MapStateDescriptor<UK, UV, N>, entries: Entries<MapInput<K, N, UK, UV>>): KeyedStateInput<K> {
+export function keyedMaps<K, UK, UV, N = string>(
+  descriptor: MapStateDescriptor<UK, UV, N>,
+  entries: Entries<MapInput<K, N, UK, UV>>,
+): KeyedStateInput<K> {
   const ttl = descriptor.ttl !== undefined;
   return {
     name: descriptor.name,
@@ -138,22 +172,40 @@ export function keyedMaps<K, UK, UV, N = string>(descriptor: MapStateDescriptor<
     feed: (ks, sink, ts) => {
       const write = ttlWrap(descriptor.valueSerializer, ttl, ts);
       return each(entries, (e) =>
-        sink.map(ks.serialize(e.key), ns(descriptor.namespaceSerializer, e.namespace), descriptor.userKeySerializer.serialize(e.userKey), e.value === null ? null : write(e.value)),
+        sink.map(
+          ks.serialize(e.key),
+          ns(descriptor.namespaceSerializer, e.namespace),
+          descriptor.userKeySerializer.serialize(e.userKey),
+          e.value === null ? null : write(e.value),
+        ),
       );
     },
   };
 }
 
 /** Timers of a timer queue (`keyed.getTimerQueue(name)`); namespaces are strings unless a serializer is given. */
-export function keyedTimers<K, N = string>(name: string, entries: Entries<TimerInput<K, N>>, opts: { readonly namespaceSerializer?: Serializer<N> } = {}): KeyedStateInput<K> {
+export function keyedTimers<K, N = string>(
+  name: string,
+  entries: Entries<TimerInput<K, N>>,
+  opts: { readonly namespaceSerializer?: Serializer<N> } = {},
+): KeyedStateInput<K> {
   const nsSerializer = opts.namespaceSerializer ?? (defaultNamespaceSerializer as unknown as Serializer<N>);
   return {
     name,
     kind: 'timers',
-    meta: () => ({ name, kind: 'timers', namespaceSerializer: snapshotOf(nsSerializer as Serializer<unknown>), ttl: false }),
+    meta: () => ({
+      name,
+      kind: 'timers',
+      namespaceSerializer: snapshotOf(nsSerializer as Serializer<unknown>),
+      ttl: false,
+    }),
     feed: (ks, sink) =>
       each(entries, (e) => {
-        if (!Number.isFinite(e.timestamp)) throw new StreamStateError('INVALID_ARGUMENT', `timer queue "${name}": timestamp ${e.timestamp} is not a finite number.`);
+        if (!Number.isFinite(e.timestamp))
+          throw new StreamStateError(
+            'INVALID_ARGUMENT',
+            `timer queue "${name}": timestamp ${e.timestamp} is not a finite number.`,
+          );
         sink.timer(ks.serialize(e.key), ns(nsSerializer, e.namespace), e.timestamp);
       }),
   };
@@ -161,17 +213,44 @@ export function keyedTimers<K, N = string>(name: string, entries: Entries<TimerI
 
 /** Operator state to bootstrap. Split elements are spread round-robin over the subtasks; union elements are stored once (every subtask gets all on restore); broadcast entries are stored by every subtask. */
 export type OperatorStateInput =
-  | { readonly name: string; readonly mode: 'split' | 'union'; readonly serializer: Serializer<unknown>; readonly elements: Entries<unknown> }
-  | { readonly name: string; readonly mode: 'broadcast'; readonly keySerializer: Serializer<unknown>; readonly valueSerializer: Serializer<unknown>; readonly entries: Entries<readonly [unknown, unknown]> };
+  | {
+      readonly name: string;
+      readonly mode: 'split' | 'union';
+      readonly serializer: Serializer<unknown>;
+      readonly elements: Entries<unknown>;
+    }
+  | {
+      readonly name: string;
+      readonly mode: 'broadcast';
+      readonly keySerializer: Serializer<unknown>;
+      readonly valueSerializer: Serializer<unknown>;
+      readonly entries: Entries<readonly [unknown, unknown]>;
+    };
 
 /** A split (or union) list operator state, typed. */
-export function operatorList<T>(name: string, serializer: Serializer<T>, elements: Entries<T>, mode: 'split' | 'union' = 'split'): OperatorStateInput {
+export function operatorList<T>(
+  name: string,
+  serializer: Serializer<T>,
+  elements: Entries<T>,
+  mode: 'split' | 'union' = 'split',
+): OperatorStateInput {
   return { name, mode, serializer: serializer as Serializer<unknown>, elements: elements as Entries<unknown> };
 }
 
 /** A broadcast operator state, typed. */
-export function broadcastEntries<BK, BV>(name: string, keySerializer: Serializer<BK>, valueSerializer: Serializer<BV>, entries: Entries<readonly [BK, BV]>): OperatorStateInput {
-  return { name, mode: 'broadcast', keySerializer: keySerializer as Serializer<unknown>, valueSerializer: valueSerializer as Serializer<unknown>, entries: entries as Entries<readonly [unknown, unknown]> };
+export function broadcastEntries<BK, BV>(
+  name: string,
+  keySerializer: Serializer<BK>,
+  valueSerializer: Serializer<BV>,
+  entries: Entries<readonly [BK, BV]>,
+): OperatorStateInput {
+  return {
+    name,
+    mode: 'broadcast',
+    keySerializer: keySerializer as Serializer<unknown>,
+    valueSerializer: valueSerializer as Serializer<unknown>,
+    entries: entries as Entries<readonly [unknown, unknown]>,
+  };
 }
 
 export interface BootstrapOperator<K = unknown> {
@@ -243,7 +322,10 @@ class KeyedCollector {
       },
       map: (k, n, uk, v) => {
         const slot = this.slot(state, k, n);
-        (slot.map ??= new Map()).set(Buffer.from(uk).toString('latin1'), [Buffer.from(uk), v === null ? null : Buffer.from(v)]);
+        (slot.map ??= new Map()).set(Buffer.from(uk).toString('latin1'), [
+          Buffer.from(uk),
+          v === null ? null : Buffer.from(v),
+        ]);
       },
       timer: (k, n, ts) => void (this.slot(state, k, n).timers ??= new Set()).add(ts),
     };
@@ -266,23 +348,38 @@ function encodeSlots(kind: KeyedStateMetaInfo['kind'], slots: Iterable<Slot>, se
 }
 
 function checkOperator(op: BootstrapOperator<unknown>, maxParallelism: number): void {
-  if (typeof op.operatorId !== 'string' || op.operatorId.length === 0) throw new StreamStateError('INVALID_ARGUMENT', 'every bootstrapped operator needs a non-empty operatorId.');
+  if (typeof op.operatorId !== 'string' || op.operatorId.length === 0)
+    throw new StreamStateError('INVALID_ARGUMENT', 'every bootstrapped operator needs a non-empty operatorId.');
   if (!Number.isInteger(maxParallelism) || maxParallelism < 1 || maxParallelism > MAX_MAX_PARALLELISM) {
-    throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId}: maxParallelism must be an integer in 1..${MAX_MAX_PARALLELISM}, got ${maxParallelism}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `operator ${op.operatorId}: maxParallelism must be an integer in 1..${MAX_MAX_PARALLELISM}, got ${maxParallelism}.`,
+    );
   }
   checkParallelism(maxParallelism, op.parallelism);
   const names = new Set<string>();
   for (const s of op.keyed ?? []) {
     const id = `${s.kind === 'timers' ? 'timer queue' : 'state'} "${s.name}"`;
-    if (names.has(id)) throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId}: ${id} is given twice; give each state once.`);
+    if (names.has(id))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `operator ${op.operatorId}: ${id} is given twice; give each state once.`,
+      );
     names.add(id);
   }
   if ((op.keyed ?? []).length > 0 && op.keySerializer === undefined) {
-    throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId} has keyed state but no keySerializer; pass the job's key serializer.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `operator ${op.operatorId} has keyed state but no keySerializer; pass the job's key serializer.`,
+    );
   }
   const opNames = new Set<string>();
   for (const s of op.operatorState ?? []) {
-    if (opNames.has(s.name)) throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId}: operator state "${s.name}" is given twice.`);
+    if (opNames.has(s.name))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `operator ${op.operatorId}: operator state "${s.name}" is given twice.`,
+      );
     opNames.add(s.name);
   }
 }
@@ -291,13 +388,21 @@ function checkOperator(op: BootstrapOperator<unknown>, maxParallelism: number): 
  * Writes a new canonical savepoint at `dst` (a local directory or s3:// prefix that must not
  * exist: ALREADY_EXISTS) holding `operators`. Nothing is left at `dst` when it fails.
  */
-export async function bootstrapSavepoint(dst: string, operators: readonly BootstrapOperator<unknown>[], opts: BootstrapOptions = {}): Promise<CheckpointMetadata> {
+export async function bootstrapSavepoint(
+  dst: string,
+  operators: readonly BootstrapOperator<unknown>[],
+  opts: BootstrapOptions = {},
+): Promise<CheckpointMetadata> {
   const ops = operators;
   const seen = new Set<string>();
   const plans = ops.map((op) => {
     const maxParallelism = op.maxParallelism ?? defaultMaxParallelism(op.parallelism);
     checkOperator(op, maxParallelism);
-    if (seen.has(op.operatorId)) throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId} is given twice; give each operator once.`);
+    if (seen.has(op.operatorId))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `operator ${op.operatorId} is given twice; give each operator once.`,
+      );
     seen.add(op.operatorId);
     return { op, maxParallelism };
   });
@@ -331,7 +436,12 @@ export async function bootstrapSavepoint(dst: string, operators: readonly Bootst
 
 type Streams = Parameters<typeof writeOperatorStream>[0];
 
-async function writeKeyed(op: BootstrapOperator<unknown>, maxParallelism: number, streams: Streams, ttlTimestamp: number): Promise<(KeyedStateHandle | null)[]> {
+async function writeKeyed(
+  op: BootstrapOperator<unknown>,
+  maxParallelism: number,
+  streams: Streams,
+  ttlTimestamp: number,
+): Promise<(KeyedStateHandle | null)[]> {
   const inputs = op.keyed ?? [];
   const out: (KeyedStateHandle | null)[] = new Array<KeyedStateHandle | null>(op.parallelism).fill(null);
   if (inputs.length === 0 || op.keySerializer === undefined) return out;
@@ -346,7 +456,13 @@ async function writeKeyed(op: BootstrapOperator<unknown>, maxParallelism: number
     if (mine.length === 0) continue;
     const stream = streams.createOutputStream('exclusive');
     try {
-      const writer = new CanonicalKeyGroupsWriter(stream, { layout: CANONICAL_LAYOUT, keySerializer: snapshotOf(op.keySerializer), maxParallelism, keyGroupRange: range.toJSON(), states });
+      const writer = new CanonicalKeyGroupsWriter(stream, {
+        layout: CANONICAL_LAYOUT,
+        keySerializer: snapshotOf(op.keySerializer),
+        maxParallelism,
+        keyGroupRange: range.toJSON(),
+        states,
+      });
       for (const kg of mine) {
         writer.beginKeyGroup(kg);
         for (const [state, slots] of collector.groups.get(kg)!) {
@@ -364,19 +480,29 @@ async function writeKeyed(op: BootstrapOperator<unknown>, maxParallelism: number
   return out;
 }
 
-async function writeOperatorState(op: BootstrapOperator<unknown>, streams: Streams): Promise<(OperatorStateHandle | null)[]> {
+async function writeOperatorState(
+  op: BootstrapOperator<unknown>,
+  streams: Streams,
+): Promise<(OperatorStateHandle | null)[]> {
   const perSubtask: OperatorStateRecords[][] = Array.from({ length: op.parallelism }, () => []);
   for (const s of op.operatorState ?? []) {
     if (s.mode === 'broadcast') {
       const records: [Uint8Array, Uint8Array][] = [];
-      for await (const [k, v] of s.entries) records.push([s.keySerializer.serialize(k), s.valueSerializer.serialize(v)]);
-      const meta = { name: s.name, mode: 'broadcast' as const, valueSerializer: snapshotOf(s.valueSerializer), keySerializer: snapshotOf(s.keySerializer) };
+      for await (const [k, v] of s.entries)
+        records.push([s.keySerializer.serialize(k), s.valueSerializer.serialize(v)]);
+      const meta = {
+        name: s.name,
+        mode: 'broadcast' as const,
+        valueSerializer: snapshotOf(s.valueSerializer),
+        keySerializer: snapshotOf(s.keySerializer),
+      };
       for (const list of perSubtask) list.push({ meta, records });
       continue;
     }
     const records: Uint8Array[][] = perSubtask.map(() => []);
     let n = 0;
-    for await (const e of s.elements) records[s.mode === 'union' ? 0 : n++ % op.parallelism].push(s.serializer.serialize(e));
+    for await (const e of s.elements)
+      records[s.mode === 'union' ? 0 : n++ % op.parallelism].push(s.serializer.serialize(e));
     const meta = { name: s.name, mode: s.mode, valueSerializer: snapshotOf(s.serializer) };
     perSubtask.forEach((list, i) => list.push({ meta, records: records[i] }));
   }

@@ -1,6 +1,11 @@
 import { FormatError, StateMigrationError, StreamStateError } from '../errors.js';
 import { builtinFor } from '../savepoint/values.js';
-import { describeSerializer, resolveCompatibility, type Serializer, type SerializerSnapshot } from '../serializers/serializer.js';
+import {
+  describeSerializer,
+  resolveCompatibility,
+  type Serializer,
+  type SerializerSnapshot,
+} from '../serializers/serializer.js';
 import { TTL_SERIALIZER_ID } from '../state/ttl.js';
 
 /**
@@ -24,7 +29,10 @@ export class UndecodedBytes {
 
   /** A JSON picture (`{"$serializer": id, "$base64": ...}`). */
   toJSON(): { $serializer: string; $base64: string } {
-    return { $serializer: this.serializer.id, $base64: Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).toString('base64') };
+    return {
+      $serializer: this.serializer.id,
+      $base64: Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).toString('base64'),
+    };
   }
 }
 
@@ -56,11 +64,18 @@ export function ttlInnerSnapshot(s: SerializerSnapshot): SerializerSnapshot | un
  * The serializer that reads bytes recorded under `recorded`: `given` when it can (as is or by
  * migration; otherwise SERIALIZER_INCOMPATIBLE), else a built-in, else undefined.
  */
-export function readerFor<T>(recorded: SerializerSnapshot, given: Serializer<T> | undefined, what: string): Serializer<T> | undefined {
+export function readerFor<T>(
+  recorded: SerializerSnapshot,
+  given: Serializer<T> | undefined,
+  what: string,
+): Serializer<T> | undefined {
   if (given !== undefined) {
     const c = resolveCompatibility(recorded, given as Serializer<unknown>);
     if (c.kind === 'incompatible') {
-      throw new StateMigrationError('SERIALIZER_INCOMPATIBLE', `${what}: ${c.reason}. Pass a serializer that reads ${describeSerializer(recorded)}, or none to use the built-in one.`);
+      throw new StateMigrationError(
+        'SERIALIZER_INCOMPATIBLE',
+        `${what}: ${c.reason}. Pass a serializer that reads ${describeSerializer(recorded)}, or none to use the built-in one.`,
+      );
     }
     return (c.kind === 'compatible-after-migration' ? c.reader : given) as Serializer<T>;
   }
@@ -68,7 +83,11 @@ export function readerFor<T>(recorded: SerializerSnapshot, given: Serializer<T> 
 }
 
 /** A decoder for bytes recorded under `recorded` (TTL-wrapped values are unwrapped). */
-export function fieldDecoder<T>(recorded: SerializerSnapshot | undefined, given: Serializer<T> | undefined, what: string): FieldDecoder<T> {
+export function fieldDecoder<T>(
+  recorded: SerializerSnapshot | undefined,
+  given: Serializer<T> | undefined,
+  what: string,
+): FieldDecoder<T> {
   const unknownSerializer: SerializerSnapshot = { id: 'unknown', version: 0 };
   const snap = recorded ?? unknownSerializer;
   const inner = ttlInnerSnapshot(snap);
@@ -78,18 +97,30 @@ export function fieldDecoder<T>(recorded: SerializerSnapshot | undefined, given:
   return {
     ttl: inner !== undefined,
     decode: (bytes) => {
-      if (bytes.length < skip) throw new FormatError('CORRUPT', `${what}: a TTL value needs at least 8 bytes, got ${bytes.length}; the snapshot is damaged.`);
+      if (bytes.length < skip)
+        throw new FormatError(
+          'CORRUPT',
+          `${what}: a TTL value needs at least 8 bytes, got ${bytes.length}; the snapshot is damaged.`,
+        );
       const body = skip === 0 ? bytes : view(bytes).subarray(skip);
       if (reader === undefined) return new UndecodedBytes(target, Uint8Array.prototype.slice.call(body));
       try {
         return reader.deserialize(body);
       } catch (err) {
         if (err instanceof StreamStateError) throw err;
-        throw new StreamStateError('SERIALIZATION_FAILED', `${what}: serializer ${reader.id} cannot decode ${body.length} bytes: ${(err as Error).message}`, { cause: err });
+        throw new StreamStateError(
+          'SERIALIZATION_FAILED',
+          `${what}: serializer ${reader.id} cannot decode ${body.length} bytes: ${(err as Error).message}`,
+          { cause: err },
+        );
       }
     },
     timestamp: (bytes) => {
-      if (bytes.length < 8) throw new FormatError('CORRUPT', `${what}: a TTL value needs at least 8 bytes, got ${bytes.length}; the snapshot is damaged.`);
+      if (bytes.length < 8)
+        throw new FormatError(
+          'CORRUPT',
+          `${what}: a TTL value needs at least 8 bytes, got ${bytes.length}; the snapshot is damaged.`,
+        );
       return view(bytes).readDoubleBE(0);
     },
   };

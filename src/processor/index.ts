@@ -38,6 +38,14 @@ export {
   type TimerInput,
   type ValueInput,
 } from './bootstrap.js';
-export { mapValues, mergeSavepoints, transformSavepoint, type MapValuesEdit, type SavepointEdit, type TransformOptions, type ValueContext } from './transform.js';
+export {
+  mapValues,
+  mergeSavepoints,
+  transformSavepoint,
+  type MapValuesEdit,
+  type SavepointEdit,
+  type TransformOptions,
+  type ValueContext,
+} from './transform.js';
 export { SavepointOutput, type SavepointOutputOptions } from './savepoint-output.js';
 export { InputError, parseBootstrapLines, readBootstrapFile } from './jsonl.js';

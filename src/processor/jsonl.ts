@@ -60,7 +60,10 @@ function mismatch(expected: string, v: Json): never {
 const converters: Record<(typeof BUILTIN_NAMES)[number], Converter> = {
   string: (v) => (typeof v === 'string' ? v : mismatch('a string', v)),
   float64: (v) => (typeof v === 'number' ? v : mismatch('a number', v)),
-  int32: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31 ? v : mismatch('an integer in int32 range', v)),
+  int32: (v) =>
+    typeof v === 'number' && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31
+      ? v
+      : mismatch('an integer in int32 range', v),
   int64: (v) => {
     const ok = (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'string' && /^-?[0-9]+$/.test(v));
     if (!ok) mismatch('an integer (a number, or a string of digits)', v);
@@ -78,17 +81,33 @@ const converters: Record<(typeof BUILTIN_NAMES)[number], Converter> = {
 
 function serializerNamed(name: Json | undefined, fallback: string | undefined, what: string): NamedSerializer {
   const n = name === undefined ? fallback : name;
-  if (typeof n !== 'string') throw new TypeError(`${what} must name a built-in serializer (${BUILTIN_NAMES.join(', ')})`);
+  if (typeof n !== 'string')
+    throw new TypeError(`${what} must name a built-in serializer (${BUILTIN_NAMES.join(', ')})`);
   const short = n.startsWith('streamstate.') ? n.slice('streamstate.'.length) : n;
   if (!(BUILTIN_NAMES as readonly string[]).includes(short)) {
-    throw new TypeError(`${what} "${n}" is not a built-in serializer (${BUILTIN_NAMES.join(', ')}); bootstrap states with custom serializers through the API (streamstate/processor)`);
+    throw new TypeError(
+      `${what} "${n}" is not a built-in serializer (${BUILTIN_NAMES.join(', ')}); bootstrap states with custom serializers through the API (streamstate/processor)`,
+    );
   }
-  const serializer = short === 'msgpack' ? (msgpackSerializer() as Serializer<unknown>) : builtinSerializers.get(`streamstate.${short}`)!;
+  const serializer =
+    short === 'msgpack'
+      ? (msgpackSerializer() as Serializer<unknown>)
+      : builtinSerializers.get(`streamstate.${short}`)!;
   return { serializer, convert: converters[short as (typeof BUILTIN_NAMES)[number]] };
 }
 
 type Kind = StateKind | 'timers' | 'split' | 'union' | 'broadcast';
-const KINDS: readonly Kind[] = ['value', 'reducing', 'aggregating', 'list', 'map', 'timers', 'split', 'union', 'broadcast'];
+const KINDS: readonly Kind[] = [
+  'value',
+  'reducing',
+  'aggregating',
+  'list',
+  'map',
+  'timers',
+  'split',
+  'union',
+  'broadcast',
+];
 
 interface DeclaredState {
   readonly kind: Kind;
@@ -115,7 +134,8 @@ function str(o: JsonObject, field: string): string {
 function int(o: JsonObject, field: string, optional: boolean): number | undefined {
   const v = o[field];
   if (v === undefined && optional) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new TypeError(`"${field}" must be a positive integer`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+    throw new TypeError(`"${field}" must be a positive integer`);
   return v;
 }
 
@@ -125,7 +145,8 @@ function field(o: JsonObject, name: string): Json {
 }
 
 function only(o: JsonObject, allowed: readonly string[]): void {
-  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw new TypeError(`unknown field "${k}" (allowed: ${allowed.join(', ')})`);
+  for (const k of Object.keys(o))
+    if (!allowed.includes(k)) throw new TypeError(`unknown field "${k}" (allowed: ${allowed.join(', ')})`);
 }
 
 class Parser {
@@ -134,7 +155,10 @@ class Parser {
   line(o: JsonObject): void {
     if (o.type === 'operator') return this.declareOperator(o);
     if (o.type === 'state') return this.declareState(o);
-    if (o.type !== undefined) throw new TypeError(`"type" must be "operator" or "state" (records have no "type"), got ${JSON.stringify(o.type)}`);
+    if (o.type !== undefined)
+      throw new TypeError(
+        `"type" must be "operator" or "state" (records have no "type"), got ${JSON.stringify(o.type)}`,
+      );
     this.record(o);
   }
 
@@ -155,19 +179,31 @@ class Parser {
   private operator(o: JsonObject): DeclaredOperator {
     const id = str(o, 'operator');
     const op = this.operators.get(id);
-    if (op === undefined) throw new TypeError(`operator "${id}" is not declared (declare it first: {"type":"operator","id":"${id}",...})`);
+    if (op === undefined)
+      throw new TypeError(`operator "${id}" is not declared (declare it first: {"type":"operator","id":"${id}",...})`);
     return op;
   }
 
   private declareState(o: JsonObject): void {
-    only(o, ['type', 'operator', 'name', 'kind', 'serializer', 'keySerializer', 'userKeySerializer', 'namespaceSerializer']);
+    only(o, [
+      'type',
+      'operator',
+      'name',
+      'kind',
+      'serializer',
+      'keySerializer',
+      'userKeySerializer',
+      'namespaceSerializer',
+    ]);
     const op = this.operator(o);
     const name = str(o, 'name');
     const kind = o.kind as Kind;
-    if (!KINDS.includes(kind)) throw new TypeError(`"kind" must be one of ${KINDS.join(', ')}, got ${JSON.stringify(o.kind)}`);
+    if (!KINDS.includes(kind))
+      throw new TypeError(`"kind" must be one of ${KINDS.join(', ')}, got ${JSON.stringify(o.kind)}`);
     if (op.states.has(name)) throw new TypeError(`state "${name}" of operator "${op.id}" is declared twice`);
     const keyed = kind !== 'split' && kind !== 'union' && kind !== 'broadcast';
-    if (keyed && op.key === undefined) throw new TypeError(`operator "${op.id}" has keyed state "${name}" but no "keySerializer" in its declaration`);
+    if (keyed && op.key === undefined)
+      throw new TypeError(`operator "${op.id}" has keyed state "${name}" but no "keySerializer" in its declaration`);
     op.states.set(name, {
       kind,
       namespace: serializerNamed(o.namespaceSerializer, 'string', 'namespaceSerializer'),
@@ -182,7 +218,10 @@ class Parser {
     const op = this.operator(o);
     const name = str(o, 'state');
     const s = op.states.get(name);
-    if (s === undefined) throw new TypeError(`state "${name}" of operator "${op.id}" is not declared (declare it first: {"type":"state","operator":"${op.id}","name":"${name}","kind":...})`);
+    if (s === undefined)
+      throw new TypeError(
+        `state "${name}" of operator "${op.id}" is not declared (declare it first: {"type":"state","operator":"${op.id}","name":"${name}","kind":...})`,
+      );
     const ns = (): unknown => ('namespace' in o ? s.namespace.convert(o.namespace) : undefined);
     const key = (): unknown => op.key!.convert(field(o, 'key'));
     const value = (v: Json): unknown => s.value!.convert(v);
@@ -205,13 +244,19 @@ class Parser {
       case 'map': {
         only(o, ['operator', 'state', 'key', 'namespace', 'userKey', 'value']);
         const v = field(o, 'value');
-        row = { key: key(), namespace: ns(), userKey: s.key!.convert(field(o, 'userKey')), value: v === null ? null : value(v) };
+        row = {
+          key: key(),
+          namespace: ns(),
+          userKey: s.key!.convert(field(o, 'userKey')),
+          value: v === null ? null : value(v),
+        };
         break;
       }
       case 'timers': {
         only(o, ['operator', 'state', 'key', 'namespace', 'timestamp']);
         const ts = field(o, 'timestamp');
-        if (typeof ts !== 'number' || !Number.isFinite(ts)) throw new TypeError('"timestamp" must be a finite number (ms)');
+        if (typeof ts !== 'number' || !Number.isFinite(ts))
+          throw new TypeError('"timestamp" must be a finite number (ms)');
         row = { key: key(), namespace: ns(), timestamp: ts };
         break;
       }
@@ -247,12 +292,19 @@ class Parser {
             keyed.push(keyedValues({ ...common, kind: 'value', serializer: s.value!.serializer }, rows));
             break;
           case 'reducing':
-            keyed.push(keyedValues({ ...common, kind: 'reducing', serializer: s.value!.serializer, reduce: (a) => a }, rows));
+            keyed.push(
+              keyedValues({ ...common, kind: 'reducing', serializer: s.value!.serializer, reduce: (a) => a }, rows),
+            );
             break;
           case 'aggregating':
             keyed.push(
               keyedValues(
-                { ...common, kind: 'aggregating', accumulatorSerializer: s.value!.serializer, aggregate: { createAccumulator: () => null, add: (_v, a) => a, getResult: (a) => a, merge: (a) => a } },
+                {
+                  ...common,
+                  kind: 'aggregating',
+                  accumulatorSerializer: s.value!.serializer,
+                  aggregate: { createAccumulator: () => null, add: (_v, a) => a, getResult: (a) => a, merge: (a) => a },
+                },
                 rows,
               ),
             );
@@ -261,7 +313,12 @@ class Parser {
             keyed.push(keyedLists({ ...common, kind: 'list', elementSerializer: s.value!.serializer }, rows));
             break;
           case 'map':
-            keyed.push(keyedMaps({ ...common, kind: 'map', userKeySerializer: s.key!.serializer, valueSerializer: s.value!.serializer }, rows));
+            keyed.push(
+              keyedMaps(
+                { ...common, kind: 'map', userKeySerializer: s.key!.serializer, valueSerializer: s.value!.serializer },
+                rows,
+              ),
+            );
             break;
           case 'timers':
             keyed.push(keyedTimers(name, rows, { namespaceSerializer: s.namespace.serializer }));
@@ -288,7 +345,10 @@ class Parser {
 }
 
 /** Parses JSON lines (empty lines are skipped) into operators for bootstrapSavepoint. */
-export async function parseBootstrapLines(lines: AsyncIterable<string> | Iterable<string>, file: string): Promise<BootstrapOperator<unknown>[]> {
+export async function parseBootstrapLines(
+  lines: AsyncIterable<string> | Iterable<string>,
+  file: string,
+): Promise<BootstrapOperator<unknown>[]> {
   const parser = new Parser();
   let n = 0;
   for await (const text of lines) {
@@ -300,7 +360,8 @@ export async function parseBootstrapLines(lines: AsyncIterable<string> | Iterabl
     } catch (err) {
       throw new InputError(file, n, `not valid JSON (${(err as Error).message}).`);
     }
-    if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new InputError(file, n, 'every line must be a JSON object.');
+    if (o === null || typeof o !== 'object' || Array.isArray(o))
+      throw new InputError(file, n, 'every line must be a JSON object.');
     try {
       parser.line(o);
     } catch (err) {
@@ -308,7 +369,12 @@ export async function parseBootstrapLines(lines: AsyncIterable<string> | Iterabl
       throw new InputError(file, n, `${(err as Error).message}.`);
     }
   }
-  if (parser.operators.size === 0) throw new InputError(file, Math.max(n, 1), 'declares no operator; start with {"type":"operator","id":...,"parallelism":...}.');
+  if (parser.operators.size === 0)
+    throw new InputError(
+      file,
+      Math.max(n, 1),
+      'declares no operator; start with {"type":"operator","id":...,"parallelism":...}.',
+    );
   return parser.operatorsToBootstrap();
 }
 
@@ -323,7 +389,8 @@ export async function readBootstrapFile(path: string, display = path): Promise<B
     await opened;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new StorageError('NOT_FOUND', `${display}: no such file. Check the path.`, { cause: err });
+    if (code === 'ENOENT')
+      throw new StorageError('NOT_FOUND', `${display}: no such file. Check the path.`, { cause: err });
     throw new StorageError('STORAGE_IO', `${display}: cannot read (${(err as Error).message}).`, { cause: err });
   }
   const rl = createInterface({ input: stream, crlfDelay: Infinity });

@@ -15,7 +15,10 @@ export interface OperatorStateRecords {
  * version, then `bytes(element)` or `bytes(key) bytes(value)` records) and returns its handle with
  * the offset of every record; null when no state has records.
  */
-export async function writeOperatorStream(streams: CheckpointStreamFactory, states: readonly OperatorStateRecords[]): Promise<OperatorStateHandle | null> {
+export async function writeOperatorStream(
+  streams: CheckpointStreamFactory,
+  states: readonly OperatorStateRecords[],
+): Promise<OperatorStateHandle | null> {
   const withRecords = states.filter((s) => s.records.length > 0);
   if (withRecords.length === 0) return null;
   const w = new ByteWriter();
@@ -34,7 +37,11 @@ export async function writeOperatorStream(streams: CheckpointStreamFactory, stat
   try {
     await stream.write(w.toBuffer());
     const handle = await stream.closeAndGetHandle();
-    if (handle === null) throw new SnapshotError('SNAPSHOT_FAILED', 'the operator-state stream returned no handle although data was written');
+    if (handle === null)
+      throw new SnapshotError(
+        'SNAPSHOT_FAILED',
+        'the operator-state stream returned no handle although data was written',
+      );
     return { type: 'operator', states: metas, stream: handle };
   } catch (err) {
     await stream.discard().catch(() => undefined);

@@ -9,7 +9,14 @@ import type { ResolvedSnapshot } from '../checkpoint/storage.js';
 import { readStreamHandle } from '../checkpoint/streams.js';
 import { RestoreError, StateRegistrationError, StreamStateError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
-import { listEntries, mapEntries, readKeyGroups, timerEntries, valueEntries, type RawSection } from '../format/key-groups-stream.js';
+import {
+  listEntries,
+  mapEntries,
+  readKeyGroups,
+  timerEntries,
+  valueEntries,
+  type RawSection,
+} from '../format/key-groups-stream.js';
 import { keyGroupForBytes } from '../keygroups/key-groups.js';
 import { checkOffset, checkStreamHeader } from '../operator/operator-stream.js';
 import { convertSnapshot } from '../savepoint/convert.js';
@@ -90,9 +97,20 @@ export interface KeyedTimer<K, N> {
 
 /** One record of one key (readKey): which state, and the entry without the key. */
 export type KeyRecord =
-  | { readonly state: string; readonly kind: 'value' | 'reducing' | 'aggregating'; readonly namespace: unknown; readonly value: unknown }
+  | {
+      readonly state: string;
+      readonly kind: 'value' | 'reducing' | 'aggregating';
+      readonly namespace: unknown;
+      readonly value: unknown;
+    }
   | { readonly state: string; readonly kind: 'list'; readonly namespace: unknown; readonly value: unknown[] }
-  | { readonly state: string; readonly kind: 'map'; readonly namespace: unknown; readonly userKey: unknown; readonly value: unknown }
+  | {
+      readonly state: string;
+      readonly kind: 'map';
+      readonly namespace: unknown;
+      readonly userKey: unknown;
+      readonly value: unknown;
+    }
   | { readonly state: string; readonly kind: 'timers'; readonly namespace: unknown; readonly timestamp: number };
 
 export interface ValueReadOptions<N, V> {
@@ -133,7 +151,10 @@ export class SnapshotReader {
   /** A reader over an already resolved snapshot whose keyed handles are all key-groups streams. */
   static of(snapshot: ResolvedSnapshot): SnapshotReader {
     if (needsRestore(snapshot.metadata)) {
-      throw new StreamStateError('INVALID_ARGUMENT', 'the snapshot holds handles that must be restored to be read (LevelDB native, changelog); open it with openSnapshot(path) instead.');
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        'the snapshot holds handles that must be restored to be read (LevelDB native, changelog); open it with openSnapshot(path) instead.',
+      );
     }
     return new SnapshotReader(snapshot.metadata, snapshot, async () => undefined);
   }
@@ -145,7 +166,12 @@ export class SnapshotReader {
     const dir = await mkdtemp(join(tmpdir(), 'streamstate-read-'));
     try {
       const dst = join(dir, 'canonical');
-      await convertSnapshot(located, dst, { target: md.backend, format: 'canonical', backendFor: opts.backendFor ?? backendByName, keySerializerOf: recordedKeySerializerOf });
+      await convertSnapshot(located, dst, {
+        target: md.backend,
+        format: 'canonical',
+        backendFor: opts.backendFor ?? backendByName,
+        keySerializerOf: recordedKeySerializerOf,
+      });
       const copy = await locateSnapshot(dst);
       return new SnapshotReader(md, copy.snapshot, async () => {
         await copy.close();
@@ -176,7 +202,10 @@ export class SnapshotReader {
   operator<K = unknown>(operatorId: string, opts: { readonly keySerializer?: Serializer<K> } = {}): OperatorReader<K> {
     const op = this.view_.metadata.operators.find((o) => o.operatorId === operatorId);
     if (op === undefined) {
-      throw new RestoreError('UNKNOWN_OPERATOR', `the snapshot has no operator "${operatorId}" (operators: ${this.operatorIds.join(', ') || 'none'}). Pass one of those.`);
+      throw new RestoreError(
+        'UNKNOWN_OPERATOR',
+        `the snapshot has no operator "${operatorId}" (operators: ${this.operatorIds.join(', ') || 'none'}). Pass one of those.`,
+      );
     }
     return new OperatorReader<K>(op, this.view_.files, opts.keySerializer);
   }
@@ -214,7 +243,12 @@ export class OperatorReader<K> {
       for (const h of sub.operator) {
         for (const s of h.states) {
           if (!operatorStates.has(s.name)) {
-            operatorStates.set(s.name, { name: s.name, mode: s.mode, valueSerializer: s.valueSerializer, ...(s.keySerializer === undefined ? {} : { keySerializer: s.keySerializer }) });
+            operatorStates.set(s.name, {
+              name: s.name,
+              mode: s.mode,
+              valueSerializer: s.valueSerializer,
+              ...(s.keySerializer === undefined ? {} : { keySerializer: s.keySerializer }),
+            });
           }
         }
       }
@@ -251,10 +285,16 @@ export class OperatorReader<K> {
     }
     if (out.length > 0) return out;
     if (other !== undefined) {
-      throw new StateRegistrationError('STATE_KIND_MISMATCH', `${this.what(state)} is a ${other.kind} state; read it with the reader for ${other.kind} (${kinds.join('/')} asked).`);
+      throw new StateRegistrationError(
+        'STATE_KIND_MISMATCH',
+        `${this.what(state)} is a ${other.kind} state; read it with the reader for ${other.kind} (${kinds.join('/')} asked).`,
+      );
     }
     if (this.info.operatorStates.some((s) => s.name === state)) {
-      throw new StateRegistrationError('STATE_KIND_MISMATCH', `${this.what(state)} is operator state; read it with operatorListState or broadcastState.`);
+      throw new StateRegistrationError(
+        'STATE_KIND_MISMATCH',
+        `${this.what(state)} is operator state; read it with operatorListState or broadcastState.`,
+      );
     }
     throw new StateRegistrationError(
       'STATE_NOT_REGISTERED',
@@ -262,16 +302,22 @@ export class OperatorReader<K> {
     );
   }
 
-  private async *sections(sources: StateSource[]): AsyncGenerator<{ section: RawSection; meta: KeyedStateMetaInfo; keyGroup: number }> {
+  private async *sections(
+    sources: StateSource[],
+  ): AsyncGenerator<{ section: RawSection; meta: KeyedStateMetaInfo; keyGroup: number }> {
     for (const { handle, meta } of sources) {
       for await (const kg of readKeyGroups(handle, this.files, handle.keyGroupRange)) {
-        for (const section of kg.sections) if (section.stateId === meta.stateId) yield { section, meta, keyGroup: kg.keyGroup };
+        for (const section of kg.sections)
+          if (section.stateId === meta.stateId) yield { section, meta, keyGroup: kg.keyGroup };
       }
     }
   }
 
   /** Entries of a value, reducing or aggregating state (aggregating: accumulators). */
-  async *values<V = unknown, N = unknown>(state: string, opts: ValueReadOptions<N, V> = {}): AsyncGenerator<KeyedValue<K, N, V>> {
+  async *values<V = unknown, N = unknown>(
+    state: string,
+    opts: ValueReadOptions<N, V> = {},
+  ): AsyncGenerator<KeyedValue<K, N, V>> {
     const sources = this.sources(state, ['value', 'reducing', 'aggregating']);
     const key = this.keyDecoder();
     const what = this.what(state);
@@ -279,25 +325,41 @@ export class OperatorReader<K> {
       const ns = fieldDecoder(meta.namespaceSerializer, opts.namespaceSerializer, `${what}, namespace`);
       const val = fieldDecoder(meta.valueSerializer, opts.serializer, what);
       for (const e of valueEntries(section, what)) {
-        yield { key: key.decode(e.key), namespace: ns.decode(e.namespace), value: val.decode(e.value), ...(val.ttl ? { lastAccess: val.timestamp(e.value) } : {}) };
+        yield {
+          key: key.decode(e.key),
+          namespace: ns.decode(e.namespace),
+          value: val.decode(e.value),
+          ...(val.ttl ? { lastAccess: val.timestamp(e.value) } : {}),
+        };
       }
     }
   }
 
   /** Entries of a list state: each (key, namespace) with its elements in order. */
-  async *lists<V = unknown, N = unknown>(state: string, opts: ValueReadOptions<N, V> = {}): AsyncGenerator<KeyedList<K, N, V>> {
+  async *lists<V = unknown, N = unknown>(
+    state: string,
+    opts: ValueReadOptions<N, V> = {},
+  ): AsyncGenerator<KeyedList<K, N, V>> {
     const sources = this.sources(state, ['list']);
     const key = this.keyDecoder();
     const what = this.what(state);
     for await (const { section, meta } of this.sections(sources)) {
       const ns = fieldDecoder(meta.namespaceSerializer, opts.namespaceSerializer, `${what}, namespace`);
       const val = fieldDecoder(meta.valueSerializer, opts.serializer, what);
-      for (const e of listEntries(section, what)) yield { key: key.decode(e.key), namespace: ns.decode(e.namespace), value: e.elements.map((x) => val.decode(x)) };
+      for (const e of listEntries(section, what))
+        yield {
+          key: key.decode(e.key),
+          namespace: ns.decode(e.namespace),
+          value: e.elements.map((x) => val.decode(x)),
+        };
     }
   }
 
   /** Entries of a map state, one per (key, namespace, user key). */
-  async *mapEntries<UK = unknown, UV = unknown, N = unknown>(state: string, opts: MapReadOptions<N, UK, UV> = {}): AsyncGenerator<KeyedMapEntry<K, N, UK, UV>> {
+  async *mapEntries<UK = unknown, UV = unknown, N = unknown>(
+    state: string,
+    opts: MapReadOptions<N, UK, UV> = {},
+  ): AsyncGenerator<KeyedMapEntry<K, N, UK, UV>> {
     const sources = this.sources(state, ['map']);
     const key = this.keyDecoder();
     const what = this.what(state);
@@ -308,19 +370,24 @@ export class OperatorReader<K> {
       for (const e of mapEntries(section, what)) {
         const k = key.decode(e.key);
         const n = ns.decode(e.namespace);
-        for (const [u, v] of e.entries) yield { key: k, namespace: n, userKey: uk.decode(u), value: v === null ? null : val.decode(v) };
+        for (const [u, v] of e.entries)
+          yield { key: k, namespace: n, userKey: uk.decode(u), value: v === null ? null : val.decode(v) };
       }
     }
   }
 
   /** The timers of a timer queue. */
-  async *timers<N = unknown>(queue: string, opts: { readonly namespaceSerializer?: Serializer<N> } = {}): AsyncGenerator<KeyedTimer<K, N>> {
+  async *timers<N = unknown>(
+    queue: string,
+    opts: { readonly namespaceSerializer?: Serializer<N> } = {},
+  ): AsyncGenerator<KeyedTimer<K, N>> {
     const sources = this.sources(queue, ['timers']);
     const key = this.keyDecoder();
     const what = this.what(queue);
     for await (const { section, meta } of this.sections(sources)) {
       const ns = fieldDecoder(meta.namespaceSerializer, opts.namespaceSerializer, `${what}, namespace`);
-      for (const t of timerEntries(section, what)) yield { key: key.decode(t.key), namespace: ns.decode(t.namespace), timestamp: t.timestamp };
+      for (const t of timerEntries(section, what))
+        yield { key: key.decode(t.key), namespace: ns.decode(t.namespace), timestamp: t.timestamp };
     }
   }
 
@@ -334,7 +401,10 @@ export class OperatorReader<K> {
     if (recorded === undefined) return { keyGroup: -1, records: [] };
     const serializer = readerFor(recorded, this.keySerializer, `operator ${this.op.operatorId}, key serializer`);
     if (serializer === undefined) {
-      throw new StreamStateError('INVALID_ARGUMENT', `operator ${this.op.operatorId}'s keys were written by the custom serializer ${recorded.id}; pass it as keySerializer to read one key.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `operator ${this.op.operatorId}'s keys were written by the custom serializer ${recorded.id}; pass it as keySerializer to read one key.`,
+      );
     }
     const keyBytes = Buffer.from(serializer.serialize(key));
     const keyGroup = keyGroupForBytes(keyBytes, this.op.maxParallelism);
@@ -353,7 +423,10 @@ export class OperatorReader<K> {
   }
 
   /** Elements of a split or union list operator state, with the subtask that stored each. */
-  async *operatorListState<V = unknown>(state: string, opts: { readonly serializer?: Serializer<V> } = {}): AsyncGenerator<{ subtask: number; value: Decoded<V> }> {
+  async *operatorListState<V = unknown>(
+    state: string,
+    opts: { readonly serializer?: Serializer<V> } = {},
+  ): AsyncGenerator<{ subtask: number; value: Decoded<V> }> {
     for await (const r of this.operatorRecords(state, ['split', 'union'])) {
       const val = fieldDecoder(r.meta.valueSerializer, opts.serializer, this.what(state));
       yield { subtask: r.subtask, value: val.decode(r.reader.bytes()) };
@@ -361,23 +434,40 @@ export class OperatorReader<K> {
   }
 
   /** Entries of a broadcast state (one copy: every subtask holds the same). */
-  async *broadcastState<BK = unknown, BV = unknown>(state: string, opts: { readonly keySerializer?: Serializer<BK>; readonly valueSerializer?: Serializer<BV> } = {}): AsyncGenerator<{ key: Decoded<BK>; value: Decoded<BV> }> {
+  async *broadcastState<BK = unknown, BV = unknown>(
+    state: string,
+    opts: { readonly keySerializer?: Serializer<BK>; readonly valueSerializer?: Serializer<BV> } = {},
+  ): AsyncGenerator<{ key: Decoded<BK>; value: Decoded<BV> }> {
     let first: number | undefined;
     for await (const r of this.operatorRecords(state, ['broadcast'])) {
       first ??= r.subtask;
       if (r.subtask !== first) return;
-      const k = fieldDecoder(r.meta.keySerializer, opts.keySerializer, `${this.what(state)}, key`).decode(r.reader.bytes());
-      yield { key: k, value: fieldDecoder(r.meta.valueSerializer, opts.valueSerializer, this.what(state)).decode(r.reader.bytes()) };
+      const k = fieldDecoder(r.meta.keySerializer, opts.keySerializer, `${this.what(state)}, key`).decode(
+        r.reader.bytes(),
+      );
+      yield {
+        key: k,
+        value: fieldDecoder(r.meta.valueSerializer, opts.valueSerializer, this.what(state)).decode(r.reader.bytes()),
+      };
     }
   }
 
-  private async *operatorRecords(state: string, modes: readonly OperatorStateMetaInfo['mode'][]): AsyncGenerator<{ subtask: number; meta: OperatorStateMetaInfo; reader: ByteReader }> {
+  private async *operatorRecords(
+    state: string,
+    modes: readonly OperatorStateMetaInfo['mode'][],
+  ): AsyncGenerator<{ subtask: number; meta: OperatorStateMetaInfo; reader: ByteReader }> {
     const info = this.info.operatorStates.find((s) => s.name === state);
     if (info === undefined) {
-      throw new StateRegistrationError('STATE_NOT_REGISTERED', `operator ${this.op.operatorId} has no operator state "${state}" (operator states: ${this.info.operatorStates.map((s) => s.name).join(', ') || 'none'}).`);
+      throw new StateRegistrationError(
+        'STATE_NOT_REGISTERED',
+        `operator ${this.op.operatorId} has no operator state "${state}" (operator states: ${this.info.operatorStates.map((s) => s.name).join(', ') || 'none'}).`,
+      );
     }
     if (!modes.includes(info.mode)) {
-      throw new StateRegistrationError('STATE_KIND_MISMATCH', `${this.what(state)} is ${info.mode} operator state; read it with ${info.mode === 'broadcast' ? 'broadcastState' : 'operatorListState'}.`);
+      throw new StateRegistrationError(
+        'STATE_KIND_MISMATCH',
+        `${this.what(state)} is ${info.mode} operator state; read it with ${info.mode === 'broadcast' ? 'broadcastState' : 'operatorListState'}.`,
+      );
     }
     for (const sub of [...this.op.subtasks].sort((a, b) => a.subtaskIndex - b.subtaskIndex)) {
       for (const h of sub.operator) {
@@ -414,18 +504,35 @@ function keyRecords(section: RawSection, meta: KeyedStateMetaInfo, keyBytes: Buf
   const val = fieldDecoder<unknown>(meta.valueSerializer, undefined, what);
   const out: KeyRecord[] = [];
   if (meta.kind === 'timers') {
-    for (const t of timerEntries(section, what)) if (t.key.equals(keyBytes)) out.push({ state: meta.name, kind: 'timers', namespace: ns.decode(t.namespace), timestamp: t.timestamp });
+    for (const t of timerEntries(section, what))
+      if (t.key.equals(keyBytes))
+        out.push({ state: meta.name, kind: 'timers', namespace: ns.decode(t.namespace), timestamp: t.timestamp });
   } else if (meta.kind === 'list') {
-    for (const e of listEntries(section, what)) if (e.key.equals(keyBytes)) out.push({ state: meta.name, kind: 'list', namespace: ns.decode(e.namespace), value: e.elements.map((x) => val.decode(x)) });
+    for (const e of listEntries(section, what))
+      if (e.key.equals(keyBytes))
+        out.push({
+          state: meta.name,
+          kind: 'list',
+          namespace: ns.decode(e.namespace),
+          value: e.elements.map((x) => val.decode(x)),
+        });
   } else if (meta.kind === 'map') {
     const uk = fieldDecoder<unknown>(meta.userKeySerializer, undefined, `${what}, user key`);
     for (const e of mapEntries(section, what)) {
       if (!e.key.equals(keyBytes)) continue;
-      for (const [u, v] of e.entries) out.push({ state: meta.name, kind: 'map', namespace: ns.decode(e.namespace), userKey: uk.decode(u), value: v === null ? null : val.decode(v) });
+      for (const [u, v] of e.entries)
+        out.push({
+          state: meta.name,
+          kind: 'map',
+          namespace: ns.decode(e.namespace),
+          userKey: uk.decode(u),
+          value: v === null ? null : val.decode(v),
+        });
     }
   } else {
-    for (const e of valueEntries(section, what)) if (e.key.equals(keyBytes)) out.push({ state: meta.name, kind: meta.kind, namespace: ns.decode(e.namespace), value: val.decode(e.value) });
+    for (const e of valueEntries(section, what))
+      if (e.key.equals(keyBytes))
+        out.push({ state: meta.name, kind: meta.kind, namespace: ns.decode(e.namespace), value: val.decode(e.value) });
   }
   return out;
 }
-

@@ -44,11 +44,24 @@ export class SavepointOutput {
   static async open(dst: string, opts: SavepointOutputOptions = {}): Promise<SavepointOutput> {
     if (isS3Path(dst)) return SavepointOutput.openS3(dst, opts.s3 ?? {}, opts.temporaryPaths);
     const target = resolve(opts.cwd ?? process.cwd(), dst.startsWith('file://') ? dst.slice('file://'.length) : dst);
-    if (await stat(target).then(() => true, () => false)) {
-      throw new StorageError('ALREADY_EXISTS', `${dst} already exists; a new savepoint needs a new directory. Pick another destination or remove it.`);
+    if (
+      await stat(target).then(
+        () => true,
+        () => false,
+      )
+    ) {
+      throw new StorageError(
+        'ALREADY_EXISTS',
+        `${dst} already exists; a new savepoint needs a new directory. Pick another destination or remove it.`,
+      );
     }
     const parent = dirname(target);
-    if (!(await stat(parent).then((s) => s.isDirectory(), () => false))) {
+    if (
+      !(await stat(parent).then(
+        (s) => s.isDirectory(),
+        () => false,
+      ))
+    ) {
       throw new StorageError('NOT_FOUND', `the parent directory of ${dst} does not exist; create it first.`);
     }
     const { output } = convertTempNames(target);
@@ -59,10 +72,18 @@ export class SavepointOutput {
       try {
         await rename(resolve(parent, output), target);
       } catch (err) {
-        throw new StorageError('STORAGE_IO', `cannot move the new savepoint into place at ${dst}: ${(err as Error).message}. Nothing was written there.`, { cause: err });
+        throw new StorageError(
+          'STORAGE_IO',
+          `cannot move the new savepoint into place at ${dst}: ${(err as Error).message}. Nothing was written there.`,
+          { cause: err },
+        );
       }
       await fsyncDir(parent).catch((err: unknown) => {
-        throw new StorageError('STORAGE_IO', `the savepoint is at ${dst}, but syncing ${parent} failed (${(err as Error).message}); write it again to be sure it survives a power failure.`, { cause: err });
+        throw new StorageError(
+          'STORAGE_IO',
+          `the savepoint is at ${dst}, but syncing ${parent} failed (${(err as Error).message}); write it again to be sure it survives a power failure.`,
+          { cause: err },
+        );
       });
     };
     const cleanup = async (): Promise<void> => {
@@ -72,11 +93,18 @@ export class SavepointOutput {
     return new SavepointOutput(streamsFor(store, output), store, output, publish, cleanup, dst);
   }
 
-  private static async openS3(dst: string, s3: S3ConnectionOptions, temporaryPaths: TemporaryPaths | undefined): Promise<SavepointOutput> {
+  private static async openS3(
+    dst: string,
+    s3: S3ConnectionOptions,
+    temporaryPaths: TemporaryPaths | undefined,
+  ): Promise<SavepointOutput> {
     const target = openSnapshotDestination(dst, s3);
     try {
       if ((await target.store.list(`${target.dir}/`)).length > 0) {
-        throw new StorageError('ALREADY_EXISTS', `${dst} already holds objects; a new savepoint needs a new prefix. Pick another destination or remove it.`);
+        throw new StorageError(
+          'ALREADY_EXISTS',
+          `${dst} already holds objects; a new savepoint needs a new prefix. Pick another destination or remove it.`,
+        );
       }
     } catch (err) {
       await target.close();
@@ -118,7 +146,11 @@ function streamsFor(store: LocalBlobStore, dir: string): CheckpointStreamFactory
 }
 
 /** Runs `write` against a new savepoint at `dst`; finishes it with the metadata `write` returns, or removes everything on failure. */
-export async function writeSavepoint(dst: string, opts: SavepointOutputOptions, write: (out: SavepointOutput) => Promise<CheckpointMetadata>): Promise<CheckpointMetadata> {
+export async function writeSavepoint(
+  dst: string,
+  opts: SavepointOutputOptions,
+  write: (out: SavepointOutput) => Promise<CheckpointMetadata>,
+): Promise<CheckpointMetadata> {
   const out = await SavepointOutput.open(dst, opts);
   try {
     const metadata = await write(out);

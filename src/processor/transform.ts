@@ -1,10 +1,23 @@
 import type { StateFileReader } from '../backend/contract.js';
-import type { KeyedStateHandle, KeyedStateMetaInfo, KeyGroupsStateHandle, OperatorStateHandle } from '../backend/handles.js';
+import type {
+  KeyedStateHandle,
+  KeyedStateMetaInfo,
+  KeyGroupsStateHandle,
+  OperatorStateHandle,
+} from '../backend/handles.js';
 import type { CheckpointMetadata, OperatorSnapshot, SubtaskStateSnapshot } from '../checkpoint/metadata.js';
 import { readStreamHandle } from '../checkpoint/streams.js';
 import { RestoreError, StateRegistrationError, StreamStateError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
-import { CANONICAL_LAYOUT, listEntries, mapEntries, readKeyGroups, SectionWriter, valueEntries, type RawSection } from '../format/key-groups-stream.js';
+import {
+  CANONICAL_LAYOUT,
+  listEntries,
+  mapEntries,
+  readKeyGroups,
+  SectionWriter,
+  valueEntries,
+  type RawSection,
+} from '../format/key-groups-stream.js';
 import { checkOffset, checkStreamHeader } from '../operator/operator-stream.js';
 import { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
 import { keyGroupsHandlesOf } from '../savepoint/dump.js';
@@ -99,7 +112,10 @@ class Plan {
     for (const v of views) {
       for (const op of v.metadata.operators) {
         if (this.operators.some((p) => p.id === op.operatorId)) {
-          throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId} is in more than one source; rename or drop it in one of them first (rename-operator, drop-operator on that source).`);
+          throw new StreamStateError(
+            'INVALID_ARGUMENT',
+            `operator ${op.operatorId} is in more than one source; rename or drop it in one of them first (rename-operator, drop-operator on that source).`,
+          );
         }
         const names = new Map([...stateNamesOf(op)].map((n) => [n, n]));
         this.operators.push({ id: op.operatorId, source: op, files: v.files, names, mappers: new Map() });
@@ -110,7 +126,10 @@ class Plan {
   private find(id: string): PlannedOperator {
     const op = this.operators.find((p) => p.id === id);
     if (op === undefined) {
-      throw new RestoreError('UNKNOWN_OPERATOR', `the savepoint has no operator "${id}" (operators: ${this.operators.map((p) => p.id).join(', ') || 'none'}); nothing was written.`);
+      throw new RestoreError(
+        'UNKNOWN_OPERATOR',
+        `the savepoint has no operator "${id}" (operators: ${this.operators.map((p) => p.id).join(', ') || 'none'}); nothing was written.`,
+      );
     }
     return op;
   }
@@ -128,9 +147,13 @@ class Plan {
     switch (edit.type) {
       case 'rename-operator': {
         const op = this.find(edit.from);
-        if (edit.to.length === 0) throw new StreamStateError('INVALID_ARGUMENT', `rename-operator ${edit.from}: the new id is empty.`);
+        if (edit.to.length === 0)
+          throw new StreamStateError('INVALID_ARGUMENT', `rename-operator ${edit.from}: the new id is empty.`);
         if (edit.to !== edit.from && this.operators.some((p) => p.id === edit.to)) {
-          throw new StreamStateError('INVALID_ARGUMENT', `cannot rename operator ${edit.from} to ${edit.to}: an operator ${edit.to} exists already; drop it first.`);
+          throw new StreamStateError(
+            'INVALID_ARGUMENT',
+            `cannot rename operator ${edit.from} to ${edit.to}: an operator ${edit.to} exists already; drop it first.`,
+          );
         }
         op.id = edit.to;
         return;
@@ -148,9 +171,16 @@ class Plan {
       case 'rename-state': {
         const op = this.find(edit.operatorId);
         const src = this.sourceName(op, edit.from);
-        if (edit.to.length === 0) throw new StreamStateError('INVALID_ARGUMENT', `rename-state ${edit.operatorId}/${edit.from}: the new name is empty.`);
+        if (edit.to.length === 0)
+          throw new StreamStateError(
+            'INVALID_ARGUMENT',
+            `rename-state ${edit.operatorId}/${edit.from}: the new name is empty.`,
+          );
         if (edit.to !== edit.from && [...op.names.values()].includes(edit.to)) {
-          throw new StreamStateError('INVALID_ARGUMENT', `cannot rename state ${edit.from} of operator ${op.id} to ${edit.to}: a state ${edit.to} exists already; drop it first.`);
+          throw new StreamStateError(
+            'INVALID_ARGUMENT',
+            `cannot rename state ${edit.from} of operator ${op.id} to ${edit.to}: a state ${edit.to} exists already; drop it first.`,
+          );
         }
         op.names.set(src, edit.to);
         return;
@@ -158,8 +188,14 @@ class Plan {
       case 'map-values': {
         const op = this.find(edit.operatorId);
         const src = this.sourceName(op, edit.state);
-        const keyed = keyGroupsHandlesOf(op.source).handles.some((h) => h.states.some((s) => s.name === src && s.kind !== 'timers'));
-        if (!keyed) throw new StateRegistrationError('STATE_KIND_MISMATCH', `map-values: state "${edit.state}" of operator ${op.id} is not a keyed state with values (operator state or a timer queue).`);
+        const keyed = keyGroupsHandlesOf(op.source).handles.some((h) =>
+          h.states.some((s) => s.name === src && s.kind !== 'timers'),
+        );
+        if (!keyed)
+          throw new StateRegistrationError(
+            'STATE_KIND_MISMATCH',
+            `map-values: state "${edit.state}" of operator ${op.id} is not a keyed state with values (operator state or a timer queue).`,
+          );
         op.mappers.set(src, edit);
         return;
       }
@@ -168,7 +204,12 @@ class Plan {
 }
 
 /** Applies `edits` (in order; names as they are after the edits before) to `source` and writes the result as a new savepoint at `dst`. */
-export async function transformSavepoint(source: string | SnapshotReader, dst: string, edits: readonly SavepointEdit[], opts: TransformOptions = {}): Promise<CheckpointMetadata> {
+export async function transformSavepoint(
+  source: string | SnapshotReader,
+  dst: string,
+  edits: readonly SavepointEdit[],
+  opts: TransformOptions = {},
+): Promise<CheckpointMetadata> {
   return mergeSavepoints([source], dst, edits, opts);
 }
 
@@ -177,7 +218,12 @@ export async function transformSavepoint(source: string | SnapshotReader, dst: s
  * sources is INVALID_ARGUMENT), then applies `edits`. Sources given as paths are opened and
  * closed here; readers given are left open.
  */
-export async function mergeSavepoints(sources: readonly (string | SnapshotReader)[], dst: string, edits: readonly SavepointEdit[] = [], opts: TransformOptions = {}): Promise<CheckpointMetadata> {
+export async function mergeSavepoints(
+  sources: readonly (string | SnapshotReader)[],
+  dst: string,
+  edits: readonly SavepointEdit[] = [],
+  opts: TransformOptions = {},
+): Promise<CheckpointMetadata> {
   if (sources.length === 0) throw new StreamStateError('INVALID_ARGUMENT', 'no source snapshot given.');
   const opened: SnapshotReader[] = [];
   try {
@@ -196,7 +242,9 @@ export async function mergeSavepoints(sources: readonly (string | SnapshotReader
     return await writeSavepoint(dst, opts, async (out) => {
       const operators: OperatorSnapshot[] = [];
       for (const op of plan.operators) operators.push(await writeOperator(op, out.streams));
-      const from = readers.map((r) => `${r.metadata.kind} ${r.metadata.checkpointId} of job ${r.metadata.jobId}`).join(' + ');
+      const from = readers
+        .map((r) => `${r.metadata.kind} ${r.metadata.checkpointId} of job ${r.metadata.jobId}`)
+        .join(' + ');
       return {
         checkpointId: first.checkpointId,
         jobId: first.jobId,
@@ -239,16 +287,25 @@ interface SectionMapper {
   map(section: RawSection, out: SectionWriter): void;
 }
 
-function sectionMapper(op: PlannedOperator, h: KeyGroupsStateHandle, meta: KeyedStateMetaInfo, edit: MapValuesEdit): SectionMapper {
+function sectionMapper(
+  op: PlannedOperator,
+  h: KeyGroupsStateHandle,
+  meta: KeyedStateMetaInfo,
+  edit: MapValuesEdit,
+): SectionMapper {
   const what = `operator ${op.source.operatorId}, state "${meta.name}"`;
   const recorded = meta.valueSerializer ?? { id: 'unknown', version: 0 };
   const inner = ttlInnerSnapshot(recorded);
   const reader = readerFor(inner ?? recorded, edit.serializer, what);
   if (reader === undefined) {
-    throw new StreamStateError('INVALID_ARGUMENT', `${what} holds values of the custom serializer ${(inner ?? recorded).id}; pass it as the map-values serializer to rewrite them.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `${what} holds values of the custom serializer ${(inner ?? recorded).id}; pass it as the map-values serializer to rewrite them.`,
+    );
   }
   const writer = edit.newSerializer ?? reader;
-  const newSnapshot: SerializerSnapshot = inner === undefined ? snapshotOf(writer) : snapshotOf(ttlSerializer(writer) as Serializer<unknown>);
+  const newSnapshot: SerializerSnapshot =
+    inner === undefined ? snapshotOf(writer) : snapshotOf(ttlSerializer(writer) as Serializer<unknown>);
   const key = fieldDecoder<unknown>(h.keySerializer, undefined, `${what}, key`);
   const ns = fieldDecoder<unknown>(meta.namespaceSerializer, undefined, `${what}, namespace`);
   const uk = fieldDecoder<unknown>(meta.userKeySerializer, undefined, `${what}, user key`);
@@ -279,7 +336,11 @@ function sectionMapper(op: PlannedOperator, h: KeyGroupsStateHandle, meta: Keyed
               kept.push([u, null]);
               continue;
             }
-            const next = rewrite(v, () => ({ key: key.decode(e.key), namespace: ns.decode(e.namespace), userKey: uk.decode(u) }));
+            const next = rewrite(v, () => ({
+              key: key.decode(e.key),
+              namespace: ns.decode(e.namespace),
+              userKey: uk.decode(u),
+            }));
             if (next !== undefined) kept.push([u, next]);
           }
           if (kept.length === 0) continue;
@@ -296,7 +357,11 @@ function sectionMapper(op: PlannedOperator, h: KeyGroupsStateHandle, meta: Keyed
   };
 }
 
-async function rewriteKeyed(op: PlannedOperator, h: KeyGroupsStateHandle, streams: Streams): Promise<KeyedStateHandle | null> {
+async function rewriteKeyed(
+  op: PlannedOperator,
+  h: KeyGroupsStateHandle,
+  streams: Streams,
+): Promise<KeyedStateHandle | null> {
   const kept: KeyedStateMetaInfo[] = [];
   const mappers = new Map<number, SectionMapper>();
   for (const s of h.states) {
@@ -314,7 +379,13 @@ async function rewriteKeyed(op: PlannedOperator, h: KeyGroupsStateHandle, stream
   const stream = streams.createOutputStream('exclusive');
   const section = new SectionWriter();
   try {
-    const writer = new CanonicalKeyGroupsWriter(stream, { layout: CANONICAL_LAYOUT, keySerializer: h.keySerializer, maxParallelism: h.maxParallelism, keyGroupRange: h.keyGroupRange, states: kept });
+    const writer = new CanonicalKeyGroupsWriter(stream, {
+      layout: CANONICAL_LAYOUT,
+      keySerializer: h.keySerializer,
+      maxParallelism: h.maxParallelism,
+      keyGroupRange: h.keyGroupRange,
+      states: kept,
+    });
     for await (const kg of readKeyGroups(h, op.files, h.keyGroupRange)) {
       writer.beginKeyGroup(kg.keyGroup);
       for (const s of kg.sections) {
@@ -335,7 +406,12 @@ async function rewriteKeyed(op: PlannedOperator, h: KeyGroupsStateHandle, stream
   }
 }
 
-async function rewriteOperatorState(op: PlannedOperator, h: OperatorStateHandle, subtask: number, streams: Streams): Promise<OperatorStateHandle | null> {
+async function rewriteOperatorState(
+  op: PlannedOperator,
+  h: OperatorStateHandle,
+  subtask: number,
+  streams: Streams,
+): Promise<OperatorStateHandle | null> {
   const states = h.states.filter((s) => op.names.has(s.name) && s.offsets.length > 0);
   if (states.length === 0) return null;
   const what = `operator ${op.source.operatorId} subtask ${subtask}, operator state`;

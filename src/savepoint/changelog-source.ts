@@ -21,17 +21,23 @@ export function changelogInnerBackend(handles: readonly KeyedStateHandle[], wher
   if (names.size === 0) return undefined;
   const [name] = names;
   if (names.size > 1 || typeof name !== 'string' || name.length === 0) {
-    throw new FormatError('CORRUPT', `${where}: its changelog handles name different or no wrapped backends (${[...names].join(', ')}); the _metadata is damaged.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${where}: its changelog handles name different or no wrapped backends (${[...names].join(', ')}); the _metadata is damaged.`,
+    );
   }
   return name;
 }
-
 
 /**
  * Restores a subtask whose handles include changelog handles into `plain` (the wrapped backend),
  * with every logged change replayed. The caller snapshots and closes the result.
  */
-export async function restoreChangelogSubtask<K>(plain: StateBackend, innerName: string, params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
+export async function restoreChangelogSubtask<K>(
+  plain: StateBackend,
+  innerName: string,
+  params: KeyedBackendParams<K>,
+): Promise<KeyedStateBackend<K>> {
   const keyed = await restorePlainFromChangelog((p) => plain.createKeyedStateBackend(p), innerName, params);
   try {
     if (!(keyed instanceof ChangelogKeyedStateBackend)) return keyed;

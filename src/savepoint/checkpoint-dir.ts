@@ -124,7 +124,11 @@ function byName<T extends { name: string }>(a: T, b: T): number {
  * While an instance of the job may be live (liveLease), LOCKED (nothing is judged either).
  * When a _metadata cannot be read, shared files are kept (it may reference them).
  */
-export async function findGarbage(storage: CheckpointStorage, jobId: string, opts: GcOptions = {}): Promise<GarbageReport> {
+export async function findGarbage(
+  storage: CheckpointStorage,
+  jobId: string,
+  opts: GcOptions = {},
+): Promise<GarbageReport> {
   const report = await findGarbageIfJob(storage, jobId, opts);
   if (report === null) {
     throw new StorageError(
@@ -141,7 +145,11 @@ export async function findGarbage(storage: CheckpointStorage, jobId: string, opt
  * by a clean shutdown and renewed (at start, after every completed checkpoint) within
  * max(minAgeMs, 1 hour). An instance that crashed stops counting once that much time has passed.
  */
-export async function liveLease(storage: CheckpointStorage, jobId: string, opts: GcOptions = {}): Promise<LeaseInfo | null> {
+export async function liveLease(
+  storage: CheckpointStorage,
+  jobId: string,
+  opts: GcOptions = {},
+): Promise<LeaseInfo | null> {
   const lease = await readLease(storage.store, jobId);
   if (lease === null || lease.released) return null;
   const window = Math.max(opts.minAgeMs ?? DEFAULT_GC_MIN_AGE_MS, DEFAULT_GC_MIN_AGE_MS);
@@ -153,9 +161,17 @@ export async function liveLease(storage: CheckpointStorage, jobId: string, opts:
  * findGarbage, or null when `jobId` is not recognizably a streamstate job (then nothing is judged).
  * Throws LOCKED while an instance of the job may be live (liveLease): nothing is judged either.
  */
-export async function findGarbageIfJob(storage: CheckpointStorage, jobId: string, opts: GcOptions = {}): Promise<GarbageReport | null> {
+export async function findGarbageIfJob(
+  storage: CheckpointStorage,
+  jobId: string,
+  opts: GcOptions = {},
+): Promise<GarbageReport | null> {
   const minAgeMs = opts.minAgeMs ?? DEFAULT_GC_MIN_AGE_MS;
-  if (!(minAgeMs >= 0)) throw new StreamStateError('INVALID_ARGUMENT', `minAgeMs must be a non-negative number of milliseconds; got ${String(opts.minAgeMs)}.`);
+  if (!(minAgeMs >= 0))
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `minAgeMs must be a non-negative number of milliseconds; got ${String(opts.minAgeMs)}.`,
+    );
   const now = opts.now ?? Date.now();
   const blobs = await storage.store.list(`${jobId}/`);
   const referenced = new Set<string>();
@@ -171,16 +187,28 @@ export async function findGarbageIfJob(storage: CheckpointStorage, jobId: string
     try {
       const { metadata } = await storage.resolve(pointer);
       readable.add(id);
-      for (const op of metadata.operators) for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) referenced.add(resolveHandlePath(pointer, f.path));
+      for (const op of metadata.operators)
+        for (const s of op.subtasks)
+          for (const f of referencedFiles([s.keyed, s.operator])) referenced.add(resolveHandlePath(pointer, f.path));
     } catch (err) {
-      if (!(err instanceof FormatError) && !isStreamStateError(err, 'NOT_FOUND') && !isStreamStateError(err, 'INVALID_ARGUMENT')) throw err;
-      warnings.push(`${storage.location}/${pointer}/_metadata cannot be read (${(err as Error).message}); its directory and all shared files are kept.`);
+      if (
+        !(err instanceof FormatError) &&
+        !isStreamStateError(err, 'NOT_FOUND') &&
+        !isStreamStateError(err, 'INVALID_ARGUMENT')
+      )
+        throw err;
+      warnings.push(
+        `${storage.location}/${pointer}/_metadata cannot be read (${(err as Error).message}); its directory and all shared files are kept.`,
+      );
     }
   }
   if (readable.size === 0) return null;
   const lease = await liveLease(storage, jobId, opts);
   if (lease !== null) {
-    const ago = lease.renewedAt === undefined ? 'at an unknown time' : `${Math.max(0, Math.round((now - lease.renewedAt) / 1000))} s ago`;
+    const ago =
+      lease.renewedAt === undefined
+        ? 'at an unknown time'
+        : `${Math.max(0, Math.round((now - lease.renewedAt) / 1000))} s ago`;
     throw new StorageError(
       'LOCKED',
       `job ${jobId} at ${storage.location} may be running: instance ${lease.instanceId} (lease epoch ${lease.epoch}) renewed its lease ${ago} and has not released it. ` +
@@ -191,7 +219,8 @@ export async function findGarbageIfJob(storage: CheckpointStorage, jobId: string
   const files: GarbageFile[] = [];
   const kept: KeptFile[] = [];
   const consider = (b: BlobInfo, reason: GarbageFile['reason']): void => {
-    if (b.modified === undefined || now - b.modified < minAgeMs) kept.push({ name: b.name, size: b.size, reason: 'too-young' });
+    if (b.modified === undefined || now - b.modified < minAgeMs)
+      kept.push({ name: b.name, size: b.size, reason: 'too-young' });
     else files.push({ name: b.name, size: b.size, reason });
   };
   for (const b of blobs) {

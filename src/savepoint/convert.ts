@@ -2,7 +2,12 @@ import { mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { CheckpointStreamFactory, KeyedBackendParams, StateBackend, StateFileReader } from '../backend/contract.js';
+import type {
+  CheckpointStreamFactory,
+  KeyedBackendParams,
+  StateBackend,
+  StateFileReader,
+} from '../backend/contract.js';
 import {
   isKeyGroupsHandle,
   type FileStreamHandle,
@@ -69,7 +74,10 @@ export interface ConvertOptions {
   /** Creates a backend by name (the source's recorded name, or `target`). `workDir` is scratch space for disk backends. */
   readonly backendFor: (name: string, workDir: string) => StateBackend;
   /** The key serializer a keyed handle was written with, for handle types that do not record it in the handle. */
-  readonly keySerializerOf?: (handle: KeyedStateHandle, files: StateFileReader) => Promise<SerializerSnapshot | undefined>;
+  readonly keySerializerOf?: (
+    handle: KeyedStateHandle,
+    files: StateFileReader,
+  ) => Promise<SerializerSnapshot | undefined>;
   readonly progress?: ConvertProgress;
   /** Blocks are flushed to the output in writes of about this many bytes. Default 1 MiB. */
   readonly flushBytes?: number;
@@ -95,7 +103,10 @@ export interface TemporaryPaths {
  */
 export function convertTempNames(dst: string): { output: string; scratch: string } {
   const tag = randomHex(12);
-  return { output: `.${basename(dst)}.streamstate-convert-${tag}`, scratch: `.${basename(dst)}.streamstate-scratch-${tag}` };
+  return {
+    output: `.${basename(dst)}.streamstate-convert-${tag}`,
+    scratch: `.${basename(dst)}.streamstate-scratch-${tag}`,
+  };
 }
 
 /**
@@ -134,7 +145,11 @@ function intersect(a: KeyGroupRangeJson, b: KeyGroupRangeJson): KeyGroupRangeJso
  * Checks what can be checked before anything is written: parallelism and max parallelism bounds
  * and handle consistency. Returns each operator's new parallelism.
  */
-export function planParallelism(metadata: CheckpointMetadata, parallelism: number | undefined, maxParallelism?: number): Map<string, number> {
+export function planParallelism(
+  metadata: CheckpointMetadata,
+  parallelism: number | undefined,
+  maxParallelism?: number,
+): Map<string, number> {
   checkKeyGroupCoverage(metadata, `${metadata.kind} ${metadata.checkpointId} of job ${metadata.jobId}`);
   const plan = new Map<string, number>();
   for (const op of metadata.operators) {
@@ -199,7 +214,12 @@ class Converter {
     const pointer = name ?? `${this.scratchName}/stage-${this.areas++}`;
     return {
       pointer,
-      streams: new BlobCheckpointStreamFactory({ store: this.store, baseDir: pointer, sharedDir: pointer, inlineThreshold: 0 }),
+      streams: new BlobCheckpointStreamFactory({
+        store: this.store,
+        baseDir: pointer,
+        sharedDir: pointer,
+        inlineThreshold: 0,
+      }),
       files: new BlobStateFileReader(this.store, pointer),
     };
   }
@@ -224,8 +244,11 @@ class Converter {
         const sources = await this.keyGroupsSources(op);
         const canonicalArea = this.opts.format === 'canonical' ? out : this.area();
         const keyed =
-          newMaxP === op.maxParallelism ? await this.rewriteCanonical(op, sources, newP, canonicalArea) : await this.rehashCanonical(op, sources, newP, newMaxP, canonicalArea);
-        const finalKeyed = this.opts.format === 'canonical' ? keyed : await this.snapshotNative(op, newP, newMaxP, keyed, canonicalArea);
+          newMaxP === op.maxParallelism
+            ? await this.rewriteCanonical(op, sources, newP, canonicalArea)
+            : await this.rehashCanonical(op, sources, newP, newMaxP, canonicalArea);
+        const finalKeyed =
+          this.opts.format === 'canonical' ? keyed : await this.snapshotNative(op, newP, newMaxP, keyed, canonicalArea);
         const operatorHandles = await this.copyOperatorState(op, newP, out);
         const subtasks: SubtaskStateSnapshot[] = [];
         for (let i = 0; i < newP; i++) {
@@ -244,14 +267,21 @@ class Converter {
         backend: this.opts.target,
         timestamp: md.timestamp,
         operators,
-        properties: { ...(md.properties ?? {}), convertedFrom: `${md.kind} ${md.checkpointId} (${md.format}, ${md.backend})` },
+        properties: {
+          ...(md.properties ?? {}),
+          convertedFrom: `${md.kind} ${md.checkpointId} (${md.format}, ${md.backend})`,
+        },
       };
       await this.storage.writeMetadata(this.outName, metadata);
       await this.cleanupScratch();
       try {
         await rename(resolve(this.parent, this.outName), this.dst);
       } catch (err) {
-        throw new StorageError('STORAGE_IO', `cannot move the converted savepoint into place at ${this.dst}: ${(err as Error).message}. Nothing was written there.`, { cause: err });
+        throw new StorageError(
+          'STORAGE_IO',
+          `cannot move the converted savepoint into place at ${this.dst}: ${(err as Error).message}. Nothing was written there.`,
+          { cause: err },
+        );
       }
       try {
         await fsyncDir(this.parent); // durable: the rename is an entry of the parent directory
@@ -266,7 +296,10 @@ class Converter {
       return { path: this.dst, metadata, keyedBytes: this.keyedBytes, keyGroups: this.keyGroups };
     } catch (err) {
       const out = resolve(this.parent, this.outName);
-      await rm(out, { recursive: true, force: true }).then(() => this.opts.temporaryPaths?.delete(out), () => undefined);
+      await rm(out, { recursive: true, force: true }).then(
+        () => this.opts.temporaryPaths?.delete(out),
+        () => undefined,
+      );
       await this.cleanupScratch();
       throw err;
     }
@@ -274,7 +307,10 @@ class Converter {
 
   private async cleanupScratch(): Promise<void> {
     const scratch = resolve(this.parent, this.scratchName);
-    await rm(scratch, { recursive: true, force: true }).then(() => this.opts.temporaryPaths?.delete(scratch), () => undefined);
+    await rm(scratch, { recursive: true, force: true }).then(
+      () => this.opts.temporaryPaths?.delete(scratch),
+      () => undefined,
+    );
   }
 
   // ------------------------------------------------------------------ step 1: key-groups sources
@@ -302,11 +338,18 @@ class Converter {
       const found = await this.opts.keySerializerOf?.(h, this.source.files);
       if (found !== undefined) return found;
     }
-    throw new StreamStateError('INVALID_ARGUMENT', `cannot tell which key serializer wrote the ${handles.map((h) => h.type).join(', ')} handle(s); this streamstate cannot convert them.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `cannot tell which key serializer wrote the ${handles.map((h) => h.type).join(', ')} handle(s); this streamstate cannot convert them.`,
+    );
   }
 
   /** Restores one subtask into the backend that wrote it and writes a canonical stream of it. */
-  private async materialize(op: OperatorSnapshot, s: SubtaskStateSnapshot, stage: Area): Promise<KeyGroupsStateHandle | null> {
+  private async materialize(
+    op: OperatorSnapshot,
+    s: SubtaskStateSnapshot,
+    stage: Area,
+  ): Promise<KeyGroupsStateHandle | null> {
     const md = this.source.metadata;
     const keySerializer = opaqueSerializer(await this.recordedKeySerializer(s.keyed));
     // Changelog handles: the wrapped backend restores the materialization and the log is replayed into it.
@@ -324,12 +367,23 @@ class Converter {
       keySerializer,
       restore: { handles: s.keyed, files: this.source.files, mode: 'no-claim', checkpointId: md.checkpointId },
     };
-    const keyed = innerName === undefined ? await backend.createKeyedStateBackend(params) : await restoreChangelogSubtask(backend, innerName, params);
+    const keyed =
+      innerName === undefined
+        ? await backend.createKeyedStateBackend(params)
+        : await restoreChangelogSubtask(backend, innerName, params);
     try {
-      const task = await keyed.snapshot(md.checkpointId, { type: 'savepoint', format: 'canonical', full: true, streams: stage.streams });
+      const task = await keyed.snapshot(md.checkpointId, {
+        type: 'savepoint',
+        format: 'canonical',
+        full: true,
+        streams: stage.streams,
+      });
       const h = await task.done;
       if (h !== null && !isFormatLevel(h)) {
-        throw new SnapshotError('SNAPSHOT_FAILED', `backend ${md.backend} wrote a ${h.type} handle for a canonical savepoint; expected a key-groups stream.`);
+        throw new SnapshotError(
+          'SNAPSHOT_FAILED',
+          `backend ${md.backend} wrote a ${h.type} handle for a canonical savepoint; expected a key-groups stream.`,
+        );
       }
       this.progress(`restoring ${op.operatorId}/${s.subtaskIndex} into ${md.backend}`, 1, 1);
       return h;
@@ -340,11 +394,21 @@ class Converter {
 
   // ------------------------------------------------------------------ step 2: canonical, re-partitioned
 
-  private async rewriteCanonical(op: OperatorSnapshot, sources: KeyGroupsSource[], newP: number, area: Area): Promise<(KeyGroupsStateHandle | null)[]> {
+  private async rewriteCanonical(
+    op: OperatorSnapshot,
+    sources: KeyGroupsSource[],
+    newP: number,
+    area: Area,
+  ): Promise<(KeyGroupsStateHandle | null)[]> {
     const out: (KeyGroupsStateHandle | null)[] = [];
-    const keySerializers = new Set(sources.map((s) => JSON.stringify(normalizeSerializerSnapshot(s.handle.keySerializer))));
+    const keySerializers = new Set(
+      sources.map((s) => JSON.stringify(normalizeSerializerSnapshot(s.handle.keySerializer))),
+    );
     if (keySerializers.size > 1) {
-      throw new FormatError('CORRUPT', `operator ${op.operatorId}: subtasks recorded different key serializers (${[...keySerializers].join(', ')}); the snapshot is inconsistent.`);
+      throw new FormatError(
+        'CORRUPT',
+        `operator ${op.operatorId}: subtasks recorded different key serializers (${[...keySerializers].join(', ')}); the snapshot is inconsistent.`,
+      );
     }
     const allStates = sources.flatMap((s) => s.handle.states);
     const total = sources.reduce((n, s) => n + s.handle.blocks.reduce((m, b) => m + b.length, 0), 0);
@@ -353,7 +417,10 @@ class Converter {
       const range = keyGroupRangeForSubtask(op.maxParallelism, newP, i).toJSON();
       const relevant = sources
         .map((s) => ({ s, r: intersect(range, s.handle.keyGroupRange) }))
-        .filter((x): x is { s: KeyGroupsSource; r: KeyGroupRangeJson } => x.r !== null && x.s.handle.blocks.some((b) => b.keyGroup >= x.r!.start && b.keyGroup <= x.r!.end));
+        .filter(
+          (x): x is { s: KeyGroupsSource; r: KeyGroupRangeJson } =>
+            x.r !== null && x.s.handle.blocks.some((b) => b.keyGroup >= x.r!.start && b.keyGroup <= x.r!.end),
+        );
       if (relevant.length === 0) {
         out.push(null);
         continue;
@@ -363,10 +430,23 @@ class Converter {
       try {
         const writer = new CanonicalKeyGroupsWriter(
           stream,
-          { layout: CANONICAL_LAYOUT, keySerializer: first.keySerializer, maxParallelism: op.maxParallelism, keyGroupRange: range, states: first.states },
-          { extraStates: allStates, ...(this.opts.flushBytes === undefined ? {} : { flushBytes: this.opts.flushBytes }) },
+          {
+            layout: CANONICAL_LAYOUT,
+            keySerializer: first.keySerializer,
+            maxParallelism: op.maxParallelism,
+            keyGroupRange: range,
+            states: first.states,
+          },
+          {
+            extraStates: allStates,
+            ...(this.opts.flushBytes === undefined ? {} : { flushBytes: this.opts.flushBytes }),
+          },
         );
-        const cursors = relevant.map(({ s, r }) => ({ it: readKeyGroups(s.handle, s.files, r), ids: writer.idsFor(s.handle.states), head: undefined as RawKeyGroup | undefined }));
+        const cursors = relevant.map(({ s, r }) => ({
+          it: readKeyGroups(s.handle, s.files, r),
+          ids: writer.idsFor(s.handle.states),
+          head: undefined as RawKeyGroup | undefined,
+        }));
         for (const c of cursors) c.head = (await c.it.next()).value ?? undefined;
         for (;;) {
           let kg = Number.POSITIVE_INFINITY;
@@ -396,7 +476,13 @@ class Converter {
   }
 
   /** Step 2 at another max parallelism: every key re-hashed into its new key group (rehash.ts). */
-  private async rehashCanonical(op: OperatorSnapshot, sources: KeyGroupsSource[], newP: number, newMaxP: number, area: Area): Promise<(KeyGroupsStateHandle | null)[]> {
+  private async rehashCanonical(
+    op: OperatorSnapshot,
+    sources: KeyGroupsSource[],
+    newP: number,
+    newMaxP: number,
+    area: Area,
+  ): Promise<(KeyGroupsStateHandle | null)[]> {
     const result = await rehashKeyedState(sources, {
       maxParallelism: newMaxP,
       parallelism: newP,
@@ -413,7 +499,13 @@ class Converter {
 
   // ------------------------------------------------------------------ step 3: native
 
-  private async snapshotNative(op: OperatorSnapshot, newP: number, newMaxP: number, canonical: (KeyGroupsStateHandle | null)[], from: Area): Promise<(KeyedStateHandle | null)[]> {
+  private async snapshotNative(
+    op: OperatorSnapshot,
+    newP: number,
+    newMaxP: number,
+    canonical: (KeyGroupsStateHandle | null)[],
+    from: Area,
+  ): Promise<(KeyedStateHandle | null)[]> {
     const md = this.source.metadata;
     const out: (KeyedStateHandle | null)[] = [];
     const target = this.area(this.outName);
@@ -426,7 +518,10 @@ class Converter {
       this.progress(`writing native ${this.opts.target} savepoint of ${op.operatorId}`, i, newP);
       const backend = this.opts.backendFor(this.opts.target, this.workDir());
       if (!backend.supportsSavepointFormat('native')) {
-        throw new StreamStateError('INVALID_ARGUMENT', `backend ${this.opts.target} has no native savepoint format; use --format canonical.`);
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          `backend ${this.opts.target} has no native savepoint format; use --format canonical.`,
+        );
       }
       const keyed = await backend.createKeyedStateBackend({
         jobId: md.jobId,
@@ -439,7 +534,12 @@ class Converter {
         restore: { handles: [h], files: from.files, mode: 'no-claim', checkpointId: md.checkpointId },
       });
       try {
-        const task = await keyed.snapshot(md.checkpointId, { type: 'savepoint', format: 'native', full: true, streams: target.streams });
+        const task = await keyed.snapshot(md.checkpointId, {
+          type: 'savepoint',
+          format: 'native',
+          full: true,
+          streams: target.streams,
+        });
         out.push(await task.done);
       } finally {
         await keyed.close();
@@ -455,13 +555,26 @@ class Converter {
     // Union state is fanned out to every subtask on restore; stored, each element must appear
     // once, so it is distributed like split state here (and relabelled back).
     const unionNames = new Set<string>();
-    const relabel = (h: OperatorStateHandle, from: 'union' | 'split', to: 'union' | 'split', only?: Set<string>): OperatorStateHandle => ({
+    const relabel = (
+      h: OperatorStateHandle,
+      from: 'union' | 'split',
+      to: 'union' | 'split',
+      only?: Set<string>,
+    ): OperatorStateHandle => ({
       ...h,
-      states: h.states.map((m) => (m.mode === from && (only === undefined || only.has(m.name)) ? { ...m, mode: to } : m)),
+      states: h.states.map((m) =>
+        m.mode === from && (only === undefined || only.has(m.name)) ? { ...m, mode: to } : m,
+      ),
     });
-    for (const s of op.subtasks) for (const h of s.operator) for (const m of h.states) if (m.mode === 'union') unionNames.add(m.name);
-    const asSplit: OperatorSnapshot = { ...op, subtasks: op.subtasks.map((s) => ({ ...s, operator: s.operator.map((h) => relabel(h, 'union', 'split')) })) };
-    const assigned = assignOperatorState(asSplit, newP).map((hs) => hs.map((h) => relabel(h, 'split', 'union', unionNames)));
+    for (const s of op.subtasks)
+      for (const h of s.operator) for (const m of h.states) if (m.mode === 'union') unionNames.add(m.name);
+    const asSplit: OperatorSnapshot = {
+      ...op,
+      subtasks: op.subtasks.map((s) => ({ ...s, operator: s.operator.map((h) => relabel(h, 'union', 'split')) })),
+    };
+    const assigned = assignOperatorState(asSplit, newP).map((hs) =>
+      hs.map((h) => relabel(h, 'split', 'union', unionNames)),
+    );
     const copied = new Map<string, FileStreamHandle>();
     const result: OperatorStateHandle[][] = [];
     for (const handles of assigned) {
@@ -499,10 +612,14 @@ class Converter {
     try {
       for await (const c of chunks()) await stream.write(c);
       if (crc >>> 0 !== f.crc32 >>> 0) {
-        throw new FormatError('CHECKSUM_MISMATCH', `${files.describe(f)}: crc32 ${(crc >>> 0).toString(16)} differs from the recorded ${(f.crc32 >>> 0).toString(16)}; the file is corrupt. Use another snapshot.`);
+        throw new FormatError(
+          'CHECKSUM_MISMATCH',
+          `${files.describe(f)}: crc32 ${(crc >>> 0).toString(16)} differs from the recorded ${(f.crc32 >>> 0).toString(16)}; the file is corrupt. Use another snapshot.`,
+        );
       }
       const h = await stream.closeAndGetHandle();
-      if (h === null || h.type !== 'file') throw new SnapshotError('SNAPSHOT_FAILED', `copying ${files.describe(f)} produced no file`);
+      if (h === null || h.type !== 'file')
+        throw new SnapshotError('SNAPSHOT_FAILED', `copying ${files.describe(f)} produced no file`);
       return h;
     } catch (err) {
       await stream.discard().catch(() => undefined);
@@ -515,19 +632,35 @@ class Converter {
  * Converts the snapshot `source` into a new savepoint directory `dst` (which must not exist).
  * Nothing is left at `dst` or next to it when it fails.
  */
-export async function convertSnapshot(source: LocatedSnapshot, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
+export async function convertSnapshot(
+  source: LocatedSnapshot,
+  dst: string,
+  opts: ConvertOptions,
+): Promise<ConvertResult> {
   if (isS3Path(dst)) return convertToS3(source, dst, opts);
   const target = resolve(dst);
-  if (await stat(target).then(() => true, () => false)) {
-    throw new StorageError('ALREADY_EXISTS', `${dst} already exists; the converted savepoint needs a new directory. Pick another destination or remove it.`);
+  if (
+    await stat(target).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    throw new StorageError(
+      'ALREADY_EXISTS',
+      `${dst} already exists; the converted savepoint needs a new directory. Pick another destination or remove it.`,
+    );
   }
   const parent = dirname(target);
-  if (!(await stat(parent).then((s) => s.isDirectory(), () => false))) {
+  if (
+    !(await stat(parent).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  ) {
     throw new StorageError('NOT_FOUND', `the parent directory of ${dst} does not exist; create it first.`);
   }
   return new Converter(source.snapshot, target, opts).run();
 }
-
 
 /**
  * An s3:// destination: converted into a local temporary directory, then copied up with _metadata
@@ -538,7 +671,10 @@ async function convertToS3(source: LocatedSnapshot, dst: string, opts: ConvertOp
   try {
     // Checked up front so a long conversion does not end in ALREADY_EXISTS (copySnapshot checks again).
     if ((await target.store.list(`${target.dir}/`)).length > 0) {
-      throw new StorageError('ALREADY_EXISTS', `${dst} already holds objects; the converted savepoint needs a new prefix. Pick another destination or remove it.`);
+      throw new StorageError(
+        'ALREADY_EXISTS',
+        `${dst} already holds objects; the converted savepoint needs a new prefix. Pick another destination or remove it.`,
+      );
     }
     const scratch = await mkdtemp(join(tmpdir(), 'streamstate-convert-'));
     opts.temporaryPaths?.add(scratch);
@@ -551,7 +687,10 @@ async function convertToS3(source: LocatedSnapshot, dst: string, opts: ConvertOp
       );
       return { ...result, path: dst };
     } finally {
-      await rm(scratch, { recursive: true, force: true }).then(() => opts.temporaryPaths?.delete(scratch), () => undefined);
+      await rm(scratch, { recursive: true, force: true }).then(
+        () => opts.temporaryPaths?.delete(scratch),
+        () => undefined,
+      );
     }
   } finally {
     await target.close();

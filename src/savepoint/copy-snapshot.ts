@@ -34,7 +34,11 @@ export interface CopySnapshotResult {
 
 const CHUNK = 8 * 1024 * 1024;
 
-export async function copySnapshot(from: SnapshotLocation, to: SnapshotLocation, opts: CopySnapshotOptions = {}): Promise<CopySnapshotResult> {
+export async function copySnapshot(
+  from: SnapshotLocation,
+  to: SnapshotLocation,
+  opts: CopySnapshotOptions = {},
+): Promise<CopySnapshotResult> {
   const source = `${from.store.location}/${from.dir}`;
   const target = `${to.store.location}/${to.dir}`;
   const metadataBytes = await from.store.get(`${from.dir}/${METADATA_FILE}`);
@@ -56,7 +60,10 @@ export async function copySnapshot(from: SnapshotLocation, to: SnapshotLocation,
     }
   }
   if ((await to.store.list(`${to.dir}/`)).length > 0) {
-    throw new StorageError('ALREADY_EXISTS', `${target} already holds objects; a snapshot is copied into a new, empty directory. Pick another destination or remove it.`);
+    throw new StorageError(
+      'ALREADY_EXISTS',
+      `${target} already holds objects; a snapshot is copied into a new, empty directory. Pick another destination or remove it.`,
+    );
   }
 
   const written: string[] = [];
@@ -81,7 +88,9 @@ export async function copySnapshot(from: SnapshotLocation, to: SnapshotLocation,
   } catch (err) {
     // _metadata first: a half-deleted copy must never look like a snapshot.
     const metadataName = `${to.dir}/${METADATA_FILE}`;
-    const order = written.includes(metadataName) ? [metadataName, ...written.filter((n) => n !== metadataName)] : written;
+    const order = written.includes(metadataName)
+      ? [metadataName, ...written.filter((n) => n !== metadataName)]
+      : written;
     await to.store.delete(order.slice(0, 1)).catch(() => undefined);
     await to.store.delete(order.slice(1)).catch(() => undefined);
     throw err;
@@ -89,7 +98,13 @@ export async function copySnapshot(from: SnapshotLocation, to: SnapshotLocation,
 }
 
 /** Streams one object across stores in 8 MiB ranges, checking the recorded size and CRC-32. */
-async function copyFile(from: BlobStore, fromName: string, to: BlobStore, toName: string, handle: FileStreamHandle): Promise<number> {
+async function copyFile(
+  from: BlobStore,
+  fromName: string,
+  to: BlobStore,
+  toName: string,
+  handle: FileStreamHandle,
+): Promise<number> {
   let crc = 0;
   let size = 0;
   async function* chunks(): AsyncGenerator<Uint8Array> {
@@ -101,7 +116,10 @@ async function copyFile(from: BlobStore, fromName: string, to: BlobStore, toName
       yield c;
     }
     if (size !== handle.size) {
-      throw new FormatError('TRUNCATED', `${from.location}/${fromName} has ${size} bytes, its handle records ${handle.size}; the snapshot is damaged. Use another one.`);
+      throw new FormatError(
+        'TRUNCATED',
+        `${from.location}/${fromName} has ${size} bytes, its handle records ${handle.size}; the snapshot is damaged. Use another one.`,
+      );
     }
     if (crc >>> 0 !== handle.crc32 >>> 0) {
       throw new FormatError(

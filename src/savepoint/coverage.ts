@@ -13,7 +13,8 @@ import { keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
 /** One line per problem, each naming the operator and subtask; empty when coverage is exact. */
 export function keyGroupCoverageProblems(metadata: CheckpointMetadata, operatorId?: string): string[] {
   const problems: string[] = [];
-  for (const op of metadata.operators) if (operatorId === undefined || op.operatorId === operatorId) operatorProblems(op, problems);
+  for (const op of metadata.operators)
+    if (operatorId === undefined || op.operatorId === operatorId) operatorProblems(op, problems);
   return problems;
 }
 
@@ -21,7 +22,9 @@ function operatorProblems(op: OperatorSnapshot, problems: string[]): void {
   const p = op.parallelism;
   const maxP = op.maxParallelism;
   if (!Number.isSafeInteger(p) || !Number.isSafeInteger(maxP) || p < 1 || maxP < 1 || p > maxP) {
-    problems.push(`operator ${op.operatorId}: parallelism ${p} and maxParallelism ${maxP} are inconsistent (need 1 <= parallelism <= maxParallelism).`);
+    problems.push(
+      `operator ${op.operatorId}: parallelism ${p} and maxParallelism ${maxP} are inconsistent (need 1 <= parallelism <= maxParallelism).`,
+    );
     return;
   }
   const seen = new Set<number>();
@@ -55,9 +58,13 @@ function operatorProblems(op: OperatorSnapshot, problems: string[]): void {
       for (let kg = Math.max(r.start, own.start); kg <= Math.min(r.end, own.end); kg++) claimed[kg - own.start]++;
     }
     const twice = runs(claimed, own.start, (n) => n > 1);
-    if (twice.length > 0) problems.push(`${where}: key groups ${twice.join(', ')} are claimed by more than one of its handles.`);
+    if (twice.length > 0)
+      problems.push(`${where}: key groups ${twice.join(', ')} are claimed by more than one of its handles.`);
     const missing = runs(claimed, own.start, (n) => n === 0);
-    if (missing.length > 0) problems.push(`${where}: no handle claims key groups ${missing.join(', ')} of its range ${own.start}-${own.end}; their state is missing.`);
+    if (missing.length > 0)
+      problems.push(
+        `${where}: no handle claims key groups ${missing.join(', ')} of its range ${own.start}-${own.end}; their state is missing.`,
+      );
   }
 }
 

@@ -34,7 +34,10 @@ function findOperator(metadata: CheckpointMetadata, operatorId: string): Operato
   const op = metadata.operators.find((o) => o.operatorId === operatorId);
   if (op === undefined) {
     const known = metadata.operators.map((o) => o.operatorId).join(', ') || 'none';
-    throw new RestoreError('UNKNOWN_OPERATOR', `the snapshot has no operator "${operatorId}" (operators: ${known}). Pass one of those to --operator.`);
+    throw new RestoreError(
+      'UNKNOWN_OPERATOR',
+      `the snapshot has no operator "${operatorId}" (operators: ${known}). Pass one of those to --operator.`,
+    );
   }
   return op;
 }
@@ -57,24 +60,38 @@ export function keyGroupsHandlesOf(op: OperatorSnapshot): { handles: KeyGroupsSt
  * Yields the records of an operator. Every keyed handle must be a key-groups handle: convert
  * other snapshots first (the CLI does that through the backend that wrote them).
  */
-export async function* dumpOperator(metadata: CheckpointMetadata, files: StateFileReader, opts: DumpOptions): AsyncGenerator<DumpRecord> {
+export async function* dumpOperator(
+  metadata: CheckpointMetadata,
+  files: StateFileReader,
+  opts: DumpOptions,
+): AsyncGenerator<DumpRecord> {
   const op = findOperator(metadata, opts.operatorId);
   checkKeyGroupCoverage(metadata, `${metadata.kind} ${metadata.checkpointId} of job ${metadata.jobId}`, op.operatorId);
   const { handles, others } = keyGroupsHandlesOf(op);
   if (others.length > 0) {
-    throw new StreamStateError('INVALID_ARGUMENT', `operator ${op.operatorId} holds ${[...new Set(others)].join(', ')} handles, which dump cannot read directly; convert the snapshot to canonical first.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `operator ${op.operatorId} holds ${[...new Set(others)].join(', ')} handles, which dump cannot read directly; convert the snapshot to canonical first.`,
+    );
   }
   const names = new Set<string>();
   for (const h of handles) for (const s of h.states) names.add(s.name);
   for (const s of op.subtasks) for (const h of s.operator) for (const st of h.states) names.add(st.name);
   if (opts.stateName !== undefined && !names.has(opts.stateName)) {
-    throw new StateRegistrationError('STATE_NOT_REGISTERED', `operator ${op.operatorId} has no state "${opts.stateName}" (states: ${[...names].sort().join(', ') || 'none'}).`);
+    throw new StateRegistrationError(
+      'STATE_NOT_REGISTERED',
+      `operator ${op.operatorId} has no state "${opts.stateName}" (states: ${[...names].sort().join(', ') || 'none'}).`,
+    );
   }
   for (const h of handles) yield* dumpKeyGroups(h, files, opts.stateName);
   yield* dumpOperatorState(op, files, opts.stateName);
 }
 
-async function* dumpKeyGroups(h: KeyGroupsStateHandle, files: StateFileReader, only: string | undefined): AsyncGenerator<DumpRecord> {
+async function* dumpKeyGroups(
+  h: KeyGroupsStateHandle,
+  files: StateFileReader,
+  only: string | undefined,
+): AsyncGenerator<DumpRecord> {
   const metas = new Map(h.states.map((s) => [s.stateId, s]));
   for await (const kg of readKeyGroups(h, files, h.keyGroupRange)) {
     const sections = kg.sections
@@ -87,23 +104,37 @@ async function* dumpKeyGroups(h: KeyGroupsStateHandle, files: StateFileReader, o
       const ns = (b: Buffer): JsonValue => decodeToJson(b, meta.namespaceSerializer);
       const val = (b: Buffer): JsonValue => decodeToJson(b, meta.valueSerializer);
       if (meta.kind === 'timers') {
-        for (const t of timerEntries(s)) yield { ...base, timestamp: t.timestamp, key: key(t.key), namespace: ns(t.namespace) };
+        for (const t of timerEntries(s))
+          yield { ...base, timestamp: t.timestamp, key: key(t.key), namespace: ns(t.namespace) };
       } else if (meta.kind === 'list') {
-        for (const e of listEntries(s)) yield { ...base, key: key(e.key), namespace: ns(e.namespace), value: e.elements.map(val) };
+        for (const e of listEntries(s))
+          yield { ...base, key: key(e.key), namespace: ns(e.namespace), value: e.elements.map(val) };
       } else if (meta.kind === 'map') {
         for (const e of mapEntries(s)) {
           const k = key(e.key);
           const n = ns(e.namespace);
-          for (const [uk, v] of e.entries) yield { ...base, key: k, namespace: n, userKey: decodeToJson(uk, meta.userKeySerializer), value: v === null ? null : val(v) };
+          for (const [uk, v] of e.entries)
+            yield {
+              ...base,
+              key: k,
+              namespace: n,
+              userKey: decodeToJson(uk, meta.userKeySerializer),
+              value: v === null ? null : val(v),
+            };
         }
       } else {
-        for (const e of valueEntries(s)) yield { ...base, key: key(e.key), namespace: ns(e.namespace), value: val(e.value) };
+        for (const e of valueEntries(s))
+          yield { ...base, key: key(e.key), namespace: ns(e.namespace), value: val(e.value) };
       }
     }
   }
 }
 
-async function* dumpOperatorState(op: OperatorSnapshot, files: StateFileReader, only: string | undefined): AsyncGenerator<DumpRecord> {
+async function* dumpOperatorState(
+  op: OperatorSnapshot,
+  files: StateFileReader,
+  only: string | undefined,
+): AsyncGenerator<DumpRecord> {
   const broadcastDone = new Set<string>();
   for (const sub of [...op.subtasks].sort((a, b) => a.subtaskIndex - b.subtaskIndex)) {
     for (const h of sub.operator as readonly OperatorStateHandle[]) {
@@ -125,7 +156,12 @@ async function* dumpOperatorState(op: OperatorSnapshot, files: StateFileReader, 
             const k = decodeToJson(r.bytes(), s.keySerializer);
             yield { state: s.name, kind: 'broadcast', key: k, value: decodeToJson(r.bytes(), s.valueSerializer) };
           } else {
-            yield { state: s.name, kind: s.mode === 'union' ? 'union-list' : 'operator-list', subtask: sub.subtaskIndex, value: decodeToJson(r.bytes(), s.valueSerializer) };
+            yield {
+              state: s.name,
+              kind: s.mode === 'union' ? 'union-list' : 'operator-list',
+              subtask: sub.subtaskIndex,
+              value: decodeToJson(r.bytes(), s.valueSerializer),
+            };
           }
         }
       }

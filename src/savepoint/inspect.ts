@@ -1,4 +1,11 @@
-import { isKeyGroupsHandle, referencedFiles, type KeyedStateHandle, type KeyedStateMetaInfo, type KeyGroupsStateHandle, type OperatorStateHandle } from '../backend/handles.js';
+import {
+  isKeyGroupsHandle,
+  referencedFiles,
+  type KeyedStateHandle,
+  type KeyedStateMetaInfo,
+  type KeyGroupsStateHandle,
+  type OperatorStateHandle,
+} from '../backend/handles.js';
 import { encodeMetadata } from '../checkpoint/metadata-codec.js';
 import type { CheckpointMetadata, CheckpointMetadataStats } from '../checkpoint/metadata.js';
 import { describeSerializer, type SerializerSnapshot } from '../serializers/serializer.js';
@@ -48,7 +55,11 @@ export interface OperatorReport {
   /** Handle types whose states are recorded in the backend's own files (inspect cannot list them). */
   readonly opaqueHandleTypes: readonly string[];
   readonly operatorStates: readonly OperatorStateReport[];
-  readonly subtasks: ReadonlyArray<{ readonly subtaskIndex: number; readonly keyed: readonly HandleReport[]; readonly operator: readonly HandleReport[] }>;
+  readonly subtasks: ReadonlyArray<{
+    readonly subtaskIndex: number;
+    readonly keyed: readonly HandleReport[];
+    readonly operator: readonly HandleReport[];
+  }>;
 }
 
 export interface SnapshotReport {
@@ -89,7 +100,8 @@ export function keyGroupsHandlesIn(handle: unknown, out: KeyGroupsStateHandle[] 
   if (Array.isArray(handle)) for (const h of handle) keyGroupsHandlesIn(h, out);
   else if (handle !== null && typeof handle === 'object') {
     const o = handle as Record<string, unknown>;
-    if (o.type === 'key-groups' && Array.isArray(o.blocks) && Array.isArray(o.states)) out.push(o as unknown as KeyGroupsStateHandle);
+    if (o.type === 'key-groups' && Array.isArray(o.blocks) && Array.isArray(o.states))
+      out.push(o as unknown as KeyGroupsStateHandle);
     else for (const v of Object.values(o)) if (v !== null && typeof v === 'object') keyGroupsHandlesIn(v, out);
   }
   return out;
@@ -100,7 +112,12 @@ function isInline(value: unknown): boolean {
 }
 
 function keyedReport(h: KeyedStateHandle): HandleReport {
-  const base = { type: h.type, keyGroupRange: { start: h.keyGroupRange.start, end: h.keyGroupRange.end }, bytes: streamBytes(h), inline: isInline(h) };
+  const base = {
+    type: h.type,
+    keyGroupRange: { start: h.keyGroupRange.start, end: h.keyGroupRange.end },
+    bytes: streamBytes(h),
+    inline: isInline(h),
+  };
   return isKeyGroupsHandle(h) ? { ...base, layout: h.layout, keyGroupsWithData: h.blocks.length } : base;
 }
 
@@ -128,14 +145,22 @@ function operatorStates(handles: readonly OperatorStateHandle[]): OperatorStateR
       const replicated = s.mode === 'broadcast';
       if (seen === undefined) {
         byName.set(s.name, {
-          report: { name: s.name, mode: s.mode, valueSerializer: describeSerializer(s.valueSerializer), ...(s.keySerializer ? { keySerializer: describe(s.keySerializer) } : {}), elements: 0 },
+          report: {
+            name: s.name,
+            mode: s.mode,
+            valueSerializer: describeSerializer(s.valueSerializer),
+            ...(s.keySerializer ? { keySerializer: describe(s.keySerializer) } : {}),
+            elements: 0,
+          },
           elements: s.offsets.length,
         });
       } else if (!replicated) seen.elements += s.offsets.length;
       else seen.elements = Math.max(seen.elements, s.offsets.length);
     }
   }
-  return [...byName.values()].map((e) => ({ ...e.report, elements: e.elements })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return [...byName.values()]
+    .map((e) => ({ ...e.report, elements: e.elements }))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 export function inspectMetadata(metadata: CheckpointMetadata, path: string): SnapshotReport {
@@ -158,13 +183,24 @@ export function inspectMetadata(metadata: CheckpointMetadata, path: string): Sna
             for (const m of k.states) if (!states.has(m.name)) states.set(m.name, stateReport(m));
           }
           const ks = (h as { keySerializer?: SerializerSnapshot }).keySerializer;
-          if (keySerializer === undefined && ks !== undefined && typeof ks.id === 'string') keySerializer = describeSerializer(ks);
+          if (keySerializer === undefined && ks !== undefined && typeof ks.id === 'string')
+            keySerializer = describeSerializer(ks);
           keyedBytes += streamBytes(h);
         }
         for (const h of s.operator) operatorBytes += streamBytes(h);
         allOperatorHandles.push(...s.operator);
-        for (const f of referencedFiles([s.keyed, s.operator])) files.set(f.path, { path: f.path, size: f.size, crc32: f.crc32 });
-        return { subtaskIndex: s.subtaskIndex, keyed: s.keyed.map(keyedReport), operator: s.operator.map((h) => ({ type: h.type, keyGroupRange: { start: 0, end: -1 }, bytes: streamBytes(h), inline: isInline(h) })) };
+        for (const f of referencedFiles([s.keyed, s.operator]))
+          files.set(f.path, { path: f.path, size: f.size, crc32: f.crc32 });
+        return {
+          subtaskIndex: s.subtaskIndex,
+          keyed: s.keyed.map(keyedReport),
+          operator: s.operator.map((h) => ({
+            type: h.type,
+            keyGroupRange: { start: 0, end: -1 },
+            bytes: streamBytes(h),
+            inline: isInline(h),
+          })),
+        };
       });
     return {
       operatorId: op.operatorId,
@@ -216,7 +252,8 @@ function range(r: { start: number; end: number }): string {
 
 /** The statistics lines of `inspect` (Flink's checkpoint details: sizes, then per subtask durations and sizes). */
 export function formatStats(st: CheckpointMetadataStats): string[] {
-  const ms = (v: number | undefined): string => (v === undefined ? 'n/a' : `${Number.isInteger(v) ? v : v.toFixed(1)} ms`);
+  const ms = (v: number | undefined): string =>
+    v === undefined ? 'n/a' : `${Number.isInteger(v) ? v : v.toFixed(1)} ms`;
   const lines = [
     `  checkpoint statistics: duration ${ms(st.durationMs)}, written ${formatBytes(st.bytesWritten)} of ${formatBytes(st.fullSize)} (reused ${formatBytes(st.bytesReused)}), ${st.fileCount} file${st.fileCount === 1 ? '' : 's'}`,
   ];
@@ -234,23 +271,41 @@ export function formatReport(r: SnapshotReport): string {
   const lines: string[] = [];
   lines.push(`${r.kind} ${r.checkpointId} of job ${r.jobId} at ${r.path}`);
   lines.push(`  format ${r.format}, backend ${r.backend}, taken ${new Date(r.timestamp).toISOString()}`);
-  lines.push(`  size ${formatBytes(r.totalBytes)} (_metadata ${formatBytes(r.metadataBytes)}, ${r.files.length} file${r.files.length === 1 ? '' : 's'})`);
+  lines.push(
+    `  size ${formatBytes(r.totalBytes)} (_metadata ${formatBytes(r.metadataBytes)}, ${r.files.length} file${r.files.length === 1 ? '' : 's'})`,
+  );
   if (r.properties) for (const [k, v] of Object.entries(r.properties)) lines.push(`  property ${k} = ${String(v)}`);
   if (r.stats) lines.push(...formatStats(r.stats));
   for (const op of r.operators) {
     lines.push('');
     lines.push(`operator ${op.operatorId}: parallelism ${op.parallelism}, maxParallelism ${op.maxParallelism}`);
-    lines.push(`  keyed state ${formatBytes(op.keyedBytes)}, operator state ${formatBytes(op.operatorBytes)}${op.keySerializer ? `, key serializer ${op.keySerializer}` : ''}`);
+    lines.push(
+      `  keyed state ${formatBytes(op.keyedBytes)}, operator state ${formatBytes(op.operatorBytes)}${op.keySerializer ? `, key serializer ${op.keySerializer}` : ''}`,
+    );
     for (const s of op.keyedStates) {
-      const sers = [s.userKeySerializer && `userKey ${s.userKeySerializer}`, s.valueSerializer && `value ${s.valueSerializer}`, `namespace ${s.namespaceSerializer}`].filter(Boolean).join(', ');
+      const sers = [
+        s.userKeySerializer && `userKey ${s.userKeySerializer}`,
+        s.valueSerializer && `value ${s.valueSerializer}`,
+        `namespace ${s.namespaceSerializer}`,
+      ]
+        .filter(Boolean)
+        .join(', ');
       lines.push(`  keyed ${s.kind.padEnd(11)} ${s.name}  (${sers}${s.ttl ? ', ttl' : ''})`);
     }
-    for (const t of op.opaqueHandleTypes) lines.push(`  keyed state in ${t} handles: states are recorded in the backend's files (convert to canonical to list them)`);
+    for (const t of op.opaqueHandleTypes)
+      lines.push(
+        `  keyed state in ${t} handles: states are recorded in the backend's files (convert to canonical to list them)`,
+      );
     for (const s of op.operatorStates) {
-      lines.push(`  operator ${s.mode.padEnd(9)} ${s.name}  (${s.elements} ${s.mode === 'broadcast' ? 'entries' : 'elements'}, value ${s.valueSerializer}${s.keySerializer ? `, key ${s.keySerializer}` : ''})`);
+      lines.push(
+        `  operator ${s.mode.padEnd(9)} ${s.name}  (${s.elements} ${s.mode === 'broadcast' ? 'entries' : 'elements'}, value ${s.valueSerializer}${s.keySerializer ? `, key ${s.keySerializer}` : ''})`,
+      );
     }
     for (const s of op.subtasks) {
-      const keyed = s.keyed.map((h) => `${h.type}${h.layout ? `/${h.layout}` : ''} key groups ${range(h.keyGroupRange)}${h.keyGroupsWithData === undefined ? '' : ` (${h.keyGroupsWithData} with data)`} ${formatBytes(h.bytes)}${h.inline ? ' inline' : ''}`);
+      const keyed = s.keyed.map(
+        (h) =>
+          `${h.type}${h.layout ? `/${h.layout}` : ''} key groups ${range(h.keyGroupRange)}${h.keyGroupsWithData === undefined ? '' : ` (${h.keyGroupsWithData} with data)`} ${formatBytes(h.bytes)}${h.inline ? ' inline' : ''}`,
+      );
       const oper = s.operator.map((h) => `operator ${formatBytes(h.bytes)}${h.inline ? ' inline' : ''}`);
       lines.push(`  subtask ${s.subtaskIndex}: ${[...keyed, ...oper].join('; ') || 'no state'}`);
     }
@@ -258,7 +313,8 @@ export function formatReport(r: SnapshotReport): string {
   if (r.files.length > 0) {
     lines.push('');
     lines.push('files:');
-    for (const f of r.files) lines.push(`  ${f.path}  ${formatBytes(f.size)}  crc32 ${(f.crc32 >>> 0).toString(16).padStart(8, '0')}`);
+    for (const f of r.files)
+      lines.push(`  ${f.path}  ${formatBytes(f.size)}  crc32 ${(f.crc32 >>> 0).toString(16).padStart(8, '0')}`);
   }
   return `${lines.join('\n')}\n`;
 }

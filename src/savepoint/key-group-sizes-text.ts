@@ -18,12 +18,20 @@ function count(n: number): string {
  * `basis` says where the sizes come from: the snapshot's own key-groups streams, or a canonical
  * conversion of native handles made for this report.
  */
-export function formatKeyGroupSizes(reports: readonly OperatorKeyGroups[], basis: 'snapshot' | 'canonical-view'): string {
+export function formatKeyGroupSizes(
+  reports: readonly OperatorKeyGroups[],
+  basis: 'snapshot' | 'canonical-view',
+): string {
   const lines: string[] = [];
   for (const r of reports) {
     if (lines.length > 0) lines.push('');
-    const source = basis === 'snapshot' ? 'sizes from _metadata' : 'sizes of a canonical conversion (native handles were restored and written canonically for this report)';
-    lines.push(`operator ${r.operatorId}: maxParallelism ${r.maxParallelism}, parallelism ${r.parallelism} (${source}; entries ${r.entriesFrom})`);
+    const source =
+      basis === 'snapshot'
+        ? 'sizes from _metadata'
+        : 'sizes of a canonical conversion (native handles were restored and written canonically for this report)';
+    lines.push(
+      `operator ${r.operatorId}: maxParallelism ${r.maxParallelism}, parallelism ${r.parallelism} (${source}; entries ${r.entriesFrom})`,
+    );
     if (r.keyGroupsWithData === 0) {
       lines.push('  no keyed state');
       continue;
@@ -35,11 +43,18 @@ export function formatKeyGroupSizes(reports: readonly OperatorKeyGroups[], basis
     );
     lines.push('  bytes per key group:');
     const most = Math.max(...r.histogram.map((b) => b.keyGroups));
-    const labels = r.histogram.map((b, i) => (i === 0 ? 'empty' : `${formatBytes(b.fromBytes)} - ${formatBytes(b.toBytes)}`));
+    const labels = r.histogram.map((b, i) =>
+      i === 0 ? 'empty' : `${formatBytes(b.fromBytes)} - ${formatBytes(b.toBytes)}`,
+    );
     const width = Math.max(...labels.map((l) => l.length));
-    r.histogram.forEach((b, i) => lines.push(`    ${labels[i].padStart(width)}  ${bar(b.keyGroups, most)} ${b.keyGroups}`));
+    r.histogram.forEach((b, i) =>
+      lines.push(`    ${labels[i].padStart(width)}  ${bar(b.keyGroups, most)} ${b.keyGroups}`),
+    );
     lines.push('  largest key groups:');
-    for (const k of r.largest) lines.push(`    key group ${String(k.keyGroup).padStart(5)}  ${formatBytes(k.bytes).padStart(10)}  ${count(k.entries).padStart(10)} entries`);
+    for (const k of r.largest)
+      lines.push(
+        `    key group ${String(k.keyGroup).padStart(5)}  ${formatBytes(k.bytes).padStart(10)}  ${count(k.entries).padStart(10)} entries`,
+      );
     const proposed = r.proposedParallelism === r.parallelism ? 'its parallelism' : 'the proposed parallelism';
     lines.push(`  at ${proposed} ${r.proposedParallelism}: subtask skew ${r.subtaskSkew.toFixed(2)} (max/mean bytes)`);
     for (const s of r.subtasks) {

@@ -79,7 +79,10 @@ function ratio(a: number, b: number): number {
 }
 
 /** Sizes of one operator's key groups; blocks without recorded entries are read to count them. */
-async function sizesOf(op: OperatorSnapshot, files: StateFileReader): Promise<{ sizes: Map<number, { bytes: number; entries: number }>; streamBytes: number; scanned: boolean }> {
+async function sizesOf(
+  op: OperatorSnapshot,
+  files: StateFileReader,
+): Promise<{ sizes: Map<number, { bytes: number; entries: number }>; streamBytes: number; scanned: boolean }> {
   const sizes = new Map<number, { bytes: number; entries: number }>();
   let streamBytes = 0;
   let scanned = false;
@@ -91,7 +94,11 @@ async function sizesOf(op: OperatorSnapshot, files: StateFileReader): Promise<{ 
     const counted = new Map<number, number>();
     if (missing) {
       scanned = true;
-      for await (const kg of readKeyGroups(h, files, h.keyGroupRange)) counted.set(kg.keyGroup, kg.sections.reduce((n, s) => n + s.entryCount, 0));
+      for await (const kg of readKeyGroups(h, files, h.keyGroupRange))
+        counted.set(
+          kg.keyGroup,
+          kg.sections.reduce((n, s) => n + s.entryCount, 0),
+        );
     }
     for (const b of h.blocks) {
       const seen = sizes.get(b.keyGroup) ?? { bytes: 0, entries: 0 };
@@ -112,21 +119,35 @@ function histogram(sizes: readonly KeyGroupSize[], empty: number, buckets: numbe
   const width = (max - min + 1) / n;
   const counts = new Array<number>(n).fill(0);
   for (const s of sizes) counts[Math.min(n - 1, Math.floor((s.bytes - min) / width))]++;
-  for (let i = 0; i < n; i++) out.push({ fromBytes: Math.ceil(min + i * width), toBytes: Math.ceil(min + (i + 1) * width) - 1, keyGroups: counts[i] });
+  for (let i = 0; i < n; i++)
+    out.push({
+      fromBytes: Math.ceil(min + i * width),
+      toBytes: Math.ceil(min + (i + 1) * width) - 1,
+      keyGroups: counts[i],
+    });
   return out;
 }
 
 /** Key-group sizes of every operator with keyed state in key-groups streams. */
-export async function keyGroupSizes(metadata: CheckpointMetadata, files: StateFileReader, opts: KeyGroupSizesOptions = {}): Promise<OperatorKeyGroups[]> {
+export async function keyGroupSizes(
+  metadata: CheckpointMetadata,
+  files: StateFileReader,
+  opts: KeyGroupSizesOptions = {},
+): Promise<OperatorKeyGroups[]> {
   const out: OperatorKeyGroups[] = [];
   for (const op of metadata.operators) {
     const p = opts.parallelism ?? op.parallelism;
     if (p > op.maxParallelism) {
-      throw new RestoreError('PARALLELISM_INVALID', `--parallelism ${p} is above operator ${op.operatorId}'s maxParallelism ${op.maxParallelism}; no subtask could hold fewer than one key group. Use at most ${op.maxParallelism}.`);
+      throw new RestoreError(
+        'PARALLELISM_INVALID',
+        `--parallelism ${p} is above operator ${op.operatorId}'s maxParallelism ${op.maxParallelism}; no subtask could hold fewer than one key group. Use at most ${op.maxParallelism}.`,
+      );
     }
     checkParallelism(op.maxParallelism, p);
     const { sizes, streamBytes, scanned } = await sizesOf(op, files);
-    const keyGroups = [...sizes].map(([keyGroup, s]) => ({ keyGroup, bytes: s.bytes, entries: s.entries })).sort((a, b) => a.keyGroup - b.keyGroup);
+    const keyGroups = [...sizes]
+      .map(([keyGroup, s]) => ({ keyGroup, bytes: s.bytes, entries: s.entries }))
+      .sort((a, b) => a.keyGroup - b.keyGroup);
     const bytes = keyGroups.reduce((n, k) => n + k.bytes, 0);
     const entries = keyGroups.reduce((n, k) => n + k.entries, 0);
     const maxBytes = keyGroups.reduce((m, k) => Math.max(m, k.bytes), 0);

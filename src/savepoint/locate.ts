@@ -1,6 +1,11 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, posix, relative, resolve, sep } from 'node:path';
-import { BlobCheckpointStorage, localCheckpointStorage, METADATA_FILE, SHARED_DIR } from '../checkpoint/checkpoint-storage.js';
+import {
+  BlobCheckpointStorage,
+  localCheckpointStorage,
+  METADATA_FILE,
+  SHARED_DIR,
+} from '../checkpoint/checkpoint-storage.js';
 import type { CheckpointStorage, ResolvedSnapshot } from '../checkpoint/storage.js';
 import { FormatError, StorageError, StreamStateError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -121,13 +126,22 @@ export async function locateSnapshot(path: string, opts?: string | LocateOptions
   if (st.isDirectory()) dir = abs;
   else if (basename(abs) === METADATA_FILE) dir = dirname(abs);
   else {
-    throw new StreamStateError('INVALID_ARGUMENT', `${path} is a file, not a checkpoint or savepoint: pass the directory that holds _metadata (or the _metadata file itself).`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `${path} is a file, not a checkpoint or savepoint: pass the directory that holds _metadata (or the _metadata file itself).`,
+    );
   }
   if ((await statOrNull(resolve(dir, METADATA_FILE))) === null) {
-    const hint = (await looksLikeCheckpointRoot(dir)) ? ` It looks like a checkpoint directory: run \`streamstate list ${path}\` to see its checkpoints.` : '';
-    throw new FormatError('METADATA_MISSING', `${path} is not a checkpoint or savepoint (it has no _metadata file): it is incomplete or not a snapshot.${hint}`);
+    const hint = (await looksLikeCheckpointRoot(dir))
+      ? ` It looks like a checkpoint directory: run \`streamstate list ${path}\` to see its checkpoints.`
+      : '';
+    throw new FormatError(
+      'METADATA_MISSING',
+      `${path} is not a checkpoint or savepoint (it has no _metadata file): it is incomplete or not a snapshot.${hint}`,
+    );
   }
-  if (dirname(dir) === dir) throw new StreamStateError('INVALID_ARGUMENT', `${path}: a snapshot cannot be the file-system root.`);
+  if (dirname(dir) === dir)
+    throw new StreamStateError('INVALID_ARGUMENT', `${path}: a snapshot cannot be the file-system root.`);
   let root = dirname(dir);
   if (rootLevels(basename(dir)) === 2 && dirname(root) !== root) root = dirname(root);
   const storage = localCheckpointStorage(root);
@@ -154,7 +168,11 @@ export async function locateCheckpointDir(path: string, opts?: string | LocateOp
   const abs = localPath(path, o.cwd ?? process.cwd());
   const st = await statOrNull(abs);
   if (st === null) throw new StorageError('NOT_FOUND', `${path}: no such directory. Check the path.`);
-  if (!st.isDirectory()) throw new StreamStateError('INVALID_ARGUMENT', `${path} is a file; pass a checkpoint directory (a job's directory or the storage root).`);
+  if (!st.isDirectory())
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `${path} is a file; pass a checkpoint directory (a job's directory or the storage root).`,
+    );
   if (await looksLikeCheckpointRoot(abs)) {
     const root = dirname(abs);
     return { storage: localCheckpointStorage(root), jobs: [basename(abs)], display: path, close: noop };
@@ -174,7 +192,10 @@ export async function locateCheckpointDir(path: string, opts?: string | LocateOp
 export function openSnapshotDestination(url: string, s3: S3ConnectionOptions = {}): SnapshotDestination {
   const { bucket, prefix } = parseS3Url(url);
   if (prefix === '') {
-    throw new StreamStateError('INVALID_ARGUMENT', `${url} names a bucket, not a savepoint directory: add a key prefix, e.g. s3://${bucket}/savepoints/sp-1.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `${url} names a bucket, not a savepoint directory: add a key prefix, e.g. s3://${bucket}/savepoints/sp-1.`,
+    );
   }
   const { entropy: _unused, ...plain } = s3;
   const store = new LazyS3BlobStore({ ...plain, bucket, prefix: '' });
@@ -197,7 +218,10 @@ async function locateS3Snapshot(path: string, s3: S3ConnectionOptions): Promise<
   const { bucket, prefix } = parseS3Url(path);
   const dir = prefix === METADATA_FILE || prefix.endsWith(`/${METADATA_FILE}`) ? parentPrefix(prefix) : prefix;
   if (dir === '') {
-    throw new StreamStateError('INVALID_ARGUMENT', `${path} names the bucket root; pass the snapshot's directory (s3://${bucket}/<dir>, the prefix that holds _metadata).`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `${path} names the bucket root; pass the snapshot's directory (s3://${bucket}/<dir>, the prefix that holds _metadata).`,
+    );
   }
   let root = parentPrefix(dir);
   if (rootLevels(posix.basename(dir)) === 2) root = parentPrefix(root);
@@ -217,15 +241,26 @@ async function locateS3Snapshot(path: string, s3: S3ConnectionOptions): Promise<
 /** Throws the most helpful error for an S3 "directory" without _metadata. */
 async function explainMissingMetadata(path: string, store: LazyS3BlobStore, dir: string): Promise<never> {
   if ((await store.stat(dir)) !== null) {
-    throw new StreamStateError('INVALID_ARGUMENT', `${path} is an object, not a checkpoint or savepoint: pass the prefix that holds _metadata (or the _metadata object itself).`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `${path} is an object, not a checkpoint or savepoint: pass the prefix that holds _metadata (or the _metadata object itself).`,
+    );
   }
   const under = await store.list(`${dir}/`);
   if (under.length === 0) {
-    throw new StorageError('NOT_FOUND', `${path}: no objects under this prefix in bucket ${store.bucket} (at ${store.endpoint}). Check the path, the bucket and --s3-endpoint.`);
+    throw new StorageError(
+      'NOT_FOUND',
+      `${path}: no objects under this prefix in bucket ${store.bucket} (at ${store.endpoint}). Check the path, the bucket and --s3-endpoint.`,
+    );
   }
   const jobDir = under.some((b) => isJobDirEntry(b.name.slice(dir.length + 1).split('/', 1)[0]));
-  const hint = jobDir ? ` It looks like a checkpoint directory: run \`streamstate list ${path}\` to see its checkpoints.` : '';
-  throw new FormatError('METADATA_MISSING', `${path} is not a checkpoint or savepoint (it has no _metadata object): it is incomplete or not a snapshot.${hint}`);
+  const hint = jobDir
+    ? ` It looks like a checkpoint directory: run \`streamstate list ${path}\` to see its checkpoints.`
+    : '';
+  throw new FormatError(
+    'METADATA_MISSING',
+    `${path} is not a checkpoint or savepoint (it has no _metadata object): it is incomplete or not a snapshot.${hint}`,
+  );
 }
 
 async function locateS3CheckpointDir(path: string, s3: S3ConnectionOptions): Promise<LocatedCheckpointDir> {
@@ -240,21 +275,37 @@ async function locateS3CheckpointDir(path: string, s3: S3ConnectionOptions): Pro
   }
   if (blobs.length === 0) {
     await store.close();
-    throw new StorageError('NOT_FOUND', `${path}: no objects under this prefix in bucket ${bucket} (at ${store.endpoint}). Check the path, the bucket and --s3-endpoint.`);
+    throw new StorageError(
+      'NOT_FOUND',
+      `${path}: no objects under this prefix in bucket ${bucket} (at ${store.endpoint}). Check the path, the bucket and --s3-endpoint.`,
+    );
   }
   if (blobs.some((b) => b.name.includes('/') && isJobDirEntry(b.name.split('/', 1)[0]))) {
     // One job's directory: its parent is the storage root.
     await store.close();
     if (prefix === '') {
-      throw new StreamStateError('INVALID_ARGUMENT', `${path}: the bucket root holds chk-<n>/ or shared/ itself; checkpoint storage keeps them under <root>/<jobId>/, so this is not a layout streamstate wrote.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `${path}: the bucket root holds chk-<n>/ or shared/ itself; checkpoint storage keeps them under <root>/<jobId>/, so this is not a layout streamstate wrote.`,
+      );
     }
     const parent = s3Store(bucket, parentPrefix(prefix), s3);
-    return { storage: new BlobCheckpointStorage(parent), jobs: [posix.basename(prefix)], display: path, close: () => parent.close() };
+    return {
+      storage: new BlobCheckpointStorage(parent),
+      jobs: [posix.basename(prefix)],
+      display: path,
+      close: () => parent.close(),
+    };
   }
   const jobs = new Set<string>();
   for (const b of blobs) {
     const segments = b.name.split('/');
     if (segments.length >= 3 && isJobDirEntry(segments[1])) jobs.add(segments[0]);
   }
-  return { storage: new BlobCheckpointStorage(store), jobs: [...jobs].sort(), display: path, close: () => store.close() };
+  return {
+    storage: new BlobCheckpointStorage(store),
+    jobs: [...jobs].sort(),
+    display: path,
+    close: () => store.close(),
+  };
 }

@@ -108,13 +108,20 @@ export class KeyGroupSpill {
   /** Buffers one encoded entry, `bytes[start, end)` (copied); call `drain` now and then to bound memory. */
   add(keyGroup: number, stateId: number, bytes: Uint8Array, start: number, end: number): void {
     const bucket = keyGroup < this.maxParallelism ? this.bucketOf[keyGroup] : -1;
-    if (bucket < 0) throw new StreamStateError('INVALID_ARGUMENT', `key group ${keyGroup} lies in no spill bucket (maxParallelism ${this.maxParallelism})`);
+    if (bucket < 0)
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `key group ${keyGroup} lies in no spill bucket (maxParallelism ${this.maxParallelism})`,
+      );
     let w = this.buffers[bucket];
     if (w === undefined) {
       w = new ByteWriter(Math.min(this.flushAt, 64 * 1024));
       this.buffers[bucket] = w;
     }
-    w.varint(keyGroup).varint(stateId).varint(end - start).rawRange(bytes, start, end);
+    w.varint(keyGroup)
+      .varint(stateId)
+      .varint(end - start)
+      .rawRange(bytes, start, end);
     this.entries++;
     if (w.length >= this.flushAt) this.full.add(bucket);
   }
@@ -149,7 +156,11 @@ export class KeyGroupSpill {
     const r = new ByteReader(data, what);
     while (!r.done) {
       const kg = r.varint();
-      if (kg < first || kg > last) throw new StreamStateError('INVALID_ARGUMENT', `${what}: key group ${kg} outside its bucket [${first}, ${last}]`);
+      if (kg < first || kg > last)
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          `${what}: key group ${kg} outside its bucket [${first}, ${last}]`,
+        );
       perKeyGroup[kg - first + 1]++;
       r.varint();
       r.skip(r.varint());
@@ -174,7 +185,14 @@ export class KeyGroupSpill {
       const from = perKeyGroup[k];
       const to = perKeyGroup[k + 1];
       if (to === from) continue;
-      yield { keyGroup: first + k, data, count: to - from, stateIds: stateIds.subarray(from, to), starts: starts.subarray(from, to), ends: ends.subarray(from, to) };
+      yield {
+        keyGroup: first + k,
+        data,
+        count: to - from,
+        stateIds: stateIds.subarray(from, to),
+        starts: starts.subarray(from, to),
+        ends: ends.subarray(from, to),
+      };
     }
   }
 
@@ -199,7 +217,11 @@ export class KeyGroupSpill {
     try {
       return await fn();
     } catch (err) {
-      throw new StorageError('STORAGE_IO', `${what} (scratch space of the max-parallelism change) failed: ${(err as Error).message}. Free disk space next to the destination and try again.`, { cause: err });
+      throw new StorageError(
+        'STORAGE_IO',
+        `${what} (scratch space of the max-parallelism change) failed: ${(err as Error).message}. Free disk space next to the destination and try again.`,
+        { cause: err },
+      );
     }
   }
 }

@@ -5,7 +5,12 @@ import { ByteReader } from '../format/bytes.js';
 import { CANONICAL_LAYOUT, entryKindOf, readKeyGroups, type EntryKind } from '../format/key-groups-stream.js';
 import { keyGroupRangeForSubtask, MAX_MAX_PARALLELISM } from '../keygroups/key-groups.js';
 import { murmur3Range } from '../keygroups/murmur3.js';
-import { CanonicalKeyGroupsWriter, canonicalStates, normalizeSerializerSnapshot, stateIdentity } from '../format/canonical-layout.js';
+import {
+  CanonicalKeyGroupsWriter,
+  canonicalStates,
+  normalizeSerializerSnapshot,
+  stateIdentity,
+} from '../format/canonical-layout.js';
 import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BUFFER_BYTES } from './rehash-spill.js';
 
 /**
@@ -59,7 +64,10 @@ export interface RehashResult {
 /** Checks a new max parallelism against the bounds and the parallelism it must hold. */
 export function checkNewMaxParallelism(maxParallelism: number, parallelism: number, what: string): void {
   if (!Number.isInteger(maxParallelism) || maxParallelism < 1 || maxParallelism > MAX_MAX_PARALLELISM) {
-    throw new RestoreError('PARALLELISM_INVALID', `--max-parallelism ${maxParallelism} is outside 1..${MAX_MAX_PARALLELISM}; pass an integer in that range.`);
+    throw new RestoreError(
+      'PARALLELISM_INVALID',
+      `--max-parallelism ${maxParallelism} is outside 1..${MAX_MAX_PARALLELISM}; pass an integer in that range.`,
+    );
   }
   if (parallelism > maxParallelism) {
     throw new RestoreError(
@@ -74,7 +82,13 @@ export function checkNewMaxParallelism(maxParallelism: number, parallelism: numb
  * Calls `fn` for each entry of a section: the entry's byte range [start, end) and its key's
  * [keyStart, keyEnd) within `bytes` (encodings: docs/FORMAT.md, "Key-groups stream").
  */
-export function forEachEntry(kind: EntryKind, bytes: Buffer, count: number, what: string, fn: (start: number, end: number, keyStart: number, keyEnd: number) => void): void {
+export function forEachEntry(
+  kind: EntryKind,
+  bytes: Buffer,
+  count: number,
+  what: string,
+  fn: (start: number, end: number, keyStart: number, keyEnd: number) => void,
+): void {
   const r = new ByteReader(bytes, what);
   for (let i = 0; i < count; i++) {
     const start = r.pos;
@@ -97,7 +111,11 @@ export function forEachEntry(kind: EntryKind, bytes: Buffer, count: number, what
     }
     fn(start, r.pos, keyStart, keyEnd);
   }
-  if (!r.done) throw new FormatError('CORRUPT', `${what}: ${r.remaining} bytes after the section's last entry; the section is damaged.`);
+  if (!r.done)
+    throw new FormatError(
+      'CORRUPT',
+      `${what}: ${r.remaining} bytes after the section's last entry; the section is damaged.`,
+    );
 }
 
 /** The canonical states of `sources` and, per source, its state ids → canonical ids. */
@@ -116,18 +134,28 @@ function canonicalIds(sources: readonly RehashSource[]): { states: KeyedStateMet
 export async function rehashKeyedState(sources: readonly RehashSource[], opts: RehashOptions): Promise<RehashResult> {
   const newMaxP = opts.maxParallelism;
   checkNewMaxParallelism(newMaxP, opts.parallelism, opts.what);
-  const keySerializers = new Set(sources.map((s) => JSON.stringify(normalizeSerializerSnapshot(s.handle.keySerializer))));
+  const keySerializers = new Set(
+    sources.map((s) => JSON.stringify(normalizeSerializerSnapshot(s.handle.keySerializer))),
+  );
   if (keySerializers.size > 1) {
-    throw new FormatError('CORRUPT', `${opts.what}: subtasks recorded different key serializers (${[...keySerializers].join(', ')}); the snapshot is inconsistent.`);
+    throw new FormatError(
+      'CORRUPT',
+      `${opts.what}: subtasks recorded different key serializers (${[...keySerializers].join(', ')}); the snapshot is inconsistent.`,
+    );
   }
   const handles: (KeyGroupsStateHandle | null)[] = [];
-  if (sources.length === 0) return { handles: Array.from({ length: opts.parallelism }, () => null), bytesRead: 0, keyGroups: 0, entries: 0 };
+  if (sources.length === 0)
+    return { handles: Array.from({ length: opts.parallelism }, () => null), bytesRead: 0, keyGroups: 0, entries: 0 };
   const { states, ids } = canonicalIds(sources);
   const kinds = states.map((s) => entryKindOf(s.kind));
   const total = sources.reduce((n, s) => n + s.handle.blocks.reduce((m, b) => m + b.length, 0), 0);
-  const ranges = Array.from({ length: opts.parallelism }, (_, i) => keyGroupRangeForSubtask(newMaxP, opts.parallelism, i).toJSON());
+  const ranges = Array.from({ length: opts.parallelism }, (_, i) =>
+    keyGroupRangeForSubtask(newMaxP, opts.parallelism, i).toJSON(),
+  );
   const buckets = planSpillBuckets(ranges, newMaxP, total, opts.bucketBytes ?? DEFAULT_BUCKET_BYTES);
-  const spill = new KeyGroupSpill(opts.scratchDir, newMaxP, buckets, { bufferBytes: opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES });
+  const spill = new KeyGroupSpill(opts.scratchDir, newMaxP, buckets, {
+    bufferBytes: opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES,
+  });
   let keyGroups = 0;
   try {
     await spill.open();
@@ -139,9 +167,15 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
         for (const sec of kg.sections) {
           const id = ids[s].get(sec.stateId)!;
           const bytes = sec.bytes;
-          forEachEntry(kinds[id], bytes, sec.entryCount, `${opts.what}, key group ${kg.keyGroup}`, (start, end, keyStart, keyEnd) => {
-            spill.add(murmur3Range(bytes, keyStart, keyEnd) % newMaxP, id, bytes, start, end);
-          });
+          forEachEntry(
+            kinds[id],
+            bytes,
+            sec.entryCount,
+            `${opts.what}, key group ${kg.keyGroup}`,
+            (start, end, keyStart, keyEnd) => {
+              spill.add(murmur3Range(bytes, keyStart, keyEnd) % newMaxP, id, bytes, start, end);
+            },
+          );
           done += bytes.length;
         }
         await spill.drain();

@@ -33,12 +33,14 @@ export function toJson(value: unknown): JsonValue {
     default:
       return { $unsupported: typeof value };
   }
-  if (value instanceof Uint8Array) return { $base64: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
+  if (value instanceof Uint8Array)
+    return { $base64: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
   if (value instanceof Date) return { $date: Number.isNaN(value.getTime()) ? 'invalid' : value.toISOString() };
   if (value instanceof Map) return { $map: [...value].map(([k, v]) => [toJson(k), toJson(v)]) };
   if (value instanceof Set) return { $set: [...value].map(toJson) };
   if (Array.isArray(value)) return value.map(toJson);
-  if (ArrayBuffer.isView(value)) return { $base64: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
+  if (ArrayBuffer.isView(value))
+    return { $base64: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
   const out: { [k: string]: JsonValue } = {};
   for (const [k, v] of Object.entries(value)) out[k] = toJson(v);
   return out;
@@ -64,7 +66,9 @@ function ttlInner(snapshot: SerializerSnapshot): SerializerSnapshot | undefined 
  * them. TTL-wrapped values (`streamstate.ttl`) decode as `{ ts, v }`. The decoder throws when
  * the bytes are not what the serializer writes.
  */
-export function jsonDecoderFor(snapshot: SerializerSnapshot | undefined): ((bytes: Uint8Array) => JsonValue) | undefined {
+export function jsonDecoderFor(
+  snapshot: SerializerSnapshot | undefined,
+): ((bytes: Uint8Array) => JsonValue) | undefined {
   if (snapshot === undefined) return undefined;
   if (snapshot.id === TTL_ID && snapshot.version === 1) {
     const inner = jsonDecoderFor(ttlInner(snapshot));

@@ -1,6 +1,13 @@
 import { crc32 } from 'node:zlib';
 import type { StateFileReader } from '../backend/contract.js';
-import { referencedFiles, type FileStreamHandle, type KeyedStateMetaInfo, type KeyGroupsStateHandle, type OperatorStateHandle, type StreamHandle } from '../backend/handles.js';
+import {
+  referencedFiles,
+  type FileStreamHandle,
+  type KeyedStateMetaInfo,
+  type KeyGroupsStateHandle,
+  type OperatorStateHandle,
+  type StreamHandle,
+} from '../backend/handles.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { readStreamHandle, resolveHandlePath } from '../checkpoint/streams.js';
 import { isStreamStateError, StreamStateError, type ErrorCode } from '../errors.js';
@@ -112,14 +119,22 @@ class Verifier {
     const info = await this.storage.store.stat(name);
     if (info === null) {
       this.badFiles.add(f.path);
-      this.problem('missing', 'NOT_FOUND', `${where} is missing (referenced by _metadata with ${f.size} bytes). Restore the file or use another snapshot.`);
+      this.problem(
+        'missing',
+        'NOT_FOUND',
+        `${where} is missing (referenced by _metadata with ${f.size} bytes). Restore the file or use another snapshot.`,
+      );
       this.tick(f.size, f.path);
       return;
     }
     if (info.size !== f.size) {
       this.badFiles.add(f.path);
       const code = info.size < f.size ? 'TRUNCATED' : 'CORRUPT';
-      this.problem('corrupt', code, `${where} has ${info.size} bytes but _metadata records ${f.size}; the file was ${info.size < f.size ? 'cut short' : 'modified'}. Use another snapshot.`);
+      this.problem(
+        'corrupt',
+        code,
+        `${where} has ${info.size} bytes but _metadata records ${f.size}; the file was ${info.size < f.size ? 'cut short' : 'modified'}. Use another snapshot.`,
+      );
       this.tick(f.size, f.path);
       return;
     }
@@ -132,7 +147,11 @@ class Verifier {
     }
     if (crc >>> 0 !== f.crc32 >>> 0) {
       this.badFiles.add(f.path);
-      this.problem('corrupt', 'CHECKSUM_MISMATCH', `${where}: crc32 is ${(crc >>> 0).toString(16)} but _metadata records ${(f.crc32 >>> 0).toString(16)}; the file is corrupt. Use another snapshot.`);
+      this.problem(
+        'corrupt',
+        'CHECKSUM_MISMATCH',
+        `${where}: crc32 is ${(crc >>> 0).toString(16)} but _metadata records ${(f.crc32 >>> 0).toString(16)}; the file is corrupt. Use another snapshot.`,
+      );
     }
   }
 
@@ -160,14 +179,24 @@ class Verifier {
     const stream = h.stream;
     let all: Buffer | undefined;
     const range = (offset: number, length: number): Promise<Buffer> =>
-      stream.type === 'file' ? this.files.readRange(stream, offset, length) : Promise.resolve((all as Buffer).subarray(offset, offset + length));
+      stream.type === 'file'
+        ? this.files.readRange(stream, offset, length)
+        : Promise.resolve((all as Buffer).subarray(offset, offset + length));
     try {
       if (stream.type === 'inline') all = await readStreamHandle(stream, this.files);
       const { headerLength } = await checkKeyGroupsHeaderOf(stream, this.files, await range(0, 12), what);
       const json = await range(12, headerLength);
       const header = JSON.parse(json.toString('utf8')) as KeyGroupsStreamHeader;
-      if (header.layout !== h.layout || header.maxParallelism !== h.maxParallelism || (header.states?.length ?? -1) !== h.states.length) {
-        this.problem('corrupt', 'CORRUPT', `${what}: the stream's header (layout ${header.layout}, ${header.states?.length} states) does not match its handle in _metadata (layout ${h.layout}, ${h.states.length} states).`);
+      if (
+        header.layout !== h.layout ||
+        header.maxParallelism !== h.maxParallelism ||
+        (header.states?.length ?? -1) !== h.states.length
+      ) {
+        this.problem(
+          'corrupt',
+          'CORRUPT',
+          `${what}: the stream's header (layout ${header.layout}, ${header.states?.length} states) does not match its handle in _metadata (layout ${h.layout}, ${h.states.length} states).`,
+        );
       }
     } catch (err) {
       this.fromError(err, what);
@@ -180,11 +209,19 @@ class Verifier {
       let kg: RawKeyGroup;
       try {
         if (b.keyGroup < h.keyGroupRange.start || b.keyGroup > h.keyGroupRange.end) {
-          this.problem('corrupt', 'CORRUPT', `${what}: a block of key group ${b.keyGroup} lies outside the handle's range ${h.keyGroupRange.start}-${h.keyGroupRange.end}.`);
+          this.problem(
+            'corrupt',
+            'CORRUPT',
+            `${what}: a block of key group ${b.keyGroup} lies outside the handle's range ${h.keyGroupRange.start}-${h.keyGroupRange.end}.`,
+          );
           continue;
         }
         if (h.stream.type === 'file' && b.offset + b.length > h.stream.size) {
-          this.problem('corrupt', 'TRUNCATED', `${what}: key group ${b.keyGroup} lies beyond the end of the ${h.stream.size}-byte file.`);
+          this.problem(
+            'corrupt',
+            'TRUNCATED',
+            `${what}: key group ${b.keyGroup} lies beyond the end of the ${h.stream.size}-byte file.`,
+          );
           continue;
         }
         const bytes = await range(b.offset, b.length);
@@ -198,7 +235,11 @@ class Verifier {
         try {
           this.decodeSection(meta, s, kg.keyGroup, h, key, `${what}, key group ${kg.keyGroup}, state "${meta.name}"`);
         } catch (err) {
-          this.problem('decode', 'DECODE_FAILED', `${what}, key group ${kg.keyGroup}, state "${meta.name}": a record does not decode (${(err as Error).message}). The state cannot be restored as written.`);
+          this.problem(
+            'decode',
+            'DECODE_FAILED',
+            `${what}, key group ${kg.keyGroup}, state "${meta.name}": a record does not decode (${(err as Error).message}). The state cannot be restored as written.`,
+          );
         }
       }
     }
@@ -218,7 +259,8 @@ class Verifier {
     const checkKey = (k: Buffer): void => {
       key?.(k);
       const kg = keyGroupForBytes(k, h.maxParallelism);
-      if (kg !== keyGroup) throw new RangeError(`a key hashes to key group ${kg} but is stored in key group ${keyGroup}`);
+      if (kg !== keyGroup)
+        throw new RangeError(`a key hashes to key group ${kg} but is stored in key group ${keyGroup}`);
     };
     const count = (decoded: boolean): void => {
       if (decoded) this.records++;
@@ -286,7 +328,12 @@ class Verifier {
         }
       } catch (err) {
         if (isStreamStateError(err) && err.code !== 'SERIALIZATION_FAILED') this.fromError(err, what);
-        else this.problem('decode', 'DECODE_FAILED', `${what}, operator state "${s.name}": an element does not decode (${(err as Error).message}).`);
+        else
+          this.problem(
+            'decode',
+            'DECODE_FAILED',
+            `${what}, operator state "${s.name}": an element does not decode (${(err as Error).message}).`,
+          );
       }
     }
   }
@@ -296,7 +343,8 @@ class Verifier {
 export async function verifySnapshot(located: LocatedSnapshot, progress?: VerifyProgress): Promise<VerifyResult> {
   const { metadata, files } = located.snapshot;
   const unique = new Map<string, FileStreamHandle>();
-  for (const op of metadata.operators) for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) unique.set(f.path, f);
+  for (const op of metadata.operators)
+    for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) unique.set(f.path, f);
   const totalBytes = [...unique.values()].reduce((n, f) => n + f.size, 0);
   const v = new Verifier(located.storage, located.pointer, files, totalBytes, progress);
   for (const message of keyGroupCoverageProblems(metadata)) v.problem('corrupt', 'CORRUPT', message);
@@ -328,4 +376,3 @@ export async function verifySnapshot(located: LocatedSnapshot, progress?: Verify
     problems: v.problems,
   };
 }
-

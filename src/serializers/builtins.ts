@@ -17,7 +17,10 @@ function view(bytes: Uint8Array): Buffer {
 
 function checkLength(id: string, bytes: Uint8Array, n: number): void {
   if (bytes.length !== n) {
-    throw new StreamStateError('SERIALIZATION_FAILED', `serializer ${id} expected ${n} bytes but got ${bytes.length}; the data was written with another serializer.`);
+    throw new StreamStateError(
+      'SERIALIZATION_FAILED',
+      `serializer ${id} expected ${n} bytes but got ${bytes.length}; the data was written with another serializer.`,
+    );
   }
 }
 
@@ -137,14 +140,22 @@ export function msgpackSerializer<T = unknown>(): Serializer<T> {
       try {
         return packr.pack(v);
       } catch (err) {
-        throw new StreamStateError('SERIALIZATION_FAILED', `msgpack cannot encode this value: ${(err as Error).message}`, { cause: err });
+        throw new StreamStateError(
+          'SERIALIZATION_FAILED',
+          `msgpack cannot encode this value: ${(err as Error).message}`,
+          { cause: err },
+        );
       }
     },
     deserialize(b) {
       try {
         return packr.unpack(view(b)) as T;
       } catch (err) {
-        throw new StreamStateError('SERIALIZATION_FAILED', `msgpack cannot decode ${b.length} bytes: ${(err as Error).message}. The data is corrupt or was written with another serializer.`, { cause: err });
+        throw new StreamStateError(
+          'SERIALIZATION_FAILED',
+          `msgpack cannot decode ${b.length} bytes: ${(err as Error).message}. The data is corrupt or was written with another serializer.`,
+          { cause: err },
+        );
       }
     },
     copy(v) {
@@ -167,9 +178,15 @@ export const defaultNamespaceSerializer: Serializer<string> = stringSerializer;
 
 /** Built-in serializers by id, for tools that must decode a snapshot without user code (CLI dump). */
 export const builtinSerializers: ReadonlyMap<string, Serializer<unknown>> = new Map<string, Serializer<unknown>>(
-  [stringSerializer, float64Serializer, int32Serializer, int64Serializer, booleanSerializer, bytesSerializer, sharedMsgpack].map(
-    (s) => [s.id, s as Serializer<unknown>],
-  ),
+  [
+    stringSerializer,
+    float64Serializer,
+    int32Serializer,
+    int64Serializer,
+    booleanSerializer,
+    bytesSerializer,
+    sharedMsgpack,
+  ].map((s) => [s.id, s as Serializer<unknown>]),
 );
 
 /**
@@ -177,7 +194,10 @@ export const builtinSerializers: ReadonlyMap<string, Serializer<unknown>> = new 
  * (getKeys and friends run without its descriptor): the built-in one its metadata names, else
  * STATE_NOT_REGISTERED. One rule for every backend.
  */
-export function restoredNamespaceSerializer(stateName: string, snap: SerializerSnapshot | undefined): Serializer<unknown> {
+export function restoredNamespaceSerializer(
+  stateName: string,
+  snap: SerializerSnapshot | undefined,
+): Serializer<unknown> {
   const builtin = snap === undefined ? undefined : builtinSerializers.get(snap.id);
   if (snap === undefined || builtin === undefined || builtin.version !== snap.version) {
     throw new StateRegistrationError(

@@ -33,7 +33,13 @@ export interface Serializer<T> {
   restoreReader?(previous: SerializerSnapshot): Serializer<T>;
 }
 
-export type SerializerConfig = string | number | boolean | null | SerializerConfig[] | { [k: string]: SerializerConfig };
+export type SerializerConfig =
+  | string
+  | number
+  | boolean
+  | null
+  | SerializerConfig[]
+  | { [k: string]: SerializerConfig };
 
 /** What a snapshot records about a serializer. */
 export interface SerializerSnapshot {

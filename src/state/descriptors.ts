@@ -84,21 +84,33 @@ interface CommonOptions<N> {
 
 function checkName(name: string): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > 1024) {
-    throw new StreamStateError('INVALID_ARGUMENT', `a state name must be a non-empty string of at most 1024 characters, got ${JSON.stringify(name)}`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `a state name must be a non-empty string of at most 1024 characters, got ${JSON.stringify(name)}`,
+    );
   }
 }
 
 function checkTtl(ttl: TtlConfig | undefined): void {
   if (ttl !== undefined && !(Number.isFinite(ttl.ttlMs) && ttl.ttlMs > 0)) {
-    throw new StreamStateError('INVALID_ARGUMENT', `ttl.ttlMs must be a positive number of milliseconds, got ${ttl.ttlMs}`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `ttl.ttlMs must be a positive number of milliseconds, got ${ttl.ttlMs}`,
+    );
   }
   const inc = ttl?.cleanupIncrementally;
   if (inc !== undefined && inc !== false && !(Number.isInteger(inc.entries) && inc.entries > 0)) {
-    throw new StreamStateError('INVALID_ARGUMENT', `ttl.cleanupIncrementally.entries must be a positive integer, got ${inc.entries}`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `ttl.cleanupIncrementally.entries must be a positive integer, got ${inc.entries}`,
+    );
   }
 }
 
-function base<N>(name: string, opts: CommonOptions<N>): { name: string; namespaceSerializer: Serializer<N>; ttl?: TtlConfig } {
+function base<N>(
+  name: string,
+  opts: CommonOptions<N>,
+): { name: string; namespaceSerializer: Serializer<N>; ttl?: TtlConfig } {
   checkName(name);
   checkTtl(opts.ttl);
   const namespaceSerializer = (opts.namespace ?? defaultNamespaceSerializer) as Serializer<N>;
@@ -113,7 +125,10 @@ export function valueState<T, N = string>(
   return opts.defaultValue === undefined || opts.defaultValue === null ? d : { ...d, defaultValue: opts.defaultValue };
 }
 
-export function listState<T, N = string>(name: string, opts: CommonOptions<N> & { serializer?: Serializer<T> } = {}): ListStateDescriptor<T, N> {
+export function listState<T, N = string>(
+  name: string,
+  opts: CommonOptions<N> & { serializer?: Serializer<T> } = {},
+): ListStateDescriptor<T, N> {
   return { ...base(name, opts), kind: 'list', elementSerializer: opts.serializer ?? defaultSerializer<T>() };
 }
 
@@ -142,5 +157,10 @@ export function aggregatingState<IN, ACC, OUT, N = string>(
   aggregate: AggregateFunction<IN, ACC, OUT>,
   opts: CommonOptions<N> & { accumulatorSerializer?: Serializer<ACC> } = {},
 ): AggregatingStateDescriptor<IN, ACC, OUT, N> {
-  return { ...base(name, opts), kind: 'aggregating', aggregate, accumulatorSerializer: opts.accumulatorSerializer ?? defaultSerializer<ACC>() };
+  return {
+    ...base(name, opts),
+    kind: 'aggregating',
+    aggregate,
+    accumulatorSerializer: opts.accumulatorSerializer ?? defaultSerializer<ACC>(),
+  };
 }

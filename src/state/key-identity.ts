@@ -17,7 +17,8 @@ export const NEGATIVE_ZERO_ID: unique symbol = Symbol('-0');
 export function identityIdOf<T>(serializer: Serializer<T>): (value: T) => unknown {
   const negZeroApart = writesNegZeroApart(serializer as Serializer<unknown>);
   return (value) => {
-    if (typeof value === 'string') return isWellFormed(value) ? value : serializer.deserialize(serializer.serialize(value));
+    if (typeof value === 'string')
+      return isWellFormed(value) ? value : serializer.deserialize(serializer.serialize(value));
     if (value === 0 && negZeroApart && Object.is(value, -0)) return NEGATIVE_ZERO_ID;
     return value;
   };

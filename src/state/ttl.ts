@@ -59,7 +59,9 @@ export function ttlSerializer<T>(inner: Serializer<T>): Serializer<TtlValue<T>> 
     copy: (w) => ({ v: inner.copy(w.v), ts: w.ts }),
     canMigrateFrom(previous) {
       const prevInner = innerSnapshotOf(previous);
-      return prevInner !== null && resolveCompatibility(prevInner, inner as Serializer<unknown>).kind !== 'incompatible';
+      return (
+        prevInner !== null && resolveCompatibility(prevInner, inner as Serializer<unknown>).kind !== 'incompatible'
+      );
     },
     restoreReader(previous) {
       const prevInner = innerSnapshotOf(previous);
@@ -102,20 +104,32 @@ export function ttlInnerDescriptor(d: StateDescriptor<unknown>): StateDescriptor
   const common = { name: d.name, namespaceSerializer: d.namespaceSerializer };
   switch (d.kind) {
     case 'value':
-      return { ...common, kind: 'value', serializer: ttlSerializer(d.serializer) } as ValueStateDescriptor<unknown, unknown>;
-    case 'list':
-      return { ...common, kind: 'list', elementSerializer: ttlSerializer(d.elementSerializer) } as ListStateDescriptor<unknown, unknown>;
-    case 'map':
-      return { ...common, kind: 'map', userKeySerializer: d.userKeySerializer, valueSerializer: ttlSerializer(d.valueSerializer) } as MapStateDescriptor<
-        unknown,
+      return { ...common, kind: 'value', serializer: ttlSerializer(d.serializer) } as ValueStateDescriptor<
         unknown,
         unknown
       >;
+    case 'list':
+      return { ...common, kind: 'list', elementSerializer: ttlSerializer(d.elementSerializer) } as ListStateDescriptor<
+        unknown,
+        unknown
+      >;
+    case 'map':
+      return {
+        ...common,
+        kind: 'map',
+        userKeySerializer: d.userKeySerializer,
+        valueSerializer: ttlSerializer(d.valueSerializer),
+      } as MapStateDescriptor<unknown, unknown, unknown>;
     case 'reducing': {
       const reduce = d.reduce;
       const wrapped = (a: TtlValue<unknown>, b: TtlValue<unknown> | Replace<unknown>): TtlValue<unknown> =>
         isReplace(b) ? b.replace : { v: reduce(a.v, b.v), ts: b.ts };
-      return { ...common, kind: 'reducing', serializer: ttlSerializer(d.serializer), reduce: wrapped } as unknown as ReducingStateDescriptor<unknown, unknown>;
+      return {
+        ...common,
+        kind: 'reducing',
+        serializer: ttlSerializer(d.serializer),
+        reduce: wrapped,
+      } as unknown as ReducingStateDescriptor<unknown, unknown>;
     }
     case 'aggregating': {
       const agg = d.aggregate;
@@ -125,12 +139,12 @@ export function ttlInnerDescriptor(d: StateDescriptor<unknown>): StateDescriptor
         getResult: (acc) => acc,
         merge: (a, b) => ({ v: agg.merge(a.v, b.v), ts: Math.max(a.ts, b.ts) }),
       };
-      return { ...common, kind: 'aggregating', accumulatorSerializer: ttlSerializer(d.accumulatorSerializer), aggregate: wrapped } as AggregatingStateDescriptor<
-        unknown,
-        unknown,
-        unknown,
-        unknown
-      >;
+      return {
+        ...common,
+        kind: 'aggregating',
+        accumulatorSerializer: ttlSerializer(d.accumulatorSerializer),
+        aggregate: wrapped,
+      } as AggregatingStateDescriptor<unknown, unknown, unknown, unknown>;
     }
   }
 }
@@ -169,7 +183,10 @@ class TtlPolicy {
 }
 
 function nullNotAllowed(what: string): never {
-  throw new StateAccessError('NULL_NOT_ALLOWED', `${what}: null is not allowed as a list element. Use clear() to remove the list.`);
+  throw new StateAccessError(
+    'NULL_NOT_ALLOWED',
+    `${what}: null is not allowed as a list element. Use clear() to remove the list.`,
+  );
 }
 
 abstract class TtlHandle<N> implements KeyedState<N> {
@@ -216,7 +233,12 @@ class TtlValueState<T, N> extends TtlHandle<N> implements ValueState<T, N> {
 }
 
 /** Drops expired sources and target before a merge, so expired data is not merged in. */
-function dropExpiredBeforeMerge<N>(inner: KeyedState<N> & { get(): unknown }, p: TtlPolicy, target: N, sources: readonly N[]): void {
+function dropExpiredBeforeMerge<N>(
+  inner: KeyedState<N> & { get(): unknown },
+  p: TtlPolicy,
+  target: N,
+  sources: readonly N[],
+): void {
   const current = inner.getCurrentNamespace();
   const now = p.clock();
   for (const ns of [target, ...sources]) {
@@ -459,7 +481,8 @@ export function createTtlState(
   hooks: TtlHooks = {},
 ): KeyedState<unknown> {
   const ttl = descriptor.ttl;
-  if (ttl === undefined) throw new StreamStateError('INVALID_ARGUMENT', `state "${descriptor.name}" has no ttl configured`);
+  if (ttl === undefined)
+    throw new StreamStateError('INVALID_ARGUMENT', `state "${descriptor.name}" has no ttl configured`);
   const p = new TtlPolicy(ttl, clock, hooks);
   const inner = registerInner(ttlInnerDescriptor(descriptor));
   switch (descriptor.kind) {

@@ -49,7 +49,9 @@ function checkSegments(name: string, what: string, allowEmptyAll: boolean): void
 
 /** Random lowercase hex of `chars` characters (names of state files, savepoint suffixes). */
 export function randomHex(chars: number): string {
-  return randomBytes(Math.ceil(chars / 2)).toString('hex').slice(0, chars);
+  return randomBytes(Math.ceil(chars / 2))
+    .toString('hex')
+    .slice(0, chars);
 }
 
 /** Checks a ranged read's arguments; shared by every store. */

@@ -115,7 +115,13 @@ parentPort.on('message', (job) => {
 
 type Reply =
   | { readonly id: number; readonly ok: true; readonly result: TransferResult }
-  | { readonly id: number; readonly ok: false; readonly code: string | undefined; readonly side: 'source' | 'target'; readonly message: string };
+  | {
+      readonly id: number;
+      readonly ok: false;
+      readonly code: string | undefined;
+      readonly side: 'source' | 'target';
+      readonly message: string;
+    };
 
 interface Pending {
   readonly resolve: (r: TransferResult) => void;
@@ -142,7 +148,11 @@ class TransferWorker {
     });
     const die = (err: unknown): void => {
       this.dead = true;
-      const failure = new TransferFailure(undefined, 'target', `the file-transfer worker stopped: ${(err as Error)?.message ?? String(err)}`);
+      const failure = new TransferFailure(
+        undefined,
+        'target',
+        `the file-transfer worker stopped: ${(err as Error)?.message ?? String(err)}`,
+      );
       for (const p of this.pending.values()) p.reject(failure);
       this.pending.clear();
     };

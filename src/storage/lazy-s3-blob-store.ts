@@ -25,12 +25,15 @@ export class LazyS3BlobStore implements BlobStore {
     this.prefix = normalizePrefix(options.prefix ?? '');
     this.location = formatS3Url(this.bucket, this.prefix);
     this.layout = new KeyLayout(this.prefix, options.entropy);
-    this.endpoint = options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL ?? 'the AWS S3 endpoint';
+    this.endpoint =
+      options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL ?? 'the AWS S3 endpoint';
   }
 
   /** The real store (loads the SDK the first time). */
   loaded(): Promise<S3BlobStore> {
-    this.store ??= loadOptional(AWS_SDK, () => import('./s3-blob-store.js')).then((m) => new m.S3BlobStore(this.options));
+    this.store ??= loadOptional(AWS_SDK, () => import('./s3-blob-store.js')).then(
+      (m) => new m.S3BlobStore(this.options),
+    );
     return this.store;
   }
 

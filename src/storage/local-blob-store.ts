@@ -187,7 +187,10 @@ export class LocalBlobStore implements BlobStore {
     } catch (err) {
       await unlink(temp).catch(() => undefined);
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new StorageError('ALREADY_EXISTS', `${file} already exists and is never overwritten. Use a new name, or delete it first.`);
+        throw new StorageError(
+          'ALREADY_EXISTS',
+          `${file} already exists and is never overwritten. Use a new name, or delete it first.`,
+        );
       }
       throw this.mapError(err, 'write', name);
     }
@@ -214,7 +217,10 @@ export class LocalBlobStore implements BlobStore {
       try {
         const want = Math.max(0, Math.min(length, size - offset));
         if (want > MAX_BUFFER_BYTES) {
-          throw new FormatError('CORRUPT', `${file} holds ${size} bytes, more than fits in memory at once (${MAX_BUFFER_BYTES}); it is not a file streamstate reads whole.`);
+          throw new FormatError(
+            'CORRUPT',
+            `${file} holds ${size} bytes, more than fits in memory at once (${MAX_BUFFER_BYTES}); it is not a file streamstate reads whole.`,
+          );
         }
         const buf = Buffer.allocUnsafe(want);
         let filled = 0;
@@ -415,7 +421,12 @@ export class LocalBlobStore implements BlobStore {
   }
 
   private mapError(err: unknown, op: string, name: string, localPath?: string): unknown {
-    return fsErrorToStorageError(err, op, localPath ?? join(this.rootDir, ...name.split('/')), op !== 'write' && op !== 'download');
+    return fsErrorToStorageError(
+      err,
+      op,
+      localPath ?? join(this.rootDir, ...name.split('/')),
+      op !== 'write' && op !== 'download',
+    );
   }
 }
 
@@ -432,14 +443,28 @@ export function fsErrorToStorageError(err: unknown, op: string, path: string, mi
     case 'ENOTDIR':
     case 'EISDIR':
       if (!missingIsNotFound) break;
-      return new StorageError('NOT_FOUND', `${path} does not exist. Check the path, or whether it was deleted (e.g. by checkpoint retention).`, { cause: err });
+      return new StorageError(
+        'NOT_FOUND',
+        `${path} does not exist. Check the path, or whether it was deleted (e.g. by checkpoint retention).`,
+        { cause: err },
+      );
     case 'ENOSPC':
-      return new StorageError('STORAGE_IO', `cannot ${op} ${path}: disk full (ENOSPC). Free space or point storage elsewhere.`, { cause: err });
+      return new StorageError(
+        'STORAGE_IO',
+        `cannot ${op} ${path}: disk full (ENOSPC). Free space or point storage elsewhere.`,
+        { cause: err },
+      );
     case 'EACCES':
     case 'EPERM':
-      return new StorageError('STORAGE_IO', `cannot ${op} ${path}: permission denied (${e.code}). Fix the directory's permissions or owner.`, { cause: err });
+      return new StorageError(
+        'STORAGE_IO',
+        `cannot ${op} ${path}: permission denied (${e.code}). Fix the directory's permissions or owner.`,
+        { cause: err },
+      );
   }
-  return new StorageError('STORAGE_IO', `cannot ${op} ${path}: ${e?.code ?? 'error'} ${e?.message ?? String(err)}`, { cause: err });
+  return new StorageError('STORAGE_IO', `cannot ${op} ${path}: ${e?.code ?? 'error'} ${e?.message ?? String(err)}`, {
+    cause: err,
+  });
 }
 
 /** The largest single fs read (libuv takes at most INT32_MAX bytes per call). */
@@ -466,7 +491,15 @@ async function openRegularFile(file: string): Promise<{ fh: FileHandle; size: nu
 }
 
 function notRegular(file: string, st: Stats): FormatError {
-  const kind = st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isSocket() ? 'a socket' : st.isDirectory() ? 'a directory' : 'not a regular file';
+  const kind = st.isFIFO()
+    ? 'a FIFO'
+    : st.isCharacterDevice() || st.isBlockDevice()
+      ? 'a device'
+      : st.isSocket()
+        ? 'a socket'
+        : st.isDirectory()
+          ? 'a directory'
+          : 'not a regular file';
   return new FormatError(
     'CORRUPT',
     `${file} is ${kind}, not a regular file; streamstate reads only regular files from a snapshot. Replace it with the file the snapshot wrote, or restore from another checkpoint.`,
@@ -479,7 +512,11 @@ function notRegular(file: string, st: Stats): FormatError {
  * refuse fsync on directories; that is not fatal. `missingOk`: a directory deleted meanwhile is
  * nothing to make durable.
  */
-export async function fsyncDir(dir: string, onEvent?: (event: DurabilityEvent) => void, missingOk = false): Promise<void> {
+export async function fsyncDir(
+  dir: string,
+  onEvent?: (event: DurabilityEvent) => void,
+  missingOk = false,
+): Promise<void> {
   let fh: OpenFile;
   try {
     fh = await open(dir, 'r');

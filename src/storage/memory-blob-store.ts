@@ -47,7 +47,10 @@ export class MemoryBlobStore implements BlobStore {
   constructor(opts: MemoryBlobStoreOptions = {}) {
     const name = opts.name ?? `mem-${++MemoryBlobStore.counter}-${randomHex(8)}`;
     if (!/^[A-Za-z0-9._-]+$/.test(name)) {
-      throw new StreamStateError('INVALID_ARGUMENT', `memory store name ${JSON.stringify(name)} may only contain letters, digits, ".", "_" and "-".`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `memory store name ${JSON.stringify(name)} may only contain letters, digits, ".", "_" and "-".`,
+      );
     }
     if (MemoryBlobStore.registry.has(name)) {
       throw new StorageError(
@@ -89,7 +92,10 @@ export class MemoryBlobStore implements BlobStore {
     checkBlobName(name);
     // A Map insert is atomic; only the exclusive check needs care (no await between check and set).
     if (opts.exclusive && this.objects.has(name)) {
-      throw new StorageError('ALREADY_EXISTS', `${this.describe(name)} already exists; it is never overwritten. Use a new name.`);
+      throw new StorageError(
+        'ALREADY_EXISTS',
+        `${this.describe(name)} already exists; it is never overwritten. Use a new name.`,
+      );
     }
     this.objects.set(name, { data: Buffer.from(data), modified: this.clock() });
   }
@@ -151,7 +157,10 @@ export class MemoryBlobStore implements BlobStore {
     checkBlobName(name);
     const obj = this.objects.get(name);
     if (!obj) {
-      throw new StorageError('NOT_FOUND', `${this.describe(name)} does not exist. Check the name, or whether it was deleted (e.g. by checkpoint retention).`);
+      throw new StorageError(
+        'NOT_FOUND',
+        `${this.describe(name)} does not exist. Check the name, or whether it was deleted (e.g. by checkpoint retention).`,
+      );
     }
     return obj;
   }

@@ -134,18 +134,28 @@ export class S3BlobStore implements BlobStore {
     };
     this.partSize = positiveInt(opts.partSizeBytes ?? 8 * MiB, 'partSizeBytes');
     if (this.partSize < MIN_PART_SIZE) {
-      throw new StreamStateError('INVALID_ARGUMENT', `partSizeBytes must be at least 5 MiB (S3's minimum part size); got ${this.partSize}.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `partSizeBytes must be at least 5 MiB (S3's minimum part size); got ${this.partSize}.`,
+      );
     }
-    this.multipartThreshold = positiveInt(opts.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD, 'multipartThresholdBytes');
+    this.multipartThreshold = positiveInt(
+      opts.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD,
+      'multipartThresholdBytes',
+    );
     this.uploadQueueSize = positiveInt(opts.uploadQueueSize ?? 4, 'uploadQueueSize');
     this.listPageSize = positiveInt(opts.listPageSize ?? 1000, 'listPageSize');
     this.deleteBatchSize = positiveInt(opts.deleteBatchSize ?? MAX_DELETE_BATCH, 'deleteBatchSize');
     if (this.deleteBatchSize > MAX_DELETE_BATCH) {
-      throw new StreamStateError('INVALID_ARGUMENT', `deleteBatchSize may be at most 1000 (the DeleteObjects limit); got ${this.deleteBatchSize}.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `deleteBatchSize may be at most 1000 (the DeleteObjects limit); got ${this.deleteBatchSize}.`,
+      );
     }
     this.conditionalWrites = opts.conditionalWrites ?? true;
     this.limiter = new ConcurrencyLimiter(maxConcurrency);
-    this.endpoint = opts.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL ?? 'the AWS S3 endpoint';
+    this.endpoint =
+      opts.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL ?? 'the AWS S3 endpoint';
     this.location = formatS3Url(this.bucket, this.prefix);
 
     this.ownsClient = opts.client === undefined;
@@ -173,7 +183,11 @@ export class S3BlobStore implements BlobStore {
     if (opts.forcePathStyle !== undefined) config.forcePathStyle = opts.forcePathStyle;
     if (opts.credentials !== undefined) config.credentials = opts.credentials;
     if (opts.region !== undefined) config.region = opts.region;
-    else if (opts.endpoint !== undefined && process.env.AWS_REGION === undefined && process.env.AWS_DEFAULT_REGION === undefined) {
+    else if (
+      opts.endpoint !== undefined &&
+      process.env.AWS_REGION === undefined &&
+      process.env.AWS_DEFAULT_REGION === undefined
+    ) {
       config.region = 'us-east-1';
     }
     return config;
@@ -203,7 +217,9 @@ export class S3BlobStore implements BlobStore {
   async put(name: string, data: Uint8Array): Promise<void> {
     const key = this.keyOf(name);
     await this.send(this.context('writing', key), 'PutObject', () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.byteLength })),
+      this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.byteLength }),
+      ),
     );
   }
 
@@ -256,7 +272,11 @@ export class S3BlobStore implements BlobStore {
       return { size, crc32: crc };
     } catch (err) {
       if (readError !== undefined) {
-        throw new StorageError('STORAGE_IO', `cannot read local file ${localPath} to upload it: ${(readError as Error).message}`, { cause: readError });
+        throw new StorageError(
+          'STORAGE_IO',
+          `cannot read local file ${localPath} to upload it: ${(readError as Error).message}`,
+          { cause: readError },
+        );
       }
       throw err;
     } finally {
@@ -272,7 +292,8 @@ export class S3BlobStore implements BlobStore {
     const head: Buffer[] = [];
     let headSize = 0;
     let ended = false;
-    const keep = (chunk: Uint8Array): Buffer => (owned ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.from(chunk));
+    const keep = (chunk: Uint8Array): Buffer =>
+      owned ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.from(chunk);
     while (headSize < this.multipartThreshold) {
       const next = await source.next();
       if (next.done === true) {
@@ -289,7 +310,13 @@ export class S3BlobStore implements BlobStore {
     return this.multipartUpload(key, head, headSize, source, keep);
   }
 
-  private async multipartUpload(key: string, head: Buffer[], headSize: number, rest: AsyncIterator<Uint8Array>, keep: (chunk: Uint8Array) => Buffer): Promise<number> {
+  private async multipartUpload(
+    key: string,
+    head: Buffer[],
+    headSize: number,
+    rest: AsyncIterator<Uint8Array>,
+    keep: (chunk: Uint8Array) => Buffer,
+  ): Promise<number> {
     let size = headSize;
     const body = Readable.from(
       (async function* (): AsyncGenerator<Buffer> {
@@ -432,7 +459,8 @@ export class S3BlobStore implements BlobStore {
         };
         if (body instanceof Readable) await pipeline(body, counter, createWriteStream(temp));
         else await pipeline(Readable.from([Buffer.from(await bodyBytes(out))]), counter, createWriteStream(temp));
-        if (out.ContentLength !== undefined && written !== out.ContentLength) throw shortBody(written, out.ContentLength);
+        if (out.ContentLength !== undefined && written !== out.ContentLength)
+          throw shortBody(written, out.ContentLength);
       });
       await rename(temp, target);
     } catch (err) {
@@ -471,7 +499,11 @@ export class S3BlobStore implements BlobStore {
         const name = plan.nameOf(obj.Key);
         // Keys ending in "/" are console "folders", not blobs.
         if (name === undefined || name.endsWith('/')) continue;
-        out.push(obj.LastModified !== undefined ? { name, size: obj.Size ?? 0, modified: obj.LastModified.getTime() } : { name, size: obj.Size ?? 0 });
+        out.push(
+          obj.LastModified !== undefined
+            ? { name, size: obj.Size ?? 0, modified: obj.LastModified.getTime() }
+            : { name, size: obj.Size ?? 0 },
+        );
       }
       const last = contents.at(-1)?.Key;
       if (page.IsTruncated !== true || last === undefined) break;
@@ -492,7 +524,12 @@ export class S3BlobStore implements BlobStore {
     await mapLimited(batches, this.limiter.limit, async (batch) => {
       const ctx = this.context(`deleting ${batch.length} objects`, batch[0]);
       const out = await this.send(ctx, 'DeleteObjects', () =>
-        this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })),
+        this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+          }),
+        ),
       );
       for (const e of out.Errors ?? []) {
         if (e.Code === 'NoSuchKey') continue; // already gone: deletes are idempotent
@@ -531,7 +568,9 @@ export class S3BlobStore implements BlobStore {
 
   /** @internal Error context for a key (used by the upload tracker too). */
   context(op: string, key?: string): S3ErrorContext {
-    return key === undefined ? { op, bucket: this.bucket, endpoint: this.endpoint } : { op, bucket: this.bucket, key, endpoint: this.endpoint };
+    return key === undefined
+      ? { op, bucket: this.bucket, endpoint: this.endpoint }
+      : { op, bucket: this.bucket, key, endpoint: this.endpoint };
   }
 
   /** @internal Counts a request and runs it under the limiter. Errors come back raw. */
@@ -558,14 +597,22 @@ export class S3BlobStore implements BlobStore {
         const out = await this.sendRaw('GetObject', async () => {
           let response: GetObjectCommandOutput;
           try {
-            response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: rangeHeader }));
+            response = await this.client.send(
+              new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: rangeHeader }),
+            );
           } catch (err) {
-            if (range !== undefined && (err as { name?: string }).name === 'InvalidRange') return { bytes: Buffer.alloc(0), expected: 0, partial: true };
+            if (range !== undefined && (err as { name?: string }).name === 'InvalidRange')
+              return { bytes: Buffer.alloc(0), expected: 0, partial: true };
             throw new RequestFailed(err);
           }
-          return { bytes: await bodyBytes(response), expected: response.ContentLength, partial: response.ContentRange !== undefined };
+          return {
+            bytes: await bodyBytes(response),
+            expected: response.ContentLength,
+            partial: response.ContentRange !== undefined,
+          };
         });
-        if (out.expected !== undefined && out.bytes.byteLength !== out.expected) throw shortBody(out.bytes.byteLength, out.expected);
+        if (out.expected !== undefined && out.bytes.byteLength !== out.expected)
+          throw shortBody(out.bytes.byteLength, out.expected);
         if (range === undefined) return out.bytes;
         // A server that ignored the Range header (s3rver does for "bytes=0-0") sent the whole object.
         const slice = out.partial ? out.bytes : out.bytes.subarray(range.offset);
@@ -585,7 +632,8 @@ export class S3BlobStore implements BlobStore {
       try {
         return await attempt();
       } catch (err) {
-        if (err instanceof RequestFailed || n >= this.retry.maxAttempts || networkErrorCode(err) === undefined) throw err;
+        if (err instanceof RequestFailed || n >= this.retry.maxAttempts || networkErrorCode(err) === undefined)
+          throw err;
         if (this.closed) throw toStorageError(err, ctx);
         await sleep(backoffDelay(this.retry, n));
       }
@@ -601,7 +649,9 @@ export class S3BlobStore implements BlobStore {
   private async headObject(key: string): Promise<{ size: number; modified?: number; etag?: string } | null> {
     const ctx = this.context('checking', key);
     try {
-      const out = await this.sendRaw('HeadObject', () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+      const out = await this.sendRaw('HeadObject', () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
+      );
       return {
         size: out.ContentLength ?? 0,
         ...(out.LastModified !== undefined ? { modified: out.LastModified.getTime() } : {}),
@@ -676,14 +726,20 @@ function sleep(ms: number): Promise<void> {
 
 function positiveInt(value: number, what: string): number {
   if (!Number.isSafeInteger(value) || value < 1) {
-    throw new StreamStateError('INVALID_ARGUMENT', `S3BlobStore option ${what} must be a positive integer; got ${value}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `S3BlobStore option ${what} must be a positive integer; got ${value}.`,
+    );
   }
   return value;
 }
 
 function nonNegative(value: number, what: string): number {
   if (!Number.isFinite(value) || value < 0) {
-    throw new StreamStateError('INVALID_ARGUMENT', `S3BlobStore option ${what} must be a non-negative number; got ${value}.`);
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `S3BlobStore option ${what} must be a non-negative number; got ${value}.`,
+    );
   }
   return value;
 }

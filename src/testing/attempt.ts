@@ -130,7 +130,12 @@ export class Attempt<IN, K, OUT> {
     const forward = pk === p;
     const keyedToSink = forward ? null : grid<OUT>(p, pk, cap);
     const forwardChannels = forward ? Array.from({ length: p }, () => new Channel<OUT>(cap)) : null;
-    const common = (operatorId: string, subtaskIndex: number, parallelism: number) => ({ jobId: cfg.jobId, operatorId, subtaskIndex, parallelism });
+    const common = (operatorId: string, subtaskIndex: number, parallelism: number) => ({
+      jobId: cfg.jobId,
+      operatorId,
+      subtaskIndex,
+      parallelism,
+    });
     // Every backend opened so far, so that a failure half-way (e.g. a bad restore) leaves nothing open.
     const opened: { close(): Promise<void> }[] = [];
     const open = async <B extends { close(): Promise<void> }>(created: Promise<B>): Promise<B> => {
@@ -143,17 +148,34 @@ export class Attempt<IN, K, OUT> {
       if (cfg.source) await cfg.source.openAttempt(external);
       for (let i = 0; i < ps; i++) {
         const restore = plan ? restoreFor(plan, cfg.ids.source, i) : null;
-        const ob = await open(cfg.backend.createOperatorStateBackend({ ...common(cfg.ids.source, i, ps), ...(restore ? { restore: restore.operator } : {}) }));
+        const ob = await open(
+          cfg.backend.createOperatorStateBackend({
+            ...common(cfg.ids.source, i, ps),
+            ...(restore ? { restore: restore.operator } : {}),
+          }),
+        );
         const assigned = plan ? null : cfg.input.map((_, j) => j).filter((j) => j % ps === i);
         const source = cfg.source
-          ? await open(cfg.source.createSubtask({ ...external, operatorId: cfg.ids.source, subtaskIndex: i, operatorBackend: ob }))
+          ? await open(
+              cfg.source.createSubtask({
+                ...external,
+                operatorId: cfg.ids.source,
+                subtaskIndex: i,
+                operatorBackend: ob,
+              }),
+            )
           : new SourceSubtask<IN>(cfg.ids.source, i, ob, cfg.input, assigned);
         this.sources.push(source);
         this.readers.push({ stage: 'source', index: i, channel: -1 });
       }
       for (let i = 0; i < p; i++) {
         const restore = plan ? restoreFor(plan, cfg.ids.keyed, i) : null;
-        const ob = await open(cfg.backend.createOperatorStateBackend({ ...common(cfg.ids.keyed, i, p), ...(restore ? { restore: restore.operator } : {}) }));
+        const ob = await open(
+          cfg.backend.createOperatorStateBackend({
+            ...common(cfg.ids.keyed, i, p),
+            ...(restore ? { restore: restore.operator } : {}),
+          }),
+        );
         const kb = await open(
           cfg.backend.createKeyedStateBackend<K>({
             ...common(cfg.ids.keyed, i, p),
@@ -166,15 +188,27 @@ export class Attempt<IN, K, OUT> {
         );
         const gate = new InputGate<IN>(sourceToKeyed.map((row) => row[i]));
         const outputs = forwardChannels ? [forwardChannels[i]] : keyedToSink![i];
-        this.keyed.push(new KeyedOperatorSubtask<IN, K, OUT>(cfg.ids.keyed, i, p, ob, kb, gate, outputs, cfg.keyBy, cfg.process));
+        this.keyed.push(
+          new KeyedOperatorSubtask<IN, K, OUT>(cfg.ids.keyed, i, p, ob, kb, gate, outputs, cfg.keyBy, cfg.process),
+        );
         for (let c = 0; c < ps; c++) this.readers.push({ stage: 'keyed', index: i, channel: c });
       }
       for (let i = 0; i < pk; i++) {
         const restore = plan ? restoreFor(plan, cfg.ids.sink, i) : null;
-        const ob = await open(cfg.backend.createOperatorStateBackend({ ...common(cfg.ids.sink, i, pk), ...(restore ? { restore: restore.operator } : {}) }));
+        const ob = await open(
+          cfg.backend.createOperatorStateBackend({
+            ...common(cfg.ids.sink, i, pk),
+            ...(restore ? { restore: restore.operator } : {}),
+          }),
+        );
         const gate = new InputGate<OUT>(forwardChannels ? [forwardChannels[i]] : keyedToSink!.map((row) => row[i]));
         const sink = new SinkSubtask<OUT>(cfg.ids.sink, i, ob, gate, cfg.output, shape.attempt, (tx) =>
-          this.event({ type: 'commit', attempt: shape.attempt, transactionId: tx.transactionId, checkpointId: tx.checkpointId }),
+          this.event({
+            type: 'commit',
+            attempt: shape.attempt,
+            transactionId: tx.transactionId,
+            checkpointId: tx.checkpointId,
+          }),
         );
         this.sinks.push(sink);
         for (let c = 0; c < gate.channels.length; c++) this.readers.push({ stage: 'sink', index: i, channel: c });
@@ -196,7 +230,9 @@ export class Attempt<IN, K, OUT> {
       for (const r of this.readers) if (this.isReady(r)) ready.push(r);
       if (ready.length === 0) {
         // An external source with an empty buffer is not at its end: wait for its next record (or its end).
-        const waits = this.sources.map((s) => ('waitForInput' in s ? s.waitForInput() : null)).filter((w) => w !== null);
+        const waits = this.sources
+          .map((s) => ('waitForInput' in s ? s.waitForInput() : null))
+          .filter((w) => w !== null);
         if (waits.length > 0) {
           for (const w of waits) w.catch(() => undefined); // the race reports the first failure; the others must not go unhandled
           await Promise.race(waits);
@@ -309,10 +345,16 @@ export class Attempt<IN, K, OUT> {
     }
     const next = source.next();
     if (next === null) return;
-    const target = subtaskForKey(this.cfg.keyBy(next.value), this.cfg.keySerializer, this.cfg.maxParallelism, this.shape.parallelism);
+    const target = subtaskForKey(
+      this.cfg.keyBy(next.value),
+      this.cfg.keySerializer,
+      this.cfg.maxParallelism,
+      this.shape.parallelism,
+    );
     outputs[target].push({ kind: 'record', value: next.value, origin: next.origin });
     this.totals.recordsEmitted++;
-    if (this.cfg.onEvent || this.cfg.crash) this.event({ type: 'emit', attempt: this.shape.attempt, subtaskIndex: i, origin: next.origin, target });
+    if (this.cfg.onEvent || this.cfg.crash)
+      this.event({ type: 'emit', attempt: this.shape.attempt, subtaskIndex: i, origin: next.origin, target });
     this.fireRequests();
     if (++this.emittedSinceTrigger >= this.cfg.checkpointEvery) return this.triggerCheckpoint();
   }
@@ -391,11 +433,20 @@ export class Attempt<IN, K, OUT> {
 
   private savepointCompleted(info: CompletedCheckpointInfo, stop: boolean): void {
     this.totals.savepoints.push(info);
-    this.event({ type: 'savepoint-completed', attempt: this.shape.attempt, checkpointId: info.checkpointId, pointer: info.pointer, stop });
+    this.event({
+      type: 'savepoint-completed',
+      attempt: this.shape.attempt,
+      checkpointId: info.checkpointId,
+      pointer: info.pointer,
+      stop,
+    });
   }
 
   private savepointFailed(checkpointId: number | null, err: unknown, stop: boolean): void {
-    const error = err instanceof StreamStateError ? err : new SnapshotError('SNAPSHOT_FAILED', `savepoint failed: ${String(err)}`, { cause: err });
+    const error =
+      err instanceof StreamStateError
+        ? err
+        : new SnapshotError('SNAPSHOT_FAILED', `savepoint failed: ${String(err)}`, { cause: err });
     this.totals.savepointFailures.push(error);
     this.event({ type: 'savepoint-failed', attempt: this.shape.attempt, checkpointId, reason: error.message, stop });
   }
@@ -427,7 +478,11 @@ export class Attempt<IN, K, OUT> {
    * nothing touches state until the synchronous parts are done), forward the barrier, and let the
    * tracker acknowledge when the asynchronous parts finish.
    */
-  private async snapshotAndForward<T>(task: SubtaskBase, checkpointId: number, outputs: readonly Channel<T>[]): Promise<void> {
+  private async snapshotAndForward<T>(
+    task: SubtaskBase,
+    checkpointId: number,
+    outputs: readonly Channel<T>[],
+  ): Promise<void> {
     const pending = this.tracker.pending(checkpointId);
     if (pending) {
       try {
@@ -435,7 +490,11 @@ export class Attempt<IN, K, OUT> {
         const options: SnapshotOptions =
           pending.kind === 'savepoint'
             ? pending.snapshotOptions(task.operatorId, task.subtaskIndex)
-            : { type: 'checkpoint', full: pending.full, streams: pending.streamsFor(task.operatorId, task.subtaskIndex) };
+            : {
+                type: 'checkpoint',
+                full: pending.full,
+                streams: pending.streamsFor(task.operatorId, task.subtaskIndex),
+              };
         const snapshot = await task.snapshotState(checkpointId, options);
         this.tracker.track(checkpointId, task.operatorId, task.subtaskIndex, snapshot);
       } catch (err) {
@@ -443,7 +502,13 @@ export class Attempt<IN, K, OUT> {
       }
     }
     for (const c of outputs) c.push({ kind: 'barrier', checkpointId });
-    this.event({ type: 'snapshot', attempt: this.shape.attempt, operatorId: task.operatorId, subtaskIndex: task.subtaskIndex, checkpointId });
+    this.event({
+      type: 'snapshot',
+      attempt: this.shape.attempt,
+      operatorId: task.operatorId,
+      subtaskIndex: task.subtaskIndex,
+      checkpointId,
+    });
   }
 
   private needsFinalCheckpoint(): boolean {
@@ -461,7 +526,12 @@ export class Attempt<IN, K, OUT> {
   private async onCompleted(info: CompletedCheckpointInfo): Promise<void> {
     this.totals.completed.push(info);
     try {
-      this.event({ type: 'checkpoint-completed', attempt: this.shape.attempt, checkpointId: info.checkpointId, pointer: info.pointer });
+      this.event({
+        type: 'checkpoint-completed',
+        attempt: this.shape.attempt,
+        checkpointId: info.checkpointId,
+        pointer: info.pointer,
+      });
       if (this.dead) return; // a discarded attempt's tasks never hear of it; the restored sink commits instead
       for (const sink of this.sinks) sink.commitUpTo(info.checkpointId);
       await Promise.allSettled(this.allSubtasks.map((t) => t.notifyCheckpointComplete(info.checkpointId)));

@@ -40,7 +40,10 @@ export class Channel<T> {
 
   shift(): StreamElement<T> {
     if (this.head >= this.items.length) {
-      throw new StreamStateError('INVALID_ARGUMENT', 'read from an empty channel; the scheduler must only pick channels that hold elements.');
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        'read from an empty channel; the scheduler must only pick channels that hold elements.',
+      );
     }
     const element = this.items[this.head++];
     // Compact now and then so the array does not grow without bound.
@@ -82,7 +85,10 @@ export class InputGate<T> {
 
   poll(i: number): GateOutput<T> {
     if (this.blocked[i]) {
-      throw new StreamStateError('INVALID_ARGUMENT', `channel ${i} is blocked by barrier alignment; the scheduler must not read it.`);
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `channel ${i} is blocked by barrier alignment; the scheduler must not read it.`,
+      );
     }
     const element = this.channels[i].shift();
     if (element.kind === 'record') return element;

@@ -78,7 +78,10 @@ export class CheckpointTracker {
     const run = (async () => {
       let finished = false;
       try {
-        const [operator, keyed] = await Promise.all([snapshot.operator.done, snapshot.keyed ? snapshot.keyed.done : null]);
+        const [operator, keyed] = await Promise.all([
+          snapshot.operator.done,
+          snapshot.keyed ? snapshot.keyed.done : null,
+        ]);
         finished = true;
         this.inFlightSnapshots--;
         this.countBytes(checkpointId, operator);

@@ -23,7 +23,10 @@ export class CommittedOutput<T> {
   /** Commits `records` under `transactionId`. Returns false (and changes nothing) when that id was committed before. */
   commit(transactionId: string, checkpointId: number, records: readonly T[], attempt: number): boolean {
     if (typeof transactionId !== 'string' || transactionId.length === 0) {
-      throw new StreamStateError('INVALID_ARGUMENT', 'a transaction id must be a non-empty string; the sink derives it from attempt, checkpoint and subtask.');
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        'a transaction id must be a non-empty string; the sink derives it from attempt, checkpoint and subtask.',
+      );
     }
     if (this.ids.has(transactionId)) return false;
     this.ids.add(transactionId);

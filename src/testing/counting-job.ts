@@ -105,7 +105,9 @@ export function checkCounts(committed: readonly CountOutput[], input: readonly (
     for (let i = 0; ok && i < outs.length; i++) {
       if (outs[i].count !== i + 1) {
         ok = false;
-        note(`${key}: committed counts are not 1..${e.n} (position ${i} holds ${outs[i].count}: a ${outs[i].count <= i ? 'duplicate' : 'gap'})`);
+        note(
+          `${key}: committed counts are not 1..${e.n} (position ${i} holds ${outs[i].count}: a ${outs[i].count <= i ? 'duplicate' : 'gap'})`,
+        );
       }
     }
     if (ok && outs.length > 0 && outs[outs.length - 1].sum !== e.sum) {

@@ -6,7 +6,13 @@ import type { RecordOrigin } from './channels.js';
  */
 export type PipelineEvent =
   /** A source subtask emitted a record towards keyed subtask `target`. */
-  | { readonly type: 'emit'; readonly attempt: number; readonly subtaskIndex: number; readonly origin: RecordOrigin; readonly target: number }
+  | {
+      readonly type: 'emit';
+      readonly attempt: number;
+      readonly subtaskIndex: number;
+      readonly origin: RecordOrigin;
+      readonly target: number;
+    }
   /** A source subtask injected the barrier of `checkpointId` into its outputs. */
   | { readonly type: 'barrier'; readonly attempt: number; readonly subtaskIndex: number; readonly checkpointId: number }
   /**
@@ -23,15 +29,48 @@ export type PipelineEvent =
       readonly inFlightSnapshots: number;
     }
   /** A subtask finished the synchronous part of its snapshot; the asynchronous part now runs. */
-  | { readonly type: 'snapshot'; readonly attempt: number; readonly operatorId: string; readonly subtaskIndex: number; readonly checkpointId: number }
+  | {
+      readonly type: 'snapshot';
+      readonly attempt: number;
+      readonly operatorId: string;
+      readonly subtaskIndex: number;
+      readonly checkpointId: number;
+    }
   /** The coordinator completed a checkpoint (its _metadata is written); backends and the sink are not notified yet. */
-  | { readonly type: 'checkpoint-completed'; readonly attempt: number; readonly checkpointId: number; readonly pointer: string }
-  | { readonly type: 'checkpoint-aborted'; readonly attempt: number; readonly checkpointId: number; readonly reason: string }
+  | {
+      readonly type: 'checkpoint-completed';
+      readonly attempt: number;
+      readonly checkpointId: number;
+      readonly pointer: string;
+    }
+  | {
+      readonly type: 'checkpoint-aborted';
+      readonly attempt: number;
+      readonly checkpointId: number;
+      readonly reason: string;
+    }
   /** A savepoint completed (`pointer`: where to restore from). Nothing is notified or committed for an ordinary savepoint. */
-  | { readonly type: 'savepoint-completed'; readonly attempt: number; readonly checkpointId: number; readonly pointer: string; readonly stop: boolean }
-  | { readonly type: 'savepoint-failed'; readonly attempt: number; readonly checkpointId: number | null; readonly reason: string; readonly stop: boolean }
+  | {
+      readonly type: 'savepoint-completed';
+      readonly attempt: number;
+      readonly checkpointId: number;
+      readonly pointer: string;
+      readonly stop: boolean;
+    }
+  | {
+      readonly type: 'savepoint-failed';
+      readonly attempt: number;
+      readonly checkpointId: number | null;
+      readonly reason: string;
+      readonly stop: boolean;
+    }
   /** The job ended by a stop- or cancel-with-savepoint. */
-  | { readonly type: 'stopped'; readonly attempt: number; readonly mode: 'stop' | 'cancel'; readonly checkpointId: number }
+  | {
+      readonly type: 'stopped';
+      readonly attempt: number;
+      readonly mode: 'stop' | 'cancel';
+      readonly checkpointId: number;
+    }
   /** The sink committed a pre-committed transaction to the CommittedOutput (not emitted for idempotent repeats). */
   | { readonly type: 'commit'; readonly attempt: number; readonly transactionId: string; readonly checkpointId: number }
   | { readonly type: 'crash'; readonly attempt: number; readonly reason: string }

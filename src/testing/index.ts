@@ -17,12 +17,32 @@
  *   checkCounts(result.committed, input).ok; // true: every key's counts are exactly 1..n
  */
 export { runPipeline } from './runner.js';
-export type { PipelineJob, RunOptions, PipelineResult, RestoreRecord, SavepointRequest, StopWithSavepointRequest } from './pipeline.js';
-export { ExternalSourceSubtask, type PipelineSource, type PipelineSourceAttempt, type PipelineSourceSubtaskContext } from './external-source.js';
+export type {
+  PipelineJob,
+  RunOptions,
+  PipelineResult,
+  RestoreRecord,
+  SavepointRequest,
+  StopWithSavepointRequest,
+} from './pipeline.js';
+export {
+  ExternalSourceSubtask,
+  type PipelineSource,
+  type PipelineSourceAttempt,
+  type PipelineSourceSubtaskContext,
+} from './external-source.js';
 export type { KeyedContext, ProcessFunction } from './keyed-operator.js';
 export { CommittedOutput, type CommittedTransaction } from './committed-output.js';
 export { InjectedCrash, describeEvent, type PipelineEvent, type CrashPredicate } from './events.js';
-export { Channel, InputGate, type StreamElement, type RecordElement, type BarrierElement, type RecordOrigin, type GateOutput } from './channels.js';
+export {
+  Channel,
+  InputGate,
+  type StreamElement,
+  type RecordElement,
+  type BarrierElement,
+  type RecordOrigin,
+  type GateOutput,
+} from './channels.js';
 export { SeededRandom } from './rng.js';
 export { SOURCE_OFFSETS_STATE, type PartitionOffset } from './source.js';
 export { SINK_PENDING_STATE, type PendingTransaction } from './sink.js';

@@ -17,7 +17,10 @@ import { SeededRandom } from './rng.js';
  * completed checkpoint (possibly at another parallelism). Deterministic per seed, except for when
  * asynchronous snapshot parts finish relative to record processing.
  */
-export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<OUT>): Promise<PipelineResult<OUT>> {
+export async function runPipeline<IN, K, OUT>(
+  job: PipelineJob<IN, K, OUT>,
+  options: RunOptions<OUT>,
+): Promise<PipelineResult<OUT>> {
   validate(job, options);
   const storage = options.checkpointStorage ?? presetStorage(options.backend);
   if (!storage) {
@@ -36,7 +39,11 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
     keySerializer: job.keySerializer ?? defaultSerializer<K>(),
     process: job.process,
     maxParallelism,
-    ids: { source: job.operatorIds?.source ?? 'source', keyed: job.operatorIds?.keyed ?? 'keyed', sink: job.operatorIds?.sink ?? 'sink' },
+    ids: {
+      source: job.operatorIds?.source ?? 'source',
+      keyed: job.operatorIds?.keyed ?? 'keyed',
+      sink: job.operatorIds?.sink ?? 'sink',
+    },
     backend: options.backend,
     checkpointEvery: options.checkpointEvery,
     channelCapacity: options.channelCapacity ?? 64,
@@ -86,7 +93,10 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
     // restore() also starts the coordinator (loads retained checkpoints, continues ids); a fresh start ignores what it found.
     // Started from a snapshot: until this job completes a checkpoint of its own, every attempt restores that snapshot.
     const fromSnapshot =
-      options.restoreFrom !== undefined && (attemptNo === 0 || (await storage.listCompletedCheckpoints(cfg.jobId)).length === 0) ? options.restoreFrom : undefined;
+      options.restoreFrom !== undefined &&
+      (attemptNo === 0 || (await storage.listCompletedCheckpoints(cfg.jobId)).length === 0)
+        ? options.restoreFrom
+        : undefined;
     const found = await coordinator.restore(fromSnapshot);
     const plan: RestorePlan | null = attemptNo > 0 || options.resume || fromSnapshot !== undefined ? found : null;
     if (attemptNo > 0 || plan) {
@@ -130,9 +140,13 @@ export async function runPipeline<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, opti
       crashes++;
       cfg.onEvent?.({ type: 'crash', attempt: attemptNo, reason: err.message });
       if (crashes > maxRestarts) {
-        throw new StreamStateError('INVALID_ARGUMENT', `the pipeline crashed ${crashes} times (maxRestarts = ${maxRestarts}); the last crash: ${err.message}`, {
-          cause: err,
-        });
+        throw new StreamStateError(
+          'INVALID_ARGUMENT',
+          `the pipeline crashed ${crashes} times (maxRestarts = ${maxRestarts}); the last crash: ${err.message}`,
+          {
+            cause: err,
+          },
+        );
       }
     }
   }
@@ -154,9 +168,11 @@ function validate<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<
     ['options.checkpointEvery', options.checkpointEvery],
     ['options.channelCapacity', options.channelCapacity],
   ] as const) {
-    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) bad(`${name} must be a positive integer, got ${String(v)}.`);
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1))
+      bad(`${name} must be a positive integer, got ${String(v)}.`);
   }
-  if (options.checkpointEvery === undefined) bad('options.checkpointEvery is required: checkpoint after every how many source records?');
+  if (options.checkpointEvery === undefined)
+    bad('options.checkpointEvery is required: checkpoint after every how many source records?');
 }
 
 function pick(v: number | ((crash: number) => number) | undefined, crash: number, fallback: number): number {
@@ -164,7 +180,12 @@ function pick(v: number | ((crash: number) => number) | undefined, crash: number
   return typeof v === 'function' ? v(crash) : v;
 }
 
-function shapeOf<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<OUT>, attempt: number, crashes: number): AttemptShape {
+function shapeOf<IN, K, OUT>(
+  job: PipelineJob<IN, K, OUT>,
+  options: RunOptions<OUT>,
+  attempt: number,
+  crashes: number,
+): AttemptShape {
   const first = attempt === 0;
   const parallelism = first ? job.parallelism : pick(options.recoverWithParallelism, crashes, job.parallelism);
   const sourceParallelism = first
@@ -175,7 +196,8 @@ function shapeOf<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<O
     ['recovery parallelism', parallelism],
     ['recovery source parallelism', sourceParallelism],
   ] as const) {
-    if (!(Number.isInteger(v) && v >= 1)) throw new StreamStateError('INVALID_ARGUMENT', `${name} must be a positive integer, got ${v}.`);
+    if (!(Number.isInteger(v) && v >= 1))
+      throw new StreamStateError('INVALID_ARGUMENT', `${name} must be a positive integer, got ${v}.`);
   }
   return { attempt, parallelism, sourceParallelism, sinkParallelism };
 }
@@ -195,7 +217,12 @@ function restoreRecord(storage: CheckpointStorage, plan: RestorePlan | null, sha
     checkpointId: plan ? plan.checkpointId : null,
     pointer,
     // A snapshot outside the storage (restoreFrom) is named by its absolute path or URL already.
-    location: pointer === null ? null : /^(\/|[a-z][a-z0-9+.-]*:\/\/)/i.test(pointer) ? pointer : `${storage.location.replace(/\/+$/, '')}/${pointer}`,
+    location:
+      pointer === null
+        ? null
+        : /^(\/|[a-z][a-z0-9+.-]*:\/\/)/i.test(pointer)
+          ? pointer
+          : `${storage.location.replace(/\/+$/, '')}/${pointer}`,
     parallelism: shape.parallelism,
     sourceParallelism: shape.sourceParallelism,
   };

@@ -40,11 +40,17 @@ export abstract class SubtaskBase {
   }
 
   async notifyCheckpointComplete(checkpointId: number): Promise<void> {
-    await Promise.all([this.operatorBackend.notifyCheckpointComplete(checkpointId), this.keyedBackend?.notifyCheckpointComplete(checkpointId)]);
+    await Promise.all([
+      this.operatorBackend.notifyCheckpointComplete(checkpointId),
+      this.keyedBackend?.notifyCheckpointComplete(checkpointId),
+    ]);
   }
 
   async notifyCheckpointAborted(checkpointId: number): Promise<void> {
-    await Promise.all([this.operatorBackend.notifyCheckpointAborted(checkpointId), this.keyedBackend?.notifyCheckpointAborted(checkpointId)]);
+    await Promise.all([
+      this.operatorBackend.notifyCheckpointAborted(checkpointId),
+      this.keyedBackend?.notifyCheckpointAborted(checkpointId),
+    ]);
   }
 
   /** Closes the backends; in-flight snapshots fail with SNAPSHOT_CANCELLED. Idempotent. */

@@ -35,11 +35,22 @@ describe('benchmark report', () => {
 
   it('plots checkpoint duration on log axes and evaluates the targets', () => {
     const data = {
-      run: { quick: false, startedAt: '2026-01-01T00:00:00Z', totalSeconds: 600, machine: { cpuModel: 'AMD EPYC', cpus: 2, memGiB: 24, node: 'v20.20.2', os: 'Linux' }, load: { start: [1, 1, 1], mean: 1.5, max: 2 } },
+      run: {
+        quick: false,
+        startedAt: '2026-01-01T00:00:00Z',
+        totalSeconds: 600,
+        machine: { cpuModel: 'AMD EPYC', cpus: 2, memGiB: 24, node: 'v20.20.2', os: 'Linux' },
+        load: { start: [1, 1, 1], mean: 1.5, max: 2 },
+      },
       checkpointSizes: {
         fixedChanges: 1000,
         sizesMb: [10, 100, 1000],
-        targets: { changelogDurationSpread: 1.3, changelogDurationWithin2x: true, changelogWorstBytesShareOfFull: 0.011, changelogBytesWithin2Pct: true },
+        targets: {
+          changelogDurationSpread: 1.3,
+          changelogDurationWithin2x: true,
+          changelogWorstBytesShareOfFull: 0.011,
+          changelogBytesWithin2Pct: true,
+        },
         rawWrites: [{ stateMB: 1000, bytes: 1e9, ms: 1000, MBps: 950 }],
         series: [10, 100, 1000].flatMap((mb) => [
           series('full', 'fixed', mb, mb * 5, mb * 1048576),
@@ -62,15 +73,38 @@ describe('benchmark report', () => {
   });
 
   it('reports the interleaved changelog scaling run next to the size-by-size sweep', () => {
-    const rows = [10, 1000].map((mb, i) => ({ stateMB: mb, keys: mb * 1000, checkpoints: 40, medianMs: 4 + i, p90Ms: 9, maxMs: 30, medianBytes: 1018194 }));
+    const rows = [10, 1000].map((mb, i) => ({
+      stateMB: mb,
+      keys: mb * 1000,
+      checkpoints: 40,
+      medianMs: 4 + i,
+      p90Ms: 9,
+      maxMs: 30,
+      medianBytes: 1018194,
+    }));
     const { markdown } = buildReport({
       checkpointSizes: {
         fixedChanges: 1000,
         sizesMb: [10, 1000],
-        targets: { changelogDurationSpread: 3.1, changelogDurationWithin2x: false, changelogWorstBytesShareOfFull: 0.01, changelogBytesWithin2Pct: true },
-        series: [10, 1000].flatMap((mb) => [series('full', 'rate', mb, mb * 5, mb * 1048576), series('changelog', 'fixed', mb, mb === 10 ? 9 : 3, 1048576)]),
+        targets: {
+          changelogDurationSpread: 3.1,
+          changelogDurationWithin2x: false,
+          changelogWorstBytesShareOfFull: 0.01,
+          changelogBytesWithin2Pct: true,
+        },
+        series: [10, 1000].flatMap((mb) => [
+          series('full', 'rate', mb, mb * 5, mb * 1048576),
+          series('changelog', 'fixed', mb, mb === 10 ? 9 : 3, 1048576),
+        ]),
       },
-      changelogScaling: { changesPerCheckpoint: 1000, valueBytes: 1000, rounds: 40, rows, spread: 1.25, within2x: true },
+      changelogScaling: {
+        changesPerCheckpoint: 1000,
+        valueBytes: 1000,
+        rounds: 40,
+        rows,
+        spread: 1.25,
+        within2x: true,
+      },
     });
     expect(markdown).toContain('**3.10x** — NOT met');
     expect(markdown).toContain('**1.25x** — met (medians 4.00 ms @ 10 MB, 5.00 ms @ 1000 MB)');
@@ -114,15 +148,38 @@ describe('benchmark report', () => {
     expect(line).toContain('stateAccessLeveldb (2026-01-03 08:12 UTC)');
     expect(line).toContain('convertLarge (2025-12-31 10:00 UTC)');
     expect(line).not.toContain('stateAccessHeap');
-    expect(buildReport({ run, stateAccessHeap: { recordedAt: '2026-01-01T00:05:00Z' } }).markdown).not.toContain('Recorded outside this run');
+    expect(buildReport({ run, stateAccessHeap: { recordedAt: '2026-01-01T00:05:00Z' } }).markdown).not.toContain(
+      'Recorded outside this run',
+    );
   });
 
   it('escapes markup in labels and pipes in tables', () => {
-    const svg = barChart({ title: 'a <b> & "c"', xLabel: 'x', series: [{ name: 's', color: '#000' }], groups: [{ label: 'g<1>', values: [5] }] });
+    const svg = barChart({
+      title: 'a <b> & "c"',
+      xLabel: 'x',
+      series: [{ name: 's', color: '#000' }],
+      groups: [{ label: 'g<1>', values: [5] }],
+    });
     wellFormed(svg);
     expect(svg).toContain('a &lt;b&gt; &amp; &quot;c&quot;');
     expect(mdTable([{ a: 'x|y' }])).toContain('x\\|y');
-    const line = lineChart({ title: 't', xLabel: 'x', yLabel: 'y', xLog: true, series: [{ name: 's', color: '#000', points: [[0, 1], [10, 2], [100, 3]] }] });
+    const line = lineChart({
+      title: 't',
+      xLabel: 'x',
+      yLabel: 'y',
+      xLog: true,
+      series: [
+        {
+          name: 's',
+          color: '#000',
+          points: [
+            [0, 1],
+            [10, 2],
+            [100, 3],
+          ],
+        },
+      ],
+    });
     wellFormed(line);
     // the x = 0 point cannot sit on a log axis: dropped, not drawn at -Infinity
     expect((line.match(/<circle /g) ?? []).length).toBe(2 + 1);

@@ -49,7 +49,13 @@ async function readAll(b: KeyedStateBackend<string>, n: number): Promise<unknown
   for (let i = 0; i < n; i++) {
     b.setCurrentKey(`k${i}`);
     const entries = (await collect(b.getState(md).entries())).sort((x, y) => String(x[0]).localeCompare(String(y[0])));
-    out.push([b.getState(vd).value(), b.getState(ld).get()?.slice() ?? null, entries, b.getState(rd).get(), b.getState(ad).get()]);
+    out.push([
+      b.getState(vd).value(),
+      b.getState(ld).get()?.slice() ?? null,
+      entries,
+      b.getState(rd).get(),
+      b.getState(ad).get(),
+    ]);
   }
   const timers = [...b.getTimerQueue('t')].map((t) => `${t.timestamp}:${t.key}`).sort();
   out.push(timers);
@@ -85,7 +91,13 @@ describe('changelog checkpoints', () => {
     expect(third.materializationId).toBe(second.materializationId);
     await job.close();
 
-    const restored = await MiniJob.start({ jobId: jobId(), backend, storage, parallelism: 1, pointer: job.coordinator.latestCompleted()!.pointer });
+    const restored = await MiniJob.start({
+      jobId: jobId(),
+      backend,
+      storage,
+      parallelism: 1,
+      pointer: job.coordinator.latestCompleted()!.pointer,
+    });
     const r = restored.backends[0];
     r.setCurrentKey('k1');
     expect(r.getState(vd).value()).toBe('changed');
@@ -97,7 +109,12 @@ describe('changelog checkpoints', () => {
   it('restores exactly, with and without materialization, and after rescaling 2 → 3 → 1', async () => {
     for (const interval of [0, Number.POSITIVE_INFINITY]) {
       const storage = newStorage();
-      const backend = changelog({ backend: memory(), storage, materializationIntervalMs: interval, preemptivePersistBytes: 2048 });
+      const backend = changelog({
+        backend: memory(),
+        storage,
+        materializationIntervalMs: interval,
+        preemptivePersistBytes: 2048,
+      });
       const id = jobId();
       const job = await MiniJob.start({ jobId: id, backend, storage, parallelism: 2 });
       const n = 200;
@@ -108,7 +125,8 @@ describe('changelog checkpoints', () => {
           writeOne(b, i, round);
         }
         await job.checkpoint();
-        for (const b of job.backends) await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
+        for (const b of job.backends)
+          await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
       }
       const expected = await readFrom(job.backends, n);
       await job.close();
@@ -141,7 +159,9 @@ describe('changelog checkpoints', () => {
     let j = await MiniJob.start({ jobId: id, backend, storage, parallelism: 1 });
     for (let round = 0; round < 3; round++) {
       const b = j.backends[0];
-      expect(b.stateNames().sort()).toEqual(['a', 'l', 'm', 'other', 'r', 'v'].filter((s) => round > 0 || s !== 'other'));
+      expect(b.stateNames().sort()).toEqual(
+        ['a', 'l', 'm', 'other', 'r', 'v'].filter((s) => round > 0 || s !== 'other'),
+      );
       b.setCurrentKey('k0');
       b.getState(other).update(round);
       await j.checkpoint();
@@ -168,13 +188,17 @@ describe.each([
     const job = await MiniJob.start({ jobId: id, backend: cl, storage, parallelism: 2 });
     for (const b of job.backends) writeAll(b, 0, 1);
     const n = 100;
-    for (let i = 0; i < n; i++) writeOne(job.backends.find((b) => b.keyGroupRange.contains(keyGroupOf(`k${i}`)))!, i, 1);
+    for (let i = 0; i < n; i++)
+      writeOne(job.backends.find((b) => b.keyGroupRange.contains(keyGroupOf(`k${i}`)))!, i, 1);
     // The first checkpoint materializes, the second adds a log to it.
     for (const b of job.backends) (b as unknown as { requestMaterialization(): void }).requestMaterialization();
     await job.checkpoint();
-    for (let i = 0; i < n; i += 3) writeOne(job.backends.find((b) => b.keyGroupRange.contains(keyGroupOf(`k${i}`)))!, i, 2);
+    for (let i = 0; i < n; i += 3)
+      writeOne(job.backends.find((b) => b.keyGroupRange.contains(keyGroupOf(`k${i}`)))!, i, 2);
     const { handles } = await job.checkpoint();
-    expect(handles.every((h) => h !== null && isChangelogHandle(h) && h.materialized.length === 1 && h.logs.length === 1)).toBe(true);
+    expect(
+      handles.every((h) => h !== null && isChangelogHandle(h) && h.materialized.length === 1 && h.logs.length === 1),
+    ).toBe(true);
     const expected = await readFrom(job.backends, n);
     await job.close();
 
@@ -224,7 +248,10 @@ describe('changelog TTL replay', () => {
     const storage = newStorage();
     const cl = changelog({ backend: memory(), storage, materializationIntervalMs: Number.POSITIVE_INFINITY });
     const ttlWrite = valueState<string>('w', { serializer: stringSerializer, ttl: { ttlMs: 100 } });
-    const ttlRead = valueState<string>('rr', { serializer: stringSerializer, ttl: { ttlMs: 100, update: 'onReadAndWrite' } });
+    const ttlRead = valueState<string>('rr', {
+      serializer: stringSerializer,
+      ttl: { ttlMs: 100, update: 'onReadAndWrite' },
+    });
     const params = (restore?: RestoreSource<KeyedStateHandle>) => ({
       jobId: 'ttl-job',
       operatorId: 'op',
@@ -254,12 +281,22 @@ describe('changelog TTL replay', () => {
       format: 'native',
       backend: cl.name,
       timestamp: 0,
-      operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P, subtasks: [{ subtaskIndex: 0, keyed: handle ? [handle] : [], operator: [] }] }],
+      operators: [
+        {
+          operatorId: 'op',
+          parallelism: 1,
+          maxParallelism: MAX_P,
+          subtasks: [{ subtaskIndex: 0, keyed: handle ? [handle] : [], operator: [] }],
+        },
+      ],
     });
     await b.close();
     const resolved = await storage.resolve(storage.checkpointPointer('ttl-job', 1));
     now = 1150;
-    const r = await cl.createKeyedStateBackend({ ...p0, restore: { handles: handle ? [handle] : [], files: resolved.files, mode: 'claim', checkpointId: 1 } });
+    const r = await cl.createKeyedStateBackend({
+      ...p0,
+      restore: { handles: handle ? [handle] : [], files: resolved.files, mode: 'claim', checkpointId: 1 },
+    });
     r.setCurrentKey('x');
     expect(r.getState(ttlWrite).value()).toBeNull(); // written at 1000, expired at 1100
     expect(r.getState(ttlRead).value()).toBe('b'); // read at 1080, alive until 1180
@@ -298,7 +335,14 @@ async function readFrom(backends: readonly KeyedStateBackend<string>[], n: numbe
     const b = backends.find((x) => x.keyGroupRange.contains(keyGroupOf(key)))!;
     b.setCurrentKey(key);
     const entries = (await collect(b.getState(md).entries())).sort((x, y) => String(x[0]).localeCompare(String(y[0])));
-    out.push([key, b.getState(vd).value(), b.getState(ld).get()?.slice() ?? null, entries, b.getState(rd).get(), b.getState(ad).get()]);
+    out.push([
+      key,
+      b.getState(vd).value(),
+      b.getState(ld).get()?.slice() ?? null,
+      entries,
+      b.getState(rd).get(),
+      b.getState(ad).get(),
+    ]);
   }
   const timers = backends.flatMap((b) => [...b.getTimerQueue('t')].map((t) => `${t.timestamp}:${t.key}`)).sort();
   out.push(timers);

@@ -75,7 +75,9 @@ async function checkpointOrCrash(job: MiniJob): Promise<boolean> {
     let done = false;
     for (const [i, t] of tasks.entries()) {
       const h = await t.done;
-      done = (await job.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [h], operator: [] })).status === 'completed' || done;
+      done =
+        (await job.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [h], operator: [] })).status ===
+          'completed' || done;
     }
     if (!done) return false;
     for (const b of job.backends) await b.notifyCheckpointComplete(pending.checkpointId);
@@ -90,7 +92,12 @@ describe('changelog crash recovery', () => {
     for (let seed = 1; seed <= 16; seed++) {
       const next = rng(seed);
       const { store, storage } = crashingStorage(0);
-      const backend = changelog({ backend: memory(), storage, materializationIntervalMs: seed % 2 === 0 ? 0 : 30 * 1000, preemptivePersistBytes: 600 });
+      const backend = changelog({
+        backend: memory(),
+        storage,
+        materializationIntervalMs: seed % 2 === 0 ? 0 : 30 * 1000,
+        preemptivePersistBytes: 600,
+      });
       const id = jobId();
       let job = await MiniJob.start({ jobId: id, backend, storage, parallelism: 2 });
       let expected = await contents(job.backends);
@@ -106,7 +113,9 @@ describe('changelog crash recovery', () => {
         }
         if (await checkpointOrCrash(job)) expected = await contents(job.backends);
         else crashed = true;
-        if (seed % 2 === 0) for (const b of job.backends) await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
+        if (seed % 2 === 0)
+          for (const b of job.backends)
+            await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
       }
       // Restart: the storage works again; the job restores its latest completed checkpoint.
       store.failAfter = Number.POSITIVE_INFINITY;
@@ -126,8 +135,15 @@ describe('changelog crash recovery', () => {
 
 describe('changelog truncation', () => {
   it('after a newer materialization is checkpointed and older checkpoints are subsumed, only referenced files remain', async () => {
-    const storage = new BlobCheckpointStorage(new MemoryBlobStore({ maxObjectBytes: 64 * 1024 * 1024 }), { inlineThreshold: 0 });
-    const backend = changelog({ backend: memory(), storage, materializationIntervalMs: 0, preemptivePersistBytes: 1024 });
+    const storage = new BlobCheckpointStorage(new MemoryBlobStore({ maxObjectBytes: 64 * 1024 * 1024 }), {
+      inlineThreshold: 0,
+    });
+    const backend = changelog({
+      backend: memory(),
+      storage,
+      materializationIntervalMs: 0,
+      preemptivePersistBytes: 1024,
+    });
     const id = jobId();
     const job = await MiniJob.start({ jobId: id, backend, storage, parallelism: 2, numRetained: 1 });
     const next = rng(7);
@@ -136,7 +152,8 @@ describe('changelog truncation', () => {
       randomWrites(job.backends, next, 80);
       await job.checkpoint();
       for (const f of await storage.listJobFiles(id)) seen.add(f);
-      for (const b of job.backends) await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
+      for (const b of job.backends)
+        await (b as unknown as { awaitMaterialization(): Promise<void> }).awaitMaterialization();
     }
     // Nothing changes now: the next checkpoint builds on the last materialization alone.
     const { info, handles } = await job.checkpoint();
@@ -200,7 +217,10 @@ function segments(h: ChangelogStateHandle) {
   return h.logs[0].segments;
 }
 
-function withSegments(h: ChangelogStateHandle, segs: ChangelogStateHandle['logs'][number]['segments']): ChangelogStateHandle {
+function withSegments(
+  h: ChangelogStateHandle,
+  segs: ChangelogStateHandle['logs'][number]['segments'],
+): ChangelogStateHandle {
   return { ...h, logs: [{ ...h.logs[0], segments: segs }] };
 }
 
@@ -247,24 +267,36 @@ describe('changelog bad input', () => {
     await expectFormatError(f.restoreWith(f.handle), 'CHECKSUM_MISMATCH', seg.path.replace('../', ''));
     // With the handle "fixed" to the new bytes, the segment's own crc still catches it.
     const patched = segments(f.handle).map((s, i) => (i === 2 ? { ...s, file: { ...seg, crc32: crc32(bytes) } } : s));
-    await expectFormatError(f.restoreWith(withSegments(f.handle, patched)), 'CHECKSUM_MISMATCH', seg.path.replace('../', ''));
+    await expectFormatError(
+      f.restoreWith(withSegments(f.handle, patched)),
+      'CHECKSUM_MISMATCH',
+      seg.path.replace('../', ''),
+    );
   });
 
   it('a segment of another job or backend is refused', async () => {
     const f = await fixture();
     const other = await fixture(); // another job, same sequence numbers
     const foreign = segments(other.handle)[0];
-    const bytes = await other.store.get(posix.normalize(posix.join(other.pointer, (foreign.file as FileStreamHandle).path)));
+    const bytes = await other.store.get(
+      posix.normalize(posix.join(other.pointer, (foreign.file as FileStreamHandle).path)),
+    );
     const target = segments(f.handle)[0].file as FileStreamHandle;
     await f.store.put(posix.normalize(posix.join(f.pointer, target.path)), bytes);
-    const patched = segments(f.handle).map((s, i) => (i === 0 ? { ...s, file: { ...target, size: bytes.length, crc32: crc32(bytes) } } : s));
+    const patched = segments(f.handle).map((s, i) =>
+      i === 0 ? { ...s, file: { ...target, size: bytes.length, crc32: crc32(bytes) } } : s,
+    );
     await expectFormatError(f.restoreWith(withSegments(f.handle, patched)), 'CORRUPT', 'belongs to');
   });
 
   it('out-of-order and missing segments in the handle are refused before anything is replayed', async () => {
     const f = await fixture();
     const segs = segments(f.handle);
-    await expectFormatError(f.restoreWith(withSegments(f.handle, [segs[1], segs[0], ...segs.slice(2)])), 'CORRUPT', 'out of order');
+    await expectFormatError(
+      f.restoreWith(withSegments(f.handle, [segs[1], segs[0], ...segs.slice(2)])),
+      'CORRUPT',
+      'out of order',
+    );
     await expectFormatError(f.restoreWith(withSegments(f.handle, [segs[0], ...segs.slice(2)])), 'CORRUPT', 'missing');
     await expectFormatError(f.restoreWith(withSegments(f.handle, segs.slice(0, -1))), 'CORRUPT', 'missing');
     // A segment file swapped for another segment of the same log (sequence mismatch inside the file).

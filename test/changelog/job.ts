@@ -77,9 +77,13 @@ export class MiniJob {
       for (const [i, t] of tasks.entries()) {
         const h = await t.done;
         handles.push(h);
-        const result = await this.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [h], operator: [] });
+        const result = await this.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, {
+          keyed: [h],
+          operator: [],
+        });
         if (result.status === 'completed') info = result.checkpoint;
-        else if (result.status === 'rejected') throw new Error(`checkpoint ${pending.checkpointId} was rejected: ${result.message}`);
+        else if (result.status === 'rejected')
+          throw new Error(`checkpoint ${pending.checkpointId} was rejected: ${result.message}`);
       }
       if (info === null) throw new Error('checkpoint did not complete');
       for (const b of this.backends) await b.notifyCheckpointComplete(pending.checkpointId);
@@ -119,7 +123,8 @@ export class CrashingStore extends ForwardingBlobStore {
   override async putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
     this.check(name);
     return this.inner.putAtomic(name, data, opts);
-  }}
+  }
+}
 
 export function crashingStorage(inlineThreshold = 0): { store: CrashingStore; storage: BlobCheckpointStorage } {
   const store = new CrashingStore();

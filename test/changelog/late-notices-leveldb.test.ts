@@ -5,7 +5,9 @@ import { changelogNoticeCases, NoticeJob, noticeScenarios } from './notices.js';
 
 /** Issue 12, "Late completion notices", on changelog(leveldb): see late-notices.test.ts. */
 let n = 0;
-const cases = changelogNoticeCases('leveldb', (root) => leveldb({ workingDir: join(root, `work-${++n}`), writeBufferBytes: 64 * 1024, memtableBytes: 32 * 1024 }));
+const cases = changelogNoticeCases('leveldb', (root) =>
+  leveldb({ workingDir: join(root, `work-${++n}`), writeBufferBytes: 64 * 1024, memtableBytes: 32 * 1024 }),
+);
 
 const open: NoticeJob[] = [];
 afterEach(async () => {

@@ -31,7 +31,15 @@ const value = valueState<string>('v', { serializer: stringSerializer });
 const inners: { name: string; make: (root: string) => StateBackend }[] = [
   { name: 'memory', make: () => memory() },
   { name: 'filesystem', make: (root) => filesystem({ checkpointDir: join(root, 'cp'), inlineThreshold: 0 }) },
-  { name: 'leveldb', make: (root) => leveldb({ workingDir: join(root, `work-${Math.random().toString(16).slice(2)}`), writeBufferBytes: 64 * 1024, memtableBytes: 64 * 1024 }) },
+  {
+    name: 'leveldb',
+    make: (root) =>
+      leveldb({
+        workingDir: join(root, `work-${Math.random().toString(16).slice(2)}`),
+        writeBufferBytes: 64 * 1024,
+        memtableBytes: 64 * 1024,
+      }),
+  },
 ];
 
 const roots: string[] = [];
@@ -52,7 +60,12 @@ function writeRound(b: KeyedStateBackend<string>, model: Map<string, string>, ro
 }
 
 /** Every file the checkpoint references exists, and it restores into a fresh backend with exactly `expected`. */
-async function expectRestores(storage: BlobCheckpointStorage, backend: StateBackend, pointer: string, expected: ReadonlyMap<string, string>): Promise<void> {
+async function expectRestores(
+  storage: BlobCheckpointStorage,
+  backend: StateBackend,
+  pointer: string,
+  expected: ReadonlyMap<string, string>,
+): Promise<void> {
   const { metadata, files } = await storage.resolve(pointer);
   const handles = metadata.operators[0].subtasks[0].keyed;
   for (const f of referencedFiles(handles)) {
@@ -87,34 +100,42 @@ async function sharedFilesReferenced(storage: BlobCheckpointStorage, pointers: r
   const out = new Set<string>();
   for (const pointer of pointers) {
     const { metadata } = await storage.resolve(pointer);
-    for (const op of metadata.operators) for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) out.add(resolveHandlePath(pointer, f.path));
+    for (const op of metadata.operators)
+      for (const s of op.subtasks)
+        for (const f of referencedFiles([s.keyed, s.operator])) out.add(resolveHandlePath(pointer, f.path));
   }
   return [...out].filter((k) => k.includes('/shared/')).sort();
 }
 
 describe('changelog materializing at every checkpoint, numRetained 2', () => {
-  it.each(inners)('changelog($name): every retained checkpoint stays restorable over 12 checkpoints; after a clean close shared/ holds exactly what they reference', async ({ make }) => {
-    const root = await mkdtemp(join(tmpdir(), 'streamstate-materialize-often-'));
-    roots.push(root);
-    const storage = localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 });
-    const backend = changelog({ backend: make(root), storage, materializationIntervalMs: 0 });
-    const restoreWith = changelog({ backend: make(root), storage, materializationIntervalMs: 0 });
-    const job = await MiniJob.start({ jobId: JOB, backend, storage, parallelism: 1, numRetained: 2 });
-    const model = new Map<string, string>();
-    const models = new Map<number, Map<string, string>>();
-    let materialized = 0;
-    for (let round = 1; round <= 12; round++) {
-      writeRound(job.backends[0], model, round);
-      const { info, handles } = await job.checkpoint(); // throws if the coordinator declines it
-      models.set(info.checkpointId, new Map(model));
-      if ((handles[0] as unknown as { materializationId: number }).materializationId === info.checkpointId) materialized++;
-      for (const c of job.coordinator.completedCheckpoints()) await expectRestores(storage, restoreWith, c.pointer, models.get(c.checkpointId)!);
-    }
-    expect(materialized).toBe(12); // every checkpoint had changes: every one materialized
-    const retained = job.coordinator.completedCheckpoints().map((c) => c.pointer);
-    expect(retained.length).toBe(2);
-    await job.close();
-    const shared = (await storage.listJobFiles(JOB)).filter((k) => k.includes('/shared/')).sort();
-    expect(shared).toEqual(await sharedFilesReferenced(storage, retained));
-  }, 60_000);
+  it.each(inners)(
+    'changelog($name): every retained checkpoint stays restorable over 12 checkpoints; after a clean close shared/ holds exactly what they reference',
+    async ({ make }) => {
+      const root = await mkdtemp(join(tmpdir(), 'streamstate-materialize-often-'));
+      roots.push(root);
+      const storage = localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 });
+      const backend = changelog({ backend: make(root), storage, materializationIntervalMs: 0 });
+      const restoreWith = changelog({ backend: make(root), storage, materializationIntervalMs: 0 });
+      const job = await MiniJob.start({ jobId: JOB, backend, storage, parallelism: 1, numRetained: 2 });
+      const model = new Map<string, string>();
+      const models = new Map<number, Map<string, string>>();
+      let materialized = 0;
+      for (let round = 1; round <= 12; round++) {
+        writeRound(job.backends[0], model, round);
+        const { info, handles } = await job.checkpoint(); // throws if the coordinator declines it
+        models.set(info.checkpointId, new Map(model));
+        if ((handles[0] as unknown as { materializationId: number }).materializationId === info.checkpointId)
+          materialized++;
+        for (const c of job.coordinator.completedCheckpoints())
+          await expectRestores(storage, restoreWith, c.pointer, models.get(c.checkpointId)!);
+      }
+      expect(materialized).toBe(12); // every checkpoint had changes: every one materialized
+      const retained = job.coordinator.completedCheckpoints().map((c) => c.pointer);
+      expect(retained.length).toBe(2);
+      await job.close();
+      const shared = (await storage.listJobFiles(JOB)).filter((k) => k.includes('/shared/')).sort();
+      expect(shared).toEqual(await sharedFilesReferenced(storage, retained));
+    },
+    60_000,
+  );
 });

@@ -97,7 +97,14 @@ export class NoticeJob {
   private async snapshotOf(pending: PendingCheckpoint): Promise<Taken> {
     pending.completion.catch(() => undefined);
     const given = pending.snapshotOptions(OP, 0);
-    const options: SnapshotOptions = this.askMayReuse ? given : { type: given.type, ...(given.format ? { format: given.format } : {}), full: given.full, streams: given.streams };
+    const options: SnapshotOptions = this.askMayReuse
+      ? given
+      : {
+          type: given.type,
+          ...(given.format ? { format: given.format } : {}),
+          full: given.full,
+          streams: given.streams,
+        };
     const task = await this.keyed.snapshot(pending.checkpointId, options);
     const handle = await task.done;
     const model = new Map(this.model);
@@ -129,7 +136,10 @@ export class NoticeJob {
       }
       this.declined.push(t.pending.checkpointId);
       await this.keyed.notifyCheckpointAborted(t.pending.checkpointId);
-      expect(this.askMayReuse, `checkpoint ${t.pending.checkpointId} was declined although the backend was given mayReuse`).toBe(false);
+      expect(
+        this.askMayReuse,
+        `checkpoint ${t.pending.checkpointId} was declined although the backend was given mayReuse`,
+      ).toBe(false);
       expect(attempt, `checkpoint ${t.pending.checkpointId}: declined again after the abort notice`).toBe(0);
     }
   }
@@ -143,9 +153,17 @@ export class NoticeJob {
       const handles = metadata.operators[0].subtasks[0].keyed;
       for (const f of referencedFiles(handles)) {
         const key = resolveHandlePath(info.pointer, f.path);
-        expect(await this.storage.store.stat(key).catch(() => null), `${step}: ${key} of checkpoint ${info.checkpointId}`).not.toBeNull();
+        expect(
+          await this.storage.store.stat(key).catch(() => null),
+          `${step}: ${key} of checkpoint ${info.checkpointId}`,
+        ).not.toBeNull();
       }
-      const kb = await create(this.kase.make(this.root, this.storage), `${NOTICE_JOB}-restore`, { handles, files, mode: 'no-claim', checkpointId: metadata.checkpointId });
+      const kb = await create(this.kase.make(this.root, this.storage), `${NOTICE_JOB}-restore`, {
+        handles,
+        files,
+        mode: 'no-claim',
+        checkpointId: metadata.checkpointId,
+      });
       try {
         const v = kb.getState(value);
         const got = new Map<string, string>();
@@ -168,7 +186,11 @@ export class NoticeJob {
   }
 }
 
-async function create(backend: StateBackend, jobId: string, restore?: Parameters<StateBackend['createKeyedStateBackend']>[0]['restore']): Promise<KeyedStateBackend<string>> {
+async function create(
+  backend: StateBackend,
+  jobId: string,
+  restore?: Parameters<StateBackend['createKeyedStateBackend']>[0]['restore'],
+): Promise<KeyedStateBackend<string>> {
   return backend.createKeyedStateBackend({
     jobId,
     operatorId: OP,
@@ -243,7 +265,9 @@ export const noticeScenarios: { readonly name: string; run(job: NoticeJob): Prom
       await job.checkpointUntilComplete();
       const latest = job.coordinator.latestCompleted()!;
       const { metadata } = await job.storage.resolve(latest.pointer);
-      const files = referencedFiles(metadata.operators[0].subtasks[0].keyed).map((f) => resolveHandlePath(latest.pointer, f.path));
+      const files = referencedFiles(metadata.operators[0].subtasks[0].keyed).map((f) =>
+        resolveHandlePath(latest.pointer, f.path),
+      );
       expect(files.filter((f) => spFiles.has(f))).toEqual([]);
       await job.expectRetainedRestore('after the savepoint notice');
     },
@@ -251,12 +275,16 @@ export const noticeScenarios: { readonly name: string; run(job: NoticeJob): Prom
 ];
 
 /** changelog(inner) materializing at every checkpoint and never on a timer, each with and without mayReuse. */
-export function changelogNoticeCases(innerName: string, inner: (root: string) => StateBackend): (NoticeBackendCase & { readonly askMayReuse: boolean })[] {
+export function changelogNoticeCases(
+  innerName: string,
+  inner: (root: string) => StateBackend,
+): (NoticeBackendCase & { readonly askMayReuse: boolean })[] {
   return [0, Number.POSITIVE_INFINITY].flatMap((materializationIntervalMs) =>
     [true, false].map((askMayReuse) => ({
       name: `changelog(${innerName}), materializationIntervalMs ${materializationIntervalMs}, mayReuse given: ${askMayReuse}`,
       askMayReuse,
-      make: (root: string, storage: BlobCheckpointStorage) => changelog({ backend: inner(root), storage, materializationIntervalMs, preemptivePersistBytes: 16 * 1024 }),
+      make: (root: string, storage: BlobCheckpointStorage) =>
+        changelog({ backend: inner(root), storage, materializationIntervalMs, preemptivePersistBytes: 16 * 1024 }),
     })),
   );
 }

@@ -25,10 +25,22 @@ const CLEARED = 'key-0';
 // Only the cleared key (the finding's reproduction: wrong at parallelism 1), and a few more (wrong at 3).
 const keySets = [['key-0'], ['key-0', 'key-1', 'key-2', 'key-3', 'key-4', 'key-5']];
 
-const level = (root: string): StateBackend => leveldb({ workingDir: join(root, `work-${Math.random().toString(16).slice(2)}`) });
+const level = (root: string): StateBackend =>
+  leveldb({ workingDir: join(root, `work-${Math.random().toString(16).slice(2)}`) });
 const variants: { name: string; make: (root: string, storage: BlobCheckpointStorage) => StateBackend }[] = [
-  { name: 'changelog(leveldb)', make: (root, storage) => changelog({ backend: level(root), storage, materializationIntervalMs: 0 }) },
-  { name: 'changelog(filesystem)', make: (root, storage) => changelog({ backend: filesystem({ checkpointDir: join(root, 'cp'), inlineThreshold: 0 }), storage, materializationIntervalMs: 0 }) },
+  {
+    name: 'changelog(leveldb)',
+    make: (root, storage) => changelog({ backend: level(root), storage, materializationIntervalMs: 0 }),
+  },
+  {
+    name: 'changelog(filesystem)',
+    make: (root, storage) =>
+      changelog({
+        backend: filesystem({ checkpointDir: join(root, 'cp'), inlineThreshold: 0 }),
+        storage,
+        materializationIntervalMs: 0,
+      }),
+  },
   { name: 'leveldb', make: (root) => level(root) },
 ];
 
@@ -38,8 +50,21 @@ afterEach(async () => {
 });
 
 /** Restores `pointer` at `parallelism` into fresh backends (another job id, no-claim) and reads every key. */
-async function readAt(backend: StateBackend, storage: BlobCheckpointStorage, pointer: string, parallelism: number, keys: readonly string[]): Promise<Map<string, string>> {
-  const job = await MiniJob.start({ jobId: `${JOB}-read-${parallelism}`, backend, storage, parallelism, pointer, restoreMode: 'no-claim' });
+async function readAt(
+  backend: StateBackend,
+  storage: BlobCheckpointStorage,
+  pointer: string,
+  parallelism: number,
+  keys: readonly string[],
+): Promise<Map<string, string>> {
+  const job = await MiniJob.start({
+    jobId: `${JOB}-read-${parallelism}`,
+    backend,
+    storage,
+    parallelism,
+    pointer,
+    restoreMode: 'no-claim',
+  });
   try {
     const got = new Map<string, string>();
     for (const key of keys) {
@@ -56,31 +81,51 @@ async function readAt(backend: StateBackend, storage: BlobCheckpointStorage, poi
 
 describe('a key cleared after rescaling 1 → 2 stays cleared on restore (lifecycle finding F2)', () => {
   const cases = variants.flatMap((v) => keySets.map((keys) => ({ ...v, keys, count: keys.length })));
-  it.each(cases)('$name, $count key(s): restored at parallelism 1, 2 and 3 the cleared key is absent', async ({ make, keys }) => {
-    const root = await mkdtemp(join(tmpdir(), 'streamstate-rescale-resurrect-'));
-    roots.push(root);
-    const storage = localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 });
+  it.each(cases)(
+    '$name, $count key(s): restored at parallelism 1, 2 and 3 the cleared key is absent',
+    async ({ make, keys }) => {
+      const root = await mkdtemp(join(tmpdir(), 'streamstate-rescale-resurrect-'));
+      roots.push(root);
+      const storage = localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 });
 
-    const first = await MiniJob.start({ jobId: JOB, backend: make(root, storage), storage, parallelism: 1, numRetained: 1 });
-    const expected = new Map<string, string>();
-    for (const key of keys) {
-      first.backends[0].setCurrentKey(key);
-      first.backends[0].getState(value).update(`old-${key}`);
-      expected.set(key, `old-${key}`);
-    }
-    const one = await first.checkpoint();
-    await first.close();
+      const first = await MiniJob.start({
+        jobId: JOB,
+        backend: make(root, storage),
+        storage,
+        parallelism: 1,
+        numRetained: 1,
+      });
+      const expected = new Map<string, string>();
+      for (const key of keys) {
+        first.backends[0].setCurrentKey(key);
+        first.backends[0].getState(value).update(`old-${key}`);
+        expected.set(key, `old-${key}`);
+      }
+      const one = await first.checkpoint();
+      await first.close();
 
-    const second = await MiniJob.start({ jobId: JOB, backend: make(root, storage), storage, parallelism: 2, numRetained: 1, pointer: one.info.pointer });
-    const owner = second.backends[subtaskForKey(CLEARED, stringSerializer, MAX_P, 2)];
-    owner.setCurrentKey(CLEARED);
-    owner.getState(value).clear();
-    expected.delete(CLEARED);
-    const two = await second.checkpoint();
-    await second.close();
+      const second = await MiniJob.start({
+        jobId: JOB,
+        backend: make(root, storage),
+        storage,
+        parallelism: 2,
+        numRetained: 1,
+        pointer: one.info.pointer,
+      });
+      const owner = second.backends[subtaskForKey(CLEARED, stringSerializer, MAX_P, 2)];
+      owner.setCurrentKey(CLEARED);
+      owner.getState(value).clear();
+      expected.delete(CLEARED);
+      const two = await second.checkpoint();
+      await second.close();
 
-    for (const parallelism of [1, 2, 3]) {
-      expect(await readAt(make(root, storage), storage, two.info.pointer, parallelism, keys), `restored at parallelism ${parallelism}`).toEqual(expected);
-    }
-  }, 20_000);
+      for (const parallelism of [1, 2, 3]) {
+        expect(
+          await readAt(make(root, storage), storage, two.info.pointer, parallelism, keys),
+          `restored at parallelism ${parallelism}`,
+        ).toEqual(expected);
+      }
+    },
+    20_000,
+  );
 });

@@ -22,7 +22,12 @@ import { params } from '../heap/support.js';
  * was set (the current namespace is not part of a merge).
  */
 
-const sum = { createAccumulator: () => 0, add: (v: number, a: number) => a + v, getResult: (a: number) => a, merge: (a: number, b: number) => a + b };
+const sum = {
+  createAccumulator: () => 0,
+  add: (v: number, a: number) => a + v,
+  getResult: (a: number) => a,
+  merge: (a: number, b: number) => a + b,
+};
 const D = {
   v: valueState<string>('v', { serializer: stringSerializer }),
   l: listState<number>('l', { serializer: int32Serializer }),
@@ -36,7 +41,8 @@ function writeAll(b: KeyedStateBackend<string>, from: number, to: number): void 
   for (let i = from; i < to; i++) {
     b.setCurrentKey(`k${i}`);
     const ns = i < 5 ? '' : 'w';
-    for (const s of [b.getState(D.v), b.getState(D.l), b.getState(D.m), b.getState(D.r), b.getState(D.a)]) s.setCurrentNamespace(ns);
+    for (const s of [b.getState(D.v), b.getState(D.l), b.getState(D.m), b.getState(D.r), b.getState(D.a)])
+      s.setCurrentNamespace(ns);
     b.getState(D.v).update(`v${i}`);
     b.getState(D.l).add(i);
     b.getState(D.m).put('x', i);
@@ -55,24 +61,39 @@ afterAll(() => rm(root, { recursive: true, force: true }));
 const storage = new BlobCheckpointStorage(new MemoryBlobStore({ maxObjectBytes: 256 << 20 }), { inlineThreshold: 0 });
 let nextId = 1;
 
-async function snap(b: KeyedStateBackend<string>, kind: 'checkpoint' | 'canonical'): Promise<{ id: number; handle: KeyedStateHandle | null }> {
+async function snap(
+  b: KeyedStateBackend<string>,
+  kind: 'checkpoint' | 'canonical',
+): Promise<{ id: number; handle: KeyedStateHandle | null }> {
   const id = nextId++;
   const streams = storage.checkpointStreams('job', id);
-  const options: SnapshotOptions = kind === 'checkpoint' ? { type: 'checkpoint', streams } : { type: 'savepoint', format: 'canonical', streams };
+  const options: SnapshotOptions =
+    kind === 'checkpoint' ? { type: 'checkpoint', streams } : { type: 'savepoint', format: 'canonical', streams };
   const task = await b.snapshot(id, options);
   const handle = await task.done;
   if (kind === 'checkpoint') await b.notifyCheckpointComplete(id);
   return { id, handle };
 }
 
-function restoreFrom(backend: StateBackend, s: { id: number; handle: KeyedStateHandle | null }): Promise<KeyedStateBackend<string>> {
+function restoreFrom(
+  backend: StateBackend,
+  s: { id: number; handle: KeyedStateHandle | null },
+): Promise<KeyedStateBackend<string>> {
   const files = new BlobStateFileReader(storage.store, storage.checkpointPointer('job', s.id));
-  return backend.createKeyedStateBackend(params({ restore: { handles: s.handle === null ? [] : [s.handle], files, checkpointId: s.id } }));
+  return backend.createKeyedStateBackend(
+    params({ restore: { handles: s.handle === null ? [] : [s.handle], files, checkpointId: s.id } }),
+  );
 }
 
 const variants: Record<string, () => StateBackend> = {
-  'changelog(memory)': () => changelog({ backend: memory(), storage, materializationIntervalMs: Number.POSITIVE_INFINITY }),
-  'changelog(leveldb)': () => changelog({ backend: leveldb({ workingDir: join(root, 'work') }), storage, materializationIntervalMs: Number.POSITIVE_INFINITY }),
+  'changelog(memory)': () =>
+    changelog({ backend: memory(), storage, materializationIntervalMs: Number.POSITIVE_INFINITY }),
+  'changelog(leveldb)': () =>
+    changelog({
+      backend: leveldb({ workingDir: join(root, 'work') }),
+      storage,
+      materializationIntervalMs: Number.POSITIVE_INFINITY,
+    }),
 };
 
 /**
@@ -115,7 +136,10 @@ describe.each(Object.keys(variants))('%s: restored states whose changes wait in 
     const r = await restoredWithLog(make);
     const sp = await snap(r, 'canonical');
     await r.close();
-    expect({ type: sp.handle?.type, layout: (sp.handle as { layout?: string } | null)?.layout }).toEqual({ type: 'key-groups', layout: 'canonical-v1' });
+    expect({ type: sp.handle?.type, layout: (sp.handle as { layout?: string } | null)?.layout }).toEqual({
+      type: 'key-groups',
+      layout: 'canonical-v1',
+    });
     const again = await restoreFrom(memory(), sp);
     expect(await again.numEntries()).toBe(60);
     again.setCurrentKey('k7');

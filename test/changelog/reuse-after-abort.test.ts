@@ -37,19 +37,29 @@ interface Fixture {
 
 const open: MiniJob[] = [];
 afterEach(async () => {
-  while (open.length > 0) await open.pop()!.close().catch(() => undefined);
+  while (open.length > 0)
+    await open
+      .pop()!
+      .close()
+      .catch(() => undefined);
 });
 
 /** By default no preemptive uploads: every segment is uploaded by a checkpoint. */
-async function setup(materializationIntervalMs: number, preemptivePersistBytes = Number.MAX_SAFE_INTEGER): Promise<Fixture> {
-  const storage = new BlobCheckpointStorage(new MemoryBlobStore({ maxObjectBytes: 64 * 1024 * 1024 }), { inlineThreshold: 0 });
+async function setup(
+  materializationIntervalMs: number,
+  preemptivePersistBytes = Number.MAX_SAFE_INTEGER,
+): Promise<Fixture> {
+  const storage = new BlobCheckpointStorage(new MemoryBlobStore({ maxObjectBytes: 64 * 1024 * 1024 }), {
+    inlineThreshold: 0,
+  });
   const backend = changelog({ backend: memory(), storage, materializationIntervalMs, preemptivePersistBytes });
   const id = jobId();
   const job = await MiniJob.start({ jobId: id, backend, storage, parallelism: 2, numRetained: 2 });
   open.push(job);
   const keys: string[] = [];
   for (let i = 0; keys.length < 30; i++) {
-    if (job.backends[0].keyGroupRange.contains(keyGroupForKey(`key-${i}`, stringSerializer, MAX_P))) keys.push(`key-${i}`);
+    if (job.backends[0].keyGroupRange.contains(keyGroupForKey(`key-${i}`, stringSerializer, MAX_P)))
+      keys.push(`key-${i}`);
   }
   return { id, storage, backend, job, keys, expected: new Map() };
 }
@@ -73,7 +83,10 @@ async function trigger(f: Fixture): Promise<{ pending: PendingCheckpoint; handle
 }
 
 async function ack0(f: Fixture, c: { pending: PendingCheckpoint; handle: KeyedStateHandle | null }): Promise<void> {
-  expect((await f.job.coordinator.acknowledge(c.pending.checkpointId, OPERATOR, 0, { keyed: [c.handle], operator: [] })).status).toBe('waiting');
+  expect(
+    (await f.job.coordinator.acknowledge(c.pending.checkpointId, OPERATOR, 0, { keyed: [c.handle], operator: [] }))
+      .status,
+  ).toBe('waiting');
 }
 
 /** Subtask 1 snapshots and acknowledges: the checkpoint completes; subtasks are told. */
@@ -93,7 +106,12 @@ async function stored(f: Fixture): Promise<Set<string>> {
 }
 
 /** The files the aborted checkpoint had alone are gone (else the test proves nothing), and `later` references none of them. */
-async function expectDeletedAndAvoided(f: Fixture, aborted: KeyedStateHandle | null, kept: readonly (KeyedStateHandle | null)[], later: KeyedStateHandle | null): Promise<void> {
+async function expectDeletedAndAvoided(
+  f: Fixture,
+  aborted: KeyedStateHandle | null,
+  kept: readonly (KeyedStateHandle | null)[],
+  later: KeyedStateHandle | null,
+): Promise<void> {
   const keptFiles = new Set(kept.flatMap(filesOf));
   const onlyAborted = filesOf(aborted).filter((file) => !keptFiles.has(file));
   expect(onlyAborted.length).toBeGreaterThan(0);
@@ -168,7 +186,11 @@ describe('changelog: uploads of an aborted checkpoint are never reused', () => {
 
   it('a materialization written by an aborted checkpoint is not referenced again (backend never told); a new one is taken', async () => {
     const f = await setup(Number.POSITIVE_INFINITY);
-    const b0 = f.job.backends[0] as unknown as { requestMaterialization(): void; awaitMaterialization(): Promise<void>; materializationId: number };
+    const b0 = f.job.backends[0] as unknown as {
+      requestMaterialization(): void;
+      awaitMaterialization(): Promise<void>;
+      materializationId: number;
+    };
     bump(f, f.keys);
     const first = await trigger(f);
     await ack0(f, first);

@@ -19,24 +19,41 @@ afterEach(async () => {
 });
 
 async function started(parallelism: number, maxParallelism = 128): Promise<CheckpointCoordinator> {
-  const coord = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: [{ operatorId: 'op', parallelism, maxParallelism }] });
+  const coord = new CheckpointCoordinator({
+    jobId: JOB,
+    storage,
+    backendName: 'fake',
+    operators: [{ operatorId: 'op', parallelism, maxParallelism }],
+  });
   await coord.restore();
   return coord;
 }
 
 /** A keyed handle with no files, of any type, for key groups `range`. */
-function keyed(range: { start: number; end: number }, type = 'fake', maxParallelism = 128, extra: Record<string, unknown> = {}): SubtaskAck {
+function keyed(
+  range: { start: number; end: number },
+  type = 'fake',
+  maxParallelism = 128,
+  extra: Record<string, unknown> = {},
+): SubtaskAck {
   const h = { type, keyGroupRange: range, maxParallelism, ...extra } as KeyedStateHandle;
   return { keyed: [h], operator: [] };
 }
-const rangeOf = (parallelism: number, i: number, maxParallelism = 128) => keyGroupRangeForSubtask(maxParallelism, parallelism, i).toJSON();
+const rangeOf = (parallelism: number, i: number, maxParallelism = 128) =>
+  keyGroupRangeForSubtask(maxParallelism, parallelism, i).toJSON();
 
 describe('acknowledge: results', () => {
   it('waiting (with the number still missing), then completed', async () => {
     const coord = await started(3);
     const p = coord.triggerCheckpoint();
-    expect(await coord.acknowledge(p.checkpointId, 'op', 2, keyed(rangeOf(3, 2)))).toEqual({ status: 'waiting', missing: 2 });
-    expect(await coord.acknowledge(p.checkpointId, 'op', 0, { keyed: [null], operator: [null] })).toEqual({ status: 'waiting', missing: 1 });
+    expect(await coord.acknowledge(p.checkpointId, 'op', 2, keyed(rangeOf(3, 2)))).toEqual({
+      status: 'waiting',
+      missing: 2,
+    });
+    expect(await coord.acknowledge(p.checkpointId, 'op', 0, { keyed: [null], operator: [null] })).toEqual({
+      status: 'waiting',
+      missing: 1,
+    });
     const done = await coord.acknowledge(p.checkpointId, 'op', 1, keyed(rangeOf(3, 1)));
     expect(done).toMatchObject({ status: 'completed', checkpoint: { checkpointId: 1, pointer: `${JOB}/chk-1` } });
   });
@@ -52,11 +69,17 @@ describe('acknowledge: results', () => {
     await coord.shutdown('cancel');
 
     const late = (id: number) => coord.acknowledge(id, 'op', 0, keyed(rangeOf(2, 0)));
-    expect(await late(aborted.checkpointId)).toMatchObject({ status: 'rejected', checkpointId: 1, reason: 'ABORTED', message: expect.stringContaining('operator request') });
+    expect(await late(aborted.checkpointId)).toMatchObject({
+      status: 'rejected',
+      checkpointId: 1,
+      reason: 'ABORTED',
+      message: expect.stringContaining('operator request'),
+    });
     expect(await late(subsumed.checkpointId)).toMatchObject({ status: 'rejected', reason: 'SUBSUMED' });
     expect(await late(completed.checkpointId)).toMatchObject({ status: 'rejected', reason: 'ALREADY_COMPLETED' });
     expect(await late(stopped.checkpointId)).toMatchObject({ status: 'rejected', reason: 'JOB_STOPPED' });
-    for (const p of [aborted, subsumed, stopped]) expect(await expectRejectsCode(p.completion, 'CHECKPOINT_DECLINED')).toHaveProperty('reason');
+    for (const p of [aborted, subsumed, stopped])
+      expect(await expectRejectsCode(p.completion, 'CHECKPOINT_DECLINED')).toHaveProperty('reason');
   });
 });
 
@@ -65,7 +88,8 @@ describe('acknowledge: refused with a typed error (and not recorded)', () => {
     const first = await started(1);
     const p = first.triggerCheckpoint();
     await first.acknowledge(p.checkpointId, 'op', 0, keyed(rangeOf(1, 0)));
-    for (const id of [0, -1, 1.5, 2, 99, Number.NaN]) await expectRejectsCode(first.acknowledge(id, 'op', 0, keyed(rangeOf(1, 0))), 'CHECKPOINT_NOT_FOUND');
+    for (const id of [0, -1, 1.5, 2, 99, Number.NaN])
+      await expectRejectsCode(first.acknowledge(id, 'op', 0, keyed(rangeOf(1, 0))), 'CHECKPOINT_NOT_FOUND');
     const second = await started(1);
     expect(second.nextCheckpointId).toBe(2);
     const err = await expectRejectsCode(second.acknowledge(1, 'op', 0, keyed(rangeOf(1, 0))), 'CHECKPOINT_NOT_FOUND');
@@ -76,7 +100,8 @@ describe('acknowledge: refused with a typed error (and not recorded)', () => {
     const coord = await started(2);
     const p = coord.triggerCheckpoint();
     await expectRejectsCode(coord.acknowledge(p.checkpointId, 'nope', 0, keyed(rangeOf(2, 0))), 'INVALID_ARGUMENT');
-    for (const i of [2, -1, 0.5]) await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', i, keyed(rangeOf(2, 0))), 'INVALID_ARGUMENT');
+    for (const i of [2, -1, 0.5])
+      await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', i, keyed(rangeOf(2, 0))), 'INVALID_ARGUMENT');
     await expectRejectsCode(coord.acknowledge(99, 'nope', 0, keyed(rangeOf(2, 0))), 'INVALID_ARGUMENT');
   });
 
@@ -84,9 +109,15 @@ describe('acknowledge: refused with a typed error (and not recorded)', () => {
     const coord = await started(2);
     const p = coord.triggerCheckpoint();
     await coord.acknowledge(p.checkpointId, 'op', 0, keyed(rangeOf(2, 0)));
-    await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', 0, keyed(rangeOf(2, 0))), 'DUPLICATE_ACKNOWLEDGEMENT');
+    await expectRejectsCode(
+      coord.acknowledge(p.checkpointId, 'op', 0, keyed(rangeOf(2, 0))),
+      'DUPLICATE_ACKNOWLEDGEMENT',
+    );
     const last = coord.acknowledge(p.checkpointId, 'op', 1, keyed(rangeOf(2, 1)));
-    await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', 1, keyed(rangeOf(2, 1))), 'DUPLICATE_ACKNOWLEDGEMENT');
+    await expectRejectsCode(
+      coord.acknowledge(p.checkpointId, 'op', 1, keyed(rangeOf(2, 1))),
+      'DUPLICATE_ACKNOWLEDGEMENT',
+    );
     expect(await last).toMatchObject({ status: 'completed' });
     const { metadata } = await storage.resolve(p.pointer);
     expect(metadata.operators[0].subtasks.map((s) => s.subtaskIndex)).toEqual([0, 1]);
@@ -95,7 +126,10 @@ describe('acknowledge: refused with a typed error (and not recorded)', () => {
   it("the README's old snippet (parallelism 4 declared, subtask 0 acknowledging all 128 key groups) is refused", async () => {
     const coord = await started(4);
     const p = coord.triggerCheckpoint();
-    const err = await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', 0, keyed({ start: 0, end: 127 }, 'key-groups', 128, { blocks: [] })), 'INVALID_ARGUMENT');
+    const err = await expectRejectsCode(
+      coord.acknowledge(p.checkpointId, 'op', 0, keyed({ start: 0, end: 127 }, 'key-groups', 128, { blocks: [] })),
+      'INVALID_ARGUMENT',
+    );
     expect(err.message).toContain('owns key groups 0-31');
     expect(err.message).toContain('keyGroupRangeForSubtask(128, 4, i)');
   });
@@ -103,8 +137,12 @@ describe('acknowledge: refused with a typed error (and not recorded)', () => {
   it('four subtasks acknowledging the same range: only subtask 0 is accepted', async () => {
     const coord = await started(4);
     const p = coord.triggerCheckpoint();
-    expect(await coord.acknowledge(p.checkpointId, 'op', 0, keyed(rangeOf(4, 0)))).toEqual({ status: 'waiting', missing: 3 });
-    for (const i of [1, 2, 3]) await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', i, keyed(rangeOf(4, 0))), 'INVALID_ARGUMENT');
+    expect(await coord.acknowledge(p.checkpointId, 'op', 0, keyed(rangeOf(4, 0)))).toEqual({
+      status: 'waiting',
+      missing: 3,
+    });
+    for (const i of [1, 2, 3])
+      await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', i, keyed(rangeOf(4, 0))), 'INVALID_ARGUMENT');
     expect(coord.pendingCheckpoints().map((x) => x.checkpointId)).toEqual([p.checkpointId]);
     for (const i of [1, 2, 3]) await coord.acknowledge(p.checkpointId, 'op', i, keyed(rangeOf(4, i)));
     expect(coord.latestCompleted()?.checkpointId).toBe(p.checkpointId);
@@ -114,12 +152,28 @@ describe('acknowledge: refused with a typed error (and not recorded)', () => {
     const coord = await started(2);
     const p = coord.triggerCheckpoint();
     const ack = (a: SubtaskAck) => coord.acknowledge(p.checkpointId, 'op', 1, a);
-    await expectRejectsCode(ack(keyed({ start: 0, end: 127 }, 'changelog', 128, { materialized: [], logs: [] })), 'INVALID_ARGUMENT');
+    await expectRejectsCode(
+      ack(keyed({ start: 0, end: 127 }, 'changelog', 128, { materialized: [], logs: [] })),
+      'INVALID_ARGUMENT',
+    );
     await expectRejectsCode(ack(keyed({ start: 64, end: 126 }, 'leveldb-incremental')), 'INVALID_ARGUMENT');
-    await expectRejectsCode(ack(keyed(rangeOf(2, 1), 'key-groups', 128, { blocks: [{ keyGroup: 3, offset: 0, length: 1, crc32: 0 }] })), 'INVALID_ARGUMENT');
-    await expectRejectsCode(ack({ keyed: [{ type: 'fake', maxParallelism: 128 } as unknown as KeyedStateHandle], operator: [] }), 'INVALID_ARGUMENT');
+    await expectRejectsCode(
+      ack(keyed(rangeOf(2, 1), 'key-groups', 128, { blocks: [{ keyGroup: 3, offset: 0, length: 1, crc32: 0 }] })),
+      'INVALID_ARGUMENT',
+    );
+    await expectRejectsCode(
+      ack({ keyed: [{ type: 'fake', maxParallelism: 128 } as unknown as KeyedStateHandle], operator: [] }),
+      'INVALID_ARGUMENT',
+    );
     // A changelog handle may carry wider ranges inside after rescaling (its restore reads only its own range).
-    expect(await ack(keyed(rangeOf(2, 1), 'changelog', 128, { materialized: [{ type: 'key-groups', keyGroupRange: { start: 0, end: 127 }, blocks: [] }], logs: [] }))).toEqual({
+    expect(
+      await ack(
+        keyed(rangeOf(2, 1), 'changelog', 128, {
+          materialized: [{ type: 'key-groups', keyGroupRange: { start: 0, end: 127 }, blocks: [] }],
+          logs: [],
+        }),
+      ),
+    ).toEqual({
       status: 'waiting',
       missing: 1,
     });
@@ -139,7 +193,12 @@ describe('acknowledge: refused with a typed error (and not recorded)', () => {
           }),
         ),
         async ({ parallelism, maxParallelism, i, j, shift }) => {
-          const coord = new CheckpointCoordinator({ jobId: `${JOB}-${++runs}`, storage, backendName: 'fake', operators: [{ operatorId: 'op', parallelism, maxParallelism }] });
+          const coord = new CheckpointCoordinator({
+            jobId: `${JOB}-${++runs}`,
+            storage,
+            backendName: 'fake',
+            operators: [{ operatorId: 'op', parallelism, maxParallelism }],
+          });
           await coord.restore();
           const p = coord.triggerCheckpoint();
           const r = rangeOf(parallelism, j, maxParallelism);

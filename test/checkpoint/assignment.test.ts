@@ -1,6 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { KeyedStateHandle, KeyGroupsStateHandle, OperatorStateHandle, OperatorStateMetaInfo, OperatorStateMode } from '../../src/backend/handles.js';
+import type {
+  KeyedStateHandle,
+  KeyGroupsStateHandle,
+  OperatorStateHandle,
+  OperatorStateMetaInfo,
+  OperatorStateMode,
+} from '../../src/backend/handles.js';
 import { assignKeyedState, assignOperatorState, chunkBounds } from '../../src/checkpoint/assignment.js';
 import type { OperatorSnapshot } from '../../src/checkpoint/metadata.js';
 import { keyGroupRangeForSubtask } from '../../src/keygroups/key-groups.js';
@@ -25,7 +31,12 @@ function keyGroupsHandle(maxP: number, oldP: number, j: number): KeyGroupsStateH
 }
 
 function incrementalHandle(maxP: number, oldP: number, j: number): KeyedStateHandle {
-  return { type: 'fake-incremental', keyGroupRange: keyGroupRangeForSubtask(maxP, oldP, j).toJSON(), maxParallelism: maxP, files: [`sst-${j}`] };
+  return {
+    type: 'fake-incremental',
+    keyGroupRange: keyGroupRangeForSubtask(maxP, oldP, j).toJSON(),
+    maxParallelism: maxP,
+    files: [`sst-${j}`],
+  };
 }
 
 function keyedSnapshot(oldP: number, withIncremental = false, maxP = MAX_P): OperatorSnapshot {
@@ -35,7 +46,9 @@ function keyedSnapshot(oldP: number, withIncremental = false, maxP = MAX_P): Ope
     maxParallelism: maxP,
     subtasks: Array.from({ length: oldP }, (_, j) => ({
       subtaskIndex: j,
-      keyed: withIncremental ? [keyGroupsHandle(maxP, oldP, j), incrementalHandle(maxP, oldP, j)] : [keyGroupsHandle(maxP, oldP, j)],
+      keyed: withIncremental
+        ? [keyGroupsHandle(maxP, oldP, j), incrementalHandle(maxP, oldP, j)]
+        : [keyGroupsHandle(maxP, oldP, j)],
       operator: [],
     })),
   };
@@ -91,7 +104,9 @@ describe('assignKeyedState', () => {
     expect(incremental[2][0]).toBe(snap.subtasks[1].keyed[1]);
     expect(incremental[3][0]).toBe(snap.subtasks[1].keyed[1]);
     // 3 -> 2: new 0 [0, 63] intersects old 0 [0, 42] and old 1 [43, 85]
-    const threeToTwo = assignKeyedState(keyedSnapshot(3, true), 2, MAX_P).map((hs) => hs.filter((h) => h.type === 'fake-incremental').length);
+    const threeToTwo = assignKeyedState(keyedSnapshot(3, true), 2, MAX_P).map(
+      (hs) => hs.filter((h) => h.type === 'fake-incremental').length,
+    );
     expect(threeToTwo).toEqual([2, 2]);
   });
 
@@ -146,7 +161,11 @@ function operatorSnapshot(oldP: number, statesOf: (j: number) => OperatorStateMe
     operatorId: 'op',
     parallelism: oldP,
     maxParallelism: MAX_P,
-    subtasks: Array.from({ length: oldP }, (_, j) => ({ subtaskIndex: j, keyed: [], operator: [opHandle(j, statesOf(j))] })),
+    subtasks: Array.from({ length: oldP }, (_, j) => ({
+      subtaskIndex: j,
+      keyed: [],
+      operator: [opHandle(j, statesOf(j))],
+    })),
   };
 }
 
@@ -207,7 +226,11 @@ describe('assignOperatorState', () => {
   });
 
   it('unchanged parallelism: split and broadcast pass through, union is still fanned out', () => {
-    const snap = operatorSnapshot(3, (j) => [meta('split', 'split', j, 2), meta('b', 'broadcast', j, 1), meta('u', 'union', j, 1)]);
+    const snap = operatorSnapshot(3, (j) => [
+      meta('split', 'split', j, 2),
+      meta('b', 'broadcast', j, 1),
+      meta('u', 'union', j, 1),
+    ]);
     const assigned = assignOperatorState(snap, 3);
     assigned.forEach((hs, i) => {
       expect(elements(hs, 'split')).toEqual([`${i}:0`, `${i}:1`]);
@@ -230,7 +253,11 @@ describe('assignOperatorState', () => {
   });
 
   it('mixes modes in one handle and keeps empty states known', () => {
-    const snap = operatorSnapshot(2, (j) => [meta('s', 'split', j, 1), meta('u', 'union', j, 0), meta('b', 'broadcast', j, 0)]);
+    const snap = operatorSnapshot(2, (j) => [
+      meta('s', 'split', j, 1),
+      meta('u', 'union', j, 0),
+      meta('b', 'broadcast', j, 0),
+    ]);
     const assigned = assignOperatorState(snap, 3);
     for (const hs of assigned) {
       const names = new Set(hs.flatMap((h) => h.states.map((s) => s.name)));
@@ -242,6 +269,13 @@ describe('assignOperatorState', () => {
   });
 
   it('refuses a non-positive parallelism', () => {
-    expectThrowsCode(() => assignOperatorState(operatorSnapshot(1, () => []), 0), 'PARALLELISM_INVALID');
+    expectThrowsCode(
+      () =>
+        assignOperatorState(
+          operatorSnapshot(1, () => []),
+          0,
+        ),
+      'PARALLELISM_INVALID',
+    );
   });
 });

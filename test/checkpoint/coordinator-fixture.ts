@@ -10,12 +10,24 @@ import { resolveHandlePath } from '../../src/checkpoint/streams.js';
 import { keyGroupRangeForSubtask } from '../../src/keygroups/key-groups.js';
 
 /** A temp directory with checkpoint storage (files always, never inline). */
-export async function tempStorage(): Promise<{ storage: BlobCheckpointStorage; dir: string; cleanup(): Promise<void> }> {
+export async function tempStorage(): Promise<{
+  storage: BlobCheckpointStorage;
+  dir: string;
+  cleanup(): Promise<void>;
+}> {
   const dir = await mkdtemp(join(tmpdir(), 'streamstate-coord-'));
-  return { storage: localCheckpointStorage(dir, { inlineThreshold: 0 }), dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    storage: localCheckpointStorage(dir, { inlineThreshold: 0 }),
+    dir,
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
 }
 
-export async function writeFile(streams: CheckpointStreamFactory, scope: StateScope, content: string): Promise<FileStreamHandle> {
+export async function writeFile(
+  streams: CheckpointStreamFactory,
+  scope: StateScope,
+  content: string,
+): Promise<FileStreamHandle> {
   const out = streams.createOutputStream(scope);
   await out.write(Buffer.from(content));
   const handle = await out.closeAndGetHandle();
@@ -47,7 +59,8 @@ export class FakeIncrementalSubtask {
     const fresh = await writeFile(streams, 'shared', `shared ${tag}`);
     const shared = [fresh];
     const previous = this.previousShared;
-    if (previous && (reuse === 'blindly' || (reuse && !p.full && options.mayReuse?.(previous.path) === true))) shared.push(previous);
+    if (previous && (reuse === 'blindly' || (reuse && !p.full && options.mayReuse?.(previous.path) === true)))
+      shared.push(previous);
     this.previousShared = fresh;
     const handle: KeyedStateHandle = {
       type: 'fake-incremental',
@@ -61,21 +74,30 @@ export class FakeIncrementalSubtask {
 }
 
 /** Triggers a checkpoint and acknowledges it from every subtask; `info` is the completed checkpoint, else null. */
-export async function runCheckpoint(coord: CheckpointCoordinator, subtasks: readonly FakeIncrementalSubtask[], reuse: boolean | 'blindly' = true) {
+export async function runCheckpoint(
+  coord: CheckpointCoordinator,
+  subtasks: readonly FakeIncrementalSubtask[],
+  reuse: boolean | 'blindly' = true,
+) {
   const p = coord.triggerCheckpoint();
   let last: AcknowledgeResult | null = null;
-  for (const s of subtasks) last = await coord.acknowledge(p.checkpointId, s.operatorId, s.subtaskIndex, await s.snapshot(p, reuse));
+  for (const s of subtasks)
+    last = await coord.acknowledge(p.checkpointId, s.operatorId, s.subtaskIndex, await s.snapshot(p, reuse));
   return { pending: p, result: last, info: last?.status === 'completed' ? last.checkpoint : null };
 }
 
 /** What must exist for the coordinator's retained checkpoints: their _metadata and every file they reference. */
-export async function expectedJobFiles(storage: BlobCheckpointStorage, coord: CheckpointCoordinator): Promise<string[]> {
+export async function expectedJobFiles(
+  storage: BlobCheckpointStorage,
+  coord: CheckpointCoordinator,
+): Promise<string[]> {
   const out = new Set<string>();
   for (const info of coord.completedCheckpoints()) {
     const { metadata } = await storage.resolve(info.pointer);
     out.add(`${info.pointer}/_metadata`);
     for (const op of metadata.operators) {
-      for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) out.add(resolveHandlePath(info.pointer, f.path));
+      for (const s of op.subtasks)
+        for (const f of referencedFiles([s.keyed, s.operator])) out.add(resolveHandlePath(info.pointer, f.path));
     }
   }
   return [...out].sort();

@@ -7,7 +7,14 @@ import { StreamStateError } from '../../src/errors.js';
 import { HeapOperatorStateBackend } from '../../src/operator/index.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import { expectRejectsCode, expectThrowsCode } from '../support/errors.js';
-import { expectedJobFiles, FakeIncrementalSubtask, jobFiles, runCheckpoint, tempStorage, writeFile } from './coordinator-fixture.js';
+import {
+  expectedJobFiles,
+  FakeIncrementalSubtask,
+  jobFiles,
+  runCheckpoint,
+  tempStorage,
+  writeFile,
+} from './coordinator-fixture.js';
 
 const JOB = 'job-a';
 let storage: BlobCheckpointStorage;
@@ -35,31 +42,47 @@ function subtasks(parallelism = 2, operatorId = 'op'): FakeIncrementalSubtask[] 
 }
 
 describe('CheckpointCoordinator retention', () => {
-  it.each([1, 3])('numRetained %i: only the retained checkpoints and the shared files they use remain', async (numRetained) => {
-    const coord = coordinator({ numRetained });
-    expect(await coord.restore()).toBeNull();
-    const tasks = subtasks();
-    for (let n = 1; n <= 6; n++) {
-      const { info } = await runCheckpoint(coord, tasks);
-      expect(info?.checkpointId).toBe(n);
-      const retained = coord.completedCheckpoints().map((c) => c.checkpointId);
-      expect(retained).toEqual(Array.from({ length: Math.min(n, numRetained) }, (_, k) => n - Math.min(n, numRetained) + 1 + k));
-      expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, coord));
-    }
-    const dirs = new Set((await jobFiles(storage, JOB)).map((f) => f.split('/')[1]));
-    expect([...dirs].filter((d) => d.startsWith('chk-')).sort()).toEqual(coord.completedCheckpoints().map((c) => `chk-${c.checkpointId}`).sort());
-    // the shared files of the newest checkpoint's predecessor are still there because it reuses them
-    const shared = (await jobFiles(storage, JOB)).filter((f) => f.startsWith(`${JOB}/shared/`));
-    expect(shared.length).toBe(2 * (numRetained + 1));
-  });
+  it.each([1, 3])(
+    'numRetained %i: only the retained checkpoints and the shared files they use remain',
+    async (numRetained) => {
+      const coord = coordinator({ numRetained });
+      expect(await coord.restore()).toBeNull();
+      const tasks = subtasks();
+      for (let n = 1; n <= 6; n++) {
+        const { info } = await runCheckpoint(coord, tasks);
+        expect(info?.checkpointId).toBe(n);
+        const retained = coord.completedCheckpoints().map((c) => c.checkpointId);
+        expect(retained).toEqual(
+          Array.from({ length: Math.min(n, numRetained) }, (_, k) => n - Math.min(n, numRetained) + 1 + k),
+        );
+        expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, coord));
+      }
+      const dirs = new Set((await jobFiles(storage, JOB)).map((f) => f.split('/')[1]));
+      expect([...dirs].filter((d) => d.startsWith('chk-')).sort()).toEqual(
+        coord
+          .completedCheckpoints()
+          .map((c) => `chk-${c.checkpointId}`)
+          .sort(),
+      );
+      // the shared files of the newest checkpoint's predecessor are still there because it reuses them
+      const shared = (await jobFiles(storage, JOB)).filter((f) => f.startsWith(`${JOB}/shared/`));
+      expect(shared.length).toBe(2 * (numRetained + 1));
+    },
+  );
 
   it('reports completion only on the last acknowledgement; duplicates and unknown ids are typed errors', async () => {
     const coord = coordinator();
     await coord.restore();
     const [a, b] = subtasks();
     const p = coord.triggerCheckpoint();
-    expect(await coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p))).toEqual({ status: 'waiting', missing: 1 });
-    await expectRejectsCode(coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p)), 'DUPLICATE_ACKNOWLEDGEMENT');
+    expect(await coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p))).toEqual({
+      status: 'waiting',
+      missing: 1,
+    });
+    await expectRejectsCode(
+      coord.acknowledge(p.checkpointId, 'op', 0, await a.snapshot(p)),
+      'DUPLICATE_ACKNOWLEDGEMENT',
+    );
     expect(coord.completedCheckpoints()).toEqual([]);
     const result = await coord.acknowledge(p.checkpointId, 'op', 1, await b.snapshot(p));
     if (result.status !== 'completed') throw new Error(`expected completed, got ${JSON.stringify(result)}`);
@@ -68,11 +91,20 @@ describe('CheckpointCoordinator retention', () => {
     expect(info.size).toBeGreaterThan(0);
     await expect(p.completion).resolves.toEqual(info);
     await expectRejectsCode(coord.acknowledge(99, 'op', 0, { keyed: [], operator: [] }), 'CHECKPOINT_NOT_FOUND');
-    expect(await coord.acknowledge(1, 'op', 0, { keyed: [], operator: [] })).toMatchObject({ status: 'rejected', reason: 'ALREADY_COMPLETED' });
+    expect(await coord.acknowledge(1, 'op', 0, { keyed: [], operator: [] })).toMatchObject({
+      status: 'rejected',
+      reason: 'ALREADY_COMPLETED',
+    });
     expect(coord.latestCompleted()).toEqual(info);
     const q = coord.triggerCheckpoint();
-    await expectRejectsCode(coord.acknowledge(q.checkpointId, 'nope', 0, { keyed: [], operator: [] }), 'INVALID_ARGUMENT');
-    await expectRejectsCode(coord.acknowledge(q.checkpointId, 'op', 2, { keyed: [], operator: [] }), 'INVALID_ARGUMENT');
+    await expectRejectsCode(
+      coord.acknowledge(q.checkpointId, 'nope', 0, { keyed: [], operator: [] }),
+      'INVALID_ARGUMENT',
+    );
+    await expectRejectsCode(
+      coord.acknowledge(q.checkpointId, 'op', 2, { keyed: [], operator: [] }),
+      'INVALID_ARGUMENT',
+    );
   });
 
   it('a newer completed checkpoint subsumes older pending ones', async () => {
@@ -133,7 +165,10 @@ describe('CheckpointCoordinator abort and failures', () => {
     expect(await expectRejectsCode(p.completion, 'CHECKPOINT_DECLINED')).toMatchObject({ reason: 'ABORTED' });
     // chk-1 and everything it uses are intact; both subtasks' uploads are gone
     expect(await jobFiles(storage, JOB)).toEqual(before);
-    expect(await coord.acknowledge(p.checkpointId, 'op', 1, { keyed: [], operator: [] })).toMatchObject({ status: 'rejected', reason: 'ABORTED' });
+    expect(await coord.acknowledge(p.checkpointId, 'op', 1, { keyed: [], operator: [] })).toMatchObject({
+      status: 'rejected',
+      reason: 'ABORTED',
+    });
     expect(await coord.collectGarbage()).toEqual([]);
     await coord.abort(p.checkpointId, 'again'); // ended: no-op
     expect(await jobFiles(storage, JOB)).toEqual(before);
@@ -218,7 +253,10 @@ describe('CheckpointCoordinator restore', () => {
       const ack = await t.snapshot(p);
       const reused = (plan!.subtask('op', i).keyed.handles[0] as KeyedStateHandle & { shared: unknown[] }).shared[0];
       const h = ack.keyed[0] as KeyedStateHandle & { shared: unknown[] };
-      await second.acknowledge(p.checkpointId, 'op', i, { keyed: [{ ...h, shared: [...h.shared, reused] }], operator: [] });
+      await second.acknowledge(p.checkpointId, 'op', i, {
+        keyed: [{ ...h, shared: [...h.shared, reused] }],
+        operator: [],
+      });
     }
     expect(second.completedCheckpoints().map((c) => c.checkpointId)).toEqual([3, 4]);
     expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, second));
@@ -267,7 +305,12 @@ describe('CheckpointCoordinator restore', () => {
 
   it('refuses a different maxParallelism and missing pointers', async () => {
     await writeForeignCheckpoint(storage, 'old-job', 3);
-    const coord = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 256 }] });
+    const coord = new CheckpointCoordinator({
+      jobId: JOB,
+      storage,
+      backendName: 'fake',
+      operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 256 }],
+    });
     await expectRejectsCode(coord.restore('old-job/chk-3'), 'MAX_PARALLELISM_MISMATCH');
     await expectRejectsCode(coord.restore('old-job/chk-4'), 'NOT_FOUND');
   });
@@ -287,10 +330,21 @@ describe('CheckpointCoordinator restore', () => {
     const plan = await after.restore();
     const restored = await Promise.all(
       [0, 1, 2, 3].map((i) =>
-        HeapOperatorStateBackend.create({ jobId: JOB, operatorId: 'op', subtaskIndex: i, parallelism: 4, restore: plan!.subtask('op', i).operator }),
+        HeapOperatorStateBackend.create({
+          jobId: JOB,
+          operatorId: 'op',
+          subtaskIndex: i,
+          parallelism: 4,
+          restore: plan!.subtask('op', i).operator,
+        }),
       ),
     );
-    expect(restored.map((b) => b.getListState('offsets', stringSerializer).get())).toEqual([['0a'], ['0b'], ['1a'], ['1b']]);
+    expect(restored.map((b) => b.getListState('offsets', stringSerializer).get())).toEqual([
+      ['0a'],
+      ['0b'],
+      ['1a'],
+      ['1b'],
+    ]);
     expect(plan!.subtask('op', 1).keyed.handles.map((h) => h.keyGroupRange)).toEqual([{ start: 0, end: 63 }]);
     expect(plan!.subtask('op', 2).keyed.handles.map((h) => h.keyGroupRange)).toEqual([{ start: 64, end: 127 }]);
   });
@@ -305,7 +359,8 @@ describe('CheckpointCoordinator savepoints and shutdown', () => {
     const sp = coord.triggerSavepoint({ format: 'canonical', targetDir: 'savepoints' });
     expect(sp.full).toBe(true);
     let result = null;
-    for (const t of tasks) result = await coord.acknowledge(sp.checkpointId, 'op', t.subtaskIndex, await t.snapshot(sp));
+    for (const t of tasks)
+      result = await coord.acknowledge(sp.checkpointId, 'op', t.subtaskIndex, await t.snapshot(sp));
     const info = result?.status === 'completed' ? result.checkpoint : null;
     expect(info?.pointer).toMatch(/^savepoints\/savepoint-job-a-[0-9a-f]{12}$/);
     expect(coord.completedCheckpoints().map((c) => c.checkpointId)).toEqual([1]);
@@ -325,7 +380,10 @@ describe('CheckpointCoordinator savepoints and shutdown', () => {
     const ack = await t.snapshot(sp);
     const foreign = await writeFile(pending.streamsFor('op', 0), 'shared', 'x');
     const h = ack.keyed[0] as KeyedStateHandle & { shared: unknown[] };
-    const bad = { ...h, shared: [...h.shared, { ...foreign, path: `../${JOB}/shared/${foreign.path.split('/').pop()}` }] };
+    const bad = {
+      ...h,
+      shared: [...h.shared, { ...foreign, path: `../${JOB}/shared/${foreign.path.split('/').pop()}` }],
+    };
     // Refused when acknowledged (the path leaves what the savepoint may reference: CORRUPT) or at completion (SNAPSHOT_FAILED).
     const err = await coord.acknowledge(sp.checkpointId, 'op', 0, { keyed: [bad], operator: [] }).then(
       () => null,
@@ -362,7 +420,12 @@ describe('CheckpointCoordinator savepoints and shutdown', () => {
 });
 
 /** A completed checkpoint of another job with id `id`, written through real streams; returns its files. */
-async function writeForeignCheckpoint(storage: BlobCheckpointStorage, jobId: string, id: number, operatorId = 'op'): Promise<string[]> {
+async function writeForeignCheckpoint(
+  storage: BlobCheckpointStorage,
+  jobId: string,
+  id: number,
+  operatorId = 'op',
+): Promise<string[]> {
   const pointer = storage.checkpointPointer(jobId, id);
   const streams = storage.checkpointStreams(jobId, id);
   const subtasks = [];
@@ -371,7 +434,15 @@ async function writeForeignCheckpoint(storage: BlobCheckpointStorage, jobId: str
     const exclusive = await writeFile(streams, 'exclusive', `foreign exclusive ${i}`);
     subtasks.push({
       subtaskIndex: i,
-      keyed: [{ type: 'fake-incremental', keyGroupRange: { start: i * 64, end: i * 64 + 63 }, maxParallelism: 128, exclusive, shared: [shared] }],
+      keyed: [
+        {
+          type: 'fake-incremental',
+          keyGroupRange: { start: i * 64, end: i * 64 + 63 },
+          maxParallelism: 128,
+          exclusive,
+          shared: [shared],
+        },
+      ],
       operator: [],
     });
   }

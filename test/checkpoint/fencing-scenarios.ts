@@ -1,6 +1,10 @@
 import { expect } from 'vitest';
 import { BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
-import { CheckpointCoordinator, type CheckpointCoordinatorOptions, type PendingCheckpoint } from '../../src/checkpoint/coordinator.js';
+import {
+  CheckpointCoordinator,
+  type CheckpointCoordinatorOptions,
+  type PendingCheckpoint,
+} from '../../src/checkpoint/coordinator.js';
 import { readLease } from '../../src/checkpoint/lease.js';
 import type { SubtaskAck } from '../../src/checkpoint/coordinator.js';
 import { isStreamStateError } from '../../src/errors.js';
@@ -20,7 +24,10 @@ export function subtasks(): FakeIncrementalSubtask[] {
   return Array.from({ length: PARALLELISM }, (_, i) => new FakeIncrementalSubtask('op', i, PARALLELISM));
 }
 
-export function coordinator(storage: BlobCheckpointStorage, opts: Partial<CheckpointCoordinatorOptions> = {}): CheckpointCoordinator {
+export function coordinator(
+  storage: BlobCheckpointStorage,
+  opts: Partial<CheckpointCoordinatorOptions> = {},
+): CheckpointCoordinator {
   return new CheckpointCoordinator({
     jobId: JOB,
     storage,
@@ -99,7 +106,10 @@ export async function secondInstanceScenario(storage: BlobCheckpointStorage): Pr
  * past the grace period and the newer one's gc took its files, so the _metadata could never
  * restore and the old instance removes it again.
  */
-export async function fencedWhileWritingScenario(store: BlobStore, scenario: { filesGone?: boolean } = {}): Promise<void> {
+export async function fencedWhileWritingScenario(
+  store: BlobStore,
+  scenario: { filesGone?: boolean } = {},
+): Promise<void> {
   const plain = new BlobCheckpointStorage(store, { inlineThreshold: 0 });
   let newer: CheckpointCoordinator | undefined;
   class StartNewerBeforeMetadata extends ForwardingBlobStore {

@@ -113,23 +113,34 @@ describe('fencing: start-up cleanup and the grace period', () => {
   it('deletableNow: never a lease marker; with an older live lease never a young file of an older instance', () => {
     const job = 'j';
     const name = fc.oneof(
-      fc.tuple(fc.integer({ min: 0, max: 6 }), fc.constantFrom('a', 'b', '_metadata')).map(([id, f]) => `${job}/chk-${id}/${f}`),
+      fc
+        .tuple(fc.integer({ min: 0, max: 6 }), fc.constantFrom('a', 'b', '_metadata'))
+        .map(([id, f]) => `${job}/chk-${id}/${f}`),
       fc.constantFrom('x', 'y', 'z').map((f) => `${job}/shared/${f}`),
       fc.constant(`${job}/${LEASE_DIR}/epoch-0000000000000001-0000000000000000`),
     );
     fc.assert(
       fc.property(
-        fc.uniqueArray(fc.record({ name, age: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }) }), { selector: (e) => e.name, maxLength: 15 }),
+        fc.uniqueArray(fc.record({ name, age: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }) }), {
+          selector: (e) => e.name,
+          maxLength: 15,
+        }),
         fc.integer({ min: 0, max: 7 }),
         fc.boolean(),
         (entries, firstOwnId, othersMayBeAlive) => {
           const now = 100;
-          const listing: BlobInfo[] = entries.map((e) => ({ name: e.name, size: 1, ...(e.age === undefined ? {} : { modified: now - e.age }) }));
+          const listing: BlobInfo[] = entries.map((e) => ({
+            name: e.name,
+            size: 1,
+            ...(e.age === undefined ? {} : { modified: now - e.age }),
+          }));
           const doomed = entries.map((e) => e.name);
           const out = deletableNow(doomed, listing, { jobId: job, firstOwnId, now, minAgeMs: 10, othersMayBeAlive });
           const byName = new Map(entries.map((e) => [e.name, e]));
           const dirAgeOk = (id: number): boolean =>
-            entries.filter((e) => e.name.startsWith(`${job}/chk-${id}/`)).every((e) => e.age !== undefined && e.age >= 10);
+            entries
+              .filter((e) => e.name.startsWith(`${job}/chk-${id}/`))
+              .every((e) => e.age !== undefined && e.age >= 10);
           for (const n of doomed) {
             const isLease = n.includes(`/${LEASE_DIR}/`);
             const m = /\/chk-(\d+)\//.exec(n);
@@ -168,7 +179,9 @@ describe('fencing: the lease', () => {
     }
     // The released marker of epoch 1 was pruned by the next start; the unreleased ones stay.
     expect(await store.list(`${JOB}/${LEASE_DIR}/`)).toHaveLength(3);
-    expect((await store.list(`${JOB}/${LEASE_DIR}/`)).some((b) => b.name.includes('epoch-0000000000000001-'))).toBe(false);
+    expect((await store.list(`${JOB}/${LEASE_DIR}/`)).some((b) => b.name.includes('epoch-0000000000000001-'))).toBe(
+      false,
+    );
     // Lease markers are no checkpoint files: listJobFiles never shows them.
     expect((await storage.listJobFiles(JOB)).some((n) => n.includes(LEASE_DIR))).toBe(false);
   });
@@ -178,7 +191,8 @@ describe('fencing: the lease', () => {
     class Unwritable extends ForwardingBlobStore {
       full = true;
       override putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void> {
-        if (this.full) return Promise.reject(new StorageError('STORAGE_IO', `cannot write ${name}: disk full (ENOSPC).`));
+        if (this.full)
+          return Promise.reject(new StorageError('STORAGE_IO', `cannot write ${name}: disk full (ENOSPC).`));
         return super.putAtomic(name, data, opts);
       }
     }
@@ -224,7 +238,8 @@ describe('fencing: the lease', () => {
           const store = new Scheduled(mem);
           const starts = Promise.allSettled(Array.from({ length: n }, () => JobLease.acquire(store, JOB)));
           const results = await s.waitFor(starts);
-          for (const r of results) if (r.status === 'rejected') expect(isStreamStateError(r.reason, 'FENCED')).toBe(true);
+          for (const r of results)
+            if (r.status === 'rejected') expect(isStreamStateError(r.reason, 'FENCED')).toBe(true);
           const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
           const holder = await readLease(mem, JOB);
           const holders = started.filter((l) => l.marker === holder?.marker);
@@ -232,7 +247,16 @@ describe('fencing: the lease', () => {
           // Every other started instance sorts below the holder: its next check fails.
           const others = started.filter((l) => l !== holders[0]);
           for (const l of others) expect(l.marker < holder!.marker).toBe(true);
-          const checks = await s.waitFor(Promise.all(others.map((l) => l.check('test').then(() => 'ok', (e: unknown) => (isStreamStateError(e) ? e.code : 'other')))));
+          const checks = await s.waitFor(
+            Promise.all(
+              others.map((l) =>
+                l.check('test').then(
+                  () => 'ok',
+                  (e: unknown) => (isStreamStateError(e) ? e.code : 'other'),
+                ),
+              ),
+            ),
+          );
           expect(checks.every((c) => c === 'FENCED')).toBe(true);
           ties += results.length - started.length;
         } finally {

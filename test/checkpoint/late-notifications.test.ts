@@ -35,23 +35,49 @@ interface Case {
   make(root: string): { backend: StateBackend; storage: CheckpointStorage };
 }
 
-const leveldbOpts = (root: string) => ({ workingDir: join(root, 'work'), writeBufferBytes: 64 * 1024, memtableBytes: 32 * 1024 });
+const leveldbOpts = (root: string) => ({
+  workingDir: join(root, 'work'),
+  writeBufferBytes: 64 * 1024,
+  memtableBytes: 32 * 1024,
+});
 const cases: Case[] = [
-  { name: 'filesystem', make: (root) => ({ backend: filesystem({ checkpointDir: join(root, 'cp'), inlineThreshold: 0 }), storage: localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 }) }) },
-  { name: 'leveldb', make: (root) => ({ backend: leveldb(leveldbOpts(root)), storage: localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 }) }) },
+  {
+    name: 'filesystem',
+    make: (root) => ({
+      backend: filesystem({ checkpointDir: join(root, 'cp'), inlineThreshold: 0 }),
+      storage: localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 }),
+    }),
+  },
+  {
+    name: 'leveldb',
+    make: (root) => ({
+      backend: leveldb(leveldbOpts(root)),
+      storage: localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 }),
+    }),
+  },
   ...[0, Number.POSITIVE_INFINITY].flatMap((materializationIntervalMs): Case[] => [
     {
       name: `changelog(leveldb), materializationIntervalMs ${materializationIntervalMs}`,
       make: (root) => {
         const storage = localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 });
-        return { backend: changelog({ backend: leveldb(leveldbOpts(root)), storage, materializationIntervalMs }), storage };
+        return {
+          backend: changelog({ backend: leveldb(leveldbOpts(root)), storage, materializationIntervalMs }),
+          storage,
+        };
       },
     },
     {
       name: `changelog(filesystem), materializationIntervalMs ${materializationIntervalMs}`,
       make: (root) => {
         const storage = localCheckpointStorage(join(root, 'cp'), { inlineThreshold: 0 });
-        return { backend: changelog({ backend: filesystem({ checkpointDir: join(root, 'cp'), inlineThreshold: 0 }), storage, materializationIntervalMs }), storage };
+        return {
+          backend: changelog({
+            backend: filesystem({ checkpointDir: join(root, 'cp'), inlineThreshold: 0 }),
+            storage,
+            materializationIntervalMs,
+          }),
+          storage,
+        };
       },
     },
   ]),
@@ -60,7 +86,11 @@ const cases: Case[] = [
 const roots: string[] = [];
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
-  while (open.length > 0) await open.pop()!.close().catch(() => undefined);
+  while (open.length > 0)
+    await open
+      .pop()!
+      .close()
+      .catch(() => undefined);
   while (roots.length > 0) await rm(roots.pop()!, { recursive: true, force: true });
 });
 
@@ -83,9 +113,23 @@ class Job {
     const root = await mkdtemp(join(tmpdir(), 'streamstate-late-'));
     roots.push(root);
     const { backend, storage } = c.make(root);
-    const coordinator = new CheckpointCoordinator({ jobId: JOB, storage, backendName: backend.name, numRetained: 1, operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAX_P }] });
+    const coordinator = new CheckpointCoordinator({
+      jobId: JOB,
+      storage,
+      backendName: backend.name,
+      numRetained: 1,
+      operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAX_P }],
+    });
     expect(await coordinator.restore()).toBeNull();
-    const keyed = await backend.createKeyedStateBackend({ jobId: JOB, operatorId: OP, subtaskIndex: 0, parallelism: 1, maxParallelism: MAX_P, keyGroupRange: keyGroupRangeForSubtask(MAX_P, 1, 0), keySerializer: stringSerializer });
+    const keyed = await backend.createKeyedStateBackend({
+      jobId: JOB,
+      operatorId: OP,
+      subtaskIndex: 0,
+      parallelism: 1,
+      maxParallelism: MAX_P,
+      keyGroupRange: keyGroupRangeForSubtask(MAX_P, 1, 0),
+      keySerializer: stringSerializer,
+    });
     open.push(keyed);
     return new Job(backend, storage, coordinator, keyed);
   }
@@ -161,7 +205,10 @@ class Job {
    * retained checkpoint restores. Declined: SHARED_STATE_NOT_LIVE, its completion rejects, the
    * backend hears of the abort, the retained checkpoints still restore.
    */
-  async ackCompletedOrDeclined(s: { pending: PendingCheckpoint; task: SnapshotTask<KeyedStateHandle> }, step: string): Promise<'completed' | 'declined'> {
+  async ackCompletedOrDeclined(
+    s: { pending: PendingCheckpoint; task: SnapshotTask<KeyedStateHandle> },
+    step: string,
+  ): Promise<'completed' | 'declined'> {
     const result = await this.ack(s);
     if (result.status === 'completed') {
       await this.keyed.notifyCheckpointComplete(s.pending.checkpointId);
@@ -169,7 +216,9 @@ class Job {
       return 'completed';
     }
     expect(result, step).toMatchObject({ status: 'rejected', reason: 'SHARED_STATE_NOT_LIVE' });
-    expect(await expectRejectsCode(s.pending.completion, 'CHECKPOINT_DECLINED')).toMatchObject({ reason: 'SHARED_STATE_NOT_LIVE' });
+    expect(await expectRejectsCode(s.pending.completion, 'CHECKPOINT_DECLINED')).toMatchObject({
+      reason: 'SHARED_STATE_NOT_LIVE',
+    });
     await this.keyed.notifyCheckpointAborted(s.pending.checkpointId);
     await this.expectRetainedRestore(`${step}, declined`);
     return 'declined';
@@ -183,7 +232,8 @@ class Job {
   async expectRecovery(first: 'completed' | 'declined', round: number, step: string): Promise<void> {
     let outcome = first;
     for (let attempt = 1; attempt <= 3; attempt++) {
-      if (outcome === 'declined') expect(this.askedMayReuse, `${step}: declined although the backend asks mayReuse`).toBe(false);
+      if (outcome === 'declined')
+        expect(this.askedMayReuse, `${step}: declined although the backend asks mayReuse`).toBe(false);
       this.write(round + attempt);
       outcome = await this.ackCompletedOrDeclined(await this.snapshot(), `${step}, then checkpoint +${attempt}`);
     }
@@ -216,7 +266,7 @@ describe.each(cases)('late completion notices: $name', (c) => {
     await job.expectRecovery(await job.ackCompletedOrDeclined(c4, 'checkpoint 4'), 5, 'checkpoint 4');
   });
 
-  it('reference §15.4: N snapshotted before the notice of M, then M confirmed, N completes and subsumes M, N\'s notice is lost: N+1 never completes unrestorable', async () => {
+  it("reference §15.4: N snapshotted before the notice of M, then M confirmed, N completes and subsumes M, N's notice is lost: N+1 never completes unrestorable", async () => {
     const job = await Job.start(c);
     job.write(1);
     const m = await job.snapshot(); // M = 1

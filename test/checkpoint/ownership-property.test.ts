@@ -41,12 +41,35 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('ackAll' as const), pick: fc.nat() }) },
   { weight: 3, arbitrary: fc.constant<Op>({ kind: 'checkpoint' }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('notifyCompleteAll' as const), pick: fc.nat() }) },
-  { weight: 5, arbitrary: fc.record({ kind: fc.constant('snapshot' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }) },
-  { weight: 5, arbitrary: fc.record({ kind: fc.constant('ack' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({ kind: fc.constant('snapshot' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }),
+  },
+  {
+    weight: 5,
+    arbitrary: fc.record({ kind: fc.constant('ack' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('abort' as const), pick: fc.nat() }) },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant('notifyComplete' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('notifyAborted' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('lateAck' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant('notifyComplete' as const),
+      pick: fc.nat(),
+      subtask: fc.nat(PARALLELISM - 1),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('notifyAborted' as const),
+      pick: fc.nat(),
+      subtask: fc.nat(PARALLELISM - 1),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('lateAck' as const), pick: fc.nat(), subtask: fc.nat(PARALLELISM - 1) }),
+  },
   { weight: 1, arbitrary: fc.constant<Op>({ kind: 'gc' }) },
 );
 
@@ -103,7 +126,13 @@ let runs = 0;
 async function run(ops: readonly Op[], numRetained: number, asks: boolean): Promise<number> {
   let declines = 0;
   const jobId = `job-prop-${++runs}`;
-  const coord = new CheckpointCoordinator({ jobId, storage, backendName: 'fake', numRetained, operators: [{ operatorId: 'op', parallelism: PARALLELISM, maxParallelism: 128 }] });
+  const coord = new CheckpointCoordinator({
+    jobId,
+    storage,
+    backendName: 'fake',
+    numRetained,
+    operators: [{ operatorId: 'op', parallelism: PARALLELISM, maxParallelism: 128 }],
+  });
   await coord.restore();
   const subtasks = Array.from({ length: PARALLELISM }, (_, i) => new Subtask(i, asks));
   const triggered: PendingCheckpoint[] = [];
@@ -119,11 +148,16 @@ async function run(ops: readonly Op[], numRetained: number, asks: boolean): Prom
   };
   const ackOne = async (p: PendingCheckpoint, s: Subtask): Promise<void> => {
     acked.add(`${p.checkpointId}/${s.index}`);
-    const result = await coord.acknowledge(p.checkpointId, 'op', s.index, { keyed: [s.snapshots.get(p.checkpointId)!], operator: [] });
+    const result = await coord.acknowledge(p.checkpointId, 'op', s.index, {
+      keyed: [s.snapshots.get(p.checkpointId)!],
+      operator: [],
+    });
     if (result.status === 'completed') completed.push(p.checkpointId);
     if (result.status === 'rejected' && result.reason === 'SHARED_STATE_NOT_LIVE') {
       declines++;
-      expect(asks, `checkpoint ${p.checkpointId} declined although the subtasks ask mayReuse: ${result.message}`).toBe(false);
+      expect(asks, `checkpoint ${p.checkpointId} declined although the subtasks ask mayReuse: ${result.message}`).toBe(
+        false,
+      );
       for (const t of subtasks) t.notifyAborted(p.checkpointId);
     }
   };
@@ -133,7 +167,8 @@ async function run(ops: readonly Op[], numRetained: number, asks: boolean): Prom
     return p;
   };
   const ackAll = async (p: PendingCheckpoint): Promise<void> => {
-    for (const s of subtasks) if (s.snapshots.has(p.checkpointId) && !acked.has(`${p.checkpointId}/${s.index}`)) await ackOne(p, s);
+    for (const s of subtasks)
+      if (s.snapshots.has(p.checkpointId) && !acked.has(`${p.checkpointId}/${s.index}`)) await ackOne(p, s);
   };
 
   for (const op of ops) {
@@ -160,8 +195,13 @@ async function run(ops: readonly Op[], numRetained: number, asks: boolean): Prom
         break;
       }
       case 'snapshot': {
-        const pending = coord.pendingCheckpoints().map((p) => triggered.find((t) => t.checkpointId === p.checkpointId)!);
-        const p = pick(pending.filter((x) => !subtasks[op.subtask].snapshots.has(x.checkpointId)), op.pick);
+        const pending = coord
+          .pendingCheckpoints()
+          .map((p) => triggered.find((t) => t.checkpointId === p.checkpointId)!);
+        const p = pick(
+          pending.filter((x) => !subtasks[op.subtask].snapshots.has(x.checkpointId)),
+          op.pick,
+        );
         if (p) await subtasks[op.subtask].snapshot(p);
         break;
       }
@@ -195,10 +235,22 @@ async function run(ops: readonly Op[], numRetained: number, asks: boolean): Prom
       case 'lateAck': {
         const s = subtasks[op.subtask];
         const p = pick(
-          triggered.filter((t) => s.snapshots.has(t.checkpointId) && !coord.pendingCheckpoints().some((x) => x.checkpointId === t.checkpointId)),
+          triggered.filter(
+            (t) =>
+              s.snapshots.has(t.checkpointId) &&
+              !coord.pendingCheckpoints().some((x) => x.checkpointId === t.checkpointId),
+          ),
           op.pick,
         );
-        if (p) expect((await coord.acknowledge(p.checkpointId, 'op', s.index, { keyed: [s.snapshots.get(p.checkpointId)!], operator: [] })).status).toBe('rejected');
+        if (p)
+          expect(
+            (
+              await coord.acknowledge(p.checkpointId, 'op', s.index, {
+                keyed: [s.snapshots.get(p.checkpointId)!],
+                operator: [],
+              })
+            ).status,
+          ).toBe('rejected');
         break;
       }
       case 'gc':
@@ -212,7 +264,9 @@ async function run(ops: readonly Op[], numRetained: number, asks: boolean): Prom
         for (const sub of op2.subtasks) {
           for (const f of referencedFiles([sub.keyed, sub.operator])) {
             const name = posix.normalize(posix.join(info.pointer, f.path));
-            expect((await storage.store.stat(name))?.size, `${name} of retained checkpoint ${info.checkpointId}`).toBe(f.size);
+            expect((await storage.store.stat(name))?.size, `${name} of retained checkpoint ${info.checkpointId}`).toBe(
+              f.size,
+            );
           }
         }
       }
@@ -223,8 +277,15 @@ async function run(ops: readonly Op[], numRetained: number, asks: boolean): Prom
 }
 
 describe('ownership under random interleavings', () => {
-  it('the issue\'s ordering, as a fixed sequence: blind reuse is declined, asking is not', async () => {
-    const ops: Op[] = [{ kind: 'take' }, { kind: 'take' }, { kind: 'ackAll', pick: 0 }, { kind: 'ackAll', pick: 0 }, { kind: 'notifyCompleteAll', pick: 0 }, { kind: 'checkpoint' }];
+  it("the issue's ordering, as a fixed sequence: blind reuse is declined, asking is not", async () => {
+    const ops: Op[] = [
+      { kind: 'take' },
+      { kind: 'take' },
+      { kind: 'ackAll', pick: 0 },
+      { kind: 'ackAll', pick: 0 },
+      { kind: 'notifyCompleteAll', pick: 0 },
+      { kind: 'checkpoint' },
+    ];
     expect(await run(ops, 1, false)).toBe(1);
     expect(await run(ops, 1, true)).toBe(0);
   });
@@ -232,15 +293,23 @@ describe('ownership under random interleavings', () => {
   it.each([
     ['subtasks that ask mayReuse: retained checkpoints always restore, nothing is ever declined', true],
     ['subtasks that reuse blindly: retained checkpoints always restore (stale references are declined)', false],
-  ])('%s', async (_name, asks) => {
-    let declines = 0;
-    await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 20, maxLength: 40 }), fc.constantFrom(1, 1, 2, 3), async (ops, numRetained) => {
-        declines += await run(ops, numRetained, asks);
-      }),
-      { numRuns: 25, seed: 12012 },
-    );
-    // With a fixed seed the runs are the same every time: blind reuse must have met the hazard.
-    if (!asks) expect(declines).toBeGreaterThan(0);
-   }, 180_000); // a loaded machine; about 5 s idle
+  ])(
+    '%s',
+    async (_name, asks) => {
+      let declines = 0;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(opArb, { minLength: 20, maxLength: 40 }),
+          fc.constantFrom(1, 1, 2, 3),
+          async (ops, numRetained) => {
+            declines += await run(ops, numRetained, asks);
+          },
+        ),
+        { numRuns: 25, seed: 12012 },
+      );
+      // With a fixed seed the runs are the same every time: blind reuse must have met the hazard.
+      if (!asks) expect(declines).toBeGreaterThan(0);
+    },
+    180_000,
+  ); // a loaded machine; about 5 s idle
 });

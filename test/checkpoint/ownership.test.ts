@@ -27,28 +27,49 @@ afterEach(async () => {
 });
 
 async function started(numRetained = 1): Promise<CheckpointCoordinator> {
-  const coord = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', numRetained, operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128 }] });
+  const coord = new CheckpointCoordinator({
+    jobId: JOB,
+    storage,
+    backendName: 'fake',
+    numRetained,
+    operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128 }],
+  });
   await coord.restore();
   return coord;
 }
 
 function handle(files: readonly FileStreamHandle[]): KeyedStateHandle {
-  return { type: 'fake-incremental', keyGroupRange: keyGroupRangeForSubtask(128, 1, 0).toJSON(), maxParallelism: 128, files };
+  return {
+    type: 'fake-incremental',
+    keyGroupRange: keyGroupRangeForSubtask(128, 1, 0).toJSON(),
+    maxParallelism: 128,
+    files,
+  };
 }
 
-function ack(coord: CheckpointCoordinator, p: PendingCheckpoint, files: readonly FileStreamHandle[]): Promise<AcknowledgeResult> {
+function ack(
+  coord: CheckpointCoordinator,
+  p: PendingCheckpoint,
+  files: readonly FileStreamHandle[],
+): Promise<AcknowledgeResult> {
   return coord.acknowledge(p.checkpointId, 'op', 0, { keyed: [handle(files)], operator: [] });
 }
 
 /** Writes a file through the checkpoint's streams. */
-function upload(p: PendingCheckpoint, scope: 'shared' | 'exclusive', content = `${scope} of ${p.checkpointId}`): Promise<FileStreamHandle> {
+function upload(
+  p: PendingCheckpoint,
+  scope: 'shared' | 'exclusive',
+  content = `${scope} of ${p.checkpointId}`,
+): Promise<FileStreamHandle> {
   return writeFile(p.streamsFor('op', 0), scope, content);
 }
 
 /** The same file as a handle of checkpoint `to` would name it. */
 function seenFrom(from: PendingCheckpoint, to: PendingCheckpoint, file: FileStreamHandle): FileStreamHandle {
   const key = resolveHandlePath(from.pointer, file.path);
-  const path = key.startsWith(`${JOB}/shared/`) ? `../shared/${key.slice(`${JOB}/shared/`.length)}` : `../${key.slice(`${JOB}/`.length)}`;
+  const path = key.startsWith(`${JOB}/shared/`)
+    ? `../shared/${key.slice(`${JOB}/shared/`.length)}`
+    : `../${key.slice(`${JOB}/`.length)}`;
   expect(posix.normalize(posix.join(to.pointer, path))).toBe(key);
   return { ...file, path };
 }
@@ -65,10 +86,13 @@ async function expectRefusedOrDeclined(result: Promise<AcknowledgeResult>): Prom
   }
 }
 
-const exists = async (p: PendingCheckpoint, f: FileStreamHandle): Promise<boolean> => (await storage.store.stat(resolveHandlePath(p.pointer, f.path))) !== null;
+const exists = async (p: PendingCheckpoint, f: FileStreamHandle): Promise<boolean> =>
+  (await storage.store.stat(resolveHandlePath(p.pointer, f.path))) !== null;
 
 /** A completed checkpoint with one exclusive and one shared file. */
-async function completedCheckpoint(coord: CheckpointCoordinator): Promise<{ p: PendingCheckpoint; exclusive: FileStreamHandle; shared: FileStreamHandle }> {
+async function completedCheckpoint(
+  coord: CheckpointCoordinator,
+): Promise<{ p: PendingCheckpoint; exclusive: FileStreamHandle; shared: FileStreamHandle }> {
   const p = coord.triggerCheckpoint();
   const exclusive = await upload(p, 'exclusive');
   const shared = await upload(p, 'shared');
@@ -133,7 +157,10 @@ describe('completion check: a checkpoint completes only with live files', () => 
     const wrongSize = await writeFile(background, 'shared', 'size differs');
     const q = coord.triggerCheckpoint();
     await storage.store.delete([resolveHandlePath(`${JOB}/chk-0`, gone.path)]);
-    const result = await ack(coord, q, [{ ...seenFrom({ pointer: `${JOB}/chk-0` } as PendingCheckpoint, q, gone) }, { ...seenFrom({ pointer: `${JOB}/chk-0` } as PendingCheckpoint, q, wrongSize), size: 3 }]);
+    const result = await ack(coord, q, [
+      { ...seenFrom({ pointer: `${JOB}/chk-0` } as PendingCheckpoint, q, gone) },
+      { ...seenFrom({ pointer: `${JOB}/chk-0` } as PendingCheckpoint, q, wrongSize), size: 3 },
+    ]);
     expect(result).toMatchObject({ status: 'rejected', reason: 'SHARED_STATE_NOT_LIVE' });
     expect(coord.completedCheckpoints().map((c) => c.checkpointId)).toEqual([1]);
   });
@@ -143,7 +170,12 @@ describe('completion check: a checkpoint completes only with live files', () => 
     const old = await completedCheckpoint(first);
     await first.shutdown('finish');
     const oldFiles = await jobFiles(storage, JOB);
-    const coord = new CheckpointCoordinator({ jobId: 'job-new', storage, backendName: 'fake', operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128 }] });
+    const coord = new CheckpointCoordinator({
+      jobId: 'job-new',
+      storage,
+      backendName: 'fake',
+      operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128 }],
+    });
     expect((await coord.restore(old.p.pointer))?.mode).toBe('no-claim');
     const p = coord.triggerCheckpoint();
     expect(p.full).toBe(true);
@@ -205,7 +237,9 @@ describe('deleting: a checkpoint that ends deletes only what it wrote', () => {
     const p2 = coord.triggerCheckpoint();
     const x = await upload(p2, 'shared'); // 2's upload
     const p3 = coord.triggerCheckpoint();
-    expect(await ack(coord, p3, [await upload(p3, 'exclusive'), seenFrom(p2, p3, x)])).toMatchObject({ status: 'completed' }); // reuses it unconfirmed (changelog-style)
+    expect(await ack(coord, p3, [await upload(p3, 'exclusive'), seenFrom(p2, p3, x)])).toMatchObject({
+      status: 'completed',
+    }); // reuses it unconfirmed (changelog-style)
     // 3 completed first: 2 was subsumed, and x stays (3 references it).
     expect(await expectRejectsCode(p2.completion, 'CHECKPOINT_DECLINED')).toMatchObject({ reason: 'SUBSUMED' });
     expect(await exists(p2, x)).toBe(true);
@@ -213,10 +247,25 @@ describe('deleting: a checkpoint that ends deletes only what it wrote', () => {
   });
 
   it('an abort keeps what another pending checkpoint acknowledged and deletes what nobody did; a later reference to a deleted upload is declined', async () => {
-    const coord = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 128 }] });
+    const coord = new CheckpointCoordinator({
+      jobId: JOB,
+      storage,
+      backendName: 'fake',
+      operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 128 }],
+    });
     await coord.restore();
     const ackSubtask = (p: PendingCheckpoint, i: number, files: FileStreamHandle[]) =>
-      coord.acknowledge(p.checkpointId, 'op', i, { keyed: [{ type: 'fake-incremental', keyGroupRange: keyGroupRangeForSubtask(128, 2, i).toJSON(), maxParallelism: 128, files }], operator: [] });
+      coord.acknowledge(p.checkpointId, 'op', i, {
+        keyed: [
+          {
+            type: 'fake-incremental',
+            keyGroupRange: keyGroupRangeForSubtask(128, 2, i).toJSON(),
+            maxParallelism: 128,
+            files,
+          },
+        ],
+        operator: [],
+      });
     const p1 = coord.triggerCheckpoint();
     const kept = await upload(p1, 'shared', 'kept');
     const dropped = await upload(p1, 'shared', 'dropped');
@@ -236,7 +285,10 @@ describe('deleting: a checkpoint that ends deletes only what it wrote', () => {
     const coord = await started(1);
     const c1 = await completedCheckpoint(coord);
     const files = await jobFiles(storage, JOB);
-    expect(await ack(coord, c1.p, [c1.exclusive, c1.shared])).toMatchObject({ status: 'rejected', reason: 'ALREADY_COMPLETED' });
+    expect(await ack(coord, c1.p, [c1.exclusive, c1.shared])).toMatchObject({
+      status: 'rejected',
+      reason: 'ALREADY_COMPLETED',
+    });
     expect(await jobFiles(storage, JOB)).toEqual(files);
     const sp = coord.triggerSavepoint();
     const spFile = await upload(sp, 'exclusive');

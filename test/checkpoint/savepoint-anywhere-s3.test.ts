@@ -8,7 +8,14 @@ import { BlobCheckpointStorage, localCheckpointStorage } from '../../src/checkpo
 import type { S3Connection } from '../../src/checkpoint/savepoint-location.js';
 import { expectDocumentedError } from '../conformance/parity/error-classes.js';
 import { startS3rver, uniquePrefix, type S3rverFixture } from '../support/s3/s3rver-fixture.js';
-import { checkpoint, fill, readAll, snapshotAndAcknowledge, startJob, storeTree } from './savepoint-anywhere-support.js';
+import {
+  checkpoint,
+  fill,
+  readAll,
+  snapshotAndAcknowledge,
+  startJob,
+  storeTree,
+} from './savepoint-anywhere-support.js';
 
 /**
  * Savepoints anywhere on S3 (s3rver on 127.0.0.1): a job on S3 storage takes a savepoint to an

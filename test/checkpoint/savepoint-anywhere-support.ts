@@ -126,7 +126,8 @@ export async function snapshotAndAcknowledge(job: TestJob, pending: PendingCheck
 export async function checkpoint(job: TestJob): Promise<CompletedCheckpointInfo> {
   const pending = job.coordinator.triggerCheckpoint();
   const result = await snapshotAndAcknowledge(job, pending);
-  if (result?.status !== 'completed') throw new Error(`checkpoint ${pending.checkpointId} did not complete: ${JSON.stringify(result)}`);
+  if (result?.status !== 'completed')
+    throw new Error(`checkpoint ${pending.checkpointId} did not complete: ${JSON.stringify(result)}`);
   await Promise.all(job.subtasks.map((s) => s.notifyCheckpointComplete(pending.checkpointId)));
   return result.checkpoint;
 }
@@ -144,7 +145,13 @@ export async function localTree(dir: string): Promise<Map<string, string>> {
     for (const e of entries) {
       const p = join(d, e.name);
       if (e.isDirectory()) await walk(p);
-      else out.set(relative(dir, p), createHash('sha256').update(await readFile(p)).digest('hex'));
+      else
+        out.set(
+          relative(dir, p),
+          createHash('sha256')
+            .update(await readFile(p))
+            .digest('hex'),
+        );
     }
   };
   await walk(dir);
@@ -154,6 +161,12 @@ export async function localTree(dir: string): Promise<Map<string, string>> {
 /** Every object under `prefix` in a store: name -> sha256 of its content. */
 export async function storeTree(store: BlobStore, prefix: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  for (const b of await store.list(prefix)) out.set(b.name, createHash('sha256').update(await store.get(b.name)).digest('hex'));
+  for (const b of await store.list(prefix))
+    out.set(
+      b.name,
+      createHash('sha256')
+        .update(await store.get(b.name))
+        .digest('hex'),
+    );
   return out;
 }

@@ -10,7 +10,14 @@ import type { StateBackend } from '../../src/backend/contract.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { decodeMetadata, encodeMetadata } from '../../src/checkpoint/metadata-codec.js';
 import { expectDocumentedError } from '../conformance/parity/error-classes.js';
-import { checkpoint, fill, localTree, readAll, snapshotAndAcknowledge, startJob } from './savepoint-anywhere-support.js';
+import {
+  checkpoint,
+  fill,
+  localTree,
+  readAll,
+  snapshotAndAcknowledge,
+  startJob,
+} from './savepoint-anywhere-support.js';
 
 /**
  * Savepoints anywhere (issue 14): a savepoint written to a directory outside the job's checkpoint
@@ -44,7 +51,12 @@ function storageOf(name: string) {
 
 describe('savepoint to a directory outside the checkpoint storage', () => {
   it('writes it there (not into the storage), and a job with its own storage, another backend and parallelism restores it', async () => {
-    const a = await startJob({ jobId: 'job-a', storage: storageOf('storage-a'), backend: backendOf('filesystem', 'a'), parallelism: 2 });
+    const a = await startJob({
+      jobId: 'job-a',
+      storage: storageOf('storage-a'),
+      backend: backendOf('filesystem', 'a'),
+      parallelism: 2,
+    });
     fill(a, KEYS, 1);
     const target = join(root, 'elsewhere', 'sp-1');
     const sp = a.coordinator.triggerSavepoint({ target });
@@ -58,7 +70,13 @@ describe('savepoint to a directory outside the checkpoint storage', () => {
     expect([...(await localTree(join(root, 'storage-a'))).keys()].filter((f) => !f.includes('_lease'))).toEqual([]);
     await a.close();
 
-    const b = await startJob({ jobId: 'job-b', storage: storageOf('storage-b'), backend: backendOf('leveldb', 'b'), parallelism: 3, restoreFrom: target });
+    const b = await startJob({
+      jobId: 'job-b',
+      storage: storageOf('storage-b'),
+      backend: backendOf('leveldb', 'b'),
+      parallelism: 3,
+      restoreFrom: target,
+    });
     expect(b.plan?.mode).toBe('no-claim');
     expect(b.plan?.pointer).toBe(target);
     expect(readAll(b, KEYS)).toEqual(Array.from({ length: KEYS }, (_, k) => `key-${k}@1`));
@@ -73,18 +91,32 @@ describe('savepoint to a directory outside the checkpoint storage', () => {
 
   it('without a target, goes to the default savepoint location (savepoints.dir) as savepoint-<job6>-<hex>', async () => {
     const dir = join(root, 'savepoints');
-    const a = await startJob({ jobId: 'job-default', storage: storageOf('storage'), backend: backendOf('memory', 'a'), parallelism: 1, savepoints: { dir } });
+    const a = await startJob({
+      jobId: 'job-default',
+      storage: storageOf('storage'),
+      backend: backendOf('memory', 'a'),
+      parallelism: 1,
+      savepoints: { dir },
+    });
     fill(a, KEYS, 1);
     const sp = a.coordinator.triggerSavepoint();
     await snapshotAndAcknowledge(a, sp);
     const info = await sp.completion;
-    expect(info.pointer).toMatch(new RegExp(`^${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/savepoint-job-de-[0-9a-f]{12}$`));
+    expect(info.pointer).toMatch(
+      new RegExp(`^${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/savepoint-job-de-[0-9a-f]{12}$`),
+    );
     expect((await localTree(info.pointer)).has('_metadata')).toBe(true);
     await a.close();
   });
 
   it('the deprecated targetDir still puts it inside the checkpoint storage', async () => {
-    const a = await startJob({ jobId: 'job-old', storage: storageOf('storage'), backend: backendOf('memory', 'a'), parallelism: 1, savepoints: { dir: join(root, 'unused') } });
+    const a = await startJob({
+      jobId: 'job-old',
+      storage: storageOf('storage'),
+      backend: backendOf('memory', 'a'),
+      parallelism: 1,
+      savepoints: { dir: join(root, 'unused') },
+    });
     fill(a, KEYS, 1);
     const sp = a.coordinator.triggerSavepoint({ targetDir: 'savepoints' });
     await snapshotAndAcknowledge(a, sp);
@@ -94,7 +126,12 @@ describe('savepoint to a directory outside the checkpoint storage', () => {
   });
 
   it('a target that exists and holds files: SAVEPOINT_TARGET_NOT_EMPTY, nothing written there, the job goes on', async () => {
-    const a = await startJob({ jobId: 'job-a', storage: storageOf('storage-a'), backend: backendOf('filesystem', 'a'), parallelism: 2 });
+    const a = await startJob({
+      jobId: 'job-a',
+      storage: storageOf('storage-a'),
+      backend: backendOf('filesystem', 'a'),
+      parallelism: 2,
+    });
     fill(a, KEYS, 1);
     const target = join(root, 'taken');
     await mkdir(join(target, 'sub'), { recursive: true });
@@ -122,8 +159,15 @@ describe('savepoint to a directory outside the checkpoint storage', () => {
   });
 
   it('a target inside the job directory is refused (the job would garbage-collect it)', async () => {
-    const a = await startJob({ jobId: 'job-a', storage: storageOf('storage-a'), backend: backendOf('memory', 'a'), parallelism: 1 });
-    expect(() => a.coordinator.triggerSavepoint({ target: join(root, 'storage-a', 'job-a', 'sp') })).toThrow(/inside job job-a's checkpoint directory/);
+    const a = await startJob({
+      jobId: 'job-a',
+      storage: storageOf('storage-a'),
+      backend: backendOf('memory', 'a'),
+      parallelism: 1,
+    });
+    expect(() => a.coordinator.triggerSavepoint({ target: join(root, 'storage-a', 'job-a', 'sp') })).toThrow(
+      /inside job job-a's checkpoint directory/,
+    );
     expect(() => a.coordinator.triggerSavepoint({ target: 'x', targetDir: 'y' })).toThrow(/either target/);
     await a.close();
   });
@@ -131,7 +175,13 @@ describe('savepoint to a directory outside the checkpoint storage', () => {
 
 describe('restore from a pointer outside the checkpoint storage', () => {
   it("restores another job's chk-<n> (incremental LevelDB, shared files) in no-claim mode and never touches its files", async () => {
-    const a = await startJob({ jobId: 'job-a', storage: storageOf('storage-a'), backend: backendOf('leveldb', 'a'), parallelism: 2, numRetained: 2 });
+    const a = await startJob({
+      jobId: 'job-a',
+      storage: storageOf('storage-a'),
+      backend: backendOf('leveldb', 'a'),
+      parallelism: 2,
+      numRetained: 2,
+    });
     fill(a, BIG, 1);
     await checkpoint(a);
     fill(a, BIG / 2, 2);
@@ -161,12 +211,24 @@ describe('restore from a pointer outside the checkpoint storage', () => {
   });
 
   it('claim mode is refused for a pointer outside the storage (a job deletes only what is in its own storage)', async () => {
-    const a = await startJob({ jobId: 'job-a', storage: storageOf('storage-a'), backend: backendOf('memory', 'a'), parallelism: 1 });
+    const a = await startJob({
+      jobId: 'job-a',
+      storage: storageOf('storage-a'),
+      backend: backendOf('memory', 'a'),
+      parallelism: 1,
+    });
     fill(a, KEYS, 1);
     const chk = await checkpoint(a);
     await a.close();
     await expect(
-      startJob({ jobId: 'job-b', storage: storageOf('storage-b'), backend: backendOf('memory', 'b'), parallelism: 1, restoreMode: 'claim', restoreFrom: join(root, 'storage-a', chk.pointer) }),
+      startJob({
+        jobId: 'job-b',
+        storage: storageOf('storage-b'),
+        backend: backendOf('memory', 'b'),
+        parallelism: 1,
+        restoreMode: 'claim',
+        restoreFrom: join(root, 'storage-a', chk.pointer),
+      }),
     ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/claim mode/) });
   });
 
@@ -175,7 +237,13 @@ describe('restore from a pointer outside the checkpoint storage', () => {
     await mkdir(junk, { recursive: true });
     await writeFile(join(junk, 'data.bin'), 'x');
     const start = (restoreFrom: string) =>
-      startJob({ jobId: 'job-b', storage: storageOf('storage-b'), backend: backendOf('memory', 'b'), parallelism: 1, restoreFrom }).then(
+      startJob({
+        jobId: 'job-b',
+        storage: storageOf('storage-b'),
+        backend: backendOf('memory', 'b'),
+        parallelism: 1,
+        restoreFrom,
+      }).then(
         () => null,
         (e: unknown) => e,
       );
@@ -188,7 +256,12 @@ describe('restore from a pointer outside the checkpoint storage', () => {
   });
 
   it("paths in a restored _metadata stay confined to the snapshot's own directory (CORRUPT, nothing read outside)", async () => {
-    const a = await startJob({ jobId: 'job-a', storage: storageOf('storage-a'), backend: backendOf('filesystem', 'a'), parallelism: 1 });
+    const a = await startJob({
+      jobId: 'job-a',
+      storage: storageOf('storage-a'),
+      backend: backendOf('filesystem', 'a'),
+      parallelism: 1,
+    });
     fill(a, KEYS, 1);
     const target = join(root, 'sp');
     const sp = a.coordinator.triggerSavepoint({ target });
@@ -199,10 +272,18 @@ describe('restore from a pointer outside the checkpoint storage', () => {
     await mkdir(join(root, 'victim'), { recursive: true });
     await writeFile(join(root, 'victim', 'secret'), 'do not read');
     const metadata = decodeMetadata(await readFile(join(target, '_metadata')), 'test');
-    const crafted = JSON.parse(JSON.stringify(metadata).replace(/"path":"[^"]+"/, '"path":"../victim/secret"')) as typeof metadata;
+    const crafted = JSON.parse(
+      JSON.stringify(metadata).replace(/"path":"[^"]+"/, '"path":"../victim/secret"'),
+    ) as typeof metadata;
     await writeFile(join(target, '_metadata'), encodeMetadata(crafted));
     await expect(
-      startJob({ jobId: 'job-b', storage: storageOf('storage-b'), backend: backendOf('memory', 'b'), parallelism: 1, restoreFrom: target }),
+      startJob({
+        jobId: 'job-b',
+        storage: storageOf('storage-b'),
+        backend: backendOf('memory', 'b'),
+        parallelism: 1,
+        restoreFrom: target,
+      }),
     ).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringMatching(/outside the snapshot/) });
   });
 });
@@ -219,14 +300,26 @@ describe('no-claim restores never delete the source (property)', () => {
           keys: fc.integer({ min: 20, max: 120 }),
           parallelism: fc.integer({ min: 1, max: 3 }),
           numRetained: fc.integer({ min: 1, max: 3 }),
-          steps: fc.array(fc.constantFrom<'checkpoint' | 'gc' | 'write'>('checkpoint', 'gc', 'write'), { minLength: 1, maxLength: 6 }),
+          steps: fc.array(fc.constantFrom<'checkpoint' | 'gc' | 'write'>('checkpoint', 'gc', 'write'), {
+            minLength: 1,
+            maxLength: 6,
+          }),
           end: fc.constantFrom<'finish' | 'cancel'>('finish', 'cancel'),
         }),
         async (c) => {
           const n = ++run;
           // A native checkpoint restores into its own backend (heap presets share one); a canonical savepoint into any.
-          const targetBackend = c.source === 'checkpoint' && (c.sourceBackend === 'leveldb') !== (c.targetBackend === 'leveldb') ? c.sourceBackend : c.targetBackend;
-          const a = await startJob({ jobId: `src-${n}`, storage: storageOf(`src-${n}`), backend: backendOf(c.sourceBackend, `src-${n}`), parallelism: 2, numRetained: 2 });
+          const targetBackend =
+            c.source === 'checkpoint' && (c.sourceBackend === 'leveldb') !== (c.targetBackend === 'leveldb')
+              ? c.sourceBackend
+              : c.targetBackend;
+          const a = await startJob({
+            jobId: `src-${n}`,
+            storage: storageOf(`src-${n}`),
+            backend: backendOf(c.sourceBackend, `src-${n}`),
+            parallelism: 2,
+            numRetained: 2,
+          });
           fill(a, c.keys, 1);
           let pointer: string;
           if (c.source === 'savepoint') {

@@ -15,8 +15,16 @@ type Command =
 
 const command: fc.Arbitrary<Command> = fc.oneof(
   { weight: 3, arbitrary: fc.integer({ min: 1, max: 400 }).map((ms) => ({ kind: 'advance' as const, ms })) },
-  { weight: 2, arbitrary: fc.constantFrom('oldest' as const, 'newest' as const).map((which) => ({ kind: 'ack' as const, which })) },
-  { weight: 1, arbitrary: fc.constantFrom('DECLINED' as const, 'TASK_NOT_READY' as const, 'CANCELLED' as const).map((reason) => ({ kind: 'decline' as const, reason })) },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom('oldest' as const, 'newest' as const).map((which) => ({ kind: 'ack' as const, which })),
+  },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom('DECLINED' as const, 'TASK_NOT_READY' as const, 'CANCELLED' as const)
+      .map((reason) => ({ kind: 'decline' as const, reason })),
+  },
 );
 
 /**
@@ -58,7 +66,8 @@ describe('CheckpointScheduler against a model (property)', () => {
             if (e.type === 'triggered') {
               expect(coord.pendingCheckpoints().length).toBeLessThanOrEqual(opts.maxConcurrent);
               // only periodic triggers happen here: none inside the pause
-              if (lastCompletionAt !== undefined) expect(e.checkpoint.triggerTimestamp).toBeGreaterThanOrEqual(lastCompletionAt + opts.minPause);
+              if (lastCompletionAt !== undefined)
+                expect(e.checkpoint.triggerTimestamp).toBeGreaterThanOrEqual(lastCompletionAt + opts.minPause);
             } else if (e.type === 'completed') {
               consecutive = 0;
               lastCompletedId = Math.max(lastCompletedId, e.checkpoint.checkpointId);
@@ -69,7 +78,11 @@ describe('CheckpointScheduler against a model (property)', () => {
               if (consecutive > opts.tolerableFailures) modelFailed = true;
             }
           });
-          const scheduler = new CheckpointScheduler(coord, { triggerCheckpoint: () => undefined, failJob: (err) => void failures.push(err) }, { ...opts, clock });
+          const scheduler = new CheckpointScheduler(
+            coord,
+            { triggerCheckpoint: () => undefined, failJob: (err) => void failures.push(err) },
+            { ...opts, clock },
+          );
           scheduler.start();
           for (const c of commands) {
             const pending: PendingCheckpoint[] = coord.pendingCheckpoints();
@@ -77,11 +90,14 @@ describe('CheckpointScheduler against a model (property)', () => {
             else if (pending.length > 0) {
               const p = c.kind === 'decline' || c.which === 'oldest' ? pending[0] : pending[pending.length - 1];
               if (c.kind === 'decline') await scheduler.decline(p.checkpointId, c.reason, 'property');
-              else for (const t of tasks) await coord.acknowledge(p.checkpointId, t.operatorId, t.subtaskIndex, await t.snapshot(p));
+              else
+                for (const t of tasks)
+                  await coord.acknowledge(p.checkpointId, t.operatorId, t.subtaskIndex, await t.snapshot(p));
             }
             await scheduler.settled();
             // (a failed job's scheduler has stopped: it times nothing out any more)
-            if (!modelFailed) for (const p of coord.pendingCheckpoints()) expect(clock.now() - p.timestamp).toBeLessThan(opts.timeout);
+            if (!modelFailed)
+              for (const p of coord.pendingCheckpoints()) expect(clock.now() - p.timestamp).toBeLessThan(opts.timeout);
             expect(coord.pendingCheckpoints().length).toBeLessThanOrEqual(opts.maxConcurrent);
             expect(failures.length).toBe(modelFailed ? 1 : 0);
             if (modelFailed) expect(scheduler.isRunning).toBe(false);

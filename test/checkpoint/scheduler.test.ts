@@ -4,7 +4,11 @@ import type { CheckpointEvent } from '../../src/checkpoint/checkpoint-stats.js';
 import { CheckpointCoordinator, type PendingCheckpoint } from '../../src/checkpoint/coordinator.js';
 import { TolerableFailuresExceededError } from '../../src/checkpoint/failure-policy.js';
 import { ManualClock } from '../../src/checkpoint/scheduler-clock.js';
-import { InvalidCheckpointOptionError, resolveSchedulerOptions, type CheckpointSchedulerOptions } from '../../src/checkpoint/scheduler-options.js';
+import {
+  InvalidCheckpointOptionError,
+  resolveSchedulerOptions,
+  type CheckpointSchedulerOptions,
+} from '../../src/checkpoint/scheduler-options.js';
 import { CheckpointScheduler, type TriggerDecline } from '../../src/checkpoint/scheduler.js';
 import type { StreamStateError } from '../../src/errors.js';
 import { expectRejectsCode } from '../support/errors.js';
@@ -38,9 +42,18 @@ interface Harness {
   steps(times: number, step: number): Promise<void>;
 }
 
-async function harness(opts: CheckpointSchedulerOptions, answer: (p: PendingCheckpoint) => void | TriggerDecline = () => undefined): Promise<Harness> {
+async function harness(
+  opts: CheckpointSchedulerOptions,
+  answer: (p: PendingCheckpoint) => void | TriggerDecline = () => undefined,
+): Promise<Harness> {
   const clock = new ManualClock(1_000_000);
-  const coord = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 128 }], clock: () => clock.now() });
+  const coord = new CheckpointCoordinator({
+    jobId: JOB,
+    storage,
+    backendName: 'fake',
+    operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 128 }],
+    clock: () => clock.now(),
+  });
   await coord.restore();
   const h: Harness = {
     clock,
@@ -52,7 +65,8 @@ async function harness(opts: CheckpointSchedulerOptions, answer: (p: PendingChec
     aborted: [],
     events: [],
     async ackAll(p) {
-      for (const t of h.tasks) await coord.acknowledge(p.checkpointId, t.operatorId, t.subtaskIndex, await t.snapshot(p));
+      for (const t of h.tasks)
+        await coord.acknowledge(p.checkpointId, t.operatorId, t.subtaskIndex, await t.snapshot(p));
       await h.scheduler.settled();
     },
     async advance(ms) {
@@ -81,9 +95,15 @@ async function harness(opts: CheckpointSchedulerOptions, answer: (p: PendingChec
 }
 
 describe('scheduler options', () => {
-  it('defaults are Flink\'s', () => {
+  it("defaults are Flink's", () => {
     const o = resolveSchedulerOptions({});
-    expect({ interval: o.interval, timeout: o.timeout, maxConcurrent: o.maxConcurrent, minPause: o.minPause, tolerableFailures: o.tolerableFailures }).toEqual({
+    expect({
+      interval: o.interval,
+      timeout: o.timeout,
+      maxConcurrent: o.maxConcurrent,
+      minPause: o.minPause,
+      tolerableFailures: o.tolerableFailures,
+    }).toEqual({
       interval: undefined,
       timeout: 600_000,
       maxConcurrent: 1,
@@ -147,33 +167,41 @@ describe('CheckpointScheduler', () => {
     expect(h.coord.pendingCheckpoints().map((c) => c.checkpointId)).toEqual([2]);
     await h.advance(1);
     expect(h.coord.pendingCheckpoints()).toEqual([]);
-    expect((await expectRejectsCode(p.completion, 'CHECKPOINT_DECLINED')) as unknown).toMatchObject({ reason: 'TIMEOUT' });
+    expect((await expectRejectsCode(p.completion, 'CHECKPOINT_DECLINED')) as unknown).toMatchObject({
+      reason: 'TIMEOUT',
+    });
     expect(h.coord.latestCompleted()?.checkpointId).toBe(1);
     expect(h.aborted).toEqual([[2, 'TIMEOUT']]);
     expect(h.coord.statistics.get(2)).toMatchObject({ status: 'failed', failureReason: 'TIMEOUT', durationMs: 500 });
     // the late acknowledgement is answered with TIMEOUT and its files go too
-    expect(await h.coord.acknowledge(p.checkpointId, 'op', 1, lateAck)).toMatchObject({ status: 'rejected', reason: 'TIMEOUT' });
+    expect(await h.coord.acknowledge(p.checkpointId, 'op', 1, lateAck)).toMatchObject({
+      status: 'rejected',
+      reason: 'TIMEOUT',
+    });
     expect(await jobFiles(storage, JOB)).toEqual(await expectedJobFiles(storage, h.coord));
     expect(await jobFiles(storage, JOB)).toEqual(retained);
     expect(h.failures.map((e) => e.code)).toEqual(['TOLERABLE_FAILURES_EXCEEDED']); // tolerableFailures 0: TIMEOUT counts
   });
 
-  it.each([1, 2, 3])('maxConcurrent %i holds under a slow subtask; a queued trigger starts when one ends', async (maxConcurrent) => {
-    const h = await harness({ interval: 100, maxConcurrent });
-    let most = 0;
-    h.coord.addCheckpointListener(() => (most = Math.max(most, h.coord.pendingCheckpoints().length)));
-    await h.advance(100 * (maxConcurrent + 5)); // subtask 1 never acknowledges
-    expect(h.triggered).toHaveLength(maxConcurrent);
-    expect(h.coord.pendingCheckpoints()).toHaveLength(maxConcurrent);
-    expect(most).toBe(maxConcurrent);
-    await h.ackAll(h.triggered[0]); // frees a slot: the queued request runs at once
-    expect(h.triggered).toHaveLength(maxConcurrent + 1);
-    expect(h.triggered.at(-1)!.timestamp).toBe(h.clock.now());
-    expect(h.coord.pendingCheckpoints().length).toBeLessThanOrEqual(maxConcurrent);
-    // queued periodic requests coalesce: one checkpoint, not one per missed interval
-    await h.advance(0);
-    expect(h.triggered).toHaveLength(maxConcurrent + 1);
-  });
+  it.each([1, 2, 3])(
+    'maxConcurrent %i holds under a slow subtask; a queued trigger starts when one ends',
+    async (maxConcurrent) => {
+      const h = await harness({ interval: 100, maxConcurrent });
+      let most = 0;
+      h.coord.addCheckpointListener(() => (most = Math.max(most, h.coord.pendingCheckpoints().length)));
+      await h.advance(100 * (maxConcurrent + 5)); // subtask 1 never acknowledges
+      expect(h.triggered).toHaveLength(maxConcurrent);
+      expect(h.coord.pendingCheckpoints()).toHaveLength(maxConcurrent);
+      expect(most).toBe(maxConcurrent);
+      await h.ackAll(h.triggered[0]); // frees a slot: the queued request runs at once
+      expect(h.triggered).toHaveLength(maxConcurrent + 1);
+      expect(h.triggered.at(-1)!.timestamp).toBe(h.clock.now());
+      expect(h.coord.pendingCheckpoints().length).toBeLessThanOrEqual(maxConcurrent);
+      // queued periodic requests coalesce: one checkpoint, not one per missed interval
+      await h.advance(0);
+      expect(h.triggered).toHaveLength(maxConcurrent + 1);
+    },
+  );
 
   it('minPause: the next periodic checkpoint starts minPause after the last completion', async () => {
     const h = await harness({ interval: 100, minPause: 250 });
@@ -194,7 +222,10 @@ describe('CheckpointScheduler', () => {
   });
 
   it.each([0, 1, 3])('tolerableFailures %i: the job fails after N+1 consecutive failures, not after N', async (n) => {
-    const h = await harness({ interval: 100, tolerableFailures: n }, () => ({ decline: 'DECLINED', message: 'the snapshot failed' }));
+    const h = await harness({ interval: 100, tolerableFailures: n }, () => ({
+      decline: 'DECLINED',
+      message: 'the snapshot failed',
+    }));
     await h.steps(n, 100);
     expect(h.triggered).toHaveLength(n);
     expect(h.failures).toEqual([]);
@@ -203,7 +234,11 @@ describe('CheckpointScheduler', () => {
     expect(h.failures).toHaveLength(1);
     const err = h.failures[0] as TolerableFailuresExceededError;
     expect(err).toBeInstanceOf(TolerableFailuresExceededError);
-    expect({ code: err.code, consecutive: err.consecutiveFailures, reason: err.lastReason }).toEqual({ code: 'TOLERABLE_FAILURES_EXCEEDED', consecutive: n + 1, reason: 'DECLINED' });
+    expect({ code: err.code, consecutive: err.consecutiveFailures, reason: err.lastReason }).toEqual({
+      code: 'TOLERABLE_FAILURES_EXCEEDED',
+      consecutive: n + 1,
+      reason: 'DECLINED',
+    });
     expect(h.events.filter((e) => e.type === 'job-failed')).toHaveLength(1);
     // the scheduler stopped: no more triggers
     await h.steps(10, 100);
@@ -214,7 +249,11 @@ describe('CheckpointScheduler', () => {
   it('a completed checkpoint resets the count; uncounted reasons never fail the job', async () => {
     let mode: 'decline' | 'not-ready' | 'accept' = 'decline';
     const h = await harness({ interval: 100, tolerableFailures: 1 }, () =>
-      mode === 'decline' ? { decline: 'DECLINED', message: 'x' } : mode === 'not-ready' ? { decline: 'TASK_NOT_READY', message: 'source not running yet' } : undefined,
+      mode === 'decline'
+        ? { decline: 'DECLINED', message: 'x' }
+        : mode === 'not-ready'
+          ? { decline: 'TASK_NOT_READY', message: 'source not running yet' }
+          : undefined,
     );
     await h.advance(100); // failure 1 of 1 tolerated
     mode = 'accept';
@@ -227,7 +266,15 @@ describe('CheckpointScheduler', () => {
     await h.steps(5, 100); // not counted
     expect(h.failures).toEqual([]);
     expect(h.scheduler.consecutiveFailures).toBe(1);
-    expect(h.aborted.map(([, r]) => r)).toEqual(['DECLINED', 'DECLINED', 'TASK_NOT_READY', 'TASK_NOT_READY', 'TASK_NOT_READY', 'TASK_NOT_READY', 'TASK_NOT_READY']);
+    expect(h.aborted.map(([, r]) => r)).toEqual([
+      'DECLINED',
+      'DECLINED',
+      'TASK_NOT_READY',
+      'TASK_NOT_READY',
+      'TASK_NOT_READY',
+      'TASK_NOT_READY',
+      'TASK_NOT_READY',
+    ]);
   });
 
   it('a decline after the trigger (scheduler.decline) and a throwing trigger callback', async () => {

@@ -5,7 +5,12 @@ describe('SharedStateRegistry', () => {
   it('tracks created-by and last use; unused files are returned once (reference item 70)', () => {
     const r = new SharedStateRegistry();
     r.registerCheckpoint(0, ['job/shared/a', 'job/shared/b']);
-    expect(r.get('job/shared/a')).toEqual({ key: 'job/shared/a', createdBy: 0, lastUsedCheckpointId: 0, confirmed: true });
+    expect(r.get('job/shared/a')).toEqual({
+      key: 'job/shared/a',
+      createdBy: 0,
+      lastUsedCheckpointId: 0,
+      confirmed: true,
+    });
     expect(r.unregisterUnused(0)).toEqual([]);
     expect(r.unregisterUnused(1).sort()).toEqual(['job/shared/a', 'job/shared/b']);
     expect(r.unregisterUnused(1)).toEqual([]);

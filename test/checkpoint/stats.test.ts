@@ -29,18 +29,34 @@ const OPERATORS = [
 
 function setup(statsHistorySize?: number) {
   const clock = new ManualClock(5_000);
-  const coord = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: OPERATORS, clock: () => clock.now(), statsHistorySize });
-  const tasks = OPERATORS.flatMap((op) => Array.from({ length: op.parallelism }, (_, i) => new FakeIncrementalSubtask(op.operatorId, i, op.parallelism)));
+  const coord = new CheckpointCoordinator({
+    jobId: JOB,
+    storage,
+    backendName: 'fake',
+    operators: OPERATORS,
+    clock: () => clock.now(),
+    statsHistorySize,
+  });
+  const tasks = OPERATORS.flatMap((op) =>
+    Array.from({ length: op.parallelism }, (_, i) => new FakeIncrementalSubtask(op.operatorId, i, op.parallelism)),
+  );
   return { clock, coord, tasks };
 }
 
 /** Every subtask acknowledges after `i + 1` ms, reporting durations derived from its index. */
-async function checkpoint(coord: CheckpointCoordinator, clock: ManualClock, tasks: readonly FakeIncrementalSubtask[]): Promise<PendingCheckpoint> {
+async function checkpoint(
+  coord: CheckpointCoordinator,
+  clock: ManualClock,
+  tasks: readonly FakeIncrementalSubtask[],
+): Promise<PendingCheckpoint> {
   const p = coord.triggerCheckpoint();
   for (const [i, t] of tasks.entries()) {
     const ack = await t.snapshot(p);
     clock.advance(1);
-    await coord.acknowledge(p.checkpointId, t.operatorId, t.subtaskIndex, { ...ack, metrics: { syncDurationMs: i, asyncDurationMs: 10 * i, alignmentDurationMs: 0.5 * i } });
+    await coord.acknowledge(p.checkpointId, t.operatorId, t.subtaskIndex, {
+      ...ack,
+      metrics: { syncDurationMs: i, asyncDurationMs: 10 * i, alignmentDurationMs: 0.5 * i },
+    });
   }
   return p;
 }
@@ -54,11 +70,19 @@ describe('checkpoint statistics', () => {
     const stats = coord.statistics.get(p.checkpointId)!;
     expect(stats.status).toBe('completed');
     expect(stats.numAcknowledged).toBe(5);
-    expect(stats.subtasks.map((s) => [s.operatorId, s.subtaskIndex])).toEqual([['a', 0], ['a', 1], ['b', 0], ['b', 1], ['b', 2]]);
+    expect(stats.subtasks.map((s) => [s.operatorId, s.subtaskIndex])).toEqual([
+      ['a', 0],
+      ['a', 1],
+      ['b', 0],
+      ['b', 1],
+      ['b', 2],
+    ]);
     const { metadata } = await storage.resolve(p.pointer);
     for (const s of stats.subtasks) {
       // what the handles say: exclusive + fresh shared written now, the previous shared file reused
-      const handle = metadata.operators.find((o) => o.operatorId === s.operatorId)!.subtasks.find((x) => x.subtaskIndex === s.subtaskIndex)!.keyed[0] as unknown as {
+      const handle = metadata.operators
+        .find((o) => o.operatorId === s.operatorId)!
+        .subtasks.find((x) => x.subtaskIndex === s.subtaskIndex)!.keyed[0] as unknown as {
         exclusive: { size: number };
         shared: Array<{ size: number }>;
       };
@@ -70,13 +94,25 @@ describe('checkpoint statistics', () => {
         fileCount: 3,
       });
     }
-    const sum = (f: 'bytesWritten' | 'bytesReused' | 'fullSize' | 'fileCount'): number => stats.subtasks.reduce((n, s) => n + s[f], 0);
-    expect(stats).toMatchObject({ bytesWritten: sum('bytesWritten'), bytesReused: sum('bytesReused'), fullSize: sum('fullSize'), fileCount: 15 });
+    const sum = (f: 'bytesWritten' | 'bytesReused' | 'fullSize' | 'fileCount'): number =>
+      stats.subtasks.reduce((n, s) => n + s[f], 0);
+    expect(stats).toMatchObject({
+      bytesWritten: sum('bytesWritten'),
+      bytesReused: sum('bytesReused'),
+      fullSize: sum('fullSize'),
+      fileCount: 15,
+    });
     expect(stats.fullSize).toBe(stats.bytesWritten + stats.bytesReused);
     expect(stats.bytesReused).toBeGreaterThan(0);
     // end-to-end: trigger to the last acknowledgement (5 subtasks, 1 ms apart)
-    expect({ trigger: stats.triggerTimestamp, duration: stats.durationMs, latestAck: stats.latestAckTimestamp }).toEqual({ trigger: 5_005, duration: 5, latestAck: 5_010 });
-    expect(stats.subtasks.map((s) => [s.syncDurationMs, s.asyncDurationMs, s.alignmentDurationMs])).toEqual([0, 1, 2, 3, 4].map((i) => [i, 10 * i, 0.5 * i]));
+    expect({
+      trigger: stats.triggerTimestamp,
+      duration: stats.durationMs,
+      latestAck: stats.latestAckTimestamp,
+    }).toEqual({ trigger: 5_005, duration: 5, latestAck: 5_010 });
+    expect(stats.subtasks.map((s) => [s.syncDurationMs, s.asyncDurationMs, s.alignmentDurationMs])).toEqual(
+      [0, 1, 2, 3, 4].map((i) => [i, 10 * i, 0.5 * i]),
+    );
     // the first checkpoint wrote everything: nothing reused
     expect(coord.statistics.get(1)).toMatchObject({ bytesReused: 0, fileCount: 10 });
     const snap = coord.statistics.snapshot();
@@ -102,11 +138,21 @@ describe('checkpoint statistics', () => {
     const report = inspectMetadata(metadata, p.pointer);
     expect(report.stats).toEqual(metadata.stats);
     const text = formatReport(report);
-    expect(text).toContain(`checkpoint statistics: duration 5 ms, written ${live.bytesWritten} B of ${live.fullSize} B (reused ${live.bytesReused} B), ${live.fileCount} files`);
+    expect(text).toContain(
+      `checkpoint statistics: duration 5 ms, written ${live.bytesWritten} B of ${live.fullSize} B (reused ${live.bytesReused} B), ${live.fileCount} files`,
+    );
     expect(text).toMatch(/subtask 2 of b: sync 4 ms, async 40 ms, alignment 2 ms/);
     // `streamstate list` reads them too
     const listed = await listJobCheckpoints(storage, JOB);
-    expect(listed.checkpoints.map((c) => c.stats)).toEqual([{ durationMs: 5, bytesWritten: live.bytesWritten, fullSize: live.fullSize, bytesReused: 0, fileCount: live.fileCount }]);
+    expect(listed.checkpoints.map((c) => c.stats)).toEqual([
+      {
+        durationMs: 5,
+        bytesWritten: live.bytesWritten,
+        fullSize: live.fullSize,
+        bytesReused: 0,
+        fileCount: live.fileCount,
+      },
+    ]);
   });
 
   it('old _metadata without stats still reads; malformed stats are CORRUPT naming the field', async () => {
@@ -124,7 +170,9 @@ describe('checkpoint statistics', () => {
     expectThrowsCode(() => encodeMetadata(bad), 'INVALID_ARGUMENT');
     // a file written with stats whose body was damaged by hand: re-frame the JSON with a valid crc
     const { crc32 } = await import('node:zlib');
-    const json = Buffer.from(JSON.stringify({ ...metadata, stats: { ...metadata.stats!, subtasks: [{ operatorId: 'a' }] } }));
+    const json = Buffer.from(
+      JSON.stringify({ ...metadata, stats: { ...metadata.stats!, subtasks: [{ operatorId: 'a' }] } }),
+    );
     const framed = Buffer.concat([body.subarray(0, 8), Buffer.alloc(4), json, Buffer.alloc(4)]);
     framed.writeUInt32BE(json.length, 8);
     framed.writeUInt32BE(crc32(json), 12 + json.length);
@@ -151,21 +199,56 @@ describe('checkpoint statistics', () => {
       await coord.abort(failed.checkpointId, 'a task failed', 'DECLINED');
       off();
       await checkpoint(coord, clock, tasks); // not heard any more
-      expect(heard.map((e) => e.type)).toEqual(['triggered', ...Array(5).fill('acknowledged'), 'completed', 'triggered', 'acknowledged', 'failed']);
+      expect(heard.map((e) => e.type)).toEqual([
+        'triggered',
+        ...Array(5).fill('acknowledged'),
+        'completed',
+        'triggered',
+        'acknowledged',
+        'failed',
+      ]);
       const last = heard.at(-1)!;
-      expect(last.type === 'failed' && last.checkpoint).toMatchObject({ checkpointId: failed.checkpointId, failureReason: 'DECLINED', durationMs: 7, numAcknowledged: 1 });
+      expect(last.type === 'failed' && last.checkpoint).toMatchObject({
+        checkpointId: failed.checkpointId,
+        failureReason: 'DECLINED',
+        durationMs: 7,
+        numAcknowledged: 1,
+      });
       expect(heard[6].type === 'completed' && heard[6].checkpoint.checkpointId).toBe(ok.checkpointId);
       // the channels carry the same event objects under their documented names
       const mine = published.filter(([, e]) => e.jobId === JOB);
-      expect(mine.slice(0, heard.length).map(([name, e]) => [name, e])).toEqual(heard.map((e) => [CHECKPOINT_CHANNELS[e.type], e]));
+      expect(mine.slice(0, heard.length).map(([name, e]) => [name, e])).toEqual(
+        heard.map((e) => [CHECKPOINT_CHANNELS[e.type], e]),
+      );
       expect(CHECKPOINT_CHANNELS.completed).toBe('streamstate:checkpoint:completed');
       // a restore is an event too, and counted
-      const again = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: OPERATORS, clock: () => clock.now() });
+      const again = new CheckpointCoordinator({
+        jobId: JOB,
+        storage,
+        backendName: 'fake',
+        operators: OPERATORS,
+        clock: () => clock.now(),
+      });
       const restoredEvents: CheckpointEvent[] = [];
       again.addCheckpointListener((e) => restoredEvents.push(e));
       const plan = await again.restore();
-      expect(restoredEvents).toEqual([{ type: 'restored', jobId: JOB, restored: { checkpointId: plan!.checkpointId, pointer: plan!.pointer, kind: 'checkpoint', mode: 'claim', restoreTimestamp: clock.now() } }]);
-      expect(again.statistics.snapshot()).toMatchObject({ counts: { restored: 1 }, latestRestored: { checkpointId: 3 } });
+      expect(restoredEvents).toEqual([
+        {
+          type: 'restored',
+          jobId: JOB,
+          restored: {
+            checkpointId: plan!.checkpointId,
+            pointer: plan!.pointer,
+            kind: 'checkpoint',
+            mode: 'claim',
+            restoreTimestamp: clock.now(),
+          },
+        },
+      ]);
+      expect(again.statistics.snapshot()).toMatchObject({
+        counts: { restored: 1 },
+        latestRestored: { checkpointId: 3 },
+      });
     } finally {
       for (const [name, fn] of handlers) unsubscribe(name, fn);
     }
@@ -174,12 +257,21 @@ describe('checkpoint statistics', () => {
   it('a throwing listener does not break checkpointing (its error goes to onCleanupError)', async () => {
     const errors: unknown[] = [];
     const clock = new ManualClock(0);
-    const coord = new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: OPERATORS, clock: () => clock.now(), onCleanupError: (e) => errors.push(e) });
+    const coord = new CheckpointCoordinator({
+      jobId: JOB,
+      storage,
+      backendName: 'fake',
+      operators: OPERATORS,
+      clock: () => clock.now(),
+      onCleanupError: (e) => errors.push(e),
+    });
     coord.addCheckpointListener(() => {
       throw new Error('listener bug');
     });
     await coord.restore();
-    const tasks = OPERATORS.flatMap((op) => Array.from({ length: op.parallelism }, (_, i) => new FakeIncrementalSubtask(op.operatorId, i, op.parallelism)));
+    const tasks = OPERATORS.flatMap((op) =>
+      Array.from({ length: op.parallelism }, (_, i) => new FakeIncrementalSubtask(op.operatorId, i, op.parallelism)),
+    );
     await checkpoint(coord, clock, tasks);
     expect(coord.latestCompleted()?.checkpointId).toBe(1);
     expect(errors.length).toBe(7); // triggered, 5 acknowledged, completed
@@ -192,7 +284,16 @@ describe('checkpoint statistics', () => {
     const snap = coord.statistics.snapshot();
     expect(snap.history.map((c) => c.checkpointId)).toEqual([5, 4, 3]);
     expect(snap.counts).toMatchObject({ triggered: 5, completed: 5 });
-    expect(() => new CheckpointCoordinator({ jobId: JOB, storage, backendName: 'fake', operators: OPERATORS, statsHistorySize: -1 })).toThrow(/statsHistorySize/);
+    expect(
+      () =>
+        new CheckpointCoordinator({
+          jobId: JOB,
+          storage,
+          backendName: 'fake',
+          operators: OPERATORS,
+          statsHistorySize: -1,
+        }),
+    ).toThrow(/statsHistorySize/);
   });
 
   it('metrics that are not non-negative numbers are refused before anything is recorded', async () => {
@@ -200,7 +301,9 @@ describe('checkpoint statistics', () => {
     await coord.restore();
     const p = coord.triggerCheckpoint();
     const ack = await tasks[0].snapshot(p);
-    const err = await coord.acknowledge(p.checkpointId, 'a', 0, { ...ack, metrics: { syncDurationMs: -1 } }).catch((e: unknown) => e);
+    const err = await coord
+      .acknowledge(p.checkpointId, 'a', 0, { ...ack, metrics: { syncDurationMs: -1 } })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('metrics.syncDurationMs') });
     expect(coord.statistics.get(p.checkpointId)?.numAcknowledged).toBe(0);
   });

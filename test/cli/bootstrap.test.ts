@@ -40,18 +40,26 @@ function jobLines(keys: number, p: number): string[] {
   for (let i = 0; i < keys; i++) {
     const key = `key-${i}`;
     lines.push({ operator: op, state: 'count', key, value: i });
-    if (i % 3 === 0) lines.push({ operator: op, state: 'profile', key, value: { name: `n${i}`, tags: [`t${i % 5}`, 'x'] } });
+    if (i % 3 === 0)
+      lines.push({ operator: op, state: 'profile', key, value: { name: `n${i}`, tags: [`t${i % 5}`, 'x'] } });
     lines.push({ operator: op, state: 'events', key, namespace: 'w1', value: [`e${i}-c`, `e${i}-a`, `e${i}-b`] });
     if (i % 2 === 0) lines.push({ operator: op, state: 'events', key, namespace: 'w2', value: [`late-${i}`] });
-    for (let j = 0; j < (i % 4) + 1; j++) lines.push({ operator: op, state: 'attrs', key, userKey: `z${j}-${i}`, value: { v: i * 10 + j } });
+    for (let j = 0; j < (i % 4) + 1; j++)
+      lines.push({ operator: op, state: 'attrs', key, userKey: `z${j}-${i}`, value: { v: i * 10 + j } });
     lines.push({ operator: op, state: 'total', key, value: i + 1 });
     lines.push({ operator: op, state: 'timers', key, namespace: i % 2 === 0 ? 'w1' : 'w2', timestamp: 1000 + (i % 7) });
   }
   for (let s = 0; s < p; s++) {
-    lines.push({ operator: op, state: 'offsets', value: `p${s}-a` }, { operator: op, state: 'offsets', value: `p${s}-b` });
+    lines.push(
+      { operator: op, state: 'offsets', value: `p${s}-a` },
+      { operator: op, state: 'offsets', value: `p${s}-b` },
+    );
     lines.push({ operator: op, state: 'sources', value: s * 100 });
   }
-  lines.push({ operator: op, state: 'rules', key: 'threshold', value: 42 }, { operator: op, state: 'rules', key: 'window', value: p });
+  lines.push(
+    { operator: op, state: 'rules', key: 'threshold', value: 42 },
+    { operator: op, state: 'rules', key: 'window', value: p },
+  );
   return lines.map((l) => JSON.stringify(l));
 }
 
@@ -77,13 +85,51 @@ describe('streamstate bootstrap', () => {
   const header = jobLines(0, 1).slice(0, 10);
   const bad: [string, string[], number, RegExp][] = [
     ['not JSON', [...header, '{"operator": "op-1",'], 11, /not valid JSON/],
-    ['a value that does not fit the declared serializer', [...header, JSON.stringify({ operator: OPERATOR, state: 'count', key: 'k', value: 'seven' })], 11, /expected an integer in int32 range/],
-    ['a key that does not fit the key serializer', [...header, JSON.stringify({ operator: OPERATOR, state: 'count', key: 7, value: 7 })], 11, /expected a string/],
-    ['a record before its declaration', [header[0], JSON.stringify({ operator: OPERATOR, state: 'count', key: 'k', value: 1 })], 2, /state "count" of operator "op-1" is not declared/],
-    ['an undeclared operator', [JSON.stringify({ operator: 'x', state: 'count', key: 'k', value: 1 })], 1, /operator "x" is not declared/],
-    ['an unknown field', [...header, JSON.stringify({ operator: OPERATOR, state: 'count', key: 'k', value: 1, colour: 'red' })], 11, /unknown field "colour"/],
-    ['a custom serializer name', [header[0], JSON.stringify({ type: 'state', operator: OPERATOR, name: 'c', kind: 'value', serializer: 'myapp.point' })], 2, /not a built-in serializer/],
-    ['a list record without an array', [...header, JSON.stringify({ operator: OPERATOR, state: 'events', key: 'k', value: 'x' })], 11, /must be an array/],
+    [
+      'a value that does not fit the declared serializer',
+      [...header, JSON.stringify({ operator: OPERATOR, state: 'count', key: 'k', value: 'seven' })],
+      11,
+      /expected an integer in int32 range/,
+    ],
+    [
+      'a key that does not fit the key serializer',
+      [...header, JSON.stringify({ operator: OPERATOR, state: 'count', key: 7, value: 7 })],
+      11,
+      /expected a string/,
+    ],
+    [
+      'a record before its declaration',
+      [header[0], JSON.stringify({ operator: OPERATOR, state: 'count', key: 'k', value: 1 })],
+      2,
+      /state "count" of operator "op-1" is not declared/,
+    ],
+    [
+      'an undeclared operator',
+      [JSON.stringify({ operator: 'x', state: 'count', key: 'k', value: 1 })],
+      1,
+      /operator "x" is not declared/,
+    ],
+    [
+      'an unknown field',
+      [...header, JSON.stringify({ operator: OPERATOR, state: 'count', key: 'k', value: 1, colour: 'red' })],
+      11,
+      /unknown field "colour"/,
+    ],
+    [
+      'a custom serializer name',
+      [
+        header[0],
+        JSON.stringify({ type: 'state', operator: OPERATOR, name: 'c', kind: 'value', serializer: 'myapp.point' }),
+      ],
+      2,
+      /not a built-in serializer/,
+    ],
+    [
+      'a list record without an array',
+      [...header, JSON.stringify({ operator: OPERATOR, state: 'events', key: 'k', value: 'x' })],
+      11,
+      /must be an array/,
+    ],
     ['a line that is not an object', [...header, '[1,2]'], 11, /must be a JSON object/],
   ];
   it.each(bad)('%s: INVALID_INPUT naming the line, nothing written', async (_name, lines, line, message) => {
@@ -117,7 +163,10 @@ describe('streamstate bootstrap', () => {
     expect(r.code).toBe(0);
     const d = await cli(['dump', sp, '--operator', 'counter']);
     expect(d.code).toBe(0);
-    const lines = d.stdout.split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as { state: string });
+    const lines = d.stdout
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as { state: string });
     expect(lines.map((l) => l.state).sort()).toEqual(['attrs', 'count', 'offsets', 'rules', 'seen', 'timers']);
   });
 

@@ -33,12 +33,30 @@ beforeAll(async () => {
 afterAll(async () => cleanup());
 
 /** One subtask at parallelism 1 under a changelog backend that never materializes: every change is in the log. */
-async function checkpointOf(jobId: string, fill: (k: KeyedStateBackend<string>) => void, clock: () => number): Promise<string> {
+async function checkpointOf(
+  jobId: string,
+  fill: (k: KeyedStateBackend<string>) => void,
+  clock: () => number,
+): Promise<string> {
   const backend = changelog({ backend: new HeapStateBackend({ name: 'memory' }), materializationIntervalMs: -1 });
   const storage = localCheckpointStorage(join(root, 'ck'), { inlineThreshold: 0 });
-  const coordinator = new CheckpointCoordinator({ jobId, storage, backendName: backend.name, operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P }] });
+  const coordinator = new CheckpointCoordinator({
+    jobId,
+    storage,
+    backendName: backend.name,
+    operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P }],
+  });
   await coordinator.restore();
-  const keyed = await backend.createKeyedStateBackend({ jobId, operatorId: 'op', subtaskIndex: 0, parallelism: 1, maxParallelism: MAX_P, keyGroupRange: keyGroupRangeForSubtask(MAX_P, 1, 0), keySerializer: stringSerializer, clock });
+  const keyed = await backend.createKeyedStateBackend({
+    jobId,
+    operatorId: 'op',
+    subtaskIndex: 0,
+    parallelism: 1,
+    maxParallelism: MAX_P,
+    keyGroupRange: keyGroupRangeForSubtask(MAX_P, 1, 0),
+    keySerializer: stringSerializer,
+    clock,
+  });
   try {
     fill(keyed);
     const pending = coordinator.triggerCheckpoint();
@@ -51,24 +69,47 @@ async function checkpointOf(jobId: string, fill: (k: KeyedStateBackend<string>) 
   }
 }
 
-async function restoreInto(backend: StateBackend, dir: string, clock: () => number): Promise<KeyedStateBackend<string>> {
-  const coordinator = new CheckpointCoordinator({ jobId: 'reader', storage: localCheckpointStorage(join(dir, '..')), backendName: backend.name, operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P }] });
+async function restoreInto(
+  backend: StateBackend,
+  dir: string,
+  clock: () => number,
+): Promise<KeyedStateBackend<string>> {
+  const coordinator = new CheckpointCoordinator({
+    jobId: 'reader',
+    storage: localCheckpointStorage(join(dir, '..')),
+    backendName: backend.name,
+    operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P }],
+  });
   const plan = await coordinator.restore(dir);
   await coordinator.shutdown('finish');
-  return backend.createKeyedStateBackend({ jobId: 'reader', operatorId: 'op', subtaskIndex: 0, parallelism: 1, maxParallelism: MAX_P, keyGroupRange: keyGroupRangeForSubtask(MAX_P, 1, 0), keySerializer: stringSerializer, clock, restore: plan!.subtask('op', 0).keyed! });
+  return backend.createKeyedStateBackend({
+    jobId: 'reader',
+    operatorId: 'op',
+    subtaskIndex: 0,
+    parallelism: 1,
+    maxParallelism: MAX_P,
+    keyGroupRange: keyGroupRangeForSubtask(MAX_P, 1, 0),
+    keySerializer: stringSerializer,
+    clock,
+    restore: plan!.subtask('op', 0).keyed!,
+  });
 }
 
 describe('convert replays changelog records without user code', () => {
   it('TTL values keep their logged write times: alive before ttl, expired after, in the converted savepoint', async () => {
     let now = T0;
-    const chk = await checkpointOf('job-ttl', (k) => {
-      const s = k.getState(ttlValue);
-      k.setCurrentKey('early');
-      s.update(1);
-      now = T0 + 30_000;
-      k.setCurrentKey('late');
-      s.update(2);
-    }, () => now);
+    const chk = await checkpointOf(
+      'job-ttl',
+      (k) => {
+        const s = k.getState(ttlValue);
+        k.setCurrentKey('early');
+        s.update(1);
+        now = T0 + 30_000;
+        k.setCurrentKey('late');
+        s.update(2);
+      },
+      () => now,
+    );
     const dst = join(root, 'out', 'ttl');
     const r = await cli(['convert', chk, dst, '--to', 'memory']);
     expect(r.stderr).toBe('');
@@ -91,30 +132,41 @@ describe('convert replays changelog records without user code', () => {
   });
 
   it('reducing sums and list appends replay; a namespace merge of reducing state is RESTORE_FAILED (exit 1), nothing written', async () => {
-    const plain = await checkpointOf('job-sum', (k) => {
-      const s = k.getState(sum);
-      const l = k.getState(events);
-      k.setCurrentKey('a');
-      s.add(3);
-      s.add(4);
-      l.add('x');
-      l.addAll(['y', 'z']);
-    }, Date.now);
+    const plain = await checkpointOf(
+      'job-sum',
+      (k) => {
+        const s = k.getState(sum);
+        const l = k.getState(events);
+        k.setCurrentKey('a');
+        s.add(3);
+        s.add(4);
+        l.add('x');
+        l.addAll(['y', 'z']);
+      },
+      Date.now,
+    );
     const ok = await cli(['dump', plain, '--operator', 'op']);
     expect(ok.code).toBe(0);
-    const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as { state: string; value: unknown });
+    const lines = ok.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { state: string; value: unknown });
     expect(lines.find((l) => l.state === 'sum')?.value).toBe(7);
     expect(lines.find((l) => l.state === 'events')?.value).toEqual(['x', 'y', 'z']);
 
-    const merged = await checkpointOf('job-merge', (k) => {
-      const s = k.getState(sum);
-      k.setCurrentKey('a');
-      s.setCurrentNamespace('w1');
-      s.add(1);
-      s.setCurrentNamespace('w2');
-      s.add(2);
-      s.mergeNamespaces('w3', ['w1', 'w2']);
-    }, Date.now);
+    const merged = await checkpointOf(
+      'job-merge',
+      (k) => {
+        const s = k.getState(sum);
+        k.setCurrentKey('a');
+        s.setCurrentNamespace('w1');
+        s.add(1);
+        s.setCurrentNamespace('w2');
+        s.add(2);
+        s.mergeNamespaces('w3', ['w1', 'w2']);
+      },
+      Date.now,
+    );
     const dst = join(root, 'out', 'merged');
     const r = await cli(['convert', merged, dst, '--to', 'memory']);
     expect(r.code).toBe(1);

@@ -30,7 +30,12 @@ interface Variant {
 }
 
 const variants: Variant[] = [
-  { name: 'changelog(filesystem)', inner: () => new HeapStateBackend({ name: 'filesystem' }), chk: '', expected: undefined as never },
+  {
+    name: 'changelog(filesystem)',
+    inner: () => new HeapStateBackend({ name: 'filesystem' }),
+    chk: '',
+    expected: undefined as never,
+  },
   { name: 'changelog(leveldb)', inner: level, chk: '', expected: undefined as never },
 ];
 
@@ -49,7 +54,12 @@ beforeAll(async () => {
         return keyed;
       },
     };
-    const jobDir = await writeCheckpoints(backend, { root: join(root, `ck-${i}`), jobId: 'job-c', count: 4, numRetained: 1 });
+    const jobDir = await writeCheckpoints(backend, {
+      root: join(root, `ck-${i}`),
+      jobId: 'job-c',
+      count: 4,
+      numRetained: 1,
+    });
     v.chk = join(jobDir, 'chk-4');
     v.expected = await readJob(withChangelogRestore(v.inner()), v.chk, { parallelism: 2 });
     expect(v.expected.keyed.length).toBeGreaterThan(100);
@@ -67,7 +77,9 @@ describe.each(variants)('CLI on a $name checkpoint', (v) => {
     const types = md.operators[0].subtasks.map((s: { keyed: { type: string }[] }) => s.keyed[0].type);
     expect(types).toEqual(['changelog', 'changelog']);
     const located = await locateSnapshot(v.chk);
-    const handles = located.snapshot.metadata.operators[0].subtasks.map((s) => s.keyed[0] as unknown as { materialized: unknown[]; logs: unknown[] });
+    const handles = located.snapshot.metadata.operators[0].subtasks.map(
+      (s) => s.keyed[0] as unknown as { materialized: unknown[]; logs: unknown[] },
+    );
     expect(handles.some((h) => h.materialized.length > 0 && h.logs.length > 0)).toBe(true);
   });
 
@@ -83,7 +95,10 @@ describe.each(variants)('CLI on a $name checkpoint', (v) => {
   it('dump prints the replayed values (the last checkpoint saw count = i + 3)', async () => {
     const r = await cli(['dump', v.chk, '--operator', 'op-1', '--state', 'count']);
     expect(r.code).toBe(0);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { key: string; value: number });
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { key: string; value: number });
     expect(lines).toHaveLength(30);
     for (const l of lines) expect(l.value).toBe(Number(l.key.slice('key-'.length)) + 3);
     const total = (await cli(['dump', v.chk, '--operator', 'op-1', '--state', 'total'])).stdout.trim().split('\n');
@@ -109,8 +124,15 @@ describe.each(variants)('CLI on a $name checkpoint', (v) => {
   it('convertSnapshot (library) turns it into a canonical savepoint', async () => {
     const dst = join(root, 'out', `${v.name}-lib`);
     const located = await locateSnapshot(v.chk);
-    const result = await convertSnapshot(located, dst, { target: 'filesystem', format: 'canonical', backendFor: backendByName, keySerializerOf });
-    expect(result.metadata.operators[0].subtasks.every((s) => s.keyed.every((h) => h.type === 'key-groups'))).toBe(true);
+    const result = await convertSnapshot(located, dst, {
+      target: 'filesystem',
+      format: 'canonical',
+      backendFor: backendByName,
+      keySerializerOf,
+    });
+    expect(result.metadata.operators[0].subtasks.every((s) => s.keyed.every((h) => h.type === 'key-groups'))).toBe(
+      true,
+    );
     expect(await readJob(heap(), dst, { parallelism: 2 })).toEqual(v.expected);
   });
 });

@@ -13,13 +13,20 @@ let cleanup: () => Promise<void>;
 let sp: string;
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-cli-conv-'));
-  sp = await writeJob(new HeapStateBackend({ name: 'memory' }), { root, parallelism: 2, format: 'canonical', data: { keys: 50 } });
+  sp = await writeJob(new HeapStateBackend({ name: 'memory' }), {
+    root,
+    parallelism: 2,
+    format: 'canonical',
+    data: { keys: 50 },
+  });
 });
 afterAll(async () => cleanup());
 
 describe('flags', () => {
   it('--version and -V print the package version', async () => {
-    const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
     for (const flag of ['--version', '-V']) {
       const r = await cli([flag]);
       expect(r.code).toBe(0);
@@ -30,7 +37,9 @@ describe('flags', () => {
   it('argument errors: one line with the documented prefix and INVALID_ARGUMENT, exit 2', async () => {
     const unknown = await cli(['inspect', sp, '--no-such-flag']);
     expect(unknown.code).toBe(2);
-    expect(oneLine(unknown.stderr)).toMatch(/^streamstate inspect: error INVALID_ARGUMENT: unknown option '--no-such-flag'/);
+    expect(oneLine(unknown.stderr)).toMatch(
+      /^streamstate inspect: error INVALID_ARGUMENT: unknown option '--no-such-flag'/,
+    );
     const missing = await cli(['dump', sp]);
     expect(missing.code).toBe(2);
     expect(oneLine(missing.stderr)).toMatch(/^streamstate dump: error INVALID_ARGUMENT: .*--operator/);
@@ -44,11 +53,20 @@ describe('flags', () => {
     expect(missing.code).toBe(3);
     expect(missing.stdout).toBe('');
     expect(JSON.parse(oneLine(missing.stderr))).toEqual({
-      error: { command: 'inspect', code: 'NOT_FOUND', message: expect.stringContaining('no such file or directory'), exitCode: 3 },
+      error: {
+        command: 'inspect',
+        code: 'NOT_FOUND',
+        message: expect.stringContaining('no such file or directory'),
+        exitCode: 3,
+      },
     });
     const usage = await cli(['list', root, '--json', '--bogus']);
     expect(usage.code).toBe(2);
-    expect(JSON.parse(oneLine(usage.stderr)).error).toMatchObject({ command: 'list', code: 'INVALID_ARGUMENT', exitCode: 2 });
+    expect(JSON.parse(oneLine(usage.stderr)).error).toMatchObject({
+      command: 'list',
+      code: 'INVALID_ARGUMENT',
+      exitCode: 2,
+    });
   });
 
   it('--quiet: no progress even on a terminal, results unchanged', async () => {

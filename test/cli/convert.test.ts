@@ -15,7 +15,11 @@ let expectedLevel: JobContents;
 
 const heap = (): HeapStateBackend => new HeapStateBackend({ name: 'memory' });
 const level = (): ReturnType<typeof leveldb> => leveldb({ workingDir: join(root, 'work') });
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-cli-conv-'));
@@ -59,13 +63,23 @@ describe('streamstate convert', () => {
     const b = join(root, 'out', 'c');
     expect((await cli(['convert', a, b, '--to', 'memory', '--format', 'native', '--parallelism', '4'])).code).toBe(0);
     const md2 = JSON.parse((await cli(['inspect', b, '--json'])).stdout);
-    expect(md2.operators[0].subtasks.map((s: { keyed: { layout: string }[] }) => s.keyed[0].layout)).toEqual(['heap-v1', 'heap-v1', 'heap-v1', 'heap-v1']);
+    expect(md2.operators[0].subtasks.map((s: { keyed: { layout: string }[] }) => s.keyed[0].layout)).toEqual([
+      'heap-v1',
+      'heap-v1',
+      'heap-v1',
+      'heap-v1',
+    ]);
     expect(await readJob(heap(), b, { parallelism: 4 })).toEqual(expectedLevel);
     expect((await cli(['verify', b])).code).toBe(0);
   });
 
   it('converts a checkpoint (not only savepoints) of a job directory', async () => {
-    const jobDir = await writeCheckpoints(level(), { root: join(root, 'ck'), jobId: 'job-c', count: 2, numRetained: 1 });
+    const jobDir = await writeCheckpoints(level(), {
+      root: join(root, 'ck'),
+      jobId: 'job-c',
+      count: 2,
+      numRetained: 1,
+    });
     const dst = join(root, 'out', 'from-checkpoint');
     const r = await cli(['convert', join(jobDir, 'chk-2'), dst, '--to', 'memory', '--parallelism', '3']);
     expect(r.code).toBe(0);
@@ -76,7 +90,9 @@ describe('streamstate convert', () => {
     const dump = (await cli(['dump', dst, '--operator', 'op-1', '--state', 'count'])).stdout.trim().split('\n');
     expect(dump).toHaveLength(30);
     // the second checkpoint saw count = i + 1
-    expect(dump.map((l) => JSON.parse(l) as { key: string; value: number }).find((x) => x.key === 'key-5')?.value).toBe(6);
+    expect(dump.map((l) => JSON.parse(l) as { key: string; value: number }).find((x) => x.key === 'key-5')?.value).toBe(
+      6,
+    );
   });
 
   it('the result is relocatable: move the directory, restore from the new path', async () => {
@@ -91,19 +107,47 @@ describe('streamstate convert', () => {
 
   it('--parallelism above maxParallelism: exit 2, one line, nothing written', async () => {
     const before = await entries(join(root, 'out'));
-    const r = await cli(['convert', heapNative, join(root, 'out', 'too-wide'), '--to', 'leveldb', '--parallelism', '17']);
+    const r = await cli([
+      'convert',
+      heapNative,
+      join(root, 'out', 'too-wide'),
+      '--to',
+      'leveldb',
+      '--parallelism',
+      '17',
+    ]);
     expect(r.code).toBe(2);
-    expect(oneLine(r.stderr)).toMatch(/PARALLELISM_INVALID: --parallelism 17 is above operator op-1's maxParallelism 16/);
+    expect(oneLine(r.stderr)).toMatch(
+      /PARALLELISM_INVALID: --parallelism 17 is above operator op-1's maxParallelism 16/,
+    );
     expect(await entries(join(root, 'out'))).toEqual(before);
   });
 
   it('--max-parallelism-check checks without writing', async () => {
     const dst = join(root, 'out', 'check-only');
-    const ok = await cli(['convert', heapNative, dst, '--to', 'leveldb', '--parallelism', '16', '--max-parallelism-check']);
+    const ok = await cli([
+      'convert',
+      heapNative,
+      dst,
+      '--to',
+      'leveldb',
+      '--parallelism',
+      '16',
+      '--max-parallelism-check',
+    ]);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain('operator op-1: parallelism 2 -> 16, maxParallelism 16: ok');
     expect(await exists(dst)).toBe(false);
-    const bad = await cli(['convert', heapNative, dst, '--to', 'leveldb', '--parallelism', '32', '--max-parallelism-check']);
+    const bad = await cli([
+      'convert',
+      heapNative,
+      dst,
+      '--to',
+      'leveldb',
+      '--parallelism',
+      '32',
+      '--max-parallelism-check',
+    ]);
     expect(bad.code).toBe(2);
   });
 
@@ -117,7 +161,9 @@ describe('streamstate convert', () => {
       await fh.close();
     }
     const before = await entries(join(root, 'out'));
-    const r = await cli(['convert', src, join(root, 'out', 'from-corrupt'), '--to', 'leveldb', '--format', 'native'], { progressDelayMs: 0 });
+    const r = await cli(['convert', src, join(root, 'out', 'from-corrupt'), '--to', 'leveldb', '--format', 'native'], {
+      progressDelayMs: 0,
+    });
     expect(r.code).toBe(4);
     expect(errorLine(r.stderr)).toMatch(/CHECKSUM_MISMATCH/);
     expect(await entries(join(root, 'out'))).toEqual(before);
@@ -140,14 +186,21 @@ describe('streamstate convert', () => {
   it('progress: nothing on a non-terminal stderr unless --progress (then plain lines), a redrawn bar on a terminal', async () => {
     const quiet = await cli(['convert', heapNative, join(root, 'out', 'p0'), '--to', 'memory']);
     expect(quiet.stderr).toBe(''); // quick work shows no progress
-    const unasked = await cli(['convert', heapNative, join(root, 'out', 'p3'), '--to', 'memory'], { progressDelayMs: 0 });
+    const unasked = await cli(['convert', heapNative, join(root, 'out', 'p3'), '--to', 'memory'], {
+      progressDelayMs: 0,
+    });
     expect(unasked.code).toBe(0);
     expect(unasked.stderr).toBe('');
-    const plain = await cli(['--progress', 'convert', heapNative, join(root, 'out', 'p1'), '--to', 'memory'], { progressDelayMs: 0 });
+    const plain = await cli(['--progress', 'convert', heapNative, join(root, 'out', 'p1'), '--to', 'memory'], {
+      progressDelayMs: 0,
+    });
     expect(plain.code).toBe(0);
     expect(plain.stderr).toMatch(/^rewriting op-1: \d+%$/m);
     expect(plain.stderr).not.toContain('\r');
-    const tty = await cli(['convert', heapNative, join(root, 'out', 'p2'), '--to', 'memory'], { tty: true, progressDelayMs: 0 });
+    const tty = await cli(['convert', heapNative, join(root, 'out', 'p2'), '--to', 'memory'], {
+      tty: true,
+      progressDelayMs: 0,
+    });
     expect(tty.code).toBe(0);
     expect(tty.stderr).toContain('\r');
     expect(tty.stderr).toMatch(/\[#+-*\]\s+\d+% rewriting op-1/);

@@ -17,7 +17,11 @@ let root: string;
 let cleanup: () => Promise<void>;
 let single: string;
 
-async function rewriteMetadata(src: string, dst: string, edit: (m: CheckpointMetadata) => CheckpointMetadata): Promise<string> {
+async function rewriteMetadata(
+  src: string,
+  dst: string,
+  edit: (m: CheckpointMetadata) => CheckpointMetadata,
+): Promise<string> {
   await cp(src, dst, { recursive: true });
   const md = decodeMetadata(await readFile(join(src, '_metadata')));
   await writeFile(join(dst, '_metadata'), encodeMetadata(edit(md)));
@@ -35,12 +39,22 @@ describe('key-group coverage', () => {
     // The same full-range handle acknowledged by subtasks 0-3 (the issue's scenario).
     const dir = await rewriteMetadata(single, join(root, 'fourfold'), (m) => ({
       ...m,
-      operators: m.operators.map((op) => ({ ...op, parallelism: 4, subtasks: [0, 1, 2, 3].map((i) => ({ ...op.subtasks[0], subtaskIndex: i, operator: i === 0 ? op.subtasks[0].operator : [] })) })),
+      operators: m.operators.map((op) => ({
+        ...op,
+        parallelism: 4,
+        subtasks: [0, 1, 2, 3].map((i) => ({
+          ...op.subtasks[0],
+          subtaskIndex: i,
+          operator: i === 0 ? op.subtasks[0].operator : [],
+        })),
+      })),
     }));
     const v = await cli(['verify', dir]);
     expect(v.code).toBe(4);
     expect(v.stdout).toMatch(/^FAILED /);
-    expect(v.stderr).toContain('subtask 1: a key-groups handle claims key groups 0-15, but subtask 1 of parallelism 4 owns 4-7');
+    expect(v.stderr).toContain(
+      'subtask 1: a key-groups handle claims key groups 0-15, but subtask 1 of parallelism 4 owns 4-7',
+    );
 
     const d = await cli(['dump', dir, '--operator', 'op-1']);
     expect(d.code).toBe(4);
@@ -58,7 +72,17 @@ describe('key-group coverage', () => {
       ...m,
       operators: m.operators.map((op) => ({
         ...op,
-        subtasks: op.subtasks.map((s) => ({ ...s, keyed: s.keyed.map((h) => ({ ...h, keyGroupRange: { start: 0, end: 11 }, blocks: (h as unknown as { blocks: { keyGroup: number }[] }).blocks.filter((b) => b.keyGroup <= 11) }) as unknown as KeyedStateHandle) })),
+        subtasks: op.subtasks.map((s) => ({
+          ...s,
+          keyed: s.keyed.map(
+            (h) =>
+              ({
+                ...h,
+                keyGroupRange: { start: 0, end: 11 },
+                blocks: (h as unknown as { blocks: { keyGroup: number }[] }).blocks.filter((b) => b.keyGroup <= 11),
+              }) as unknown as KeyedStateHandle,
+          ),
+        })),
       })),
     }));
     const v = await cli(['verify', dir]);
@@ -68,9 +92,14 @@ describe('key-group coverage', () => {
 });
 
 /** A keyed handle claiming `start..end` (only the fields coverage looks at). */
-const handle = (start: number, end: number): KeyedStateHandle => ({ type: 'key-groups', keyGroupRange: { start, end } }) as unknown as KeyedStateHandle;
+const handle = (start: number, end: number): KeyedStateHandle =>
+  ({ type: 'key-groups', keyGroupRange: { start, end } }) as unknown as KeyedStateHandle;
 
-function metadataOf(maxP: number, p: number, subtasks: { index: number; ranges: [number, number][] }[]): CheckpointMetadata {
+function metadataOf(
+  maxP: number,
+  p: number,
+  subtasks: { index: number; ranges: [number, number][] }[],
+): CheckpointMetadata {
   return {
     checkpointId: 1,
     jobId: 'j',
@@ -78,24 +107,49 @@ function metadataOf(maxP: number, p: number, subtasks: { index: number; ranges: 
     format: 'native',
     backend: 'memory',
     timestamp: 0,
-    operators: [{ operatorId: 'op', parallelism: p, maxParallelism: maxP, subtasks: subtasks.map((s) => ({ subtaskIndex: s.index, keyed: s.ranges.map(([a, b]) => handle(a, b)), operator: [] })) }],
+    operators: [
+      {
+        operatorId: 'op',
+        parallelism: p,
+        maxParallelism: maxP,
+        subtasks: subtasks.map((s) => ({
+          subtaskIndex: s.index,
+          keyed: s.ranges.map(([a, b]) => handle(a, b)),
+          operator: [],
+        })),
+      },
+    ],
   };
 }
 
 describe('keyGroupCoverageProblems against a per-key-group count model', () => {
   it('exact ranges (any subset of subtasks, any split of a range into adjacent handles) are fine', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 64 }), fc.array(fc.boolean(), { minLength: 64, maxLength: 64 }), fc.integer({ min: 0, max: 63 }), (maxP, pRaw, present, splitAt) => {
-        const p = Math.min(pRaw, maxP);
-        const subtasks = [];
-        for (let i = 0; i < p; i++) {
-          if (!present[i]) continue;
-          const r = keyGroupRangeForSubtask(maxP, p, i);
-          const cut = r.start + (splitAt % (r.end - r.start + 1));
-          subtasks.push({ index: i, ranges: (cut > r.start ? [[r.start, cut - 1], [cut, r.end]] : [[r.start, r.end]]) as [number, number][] });
-        }
-        expect(keyGroupCoverageProblems(metadataOf(maxP, p, subtasks))).toEqual([]);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 64 }),
+        fc.integer({ min: 1, max: 64 }),
+        fc.array(fc.boolean(), { minLength: 64, maxLength: 64 }),
+        fc.integer({ min: 0, max: 63 }),
+        (maxP, pRaw, present, splitAt) => {
+          const p = Math.min(pRaw, maxP);
+          const subtasks = [];
+          for (let i = 0; i < p; i++) {
+            if (!present[i]) continue;
+            const r = keyGroupRangeForSubtask(maxP, p, i);
+            const cut = r.start + (splitAt % (r.end - r.start + 1));
+            subtasks.push({
+              index: i,
+              ranges: (cut > r.start
+                ? [
+                    [r.start, cut - 1],
+                    [cut, r.end],
+                  ]
+                : [[r.start, r.end]]) as [number, number][],
+            });
+          }
+          expect(keyGroupCoverageProblems(metadataOf(maxP, p, subtasks))).toEqual([]);
+        },
+      ),
     );
   });
 
@@ -104,12 +158,26 @@ describe('keyGroupCoverageProblems against a per-key-group count model', () => {
       fc.property(
         fc.integer({ min: 1, max: 32 }),
         fc.integer({ min: 1, max: 32 }),
-        fc.array(fc.tuple(fc.integer({ min: 0, max: 31 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 31 }), fc.integer({ min: 0, max: 31 })), { minLength: 1, maxLength: 3 })), { maxLength: 6 }),
+        fc.array(
+          fc.tuple(
+            fc.integer({ min: 0, max: 31 }),
+            fc.array(fc.tuple(fc.integer({ min: 0, max: 31 }), fc.integer({ min: 0, max: 31 })), {
+              minLength: 1,
+              maxLength: 3,
+            }),
+          ),
+          { maxLength: 6 },
+        ),
         (maxP, pRaw, raw) => {
           const p = Math.min(pRaw, maxP);
           const seen = new Set<number>();
           const subtasks = raw
-            .map(([i, rs]) => ({ index: i % p, ranges: rs.map(([a, b]) => [Math.min(a, b) % maxP, Math.max(a, b) % maxP] as [number, number]).filter(([a, b]) => a <= b) }))
+            .map(([i, rs]) => ({
+              index: i % p,
+              ranges: rs
+                .map(([a, b]) => [Math.min(a, b) % maxP, Math.max(a, b) % maxP] as [number, number])
+                .filter(([a, b]) => a <= b),
+            }))
             .filter((s) => s.ranges.length > 0 && !seen.has(s.index) && (seen.add(s.index), true));
           // Model: per key group, which subtask claims it how often.
           let ok = true;

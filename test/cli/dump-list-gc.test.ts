@@ -13,15 +13,29 @@ let levelNative: string;
 let ckRoot: string;
 let jobDir: string;
 
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-cli-dlg-'));
   heapNative = await writeJob(new HeapStateBackend({ name: 'memory' }), { root, parallelism: 2, format: 'native' });
   levelNative = await writeJob(leveldb({ workingDir: join(root, 'work') }), { root, parallelism: 3, format: 'native' });
   ckRoot = join(root, 'checkpoints');
-  jobDir = await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), { root: ckRoot, jobId: 'job-x', count: 3, numRetained: 2 });
-  await writeCheckpoints(leveldb({ workingDir: join(root, 'work2') }), { root: ckRoot, jobId: 'job-y', count: 2, numRetained: 1 });
+  jobDir = await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), {
+    root: ckRoot,
+    jobId: 'job-x',
+    count: 3,
+    numRetained: 2,
+  });
+  await writeCheckpoints(leveldb({ workingDir: join(root, 'work2') }), {
+    root: ckRoot,
+    jobId: 'job-y',
+    count: 2,
+    numRetained: 1,
+  });
 });
 
 afterAll(async () => cleanup());
@@ -82,7 +96,9 @@ describe('streamstate dump', () => {
     expect(oneLine(r.stderr)).toContain('operators: op-1');
     const s = await cli(['dump', heapNative, '--operator', 'op-1', '--state', 'nope']);
     expect(s.code).toBe(2);
-    expect(oneLine(s.stderr)).toContain('states: attrs, count, events, offsets, profile, rules, sources, timers, total');
+    expect(oneLine(s.stderr)).toContain(
+      'states: attrs, count, events, offsets, profile, rules, sources, timers, total',
+    );
   });
 
   it('--operator is required (usage error, exit 2)', async () => {
@@ -172,7 +188,9 @@ describe('streamstate gc', () => {
     // --min-age 0: the young file goes too (the job is stopped here); the user's file stays.
     expect((await cli(['gc', jobDir, '--min-age', '0'])).stdout).toContain('deleted 1 file');
     expect(await exists(join(jobDir, 'shared', 'notes.txt'))).toBe(true);
-    expect(JSON.parse((await cli(['gc', jobDir, '--dry-run', '--json', '--min-age', '0'])).stdout).jobs[0].files).toEqual([]);
+    expect(
+      JSON.parse((await cli(['gc', jobDir, '--dry-run', '--json', '--min-age', '0'])).stdout).jobs[0].files,
+    ).toEqual([]);
   });
 
   it('keeps shared files when a _metadata cannot be read', async () => {

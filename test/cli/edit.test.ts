@@ -16,7 +16,12 @@ let n = 0;
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-cli-edit-'));
   // A LevelDB native savepoint: edit restores it through LevelDB to read it.
-  source = await writeJob(leveldb({ workingDir: join(root, 'work') }), { root: join(root, 'src'), parallelism: 2, format: 'native', data: { keys: 12 } });
+  source = await writeJob(leveldb({ workingDir: join(root, 'work') }), {
+    root: join(root, 'src'),
+    parallelism: 2,
+    format: 'native',
+    data: { keys: 12 },
+  });
 });
 afterAll(async () => cleanup());
 
@@ -37,7 +42,19 @@ async function dump(dir: string, operator: string): Promise<string[]> {
 describe('streamstate edit', () => {
   it('renames the operator, drops and renames states in one step', async () => {
     const out = dst();
-    const r = await cli(['edit', source, out, '--rename-operator', `${OPERATOR}=op-2`, '--drop-state', `${OPERATOR}/events`, '--drop-state', `${OPERATOR}/sources`, '--rename-state', `${OPERATOR}/count=visits`]);
+    const r = await cli([
+      'edit',
+      source,
+      out,
+      '--rename-operator',
+      `${OPERATOR}=op-2`,
+      '--drop-state',
+      `${OPERATOR}/events`,
+      '--drop-state',
+      `${OPERATOR}/sources`,
+      '--rename-state',
+      `${OPERATOR}/count=visits`,
+    ]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^edited .* -> .*: canonical savepoint with operators op-2 \(4 edits\)\n$/);
@@ -52,7 +69,12 @@ describe('streamstate edit', () => {
 
   it('merges a checkpoint of another job and drops an operator', async () => {
     const ckRoot = join(root, 'ck');
-    await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), { root: ckRoot, jobId: 'job-z', count: 1, numRetained: 1 });
+    await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), {
+      root: ckRoot,
+      jobId: 'job-z',
+      count: 1,
+      numRetained: 1,
+    });
     const chk = join(ckRoot, 'job-z', (await readdir(join(ckRoot, 'job-z'))).find((d) => d.startsWith('chk-'))!);
     const renamed = dst();
     expect((await cli(['edit', chk, renamed, '--rename-operator', `${OPERATOR}=other`])).code).toBe(0);
@@ -86,7 +108,11 @@ describe('streamstate edit', () => {
   });
 
   it('malformed options are usage errors', async () => {
-    for (const args of [['--rename-operator', 'no-equals'], ['--drop-state', 'no-slash'], ['--rename-state', `${OPERATOR}/count`]]) {
+    for (const args of [
+      ['--rename-operator', 'no-equals'],
+      ['--drop-state', 'no-slash'],
+      ['--rename-state', `${OPERATOR}/count`],
+    ]) {
       const r = await cli(['edit', source, dst(), ...args]);
       expect(r.code).toBe(2);
     }

@@ -22,7 +22,11 @@ beforeAll(async () => {
 });
 afterAll(async () => cleanup());
 
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** Every file under `dir` (relative paths), sorted. */
 async function tree(dir: string): Promise<string[]> {
@@ -43,7 +47,8 @@ async function aged(path: string, text: string, ageMs: number): Promise<void> {
 
 async function ageTree(dir: string, ageMs: number): Promise<void> {
   const t = new Date(Date.now() - ageMs);
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) await utimes(join(e.parentPath, e.name), t, t);
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }))
+    await utimes(join(e.parentPath, e.name), t, t);
   await utimes(dir, t, t);
 }
 
@@ -70,7 +75,12 @@ describe('streamstate gc refuses what is not a streamstate job', () => {
 
   it('a parent of a job and an unrelated folder: only the job is collected, the other folder is left alone', async () => {
     const parent = join(root, 'parent');
-    const jobDir = await writeCheckpoints(leveldb({ workingDir: join(root, 'work-p') }), { root: parent, jobId: 'job-p', count: 2, numRetained: 1 });
+    const jobDir = await writeCheckpoints(leveldb({ workingDir: join(root, 'work-p') }), {
+      root: parent,
+      jobId: 'job-p',
+      count: 2,
+      numRetained: 1,
+    });
     await aged(join(jobDir, 'shared', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'), 'orphan', 2 * HOUR);
     await userDir(join(parent, 'unrelated'));
     const unrelatedBefore = await tree(join(parent, 'unrelated'));
@@ -80,7 +90,9 @@ describe('streamstate gc refuses what is not a streamstate job', () => {
     const report = JSON.parse(r.stdout);
     expect(report.skipped).toEqual(['unrelated']);
     expect(report.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(['job-p']);
-    expect(report.jobs[0].files.map((f: { name: string }) => f.name)).toEqual(['job-p/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb']);
+    expect(report.jobs[0].files.map((f: { name: string }) => f.name)).toEqual([
+      'job-p/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb',
+    ]);
     expect(await exists(join(jobDir, 'shared', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'))).toBe(false);
     expect(await tree(join(parent, 'unrelated'))).toEqual(unrelatedBefore);
     expect((await cli(['verify', join(jobDir, 'chk-2')])).code).toBe(0);
@@ -105,7 +117,12 @@ describe('streamstate gc during a checkpoint', () => {
     try {
       for (let i = 0; i < 2; i++) {
         const info = { jobId: 'job-live', operatorId: OPERATOR, subtaskIndex: i, parallelism: 2 };
-        const keyed = await backend.createKeyedStateBackend({ ...info, maxParallelism: MAX_PARALLELISM, keyGroupRange: keyGroupRangeForSubtask(MAX_PARALLELISM, 2, i), keySerializer: stringSerializer });
+        const keyed = await backend.createKeyedStateBackend({
+          ...info,
+          maxParallelism: MAX_PARALLELISM,
+          keyGroupRange: keyGroupRangeForSubtask(MAX_PARALLELISM, 2, i),
+          keySerializer: stringSerializer,
+        });
         subtasks.push({ keyed, operator: await backend.createOperatorStateBackend(info) });
       }
       const write = (round: number): void => {
@@ -159,10 +176,14 @@ describe('streamstate gc during a checkpoint', () => {
         const ageOnly = await cli(['gc', copy, '--json']);
         expect(ageOnly.code).toBe(0);
         expect(await tree(copy)).toEqual(copyBefore);
-        const keptNames = (JSON.parse(ageOnly.stdout).jobs[0].kept as { name: string; reason: string }[]).filter((k) => k.reason === 'too-young').map((k) => k.name);
+        const keptNames = (JSON.parse(ageOnly.stdout).jobs[0].kept as { name: string; reason: string }[])
+          .filter((k) => k.reason === 'too-young')
+          .map((k) => k.name);
         expect(keptNames).toEqual(expect.arrayContaining(inFlight.map((f) => `job-live/${f}`)));
         const noAge = await cli(['gc', copy, '--dry-run', '--json', '--min-age', '0']);
-        expect((JSON.parse(noAge.stdout).jobs[0].files as { name: string }[]).map((f) => f.name)).toEqual(expect.arrayContaining(inFlight.map((f) => `job-live/${f}`)));
+        expect((JSON.parse(noAge.stdout).jobs[0].files as { name: string }[]).map((f) => f.name)).toEqual(
+          expect.arrayContaining(inFlight.map((f) => `job-live/${f}`)),
+        );
       });
       expect(id).toBe(2);
       expect(await tree(jobDir)).toEqual(expect.arrayContaining(inFlight));
@@ -173,7 +194,9 @@ describe('streamstate gc during a checkpoint', () => {
       }
       await coordinator.shutdown('finish');
     }
-    const restored = await readJob(leveldb({ workingDir: join(root, 'work-read') }), join(jobDir, 'chk-2'), { parallelism: 2 });
+    const restored = await readJob(leveldb({ workingDir: join(root, 'work-read') }), join(jobDir, 'chk-2'), {
+      parallelism: 2,
+    });
     expect(restored.keyed.filter((l) => l.startsWith('["count"'))).toHaveLength(200);
     expect(restored.keyed).toContain('["count","key-7","",72]');
     expect((await cli(['verify', join(jobDir, 'chk-2')])).code).toBe(0);
@@ -185,9 +208,22 @@ describe('streamstate gc and the job lease', () => {
     const ckRoot = join(root, 'leased');
     const backend = new HeapStateBackend({ name: 'filesystem' });
     const storage = localCheckpointStorage(ckRoot, { inlineThreshold: 0 });
-    const coordinator = new CheckpointCoordinator({ jobId: 'job-l', storage, backendName: backend.name, operators: [{ operatorId: OPERATOR, parallelism: 1, maxParallelism: MAX_PARALLELISM }] });
+    const coordinator = new CheckpointCoordinator({
+      jobId: 'job-l',
+      storage,
+      backendName: backend.name,
+      operators: [{ operatorId: OPERATOR, parallelism: 1, maxParallelism: MAX_PARALLELISM }],
+    });
     await coordinator.restore();
-    const keyed = await backend.createKeyedStateBackend({ jobId: 'job-l', operatorId: OPERATOR, subtaskIndex: 0, parallelism: 1, maxParallelism: MAX_PARALLELISM, keyGroupRange: keyGroupRangeForSubtask(MAX_PARALLELISM, 1, 0), keySerializer: stringSerializer });
+    const keyed = await backend.createKeyedStateBackend({
+      jobId: 'job-l',
+      operatorId: OPERATOR,
+      subtaskIndex: 0,
+      parallelism: 1,
+      maxParallelism: MAX_PARALLELISM,
+      keyGroupRange: keyGroupRangeForSubtask(MAX_PARALLELISM, 1, 0),
+      keySerializer: stringSerializer,
+    });
     const jobDir = join(ckRoot, 'job-l');
     const orphan = join(jobDir, 'shared', 'dddddddddddddddddddddddddddddddd');
     try {

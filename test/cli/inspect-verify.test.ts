@@ -42,11 +42,17 @@ beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-cli-iv-'));
   heapNative = await writeJob(new HeapStateBackend({ name: 'memory' }), { root, parallelism: 2, format: 'native' });
   levelNative = await writeJob(leveldb({ workingDir: join(root, 'work') }), { root, parallelism: 2, format: 'native' });
-  changelogNative = await writeJob(changelog({ backend: leveldb({ workingDir: join(root, 'work') }), storage: localCheckpointStorage(join(root, 'cl')) }), {
-    root,
-    parallelism: 2,
-    format: 'native',
-  });
+  changelogNative = await writeJob(
+    changelog({
+      backend: leveldb({ workingDir: join(root, 'work') }),
+      storage: localCheckpointStorage(join(root, 'cl')),
+    }),
+    {
+      root,
+      parallelism: 2,
+      format: 'native',
+    },
+  );
 });
 
 afterAll(async () => cleanup());
@@ -73,7 +79,14 @@ describe('streamstate inspect', () => {
     expect(report.kind).toBe('savepoint');
     expect(report.format).toBe('native');
     const op = report.operators[0];
-    expect(op.keyedStates.map((s: { name: string }) => s.name)).toEqual(['attrs', 'count', 'events', 'profile', 'timers', 'total']);
+    expect(op.keyedStates.map((s: { name: string }) => s.name)).toEqual([
+      'attrs',
+      'count',
+      'events',
+      'profile',
+      'timers',
+      'total',
+    ]);
     expect(op.subtasks.map((s: { keyed: { keyGroupRange: unknown }[] }) => s.keyed[0].keyGroupRange)).toEqual([
       { start: 0, end: 7 },
       { start: 8, end: 15 },
@@ -198,7 +211,14 @@ describe('streamstate verify', () => {
   it('intact files whose records do not decode: exit 5', async () => {
     const dir = await writeHandmadeSavepoint(root, 'undecodable', {
       states: [
-        { name: 'n', kind: 'value', stateId: 0, namespaceSerializer: { id: 'streamstate.string', version: 1 }, valueSerializer: { id: 'streamstate.int32', version: 1 }, ttl: false },
+        {
+          name: 'n',
+          kind: 'value',
+          stateId: 0,
+          namespaceSerializer: { id: 'streamstate.string', version: 1 },
+          valueSerializer: { id: 'streamstate.int32', version: 1 },
+          ttl: false,
+        },
       ],
       // int32 values are 4 bytes: 3 bytes cannot be one.
       values: [{ stateId: 0, key: Buffer.from('k1'), value: Buffer.from([1, 2, 3]) }],
@@ -210,7 +230,16 @@ describe('streamstate verify', () => {
 
   it('records of custom serializers are framing-checked, not decoded', async () => {
     const dir = await writeHandmadeSavepoint(root, 'wrong-kg', {
-      states: [{ name: 'n', kind: 'value', stateId: 0, namespaceSerializer: { id: 'streamstate.string', version: 1 }, valueSerializer: { id: 'custom.thing', version: 3 }, ttl: false }],
+      states: [
+        {
+          name: 'n',
+          kind: 'value',
+          stateId: 0,
+          namespaceSerializer: { id: 'streamstate.string', version: 1 },
+          valueSerializer: { id: 'custom.thing', version: 3 },
+          ttl: false,
+        },
+      ],
       values: [{ stateId: 0, key: Buffer.from('k1'), value: Buffer.from('opaque') }],
       maxParallelism: 16,
     });

@@ -40,7 +40,14 @@ async function keyGroupsJson(path: string, extra: string[] = []): Promise<KeyGro
 
 /** The golden job, written by today's memory backend (same data and clock as test/fixtures/golden). */
 async function writeGoldenJob(root: string): Promise<string> {
-  return writeJob(new HeapStateBackend({ name: 'memory' }), { root, parallelism: GOLDEN_PARALLELISM, format: 'canonical', data: GOLDEN_DATA, jobId: 'golden', clock: () => Date.UTC(2026, 0, 1) });
+  return writeJob(new HeapStateBackend({ name: 'memory' }), {
+    root,
+    parallelism: GOLDEN_PARALLELISM,
+    format: 'canonical',
+    data: GOLDEN_DATA,
+    jobId: 'golden',
+    clock: () => Date.UTC(2026, 0, 1),
+  });
 }
 
 const MODEL: KeyModel[] = Array.from({ length: 200 }, (_, i) => ({
@@ -82,7 +89,9 @@ describe.skipIf(update)('golden fixture: blocks[].entries', () => {
   it('verifies, records entries for every block, and inspect --key-groups reports them as recorded', async () => {
     expect((await cli(['verify', copy])).code).toBe(0);
     const located = await locateSnapshot(copy);
-    const blocks = located.snapshot.metadata.operators[0].subtasks.flatMap((s) => (s.keyed as KeyGroupsStateHandle[]).flatMap((h) => h.blocks));
+    const blocks = located.snapshot.metadata.operators[0].subtasks.flatMap((s) =>
+      (s.keyed as KeyGroupsStateHandle[]).flatMap((h) => h.blocks),
+    );
     await located.close();
     expect(blocks.length).toBeGreaterThan(5);
     expect(blocks.every((b) => Number.isInteger(b.entries) && b.entries! > 0)).toBe(true);
@@ -96,7 +105,9 @@ describe.skipIf(update)('golden fixture: blocks[].entries', () => {
     const blocksOf = async (dir: string) => {
       const l = await locateSnapshot(dir);
       await l.close();
-      return l.snapshot.metadata.operators[0].subtasks.map((s) => (s.keyed as KeyGroupsStateHandle[]).map((h) => h.blocks));
+      return l.snapshot.metadata.operators[0].subtasks.map((s) =>
+        (s.keyed as KeyGroupsStateHandle[]).map((h) => h.blocks),
+      );
     };
     expect(await blocksOf(fresh)).toEqual(await blocksOf(copy));
   });
@@ -116,7 +127,8 @@ describe('key-group sizes of a savepoint', () => {
   let h: BackendHarness;
   beforeAll(async () => {
     h = await BackendHarness.create(async () => SOURCE_BACKENDS.memory(join(root, 'model')));
-    sp = (await writeSource(h, join(root, 'model'), MODEL, { parallelism: 2, type: 'savepoint', format: 'canonical' })).path;
+    sp = (await writeSource(h, join(root, 'model'), MODEL, { parallelism: 2, type: 'savepoint', format: 'canonical' }))
+      .path;
   }, 60_000);
   afterAll(async () => h.dispose());
 
@@ -160,7 +172,9 @@ describe('key-group sizes of a savepoint', () => {
     expect(report.skew).toBeCloseTo(report.maxBytes / (report.bytes / 128), 10);
     expect(report.histogram.reduce((n, b) => n + b.keyGroups, 0)).toBe(128);
     expect(report.histogram[0].keyGroups).toBe(128 - report.keyGroupsWithData);
-    expect(report.subtasks.map((s) => s.keyGroupRange)).toEqual([0, 1, 2, 3, 4].map((i) => keyGroupRangeForSubtask(128, 5, i).toJSON()));
+    expect(report.subtasks.map((s) => s.keyGroupRange)).toEqual(
+      [0, 1, 2, 3, 4].map((i) => keyGroupRangeForSubtask(128, 5, i).toJSON()),
+    );
     expect(report.subtasks.reduce((n, s) => n + s.bytes, 0)).toBe(report.bytes);
     const holder = report.subtasks.find((s) => s.keyGroupRange.start <= hot && hot <= s.keyGroupRange.end)!;
     expect(Math.max(...report.subtasks.map((s) => s.bytes))).toBe(holder.bytes);

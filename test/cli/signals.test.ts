@@ -24,7 +24,12 @@ beforeAll(async () => {
   await ensureCrashChild();
   ({ dir: root, cleanup } = await tempDir('ss-cli-sig-'));
   // Large enough that a native LevelDB convert runs well past the moment its scratch directory appears.
-  big = await writeJob(new HeapStateBackend({ name: 'memory' }), { root, parallelism: 2, format: 'canonical', data: { keys: 20_000 } });
+  big = await writeJob(new HeapStateBackend({ name: 'memory' }), {
+    root,
+    parallelism: 2,
+    format: 'canonical',
+    data: { keys: 20_000 },
+  });
 }, 180_000);
 afterAll(async () => cleanup());
 
@@ -38,7 +43,11 @@ interface Exit {
 async function interruptedConvert(out: string, signal: 'SIGINT' | 'SIGTERM'): Promise<Exit & { sawHidden: boolean }> {
   await mkdir(out, { recursive: true });
   let sawHidden = false;
-  const child = spawn(process.execPath, [MAIN, 'convert', big, join(out, 'sp'), '--to', 'leveldb', '--format', 'native'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [MAIN, 'convert', big, join(out, 'sp'), '--to', 'leveldb', '--format', 'native'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   const watcher = watch(out, (_event, name) => {
     if (!sawHidden && typeof name === 'string' && name.startsWith('.sp.streamstate-')) {
       sawHidden = true;
@@ -48,7 +57,9 @@ async function interruptedConvert(out: string, signal: 'SIGINT' | 'SIGTERM'): Pr
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   try {
-    const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => child.on('exit', (c, s) => res([c, s])));
+    const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((res) =>
+      child.on('exit', (c, s) => res([c, s])),
+    );
     return { code, signal: sig, stderr, sawHidden };
   } finally {
     watcher.close();
@@ -56,7 +67,10 @@ async function interruptedConvert(out: string, signal: 'SIGINT' | 'SIGTERM'): Pr
 }
 
 describe('signals during convert', () => {
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
     it(`${signal} removes the hidden output and scratch directories and exits ${code}`, async () => {
       const out = join(root, `out-${signal}`);
       const r = await interruptedConvert(out, signal);
@@ -70,7 +84,9 @@ describe('signals during convert', () => {
 
 describe('dump into a pipe that closes early', () => {
   it('ends quietly with exit 0 (no EPIPE stack trace)', async () => {
-    const child = spawn(process.execPath, [MAIN, 'dump', big, '--operator', 'op-1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, 'dump', big, '--operator', 'op-1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     let first = '';

@@ -14,7 +14,10 @@ export interface CliRun {
  * unless `progressDelayMs` is given: its lines appear after a delay, so a slow (loaded) machine
  * would otherwise change what a test sees on stderr.
  */
-export async function cli(args: readonly string[], opts: { tty?: boolean; cwd?: string; progressDelayMs?: number } = {}): Promise<CliRun> {
+export async function cli(
+  args: readonly string[],
+  opts: { tty?: boolean; cwd?: string; progressDelayMs?: number } = {},
+): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
   const io: CliIo = {

@@ -12,7 +12,11 @@ export interface ConformanceOptions {
 }
 
 /** Every conformance section for one backend: keyed, operator, rescaling, model-based, Flink parity. */
-export function describeBackendConformance(name: string, makeBackend: MakeBackend, opts: ConformanceOptions = {}): void {
+export function describeBackendConformance(
+  name: string,
+  makeBackend: MakeBackend,
+  opts: ConformanceOptions = {},
+): void {
   describeKeyedBackendConformance(name, makeBackend);
   describeOperatorBackendConformance(name, makeBackend);
   describeRescalingConformance(name, makeBackend, opts.rescaling ?? RESCALING_CASES);

@@ -11,7 +11,12 @@ describeBackendConformance('changelog(leveldb)', async () => {
   const root = await mkdtemp(join(tmpdir(), 'streamstate-changelog-leveldb-'));
   return {
     backend: changelog({
-      backend: leveldb({ workingDir: join(root, 'work'), checkpointDir: join(root, 'checkpoints'), incremental: true, writeBufferBytes: 64 * 1024 }),
+      backend: leveldb({
+        workingDir: join(root, 'work'),
+        checkpointDir: join(root, 'checkpoints'),
+        incremental: true,
+        writeBufferBytes: 64 * 1024,
+      }),
       materializationIntervalMs: 0,
       preemptivePersistBytes: 8192,
     }),

@@ -10,7 +10,12 @@ for (const incremental of [true, false]) {
   describeBackendConformance(`leveldb (${incremental ? 'incremental' : 'full'})`, async () => {
     const root = await mkdtemp(join(tmpdir(), 'streamstate-leveldb-conformance-'));
     return {
-      backend: leveldb({ workingDir: join(root, 'work'), checkpointDir: join(root, 'checkpoints'), incremental, writeBufferBytes: 64 * 1024 }),
+      backend: leveldb({
+        workingDir: join(root, 'work'),
+        checkpointDir: join(root, 'checkpoints'),
+        incremental,
+        writeBufferBytes: 64 * 1024,
+      }),
       cleanup: () => rm(root, { recursive: true, force: true }),
     };
   });

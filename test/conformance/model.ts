@@ -121,7 +121,8 @@ export class StateModel {
   /** Entries: a value, a list, or one map entry each (matching KeyedStateBackend.numEntries). */
   numEntries(inRange: (key: string) => boolean): number {
     let n = 0;
-    for (const tbl of [this.value, this.list, this.reducing]) for (const s of tbl.keys()) if (inRange(s.split('|')[0])) n++;
+    for (const tbl of [this.value, this.list, this.reducing])
+      for (const s of tbl.keys()) if (inRange(s.split('|')[0])) n++;
     for (const [s, m] of this.map) if (inRange(s.split('|')[0])) n += m.size;
     return n;
   }
@@ -137,7 +138,9 @@ export class ModelStates {
   constructor(readonly backend: KeyedStateBackend<string>) {
     this.v = backend.getState(valueState<number>('v', { serializer: int32Serializer }));
     this.l = backend.getState(listState<number>('l', { serializer: int32Serializer }));
-    this.m = backend.getState(mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: int32Serializer }));
+    this.m = backend.getState(
+      mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: int32Serializer }),
+    );
     this.r = backend.getState(reducingState<number>('r', (a, b) => a + b, { serializer: int32Serializer }));
   }
 
@@ -197,7 +200,9 @@ export class ModelStates {
     expect(this.l.get(), `list at ${s}`).toEqual(model.list.get(s) ?? null);
     expect(this.r.get(), `reducing at ${s}`).toBe(model.reducing.get(s) ?? null);
     const entries = (await collect(this.m.entries())).sort((a, b) => (a[0] < b[0] ? -1 : 1));
-    expect(entries, `map at ${s}`).toEqual([...(model.map.get(s) ?? new Map<string, number>())].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+    expect(entries, `map at ${s}`).toEqual(
+      [...(model.map.get(s) ?? new Map<string, number>())].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
+    );
     expect(this.m.isEmpty()).toBe(!model.map.has(s));
   }
 
@@ -211,7 +216,9 @@ export class ModelStates {
       ['r', model.reducing],
     ];
     for (const [name, table] of tables) {
-      const actual = (await collect(this.backend.getKeysAndNamespaces<string>(name))).map(([k, ns]) => slot(k, ns)).sort();
+      const actual = (await collect(this.backend.getKeysAndNamespaces<string>(name)))
+        .map(([k, ns]) => slot(k, ns))
+        .sort();
       const expected = [...table.keys()].filter((s) => inRange(s.split('|')[0])).sort();
       expect(actual, `keys and namespaces of ${name}`).toEqual(expected);
     }

@@ -7,7 +7,8 @@ import { expectRejectsCode, expectThrowsCode, within } from '../support/errors.j
 import { GatedStreamFactory } from '../support/gated-streams.js';
 import { useHarness } from './context.js';
 
-const bcast = (name: string) => mapState<string, number>(name, { keySerializer: stringSerializer, valueSerializer: int32Serializer });
+const bcast = (name: string) =>
+  mapState<string, number>(name, { keySerializer: stringSerializer, valueSerializer: int32Serializer });
 
 const sortedEntries = (b: OperatorStateBackend, name: string): [string, number][] =>
   [...b.getBroadcastState(bcast(name)).entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
@@ -158,7 +159,9 @@ export function describeOperatorBackendConformance(name: string, makeBackend: Ma
     it('close() during a blocked snapshot fails it with SNAPSHOT_CANCELLED and leaves no files behind', async () => {
       const { h } = ctx;
       const b = await h.createOperator();
-      b.getListState<string>('l', stringSerializer).addAll(Array.from({ length: 3000 }, (_, i) => `element-${i}-${'y'.repeat(20)}`));
+      b.getListState<string>('l', stringSerializer).addAll(
+        Array.from({ length: 3000 }, (_, i) => `element-${i}-${'y'.repeat(20)}`),
+      );
       let gated: GatedStreamFactory | undefined;
       const run = await h.startSnapshot([b], { wrapStreams: (inner) => (gated = new GatedStreamFactory(inner)) });
       if (!gated) throw new Error('stream factory was not wrapped');
@@ -167,7 +170,11 @@ export function describeOperatorBackendConformance(name: string, makeBackend: Ma
       // Streams abort blocked writes when discarded; uploads that cannot be aborted finish late.
       await new Promise((r) => setTimeout(r, 50));
       gated.gate.open();
-      await within(expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'), 10_000, 'close() did not cancel the blocked snapshot');
+      await within(
+        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
+        10_000,
+        'close() did not cancel the blocked snapshot',
+      );
       await within(closing, 10_000, 'close() hung');
       expect(await h.jobFiles()).toEqual([]);
     });
@@ -180,7 +187,9 @@ export function describeOperatorBackendConformance(name: string, makeBackend: Ma
         const backends: OperatorStateBackend[] = [];
         for (let i = 0; i < 3; i++) {
           const b = await h.createOperator({ parallelism: 3, subtask: i });
-          b.getListState<number>('split', int32Serializer).addAll(Array.from({ length: sizes[i] }, (_, j) => i * 10 + j));
+          b.getListState<number>('split', int32Serializer).addAll(
+            Array.from({ length: sizes[i] }, (_, j) => i * 10 + j),
+          );
           b.getUnionListState<number>('union', int32Serializer).addAll([i, i + 100]);
           const bc = b.getBroadcastState(bcast('bc'));
           bc.put('shared', 7);
@@ -199,13 +208,19 @@ export function describeOperatorBackendConformance(name: string, makeBackend: Ma
           expect(chunks.flat()).toEqual(all);
           if (newP === 3) {
             // Unchanged parallelism: every subtask keeps its own elements.
-            expect(chunks).toEqual([[0, 1, 2, 3], [10, 11, 12], [20, 21, 22, 23, 24]]);
+            expect(chunks).toEqual([
+              [0, 1, 2, 3],
+              [10, 11, 12],
+              [20, 21, 22, 23, 24],
+            ]);
           } else {
             const base = Math.floor(all.length / newP);
             chunks.forEach((c, i) => expect(c.length).toBe(base + (i < all.length % newP ? 1 : 0)));
           }
           for (const b of restored) {
-            expect([...b.getUnionListState<number>('union', int32Serializer).get()].sort((x, y) => x - y)).toEqual([0, 1, 2, 100, 101, 102]);
+            expect([...b.getUnionListState<number>('union', int32Serializer).get()].sort((x, y) => x - y)).toEqual([
+              0, 1, 2, 100, 101, 102,
+            ]);
           }
           restored.forEach((b, i) =>
             expect(sortedEntries(b, 'bc')).toEqual([

@@ -45,7 +45,13 @@ function writeSource(b: KeyedStateBackend<string>, keys: Map<number, string[]>, 
 }
 
 /** A target reads exactly the values of its key groups, and nothing else. */
-async function checkTarget(b: KeyedStateBackend<string>, keys: Map<number, string[]>, sourceP: number, targetP: number, index: number): Promise<void> {
+async function checkTarget(
+  b: KeyedStateBackend<string>,
+  keys: Map<number, string[]>,
+  sourceP: number,
+  targetP: number,
+  index: number,
+): Promise<void> {
   const range = keyGroupRangeForSubtask(MAX_P, targetP, index);
   expect(b.keyGroupRange.start).toBe(range.start);
   expect(b.keyGroupRange.end).toBe(range.end);
@@ -90,7 +96,11 @@ export function describeRescalingConformance(name: string, makeBackend: MakeBack
     for (const [from, to] of cases) {
       it(`${from} → ${to}: every target reads exactly the state of its key groups`, async () => {
         const { h } = ctx;
-        const sources = await h.createKeyedOperator({ keySerializer: stringSerializer, maxParallelism: MAX_P, parallelism: from });
+        const sources = await h.createKeyedOperator({
+          keySerializer: stringSerializer,
+          maxParallelism: MAX_P,
+          parallelism: from,
+        });
         for (const b of sources) writeSource(b, keys, from);
         const pointer = await h.checkpoint(sources);
         for (const b of sources) await h.close(b);
@@ -103,9 +113,16 @@ export function describeRescalingConformance(name: string, makeBackend: MakeBack
 
     it('state survives a rescale and a rescale back (2 → 3 → 2), and the targets keep working', async () => {
       const { h } = ctx;
-      const sources = await h.createKeyedOperator({ keySerializer: stringSerializer, maxParallelism: MAX_P, parallelism: 2 });
+      const sources = await h.createKeyedOperator({
+        keySerializer: stringSerializer,
+        maxParallelism: MAX_P,
+        parallelism: 2,
+      });
       for (const b of sources) writeSource(b, keys, 2);
-      const mid = await h.restoreKeyed(await h.checkpoint(sources), { keySerializer: stringSerializer, parallelism: 3 });
+      const mid = await h.restoreKeyed(await h.checkpoint(sources), {
+        keySerializer: stringSerializer,
+        parallelism: 3,
+      });
       const back = await h.restoreKeyed(await h.checkpoint(mid), { keySerializer: stringSerializer, parallelism: 2 });
       for (const [i, b] of back.entries()) await checkTarget(b, keys, 2, 2, i);
       const [first] = back;

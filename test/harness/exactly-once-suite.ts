@@ -82,7 +82,12 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
       const runs = 12;
       for (let i = 0; i < runs; i++) {
         const records = 600 + rng.int(900);
-        const input = countingInput({ records, keys: 10 + rng.int(60), partitions: 1 + rng.int(6), seed: rng.int(1e9) });
+        const input = countingInput({
+          records,
+          keys: 10 + rng.int(60),
+          partitions: 1 + rng.int(6),
+          seed: rng.int(1e9),
+        });
         const parallelism = 1 + rng.int(4);
         const sourceParallelism = 1 + rng.int(3);
         const crashes = [1 + rng.int(records)];
@@ -115,7 +120,11 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
       const clean = await run(input, { parallelism: 3 }, { seed: 5, checkpointEvery: 100 });
       expect(clean.crashes).toBe(0);
       expect(clean.checkpointsCompleted.length).toBeGreaterThanOrEqual(15);
-      const crashed = await run(input, { parallelism: 3 }, { seed: 6, checkpointEvery: 100, crashAt: [700, 1300], recoverWithParallelism: (n) => (n === 1 ? 2 : 4) });
+      const crashed = await run(
+        input,
+        { parallelism: 3 },
+        { seed: 6, checkpointEvery: 100, crashAt: [700, 1300], recoverWithParallelism: (n) => (n === 1 ? 2 : 4) },
+      );
       expect(crashed.crashes).toBe(2);
       expect(crashed.recordsProcessed).toBeGreaterThan(1500);
       expect(canonical(crashed.committed)).toEqual(canonical(clean.committed));
@@ -131,7 +140,13 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
         const result = await run(
           input,
           { parallelism: from, sourceParallelism: from },
-          { seed: 3, checkpointEvery: 150, crashAt: 1200, recoverWithParallelism: to, recoverWithSourceParallelism: to },
+          {
+            seed: 3,
+            checkpointEvery: 150,
+            crashAt: 1200,
+            recoverWithParallelism: to,
+            recoverWithSourceParallelism: to,
+          },
         );
         expect(result.crashes).toBe(1);
         const restored = result.restoredFrom[0];
@@ -159,13 +174,20 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
           checkpointEvery: 200,
           onEvent: (e) => events.push(e),
           // Right after the keyed subtask 1's synchronous part of checkpoint 3: its asynchronous part is still running.
-          crashAt: (e) => e.type === 'snapshot' && e.attempt === 0 && e.operatorId === 'keyed' && e.subtaskIndex === 1 && e.checkpointId === 3,
+          crashAt: (e) =>
+            e.type === 'snapshot' &&
+            e.attempt === 0 &&
+            e.operatorId === 'keyed' &&
+            e.subtaskIndex === 1 &&
+            e.checkpointId === 3,
           recoverWithParallelism: 2,
         },
         f,
       );
       expect(result.crashes).toBe(1);
-      const completedInFirst = events.filter((e) => e.type === 'checkpoint-completed' && e.attempt === 0).map((e) => (e as { checkpointId: number }).checkpointId);
+      const completedInFirst = events
+        .filter((e) => e.type === 'checkpoint-completed' && e.attempt === 0)
+        .map((e) => (e as { checkpointId: number }).checkpointId);
       expect(completedInFirst).not.toContain(3);
       expect(result.restoredFrom[0].checkpointId).toBe(Math.max(...completedInFirst));
       expectExactlyOnce(result, input);
@@ -201,7 +223,11 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
     it('aligns barriers: a record after a barrier on one channel is not in that checkpoint', async () => {
       const input = countingInput({ records: 1500, keys: 60, partitions: 6, seed: 8 });
       const events: PipelineEvent[] = [];
-      const result = await run(input, { parallelism: 2, sourceParallelism: 3 }, { seed: 13, checkpointEvery: 97, onEvent: (e) => events.push(e) });
+      const result = await run(
+        input,
+        { parallelism: 2, sourceParallelism: 3 },
+        { seed: 13, checkpointEvery: 97, onEvent: (e) => events.push(e) },
+      );
       expectExactlyOnce(result, input);
 
       // Per keyed subtask and checkpoint: what the sources sent it before their barrier must be exactly what it
@@ -246,7 +272,16 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
       const input = countingInput({ records: 600, keys: 20, partitions: 3, seed: 1 });
       const order = async (seed: number) => {
         const seen: string[] = [];
-        await run(input, { parallelism: 2 }, { seed, checkpointEvery: 100, onEvent: (e) => e.type === 'record' && seen.push(`${e.subtaskIndex}:${e.origin.partition}/${e.origin.offset}`) });
+        await run(
+          input,
+          { parallelism: 2 },
+          {
+            seed,
+            checkpointEvery: 100,
+            onEvent: (e) =>
+              e.type === 'record' && seen.push(`${e.subtaskIndex}:${e.origin.partition}/${e.origin.offset}`),
+          },
+        );
         return seen;
       };
       const a = await order(77);

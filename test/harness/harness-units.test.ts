@@ -1,7 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { Channel, CommittedOutput, InputGate, SeededRandom, checkCounts, countingInput, type StreamElement } from '../../src/testing/index.js';
+import {
+  Channel,
+  CommittedOutput,
+  InputGate,
+  SeededRandom,
+  checkCounts,
+  countingInput,
+  type StreamElement,
+} from '../../src/testing/index.js';
 
-const rec = (value: string, offset = 0): StreamElement<string> => ({ kind: 'record', value, origin: { partition: 0, offset } });
+const rec = (value: string, offset = 0): StreamElement<string> => ({
+  kind: 'record',
+  value,
+  origin: { partition: 0, offset },
+});
 const barrier = (checkpointId: number): StreamElement<string> => ({ kind: 'barrier', checkpointId });
 
 describe('InputGate barrier alignment', () => {
@@ -117,7 +129,12 @@ describe('checkCounts', () => {
   it('finds a duplicate, a gap and a wrong sum', () => {
     const out = exact();
     expect(checkCounts([...out, out[3]], input).problems.join()).toMatch(/duplicate|committed records/);
-    expect(checkCounts(out.filter((_, i) => i !== 7), input).ok).toBe(false);
+    expect(
+      checkCounts(
+        out.filter((_, i) => i !== 7),
+        input,
+      ).ok,
+    ).toBe(false);
     const wrong = out.map((o) => ({ ...o, sum: o.sum + 1 }));
     expect(checkCounts(wrong, input).problems.join()).toMatch(/final sum/);
   });

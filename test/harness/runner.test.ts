@@ -20,14 +20,19 @@ import { DEFAULT_DEMO_OPTIONS, parseDemoArgs, runDemo } from '../../examples/dem
 const input = countingInput({ records: 800, keys: 25, partitions: 3, seed: 4 });
 
 /** A memory backend whose keyed snapshots of the listed checkpoints fail in their asynchronous part. */
-function failingSnapshots(failIds: readonly number[], aborted: number[]): StateBackend & { readonly checkpointStorage: CheckpointStorage } {
+function failingSnapshots(
+  failIds: readonly number[],
+  aborted: number[],
+): StateBackend & { readonly checkpointStorage: CheckpointStorage } {
   const inner = memory();
   return {
     name: inner.name,
     checkpointStorage: inner.checkpointStorage!,
     supportsSavepointFormat: (f) => inner.supportsSavepointFormat(f),
     createOperatorStateBackend: (p) => inner.createOperatorStateBackend(p),
-    async createKeyedStateBackend<K>(params: Parameters<StateBackend['createKeyedStateBackend']>[0]): Promise<KeyedStateBackend<K>> {
+    async createKeyedStateBackend<K>(
+      params: Parameters<StateBackend['createKeyedStateBackend']>[0],
+    ): Promise<KeyedStateBackend<K>> {
       const kb = (await inner.createKeyedStateBackend(params)) as KeyedStateBackend<K>;
       return new Proxy(kb, {
         get(target, prop, receiver) {
@@ -36,7 +41,9 @@ function failingSnapshots(failIds: readonly number[], aborted: number[]): StateB
               const task = await target.snapshot(...args);
               if (!failIds.includes(args[0])) return task;
               task.done.catch(() => undefined);
-              const done = Promise.reject(new SnapshotError('SNAPSHOT_FAILED', `injected failure of checkpoint ${args[0]}`));
+              const done = Promise.reject(
+                new SnapshotError('SNAPSHOT_FAILED', `injected failure of checkpoint ${args[0]}`),
+              );
               done.catch(() => undefined);
               return { checkpointId: task.checkpointId, done };
             };
@@ -59,9 +66,13 @@ describe('runPipeline', () => {
   it('rejects bad jobs and options with INVALID_ARGUMENT', async () => {
     const job = countingJob(input, { parallelism: 2 });
     const bad = { code: 'INVALID_ARGUMENT' };
-    await expect(runPipeline({ ...job, input: [] }, { backend: memory(), checkpointEvery: 10 })).rejects.toMatchObject(bad);
+    await expect(runPipeline({ ...job, input: [] }, { backend: memory(), checkpointEvery: 10 })).rejects.toMatchObject(
+      bad,
+    );
     await expect(runPipeline(job, { backend: memory(), checkpointEvery: 0 })).rejects.toMatchObject(bad);
-    await expect(runPipeline({ ...job, parallelism: 0 }, { backend: memory(), checkpointEvery: 10 })).rejects.toMatchObject(bad);
+    await expect(
+      runPipeline({ ...job, parallelism: 0 }, { backend: memory(), checkpointEvery: 10 }),
+    ).rejects.toMatchObject(bad);
     const m = memory();
     const bare: StateBackend = {
       name: 'bare',
@@ -69,15 +80,26 @@ describe('runPipeline', () => {
       createOperatorStateBackend: (p) => m.createOperatorStateBackend(p),
       createKeyedStateBackend: (p) => m.createKeyedStateBackend(p),
     };
-    await expect(runPipeline(job, { backend: bare, checkpointEvery: 10 })).rejects.toThrow(/brings no checkpoint storage; pass options.checkpointStorage/);
-    await expect(runPipeline(job, { backend: bare, checkpointStorage: m.checkpointStorage!, checkpointEvery: 100 })).resolves.toMatchObject({ crashes: 0 });
-    await expect(runPipeline({ ...job, parallelism: 200 }, { backend: memory(), checkpointEvery: 10 })).rejects.toMatchObject({ code: 'PARALLELISM_INVALID' });
+    await expect(runPipeline(job, { backend: bare, checkpointEvery: 10 })).rejects.toThrow(
+      /brings no checkpoint storage; pass options.checkpointStorage/,
+    );
+    await expect(
+      runPipeline(job, { backend: bare, checkpointStorage: m.checkpointStorage!, checkpointEvery: 100 }),
+    ).resolves.toMatchObject({ crashes: 0 });
+    await expect(
+      runPipeline({ ...job, parallelism: 200 }, { backend: memory(), checkpointEvery: 10 }),
+    ).rejects.toMatchObject({ code: 'PARALLELISM_INVALID' });
   });
 
   it('gives up after maxRestarts crashes', async () => {
     const job = countingJob(input, { parallelism: 2 });
     await expect(
-      runPipeline(job, { backend: memory(), checkpointEvery: 50, crashAt: (e) => e.type === 'record' && e.recordsProcessed % 100 === 0, maxRestarts: 3 }),
+      runPipeline(job, {
+        backend: memory(),
+        checkpointEvery: 50,
+        crashAt: (e) => e.type === 'record' && e.recordsProcessed % 100 === 0,
+        maxRestarts: 3,
+      }),
     ).rejects.toThrow(/crashed 4 times/);
   });
 
@@ -106,14 +128,18 @@ describe('runPipeline', () => {
     expect(result.checkpointsAborted).toEqual(expect.arrayContaining([2, 3]));
     expect(result.checkpointsCompleted.map((c) => c.checkpointId)).not.toContain(2);
     expect(notified).toEqual(expect.arrayContaining([2, 3]));
-    expect(events.some((e) => e.type === 'checkpoint-aborted' && e.checkpointId === 2 && /injected failure/.test(e.reason))).toBe(true);
+    expect(
+      events.some((e) => e.type === 'checkpoint-aborted' && e.checkpointId === 2 && /injected failure/.test(e.reason)),
+    ).toBe(true);
     // The sink's epochs 2 and 3 were committed with a later checkpoint.
     expect(checkCounts(result.committed, input).ok).toBe(true);
   });
 
   it('fails when the final checkpoint keeps failing (the last epoch would never commit)', async () => {
     const ids = Array.from({ length: 40 }, (_, i) => i + 1);
-    await expect(runPipeline(countingJob(input, { parallelism: 2 }), { backend: failingSnapshots(ids, []), checkpointEvery: 100 })).rejects.toMatchObject({
+    await expect(
+      runPipeline(countingJob(input, { parallelism: 2 }), { backend: failingSnapshots(ids, []), checkpointEvery: 100 }),
+    ).rejects.toMatchObject({
       code: 'SNAPSHOT_FAILED',
     });
   });
@@ -122,16 +148,28 @@ describe('runPipeline', () => {
     const backend = memory();
     const output = new CommittedOutput<CountOutput>();
     const job = countingJob(input, { parallelism: 3, jobId: 'resumable' });
-    await expect(runPipeline(job, { backend, output, checkpointEvery: 60, crashAt: 450, maxRestarts: 0 })).rejects.toThrow(/crashed 1 times/);
+    await expect(
+      runPipeline(job, { backend, output, checkpointEvery: 60, crashAt: 450, maxRestarts: 0 }),
+    ).rejects.toThrow(/crashed 1 times/);
     const partial = output.records().length;
     expect(partial).toBeGreaterThan(0);
     expect(partial).toBeLessThan(800);
     // maxParallelism cannot change across a restore: refused before anything is opened or committed.
     await expect(
-      runPipeline(countingJob(input, { parallelism: 2, jobId: 'resumable', maxParallelism: 64 }), { backend, output, checkpointEvery: 60, resume: true }),
+      runPipeline(countingJob(input, { parallelism: 2, jobId: 'resumable', maxParallelism: 64 }), {
+        backend,
+        output,
+        checkpointEvery: 60,
+        resume: true,
+      }),
     ).rejects.toMatchObject({ code: 'MAX_PARALLELISM_MISMATCH' });
     expect(output.records().length).toBe(partial);
-    const resumed = await runPipeline(countingJob(input, { parallelism: 2, jobId: 'resumable' }), { backend, output, checkpointEvery: 60, resume: true });
+    const resumed = await runPipeline(countingJob(input, { parallelism: 2, jobId: 'resumable' }), {
+      backend,
+      output,
+      checkpointEvery: 60,
+      resume: true,
+    });
     expect(resumed.restoredFrom).toHaveLength(1);
     expect(resumed.restoredFrom[0].checkpointId).not.toBeNull();
     expect(resumed.restoredFrom[0].attempt).toBe(0);
@@ -150,7 +188,11 @@ describe('runPipeline', () => {
   }
 
   it('restarts from scratch when no checkpoint completed before the crash', async () => {
-    const result = await runPipeline(countingJob(input, { parallelism: 2 }), { backend: memory(), checkpointEvery: 10_000, crashAt: 100 });
+    const result = await runPipeline(countingJob(input, { parallelism: 2 }), {
+      backend: memory(),
+      checkpointEvery: 10_000,
+      crashAt: 100,
+    });
     expect(result.restoredFrom).toEqual([expect.objectContaining({ checkpointId: null, pointer: null })]);
     expect(result.recordsProcessed).toBe(99 + 800); // the 100th crashed before it was processed
     expect(checkCounts(result.committed, input).ok).toBe(true);
@@ -166,7 +208,13 @@ describe('the demo', () => {
   it('passes on the filesystem backend: crash, recovery at another parallelism, counts equal the run without failure', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'streamstate-demo-'));
     dirs.push(dir);
-    const report = await runDemo({ ...DEFAULT_DEMO_OPTIONS, records: 20_000, keys: 200, checkpointEvery: 1_000, checkpointDir: dir });
+    const report = await runDemo({
+      ...DEFAULT_DEMO_OPTIONS,
+      records: 20_000,
+      keys: 200,
+      checkpointEvery: 1_000,
+      checkpointDir: dir,
+    });
     expect(report.pass).toBe(true);
     expect(report.crashed.crashes).toBe(1);
     expect(report.crashed.restoredFrom[0]).toMatchObject({ parallelism: 3 });
@@ -177,7 +225,9 @@ describe('the demo', () => {
 
   it('parses its flags and rejects bad ones', () => {
     expect(parseDemoArgs([])).toEqual(DEFAULT_DEMO_OPTIONS);
-    expect(parseDemoArgs(['--backend', 'memory', '--records', '5_000', '--seed', '9', '--crash-at', '10'])).toMatchObject({
+    expect(
+      parseDemoArgs(['--backend', 'memory', '--records', '5_000', '--seed', '9', '--crash-at', '10']),
+    ).toMatchObject({
       backend: 'memory',
       records: 5000,
       seed: 9,

@@ -186,7 +186,9 @@ describe('copy-on-write snapshots', () => {
     fill(b);
     const { task } = await rig.snapshot(b);
     await task.done;
-    const table = (b as unknown as { states: Map<string, { table: { pending: Int32Array } }> }).states.get('value')!.table;
+    const table = (b as unknown as { states: Map<string, { table: { pending: Int32Array } }> }).states.get(
+      'value',
+    )!.table;
     expect([...table.pending].every((x) => x === 0)).toBe(true);
   });
 

@@ -24,7 +24,15 @@ const snap = { id: 'streamstate.string', version: 1 };
 const STATES: KeyedStateMetaInfo[] = [
   { name: 'v', kind: 'value', stateId: 0, namespaceSerializer: snap, valueSerializer: snap, ttl: false },
   { name: 'l', kind: 'list', stateId: 1, namespaceSerializer: snap, valueSerializer: snap, ttl: false },
-  { name: 'm', kind: 'map', stateId: 2, namespaceSerializer: snap, valueSerializer: snap, userKeySerializer: snap, ttl: false },
+  {
+    name: 'm',
+    kind: 'map',
+    stateId: 2,
+    namespaceSerializer: snap,
+    valueSerializer: snap,
+    userKeySerializer: snap,
+    ttl: false,
+  },
   { name: 't', kind: 'timers', stateId: 3, namespaceSerializer: snap, ttl: false },
 ];
 
@@ -34,7 +42,13 @@ async function writeSample(opts: { inlineThreshold?: number; flushBytes?: number
   const streams = storage.checkpointStreams('job', 1);
   const writer = new KeyGroupsStreamWriter(
     streams.createOutputStream('exclusive'),
-    { layout: HEAP_LAYOUT, keySerializer: snap, maxParallelism: 10, keyGroupRange: { start: 0, end: 9 }, states: STATES },
+    {
+      layout: HEAP_LAYOUT,
+      keySerializer: snap,
+      maxParallelism: 10,
+      keyGroupRange: { start: 0, end: 9 },
+      states: STATES,
+    },
     opts.flushBytes === undefined ? {} : { flushBytes: opts.flushBytes },
   );
   const s = new SectionWriter();
@@ -93,12 +107,27 @@ describe('key-groups stream', () => {
     const kgs = await collect(readKeyGroups(handle, reader, { start: 0, end: 9 }));
     expect(kgs.map((k) => k.keyGroup)).toEqual([0, 2, 4, 6, 8]);
     const kg4 = kgs[2];
-    expect(kg4.sections.map((s) => [s.stateId, s.entryCount])).toEqual([[0, 2], [1, 1], [2, 1], [3, 1]]);
-    const values = [...valueEntries(kg4.sections[0])].map((e) => [e.key.toString(), e.namespace.toString(), e.value.toString()]);
-    expect(values).toEqual([['k4', '', 'v4'], ['k4b', 'ns', 'w4']]);
+    expect(kg4.sections.map((s) => [s.stateId, s.entryCount])).toEqual([
+      [0, 2],
+      [1, 1],
+      [2, 1],
+      [3, 1],
+    ]);
+    const values = [...valueEntries(kg4.sections[0])].map((e) => [
+      e.key.toString(),
+      e.namespace.toString(),
+      e.value.toString(),
+    ]);
+    expect(values).toEqual([
+      ['k4', '', 'v4'],
+      ['k4b', 'ns', 'w4'],
+    ]);
     expect([...listEntries(kg4.sections[1])].map((e) => e.elements.map(String))).toEqual([['x', 'y']]);
     const map = [...mapEntries(kg4.sections[2])][0];
-    expect(map.entries.map(([k, v]) => [k.toString(), v === null ? null : v.toString()])).toEqual([['a', '1'], ['nil', null]]);
+    expect(map.entries.map(([k, v]) => [k.toString(), v === null ? null : v.toString()])).toEqual([
+      ['a', '1'],
+      ['nil', null],
+    ]);
     const timer = [...timerEntries(kg4.sections[3])][0];
     expect([timer.timestamp, timer.key.toString(), timer.namespace.toString()]).toEqual([6, 'k4', 'w']);
   });
@@ -156,7 +185,11 @@ describe('key-groups stream', () => {
     // Other key groups still read fine.
     expect((await collect(readKeyGroups(handle, reader, { start: 0, end: 4 }))).length).toBe(3);
     await expectCode(collect(readKeyGroups(handle, reader, { start: 0, end: 9 })), 'CHECKSUM_MISMATCH', 'key group 6');
-    await expectCode(collect(readKeyGroups(handle, reader, { start: 6, end: 6 })), 'CHECKSUM_MISMATCH', fileOf(handle).path);
+    await expectCode(
+      collect(readKeyGroups(handle, reader, { start: 6, end: 6 })),
+      'CHECKSUM_MISMATCH',
+      fileOf(handle).path,
+    );
   });
 
   it('rejects a wrong magic and a newer version', async () => {
@@ -175,7 +208,11 @@ describe('key-groups stream', () => {
     await expectCode(collect(readKeyGroups(handle, reader, { start: 0, end: 9 })), 'CHECKSUM_MISMATCH');
     // an intact file of a newer version asks for a newer streamstate.
     const newerHandle: KeyGroupsStateHandle = { ...handle, stream: { ...fileOf(handle), crc32: crc32(newer) } };
-    await expectCode(collect(readKeyGroups(newerHandle, reader, { start: 0, end: 9 })), 'UNSUPPORTED_VERSION', 'newer streamstate');
+    await expectCode(
+      collect(readKeyGroups(newerHandle, reader, { start: 0, end: 9 })),
+      'UNSUPPORTED_VERSION',
+      'newer streamstate',
+    );
     const zero = Buffer.from(good);
     zero.writeUInt16BE(0, 4);
     await storage.store.put(name, zero);

@@ -9,7 +9,15 @@ import { stringSerializer } from '../../src/serializers/builtins.js';
 import { valueState } from '../../src/state/descriptors.js';
 import { rejection } from './support.js';
 
-const keyed = { jobId: 'job', operatorId: 'op', subtaskIndex: 0, parallelism: 1, maxParallelism: 8, keyGroupRange: new KeyGroupRange(0, 7), keySerializer: stringSerializer };
+const keyed = {
+  jobId: 'job',
+  operatorId: 'op',
+  subtaskIndex: 0,
+  parallelism: 1,
+  maxParallelism: 8,
+  keyGroupRange: new KeyGroupRange(0, 7),
+  keySerializer: stringSerializer,
+};
 
 describe('presets', () => {
   const dirs: string[] = [];
@@ -31,7 +39,12 @@ describe('presets', () => {
     const task = await b.snapshot(1, { type: 'checkpoint', streams: storage.checkpointStreams('job', 1) });
     expect((await rejection(task.done)).code).toBe('SNAPSHOT_TOO_LARGE');
     expect(() => memory({ maxSnapshotBytes: 0 })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    const op = await backend.createOperatorStateBackend({ jobId: 'job', operatorId: 'op', subtaskIndex: 0, parallelism: 1 });
+    const op = await backend.createOperatorStateBackend({
+      jobId: 'job',
+      operatorId: 'op',
+      subtaskIndex: 0,
+      parallelism: 1,
+    });
     expect(op.stateNames()).toEqual([]);
   });
 
@@ -49,7 +62,10 @@ describe('presets', () => {
     expect(await readdir(join(dir, 'job', 'chk-3'))).toHaveLength(1);
     await b.close();
     const { BlobStateFileReader } = await import('../../src/checkpoint/streams.js');
-    const r = await backend.createKeyedStateBackend({ ...keyed, restore: { handles: [h], files: new BlobStateFileReader(storage.store, 'job/chk-3') } });
+    const r = await backend.createKeyedStateBackend({
+      ...keyed,
+      restore: { handles: [h], files: new BlobStateFileReader(storage.store, 'job/chk-3') },
+    });
     r.setCurrentKey('a');
     expect(r.getState(valueState<string>('v')).value()).toBe('persisted');
     expect(() => filesystem({ checkpointDir: '' })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));

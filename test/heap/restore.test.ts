@@ -70,7 +70,10 @@ describe('heap restore', () => {
     const keys = [...(await collect(fromLeft.getKeys('l', ''))), ...(await collect(fromRight.getKeys('l', '')))].sort();
     fromLeft.getState(d);
     fromRight.getState(d);
-    const registeredKeys = [...(await collect(fromLeft.getKeys('l', ''))), ...(await collect(fromRight.getKeys('l', '')))].sort();
+    const registeredKeys = [
+      ...(await collect(fromLeft.getKeys('l', ''))),
+      ...(await collect(fromRight.getKeys('l', ''))),
+    ].sort();
     expect(registeredKeys).toEqual(keys);
     const expected = all.filter((k) => target.contains(keyGroupForKey(k, stringSerializer, MAX_P))).sort();
     expect(keys).toEqual(expected);
@@ -87,8 +90,12 @@ describe('heap restore', () => {
     b.getState(valueState<number>('v')).update(1);
     const { id, task } = await rig.snapshot(b);
     const h = (await task.done)!;
-    expect((await rejection(rig.restore(id, [h], { maxParallelism: 32, keyGroupRange: new KeyGroupRange(0, 31) }))).code).toBe('MAX_PARALLELISM_MISMATCH');
-    expect((await rejection(rig.restore<number>(id, [h], { keySerializer: int32Serializer }))).code).toBe('KEY_SERIALIZER_MISMATCH');
+    expect(
+      (await rejection(rig.restore(id, [h], { maxParallelism: 32, keyGroupRange: new KeyGroupRange(0, 31) }))).code,
+    ).toBe('MAX_PARALLELISM_MISMATCH');
+    expect((await rejection(rig.restore<number>(id, [h], { keySerializer: int32Serializer }))).code).toBe(
+      'KEY_SERIALIZER_MISMATCH',
+    );
     const foreign = { type: 'leveldb-incremental', keyGroupRange: { start: 0, end: 15 }, maxParallelism: MAX_P };
     const err = await rejection(rig.restore(id, [foreign]));
     expect(err.code).toBe('RESTORE_FAILED');
@@ -105,9 +112,15 @@ describe('heap restore', () => {
     const h = (await task.done)!;
 
     const r1 = await rig.restore(id, [h]);
-    expect(thrown(() => r1.getState(valueState<number>('v', { serializer: int32Serializer }))).code).toBe('SERIALIZER_INCOMPATIBLE');
-    expect(thrown(() => r1.getState(valueState<string>('l', { serializer: stringSerializer }))).code).toBe('STATE_KIND_MISMATCH');
-    expect(thrown(() => r1.getState(valueState<string>('v', { serializer: stringSerializer, ttl: { ttlMs: 5 } }))).code).toBe('SERIALIZER_INCOMPATIBLE');
+    expect(thrown(() => r1.getState(valueState<number>('v', { serializer: int32Serializer }))).code).toBe(
+      'SERIALIZER_INCOMPATIBLE',
+    );
+    expect(thrown(() => r1.getState(valueState<string>('l', { serializer: stringSerializer }))).code).toBe(
+      'STATE_KIND_MISMATCH',
+    );
+    expect(
+      thrown(() => r1.getState(valueState<string>('v', { serializer: stringSerializer, ttl: { ttlMs: 5 } }))).code,
+    ).toBe('SERIALIZER_INCOMPATIBLE');
 
     const r2 = await rig.restore(id, [h]);
     const migrated = r2.getState(valueState<string>('v', { serializer: upperV2 }));
@@ -127,7 +140,9 @@ describe('heap restore', () => {
     const s2 = b.getState(valueState<string>('v', { serializer: stringSerializer }));
     expect(s2).toBe(s1);
     expect(thrown(() => b.getState(listState<string>('v'))).code).toBe('STATE_KIND_MISMATCH');
-    expect(thrown(() => b.getState(valueState<number>('v', { serializer: int32Serializer }))).code).toBe('SERIALIZER_INCOMPATIBLE');
+    expect(thrown(() => b.getState(valueState<number>('v', { serializer: int32Serializer }))).code).toBe(
+      'SERIALIZER_INCOMPATIBLE',
+    );
   });
 
   it('an empty backend snapshots to a null handle; restoring from nothing works', async () => {
@@ -146,7 +161,9 @@ describe('heap restore', () => {
     const b = await rig.create({ keyGroupRange: new KeyGroupRange(0, 3) });
     const v = b.getState(valueState<string>('v'));
     expect(thrown(() => v.value()).code).toBe('NO_CURRENT_KEY');
-    const outside = Array.from({ length: 100 }, (_, i) => `k${i}`).find((k) => keyGroupForKey(k, stringSerializer, MAX_P) > 3)!;
+    const outside = Array.from({ length: 100 }, (_, i) => `k${i}`).find(
+      (k) => keyGroupForKey(k, stringSerializer, MAX_P) > 3,
+    )!;
     const err = thrown(() => b.setCurrentKey(outside));
     expect(err.code).toBe('KEY_OUT_OF_RANGE');
     expect(err.message).toContain('[0, 3]');
@@ -172,7 +189,12 @@ describe('heap restore', () => {
 
 describe('canonical savepoints from the heap backend', () => {
   it('write sorted sections (layout canonical-v1, states by name) that restore to the same contents', async () => {
-    const { readAllKeyGroups, parseKeyGroupsStream, valueEntries: ve, mapEntries: me } = await import('../../src/format/key-groups-stream.js');
+    const {
+      readAllKeyGroups,
+      parseKeyGroupsStream,
+      valueEntries: ve,
+      mapEntries: me,
+    } = await import('../../src/format/key-groups-stream.js');
     const rig = new Rig();
     const b = await rig.create();
     const z = b.getState(valueState<string>('z-value', { serializer: stringSerializer }));
@@ -189,7 +211,10 @@ describe('canonical savepoints from the heap backend', () => {
     const h = (await task.done)! as KeyGroupsStateHandle;
     expect(h.layout).toBe('canonical-v1');
     expect(h.states.map((s) => s.name)).toEqual(['a-map', 'm-timers', 'z-value']);
-    const files = new (await import('../../src/checkpoint/streams.js')).BlobStateFileReader(rig.storage.store, rig.storage.checkpointPointer('job', id));
+    const files = new (await import('../../src/checkpoint/streams.js')).BlobStateFileReader(
+      rig.storage.store,
+      rig.storage.checkpointPointer('job', id),
+    );
     const bytes = await files.read(h.stream as never);
     expect(parseKeyGroupsStream(bytes).canonical).toBe(true);
     for (const kg of readAllKeyGroups(bytes)) {
@@ -210,7 +235,11 @@ describe('canonical savepoints from the heap backend', () => {
     const r = await rig.restore(id, [h]);
     r.setCurrentKey('k12');
     expect(r.getState(valueState<string>('z-value', { serializer: stringSerializer })).value()).toBe('v12');
-    expect((await collect(r.getState(mapState<string, number>('a-map', { keySerializer: stringSerializer })).entries())).sort()).toEqual([
+    expect(
+      (
+        await collect(r.getState(mapState<string, number>('a-map', { keySerializer: stringSerializer })).entries())
+      ).sort(),
+    ).toEqual([
       ['t2', -12],
       ['u5', 12],
     ]);

@@ -8,7 +8,11 @@ import type { SnapshotSlicing } from '../../backends/heap/time-slicer.js';
 import type { CheckpointStreamFactory, KeyedStateBackend, StateOutputStream } from '../../src/backend/contract.js';
 import { isKeyGroupsHandle, type KeyedStateHandle } from '../../src/backend/handles.js';
 import { changelog } from '../../src/changelog/index.js';
-import { localCheckpointStorage, memoryCheckpointStorage, type BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import {
+  localCheckpointStorage,
+  memoryCheckpointStorage,
+  type BlobCheckpointStorage,
+} from '../../src/checkpoint/checkpoint-storage.js';
 import { BlobStateFileReader } from '../../src/checkpoint/streams.js';
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
@@ -42,12 +46,30 @@ const D = {
 type Op =
   | { readonly k: number; readonly ns: string; readonly kind: 'vset'; readonly x: number }
   | { readonly k: number; readonly ns: string; readonly kind: 'vclear' | 'lclear' | 'mclear' }
-  | { readonly k: number; readonly ns: string; readonly kind: 'ladd' | 'mput' | 'mremove' | 'radd'; readonly x: number };
+  | {
+      readonly k: number;
+      readonly ns: string;
+      readonly kind: 'ladd' | 'mput' | 'mremove' | 'radd';
+      readonly x: number;
+    };
 
 const opArb: fc.Arbitrary<Op> = fc.record({
   k: fc.integer({ min: 0, max: KEYS - 1 }),
   ns: fc.constantFrom('', 'w'),
-  kind: fc.constantFrom('vset', 'vclear', 'lclear', 'mclear', 'ladd', 'mput', 'mremove', 'radd', 'vset', 'ladd', 'mput', 'radd'),
+  kind: fc.constantFrom(
+    'vset',
+    'vclear',
+    'lclear',
+    'mclear',
+    'ladd',
+    'mput',
+    'mremove',
+    'radd',
+    'vset',
+    'ladd',
+    'mput',
+    'radd',
+  ),
   x: fc.integer({ min: 0, max: 9 }),
 }) as fc.Arbitrary<Op>;
 
@@ -100,7 +122,11 @@ async function dump(b: KeyedStateBackend<string>): Promise<unknown[]> {
 }
 
 /** Gives the event loop turns, applying one concurrent op per turn, until `done` settles; returns the ops applied. */
-async function writeConcurrently(b: KeyedStateBackend<string>, done: Promise<unknown>, ops: readonly Op[]): Promise<number> {
+async function writeConcurrently(
+  b: KeyedStateBackend<string>,
+  done: Promise<unknown>,
+  ops: readonly Op[],
+): Promise<number> {
   let settled = false;
   done.then(
     () => (settled = true),
@@ -129,12 +155,18 @@ const storages: Record<string, () => BlobCheckpointStorage> = {
 // Few key groups, so each holds many entries and the sliced writer yields inside them.
 const p4 = () => params({ maxParallelism: 4, keyGroupRange: new KeyGroupRange(0, 3) });
 
-async function snapshotBytes(storage: BlobCheckpointStorage, id: number, b: HeapKeyedStateBackend<string>, concurrent: readonly Op[]): Promise<{ bytes: Buffer | null; turns: number }> {
+async function snapshotBytes(
+  storage: BlobCheckpointStorage,
+  id: number,
+  b: HeapKeyedStateBackend<string>,
+  concurrent: readonly Op[],
+): Promise<{ bytes: Buffer | null; turns: number }> {
   const task = await b.snapshot(id, { type: 'checkpoint', streams: storage.checkpointStreams('job', id) });
   const turns = await writeConcurrently(b, task.done, concurrent);
   const handle = await task.done;
   if (handle === null) return { bytes: null, turns };
-  if (!isKeyGroupsHandle(handle) || handle.stream.type !== 'file') throw new Error('expected a key-groups handle in a file');
+  if (!isKeyGroupsHandle(handle) || handle.stream.type !== 'file')
+    throw new Error('expected a key-groups handle in a file');
   const files = new BlobStateFileReader(storage.store, storage.checkpointPointer('job', id));
   return { bytes: await files.read(handle.stream), turns };
 }
@@ -142,24 +174,30 @@ async function snapshotBytes(storage: BlobCheckpointStorage, id: number, b: Heap
 describe.each(Object.keys(storages))('time-sliced heap snapshot on %s storage', (name) => {
   it('writes the same bytes as an unsliced snapshot, whatever writes interleave with its slices', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 300 }), fc.array(opArb, { minLength: 1, maxLength: 40 }), async (before, during) => {
-        const storage = storages[name]();
-        const sliced = await HeapKeyedStateBackend.create(p4(), { snapshotSlicing: SLICED });
-        const plain = await HeapKeyedStateBackend.create(p4(), { snapshotSlicing: UNSLICED });
-        for (const op of before) {
-          apply(sliced, op);
-          apply(plain, op);
-        }
-        const expected = await dump(plain);
-        const a = await snapshotBytes(storage, 1, sliced, during);
-        const b = await snapshotBytes(storage, 2, plain, []);
-        expect(a.bytes === null ? null : a.bytes.toString('hex')).toEqual(b.bytes === null ? null : b.bytes.toString('hex'));
-        // The concurrent writes did happen while the snapshot was being written.
-        expect(a.turns).toBeGreaterThan(0);
-        expect(await dump(plain)).toEqual(expected);
-        await sliced.close();
-        await plain.close();
-      }),
+      fc.asyncProperty(
+        fc.array(opArb, { minLength: 1, maxLength: 300 }),
+        fc.array(opArb, { minLength: 1, maxLength: 40 }),
+        async (before, during) => {
+          const storage = storages[name]();
+          const sliced = await HeapKeyedStateBackend.create(p4(), { snapshotSlicing: SLICED });
+          const plain = await HeapKeyedStateBackend.create(p4(), { snapshotSlicing: UNSLICED });
+          for (const op of before) {
+            apply(sliced, op);
+            apply(plain, op);
+          }
+          const expected = await dump(plain);
+          const a = await snapshotBytes(storage, 1, sliced, during);
+          const b = await snapshotBytes(storage, 2, plain, []);
+          expect(a.bytes === null ? null : a.bytes.toString('hex')).toEqual(
+            b.bytes === null ? null : b.bytes.toString('hex'),
+          );
+          // The concurrent writes did happen while the snapshot was being written.
+          expect(a.turns).toBeGreaterThan(0);
+          expect(await dump(plain)).toEqual(expected);
+          await sliced.close();
+          await plain.close();
+        },
+      ),
       { numRuns: 25 },
     );
   });
@@ -168,27 +206,38 @@ describe.each(Object.keys(storages))('time-sliced heap snapshot on %s storage', 
 describe('time-sliced changelog materialization', () => {
   it('restores exactly the state of its synchronous part while writes interleave with its slices', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 300 }), fc.array(opArb, { minLength: 1, maxLength: 40 }), async (before, during) => {
-        const storage = memoryCheckpointStorage({ inlineThreshold: 0, maxSnapshotBytes: 64 << 20 });
-        const backend = changelog({ backend: new HeapStateBackend({ snapshotSlicing: SLICED }), storage, materializationIntervalMs: Number.POSITIVE_INFINITY });
-        const kb = await backend.createKeyedStateBackend(p4());
-        const model = await HeapKeyedStateBackend.create(p4());
-        for (const op of before) {
-          apply(kb, op);
-          apply(model, op);
-        }
-        kb.requestMaterialization();
-        const task = await kb.snapshot(1, { type: 'checkpoint', streams: storage.checkpointStreams('job', 1) });
-        const turns = await writeConcurrently(kb, task.done, during);
-        const handle = await task.done;
-        expect(turns).toBeGreaterThan(0);
-        const files = new BlobStateFileReader(storage.store, storage.checkpointPointer('job', 1));
-        const restored = await backend.createKeyedStateBackend({ ...p4(), restore: { handles: handle === null ? [] : [handle as KeyedStateHandle], files, checkpointId: 1 } });
-        expect(await dump(restored)).toEqual(await dump(model));
-        await restored.close();
-        await kb.close();
-        await model.close();
-      }),
+      fc.asyncProperty(
+        fc.array(opArb, { minLength: 1, maxLength: 300 }),
+        fc.array(opArb, { minLength: 1, maxLength: 40 }),
+        async (before, during) => {
+          const storage = memoryCheckpointStorage({ inlineThreshold: 0, maxSnapshotBytes: 64 << 20 });
+          const backend = changelog({
+            backend: new HeapStateBackend({ snapshotSlicing: SLICED }),
+            storage,
+            materializationIntervalMs: Number.POSITIVE_INFINITY,
+          });
+          const kb = await backend.createKeyedStateBackend(p4());
+          const model = await HeapKeyedStateBackend.create(p4());
+          for (const op of before) {
+            apply(kb, op);
+            apply(model, op);
+          }
+          kb.requestMaterialization();
+          const task = await kb.snapshot(1, { type: 'checkpoint', streams: storage.checkpointStreams('job', 1) });
+          const turns = await writeConcurrently(kb, task.done, during);
+          const handle = await task.done;
+          expect(turns).toBeGreaterThan(0);
+          const files = new BlobStateFileReader(storage.store, storage.checkpointPointer('job', 1));
+          const restored = await backend.createKeyedStateBackend({
+            ...p4(),
+            restore: { handles: handle === null ? [] : [handle as KeyedStateHandle], files, checkpointId: 1 },
+          });
+          expect(await dump(restored)).toEqual(await dump(model));
+          await restored.close();
+          await kb.close();
+          await model.close();
+        },
+      ),
       { numRuns: 15 },
     );
   });
@@ -242,7 +291,10 @@ describe('a failing slice fails the snapshot with a typed error and removes its 
     const storage = localCheckpointStorage(dir, { inlineThreshold: 0 });
     const b = await HeapKeyedStateBackend.create(p4(), { snapshotSlicing: SLICED, snapshotChunkBytes: 256 });
     for (let k = 0; k < 200; k++) apply(b, { k: k % KEYS, ns: k < KEYS ? '' : 'w', kind: 'ladd', x: k % 10 });
-    const task = await b.snapshot(1, { type: 'checkpoint', streams: failingWrites(storage.checkpointStreams('job', 1), 2) });
+    const task = await b.snapshot(1, {
+      type: 'checkpoint',
+      streams: failingWrites(storage.checkpointStreams('job', 1), 2),
+    });
     const err = await task.done.then(
       () => null,
       (e: unknown) => e,

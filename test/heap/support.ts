@@ -35,7 +35,10 @@ export class Rig {
     return this.nextId++;
   }
 
-  async create<K = string>(over: Partial<KeyedBackendParams<K>> = {}, tuning: HeapBackendTuning = {}): Promise<HeapKeyedStateBackend<K>> {
+  async create<K = string>(
+    over: Partial<KeyedBackendParams<K>> = {},
+    tuning: HeapBackendTuning = {},
+  ): Promise<HeapKeyedStateBackend<K>> {
     return HeapKeyedStateBackend.create(params<K>(over), tuning);
   }
 
@@ -47,12 +50,21 @@ export class Rig {
     return { id, task, streams };
   }
 
-  async restore<K = string>(id: number, handles: readonly (KeyedStateHandle | null)[], over: Partial<KeyedBackendParams<K>> = {}): Promise<HeapKeyedStateBackend<K>> {
+  async restore<K = string>(
+    id: number,
+    handles: readonly (KeyedStateHandle | null)[],
+    over: Partial<KeyedBackendParams<K>> = {},
+  ): Promise<HeapKeyedStateBackend<K>> {
     const files = new BlobStateFileReader(this.storage.store, this.storage.checkpointPointer('job', id));
-    return HeapKeyedStateBackend.create(params<K>({ ...over, restore: { handles: handles.filter((h): h is KeyedStateHandle => h !== null), files } }));
+    return HeapKeyedStateBackend.create(
+      params<K>({ ...over, restore: { handles: handles.filter((h): h is KeyedStateHandle => h !== null), files } }),
+    );
   }
 
-  async snapshotAndRestore<K = string>(b: HeapKeyedStateBackend<K>, over: Partial<KeyedBackendParams<K>> = {}): Promise<HeapKeyedStateBackend<K>> {
+  async snapshotAndRestore<K = string>(
+    b: HeapKeyedStateBackend<K>,
+    over: Partial<KeyedBackendParams<K>> = {},
+  ): Promise<HeapKeyedStateBackend<K>> {
     const { id, task } = await this.snapshot(b);
     const handle = await task.done;
     return this.restore<K>(id, [handle], over);

@@ -59,7 +59,9 @@ describe('heap timer queue', () => {
       buf.writeInt32BE(n);
       return buf.toString('latin1');
     };
-    const expected = [...model.values()].sort((a, c) => a.timestamp - c.timestamp || (be(a.key) < be(c.key) ? -1 : be(a.key) > be(c.key) ? 1 : 0));
+    const expected = [...model.values()].sort(
+      (a, c) => a.timestamp - c.timestamp || (be(a.key) < be(c.key) ? -1 : be(a.key) > be(c.key) ? 1 : 0),
+    );
     expect(q.size).toBe(expected.length);
     const polled = [];
     while (!q.isEmpty()) polled.push(q.poll());
@@ -69,14 +71,21 @@ describe('heap timer queue', () => {
   it('timersInKeyGroup returns exactly the timers of that key group; foreign keys are rejected', async () => {
     const b = await new Rig().create({ keyGroupRange: new KeyGroupRange(0, 7) });
     const q = b.getTimerQueue('timers');
-    const keys = Array.from({ length: 200 }, (_, i) => `k${i}`).filter((k) => keyGroupForKey(k, stringSerializer, MAX_P) <= 7);
+    const keys = Array.from({ length: 200 }, (_, i) => `k${i}`).filter(
+      (k) => keyGroupForKey(k, stringSerializer, MAX_P) <= 7,
+    );
     keys.forEach((k, i) => q.add(t(i, k)));
     for (let kg = 0; kg <= 7; kg++) {
-      const got = q.timersInKeyGroup(kg).map((x) => x.key).sort();
+      const got = q
+        .timersInKeyGroup(kg)
+        .map((x) => x.key)
+        .sort();
       expect(got).toEqual(keys.filter((k) => keyGroupForKey(k, stringSerializer, MAX_P) === kg).sort());
     }
     expect(q.timersInKeyGroup(12)).toEqual([]);
-    const foreign = Array.from({ length: 200 }, (_, i) => `k${i}`).find((k) => keyGroupForKey(k, stringSerializer, MAX_P) > 7)!;
+    const foreign = Array.from({ length: 200 }, (_, i) => `k${i}`).find(
+      (k) => keyGroupForKey(k, stringSerializer, MAX_P) > 7,
+    )!;
     expect(thrown(() => q.add(t(1, foreign))).code).toBe('KEY_OUT_OF_RANGE');
   });
 

@@ -91,7 +91,9 @@ describe('heap TTL incremental cleanup', () => {
     const clock = new FakeClock();
     const rig = new Rig();
     const b = await rig.create({ clock: clock.read });
-    const d = valueState<number>('v', { ttl: { ttlMs: 100, cleanupInFullSnapshot: false, cleanupIncrementally: { entries: 10, everyRecord: true } } });
+    const d = valueState<number>('v', {
+      ttl: { ttlMs: 100, cleanupInFullSnapshot: false, cleanupIncrementally: { entries: 10, everyRecord: true } },
+    });
     const v = b.getState(d);
     for (let k = 0; k < N_KEYS; k++) {
       b.setCurrentKey(`k${k}`);
@@ -108,7 +110,9 @@ describe('heap TTL incremental cleanup', () => {
 
   it('cleanupIncrementally.entries must be a positive integer (INVALID_ARGUMENT)', () => {
     for (const entries of [0, -1, 1.5, Number.NaN]) {
-      expect(() => valueState('v', { ttl: { ttlMs: 100, cleanupIncrementally: { entries } } })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+      expect(() => valueState('v', { ttl: { ttlMs: 100, cleanupIncrementally: { entries } } })).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+      );
     }
     expect(() => valueState('v', { ttl: { ttlMs: 100, cleanupIncrementally: false } })).not.toThrow();
   });
@@ -116,12 +120,19 @@ describe('heap TTL incremental cleanup', () => {
   it('model: with cleanup per record, after a full round no expired entry is left and every live one is', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.tuple(fc.integer({ min: 0, max: 30 }), fc.integer({ min: 0, max: 150 })), { minLength: 1, maxLength: 60 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 30 }), fc.integer({ min: 0, max: 150 })), {
+          minLength: 1,
+          maxLength: 60,
+        }),
         fc.integer({ min: 1, max: 7 }),
         async (writes, perStep) => {
           const clock = new FakeClock();
           const b = await new Rig().create({ clock: clock.read });
-          const v = b.getState(valueState<number>('v', { ttl: { ttlMs: 100, cleanupIncrementally: { entries: perStep, everyRecord: true } } }));
+          const v = b.getState(
+            valueState<number>('v', {
+              ttl: { ttlMs: 100, cleanupIncrementally: { entries: perStep, everyRecord: true } },
+            }),
+          );
           const writtenAt = new Map<number, number>();
           for (const [key, wait] of writes) {
             clock.advance(wait);

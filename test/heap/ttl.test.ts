@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { stringSerializer } from '../../src/serializers/builtins.js';
-import { aggregatingState, listState, mapState, reducingState, valueState, type TtlConfig } from '../../src/state/descriptors.js';
+import {
+  aggregatingState,
+  listState,
+  mapState,
+  reducingState,
+  valueState,
+  type TtlConfig,
+} from '../../src/state/descriptors.js';
 import { isExpired, ttlSerializer } from '../../src/state/ttl.js';
 import { FakeClock, Rig, collect, thrown } from './support.js';
 
@@ -84,7 +91,12 @@ describe('TTL', () => {
     const a = b.getState(
       aggregatingState<number, { s: number }, number>(
         'agg',
-        { createAccumulator: () => ({ s: 0 }), add: (x, acc) => ((acc.s += x), acc), getResult: (acc) => acc.s, merge: (x, y) => ({ s: x.s + y.s }) },
+        {
+          createAccumulator: () => ({ s: 0 }),
+          add: (x, acc) => ((acc.s += x), acc),
+          getResult: (acc) => acc.s,
+          merge: (x, y) => ({ s: x.s + y.s }),
+        },
         { ttl: TTL },
       ),
     );

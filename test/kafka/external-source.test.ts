@@ -1,8 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { memory } from '../../backends/memory/index.js';
 import type { OperatorListState } from '../../src/state/types.js';
-import { ExternalSourceSubtask, type PipelineSource, type PipelineSourceSubtaskContext } from '../../src/testing/external-source.js';
-import { checkCounts, countingInput, countingJob, runPipeline, type CountInput, type RecordOrigin } from '../../src/testing/index.js';
+import {
+  ExternalSourceSubtask,
+  type PipelineSource,
+  type PipelineSourceSubtaskContext,
+} from '../../src/testing/external-source.js';
+import {
+  checkCounts,
+  countingInput,
+  countingJob,
+  runPipeline,
+  type CountInput,
+  type RecordOrigin,
+} from '../../src/testing/index.js';
 
 /**
  * The runner's hook for sources fed from outside (what streamstate/kafka plugs into), without a broker:
@@ -24,7 +35,9 @@ class TrickleSubtask extends ExternalSourceSubtask<CountInput> {
     this.state = ctx.operatorBackend.getListState('trickle-offsets');
     this.positions = ctx.restoring
       ? this.state.get().map((p) => ({ ...p }))
-      : input.map((_, partition) => ({ partition, offset: 0 })).filter((p) => p.partition % ctx.parallelism === ctx.subtaskIndex);
+      : input
+          .map((_, partition) => ({ partition, offset: 0 }))
+          .filter((p) => p.partition % ctx.parallelism === ctx.subtaskIndex);
     this.fetched = this.positions.map((p) => p.offset);
   }
 
@@ -48,7 +61,10 @@ class TrickleSubtask extends ExternalSourceSubtask<CountInput> {
         this.positions.forEach((p, i) => {
           const records = this.input[p.partition];
           for (let n = 0; n < 3 && this.fetched[i] < records.length; n++, this.fetched[i]++) {
-            this.buffered.push({ value: records[this.fetched[i]], origin: { partition: p.partition, offset: this.fetched[i] } });
+            this.buffered.push({
+              value: records[this.fetched[i]],
+              origin: { partition: p.partition, offset: this.fetched[i] },
+            });
           }
         });
         this.waiting = null;
@@ -80,13 +96,16 @@ describe('runPipeline with an external source (job.source)', () => {
   it('waits for asynchronous input instead of ending, and is exactly once across a crash and a rescale', async () => {
     const opened: number[] = [];
     const { input: _unused, ...job } = countingJob(input, { parallelism: 2 });
-    const result = await runPipeline({ ...job, source: trickle(input, opened) }, {
-      backend: memory(),
-      checkpointEvery: 50,
-      crashAt: 333,
-      recoverWithParallelism: 3,
-      recoverWithSourceParallelism: 3,
-    });
+    const result = await runPipeline(
+      { ...job, source: trickle(input, opened) },
+      {
+        backend: memory(),
+        checkpointEvery: 50,
+        crashAt: 333,
+        recoverWithParallelism: 3,
+        recoverWithSourceParallelism: 3,
+      },
+    );
     expect(result.crashes).toBe(1);
     expect(opened).toEqual([2, 3]);
     expect(checkCounts(result.committed, input)).toMatchObject({ ok: true, committedRecords: 600 });
@@ -94,7 +113,9 @@ describe('runPipeline with an external source (job.source)', () => {
 
   it('refuses a job with both input and source', async () => {
     const job = countingJob(input, { parallelism: 1 });
-    await expect(runPipeline({ ...job, source: trickle(input, []) }, { backend: memory(), checkpointEvery: 10 })).rejects.toMatchObject({
+    await expect(
+      runPipeline({ ...job, source: trickle(input, []) }, { backend: memory(), checkpointEvery: 10 }),
+    ).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
     });
   });

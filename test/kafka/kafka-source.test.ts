@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memory } from '../../backends/memory/index.js';
 import { kafkaPipelineSource } from '../../src/kafka/index.js';
-import { checkCounts, countingInput, countingJob, runPipeline, type CountInput, type PipelineEvent } from '../../src/testing/index.js';
+import {
+  checkCounts,
+  countingInput,
+  countingJob,
+  runPipeline,
+  type CountInput,
+  type PipelineEvent,
+} from '../../src/testing/index.js';
 import { SKIP_KAFKA_REASON, startMockCluster, type MockCluster } from './support/mock-cluster.js';
 import { deserializeCount, producePartitions, uniqueTopic } from './support/produce.js';
 
@@ -13,41 +20,52 @@ import { deserializeCount, producePartitions, uniqueTopic } from './support/prod
 /** Short group timeouts: the mock's coordinator waits session timeout - 1 s for members to rejoin during a rebalance. */
 const FAST_GROUP = { sessionTimeout: 3000, heartbeatInterval: 100 } as const;
 
-describe.skipIf(SKIP_KAFKA_REASON !== null)(`streamstate/kafka source${SKIP_KAFKA_REASON ? ` (${SKIP_KAFKA_REASON})` : ''}`, () => {
-  let cluster: MockCluster;
-  beforeAll(async () => {
-    cluster = await startMockCluster(3);
-  });
-  afterAll(async () => {
-    await cluster?.stop();
-  });
-
-  function jobOn(topic: string, input: CountInput[][], parallelism: number) {
-    const { input: _inMemory, ...job } = countingJob(input, { parallelism });
-    return { ...job, source: kafkaPipelineSource({ brokers: cluster.brokers, topics: [topic], deserialize: deserializeCount, ...FAST_GROUP }) };
-  }
-
-  it('8 partitions, parallelism 2, a crash mid-stream, restored at parallelism 3: every record counted exactly once', async () => {
-    const topic = uniqueTopic('crash-rescale');
-    await cluster.createTopic(topic, 8);
-    const input = countingInput({ records: 4000, keys: 60, partitions: 8, seed: 11 });
-    await producePartitions(cluster.brokers, topic, input);
-    const partitionsAfterRestore = new Set<number>();
-    const onEvent = (e: PipelineEvent) => {
-      if (e.type === 'record' && e.attempt === 1) partitionsAfterRestore.add(e.origin.partition);
-    };
-    const result = await runPipeline(jobOn(topic, input, 2), {
-      backend: memory(),
-      checkpointEvery: 250,
-      crashAt: 1700,
-      recoverWithParallelism: 3,
-      recoverWithSourceParallelism: 3,
-      onEvent,
+describe.skipIf(SKIP_KAFKA_REASON !== null)(
+  `streamstate/kafka source${SKIP_KAFKA_REASON ? ` (${SKIP_KAFKA_REASON})` : ''}`,
+  () => {
+    let cluster: MockCluster;
+    beforeAll(async () => {
+      cluster = await startMockCluster(3);
     });
-    expect(result.crashes).toBe(1);
-    expect(result.restoredFrom[0]).toMatchObject({ parallelism: 3, sourceParallelism: 3 });
-    expect(result.restoredFrom[0].checkpointId).not.toBeNull();
-    expect(checkCounts(result.committed, input)).toMatchObject({ ok: true, committedRecords: 4000, problems: [] });
-    expect([...partitionsAfterRestore].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-  });
-});
+    afterAll(async () => {
+      await cluster?.stop();
+    });
+
+    function jobOn(topic: string, input: CountInput[][], parallelism: number) {
+      const { input: _inMemory, ...job } = countingJob(input, { parallelism });
+      return {
+        ...job,
+        source: kafkaPipelineSource({
+          brokers: cluster.brokers,
+          topics: [topic],
+          deserialize: deserializeCount,
+          ...FAST_GROUP,
+        }),
+      };
+    }
+
+    it('8 partitions, parallelism 2, a crash mid-stream, restored at parallelism 3: every record counted exactly once', async () => {
+      const topic = uniqueTopic('crash-rescale');
+      await cluster.createTopic(topic, 8);
+      const input = countingInput({ records: 4000, keys: 60, partitions: 8, seed: 11 });
+      await producePartitions(cluster.brokers, topic, input);
+      const partitionsAfterRestore = new Set<number>();
+      const onEvent = (e: PipelineEvent) => {
+        if (e.type === 'record' && e.attempt === 1) partitionsAfterRestore.add(e.origin.partition);
+      };
+      const result = await runPipeline(jobOn(topic, input, 2), {
+        backend: memory(),
+        checkpointEvery: 250,
+        crashAt: 1700,
+        recoverWithParallelism: 3,
+        recoverWithSourceParallelism: 3,
+        onEvent,
+      });
+      expect(result.crashes).toBe(1);
+      expect(result.restoredFrom[0]).toMatchObject({ parallelism: 3, sourceParallelism: 3 });
+      expect(result.restoredFrom[0].checkpointId).not.toBeNull();
+      expect(checkCounts(result.committed, input)).toMatchObject({ ok: true, committedRecords: 4000, problems: [] });
+      expect([...partitionsAfterRestore].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    });
+  },
+);

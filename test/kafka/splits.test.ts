@@ -1,6 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { assignClaims, planSplits, resolveStartOffsets, type KafkaSplit, type TopicPartitionCount } from '../../src/kafka/index.js';
+import {
+  assignClaims,
+  planSplits,
+  resolveStartOffsets,
+  type KafkaSplit,
+  type TopicPartitionCount,
+} from '../../src/kafka/index.js';
 import { KafkaError } from '../../src/errors.js';
 
 /** Split planning and assignment, against a plain model: every partition is read by exactly one subtask, from the right offset. */
@@ -23,20 +29,31 @@ describe('planSplits', () => {
         (p1, p2, counts, growth, newTopics) => {
           const before: TopicPartitionCount[] = counts.map((n, i) => ({ topic: `t${i}`, partitions: n }));
           // Fresh start at p1.
-          const fresh = Array.from({ length: p1 }, (_, i) => planSplits({ restored: null, known: [], current: before, subtaskIndex: i, parallelism: p1 }));
+          const fresh = Array.from({ length: p1 }, (_, i) =>
+            planSplits({ restored: null, known: [], current: before, subtaskIndex: i, parallelism: p1 }),
+          );
           const flat = fresh.flat();
           expect(flat.length).toBe(counts.reduce((a, b) => a + b, 0));
           expect(new Set(flat.map((s) => `${s.topic}/${s.partition}`)).size).toBe(flat.length);
           // Checkpoint: some offsets; restore at p2 after the topics grew and new topics appeared.
-          const checkpointed: KafkaSplit[] = flat.map((s, i) => ({ topic: s.topic, partition: s.partition, offset: i * 3 }));
+          const checkpointed: KafkaSplit[] = flat.map((s, i) => ({
+            topic: s.topic,
+            partition: s.partition,
+            offset: i * 3,
+          }));
           const after: TopicPartitionCount[] = [
             ...before.map((t, i) => ({ topic: t.topic, partitions: t.partitions + (growth[i] ?? 0) })),
             ...Array.from({ length: newTopics }, (_, i) => ({ topic: `new${i}`, partitions: 2 + i })),
           ];
           const shares = redistribute(checkpointed, p2);
-          const restored = shares.map((share, i) => planSplits({ restored: share, known: before, current: after, subtaskIndex: i, parallelism: p2 })).flat();
+          const restored = shares
+            .flatMap((share, i) =>
+              planSplits({ restored: share, known: before, current: after, subtaskIndex: i, parallelism: p2 }),
+            );
           const offsetOf = new Map(checkpointed.map((s) => [`${s.topic}/${s.partition}`, s.offset]));
-          const expected = after.flatMap((t) => Array.from({ length: t.partitions }, (_, p) => `${t.topic}/${p}`)).sort();
+          const expected = after
+            .flatMap((t) => Array.from({ length: t.partitions }, (_, p) => `${t.topic}/${p}`))
+            .sort();
           expect(restored.map((s) => `${s.topic}/${s.partition}`).sort()).toEqual(expected);
           for (const s of restored) expect(s.offset).toBe(offsetOf.get(`${s.topic}/${s.partition}`) ?? 'earliest');
         },
@@ -46,7 +63,8 @@ describe('planSplits', () => {
 
   it('a restored split for a partition the topic no longer has, or a topic no longer read, is KAFKA_PARTITION_MISSING', () => {
     const restored = [{ topic: 'a', partition: 6, offset: 40 }];
-    const fail = (current: TopicPartitionCount[]) => () => planSplits({ restored, known: [{ topic: 'a', partitions: 8 }], current, subtaskIndex: 0, parallelism: 1 });
+    const fail = (current: TopicPartitionCount[]) => () =>
+      planSplits({ restored, known: [{ topic: 'a', partitions: 8 }], current, subtaskIndex: 0, parallelism: 1 });
     expect(fail([{ topic: 'a', partitions: 4 }])).toThrow(expect.objectContaining({ code: 'KAFKA_PARTITION_MISSING' }));
     expect(fail([{ topic: 'b', partitions: 8 }])).toThrow(KafkaError);
   });
@@ -65,13 +83,16 @@ describe('assignClaims (the group leader hands out what members claim)', () => {
 });
 
 describe('resolveStartOffsets (offsets out of range)', () => {
-  const snapshot = { counts: [{ topic: 't', partitions: 1 }], watermarks: new Map([['t\u00000', { low: 100, high: 250 }]]) };
+  const snapshot = {
+    counts: [{ topic: 't', partitions: 1 }],
+    watermarks: new Map([['t\u00000', { low: 100, high: 250 }]]),
+  };
 
-  it("fails with KAFKA_OFFSET_OUT_OF_RANGE below the log start (retention) or past the end, by default", () => {
+  it('fails with KAFKA_OFFSET_OUT_OF_RANGE below the log start (retention) or past the end, by default', () => {
     for (const offset of [40, 251]) {
-      expect(() => resolveStartOffsets([{ topic: 't', partition: 0, offset }], snapshot, 'fail', () => undefined)).toThrow(
-        expect.objectContaining({ code: 'KAFKA_OFFSET_OUT_OF_RANGE' }),
-      );
+      expect(() =>
+        resolveStartOffsets([{ topic: 't', partition: 0, offset }], snapshot, 'fail', () => undefined),
+      ).toThrow(expect.objectContaining({ code: 'KAFKA_OFFSET_OUT_OF_RANGE' }));
     }
   });
 
@@ -88,6 +109,8 @@ describe('resolveStartOffsets (offsets out of range)', () => {
       (r) => resets.push(r),
     );
     expect(splits.map((s) => s.offset)).toEqual([100, 100, 180]);
-    expect(resets).toEqual([{ topic: 't', partition: 0, restoredOffset: 40, resetTo: 100, watermarks: { low: 100, high: 250 } }]);
+    expect(resets).toEqual([
+      { topic: 't', partition: 0, restoredOffset: 40, resetTo: 100, watermarks: { low: 100, high: 250 } },
+    ]);
   });
 });

@@ -4,10 +4,22 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LevelDbKeyedStateBackend } from '../../backends/leveldb/backend.js';
-import { decodeRowKey, encodeRowKey, isCountRowStateId, lengthPrefixed, lengthPrefixedUtf8Capacity, lengthPrefixedUtf8Into } from '../../backends/leveldb/row-keys.js';
+import {
+  decodeRowKey,
+  encodeRowKey,
+  isCountRowStateId,
+  lengthPrefixed,
+  lengthPrefixedUtf8Capacity,
+  lengthPrefixedUtf8Into,
+} from '../../backends/leveldb/row-keys.js';
 import { ValueCodec } from '../../backends/leveldb/value-codec.js';
 import { KeyGroupRange, keyGroupForKey } from '../../src/keygroups/key-groups.js';
-import { float64Serializer, int32Serializer, msgpackSerializer, stringSerializer } from '../../src/serializers/builtins.js';
+import {
+  float64Serializer,
+  int32Serializer,
+  msgpackSerializer,
+  stringSerializer,
+} from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 import { listState, mapState, valueState } from '../../src/state/descriptors.js';
 import { params } from '../heap/support.js';
@@ -24,11 +36,17 @@ afterAll(() => rm(root, { recursive: true, force: true }));
 
 const MAX_P = 32;
 
-async function create<K>(keySerializer: Serializer<K>, writeBufferBytes?: number): Promise<LevelDbKeyedStateBackend<K>> {
-  return LevelDbKeyedStateBackend.create(params<K>({ maxParallelism: MAX_P, keyGroupRange: new KeyGroupRange(0, MAX_P - 1), keySerializer }), {
-    workingDir: root,
-    ...(writeBufferBytes !== undefined ? { writeBufferBytes } : {}),
-  });
+async function create<K>(
+  keySerializer: Serializer<K>,
+  writeBufferBytes?: number,
+): Promise<LevelDbKeyedStateBackend<K>> {
+  return LevelDbKeyedStateBackend.create(
+    params<K>({ maxParallelism: MAX_P, keyGroupRange: new KeyGroupRange(0, MAX_P - 1), keySerializer }),
+    {
+      workingDir: root,
+      ...(writeBufferBytes !== undefined ? { writeBufferBytes } : {}),
+    },
+  );
 }
 
 /** Every non-count row in LevelDB, as hex row key → hex value. */
@@ -79,7 +97,10 @@ describe('leveldb string keys written in place', () => {
     const expected = new Map<string, string>();
     for (const [i, k] of keys.entries()) {
       const kg = keyGroupForKey(k, stringSerializer, MAX_P);
-      expected.set(encodeRowKey(kg, id, Buffer.from(k), new Uint8Array(0)).toString('hex'), header0(float64Serializer.serialize(i + 0.5)));
+      expected.set(
+        encodeRowKey(kg, id, Buffer.from(k), new Uint8Array(0)).toString('hex'),
+        header0(float64Serializer.serialize(i + 0.5)),
+      );
     }
     expect(await rows(kb)).toEqual(expected);
     await kb.close();
@@ -103,7 +124,10 @@ describe('leveldb string keys written in place', () => {
     const expected = new Map<string, string>();
     for (const k of keys) {
       const bytes = ser.serialize(k);
-      expected.set(encodeRowKey(keyGroupForKey(k, ser, MAX_P), sid, bytes, new Uint8Array(0)).toString('hex'), header0(int32Serializer.serialize(model.get(JSON.stringify(k)) as number)));
+      expected.set(
+        encodeRowKey(keyGroupForKey(k, ser, MAX_P), sid, bytes, new Uint8Array(0)).toString('hex'),
+        header0(int32Serializer.serialize(model.get(JSON.stringify(k)) as number)),
+      );
     }
     expect(await rows(kb)).toEqual(expected);
     await kb.close();
@@ -111,8 +135,12 @@ describe('leveldb string keys written in place', () => {
 
   it('namespace switches and several handles on one key rebuild their own row keys', async () => {
     const kb = await create(stringSerializer, 128);
-    const v = kb.getState(valueState<number, string>('v', { serializer: int32Serializer, namespace: stringSerializer }));
-    const l = kb.getState(listState<number, string>('l', { serializer: float64Serializer, namespace: stringSerializer }));
+    const v = kb.getState(
+      valueState<number, string>('v', { serializer: int32Serializer, namespace: stringSerializer }),
+    );
+    const l = kb.getState(
+      listState<number, string>('l', { serializer: float64Serializer, namespace: stringSerializer }),
+    );
     const values = new Map<string, number>();
     const lists = new Map<string, number[]>();
     let n = 0;
@@ -151,16 +179,28 @@ describe('leveldb fixed-width values in place', () => {
   for (const [name, ser, arb] of codecs) {
     it(`${name}: rows and lists are byte for byte the generic encoding, at any generation`, () => {
       fc.assert(
-        fc.property(fc.integer({ min: 0, max: 127 }), arb, fc.array(arb, { maxLength: 5 }), fc.array(arb, { minLength: 1, maxLength: 5 }), (gen, x, a, b) => {
-          const codec = new ValueCodec(ser, gen, [], 'test');
-          const row = codec.encode(x);
-          expect(row.equals(Buffer.concat([Buffer.from([gen << 1]), ser.serialize(x)]))).toBe(true);
-          expect(Object.is(codec.decode(row), ser.deserialize(ser.serialize(x)))).toBe(true);
-          const generic = (xs: number[]): Buffer => Buffer.concat([Buffer.from([gen << 1]), ...xs.flatMap((e) => [Buffer.from([ser.serialize(e).length]), ser.serialize(e)])]);
-          const list = codec.appendToList(a.length === 0 ? undefined : codec.encodeList(a), b);
-          expect(list.equals(generic([...a, ...b]))).toBe(true);
-          expect(codec.decodeList(list).map((e) => Object.is(e, ser.deserialize(ser.serialize(e))))).toEqual([...a, ...b].map(() => true));
-        }),
+        fc.property(
+          fc.integer({ min: 0, max: 127 }),
+          arb,
+          fc.array(arb, { maxLength: 5 }),
+          fc.array(arb, { minLength: 1, maxLength: 5 }),
+          (gen, x, a, b) => {
+            const codec = new ValueCodec(ser, gen, [], 'test');
+            const row = codec.encode(x);
+            expect(row.equals(Buffer.concat([Buffer.from([gen << 1]), ser.serialize(x)]))).toBe(true);
+            expect(Object.is(codec.decode(row), ser.deserialize(ser.serialize(x)))).toBe(true);
+            const generic = (xs: number[]): Buffer =>
+              Buffer.concat([
+                Buffer.from([gen << 1]),
+                ...xs.flatMap((e) => [Buffer.from([ser.serialize(e).length]), ser.serialize(e)]),
+              ]);
+            const list = codec.appendToList(a.length === 0 ? undefined : codec.encodeList(a), b);
+            expect(list.equals(generic([...a, ...b]))).toBe(true);
+            expect(codec.decodeList(list).map((e) => Object.is(e, ser.deserialize(ser.serialize(e))))).toEqual(
+              [...a, ...b].map(() => true),
+            );
+          },
+        ),
       );
     });
   }
@@ -181,7 +221,9 @@ describe('leveldb fixed-width values in place', () => {
 describe('leveldb map counts with blind puts resolved in key order', () => {
   it('counts stay exact over many maps whose put order is not their key order, with a tiny write buffer', async () => {
     const kb = await create(stringSerializer, 512);
-    const m = kb.getState(mapState<number, number>('m', { keySerializer: int32Serializer, valueSerializer: int32Serializer }));
+    const m = kb.getState(
+      mapState<number, number>('m', { keySerializer: int32Serializer, valueSerializer: int32Serializer }),
+    );
     const keys = Array.from({ length: 60 }, (_, i) => `k${(i * 37) % 60}`);
     // Existing entries in LevelDB, so later puts are blind overwrites or blind new entries.
     for (const k of keys) {

@@ -28,14 +28,20 @@ async function failure(fn: () => unknown): Promise<unknown> {
 }
 
 function expectClosed(err: unknown, what: string): void {
-  expect({ what, typed: err instanceof StreamStateError, code: (err as StreamStateError)?.code }).toEqual({ what, typed: true, code: 'BACKEND_CLOSED' });
+  expect({ what, typed: err instanceof StreamStateError, code: (err as StreamStateError)?.code }).toEqual({
+    what,
+    typed: true,
+    code: 'BACKEND_CLOSED',
+  });
 }
 
 async function populated() {
   const kb = await rig.create();
   const value = kb.getState(valueState<number>('v', { serializer: float64Serializer }));
   const list = kb.getState(listState<number>('l', { serializer: float64Serializer }));
-  const map = kb.getState(mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: float64Serializer }));
+  const map = kb.getState(
+    mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: float64Serializer }),
+  );
   const red = kb.getState(reducingState<number>('r', (a, b) => a + b, { serializer: float64Serializer }));
   const agg = kb.getState(
     aggregatingState<number, number, number>(
@@ -108,7 +114,8 @@ describe('leveldb after close()', () => {
       getTimerQueue: () => kb.getTimerQueue('t2'),
       getKeys: () => kb.getKeys('v', ''),
       getKeysAndNamespaces: () => kb.getKeysAndNamespaces('v'),
-      applyToAllKeys: () => kb.applyToAllKeys('', valueState<number>('v', { serializer: float64Serializer }), () => undefined),
+      applyToAllKeys: () =>
+        kb.applyToAllKeys('', valueState<number>('v', { serializer: float64Serializer }), () => undefined),
       numEntries: () => kb.numEntries(),
       stateNames: () => kb.stateNames(),
       snapshot: () => kb.snapshot(1, { type: 'checkpoint', streams }),
@@ -120,7 +127,9 @@ describe('leveldb after close()', () => {
 
   it('a map iteration running when the backend closes ends with BACKEND_CLOSED', async () => {
     const kb = await rig.create();
-    const map = kb.getState(mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: float64Serializer }));
+    const map = kb.getState(
+      mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: float64Serializer }),
+    );
     kb.setCurrentKey('k');
     for (let i = 0; i < 5000; i++) map.put(`e${String(i).padStart(5, '0')}`, i);
     await kb.flush();

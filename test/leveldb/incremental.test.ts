@@ -3,7 +3,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isIncrementalHandle, leveldb, type LevelDbIncrementalHandle, type LevelDbKeyedStateBackend, type LevelDbOptions } from '../../backends/leveldb/index.js';
+import {
+  isIncrementalHandle,
+  leveldb,
+  type LevelDbIncrementalHandle,
+  type LevelDbKeyedStateBackend,
+  type LevelDbOptions,
+} from '../../backends/leveldb/index.js';
 import type { KeyedStateBackend, RestoreSource, StateBackend } from '../../src/backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../../src/backend/handles.js';
 import { localCheckpointStorage, type BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
@@ -35,7 +41,10 @@ afterEach(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function create(restore?: RestoreSource<KeyedStateHandle>, b: StateBackend = backend): Promise<KeyedStateBackend<string>> {
+async function create(
+  restore?: RestoreSource<KeyedStateHandle>,
+  b: StateBackend = backend,
+): Promise<KeyedStateBackend<string>> {
   const kb = await b.createKeyedStateBackend({
     jobId: JOB,
     operatorId: OP,
@@ -62,7 +71,10 @@ function coordinator(numRetained = 3, fencing?: { minAgeMs: number }): Checkpoin
 }
 
 /** One checkpoint through the coordinator: trigger, snapshot, acknowledge, notify. */
-async function checkpoint(coord: CheckpointCoordinator, kb: KeyedStateBackend<string>): Promise<{ id: number; handle: LevelDbIncrementalHandle }> {
+async function checkpoint(
+  coord: CheckpointCoordinator,
+  kb: KeyedStateBackend<string>,
+): Promise<{ id: number; handle: LevelDbIncrementalHandle }> {
   const p = coord.triggerCheckpoint();
   const task = await kb.snapshot(p.checkpointId, p.snapshotOptions(OP, 0));
   const handle = await task.done;
@@ -78,12 +90,17 @@ async function expectedJobFiles(coord: CheckpointCoordinator): Promise<string[]>
   for (const info of coord.completedCheckpoints()) {
     const { metadata } = await storage.resolve(info.pointer);
     out.add(`${info.pointer}/_metadata`);
-    for (const op of metadata.operators) for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) out.add(resolveHandlePath(info.pointer, f.path));
+    for (const op of metadata.operators)
+      for (const s of op.subtasks)
+        for (const f of referencedFiles([s.keyed, s.operator])) out.add(resolveHandlePath(info.pointer, f.path));
   }
   return [...out].sort();
 }
 
-async function restoreFrom(pointer: string, mode: 'claim' | 'no-claim' = 'no-claim'): Promise<KeyedStateBackend<string>> {
+async function restoreFrom(
+  pointer: string,
+  mode: 'claim' | 'no-claim' = 'no-claim',
+): Promise<KeyedStateBackend<string>> {
   const { metadata, files } = await storage.resolve(pointer);
   const handles = metadata.operators[0].subtasks[0].keyed;
   return create({ handles, files, mode, checkpointId: metadata.checkpointId });
@@ -181,7 +198,9 @@ describe('leveldb native incremental checkpoints through the CheckpointCoordinat
     expect(written).toBeLessThan(all / 2);
     // A savepoint-like full snapshot uploads everything again.
     const p = coord.triggerCheckpoint();
-    const full = (await (await kb.snapshot(p.checkpointId, { type: 'checkpoint', full: true, streams: p.streamsFor(OP, 0) })).done) as LevelDbIncrementalHandle;
+    const full = (await (
+      await kb.snapshot(p.checkpointId, { type: 'checkpoint', full: true, streams: p.streamsFor(OP, 0) })
+    ).done) as LevelDbIncrementalHandle;
     expect(full.sharedFiles.every((f) => !before.has(f.handle.path))).toBe(true);
     await coord.abort(p.checkpointId, 'test');
     await kb.notifyCheckpointAborted(p.checkpointId);
@@ -248,7 +267,10 @@ describe('leveldb working directory and restore failures', () => {
     const a = await create(undefined, pinned);
     a.setCurrentKey('x');
     a.getState(vd).update('kept');
-    await expect(create(undefined, pinned)).rejects.toMatchObject({ code: 'LOCKED', message: expect.stringContaining(dir) });
+    await expect(create(undefined, pinned)).rejects.toMatchObject({
+      code: 'LOCKED',
+      message: expect.stringContaining(dir),
+    });
     expect(a.getState(vd).value()).toBe('kept');
   });
 
@@ -276,14 +298,24 @@ describe('leveldb working directory and restore failures', () => {
     flipped[10] ^= 0xff;
     await storage.store.put(tableName, flipped);
     const dir1 = join(root, 'r1');
-    await expect(create({ handles: [handle as unknown as KeyedStateHandle], files }, leveldb({ instanceDir: () => dir1, memtableBytes: 64 * 1024 }))).rejects.toMatchObject({
+    await expect(
+      create(
+        { handles: [handle as unknown as KeyedStateHandle], files },
+        leveldb({ instanceDir: () => dir1, memtableBytes: 64 * 1024 }),
+      ),
+    ).rejects.toMatchObject({
       code: 'CHECKSUM_MISMATCH',
       message: expect.stringContaining(table.localName),
     });
 
     // missing shared file
     await storage.store.delete([tableName]);
-    await expect(create({ handles: [handle as unknown as KeyedStateHandle], files }, leveldb({ instanceDir: () => dir1, memtableBytes: 64 * 1024 }))).rejects.toMatchObject({
+    await expect(
+      create(
+        { handles: [handle as unknown as KeyedStateHandle], files },
+        leveldb({ instanceDir: () => dir1, memtableBytes: 64 * 1024 }),
+      ),
+    ).rejects.toMatchObject({
       code: 'NOT_FOUND',
       message: expect.stringContaining(table.localName),
     });
@@ -302,12 +334,20 @@ describe('leveldb working directory and restore failures', () => {
       },
     };
     const dir2 = join(root, 'r2');
-    await expect(create({ handles: [handle as unknown as KeyedStateHandle], files: corrupting }, leveldb({ instanceDir: () => dir2, memtableBytes: 64 * 1024 }))).rejects.toMatchObject({
+    await expect(
+      create(
+        { handles: [handle as unknown as KeyedStateHandle], files: corrupting },
+        leveldb({ instanceDir: () => dir2, memtableBytes: 64 * 1024 }),
+      ),
+    ).rejects.toMatchObject({
       code: 'CORRUPT',
       message: expect.stringContaining(dir2),
     });
     // Nothing half-open: the directory is gone and can be used again.
-    const again = await create({ handles: [handle as unknown as KeyedStateHandle], files }, leveldb({ instanceDir: () => dir2, memtableBytes: 64 * 1024 }));
+    const again = await create(
+      { handles: [handle as unknown as KeyedStateHandle], files },
+      leveldb({ instanceDir: () => dir2, memtableBytes: 64 * 1024 }),
+    );
     expect((await readAll(again)).size).toBeGreaterThan(0);
     await coord.shutdown('finish');
   });

@@ -35,8 +35,13 @@ function expectedValue(key: string, round: number): string {
   return [0, 1, 2].map((n) => createHash('sha256').update(`${round}-${key}-${n}`).digest('hex')).join('');
 }
 
-async function open(workingDir: string, restore?: { handles: KeyedStateHandle[]; id: number }): Promise<LevelDbKeyedStateBackend<string>> {
-  const files = restore ? new BlobStateFileReader(storage.store, storage.checkpointPointer('job', restore.id)) : undefined;
+async function open(
+  workingDir: string,
+  restore?: { handles: KeyedStateHandle[]; id: number },
+): Promise<LevelDbKeyedStateBackend<string>> {
+  const files = restore
+    ? new BlobStateFileReader(storage.store, storage.checkpointPointer('job', restore.id))
+    : undefined;
   return LevelDbKeyedStateBackend.create(
     params<string>(restore && files ? { restore: { handles: restore.handles, files, checkpointId: restore.id } } : {}),
     // Small memtable and buffer: the data spreads over many table files.

@@ -72,17 +72,33 @@ describe('leveldb list appends', () => {
     const v = fc.integer({ min: -1000, max: 1000 });
     const op: fc.Arbitrary<Op> = fc.oneof(
       { weight: 6, arbitrary: fc.record({ op: fc.constant('add' as const), key, ns, v }) },
-      { weight: 2, arbitrary: fc.record({ op: fc.constant('addAll' as const), key, ns, vs: fc.array(v, { maxLength: 4 }) }) },
-      { weight: 1, arbitrary: fc.record({ op: fc.constant('update' as const), key, ns, vs: fc.array(v, { maxLength: 4 }) }) },
+      {
+        weight: 2,
+        arbitrary: fc.record({ op: fc.constant('addAll' as const), key, ns, vs: fc.array(v, { maxLength: 4 }) }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({ op: fc.constant('update' as const), key, ns, vs: fc.array(v, { maxLength: 4 }) }),
+      },
       { weight: 1, arbitrary: fc.record({ op: fc.constant('clear' as const), key, ns }) },
       { weight: 3, arbitrary: fc.record({ op: fc.constant('get' as const), key, ns }) },
-      { weight: 1, arbitrary: fc.record({ op: fc.constant('merge' as const), key, target: ns, sources: fc.array(ns, { maxLength: 3 }) }) },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          op: fc.constant('merge' as const),
+          key,
+          target: ns,
+          sources: fc.array(ns, { maxLength: 3 }),
+        }),
+      },
       { weight: 1, arbitrary: fc.constant({ op: 'flush' as const }) },
     );
     await fc.assert(
       fc.asyncProperty(fc.array(op, { maxLength: 80 }), async (ops) => {
         const kb = await rig.create();
-        const list = kb.getState(listState<number, number>('l', { serializer: int32Serializer, namespace: int32Serializer }));
+        const list = kb.getState(
+          listState<number, number>('l', { serializer: int32Serializer, namespace: int32Serializer }),
+        );
         const model = new Map<string, number[]>();
         const at = (k: number, n: number): string => `${k}/${n}`;
         try {
@@ -203,7 +219,11 @@ describe('leveldb list appends', () => {
     for (const snap of [canonical]) {
       let found = 0;
       for (let i = 0; i < 2; i++) {
-        const sub = await rig.restore(snap.id, [snap.handle], { keyGroupRange: keyGroupRangeForSubtask(MAX_P, 2, i), parallelism: 2, subtaskIndex: i });
+        const sub = await rig.restore(snap.id, [snap.handle], {
+          keyGroupRange: keyGroupRangeForSubtask(MAX_P, 2, i),
+          parallelism: 2,
+          subtaskIndex: i,
+        });
         const l = sub.getState(listState<number>('big', { serializer: float64Serializer }));
         for await (const k of sub.getKeys('big', '')) {
           sub.setCurrentKey(k);
@@ -233,7 +253,8 @@ describe('leveldb list appends', () => {
     ops(heap, heap.getState(descriptor()));
     const fromLevel = await rig.snapshot(kb, 'canonical');
     const fromHeap = await rig.snapshot(heap, 'canonical');
-    const bytes = async (s: { id: number; handle: unknown }): Promise<Buffer> => readStreamHandle((s.handle as KeyGroupsStateHandle).stream, rig.files(s.id));
+    const bytes = async (s: { id: number; handle: unknown }): Promise<Buffer> =>
+      readStreamHandle((s.handle as KeyGroupsStateHandle).stream, rig.files(s.id));
     expect((await bytes(fromLevel)).equals(await bytes(fromHeap))).toBe(true);
     await kb.close();
     await heap.close();

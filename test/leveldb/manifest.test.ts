@@ -30,7 +30,8 @@ const open = async (dir: string, opts: { writeBufferSize?: number; maxFileSize?:
 };
 const key = (i: number): Buffer => Buffer.from(`key-${String(i).padStart(7, '0')}`);
 const value = (i: number, round: number): Buffer => Buffer.from(`value-${i}-${round}-${'x'.repeat(i % 40)}`);
-const manifestOf = async (dir: string): Promise<Buffer> => readFile(join(dir, (await readFile(join(dir, 'CURRENT'), 'utf8')).trim()));
+const manifestOf = async (dir: string): Promise<Buffer> =>
+  readFile(join(dir, (await readFile(join(dir, 'CURRENT'), 'utf8')).trim()));
 
 /** Rounds of overwrites, each flushed and compacted: many version edits over few live tables. */
 async function churn(db: Db, keys: number, rounds: number, from = 0): Promise<void> {
@@ -75,8 +76,15 @@ describe('LevelDB MANIFEST in checkpoints', () => {
         const mine = readManifest(await readFile(join(target, manifestName)));
         const theirs = readManifest(live);
         expect(mine.tables).toEqual(theirs.tables);
-        expect([mine.logNumber, mine.prevLogNumber, mine.nextFileNumber, mine.lastSequence]).toEqual([theirs.logNumber, theirs.prevLogNumber, theirs.nextFileNumber, theirs.lastSequence]);
-        expect(chk.tables.map((t) => t.name).sort()).toEqual((await readdir(target)).filter((f) => f.endsWith('.ldb')).sort());
+        expect([mine.logNumber, mine.prevLogNumber, mine.nextFileNumber, mine.lastSequence]).toEqual([
+          theirs.logNumber,
+          theirs.prevLogNumber,
+          theirs.nextFileNumber,
+          theirs.lastSequence,
+        ]);
+        expect(chk.tables.map((t) => t.name).sort()).toEqual(
+          (await readdir(target)).filter((f) => f.endsWith('.ldb')).sort(),
+        );
         expect(written).toBeLessThan(live.length / 10);
         await expectContents(target, 500, c * 100 + 59);
       }

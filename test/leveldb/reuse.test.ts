@@ -12,7 +12,8 @@ import { NoticeJob, noticeScenarios, type NoticeBackendCase } from '../changelog
 let n = 0;
 const kase: NoticeBackendCase = {
   name: 'leveldb',
-  make: (root) => leveldb({ workingDir: join(root, `work-${++n}`), writeBufferBytes: 64 * 1024, memtableBytes: 32 * 1024 }),
+  make: (root) =>
+    leveldb({ workingDir: join(root, `work-${++n}`), writeBufferBytes: 64 * 1024, memtableBytes: 32 * 1024 }),
 };
 
 const open: NoticeJob[] = [];

@@ -1,6 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeRowKey, encodeRowKey, lengthPrefixed, prefixUpperBound, RowKeyBuilder } from '../../backends/leveldb/row-keys.js';
+import {
+  decodeRowKey,
+  encodeRowKey,
+  lengthPrefixed,
+  prefixUpperBound,
+  RowKeyBuilder,
+} from '../../backends/leveldb/row-keys.js';
 
 const bytes = fc.uint8Array({ maxLength: 300 });
 
@@ -19,17 +25,24 @@ describe('LevelDB row keys', () => {
 
   it('decodes what it encodes, and the builder produces the same bytes', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 32767 }), fc.integer({ min: 1, max: 0x7fff }), bytes, bytes, bytes, (kg, sid, key, ns, uk) => {
-        const row = encodeRowKey(kg, sid, key, ns, uk);
-        const d = decodeRowKey(row);
-        expect([d.keyGroup, d.stateId]).toEqual([kg, sid]);
-        expect(Buffer.from(d.key).equals(Buffer.from(key))).toBe(true);
-        expect(Buffer.from(d.namespace).equals(Buffer.from(ns))).toBe(true);
-        expect(Buffer.from(d.userKey).equals(Buffer.from(uk))).toBe(true);
-        const built = new RowKeyBuilder().build(kg, sid, lengthPrefixed(key), lengthPrefixed(ns), uk);
-        expect(built.view().equals(row)).toBe(true);
-        expect(Buffer.from(built.string(), 'latin1').equals(row)).toBe(true);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 32767 }),
+        fc.integer({ min: 1, max: 0x7fff }),
+        bytes,
+        bytes,
+        bytes,
+        (kg, sid, key, ns, uk) => {
+          const row = encodeRowKey(kg, sid, key, ns, uk);
+          const d = decodeRowKey(row);
+          expect([d.keyGroup, d.stateId]).toEqual([kg, sid]);
+          expect(Buffer.from(d.key).equals(Buffer.from(key))).toBe(true);
+          expect(Buffer.from(d.namespace).equals(Buffer.from(ns))).toBe(true);
+          expect(Buffer.from(d.userKey).equals(Buffer.from(uk))).toBe(true);
+          const built = new RowKeyBuilder().build(kg, sid, lengthPrefixed(key), lengthPrefixed(ns), uk);
+          expect(built.view().equals(row)).toBe(true);
+          expect(Buffer.from(built.string(), 'latin1').equals(row)).toBe(true);
+        },
+      ),
     );
   });
 

@@ -15,7 +15,14 @@ type Op =
 // Short keys over few byte values: many collisions of prefixes, equal keys and hash slots.
 const bytes = fc.uint8Array({ minLength: 0, maxLength: 6, max: 3 });
 const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('set' as const), key: bytes, value: fc.option(fc.integer({ min: 0, max: 255 })) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant('set' as const),
+      key: bytes,
+      value: fc.option(fc.integer({ min: 0, max: 255 })),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('get' as const), key: bytes }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('drop' as const), gte: bytes, lt: fc.option(bytes) }) },
 );
@@ -79,7 +86,8 @@ describe('RowTable (write-buffer layer rows)', () => {
     const table = new RowTable();
     for (let i = 0; i < 100_000; i++) table.set(Buffer.from(`key-${i}-${'x'.repeat(i % 50)}`), Buffer.from([i & 0xff]));
     expect(table.size).toBe(100_000);
-    for (let i = 0; i < 100_000; i += 997) expect(table.get(Buffer.from(`key-${i}-${'x'.repeat(i % 50)}`))?.[0]).toBe(i & 0xff);
+    for (let i = 0; i < 100_000; i += 997)
+      expect(table.get(Buffer.from(`key-${i}-${'x'.repeat(i % 50)}`))?.[0]).toBe(i & 0xff);
     expect(table.get(Buffer.from('key-100000-'))).toBeUndefined();
   });
 });

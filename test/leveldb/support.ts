@@ -16,19 +16,26 @@ export class LevelRig {
 
   constructor(private readonly opts: LevelDbBackendOptions = {}) {}
 
-  create<K = string>(over: Partial<KeyedBackendParams<K>> = {}, opts: LevelDbBackendOptions = {}): Promise<LevelDbKeyedStateBackend<K>> {
+  create<K = string>(
+    over: Partial<KeyedBackendParams<K>> = {},
+    opts: LevelDbBackendOptions = {},
+  ): Promise<LevelDbKeyedStateBackend<K>> {
     return LevelDbKeyedStateBackend.create(params<K>(over), { workingDir: this.root, ...this.opts, ...opts });
   }
 
   /** Takes a snapshot (a checkpoint unless `kind` says otherwise) and waits for its handle. */
   async snapshot<K>(
-    b: { snapshot(id: number, o: SnapshotOptions): Promise<{ done: Promise<KeyedStateHandle | null> }> } | LevelDbKeyedStateBackend<K>,
+    b:
+      | { snapshot(id: number, o: SnapshotOptions): Promise<{ done: Promise<KeyedStateHandle | null> }> }
+      | LevelDbKeyedStateBackend<K>,
     kind: 'checkpoint' | 'canonical' | 'native-savepoint' = 'checkpoint',
   ): Promise<{ id: number; handle: KeyedStateHandle | null }> {
     const id = this.nextId++;
     const streams = this.storage.checkpointStreams('job', id);
     const options: SnapshotOptions =
-      kind === 'checkpoint' ? { type: 'checkpoint', streams } : { type: 'savepoint', format: kind === 'canonical' ? 'canonical' : 'native', streams };
+      kind === 'checkpoint'
+        ? { type: 'checkpoint', streams }
+        : { type: 'savepoint', format: kind === 'canonical' ? 'canonical' : 'native', streams };
     const task = await b.snapshot(id, options);
     return { id, handle: await task.done };
   }
@@ -37,8 +44,23 @@ export class LevelRig {
     return new BlobStateFileReader(this.storage.store, this.storage.checkpointPointer('job', id));
   }
 
-  restore<K = string>(id: number, handles: readonly (KeyedStateHandle | null)[], over: Partial<KeyedBackendParams<K>> = {}, opts: LevelDbBackendOptions = {}): Promise<LevelDbKeyedStateBackend<K>> {
-    return this.create<K>({ ...over, restore: { handles: handles.filter((h): h is KeyedStateHandle => h !== null), files: this.files(id), checkpointId: id } }, opts);
+  restore<K = string>(
+    id: number,
+    handles: readonly (KeyedStateHandle | null)[],
+    over: Partial<KeyedBackendParams<K>> = {},
+    opts: LevelDbBackendOptions = {},
+  ): Promise<LevelDbKeyedStateBackend<K>> {
+    return this.create<K>(
+      {
+        ...over,
+        restore: {
+          handles: handles.filter((h): h is KeyedStateHandle => h !== null),
+          files: this.files(id),
+          checkpointId: id,
+        },
+      },
+      opts,
+    );
   }
 
   async cleanup(): Promise<void> {

@@ -73,7 +73,10 @@ describe('leveldb TTL sweep', () => {
 
   it('removes every expired row (values, map entries and counts, list rows and counters) and nothing else', async () => {
     now = 0;
-    const kb = await rig.create({ clock }, { ttlCleanup: { rowsPerSweep: 37, everyAccesses: Number.MAX_SAFE_INTEGER } });
+    const kb = await rig.create(
+      { clock },
+      { ttlCleanup: { rowsPerSweep: 37, everyAccesses: Number.MAX_SAFE_INTEGER } },
+    );
     write(kb, keys('old', 60), ttl);
     now = 500;
     write(kb, keys('new', 40), ttl);
@@ -104,7 +107,12 @@ describe('leveldb TTL sweep', () => {
   it('drops only the expired elements of a list row', async () => {
     now = 0;
     const kb = await rig.create({ clock }, { ttlCleanup: { everyAccesses: Number.MAX_SAFE_INTEGER } });
-    const list = kb.getState(listState<number>('l', { serializer: int32Serializer, ttl: { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp' } }));
+    const list = kb.getState(
+      listState<number>('l', {
+        serializer: int32Serializer,
+        ttl: { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp' },
+      }),
+    );
     kb.setCurrentKey('k');
     list.add(1);
     list.add(2);
@@ -153,7 +161,10 @@ describe('leveldb TTL sweep', () => {
 
   it('sweeps the wrapped leveldb of changelog(leveldb) too', async () => {
     now = 0;
-    const backend = changelog({ backend: leveldb({ workingDir: rig.root, ttlCleanup: { everyAccesses: 50, rowsPerSweep: 100_000 } }), storage: rig.storage });
+    const backend = changelog({
+      backend: leveldb({ workingDir: rig.root, ttlCleanup: { everyAccesses: 50, rowsPerSweep: 100_000 } }),
+      storage: rig.storage,
+    });
     const kb = (await backend.createKeyedStateBackend(params({ clock }))) as ChangelogKeyedStateBackend<string>;
     const inner = kb.inner as LevelDbKeyedStateBackend<string>;
     const value = kb.getState(valueState<number>('v', { serializer: float64Serializer, ttl }));
@@ -190,14 +201,19 @@ async function ttlRowsOf(kb: LevelDbKeyedStateBackend<string>, name: string): Pr
 
 describe('cleanupInFullSnapshot on leveldb and changelog(leveldb)', () => {
   /** Entries in a canonical savepoint of 10 keys written at 0 and taken at 5000 (all expired), restored into leveldb. */
-  async function savedEntries(variant: 'leveldb' | 'changelog(leveldb)', cleanupInFullSnapshot: boolean | undefined): Promise<number> {
+  async function savedEntries(
+    variant: 'leveldb' | 'changelog(leveldb)',
+    cleanupInFullSnapshot: boolean | undefined,
+  ): Promise<number> {
     now = 0;
     const ttl: TtlConfig = { ttlMs: TTL_MS, ...(cleanupInFullSnapshot === undefined ? {} : { cleanupInFullSnapshot }) };
     const level = leveldb({ workingDir: rig.root, ttlCleanup: false });
     const backend = variant === 'leveldb' ? level : changelog({ backend: level, storage: rig.storage });
     const kb = await backend.createKeyedStateBackend(params({ clock }));
     const value = kb.getState(valueState<number>('v', { serializer: float64Serializer, ttl }));
-    const map = kb.getState(mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: float64Serializer, ttl }));
+    const map = kb.getState(
+      mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: float64Serializer, ttl }),
+    );
     const list = kb.getState(listState<number>('l', { serializer: int32Serializer, ttl }));
     for (const k of keys('k', 10)) {
       kb.setCurrentKey(k);
@@ -214,9 +230,12 @@ describe('cleanupInFullSnapshot on leveldb and changelog(leveldb)', () => {
     return n;
   }
 
-  it.each(['leveldb', 'changelog(leveldb)'] as const)('%s keeps expired values with false and drops them by default', async (variant) => {
-    expect(await savedEntries(variant, false)).toBe(30);
-    expect(await savedEntries(variant, true)).toBe(0);
-    expect(await savedEntries(variant, undefined)).toBe(0);
-  });
+  it.each(['leveldb', 'changelog(leveldb)'] as const)(
+    '%s keeps expired values with false and drops them by default',
+    async (variant) => {
+      expect(await savedEntries(variant, false)).toBe(30);
+      expect(await savedEntries(variant, true)).toBe(0);
+      expect(await savedEntries(variant, undefined)).toBe(0);
+    },
+  );
 });

@@ -27,12 +27,15 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-
-async function create(writeBufferBytes: number, clock?: () => number, restore?: RestoreSource<KeyedStateHandle>): Promise<LevelDbKeyedStateBackend<string>> {
-  return LevelDbKeyedStateBackend.create(
-    params({ ...(clock ? { clock } : {}), ...(restore ? { restore } : {}) }),
-    { workingDir: root, writeBufferBytes },
-  );
+async function create(
+  writeBufferBytes: number,
+  clock?: () => number,
+  restore?: RestoreSource<KeyedStateHandle>,
+): Promise<LevelDbKeyedStateBackend<string>> {
+  return LevelDbKeyedStateBackend.create(params({ ...(clock ? { clock } : {}), ...(restore ? { restore } : {}) }), {
+    workingDir: root,
+    writeBufferBytes,
+  });
 }
 
 type Cmd =
@@ -48,11 +51,17 @@ const key = fc.integer({ min: 0, max: 5 });
 const ns = fc.integer({ min: 0, max: 1 });
 const uk = fc.integer({ min: 0, max: 4 });
 const cmd: fc.Arbitrary<Cmd> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('put' as const), key, ns, uk, v: fc.integer({ min: 0, max: 99 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({ op: fc.constant('put' as const), key, ns, uk, v: fc.integer({ min: 0, max: 99 }) }),
+  },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('remove' as const), key, ns, uk }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('clear' as const), key, ns }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('check' as const), key, ns, uk }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('value' as const), key, v: fc.option(fc.integer({ min: 0, max: 99 })) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ op: fc.constant('value' as const), key, v: fc.option(fc.integer({ min: 0, max: 99 })) }),
+  },
   { weight: 2, arbitrary: fc.constant({ op: 'yield' as const }) },
   { weight: 1, arbitrary: fc.constant({ op: 'flush' as const }) },
 );
@@ -76,74 +85,78 @@ async function checkCountRows(kb: LevelDbKeyedStateBackend<string>): Promise<voi
 describe('leveldb write buffer with layers in flight', () => {
   it('map entries, counts (isEmpty), clears and values match a model, and LevelDB count rows are exact after a flush', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(cmd, { minLength: 1, maxLength: 120 }), fc.integer({ min: 60, max: 600 }), async (cmds, limit) => {
-        const kb = await create(limit);
-        try {
-          const map = kb.getState(md);
-          const value = kb.getState(vd);
-          const model = new Map<string, Map<number, number>>();
-          const values = new Map<number, number>();
-          const at = (k: number, n: number): Map<number, number> => {
-            const id = `${k}/${n}`;
-            let m = model.get(id);
-            if (m === undefined) model.set(id, (m = new Map()));
-            return m;
-          };
-          for (const c of cmds) {
-            if (c.op === 'yield') {
-              await new Promise((r) => setImmediate(r));
-              continue;
+      fc.asyncProperty(
+        fc.array(cmd, { minLength: 1, maxLength: 120 }),
+        fc.integer({ min: 60, max: 600 }),
+        async (cmds, limit) => {
+          const kb = await create(limit);
+          try {
+            const map = kb.getState(md);
+            const value = kb.getState(vd);
+            const model = new Map<string, Map<number, number>>();
+            const values = new Map<number, number>();
+            const at = (k: number, n: number): Map<number, number> => {
+              const id = `${k}/${n}`;
+              let m = model.get(id);
+              if (m === undefined) model.set(id, (m = new Map()));
+              return m;
+            };
+            for (const c of cmds) {
+              if (c.op === 'yield') {
+                await new Promise((r) => setImmediate(r));
+                continue;
+              }
+              if (c.op === 'flush') {
+                await kb.flush();
+                continue;
+              }
+              kb.setCurrentKey(`key-${c.key}`);
+              if (c.op === 'value') {
+                value.update(c.v);
+                if (c.v === null) values.delete(c.key);
+                else values.set(c.key, c.v);
+                expect(value.value()).toBe(c.v);
+                continue;
+              }
+              map.setCurrentNamespace(`ns-${c.ns}`);
+              const m = at(c.key, c.ns);
+              if (c.op === 'put') {
+                map.put(c.uk, c.v);
+                m.set(c.uk, c.v);
+              } else if (c.op === 'remove') {
+                map.remove(c.uk);
+                m.delete(c.uk);
+              } else if (c.op === 'clear') {
+                map.clear();
+                m.clear();
+              }
+              expect(map.isEmpty()).toBe(m.size === 0);
+              if (c.op === 'check') {
+                expect(map.get(c.uk)).toBe(m.get(c.uk) ?? null);
+                expect(map.contains(c.uk)).toBe(m.has(c.uk));
+              }
             }
-            if (c.op === 'flush') {
-              await kb.flush();
-              continue;
+            // Everything, read back while layers may still be in flight.
+            for (const [id, m] of model) {
+              const [k, n] = id.split('/');
+              kb.setCurrentKey(`key-${k}`);
+              map.setCurrentNamespace(`ns-${n}`);
+              expect(map.isEmpty()).toBe(m.size === 0);
+              const got = new Map<number, number>();
+              for await (const [uk2, v] of map.entries()) got.set(uk2, v);
+              expect(got).toEqual(m);
             }
-            kb.setCurrentKey(`key-${c.key}`);
-            if (c.op === 'value') {
-              value.update(c.v);
-              if (c.v === null) values.delete(c.key);
-              else values.set(c.key, c.v);
-              expect(value.value()).toBe(c.v);
-              continue;
+            for (let k = 0; k <= 5; k++) {
+              kb.setCurrentKey(`key-${k}`);
+              expect(value.value()).toBe(values.get(k) ?? null);
             }
-            map.setCurrentNamespace(`ns-${c.ns}`);
-            const m = at(c.key, c.ns);
-            if (c.op === 'put') {
-              map.put(c.uk, c.v);
-              m.set(c.uk, c.v);
-            } else if (c.op === 'remove') {
-              map.remove(c.uk);
-              m.delete(c.uk);
-            } else if (c.op === 'clear') {
-              map.clear();
-              m.clear();
-            }
-            expect(map.isEmpty()).toBe(m.size === 0);
-            if (c.op === 'check') {
-              expect(map.get(c.uk)).toBe(m.get(c.uk) ?? null);
-              expect(map.contains(c.uk)).toBe(m.has(c.uk));
-            }
+            await kb.flush();
+            await checkCountRows(kb);
+          } finally {
+            await kb.close();
           }
-          // Everything, read back while layers may still be in flight.
-          for (const [id, m] of model) {
-            const [k, n] = id.split('/');
-            kb.setCurrentKey(`key-${k}`);
-            map.setCurrentNamespace(`ns-${n}`);
-            expect(map.isEmpty()).toBe(m.size === 0);
-            const got = new Map<number, number>();
-            for await (const [uk2, v] of map.entries()) got.set(uk2, v);
-            expect(got).toEqual(m);
-          }
-          for (let k = 0; k <= 5; k++) {
-            kb.setCurrentKey(`key-${k}`);
-            expect(value.value()).toBe(values.get(k) ?? null);
-          }
-          await kb.flush();
-          await checkCountRows(kb);
-        } finally {
-          await kb.close();
-        }
-      }),
+        },
+      ),
       { numRuns: 60 },
     );
   });
@@ -152,7 +165,13 @@ describe('leveldb write buffer with layers in flight', () => {
     let now = 1000;
     const kb = await create(80, () => now);
     try {
-      const map = kb.getState(mapState<number, number>('t', { keySerializer: int32Serializer, valueSerializer: int32Serializer, ttl: { ttlMs: 100 } }));
+      const map = kb.getState(
+        mapState<number, number>('t', {
+          keySerializer: int32Serializer,
+          valueSerializer: int32Serializer,
+          ttl: { ttlMs: 100 },
+        }),
+      );
       kb.setCurrentKey('a');
       expect(map.isEmpty()).toBe(true);
       map.put(1, 1);
@@ -184,10 +203,30 @@ describe('leveldb write buffer with layers in flight', () => {
       | { op: 'flush' };
     const step: fc.Arbitrary<Step> = fc.oneof(
       // Hot keys: n updates over a few keys overwrite rows of the same layer (a quarter of them drops the batch).
-      { weight: 3, arbitrary: fc.record({ op: fc.constant('burst' as const), keys: fc.integer({ min: 1, max: 400 }), n: fc.integer({ min: 1, max: 1500 }) }) },
-      { weight: 2, arbitrary: fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 399 }) }) },
-      { weight: 2, arbitrary: fc.record({ op: fc.constant('mapPut' as const), key: fc.integer({ min: 0, max: 5 }), uk: fc.integer({ min: 0, max: 9 }) }) },
-      { weight: 1, arbitrary: fc.record({ op: fc.constant('mapClear' as const), key: fc.integer({ min: 0, max: 5 }) }) },
+      {
+        weight: 3,
+        arbitrary: fc.record({
+          op: fc.constant('burst' as const),
+          keys: fc.integer({ min: 1, max: 400 }),
+          n: fc.integer({ min: 1, max: 1500 }),
+        }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({ op: fc.constant('delete' as const), key: fc.integer({ min: 0, max: 399 }) }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          op: fc.constant('mapPut' as const),
+          key: fc.integer({ min: 0, max: 5 }),
+          uk: fc.integer({ min: 0, max: 9 }),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({ op: fc.constant('mapClear' as const), key: fc.integer({ min: 0, max: 5 }) }),
+      },
       { weight: 1, arbitrary: fc.constant({ op: 'flush' as const }) },
     );
     await fc.assert(
@@ -293,7 +332,12 @@ describe('leveldb write buffer with layers in flight', () => {
       map.put(2, 20); // blind: existed
       map.put(3, 30); // blind: new
       const stateId = kb.catalog.get('m')?.stateId as number;
-      const countKey = encodeRowKey(keyGroupForKey('a', stringSerializer, MAX_P), countRowStateId(stateId), Buffer.from('a'), Buffer.from(''));
+      const countKey = encodeRowKey(
+        keyGroupForKey('a', stringSerializer, MAX_P),
+        countRowStateId(stateId),
+        Buffer.from('a'),
+        Buffer.from(''),
+      );
       const count = (): number => kb.store.mapCount(countKey.toString('latin1'), countKey).count;
       expect(count()).toBe(3);
       map.put(4, 40); // blind again, after the others were resolved synchronously
@@ -367,10 +411,22 @@ describe('leveldb write buffer with layers in flight', () => {
         format: 'native',
         backend: 'leveldb',
         timestamp: Date.now(),
-        operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P, subtasks: [{ subtaskIndex: 0, keyed: [handle as KeyedStateHandle], operator: [] }] }],
+        operators: [
+          {
+            operatorId: 'op',
+            parallelism: 1,
+            maxParallelism: MAX_P,
+            subtasks: [{ subtaskIndex: 0, keyed: [handle as KeyedStateHandle], operator: [] }],
+          },
+        ],
       });
       const { files } = await storage.resolve(pointer);
-      const restored = await create(1 << 20, undefined, { handles: [handle as KeyedStateHandle], files, mode: 'no-claim', checkpointId: 1 });
+      const restored = await create(1 << 20, undefined, {
+        handles: [handle as KeyedStateHandle],
+        files,
+        mode: 'no-claim',
+        checkpointId: 1,
+      });
       try {
         const v2 = restored.getState(vd);
         const m2 = restored.getState(md);

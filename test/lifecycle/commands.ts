@@ -28,7 +28,23 @@ export type CommandKind =
   | 'zombieStep'
   | 'zombieGc';
 
-export const ALL_COMMAND_KINDS: readonly CommandKind[] = ['write', 'trigger', 'checkpoint', 'snapshot', 'ack', 'notifyComplete', 'notifyAborted', 'abort', 'gc', 'cliGc', 'crash', 'stop', 'secondInstance', 'zombieStep', 'zombieGc'];
+export const ALL_COMMAND_KINDS: readonly CommandKind[] = [
+  'write',
+  'trigger',
+  'checkpoint',
+  'snapshot',
+  'ack',
+  'notifyComplete',
+  'notifyAborted',
+  'abort',
+  'gc',
+  'cliGc',
+  'crash',
+  'stop',
+  'secondInstance',
+  'zombieStep',
+  'zombieGc',
+];
 
 abstract class Base implements LifecycleCommand {
   check(): boolean {
@@ -243,7 +259,13 @@ const parallelism = fc.integer({ min: 1, max: 3 });
 const ARBITRARIES: Record<CommandKind, readonly [fc.Arbitrary<LifecycleCommand>, number]> = {
   write: [
     fc
-      .record({ first: fc.nat(NUM_KEYS - 1), count: fc.integer({ min: 1, max: NUM_KEYS }), pad: fc.constantFrom(8, 400), del: fc.boolean(), mapMode: fc.nat(2) })
+      .record({
+        first: fc.nat(NUM_KEYS - 1),
+        count: fc.integer({ min: 1, max: NUM_KEYS }),
+        pad: fc.constantFrom(8, 400),
+        del: fc.boolean(),
+        mapMode: fc.nat(2),
+      })
       .map((r) => new Write(r.first, r.count, r.pad, r.del && r.count < 6, r.mapMode)),
     3,
   ],
@@ -264,7 +286,9 @@ const ARBITRARIES: Record<CommandKind, readonly [fc.Arbitrary<LifecycleCommand>,
   zombieGc: [fc.constant(new ZombieGc()), 1],
 };
 
-export function commandArbitraries(kinds: readonly CommandKind[] = ALL_COMMAND_KINDS): fc.Arbitrary<LifecycleCommand>[] {
+export function commandArbitraries(
+  kinds: readonly CommandKind[] = ALL_COMMAND_KINDS,
+): fc.Arbitrary<LifecycleCommand>[] {
   return kinds.flatMap((k) => {
     const [arb, weight] = ARBITRARIES[k];
     return Array.from({ length: weight }, () => arb);

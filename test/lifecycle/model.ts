@@ -18,7 +18,10 @@ export const KEYS: readonly string[] = Array.from({ length: NUM_KEYS }, (_, i) =
 export const USER_KEYS: readonly string[] = ['a', 'b'];
 
 export const valueDescriptor = valueState<string>('v', { serializer: stringSerializer });
-export const mapDescriptor = mapState<string, string>('m', { keySerializer: stringSerializer, valueSerializer: stringSerializer });
+export const mapDescriptor = mapState<string, string>('m', {
+  keySerializer: stringSerializer,
+  valueSerializer: stringSerializer,
+});
 
 export function ownerOf(key: string, parallelism: number): number {
   return subtaskForKey(key, stringSerializer, MAX_P, parallelism);
@@ -66,7 +69,12 @@ export function applyToBackend(keyed: KeyedStateBackend<string>, w: KeyWrite): v
 }
 
 /** Reads the keys `keyed` owns (of `parallelism`) into the flat form (point reads only). */
-export function readBackend(keyed: KeyedStateBackend<string>, parallelism: number, subtask: number, into: Map<string, string>): void {
+export function readBackend(
+  keyed: KeyedStateBackend<string>,
+  parallelism: number,
+  subtask: number,
+  into: Map<string, string>,
+): void {
   for (const key of KEYS) {
     if (ownerOf(key, parallelism) !== subtask) continue;
     keyed.setCurrentKey(key);

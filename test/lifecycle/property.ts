@@ -28,24 +28,34 @@ export function lifecycleProperty(variant: LifecycleVariant, opts: LifecycleProp
     size: 'max',
     ...(opts.replayPath !== undefined ? { replayPath: opts.replayPath } : {}),
   });
-  return fc.asyncProperty(fc.integer({ min: 2, max: 3 }), fc.integer({ min: 1, max: 2 }), cmds, async (parallelism, numRetained, commands) => {
-    const world = await LifecycleWorld.create(variant, parallelism, numRetained);
-    opts.onWorld?.(world);
-    try {
-      await world.check('start');
-      await fc.asyncModelRun(() => ({ model: world, real: world }), commands);
-    } finally {
-      opts.onRun?.(world.stats);
-      await world.dispose();
-    }
-  });
+  return fc.asyncProperty(
+    fc.integer({ min: 2, max: 3 }),
+    fc.integer({ min: 1, max: 2 }),
+    cmds,
+    async (parallelism, numRetained, commands) => {
+      const world = await LifecycleWorld.create(variant, parallelism, numRetained);
+      opts.onWorld?.(world);
+      try {
+        await world.check('start');
+        await fc.asyncModelRun(() => ({ model: world, real: world }), commands);
+      } finally {
+        opts.onRun?.(world.stats);
+        await world.dispose();
+      }
+    },
+  );
 }
 
 /** Replay settings from the environment: LIFECYCLE_SEED, LIFECYCLE_PATH (and LIFECYCLE_REPLAY_PATH for the command list). */
-export function replayFromEnv(env: NodeJS.ProcessEnv = process.env): { seed?: number; path?: string; replayPath?: string } {
+export function replayFromEnv(env: NodeJS.ProcessEnv = process.env): {
+  seed?: number;
+  path?: string;
+  replayPath?: string;
+} {
   const out: { seed?: number; path?: string; replayPath?: string } = {};
   if (env.LIFECYCLE_SEED !== undefined && env.LIFECYCLE_SEED !== '') out.seed = Number(env.LIFECYCLE_SEED);
   if (env.LIFECYCLE_PATH !== undefined && env.LIFECYCLE_PATH !== '') out.path = env.LIFECYCLE_PATH;
-  if (env.LIFECYCLE_REPLAY_PATH !== undefined && env.LIFECYCLE_REPLAY_PATH !== '') out.replayPath = env.LIFECYCLE_REPLAY_PATH;
+  if (env.LIFECYCLE_REPLAY_PATH !== undefined && env.LIFECYCLE_REPLAY_PATH !== '')
+    out.replayPath = env.LIFECYCLE_REPLAY_PATH;
   return out;
 }

@@ -29,9 +29,15 @@ export interface LifecycleVariant {
 export const STORAGE_DIR = 'cp';
 export const VERIFY_DIR = 'verify';
 
-const storageOf = (root: string): CheckpointStorage => localCheckpointStorage(join(root, STORAGE_DIR), { inlineThreshold: 0 });
+const storageOf = (root: string): CheckpointStorage =>
+  localCheckpointStorage(join(root, STORAGE_DIR), { inlineThreshold: 0 });
 // Small LevelDB buffers: a few writes already flush table files, so shared files come and go.
-const leveldbOpts = (dir: string) => ({ workingDir: dir, incremental: true, writeBufferBytes: 16 * 1024, memtableBytes: 16 * 1024 });
+const leveldbOpts = (dir: string) => ({
+  workingDir: dir,
+  incremental: true,
+  writeBufferBytes: 16 * 1024,
+  memtableBytes: 16 * 1024,
+});
 // Changelog settings: materialize at every checkpoint with changes, upload the log early past 4 KiB.
 const changelogOpts = { materializationIntervalMs: 0, preemptivePersistBytes: 4096 } as const;
 
@@ -43,7 +49,10 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
   },
   {
     name: 'filesystem',
-    make: (root) => ({ backend: filesystem({ checkpointDir: join(root, STORAGE_DIR), inlineThreshold: 0 }), storage: storageOf(root) }),
+    make: (root) => ({
+      backend: filesystem({ checkpointDir: join(root, STORAGE_DIR), inlineThreshold: 0 }),
+      storage: storageOf(root),
+    }),
     verifier: (root) => filesystem({ checkpointDir: join(root, VERIFY_DIR, 'cp'), inlineThreshold: 0 }),
   },
   {
@@ -57,31 +66,52 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
       const storage = storageOf(root);
       return { backend: changelog({ backend: memory(), storage, ...changelogOpts }), storage };
     },
-    verifier: (root) => changelog({ backend: memory(), storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')), ...changelogOpts }),
+    verifier: (root) =>
+      changelog({ backend: memory(), storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')), ...changelogOpts }),
   },
   {
     name: 'changelog(filesystem)',
     make: (root) => {
       const storage = storageOf(root);
-      return { backend: changelog({ backend: filesystem({ checkpointDir: join(root, STORAGE_DIR), inlineThreshold: 0 }), storage, ...changelogOpts }), storage };
+      return {
+        backend: changelog({
+          backend: filesystem({ checkpointDir: join(root, STORAGE_DIR), inlineThreshold: 0 }),
+          storage,
+          ...changelogOpts,
+        }),
+        storage,
+      };
     },
     verifier: (root) => {
       const dir = join(root, VERIFY_DIR, 'cp');
-      return changelog({ backend: filesystem({ checkpointDir: dir, inlineThreshold: 0 }), storage: localCheckpointStorage(dir), ...changelogOpts });
+      return changelog({
+        backend: filesystem({ checkpointDir: dir, inlineThreshold: 0 }),
+        storage: localCheckpointStorage(dir),
+        ...changelogOpts,
+      });
     },
   },
   {
     name: 'changelog(leveldb)',
     make: (root) => {
       const storage = storageOf(root);
-      return { backend: changelog({ backend: leveldb(leveldbOpts(join(root, 'work'))), storage, ...changelogOpts }), storage };
+      return {
+        backend: changelog({ backend: leveldb(leveldbOpts(join(root, 'work'))), storage, ...changelogOpts }),
+        storage,
+      };
     },
-    verifier: (root) => changelog({ backend: leveldb(leveldbOpts(join(root, VERIFY_DIR, 'work'))), storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')), ...changelogOpts }),
+    verifier: (root) =>
+      changelog({
+        backend: leveldb(leveldbOpts(join(root, VERIFY_DIR, 'work'))),
+        storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')),
+        ...changelogOpts,
+      }),
   },
 ];
 
 export function variantByName(name: string): LifecycleVariant {
   const v = LIFECYCLE_VARIANTS.find((x) => x.name === name);
-  if (v === undefined) throw new Error(`no lifecycle variant ${name}; known: ${LIFECYCLE_VARIANTS.map((x) => x.name).join(', ')}`);
+  if (v === undefined)
+    throw new Error(`no lifecycle variant ${name}; known: ${LIFECYCLE_VARIANTS.map((x) => x.name).join(', ')}`);
   return v;
 }

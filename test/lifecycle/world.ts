@@ -59,7 +59,10 @@ interface Instance {
 }
 
 /** The outcome of acknowledge(), whichever return type the coordinator has: `AcknowledgeResult` or `CompletedCheckpointInfo | null`. */
-export type AckOutcome = { readonly status: 'waiting'; readonly legacy?: boolean } | { readonly status: 'completed'; readonly checkpointId: number } | { readonly status: 'rejected'; readonly reason: string };
+export type AckOutcome =
+  | { readonly status: 'waiting'; readonly legacy?: boolean }
+  | { readonly status: 'completed'; readonly checkpointId: number }
+  | { readonly status: 'rejected'; readonly reason: string };
 
 export function adaptAck(result: unknown): AckOutcome {
   // The older return type: null meant "not completed" (waiting, or a late acknowledgement).
@@ -67,9 +70,11 @@ export function adaptAck(result: unknown): AckOutcome {
   if (typeof result !== 'object') throw new Error(`acknowledge() returned ${String(result)}`);
   const r = result as Record<string, unknown>;
   if (r.status === 'waiting') return { status: 'waiting' };
-  if (r.status === 'completed') return { status: 'completed', checkpointId: (r.checkpoint as CompletedCheckpointInfo).checkpointId };
+  if (r.status === 'completed')
+    return { status: 'completed', checkpointId: (r.checkpoint as CompletedCheckpointInfo).checkpointId };
   if (r.status === 'rejected') return { status: 'rejected', reason: String(r.reason) };
-  if (typeof r.checkpointId === 'number' && typeof r.pointer === 'string') return { status: 'completed', checkpointId: r.checkpointId };
+  if (typeof r.checkpointId === 'number' && typeof r.pointer === 'string')
+    return { status: 'completed', checkpointId: r.checkpointId };
   throw new Error(`acknowledge() returned an unknown result ${JSON.stringify(result)}`);
 }
 
@@ -87,7 +92,16 @@ export interface LifecycleStats {
 }
 
 export function emptyStats(): LifecycleStats {
-  return { steps: 0, restoresChecked: 0, restoresUnchanged: 0, completed: 0, declined: 0, crashes: 0, secondInstances: 0, fencedErrors: 0 };
+  return {
+    steps: 0,
+    restoresChecked: 0,
+    restoresUnchanged: 0,
+    completed: 0,
+    declined: 0,
+    crashes: 0,
+    secondInstances: 0,
+    fencedErrors: 0,
+  };
 }
 
 /** A lifecycle invariant was broken. The message holds the step, the symptom and the recent history. */
@@ -176,7 +190,8 @@ export class LifecycleWorld {
     this.trigger();
     if (this.live.checkpoints.length === before) return;
     const c = this.live.checkpoints.at(-1)!;
-    for (const s of this.subtasks(this.live)) if (this.maySnapshot(this.live, c, s)) await this.snapshotOne(this.live, c, s);
+    for (const s of this.subtasks(this.live))
+      if (this.maySnapshot(this.live, c, s)) await this.snapshotOne(this.live, c, s);
     for (const [s, snap] of c.snaps) if (!snap.acked) await this.ackOne(this.live, c, s);
   }
 
@@ -184,7 +199,9 @@ export class LifecycleWorld {
   async snapshot(pick: number, subtask: number, all: boolean): Promise<void> {
     const inst = this.live;
     const s0 = subtask % inst.parallelism;
-    const candidates = inst.checkpoints.slice(-RECENT).filter((c) => (all ? this.subtasks(inst) : [s0]).some((s) => this.maySnapshot(inst, c, s)));
+    const candidates = inst.checkpoints
+      .slice(-RECENT)
+      .filter((c) => (all ? this.subtasks(inst) : [s0]).some((s) => this.maySnapshot(inst, c, s)));
     if (candidates.length === 0) return this.note('snapshot: nothing to snapshot');
     const c = candidates[pick % candidates.length];
     for (const s of all ? this.subtasks(inst) : [s0]) {
@@ -243,7 +260,11 @@ export class LifecycleWorld {
     this.note(`crash; restart at parallelism ${parallelism}`);
     this.live = await this.startInstance(parallelism, latest);
     const now = this.live.coordinator.completedCheckpoints().map((i) => i.checkpointId);
-    if (now.join() !== retained.join()) this.fail('restart after a crash', `the retained checkpoints were [${retained}] before the crash, the restarted coordinator loaded [${now}]`);
+    if (now.join() !== retained.join())
+      this.fail(
+        'restart after a crash',
+        `the retained checkpoints were [${retained}] before the crash, the restarted coordinator loaded [${now}]`,
+      );
   }
 
   /**
@@ -255,7 +276,8 @@ export class LifecycleWorld {
   async stop(parallelism: number): Promise<void> {
     if (this.zombie !== null) return this.note('stop: an older instance is running (crash instead)');
     // A runtime stopping cleanly drains first: every snapshot taken is acknowledged (late ones too, which cleans them up).
-    for (const c of this.live.checkpoints) for (const [s, snap] of c.snaps) if (!snap.acked) await this.ackOne(this.live, c, s);
+    for (const c of this.live.checkpoints)
+      for (const [s, snap] of c.snaps) if (!snap.acked) await this.ackOne(this.live, c, s);
     const latest = this.live.coordinator.latestCompleted()?.checkpointId ?? null;
     const retained = this.live.coordinator.completedCheckpoints();
     await this.live.coordinator.shutdown('finish');
@@ -265,17 +287,25 @@ export class LifecycleWorld {
       const resolved = await this.readOnly.resolve(info.pointer);
       referenced.add(`${info.pointer}/_metadata`);
       for (const op of resolved.metadata.operators) {
-        for (const sub of op.subtasks) for (const f of referencedFiles([sub.keyed, sub.operator])) referenced.add(resolveHandlePath(info.pointer, f.path));
+        for (const sub of op.subtasks)
+          for (const f of referencedFiles([sub.keyed, sub.operator]))
+            referenced.add(resolveHandlePath(info.pointer, f.path));
       }
     }
     const inRetainedDir = (name: string): boolean => retained.some((i) => name.startsWith(`${i.pointer}/`));
     const left = [...(await listTree(join(this.root, STORAGE_DIR))).keys()]
       .map((n) => n.split(sep).join('/'))
-      .filter((n) => n.startsWith(`${JOB}/`) && !n.startsWith(`${JOB}/_lease/`) && !referenced.has(n) && !inRetainedDir(n));
+      .filter(
+        (n) => n.startsWith(`${JOB}/`) && !n.startsWith(`${JOB}/_lease/`) && !referenced.has(n) && !inRetainedDir(n),
+      );
     this.note(`clean stop; restart at parallelism ${parallelism}`);
     // After a crash or a second instance an older lease stays unreleased, and start-up gc rightly
     // spares young files such an instance may still complete with (docs/RUNTIME.md, fencing).
-    if (left.length > 0 && !this.olderLeaseUnreleased) this.fail('clean stop', `${left.length} file(s) no retained checkpoint references are left behind: ${left.slice(0, 4).join(', ')}`);
+    if (left.length > 0 && !this.olderLeaseUnreleased)
+      this.fail(
+        'clean stop',
+        `${left.length} file(s) no retained checkpoint references are left behind: ${left.slice(0, 4).join(', ')}`,
+      );
     this.live = await this.startInstance(parallelism, latest);
   }
 
@@ -296,7 +326,9 @@ export class LifecycleWorld {
     const z = this.zombie;
     if (z === null) return this.note('zombie step: no older instance');
     const s = subtask % z.parallelism;
-    const candidates = z.checkpoints.slice(-RECENT).filter((x) => this.maySnapshot(z, x, s) || x.snaps.get(s)?.acked === false);
+    const candidates = z.checkpoints
+      .slice(-RECENT)
+      .filter((x) => this.maySnapshot(z, x, s) || x.snaps.get(s)?.acked === false);
     const c = candidates.length > 0 ? candidates[pick % candidates.length] : undefined;
     if (c === undefined) {
       try {
@@ -319,7 +351,10 @@ export class LifecycleWorld {
     if (z === null) return this.note('zombie gc: no older instance');
     try {
       const deleted = await z.coordinator.collectGarbage();
-      this.fail('collectGarbage of the older instance', `a fenced instance ran gc (deleted ${deleted.length} file(s): ${deleted.slice(0, 3).join(', ')})`);
+      this.fail(
+        'collectGarbage of the older instance',
+        `a fenced instance ran gc (deleted ${deleted.length} file(s): ${deleted.slice(0, 3).join(', ')})`,
+      );
     } catch (err) {
       if (err instanceof LifecycleViolation || !isStreamStateError(err, 'FENCED')) throw err;
       this.stats.fencedErrors++;
@@ -334,7 +369,10 @@ export class LifecycleWorld {
    */
   async cliGc(minAgeZero: boolean): Promise<void> {
     let stderr = '';
-    const io: CliIo = { stdout: { write: () => undefined }, stderr: { write: (s: string) => void (stderr += s), isTTY: false } };
+    const io: CliIo = {
+      stdout: { write: () => undefined },
+      stderr: { write: (s: string) => void (stderr += s), isTTY: false },
+    };
     const code = await runCli(['gc', join(this.root, STORAGE_DIR), ...(minAgeZero ? ['--min-age', '0'] : [])], io);
     // Exit 3: no checkpoint of the job exists yet, so the directory holds no recognizable job.
     const noJobYet = code === 3 && this.live.coordinator.completedCheckpoints().length === 0;
@@ -358,23 +396,37 @@ export class LifecycleWorld {
     if (rootEntries.length > 0) this.fail(step, `the job wrote outside its directory: ${rootEntries.join(', ')}`);
 
     const retained = this.live.coordinator.completedCheckpoints();
-    if (retained.length > this.numRetained) this.fail(step, `${retained.length} checkpoints retained, numRetained is ${this.numRetained}`);
+    if (retained.length > this.numRetained)
+      this.fail(step, `${retained.length} checkpoints retained, numRetained is ${this.numRetained}`);
     for (let i = 1; i < retained.length; i++) {
-      if (retained[i].checkpointId <= retained[i - 1].checkpointId) this.fail(step, `retained checkpoints out of order: ${retained.map((r) => r.checkpointId)}`);
+      if (retained[i].checkpointId <= retained[i - 1].checkpointId)
+        this.fail(step, `retained checkpoints out of order: ${retained.map((r) => r.checkpointId)}`);
     }
     const before = await listTree(storageDir);
-    const fingerprint = [...before].filter(([k]) => k.startsWith(`${JOB}/`) && !k.startsWith(`${JOB}/_lease/`)).map(([k, v]) => `${k}=${v}`).sort().join('\n');
+    const fingerprint = [...before]
+      .filter(([k]) => k.startsWith(`${JOB}/`) && !k.startsWith(`${JOB}/_lease/`))
+      .map(([k, v]) => `${k}=${v}`)
+      .sort()
+      .join('\n');
     for (const info of retained) {
       const expected = this.expected.get(info.checkpointId);
-      if (expected === undefined) this.fail(step, `the coordinator retains checkpoint ${info.checkpointId}, which the test never saw complete`);
+      if (expected === undefined)
+        this.fail(step, `the coordinator retains checkpoint ${info.checkpointId}, which the test never saw complete`);
       if (this.verifiedAt.get(info.checkpointId) === fingerprint) {
         this.stats.restoresUnchanged++;
         continue;
       }
-      const parallelism = this.variant.knownRescaleBug !== undefined ? this.live.parallelism : 1 + ((this.stats.restoresChecked + info.checkpointId) % 3);
+      const parallelism =
+        this.variant.knownRescaleBug !== undefined
+          ? this.live.parallelism
+          : 1 + ((this.stats.restoresChecked + info.checkpointId) % 3);
       const got = await this.restoreReadOnly(info, parallelism, step);
       const d = diff(expected!, got);
-      if (d.length > 0) this.fail(step, `checkpoint ${info.checkpointId} restored at parallelism ${parallelism} differs from the model: ${d.slice(0, 5).join('; ')}`);
+      if (d.length > 0)
+        this.fail(
+          step,
+          `checkpoint ${info.checkpointId} restored at parallelism ${parallelism} differs from the model: ${d.slice(0, 5).join('; ')}`,
+        );
       this.stats.restoresChecked++;
       this.verifiedAt.set(info.checkpointId, fingerprint);
     }
@@ -395,7 +447,8 @@ export class LifecycleWorld {
 
   private async startInstance(requested: number, expectLatest: number | null): Promise<Instance> {
     // While a known rescaling bug is open (variant.knownRescaleBug) the job keeps its parallelism.
-    const parallelism = this.variant.knownRescaleBug !== undefined && this.instances > 0 ? this.live.parallelism : requested;
+    const parallelism =
+      this.variant.knownRescaleBug !== undefined && this.instances > 0 ? this.live.parallelism : requested;
     const label = `instance ${++this.instances}`;
     const coordinator = new CheckpointCoordinator({
       jobId: JOB,
@@ -406,7 +459,8 @@ export class LifecycleWorld {
     });
     const plan = await coordinator.restore();
     const restoredId = plan?.checkpointId ?? null;
-    if (restoredId !== expectLatest) this.fail(`${label} restore()`, `restored checkpoint ${restoredId}, the latest completed is ${expectLatest}`);
+    if (restoredId !== expectLatest)
+      this.fail(`${label} restore()`, `restored checkpoint ${restoredId}, the latest completed is ${expectLatest}`);
     this.model.clear();
     if (restoredId !== null) for (const [k, v] of this.expected.get(restoredId)!) this.model.set(k, v);
     const keyed: KeyedStateBackend<string>[] = [];
@@ -429,11 +483,22 @@ export class LifecycleWorld {
       for (const k of keyed) await k.close().catch(() => undefined);
       throw err;
     }
-    const inst: Instance = { label, coordinator, parallelism, keyed, checkpoints: [], lastSnapshot: new Array<number>(parallelism).fill(0) };
+    const inst: Instance = {
+      label,
+      coordinator,
+      parallelism,
+      keyed,
+      checkpoints: [],
+      lastSnapshot: new Array<number>(parallelism).fill(0),
+    };
     const got = new Map<string, string>();
     for (let i = 0; i < parallelism; i++) readBackend(keyed[i], parallelism, i, got);
     const d = diff(this.model, got);
-    if (d.length > 0) this.fail(`${label} restore()`, `the restored live state (checkpoint ${restoredId}) differs from the model: ${d.slice(0, 5).join('; ')}`);
+    if (d.length > 0)
+      this.fail(
+        `${label} restore()`,
+        `the restored live state (checkpoint ${restoredId}) differs from the model: ${d.slice(0, 5).join('; ')}`,
+      );
     return inst;
   }
 
@@ -473,12 +538,17 @@ export class LifecycleWorld {
     }
     this.note(`${where} -> ${outcome.status}${outcome.status === 'rejected' ? ` (${outcome.reason})` : ''}`);
     if (inst !== this.live) {
-      if (outcome.status === 'completed') this.fail(where, `an instance whose lease a newer instance took completed checkpoint ${c.id}`);
+      if (outcome.status === 'completed')
+        this.fail(where, `an instance whose lease a newer instance took completed checkpoint ${c.id}`);
       if (outcome.status === 'rejected') c.ended ??= 'aborted';
       return;
     }
     if (outcome.status === 'waiting') {
-      if (c.ended !== undefined && outcome.legacy !== true) this.fail(where, `an acknowledgement of checkpoint ${c.id}, which had ended (${c.ended}), was recorded as waiting`);
+      if (c.ended !== undefined && outcome.legacy !== true)
+        this.fail(
+          where,
+          `an acknowledgement of checkpoint ${c.id}, which had ended (${c.ended}), was recorded as waiting`,
+        );
       return;
     }
     if (outcome.status === 'completed') {
@@ -491,11 +561,13 @@ export class LifecycleWorld {
       c.ended = 'completed';
       this.stats.completed++;
       for (const older of inst.checkpoints) if (older.id < c.id && older.ended === undefined) older.ended = 'subsumed';
-      if (inst.coordinator.completedCheckpoints().at(-1)?.checkpointId !== c.id) this.fail(where, `checkpoint ${c.id} completed but is not the latest retained one`);
+      if (inst.coordinator.completedCheckpoints().at(-1)?.checkpointId !== c.id)
+        this.fail(where, `checkpoint ${c.id} completed but is not the latest retained one`);
       return;
     }
     if (c.ended === undefined) {
-      if (outcome.reason !== 'SHARED_STATE_NOT_LIVE') this.fail(where, `pending checkpoint ${c.id} was rejected with ${outcome.reason}`);
+      if (outcome.reason !== 'SHARED_STATE_NOT_LIVE')
+        this.fail(where, `pending checkpoint ${c.id} was rejected with ${outcome.reason}`);
       c.ended = 'declined';
       this.stats.declined++;
       // As docs/RUNTIME.md asks of a runtime: a declined checkpoint is reported aborted to every backend.
@@ -518,7 +590,11 @@ export class LifecycleWorld {
   }
 
   /** Restores checkpoint `info` into fresh backends of the verifier without going through a coordinator (which would take a lease and clean up). */
-  private async restoreReadOnly(info: CompletedCheckpointInfo, parallelism: number, step: string): Promise<Map<string, string>> {
+  private async restoreReadOnly(
+    info: CompletedCheckpointInfo,
+    parallelism: number,
+    step: string,
+  ): Promise<Map<string, string>> {
     let resolved;
     try {
       resolved = await this.readOnly.resolve(info.pointer);
@@ -539,10 +615,18 @@ export class LifecycleWorld {
           maxParallelism: MAX_P,
           keyGroupRange: subtaskRange(parallelism, i),
           keySerializer: stringSerializer,
-          restore: { handles: routed[i] ?? [], files: resolved.files, mode: 'no-claim', checkpointId: resolved.metadata.checkpointId },
+          restore: {
+            handles: routed[i] ?? [],
+            files: resolved.files,
+            mode: 'no-claim',
+            checkpointId: resolved.metadata.checkpointId,
+          },
         });
       } catch (err) {
-        return this.fail(step, `retained checkpoint ${info.checkpointId} does not restore (subtask ${i} of ${parallelism}): ${describeError(err)}`);
+        return this.fail(
+          step,
+          `retained checkpoint ${info.checkpointId} does not restore (subtask ${i} of ${parallelism}): ${describeError(err)}`,
+        );
       }
       try {
         readBackend(keyed, parallelism, i, got);
@@ -564,7 +648,9 @@ export class LifecycleWorld {
   }
 
   private fail(step: string, symptom: string): never {
-    throw new LifecycleViolation(`${this.variant.name}, at "${step}": ${symptom}\nrecent steps:\n  ${this.recentHistory().join('\n  ')}`);
+    throw new LifecycleViolation(
+      `${this.variant.name}, at "${step}": ${symptom}\nrecent steps:\n  ${this.recentHistory().join('\n  ')}`,
+    );
   }
 }
 

@@ -24,7 +24,12 @@ function setup(inlineThreshold?: number): void {
   storage = memoryCheckpointStorage(inlineThreshold === undefined ? {} : { inlineThreshold });
 }
 
-function params(subtaskIndex = 0, parallelism = 1, handles?: readonly OperatorStateHandle[], files?: BlobStateFileReader): OperatorBackendParams {
+function params(
+  subtaskIndex = 0,
+  parallelism = 1,
+  handles?: readonly OperatorStateHandle[],
+  files?: BlobStateFileReader,
+): OperatorBackendParams {
   const base = { jobId: JOB, operatorId: 'op', subtaskIndex, parallelism };
   return handles === undefined ? base : { ...base, restore: { handles, files: files! } };
 }
@@ -57,11 +62,19 @@ describe.each([
     const list = b.getListState<number>('list', int32Serializer);
     list.addAll([1, 2]);
     b.getUnionListState<string>('union', stringSerializer).add('u');
-    b.getBroadcastState(mapState<string, number>('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer })).put('k', 1);
+    b.getBroadcastState(
+      mapState<string, number>('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer }),
+    ).put('k', 1);
     expect(b.stateNames().sort()).toEqual(['bc', 'list', 'union']);
     expect(b.getListState<number>('list', int32Serializer).get()).toEqual([1, 2]);
     expect(b.getListState<number>('list', int32Serializer)).toBe(list);
-    expect(b.getBroadcastState(mapState<string, number>('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer })).get('k')).toBe(1);
+    expect(
+      b
+        .getBroadcastState(
+          mapState<string, number>('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer }),
+        )
+        .get('k'),
+    ).toBe(1);
     expectThrowsCode(() => b.getUnionListState('list', int32Serializer), 'STATE_KIND_MISMATCH');
     expectThrowsCode(() => b.getListState('union', stringSerializer), 'STATE_KIND_MISMATCH');
     expectThrowsCode(() => b.getListState('bc'), 'STATE_KIND_MISMATCH');
@@ -110,18 +123,30 @@ describe.each([
     b.getListState<number>('l1', int32Serializer).addAll([3, 1, 2]);
     b.getListState<{ n: number }>('l2').addAll([{ n: 1 }, { n: 2 }]);
     b.getUnionListState<string>('u').addAll(['x', 'y']);
-    b.getBroadcastState(mapState<string, string>('b1', { keySerializer: stringSerializer, valueSerializer: stringSerializer })).put('k', 'v');
+    b.getBroadcastState(
+      mapState<string, string>('b1', { keySerializer: stringSerializer, valueSerializer: stringSerializer }),
+    ).put('k', 'v');
     b.getBroadcastState(mapState<{ id: number }, number[]>('b2')).put({ id: 7 }, [1, 2]);
-    b.getBroadcastState(mapState<string, string>('b3', { keySerializer: stringSerializer, valueSerializer: stringSerializer }));
+    b.getBroadcastState(
+      mapState<string, string>('b3', { keySerializer: stringSerializer, valueSerializer: stringSerializer }),
+    );
     const r = await roundTrip(b);
     expect(r.stateNames().sort()).toEqual(['b1', 'b2', 'b3', 'l1', 'l2', 'u']);
     expect(r.getListState('l1', int32Serializer).get()).toEqual([3, 1, 2]);
     expect(r.getListState('l2').get()).toEqual([{ n: 1 }, { n: 2 }]);
     expect(r.getUnionListState('u').get()).toEqual(['x', 'y']);
-    expect(r.getBroadcastState(mapState<string, string>('b1', { keySerializer: stringSerializer, valueSerializer: stringSerializer })).get('k')).toBe('v');
+    expect(
+      r
+        .getBroadcastState(
+          mapState<string, string>('b1', { keySerializer: stringSerializer, valueSerializer: stringSerializer }),
+        )
+        .get('k'),
+    ).toBe('v');
     const b2 = r.getBroadcastState(mapState<{ id: number }, number[]>('b2'));
     expect(b2.get({ id: 7 })).toEqual([1, 2]); // object keys match by value
-    expect(r.getBroadcastState(mapState('b3', { keySerializer: stringSerializer, valueSerializer: stringSerializer })).size).toBe(0);
+    expect(
+      r.getBroadcastState(mapState('b3', { keySerializer: stringSerializer, valueSerializer: stringSerializer })).size,
+    ).toBe(0);
   });
 
   it('mutations during a blocked asynchronous snapshot do not leak into it (item 63)', async () => {
@@ -153,7 +178,9 @@ describe.each([
     expect(r.stateNames().sort()).toEqual(['bc', 'list', 'other']);
     expect(r.getListState('list').get()).toEqual([{ n: 1 }]);
     expect(r.getUnionListState('other').get()).toEqual(['keep']);
-    expect([...r.getBroadcastState(mapState<string, { v: number }>('bc', { keySerializer: stringSerializer })).entries()]).toEqual([['a', { v: 1 }]]);
+    expect([
+      ...r.getBroadcastState(mapState<string, { v: number }>('bc', { keySerializer: stringSerializer })).entries(),
+    ]).toEqual([['a', { v: 1 }]]);
   });
 
   it('closing the backend during an asynchronous snapshot cancels it and removes its file (item 64)', async () => {
@@ -169,7 +196,10 @@ describe.each([
     await expectRejectsCode(task.done, 'SNAPSHOT_CANCELLED');
     expect(gated.streams.every((s) => s.discarded)).toBe(true);
     expect(await storage.listJobFiles(JOB)).toEqual([]);
-    await expectRejectsCode(b.snapshot(nextId++, { type: 'checkpoint', streams: storage.checkpointStreams(JOB, 9) }), 'BACKEND_CLOSED');
+    await expectRejectsCode(
+      b.snapshot(nextId++, { type: 'checkpoint', streams: storage.checkpointStreams(JOB, 9) }),
+      'BACKEND_CLOSED',
+    );
     expectThrowsCode(() => b.getListState('x'), 'BACKEND_CLOSED');
     await b.close(); // idempotent
   });
@@ -180,13 +210,19 @@ describe('HeapOperatorStateBackend restore', () => {
     setup();
     const b = new HeapOperatorStateBackend();
     b.getListState<number>('kept', int32Serializer).addAll([1, 2]);
-    b.getBroadcastState(mapState<string, number>('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer })).put('x', 5);
+    b.getBroadcastState(
+      mapState<string, number>('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer }),
+    ).put('x', 5);
     const r1 = await roundTrip(b);
     r1.getUnionListState<string>('fresh', stringSerializer).add('f');
     const r2 = await roundTrip(r1); // 'kept' and 'bc' were never registered on r1
     expect(r2.stateNames().sort()).toEqual(['bc', 'fresh', 'kept']);
     expect(r2.getListState('kept', int32Serializer).get()).toEqual([1, 2]);
-    expect(r2.getBroadcastState(mapState('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer })).get('x')).toBe(5);
+    expect(
+      r2
+        .getBroadcastState(mapState('bc', { keySerializer: stringSerializer, valueSerializer: int32Serializer }))
+        .get('x'),
+    ).toBe(5);
   });
 
   it('checks serializers and modes lazily, at registration', async () => {
@@ -236,7 +272,10 @@ describe('HeapOperatorStateBackend restore', () => {
 
   it('rescales 2 -> 3 through assignOperatorState: split divided, union everywhere, broadcast copied', async () => {
     setup();
-    const desc = mapState<string, number>('rules', { keySerializer: stringSerializer, valueSerializer: int32Serializer });
+    const desc = mapState<string, number>('rules', {
+      keySerializer: stringSerializer,
+      valueSerializer: int32Serializer,
+    });
     const handles: OperatorStateHandle[] = [];
     const files = new BlobStateFileReader(storage.store, storage.checkpointPointer(JOB, 1));
     for (let j = 0; j < 2; j++) {
@@ -254,7 +293,9 @@ describe('HeapOperatorStateBackend restore', () => {
       subtasks: handles.map((h, j) => ({ subtaskIndex: j, keyed: [], operator: [h] })),
     };
     const assigned = assignOperatorState(snap, 3);
-    const restored = await Promise.all(assigned.map((hs, i) => HeapOperatorStateBackend.create(params(i, 3, hs, files))));
+    const restored = await Promise.all(
+      assigned.map((hs, i) => HeapOperatorStateBackend.create(params(i, 3, hs, files))),
+    );
     expect(restored.map((b) => b.getListState('offsets', int32Serializer).get())).toEqual([[0, 1], [2, 3], [4]]);
     for (const b of restored) {
       expect(b.getUnionListState('seen', stringSerializer).get()).toEqual(['from-0', 'from-1']);
@@ -272,7 +313,12 @@ describe('HeapOperatorStateBackend restore', () => {
     const data = Buffer.from('XXXXX-not-operator-state');
     const foreign: OperatorStateHandle = {
       ...handle!,
-      stream: { type: 'inline', data: data.toString('base64'), size: data.length, crc32: (await import('node:zlib')).crc32(data) },
+      stream: {
+        type: 'inline',
+        data: data.toString('base64'),
+        size: data.length,
+        crc32: (await import('node:zlib')).crc32(data),
+      },
     };
     await expectRejectsCode(HeapOperatorStateBackend.create(params(0, 1, [foreign], files)), 'BAD_MAGIC');
   });

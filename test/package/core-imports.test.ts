@@ -38,7 +38,10 @@ let probes = 0;
 async function probe(code: string, hide: readonly string[] = []): Promise<Probe> {
   const record = join(dir, `resolved-${probes++}.txt`);
   const env = { ...process.env, PROBE_RECORD: record, PROBE_HIDE: hide.join(',') };
-  const { stdout, stderr } = await run(process.execPath, ['--import', REGISTER, '--input-type=module', '-e', code], { cwd: ROOT, env });
+  const { stdout, stderr } = await run(process.execPath, ['--import', REGISTER, '--input-type=module', '-e', code], {
+    cwd: ROOT,
+    env,
+  });
   const resolved = (await readFile(record, 'utf8').catch(() => '')).split('\n').filter((l) => l !== '');
   return { stdout, stderr, resolved };
 }
@@ -52,15 +55,18 @@ console.log(JSON.stringify(cache.filter((k) => k.includes('@aws-sdk') || k.inclu
 const OPTIONAL = /node_modules\/(@aws-sdk|classic-level)\//;
 
 describe('importing the core', () => {
-  it.each(['streamstate', 'streamstate/memory', 'streamstate/filesystem', 'streamstate/leveldb', 'streamstate/changelog'])(
-    '%s loads neither the AWS SDK nor classic-level',
-    async (entry) => {
-      const p = await probe(`await import(${JSON.stringify(entry)});\n${CJS_LOADED}`);
-      expect(p.resolved.some((u) => u.includes('/dist/'))).toBe(true);
-      expect(p.resolved.filter((u) => OPTIONAL.test(u))).toEqual([]);
-      expect(JSON.parse(p.stdout)).toEqual([]);
-    },
-  );
+  it.each([
+    'streamstate',
+    'streamstate/memory',
+    'streamstate/filesystem',
+    'streamstate/leveldb',
+    'streamstate/changelog',
+  ])('%s loads neither the AWS SDK nor classic-level', async (entry) => {
+    const p = await probe(`await import(${JSON.stringify(entry)});\n${CJS_LOADED}`);
+    expect(p.resolved.some((u) => u.includes('/dist/'))).toBe(true);
+    expect(p.resolved.filter((u) => OPTIONAL.test(u))).toEqual([]);
+    expect(JSON.parse(p.stdout)).toEqual([]);
+  });
 
   it('streamstate/s3 does load the AWS SDK (the probe sees it)', async () => {
     const p = await probe(`await import('streamstate/s3');\n${CJS_LOADED}`);
@@ -105,7 +111,10 @@ describe('without the optional peer dependencies', () => {
   it('the CLI reports it on one line with the documented prefix', async () => {
     const main = join(ROOT, 'dist', 'src', 'cli', 'main.js');
     const env = { ...process.env, PROBE_HIDE: HIDE.join(','), PROBE_RECORD: '' };
-    const child = await run(process.execPath, ['--import', REGISTER, main, 'inspect', 's3://bucket/savepoint-1'], { cwd: dir, env }).then(
+    const child = await run(process.execPath, ['--import', REGISTER, main, 'inspect', 's3://bucket/savepoint-1'], {
+      cwd: dir,
+      env,
+    }).then(
       () => ({ code: 0, stderr: '' }),
       (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
     );

@@ -30,7 +30,11 @@ describe('bootstrap: bad input', () => {
     ['keyed state without a key serializer', [op({ keySerializer: undefined })], 'INVALID_ARGUMENT'],
     ['the same operator twice', [op(), op()], 'INVALID_ARGUMENT'],
     ['the same state twice', [op({ keyed: [keyedValues(count, []), keyedValues(count, [])] })], 'INVALID_ARGUMENT'],
-    ['a value the serializer refuses', [op({ keyed: [keyedValues(count, [{ key: 'a', value: 1.5 }])] })], 'SERIALIZATION_FAILED'],
+    [
+      'a value the serializer refuses',
+      [op({ keyed: [keyedValues(count, [{ key: 'a', value: 1.5 }])] })],
+      'SERIALIZATION_FAILED',
+    ],
   ];
   it.each(cases)('%s', async (_name, operators, code) => {
     const before = await readdir(root);
@@ -41,12 +45,19 @@ describe('bootstrap: bad input', () => {
   it('reports its temporary directory (so an interrupted CLI removes it) and forgets it once gone', async () => {
     const live = new Set<string>();
     const seen: string[] = [];
-    const temporaryPaths = { add: (p: string) => void (live.add(p), seen.push(p)), delete: (p: string) => void live.delete(p) };
+    const temporaryPaths = {
+      add: (p: string) => void (live.add(p), seen.push(p)),
+      delete: (p: string) => void live.delete(p),
+    };
     await bootstrapSavepoint(join(root, 'tracked'), [op()], { temporaryPaths });
     expect(seen).toHaveLength(1);
     expect(seen[0]).toMatch(/\.tracked\.streamstate-convert-[0-9a-f]{12}$/);
     expect(live.size).toBe(0);
-    await expect(bootstrapSavepoint(join(root, 'tracked-2'), [op({ keyed: [keyedValues(count, [{ key: 'a', value: 1.5 }])] })], { temporaryPaths })).rejects.toMatchObject({ code: 'SERIALIZATION_FAILED' });
+    await expect(
+      bootstrapSavepoint(join(root, 'tracked-2'), [op({ keyed: [keyedValues(count, [{ key: 'a', value: 1.5 }])] })], {
+        temporaryPaths,
+      }),
+    ).rejects.toMatchObject({ code: 'SERIALIZATION_FAILED' });
     expect(seen).toHaveLength(2);
     expect(live.size).toBe(0);
   });
@@ -55,6 +66,8 @@ describe('bootstrap: bad input', () => {
     await mkdir(join(root, 'taken'));
     await expect(bootstrapSavepoint(join(root, 'taken'), [op()])).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
     expect(await readdir(join(root, 'taken'))).toEqual([]);
-    await expect(bootstrapSavepoint(join(root, 'no', 'such', 'sp'), [op()])).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(bootstrapSavepoint(join(root, 'no', 'such', 'sp'), [op()])).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    });
   });
 });

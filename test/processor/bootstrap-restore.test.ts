@@ -6,7 +6,15 @@ import { leveldb } from '../../backends/leveldb/index.js';
 import type { StateBackend } from '../../src/backend/contract.js';
 import { changelog } from '../../src/changelog/backend.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
-import { bootstrapSavepoint, broadcastEntries, keyedLists, keyedMaps, keyedTimers, keyedValues, operatorList } from '../../src/processor/index.js';
+import {
+  bootstrapSavepoint,
+  broadcastEntries,
+  keyedLists,
+  keyedMaps,
+  keyedTimers,
+  keyedValues,
+  operatorList,
+} from '../../src/processor/index.js';
 import { int32Serializer, msgpackSerializer, stringSerializer } from '../../src/serializers/builtins.js';
 import { tempDir } from '../cli/support.js';
 import { descriptors, MAX_PARALLELISM, OPERATOR, readJob, type JobContents } from '../savepoint/support/job.js';
@@ -39,10 +47,16 @@ const modelArb: fc.Arbitrary<Model> = fc.record({
       key: fc.string({ maxLength: 8 }),
       count: fc.option(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { nil: undefined }),
       profile: fc.option(fc.record({ name, tags: fc.array(name, { maxLength: 3 }) }), { nil: undefined }),
-      events: fc.uniqueArray(fc.tuple(fc.constantFrom('', 'w1', 'w2'), fc.array(name, { minLength: 1, maxLength: 3 })), { selector: (e) => e[0], maxLength: 3 }),
+      events: fc.uniqueArray(
+        fc.tuple(fc.constantFrom('', 'w1', 'w2'), fc.array(name, { minLength: 1, maxLength: 3 })),
+        { selector: (e) => e[0], maxLength: 3 },
+      ),
       attrs: fc.uniqueArray(fc.tuple(name, fc.integer()), { selector: (e) => e[0], maxLength: 3 }),
       total: fc.option(fc.integer(), { nil: undefined }),
-      timers: fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 10_000 }), fc.constantFrom('w1', 'w2')), { selector: (t) => `${t[0]}/${t[1]}`, maxLength: 2 }),
+      timers: fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 10_000 }), fc.constantFrom('w1', 'w2')), {
+        selector: (t) => `${t[0]}/${t[1]}`,
+        maxLength: 2,
+      }),
     }),
     { selector: (k) => k.key, maxLength: 25 },
   ),
@@ -63,7 +77,15 @@ function expected(m: Model): JobContents {
     if (k.count !== undefined) keyed.push(stable(['count', k.key, '', k.count]));
     if (k.profile !== undefined) keyed.push(stable(['profile', k.key, '', k.profile]));
     for (const [ns, els] of k.events) keyed.push(stable(['events', k.key, ns, els]));
-    if (k.attrs.length > 0) keyed.push(stable(['attrs', k.key, '', [...k.attrs].map(([a, v]) => [a, { v }]).sort(([a], [b]) => ((a as string) < (b as string) ? -1 : 1))]));
+    if (k.attrs.length > 0)
+      keyed.push(
+        stable([
+          'attrs',
+          k.key,
+          '',
+          [...k.attrs].map(([a, v]) => [a, { v }]).sort(([a], [b]) => ((a as string) < (b as string) ? -1 : 1)),
+        ]),
+      );
     if (k.total !== undefined) keyed.push(stable(['total', k.key, '', k.total]));
     for (const [ts, ns] of k.timers) timers.push(stable([ts, k.key, ns]));
   }
@@ -84,12 +106,30 @@ async function bootstrap(m: Model, dst: string, parallelism: number): Promise<vo
       maxParallelism: MAX_PARALLELISM,
       keySerializer: stringSerializer,
       keyed: [
-        keyedValues(descriptors.count, m.keys.flatMap((k) => (k.count === undefined ? [] : [{ key: k.key, value: k.count }]))),
-        keyedValues(descriptors.profile, m.keys.flatMap((k) => (k.profile === undefined ? [] : [{ key: k.key, value: k.profile }]))),
-        keyedLists(descriptors.events, m.keys.flatMap((k) => k.events.map(([namespace, value]) => ({ key: k.key, namespace, value })))),
-        keyedMaps(descriptors.attrs, m.keys.flatMap((k) => k.attrs.map(([userKey, v]) => ({ key: k.key, userKey, value: { v } })))),
-        keyedValues(descriptors.total, m.keys.flatMap((k) => (k.total === undefined ? [] : [{ key: k.key, value: k.total }]))),
-        keyedTimers('timers', m.keys.flatMap((k) => k.timers.map(([timestamp, namespace]) => ({ key: k.key, namespace, timestamp })))),
+        keyedValues(
+          descriptors.count,
+          m.keys.flatMap((k) => (k.count === undefined ? [] : [{ key: k.key, value: k.count }])),
+        ),
+        keyedValues(
+          descriptors.profile,
+          m.keys.flatMap((k) => (k.profile === undefined ? [] : [{ key: k.key, value: k.profile }])),
+        ),
+        keyedLists(
+          descriptors.events,
+          m.keys.flatMap((k) => k.events.map(([namespace, value]) => ({ key: k.key, namespace, value }))),
+        ),
+        keyedMaps(
+          descriptors.attrs,
+          m.keys.flatMap((k) => k.attrs.map(([userKey, v]) => ({ key: k.key, userKey, value: { v } }))),
+        ),
+        keyedValues(
+          descriptors.total,
+          m.keys.flatMap((k) => (k.total === undefined ? [] : [{ key: k.key, value: k.total }])),
+        ),
+        keyedTimers(
+          'timers',
+          m.keys.flatMap((k) => k.timers.map(([timestamp, namespace]) => ({ key: k.key, namespace, timestamp }))),
+        ),
       ],
       operatorState: [
         operatorList('offsets', stringSerializer, m.split),
@@ -111,18 +151,35 @@ describe('bootstrap → restore in every backend', () => {
     memory: () => new HeapStateBackend({ name: 'memory' }),
     filesystem: () => new HeapStateBackend({ name: 'filesystem' }),
     leveldb: () => leveldb({ workingDir: join(root, `work-${n++}`) }),
-    'changelog(memory)': () => changelog({ backend: new HeapStateBackend({ name: 'memory' }), storage: localCheckpointStorage(join(root, `cl-${n++}`)) }),
-    'changelog(leveldb)': () => changelog({ backend: leveldb({ workingDir: join(root, `work-${n++}`) }), storage: localCheckpointStorage(join(root, `cl-${n++}`)) }),
+    'changelog(memory)': () =>
+      changelog({
+        backend: new HeapStateBackend({ name: 'memory' }),
+        storage: localCheckpointStorage(join(root, `cl-${n++}`)),
+      }),
+    'changelog(leveldb)': () =>
+      changelog({
+        backend: leveldb({ workingDir: join(root, `work-${n++}`) }),
+        storage: localCheckpointStorage(join(root, `cl-${n++}`)),
+      }),
   };
 
-  it.each(Object.keys(backends))('%s restores exactly the bootstrapped input', async (backend) => {
-    await fc.assert(
-      fc.asyncProperty(modelArb, fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 }), async (m, p, restoreP) => {
-        const dst = join(root, `sp-${n++}`);
-        await bootstrap(m, dst, p);
-        expect(await readJob(backends[backend](), dst, { parallelism: restoreP })).toEqual(expected(m));
-      }),
-      { numRuns: 6 },
-    );
-  }, 60_000);
+  it.each(Object.keys(backends))(
+    '%s restores exactly the bootstrapped input',
+    async (backend) => {
+      await fc.assert(
+        fc.asyncProperty(
+          modelArb,
+          fc.integer({ min: 1, max: 4 }),
+          fc.integer({ min: 1, max: 4 }),
+          async (m, p, restoreP) => {
+            const dst = join(root, `sp-${n++}`);
+            await bootstrap(m, dst, p);
+            expect(await readJob(backends[backend](), dst, { parallelism: restoreP })).toEqual(expected(m));
+          },
+        ),
+        { numRuns: 6 },
+      );
+    },
+    60_000,
+  );
 });

@@ -8,7 +8,13 @@ import { changelog } from '../../src/changelog/backend.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { isStreamStateError } from '../../src/errors.js';
 import { keyGroupForKey } from '../../src/keygroups/key-groups.js';
-import { bootstrapSavepoint, keyedValues, openSnapshot, SnapshotReader, UndecodedBytes } from '../../src/processor/index.js';
+import {
+  bootstrapSavepoint,
+  keyedValues,
+  openSnapshot,
+  SnapshotReader,
+  UndecodedBytes,
+} from '../../src/processor/index.js';
 import { locateSnapshot } from '../../src/savepoint/locate.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
@@ -28,21 +34,41 @@ describe('reading a job-written snapshot yields what the job wrote', () => {
     'memory native (heap-v1)': { backend: () => new HeapStateBackend({ name: 'memory' }), format: 'native' as const },
     'leveldb native': { backend: () => leveldb({ workingDir: join(root, 'work-ldb') }), format: 'native' as const },
     'changelog(memory) native': {
-      backend: () => changelog({ backend: new HeapStateBackend({ name: 'memory' }), storage: localCheckpointStorage(join(root, 'cl')) }),
+      backend: () =>
+        changelog({
+          backend: new HeapStateBackend({ name: 'memory' }),
+          storage: localCheckpointStorage(join(root, 'cl')),
+        }),
       format: 'native' as const,
     },
   };
-  it.each(Object.keys(sources) as (keyof typeof sources)[])('%s', async (name) => {
-    const s = sources[name];
-    const dir = await writeJob(s.backend(), { root: join(root, name.replace(/\W+/g, '-')), parallelism: 3, format: s.format, data: { keys: 40 } });
-    const reader = await openSnapshot(dir);
-    try {
-      expect(await readerContents(reader, OPERATOR)).toEqual(jobModel(40, 3));
-      expect(reader.describe()[0].keyedStates.map((st) => `${st.name}:${st.kind}`)).toEqual(['attrs:map', 'count:value', 'events:list', 'profile:value', 'timers:timers', 'total:reducing']);
-    } finally {
-      await reader.close();
-    }
-  }, 30_000);
+  it.each(Object.keys(sources) as (keyof typeof sources)[])(
+    '%s',
+    async (name) => {
+      const s = sources[name];
+      const dir = await writeJob(s.backend(), {
+        root: join(root, name.replace(/\W+/g, '-')),
+        parallelism: 3,
+        format: s.format,
+        data: { keys: 40 },
+      });
+      const reader = await openSnapshot(dir);
+      try {
+        expect(await readerContents(reader, OPERATOR)).toEqual(jobModel(40, 3));
+        expect(reader.describe()[0].keyedStates.map((st) => `${st.name}:${st.kind}`)).toEqual([
+          'attrs:map',
+          'count:value',
+          'events:list',
+          'profile:value',
+          'timers:timers',
+          'total:reducing',
+        ]);
+      } finally {
+        await reader.close();
+      }
+    },
+    30_000,
+  );
 });
 
 /** Records every ranged read. */
@@ -67,19 +93,29 @@ class CountingFiles implements StateFileReader {
 
 describe('readKey', () => {
   it("reads only the block of the key's key group and returns every record of the key", async () => {
-    const dir = await writeJob(new HeapStateBackend({ name: 'memory' }), { root: join(root, 'rangedkey'), parallelism: 2, format: 'canonical', data: { keys: 200 } });
+    const dir = await writeJob(new HeapStateBackend({ name: 'memory' }), {
+      root: join(root, 'rangedkey'),
+      parallelism: 2,
+      format: 'canonical',
+      data: { keys: 200 },
+    });
     const located = await locateSnapshot(dir);
     const files = new CountingFiles(located.snapshot.files);
     const reader = SnapshotReader.of({ ...located.snapshot, files });
     const key = 'key-6';
-    const { keyGroup, records } = await reader.operator<string>(OPERATOR, { keySerializer: stringSerializer }).readKey(key);
+    const { keyGroup, records } = await reader
+      .operator<string>(OPERATOR, { keySerializer: stringSerializer })
+      .readKey(key);
     expect(keyGroup).toBe(keyGroupForKey(key, stringSerializer, MAX_PARALLELISM));
     const block = located.snapshot.metadata.operators[0].subtasks
       .flatMap((s) => s.keyed as KeyGroupsStateHandle[])
       .flatMap((h) => h.blocks)
       .find((b) => b.keyGroup === keyGroup)!;
     // The 12-byte header check, then exactly the key group's block: nothing else of the file.
-    expect(files.ranges).toEqual([[0, 12], [block.offset, block.length]]);
+    expect(files.ranges).toEqual([
+      [0, 12],
+      [block.offset, block.length],
+    ]);
     const got = records.map((r) => JSON.stringify(r)).sort();
     expect(got).toEqual(
       [
@@ -116,7 +152,14 @@ describe('a savepoint someone hands you', () => {
   it('custom serializers degrade to bytes with their id; passing the serializer decodes them', async () => {
     const dir = join(root, 'custom');
     const where = valueState('where', { serializer: pointSerializer });
-    await bootstrapSavepoint(dir, [{ operatorId: 'geo', parallelism: 1, keySerializer: stringSerializer, keyed: [keyedValues(where, [{ key: 'a', value: { x: 1, y: 258 } }])] }]);
+    await bootstrapSavepoint(dir, [
+      {
+        operatorId: 'geo',
+        parallelism: 1,
+        keySerializer: stringSerializer,
+        keyed: [keyedValues(where, [{ key: 'a', value: { x: 1, y: 258 } }])],
+      },
+    ]);
     const reader = await openSnapshot(dir);
     try {
       const [raw] = await collect(reader.operator('geo').values('where'));
@@ -128,27 +171,49 @@ describe('a savepoint someone hands you', () => {
       const [typed] = await collect(reader.operator('geo').values('where', { serializer: pointSerializer }));
       expect(typed.value).toEqual({ x: 1, y: 258 });
       // A serializer that cannot read the recorded one is refused, not guessed.
-      await expect(collect(reader.operator('geo').values('where', { serializer: stringSerializer as unknown as Serializer<unknown> }))).rejects.toMatchObject({ code: 'SERIALIZER_INCOMPATIBLE' });
+      await expect(
+        collect(
+          reader.operator('geo').values('where', { serializer: stringSerializer as unknown as Serializer<unknown> }),
+        ),
+      ).rejects.toMatchObject({ code: 'SERIALIZER_INCOMPATIBLE' });
     } finally {
       await reader.close();
     }
     // The CLI on the same savepoint: dump prints the bytes with the serializer's id, verify checks their framing.
     const d = await cli(['dump', dir, '--operator', 'geo']);
     expect(d.code).toBe(0);
-    expect(JSON.parse(d.stdout)).toEqual({ state: 'where', kind: 'value', keyGroup: expect.any(Number) as number, key: 'a', namespace: '', value: { $serializer: 'myapp.point', $base64: 'AAEBAg==' } });
+    expect(JSON.parse(d.stdout)).toEqual({
+      state: 'where',
+      kind: 'value',
+      keyGroup: expect.any(Number) as number,
+      key: 'a',
+      namespace: '',
+      value: { $serializer: 'myapp.point', $base64: 'AAEBAg==' },
+    });
     const v = await cli(['verify', dir]);
     expect(v.code).toBe(0);
     expect(v.stdout).toContain('1 records with custom serializers');
   });
 
   it('unknown operators and states are typed errors', async () => {
-    const dir = await writeJob(new HeapStateBackend({ name: 'memory' }), { root: join(root, 'unknown'), parallelism: 1, format: 'canonical', data: { keys: 3 } });
+    const dir = await writeJob(new HeapStateBackend({ name: 'memory' }), {
+      root: join(root, 'unknown'),
+      parallelism: 1,
+      format: 'canonical',
+      data: { keys: 3 },
+    });
     const reader = await openSnapshot(dir);
     try {
       expect(catchCode(() => reader.operator('nope'))).toBe('UNKNOWN_OPERATOR');
-      await expect(collect(reader.operator(OPERATOR).values('nope'))).rejects.toMatchObject({ code: 'STATE_NOT_REGISTERED' });
-      await expect(collect(reader.operator(OPERATOR).values('events'))).rejects.toMatchObject({ code: 'STATE_KIND_MISMATCH' });
-      await expect(collect(reader.operator(OPERATOR).broadcastState('offsets'))).rejects.toMatchObject({ code: 'STATE_KIND_MISMATCH' });
+      await expect(collect(reader.operator(OPERATOR).values('nope'))).rejects.toMatchObject({
+        code: 'STATE_NOT_REGISTERED',
+      });
+      await expect(collect(reader.operator(OPERATOR).values('events'))).rejects.toMatchObject({
+        code: 'STATE_KIND_MISMATCH',
+      });
+      await expect(collect(reader.operator(OPERATOR).broadcastState('offsets'))).rejects.toMatchObject({
+        code: 'STATE_KIND_MISMATCH',
+      });
     } finally {
       await reader.close();
     }

@@ -31,8 +31,18 @@ beforeAll(async () => {
   store = s3.makeStore('');
   conn = { endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true };
   ({ dir: root, cleanup } = await tempDir('ss-processor-s3-'));
-  await writeJob(new HeapStateBackend({ name: 'memory' }), { root: join(root, 'data', 'heap'), parallelism: 2, format: 'canonical', data: { keys: 20 } });
-  await writeJob(leveldb({ workingDir: join(root, 'work') }), { root: join(root, 'data', 'ldb'), parallelism: 2, format: 'native', data: { keys: 20 } });
+  await writeJob(new HeapStateBackend({ name: 'memory' }), {
+    root: join(root, 'data', 'heap'),
+    parallelism: 2,
+    format: 'canonical',
+    data: { keys: 20 },
+  });
+  await writeJob(leveldb({ workingDir: join(root, 'work') }), {
+    root: join(root, 'data', 'ldb'),
+    parallelism: 2,
+    format: 'native',
+    data: { keys: 20 },
+  });
   await uploadTree(join(root, 'data'), store, 'up');
 }, 30_000);
 
@@ -65,19 +75,50 @@ describe('processor on S3', () => {
 
   it('bootstraps to s3://, edits s3:// -> s3:// through the CLI, and an existing prefix is ALREADY_EXISTS', async () => {
     const target = url('made/bootstrapped');
-    await bootstrapSavepoint(target, [{ operatorId: 'geo', parallelism: 2, keySerializer: stringSerializer, keyed: [keyedValues(valueState<string>('city', { serializer: stringSerializer }), [{ key: 'u1', value: 'Oslo' }, { key: 'u2', value: 'Lima' }])] }], { s3: conn });
-    await expect(bootstrapSavepoint(target, [{ operatorId: 'x', parallelism: 1 }], { s3: conn })).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
+    await bootstrapSavepoint(
+      target,
+      [
+        {
+          operatorId: 'geo',
+          parallelism: 2,
+          keySerializer: stringSerializer,
+          keyed: [
+            keyedValues(valueState<string>('city', { serializer: stringSerializer }), [
+              { key: 'u1', value: 'Oslo' },
+              { key: 'u2', value: 'Lima' },
+            ]),
+          ],
+        },
+      ],
+      { s3: conn },
+    );
+    await expect(bootstrapSavepoint(target, [{ operatorId: 'x', parallelism: 1 }], { s3: conn })).rejects.toMatchObject(
+      { code: 'ALREADY_EXISTS' },
+    );
     const r = await cli([...flags(), 'edit', target, url('made/edited'), '--rename-operator', 'geo=places']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const d = await cli([...flags(), 'dump', url('made/edited'), '--operator', 'places']);
     expect(d.code).toBe(0);
-    expect(d.stdout.split('\n').filter((l) => l.length > 0).map((l) => (JSON.parse(l) as { key: string; value: string }).value).sort()).toEqual(['Lima', 'Oslo']);
+    expect(
+      d.stdout
+        .split('\n')
+        .filter((l) => l.length > 0)
+        .map((l) => (JSON.parse(l) as { key: string; value: string }).value)
+        .sort(),
+    ).toEqual(['Lima', 'Oslo']);
     // A transform from S3 to a local directory too.
-    await transformSavepoint(url('made/edited'), join(root, 'local-copy'), [{ type: 'drop-state', operatorId: 'places', state: 'city' }], { s3: conn });
+    await transformSavepoint(
+      url('made/edited'),
+      join(root, 'local-copy'),
+      [{ type: 'drop-state', operatorId: 'places', state: 'city' }],
+      { s3: conn },
+    );
     const local = await openSnapshot(join(root, 'local-copy'));
     // The operator stays (a job may still expect it), without state.
-    expect(local.describe().map((o) => [o.operatorId, o.keyedStates.length, o.operatorStates.length])).toEqual([['places', 0, 0]]);
+    expect(local.describe().map((o) => [o.operatorId, o.keyedStates.length, o.operatorStates.length])).toEqual([
+      ['places', 0, 0],
+    ]);
     await local.close();
   }, 30_000);
 });

@@ -28,14 +28,28 @@ export function jobModel(keys: number, parallelism: number): JobContents {
     split.push(`p${s}-a`, `p${s}-b`);
     union.push(String(s * 100));
   }
-  return { keyed: keyed.sort(), timers: timers.sort(), split: split.sort(), union: union.sort(), broadcast: [stable([['threshold', 42], ['window', parallelism]].sort())] };
+  return {
+    keyed: keyed.sort(),
+    timers: timers.sort(),
+    split: split.sort(),
+    union: union.sort(),
+    broadcast: [
+      stable(
+        [
+          ['threshold', 42],
+          ['window', parallelism],
+        ].sort(),
+      ),
+    ],
+  };
 }
 
 /** The reader's view of the job's operator `op`, in readJob's normal form. */
 export async function readerContents(reader: SnapshotReader, op: string): Promise<JobContents> {
   const o = reader.operator<string>(op);
   const out: JobContents = { keyed: [], timers: [], split: [], union: [], broadcast: [] };
-  for (const state of ['count', 'profile', 'total']) for await (const e of o.values(state)) out.keyed.push(stable([state, e.key, e.namespace, e.value]));
+  for (const state of ['count', 'profile', 'total'])
+    for await (const e of o.values(state)) out.keyed.push(stable([state, e.key, e.namespace, e.value]));
   for await (const e of o.lists('events')) out.keyed.push(stable(['events', e.key, e.namespace, e.value]));
   const maps = new Map<string, [unknown, unknown][]>();
   for await (const e of o.mapEntries('attrs')) {

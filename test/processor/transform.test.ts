@@ -4,7 +4,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
 import { leveldb } from '../../backends/leveldb/index.js';
-import { bootstrapSavepoint, keyedValues, mapValues, mergeSavepoints, openSnapshot, transformSavepoint, type SavepointEdit } from '../../src/processor/index.js';
+import {
+  bootstrapSavepoint,
+  keyedValues,
+  mapValues,
+  mergeSavepoints,
+  openSnapshot,
+  transformSavepoint,
+  type SavepointEdit,
+} from '../../src/processor/index.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import { valueState } from '../../src/state/descriptors.js';
 import { cli, tempDir } from '../cli/support.js';
@@ -48,7 +56,12 @@ const dst = (): string => join(root, `out-${n++}`);
 
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-processor-transform-'));
-  source = await writeJob(new HeapStateBackend({ name: 'memory' }), { root: join(root, 'src'), parallelism: P, format: 'canonical', data: { keys: KEYS } });
+  source = await writeJob(new HeapStateBackend({ name: 'memory' }), {
+    root: join(root, 'src'),
+    parallelism: P,
+    format: 'canonical',
+    data: { keys: KEYS },
+  });
   sourceDigest = await digest(source);
 });
 afterAll(async () => {
@@ -109,14 +122,28 @@ describe('transforms, verified by dump', () => {
     const out = dst();
     await transformSavepoint(source, out, [mapValues<number>(OPERATOR, 'count', (v) => v + 1000)]);
     const want = jobModel(KEYS, P);
-    want.keyed = want.keyed.map((l) => (l.startsWith('["count"') ? stable(['count', ...(JSON.parse(l) as unknown[]).slice(1, 3), (JSON.parse(l) as number[])[3] + 1000]) : l)).sort();
+    want.keyed = want.keyed
+      .map((l) =>
+        l.startsWith('["count"')
+          ? stable(['count', ...(JSON.parse(l) as unknown[]).slice(1, 3), (JSON.parse(l) as number[])[3] + 1000])
+          : l,
+      )
+      .sort();
     expect(await readJob(leveldb({ workingDir: join(root, `work-${n++}`) }), out, { parallelism: 3 })).toEqual(want);
   }, 20_000);
 
   it('merge two savepoints, then drop-operator', async () => {
     const other = dst();
     await bootstrapSavepoint(other, [
-      { operatorId: 'geo', parallelism: 1, maxParallelism: 64, keySerializer: stringSerializer, keyed: [keyedValues(valueState<string>('city', { serializer: stringSerializer }), [{ key: 'u1', value: 'Oslo' }])] },
+      {
+        operatorId: 'geo',
+        parallelism: 1,
+        maxParallelism: 64,
+        keySerializer: stringSerializer,
+        keyed: [
+          keyedValues(valueState<string>('city', { serializer: stringSerializer }), [{ key: 'u1', value: 'Oslo' }]),
+        ],
+      },
     ]);
     const merged = dst();
     await mergeSavepoints([source, other], merged);
@@ -128,7 +155,9 @@ describe('transforms, verified by dump', () => {
     } finally {
       await reader.close();
     }
-    expect(await dump(merged, 'geo')).toEqual([{ state: 'city', kind: 'value', keyGroup: expect.any(Number) as number, key: 'u1', namespace: '', value: 'Oslo' }]);
+    expect(await dump(merged, 'geo')).toEqual([
+      { state: 'city', kind: 'value', keyGroup: expect.any(Number) as number, key: 'u1', namespace: '', value: 'Oslo' },
+    ]);
     const dropped = dst();
     await transformSavepoint(merged, dropped, [{ type: 'drop-operator', operatorId: 'geo' }]);
     expect(sorted(await dump(dropped, OPERATOR))).toEqual(sorted(await dump(source, OPERATOR)));
@@ -143,8 +172,16 @@ describe('bad edits: typed errors, nothing written', () => {
     ['unknown operator (rename)', { type: 'rename-operator', from: 'nope', to: 'x' }, 'UNKNOWN_OPERATOR'],
     ['unknown operator (drop)', { type: 'drop-operator', operatorId: 'nope' }, 'UNKNOWN_OPERATOR'],
     ['unknown state (drop)', { type: 'drop-state', operatorId: OPERATOR, state: 'nope' }, 'STATE_NOT_REGISTERED'],
-    ['unknown state (rename)', { type: 'rename-state', operatorId: OPERATOR, from: 'nope', to: 'x' }, 'STATE_NOT_REGISTERED'],
-    ['rename onto an existing state', { type: 'rename-state', operatorId: OPERATOR, from: 'count', to: 'total' }, 'INVALID_ARGUMENT'],
+    [
+      'unknown state (rename)',
+      { type: 'rename-state', operatorId: OPERATOR, from: 'nope', to: 'x' },
+      'STATE_NOT_REGISTERED',
+    ],
+    [
+      'rename onto an existing state',
+      { type: 'rename-state', operatorId: OPERATOR, from: 'count', to: 'total' },
+      'INVALID_ARGUMENT',
+    ],
     ['map-values on a timer queue', mapValues(OPERATOR, 'timers', (v) => v), 'STATE_KIND_MISMATCH'],
   ];
   it.each(cases)('%s', async (_name, edit, code) => {
@@ -158,7 +195,9 @@ describe('bad edits: typed errors, nothing written', () => {
     const out = dst();
     await transformSavepoint(source, out, []);
     const d = await digest(out);
-    await expect(transformSavepoint(source, out, [{ type: 'drop-operator', operatorId: OPERATOR }])).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
+    await expect(
+      transformSavepoint(source, out, [{ type: 'drop-operator', operatorId: OPERATOR }]),
+    ).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
     expect(await digest(out)).toBe(d);
   });
 });

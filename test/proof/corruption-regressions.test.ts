@@ -3,7 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCase } from '../support/corruption/campaign.js';
-import { buildFamily, fixtureFor, newCoordinator, storageFor, type FamilyFixture } from '../support/corruption/fixtures.js';
+import {
+  buildFamily,
+  fixtureFor,
+  newCoordinator,
+  storageFor,
+  type FamilyFixture,
+} from '../support/corruption/fixtures.js';
 import { filesystem } from '../../backends/filesystem/index.js';
 import { expectRejectsCode, expectThrowsCode } from '../support/errors.js';
 import { crc32 } from 'node:zlib';
@@ -60,7 +66,9 @@ describe('corruption suite regressions', () => {
     const err = await expectRejectsCode(coordinator.restore(), 'CHECKSUM_MISMATCH');
     expect(err.message).toContain('latest checkpoint 2');
     // An explicit pointer to the older checkpoint still works.
-    const plan = await newCoordinator(storage, filesystem({ checkpointDir: root }), fam.a.jobId, 2).restore(`${fam.a.jobId}/${chk1}`);
+    const plan = await newCoordinator(storage, filesystem({ checkpointDir: root }), fam.a.jobId, 2).restore(
+      `${fam.a.jobId}/${chk1}`,
+    );
     expect(plan?.checkpointId).toBe(1);
   });
 
@@ -103,7 +111,12 @@ describe('a bad version field with a bad checksum is reported as corruption', ()
   let jobDir: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'streamstate-bad-version-'));
-    jobDir = await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), { root: join(dir, 'pristine'), jobId: 'job-v', count: 1, numRetained: 1 });
+    jobDir = await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), {
+      root: join(dir, 'pristine'),
+      jobId: 'job-v',
+      count: 1,
+      numRetained: 1,
+    });
   }, 60_000);
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -134,13 +147,19 @@ describe('a bad version field with a bad checksum is reported as corruption', ()
 
   it('key-groups file: version 9 in a file whose crc32 no longer matches its handle → CHECKSUM_MISMATCH in verify and dump; with the handle matching → UNSUPPORTED_VERSION', async () => {
     const metadata = decodeMetadata(await readFile(join(chk, '_metadata')));
-    const keyed = metadata.operators[0].subtasks[0].keyed[0] as { type: string; stream: { type: string; path: string; crc32: number } };
+    const keyed = metadata.operators[0].subtasks[0].keyed[0] as {
+      type: string;
+      stream: { type: string; path: string; crc32: number };
+    };
     expect(keyed.stream.type).toBe('file');
     const dataFile = join(chk, keyed.stream.path);
     const bytes = await readFile(dataFile);
     bytes.writeUInt16BE(9, 4);
     await writeFile(dataFile, bytes);
-    for (const args of [['verify', chk], ['dump', chk, '--operator', OPERATOR]]) {
+    for (const args of [
+      ['verify', chk],
+      ['dump', chk, '--operator', OPERATOR],
+    ]) {
       const r = await cli(args);
       expect(r.code, `${args[0]}: ${r.stdout}${r.stderr}`).toBe(4);
       expect(`${r.stdout}${r.stderr}`).toContain('CHECKSUM_MISMATCH');
@@ -154,7 +173,18 @@ describe('a bad version field with a bad checksum is reported as corruption', ()
   });
 
   it('changelog segment: version 9 → CHECKSUM_MISMATCH (its crc32 covers the version); a newer segment written whole → UNSUPPORTED_VERSION', () => {
-    const header = { jobId: 'j', operatorId: 'o', subtaskIndex: 0, logId: 'l', backend: 'b', maxParallelism: 128, keyGroupRange: { start: 0, end: 127 }, fromSeq: 1, toSeq: 1, records: 1 };
+    const header = {
+      jobId: 'j',
+      operatorId: 'o',
+      subtaskIndex: 0,
+      logId: 'l',
+      backend: 'b',
+      maxParallelism: 128,
+      keyGroupRange: { start: 0, end: 127 },
+      fromSeq: 1,
+      toSeq: 1,
+      records: 1,
+    };
     const expected = { jobId: 'j', operatorId: 'o', subtaskIndex: 0, logId: 'l', backend: 'b', fromSeq: 1, toSeq: 1 };
     const segment = encodeSegment(header, Buffer.from([1, 2, 3]));
     expect(decodeSegment(segment, expected, 'seg').body).toEqual(Buffer.from([1, 2, 3]));

@@ -43,7 +43,8 @@ describe('every retained checkpoint restores after a run with many checkpoints i
         expect(check.checked.length, `${backend} seed ${seed}`).toBeGreaterThanOrEqual(1);
         expect(check.checked.length).toBeLessThanOrEqual(2);
         // Known gap, reported rather than asserted for changelog: segments of aborted/superseded uploads can stay behind until the next restore's gc.
-        if (backend !== 'changelog-filesystem') expect(await unreferencedFiles(storage, 'retained', join(dir, 'checkpoints'))).toEqual([]);
+        if (backend !== 'changelog-filesystem')
+          expect(await unreferencedFiles(storage, 'retained', join(dir, 'checkpoints'))).toEqual([]);
       }
     }, 60_000);
   }

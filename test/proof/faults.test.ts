@@ -9,7 +9,15 @@ import { checkpointsWithMetadata, checkRetainedCheckpoints } from '../../bench/p
 import type { BlobStore } from '../../src/storage/blob-store.js';
 import { StorageError } from '../../src/errors.js';
 import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
-import { checkCounts, countingInput, countingJob, runPipeline, type PipelineEvent, type PipelineResult, type CountOutput } from '../../src/testing/index.js';
+import {
+  checkCounts,
+  countingInput,
+  countingJob,
+  runPipeline,
+  type PipelineEvent,
+  type PipelineResult,
+  type CountOutput,
+} from '../../src/testing/index.js';
 import { FaultyBlobStore, FullDiskStore, type FaultErrno } from '../support/proof/fault-store.js';
 
 /**
@@ -21,7 +29,10 @@ import { FaultyBlobStore, FullDiskStore, type FaultErrno } from '../support/proo
  * later checkpoints complete and the output is exactly once.
  */
 const JOB_ID = 'faults';
-const EXPECTED_TEXT: Record<FaultErrno, string> = { ENOSPC: 'disk full (ENOSPC)', EACCES: 'permission denied (EACCES)' };
+const EXPECTED_TEXT: Record<FaultErrno, string> = {
+  ENOSPC: 'disk full (ENOSPC)',
+  EACCES: 'permission denied (EACCES)',
+};
 
 interface Completion {
   readonly id: number;
@@ -78,7 +89,10 @@ describe('resource faults during checkpoints', () => {
     let state: 'before' | 'fault' | 'after' = 'before';
     const onEvent = (e: PipelineEvent): void => {
       if (e.type === 'checkpoint-completed') {
-        (state === 'before' ? completedBeforeFault : completedAfterFault).push({ id: e.checkpointId, attempt: e.attempt });
+        (state === 'before' ? completedBeforeFault : completedAfterFault).push({
+          id: e.checkpointId,
+          attempt: e.attempt,
+        });
         if (state === 'before' && e.checkpointId >= faultAfter) {
           state = 'fault';
           hooks.faultOn();
@@ -101,13 +115,20 @@ describe('resource faults during checkpoints', () => {
       numRetainedCheckpoints: 2,
       seed: 5,
       onEvent,
-      ...(opts.crashOnAbort ? { crashAt: (e: PipelineEvent) => e.type === 'checkpoint-aborted' && e.attempt === 0 } : {}),
+      ...(opts.crashOnAbort
+        ? { crashAt: (e: PipelineEvent) => e.type === 'checkpoint-aborted' && e.attempt === 0 }
+        : {}),
     });
     return { result, aborted, completedBeforeFault, completedAfterFault };
   }
 
   /** What every fault run must show: clean failures, later successes, exactly-once output, restorable checkpoints, nothing left over. */
-  async function expectCleanRecovery(backend: ProofBackendKind, dir: string, run: FaultRun, text: string): Promise<void> {
+  async function expectCleanRecovery(
+    backend: ProofBackendKind,
+    dir: string,
+    run: FaultRun,
+    text: string,
+  ): Promise<void> {
     const { result, aborted, completedAfterFault } = run;
     const context = `${backend}: aborted ${JSON.stringify(aborted)}, completed after ${JSON.stringify(completedAfterFault)}`;
     expect(aborted.length, context).toBeGreaterThanOrEqual(1);
@@ -116,7 +137,9 @@ describe('resource faults during checkpoints', () => {
     // The job kept running: a checkpoint triggered after the failed ones completed (a restarted attempt may reuse ids).
     const lastAbort = aborted[aborted.length - 1];
     expect(
-      completedAfterFault.some((c) => c.attempt > lastAbort.attempt || (c.attempt === lastAbort.attempt && c.id > lastAbort.id)),
+      completedAfterFault.some(
+        (c) => c.attempt > lastAbort.attempt || (c.attempt === lastAbort.attempt && c.id > lastAbort.id),
+      ),
       context,
     ).toBe(true);
     const counts = checkCounts(result.committed, input);
@@ -138,69 +161,102 @@ describe('resource faults during checkpoints', () => {
 
   for (const backend of CRASH_BACKENDS) {
     for (const errno of ['ENOSPC', 'EACCES'] as const) {
-      it.skipIf(KNOWN_BROKEN_UNDER_FAULTS.includes(backend))(`${backend}, ${errno} during checkpoints: they fail cleanly, the job keeps running, later checkpoints complete`, async () => {
-        const dir = await scratch();
-        const store = new FaultyBlobStore(new LocalBlobStore(join(dir, 'checkpoints')));
-        const run = await runWithFault(backend, dir, store, { faultOn: () => (store.fault = errno), faultOff: () => (store.fault = null) });
-        expect(store.faultedWrites).toBeGreaterThan(0);
-        // Every error the "disk" raised reached the runtime as a typed StorageError (STORAGE_IO) with an actionable message.
-        expect(store.thrown.length).toBeGreaterThan(0);
-        for (const err of store.thrown) {
-          expect(err).toBeInstanceOf(StorageError);
-          expect((err as StorageError).code).toBe('STORAGE_IO');
-          expect((err as StorageError).message).toContain(EXPECTED_TEXT[errno]);
-        }
-        expect(run.result.crashes).toBe(0);
-        await expectCleanRecovery(backend, dir, run, EXPECTED_TEXT[errno]);
-      }, 60_000);
+      it.skipIf(KNOWN_BROKEN_UNDER_FAULTS.includes(backend))(
+        `${backend}, ${errno} during checkpoints: they fail cleanly, the job keeps running, later checkpoints complete`,
+        async () => {
+          const dir = await scratch();
+          const store = new FaultyBlobStore(new LocalBlobStore(join(dir, 'checkpoints')));
+          const run = await runWithFault(backend, dir, store, {
+            faultOn: () => (store.fault = errno),
+            faultOff: () => (store.fault = null),
+          });
+          expect(store.faultedWrites).toBeGreaterThan(0);
+          // Every error the "disk" raised reached the runtime as a typed StorageError (STORAGE_IO) with an actionable message.
+          expect(store.thrown.length).toBeGreaterThan(0);
+          for (const err of store.thrown) {
+            expect(err).toBeInstanceOf(StorageError);
+            expect((err as StorageError).code).toBe('STORAGE_IO');
+            expect((err as StorageError).message).toContain(EXPECTED_TEXT[errno]);
+          }
+          expect(run.result.crashes).toBe(0);
+          await expectCleanRecovery(backend, dir, run, EXPECTED_TEXT[errno]);
+        },
+        60_000,
+      );
     }
 
-    it.skipIf(KNOWN_BROKEN_UNDER_FAULTS.includes(backend))(`${backend}, a crash while checkpoints fail with ENOSPC: the job restores the checkpoint before the fault`, async () => {
-      const dir = await scratch();
-      const store = new FaultyBlobStore(new LocalBlobStore(join(dir, 'checkpoints')));
-      const run = await runWithFault(backend, dir, store, { faultOn: () => (store.fault = 'ENOSPC'), faultOff: () => (store.fault = null) }, { crashOnAbort: true });
-      expect(run.result.crashes).toBe(1);
-      const restored = run.result.restoredFrom[0].checkpointId;
-      expect(restored).not.toBeNull();
-      // The newest checkpoint that completed before the crash: the failed ones did not get in its way.
-      const completedBeforeCrash = [...run.completedBeforeFault, ...run.completedAfterFault].filter((c) => c.attempt === 0).map((c) => c.id);
-      expect(restored).toBe(Math.max(...completedBeforeCrash));
-      await expectCleanRecovery(backend, dir, run, EXPECTED_TEXT.ENOSPC);
-    }, 60_000);
+    it.skipIf(KNOWN_BROKEN_UNDER_FAULTS.includes(backend))(
+      `${backend}, a crash while checkpoints fail with ENOSPC: the job restores the checkpoint before the fault`,
+      async () => {
+        const dir = await scratch();
+        const store = new FaultyBlobStore(new LocalBlobStore(join(dir, 'checkpoints')));
+        const run = await runWithFault(
+          backend,
+          dir,
+          store,
+          { faultOn: () => (store.fault = 'ENOSPC'), faultOff: () => (store.fault = null) },
+          { crashOnAbort: true },
+        );
+        expect(run.result.crashes).toBe(1);
+        const restored = run.result.restoredFrom[0].checkpointId;
+        expect(restored).not.toBeNull();
+        // The newest checkpoint that completed before the crash: the failed ones did not get in its way.
+        const completedBeforeCrash = [...run.completedBeforeFault, ...run.completedAfterFault]
+          .filter((c) => c.attempt === 0)
+          .map((c) => c.id);
+        expect(restored).toBe(Math.max(...completedBeforeCrash));
+        await expectCleanRecovery(backend, dir, run, EXPECTED_TEXT.ENOSPC);
+      },
+      60_000,
+    );
   }
 
   // A real full file system: a 2 MiB tmpfs, filled up after checkpoint 3. Needs root (mount); skipped otherwise.
   const tmpfsAllowed = canMountTmpfs();
-  it.skipIf(!tmpfsAllowed)('filesystem on a real full tmpfs: ENOSPC from the kernel fails checkpoints cleanly until space is freed', async () => {
-    const dir = await scratch();
-    const mountPoint = join(dir, 'checkpoints');
-    await mkdir(mountPoint);
-    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mountPoint]);
-    expect(mounted.status, String(mounted.stderr)).toBe(0);
-    try {
-      const store = new FullDiskStore(new LocalBlobStore(mountPoint), join(mountPoint, 'filler'));
-      const run = await runWithFault('filesystem', dir, store, { faultOn: () => (store.full = true), faultOff: () => (store.full = false) }, { abortsWanted: 1 });
-      await expectCleanRecovery('filesystem', dir, run, EXPECTED_TEXT.ENOSPC);
-    } finally {
-      spawnSync('umount', ['-l', mountPoint]);
-    }
-  }, 60_000);
+  it.skipIf(!tmpfsAllowed)(
+    'filesystem on a real full tmpfs: ENOSPC from the kernel fails checkpoints cleanly until space is freed',
+    async () => {
+      const dir = await scratch();
+      const mountPoint = join(dir, 'checkpoints');
+      await mkdir(mountPoint);
+      const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mountPoint]);
+      expect(mounted.status, String(mounted.stderr)).toBe(0);
+      try {
+        const store = new FullDiskStore(new LocalBlobStore(mountPoint), join(mountPoint, 'filler'));
+        const run = await runWithFault(
+          'filesystem',
+          dir,
+          store,
+          { faultOn: () => (store.full = true), faultOff: () => (store.full = false) },
+          { abortsWanted: 1 },
+        );
+        await expectCleanRecovery('filesystem', dir, run, EXPECTED_TEXT.ENOSPC);
+      } finally {
+        spawnSync('umount', ['-l', mountPoint]);
+      }
+    },
+    60_000,
+  );
 
   // Real permission bits: root ignores them, so this runs only as an ordinary user.
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  it.skipIf(isRoot)('filesystem in a directory made read-only: EACCES from the kernel fails checkpoints cleanly until it is writable again', async () => {
-    const dir = await scratch();
-    const jobDir = join(dir, 'checkpoints', JOB_ID);
-    const run = await runWithFault(
-      'filesystem',
-      dir,
-      new LocalBlobStore(join(dir, 'checkpoints')),
-      { faultOn: () => void chmod(jobDir, 0o555), faultOff: () => void chmod(jobDir, 0o755) },
-      { abortsWanted: 1 },
-    );
-    await chmod(jobDir, 0o755);
-    await expectCleanRecovery('filesystem', dir, run, EXPECTED_TEXT.EACCES);
-  }, 60_000);
+  it.skipIf(isRoot)(
+    'filesystem in a directory made read-only: EACCES from the kernel fails checkpoints cleanly until it is writable again',
+    async () => {
+      const dir = await scratch();
+      const jobDir = join(dir, 'checkpoints', JOB_ID);
+      const run = await runWithFault(
+        'filesystem',
+        dir,
+        new LocalBlobStore(join(dir, 'checkpoints')),
+        { faultOn: () => void chmod(jobDir, 0o555), faultOff: () => void chmod(jobDir, 0o755) },
+        { abortsWanted: 1 },
+      );
+      await chmod(jobDir, 0o755);
+      await expectCleanRecovery('filesystem', dir, run, EXPECTED_TEXT.EACCES);
+    },
+    60_000,
+  );
 });
 
 function canMountTmpfs(): boolean {

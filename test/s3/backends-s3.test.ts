@@ -44,11 +44,16 @@ let instances = 0;
 const CASES: readonly BackendCase[] = [
   { name: 'memory', make: () => memory() },
   { name: 'filesystem', make: () => filesystem({ checkpointDir: join(work, 'unused') }) },
-  { name: 'leveldb (incremental)', make: () => leveldb({ workingDir: join(work, `ldb-${++instances}`), incremental: true, writeBufferBytes: 16 * 1024 }) },
+  {
+    name: 'leveldb (incremental)',
+    make: () =>
+      leveldb({ workingDir: join(work, `ldb-${++instances}`), incremental: true, writeBufferBytes: 16 * 1024 }),
+  },
   {
     name: 'changelog(memory)',
     // Materialize at every checkpoint with changes, and upload log segments early: both go to S3.
-    make: (storage) => changelog({ backend: memory(), storage, materializationIntervalMs: 0, preemptivePersistBytes: 2048 }),
+    make: (storage) =>
+      changelog({ backend: memory(), storage, materializationIntervalMs: 0, preemptivePersistBytes: 2048 }),
   },
 ];
 
@@ -76,7 +81,13 @@ describe.each(CASES)('$name with checkpoints and savepoints on S3', (c) => {
     expect(afterRound2.keyed).toHaveLength(200);
     expect((await blobNames(store, 'job/chk-2/')).length).toBeGreaterThan(1);
 
-    const restored = await DrivenJob.start({ jobId: 'job', backend: c.make(storage), storage, parallelism: 3, restore: 'latest' });
+    const restored = await DrivenJob.start({
+      jobId: 'job',
+      backend: c.make(storage),
+      storage,
+      parallelism: 3,
+      restore: 'latest',
+    });
     try {
       expect(restored.plan?.checkpointId).toBe(2);
       expect(await restored.contents()).toEqual(afterRound2);
@@ -104,7 +115,13 @@ describe.each(CASES)('$name with checkpoints and savepoints on S3', (c) => {
     await deleteGarbage(storage, garbage);
 
     // What gc left is enough to restore the latest checkpoint.
-    const again = await DrivenJob.start({ jobId: 'job', backend: c.make(storage), storage, parallelism: 1, restore: 'latest' });
+    const again = await DrivenJob.start({
+      jobId: 'job',
+      backend: c.make(storage),
+      storage,
+      parallelism: 1,
+      restore: 'latest',
+    });
     try {
       expect(await again.contents()).toEqual(afterRound3);
     } finally {

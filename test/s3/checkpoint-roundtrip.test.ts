@@ -141,7 +141,9 @@ describe('heap backend checkpoints on S3', () => {
       (e: unknown) => isStreamStateError(e, 'NOT_FOUND') || isStreamStateError(e, 'METADATA_MISSING'),
     );
     // Anything left is inside chk-2/, and the gc path removes it.
-    const leftovers = (await store.list(`${harness.jobId}/`)).map((b) => b.name).filter((n) => !n.startsWith(`${first}/`));
+    const leftovers = (await store.list(`${harness.jobId}/`))
+      .map((b) => b.name)
+      .filter((n) => !n.startsWith(`${first}/`));
     for (const n of leftovers) expect(n.startsWith(`${harness.jobId}/chk-2/`)).toBe(true);
     await storage.discardCheckpointDirectory(harness.jobId, 2);
     expect((await store.list(`${harness.jobId}/chk-2/`)).length).toBe(0);
@@ -160,7 +162,9 @@ describe('heap backend checkpoints on S3', () => {
     expect(isStreamStateError(failure, 'STORAGE_IO'), String(failure)).toBe(true);
     proxy.setRules([]);
     expect(await storage.listCompletedCheckpoints(harness.jobId)).toEqual([]);
-    await expect(storage.resolve(storage.checkpointPointer(harness.jobId, 1))).rejects.toSatisfy((e: unknown) => isStreamStateError(e, 'METADATA_MISSING'));
+    await expect(storage.resolve(storage.checkpointPointer(harness.jobId, 1))).rejects.toSatisfy((e: unknown) =>
+      isStreamStateError(e, 'METADATA_MISSING'),
+    );
     await storage.discardCheckpointDirectory(harness.jobId, 1);
     expect(await store.list(`${harness.jobId}/`)).toEqual([]);
   });
@@ -171,7 +175,13 @@ describe('heap backend checkpoints on S3', () => {
     const pointer = await harness.checkpoint(op);
     // Every GET of a state file breaks off halfway, on every retry.
     proxy.setRules([
-      { fault: 'reset-mid-response', method: 'GET', pathIncludes: '/chk-1/', pathExcludes: '_metadata', times: Number.POSITIVE_INFINITY },
+      {
+        fault: 'reset-mid-response',
+        method: 'GET',
+        pathIncludes: '/chk-1/',
+        pathExcludes: '_metadata',
+        times: Number.POSITIVE_INFINITY,
+      },
     ]);
     const failure = await harness.restoreKeyed(pointer, { keySerializer: stringSerializer, parallelism: 2 }).then(
       () => undefined,

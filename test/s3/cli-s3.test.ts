@@ -38,7 +38,14 @@ const onS3 = (args: string[]): Promise<CliRun> => cli([...flags(), ...args]);
 const sameAs = (r: CliRun, path: string): string => r.stdout.split(path).join('<path>');
 
 beforeAll(async () => {
-  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_ENDPOINT_URL', 'AWS_ENDPOINT_URL_S3', 'AWS_REGION']) savedEnv[k] = process.env[k];
+  for (const k of [
+    'AWS_ACCESS_KEY_ID',
+    'AWS_SECRET_ACCESS_KEY',
+    'AWS_ENDPOINT_URL',
+    'AWS_ENDPOINT_URL_S3',
+    'AWS_REGION',
+  ])
+    savedEnv[k] = process.env[k];
   process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
   delete process.env.AWS_ENDPOINT_URL;
@@ -47,12 +54,30 @@ beforeAll(async () => {
   store = s3.makeStore('');
   ({ dir: root, cleanup } = await tempDir('ss-cli-s3-'));
   data = join(root, 'data');
-  heapNative = await writeJob(new HeapStateBackend({ name: 'memory' }), { root: data, parallelism: 2, format: 'native' });
-  levelNative = await writeJob(leveldb({ workingDir: join(root, 'work') }), { root: data, parallelism: 3, format: 'native' });
+  heapNative = await writeJob(new HeapStateBackend({ name: 'memory' }), {
+    root: data,
+    parallelism: 2,
+    format: 'native',
+  });
+  levelNative = await writeJob(leveldb({ workingDir: join(root, 'work') }), {
+    root: data,
+    parallelism: 3,
+    format: 'native',
+  });
   ckRoot = join(data, 'checkpoints');
-  await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), { root: ckRoot, jobId: 'job-x', count: 3, numRetained: 2 });
+  await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), {
+    root: ckRoot,
+    jobId: 'job-x',
+    count: 3,
+    numRetained: 2,
+  });
   // LevelDB incremental: its checkpoints reference ../shared/ files.
-  await writeCheckpoints(leveldb({ workingDir: join(root, 'work2') }), { root: ckRoot, jobId: 'job-y', count: 2, numRetained: 1 });
+  await writeCheckpoints(leveldb({ workingDir: join(root, 'work2') }), {
+    root: ckRoot,
+    jobId: 'job-y',
+    count: 2,
+    numRetained: 1,
+  });
   await uploadTree(data, store, PREFIX);
 });
 
@@ -67,7 +92,12 @@ afterAll(async () => {
 
 describe('the CLI on s3:// paths prints what it prints on a local copy', () => {
   it('inspect (savepoints, a checkpoint with ../shared files, the _metadata object itself)', async () => {
-    for (const local of [heapNative, levelNative, join(ckRoot, 'job-y', 'chk-2'), join(ckRoot, 'job-x', 'chk-3', '_metadata')]) {
+    for (const local of [
+      heapNative,
+      levelNative,
+      join(ckRoot, 'job-y', 'chk-2'),
+      join(ckRoot, 'job-x', 'chk-3', '_metadata'),
+    ]) {
       const a = await cli(['inspect', local, '--json']);
       const b = await onS3(['inspect', s3Url(local), '--json']);
       expect(a.code, a.stderr).toBe(0);
@@ -104,7 +134,10 @@ describe('the CLI on s3:// paths prints what it prints on a local copy', () => {
       expect(b.code, b.stderr).toBe(0);
       expect(b.stdout).toBe(a.stdout);
     }
-    const jobs = JSON.parse((await onS3(['list', s3Url(ckRoot), '--json'])).stdout) as { jobId: string; checkpoints: { checkpointId: number }[] }[];
+    const jobs = JSON.parse((await onS3(['list', s3Url(ckRoot), '--json'])).stdout) as {
+      jobId: string;
+      checkpoints: { checkpointId: number }[];
+    }[];
     expect(jobs.map((j) => [j.jobId, j.checkpoints.map((c) => c.checkpointId)])).toEqual([
       ['job-x', [2, 3]],
       ['job-y', [2]],
@@ -114,7 +147,11 @@ describe('the CLI on s3:// paths prints what it prints on a local copy', () => {
   it('gc --dry-run and gc find and delete the same garbage; the retained checkpoints stay intact', async () => {
     const jobDir = join(ckRoot, 'job-x');
     // Names streamstate writes (gc deletes no others); --min-age 0 as the job is stopped (S3 cannot backdate objects).
-    const garbage = { 'chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa': 'partial', 'shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb': 'nobody uses me', 'taskowned/keep': 'never touched' };
+    const garbage = {
+      'chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa': 'partial',
+      'shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb': 'nobody uses me',
+      'taskowned/keep': 'never touched',
+    };
     for (const [name, text] of Object.entries(garbage)) {
       await mkdir(join(jobDir, name, '..'), { recursive: true });
       await writeFile(join(jobDir, name), text);
@@ -124,8 +161,13 @@ describe('the CLI on s3:// paths prints what it prints on a local copy', () => {
     const dryS3 = await onS3(['gc', s3Url(jobDir), '--dry-run', '--json', '--min-age', '0']);
     expect(dryS3.code, dryS3.stderr).toBe(0);
     expect(dryS3.stdout).toBe(dryLocal.stdout);
-    expect((JSON.parse(dryS3.stdout).jobs[0].files as { name: string }[]).map((f) => f.name)).toEqual(['job-x/chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb']);
-    expect(await blobNames(store, `${PREFIX}/checkpoints/job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb`)).toHaveLength(1);
+    expect((JSON.parse(dryS3.stdout).jobs[0].files as { name: string }[]).map((f) => f.name)).toEqual([
+      'job-x/chk-9/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',
+      'job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb',
+    ]);
+    expect(await blobNames(store, `${PREFIX}/checkpoints/job-x/shared/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb`)).toHaveLength(
+      1,
+    );
 
     const real = await onS3(['gc', s3Url(ckRoot), '--min-age', '0']); // the root: every job
     expect(real.code, real.stderr).toBe(0);
@@ -183,9 +225,20 @@ describe('convert with s3:// source and destination', () => {
   it('an upload that fails leaves nothing under the destination (exit 1, typed error)', async () => {
     const proxy: FaultProxy = await startFaultProxy({ target: s3.endpoint, seed: 7 });
     try {
-      proxy.setRules([{ fault: 'slowdown', method: 'PUT', pathIncludes: 'failed-dst/_metadata', times: Number.POSITIVE_INFINITY }]);
+      proxy.setRules([
+        { fault: 'slowdown', method: 'PUT', pathIncludes: 'failed-dst/_metadata', times: Number.POSITIVE_INFINITY },
+      ]);
       const dst = `s3://${s3.bucket}/converted/failed-dst`;
-      const r = await cli(['--s3-endpoint', proxy.endpoint, '--s3-path-style', 'convert', s3Url(heapNative), dst, '--to', 'memory']);
+      const r = await cli([
+        '--s3-endpoint',
+        proxy.endpoint,
+        '--s3-path-style',
+        'convert',
+        s3Url(heapNative),
+        dst,
+        '--to',
+        'memory',
+      ]);
       expect(r.code).toBe(1);
       expect(errorLine(r.stderr)).toMatch(/STORAGE_IO: S3 kept throttling.*failed-dst\/_metadata/);
       expect(proxy.stats.faults.slowdown).toBeGreaterThanOrEqual(2);
@@ -253,7 +306,9 @@ describe('checkpoints written with entropy injection', () => {
       const v = valueState<string>('v', { serializer: stringSerializer });
       for (let i = 0; i < 50; i++) {
         const key = `k${i}`;
-        const owner = op.find((x) => x.keyGroupRange.contains(keyGroupForKey(key, stringSerializer, x.maxParallelism)))!;
+        const owner = op.find((x) =>
+          x.keyGroupRange.contains(keyGroupForKey(key, stringSerializer, x.maxParallelism)),
+        )!;
         owner.setCurrentKey(key);
         owner.getState(v).update(`value-${i}`);
       }

@@ -41,7 +41,12 @@ describeBackendConformance(
 const leveldbOnS3 = async () => {
   const root = await mkdtemp(join(tmpdir(), 'streamstate-leveldb-s3-'));
   return {
-    backend: leveldb({ workingDir: join(root, 'work'), checkpointDir: join(root, 'unused'), incremental: true, writeBufferBytes: 64 * 1024 }),
+    backend: leveldb({
+      workingDir: join(root, 'work'),
+      checkpointDir: join(root, 'unused'),
+      incremental: true,
+      writeBufferBytes: 64 * 1024,
+    }),
     storage: new BlobCheckpointStorage(s3.makeStore(uniquePrefix('conf-ldb')), { inlineThreshold: 0 }),
     cleanup: () => rm(root, { recursive: true, force: true }),
   };

@@ -35,7 +35,10 @@ describe('entropy injection through checkpoint storage', () => {
     }
     expect(handles[0].path).toMatch(/^~[a-z0-9]{4}~[0-9a-f]+$/);
     expect(handles[1].path).toMatch(/^\.\.\/shared\/~[a-z0-9]{4}~[0-9a-f]+$/);
-    await storage.writeMetadata(storage.checkpointPointer('job1', 1), sampleMetadata({ jobId: 'job1', checkpointId: 1 }));
+    await storage.writeMetadata(
+      storage.checkpointPointer('job1', 1),
+      sampleMetadata({ jobId: 'job1', checkpointId: 1 }),
+    );
 
     const keys = await physicalKeys(base);
     expect(keys).toContain(`${base}/job1/chk-1/_metadata`);

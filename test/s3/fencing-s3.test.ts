@@ -19,7 +19,9 @@ afterAll(async () => {
 
 describe('fencing on S3', () => {
   it('a second instance: the older cannot complete, delete or gc (FENCED); the newer keeps its in-flight files', async () => {
-    await secondInstanceScenario(new BlobCheckpointStorage(s3.makeStore(uniquePrefix('fence')), { inlineThreshold: 0 }));
+    await secondInstanceScenario(
+      new BlobCheckpointStorage(s3.makeStore(uniquePrefix('fence')), { inlineThreshold: 0 }),
+    );
   });
 
   it('fenced between the lease check and _metadata: the complete checkpoint stays; one whose files are gone is removed again', async () => {

@@ -18,6 +18,9 @@ describeBlobStore('S3BlobStore (s3rver)', async () => {
 
 describeBlobStore('S3BlobStore (s3rver, small multipart threshold)', async () => {
   // Streams over 64 KiB go multipart (a single part below 5 MiB: lib-storage sends it as one PUT).
-  const store = s3.makeStore(uniquePrefix('compliance-mp'), { multipartThresholdBytes: 64 * 1024, partSizeBytes: 5 * 1024 * 1024 });
+  const store = s3.makeStore(uniquePrefix('compliance-mp'), {
+    multipartThresholdBytes: 64 * 1024,
+    partSizeBytes: 5 * 1024 * 1024,
+  });
   return { store, cleanup: async () => undefined };
 });

@@ -178,7 +178,10 @@ describe('S3BlobStore: entropy injection', () => {
   });
 
   it('rejects a marker that is not in the prefix', async () => {
-    await expectRejectsCode(() => s3.makeStore('plain/prefix', { entropy: { marker: '_entropy_' } }), 'INVALID_ARGUMENT');
+    await expectRejectsCode(
+      () => s3.makeStore('plain/prefix', { entropy: { marker: '_entropy_' } }),
+      'INVALID_ARGUMENT',
+    );
   });
 });
 
@@ -206,7 +209,9 @@ describe('S3BlobStore: bad input and unreachable services', () => {
   });
 
   it('wrong credentials are STORAGE_IO "access denied"', async () => {
-    const store = s3.makeStore(uniquePrefix('creds'), { credentials: { accessKeyId: 'WRONG', secretAccessKey: 'nope' } });
+    const store = s3.makeStore(uniquePrefix('creds'), {
+      credentials: { accessKeyId: 'WRONG', secretAccessKey: 'nope' },
+    });
     const err = await expectRejectsCode(store.put('x', Buffer.from('x')), 'STORAGE_IO');
     expect(err.message).toMatch(/access denied/i);
     expect(err.message).toMatch(/check credentials/);
@@ -219,7 +224,11 @@ describe('S3BlobStore: bad input and unreachable services', () => {
     const endpoint = `http://127.0.0.1:${await closedPort()}`;
     const store = s3.makeStore('x', { endpoint, maxAttempts: 4, retryBaseDelayMs: 20, retryMaxDelayMs: 100 });
     const started = Date.now();
-    const err = await within(expectRejectsCode(store.put('a', Buffer.from('a')), 'STORAGE_IO'), 10_000, 'unreachable endpoint');
+    const err = await within(
+      expectRejectsCode(store.put('a', Buffer.from('a')), 'STORAGE_IO'),
+      10_000,
+      'unreachable endpoint',
+    );
     expect(err.message).toContain(`cannot reach ${endpoint}`);
     expect(err.message).toMatch(/ECONNREFUSED/);
     expect(err.message).toMatch(/after 4 attempts/);
@@ -291,7 +300,9 @@ describe('S3BlobStore: conditional writes', () => {
 
   it('maps a 412 to an If-None-Match PUT (another writer won the race) to ALREADY_EXISTS', async () => {
     const store = s3.makeStore(uniquePrefix('cond'), { endpoint: proxy.endpoint });
-    proxy.setRules([{ fault: 'status', method: 'PUT', header: 'if-none-match', status: 412, code: 'PreconditionFailed' }]);
+    proxy.setRules([
+      { fault: 'status', method: 'PUT', header: 'if-none-match', status: 412, code: 'PreconditionFailed' },
+    ]);
     await expectRejectsCode(store.putAtomic('_metadata', Buffer.from('x'), { exclusive: true }), 'ALREADY_EXISTS');
     expect(await store.stat('_metadata')).toBeNull();
   });
@@ -299,7 +310,9 @@ describe('S3BlobStore: conditional writes', () => {
   it('falls back to HEAD-then-PUT when the server answers 501 to If-None-Match', async () => {
     const store = s3.makeStore(uniquePrefix('cond501'), { endpoint: proxy.endpoint });
     proxy.resetStats();
-    proxy.setRules([{ fault: 'status', method: 'PUT', header: 'if-none-match', status: 501, code: 'NotImplemented', times: 5 }]);
+    proxy.setRules([
+      { fault: 'status', method: 'PUT', header: 'if-none-match', status: 501, code: 'NotImplemented', times: 5 },
+    ]);
     await store.putAtomic('a/_metadata', Buffer.from('x'), { exclusive: true });
     await store.putAtomic('b/_metadata', Buffer.from('y'), { exclusive: true });
     expect((await store.get('a/_metadata')).toString()).toBe('x');

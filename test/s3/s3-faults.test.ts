@@ -91,15 +91,25 @@ describe('S3BlobStore under injected faults', () => {
   it('persistent throttling gives up after maxAttempts with a typed error', async () => {
     const store = faultyStore('throttled', { maxAttempts: 3 });
     proxy.setRules([{ fault: 'slowdown', times: Number.POSITIVE_INFINITY }]);
-    const err = await within(expectRejectsCode(store.put('x', Buffer.from('x')), 'STORAGE_IO'), 10_000, 'persistent 503');
+    const err = await within(
+      expectRejectsCode(store.put('x', Buffer.from('x')), 'STORAGE_IO'),
+      10_000,
+      'persistent 503',
+    );
     expect(err.message).toMatch(/throttling after 3 attempts/);
     expect(proxy.stats.requests).toBe(3);
   });
 
   it('a multipart upload whose part keeps failing aborts cleanly and leaves no object', async () => {
     const store = faultyStore('mp-fail', { multipartThresholdBytes: 5 * MiB, partSizeBytes: 5 * MiB, maxAttempts: 3 });
-    proxy.setRules([{ fault: 'reset-mid-request', method: 'PUT', query: 'partNumber=2', times: Number.POSITIVE_INFINITY }]);
-    const err = await within(expectRejectsCode(store.putStream('big', chunked(pattern(16 * MiB, 9), MiB)), 'STORAGE_IO'), 20_000, 'multipart failure');
+    proxy.setRules([
+      { fault: 'reset-mid-request', method: 'PUT', query: 'partNumber=2', times: Number.POSITIVE_INFINITY },
+    ]);
+    const err = await within(
+      expectRejectsCode(store.putStream('big', chunked(pattern(16 * MiB, 9), MiB)), 'STORAGE_IO'),
+      20_000,
+      'multipart failure',
+    );
     expect(err.message).toContain('big');
     expect(err.message).toMatch(/cannot reach|ECONNRESET|EPIPE/);
     expect(proxy.stats.byKind['PUT uploadId+partNumber']).toBeGreaterThanOrEqual(3);

@@ -35,19 +35,22 @@ describe('KeyLayout', () => {
     ['cp/_entropy_', 'cp/', (c: string) => `cp/${c}/`],
     ['a/_entropy_/b', 'a/b/', (c: string) => `a/${c}/b/`],
     ['_entropy_', '', (c: string) => `${c}/`],
-  ])('with the marker in %s, data keys get random characters and other keys lose the marker', (prefix, plainBase, dataBase) => {
-    const l = new KeyLayout(prefix, { marker: '_entropy_', length: 5 });
-    const data = l.dataFileName('job/chk-2/file');
-    const chars = /^job\/chk-2\/~([a-z0-9]{5})~file$/.exec(data)?.[1];
-    expect(chars).toBeDefined();
-    expect(l.keyOf(data)).toBe(`${dataBase(chars as string)}${data}`);
-    expect(l.keyOf('job/chk-2/_metadata')).toBe(`${plainBase}job/chk-2/_metadata`);
-    const plan = l.listPlan('job/');
-    expect(plan.nameOf(l.keyOf(data))).toBe(data);
-    expect(plan.nameOf(l.keyOf('job/chk-2/_metadata'))).toBe('job/chk-2/_metadata');
-    expect(plan.nameOf(l.keyOf('other/x'))).toBeUndefined();
-    expect(plan.nameOf(l.keyOf(l.dataFileName('other/y')))).toBeUndefined();
-  });
+  ])(
+    'with the marker in %s, data keys get random characters and other keys lose the marker',
+    (prefix, plainBase, dataBase) => {
+      const l = new KeyLayout(prefix, { marker: '_entropy_', length: 5 });
+      const data = l.dataFileName('job/chk-2/file');
+      const chars = /^job\/chk-2\/~([a-z0-9]{5})~file$/.exec(data)?.[1];
+      expect(chars).toBeDefined();
+      expect(l.keyOf(data)).toBe(`${dataBase(chars as string)}${data}`);
+      expect(l.keyOf('job/chk-2/_metadata')).toBe(`${plainBase}job/chk-2/_metadata`);
+      const plan = l.listPlan('job/');
+      expect(plan.nameOf(l.keyOf(data))).toBe(data);
+      expect(plan.nameOf(l.keyOf('job/chk-2/_metadata'))).toBe('job/chk-2/_metadata');
+      expect(plan.nameOf(l.keyOf('other/x'))).toBeUndefined();
+      expect(plan.nameOf(l.keyOf(l.dataFileName('other/y')))).toBeUndefined();
+    },
+  );
 
   it('draws fresh characters per data file', () => {
     const l = new KeyLayout('_e_', { marker: '_e_', length: 4 });
@@ -88,11 +91,27 @@ describe('error mapping', () => {
   const ctx = { op: 'reading', bucket: 'bkt', key: 'p/k', endpoint: 'http://h:1' };
   it('gives each failure a code and an actionable message', async () => {
     const cases: Array<[unknown, string, RegExp]> = [
-      [{ name: 'NoSuchBucket', $metadata: { httpStatusCode: 404 } }, 'NOT_FOUND', /bucket "bkt".*create it or fix the bucket name/],
+      [
+        { name: 'NoSuchBucket', $metadata: { httpStatusCode: 404 } },
+        'NOT_FOUND',
+        /bucket "bkt".*create it or fix the bucket name/,
+      ],
       [{ name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } }, 'NOT_FOUND', /s3:\/\/bkt\/p\/k not found/],
-      [{ name: 'InvalidAccessKeyId', $metadata: { httpStatusCode: 403 } }, 'STORAGE_IO', /access denied.*check credentials/],
-      [{ name: 'Error', code: 'ECONNREFUSED', $metadata: { attempts: 5 } }, 'STORAGE_IO', /cannot reach http:\/\/h:1 \(ECONNREFUSED after 5 attempts\)/],
-      [{ name: 'SlowDown', $metadata: { httpStatusCode: 503, attempts: 5 } }, 'STORAGE_IO', /kept throttling after 5 attempts/],
+      [
+        { name: 'InvalidAccessKeyId', $metadata: { httpStatusCode: 403 } },
+        'STORAGE_IO',
+        /access denied.*check credentials/,
+      ],
+      [
+        { name: 'Error', code: 'ECONNREFUSED', $metadata: { attempts: 5 } },
+        'STORAGE_IO',
+        /cannot reach http:\/\/h:1 \(ECONNREFUSED after 5 attempts\)/,
+      ],
+      [
+        { name: 'SlowDown', $metadata: { httpStatusCode: 503, attempts: 5 } },
+        'STORAGE_IO',
+        /kept throttling after 5 attempts/,
+      ],
       [{ name: 'InternalError', $metadata: { httpStatusCode: 500 } }, 'STORAGE_IO', /server error/],
       [new Error('Region is missing'), 'INVALID_ARGUMENT', /AWS_REGION/],
     ];
@@ -127,6 +146,8 @@ describe('limiter', () => {
 
   it('mapLimited keeps order and reports the first failure', async () => {
     expect(await mapLimited([1, 2, 3, 4], 2, async (x) => x * 2)).toEqual([2, 4, 6, 8]);
-    await expect(mapLimited([1, 2, 3], 2, async (x) => (x === 2 ? Promise.reject(new Error('two')) : x))).rejects.toThrow('two');
+    await expect(
+      mapLimited([1, 2, 3], 2, async (x) => (x === 2 ? Promise.reject(new Error('two')) : x)),
+    ).rejects.toThrow('two');
   });
 });

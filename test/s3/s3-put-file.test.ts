@@ -94,8 +94,15 @@ describe('S3BlobStore.putFile', () => {
   });
 
   it('a part that keeps failing aborts the multipart upload; no object, a StorageError', async () => {
-    const store = s3.makeStore(uniquePrefix('pf-fail'), { endpoint: proxy.endpoint, multipartThresholdBytes: 5 * MiB, partSizeBytes: 5 * MiB, maxAttempts: 2 });
-    proxy.setRules([{ fault: 'reset-mid-request', method: 'PUT', query: 'partNumber=2', times: Number.POSITIVE_INFINITY }]);
+    const store = s3.makeStore(uniquePrefix('pf-fail'), {
+      endpoint: proxy.endpoint,
+      multipartThresholdBytes: 5 * MiB,
+      partSizeBytes: 5 * MiB,
+      maxAttempts: 2,
+    });
+    proxy.setRules([
+      { fault: 'reset-mid-request', method: 'PUT', query: 'partNumber=2', times: Number.POSITIVE_INFINITY },
+    ]);
     const path = await localFile('f', pattern(11 * MiB, 3));
     const err = await within(expectRejectsCode(store.putFile('big', path), 'STORAGE_IO'), 20_000, 'putFile failure');
     expect(err).toBeInstanceOf(StorageError);
@@ -107,7 +114,12 @@ describe('S3BlobStore.putFile', () => {
   it('uploadFile through a checkpoint stream factory uses putFile; the reader verifies size and crc32', async () => {
     const store = s3.makeStore(uniquePrefix('pf-factory'));
     const data = pattern(3 * MiB + 1, 4);
-    const f = new BlobCheckpointStreamFactory({ store, baseDir: 'job/chk-1', sharedDir: 'job/shared', inlineThreshold: 0 });
+    const f = new BlobCheckpointStreamFactory({
+      store,
+      baseDir: 'job/chk-1',
+      sharedDir: 'job/shared',
+      inlineThreshold: 0,
+    });
     const h = await f.uploadFile(await localFile('g', data), 'shared', '000042.ldb', { immutable: true });
     expect(h).toMatchObject({ size: data.length, crc32: crc32(data) });
     expect(store.requestCounts()).toEqual({ PutObject: 1 });

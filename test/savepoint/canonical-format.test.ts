@@ -51,7 +51,12 @@ const meta = (name: string, kind: KeyedStateMetaInfo['kind'], stateId: number): 
 
 describe('CanonicalKeyGroupsWriter', () => {
   it('orders states by name (a state before a timer queue of the same name) and numbers them 0..n-1', () => {
-    const states = canonicalStates([meta('zeta', 'value', 0), meta('alpha', 'timers', 1), meta('alpha', 'list', 2), meta('Beta', 'map', 3)]);
+    const states = canonicalStates([
+      meta('zeta', 'value', 0),
+      meta('alpha', 'timers', 1),
+      meta('alpha', 'list', 2),
+      meta('Beta', 'map', 3),
+    ]);
     expect(states.map((s) => [s.name, s.kind, s.stateId])).toEqual([
       ['Beta', 'map', 0],
       ['alpha', 'list', 1],
@@ -59,7 +64,15 @@ describe('CanonicalKeyGroupsWriter', () => {
       ['zeta', 'value', 3],
     ]);
     // fixed field order regardless of the input's
-    expect(Object.keys(states[0])).toEqual(['name', 'kind', 'stateId', 'namespaceSerializer', 'valueSerializer', 'userKeySerializer', 'ttl']);
+    expect(Object.keys(states[0])).toEqual([
+      'name',
+      'kind',
+      'stateId',
+      'namespaceSerializer',
+      'valueSerializer',
+      'userKeySerializer',
+      'ttl',
+    ]);
   });
 
   it('refuses one name recorded with two kinds', () => {
@@ -79,7 +92,13 @@ describe('CanonicalKeyGroupsWriter', () => {
   async function write(entries: Entry[], ids: Record<Entry['kind'], number>): Promise<Buffer> {
     const states = (['value', 'list', 'map', 'timers'] as const).map((k) => meta(`s-${k}`, k, ids[k]));
     const stream = memoryStream();
-    const w = new CanonicalKeyGroupsWriter(stream, { layout: 'heap-v1', keySerializer: ser, maxParallelism: 4, keyGroupRange: { start: 0, end: 3 }, states });
+    const w = new CanonicalKeyGroupsWriter(stream, {
+      layout: 'heap-v1',
+      keySerializer: ser,
+      maxParallelism: 4,
+      keyGroupRange: { start: 0, end: 3 },
+      states,
+    });
     w.beginKeyGroup(1);
     const seen = new Set<string>();
     for (const e of entries) {
@@ -108,12 +127,21 @@ describe('CanonicalKeyGroupsWriter', () => {
 
   it('writes the same bytes whatever the input order and state numbering', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.uniqueArray(entryArb, { maxLength: 25, selector: (e) => `${e.kind}|${e.key}|${e.ns}|${e.kind === 'timers' ? e.ts : ''}` }), fc.integer(), async (entries, seed) => {
-        const a = await write(entries, { value: 0, list: 1, map: 2, timers: 3 });
-        const shuffled = [...entries].sort((x, y) => ((JSON.stringify(x).length * 31 + seed) % 7) - ((JSON.stringify(y).length * 31 + seed) % 7));
-        const b = await write(shuffled.reverse(), { value: 3, list: 0, map: 2, timers: 1 });
-        expect(b.equals(a)).toBe(true);
-      }),
+      fc.asyncProperty(
+        fc.uniqueArray(entryArb, {
+          maxLength: 25,
+          selector: (e) => `${e.kind}|${e.key}|${e.ns}|${e.kind === 'timers' ? e.ts : ''}`,
+        }),
+        fc.integer(),
+        async (entries, seed) => {
+          const a = await write(entries, { value: 0, list: 1, map: 2, timers: 3 });
+          const shuffled = [...entries].sort(
+            (x, y) => ((JSON.stringify(x).length * 31 + seed) % 7) - ((JSON.stringify(y).length * 31 + seed) % 7),
+          );
+          const b = await write(shuffled.reverse(), { value: 3, list: 0, map: 2, timers: 1 });
+          expect(b.equals(a)).toBe(true);
+        },
+      ),
       { numRuns: 60 },
     );
   });
@@ -134,7 +162,9 @@ describe('CanonicalKeyGroupsWriter', () => {
     const { listEntries, mapEntries, timerEntries } = await import('../../src/format/key-groups-stream.js');
     const byId = new Map(kg.sections.map((s) => [s.stateId, s]));
     // canonical ids: s-list 0, s-map 1, s-timers 2 (s-value has no entries)
-    expect([...listEntries(byId.get(0)!)].map((e) => [e.key.toString(), e.namespace.toString(), e.elements.map(String)])).toEqual([
+    expect(
+      [...listEntries(byId.get(0)!)].map((e) => [e.key.toString(), e.namespace.toString(), e.elements.map(String)]),
+    ).toEqual([
       ['a', 'w1', ['1']],
       ['a', 'w2', ['2']],
       ['b', '', ['z', 'a']],
@@ -175,7 +205,11 @@ describe('canonical savepoints of different backends holding the same logical st
     const memory = await keyedStreams('memory-2', () => new HeapStateBackend({ name: 'memory' }));
     const native = await writeJob(new HeapStateBackend({ name: 'memory' }), { root, parallelism: 2, format: 'native' });
     const dst = join(root, 'converted');
-    await convertSnapshot(await locateSnapshot(native), dst, { target: 'memory', format: 'canonical', backendFor: backendByName });
+    await convertSnapshot(await locateSnapshot(native), dst, {
+      target: 'memory',
+      format: 'canonical',
+      backendFor: backendByName,
+    });
     const converted = await streamsOf(dst);
     expect(converted.map((c, i) => c.equals(memory[i]))).toEqual([true, true]);
   });
@@ -185,7 +219,12 @@ describe('canonical savepoints of different backends holding the same logical st
     const others = {
       filesystem: await keyedStreams('filesystem', () => new HeapStateBackend({ name: 'filesystem' })),
       leveldb: await keyedStreams('leveldb', () => leveldb({ workingDir: join(root, 'work') })),
-      'changelog(memory)': await keyedStreams('changelog(memory)', () => changelog({ backend: new HeapStateBackend({ name: 'memory' }), storage: localCheckpointStorage(join(root, 'cl')) })),
+      'changelog(memory)': await keyedStreams('changelog(memory)', () =>
+        changelog({
+          backend: new HeapStateBackend({ name: 'memory' }),
+          storage: localCheckpointStorage(join(root, 'cl')),
+        }),
+      ),
     };
     expect(memory).toHaveLength(2);
     for (const [name, streams] of Object.entries(others)) {

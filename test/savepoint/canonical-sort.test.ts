@@ -13,7 +13,12 @@ import {
   type RawSection,
 } from '../../src/format/key-groups-stream.js';
 import { writeCanonicalSection } from '../../src/format/canonical-layout.js';
-import { bytesSerializer, float64Serializer, int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
+import {
+  bytesSerializer,
+  float64Serializer,
+  int32Serializer,
+  stringSerializer,
+} from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 
 /**
@@ -23,7 +28,9 @@ import type { Serializer } from '../../src/serializers/serializer.js';
 
 // Few distinct short byte strings, so entries share keys, prefixes and namespaces often.
 const bytesArb = fc.uint8Array({ minLength: 0, maxLength: 20 }).map((a) => Buffer.from(a.map((x) => x % 4)));
-const longBytesArb = fc.uint8Array({ minLength: 0, maxLength: 40 }).map((a) => Buffer.from(a.map((x) => (x < 200 ? 7 : x))));
+const longBytesArb = fc
+  .uint8Array({ minLength: 0, maxLength: 40 })
+  .map((a) => Buffer.from(a.map((x) => (x < 200 ? 7 : x))));
 const keyArb = fc.oneof(bytesArb, longBytesArb);
 
 function encode(kind: EntryKind, entries: unknown[]): SectionWriter {
@@ -65,8 +72,13 @@ function reference(kind: EntryKind, section: RawSection, dropEmpty: boolean): Se
 const entriesArb: Record<EntryKind, fc.Arbitrary<unknown[]>> = {
   value: fc.array(fc.tuple(keyArb, bytesArb, longBytesArb), { maxLength: 60 }),
   list: fc.array(fc.tuple(keyArb, bytesArb, fc.array(longBytesArb, { maxLength: 4 })), { maxLength: 40 }),
-  map: fc.array(fc.tuple(keyArb, bytesArb, fc.array(fc.tuple(keyArb, fc.option(longBytesArb, { nil: null })), { maxLength: 6 })), { maxLength: 40 }),
-  timers: fc.array(fc.tuple(fc.constantFrom(0, -0, 1, -5, 1.5, 1e15, Infinity, -Infinity), bytesArb, bytesArb), { maxLength: 60 }),
+  map: fc.array(
+    fc.tuple(keyArb, bytesArb, fc.array(fc.tuple(keyArb, fc.option(longBytesArb, { nil: null })), { maxLength: 6 })),
+    { maxLength: 40 },
+  ),
+  timers: fc.array(fc.tuple(fc.constantFrom(0, -0, 1, -5, 1.5, 1e15, Infinity, -Infinity), bytesArb, bytesArb), {
+    maxLength: 60,
+  }),
 };
 
 describe('writeCanonicalEntries', () => {
@@ -105,15 +117,30 @@ describe('writeCanonicalEntries', () => {
   it('throws TRUNCATED on a cut section', () => {
     const s = encode('value', [[Buffer.from('k'), Buffer.from(''), Buffer.from('value')]]);
     const cut = s.out.toBuffer().subarray(0, 5);
-    expect(() => writeCanonicalEntries('value', cut, 1, new ByteWriter(16), false)).toThrow(expect.objectContaining({ code: 'TRUNCATED' }));
+    expect(() => writeCanonicalEntries('value', cut, 1, new ByteWriter(16), false)).toThrow(
+      expect.objectContaining({ code: 'TRUNCATED' }),
+    );
   });
 });
 
 describe('fieldWriter', () => {
   const cases: Array<[string, Serializer<unknown>, fc.Arbitrary<unknown>]> = [
-    ['string', stringSerializer as Serializer<unknown>, fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.string({ minLength: 120, maxLength: 300 }), fc.constant('\ud800x'))],
+    [
+      'string',
+      stringSerializer as Serializer<unknown>,
+      fc.oneof(
+        fc.string(),
+        fc.string({ unit: 'binary' }),
+        fc.string({ minLength: 120, maxLength: 300 }),
+        fc.constant('\ud800x'),
+      ),
+    ],
     ['float64', float64Serializer as Serializer<unknown>, fc.oneof(fc.double(), fc.constant(-0), fc.constant(NaN))],
-    ['int32', int32Serializer as Serializer<unknown>, fc.oneof(fc.integer({ min: -0x8000_0000, max: 0x7fff_ffff }), fc.constant(-0))],
+    [
+      'int32',
+      int32Serializer as Serializer<unknown>,
+      fc.oneof(fc.integer({ min: -0x8000_0000, max: 0x7fff_ffff }), fc.constant(-0)),
+    ],
     ['bytes', bytesSerializer as Serializer<unknown>, fc.uint8Array({ maxLength: 300 })],
   ];
   for (const [name, ser, arb] of cases) {
@@ -132,8 +159,14 @@ describe('fieldWriter', () => {
   }
 
   it('still rejects values of the wrong type through the serializer', () => {
-    expect(() => fieldWriter(stringSerializer as Serializer<unknown>)(new ByteWriter(), 5)).toThrow(expect.objectContaining({ code: 'SERIALIZATION_FAILED' }));
-    expect(() => fieldWriter(int32Serializer as Serializer<unknown>)(new ByteWriter(), 1.5)).toThrow(expect.objectContaining({ code: 'SERIALIZATION_FAILED' }));
-    expect(() => fieldWriter(float64Serializer as Serializer<unknown>)(new ByteWriter(), '1')).toThrow(expect.objectContaining({ code: 'SERIALIZATION_FAILED' }));
+    expect(() => fieldWriter(stringSerializer as Serializer<unknown>)(new ByteWriter(), 5)).toThrow(
+      expect.objectContaining({ code: 'SERIALIZATION_FAILED' }),
+    );
+    expect(() => fieldWriter(int32Serializer as Serializer<unknown>)(new ByteWriter(), 1.5)).toThrow(
+      expect.objectContaining({ code: 'SERIALIZATION_FAILED' }),
+    );
+    expect(() => fieldWriter(float64Serializer as Serializer<unknown>)(new ByteWriter(), '1')).toThrow(
+      expect.objectContaining({ code: 'SERIALIZATION_FAILED' }),
+    );
   });
 });

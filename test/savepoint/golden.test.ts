@@ -39,7 +39,11 @@ describe.skipIf(update)('golden savepoints', () => {
   const backends: Record<string, () => StateBackend> = {
     memory: () => new HeapStateBackend({ name: 'memory' }),
     leveldb: () => leveldb({ workingDir: join(root, 'work') }),
-    'changelog(memory)': () => changelog({ backend: new HeapStateBackend({ name: 'memory' }), storage: localCheckpointStorage(join(root, 'cl')) }),
+    'changelog(memory)': () =>
+      changelog({
+        backend: new HeapStateBackend({ name: 'memory' }),
+        storage: localCheckpointStorage(join(root, 'cl')),
+      }),
   };
 
   beforeAll(async () => {
@@ -58,7 +62,9 @@ describe.skipIf(update)('golden savepoints', () => {
     expect(r.code).toBe(0);
   });
 
-  const restores = names.flatMap((name) => Object.keys(backends).flatMap((b) => [2, 3].map((p) => [name, b, p] as const)));
+  const restores = names.flatMap((name) =>
+    Object.keys(backends).flatMap((b) => [2, 3].map((p) => [name, b, p] as const)),
+  );
   it.each(restores)('%s restores into %s at parallelism %i', async (name, backend, p) => {
     if (GOLDEN_SAVEPOINTS[name].format === 'native' && !name.startsWith(backend)) return; // native: own backend only
     expect(await readJob(backends[backend](), copyOf(name), { parallelism: p })).toEqual(expected);
@@ -67,7 +73,8 @@ describe.skipIf(update)('golden savepoints', () => {
   async function keyedStreams(dir: string): Promise<Buffer[]> {
     const { metadata, files } = await localCheckpointStorage(join(dir, '..')).resolve(dir);
     const out: Buffer[] = [];
-    for (const s of metadata.operators[0].subtasks) out.push(await readStreamHandle((s.keyed[0] as KeyGroupsStateHandle).stream, files));
+    for (const s of metadata.operators[0].subtasks)
+      out.push(await readStreamHandle((s.keyed[0] as KeyGroupsStateHandle).stream, files));
     return out;
   }
 
@@ -86,7 +93,13 @@ describe.skipIf(update)('golden savepoints', () => {
     ] as const) {
       const dir = join(root, `fresh-${name}`);
       await mkdir(dir, { recursive: true });
-      const sp = await writeJob(make(), { root: dir, parallelism: GOLDEN_PARALLELISM, format: 'canonical', data: GOLDEN_DATA, jobId: 'golden' });
+      const sp = await writeJob(make(), {
+        root: dir,
+        parallelism: GOLDEN_PARALLELISM,
+        format: 'canonical',
+        data: GOLDEN_DATA,
+        jobId: 'golden',
+      });
       const fresh = await keyedStreams(sp);
       const golden = await keyedStreams(copyOf('memory-canonical'));
       expect({ name, equal: fresh.map((s, i) => s.equals(golden[i])) }).toEqual({ name, equal: [true, true] });

@@ -51,7 +51,11 @@ afterAll(async () => {
   await cleanup();
 });
 
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 describe('streamstate convert --max-parallelism', () => {
   it('re-hashes into a canonical savepoint at the new max parallelism and parallelism', async () => {
@@ -66,7 +70,9 @@ describe('streamstate convert --max-parallelism', () => {
     expect(await misplacedEntries(dst)).toBe(0);
     const v = await cli(['verify', dst]);
     expect(v.code).toBe(0);
-    const inspect = JSON.parse((await cli(['inspect', dst, '--json'])).stdout) as { operators: Array<{ maxParallelism: number; parallelism: number }> };
+    const inspect = JSON.parse((await cli(['inspect', dst, '--json'])).stdout) as {
+      operators: Array<{ maxParallelism: number; parallelism: number }>;
+    };
     expect(inspect.operators.map((o) => [o.parallelism, o.maxParallelism])).toEqual([[3, 256]]);
   });
 
@@ -82,7 +88,16 @@ describe('streamstate convert --max-parallelism', () => {
 
   it('--max-parallelism-check reports the change and writes nothing', async () => {
     const dst = join(root, 'never');
-    const r = await cli(['convert', src, dst, '--to', 'memory', '--max-parallelism', '1024', '--max-parallelism-check']);
+    const r = await cli([
+      'convert',
+      src,
+      dst,
+      '--to',
+      'memory',
+      '--max-parallelism',
+      '1024',
+      '--max-parallelism-check',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('maxParallelism 128 -> 1024 (keys re-hashed): ok');
     expect(await exists(dst)).toBe(false);

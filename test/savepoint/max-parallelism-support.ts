@@ -32,7 +32,10 @@ export const descriptors = {
   count: valueState<number>('count', { serializer: int32Serializer }),
   events: listState<string>('events', { serializer: stringSerializer }),
   attrs: mapState<string, number>('attrs', { keySerializer: stringSerializer, valueSerializer: int32Serializer }),
-  session: valueState<string>('session', { serializer: stringSerializer, ttl: { ttlMs: TTL_MS, cleanupInFullSnapshot: false } }),
+  session: valueState<string>('session', {
+    serializer: stringSerializer,
+    ttl: { ttlMs: TTL_MS, cleanupInFullSnapshot: false },
+  }),
 };
 
 export interface KeyModel {
@@ -49,24 +52,41 @@ export const keyModels: fc.Arbitrary<KeyModel[]> = fc.uniqueArray(
     key: fc.string({ maxLength: 10, unit: 'grapheme' }),
     count: fc.integer({ min: -1000, max: 1000 }),
     events: fc.array(fc.string({ maxLength: 6 }), { maxLength: 3 }),
-    attrs: fc.uniqueArray(fc.tuple(fc.string({ maxLength: 4 }), fc.integer({ min: 0, max: 99 })), { selector: ([k]) => k, maxLength: 3 }),
+    attrs: fc.uniqueArray(fc.tuple(fc.string({ maxLength: 4 }), fc.integer({ min: 0, max: 99 })), {
+      selector: ([k]) => k,
+      maxLength: 3,
+    }),
     session: fc.option(fc.string({ maxLength: 8 }), { nil: null }),
-    timers: fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 50 }), fc.constantFrom('w1', 'w2')), { selector: ([t, n]) => `${t}/${n}`, maxLength: 2 }),
+    timers: fc.uniqueArray(fc.tuple(fc.integer({ min: 0, max: 50 }), fc.constantFrom('w1', 'w2')), {
+      selector: ([t, n]) => `${t}/${n}`,
+      maxLength: 2,
+    }),
   }),
   { selector: (m) => m.key, minLength: 1, maxLength: 30 },
 );
 
 /** Source backends: fixtures whose checkpoint storage is a local directory (convert reads paths). */
 export const SOURCE_BACKENDS: Record<string, (root: string) => BackendFixture> = {
-  memory: (root) => ({ backend: memory(), storage: localCheckpointStorage(join(root, 'chk'), { inlineThreshold: 0 }), cleanup: async () => {} }),
-  filesystem: (root) => ({ backend: filesystem({ checkpointDir: join(root, 'chk'), inlineThreshold: 0 }), cleanup: async () => {} }),
+  memory: (root) => ({
+    backend: memory(),
+    storage: localCheckpointStorage(join(root, 'chk'), { inlineThreshold: 0 }),
+    cleanup: async () => {},
+  }),
+  filesystem: (root) => ({
+    backend: filesystem({ checkpointDir: join(root, 'chk'), inlineThreshold: 0 }),
+    cleanup: async () => {},
+  }),
   leveldb: (root) => ({
     backend: leveldb({ workingDir: join(root, 'work'), checkpointDir: join(root, 'chk'), incremental: true }),
     storage: localCheckpointStorage(join(root, 'chk'), { inlineThreshold: 0 }),
     cleanup: async () => {},
   }),
   'changelog(memory)': (root) => ({
-    backend: changelog({ backend: memory(), storage: localCheckpointStorage(join(root, 'log')), materializationIntervalMs: 0 }),
+    backend: changelog({
+      backend: memory(),
+      storage: localCheckpointStorage(join(root, 'log')),
+      materializationIntervalMs: 0,
+    }),
     storage: localCheckpointStorage(join(root, 'chk'), { inlineThreshold: 0 }),
     cleanup: async () => {},
   }),
@@ -115,10 +135,20 @@ export async function writeSource(
   h: BackendHarness,
   root: string,
   model: readonly KeyModel[],
-  opts: { parallelism: number; maxParallelism?: number; type?: 'checkpoint' | 'savepoint'; format?: 'canonical' | 'native' },
+  opts: {
+    parallelism: number;
+    maxParallelism?: number;
+    type?: 'checkpoint' | 'savepoint';
+    format?: 'canonical' | 'native';
+  },
 ): Promise<Written> {
   const maxParallelism = opts.maxParallelism ?? 128;
-  const keyed = await h.createKeyedOperator({ keySerializer: stringSerializer, parallelism: opts.parallelism, maxParallelism, clock: () => WRITE_TIME });
+  const keyed = await h.createKeyedOperator({
+    keySerializer: stringSerializer,
+    parallelism: opts.parallelism,
+    maxParallelism,
+    clock: () => WRITE_TIME,
+  });
   const ops: OperatorStateBackend[] = [];
   const split: string[] = [];
   for (let i = 0; i < opts.parallelism; i++) {
@@ -129,13 +159,22 @@ export async function writeSource(
     split.push(...items);
     ops.push(op);
   }
-  const pointer = await h.checkpoint([...keyed, ...ops], { type: opts.type ?? 'checkpoint', ...(opts.format === undefined ? {} : { format: opts.format }) });
+  const pointer = await h.checkpoint([...keyed, ...ops], {
+    type: opts.type ?? 'checkpoint',
+    ...(opts.format === undefined ? {} : { format: opts.format }),
+  });
   for (const b of [...keyed, ...ops]) await h.close(b);
   return { path: join(root, 'chk', pointer), split: split.sort() };
 }
 
 export function convertOptions(root: string, extra: Partial<ConvertOptions> = {}): ConvertOptions {
-  return { target: 'memory', format: 'canonical', backendFor: (name, workDir) => backendByName(name, workDir ?? join(root, 'work-convert')), keySerializerOf, ...extra };
+  return {
+    target: 'memory',
+    format: 'canonical',
+    backendFor: (name, workDir) => backendByName(name, workDir ?? join(root, 'work-convert')),
+    keySerializerOf,
+    ...extra,
+  };
 }
 
 /** convertSnapshot of the snapshot at `src` into `dst`. */
@@ -170,14 +209,26 @@ export function normalizeModel(model: readonly KeyModel[]): KeyModel[] {
  * Restores the savepoint at `path` into a heap backend at its own parallelism and max
  * parallelism (through assignKeyedState, as a job does) and reads every key back.
  */
-export async function readContents(path: string, backend: StateBackend = new HeapStateBackend({ name: 'memory' })): Promise<Contents> {
+export async function readContents(
+  path: string,
+  backend: StateBackend = new HeapStateBackend({ name: 'memory' }),
+): Promise<Contents> {
   const located = await locateSnapshot(path);
   try {
     const { metadata, files } = located.snapshot;
     const op = metadata.operators[0];
     const keyedAssigned = assignKeyedState(op, op.parallelism, op.maxParallelism);
     const operatorAssigned = assignOperatorState(op, op.parallelism);
-    const byKey = new Map<string, { count?: number; events: string[]; attrs: [string, number][]; session: string | null; timers: [number, string][] }>();
+    const byKey = new Map<
+      string,
+      {
+        count?: number;
+        events: string[];
+        attrs: [string, number][];
+        session: string | null;
+        timers: [number, string][];
+      }
+    >();
     const split: string[] = [];
     let sessionsAfterTtl = 0;
     for (let i = 0; i < op.parallelism; i++) {
@@ -191,10 +242,21 @@ export async function readContents(path: string, backend: StateBackend = new Hea
         keyGroupRange: keyGroupRangeForSubtask(op.maxParallelism, op.parallelism, i),
         keySerializer: stringSerializer,
         clock: () => now,
-        restore: { handles: keyedAssigned[i] ?? [], files, mode: 'no-claim' as const, checkpointId: metadata.checkpointId },
+        restore: {
+          handles: keyedAssigned[i] ?? [],
+          files,
+          mode: 'no-claim' as const,
+          checkpointId: metadata.checkpointId,
+        },
       };
       const keyed = await backend.createKeyedStateBackend(params);
-      const operator = await backend.createOperatorStateBackend({ jobId: 'reader', operatorId: op.operatorId, subtaskIndex: i, parallelism: op.parallelism, restore: { handles: operatorAssigned[i] ?? [], files, mode: 'no-claim', checkpointId: metadata.checkpointId } });
+      const operator = await backend.createOperatorStateBackend({
+        jobId: 'reader',
+        operatorId: op.operatorId,
+        subtaskIndex: i,
+        parallelism: op.parallelism,
+        restore: { handles: operatorAssigned[i] ?? [], files, mode: 'no-claim', checkpointId: metadata.checkpointId },
+      });
       try {
         const entry = (key: string) => {
           let e = byKey.get(key);
@@ -206,9 +268,11 @@ export async function readContents(path: string, backend: StateBackend = new Hea
         const attrs = keyed.getState(descriptors.attrs);
         const session = keyed.getState(descriptors.session);
         const keys = new Set<string>();
-        for (const name of ['count', 'events', 'attrs', 'session']) for await (const [k] of keyed.getKeysAndNamespaces<string>(name)) keys.add(k);
+        for (const name of ['count', 'events', 'attrs', 'session'])
+          for await (const [k] of keyed.getKeysAndNamespaces<string>(name)) keys.add(k);
         for (const k of keys) {
-          if (!keyed.keyGroupRange.contains(keyGroupRangeIndex(k, op.maxParallelism))) throw new Error(`key ${JSON.stringify(k)} restored into the wrong subtask`);
+          if (!keyed.keyGroupRange.contains(keyGroupRangeIndex(k, op.maxParallelism)))
+            throw new Error(`key ${JSON.stringify(k)} restored into the wrong subtask`);
           keyed.setCurrentKey(k);
           const e = entry(k);
           const c = count.value();
@@ -230,7 +294,14 @@ export async function readContents(path: string, backend: StateBackend = new Hea
         await operator.close();
       }
     }
-    const keys = [...byKey].map(([key, e]) => ({ key, count: e.count ?? Number.NaN, events: e.events, attrs: e.attrs, session: e.session, timers: e.timers }));
+    const keys = [...byKey].map(([key, e]) => ({
+      key,
+      count: e.count ?? Number.NaN,
+      events: e.events,
+      attrs: e.attrs,
+      session: e.session,
+      timers: e.timers,
+    }));
     return { keys: normalizeModel(keys), split: split.sort(), sessionsAfterTtl };
   } finally {
     await located.close();

@@ -69,10 +69,16 @@ async function roundTrip(backend: string, model: KeyModel[], parallelism: number
 }
 
 describe('max parallelism round trip 128 -> 4096 -> 7 -> 128', () => {
-  it.each(Object.keys(SOURCE_BACKENDS))('%s checkpoints: every key identical after every step', async (backend) => {
-    await fc.assert(
-      fc.asyncProperty(keyModels, fc.integer({ min: 1, max: 3 }), async (model, parallelism) => roundTrip(backend, model, parallelism)),
-      { numRuns: 5 },
-    );
-  }, 60_000);
+  it.each(Object.keys(SOURCE_BACKENDS))(
+    '%s checkpoints: every key identical after every step',
+    async (backend) => {
+      await fc.assert(
+        fc.asyncProperty(keyModels, fc.integer({ min: 1, max: 3 }), async (model, parallelism) =>
+          roundTrip(backend, model, parallelism),
+        ),
+        { numRuns: 5 },
+      );
+    },
+    60_000,
+  );
 });

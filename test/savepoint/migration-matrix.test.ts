@@ -24,8 +24,16 @@ const BACKENDS: Record<string, () => StateBackend> = {
   filesystem: () => new HeapStateBackend({ name: 'filesystem' }),
   leveldb: () => leveldb({ workingDir: join(root, 'work') }),
   'changelog(memory)': () =>
-    changelog({ backend: new HeapStateBackend({ name: 'memory' }), storage: localCheckpointStorage(join(root, 'changelog')), materializationIntervalMs: 0 }),
-  'changelog(leveldb)': () => changelog({ backend: leveldb({ workingDir: join(root, 'work') }), storage: localCheckpointStorage(join(root, 'changelog')) }),
+    changelog({
+      backend: new HeapStateBackend({ name: 'memory' }),
+      storage: localCheckpointStorage(join(root, 'changelog')),
+      materializationIntervalMs: 0,
+    }),
+  'changelog(leveldb)': () =>
+    changelog({
+      backend: leveldb({ workingDir: join(root, 'work') }),
+      storage: localCheckpointStorage(join(root, 'changelog')),
+    }),
 };
 const NAMES = Object.keys(BACKENDS);
 /** [written at, restored at] */
@@ -46,12 +54,19 @@ beforeAll(async () => {
     for (const p of new Set(RESCALES.map(([from]) => from))) {
       const dir = join(root, `${name}-p${p}`);
       await mkdir(dir, { recursive: true });
-      canonical.set(`${name}/${p}`, await writeJob(BACKENDS[name](), { root: dir, parallelism: p, format: 'canonical', data: KEYS }));
-      native.set(`${name}/${p}`, await writeJob(BACKENDS[name](), { root: dir, parallelism: p, format: 'native', data: KEYS }));
+      canonical.set(
+        `${name}/${p}`,
+        await writeJob(BACKENDS[name](), { root: dir, parallelism: p, format: 'canonical', data: KEYS }),
+      );
+      native.set(
+        `${name}/${p}`,
+        await writeJob(BACKENDS[name](), { root: dir, parallelism: p, format: 'native', data: KEYS }),
+      );
     }
   }
   // The reference: the heap backend's own view of what it wrote.
-  for (const p of new Set(RESCALES.map(([from]) => from))) expected.set(p, await readJob(BACKENDS.memory(), native.get(`memory/${p}`)!, { parallelism: p }));
+  for (const p of new Set(RESCALES.map(([from]) => from)))
+    expected.set(p, await readJob(BACKENDS.memory(), native.get(`memory/${p}`)!, { parallelism: p }));
 }, 120_000);
 
 afterAll(async () => cleanup());

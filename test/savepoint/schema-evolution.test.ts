@@ -80,12 +80,24 @@ afterAll(async () => cleanup());
 const backends: Array<[string, () => StateBackend]> = [
   ['memory', () => new HeapStateBackend({ name: 'memory' })],
   ['leveldb', () => leveldb({ workingDir: join(root, 'work') })],
-  ['changelog(memory)', () => changelog({ backend: new HeapStateBackend({ name: 'memory' }), storage: localCheckpointStorage(join(root, 'cl')), materializationIntervalMs: 0 })],
+  [
+    'changelog(memory)',
+    () =>
+      changelog({
+        backend: new HeapStateBackend({ name: 'memory' }),
+        storage: localCheckpointStorage(join(root, 'cl')),
+        materializationIntervalMs: 0,
+      }),
+  ],
 ];
 
 const KEYS = ['a', 'b', 'c', 'd', 'e', 'f'];
 
-async function keyed(backend: StateBackend, restore?: Awaited<ReturnType<CheckpointCoordinator['restore']>>, keySerializer: Serializer<string> = stringSerializer): Promise<KeyedStateBackend<string>> {
+async function keyed(
+  backend: StateBackend,
+  restore?: Awaited<ReturnType<CheckpointCoordinator['restore']>>,
+  keySerializer: Serializer<string> = stringSerializer,
+): Promise<KeyedStateBackend<string>> {
   return backend.createKeyedStateBackend({
     jobId: 'j',
     operatorId: OP,
@@ -98,8 +110,17 @@ async function keyed(backend: StateBackend, restore?: Awaited<ReturnType<Checkpo
   });
 }
 
-async function savepoint(backend: StateBackend, b: KeyedStateBackend<string>, format: 'canonical' | 'native'): Promise<string> {
-  const coordinator = new CheckpointCoordinator({ jobId: 'j', storage: localCheckpointStorage(root, { inlineThreshold: 0 }), backendName: backend.name, operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAXP }] });
+async function savepoint(
+  backend: StateBackend,
+  b: KeyedStateBackend<string>,
+  format: 'canonical' | 'native',
+): Promise<string> {
+  const coordinator = new CheckpointCoordinator({
+    jobId: 'j',
+    storage: localCheckpointStorage(root, { inlineThreshold: 0 }),
+    backendName: backend.name,
+    operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAXP }],
+  });
   await coordinator.restore();
   const pending = coordinator.triggerSavepoint({ format });
   const task = await b.snapshot(pending.checkpointId, pending.snapshotOptions(OP, 0));
@@ -110,7 +131,12 @@ async function savepoint(backend: StateBackend, b: KeyedStateBackend<string>, fo
 }
 
 async function planFor(dir: string): Promise<NonNullable<Awaited<ReturnType<CheckpointCoordinator['restore']>>>> {
-  const coordinator = new CheckpointCoordinator({ jobId: 'r', storage: localCheckpointStorage(root), backendName: 'x', operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAXP }] });
+  const coordinator = new CheckpointCoordinator({
+    jobId: 'r',
+    storage: localCheckpointStorage(root),
+    backendName: 'x',
+    operators: [{ operatorId: OP, parallelism: 1, maxParallelism: MAXP }],
+  });
   const plan = await coordinator.restore(dir);
   await coordinator.shutdown('finish');
   return plan!;
@@ -126,7 +152,10 @@ async function v1Savepoint(backend: StateBackend, format: 'canonical' | 'native'
     KEYS.forEach((k, i) => {
       b.setCurrentKey(k);
       value.update({ x: i, y: -i });
-      list.addAll([{ x: i, y: 1 }, { x: i, y: 2 }]);
+      list.addAll([
+        { x: i, y: 1 },
+        { x: i, y: 2 },
+      ]);
       map.put(`m${i}`, { x: 10 * i, y: 0 });
     });
     return await savepoint(backend, b, format);
@@ -150,50 +179,53 @@ describe.each(backends)('schema evolution on %s', (_name, make) => {
     }
   });
 
-  it.each(formats)('needs migration (%s savepoint): every entry is read with the old reader and rewritten with the new serializer', async (format) => {
-    const backend = make();
-    const dir = await v1Savepoint(backend, format);
-    const b = await keyed(make(), await planFor(dir));
-    let migrated: string;
-    try {
-      const value = b.getState(valueState('pos', { serializer: pointV2 }));
-      const list = b.getState(listState('trail', { serializer: pointV2 }));
-      const map = b.getState(mapState('named', { keySerializer: stringSerializer, valueSerializer: pointV2 }));
-      b.setCurrentKey('d');
-      expect(value.value()).toEqual({ x: 3, y: -3, label: 'migrated' });
-      expect(list.get()).toEqual([
-        { x: 3, y: 1, label: 'migrated' },
-        { x: 3, y: 2, label: 'migrated' },
-      ]);
-      expect(map.get('m3')).toEqual({ x: 30, y: 0, label: 'migrated' });
-      value.update({ x: 99, y: 99, label: 'new' });
-      migrated = await savepoint(make(), b, 'canonical');
-    } finally {
-      await b.close();
-    }
-    // The next savepoint records v2 and holds only v2 bytes: a v2-only reader (no migration) reads it all.
-    const report = JSON.parse((await cli(['inspect', migrated, '--json'])).stdout);
-    const states = report.operators[0].keyedStates as { name: string; valueSerializer: string }[];
-    expect(states.map((s) => s.valueSerializer)).toEqual(['test.point@2', 'test.point@2', 'test.point@2']);
-    const strictV2: Serializer<PointV2> = { ...pointV2, canMigrateFrom: () => false };
-    const again = await keyed(make(), await planFor(migrated));
-    try {
-      const value = again.getState(valueState('pos', { serializer: strictV2 }));
-      const list = again.getState(listState('trail', { serializer: strictV2 }));
-      const map = again.getState(mapState('named', { keySerializer: stringSerializer, valueSerializer: strictV2 }));
-      again.setCurrentKey('d');
-      expect(value.value()).toEqual({ x: 99, y: 99, label: 'new' });
-      again.setCurrentKey('b');
-      expect(value.value()).toEqual({ x: 1, y: -1, label: 'migrated' });
-      expect(list.get()).toEqual([
-        { x: 1, y: 1, label: 'migrated' },
-        { x: 1, y: 2, label: 'migrated' },
-      ]);
-      expect(map.get('m1')).toEqual({ x: 10, y: 0, label: 'migrated' });
-    } finally {
-      await again.close();
-    }
-  });
+  it.each(formats)(
+    'needs migration (%s savepoint): every entry is read with the old reader and rewritten with the new serializer',
+    async (format) => {
+      const backend = make();
+      const dir = await v1Savepoint(backend, format);
+      const b = await keyed(make(), await planFor(dir));
+      let migrated: string;
+      try {
+        const value = b.getState(valueState('pos', { serializer: pointV2 }));
+        const list = b.getState(listState('trail', { serializer: pointV2 }));
+        const map = b.getState(mapState('named', { keySerializer: stringSerializer, valueSerializer: pointV2 }));
+        b.setCurrentKey('d');
+        expect(value.value()).toEqual({ x: 3, y: -3, label: 'migrated' });
+        expect(list.get()).toEqual([
+          { x: 3, y: 1, label: 'migrated' },
+          { x: 3, y: 2, label: 'migrated' },
+        ]);
+        expect(map.get('m3')).toEqual({ x: 30, y: 0, label: 'migrated' });
+        value.update({ x: 99, y: 99, label: 'new' });
+        migrated = await savepoint(make(), b, 'canonical');
+      } finally {
+        await b.close();
+      }
+      // The next savepoint records v2 and holds only v2 bytes: a v2-only reader (no migration) reads it all.
+      const report = JSON.parse((await cli(['inspect', migrated, '--json'])).stdout);
+      const states = report.operators[0].keyedStates as { name: string; valueSerializer: string }[];
+      expect(states.map((s) => s.valueSerializer)).toEqual(['test.point@2', 'test.point@2', 'test.point@2']);
+      const strictV2: Serializer<PointV2> = { ...pointV2, canMigrateFrom: () => false };
+      const again = await keyed(make(), await planFor(migrated));
+      try {
+        const value = again.getState(valueState('pos', { serializer: strictV2 }));
+        const list = again.getState(listState('trail', { serializer: strictV2 }));
+        const map = again.getState(mapState('named', { keySerializer: stringSerializer, valueSerializer: strictV2 }));
+        again.setCurrentKey('d');
+        expect(value.value()).toEqual({ x: 99, y: 99, label: 'new' });
+        again.setCurrentKey('b');
+        expect(value.value()).toEqual({ x: 1, y: -1, label: 'migrated' });
+        expect(list.get()).toEqual([
+          { x: 1, y: 1, label: 'migrated' },
+          { x: 1, y: 2, label: 'migrated' },
+        ]);
+        expect(map.get('m1')).toEqual({ x: 10, y: 0, label: 'migrated' });
+      } finally {
+        await again.close();
+      }
+    },
+  );
 
   it.each(formats)('incompatible (%s savepoint): registration fails with SERIALIZER_INCOMPATIBLE', async (format) => {
     const dir = await v1Savepoint(make(), format);

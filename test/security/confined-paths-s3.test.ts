@@ -53,7 +53,14 @@ const flags = (): string[] => ['--s3-endpoint', s3.endpoint, '--s3-path-style', 
 const url = (rel: string): string => `s3://${s3.bucket}/${PREFIX}/${rel}`;
 
 beforeAll(async () => {
-  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_ENDPOINT_URL', 'AWS_ENDPOINT_URL_S3', 'AWS_REGION']) savedEnv[k] = process.env[k];
+  for (const k of [
+    'AWS_ACCESS_KEY_ID',
+    'AWS_SECRET_ACCESS_KEY',
+    'AWS_ENDPOINT_URL',
+    'AWS_ENDPOINT_URL_S3',
+    'AWS_REGION',
+  ])
+    savedEnv[k] = process.env[k];
   process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
   delete process.env.AWS_ENDPOINT_URL;
@@ -64,16 +71,38 @@ beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('ss-confined-s3-'));
   data = join(root, 'data');
   const ck = join(data, 'checkpoints');
-  await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), { root: ck, jobId: 'job-a', count: 2, numRetained: 2 });
-  await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), { root: ck, jobId: 'job-b', count: 1, numRetained: 1 });
-  savepointDir = await writeJob(new HeapStateBackend({ name: 'memory' }), { root: join(data, 'savepoints'), parallelism: 2, format: 'native' });
+  await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), {
+    root: ck,
+    jobId: 'job-a',
+    count: 2,
+    numRetained: 2,
+  });
+  await writeCheckpoints(new HeapStateBackend({ name: 'filesystem' }), {
+    root: ck,
+    jobId: 'job-b',
+    count: 1,
+    numRetained: 1,
+  });
+  savepointDir = await writeJob(new HeapStateBackend({ name: 'memory' }), {
+    root: join(data, 'savepoints'),
+    parallelism: 2,
+    format: 'native',
+  });
   const bChk = join(ck, 'job-b', (await readdir(join(ck, 'job-b'))).find((n) => n.startsWith('chk-'))!);
   const bFile = join(bChk, (await readdir(bChk)).find((n) => n !== '_metadata')!);
   victim = relative(data, bFile).split(sep).join('/');
   // job-a's latest checkpoint reaches into job-b; the savepoint (under savepoints/) reaches under checkpoints/.
   const aChks = (await readdir(join(ck, 'job-a'))).filter((n) => n.startsWith('chk-')).sort();
-  await redirectFirstFile(join(ck, 'job-a', aChks[aChks.length - 1], '_metadata'), `../../${relative(ck, bFile).split(sep).join('/')}`, bFile);
-  await redirectFirstFile(join(savepointDir, '_metadata'), `${'../'.repeat(relative(data, savepointDir).split(sep).length)}${victim}`, bFile);
+  await redirectFirstFile(
+    join(ck, 'job-a', aChks[aChks.length - 1], '_metadata'),
+    `../../${relative(ck, bFile).split(sep).join('/')}`,
+    bFile,
+  );
+  await redirectFirstFile(
+    join(savepointDir, '_metadata'),
+    `${'../'.repeat(relative(data, savepointDir).split(sep).length)}${victim}`,
+    bFile,
+  );
   await uploadTree(data, store, PREFIX);
 }, 120_000);
 
@@ -121,12 +150,22 @@ describe('confined paths on S3', () => {
   });
 
   it('the CLI (verify, dump, convert) on s3:// refuses both with exit 4', async () => {
-    const chk = (await blobNames(store, `${PREFIX}/checkpoints/job-a/`)).filter((n) => n.endsWith('/_metadata')).sort().at(-1)!;
-    const targets = [url(chk.slice(PREFIX.length + 1, -'/_metadata'.length)), url(relative(data, savepointDir).split(sep).join('/'))];
+    const chk = (await blobNames(store, `${PREFIX}/checkpoints/job-a/`))
+      .filter((n) => n.endsWith('/_metadata'))
+      .sort()
+      .at(-1)!;
+    const targets = [
+      url(chk.slice(PREFIX.length + 1, -'/_metadata'.length)),
+      url(relative(data, savepointDir).split(sep).join('/')),
+    ];
     const { dir, cleanup: done } = await tempDir('ss-confined-s3-out-');
     try {
       for (const target of targets) {
-        for (const args of [['verify', target], ['dump', target, '--operator', OPERATOR], ['convert', target, join(dir, `out-${targets.indexOf(target)}`), '--to', 'memory']]) {
+        for (const args of [
+          ['verify', target],
+          ['dump', target, '--operator', OPERATOR],
+          ['convert', target, join(dir, `out-${targets.indexOf(target)}`), '--to', 'memory'],
+        ]) {
           const r = await cli([...flags(), ...args]);
           expect(r.code, `${args[0]} ${target}: ${r.stdout}${r.stderr}`).toBe(4);
           expect(`${r.stdout}${r.stderr}`).toContain('a snapshot may reference only files under');

@@ -28,7 +28,14 @@ import { expectRejectsCode } from '../support/errors.js';
 type Seg = string;
 /** The model: walk segments over the snapshot dir; "." stays, ".." pops, "" or a pop past the root fails; the end must lie under an allowed folder. */
 function model(snapshotDir: string, path: string): string | null {
-  if (path.length === 0 || path.startsWith('/') || path.includes('\\') || path.includes('\0') || /^[a-zA-Z]:/.test(path)) return null;
+  if (
+    path.length === 0 ||
+    path.startsWith('/') ||
+    path.includes('\\') ||
+    path.includes('\0') ||
+    /^[a-zA-Z]:/.test(path)
+  )
+    return null;
   const stack = snapshotDir.split('/');
   for (const s of path.split('/')) {
     if (s === '') return null;
@@ -49,31 +56,59 @@ function model(snapshotDir: string, path: string): string | null {
 
 describe('resolveHandlePath, the one home of the confinement rule', () => {
   const segment: fc.Arbitrary<Seg> = fc.oneof(
-    fc.constantFrom('..', '.', '', 'shared', 'taskowned', 'chk-1', 'chk-2', 'job-a', 'job-b', 'x', '_metadata', 'a\\b', 'c:', 'n\0'),
+    fc.constantFrom(
+      '..',
+      '.',
+      '',
+      'shared',
+      'taskowned',
+      'chk-1',
+      'chk-2',
+      'job-a',
+      'job-b',
+      'x',
+      '_metadata',
+      'a\\b',
+      'c:',
+      'n\0',
+    ),
     fc.stringMatching(/^[a-z0-9~-]{1,6}$/),
   );
-  const snapshotDir = fc.constantFrom('job-a/chk-1', 'job-a/chk-12', 'root/job-a/chk-3', 'savepoint-abc', 'sp/savepoint-1', 'chk-4', 'job-a/chk-01');
+  const snapshotDir = fc.constantFrom(
+    'job-a/chk-1',
+    'job-a/chk-12',
+    'root/job-a/chk-3',
+    'savepoint-abc',
+    'sp/savepoint-1',
+    'chk-4',
+    'job-a/chk-01',
+  );
 
   it('agrees with the model on random paths (segments, "..", ".", absolute, empty)', () => {
     fc.assert(
-      fc.property(snapshotDir, fc.array(segment, { minLength: 0, maxLength: 6 }), fc.boolean(), (dir, segs, absolute) => {
-        const path = (absolute ? '/' : '') + segs.join('/');
-        const expected = model(dir, path);
-        let actual: string | null;
-        try {
-          actual = resolveHandlePath(dir, path);
-        } catch (err) {
-          expect(err).toBeInstanceOf(FormatError);
-          expect((err as FormatError).code).toBe('CORRUPT');
-          actual = null;
-        }
-        expect(actual).toBe(expected);
-        // Whatever it accepts is inside one of the snapshot's folders, and normal (no "." / ".." / empty segments).
-        if (actual !== null) {
-          expect(snapshotFolders(dir).some((f) => actual!.startsWith(`${f}/`))).toBe(true);
-          expect(posix.normalize(actual)).toBe(actual);
-        }
-      }),
+      fc.property(
+        snapshotDir,
+        fc.array(segment, { minLength: 0, maxLength: 6 }),
+        fc.boolean(),
+        (dir, segs, absolute) => {
+          const path = (absolute ? '/' : '') + segs.join('/');
+          const expected = model(dir, path);
+          let actual: string | null;
+          try {
+            actual = resolveHandlePath(dir, path);
+          } catch (err) {
+            expect(err).toBeInstanceOf(FormatError);
+            expect((err as FormatError).code).toBe('CORRUPT');
+            actual = null;
+          }
+          expect(actual).toBe(expected);
+          // Whatever it accepts is inside one of the snapshot's folders, and normal (no "." / ".." / empty segments).
+          if (actual !== null) {
+            expect(snapshotFolders(dir).some((f) => actual!.startsWith(`${f}/`))).toBe(true);
+            expect(posix.normalize(actual)).toBe(actual);
+          }
+        },
+      ),
       { numRuns: 3000 },
     );
   });
@@ -173,10 +208,16 @@ describe('a handle pointing into another job (local disk)', () => {
     const pointer = fam.a.checkpoints[1];
     await redirectFirstFile(root, pointer, `../../${victim}`, victim);
     const storage = localCheckpointStorage(root, { inlineThreshold: 0 });
-    const err = await expectRejectsCode(newCoordinator(storage, filesystem({ checkpointDir: root, inlineThreshold: 0 }), fam.a.jobId, 2).restore(), 'CORRUPT');
+    const err = await expectRejectsCode(
+      newCoordinator(storage, filesystem({ checkpointDir: root, inlineThreshold: 0 }), fam.a.jobId, 2).restore(),
+      'CORRUPT',
+    );
     expect(err.message).toContain('outside the snapshot');
     // An explicit pointer is refused the same way; reading through the snapshot's reader too.
-    await expectRejectsCode(newCoordinator(storage, filesystem({ checkpointDir: root, inlineThreshold: 0 }), fam.a.jobId, 2).restore(pointer), 'CORRUPT');
+    await expectRejectsCode(
+      newCoordinator(storage, filesystem({ checkpointDir: root, inlineThreshold: 0 }), fam.a.jobId, 2).restore(pointer),
+      'CORRUPT',
+    );
     const resolved = await storage.resolve(pointer);
     const handle: FileStreamHandle = { type: 'file', path: `../../${victim}`, size: 1, crc32: 0 };
     await expectRejectsCode(resolved.files.read(handle), 'CORRUPT');
@@ -233,7 +274,11 @@ describe('a handle pointing into another job (local disk)', () => {
     await redirectFirstFile(root, pointer, `../../${victim}`, victim);
     await redirectFirstFile(root, fam.a.savepoint!, `../${victim}`, victim);
     for (const snapshot of [join(root, pointer), join(root, fam.a.savepoint!)]) {
-      for (const args of [['verify', snapshot], ['dump', snapshot, '--operator', OPERATOR_ID], ['convert', snapshot, join(dir, `out-${Math.random().toString(36).slice(2)}`), '--to', 'memory']]) {
+      for (const args of [
+        ['verify', snapshot],
+        ['dump', snapshot, '--operator', OPERATOR_ID],
+        ['convert', snapshot, join(dir, `out-${Math.random().toString(36).slice(2)}`), '--to', 'memory'],
+      ]) {
         const r = await cli(args);
         expect(r.code, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(4);
         expect(`${r.stdout}${r.stderr}`).toContain('outside the snapshot');
@@ -248,9 +293,13 @@ describe('a handle pointing into another job (local disk)', () => {
     await redirectFirstFile(root, sp, `${'../'.repeat(depth)}etc/hostname`, fam.a.checkpoints[1] + '/_metadata');
     // (inspect reads _metadata alone and only prints the recorded path.)
     for (const command of ['verify', 'dump']) {
-      const r = await cli(command === 'dump' ? [command, join(root, sp), '--operator', OPERATOR_ID] : [command, join(root, sp)]);
+      const r = await cli(
+        command === 'dump' ? [command, join(root, sp), '--operator', OPERATOR_ID] : [command, join(root, sp)],
+      );
       expect(r.code, `${command}: ${r.stdout}${r.stderr}`).toBe(4);
-      expect(`${r.stdout}${r.stderr}`).toContain('climbs above the storage root; a snapshot may reference only files under');
+      expect(`${r.stdout}${r.stderr}`).toContain(
+        'climbs above the storage root; a snapshot may reference only files under',
+      );
     }
   }, 30_000);
 });

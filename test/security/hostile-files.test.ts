@@ -17,7 +17,14 @@ import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
 import { BlobStateFileReader } from '../../src/checkpoint/streams.js';
 import { cli } from '../cli/support.js';
 import { BackendHarness } from '../support/backend-harness.js';
-import { buildFamily, closeJob, newCoordinator, openJob, storageFor, type FamilyFixture } from '../support/corruption/fixtures.js';
+import {
+  buildFamily,
+  closeJob,
+  newCoordinator,
+  openJob,
+  storageFor,
+  type FamilyFixture,
+} from '../support/corruption/fixtures.js';
 import { OPERATOR_ID } from '../support/corruption/job.js';
 import { expectRejectsCode, expectThrowsCode } from '../support/errors.js';
 import { filesystem } from '../../backends/filesystem/index.js';
@@ -154,7 +161,10 @@ describe('odd files in a local snapshot', () => {
   async function craftBlockLength(length: number): Promise<void> {
     const file = join(root, pointer(), '_metadata');
     const metadata = decodeMetadata(await readFile(file)) as CheckpointMetadata;
-    const keyed = metadata.operators[0].subtasks[0].keyed[0] as KeyGroupsStateHandle & { blocks: { length: number }[]; stream: { size: number } };
+    const keyed = metadata.operators[0].subtasks[0].keyed[0] as KeyGroupsStateHandle & {
+      blocks: { length: number }[];
+      stream: { size: number };
+    };
     expect(keyed.type).toBe('key-groups');
     keyed.blocks[0].length = length;
     keyed.stream.size = keyed.blocks[0].offset + length + 100;
@@ -167,7 +177,10 @@ describe('odd files in a local snapshot', () => {
       const err = await expectRejectsCode(restoreAll(), length > 2 ** 31 - 1 ? 'CORRUPT' : 'TRUNCATED');
       expect(err.message).toContain(pointer());
       const snapshot = join(root, pointer());
-      for (const args of [...cliCommands(snapshot).slice(1), ['convert', snapshot, join(dir, 'out'), '--to', 'memory']]) {
+      for (const args of [
+        ...cliCommands(snapshot).slice(1),
+        ['convert', snapshot, join(dir, 'out'), '--to', 'memory'],
+      ]) {
         const r = await cli(args);
         expect(r.code, `${args[0]}: ${r.stdout}${r.stderr}`).toBe(4);
       }
@@ -178,8 +191,19 @@ describe('odd files in a local snapshot', () => {
 describe('crafted counts', () => {
   it('a LevelDB meta stream claiming 2^33 timers is CORRUPT, not a RangeError', () => {
     const w = new ByteWriter(256);
-    w.raw(META_MAGIC).u16(META_VERSION).string(JSON.stringify({ keySerializer: { id: 'string' }, maxParallelism: 128, keyGroupRange: { start: 0, end: 127 }, states: [] }));
-    w.varint(1).string('timers').varint(2 ** 33);
+    w.raw(META_MAGIC)
+      .u16(META_VERSION)
+      .string(
+        JSON.stringify({
+          keySerializer: { id: 'string' },
+          maxParallelism: 128,
+          keyGroupRange: { start: 0, end: 127 },
+          states: [],
+        }),
+      );
+    w.varint(1)
+      .string('timers')
+      .varint(2 ** 33);
     w.f64(1).u16(0).bytes(Buffer.from('k')).bytes(Buffer.from('n'));
     const err = expectThrowsCode(() => decodeMeta(w.toBuffer(), 'meta'), 'CORRUPT');
     expect(err.message).toContain(`${2 ** 33} timers`);
@@ -187,7 +211,16 @@ describe('crafted counts', () => {
 
   it('a count that fits the remaining bytes still decodes', () => {
     const w = new ByteWriter(256);
-    w.raw(META_MAGIC).u16(META_VERSION).string(JSON.stringify({ keySerializer: { id: 'string' }, maxParallelism: 128, keyGroupRange: { start: 0, end: 127 }, states: [] }));
+    w.raw(META_MAGIC)
+      .u16(META_VERSION)
+      .string(
+        JSON.stringify({
+          keySerializer: { id: 'string' },
+          maxParallelism: 128,
+          keyGroupRange: { start: 0, end: 127 },
+          states: [],
+        }),
+      );
     w.varint(1).string('timers').varint(1);
     w.f64(1).u16(0).bytes(Buffer.from('k')).bytes(Buffer.from('n'));
     expect(decodeMeta(w.toBuffer(), 'meta').timers.get('timers')).toHaveLength(1);
@@ -224,19 +257,29 @@ describe('a key group larger than the largest single write', () => {
 });
 
 describe('downloads (LevelDB table files) check the file before copying it', () => {
-  it('a file larger than its handle says, or a FIFO, is refused and nothing is copied', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'streamstate-hostile-download-'));
-    try {
-      const store = new LocalBlobStore(join(dir, 'store'));
-      await store.put('sp/big', Buffer.alloc(1000));
-      const reader = new BlobStateFileReader(store, 'sp');
-      await expectRejectsCode(reader.download({ type: 'file', path: 'big', size: 10, crc32: 0 }, join(dir, 'out-1')), 'CORRUPT');
-      mkfifo(join(dir, 'store', 'sp', 'fifo'));
-      const err = await expectRejectsCode(reader.download({ type: 'file', path: 'fifo', size: 10, crc32: 0 }, join(dir, 'out-2')), 'CORRUPT');
-      expect(err.message).toContain('a FIFO');
-      expect((await readdir(dir)).sort()).toEqual(['store']);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  }, HANG_GUARD_MS);
+  it(
+    'a file larger than its handle says, or a FIFO, is refused and nothing is copied',
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'streamstate-hostile-download-'));
+      try {
+        const store = new LocalBlobStore(join(dir, 'store'));
+        await store.put('sp/big', Buffer.alloc(1000));
+        const reader = new BlobStateFileReader(store, 'sp');
+        await expectRejectsCode(
+          reader.download({ type: 'file', path: 'big', size: 10, crc32: 0 }, join(dir, 'out-1')),
+          'CORRUPT',
+        );
+        mkfifo(join(dir, 'store', 'sp', 'fifo'));
+        const err = await expectRejectsCode(
+          reader.download({ type: 'file', path: 'fifo', size: 10, crc32: 0 }, join(dir, 'out-2')),
+          'CORRUPT',
+        );
+        expect(err.message).toContain('a FIFO');
+        expect((await readdir(dir)).sort()).toEqual(['store']);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+    HANG_GUARD_MS,
+  );
 });

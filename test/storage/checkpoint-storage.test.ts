@@ -3,7 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FileStreamHandle } from '../../src/backend/handles.js';
-import { BlobCheckpointStorage, localCheckpointStorage, memoryCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import {
+  BlobCheckpointStorage,
+  localCheckpointStorage,
+  memoryCheckpointStorage,
+} from '../../src/checkpoint/checkpoint-storage.js';
 import { readStreamHandle } from '../../src/checkpoint/streams.js';
 import { isStreamStateError } from '../../src/errors.js';
 import { MemoryBlobStore } from '../../src/storage/memory-blob-store.js';
@@ -11,7 +15,12 @@ import { sampleMetadata } from './sample-metadata.js';
 
 const JOB = 'job-abcdef123';
 
-async function writeCheckpoint(storage: BlobCheckpointStorage, id: number, payload: Buffer, opts: { complete?: boolean; timestamp?: number } = {}) {
+async function writeCheckpoint(
+  storage: BlobCheckpointStorage,
+  id: number,
+  payload: Buffer,
+  opts: { complete?: boolean; timestamp?: number } = {},
+) {
   const streams = storage.checkpointStreams(JOB, id);
   const ex = streams.createOutputStream('exclusive');
   await ex.write(payload);
@@ -20,7 +29,11 @@ async function writeCheckpoint(storage: BlobCheckpointStorage, id: number, paylo
   await sh.write(payload);
   const shHandle = (await sh.closeAndGetHandle()) as FileStreamHandle;
   const pointer = storage.checkpointPointer(JOB, id);
-  const metadata = sampleMetadata({ checkpointId: id, timestamp: opts.timestamp ?? 1000 + id, properties: { ex: JSON.stringify(exHandle), sh: JSON.stringify(shHandle) } });
+  const metadata = sampleMetadata({
+    checkpointId: id,
+    timestamp: opts.timestamp ?? 1000 + id,
+    properties: { ex: JSON.stringify(exHandle), sh: JSON.stringify(shHandle) },
+  });
   if (opts.complete !== false) await storage.writeMetadata(pointer, metadata);
   return { pointer, exHandle, shHandle, metadata };
 }
@@ -53,7 +66,14 @@ describe('BlobCheckpointStorage (local)', () => {
 
   it('resolve accepts the dir, <dir>/_metadata, trailing slashes and absolute paths under the location', async () => {
     const { pointer } = await writeCheckpoint(storage, 1, Buffer.from('abc'));
-    for (const p of [pointer, `${pointer}/`, `${pointer}/_metadata`, `${storage.location}/${pointer}`, `${storage.location}/${pointer}/_metadata`, `file://${storage.location}/${pointer}`]) {
+    for (const p of [
+      pointer,
+      `${pointer}/`,
+      `${pointer}/_metadata`,
+      `${storage.location}/${pointer}`,
+      `${storage.location}/${pointer}/_metadata`,
+      `file://${storage.location}/${pointer}`,
+    ]) {
       expect((await storage.resolve(p)).pointer).toBe(pointer);
     }
   });
@@ -73,7 +93,9 @@ describe('BlobCheckpointStorage (local)', () => {
 
   it('writeMetadata refuses to overwrite a completed checkpoint', async () => {
     const { pointer, metadata } = await writeCheckpoint(storage, 4, Buffer.from('z'));
-    await expect(storage.writeMetadata(pointer, { ...metadata, timestamp: 1 })).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
+    await expect(storage.writeMetadata(pointer, { ...metadata, timestamp: 1 })).rejects.toMatchObject({
+      code: 'ALREADY_EXISTS',
+    });
     expect((await storage.resolve(pointer)).metadata.timestamp).toBe(metadata.timestamp);
   });
 
@@ -124,7 +146,9 @@ describe('BlobCheckpointStorage (local)', () => {
     const { pointer, shHandle } = await writeCheckpoint(storage, 6, Buffer.from('w'.repeat(100)));
     await storage.deleteFiles(pointer, [shHandle]);
     expect((await storage.listJobFiles(JOB)).some((f) => f.startsWith(`${JOB}/shared/`))).toBe(false);
-    await expect(storage.deleteFiles(pointer, [{ ...shHandle, path: '../../../../x' }])).rejects.toMatchObject({ code: 'CORRUPT' });
+    await expect(storage.deleteFiles(pointer, [{ ...shHandle, path: '../../../../x' }])).rejects.toMatchObject({
+      code: 'CORRUPT',
+    });
   });
 
   it('savepoints are self-contained and relocatable: move the directory and resolve it there', async () => {
@@ -134,7 +158,10 @@ describe('BlobCheckpointStorage (local)', () => {
     await s.write(Buffer.from('savepoint state '.repeat(10)));
     const h = (await s.closeAndGetHandle()) as FileStreamHandle;
     expect(h.path).not.toContain('/');
-    await storage.writeMetadata(pointer, sampleMetadata({ kind: 'savepoint', format: 'canonical', properties: { h: JSON.stringify(h) } }));
+    await storage.writeMetadata(
+      pointer,
+      sampleMetadata({ kind: 'savepoint', format: 'canonical', properties: { h: JSON.stringify(h) } }),
+    );
     const moved = join(dir, 'moved');
     await cp(join(storage.location, pointer), join(moved, 'my-savepoint'), { recursive: true });
     const elsewhere = localCheckpointStorage(moved);
@@ -147,7 +174,9 @@ describe('BlobCheckpointStorage (local)', () => {
     expect(() => storage.checkpointPointer('a/b', 1)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => storage.checkpointPointer('..', 1)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => storage.checkpointPointer(JOB, -1)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    expect(() => localCheckpointStorage(dir, { inlineThreshold: -1 })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => localCheckpointStorage(dir, { inlineThreshold: -1 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
   });
 });
 

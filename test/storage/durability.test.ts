@@ -35,7 +35,13 @@ function indexOf(events: readonly DurabilityEvent[], op: DurabilityEvent['op'], 
 }
 
 /** Asserts: every file fsynced after `from`, then its directory, all before `publish`; every extra directory too. */
-function expectDurableBefore(events: readonly DurabilityEvent[], from: number, publish: number, files: readonly string[], extraDirs: readonly string[]): void {
+function expectDurableBefore(
+  events: readonly DurabilityEvent[],
+  from: number,
+  publish: number,
+  files: readonly string[],
+  extraDirs: readonly string[],
+): void {
   expect(publish).toBeGreaterThan(from);
   for (const file of files) {
     const synced = indexOf(events, 'fsync-file', file, from);
@@ -56,7 +62,13 @@ describe('durable before complete (local disk)', () => {
   it('every data file and directory of a checkpoint is fsynced before its _metadata is linked into place', async () => {
     const { store, events, root } = await tracedStore();
     const storage = new BlobCheckpointStorage(store, { inlineThreshold: 0 });
-    const coord = new CheckpointCoordinator({ jobId: 'job', storage, backendName: 'fake', numRetained: 2, operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 128 }] });
+    const coord = new CheckpointCoordinator({
+      jobId: 'job',
+      storage,
+      backendName: 'fake',
+      numRetained: 2,
+      operators: [{ operatorId: 'op', parallelism: 2, maxParallelism: 128 }],
+    });
     await coord.restore();
     const tasks = [0, 1].map((i) => new FakeIncrementalSubtask('op', i, 2));
     for (let round = 1; round <= 2; round++) {
@@ -66,7 +78,10 @@ describe('durable before complete (local disk)', () => {
       const pointer = info!.pointer;
       const { metadata } = await storage.resolve(pointer);
       const files = new Set<string>();
-      for (const op of metadata.operators) for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) files.add(store.pathOf(resolveHandlePath(pointer, f.path)));
+      for (const op of metadata.operators)
+        for (const s of op.subtasks)
+          for (const f of referencedFiles([s.keyed, s.operator]))
+            files.add(store.pathOf(resolveHandlePath(pointer, f.path)));
       // This round's new files: the reused shared file was made durable in round 1.
       const fresh = [...files].filter((f) => indexOf(events, 'fsync-file', f, from) >= 0);
       expect(fresh.length).toBe(4); // one exclusive and one new shared file per subtask
@@ -81,7 +96,12 @@ describe('durable before complete (local disk)', () => {
   it('a savepoint likewise', async () => {
     const { store, events } = await tracedStore();
     const storage = new BlobCheckpointStorage(store, { inlineThreshold: 0 });
-    const coord = new CheckpointCoordinator({ jobId: 'job', storage, backendName: 'fake', operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128 }] });
+    const coord = new CheckpointCoordinator({
+      jobId: 'job',
+      storage,
+      backendName: 'fake',
+      operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: 128 }],
+    });
     await coord.restore();
     const task = new FakeIncrementalSubtask('op', 0, 1);
     const from = events.length;
@@ -89,7 +109,11 @@ describe('durable before complete (local disk)', () => {
     const result = await coord.acknowledge(p.checkpointId, 'op', 0, await task.snapshot(p, false));
     expect(result.status).toBe('completed');
     const { metadata } = await storage.resolve(p.pointer);
-    const files = metadata.operators.flatMap((op) => op.subtasks.flatMap((s) => referencedFiles([s.keyed, s.operator]).map((f) => store.pathOf(resolveHandlePath(p.pointer, f.path)))));
+    const files = metadata.operators.flatMap((op) =>
+      op.subtasks.flatMap((s) =>
+        referencedFiles([s.keyed, s.operator]).map((f) => store.pathOf(resolveHandlePath(p.pointer, f.path))),
+      ),
+    );
     expect(files.length).toBe(2);
     const publish = indexOf(events, 'link', store.pathOf(`${p.pointer}/_metadata`), from);
     expectDurableBefore(events, from, publish, files, [store.rootDir]);
@@ -98,14 +122,23 @@ describe('durable before complete (local disk)', () => {
   it('any files in any new directories: each file and every directory that gained an entry is synced before the next putAtomic publishes', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.uniqueArray(fc.array(fc.constantFrom('a', 'b', 'c'), { minLength: 1, maxLength: 4 }).map((p) => p.join('/')), { minLength: 1, maxLength: 6 }),
+        fc.uniqueArray(
+          fc.array(fc.constantFrom('a', 'b', 'c'), { minLength: 1, maxLength: 4 }).map((p) => p.join('/')),
+          { minLength: 1, maxLength: 6 },
+        ),
         fc.boolean(),
         async (paths, streamed) => {
           const { store, events, root } = await tracedStore();
           // Leaf files only (a name cannot be both a file and a directory).
           const names = paths.filter((p) => !paths.some((q) => q.startsWith(`${p}/`))).map((p) => `${p}/f`);
           for (const n of names) {
-            if (streamed) await store.putStream(n, (async function* () { yield Buffer.from(n); })());
+            if (streamed)
+              await store.putStream(
+                n,
+                (async function* () {
+                  yield Buffer.from(n);
+                })(),
+              );
             else await store.put(n, Buffer.from(n));
           }
           await store.putAtomic('_metadata', Buffer.from('m'));

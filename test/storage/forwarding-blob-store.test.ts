@@ -17,7 +17,15 @@ describe('ForwardingBlobStore', () => {
     expect(store.location).toBe(inner.location);
     await store.put('a/x', Buffer.from('one'));
     await store.putAtomic('a/y', Buffer.from('two'));
-    expect(await store.putStream('a/z', (async function* () { yield Buffer.from('thr'); yield Buffer.from('ee'); })())).toBe(5);
+    expect(
+      await store.putStream(
+        'a/z',
+        (async function* () {
+          yield Buffer.from('thr');
+          yield Buffer.from('ee');
+        })(),
+      ),
+    ).toBe(5);
     expect(seen).toEqual(['a/x']);
     expect((await inner.get('a/y')).toString()).toBe('two');
     expect((await store.getRange('a/z', 1, 3)).toString()).toBe('hre');
@@ -27,7 +35,10 @@ describe('ForwardingBlobStore', () => {
     expect(await inner.stat('a/x')).toBeNull();
     // Optional calls: entropy names are the inner store's, and close reaches it.
     let closed = false;
-    const withOptional: BlobStore = Object.assign(new MemoryBlobStore(), { dataFileName: (n: string) => `e/${n}`, close: async () => void (closed = true) });
+    const withOptional: BlobStore = Object.assign(new MemoryBlobStore(), {
+      dataFileName: (n: string) => `e/${n}`,
+      close: async () => void (closed = true),
+    });
     const wrapped = new ForwardingBlobStore(withOptional);
     expect(wrapped.dataFileName?.('chk-1/f')).toBe('e/chk-1/f');
     await wrapped.close();

@@ -46,7 +46,9 @@ describe('LocalBlobStore specifics', () => {
 
   it('putAtomic leaves no temp file behind, also when exclusive fails', async () => {
     await store.putAtomic('m/_metadata', Buffer.from('a'), { exclusive: true });
-    await expect(store.putAtomic('m/_metadata', Buffer.from('b'), { exclusive: true })).rejects.toMatchObject({ code: 'ALREADY_EXISTS' });
+    await expect(store.putAtomic('m/_metadata', Buffer.from('b'), { exclusive: true })).rejects.toMatchObject({
+      code: 'ALREADY_EXISTS',
+    });
     expect(await readdir(join(dir, 'm'))).toEqual(['_metadata']);
   });
 

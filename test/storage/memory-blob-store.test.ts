@@ -20,7 +20,9 @@ describe('MemoryBlobStore specifics', () => {
   it('a second store with a taken name is refused', () => {
     const a = new MemoryBlobStore({ name: 'reg-test-2' });
     try {
-      expect(() => new MemoryBlobStore({ name: 'reg-test-2' })).toThrow(expect.objectContaining({ code: 'ALREADY_EXISTS' }));
+      expect(() => new MemoryBlobStore({ name: 'reg-test-2' })).toThrow(
+        expect.objectContaining({ code: 'ALREADY_EXISTS' }),
+      );
     } finally {
       a.destroy();
     }

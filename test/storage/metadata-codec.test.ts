@@ -98,7 +98,9 @@ describe('_metadata codec', () => {
       [{ ...m, operators: 'x' }, /operators/],
       [{ ...m, properties: { a: { nested: 1 } } }, /properties\.a/],
     ];
-    const ops = (sampleMetadata().operators as unknown[]).map((o) => JSON.parse(JSON.stringify(o)) as Record<string, any>);
+    const ops = (sampleMetadata().operators as unknown[]).map(
+      (o) => JSON.parse(JSON.stringify(o)) as Record<string, any>,
+    );
     const mutate = (f: (o: Array<Record<string, any>>) => void): unknown => {
       const copy = JSON.parse(JSON.stringify(ops)) as Array<Record<string, any>>;
       f(copy);

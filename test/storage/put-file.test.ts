@@ -38,7 +38,8 @@ function pattern(n: number, seed: number): Buffer {
 /** Every regular file under `dir`, relative. */
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (e.isFile()) out.push(join(e.parentPath ?? e.path, e.name));
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }))
+    if (e.isFile()) out.push(join(e.parentPath ?? e.path, e.name));
   return out;
 }
 
@@ -159,7 +160,9 @@ describe('LocalBlobStore.putFile', () => {
     const store = new LocalBlobStore(root);
     const datas = Array.from({ length: 6 }, (_, i) => pattern(100_000 + i * 999, 10 + i));
     await Promise.all(datas.map((d, i) => writeFile(join(scratch, `c${i}`), d)));
-    const results = await Promise.all(datas.map((_, i) => store.putFile(`c/${i}`, join(scratch, `c${i}`), { immutable: i % 2 === 0 })));
+    const results = await Promise.all(
+      datas.map((_, i) => store.putFile(`c/${i}`, join(scratch, `c${i}`), { immutable: i % 2 === 0 })),
+    );
     for (let i = 0; i < datas.length; i++) {
       expect(results[i]).toEqual({ size: datas[i].length, crc32: crc32(datas[i]) });
       expect(Buffer.compare(await readFile(store.pathOf(`c/${i}`)), datas[i])).toBe(0);
@@ -168,12 +171,17 @@ describe('LocalBlobStore.putFile', () => {
 });
 
 describe('uploadFile through putFile', () => {
-  it('BlobCheckpointStreamFactory.uploadFile uses the store\'s putFile; the reader verifies the handle', async () => {
+  it("BlobCheckpointStreamFactory.uploadFile uses the store's putFile; the reader verifies the handle", async () => {
     const store = new LocalBlobStore(root);
     const data = pattern(2_000_000, 6);
     const src = join(scratch, '000123.ldb');
     await writeFile(src, data);
-    const f = new BlobCheckpointStreamFactory({ store, baseDir: 'job/chk-1', sharedDir: 'job/shared', inlineThreshold: 0 });
+    const f = new BlobCheckpointStreamFactory({
+      store,
+      baseDir: 'job/chk-1',
+      sharedDir: 'job/shared',
+      inlineThreshold: 0,
+    });
     const h = await f.uploadFile(src, 'shared', '000123.ldb', { immutable: true });
     expect(h).toMatchObject({ type: 'file', size: data.length, crc32: crc32(data) });
     expect(statSync(join(root, 'job', 'chk-1', h.path)).ino).toBe(statSync(src).ino);
@@ -184,8 +192,15 @@ describe('uploadFile through putFile', () => {
 
   it('a failed putFile leaves nothing behind and surfaces the StorageError', async () => {
     const store = new LocalBlobStore(root);
-    const f = new BlobCheckpointStreamFactory({ store, baseDir: 'job/chk-1', sharedDir: 'job/shared', inlineThreshold: 0 });
-    await expect(f.uploadFile(join(scratch, 'nope'), 'shared', 'x.ldb', { immutable: true })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    const f = new BlobCheckpointStreamFactory({
+      store,
+      baseDir: 'job/chk-1',
+      sharedDir: 'job/shared',
+      inlineThreshold: 0,
+    });
+    await expect(f.uploadFile(join(scratch, 'nope'), 'shared', 'x.ldb', { immutable: true })).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    });
     expect(await store.list('')).toEqual([]);
   });
 
@@ -203,7 +218,12 @@ describe('uploadFile through putFile', () => {
     expect(watched.putFile).toBeUndefined();
     const src = join(scratch, 'w');
     await writeFile(src, pattern(30_000, 7));
-    const f = new BlobCheckpointStreamFactory({ store: watched, baseDir: 'job/chk-1', sharedDir: 'job/shared', inlineThreshold: 0 });
+    const f = new BlobCheckpointStreamFactory({
+      store: watched,
+      baseDir: 'job/chk-1',
+      sharedDir: 'job/shared',
+      inlineThreshold: 0,
+    });
     const h = await f.uploadFile(src, 'exclusive', undefined, { immutable: true });
     expect(streamed).toHaveLength(1);
     expect(h.crc32).toBe(crc32(pattern(30_000, 7)));

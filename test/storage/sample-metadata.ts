@@ -25,7 +25,14 @@ export function sampleMetadata(overrides: Partial<CheckpointMetadata> = {}): Che
                 maxParallelism: 128,
                 keySerializer: { id: 'string', version: 1 },
                 states: [
-                  { name: 'count', kind: 'value', stateId: 1, namespaceSerializer: { id: 'void', version: 1 }, valueSerializer: { id: 'f64', version: 1 }, ttl: false },
+                  {
+                    name: 'count',
+                    kind: 'value',
+                    stateId: 1,
+                    namespaceSerializer: { id: 'void', version: 1 },
+                    valueSerializer: { id: 'f64', version: 1 },
+                    ttl: false,
+                  },
                 ],
                 blocks: [{ keyGroup: 3, offset: 0, length: 40, crc32: 123456 }],
                 stream: { type: 'file', path: 'abc123', size: 40, crc32: 99 },
@@ -58,7 +65,9 @@ export function sampleMetadata(overrides: Partial<CheckpointMetadata> = {}): Che
             operator: [
               {
                 type: 'operator',
-                states: [{ name: 'offsets', mode: 'split', valueSerializer: { id: 'f64', version: 1 }, offsets: [0, 8] }],
+                states: [
+                  { name: 'offsets', mode: 'split', valueSerializer: { id: 'f64', version: 1 }, offsets: [0, 8] },
+                ],
                 stream: { type: 'inline', data: Buffer.alloc(16).toString('base64'), size: 16, crc32: 0 },
               },
             ],

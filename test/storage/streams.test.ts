@@ -4,7 +4,12 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FileStreamHandle } from '../../src/backend/handles.js';
-import { BlobCheckpointStreamFactory, BlobStateFileReader, readStreamHandle, resolveHandlePath } from '../../src/checkpoint/streams.js';
+import {
+  BlobCheckpointStreamFactory,
+  BlobStateFileReader,
+  readStreamHandle,
+  resolveHandlePath,
+} from '../../src/checkpoint/streams.js';
 import { isStreamStateError } from '../../src/errors.js';
 import { LocalBlobStore } from '../../src/storage/local-blob-store.js';
 import { MemoryBlobStore } from '../../src/storage/memory-blob-store.js';
@@ -125,7 +130,12 @@ describe('checkpoint streams', () => {
           }
         })();
       });
-    const f = new BlobCheckpointStreamFactory({ store: stuck, baseDir: 'j/chk-1', sharedDir: 'j/shared', inlineThreshold: 0 });
+    const f = new BlobCheckpointStreamFactory({
+      store: stuck,
+      baseDir: 'j/chk-1',
+      sharedDir: 'j/shared',
+      inlineThreshold: 0,
+    });
     const s = f.createOutputStream('exclusive');
     const writing = (async () => {
       for (let i = 0; i < 20; i++) await s.write(pattern(300_000));
@@ -142,7 +152,12 @@ describe('checkpoint streams', () => {
   it('a store failure surfaces from write/close and deletes the partial file', async () => {
     const small = new MemoryBlobStore({ maxObjectBytes: 1000 });
     try {
-      const f = new BlobCheckpointStreamFactory({ store: small, baseDir: 'j/chk-1', sharedDir: 'j/shared', inlineThreshold: 10 });
+      const f = new BlobCheckpointStreamFactory({
+        store: small,
+        baseDir: 'j/chk-1',
+        sharedDir: 'j/shared',
+        inlineThreshold: 10,
+      });
       const s = f.createOutputStream('exclusive');
       let err: unknown;
       try {
@@ -188,7 +203,9 @@ describe('checkpoint streams', () => {
 
   it('uploadFile of a missing local file → NOT_FOUND; bad names → INVALID_ARGUMENT', async () => {
     await expect(factory().uploadFile(join(scratch, 'nope'), 'exclusive')).rejects.toMatchObject({ code: 'NOT_FOUND' });
-    await expect(factory().uploadFile(join(scratch, 'nope'), 'exclusive', 'a/b')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(factory().uploadFile(join(scratch, 'nope'), 'exclusive', 'a/b')).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
   });
 });
 
@@ -201,7 +218,12 @@ describe('state file reader verification', () => {
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ss-reader-'));
     store = new LocalBlobStore(dir);
-    const f = new BlobCheckpointStreamFactory({ store, baseDir: 'job/chk-2', sharedDir: 'job/shared', inlineThreshold: 0 });
+    const f = new BlobCheckpointStreamFactory({
+      store,
+      baseDir: 'job/chk-2',
+      sharedDir: 'job/shared',
+      inlineThreshold: 0,
+    });
     const s = f.createOutputStream('exclusive');
     await s.write(data);
     h = (await s.closeAndGetHandle()) as FileStreamHandle;

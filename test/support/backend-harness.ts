@@ -102,7 +102,8 @@ export class BackendHarness {
   static async create(make: MakeBackend): Promise<BackendHarness> {
     const fixture = await make();
     const storage = fixture.storage ?? presetStorage(fixture.backend);
-    if (!storage) throw new Error(`backend ${fixture.backend.name} brings no checkpoint storage; the fixture must pass one`);
+    if (!storage)
+      throw new Error(`backend ${fixture.backend.name} brings no checkpoint storage; the fixture must pass one`);
     return new BackendHarness(fixture.backend, storage, fixture);
   }
 
@@ -150,7 +151,10 @@ export class BackendHarness {
     return b;
   }
 
-  async createOperator(spec: OperatorSpec = {}, restore?: RestoreSource<OperatorStateHandle>): Promise<OperatorStateBackend> {
+  async createOperator(
+    spec: OperatorSpec = {},
+    restore?: RestoreSource<OperatorStateHandle>,
+  ): Promise<OperatorStateBackend> {
     const subtaskIndex = spec.subtask ?? 0;
     const parallelism = spec.parallelism ?? 1;
     const b = await this.backend.createOperatorStateBackend({
@@ -165,7 +169,9 @@ export class BackendHarness {
   }
 
   /** A whole keyed operator: one backend per subtask. */
-  async createKeyedOperator<K>(spec: Omit<KeyedSpec<K>, 'subtask'> & { parallelism: number }): Promise<KeyedStateBackend<K>[]> {
+  async createKeyedOperator<K>(
+    spec: Omit<KeyedSpec<K>, 'subtask'> & { parallelism: number },
+  ): Promise<KeyedStateBackend<K>[]> {
     const out: KeyedStateBackend<K>[] = [];
     for (let i = 0; i < spec.parallelism; i++) out.push(await this.createKeyed({ ...spec, subtask: i }));
     return out;
@@ -262,7 +268,9 @@ export class BackendHarness {
   // ------------------------------------------------------------------ restores
 
   /** Reads _metadata back (the way a restarted job would) and returns our operator's snapshot. */
-  async resolve(pointer: string): Promise<{ operator: OperatorSnapshot; files: StateFileReader; checkpointId: number }> {
+  async resolve(
+    pointer: string,
+  ): Promise<{ operator: OperatorSnapshot; files: StateFileReader; checkpointId: number }> {
     const resolved = await this.storage.resolve(pointer);
     const operator = resolved.metadata.operators.find((o) => o.operatorId === this.operatorId);
     if (!operator) throw new Error(`snapshot ${pointer} has no state for ${this.operatorId}`);
@@ -277,10 +285,21 @@ export class BackendHarness {
     const assigned = assignKeyedState(operator, parallelism, maxParallelism);
     const out: KeyedStateBackend<K>[] = [];
     for (let i = 0; i < parallelism; i++) {
-      const restore: RestoreSource<KeyedStateHandle> = { handles: assigned[i] ?? [], files, mode: opts.mode ?? 'no-claim', checkpointId };
+      const restore: RestoreSource<KeyedStateHandle> = {
+        handles: assigned[i] ?? [],
+        files,
+        mode: opts.mode ?? 'no-claim',
+        checkpointId,
+      };
       out.push(
         await this.createKeyed(
-          { keySerializer: opts.keySerializer, maxParallelism, parallelism, subtask: i, ...(opts.clock ? { clock: opts.clock } : {}) },
+          {
+            keySerializer: opts.keySerializer,
+            maxParallelism,
+            parallelism,
+            subtask: i,
+            ...(opts.clock ? { clock: opts.clock } : {}),
+          },
           restore,
         ),
       );
@@ -289,14 +308,29 @@ export class BackendHarness {
   }
 
   /** Restores one subtask of the keyed operator (the others are not created). */
-  async restoreKeyedSubtask<K>(pointer: string, subtask: number, opts: RestoreKeyedOptions<K>): Promise<KeyedStateBackend<K>> {
+  async restoreKeyedSubtask<K>(
+    pointer: string,
+    subtask: number,
+    opts: RestoreKeyedOptions<K>,
+  ): Promise<KeyedStateBackend<K>> {
     const { operator, files, checkpointId } = await this.resolve(pointer);
     const parallelism = opts.parallelism ?? operator.parallelism;
     const maxParallelism = opts.maxParallelism ?? operator.maxParallelism;
     const assigned = assignKeyedState(operator, parallelism, maxParallelism);
-    const restore: RestoreSource<KeyedStateHandle> = { handles: assigned[subtask] ?? [], files, mode: opts.mode ?? 'no-claim', checkpointId };
+    const restore: RestoreSource<KeyedStateHandle> = {
+      handles: assigned[subtask] ?? [],
+      files,
+      mode: opts.mode ?? 'no-claim',
+      checkpointId,
+    };
     return this.createKeyed(
-      { keySerializer: opts.keySerializer, maxParallelism, parallelism, subtask, ...(opts.clock ? { clock: opts.clock } : {}) },
+      {
+        keySerializer: opts.keySerializer,
+        maxParallelism,
+        parallelism,
+        subtask,
+        ...(opts.clock ? { clock: opts.clock } : {}),
+      },
       restore,
     );
   }
@@ -330,7 +364,9 @@ export class BackendHarness {
     const assigned = assignOperatorState(operator, p);
     const out: OperatorStateBackend[] = [];
     for (let i = 0; i < p; i++) {
-      out.push(await this.createOperator({ parallelism: p, subtask: i }, { handles: assigned[i] ?? [], files, checkpointId }));
+      out.push(
+        await this.createOperator({ parallelism: p, subtask: i }, { handles: assigned[i] ?? [], files, checkpointId }),
+      );
     }
     return out;
   }

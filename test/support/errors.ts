@@ -13,7 +13,10 @@ export function expectThrowsCode(fn: () => unknown, code: ErrorCode): StreamStat
 }
 
 /** Asserts that `promise` (or the promise `fn` returns, or `fn` itself synchronously) fails with `code`. */
-export async function expectRejectsCode(work: Promise<unknown> | (() => unknown), code: ErrorCode): Promise<StreamStateError> {
+export async function expectRejectsCode(
+  work: Promise<unknown> | (() => unknown),
+  code: ErrorCode,
+): Promise<StreamStateError> {
   let thrown: unknown;
   try {
     await (typeof work === 'function' ? work() : work);

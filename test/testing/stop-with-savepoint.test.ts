@@ -6,7 +6,14 @@ import { filesystem } from '../../backends/filesystem/index.js';
 import { leveldb } from '../../backends/leveldb/index.js';
 import { memory } from '../../backends/memory/index.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
-import { checkCounts, countingInput, countingJob, runPipeline, type CountOutput, type PipelineEvent } from '../../src/testing/index.js';
+import {
+  checkCounts,
+  countingInput,
+  countingJob,
+  runPipeline,
+  type CountOutput,
+  type PipelineEvent,
+} from '../../src/testing/index.js';
 import { expectDocumentedError } from '../conformance/parity/error-classes.js';
 import { localTree } from '../checkpoint/savepoint-anywhere-support.js';
 

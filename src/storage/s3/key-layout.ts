@@ -71,7 +71,10 @@ export class KeyLayout {
     }
     const before = prefix.slice(0, at);
     const after = prefix.slice(at + marker.length);
-    const plain = (before + after).split('/').filter((s) => s.length > 0).join('/');
+    const plain = (before + after)
+      .split('/')
+      .filter((s) => s.length > 0)
+      .join('/');
     this.plainBase = plain.length > 0 ? `${plain}/` : '';
     this.entropy = {
       before,

@@ -44,7 +44,13 @@ const ACCESS_NAMES = new Set([
   'InvalidToken',
   'AllAccessDisabled',
 ]);
-const THROTTLE_NAMES = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'TooManyRequestsException', 'ServiceUnavailable']);
+const THROTTLE_NAMES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'TooManyRequestsException',
+  'ServiceUnavailable',
+]);
 
 function shape(err: unknown): SdkErrorShape {
   return err !== null && typeof err === 'object' ? (err as SdkErrorShape) : { message: String(err) };
@@ -74,7 +80,11 @@ export function isNoSuchBucket(err: unknown): boolean {
 /** 404 for an object (GetObject's NoSuchKey, HeadObject's bodyless NotFound). */
 export function isNotFound(err: unknown): boolean {
   const s = shape(err);
-  return s.name === 'NoSuchKey' || s.name === 'NotFound' || (s.$metadata?.httpStatusCode === 404 && s.name !== 'NoSuchBucket');
+  return (
+    s.name === 'NoSuchKey' ||
+    s.name === 'NotFound' ||
+    (s.$metadata?.httpStatusCode === 404 && s.name !== 'NoSuchBucket')
+  );
 }
 
 export function isPreconditionFailed(err: unknown): boolean {

@@ -28,7 +28,10 @@ export class UploadTracker {
     const wrapped = Object.create(base) as S3Client;
     const send = (command: { constructor: { name: string } }): Promise<unknown> => {
       const p = store
-        .sendRaw(command.constructor.name.replace(/Command$/, ''), () => base.send(command as never) as Promise<unknown>)
+        .sendRaw(
+          command.constructor.name.replace(/Command$/, ''),
+          () => base.send(command as never) as Promise<unknown>,
+        )
         .then((out) => {
           const id = (out as { UploadId?: string } | undefined)?.UploadId;
           if (id !== undefined) this.uploadId = id;

@@ -43,7 +43,11 @@ export function keyIterationTests(ctx: SuiteContext): void {
       expect((await collect(b.getKeys('m', 'even'))).sort(numeric)).toEqual(range(0, 200).filter((k) => k % 2 === 0));
       const pairs = await collect(b.getKeysAndNamespaces<string>('m'));
       expect(pairs.length).toBe(200);
-      expect(pairs.map(([k, ns]) => `${k}/${ns}`).sort()).toEqual(range(0, 200).map((k) => `${k}/${k % 2 === 0 ? 'even' : 'odd'}`).sort());
+      expect(pairs.map(([k, ns]) => `${k}/${ns}`).sort()).toEqual(
+        range(0, 200)
+          .map((k) => `${k}/${k % 2 === 0 ? 'even' : 'odd'}`)
+          .sort(),
+      );
     });
 
     it('getKeys after restore sees restored keys', async () => {

@@ -84,7 +84,9 @@ export function mapStateTests(ctx: SuiteContext): void {
 
     it('isEmpty over 1024 puts and removes; entries, keys and values agree as sets', async () => {
       const b = await ctx.intKeyed();
-      const s = b.getState(mapState<number, number>('big', { keySerializer: int32Serializer, valueSerializer: int32Serializer }));
+      const s = b.getState(
+        mapState<number, number>('big', { keySerializer: int32Serializer, valueSerializer: int32Serializer }),
+      );
       b.setCurrentKey(1);
       expect(s.isEmpty()).toBe(true);
       for (let i = 0; i < 1024; i++) {
@@ -97,7 +99,9 @@ export function mapStateTests(ctx: SuiteContext): void {
       expect(new Set(entries.map(([k]) => k)).size).toBe(1024);
       for (const [k, v] of entries) expect(v).toBe(k * 3);
       expect(new Set(await collect(s.keys()))).toEqual(new Set(entries.map(([k]) => k)));
-      expect((await collect(s.values())).sort((a, b) => a - b)).toEqual(entries.map(([, v]) => v).sort((a, b) => a - b));
+      expect((await collect(s.values())).sort((a, b) => a - b)).toEqual(
+        entries.map(([, v]) => v).sort((a, b) => a - b),
+      );
       for (let i = 0; i < 1024; i++) {
         expect(s.get(i)).toBe(i * 3);
         s.remove(i);
@@ -109,7 +113,9 @@ export function mapStateTests(ctx: SuiteContext): void {
 
     it('allows removing entries while iterating; every entry is visited exactly once', async () => {
       const b = await ctx.intKeyed();
-      const s = b.getState(mapState<number, number>('iter', { keySerializer: int32Serializer, valueSerializer: int32Serializer }));
+      const s = b.getState(
+        mapState<number, number>('iter', { keySerializer: int32Serializer, valueSerializer: int32Serializer }),
+      );
       b.setCurrentKey(1);
       for (let i = 0; i < 1024; i++) s.put(i, i);
       const visited: number[] = [];

@@ -14,8 +14,20 @@ export interface MergeCase {
 const ALL = [11, 22, 33, 44, 55];
 
 export const MERGE_CASES: readonly MergeCase[] = [
-  { name: 'values spread over three namespaces', key: 101, contents: { ns1: [11, 22], ns2: [33], ns3: [44, 55] }, all: ALL, expectedSum: 165 },
-  { name: 'values in two namespaces, one source empty', key: 102, contents: { ns1: [11, 22, 33], ns3: [44, 55] }, all: ALL, expectedSum: 165 },
+  {
+    name: 'values spread over three namespaces',
+    key: 101,
+    contents: { ns1: [11, 22], ns2: [33], ns3: [44, 55] },
+    all: ALL,
+    expectedSum: 165,
+  },
+  {
+    name: 'values in two namespaces, one source empty',
+    key: 102,
+    contents: { ns1: [11, 22, 33], ns3: [44, 55] },
+    all: ALL,
+    expectedSum: 165,
+  },
   { name: 'nothing (all empty)', key: 103, contents: {}, all: [], expectedSum: null },
   { name: 'everything already in the target', key: 104, contents: { ns1: ALL }, all: ALL, expectedSum: 165 },
   { name: 'everything in one source', key: 105, contents: { ns3: ALL }, all: ALL, expectedSum: 165 },

@@ -36,9 +36,15 @@ const immutableSum: AggregateFunction<number, Acc, number> = {
 type Summing = MergingState<string> & { get(): number | null; add(v: number): void };
 
 const variants: { name: string; make: (b: KeyedStateBackend<number>) => Summing }[] = [
-  { name: 'ReducingState (sum)', make: (b) => b.getState(reducingState<number>('sum', (a, v) => a + v, { serializer: int32Serializer })) },
+  {
+    name: 'ReducingState (sum)',
+    make: (b) => b.getState(reducingState<number>('sum', (a, v) => a + v, { serializer: int32Serializer })),
+  },
   { name: 'AggregatingState (mutable accumulator)', make: (b) => b.getState(aggregatingState('agg-mut', mutableSum)) },
-  { name: 'AggregatingState (immutable accumulator)', make: (b) => b.getState(aggregatingState('agg-imm', immutableSum)) },
+  {
+    name: 'AggregatingState (immutable accumulator)',
+    make: (b) => b.getState(aggregatingState('agg-imm', immutableSum)),
+  },
 ];
 
 /** Reducing and aggregating semantics (reference §10 items 15–22). */

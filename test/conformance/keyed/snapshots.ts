@@ -154,7 +154,11 @@ export function snapshotTests(ctx: SuiteContext): void {
         counter.update(i);
         runs.push(await h.startSnapshot([b]));
       }
-      const pointers = await within(Promise.all(runs.map((r) => r.complete())), 20_000, 'ten snapshots did not all complete');
+      const pointers = await within(
+        Promise.all(runs.map((r) => r.complete())),
+        20_000,
+        'ten snapshots did not all complete',
+      );
       const last = await h.restoreKeyedSubtask(pointers[9], 0, { keySerializer: int32Serializer });
       last.setCurrentKey(1);
       expect(last.stateNames().sort()).toEqual(Array.from({ length: 10 }, (_, i) => `s${i}`).sort());
@@ -183,7 +187,11 @@ export function snapshotTests(ctx: SuiteContext): void {
       // Streams abort blocked writes when discarded; uploads that cannot be aborted finish late.
       await new Promise((r) => setTimeout(r, 50));
       gated.gate.open();
-      await within(expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'), 10_000, 'close() did not cancel the blocked snapshot');
+      await within(
+        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
+        10_000,
+        'close() did not cancel the blocked snapshot',
+      );
       await within(closing, 10_000, 'close() hung');
       for (const s of gated.streams) expect(s.discarded || !s.closed).toBe(true);
       expect(gated.streams.some((s) => s.discarded)).toBe(gated.streams.length > 0);

@@ -56,10 +56,12 @@ export function timerTests(ctx: SuiteContext): void {
         q.add(t(100 + i, k));
       }
       for (let kg = 0; kg < 10; kg++) {
-        const expected = keys.filter((k) => keyGroupForKey(k, stringSerializer, 10) === kg).flatMap((k) => {
-          const i = keys.indexOf(k);
-          return [show(t(i, k)), show(t(100 + i, k))];
-        });
+        const expected = keys
+          .filter((k) => keyGroupForKey(k, stringSerializer, 10) === kg)
+          .flatMap((k) => {
+            const i = keys.indexOf(k);
+            return [show(t(i, k)), show(t(100 + i, k))];
+          });
         expect(q.timersInKeyGroup(kg).map(show).sort()).toEqual(expected.sort());
       }
     });
@@ -90,7 +92,11 @@ export function timerTests(ctx: SuiteContext): void {
       const polled = rq.pollUntil(1e9).map((x) => x.timestamp);
       expect(polled).toEqual([...polled].sort((a, c) => a - c));
       expect(polled.length).toBe(50);
-      expect(r.getTimerQueue<bigint>('processing', int64Serializer).peek()).toEqual({ timestamp: 5, key: 'x', namespace: -1n });
+      expect(r.getTimerQueue<bigint>('processing', int64Serializer).peek()).toEqual({
+        timestamp: 5,
+        key: 'x',
+        namespace: -1n,
+      });
     });
   });
 }

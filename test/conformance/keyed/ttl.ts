@@ -117,7 +117,10 @@ export function ttlTests(ctx: SuiteContext): void {
       const r = await ctx.h.restoreKeyedSubtask(pointer, 0, { keySerializer: stringSerializer, clock: clock.read });
       r.setCurrentKey('k');
       expectThrowsCode(() => r.getState(valueState<string>('with')).value(), 'SERIALIZER_INCOMPATIBLE');
-      expectThrowsCode(() => r.getState(valueState<string>('without', { ttl: TTL })).value(), 'SERIALIZER_INCOMPATIBLE');
+      expectThrowsCode(
+        () => r.getState(valueState<string>('without', { ttl: TTL })).value(),
+        'SERIALIZER_INCOMPATIBLE',
+      );
     });
   });
 }

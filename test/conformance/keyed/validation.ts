@@ -63,13 +63,18 @@ export function validationTests(ctx: SuiteContext): void {
       const b = await ctx.stringKeyed();
       b.setCurrentKey('k');
       b.getState(valueState<string>('v', { serializer: stringSerializer })).update('hello');
-      b.getState(mapState<string, string>('m', { keySerializer: stringSerializer, valueSerializer: stringSerializer })).put('a', 'b');
+      b.getState(
+        mapState<string, string>('m', { keySerializer: stringSerializer, valueSerializer: stringSerializer }),
+      ).put('a', 'b');
       return ctx.h.checkpoint([b]);
     }
 
     it('KEY_SERIALIZER_MISMATCH when the key serializer changed', async () => {
       const pointer = await snapshotWithValue();
-      await expectRejectsCode(() => ctx.h.restoreKeyedSubtask(pointer, 0, { keySerializer: int32Serializer }), 'KEY_SERIALIZER_MISMATCH');
+      await expectRejectsCode(
+        () => ctx.h.restoreKeyedSubtask(pointer, 0, { keySerializer: int32Serializer }),
+        'KEY_SERIALIZER_MISMATCH',
+      );
     });
 
     it('SERIALIZER_INCOMPATIBLE when a value or map-key serializer changed; the compatible state still reads', async () => {
@@ -81,7 +86,9 @@ export function validationTests(ctx: SuiteContext): void {
         return s.value();
       }, 'SERIALIZER_INCOMPATIBLE');
       await expectRejectsCode(() => {
-        const m = r.getState(mapState<number, string>('m', { keySerializer: int32Serializer, valueSerializer: stringSerializer }));
+        const m = r.getState(
+          mapState<number, string>('m', { keySerializer: int32Serializer, valueSerializer: stringSerializer }),
+        );
         r.setCurrentKey('k');
         return m.get(1);
       }, 'SERIALIZER_INCOMPATIBLE');

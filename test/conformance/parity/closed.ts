@@ -13,14 +13,21 @@ import { parityIt, type ParityContext } from './parity-context.js';
  */
 export function closedBackendTests(p: ParityContext): void {
   describe('after close()', () => {
-    const sum = { createAccumulator: () => 0, add: (v: number, a: number) => a + v, getResult: (a: number) => a, merge: (a: number, b: number) => a + b };
+    const sum = {
+      createAccumulator: () => 0,
+      add: (v: number, a: number) => a + v,
+      getResult: (a: number) => a,
+      merge: (a: number, b: number) => a + b,
+    };
 
     async function writtenAndClosed() {
       const b = await p.stringKeyed();
       const v = b.getState(valueState<string>('v', { serializer: stringSerializer }));
       const t = b.getState(valueState<string>('t', { serializer: stringSerializer, ttl: { ttlMs: 1e9 } }));
       const l = b.getState(listState<string>('l', { serializer: stringSerializer }));
-      const m = b.getState(mapState<string, string>('m', { keySerializer: stringSerializer, valueSerializer: stringSerializer }));
+      const m = b.getState(
+        mapState<string, string>('m', { keySerializer: stringSerializer, valueSerializer: stringSerializer }),
+      );
       const r = b.getState(reducingState<number>('r', (x, y) => x + y));
       const a = b.getState(aggregatingState<number, number, number>('a', sum));
       const timers = b.getTimerQueue('timers');
@@ -57,42 +64,53 @@ export function closedBackendTests(p: ParityContext): void {
       await expectRejectsDocumented(() => b.numEntries(), 'BACKEND_CLOSED');
       await expectRejectsDocumented(() => collect(b.getKeys('v', '')), 'BACKEND_CLOSED');
       await expectRejectsDocumented(() => collect(b.getKeysAndNamespaces('v')), 'BACKEND_CLOSED');
-      await expectRejectsDocumented(() => b.applyToAllKeys('', valueState<string>('v', { serializer: stringSerializer }), () => undefined), 'BACKEND_CLOSED');
-      await expectRejectsDocumented(() => b.snapshot(99, { type: 'checkpoint', streams: p.h.storage.checkpointStreams(p.h.jobId, 99) }), 'BACKEND_CLOSED');
+      await expectRejectsDocumented(
+        () => b.applyToAllKeys('', valueState<string>('v', { serializer: stringSerializer }), () => undefined),
+        'BACKEND_CLOSED',
+      );
+      await expectRejectsDocumented(
+        () => b.snapshot(99, { type: 'checkpoint', streams: p.h.storage.checkpointStreams(p.h.jobId, 99) }),
+        'BACKEND_CLOSED',
+      );
     });
 
-    parityIt(p, 'closed.state-handles', 'every state handle and timer queue obtained before close() throws BACKEND_CLOSED, never stale data', async () => {
-      const { v, t, l, m, r, a, timers } = await writtenAndClosed();
-      const calls: Array<() => unknown> = [
-        () => v.value(),
-        () => v.update('x'),
-        () => v.clear(),
-        () => v.setCurrentNamespace('other'),
-        () => t.value(),
-        () => t.update('x'),
-        () => l.get(),
-        () => l.add('x'),
-        () => l.addAll(['x']),
-        () => l.update(['x']),
-        () => l.mergeNamespaces('a', ['b']),
-        () => m.get('stale'),
-        () => m.put('x', 'y'),
-        () => m.contains('stale'),
-        () => m.remove('stale'),
-        () => m.isEmpty(),
-        () => r.get(),
-        () => r.add(1),
-        () => a.get(),
-        () => a.add(1),
-        () => timers.add({ timestamp: 6, key: 'k', namespace: '' }),
-        () => timers.peek(),
-        () => timers.poll(),
-        () => timers.contains({ timestamp: 5, key: 'k', namespace: '' }),
-      ];
-      for (const call of calls) expectThrowsDocumented(call, 'BACKEND_CLOSED');
-      await expectRejectsDocumented(() => collect(m.entries()), 'BACKEND_CLOSED');
-      await expectRejectsDocumented(() => collect(m.keys()), 'BACKEND_CLOSED');
-    });
+    parityIt(
+      p,
+      'closed.state-handles',
+      'every state handle and timer queue obtained before close() throws BACKEND_CLOSED, never stale data',
+      async () => {
+        const { v, t, l, m, r, a, timers } = await writtenAndClosed();
+        const calls: Array<() => unknown> = [
+          () => v.value(),
+          () => v.update('x'),
+          () => v.clear(),
+          () => v.setCurrentNamespace('other'),
+          () => t.value(),
+          () => t.update('x'),
+          () => l.get(),
+          () => l.add('x'),
+          () => l.addAll(['x']),
+          () => l.update(['x']),
+          () => l.mergeNamespaces('a', ['b']),
+          () => m.get('stale'),
+          () => m.put('x', 'y'),
+          () => m.contains('stale'),
+          () => m.remove('stale'),
+          () => m.isEmpty(),
+          () => r.get(),
+          () => r.add(1),
+          () => a.get(),
+          () => a.add(1),
+          () => timers.add({ timestamp: 6, key: 'k', namespace: '' }),
+          () => timers.peek(),
+          () => timers.poll(),
+          () => timers.contains({ timestamp: 5, key: 'k', namespace: '' }),
+        ];
+        for (const call of calls) expectThrowsDocumented(call, 'BACKEND_CLOSED');
+        await expectRejectsDocumented(() => collect(m.entries()), 'BACKEND_CLOSED');
+        await expectRejectsDocumented(() => collect(m.keys()), 'BACKEND_CLOSED');
+      },
+    );
 
     parityIt(p, 'closed.state-handles', 'a map iteration started before close() fails at its next step', async () => {
       const b = await p.stringKeyed();
@@ -105,13 +123,18 @@ export function closedBackendTests(p: ParityContext): void {
       await expectRejectsDocumented(() => it.next(), 'BACKEND_CLOSED');
     });
 
-    parityIt(p, 'closed.notifications', 'close() is idempotent; late checkpoint notifications are ignored', async () => {
-      const { b } = await writtenAndClosed();
-      await b.close();
-      await b.notifyCheckpointComplete(1);
-      await b.notifyCheckpointAborted(2);
-      expectThrowsDocumented(() => b.setCurrentKey('k'), 'BACKEND_CLOSED');
-    });
+    parityIt(
+      p,
+      'closed.notifications',
+      'close() is idempotent; late checkpoint notifications are ignored',
+      async () => {
+        const { b } = await writtenAndClosed();
+        await b.close();
+        await b.notifyCheckpointComplete(1);
+        await b.notifyCheckpointAborted(2);
+        expectThrowsDocumented(() => b.setCurrentKey('k'), 'BACKEND_CLOSED');
+      },
+    );
 
     parityIt(p, null, 'the operator state backend and its handles throw BACKEND_CLOSED', async () => {
       const o = await p.h.createOperator();
@@ -137,8 +160,10 @@ export function closedBackendTests(p: ParityContext): void {
       ]) {
         expectThrowsDocumented(call, 'BACKEND_CLOSED');
       }
-      await expectRejectsDocumented(() => o.snapshot(98, { type: 'checkpoint', streams: p.h.storage.checkpointStreams(p.h.jobId, 98) }), 'BACKEND_CLOSED');
+      await expectRejectsDocumented(
+        () => o.snapshot(98, { type: 'checkpoint', streams: p.h.storage.checkpointStreams(p.h.jobId, 98) }),
+        'BACKEND_CLOSED',
+      );
     });
   });
 }
-

@@ -64,7 +64,10 @@ export function expectThrowsDocumented(fn: () => unknown, code: ErrorCode): Stre
 }
 
 /** Awaits `work` (a promise, or a function returning one or throwing), which must fail with `code`. */
-export async function expectRejectsDocumented(work: Promise<unknown> | (() => unknown), code: ErrorCode): Promise<StreamStateError> {
+export async function expectRejectsDocumented(
+  work: Promise<unknown> | (() => unknown),
+  code: ErrorCode,
+): Promise<StreamStateError> {
   let caught: unknown;
   try {
     await (typeof work === 'function' ? work() : work);

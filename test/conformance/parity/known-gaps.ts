@@ -54,4 +54,3 @@ export interface ErrorClassGap {
 
 // Entries name their item, e.g. 'issue 13, Deliver 4: error classes match docs/ERRORS.md everywhere'.
 export const ERROR_CLASS_GAPS: readonly ErrorClassGap[] = [];
-

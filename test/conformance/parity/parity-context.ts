@@ -13,7 +13,13 @@ export interface ParityContext extends SuiteContext {
  * `it`, skipped when (backend, behaviour) is listed in known-gaps.ts. `behaviour` null: never
  * skipped. The title says which behaviour it belongs to, so a skip is easy to trace.
  */
-export function parityIt(p: ParityContext, behaviour: ParityBehaviour | null, title: string, fn: () => Promise<void>, timeoutMs?: number): void {
+export function parityIt(
+  p: ParityContext,
+  behaviour: ParityBehaviour | null,
+  title: string,
+  fn: () => Promise<void>,
+  timeoutMs?: number,
+): void {
   const skip = behaviour !== null && isKnownGap(p.backendName, behaviour);
   it.skipIf(skip)(behaviour === null ? title : `${title} [${behaviour}]`, fn, timeoutMs);
 }

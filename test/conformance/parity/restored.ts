@@ -10,7 +10,12 @@ import { parityIt, type ParityContext } from './parity-context.js';
  * and in every kind of snapshot (contract.ts: they are carried and counted).
  */
 
-const sum = { createAccumulator: () => 0, add: (v: number, a: number) => a + v, getResult: (a: number) => a, merge: (a: number, b: number) => a + b };
+const sum = {
+  createAccumulator: () => 0,
+  add: (v: number, a: number) => a + v,
+  getResult: (a: number) => a,
+  merge: (a: number, b: number) => a + b,
+};
 const D = {
   v: valueState<string>('v', { serializer: stringSerializer }),
   l: listState<number>('l', { serializer: int32Serializer }),
@@ -24,7 +29,8 @@ function writeAll(b: KeyedStateBackend<string>): void {
   for (let i = 0; i < 10; i++) {
     b.setCurrentKey(`k${i}`);
     const ns = i < 5 ? '' : 'w';
-    for (const s of [b.getState(D.v), b.getState(D.l), b.getState(D.m), b.getState(D.r), b.getState(D.a)]) s.setCurrentNamespace(ns);
+    for (const s of [b.getState(D.v), b.getState(D.l), b.getState(D.m), b.getState(D.r), b.getState(D.a)])
+      s.setCurrentNamespace(ns);
     b.getState(D.v).update(`v${i}`);
     b.getState(D.l).add(i);
     b.getState(D.m).put('x', i);
@@ -63,59 +69,83 @@ export function restoredStateTests(p: ParityContext): void {
       expect(await r.numEntries()).toBe(live);
     });
 
-    parityIt(p, 'restored.get-keys', 'applyToAllKeys visits their keys with the state registered on the way', async () => {
-      const r = await restored();
-      const seen: string[] = [];
-      await r.applyToAllKeys('w', D.v, (key, state) => {
-        seen.push(`${key}=${state.value()}`);
-      });
-      expect(seen.sort()).toEqual(['k5=v5', 'k6=v6', 'k7=v7', 'k8=v8', 'k9=v9']);
-    });
+    parityIt(
+      p,
+      'restored.get-keys',
+      'applyToAllKeys visits their keys with the state registered on the way',
+      async () => {
+        const r = await restored();
+        const seen: string[] = [];
+        await r.applyToAllKeys('w', D.v, (key, state) => {
+          seen.push(`${key}=${state.value()}`);
+        });
+        expect(seen.sort()).toEqual(['k5=v5', 'k6=v6', 'k7=v7', 'k8=v8', 'k9=v9']);
+      },
+    );
 
-    parityIt(p, 'restored.canonical-savepoint', 'a canonical savepoint taken right after restore is canonical and holds them', async () => {
-      const r = await restored();
-      const pointer = await p.h.checkpoint([r], { type: 'savepoint', format: 'canonical' });
-      const { operator } = await p.h.resolve(pointer);
-      const handles = operator.subtasks.flatMap((s) => s.keyed);
-      expect(handles.length).toBeGreaterThan(0);
-      for (const h of handles) expect({ type: h.type, layout: (h as { layout?: string }).layout }).toEqual({ type: 'key-groups', layout: 'canonical-v1' });
-      const [again] = await p.h.restoreKeyed(pointer, { keySerializer: stringSerializer });
-      expect(await again.numEntries()).toBe(60);
-      again.setCurrentKey('k7');
-      const l = again.getState(D.l);
-      l.setCurrentNamespace('w');
-      expect(l.get()).toEqual([7]);
-    });
+    parityIt(
+      p,
+      'restored.canonical-savepoint',
+      'a canonical savepoint taken right after restore is canonical and holds them',
+      async () => {
+        const r = await restored();
+        const pointer = await p.h.checkpoint([r], { type: 'savepoint', format: 'canonical' });
+        const { operator } = await p.h.resolve(pointer);
+        const handles = operator.subtasks.flatMap((s) => s.keyed);
+        expect(handles.length).toBeGreaterThan(0);
+        for (const h of handles)
+          expect({ type: h.type, layout: (h as { layout?: string }).layout }).toEqual({
+            type: 'key-groups',
+            layout: 'canonical-v1',
+          });
+        const [again] = await p.h.restoreKeyed(pointer, { keySerializer: stringSerializer });
+        expect(await again.numEntries()).toBe(60);
+        again.setCurrentKey('k7');
+        const l = again.getState(D.l);
+        l.setCurrentNamespace('w');
+        expect(l.get()).toEqual([7]);
+      },
+    );
 
     for (const kind of [{ type: 'checkpoint' }, { type: 'savepoint', format: 'native' }] as const) {
-      parityIt(p, null, `a ${kind.type === 'checkpoint' ? 'checkpoint' : 'native savepoint'} taken right after restore holds them`, async () => {
-        const r = await restored();
-        const pointer = await p.h.checkpoint([r], kind);
-        await p.h.close(r);
-        const r2 = await p.h.restoreKeyedSubtask(pointer, 0, { keySerializer: stringSerializer });
-        r2.setCurrentKey('k2');
-        expect(r2.getState(D.v).value()).toBe('v2');
-        expect(r2.getState(D.m).get('y')).toBe(2);
-        r2.setCurrentKey('k8');
-        const a = r2.getState(D.a);
-        a.setCurrentNamespace('w');
-        expect(a.get()).toBe(8);
-      });
+      parityIt(
+        p,
+        null,
+        `a ${kind.type === 'checkpoint' ? 'checkpoint' : 'native savepoint'} taken right after restore holds them`,
+        async () => {
+          const r = await restored();
+          const pointer = await p.h.checkpoint([r], kind);
+          await p.h.close(r);
+          const r2 = await p.h.restoreKeyedSubtask(pointer, 0, { keySerializer: stringSerializer });
+          r2.setCurrentKey('k2');
+          expect(r2.getState(D.v).value()).toBe('v2');
+          expect(r2.getState(D.m).get('y')).toBe(2);
+          r2.setCurrentKey('k8');
+          const a = r2.getState(D.a);
+          a.setCurrentNamespace('w');
+          expect(a.get()).toBe(8);
+        },
+      );
     }
 
-    parityIt(p, 'restored.merge-namespaces', 'mergeNamespaces works on a state restored before its namespace was ever set', async () => {
-      const r = await restored();
-      r.setCurrentKey('k6');
-      const red = r.getState(D.r);
-      const l = r.getState(D.l);
-      red.mergeNamespaces('merged', ['w', '']);
-      l.mergeNamespaces('merged', ['w']);
-      red.setCurrentNamespace('merged');
-      l.setCurrentNamespace('merged');
-      expect(red.get()).toBe(6);
-      expect(l.get()).toEqual([6]);
-      red.setCurrentNamespace('w');
-      expect(red.get()).toBeNull();
-    });
+    parityIt(
+      p,
+      'restored.merge-namespaces',
+      'mergeNamespaces works on a state restored before its namespace was ever set',
+      async () => {
+        const r = await restored();
+        r.setCurrentKey('k6');
+        const red = r.getState(D.r);
+        const l = r.getState(D.l);
+        red.mergeNamespaces('merged', ['w', '']);
+        l.mergeNamespaces('merged', ['w']);
+        red.setCurrentNamespace('merged');
+        l.setCurrentNamespace('merged');
+        expect(red.get()).toBe(6);
+        expect(l.get()).toEqual([6]);
+        red.setCurrentNamespace('w');
+        expect(red.get()).toBeNull();
+      },
+    );
   });
 }

@@ -11,7 +11,14 @@ import {
   type StateDescriptor,
   type TtlConfig,
 } from '../../../src/state/descriptors.js';
-import type { AggregatingState, KeyedState, ListState, MapState, ReducingState, ValueState } from '../../../src/state/types.js';
+import type {
+  AggregatingState,
+  KeyedState,
+  ListState,
+  MapState,
+  ReducingState,
+  ValueState,
+} from '../../../src/state/types.js';
 import { collect } from '../../support/backend-harness.js';
 import type { ParityBehaviour } from './known-gaps.js';
 import { keyedWithClock, ManualClock, parityIt, type ParityContext } from './parity-context.js';
@@ -56,14 +63,24 @@ interface ReadPath {
   readonly iteration?: boolean;
 }
 
-const sum = { createAccumulator: () => 0, add: (v: number, acc: number) => acc + v, getResult: (acc: number) => acc, merge: (a: number, b: number) => a + b };
+const sum = {
+  createAccumulator: () => 0,
+  add: (v: number, acc: number) => acc + v,
+  getResult: (acc: number) => acc,
+  merge: (a: number, b: number) => a + b,
+};
 
 const asValue = (s: KeyedState<unknown>) => s as ValueState<string, string>;
 const asList = (s: KeyedState<unknown>) => s as ListState<string, string>;
 const asReducing = (s: KeyedState<unknown>) => s as ReducingState<number, string>;
 const asAggregating = (s: KeyedState<unknown>) => s as AggregatingState<number, number, string>;
 const asMap = (s: KeyedState<unknown>) => s as MapState<string, string, string>;
-const mapDescriptor = (ttl: TtlConfig) => mapState<string, string>('s', { ttl, keySerializer: stringSerializer, valueSerializer: stringSerializer }) as StateDescriptor<unknown>;
+const mapDescriptor = (ttl: TtlConfig) =>
+  mapState<string, string>('s', {
+    ttl,
+    keySerializer: stringSerializer,
+    valueSerializer: stringSerializer,
+  }) as StateDescriptor<unknown>;
 
 export const READ_PATHS: readonly ReadPath[] = [
   {
@@ -98,8 +115,22 @@ export const READ_PATHS: readonly ReadPath[] = [
     present: 5,
     absent: null,
   },
-  { name: 'map get()', descriptor: mapDescriptor, write: (s) => asMap(s).put('k', 'x'), read: async (s) => asMap(s).get('k'), present: 'x', absent: null },
-  { name: 'map contains()', descriptor: mapDescriptor, write: (s) => asMap(s).put('k', 'x'), read: async (s) => asMap(s).contains('k'), present: true, absent: false },
+  {
+    name: 'map get()',
+    descriptor: mapDescriptor,
+    write: (s) => asMap(s).put('k', 'x'),
+    read: async (s) => asMap(s).get('k'),
+    present: 'x',
+    absent: null,
+  },
+  {
+    name: 'map contains()',
+    descriptor: mapDescriptor,
+    write: (s) => asMap(s).put('k', 'x'),
+    read: async (s) => asMap(s).contains('k'),
+    present: true,
+    absent: false,
+  },
   {
     name: 'map entries()',
     descriptor: mapDescriptor,
@@ -109,8 +140,24 @@ export const READ_PATHS: readonly ReadPath[] = [
     absent: [],
     iteration: true,
   },
-  { name: 'map keys()', descriptor: mapDescriptor, write: (s) => asMap(s).put('k', 'x'), read: (s) => collect(asMap(s).keys()), present: ['k'], absent: [], iteration: true },
-  { name: 'map values()', descriptor: mapDescriptor, write: (s) => asMap(s).put('k', 'x'), read: (s) => collect(asMap(s).values()), present: ['x'], absent: [], iteration: true },
+  {
+    name: 'map keys()',
+    descriptor: mapDescriptor,
+    write: (s) => asMap(s).put('k', 'x'),
+    read: (s) => collect(asMap(s).keys()),
+    present: ['k'],
+    absent: [],
+    iteration: true,
+  },
+  {
+    name: 'map values()',
+    descriptor: mapDescriptor,
+    write: (s) => asMap(s).put('k', 'x'),
+    read: (s) => collect(asMap(s).values()),
+    present: ['x'],
+    absent: [],
+    iteration: true,
+  },
 ];
 
 export function ttlParityTests(p: ParityContext): void {
@@ -154,33 +201,45 @@ export function ttlParityTests(p: ParityContext): void {
           expect(await path.read(s)).toEqual(path.absent);
         });
 
-        parityIt(p, path.iteration ? 'ttl.return-expired.map-iteration' : null, 'returnExpiredIfNotCleanedUp: the first read returns the expired value and cleans it up', async () => {
-          const { clock, s } = await open(path, { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp' });
-          path.write(s);
-          clock.advance(TTL_MS + 50);
-          expect(await path.read(s)).toEqual(path.present);
-          expect(await path.read(s)).toEqual(path.absent);
-        });
+        parityIt(
+          p,
+          path.iteration ? 'ttl.return-expired.map-iteration' : null,
+          'returnExpiredIfNotCleanedUp: the first read returns the expired value and cleans it up',
+          async () => {
+            const { clock, s } = await open(path, { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp' });
+            path.write(s);
+            clock.advance(TTL_MS + 50);
+            expect(await path.read(s)).toEqual(path.present);
+            expect(await path.read(s)).toEqual(path.absent);
+          },
+        );
 
         const restoreGap: ParityBehaviour | null = path.iteration ? 'ttl.refresh-survives-restore.iteration' : null;
-        parityIt(p, restoreGap, 'onReadAndWrite: a refresh made by this read survives snapshot and restore', async () => {
-          const { clock, b, d, s } = await open(path, { ttlMs: TTL_MS, update: 'onReadAndWrite' });
-          path.write(s);
-          clock.advance(60);
-          expect(await path.read(s)).toEqual(path.present);
-          const r = await p.h.snapshotAndRestore(b, { clock: clock.read });
-          const rs = r.getState(d) as KeyedState<unknown>;
-          r.setCurrentKey('key');
-          clock.advance(60); // expired unless the read's refresh was kept
-          expect(await path.read(rs)).toEqual(path.present);
-        });
+        parityIt(
+          p,
+          restoreGap,
+          'onReadAndWrite: a refresh made by this read survives snapshot and restore',
+          async () => {
+            const { clock, b, d, s } = await open(path, { ttlMs: TTL_MS, update: 'onReadAndWrite' });
+            path.write(s);
+            clock.advance(60);
+            expect(await path.read(s)).toEqual(path.present);
+            const r = await p.h.snapshotAndRestore(b, { clock: clock.read });
+            const rs = r.getState(d) as KeyedState<unknown>;
+            r.setCurrentKey('key');
+            clock.advance(60); // expired unless the read's refresh was kept
+            expect(await path.read(rs)).toEqual(path.present);
+          },
+        );
       });
     }
 
     parityIt(p, null, 'update(null) clears a TTL value, also under returnExpiredIfNotCleanedUp', async () => {
       const clock = new ManualClock();
       const b = await keyedWithClock(p, clock);
-      const s = b.getState(valueState<string>('v', { ttl: { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp' } }));
+      const s = b.getState(
+        valueState<string>('v', { ttl: { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp' } }),
+      );
       b.setCurrentKey('k');
       s.update('x');
       s.update(null);
@@ -230,7 +289,9 @@ export function ttlParityTests(p: ParityContext): void {
     parityIt(p, null, 'the descriptor default value is ignored with TTL', async () => {
       const clock = new ManualClock();
       const b = await keyedWithClock(p, clock);
-      const s = b.getState(valueState<string>('v', { ttl: { ttlMs: TTL_MS }, defaultValue: 'dflt', serializer: stringSerializer }));
+      const s = b.getState(
+        valueState<string>('v', { ttl: { ttlMs: TTL_MS }, defaultValue: 'dflt', serializer: stringSerializer }),
+      );
       b.setCurrentKey('k');
       expect(s.value()).toBeNull();
       s.update('x');
@@ -304,7 +365,9 @@ export function ttlParityTests(p: ParityContext): void {
           const ttl: TtlConfig = { ttlMs: TTL_MS, visibility: 'returnExpiredIfNotCleanedUp', cleanupInFullSnapshot };
           const v = b.getState(valueState<string>('v', { ttl, serializer: stringSerializer }));
           const l = b.getState(listState<string>('l', { ttl, serializer: stringSerializer }));
-          const m = b.getState(mapState<string, string>('m', { ttl, keySerializer: stringSerializer, valueSerializer: stringSerializer }));
+          const m = b.getState(
+            mapState<string, string>('m', { ttl, keySerializer: stringSerializer, valueSerializer: stringSerializer }),
+          );
           b.setCurrentKey('k');
           v.update('old');
           l.add('old');
@@ -314,57 +377,77 @@ export function ttlParityTests(p: ParityContext): void {
           const r = await p.h.restoreKeyedSubtask(pointer, 0, { keySerializer: stringSerializer, clock: clock.read });
           const rv = r.getState(valueState<string>('v', { ttl, serializer: stringSerializer }));
           const rl = r.getState(listState<string>('l', { ttl, serializer: stringSerializer }));
-          const rm = r.getState(mapState<string, string>('m', { ttl, keySerializer: stringSerializer, valueSerializer: stringSerializer }));
+          const rm = r.getState(
+            mapState<string, string>('m', { ttl, keySerializer: stringSerializer, valueSerializer: stringSerializer }),
+          );
           r.setCurrentKey('k');
           // returnExpiredIfNotCleanedUp shows whether the expired values were carried.
           const kept = cleanupInFullSnapshot ? null : 'old';
-          expect([rv.value(), rl.get(), rm.get('old')]).toEqual([kept, kept === null ? null : ['old'], kept === null ? null : 'x']);
+          expect([rv.value(), rl.get(), rm.get('old')]).toEqual([
+            kept,
+            kept === null ? null : ['old'],
+            kept === null ? null : 'x',
+          ]);
         },
       );
     }
 
-    parityIt(p, null, 'timestamps survive a rescale: restored at parallelism 2, entries expire when they would have', async () => {
-      const clock = new ManualClock();
-      const b = await keyedWithClock(p, clock);
-      const d = valueState<number>('v', { ttl: { ttlMs: TTL_MS } });
-      const s = b.getState(d);
-      for (let k = 0; k < 20; k++) {
-        b.setCurrentKey(`k${k}`);
-        s.update(k);
-      }
-      clock.advance(60);
-      const pointer = await p.h.checkpoint([b]);
-      const targets = await p.h.restoreKeyed(pointer, { keySerializer: stringSerializer, parallelism: 2, clock: clock.read });
-      const read = (): (number | null)[] => {
-        const out: (number | null)[] = [];
+    parityIt(
+      p,
+      null,
+      'timestamps survive a rescale: restored at parallelism 2, entries expire when they would have',
+      async () => {
+        const clock = new ManualClock();
+        const b = await keyedWithClock(p, clock);
+        const d = valueState<number>('v', { ttl: { ttlMs: TTL_MS } });
+        const s = b.getState(d);
         for (let k = 0; k < 20; k++) {
-          const kg = keyGroupForKey(`k${k}`, stringSerializer, 128);
-          const t = targets.find((x) => x.keyGroupRange.contains(kg))!;
-          t.setCurrentKey(`k${k}`);
-          out.push(t.getState(d).value());
+          b.setCurrentKey(`k${k}`);
+          s.update(k);
         }
-        return out;
-      };
-      expect(read()).toEqual(Array.from({ length: 20 }, (_, k) => k));
-      clock.advance(40);
-      expect(read()).toEqual(Array.from({ length: 20 }, () => null));
-    });
+        clock.advance(60);
+        const pointer = await p.h.checkpoint([b]);
+        const targets = await p.h.restoreKeyed(pointer, {
+          keySerializer: stringSerializer,
+          parallelism: 2,
+          clock: clock.read,
+        });
+        const read = (): (number | null)[] => {
+          const out: (number | null)[] = [];
+          for (let k = 0; k < 20; k++) {
+            const kg = keyGroupForKey(`k${k}`, stringSerializer, 128);
+            const t = targets.find((x) => x.keyGroupRange.contains(kg))!;
+            t.setCurrentKey(`k${k}`);
+            out.push(t.getState(d).value());
+          }
+          return out;
+        };
+        expect(read()).toEqual(Array.from({ length: 20 }, (_, k) => k));
+        clock.advance(40);
+        expect(read()).toEqual(Array.from({ length: 20 }, () => null));
+      },
+    );
 
-    parityIt(p, null, 'a TTL state restored with a migrating serializer and a new duration reads its values with their timestamps', async () => {
-      const clock = new ManualClock();
-      const b = await keyedWithClock(p, clock);
-      b.setCurrentKey('k');
-      b.getState(valueState<number>('v', { ttl: { ttlMs: TTL_MS }, serializer: decimalV1 })).update(41);
-      b.getState(listState<number>('l', { ttl: { ttlMs: TTL_MS }, serializer: decimalV1 })).addAll([1, 2, 3]);
-      clock.advance(60);
-      const r = await p.h.snapshotAndRestore(b, { clock: clock.read });
-      const v = r.getState(valueState<number>('v', { ttl: { ttlMs: 2 * TTL_MS }, serializer: binaryV2 }));
-      const l = r.getState(listState<number>('l', { ttl: { ttlMs: 2 * TTL_MS }, serializer: binaryV2 }));
-      r.setCurrentKey('k');
-      expect([v.value(), l.get()]).toEqual([41, [1, 2, 3]]);
-      clock.advance(2 * TTL_MS - 60); // 2 × TTL after the write
-      expect([v.value(), l.get()]).toEqual([null, null]);
-    });
+    parityIt(
+      p,
+      null,
+      'a TTL state restored with a migrating serializer and a new duration reads its values with their timestamps',
+      async () => {
+        const clock = new ManualClock();
+        const b = await keyedWithClock(p, clock);
+        b.setCurrentKey('k');
+        b.getState(valueState<number>('v', { ttl: { ttlMs: TTL_MS }, serializer: decimalV1 })).update(41);
+        b.getState(listState<number>('l', { ttl: { ttlMs: TTL_MS }, serializer: decimalV1 })).addAll([1, 2, 3]);
+        clock.advance(60);
+        const r = await p.h.snapshotAndRestore(b, { clock: clock.read });
+        const v = r.getState(valueState<number>('v', { ttl: { ttlMs: 2 * TTL_MS }, serializer: binaryV2 }));
+        const l = r.getState(listState<number>('l', { ttl: { ttlMs: 2 * TTL_MS }, serializer: binaryV2 }));
+        r.setCurrentKey('k');
+        expect([v.value(), l.get()]).toEqual([41, [1, 2, 3]]);
+        clock.advance(2 * TTL_MS - 60); // 2 × TTL after the write
+        expect([v.value(), l.get()]).toEqual([null, null]);
+      },
+    );
 
     parityIt(p, null, 'a longer TTL may be registered on restore; the stored timestamps are kept', async () => {
       const clock = new ManualClock();

@@ -62,13 +62,17 @@ export interface MockCluster {
 
 /** Starts a mock cluster of `brokers` brokers (three or more: one-broker clusters were seen to hang). */
 export async function startMockCluster(brokers = 3): Promise<MockCluster> {
-  const child: ChildProcessWithoutNullStreams = spawn(mockClusterBinary(), [String(brokers)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child: ChildProcessWithoutNullStreams = spawn(mockClusterBinary(), [String(brokers)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const lines: Interface = createInterface({ input: child.stdout });
   const it = lines[Symbol.asyncIterator]();
   const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code, signal) => reject(new Error(`mock cluster exited (${code ?? signal}): ${stderr.trim()}`))),
+    child.once('exit', (code, signal) =>
+      reject(new Error(`mock cluster exited (${code ?? signal}): ${stderr.trim()}`)),
+    ),
   );
   exited.catch(() => undefined);
   const nextLine = async (): Promise<string> => {

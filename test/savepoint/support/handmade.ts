@@ -13,7 +13,11 @@ import { LocalBlobStore } from '../../../src/storage/local-blob-store.js';
 export async function writeHandmadeSavepoint(
   root: string,
   name: string,
-  spec: { states: KeyedStateMetaInfo[]; values: Array<{ stateId: number; key: Buffer; namespace?: Buffer; value: Buffer }>; maxParallelism?: number },
+  spec: {
+    states: KeyedStateMetaInfo[];
+    values: Array<{ stateId: number; key: Buffer; namespace?: Buffer; value: Buffer }>;
+    maxParallelism?: number;
+  },
 ): Promise<string> {
   const maxParallelism = spec.maxParallelism ?? 16;
   const store = new LocalBlobStore(root);
@@ -21,7 +25,13 @@ export async function writeHandmadeSavepoint(
   const range = { start: 0, end: maxParallelism - 1 };
   const writer = new KeyGroupsStreamWriter(
     streams.createOutputStream('exclusive'),
-    { layout: CANONICAL_LAYOUT, keySerializer: { id: 'streamstate.string', version: 1 }, maxParallelism, keyGroupRange: range, states: spec.states },
+    {
+      layout: CANONICAL_LAYOUT,
+      keySerializer: { id: 'streamstate.string', version: 1 },
+      maxParallelism,
+      keyGroupRange: range,
+      states: spec.states,
+    },
     { canonical: true },
   );
   const byKg = new Map<number, typeof spec.values>();
@@ -34,7 +44,8 @@ export async function writeHandmadeSavepoint(
     writer.beginKeyGroup(kg);
     const vs = byKg.get(kg)!;
     for (const id of [...new Set(vs.map((v) => v.stateId))].sort((a, b) => a - b)) {
-      for (const v of vs.filter((x) => x.stateId === id)) section.valueEntry(v.key, v.namespace ?? Buffer.alloc(0), v.value);
+      for (const v of vs.filter((x) => x.stateId === id))
+        section.valueEntry(v.key, v.namespace ?? Buffer.alloc(0), v.value);
       writer.addSection(id, section);
     }
     await writer.endKeyGroup();
@@ -47,7 +58,14 @@ export async function writeHandmadeSavepoint(
     format: 'canonical',
     backend: 'memory',
     timestamp: 0,
-    operators: [{ operatorId: 'op-1', parallelism: 1, maxParallelism, subtasks: [{ subtaskIndex: 0, keyed: handle ? [handle] : [], operator: [] }] }],
+    operators: [
+      {
+        operatorId: 'op-1',
+        parallelism: 1,
+        maxParallelism,
+        subtasks: [{ subtaskIndex: 0, keyed: handle ? [handle] : [], operator: [] }],
+      },
+    ],
   });
   return join(root, name);
 }

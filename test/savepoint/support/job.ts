@@ -42,7 +42,13 @@ function keyOf(i: number): string {
   return `key-${i}`;
 }
 
-async function fill(keyed: KeyedStateBackend<string>, operator: OperatorStateBackend, subtask: number, parallelism: number, data: JobData): Promise<void> {
+async function fill(
+  keyed: KeyedStateBackend<string>,
+  operator: OperatorStateBackend,
+  subtask: number,
+  parallelism: number,
+  data: JobData,
+): Promise<void> {
   const count = keyed.getState(descriptors.count);
   const profile = keyed.getState(descriptors.profile);
   const events = keyed.getState(descriptors.events);
@@ -78,7 +84,15 @@ async function fill(keyed: KeyedStateBackend<string>, operator: OperatorStateBac
 /** Fills a job at `parallelism` with `backend` and takes a savepoint; resolves with its absolute directory. */
 export async function writeJob(
   backend: StateBackend,
-  opts: { root: string; parallelism: number; format: 'canonical' | 'native'; data?: JobData; jobId?: string; inlineThreshold?: number; clock?: () => number },
+  opts: {
+    root: string;
+    parallelism: number;
+    format: 'canonical' | 'native';
+    data?: JobData;
+    jobId?: string;
+    inlineThreshold?: number;
+    clock?: () => number;
+  },
 ): Promise<string> {
   const data = opts.data ?? { keys: 60 };
   const jobId = opts.jobId ?? 'job-a';
@@ -110,7 +124,10 @@ export async function writeJob(
       const options = pending.snapshotOptions(OPERATOR, i);
       const k = await subtasks[i].keyed.snapshot(pending.checkpointId, options);
       const o = await subtasks[i].operator.snapshot(pending.checkpointId, options);
-      await coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [await k.done], operator: [await o.done] });
+      await coordinator.acknowledge(pending.checkpointId, OPERATOR, i, {
+        keyed: [await k.done],
+        operator: [await o.done],
+      });
     }
     const info = await pending.completion;
     return join(opts.root, info.pointer);
@@ -133,7 +150,11 @@ async function collect<N>(keyed: KeyedStateBackend<string>, name: string): Promi
   return out;
 }
 
-async function readSubtask(keyed: KeyedStateBackend<string>, operator: OperatorStateBackend, into: JobContents): Promise<void> {
+async function readSubtask(
+  keyed: KeyedStateBackend<string>,
+  operator: OperatorStateBackend,
+  into: JobContents,
+): Promise<void> {
   const count = keyed.getState(descriptors.count);
   const profile = keyed.getState(descriptors.profile);
   const events = keyed.getState(descriptors.events);
@@ -176,7 +197,11 @@ async function readSubtask(keyed: KeyedStateBackend<string>, operator: OperatorS
 }
 
 /** Restores the savepoint at `dir` into `backend` at `parallelism` and returns its logical contents. */
-export async function readJob(backend: StateBackend, dir: string, opts: { parallelism: number; keySerializer?: Serializer<string> }): Promise<JobContents> {
+export async function readJob(
+  backend: StateBackend,
+  dir: string,
+  opts: { parallelism: number; keySerializer?: Serializer<string> },
+): Promise<JobContents> {
   const root = join(dir, '..');
   const storage = localCheckpointStorage(root);
   const jobId = 'reader';
@@ -226,7 +251,10 @@ export function expectedKeyedEntries(keys: number): number {
 }
 
 /** Takes `count` checkpoints of a filled job (state changes a little between them); resolves with the job's directory. */
-export async function writeCheckpoints(backend: StateBackend, opts: { root: string; jobId: string; count: number; numRetained?: number; parallelism?: number }): Promise<string> {
+export async function writeCheckpoints(
+  backend: StateBackend,
+  opts: { root: string; jobId: string; count: number; numRetained?: number; parallelism?: number },
+): Promise<string> {
   const parallelism = opts.parallelism ?? 2;
   const storage = localCheckpointStorage(opts.root, { inlineThreshold: 0 });
   const coordinator = new CheckpointCoordinator({
@@ -241,7 +269,12 @@ export async function writeCheckpoints(backend: StateBackend, opts: { root: stri
   try {
     for (let i = 0; i < parallelism; i++) {
       const info = { jobId: opts.jobId, operatorId: OPERATOR, subtaskIndex: i, parallelism };
-      const keyed = await backend.createKeyedStateBackend({ ...info, maxParallelism: MAX_PARALLELISM, keyGroupRange: keyGroupRangeForSubtask(MAX_PARALLELISM, parallelism, i), keySerializer: stringSerializer });
+      const keyed = await backend.createKeyedStateBackend({
+        ...info,
+        maxParallelism: MAX_PARALLELISM,
+        keyGroupRange: keyGroupRangeForSubtask(MAX_PARALLELISM, parallelism, i),
+        keySerializer: stringSerializer,
+      });
       const operator = await backend.createOperatorStateBackend(info);
       subtasks.push({ keyed, operator });
       await fill(keyed, operator, i, parallelism, { keys: 30 });
@@ -261,7 +294,10 @@ export async function writeCheckpoints(backend: StateBackend, opts: { root: stri
         const options = pending.snapshotOptions(OPERATOR, i);
         const k = await subtasks[i].keyed.snapshot(pending.checkpointId, options);
         const o = await subtasks[i].operator.snapshot(pending.checkpointId, options);
-        await coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [await k.done], operator: [await o.done] });
+        await coordinator.acknowledge(pending.checkpointId, OPERATOR, i, {
+          keyed: [await k.done],
+          operator: [await o.done],
+        });
       }
       await pending.completion;
       for (const s of subtasks) await s.keyed.notifyCheckpointComplete(pending.checkpointId);

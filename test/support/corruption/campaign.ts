@@ -3,7 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, StreamStateError } from '../../../src/errors.js';
 import { SeededRandom } from '../../../src/testing/rng.js';
-import { closeJob, newCoordinator, openJob, storageFor, type CorruptionFixture, type FormatName, type RunningJob } from './fixtures.js';
+import {
+  closeJob,
+  newCoordinator,
+  openJob,
+  storageFor,
+  type CorruptionFixture,
+  type FormatName,
+  type RunningJob,
+} from './fixtures.js';
 import { describeDifference, dumpState } from './job.js';
 import { applyMutation, MUTATIONS, pickMutation, type MutationKind } from './mutations.js';
 
@@ -66,14 +74,22 @@ function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
-async function restoreAndDump(fixture: CorruptionFixture, storeRoot: string, workDir: string, mode: RestoreMode, jobId: string, parallelism: number): Promise<string> {
+async function restoreAndDump(
+  fixture: CorruptionFixture,
+  storeRoot: string,
+  workDir: string,
+  mode: RestoreMode,
+  jobId: string,
+  parallelism: number,
+): Promise<string> {
   const backend = fixture.makeBackend(storeRoot, workDir);
   const storage = storageFor(fixture.family, storeRoot);
   const coordinator = newCoordinator(storage, backend, jobId, parallelism);
   const job: RunningJob = { keyed: [], operator: [] };
   try {
     const plan = await coordinator.restore(mode === 'latest' ? undefined : fixture.pointer);
-    if (plan === null) throw new Error(`restore (${mode}) found nothing to restore: the job would start without its state`);
+    if (plan === null)
+      throw new Error(`restore (${mode}) found nothing to restore: the job would start without its state`);
     await openJob(backend, jobId, parallelism, plan, job);
     return await dumpState(job.keyed, job.operator, true);
   } finally {
@@ -83,7 +99,12 @@ async function restoreAndDump(fixture: CorruptionFixture, storeRoot: string, wor
 }
 
 /** Restores an undamaged copy of the fixture (the control: it must equal the expected state). */
-export async function restorePristine(fixture: CorruptionFixture, mode: RestoreMode, parallelism: number, tmpRoot = tmpdir()): Promise<string> {
+export async function restorePristine(
+  fixture: CorruptionFixture,
+  mode: RestoreMode,
+  parallelism: number,
+  tmpRoot = tmpdir(),
+): Promise<string> {
   const dir = await mkdtemp(join(tmpRoot, 'streamstate-corruption-pristine-'));
   try {
     await cp(fixture.root, join(dir, 'store'), { recursive: true });
@@ -101,7 +122,9 @@ export async function runCase(fixture: CorruptionFixture, seed: number, opts: Ca
   const kind = pickMutation(rng, opts.only);
   const parallelism = 1 + rng.int(3);
   // A savepoint is never "the latest checkpoint": canonical cases restore it by pointer.
-  const modes: RestoreMode[] = fixture.pointer.includes('/chk-') ? ['latest', 'claim', 'no-claim'] : ['claim', 'no-claim'];
+  const modes: RestoreMode[] = fixture.pointer.includes('/chk-')
+    ? ['latest', 'claim', 'no-claim']
+    : ['claim', 'no-claim'];
   const mode = modes[rng.int(modes.length)];
   const dir = await mkdtemp(join(opts.tmpRoot ?? tmpdir(), `streamstate-corruption-case-`));
   const storeRoot = join(dir, 'store');
@@ -118,10 +141,19 @@ export async function runCase(fixture: CorruptionFixture, seed: number, opts: Ca
     // Without its _metadata a checkpoint never completed: the latest one is then the previous checkpoint.
     const expected = mode === 'latest' && applied.metadataGone ? fixture.previous : fixture.expected;
     const jobId = mode === 'no-claim' ? `job-restored-${seed.toString(16)}` : fixture.jobId;
-    const dump = await withTimeout(restoreAndDump(fixture, storeRoot, workDir, mode, jobId, parallelism), opts.timeoutMs ?? 20_000);
+    const dump = await withTimeout(
+      restoreAndDump(fixture, storeRoot, workDir, mode, jobId, parallelism),
+      opts.timeoutMs ?? 20_000,
+    );
     const ms = performance.now() - started;
     if (dump === expected) return { ...base, description, verdict: 'correct', ms };
-    return { ...base, description, verdict: 'failure', failure: `silently wrong state: ${describeDifference(expected, dump)}`, ms };
+    return {
+      ...base,
+      description,
+      verdict: 'failure',
+      failure: `silently wrong state: ${describeDifference(expected, dump)}`,
+      ms,
+    };
   } catch (err) {
     const ms = performance.now() - started;
     if (err instanceof Timeout) {
@@ -132,7 +164,14 @@ export async function runCase(fixture: CorruptionFixture, seed: number, opts: Ca
       return { ...base, description, verdict: 'typed', code: err.code, errorClass: err.name, ms };
     }
     const e = err as Error;
-    return { ...base, description, verdict: 'failure', failure: `untyped error ${e?.name}: ${e?.message}`.slice(0, 600), errorClass: e?.name, ms };
+    return {
+      ...base,
+      description,
+      verdict: 'failure',
+      failure: `untyped error ${e?.name}: ${e?.message}`.slice(0, 600),
+      errorClass: e?.name,
+      ms,
+    };
   } finally {
     // A hung restore may still hold files open; leave its directory rather than race it.
     if (!hung) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -186,7 +225,8 @@ export function record(summary: FormatSummary, o: CaseOutcome, keepFailures = 50
 
 /** How to replay one case. */
 export function describeCase(o: CaseOutcome): string {
-  const outcome = o.verdict === 'typed' ? `${o.errorClass} ${o.code}` : o.verdict === 'correct' ? 'correct restore' : o.failure;
+  const outcome =
+    o.verdict === 'typed' ? `${o.errorClass} ${o.code}` : o.verdict === 'correct' ? 'correct restore' : o.failure;
   return (
     `[${o.format}] seed=0x${o.seed.toString(16)} ${o.description}; restore at parallelism ${o.parallelism} ` +
     `(${o.mode}) -> ${outcome}. ` +

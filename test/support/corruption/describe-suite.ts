@@ -11,7 +11,8 @@ function replayRequest(): { format: FormatName; mutation: MutationKind; seed: nu
   const spec = process.env.CORRUPTION_REPLAY;
   if (spec === undefined || spec === '') return null;
   const [format, mutation, seed] = spec.split(':');
-  if (!MUTATIONS.includes(mutation as MutationKind) || seed === undefined) throw new Error(`CORRUPTION_REPLAY=${spec}: expected <format>:<mutation>:<seed>`);
+  if (!MUTATIONS.includes(mutation as MutationKind) || seed === undefined)
+    throw new Error(`CORRUPTION_REPLAY=${spec}: expected <format>:<mutation>:<seed>`);
   return { format: format as FormatName, mutation: mutation as MutationKind, seed: Number(seed) };
 }
 
@@ -34,11 +35,14 @@ export function describeCorruptionSuite(formats: Readonly<Partial<Record<FormatN
     });
 
     if (replay !== null) {
-      it.runIf(names.includes(replay.format))(`replays ${replay.format} ${replay.mutation} seed ${replay.seed}`, async () => {
-        const o = await runCase(fixtureFor(replay.format, fam!), replay.seed, { only: replay.mutation });
-        console.log(describeCase(o));
-        expect(o.verdict, describeCase(o)).not.toBe('failure');
-      });
+      it.runIf(names.includes(replay.format))(
+        `replays ${replay.format} ${replay.mutation} seed ${replay.seed}`,
+        async () => {
+          const o = await runCase(fixtureFor(replay.format, fam!), replay.seed, { only: replay.mutation });
+          console.log(describeCase(o));
+          expect(o.verdict, describeCase(o)).not.toBe('failure');
+        },
+      );
       return;
     }
 
@@ -46,7 +50,9 @@ export function describeCorruptionSuite(formats: Readonly<Partial<Record<FormatN
       const count = formats[format]!;
       it(`${format}: the undamaged snapshot restores to the expected state (every restore mode, parallelism 1-3)`, async () => {
         const fixture = fixtureFor(format, fam!);
-        const modes: RestoreMode[] = fixture.pointer.includes('/chk-') ? ['latest', 'claim', 'no-claim'] : ['claim', 'no-claim'];
+        const modes: RestoreMode[] = fixture.pointer.includes('/chk-')
+          ? ['latest', 'claim', 'no-claim']
+          : ['claim', 'no-claim'];
         for (const [i, mode] of modes.entries()) {
           expect(await restorePristine(fixture, mode, 1 + (i % 3)), `${format} ${mode}`).toBe(fixture.expected);
         }
@@ -69,4 +75,3 @@ export function describeCorruptionSuite(formats: Readonly<Partial<Record<FormatN
     }
   });
 }
-

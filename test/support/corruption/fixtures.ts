@@ -93,7 +93,11 @@ function makeFamilyBackend(family: Family, storeRoot: string, workDir: string): 
   if (family === 'heap') return filesystem({ checkpointDir: storeRoot, inlineThreshold: 0 });
   if (family === 'inline') return filesystem({ checkpointDir: storeRoot });
   // Never materialize on a timer: checkpoint 2 is the empty base plus the segments of both rounds.
-  if (family === 'changelog') return changelog({ backend: filesystem({ checkpointDir: storeRoot, inlineThreshold: 0 }), materializationIntervalMs: Infinity });
+  if (family === 'changelog')
+    return changelog({
+      backend: filesystem({ checkpointDir: storeRoot, inlineThreshold: 0 }),
+      materializationIntervalMs: Infinity,
+    });
   // A small memtable and write buffer so the checkpoints hold table files, not only the log.
   return leveldb({ workingDir: workDir, incremental: true, memtableBytes: 4 * 1024, writeBufferBytes: 2 * 1024 });
 }
@@ -101,16 +105,22 @@ function makeFamilyBackend(family: Family, storeRoot: string, workDir: string): 
 /** Every file a handle references, with its category. */
 function categorize(handle: KeyedStateHandle | OperatorStateHandle, pointer: string, out: SnapshotFile[]): void {
   const add = (f: FileStreamHandle | { type: string } | undefined, category: FileCategory): void => {
-    if (f !== undefined && f.type === 'file') out.push({ name: resolveHandlePath(pointer, (f as FileStreamHandle).path), category });
+    if (f !== undefined && f.type === 'file')
+      out.push({ name: resolveHandlePath(pointer, (f as FileStreamHandle).path), category });
   };
   const h = handle as unknown as Record<string, unknown>;
   if (h.type === 'operator') add(h.stream as FileStreamHandle, 'operator');
-  else if (h.type === 'key-groups') add(h.stream as FileStreamHandle, h.layout === 'canonical-v1' ? 'canonical' : 'key-groups');
+  else if (h.type === 'key-groups')
+    add(h.stream as FileStreamHandle, h.layout === 'canonical-v1' ? 'canonical' : 'key-groups');
   else if (h.type === 'changelog') {
     for (const m of h.materialized as KeyedStateHandle[]) categorize(m, pointer, out);
-    for (const log of h.logs as { segments: { file: FileStreamHandle }[] }[]) for (const s of log.segments) add(s.file, 'changelog-segment');
+    for (const log of h.logs as { segments: { file: FileStreamHandle }[] }[])
+      for (const s of log.segments) add(s.file, 'changelog-segment');
   } else if (h.type === 'leveldb-incremental') {
-    const files = [...(h.sharedFiles as { localName: string; handle: FileStreamHandle }[]), ...(h.privateFiles as { localName: string; handle: FileStreamHandle }[])];
+    const files = [
+      ...(h.sharedFiles as { localName: string; handle: FileStreamHandle }[]),
+      ...(h.privateFiles as { localName: string; handle: FileStreamHandle }[]),
+    ];
     for (const f of files) {
       const category: FileCategory = /\.(ldb|sst)$/.test(f.localName)
         ? 'leveldb-table'
@@ -179,7 +189,12 @@ export async function closeJob(job: RunningJob): Promise<void> {
   await Promise.allSettled([...job.keyed, ...job.operator].map((b) => b.close()));
 }
 
-export function newCoordinator(storage: CheckpointStorage, backend: StateBackend, jobId: string, parallelism: number): CheckpointCoordinator {
+export function newCoordinator(
+  storage: CheckpointStorage,
+  backend: StateBackend,
+  jobId: string,
+  parallelism: number,
+): CheckpointCoordinator {
   return new CheckpointCoordinator({
     jobId,
     storage,
@@ -195,7 +210,11 @@ async function snapshotJob(coordinator: CheckpointCoordinator, job: RunningJob, 
   const tasks = [];
   for (let i = 0; i < job.keyed.length; i++) {
     const options = pending.snapshotOptions(OPERATOR_ID, i);
-    tasks.push({ i, keyed: await job.keyed[i].snapshot(pending.checkpointId, options), operator: await job.operator[i].snapshot(pending.checkpointId, options) });
+    tasks.push({
+      i,
+      keyed: await job.keyed[i].snapshot(pending.checkpointId, options),
+      operator: await job.operator[i].snapshot(pending.checkpointId, options),
+    });
   }
   for (const t of tasks) {
     const keyed = await t.keyed.done;
@@ -217,7 +236,15 @@ interface JobRun {
   readonly previous: string;
 }
 
-async function runJob(family: Family, root: string, workDir: string, jobId: string, seed: number, parallelism: number, savepoint: boolean): Promise<JobRun> {
+async function runJob(
+  family: Family,
+  root: string,
+  workDir: string,
+  jobId: string,
+  seed: number,
+  parallelism: number,
+  savepoint: boolean,
+): Promise<JobRun> {
   const backend = makeFamilyBackend(family, root, workDir);
   const storage = storageFor(family, root);
   const coordinator = newCoordinator(storage, backend, jobId, parallelism);
@@ -257,7 +284,15 @@ export async function buildFamily(family: Family, tmpRoot = tmpdir()): Promise<F
   await mkdir(root, { recursive: true });
   const parallelism = 2;
   try {
-    const a = await runJob(family, root, workDir, `job-a-${family}`, 1, parallelism, family === 'heap' || family === 'inline');
+    const a = await runJob(
+      family,
+      root,
+      workDir,
+      `job-a-${family}`,
+      1,
+      parallelism,
+      family === 'heap' || family === 'inline',
+    );
     const b = await runJob(family, root, workDir, `job-b-${family}`, 2, parallelism, false);
     await rm(workDir, { recursive: true, force: true });
     const storage = storageFor(family, root);
@@ -274,15 +309,18 @@ export async function buildFamily(family: Family, tmpRoot = tmpdir()): Promise<F
 
 /** The fixture of one format, carved out of its family's checkpoints. */
 export function fixtureFor(format: FormatName, fam: FamilyFixture): CorruptionFixture {
-  if (FAMILY_OF[format] !== fam.family) throw new Error(`format ${format} needs the ${FAMILY_OF[format]} family, not ${fam.family}`);
+  if (FAMILY_OF[format] !== fam.family)
+    throw new Error(`format ${format} needs the ${FAMILY_OF[format]} family, not ${fam.family}`);
   const pointer = format === 'canonical' ? fam.a.savepoint! : fam.a.checkpoints[1];
   const mine = fam.files.get(pointer)!;
   const wanted = new Set(TARGETS[format]);
   const targets = mine.filter((f) => wanted.has(f.category));
-  if (targets.length === 0) throw new Error(`fixture ${format}: the snapshot ${pointer} holds no ${[...wanted].join('/')} files`);
+  if (targets.length === 0)
+    throw new Error(`fixture ${format}: the snapshot ${pointer} holds no ${[...wanted].join('/')} files`);
   const mineNames = new Set(mine.map((f) => f.name));
   const foreign: SnapshotFile[] = [];
-  for (const [p, list] of fam.files) if (p !== pointer) for (const f of list) if (!mineNames.has(f.name)) foreign.push(f);
+  for (const [p, list] of fam.files)
+    if (p !== pointer) for (const f of list) if (!mineNames.has(f.name)) foreign.push(f);
   return {
     format,
     root: fam.root,

@@ -18,12 +18,18 @@ export const KEY_COUNT = 120;
 export const countState = valueState<number>('count', { serializer: int32Serializer });
 export const profileState = valueState<{ name: string; tags: string[] }>('profile');
 export const eventsState = listState<string>('events', { serializer: stringSerializer });
-export const windowsState = mapState<string, number>('windows', { keySerializer: stringSerializer, valueSerializer: float64Serializer });
+export const windowsState = mapState<string, number>('windows', {
+  keySerializer: stringSerializer,
+  valueSerializer: float64Serializer,
+});
 export const sumState = reducingState<number>('sum', (a, b) => a + b, { serializer: float64Serializer });
 export const TIMER_QUEUE = 'event-timers';
 export const offsetsState = 'offsets';
 export const watermarksState = 'watermarks';
-export const rulesState = mapState<string, string>('rules', { keySerializer: stringSerializer, valueSerializer: stringSerializer });
+export const rulesState = mapState<string, string>('rules', {
+  keySerializer: stringSerializer,
+  valueSerializer: stringSerializer,
+});
 
 const KEYED_NAMES = [countState.name, profileState.name, eventsState.name, windowsState.name, sumState.name];
 
@@ -63,7 +69,11 @@ export function populate(
     const r = rng.next();
     if (round > 0 && r < 0.1) count.clear();
     else count.update((count.value() ?? 0) + 1 + rng.int(1000));
-    if (i % 3 === 0 || padding > 0) b.getState(profileState).update({ name: `user ${i} r${round}`, tags: [`t${rng.int(5)}`, `s${seed}`, 'x'.repeat(padding)] });
+    if (i % 3 === 0 || padding > 0)
+      b.getState(profileState).update({
+        name: `user ${i} r${round}`,
+        tags: [`t${rng.int(5)}`, `s${seed}`, 'x'.repeat(padding)],
+      });
     const events = b.getState(eventsState);
     if (round > 0 && r > 0.9) events.clear();
     else events.addAll([`e${round}-${rng.int(1e6)}`, `e${round}-${rng.int(1e6)}`].slice(0, 1 + (i % 2)));
@@ -90,7 +100,11 @@ function canonical(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(canonical);
   if (v !== null && typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    return Object.fromEntries(Object.keys(o).sort().map((k) => [k, canonical(o[k])]));
+    return Object.fromEntries(
+      Object.keys(o)
+        .sort()
+        .map((k) => [k, canonical(o[k])]),
+    );
   }
   return v;
 }
@@ -105,7 +119,11 @@ function sortedLines(lines: unknown[]): string[] {
  * split list elements are pooled; union and broadcast state are compared as sets (after a
  * restore every subtask must hold all union elements).
  */
-export async function dumpState(keyed: readonly KeyedStateBackend<string>[], operator: readonly OperatorStateBackend[], restored: boolean): Promise<string> {
+export async function dumpState(
+  keyed: readonly KeyedStateBackend<string>[],
+  operator: readonly OperatorStateBackend[],
+  restored: boolean,
+): Promise<string> {
   const entries: unknown[] = [];
   const names = new Set<string>();
   for (const b of keyed) {
@@ -121,10 +139,11 @@ export async function dumpState(keyed: readonly KeyedStateBackend<string>[], ope
       for await (const [key, ns] of b.getKeysAndNamespaces<string>(name)) {
         b.setCurrentKey(key);
         let value: unknown;
-        if (name === 'count') (states.count.setCurrentNamespace(ns), (value = states.count.value()));
-        else if (name === 'profile') (states.profile.setCurrentNamespace(ns), (value = states.profile.value()));
-        else if (name === 'events') (states.events.setCurrentNamespace(ns), (value = states.events.get()?.slice() ?? null));
-        else if (name === 'sum') (states.sum.setCurrentNamespace(ns), (value = states.sum.get()));
+        if (name === 'count') states.count.setCurrentNamespace(ns), (value = states.count.value());
+        else if (name === 'profile') states.profile.setCurrentNamespace(ns), (value = states.profile.value());
+        else if (name === 'events')
+          states.events.setCurrentNamespace(ns), (value = states.events.get()?.slice() ?? null);
+        else if (name === 'sum') states.sum.setCurrentNamespace(ns), (value = states.sum.get());
         else {
           states.windows.setCurrentNamespace(ns);
           const m: [string, number][] = [];
@@ -134,7 +153,8 @@ export async function dumpState(keyed: readonly KeyedStateBackend<string>[], ope
         entries.push([name, key, ns, value]);
       }
     }
-    for (const t of b.getTimerQueue<string>(TIMER_QUEUE, stringSerializer)) entries.push(['timer', t.key, t.namespace, t.timestamp]);
+    for (const t of b.getTimerQueue<string>(TIMER_QUEUE, stringSerializer))
+      entries.push(['timer', t.key, t.namespace, t.timestamp]);
   }
   // Split lists are pooled. Union lists: before a restore each subtask holds its own elements,
   // after one every subtask holds all of them, so the normal form is the set of all elements and
@@ -149,7 +169,8 @@ export async function dumpState(keyed: readonly KeyedStateBackend<string>[], ope
     for (const name of op.stateNames()) names.add(`operator:${name}`);
   }
   const watermarks = [...new Set(perSubtaskWatermarks.flat())].sort();
-  const unionComplete = !restored || perSubtaskWatermarks.every((w) => JSON.stringify(w) === JSON.stringify(watermarks));
+  const unionComplete =
+    !restored || perSubtaskWatermarks.every((w) => JSON.stringify(w) === JSON.stringify(watermarks));
   const rulesEqual = perSubtaskRules.every((r) => r === perSubtaskRules[0]);
   const rules = perSubtaskRules.length > 0 ? (JSON.parse(perSubtaskRules[0]) as string[]) : [];
   return JSON.stringify({
@@ -166,7 +187,8 @@ export function describeDifference(expected: string, actual: string): string {
   const parts: string[] = [];
   for (const k of Object.keys(e)) {
     if (k === 'keyed') continue;
-    if (JSON.stringify(e[k]) !== JSON.stringify(a[k])) parts.push(`${k}: expected ${JSON.stringify(e[k])}, got ${JSON.stringify(a[k])}`);
+    if (JSON.stringify(e[k]) !== JSON.stringify(a[k]))
+      parts.push(`${k}: expected ${JSON.stringify(e[k])}, got ${JSON.stringify(a[k])}`);
   }
   const expectedSet = new Set(e.keyed);
   const actualSet = new Set(a.keyed);

@@ -93,7 +93,9 @@ function versionMutation(rng: SeededRandom, bytes: Buffer, file: SnapshotFile): 
   if (file.category === 'leveldb-current') {
     const text = bytes.toString('latin1');
     const m = /^MANIFEST-(\d+)/.exec(text);
-    const next = m ? `MANIFEST-${String(Number(m[1]) + 1 + rng.int(3)).padStart(m[1].length, '0')}\n` : 'MANIFEST-000001\n';
+    const next = m
+      ? `MANIFEST-${String(Number(m[1]) + 1 + rng.int(3)).padStart(m[1].length, '0')}\n`
+      : 'MANIFEST-000001\n';
     return { bytes: Buffer.from(next, 'latin1'), what: `CURRENT ${JSON.stringify(text)} -> ${JSON.stringify(next)}` };
   }
   if (file.category === 'leveldb-table' && bytes.length >= 8) {
@@ -122,7 +124,12 @@ function pickPartner(rng: SeededRandom, pool: readonly SnapshotFile[], target: S
 }
 
 /** Damages one target file of the fixture copy under `storeRoot`. */
-export async function applyMutation(rng: SeededRandom, fixture: CorruptionFixture, storeRoot: string, kind: MutationKind): Promise<AppliedMutation> {
+export async function applyMutation(
+  rng: SeededRandom,
+  fixture: CorruptionFixture,
+  storeRoot: string,
+  kind: MutationKind,
+): Promise<AppliedMutation> {
   const target = pick(rng, fixture.targets);
   const path = join(storeRoot, target.name);
   const bytes = await readFile(path);
@@ -148,7 +155,8 @@ export async function applyMutation(rng: SeededRandom, fixture: CorruptionFixtur
     }
     case 'truncate': {
       // Half the time cut near the end (a lost tail), else anywhere.
-      const len = size === 0 ? 0 : rng.next() < 0.5 ? Math.max(0, size - 1 - rng.int(Math.min(size, 16))) : rng.int(size);
+      const len =
+        size === 0 ? 0 : rng.next() < 0.5 ? Math.max(0, size - 1 - rng.int(Math.min(size, 16))) : rng.int(size);
       await writeFile(path, bytes.subarray(0, len));
       return done(`cut to ${len} bytes`);
     }

@@ -49,11 +49,15 @@ export async function ensureCrashChild(): Promise<string> {
   try {
     if (!isFresh()) {
       // tsc emits even when files of others have type errors; only a missing output is fatal.
-      const r = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], {
-        cwd: ROOT,
-        encoding: 'utf8',
-        timeout: 180_000,
-      });
+      const r = spawnSync(
+        process.execPath,
+        [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')],
+        {
+          cwd: ROOT,
+          encoding: 'utf8',
+          timeout: 180_000,
+        },
+      );
       if (!existsSync(CRASH_CHILD)) {
         throw new Error(`building ${CRASH_CHILD} failed (run \`npm run build\`): ${r.stdout}${r.stderr}`);
       }

@@ -8,7 +8,14 @@ import type { CrashJobShape } from '../../../bench/proof/crash-protocol.js';
 import { ensureCrashChild } from './crash-child-build.js';
 
 /** The short crash suite's job: small enough that ~20 kills take seconds, with a checkpoint every ~100 records. */
-export const SHORT_CRASH_JOB: Partial<CrashJobShape> = { records: 1500, keys: 60, partitions: 4, parallelism: 2, checkpointEvery: 100, numRetained: 2 };
+export const SHORT_CRASH_JOB: Partial<CrashJobShape> = {
+  records: 1500,
+  keys: 60,
+  partitions: 4,
+  parallelism: 2,
+  checkpointEvery: 100,
+  numRetained: 2,
+};
 export const SHORT_CRASH_KILLS = 20;
 
 /**
@@ -47,7 +54,9 @@ export function describeCrashSuite(backend: ProofBackendKind, seed: number): voi
       expect(result.runs, context).toBeGreaterThan(1);
       // Checkpoints were really restored and compared after the kills, not just listed.
       expect(result.checkpointsRestored, context).toBeGreaterThanOrEqual(result.kills);
-      const kinds = Object.entries(result.killsByKind).filter(([, n]) => n > 0).map(([k]) => k);
+      const kinds = Object.entries(result.killsByKind)
+        .filter(([, n]) => n > 0)
+        .map(([k]) => k);
       expect(kinds.length, `${context}: kinds hit ${kinds.join(', ')}`).toBeGreaterThanOrEqual(4);
     }, 180_000);
   });

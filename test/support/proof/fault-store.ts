@@ -71,7 +71,12 @@ export class FaultyBlobStore extends ForwardingBlobStore {
 
   private fail(code: FaultErrno, syscall: string, name: string): never {
     this.faultedWrites++;
-    const err = fsErrorToStorageError(errnoError(code, syscall, this.local.pathOf(name)), 'write', this.local.pathOf(name), false);
+    const err = fsErrorToStorageError(
+      errnoError(code, syscall, this.local.pathOf(name)),
+      'write',
+      this.local.pathOf(name),
+      false,
+    );
     this.thrown.push(err);
     throw err;
   }

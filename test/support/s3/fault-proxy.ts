@@ -82,7 +82,11 @@ function s3ErrorXml(code: string, message: string): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>fault-proxy</RequestId></Error>`;
 }
 
-export async function startFaultProxy(opts: { target: string; seed?: number; rules?: readonly FaultRule[] }): Promise<FaultProxy> {
+export async function startFaultProxy(opts: {
+  target: string;
+  seed?: number;
+  rules?: readonly FaultRule[];
+}): Promise<FaultProxy> {
   const target = new URL(opts.target);
   const random = seededRandom(opts.seed ?? 1);
   const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
@@ -117,7 +121,13 @@ export async function startFaultProxy(opts: { target: string; seed?: number; rul
     return undefined;
   };
 
-  const respondError = (req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string): void => {
+  const respondError = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    code: string,
+    message: string,
+  ): void => {
     // Read the request body first, or the client may see EPIPE instead of our answer.
     req.resume();
     req.on('end', () => {
@@ -129,7 +139,14 @@ export async function startFaultProxy(opts: { target: string; seed?: number; rul
 
   const forward = (req: IncomingMessage, res: ServerResponse, cutResponse: boolean): void => {
     const upstream = http.request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent: upstreamAgent },
+      {
+        host: target.hostname,
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+        agent: upstreamAgent,
+      },
       (up) => {
         if (!cutResponse) {
           res.writeHead(up.statusCode ?? 502, up.headers);

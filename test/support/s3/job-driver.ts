@@ -59,7 +59,9 @@ export class DrivenJob {
       numRetained: opts.numRetained ?? 1,
       operators: [{ operatorId: OPERATOR, parallelism, maxParallelism: MAX_PARALLELISM }],
     });
-    const plan = await coordinator.restore(opts.restore === undefined || opts.restore === 'latest' ? undefined : opts.restore);
+    const plan = await coordinator.restore(
+      opts.restore === undefined || opts.restore === 'latest' ? undefined : opts.restore,
+    );
     if (opts.restore !== undefined && plan === null) throw new Error(`job ${jobId}: nothing to restore`);
     const subtasks: Subtask[] = [];
     for (let i = 0; i < parallelism; i++) {
@@ -72,7 +74,10 @@ export class DrivenJob {
         keySerializer: stringSerializer,
         ...(restore ? { restore: restore.keyed } : {}),
       });
-      const operator = await backend.createOperatorStateBackend({ ...info, ...(restore ? { restore: restore.operator } : {}) });
+      const operator = await backend.createOperatorStateBackend({
+        ...info,
+        ...(restore ? { restore: restore.operator } : {}),
+      });
       subtasks.push({ keyed, operator });
     }
     return new DrivenJob(coordinator, subtasks, opts.keys ?? 200, plan);
@@ -99,15 +104,21 @@ export class DrivenJob {
       if (round > 1 && i % 3 === 0) m.remove('m1');
       b.getTimerQueue<string>('timers').add({ timestamp: 1000 * round + (i % 7), key, namespace: '' });
     }
-    for (const [idx, s] of this.subtasks.entries()) s.operator.getListState<string>('offsets', stringSerializer).add(`r${round}-s${idx}`);
+    for (const [idx, s] of this.subtasks.entries())
+      s.operator.getListState<string>('offsets', stringSerializer).add(`r${round}-s${idx}`);
   }
 
-  private async snapshotAll(pending: ReturnType<CheckpointCoordinator['triggerCheckpoint']>): Promise<CompletedCheckpointInfo> {
+  private async snapshotAll(
+    pending: ReturnType<CheckpointCoordinator['triggerCheckpoint']>,
+  ): Promise<CompletedCheckpointInfo> {
     for (const [i, s] of this.subtasks.entries()) {
       const options = pending.snapshotOptions(OPERATOR, i);
       const k = await s.keyed.snapshot(pending.checkpointId, options);
       const o = await s.operator.snapshot(pending.checkpointId, options);
-      await this.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, { keyed: [await k.done], operator: [await o.done] });
+      await this.coordinator.acknowledge(pending.checkpointId, OPERATOR, i, {
+        keyed: [await k.done],
+        operator: [await o.done],
+      });
     }
     return pending.completion;
   }
@@ -120,7 +131,9 @@ export class DrivenJob {
   }
 
   async savepoint(format: 'canonical' | 'native', targetDir?: string): Promise<CompletedCheckpointInfo> {
-    return this.snapshotAll(this.coordinator.triggerSavepoint({ format, ...(targetDir === undefined ? {} : { targetDir }) }));
+    return this.snapshotAll(
+      this.coordinator.triggerSavepoint({ format, ...(targetDir === undefined ? {} : { targetDir }) }),
+    );
   }
 
   async contents(): Promise<JobContents> {
