@@ -3,7 +3,8 @@ import type { FileStreamHandle } from '../backend/handles.js';
 import { StorageError, StreamStateError } from '../errors.js';
 import type { BlobInfo, BlobStore } from '../storage/blob-store.js';
 import { BlobCheckpointStorage } from './checkpoint-storage.js';
-import type { CheckpointMetadata, CompletedCheckpointInfo } from './metadata.js';
+import { ForwardingCheckpointStorage } from './forwarding-storage.js';
+import type { CheckpointMetadata } from './metadata.js';
 import type { ExternalLocation } from './savepoint-location.js';
 import type { CheckpointStorage, ResolvedSnapshot } from './storage.js';
 import { BlobCheckpointStreamFactory, BlobStateFileReader } from './streams.js';
@@ -188,27 +189,17 @@ class MountingBlobStore implements BlobStore {
  * The checkpoint storage a coordinator works through: `inner` for the job's own checkpoints and
  * in-storage savepoints, the mounts for everything outside it (see the top of this file).
  */
-export class MountedCheckpointStorage implements CheckpointStorage {
+export class MountedCheckpointStorage extends ForwardingCheckpointStorage {
   readonly store: BlobStore;
   private readonly mounts = new Map<string, Mount>();
   /** The same layout rules (placement check, exclusive _metadata) applied to mounted names. */
   private readonly viaMounts: BlobCheckpointStorage;
   private counter = 0;
 
-  constructor(
-    readonly inner: CheckpointStorage,
-    opts: MountedStorageOptions = {},
-  ) {
+  constructor(inner: CheckpointStorage, opts: MountedStorageOptions = {}) {
+    super(inner);
     this.store = new MountingBlobStore(inner.store, this.mounts, (err) => opts.onRefusedDelete?.(err));
     this.viaMounts = new BlobCheckpointStorage(this.store, { inlineThreshold: inner.inlineThreshold });
-  }
-
-  get location(): string {
-    return this.inner.location;
-  }
-
-  get inlineThreshold(): number {
-    return this.inner.inlineThreshold;
   }
 
   /**
@@ -263,43 +254,19 @@ export class MountedCheckpointStorage implements CheckpointStorage {
     return { pointer, metadata, files: new BlobStateFileReader(this.store, pointer) };
   }
 
-  checkpointPointer(jobId: string, checkpointId: number): string {
-    return this.inner.checkpointPointer(jobId, checkpointId);
-  }
-
-  checkpointStreams(jobId: string, checkpointId: number): CheckpointStreamFactory {
-    return this.inner.checkpointStreams(jobId, checkpointId);
-  }
-
-  createSavepointLocation(jobId: string, targetDir?: string): { pointer: string; streams: CheckpointStreamFactory } {
-    return this.inner.createSavepointLocation(jobId, targetDir);
-  }
-
-  writeMetadata(pointer: string, metadata: CheckpointMetadata): Promise<void> {
+  override writeMetadata(pointer: string, metadata: CheckpointMetadata): Promise<void> {
     return this.isMounted(pointer)
       ? this.viaMounts.writeMetadata(pointer, metadata)
       : this.inner.writeMetadata(pointer, metadata);
   }
 
-  resolve(pointer: string): Promise<ResolvedSnapshot> {
+  override resolve(pointer: string): Promise<ResolvedSnapshot> {
     return this.isMounted(pointer) ? this.viaMounts.resolve(pointer) : this.inner.resolve(pointer);
   }
 
-  listCompletedCheckpoints(jobId: string): Promise<CompletedCheckpointInfo[]> {
-    return this.inner.listCompletedCheckpoints(jobId);
-  }
-
-  discardCheckpointDirectory(jobId: string, checkpointId: number): Promise<void> {
-    return this.inner.discardCheckpointDirectory(jobId, checkpointId);
-  }
-
-  deleteFiles(pointer: string, files: readonly FileStreamHandle[]): Promise<void> {
+  override deleteFiles(pointer: string, files: readonly FileStreamHandle[]): Promise<void> {
     return this.isMounted(pointer)
       ? this.viaMounts.deleteFiles(pointer, files)
       : this.inner.deleteFiles(pointer, files);
-  }
-
-  listJobFiles(jobId: string): Promise<string[]> {
-    return this.inner.listJobFiles(jobId);
   }
 }
