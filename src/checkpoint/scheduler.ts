@@ -44,7 +44,7 @@ export type CheckpointRequestOutcome =
   | { readonly status: 'triggered'; readonly checkpointId: number }
   /** maxConcurrent checkpoints are pending: it starts when one ends. */
   | { readonly status: 'queued' }
-  /** The scheduler is stopped (or the job failed). */
+  /** The scheduler is stopped or its triggering suspended (or the job failed). */
   | { readonly status: 'stopped' };
 
 type RequestKind = 'periodic' | 'user';
@@ -69,6 +69,8 @@ export class CheckpointScheduler {
   private queued: RequestKind | null = null;
   private lastCompletion: number | undefined;
   private running = false;
+  /** suspendTriggering(): timeouts go on, nothing new starts (stop-with-savepoint). */
+  private suspended = false;
   private jobFailed = false;
   private readonly unsubscribe: () => void;
 
@@ -101,6 +103,7 @@ export class CheckpointScheduler {
   start(): void {
     if (this.running || this.jobFailed) return;
     this.running = true;
+    this.suspended = false;
     for (const p of this.coordinator.pendingCheckpoints())
       if (!this.timeouts.has(p.checkpointId)) this.watch(p.checkpointId, p.kind);
     const { interval, initialDelay, clock } = this.options;
@@ -121,6 +124,30 @@ export class CheckpointScheduler {
     this.periodicTimer = this.pauseTimer = undefined;
     for (const t of this.timeouts.values()) t.cancel();
     this.timeouts.clear();
+  }
+
+  /**
+   * Starts nothing new until resumeTriggering(): periodic triggers, queued and user requests stop
+   * (requests answer `stopped`), while pending checkpoints and savepoints keep their timeouts.
+   * Flink stops its checkpoint scheduler this way when a stop-with-savepoint begins, so no
+   * checkpoint can follow the final savepoint's barrier (stop-with-savepoint.ts calls it).
+   */
+  suspendTriggering(): void {
+    this.suspended = true;
+    this.queued = null;
+    this.periodicTimer?.cancel();
+    this.pauseTimer?.cancel();
+    this.periodicTimer = this.pauseTimer = undefined;
+  }
+
+  /** Triggering goes on after suspendTriggering() (the stop's savepoint failed); the next periodic checkpoint is an interval from now. */
+  resumeTriggering(): void {
+    if (!this.suspended) return;
+    this.suspended = false;
+    const { interval, clock } = this.options;
+    if (!this.running || interval === undefined) return;
+    this.nextPeriodic = clock.now() + interval;
+    this.armPeriodic();
   }
 
   /** stop(), and stops listening to the coordinator. */
@@ -159,7 +186,7 @@ export class CheckpointScheduler {
 
   private armPeriodic(): void {
     const { clock, interval } = this.options;
-    if (!this.running || interval === undefined) return;
+    if (!this.running || this.suspended || interval === undefined) return;
     this.periodicTimer = clock.setTimer(Math.max(0, this.nextPeriodic - clock.now()), () => {
       this.periodicTimer = undefined;
       // An absolute schedule (Flink's newest timer): next += interval; fires at once when late.
@@ -170,7 +197,7 @@ export class CheckpointScheduler {
   }
 
   private request(kind: RequestKind): CheckpointRequestOutcome {
-    if (!this.running || this.jobFailed) return { status: 'stopped' };
+    if (!this.running || this.suspended || this.jobFailed) return { status: 'stopped' };
     const { clock, maxConcurrent, minPause } = this.options;
     if (this.inFlight.size >= maxConcurrent) {
       // Coalesced: one waiting request, a user one taking precedence (it skips minPause).

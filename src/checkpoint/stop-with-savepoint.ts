@@ -9,6 +9,7 @@ import type { CompletedCheckpointInfo } from './metadata.js';
  *
  * The coordinator cannot reach tasks, so the runtime plays its part through this interface. The
  * sequence (docs/RUNTIME.md, "Stop-with-savepoint"):
+ *  0. the scheduler (opts.scheduler) starts no more checkpoints;
  *  1. the savepoint is triggered; the runtime injects its barrier at every source, and sources
  *     emit nothing after it (the savepoint is the last thing in every channel);
  *  2. subtasks snapshot and acknowledge as for any savepoint; the runtime aborts it on failure;
@@ -19,7 +20,7 @@ import type { CompletedCheckpointInfo } from './metadata.js';
  *       with `finish`;
  *     - `cancel`: no notice (sinks leave their pre-committed transactions to the job restored
  *       from the savepoint, which commits them); tasks are cancelled; shutdown `cancel`;
- *  4. the savepoint failed: the runtime resumes its sources, the job keeps running, and the
+ *  4. the savepoint failed: the runtime resumes its sources, the scheduler triggers again, the job keeps running, and the
  *     caller gets STOP_WITH_SAVEPOINT_FAILED (its `cause` says why).
  */
 
@@ -43,9 +44,22 @@ export interface StopWithSavepointRuntime<P> {
   terminate(mode: StopMode): void | Promise<void>;
 }
 
+/** What a stop-with-savepoint needs from the CheckpointScheduler (scheduler.ts). */
+export interface SuspendableTriggering {
+  suspendTriggering(): void;
+  resumeTriggering(): void;
+}
+
 export interface StopWithSavepointOptions extends SavepointTriggerOptions {
   /** Default `stop`. */
   readonly mode?: StopMode;
+  /**
+   * The job's CheckpointScheduler: it starts no checkpoint from the moment the stop begins (a
+   * checkpoint after the final savepoint's barrier could never complete, sources emit nothing
+   * after it), and goes on when the savepoint fails and the job resumes. Pending checkpoints keep
+   * their timeouts. Leave it out only when nothing else triggers checkpoints meanwhile.
+   */
+  readonly scheduler?: SuspendableTriggering;
 }
 
 /**
@@ -74,7 +88,14 @@ export async function stopWithSavepoint<
     target: opts.target,
     targetDir: opts.targetDir,
   };
-  const savepoint = coordinator.triggerSavepoint(savepointOptions);
+  opts.scheduler?.suspendTriggering();
+  let savepoint: P;
+  try {
+    savepoint = coordinator.triggerSavepoint(savepointOptions);
+  } catch (err) {
+    opts.scheduler?.resumeTriggering(); // never paused: the job goes on as before
+    throw err;
+  }
   let info: CompletedCheckpointInfo;
   try {
     await runtime.injectTerminalBarrier(savepoint);
@@ -87,6 +108,7 @@ export async function stopWithSavepoint<
       { cause: err },
     );
     await runtime.resume(savepoint, error);
+    opts.scheduler?.resumeTriggering();
     throw error;
   }
   if (mode === 'stop') {

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
 import type { RestoreSource, StateBackend } from '../backend/contract.js';
 import type { SnapshotOptions } from '../backend/contract.js';
@@ -14,6 +15,8 @@ import type { CommittedOutput } from './committed-output.js';
 import { InjectedCrash, type CrashPredicate, type PipelineEvent } from './events.js';
 import { KeyedOperatorSubtask, type ProcessFunction } from './keyed-operator.js';
 import type { SavepointRequest, StopWithSavepointRequest } from './pipeline.js';
+import { ScheduledCheckpoints, type PipelineCheckpointing } from './scheduled-checkpoints.js';
+import type { ManualClock } from '../checkpoint/scheduler-clock.js';
 import type { SeededRandom } from './rng.js';
 import { SinkSubtask } from './sink.js';
 import { SourceSubtask } from './source.js';
@@ -31,7 +34,10 @@ export interface AttemptConfig<IN, K, OUT> {
   readonly maxParallelism: number;
   readonly ids: { readonly source: string; readonly keyed: string; readonly sink: string };
   readonly backend: StateBackend;
-  readonly checkpointEvery: number;
+  /** Count-based triggering (every this many source records); undefined when `checkpointing` schedules them. */
+  readonly checkpointEvery: number | undefined;
+  /** Time-based triggering through the library's CheckpointScheduler (scheduled-checkpoints.ts), on the run's virtual clock. */
+  readonly checkpointing: { readonly options: PipelineCheckpointing; readonly clock: ManualClock } | null;
   readonly channelCapacity: number;
   readonly output: CommittedOutput<OUT>;
   readonly rng: SeededRandom;
@@ -87,6 +93,7 @@ export class Attempt<IN, K, OUT> {
   /** sourceOutputs[s][k]: the channel from source subtask s to keyed subtask k. */
   private sourceOutputs: Channel<IN>[][] = [];
   private readonly tracker: CheckpointTracker;
+  private readonly scheduling: ScheduledCheckpoints | null;
   private failure: unknown = undefined;
   private dead = false;
   private emittedSinceTrigger = 0;
@@ -114,6 +121,20 @@ export class Attempt<IN, K, OUT> {
       isDead: () => this.dead,
       fatal: (err) => this.fail(err),
     });
+    this.scheduling = cfg.checkpointing
+      ? new ScheduledCheckpoints(coordinator, cfg.checkpointing.clock, cfg.checkpointing.options, {
+          isDead: () => this.dead,
+          inject: (pending) => {
+            this.emittedSinceTrigger = 0;
+            this.tracker.register(pending);
+            for (const s of this.sources) s.pendingBarriers.push(pending.checkpointId);
+          },
+          aborted: (id, reason) => {
+            if (this.tracker.pending(id)?.kind !== 'savepoint') this.tracker.abortedByCoordinator(id, reason);
+          },
+          failJob: (err) => this.fail(err),
+        })
+      : null;
   }
 
   private get allSubtasks(): SubtaskBase[] {
@@ -224,6 +245,7 @@ export class Attempt<IN, K, OUT> {
   async run(): Promise<void> {
     const ready: Reader[] = [];
     let steps = 0;
+    this.scheduling?.start();
     for (;;) {
       this.throwIfFailed();
       ready.length = 0;
@@ -238,6 +260,8 @@ export class Attempt<IN, K, OUT> {
           await Promise.race(waits);
           continue;
         }
+        // Scheduled checkpoints: time passes while acknowledgements are under way (timeouts can fire).
+        if (this.scheduling && (await this.scheduling.waitIdle(this.tracker.busy))) continue;
         await this.tracker.settle();
         this.throwIfFailed();
         if (this.stopRun !== null) {
@@ -264,12 +288,14 @@ export class Attempt<IN, K, OUT> {
           break;
         }
       }
+      this.scheduling?.tick();
       if (++steps % STEPS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 
   /** Closes everything after a normal end. */
   async finish(): Promise<void> {
+    await this.scheduling?.close();
     await this.tracker.settle();
     await Promise.allSettled([...this.savepointRuns]);
     this.dead = true;
@@ -283,6 +309,7 @@ export class Attempt<IN, K, OUT> {
    */
   async teardown(): Promise<void> {
     this.dead = true;
+    await this.scheduling?.close();
     await this.closeAll();
     await this.tracker.settle();
     this.totals.bytesWritten += this.tracker.bytesWritten;
@@ -318,7 +345,7 @@ export class Attempt<IN, K, OUT> {
       case 'keyed': {
         const k = this.keyed[r.index];
         const element = k.gate.poll(r.channel);
-        if (element === null) return;
+        if (element === null) return this.tracker.alignmentStarted(k, k.gate.aligningCheckpoint);
         if (element.kind === 'barrier') return this.snapshotAndForward(k, element.checkpointId, k.outputs);
         this.processRecord(k, element);
         return;
@@ -326,7 +353,7 @@ export class Attempt<IN, K, OUT> {
       case 'sink': {
         const s = this.sinks[r.index];
         const element = s.gate.poll(r.channel);
-        if (element === null) return;
+        if (element === null) return this.tracker.alignmentStarted(s, s.gate.aligningCheckpoint);
         if (element.kind === 'barrier') return this.snapshotAndForward(s, element.checkpointId, []);
         s.write(element.value);
         return;
@@ -356,7 +383,8 @@ export class Attempt<IN, K, OUT> {
     if (this.cfg.onEvent || this.cfg.crash)
       this.event({ type: 'emit', attempt: this.shape.attempt, subtaskIndex: i, origin: next.origin, target });
     this.fireRequests();
-    if (++this.emittedSinceTrigger >= this.cfg.checkpointEvery) return this.triggerCheckpoint();
+    const every = this.cfg.checkpointEvery;
+    if (++this.emittedSinceTrigger >= (every ?? Number.POSITIVE_INFINITY)) return this.triggerCheckpoint();
   }
 
   /** Savepoint and stop requests due at this many emitted records. */
@@ -418,7 +446,7 @@ export class Attempt<IN, K, OUT> {
           this.terminated = how;
         },
       },
-      { target: req.target, format: req.format, mode },
+      { target: req.target, format: req.format, mode, scheduler: this.scheduling?.scheduler },
     );
     this.stopRun = run.then(
       (info) => {
@@ -468,6 +496,7 @@ export class Attempt<IN, K, OUT> {
   }
 
   private triggerCheckpoint(): void {
+    if (this.scheduling) return this.scheduling.requestFinal(); // the end of the input; periodic ones come from the scheduler
     this.emittedSinceTrigger = 0;
     const id = this.tracker.trigger();
     for (const s of this.sources) s.pendingBarriers.push(id);
@@ -495,8 +524,10 @@ export class Attempt<IN, K, OUT> {
                 full: pending.full,
                 streams: pending.streamsFor(task.operatorId, task.subtaskIndex),
               };
+        const syncStart = performance.now();
         const snapshot = await task.snapshotState(checkpointId, options);
-        this.tracker.track(checkpointId, task.operatorId, task.subtaskIndex, snapshot);
+        const syncDurationMs = performance.now() - syncStart;
+        this.tracker.track(checkpointId, task.operatorId, task.subtaskIndex, snapshot, { syncDurationMs });
       } catch (err) {
         this.tracker.failSubtask(checkpointId, err);
       }

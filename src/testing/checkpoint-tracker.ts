@@ -1,8 +1,15 @@
 import { posix } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
 import type { CheckpointCoordinator, PendingCheckpoint } from '../checkpoint/coordinator.js';
 import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
 import type { SubtaskSnapshot } from './tasks.js';
+
+/** What the runtime measured while a subtask took its snapshot (alignment and the asynchronous part are timed here). */
+export interface SnapshotTiming {
+  /** ms the synchronous part took (the subtask was blocked). */
+  readonly syncDurationMs: number;
+}
 
 interface Entry {
   readonly pending: PendingCheckpoint;
@@ -30,6 +37,10 @@ export class CheckpointTracker {
   private readonly entries = new Map<number, Entry>();
   private readonly inFlight = new Set<Promise<void>>();
   private readonly seenFiles = new Set<string>();
+  /** Checkpoints whose abort the `aborted` hook heard of (an abort can be seen both here and through the scheduler). */
+  private readonly reportedAborts = new Set<number>();
+  /** `operatorId/subtaskIndex/checkpointId` -> when its first barrier arrived and alignment began. */
+  private readonly alignmentStarts = new Map<string, number>();
   /** Subtask snapshots whose asynchronous part has not finished. */
   inFlightSnapshots = 0;
   bytesWritten = 0;
@@ -46,6 +57,12 @@ export class CheckpointTracker {
 
   trigger(): number {
     const pending = this.coordinator.triggerCheckpoint();
+    this.register(pending);
+    return pending.checkpointId;
+  }
+
+  /** Tracks a checkpoint triggered elsewhere (by the CheckpointScheduler) as if trigger() had. */
+  register(pending: PendingCheckpoint): void {
     this.entries.set(pending.checkpointId, { pending, settled: 0, failure: undefined });
     // Subsumed by a newer checkpoint, or aborted by the coordinator itself: nothing left to track.
     pending.completion.catch(() => {
@@ -54,7 +71,29 @@ export class CheckpointTracker {
     });
     this.lastTriggered = pending.checkpointId;
     this.lastTriggeredFailed = false;
-    return pending.checkpointId;
+  }
+
+  /** Whether acknowledgements or aborts are still under way (time passes while the runtime waits for them). */
+  get busy(): boolean {
+    return this.inFlight.size > 0;
+  }
+
+  /**
+   * The coordinator ended checkpoint `id` without completing it on its own (the scheduler's
+   * timeout, a decline of the trigger): the backends hear of it once, as for an abort decided here.
+   */
+  abortedByCoordinator(checkpointId: number, reason: string): void {
+    this.entries.delete(checkpointId);
+    if (checkpointId === this.lastTriggered) this.lastTriggeredFailed = true;
+    if (this.hooks.isDead() || !this.markAborted(checkpointId)) return;
+    this.keep(this.hooks.aborted(checkpointId, reason));
+  }
+
+  /** True the first time for `id`. */
+  private markAborted(checkpointId: number): boolean {
+    if (this.reportedAborts.has(checkpointId)) return false;
+    this.reportedAborts.add(checkpointId);
+    return true;
   }
 
   /**
@@ -72,9 +111,43 @@ export class CheckpointTracker {
     return this.entries.get(checkpointId)?.pending ?? null;
   }
 
-  /** Hands a subtask's snapshot over: acknowledged when its asynchronous part is done. */
-  track(checkpointId: number, operatorId: string, subtaskIndex: number, snapshot: SubtaskSnapshot): void {
+  /**
+   * A barrier of `checkpointId` arrived at a subtask with more inputs to wait for: its alignment
+   * began (the first call counts). The alignment duration is reported with its acknowledgement.
+   */
+  alignmentStarted(task: { operatorId: string; subtaskIndex: number }, checkpointId: number | null): void {
+    if (checkpointId === null) return;
+    const key = `${task.operatorId}/${task.subtaskIndex}/${checkpointId}`;
+    if (!this.alignmentStarts.has(key)) this.alignmentStarts.set(key, performance.now());
+  }
+
+  /**
+   * ms the subtask spent aligning `checkpointId` (0: one input, or every barrier came at once);
+   * forgets it. Called right after the synchronous part, which followed the alignment.
+   */
+  private alignmentDuration(operatorId: string, subtaskIndex: number, checkpointId: number, syncMs: number): number {
+    const key = `${operatorId}/${subtaskIndex}/${checkpointId}`;
+    const start = this.alignmentStarts.get(key);
+    this.alignmentStarts.delete(key);
+    return start === undefined ? 0 : Math.max(0, performance.now() - start - syncMs);
+  }
+
+  /** Hands a subtask's snapshot over: acknowledged, with its durations, when its asynchronous part is done. */
+  track(
+    checkpointId: number,
+    operatorId: string,
+    subtaskIndex: number,
+    snapshot: SubtaskSnapshot,
+    timing?: SnapshotTiming,
+  ): void {
     this.inFlightSnapshots++;
+    const alignmentDurationMs = this.alignmentDuration(
+      operatorId,
+      subtaskIndex,
+      checkpointId,
+      timing?.syncDurationMs ?? 0,
+    );
+    const asyncStart = performance.now();
     const run = (async () => {
       let finished = false;
       try {
@@ -83,6 +156,7 @@ export class CheckpointTracker {
           snapshot.keyed ? snapshot.keyed.done : null,
         ]);
         finished = true;
+        const asyncDurationMs = performance.now() - asyncStart;
         this.inFlightSnapshots--;
         this.countBytes(checkpointId, operator);
         this.countBytes(checkpointId, keyed);
@@ -91,6 +165,7 @@ export class CheckpointTracker {
         const result = await this.coordinator.acknowledge(checkpointId, operatorId, subtaskIndex, {
           keyed: keyed ? [keyed] : [],
           operator: operator ? [operator] : [],
+          ...(timing ? { metrics: { ...timing, alignmentDurationMs, asyncDurationMs } } : {}),
         });
         if (result.status === 'completed') {
           const kind = this.entries.get(checkpointId)?.pending.kind ?? 'checkpoint';
@@ -100,7 +175,7 @@ export class CheckpointTracker {
           // Declined by the coordinator (a referenced file is not live): the backends must hear of the abort.
           this.entries.delete(checkpointId);
           if (checkpointId === this.lastTriggered) this.lastTriggeredFailed = true;
-          await this.hooks.aborted(checkpointId, result.message);
+          if (this.markAborted(checkpointId)) await this.hooks.aborted(checkpointId, result.message);
         }
       } catch (err) {
         if (!finished) this.inFlightSnapshots--;
@@ -140,8 +215,10 @@ export class CheckpointTracker {
     this.entries.delete(checkpointId);
     if (checkpointId === this.lastTriggered) this.lastTriggeredFailed = true;
     const reason = entry.failure instanceof Error ? entry.failure.message : String(entry.failure);
-    await this.coordinator.abort(checkpointId, reason);
-    await this.hooks.aborted(checkpointId, reason);
+    const first = this.markAborted(checkpointId);
+    // A subtask's snapshot failed: Flink's CHECKPOINT_DECLINED, which counts against tolerableFailures.
+    await this.coordinator.abort(checkpointId, reason, 'DECLINED');
+    if (first) await this.hooks.aborted(checkpointId, reason);
   }
 
   /** Inline bytes each time; a file once (a shared file reused by a later checkpoint is not written again). */

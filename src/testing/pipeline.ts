@@ -9,6 +9,7 @@ import type { CommittedOutput } from './committed-output.js';
 import type { PipelineSource } from './external-source.js';
 import type { CrashPredicate, PipelineEvent } from './events.js';
 import type { ProcessFunction } from './keyed-operator.js';
+import type { PipelineCheckpointing } from './scheduled-checkpoints.js';
 
 /**
  * A job for the in-process pipeline runner:
@@ -45,8 +46,18 @@ export interface RunOptions<OUT> {
   readonly backend: StateBackend;
   /** Where checkpoints go. Default: the backend's own checkpoint storage. */
   readonly checkpointStorage?: CheckpointStorage;
-  /** Trigger a checkpoint after every this many source records (and a final one at the end of the input). */
-  readonly checkpointEvery: number;
+  /**
+   * Trigger a checkpoint after every this many source records (and a final one at the end of the
+   * input). Give this or `checkpointing`, not both.
+   */
+  readonly checkpointEvery?: number;
+  /**
+   * Checkpoints on a schedule instead: the library's CheckpointScheduler with Flink's interval,
+   * timeout, maxConcurrent, minPause and tolerableFailures, on a virtual clock that moves one ms
+   * per scheduling step (docs/RUNTIME.md, "Scheduling checkpoints"). A final checkpoint still
+   * follows the end of the input. A job failed by tolerableFailures restarts like a crash.
+   */
+  readonly checkpointing?: PipelineCheckpointing;
   /** Seeds the scheduler: which ready channel or source runs next. Default 1. */
   readonly seed?: number;
   /**

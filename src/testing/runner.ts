@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { presetStorage } from '../backend/preset.js';
 import { CheckpointCoordinator, type RestorePlan } from '../checkpoint/coordinator.js';
+import { ManualClock } from '../checkpoint/scheduler-clock.js';
+import { resolveSchedulerOptions } from '../checkpoint/scheduler-options.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
-import { StreamStateError } from '../errors.js';
+import { isStreamStateError, StreamStateError } from '../errors.js';
 import { checkParallelism, DEFAULT_MAX_PARALLELISM } from '../keygroups/key-groups.js';
 import { defaultSerializer } from '../serializers/builtins.js';
 import { Attempt, type AttemptConfig, type AttemptShape, type RunTotals } from './attempt.js';
@@ -12,8 +14,8 @@ import type { PipelineJob, PipelineResult, RestoreRecord, RunOptions } from './p
 import { SeededRandom } from './rng.js';
 
 /**
- * Runs a job to the end of its input in process: checkpoints every `checkpointEvery` source records,
- * crashes where told to, and after each crash discards every subtask and recovers from the latest
+ * Runs a job to the end of its input in process: checkpoints every `checkpointEvery` source records
+ * (or on the CheckpointScheduler's schedule, `checkpointing`), crashes where told to, and after each crash discards every subtask and recovers from the latest
  * completed checkpoint (possibly at another parallelism). Deterministic per seed, except for when
  * asynchronous snapshot parts finish relative to record processing.
  */
@@ -46,6 +48,9 @@ export async function runPipeline<IN, K, OUT>(
     },
     backend: options.backend,
     checkpointEvery: options.checkpointEvery,
+    checkpointing: options.checkpointing
+      ? { options: options.checkpointing, clock: options.checkpointing.clock ?? new ManualClock(0) }
+      : null,
     channelCapacity: options.channelCapacity ?? 64,
     output,
     rng: new SeededRandom(options.seed ?? 1),
@@ -136,9 +141,12 @@ export async function runPipeline<IN, K, OUT>(
     } catch (err) {
       await attempt.teardown();
       await coordinator.shutdown('cancel');
-      if (!(err instanceof InjectedCrash)) throw err;
+      // The failure policy failed the job (tolerableFailures): a failover from the latest checkpoint, like a crash.
+      const jobFailure = isStreamStateError(err) && err.code === 'TOLERABLE_FAILURES_EXCEEDED';
+      if (!(err instanceof InjectedCrash) && !jobFailure) throw err;
       crashes++;
-      cfg.onEvent?.({ type: 'crash', attempt: attemptNo, reason: err.message });
+      cfg.onEvent?.({ type: 'crash', attempt: attemptNo, reason: (err as Error).message });
+      if (crashes > maxRestarts && jobFailure) throw err;
       if (crashes > maxRestarts) {
         throw new StreamStateError(
           'INVALID_ARGUMENT',
@@ -171,8 +179,20 @@ function validate<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<
     if (v !== undefined && !(Number.isInteger(v) && v >= 1))
       bad(`${name} must be a positive integer, got ${String(v)}.`);
   }
-  if (options.checkpointEvery === undefined)
-    bad('options.checkpointEvery is required: checkpoint after every how many source records?');
+  if (options.checkpointEvery === undefined && options.checkpointing === undefined)
+    bad(
+      'options.checkpointEvery or options.checkpointing is required: checkpoint after every how many source records, or on which schedule?',
+    );
+  if (options.checkpointEvery !== undefined && options.checkpointing !== undefined)
+    bad('give options.checkpointEvery (count-based) or options.checkpointing (scheduled), not both.');
+  if (options.checkpointing !== undefined) {
+    const { clock, ...rest } = options.checkpointing;
+    if (rest.interval === undefined)
+      bad('options.checkpointing.interval is required: how many virtual ms (scheduling steps) between checkpoints?');
+    if (clock !== undefined && !(clock instanceof ManualClock))
+      bad('options.checkpointing.clock must be a ManualClock: the runner moves it one ms per scheduling step.');
+    resolveSchedulerOptions(rest); // InvalidCheckpointOptionError (INVALID_CHECKPOINT_OPTION) names the option to change
+  }
 }
 
 function pick(v: number | ((crash: number) => number) | undefined, crash: number, fallback: number): number {

@@ -10,6 +10,7 @@ import {
   type CheckpointSchedulerOptions,
 } from '../../src/checkpoint/scheduler-options.js';
 import { CheckpointScheduler, type TriggerDecline } from '../../src/checkpoint/scheduler.js';
+import { stopWithSavepoint, type StopWithSavepointRuntime } from '../../src/checkpoint/stop-with-savepoint.js';
 import type { StreamStateError } from '../../src/errors.js';
 import { expectRejectsCode } from '../support/errors.js';
 import { expectedJobFiles, FakeIncrementalSubtask, jobFiles, tempStorage } from './coordinator-fixture.js';
@@ -303,6 +304,113 @@ describe('CheckpointScheduler', () => {
     expect(h.triggered).toHaveLength(0);
     expect(h.scheduler.requestCheckpoint()).toEqual({ status: 'stopped' });
     h.scheduler.start();
+    await h.advance(100);
+    expect(h.triggered).toHaveLength(1);
+    h.scheduler.close();
+  });
+});
+
+describe('queued requests (Flink queues each one; we coalesce them, docs/RUNTIME.md "Queued requests")', () => {
+  it('at maxConcurrent, periodic ticks and user requests wait as one: a single checkpoint follows the pending one', async () => {
+    const h = await harness({ interval: 100, maxConcurrent: 1, minPause: 1_000 });
+    await h.advance(100);
+    expect(h.triggered.map((p) => p.checkpointId)).toEqual([1]);
+    // Three periodic ticks and two user requests while checkpoint 1 is pending.
+    await h.advance(300);
+    expect(h.scheduler.requestCheckpoint()).toEqual({ status: 'queued' });
+    expect(h.scheduler.requestCheckpoint()).toEqual({ status: 'queued' });
+    expect(h.triggered).toHaveLength(1);
+    await h.ackAll(h.triggered[0]);
+    // One checkpoint for all five, at once: a user request skips minPause. It covers everything
+    // every waiting request asked for (all records up to its trigger), so none is lost.
+    expect(h.triggered.map((p) => p.checkpointId)).toEqual([1, 2]);
+    await h.ackAll(h.triggered[1]);
+    expect(h.triggered).toHaveLength(2);
+    // Nothing else was queued: the next periodic one waits for minPause after checkpoint 2's completion.
+    await h.steps(9, 100);
+    expect(h.triggered).toHaveLength(2);
+    await h.advance(100);
+    expect(h.triggered).toHaveLength(3);
+    h.scheduler.close();
+  });
+
+  it('periodic ticks alone coalesce into one periodic request, which still honours minPause', async () => {
+    const h = await harness({ interval: 100, maxConcurrent: 1, minPause: 250 });
+    await h.advance(100);
+    await h.advance(500); // five ticks while checkpoint 1 is pending
+    await h.ackAll(h.triggered[0]);
+    expect(h.triggered).toHaveLength(1); // the queued periodic request waits for the pause
+    await h.advance(249);
+    expect(h.triggered).toHaveLength(1);
+    await h.advance(1);
+    expect(h.triggered.map((p) => p.checkpointId)).toEqual([1, 2]);
+    await h.ackAll(h.triggered[1]);
+    await h.advance(249);
+    expect(h.triggered).toHaveLength(2); // not a backlog of five run back to back
+    h.scheduler.close();
+  });
+});
+
+describe('stop-with-savepoint suspends the scheduler', () => {
+  function runtime(log: string[]): StopWithSavepointRuntime<PendingCheckpoint> & { savepoint?: PendingCheckpoint } {
+    const r: StopWithSavepointRuntime<PendingCheckpoint> & { savepoint?: PendingCheckpoint } = {
+      injectTerminalBarrier: (sp) => {
+        r.savepoint = sp;
+        log.push(`inject ${sp.checkpointId}`);
+      },
+      resume: () => void log.push('resume'),
+      notifyComplete: (info) => void log.push(`notify ${info.checkpointId}`),
+      terminate: (mode) => void log.push(`terminate ${mode}`),
+    };
+    return r;
+  }
+
+  it('no checkpoint is triggered from the moment the stop begins, periodic or requested', async () => {
+    const h = await harness({ interval: 100, timeout: 60_000 });
+    const log: string[] = [];
+    const r = runtime(log);
+    await h.advance(50);
+    const run = stopWithSavepoint(h.coord, r, { scheduler: h.scheduler });
+    await h.steps(20, 100); // twenty intervals while the savepoint is pending
+    expect(h.triggered).toEqual([]);
+    expect(h.scheduler.requestCheckpoint()).toEqual({ status: 'stopped' });
+    await h.ackAll(r.savepoint!);
+    const info = await run;
+    expect(log).toEqual([`inject ${info.checkpointId}`, `notify ${info.checkpointId}`, 'terminate stop']);
+    await h.steps(5, 100);
+    expect(h.triggered).toEqual([]);
+    expect(h.events.filter((e) => e.type === 'triggered').map((e) => e.checkpoint.kind)).toEqual(['savepoint']);
+    h.scheduler.close();
+  });
+
+  it("the stop's savepoint still times out; the job resumes and the scheduler triggers again an interval later", async () => {
+    const h = await harness({ interval: 100, timeout: 500 });
+    const log: string[] = [];
+    const run = stopWithSavepoint(h.coord, runtime(log), { scheduler: h.scheduler });
+    const failed = expectRejectsCode(run, 'STOP_WITH_SAVEPOINT_FAILED');
+    await h.advance(499);
+    expect(h.events.some((e) => e.type === 'failed')).toBe(false);
+    await h.advance(1);
+    const err = await failed;
+    expect(err.message).toMatch(/timeout/);
+    expect(log).toContain('resume');
+    expect(h.triggered).toEqual([]);
+    expect(h.scheduler.consecutiveFailures).toBe(0); // a savepoint's failure is not counted
+    await h.advance(99);
+    expect(h.triggered).toEqual([]);
+    await h.advance(1);
+    expect(h.triggered).toHaveLength(1);
+    h.scheduler.close();
+  });
+
+  it('a savepoint that cannot even be triggered leaves the scheduler running', async () => {
+    const h = await harness({ interval: 100 });
+    const run = stopWithSavepoint(h.coord, runtime([]), {
+      scheduler: h.scheduler,
+      target: 'x',
+      targetDir: 'y',
+    });
+    await expectRejectsCode(run, 'INVALID_ARGUMENT');
     await h.advance(100);
     expect(h.triggered).toHaveLength(1);
     h.scheduler.close();
