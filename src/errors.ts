@@ -66,6 +66,13 @@ export const ErrorCodes = [
   'INVALID_CHECKPOINT_OPTION',
   /** more consecutive checkpoints failed than tolerableFailures allows: the job must fail */
   'TOLERABLE_FAILURES_EXCEEDED',
+  // channel state of unaligned checkpoints (docs/RUNTIME.md, "Checkpointing modes")
+  /** channel state names a channel the subtask does not have */
+  'CHANNEL_STATE_UNKNOWN_CHANNEL',
+  /** the in-flight records of a channel skip a sequence number */
+  'CHANNEL_STATE_SEQUENCE_GAP',
+  /** in-flight records a restore cannot hand to any subtask */
+  'CHANNEL_STATE_UNPLACEABLE',
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
@@ -96,6 +103,12 @@ export class FormatError extends StreamStateError {}
 
 /** A restore cannot proceed (parallelism mismatch, missing handles, ...). */
 export class RestoreError extends StreamStateError {}
+
+/**
+ * In-flight records of an unaligned checkpoint (channel state) that cannot be written or restored
+ * as given: an unknown channel, a gap in a channel's sequence numbers, records no subtask can take.
+ */
+export class ChannelStateError extends StreamStateError {}
 
 /** A storage operation failed (the file system or object store answered with an error). */
 export class StorageError extends StreamStateError {}

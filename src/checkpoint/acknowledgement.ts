@@ -1,6 +1,7 @@
 import { isKeyGroupsHandle, type KeyedStateHandle, type OperatorStateHandle } from '../backend/handles.js';
 import { SnapshotError, StreamStateError } from '../errors.js';
 import { keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
+import type { ChannelStateHandle } from './channel-state.js';
 import type { CoordinatedOperator } from './job-operators.js';
 import type { CompletedCheckpointInfo } from './metadata.js';
 
@@ -96,6 +97,8 @@ export class CheckpointDeclinedError extends SnapshotError {
 export interface SubtaskAck {
   readonly keyed: readonly (KeyedStateHandle | null)[];
   readonly operator: readonly (OperatorStateHandle | null)[];
+  /** In-flight records of an unaligned checkpoint (ChannelStateWriter.finish); null or absent: none. */
+  readonly channel?: ChannelStateHandle | null;
   /** What the runtime measured for this subtask's snapshot (recorded in the checkpoint statistics). */
   readonly metrics?: SubtaskCheckpointMetrics;
 }
@@ -114,14 +117,14 @@ export interface SubtaskCheckpointMetrics {
 export interface NormalizedAck {
   readonly keyed: readonly KeyedStateHandle[];
   readonly operator: readonly OperatorStateHandle[];
+  readonly channel?: ChannelStateHandle;
   readonly metrics?: SubtaskCheckpointMetrics;
 }
 
 export function dropNulls(state: SubtaskAck): NormalizedAck {
-  return {
-    keyed: (state.keyed ?? []).filter((h): h is KeyedStateHandle => h !== null && typeof h === 'object'),
-    operator: (state.operator ?? []).filter((h): h is OperatorStateHandle => h !== null && typeof h === 'object'),
-  };
+  const keyed = (state.keyed ?? []).filter((h): h is KeyedStateHandle => h !== null && typeof h === 'object');
+  const operator = (state.operator ?? []).filter((h): h is OperatorStateHandle => h !== null && typeof h === 'object');
+  return state.channel ? { keyed, operator, channel: state.channel } : { keyed, operator };
 }
 
 /** Drops nulls and checks every keyed handle against the subtask (maxParallelism, key-group range). INVALID_ARGUMENT otherwise. */
@@ -132,7 +135,14 @@ export function normalizeAck(
   subtaskIndex: number,
   jobId: string,
 ): NormalizedAck {
-  const { keyed, operator } = dropNulls(state);
+  const { keyed, operator, channel } = dropNulls(state);
+  if (channel !== undefined && channel.type !== 'channel-state') {
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `checkpoint ${checkpointId}: subtask ${subtaskIndex} of ${op.operatorId} acknowledged a ${String((channel as { type?: unknown }).type)} handle as channel state; pass ChannelStateWriter.finish()'s handle.`,
+    );
+  }
+  const extra = channel ? { channel } : {};
   for (const h of keyed) {
     if (h.maxParallelism !== op.maxParallelism) {
       throw new StreamStateError(
@@ -169,9 +179,9 @@ export function normalizeAck(
         );
       }
     }
-    return { keyed, operator, metrics };
+    return { keyed, operator, ...extra, metrics };
   }
-  return { keyed, operator };
+  return { keyed, operator, ...extra };
 }
 
 interface RangeJson {

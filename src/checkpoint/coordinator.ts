@@ -13,7 +13,12 @@ import {
 import { CheckpointStatsTracker, subtaskBytes, type CheckpointListener } from './checkpoint-stats.js';
 import { CompletedCheckpointStore, type RetainedCheckpoint } from './completed-store.js';
 import { indexOperators, operatorOf, subtaskCount, type CoordinatedOperator } from './job-operators.js';
-import type { CheckpointMetadata, CompletedCheckpointInfo, OperatorSnapshot } from './metadata.js';
+import {
+  subtaskStateHandles,
+  type CheckpointMetadata,
+  type CompletedCheckpointInfo,
+  type OperatorSnapshot,
+} from './metadata.js';
 import { RecordingStreamFactory } from './recording-streams.js';
 import { planRestore, type RestorePlan } from './restore-planning.js';
 import { SharedStateRegistry, type RestoreMode } from './shared-registry.js';
@@ -461,7 +466,7 @@ export class CheckpointCoordinator {
     }
     const ack = normalizeAck(state, op, checkpointId, subtaskIndex, this.jobId);
     // Every path must resolve inside what this checkpoint may reference (else a typed error now, not a failed completion later).
-    for (const f of referencedFiles([ack.keyed, ack.operator])) resolveHandlePath(p.view.pointer, f.path);
+    for (const f of referencedFiles(subtaskStateHandles(ack))) resolveHandlePath(p.view.pointer, f.path);
     const acks = p.acks.get(operatorId)!;
     if (acks.has(subtaskIndex)) throw this.duplicate(checkpointId, operatorId, subtaskIndex);
     acks.set(subtaskIndex, ack);
@@ -476,7 +481,7 @@ export class CheckpointCoordinator {
   private reportAcknowledged(p: Pending, operatorId: string, subtaskIndex: number, ack: NormalizedAck): void {
     const { checkpointId: id, pointer } = p.view;
     const bytes = subtaskBytes(
-      [ack.keyed, ack.operator],
+      subtaskStateHandles(ack),
       (path) => resolveHandlePath(pointer, path),
       (key) => this.registry.uploadedBy(key) === id,
     );
@@ -521,7 +526,7 @@ export class CheckpointCoordinator {
       await this.serially(async () => {
         const wanted = this.wantedKeys();
         const keys = new Set<string>();
-        for (const f of referencedFiles([ack.keyed, ack.operator])) keys.add(resolveHandlePath(pointer, f.path));
+        for (const f of referencedFiles(subtaskStateHandles(ack))) keys.add(resolveHandlePath(pointer, f.path));
         const doomed = this.adoptedBy(checkpointId, keys, wanted);
         this.registry.forgetUploads(doomed);
         if (doomed.length > 0) await this.bestEffort(() => this.storage.store.delete(doomed));
@@ -677,7 +682,7 @@ export class CheckpointCoordinator {
     const unknown = new Map<string, number>();
     for (const op of metadata.operators) {
       for (const s of op.subtasks) {
-        for (const f of referencedFiles([s.keyed, s.operator])) {
+        for (const f of referencedFiles(subtaskStateHandles(s))) {
           const key = resolveHandlePath(pointer, f.path);
           if (key.startsWith(`${pointer}/`) || this.registry.isLive(key)) continue;
           if (!key.startsWith(shared) || this.registry.has(key)) bad.push(key);
@@ -704,7 +709,12 @@ export class CheckpointCoordinator {
       const acks = p.acks.get(op.operatorId)!;
       const subtasks = [...acks.entries()]
         .sort(([a], [b]) => a - b)
-        .map(([subtaskIndex, ack]) => ({ subtaskIndex, keyed: ack.keyed, operator: ack.operator }));
+        .map(([subtaskIndex, ack]) => ({
+          subtaskIndex,
+          keyed: ack.keyed,
+          operator: ack.operator,
+          ...(ack.channel ? { channel: ack.channel } : {}),
+        }));
       operators.push({
         operatorId: op.operatorId,
         parallelism: op.parallelism,

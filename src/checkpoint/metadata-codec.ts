@@ -12,7 +12,16 @@ import type { CheckpointMetadata } from './metadata.js';
  * so that a damaged or hand-edited file fails here, with a path to the bad field, not deep in a restore.
  */
 export const METADATA_MAGIC = Buffer.from('SSMD', 'ascii');
-export const METADATA_VERSION = 1;
+/**
+ * The newest version this code writes and reads. Version 2 added per-subtask channel state
+ * (unaligned checkpoints); a file without channel state is still written as version 1, so older
+ * readers keep reading aligned checkpoints and savepoints. Every version up to this one is read.
+ */
+export const METADATA_VERSION = 2;
+/** The version a file needs: 2 only when some subtask has channel state. */
+export function metadataVersionFor(metadata: CheckpointMetadata): number {
+  return metadata.operators.some((op) => op.subtasks.some((s) => s.channel !== undefined)) ? 2 : 1;
+}
 const HEADER_BYTES = 12;
 const TRAILER_BYTES = 4;
 /** No flags are defined in version 1; a reader refuses bits it does not know. */
@@ -28,7 +37,7 @@ export function encodeMetadata(metadata: CheckpointMetadata): Buffer {
   const body = Buffer.from(JSON.stringify(metadata), 'utf8');
   const out = Buffer.allocUnsafe(HEADER_BYTES + body.length + TRAILER_BYTES);
   METADATA_MAGIC.copy(out, 0);
-  out.writeUInt16BE(METADATA_VERSION, 4);
+  out.writeUInt16BE(metadataVersionFor(metadata), 4);
   out.writeUInt16BE(0, 6);
   out.writeUInt32BE(body.length, 8);
   body.copy(out, HEADER_BYTES);
@@ -56,7 +65,7 @@ export function decodeMetadata(bytes: Uint8Array, what = '_metadata'): Checkpoin
   // The checksum is verified before the version is believed: a damaged version field (next to a
   // damaged body) is corruption, not "upgrade streamstate". Only a frame that does not fit this
   // version's layout leaves the version as the best explanation.
-  const knownVersion = version === METADATA_VERSION;
+  const knownVersion = version >= 1 && version <= METADATA_VERSION;
   if (buf.length !== total) {
     if (version > METADATA_VERSION) failNewer(what, version);
     if (!knownVersion) failNoSuchVersion(what, version);
@@ -93,6 +102,12 @@ export function decodeMetadata(bytes: Uint8Array, what = '_metadata'): Checkpoin
   validateMetadata(parsed, (field, problem) =>
     fail('CORRUPT', `${what}: ${field} ${problem}; the file is damaged or was edited by hand.`),
   );
+  if (metadataVersionFor(parsed) > version) {
+    fail(
+      'CORRUPT',
+      `${what}: format version ${version} cannot hold channel state, yet the body has some; the file is damaged or was edited by hand.`,
+    );
+  }
   return parsed;
 }
 
@@ -205,6 +220,37 @@ function validateOperator(op: unknown, at: string, seen: Set<string>, bad: Probl
     if (!Array.isArray(st.operator)) bad(`${sat}.operator`, 'must be an array');
     st.keyed.forEach((h: unknown, k: number) => validateKeyedHandle(h, `${sat}.keyed[${k}]`, maxParallelism, bad));
     st.operator.forEach((h: unknown, k: number) => validateOperatorHandle(h, `${sat}.operator[${k}]`, bad));
+    if (st.channel !== undefined) validateChannelStateHandle(st.channel, `${sat}.channel`, bad);
+  });
+}
+
+/** Channel state (version 2): entries must lie inside the stream and not overlap; gaps in sequences are found when reading. */
+function validateChannelStateHandle(h: unknown, at: string, bad: Problem): void {
+  if (!isObj(h)) bad(at, 'is not an object');
+  if (h.type !== 'channel-state') bad(`${at}.type`, 'must be "channel-state"');
+  const ser = h.serializer;
+  if (!isObj(ser) || typeof ser.id !== 'string' || ser.id.length === 0 || !isInt(ser.version, 0))
+    bad(`${at}.serializer`, 'must be {id: non-empty string, version: integer}');
+  validateStreamHandle(h.stream, `${at}.stream`, bad);
+  const size = (h.stream as Obj).size as number;
+  if (!Array.isArray(h.entries) || h.entries.length === 0) bad(`${at}.entries`, 'must be a non-empty array');
+  const seen = new Set<string>();
+  let end = 6; // entries follow the stream's "SSCS" + version header
+  h.entries.forEach((e: unknown, i: number) => {
+    const eat = `${at}.entries[${i}]`;
+    if (!isObj(e)) bad(eat, 'is not an object');
+    if (e.direction !== 'input' && e.direction !== 'output') bad(`${eat}.direction`, 'must be "input" or "output"');
+    if (e.partitioning !== 'keyed' && e.partitioning !== 'round-robin')
+      bad(`${eat}.partitioning`, 'must be "keyed" or "round-robin"');
+    for (const f of ['channel', 'firstSequence'] as const)
+      if (!isInt(e[f], 0)) bad(`${eat}.${f}`, 'must be a non-negative integer');
+    if (!isInt(e.count, 1)) bad(`${eat}.count`, 'must be a positive integer');
+    if (!isInt(e.offset, end) || !isInt(e.length, 1) || e.offset + e.length > size)
+      bad(eat, `must cover bytes after the previous entry (from ${end}) and inside the stream's ${size} bytes`);
+    end = e.offset + e.length;
+    const key = `${e.direction}:${e.channel}`;
+    if (seen.has(key)) bad(`${eat}.channel`, `${e.direction} channel ${e.channel} appears twice`);
+    seen.add(key);
   });
 }
 

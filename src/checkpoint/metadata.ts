@@ -1,4 +1,5 @@
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
+import type { ChannelStateHandle } from './channel-state.js';
 
 /**
  * What _metadata holds (its byte encoding lives in metadata-codec.ts and docs/FORMAT.md).
@@ -8,6 +9,20 @@ export interface SubtaskStateSnapshot {
   readonly subtaskIndex: number;
   readonly keyed: readonly KeyedStateHandle[];
   readonly operator: readonly OperatorStateHandle[];
+  /**
+   * In-flight records of an unaligned checkpoint (channel-state.ts). Absent when there were none;
+   * its presence makes the file format version 2.
+   */
+  readonly channel?: ChannelStateHandle;
+}
+
+/** Every handle of a subtask: what the files of a snapshot are enumerated from (retention, abort, gc, copy, verify). */
+export function subtaskStateHandles(s: {
+  readonly keyed: readonly KeyedStateHandle[];
+  readonly operator: readonly OperatorStateHandle[];
+  readonly channel?: ChannelStateHandle | null;
+}): unknown[] {
+  return s.channel ? [s.keyed, s.operator, s.channel] : [s.keyed, s.operator];
 }
 
 export interface OperatorSnapshot {

@@ -1,6 +1,6 @@
 import { referencedFiles } from '../backend/handles.js';
 import { encodeMetadata } from './metadata-codec.js';
-import type { CheckpointMetadata, CompletedCheckpointInfo } from './metadata.js';
+import { subtaskStateHandles, type CheckpointMetadata, type CompletedCheckpointInfo } from './metadata.js';
 import { resolveHandlePath } from './streams.js';
 
 /** Store-relative names of every file the snapshot at `pointer` references. */
@@ -8,7 +8,7 @@ export function fileKeys(pointer: string, metadata: CheckpointMetadata): Set<str
   const keys = new Set<string>();
   for (const op of metadata.operators) {
     for (const s of op.subtasks)
-      for (const f of referencedFiles([s.keyed, s.operator])) keys.add(resolveHandlePath(pointer, f.path));
+      for (const f of referencedFiles(subtaskStateHandles(s))) keys.add(resolveHandlePath(pointer, f.path));
   }
   return keys;
 }
@@ -24,7 +24,7 @@ export function completedInfo(pointer: string, metadata: CheckpointMetadata): Co
   const seen = new Set<string>();
   for (const op of metadata.operators) {
     for (const s of op.subtasks) {
-      for (const f of referencedFiles([s.keyed, s.operator])) {
+      for (const f of referencedFiles(subtaskStateHandles(s))) {
         const key = resolveHandlePath(pointer, f.path);
         if (key.startsWith(`${pointer}/`) && !seen.has(key)) {
           seen.add(key);

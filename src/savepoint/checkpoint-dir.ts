@@ -3,7 +3,11 @@ import { join } from 'node:path';
 import { referencedFiles } from '../backend/handles.js';
 import { METADATA_FILE, SHARED_DIR } from '../checkpoint/checkpoint-storage.js';
 import { readLease, type LeaseInfo } from '../checkpoint/lease.js';
-import type { CheckpointMetadataStats, CompletedCheckpointInfo } from '../checkpoint/metadata.js';
+import {
+  subtaskStateHandles,
+  type CheckpointMetadataStats,
+  type CompletedCheckpointInfo,
+} from '../checkpoint/metadata.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { resolveHandlePath } from '../checkpoint/streams.js';
 import { FormatError, isStreamStateError, StorageError, StreamStateError } from '../errors.js';
@@ -189,7 +193,7 @@ export async function findGarbageIfJob(
       readable.add(id);
       for (const op of metadata.operators)
         for (const s of op.subtasks)
-          for (const f of referencedFiles([s.keyed, s.operator])) referenced.add(resolveHandlePath(pointer, f.path));
+          for (const f of referencedFiles(subtaskStateHandles(s))) referenced.add(resolveHandlePath(pointer, f.path));
     } catch (err) {
       if (
         !(err instanceof FormatError) &&

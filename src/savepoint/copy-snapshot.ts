@@ -1,4 +1,5 @@
 import { crc32 } from 'node:zlib';
+import { subtaskStateHandles } from '../checkpoint/metadata.js';
 import { referencedFiles, type FileStreamHandle } from '../backend/handles.js';
 import { METADATA_FILE } from '../checkpoint/checkpoint-storage.js';
 import { decodeMetadata } from '../checkpoint/metadata-codec.js';
@@ -46,7 +47,7 @@ export async function copySnapshot(
   const files = new Map<string, FileStreamHandle>();
   for (const op of metadata.operators) {
     for (const s of op.subtasks) {
-      for (const f of referencedFiles([s.keyed, s.operator])) {
+      for (const f of referencedFiles(subtaskStateHandles(s))) {
         const name = resolveHandlePath(from.dir, f.path);
         if (!name.startsWith(`${from.dir}/`)) {
           throw new StreamStateError(

@@ -7,7 +7,7 @@ import {
   type OperatorStateHandle,
 } from '../backend/handles.js';
 import { encodeMetadata } from '../checkpoint/metadata-codec.js';
-import type { CheckpointMetadata, CheckpointMetadataStats } from '../checkpoint/metadata.js';
+import { subtaskStateHandles, type CheckpointMetadata, type CheckpointMetadataStats } from '../checkpoint/metadata.js';
 import { describeSerializer, type SerializerSnapshot } from '../serializers/serializer.js';
 
 /**
@@ -189,7 +189,7 @@ export function inspectMetadata(metadata: CheckpointMetadata, path: string): Sna
         }
         for (const h of s.operator) operatorBytes += streamBytes(h);
         allOperatorHandles.push(...s.operator);
-        for (const f of referencedFiles([s.keyed, s.operator]))
+        for (const f of referencedFiles(subtaskStateHandles(s)))
           files.set(f.path, { path: f.path, size: f.size, crc32: f.crc32 });
         return {
           subtaskIndex: s.subtaskIndex,

@@ -1,4 +1,5 @@
 import { crc32 } from 'node:zlib';
+import { subtaskStateHandles } from '../checkpoint/metadata.js';
 import type { StateFileReader } from '../backend/contract.js';
 import {
   referencedFiles,
@@ -344,7 +345,7 @@ export async function verifySnapshot(located: LocatedSnapshot, progress?: Verify
   const { metadata, files } = located.snapshot;
   const unique = new Map<string, FileStreamHandle>();
   for (const op of metadata.operators)
-    for (const s of op.subtasks) for (const f of referencedFiles([s.keyed, s.operator])) unique.set(f.path, f);
+    for (const s of op.subtasks) for (const f of referencedFiles(subtaskStateHandles(s))) unique.set(f.path, f);
   const totalBytes = [...unique.values()].reduce((n, f) => n + f.size, 0);
   const v = new Verifier(located.storage, located.pointer, files, totalBytes, progress);
   for (const message of keyGroupCoverageProblems(metadata)) v.problem('corrupt', 'CORRUPT', message);
