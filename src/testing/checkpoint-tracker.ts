@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
 import type { CheckpointCoordinator, PendingCheckpoint } from '../checkpoint/coordinator.js';
 import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
+import type { ChannelStateHandle } from '../checkpoint/channel-state.js';
 import type { SubtaskSnapshot } from './tasks.js';
 
 /** What the runtime measured while a subtask took its snapshot (alignment and the asynchronous part are timed here). */
@@ -151,20 +152,23 @@ export class CheckpointTracker {
     const run = (async () => {
       let finished = false;
       try {
-        const [operator, keyed] = await Promise.all([
+        const [operator, keyed, channel] = await Promise.all([
           snapshot.operator.done,
           snapshot.keyed ? snapshot.keyed.done : null,
+          snapshot.channel ?? null,
         ]);
         finished = true;
         const asyncDurationMs = performance.now() - asyncStart;
         this.inFlightSnapshots--;
         this.countBytes(checkpointId, operator);
         this.countBytes(checkpointId, keyed);
+        this.countBytes(checkpointId, channel);
         // A failed attempt acknowledges nothing more; the coordinator's shutdown removes what its snapshots wrote.
         if (this.hooks.isDead()) return;
         const result = await this.coordinator.acknowledge(checkpointId, operatorId, subtaskIndex, {
           keyed: keyed ? [keyed] : [],
           operator: operator ? [operator] : [],
+          ...(channel ? { channel } : {}),
           ...(timing ? { metrics: { ...timing, alignmentDurationMs, asyncDurationMs } } : {}),
         });
         if (result.status === 'completed') {
@@ -222,7 +226,10 @@ export class CheckpointTracker {
   }
 
   /** Inline bytes each time; a file once (a shared file reused by a later checkpoint is not written again). */
-  private countBytes(checkpointId: number, handle: KeyedStateHandle | OperatorStateHandle | null): void {
+  private countBytes(
+    checkpointId: number,
+    handle: KeyedStateHandle | OperatorStateHandle | ChannelStateHandle | null,
+  ): void {
     const visit = (v: unknown): void => {
       if (Array.isArray(v)) {
         for (const x of v) visit(x);

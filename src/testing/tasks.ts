@@ -1,10 +1,13 @@
 import type { KeyedStateBackend, OperatorStateBackend, SnapshotOptions, SnapshotTask } from '../backend/contract.js';
 import type { KeyedStateHandle, OperatorStateHandle } from '../backend/handles.js';
+import type { ChannelStateHandle } from '../checkpoint/channel-state.js';
 
 /** The snapshot tasks of one subtask for one checkpoint (operator state first, then keyed state). */
 export interface SubtaskSnapshot {
   readonly operator: SnapshotTask<OperatorStateHandle>;
   readonly keyed: SnapshotTask<KeyedStateHandle> | null;
+  /** Unaligned checkpoints: the in-flight records, written once the last barrier came (null: none). */
+  readonly channel?: Promise<ChannelStateHandle | null>;
 }
 
 /**
