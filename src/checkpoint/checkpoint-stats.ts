@@ -21,7 +21,10 @@ export interface CheckpointStats {
   readonly jobId: string;
   readonly kind: 'checkpoint' | 'savepoint';
   readonly status: CheckpointStatus;
-  /** Where its _metadata is (completed) or would have been. */
+  /**
+   * Where its _metadata is (completed) or would have been: store-relative (`<jobId>/chk-7`), or
+   * for a savepoint outside the checkpoint storage its target as given (absolute path or URL).
+   */
   readonly pointer: string;
   /** ms since epoch (the coordinator's clock). */
   readonly triggerTimestamp: number;
@@ -46,6 +49,7 @@ export interface CheckpointStats {
 
 export interface RestoredCheckpointStats {
   readonly checkpointId: number;
+  /** As given to restore(): store-relative, or the absolute path or URL of a snapshot outside the storage. */
   readonly pointer: string;
   readonly kind: 'checkpoint' | 'savepoint';
   readonly mode: RestoreMode;

@@ -264,7 +264,7 @@ export class CheckpointCoordinator {
     if (source !== null) {
       this.statistics.reportRestored({
         checkpointId: source.metadata.checkpointId,
-        pointer: source.pointer,
+        pointer: this.external.storage.userPointer(source.pointer), // [savepoints anywhere] the path or URL, not its mount
         kind: source.metadata.kind,
         mode,
         restoreTimestamp: this.clock(),
@@ -412,7 +412,7 @@ export class CheckpointCoordinator {
     this.statistics.reportTriggered({
       checkpointId,
       kind,
-      pointer,
+      pointer: this.external.storage.userPointer(pointer), // [savepoints anywhere] the target as given, not its mount
       triggerTimestamp: view.timestamp,
       numSubtasks: remaining,
     });

@@ -260,8 +260,11 @@ export class Attempt<IN, K, OUT> {
           await Promise.race(waits);
           continue;
         }
-        // Scheduled checkpoints: time passes while acknowledgements are under way (timeouts can fire).
-        if (this.scheduling && (await this.scheduling.waitIdle(this.tracker.busy))) continue;
+        // Scheduled checkpoints: the input has ended (unless a stop halted the sources); time passes
+        // while acknowledgements are under way (timeouts can fire).
+        if (this.scheduling && this.stopRun === null) this.scheduling.endOfInput();
+        if (this.scheduling && (await this.scheduling.waitIdle(this.tracker.busy ? this.tracker.settle() : null)))
+          continue;
         await this.tracker.settle();
         this.throwIfFailed();
         if (this.stopRun !== null) {

@@ -42,6 +42,7 @@ export interface ScheduledAttempt {
 /** One attempt's scheduler, on the run's clock. */
 export class ScheduledCheckpoints {
   readonly scheduler: CheckpointScheduler;
+  private inputEnded = false;
 
   constructor(
     coordinator: CheckpointCoordinator,
@@ -75,20 +76,42 @@ export class ScheduledCheckpoints {
   }
 
   /**
-   * Nothing can move: when checkpoints are pending, time passes while the runtime waits (one
-   * ms per event-loop turn), so a checkpoint that never completes times out. Returns whether
-   * the caller should wait a turn and look again.
+   * The sources are at the end of their input: no more periodic checkpoints (each would keep the
+   * job waiting for the next); pending ones keep their timeouts, the final one is requestFinal().
    */
-  async waitIdle(acknowledgementsUnderWay: boolean): Promise<boolean> {
-    if (!acknowledgementsUnderWay && this.scheduler.pendingCount === 0) return false;
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  endOfInput(): void {
+    if (this.inputEnded) return;
+    this.inputEnded = true;
+    this.scheduler.suspendTriggering();
+  }
+
+  /**
+   * Nothing can move: when checkpoints are pending, time passes while the runtime waits for
+   * their acknowledgements (one virtual ms per real ms of waiting, or less when they arrive
+   * sooner), so a checkpoint that never completes times out. Returns whether the caller should
+   * look again.
+   */
+  async waitIdle(acknowledgements: Promise<void> | null): Promise<boolean> {
+    if (acknowledgements === null && this.scheduler.pendingCount === 0) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const ms = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, 1);
+    });
+    await Promise.race(acknowledgements === null ? [ms] : [ms, acknowledgements]);
+    clearTimeout(timer);
     this.clock.advance(1);
     return true;
   }
 
-  /** The final checkpoint at the end of the input: a user request (no minPause; queued behind maxConcurrent). */
+  /**
+   * The final checkpoint at the end of the input: a user request (no minPause). When maxConcurrent
+   * checkpoints are pending it is not queued (triggering is suspended): the runner asks again
+   * once they have ended.
+   */
   requestFinal(): void {
+    this.scheduler.resumeTriggering();
     this.scheduler.requestCheckpoint();
+    if (this.inputEnded) this.scheduler.suspendTriggering();
   }
 
   async close(): Promise<void> {
