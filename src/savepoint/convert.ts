@@ -71,6 +71,11 @@ export interface ConvertOptions {
    * operator's own. Keyed state is re-hashed into the new key groups (src/savepoint/rehash.ts).
    */
   readonly maxParallelism?: number;
+  /**
+   * With `maxParallelism`: keyed state of at most this many bytes is re-hashed in memory, more
+   * through spill files in the scratch directory (RehashOptions.memoryBytes; default 256 MiB).
+   */
+  readonly rehashMemoryBytes?: number;
   /** Creates a backend by name (the source's recorded name, or `target`). `workDir` is scratch space for disk backends. */
   readonly backendFor: (name: string, workDir: string) => StateBackend;
   /** The key serializer a keyed handle was written with, for handle types that do not record it in the handle. */
@@ -490,6 +495,7 @@ class Converter {
       scratchDir: this.workDir(),
       what: `operator ${op.operatorId}`,
       ...(this.opts.flushBytes === undefined ? {} : { flushBytes: this.opts.flushBytes }),
+      ...(this.opts.rehashMemoryBytes === undefined ? {} : { memoryBytes: this.opts.rehashMemoryBytes }),
       progress: (phase, done, total) => this.progress(phase, done, total),
     });
     this.keyedBytes += result.bytesRead;

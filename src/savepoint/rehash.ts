@@ -47,6 +47,11 @@ export interface RehashOptions {
   readonly bucketBytes?: number;
   /** Total of the spill's write buffers. */
   readonly bufferBytes?: number;
+  /**
+   * Keyed state of at most this many bytes (the source blocks) is re-hashed in memory, without
+   * spill files; more goes through them. Default DEFAULT_REHASH_MEMORY_BYTES; 0 always spills.
+   */
+  readonly memoryBytes?: number;
   readonly progress?: (phase: string, done: number, total: number) => void;
 }
 
@@ -60,6 +65,12 @@ export interface RehashResult {
   /** Entries moved. */
   readonly entries: number;
 }
+
+/**
+ * Default of RehashOptions.memoryBytes: state up to this size is re-hashed without touching the
+ * disk (the process then holds about twice this at its peak).
+ */
+export const DEFAULT_REHASH_MEMORY_BYTES = 256 * 1024 * 1024;
 
 /** Checks a new max parallelism against the bounds and the parallelism it must hold. */
 export function checkNewMaxParallelism(maxParallelism: number, parallelism: number, what: string): void {
@@ -152,9 +163,17 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
   const ranges = Array.from({ length: opts.parallelism }, (_, i) =>
     keyGroupRangeForSubtask(newMaxP, opts.parallelism, i).toJSON(),
   );
-  const buckets = planSpillBuckets(ranges, newMaxP, total, opts.bucketBytes ?? DEFAULT_BUCKET_BYTES);
+  const inMemory = total <= (opts.memoryBytes ?? DEFAULT_REHASH_MEMORY_BYTES);
+  // In memory, one bucket per subtask: its size costs nothing but the memory already allowed.
+  const buckets = planSpillBuckets(
+    ranges,
+    newMaxP,
+    total,
+    inMemory ? Number.POSITIVE_INFINITY : (opts.bucketBytes ?? DEFAULT_BUCKET_BYTES),
+  );
   const spill = new KeyGroupSpill(opts.scratchDir, newMaxP, buckets, {
     bufferBytes: opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES,
+    inMemory,
   });
   let keyGroups = 0;
   try {

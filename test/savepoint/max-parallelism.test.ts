@@ -26,11 +26,14 @@ import {
  * unchanged; every entry sits in the key group its key hashes to; every result verifies.
  */
 
-/** [maxParallelism, parallelism] of each step after the source (written at 128). */
-const CHAIN: ReadonlyArray<readonly [number, number]> = [
-  [4096, 3],
-  [7, 2],
-  [128, 1],
+/**
+ * [maxParallelism, parallelism, rehashMemoryBytes] of each step after the source (written at 128):
+ * the first step goes through spill files (memory budget 0), the others are re-hashed in memory.
+ */
+const CHAIN: ReadonlyArray<readonly [number, number, number | undefined]> = [
+  [4096, 3, 0],
+  [7, 2, undefined],
+  [128, 1, undefined],
 ];
 
 async function expectOk(path: string): Promise<void> {
@@ -50,9 +53,10 @@ async function roundTrip(backend: string, model: KeyModel[], parallelism: number
     const want = normalizeModel(model);
     const withSession = model.filter((m) => m.session !== null).length;
     let src = written.path;
-    for (const [step, [maxP, p]] of CHAIN.entries()) {
+    for (const [step, [maxP, p, memory]] of CHAIN.entries()) {
       const dst = join(root, `step-${step}-${maxP}`);
-      await convert(src, dst, convertOptions(root, { maxParallelism: maxP, parallelism: p }));
+      const rehashMemory = memory === undefined ? {} : { rehashMemoryBytes: memory };
+      await convert(src, dst, convertOptions(root, { maxParallelism: maxP, parallelism: p, ...rehashMemory }));
       const got = await readContents(dst);
       expect({ step: maxP, keys: got.keys }).toEqual({ step: maxP, keys: want });
       expect(got.split).toEqual(written.split);
