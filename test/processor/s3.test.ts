@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
 import { leveldb } from '../../backends/leveldb/index.js';
 import { bootstrapSavepoint, keyedValues, openSnapshot, transformSavepoint } from '../../src/processor/index.js';
+import type { OperatorKeyGroups } from '../../src/savepoint/key-group-sizes.js';
 import type { S3ConnectionOptions } from '../../src/savepoint/locate.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import { valueState } from '../../src/state/descriptors.js';
@@ -121,4 +122,75 @@ describe('processor on S3', () => {
     ]);
     await local.close();
   }, 30_000);
+
+  it('convert --max-parallelism reads s3:// and writes s3:// (and local), and inspect --key-groups reads the result', async () => {
+    const src = url(await savepointKey('up/ldb'));
+    const dst = url('rehashed/ldb-256');
+    const r = await cli([
+      ...flags(),
+      'convert',
+      src,
+      dst,
+      '--to',
+      'memory',
+      '--max-parallelism',
+      '256',
+      '--parallelism',
+      '3',
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const reader = await openSnapshot(dst, { s3: conn });
+    try {
+      expect(reader.describe().map((o) => [o.operatorId, o.maxParallelism, o.parallelism])).toEqual([
+        [OPERATOR, 256, 3],
+      ]);
+      expect(await readerContents(reader, OPERATOR)).toEqual(jobModel(20, 2));
+    } finally {
+      await reader.close();
+    }
+    // Key-group sizes of the S3 result: 256 key groups, shares at a proposed parallelism, sums that add up.
+    const k = await cli([...flags(), 'inspect', dst, '--key-groups', '--json', '--parallelism', '5']);
+    expect(k.stderr).toBe('');
+    expect(k.code).toBe(0);
+    const [op] = (JSON.parse(k.stdout) as { operators: OperatorKeyGroups[] }).operators;
+    expect([op.operatorId, op.maxParallelism, op.proposedParallelism, op.subtasks.length]).toEqual([
+      OPERATOR,
+      256,
+      5,
+      5,
+    ]);
+    expect(op.keyGroups.every((g) => g.keyGroup >= 0 && g.keyGroup < 256)).toBe(true);
+    expect(op.keyGroups.reduce((n, g) => n + g.bytes, 0)).toBe(op.bytes);
+    expect(op.subtasks.reduce((n, t) => n + t.bytes, 0)).toBe(op.bytes);
+    // An existing s3:// destination: ALREADY_EXISTS, and nothing more is written there.
+    const before = (await store.list('rehashed/')).map((b) => b.name).sort();
+    const again = await cli([...flags(), 'convert', src, dst, '--to', 'memory', '--max-parallelism', '64']);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('ALREADY_EXISTS');
+    expect((await store.list('rehashed/')).map((b) => b.name).sort()).toEqual(before);
+    // s3:// -> local at yet another max parallelism, back from the S3 result.
+    const local = join(root, 'rehashed-local');
+    const l = await cli([
+      ...flags(),
+      'convert',
+      dst,
+      local,
+      '--to',
+      'memory',
+      '--max-parallelism',
+      '7',
+      '--parallelism',
+      '2',
+    ]);
+    expect(l.stderr).toBe('');
+    expect(l.code).toBe(0);
+    const back = await openSnapshot(local);
+    try {
+      expect(back.describe().map((o) => [o.operatorId, o.maxParallelism, o.parallelism])).toEqual([[OPERATOR, 7, 2]]);
+      expect(await readerContents(back, OPERATOR)).toEqual(jobModel(20, 2));
+    } finally {
+      await back.close();
+    }
+  }, 60_000);
 });
