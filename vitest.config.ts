@@ -9,6 +9,7 @@ export default defineConfig({
     alias: [
       { find: /^streamstate$/, replacement: source('./src/index.ts') },
       { find: /^streamstate\/conformance$/, replacement: source('./src/conformance/index.ts') },
+      { find: /^streamstate\/memory$/, replacement: source('./backends/memory/index.ts') },
     ],
   },
   test: {

@@ -1,9 +1,9 @@
+import { describeBackendConformance } from 'streamstate/conformance';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { filesystem } from '../../backends/filesystem/index.js';
 import { changelog } from '../../src/changelog/index.js';
-import { describeBackendConformance } from './all.js';
 
 // changelog(filesystem) with the default materialization interval: checkpoints are the restored
 // (or empty) base + log segments; every segment and snapshot stream is a file (inlineThreshold 0).

@@ -1,9 +1,9 @@
+import { describeBackendConformance } from 'streamstate/conformance';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { leveldb } from '../../backends/leveldb/index.js';
 import { changelog } from '../../src/changelog/index.js';
-import { describeBackendConformance } from './all.js';
 
 // changelog(leveldb, incremental): materialize at every checkpoint with changes, so materializations
 // are the wrapped backend's incremental snapshots (shared table files) under the changelog handle.

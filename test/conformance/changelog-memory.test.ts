@@ -1,6 +1,6 @@
+import { describeBackendConformance } from 'streamstate/conformance';
 import { memory } from '../../backends/memory/index.js';
 import { changelog } from '../../src/changelog/index.js';
-import { describeBackendConformance } from './all.js';
 
 // changelog(memory): materialize at every checkpoint that has changes (exercises background
 // materialization + truncation), and upload the log early past 4 KiB (exercises preemptive persist).

@@ -1,8 +1,8 @@
+import { describeBackendConformance } from 'streamstate/conformance';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { filesystem } from '../../backends/filesystem/index.js';
-import { describeBackendConformance } from './all.js';
 
 // The filesystem preset: heap state, checkpoints in a temp directory. inlineThreshold 0 sends every
 // snapshot stream to a file, so ranged reads, crc checks and file cleanup are all exercised.

@@ -1,8 +1,8 @@
+import { describeBackendConformance } from 'streamstate/conformance';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { leveldb } from '../../backends/leveldb/index.js';
-import { describeBackendConformance } from './all.js';
 
 // The leveldb backend with native incremental checkpoints, and in full-snapshot mode (key-groups
 // streams). Databases and checkpoints live in one temp directory per test.

@@ -1,12 +1,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describeBackendConformance } from 'streamstate/conformance';
 import { afterAll, beforeAll } from 'vitest';
 import { filesystem } from '../../backends/filesystem/index.js';
 import { leveldb } from '../../backends/leveldb/index.js';
 import { BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
-import { describeBackendConformance } from '../conformance/all.js';
-import { describeRescalingConformance } from '../conformance/rescaling.js';
 import { startS3rver, uniquePrefix, type S3rverFixture } from '../support/s3/s3rver-fixture.js';
 
 // The backend conformance suites with checkpoint storage on S3 (s3rver): every snapshot, restore
@@ -51,4 +50,7 @@ const leveldbOnS3 = async () => {
     cleanup: () => rm(root, { recursive: true, force: true }),
   };
 };
-describeRescalingConformance('leveldb (incremental), checkpoints on S3', leveldbOnS3, SHORT_RESCALING);
+describeBackendConformance('leveldb (incremental), checkpoints on S3', leveldbOnS3, {
+  sections: ['rescaling'],
+  rescaling: SHORT_RESCALING,
+});

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { int32Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import { mapState } from '../../../src/state/descriptors.js';
-import type { MapState } from '../../../src/state/types.js';
-import { collect } from '../../support/backend-harness.js';
+import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import { mapState } from '../../../state/descriptors.js';
+import type { MapState } from '../../../state/types.js';
+import { collect } from '../harness.js';
 import type { SuiteContext } from '../context.js';
 
 const byKey = <V>(a: [number, V], b: [number, V]): number => a[0] - b[0];

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import type { KeyedStateHandle } from '../../../src/backend/handles.js';
-import { keyGroupForKey, keyGroupRangeForSubtask } from '../../../src/keygroups/key-groups.js';
-import { int32Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import { listState, mapState, valueState } from '../../../src/state/descriptors.js';
-import { expectRejectsCode, expectThrowsCode } from '../../support/errors.js';
-import { stringKeyInRange, stringKeyOutsideRange } from '../../support/keys.js';
+import type { KeyedStateHandle } from '../../../backend/handles.js';
+import { keyGroupForKey, keyGroupRangeForSubtask } from '../../../keygroups/key-groups.js';
+import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import { listState, mapState, valueState } from '../../../state/descriptors.js';
+import { expectRejectsCode, expectThrowsCode } from '../expect-code.js';
+import { stringKeyInRange, stringKeyOutsideRange } from '../keys.js';
 import type { SuiteContext } from '../context.js';
 
 /** Misuse and restore-time validation (reference §1.2 cross-cutting, §10 items 45, 46; maxParallelism §2.2). */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { keyGroupForKey } from '../../../src/keygroups/key-groups.js';
-import { int64Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import type { Timer } from '../../../src/state/types.js';
+import { keyGroupForKey } from '../../../keygroups/key-groups.js';
+import { int64Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import type { Timer } from '../../../state/types.js';
 import type { SuiteContext } from '../context.js';
 
 const t = (timestamp: number, key: string, namespace = ''): Timer<string> => ({ timestamp, key, namespace });

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import type { OperatorStateBackend } from '../../src/backend/contract.js';
-import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
-import { mapState } from '../../src/state/descriptors.js';
-import type { MakeBackend } from '../support/backend-harness.js';
-import { expectRejectsCode, expectThrowsCode, within } from '../support/errors.js';
-import { GatedStreamFactory } from '../support/gated-streams.js';
+import type { OperatorStateBackend } from '../../backend/contract.js';
+import { int32Serializer, stringSerializer } from '../../serializers/builtins.js';
+import { mapState } from '../../state/descriptors.js';
+import type { MakeBackend } from './harness.js';
+import { expectRejectsCode, expectThrowsCode, within } from './expect-code.js';
+import { GatedStreamFactory } from './gated-streams.js';
 import { useHarness } from './context.js';
+import type { ResolvedSupports } from './supports.js';
 
 const bcast = (name: string) =>
   mapState<string, number>(name, { keySerializer: stringSerializer, valueSerializer: int32Serializer });
@@ -17,9 +18,13 @@ const sortedEntries = (b: OperatorStateBackend, name: string): [string, number][
  * The operator-state conformance suite (reference §1.4, §10 items 59–64, 66): list, union and
  * broadcast state, snapshots through real streams, and repartitioning through assignOperatorState.
  */
-export function describeOperatorBackendConformance(name: string, makeBackend: MakeBackend): void {
-  describe(`${name}: operator state conformance`, () => {
-    const ctx = useHarness(makeBackend);
+export function describeOperatorBackendConformance(
+  name: string,
+  makeBackend: MakeBackend,
+  supports: ResolvedSupports,
+): void {
+  describe.skipIf(!supports.operatorState)(`${name}: operator state conformance`, () => {
+    const ctx = useHarness(makeBackend, supports);
 
     it('registers list, union and broadcast states; getting a state again returns the same contents', async () => {
       const b = await ctx.h.createOperator();

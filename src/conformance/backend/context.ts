@@ -1,18 +1,21 @@
 import { afterEach, beforeEach } from 'vitest';
-import type { KeyedStateBackend } from '../../src/backend/contract.js';
-import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
-import { BackendHarness, type MakeBackend } from '../support/backend-harness.js';
+import type { KeyedStateBackend } from '../../backend/contract.js';
+import { int32Serializer, stringSerializer } from '../../serializers/builtins.js';
+import { BackendHarness, type MakeBackend } from './harness.js';
+import type { ResolvedSupports } from './supports.js';
 
 /** What every conformance section gets: a fresh harness (and so a fresh backend + storage) per test. */
 export interface SuiteContext {
   readonly h: BackendHarness;
+  /** What the backend under test declared it supports. */
+  readonly supports: ResolvedSupports;
   /** A keyed backend with string keys, maxParallelism 128, parallelism 1. */
   stringKeyed(): Promise<KeyedStateBackend<string>>;
   /** A keyed backend with int32 keys, maxParallelism 128, parallelism 1. */
   intKeyed(): Promise<KeyedStateBackend<number>>;
 }
 
-export function useHarness(make: MakeBackend): SuiteContext {
+export function useHarness(make: MakeBackend, supports: ResolvedSupports): SuiteContext {
   let current: BackendHarness | undefined;
   beforeEach(async () => {
     current = await BackendHarness.create(make);
@@ -27,6 +30,7 @@ export function useHarness(make: MakeBackend): SuiteContext {
       if (!current) throw new Error('the harness exists only inside a test');
       return current;
     },
+    supports,
     stringKeyed: () => ctx.h.createKeyed({ keySerializer: stringSerializer }),
     intKeyed: () => ctx.h.createKeyed({ keySerializer: int32Serializer }),
   };

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { KeyedStateBackend } from '../../../src/backend/contract.js';
-import { int32Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import { aggregatingState, reducingState, type AggregateFunction } from '../../../src/state/descriptors.js';
-import type { MergingState } from '../../../src/state/types.js';
+import type { KeyedStateBackend } from '../../../backend/contract.js';
+import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import { aggregatingState, reducingState, type AggregateFunction } from '../../../state/descriptors.js';
+import type { MergingState } from '../../../state/types.js';
 import type { SuiteContext } from '../context.js';
 import { MERGE_CASES } from './merge-cases.js';
 

@@ -1,11 +1,11 @@
-import fc from 'fast-check';
+import type { Arbitrary } from 'fast-check';
 import { expect } from 'vitest';
-import type { KeyedStateBackend } from '../../src/backend/contract.js';
-import { keyGroupForKey, type KeyGroupRange } from '../../src/keygroups/key-groups.js';
-import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
-import { listState, mapState, reducingState, valueState } from '../../src/state/descriptors.js';
-import type { ListState, MapState, ReducingState, ValueState } from '../../src/state/types.js';
-import { collect, type BackendHarness } from '../support/backend-harness.js';
+import type { KeyedStateBackend } from '../../backend/contract.js';
+import { keyGroupForKey, type KeyGroupRange } from '../../keygroups/key-groups.js';
+import { int32Serializer, stringSerializer } from '../../serializers/builtins.js';
+import { listState, mapState, reducingState, valueState } from '../../state/descriptors.js';
+import type { ListState, MapState, ReducingState, ValueState } from '../../state/types.js';
+import { collect, type BackendHarness } from './harness.js';
 
 /**
  * A plain-Map model of keyed state, and random operation sequences to run against it and a real
@@ -33,26 +33,33 @@ export type Op =
   | { readonly t: 'snapshotRestore' }
   | { readonly t: 'rescale' };
 
-const int = fc.integer({ min: -1000, max: 1000 });
-const ints = fc.array(int, { maxLength: 3 });
-const mapKey = fc.constantFrom(...MAP_KEYS);
+/** fast-check, loaded by the model section only (an optional peer dependency of `streamstate/conformance`). */
+export type FastCheck = typeof import('fast-check');
 
-export const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.constantFrom(...MODEL_KEYS).map((key): Op => ({ t: 'key', key })) },
-  { weight: 2, arbitrary: fc.constantFrom(...MODEL_NAMESPACES).map((ns): Op => ({ t: 'ns', ns })) },
-  { weight: 3, arbitrary: int.map((v): Op => ({ t: 'vUpdate', v })) },
-  { weight: 1, arbitrary: fc.constant<Op>({ t: 'vClear' }) },
-  { weight: 2, arbitrary: int.map((v): Op => ({ t: 'lAdd', v })) },
-  { weight: 2, arbitrary: ints.map((vs): Op => ({ t: 'lAddAll', vs })) },
-  { weight: 1, arbitrary: ints.map((vs): Op => ({ t: 'lUpdate', vs })) },
-  { weight: 1, arbitrary: fc.constant<Op>({ t: 'lClear' }) },
-  { weight: 3, arbitrary: fc.tuple(mapKey, int).map(([k, v]): Op => ({ t: 'mPut', k, v })) },
-  { weight: 2, arbitrary: mapKey.map((k): Op => ({ t: 'mRemove', k })) },
-  { weight: 1, arbitrary: fc.constant<Op>({ t: 'mClear' }) },
-  { weight: 2, arbitrary: int.map((v): Op => ({ t: 'rAdd', v })) },
-  { weight: 1, arbitrary: fc.constant<Op>({ t: 'snapshotRestore' }) },
-  { weight: 1, arbitrary: fc.constant<Op>({ t: 'rescale' }) },
-);
+/** Random operations; `rescaling` false leaves the rescale step out (a backend without the capability). */
+export function opArbitrary(fc: FastCheck, rescaling: boolean): Arbitrary<Op> {
+  const int = fc.integer({ min: -1000, max: 1000 });
+  const ints = fc.array(int, { maxLength: 3 });
+  const mapKey = fc.constantFrom(...MAP_KEYS);
+
+  const ops: { weight: number; arbitrary: Arbitrary<Op> }[] = [
+    { weight: 6, arbitrary: fc.constantFrom(...MODEL_KEYS).map((key): Op => ({ t: 'key', key })) },
+    { weight: 2, arbitrary: fc.constantFrom(...MODEL_NAMESPACES).map((ns): Op => ({ t: 'ns', ns })) },
+    { weight: 3, arbitrary: int.map((v): Op => ({ t: 'vUpdate', v })) },
+    { weight: 1, arbitrary: fc.constant<Op>({ t: 'vClear' }) },
+    { weight: 2, arbitrary: int.map((v): Op => ({ t: 'lAdd', v })) },
+    { weight: 2, arbitrary: ints.map((vs): Op => ({ t: 'lAddAll', vs })) },
+    { weight: 1, arbitrary: ints.map((vs): Op => ({ t: 'lUpdate', vs })) },
+    { weight: 1, arbitrary: fc.constant<Op>({ t: 'lClear' }) },
+    { weight: 3, arbitrary: fc.tuple(mapKey, int).map(([k, v]): Op => ({ t: 'mPut', k, v })) },
+    { weight: 2, arbitrary: mapKey.map((k): Op => ({ t: 'mRemove', k })) },
+    { weight: 1, arbitrary: fc.constant<Op>({ t: 'mClear' }) },
+    { weight: 2, arbitrary: int.map((v): Op => ({ t: 'rAdd', v })) },
+    { weight: 1, arbitrary: fc.constant<Op>({ t: 'snapshotRestore' }) },
+  ];
+  if (rescaling) ops.push({ weight: 1, arbitrary: fc.constant<Op>({ t: 'rescale' }) });
+  return fc.oneof(...ops);
+}
 
 const slot = (key: string, ns: string): string => `${key}|${ns}`;
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { int32Serializer } from '../../../src/serializers/builtins.js';
-import { listState } from '../../../src/state/descriptors.js';
-import { expectThrowsCode } from '../../support/errors.js';
+import { int32Serializer } from '../../../serializers/builtins.js';
+import { listState } from '../../../state/descriptors.js';
+import { expectThrowsCode } from '../expect-code.js';
 import type { SuiteContext } from '../context.js';
 import { MERGE_CASES, sortedNumbers } from './merge-cases.js';
 

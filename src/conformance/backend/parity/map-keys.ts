@@ -1,10 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect } from 'vitest';
-import type { KeyedStateBackend } from '../../../src/backend/contract.js';
-import { defaultSerializer, float64Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import type { Serializer } from '../../../src/serializers/serializer.js';
-import { mapState, valueState, type MapStateDescriptor } from '../../../src/state/descriptors.js';
-import { collect } from '../../support/backend-harness.js';
+import type { KeyedStateBackend } from '../../../backend/contract.js';
+import { defaultSerializer, float64Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import type { Serializer } from '../../../serializers/serializer.js';
+import { mapState, valueState, type MapStateDescriptor } from '../../../state/descriptors.js';
+import { collect } from '../harness.js';
 import { parityIt, type ParityContext } from './parity-context.js';
 
 /**
@@ -171,6 +171,8 @@ export function mapKeyTests(p: ParityContext): void {
           ),
         );
       },
+      undefined,
+      'operatorState',
     );
 
     parityIt(p, 'map-keys.bytes-decide', 'namespaces: 0 and -0 under float64 are two namespaces', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { int32Serializer } from '../../../src/serializers/builtins.js';
-import { listState, mapState, valueState } from '../../../src/state/descriptors.js';
-import { collect } from '../../support/backend-harness.js';
+import { int32Serializer } from '../../../serializers/builtins.js';
+import { listState, mapState, valueState } from '../../../state/descriptors.js';
+import { collect } from '../harness.js';
 import type { SuiteContext } from '../context.js';
 
 const numeric = (a: number, b: number): number => a - b;

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import type { KeyedStateBackend } from '../../../src/backend/contract.js';
-import { int32Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import { listState, mapState, valueState } from '../../../src/state/descriptors.js';
-import { collect } from '../../support/backend-harness.js';
-import { expectRejectsCode, within } from '../../support/errors.js';
-import { GatedStreamFactory } from '../../support/gated-streams.js';
+import type { KeyedStateBackend } from '../../../backend/contract.js';
+import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import { listState, mapState, valueState } from '../../../state/descriptors.js';
+import { collect } from '../harness.js';
+import { expectRejectsCode, within } from '../expect-code.js';
+import { GatedStreamFactory } from '../gated-streams.js';
 import type { SuiteContext } from '../context.js';
 
 const vd = valueState<string>('v', { serializer: stringSerializer });

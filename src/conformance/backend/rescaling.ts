@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import type { KeyedStateBackend } from '../../src/backend/contract.js';
-import { keyGroupRangeForSubtask, subtaskForKeyGroup } from '../../src/keygroups/key-groups.js';
-import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
-import { listState, mapState, valueState } from '../../src/state/descriptors.js';
-import { collect, type MakeBackend } from '../support/backend-harness.js';
-import { stringKeysByKeyGroup } from '../support/keys.js';
+import type { KeyedStateBackend } from '../../backend/contract.js';
+import { keyGroupRangeForSubtask, subtaskForKeyGroup } from '../../keygroups/key-groups.js';
+import { int32Serializer, stringSerializer } from '../../serializers/builtins.js';
+import { listState, mapState, valueState } from '../../state/descriptors.js';
+import { collect, type MakeBackend } from './harness.js';
+import { stringKeysByKeyGroup } from './keys.js';
 import { useHarness } from './context.js';
+import type { ResolvedSupports } from './supports.js';
 
 const MAX_P = 128;
 const KEYS_PER_GROUP = 2;
@@ -88,9 +89,14 @@ async function checkTarget(
  * Rescaling matrix (reference §10 item 37 with timers, lists and maps added): sources at
  * parallelism P write; the snapshot is redistributed with assignKeyedState to parallelism Q.
  */
-export function describeRescalingConformance(name: string, makeBackend: MakeBackend, cases = RESCALING_CASES): void {
-  describe(`${name}: rescaling (maxParallelism ${MAX_P})`, () => {
-    const ctx = useHarness(makeBackend);
+export function describeRescalingConformance(
+  name: string,
+  makeBackend: MakeBackend,
+  supports: ResolvedSupports,
+  cases: readonly (readonly [number, number])[] = RESCALING_CASES,
+): void {
+  describe.skipIf(!supports.rescaling)(`${name}: rescaling (maxParallelism ${MAX_P})`, () => {
+    const ctx = useHarness(makeBackend, supports);
     const keys = stringKeysByKeyGroup(MAX_P, KEYS_PER_GROUP);
 
     for (const [from, to] of cases) {

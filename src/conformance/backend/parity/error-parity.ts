@@ -1,11 +1,11 @@
 import { describe } from 'vitest';
-import { keyGroupRangeForSubtask } from '../../../src/keygroups/key-groups.js';
-import { int32Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import { listState, mapState, valueState } from '../../../src/state/descriptors.js';
-import { collect } from '../../support/backend-harness.js';
-import { stringKeyInRange, stringKeyOutsideRange } from '../../support/keys.js';
-import { within } from '../../support/errors.js';
-import { GatedStreamFactory } from '../../support/gated-streams.js';
+import { keyGroupRangeForSubtask } from '../../../keygroups/key-groups.js';
+import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import { listState, mapState, valueState } from '../../../state/descriptors.js';
+import { collect } from '../harness.js';
+import { stringKeyInRange, stringKeyOutsideRange } from '../keys.js';
+import { within } from '../expect-code.js';
+import { GatedStreamFactory } from '../gated-streams.js';
 import { expectRejectsDocumented, expectThrowsDocumented } from './error-classes.js';
 import { parityIt, type ParityContext } from './parity-context.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { keyGroupForKey } from '../../../src/keygroups/key-groups.js';
-import { int32Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import { valueState } from '../../../src/state/descriptors.js';
+import { keyGroupForKey } from '../../../keygroups/key-groups.js';
+import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import { valueState } from '../../../state/descriptors.js';
 import type { SuiteContext } from '../context.js';
 
 /** ValueState semantics (reference §10 items 1, 2, 4–7) and namespaces. */

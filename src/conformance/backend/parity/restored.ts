@@ -1,8 +1,8 @@
 import { describe, expect } from 'vitest';
-import type { KeyedStateBackend } from '../../../src/backend/contract.js';
-import { int32Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import { aggregatingState, listState, mapState, reducingState, valueState } from '../../../src/state/descriptors.js';
-import { collect } from '../../support/backend-harness.js';
+import type { KeyedStateBackend } from '../../../backend/contract.js';
+import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import { aggregatingState, listState, mapState, reducingState, valueState } from '../../../state/descriptors.js';
+import { collect } from '../harness.js';
 import { parityIt, type ParityContext } from './parity-context.js';
 
 /**
@@ -105,6 +105,8 @@ export function restoredStateTests(p: ParityContext): void {
         l.setCurrentNamespace('w');
         expect(l.get()).toEqual([7]);
       },
+      undefined,
+      'canonicalSavepoints',
     );
 
     for (const kind of [{ type: 'checkpoint' }, { type: 'savepoint', format: 'native' }] as const) {

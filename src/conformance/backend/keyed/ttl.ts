@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { stringSerializer } from '../../../src/serializers/builtins.js';
-import { listState, mapState, valueState, type TtlConfig } from '../../../src/state/descriptors.js';
-import { collect } from '../../support/backend-harness.js';
-import { expectThrowsCode } from '../../support/errors.js';
+import { stringSerializer } from '../../../serializers/builtins.js';
+import { listState, mapState, valueState, type TtlConfig } from '../../../state/descriptors.js';
+import { collect } from '../harness.js';
+import { expectThrowsCode } from '../expect-code.js';
 import type { SuiteContext } from '../context.js';
 
 /** A processing-time clock the test moves by hand. */
@@ -18,7 +18,7 @@ const TTL: TtlConfig = { ttlMs: 100 };
 
 /** TTL basics with a fake clock through params.clock (reference §1.3, §10 item 8). */
 export function ttlTests(ctx: SuiteContext): void {
-  describe('TTL', () => {
+  describe.skipIf(!ctx.supports.ttl)('TTL', () => {
     async function backend(clock: FakeClock) {
       return ctx.h.createKeyed({ keySerializer: stringSerializer, clock: clock.read });
     }

@@ -1,7 +1,7 @@
 import { describe, expect } from 'vitest';
-import { keyGroupForKey } from '../../../src/keygroups/key-groups.js';
-import { float64Serializer, stringSerializer } from '../../../src/serializers/builtins.js';
-import type { Serializer } from '../../../src/serializers/serializer.js';
+import { keyGroupForKey } from '../../../keygroups/key-groups.js';
+import { float64Serializer, stringSerializer } from '../../../serializers/builtins.js';
+import type { Serializer } from '../../../serializers/serializer.js';
 import {
   aggregatingState,
   listState,
@@ -10,7 +10,7 @@ import {
   valueState,
   type StateDescriptor,
   type TtlConfig,
-} from '../../../src/state/descriptors.js';
+} from '../../../state/descriptors.js';
 import type {
   AggregatingState,
   KeyedState,
@@ -18,9 +18,9 @@ import type {
   MapState,
   ReducingState,
   ValueState,
-} from '../../../src/state/types.js';
-import { collect } from '../../support/backend-harness.js';
-import type { ParityBehaviour } from './known-gaps.js';
+} from '../../../state/types.js';
+import { collect } from '../harness.js';
+import type { ParityBehaviour } from './behaviours.js';
 import { keyedWithClock, ManualClock, parityIt, type ParityContext } from './parity-context.js';
 
 /**
@@ -161,7 +161,7 @@ export const READ_PATHS: readonly ReadPath[] = [
 ];
 
 export function ttlParityTests(p: ParityContext): void {
-  describe('TTL parity', () => {
+  describe.skipIf(!p.supports.ttl)('TTL parity', () => {
     async function open(path: ReadPath, ttl: TtlConfig) {
       const clock = new ManualClock();
       const b = await keyedWithClock(p, clock);
@@ -389,6 +389,8 @@ export function ttlParityTests(p: ParityContext): void {
             kept === null ? null : 'x',
           ]);
         },
+        undefined,
+        'canonicalSavepoints',
       );
     }
 
@@ -426,6 +428,8 @@ export function ttlParityTests(p: ParityContext): void {
         clock.advance(40);
         expect(read()).toEqual(Array.from({ length: 20 }, () => null));
       },
+      undefined,
+      'rescaling',
     );
 
     parityIt(
