@@ -5,7 +5,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { filesystem } from '../../backends/filesystem/index.js';
 import { leveldb } from '../../backends/leveldb/index.js';
 import { memory } from '../../backends/memory/index.js';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import { CHECKPOINT_CHANNELS, type CheckpointEvent } from '../../src/checkpoint/checkpoint-stats.js';
+import { ManualClock } from '../../src/checkpoint/scheduler-clock.js';
 import {
   checkCounts,
   countingInput,
@@ -127,4 +130,49 @@ describe('savepoints in the reference runtime', () => {
     expect(checkCounts(result.committed, input).ok).toBe(true);
     expect([...(await localTree(target)).keys()]).toEqual(['keep.txt']);
   });
+});
+
+describe('stop-with-savepoint with scheduled checkpoints (RunOptions.checkpointing)', () => {
+  /** The job's checkpoint events (diagnostics_channel), each with the virtual time it happened at. */
+  async function heard<T>(jobId: string, clock: ManualClock, run: () => Promise<T>) {
+    const events: Array<{ e: CheckpointEvent; at: number }> = [];
+    const listener = (m: unknown): void => {
+      if ((m as CheckpointEvent).jobId === jobId) events.push({ e: m as CheckpointEvent, at: clock.now() });
+    };
+    const names = Object.values(CHECKPOINT_CHANNELS);
+    for (const n of names) subscribe(n, listener);
+    try {
+      return { result: await run(), events };
+    } finally {
+      for (const n of names) unsubscribe(n, listener);
+    }
+  }
+
+  it.each(['stop', 'cancel'] as const)(
+    '%s: no checkpoint is triggered once the stop began; the output up to the savepoint is exactly once',
+    async (mode) => {
+      const clock = new ManualClock(0);
+      const jobId = `sched-stop-${mode}`;
+      const target = join(root, `sp-${mode}`);
+      const { result, events } = await heard(jobId, clock, () =>
+        runPipeline(countingJob(input, { parallelism: 3, jobId }), {
+          backend: filesystem({ checkpointDir: join(root, 'chk') }),
+          // Far more often than a savepoint takes: without the suspension, checkpoints would be triggered behind it.
+          checkpointing: { interval: 5, maxConcurrent: 3, clock },
+          stopWithSavepoint: { afterRecords: 1_100, target, mode },
+          seed: 4,
+        }),
+      );
+      expect(result.stopped?.mode).toBe(mode);
+      const savepointAt = events.findIndex(({ e }) => e.type === 'triggered' && e.checkpoint.kind === 'savepoint');
+      expect(savepointAt).toBeGreaterThan(0);
+      expect(events.slice(0, savepointAt).some(({ e }) => e.type === 'triggered')).toBe(true);
+      expect(events.slice(savepointAt + 1).filter(({ e }) => e.type === 'triggered')).toEqual([]);
+      // Time went on while the savepoint was pending: periodic ticks were due and did not trigger.
+      const done = events.find(({ e }) => e.type === 'completed' && e.checkpoint.kind === 'savepoint');
+      expect(done!.at - events[savepointAt].at).toBeGreaterThan(5);
+      expect(result.recordsEmitted).toBe(1_100);
+      expect(isCleanPrefix(result.committed)).toBe(true);
+    },
+  );
 });
