@@ -6,9 +6,19 @@ import type { CheckpointCoordinator, PendingCheckpoint, RestorePlan } from '../c
 import type { CompletedCheckpointInfo } from '../checkpoint/metadata.js';
 import { stopWithSavepoint, type StopMode } from '../checkpoint/stop-with-savepoint.js';
 import { SnapshotError, StreamStateError } from '../errors.js';
-import { keyGroupRangeForSubtask, subtaskForKey } from '../keygroups/key-groups.js';
+import { keyGroupForKey, keyGroupRangeForSubtask, subtaskForKeyGroup } from '../keygroups/key-groups.js';
 import type { Serializer } from '../serializers/serializer.js';
-import { Channel, InputGate, type RecordElement } from './channels.js';
+import { checkChannelStatePlaceable, placeInFlightRecords } from '../checkpoint/channel-state-restore.js';
+import { msgpackSerializer } from '../serializers/builtins.js';
+import {
+  Channel,
+  effectiveAlignment,
+  InputGate,
+  type BarrierElement,
+  type GateBarrier,
+  type RecordElement,
+} from './channels.js';
+import { barrierFor, InFlightStates, type CheckpointingMode, type SubtaskChannels } from './checkpointing-mode.js';
 import { CheckpointTracker } from './checkpoint-tracker.js';
 import type { ExternalSourceSubtask, PipelineSource } from './external-source.js';
 import type { CommittedOutput } from './committed-output.js';
@@ -39,6 +49,8 @@ export interface AttemptConfig<IN, K, OUT> {
   /** Time-based triggering through the library's CheckpointScheduler (scheduled-checkpoints.ts), on the run's virtual clock. */
   readonly checkpointing: { readonly options: PipelineCheckpointing; readonly clock: ManualClock } | null;
   readonly channelCapacity: number;
+  /** Aligned, unaligned, aligned with a timeout, or at-least-once (checkpointing-mode.ts). */
+  readonly mode: CheckpointingMode;
   readonly output: CommittedOutput<OUT>;
   readonly rng: SeededRandom;
   readonly crash: CrashPredicate | null;
@@ -107,6 +119,19 @@ export class Attempt<IN, K, OUT> {
   /** Stop-with-savepoint: the barrier after which sources emit nothing, and the sources that injected it. */
   private haltAfter: number | null = null;
   private readonly halted = new Set<number>();
+  /** Scheduling steps so far: the clock of aligned-checkpoint timeouts. */
+  private steps = 0;
+  /** The barrier each triggered checkpoint or savepoint carries (alignment, timeout). */
+  private readonly barriers = new Map<number, BarrierElement>();
+  /** Aligned checkpoints with a timeout that may still have to switch somewhere: id -> the step it times out at. */
+  private readonly timeouts = new Map<number, number>();
+  private readonly inFlight = new InFlightStates(msgpackSerializer());
+  /** The next checkpoint barrier is the final one: aligned, so that nothing stays in flight. */
+  private finalAligned = false;
+  /** Whether the newest checkpoint barrier left nothing in flight (aligned without timeout, or at-least-once). */
+  private lastBarrierDrains = true;
+  /** sinkInputs[i]: the upstream keyed subtask of each input channel of sink i. */
+  private forwardToSink = false;
 
   constructor(
     private readonly cfg: AttemptConfig<IN, K, OUT>,
@@ -127,7 +152,7 @@ export class Attempt<IN, K, OUT> {
           inject: (pending) => {
             this.emittedSinceTrigger = 0;
             this.tracker.register(pending);
-            for (const s of this.sources) s.pendingBarriers.push(pending.checkpointId);
+            this.inject(pending.checkpointId, 'checkpoint');
           },
           aborted: (id, reason) => {
             if (this.tracker.pending(id)?.kind !== 'savepoint') this.tracker.abortedByCoordinator(id, reason);
@@ -149,6 +174,8 @@ export class Attempt<IN, K, OUT> {
     const sourceToKeyed = grid<IN>(ps, p, cap);
     this.sourceOutputs = sourceToKeyed;
     const forward = pk === p;
+    this.forwardToSink = forward;
+    const now = () => this.steps;
     const keyedToSink = forward ? null : grid<OUT>(p, pk, cap);
     const forwardChannels = forward ? Array.from({ length: p }, () => new Channel<OUT>(cap)) : null;
     const common = (operatorId: string, subtaskIndex: number, parallelism: number) => ({
@@ -207,7 +234,10 @@ export class Attempt<IN, K, OUT> {
             ...(cfg.clock ? { clock: cfg.clock } : {}),
           }),
         );
-        const gate = new InputGate<IN>(sourceToKeyed.map((row) => row[i]));
+        const gate = new InputGate<IN>(
+          sourceToKeyed.map((row) => row[i]),
+          now,
+        );
         const outputs = forwardChannels ? [forwardChannels[i]] : keyedToSink![i];
         this.keyed.push(
           new KeyedOperatorSubtask<IN, K, OUT>(cfg.ids.keyed, i, p, ob, kb, gate, outputs, cfg.keyBy, cfg.process),
@@ -222,7 +252,10 @@ export class Attempt<IN, K, OUT> {
             ...(restore ? { restore: restore.operator } : {}),
           }),
         );
-        const gate = new InputGate<OUT>(forwardChannels ? [forwardChannels[i]] : keyedToSink!.map((row) => row[i]));
+        const gate = new InputGate<OUT>(
+          forwardChannels ? [forwardChannels[i]] : keyedToSink!.map((row) => row[i]),
+          now,
+        );
         const sink = new SinkSubtask<OUT>(cfg.ids.sink, i, ob, gate, cfg.output, shape.attempt, (tx) =>
           this.event({
             type: 'commit',
@@ -235,6 +268,7 @@ export class Attempt<IN, K, OUT> {
         for (let c = 0; c < gate.channels.length; c++) this.readers.push({ stage: 'sink', index: i, channel: c });
       }
       for (const sink of this.sinks) sink.commitRestored();
+      if (plan) await this.recoverInFlight(plan);
     } catch (err) {
       await Promise.allSettled(opened.map((b) => b.close()));
       throw err;
@@ -244,7 +278,6 @@ export class Attempt<IN, K, OUT> {
   /** Runs to the end of the input (and its final checkpoint). Throws InjectedCrash on a crash. */
   async run(): Promise<void> {
     const ready: Reader[] = [];
-    let steps = 0;
     this.scheduling?.start();
     for (;;) {
       this.throwIfFailed();
@@ -276,6 +309,8 @@ export class Attempt<IN, K, OUT> {
           continue; // it failed: the sources read on
         }
         if (this.needsFinalCheckpoint()) {
+          // Aligned, whatever the mode: an unaligned barrier would leave the overtaken records uncommitted at the end.
+          this.finalAligned = true;
           this.triggerCheckpoint();
           continue;
         }
@@ -292,7 +327,8 @@ export class Attempt<IN, K, OUT> {
         }
       }
       this.scheduling?.tick();
-      if (++steps % STEPS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.timeouts.size > 0) await this.switchTimedOut();
+      if (++this.steps % STEPS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 
@@ -312,6 +348,7 @@ export class Attempt<IN, K, OUT> {
    */
   async teardown(): Promise<void> {
     this.dead = true;
+    this.inFlight.cancelAll();
     await this.scheduling?.close();
     await this.closeAll();
     await this.tracker.settle();
@@ -349,7 +386,7 @@ export class Attempt<IN, K, OUT> {
         const k = this.keyed[r.index];
         const element = k.gate.poll(r.channel);
         if (element === null) return this.tracker.alignmentStarted(k, k.gate.aligningCheckpoint);
-        if (element.kind === 'barrier') return this.snapshotAndForward(k, element.checkpointId, k.outputs);
+        if (element.kind === 'barrier') return this.onGateBarrier(k, element, k.outputs);
         this.processRecord(k, element);
         return;
       }
@@ -357,7 +394,7 @@ export class Attempt<IN, K, OUT> {
         const s = this.sinks[r.index];
         const element = s.gate.poll(r.channel);
         if (element === null) return this.tracker.alignmentStarted(s, s.gate.aligningCheckpoint);
-        if (element.kind === 'barrier') return this.snapshotAndForward(s, element.checkpointId, []);
+        if (element.kind === 'barrier') return this.onGateBarrier(s, element, []);
         s.write(element.value);
         return;
       }
@@ -375,13 +412,9 @@ export class Attempt<IN, K, OUT> {
     }
     const next = source.next();
     if (next === null) return;
-    const target = subtaskForKey(
-      this.cfg.keyBy(next.value),
-      this.cfg.keySerializer,
-      this.cfg.maxParallelism,
-      this.shape.parallelism,
-    );
-    outputs[target].push({ kind: 'record', value: next.value, origin: next.origin });
+    const keyGroup = keyGroupForKey(this.cfg.keyBy(next.value), this.cfg.keySerializer, this.cfg.maxParallelism);
+    const target = subtaskForKeyGroup(this.cfg.maxParallelism, this.shape.parallelism, keyGroup);
+    outputs[target].push({ kind: 'record', value: next.value, origin: next.origin, keyGroup });
     this.totals.recordsEmitted++;
     if (this.cfg.onEvent || this.cfg.crash)
       this.event({ type: 'emit', attempt: this.shape.attempt, subtaskIndex: i, origin: next.origin, target });
@@ -415,7 +448,7 @@ export class Attempt<IN, K, OUT> {
       return;
     }
     this.tracker.adopt(pending);
-    for (const s of this.sources) s.pendingBarriers.push(pending.checkpointId);
+    this.inject(pending.checkpointId, 'savepoint');
     const run = pending.completion.then(
       (info) => this.savepointCompleted(info, false),
       (err: unknown) => this.savepointFailed(pending.checkpointId, err, false),
@@ -434,7 +467,7 @@ export class Attempt<IN, K, OUT> {
           savepointId = sp.checkpointId;
           this.tracker.adopt(sp);
           this.haltAfter = sp.checkpointId;
-          for (const s of this.sources) s.pendingBarriers.push(sp.checkpointId);
+          this.inject(sp.checkpointId, 'savepoint');
         },
         resume: () => {
           this.haltAfter = null;
@@ -502,7 +535,112 @@ export class Attempt<IN, K, OUT> {
     if (this.scheduling) return this.scheduling.requestFinal(); // the end of the input; periodic ones come from the scheduler
     this.emittedSinceTrigger = 0;
     const id = this.tracker.trigger();
-    for (const s of this.sources) s.pendingBarriers.push(id);
+    this.inject(id, 'checkpoint');
+  }
+
+  /** Queues the barrier of a triggered checkpoint or savepoint at every source, with the alignment the mode gives it. */
+  private inject(checkpointId: number, kind: 'checkpoint' | 'savepoint'): void {
+    const forceAligned = kind === 'checkpoint' && this.finalAligned;
+    const barrier: BarrierElement = forceAligned
+      ? { kind: 'barrier', checkpointId }
+      : barrierFor(checkpointId, kind, this.cfg.mode, this.steps);
+    if (kind === 'checkpoint') {
+      this.finalAligned = false;
+      this.lastBarrierDrains = barrier.alignment !== 'unaligned' && barrier.timeoutAt === undefined;
+    }
+    this.barriers.set(checkpointId, barrier);
+    if (barrier.timeoutAt !== undefined) this.timeouts.set(checkpointId, barrier.timeoutAt);
+    for (const s of this.sources) s.pendingBarriers.push(checkpointId);
+  }
+
+  /**
+   * The aligned-checkpoint timeout (an active timer, as in Flink): once a checkpoint's timeout has
+   * passed, every task still aligning it, or whose input holds its barrier behind records,
+   * switches to unaligned now. Barriers sent later go out unaligned (effectiveAlignment).
+   */
+  private async switchTimedOut(): Promise<void> {
+    for (const [id, at] of this.timeouts) {
+      if (this.steps < at) continue;
+      if (this.tracker.pending(id) === null) {
+        this.timeouts.delete(id);
+        continue;
+      }
+      for (const k of this.keyed) {
+        const b = k.gate.timeOut(id);
+        if (b) await this.onGateBarrier(k, b, k.outputs);
+      }
+      for (const s of this.sinks) {
+        const b = s.gate.timeOut(id);
+        if (b) await this.onGateBarrier(s, b, []);
+      }
+    }
+  }
+
+  /** The channels of a subtask, named by the subtask on their other end (what channel state records). */
+  private channelsOf(task: SubtaskBase): SubtaskChannels {
+    const { sourceParallelism: ps, parallelism: p, sinkParallelism: pk } = this.shape;
+    if (task.operatorId === this.cfg.ids.source)
+      return { inputChannels: 0, outputChannels: p, inputPartitioning: 'keyed', outputPartitioning: 'keyed' };
+    if (task.operatorId === this.cfg.ids.keyed)
+      return { inputChannels: ps, outputChannels: pk, inputPartitioning: 'keyed', outputPartitioning: 'round-robin' };
+    return { inputChannels: p, outputChannels: 0, inputPartitioning: 'round-robin', outputPartitioning: 'round-robin' };
+  }
+
+  /** Gate channel c of `task` -> the index of the upstream subtask (a forward sink's one channel is its own index). */
+  private upstreamOf(task: SubtaskBase): (c: number) => number {
+    return task.operatorId === this.cfg.ids.sink && this.forwardToSink ? () => task.subtaskIndex : (c) => c;
+  }
+
+  /** Output channel j of `task` -> the index of the downstream subtask. */
+  private downstreamOf(task: SubtaskBase, j: number): number {
+    return task.operatorId === this.cfg.ids.keyed && this.forwardToSink ? task.subtaskIndex : j;
+  }
+
+  /** A barrier came out of a task's input gate: snapshot (and forward), and/or finish its input channel state. */
+  private async onGateBarrier<T>(
+    task: SubtaskBase,
+    b: GateBarrier<unknown>,
+    outputs: readonly Channel<T>[],
+  ): Promise<void> {
+    if (b.snapshot !== false) await this.snapshotAndForward(task, b.checkpointId, outputs);
+    if (b.inFlight !== undefined && this.inFlight.has(task, b.checkpointId))
+      this.inFlight.finish(task, b.checkpointId, b.inFlight, this.upstreamOf(task));
+  }
+
+  /**
+   * A restore from an unaligned checkpoint: every new keyed and sink subtask gets the in-flight
+   * records meant for it (placed by key group or round-robin, channel-state-restore.ts), to process
+   * before any new input.
+   */
+  private async recoverInFlight(plan: RestorePlan): Promise<void> {
+    const { metadata, files } = plan;
+    if (!metadata.operators.some((op) => op.subtasks.some((s) => s.channel !== undefined))) return;
+    const { ids, maxParallelism } = this.cfg;
+    const exchanges = [
+      { producer: ids.source, consumer: ids.keyed, parallelism: this.shape.parallelism, maxParallelism },
+      { producer: ids.keyed, consumer: ids.sink, parallelism: this.shape.sinkParallelism, maxParallelism },
+    ];
+    checkChannelStatePlaceable(metadata, exchanges);
+    const serializer = msgpackSerializer<unknown>();
+    const asElement = <T>(r: { value: unknown; keyGroup?: number }): RecordElement<T> => ({
+      kind: 'record',
+      value: r.value as T,
+      origin: { partition: -1, offset: -1 },
+      ...(r.keyGroup !== undefined ? { keyGroup: r.keyGroup } : {}),
+    });
+    const toKeyed = await placeInFlightRecords(metadata, files, exchanges[0], serializer);
+    const toSink = await placeInFlightRecords(metadata, files, exchanges[1], serializer);
+    toKeyed.forEach((records, i) => this.keyed[i].gate.recover(records.map((r) => asElement<IN>(r))));
+    toSink.forEach((records, i) => this.sinks[i].gate.recover(records.map((r) => asElement<OUT>(r))));
+    for (let i = 0; i < this.keyed.length; i++)
+      if (this.keyed[i].gate.recovering) this.readers.push({ stage: 'keyed', index: i, channel: -1 });
+    for (let i = 0; i < this.sinks.length; i++)
+      if (this.sinks[i].gate.recovering) this.readers.push({ stage: 'sink', index: i, channel: -1 });
+    this.event({
+      type: 'in-flight-restored',
+      attempt: this.shape.attempt,
+      records: toKeyed.flat().length + toSink.flat().length,
+    });
   }
 
   /**
@@ -516,6 +654,8 @@ export class Attempt<IN, K, OUT> {
     outputs: readonly Channel<T>[],
   ): Promise<void> {
     const pending = this.tracker.pending(checkpointId);
+    const barrier = this.barriers.get(checkpointId) ?? { kind: 'barrier', checkpointId };
+    const unaligned = effectiveAlignment(barrier, this.steps) === 'unaligned';
     if (pending) {
       try {
         // Savepoints: the coordinator's options as they are (type, format, full); checkpoints as this runtime always took them.
@@ -530,12 +670,38 @@ export class Attempt<IN, K, OUT> {
         const syncStart = performance.now();
         const snapshot = await task.snapshotState(checkpointId, options);
         const syncDurationMs = performance.now() - syncStart;
-        this.tracker.track(checkpointId, task.operatorId, task.subtaskIndex, snapshot, { syncDurationMs });
+        const channel =
+          unaligned && pending.kind === 'checkpoint'
+            ? this.inFlight.start(
+                task,
+                checkpointId,
+                pending.streamsFor(task.operatorId, task.subtaskIndex),
+                this.channelsOf(task),
+              )
+            : undefined;
+        this.tracker.track(
+          checkpointId,
+          task.operatorId,
+          task.subtaskIndex,
+          channel ? { ...snapshot, channel } : snapshot,
+          {
+            syncDurationMs,
+          },
+        );
       } catch (err) {
         this.tracker.failSubtask(checkpointId, err);
       }
     }
-    for (const c of outputs) c.push({ kind: 'barrier', checkpointId });
+    const tracked = this.inFlight.has(task, checkpointId);
+    outputs.forEach((c, j) => {
+      // Unaligned: the barrier overtakes what is queued; those records are this subtask's output channel state.
+      if (unaligned) {
+        const overtaken = c.pushPriority(barrier);
+        if (tracked) this.inFlight.addOutput(task, checkpointId, this.downstreamOf(task, j), overtaken);
+      } else c.push(barrier);
+    });
+    // A source has no inputs: its channel state is complete once the barrier went out.
+    if (tracked && task.operatorId === this.cfg.ids.source) this.inFlight.finish(task, checkpointId, null);
     this.event({
       type: 'snapshot',
       attempt: this.shape.attempt,
@@ -547,7 +713,7 @@ export class Attempt<IN, K, OUT> {
 
   private needsFinalCheckpoint(): boolean {
     if (this.terminated !== null) return false;
-    if (this.emittedSinceTrigger === 0 && !this.tracker.lastTriggeredFailed) return false;
+    if (this.emittedSinceTrigger === 0 && !this.tracker.lastTriggeredFailed && this.lastBarrierDrains) return false;
     if (this.tracker.lastTriggeredFailed && ++this.finalFailures > MAX_FINAL_CHECKPOINT_FAILURES) {
       throw new SnapshotError(
         'SNAPSHOT_FAILED',

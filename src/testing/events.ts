@@ -28,6 +28,8 @@ export type PipelineEvent =
       /** Subtask snapshots whose asynchronous part is still running. */
       readonly inFlightSnapshots: number;
     }
+  /** A restore from an unaligned checkpoint handed `records` in-flight records to the new subtasks (before any new input). */
+  | { readonly type: 'in-flight-restored'; readonly attempt: number; readonly records: number }
   /** A subtask finished the synchronous part of its snapshot; the asynchronous part now runs. */
   | {
       readonly type: 'snapshot';

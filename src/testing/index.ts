@@ -42,7 +42,10 @@ export {
   type BarrierElement,
   type RecordOrigin,
   type GateOutput,
+  type GateBarrier,
+  type Alignment,
 } from './channels.js';
+export type { CheckpointingModeOptions } from './checkpointing-mode.js';
 export { SeededRandom } from './rng.js';
 export { SOURCE_OFFSETS_STATE, type PartitionOffset } from './source.js';
 export { SINK_PENDING_STATE, type PendingTransaction } from './sink.js';

@@ -8,6 +8,7 @@ import type { Serializer } from '../serializers/serializer.js';
 import type { CommittedOutput } from './committed-output.js';
 import type { PipelineSource } from './external-source.js';
 import type { CrashPredicate, PipelineEvent } from './events.js';
+import type { CheckpointingModeOptions } from './checkpointing-mode.js';
 import type { ProcessFunction } from './keyed-operator.js';
 import type { PipelineCheckpointing } from './scheduled-checkpoints.js';
 
@@ -76,6 +77,11 @@ export interface RunOptions<OUT> {
   readonly onEvent?: (event: PipelineEvent) => void;
   /** Elements a channel buffers before its producer waits (backpressure). Default 64. */
   readonly channelCapacity?: number;
+  /**
+   * Exactly-once aligned (default), exactly-once unaligned (`unaligned: true`), aligned switching to
+   * unaligned after `alignedTimeout` scheduler steps, or at-least-once (docs/RUNTIME.md, "Checkpointing modes").
+   */
+  readonly checkpointingMode?: CheckpointingModeOptions;
   /** Completed checkpoints the coordinator keeps. Default 1. */
   readonly numRetainedCheckpoints?: number;
   /** Processing-time clock handed to keyed backends (TTL). */

@@ -7,6 +7,7 @@ import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { isStreamStateError, StreamStateError } from '../errors.js';
 import { checkParallelism, DEFAULT_MAX_PARALLELISM } from '../keygroups/key-groups.js';
 import { defaultSerializer } from '../serializers/builtins.js';
+import { checkpointingMode } from './checkpointing-mode.js';
 import { Attempt, type AttemptConfig, type AttemptShape, type RunTotals } from './attempt.js';
 import { CommittedOutput } from './committed-output.js';
 import { InjectedCrash, type CrashPredicate } from './events.js';
@@ -52,6 +53,7 @@ export async function runPipeline<IN, K, OUT>(
       ? { options: options.checkpointing, clock: options.checkpointing.clock ?? new ManualClock(0) }
       : null,
     channelCapacity: options.channelCapacity ?? 64,
+    mode: checkpointingMode(options.checkpointingMode),
     output,
     rng: new SeededRandom(options.seed ?? 1),
     crash: crashPredicate(options.crashAt),
