@@ -206,6 +206,11 @@ export class KafkaSplitReader<T> {
       sessionTimeout: o.sessionTimeout,
       heartbeatInterval: o.heartbeatInterval,
       allowAutoTopicCreation: false,
+      // KafkaJS runs one fetcher per broker and heartbeats only between fetches; a fetcher whose broker
+      // has nothing new (or leads none of our partitions) waits maxWaitTime. With KafkaJS's 5 s default
+      // a rebalance could not start until that wait ended, and a member with a shorter session timeout
+      // was dropped from the group meanwhile (seen: 20 s per rebalance on librdkafka's mock cluster).
+      maxWaitTimeInMs: o.heartbeatInterval,
       retry: { retries: 5 },
     });
     this.consumer = consumer;
@@ -225,9 +230,10 @@ export class KafkaSplitReader<T> {
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: Math.max(1, this.cursors.length),
-      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+      eachBatch: async ({ batch, resolveOffset, heartbeat, pause, isRunning, isStale }) => {
         this.take(batch);
         resolveOffset(batch.lastOffset());
+        if (this.byKey.get(key(batch.topic, batch.partition))?.fetchDone) pause(); // nothing more to fetch for this read
         await this.backpressure(batch, heartbeat, () => isRunning() && !isStale());
       },
     });
@@ -255,12 +261,18 @@ export class KafkaSplitReader<T> {
     });
   }
 
-  /** Re-seeks after every (re)join, before the first fetch of the new generation (KafkaJS emits GROUP_JOIN synchronously). */
+  /**
+   * Re-seeks after every (re)join, before the first fetch of the new generation (KafkaJS emits
+   * GROUP_JOIN synchronously), and pauses the splits that fetched everything up to their stop offset
+   * (else KafkaJS would fetch them again from the group's committed offset, only for take to drop it).
+   */
   private seekAll(): void {
     const consumer = this.consumer;
     if (!consumer) return;
-    for (const c of this.cursors)
-      if (!c.fetchDone) consumer.seek({ topic: c.topic, partition: c.partition, offset: String(c.fetchPosition) });
+    for (const c of this.cursors) {
+      consumer.seek({ topic: c.topic, partition: c.partition, offset: String(c.fetchPosition) });
+      if (c.fetchDone) consumer.pause([{ topic: c.topic, partitions: [c.partition] }]);
+    }
   }
 
   private take(batch: Batch): void {

@@ -46,10 +46,9 @@ describe('planSplits', () => {
             ...Array.from({ length: newTopics }, (_, i) => ({ topic: `new${i}`, partitions: 2 + i })),
           ];
           const shares = redistribute(checkpointed, p2);
-          const restored = shares
-            .flatMap((share, i) =>
-              planSplits({ restored: share, known: before, current: after, subtaskIndex: i, parallelism: p2 }),
-            );
+          const restored = shares.flatMap((share, i) =>
+            planSplits({ restored: share, known: before, current: after, subtaskIndex: i, parallelism: p2 }),
+          );
           const offsetOf = new Map(checkpointed.map((s) => [`${s.topic}/${s.partition}`, s.offset]));
           const expected = after
             .flatMap((t) => Array.from({ length: t.partitions }, (_, p) => `${t.topic}/${p}`))
