@@ -1,6 +1,10 @@
 import type { KeyedStateHandle, KeyedStateMetaInfo, OperatorStateHandle } from '../backend/handles.js';
 import type { CheckpointMetadata, OperatorSnapshot, SubtaskStateSnapshot } from '../checkpoint/metadata.js';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { StreamStateError } from '../errors.js';
+import { ByteReader, ByteWriter } from '../format/bytes.js';
+import { randomHex } from '../storage/blob-names.js';
 import { CANONICAL_LAYOUT, SectionWriter } from '../format/key-groups-stream.js';
 import {
   checkParallelism,
@@ -23,13 +27,16 @@ import type {
 import { ttlSerializer } from '../state/ttl.js';
 import { writeOperatorStream, type OperatorStateRecords } from './operator-stream-writer.js';
 import { writeSavepoint, type SavepointOutputOptions } from './savepoint-output.js';
+import { KeyGroupRuns, type KeyGroupRecord } from './key-group-runs.js';
 
 /**
  * The bootstrap side of the State Processor API: a new canonical savepoint from iterables, for
  * chosen operators, states, parallelism and max parallelism. A job restores it like any
- * savepoint. Entries are gathered in memory per key group (the same (key, namespace) given twice:
- * the last value wins, list elements are appended, map entries merged), then written canonically
- * (src/savepoint/canonical.ts), so the bytes equal what any backend would write for that state.
+ * savepoint. Entries are spooled by key group (KeyGroupRuns: in memory up to
+ * BootstrapOptions.memoryBytes, beyond it in run files in the temporary directory), then merged
+ * one key group at a time (the same (key, namespace) given twice: the last value wins, list
+ * elements are appended, map entries merged) and written canonically (src/format/canonical-layout.ts),
+ * so the bytes equal what any backend would write for that state.
  */
 
 /** Entries in any order, synchronous or asynchronous. */
@@ -59,12 +66,12 @@ export interface TimerInput<K, N> {
   readonly timestamp: number;
 }
 
-/** Raw entries of one state handed to the collector. */
+/** Raw entries of one state handed to the collector (which may spill to disk: await what it returns). */
 interface RawSink {
-  value(key: Uint8Array, ns: Uint8Array, value: Uint8Array): void;
-  list(key: Uint8Array, ns: Uint8Array, elements: Uint8Array[]): void;
-  map(key: Uint8Array, ns: Uint8Array, userKey: Uint8Array, value: Uint8Array | null): void;
-  timer(key: Uint8Array, ns: Uint8Array, timestamp: number): void;
+  value(key: Uint8Array, ns: Uint8Array, value: Uint8Array): Promise<void>;
+  list(key: Uint8Array, ns: Uint8Array, elements: Uint8Array[]): Promise<void>;
+  map(key: Uint8Array, ns: Uint8Array, userKey: Uint8Array, value: Uint8Array | null): Promise<void>;
+  timer(key: Uint8Array, ns: Uint8Array, timestamp: number): Promise<void>;
 }
 
 /** One keyed state (or timer queue) to bootstrap: built by keyedValues, keyedLists, keyedMaps, keyedTimers. */
@@ -101,8 +108,8 @@ function valueSnapshot(s: Serializer<unknown>, ttl: boolean): SerializerSnapshot
   return ttl ? snapshotOf(ttlSerializer(s) as Serializer<unknown>) : snapshotOf(s);
 }
 
-async function each<T>(entries: Entries<T>, fn: (e: T) => void): Promise<void> {
-  for await (const e of entries) fn(e);
+async function each<T>(entries: Entries<T>, fn: (e: T) => Promise<void>): Promise<void> {
+  for await (const e of entries) await fn(e);
 }
 
 /** Entries of a value or reducing state (the stored value) or an aggregating state (the stored accumulator). */
@@ -206,7 +213,7 @@ export function keyedTimers<K, N = string>(
             'INVALID_ARGUMENT',
             `timer queue "${name}": timestamp ${e.timestamp} is not a finite number.`,
           );
-        sink.timer(ks.serialize(e.key), ns(nsSerializer, e.namespace), e.timestamp);
+        return sink.timer(ks.serialize(e.key), ns(nsSerializer, e.namespace), e.timestamp);
       }),
   };
 }
@@ -278,7 +285,15 @@ export interface BootstrapOptions extends SavepointOutputOptions {
   readonly timestamp?: number;
   /** Recorded as the writing backend. Default "bootstrap". */
   readonly backend?: string;
+  /**
+   * Keyed entries are buffered up to about this many (encoded) bytes; beyond it they go to run
+   * files in the temporary directory, so inputs larger than memory bootstrap. Default 64 MiB.
+   */
+  readonly memoryBytes?: number;
 }
+
+/** Default of BootstrapOptions.memoryBytes. */
+export const DEFAULT_BOOTSTRAP_MEMORY_BYTES = 64 * 1024 * 1024;
 
 /** A key group's entries of one state, by (key, namespace). */
 interface Slot {
@@ -294,42 +309,80 @@ function slotId(key: Uint8Array, ns: Uint8Array): string {
   return `${key.length}:${Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1')}${Buffer.from(ns.buffer, ns.byteOffset, ns.byteLength).toString('latin1')}`;
 }
 
-/** Gathers one operator's keyed entries per key group and state. */
-class KeyedCollector {
-  /** key group → state index → slot id → slot */
-  readonly groups = new Map<number, Map<number, Map<string, Slot>>>();
+/** Record payloads in the key-group runs (per state kind; the tag is the state index). */
+function encodeRecord(out: ByteWriter, key: Uint8Array, ns: Uint8Array): ByteWriter {
+  out.reset();
+  return out.bytes(key).bytes(ns);
+}
 
-  constructor(private readonly maxParallelism: number) {}
+/** Spools one operator's keyed entries by key group (KeyGroupRuns): memory stays bounded. */
+class KeyedSpool {
+  private readonly scratch = new ByteWriter(1024);
 
-  private slot(state: number, key: Uint8Array, ns: Uint8Array): Slot {
-    const kg = keyGroupForBytes(key, this.maxParallelism);
-    let g = this.groups.get(kg);
-    if (g === undefined) this.groups.set(kg, (g = new Map()));
-    let s = g.get(state);
-    if (s === undefined) g.set(state, (s = new Map()));
-    const id = slotId(key, ns);
-    let slot = s.get(id);
-    if (slot === undefined) s.set(id, (slot = { key: Buffer.from(key), ns: Buffer.from(ns) }));
-    return slot;
-  }
+  constructor(
+    readonly runs: KeyGroupRuns,
+    private readonly maxParallelism: number,
+  ) {}
 
   sink(state: number): RawSink {
+    const w = this.scratch;
+    const add = (key: Uint8Array): Promise<void> =>
+      this.runs.add(keyGroupForBytes(key, this.maxParallelism), state, w.view());
     return {
-      value: (k, n, v) => void (this.slot(state, k, n).value = Buffer.from(v)),
+      value: (k, n, v) => {
+        encodeRecord(w, k, n).bytes(v);
+        return add(k);
+      },
       list: (k, n, els) => {
-        const slot = this.slot(state, k, n);
-        (slot.elements ??= []).push(...els.map((e) => Buffer.from(e)));
+        encodeRecord(w, k, n).varint(els.length);
+        for (const e of els) w.bytes(e);
+        return add(k);
       },
       map: (k, n, uk, v) => {
-        const slot = this.slot(state, k, n);
-        (slot.map ??= new Map()).set(Buffer.from(uk).toString('latin1'), [
-          Buffer.from(uk),
-          v === null ? null : Buffer.from(v),
-        ]);
+        encodeRecord(w, k, n).bytes(uk);
+        if (v === null) w.u8(0);
+        else w.u8(1).bytes(v);
+        return add(k);
       },
-      timer: (k, n, ts) => void (this.slot(state, k, n).timers ??= new Set()).add(ts),
+      timer: (k, n, ts) => {
+        encodeRecord(w, k, n).f64(ts);
+        return add(k);
+      },
     };
   }
+}
+
+/**
+ * One key group's records merged into slots per state, in the order they were added: the same
+ * (key, namespace) given twice keeps the last value, appends list elements, merges map entries.
+ */
+function slotsOf(
+  records: readonly KeyGroupRecord[],
+  kinds: readonly KeyedStateMetaInfo['kind'][],
+): Map<number, Map<string, Slot>> {
+  const byState = new Map<number, Map<string, Slot>>();
+  for (const { tag: state, payload } of records) {
+    const r = new ByteReader(payload, 'bootstrap record');
+    const key = r.bytes();
+    const n = r.bytes();
+    let slots = byState.get(state);
+    if (slots === undefined) byState.set(state, (slots = new Map()));
+    const id = slotId(key, n);
+    let slot = slots.get(id);
+    if (slot === undefined) slots.set(id, (slot = { key, ns: n }));
+    const kind = kinds[state];
+    if (kind === 'timers') (slot.timers ??= new Set()).add(r.f64());
+    else if (kind === 'list') {
+      const count = r.varint();
+      const els = (slot.elements ??= []);
+      for (let i = 0; i < count; i++) els.push(r.bytes());
+    } else if (kind === 'map') {
+      const uk = r.bytes();
+      const v = r.u8() === 0 ? null : r.bytes();
+      (slot.map ??= new Map()).set(uk.toString('latin1'), [uk, v]);
+    } else slot.value = r.bytes();
+  }
+  return byState;
 }
 
 function encodeSlots(kind: KeyedStateMetaInfo['kind'], slots: Iterable<Slot>, section: SectionWriter): void {
@@ -410,7 +463,18 @@ export async function bootstrapSavepoint(
   return writeSavepoint(dst, opts, async (out) => {
     const snapshots: OperatorSnapshot[] = [];
     for (const { op, maxParallelism } of plans) {
-      const keyed = await writeKeyed(op, maxParallelism, out.streams, timestamp);
+      const runs = new KeyGroupRuns(
+        join(tmpdir(), `streamstate-bootstrap-${randomHex(12)}`),
+        maxParallelism,
+        opts.memoryBytes ?? DEFAULT_BOOTSTRAP_MEMORY_BYTES,
+        opts.temporaryPaths,
+      );
+      let keyed: (KeyedStateHandle | null)[];
+      try {
+        keyed = await writeKeyed(op, maxParallelism, out.streams, timestamp, runs);
+      } finally {
+        await runs.close();
+      }
       const operatorHandles = await writeOperatorState(op, out.streams);
       const subtasks: SubtaskStateSnapshot[] = [];
       for (let i = 0; i < op.parallelism; i++) {
@@ -441,39 +505,40 @@ async function writeKeyed(
   maxParallelism: number,
   streams: Streams,
   ttlTimestamp: number,
+  runs: KeyGroupRuns,
 ): Promise<(KeyedStateHandle | null)[]> {
   const inputs = op.keyed ?? [];
   const out: (KeyedStateHandle | null)[] = new Array<KeyedStateHandle | null>(op.parallelism).fill(null);
   if (inputs.length === 0 || op.keySerializer === undefined) return out;
-  const collector = new KeyedCollector(maxParallelism);
-  for (let i = 0; i < inputs.length; i++) await inputs[i].feed(op.keySerializer, collector.sink(i), ttlTimestamp);
+  const spool = new KeyedSpool(runs, maxParallelism);
+  for (let i = 0; i < inputs.length; i++) await inputs[i].feed(op.keySerializer, spool.sink(i), ttlTimestamp);
   const states: KeyedStateMetaInfo[] = inputs.map((s, i) => ({ ...s.meta(), stateId: i }));
-  const keyGroups = [...collector.groups.keys()].sort((a, b) => a - b);
+  const kinds = states.map((s) => s.kind);
   const section = new SectionWriter();
   for (let i = 0; i < op.parallelism; i++) {
     const range = keyGroupRangeForSubtask(maxParallelism, op.parallelism, i);
-    const mine = keyGroups.filter((kg) => range.contains(kg));
-    if (mine.length === 0) continue;
-    const stream = streams.createOutputStream('exclusive');
+    let writer: CanonicalKeyGroupsWriter | undefined;
+    let stream: ReturnType<Streams['createOutputStream']> | undefined;
     try {
-      const writer = new CanonicalKeyGroupsWriter(stream, {
-        layout: CANONICAL_LAYOUT,
-        keySerializer: snapshotOf(op.keySerializer),
-        maxParallelism,
-        keyGroupRange: range.toJSON(),
-        states,
-      });
-      for (const kg of mine) {
-        writer.beginKeyGroup(kg);
-        for (const [state, slots] of collector.groups.get(kg)!) {
+      for await (const { keyGroup, records } of runs.read(range.start, range.end)) {
+        stream ??= streams.createOutputStream('exclusive');
+        writer ??= new CanonicalKeyGroupsWriter(stream, {
+          layout: CANONICAL_LAYOUT,
+          keySerializer: snapshotOf(op.keySerializer),
+          maxParallelism,
+          keyGroupRange: range.toJSON(),
+          states,
+        });
+        writer.beginKeyGroup(keyGroup);
+        for (const [state, slots] of slotsOf(records, kinds)) {
           encodeSlots(states[state].kind, slots.values(), section);
           writer.addSection(state, section);
         }
         await writer.endKeyGroup();
       }
-      out[i] = await writer.finish();
+      if (writer !== undefined) out[i] = await writer.finish();
     } catch (err) {
-      await stream.discard().catch(() => undefined);
+      await stream?.discard().catch(() => undefined);
       throw err;
     }
   }
