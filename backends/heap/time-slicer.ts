@@ -10,13 +10,16 @@ export interface SnapshotSlicing {
   readonly maxSliceMs?: number;
   /**
    * Share of the thread the snapshot takes while other work is waiting (0 < share <= 1): after
-   * the rest of the process had the thread for `t` ms, the snapshot works for
-   * `t * share / (1 - share)` ms (at least `minSliceMs`, at most `maxSliceMs`). When nothing else
+   * `s` ms of snapshot work (a slice, plus any step that cannot be cut), the snapshot waits until
+   * the rest of the process had the thread for `s * (1 - share) / share` ms. When nothing else
    * waits, it works in full slices. Default 0.15: records keep about 85% of their idle rate, and
-   * a checkpoint under full load takes about 1/0.15 of its idle duration. 1: always full slices.
+   * a checkpoint under full load takes about 1/0.15 of its idle duration. 1: one turn per slice.
    */
   readonly cpuShare?: number;
-  /** Shortest slice (ms), so a busy process still finishes the snapshot in bounded time. Default 0.5. */
+  /**
+   * Accepted for compatibility (checked, default 0.5): slices now always last `maxSliceMs` and the
+   * share is kept by waiting after each slice, so a busy process still finishes the snapshot.
+   */
   readonly minSliceMs?: number;
 }
 
@@ -41,16 +44,26 @@ export function checkSlicing(s: SnapshotSlicing | undefined): string | null {
 }
 
 /**
- * Cuts synchronous work into slices: the worker asks `due()` every few items and, when it says
- * so, awaits `yield()`, which gives the event loop a turn and sizes the next slice from how long
- * that turn took (the rest of the process's demand for the thread).
+ * Cuts synchronous work into slices and keeps its share of the thread at `cpuShare`: the worker
+ * asks `due()` every few items and, when it says so, awaits `yield()`. The slicer accounts for
+ * all of the snapshot's own time between turns (also steps it cannot cut, such as collecting a
+ * key group's entries or checksumming a block), and after a slice of `own` ms gives the event
+ * loop turns until others have had `own * (1 - share) / share` ms. A turn shorter than
+ * IDLE_TURN_MS means nothing else waits: the debt is dropped and the work goes on in full slices.
+ * Awaits inside the work that may turn the event loop (a flush waiting for the store) go between
+ * `suspend()` and `resume()`: that time counts as others'.
  */
 export class TimeSlicer {
-  private readonly maxSliceMs: number;
-  private readonly minSliceMs: number;
-  /** share / (1 - share): slice length per ms of others' work. */
-  private readonly ratio: number;
-  private sliceEnd: number;
+  private readonly sliceMs: number;
+  /** (1 - share) / share: others' ms owed per ms of own work. */
+  private readonly owedPerMs: number;
+  /** Own work (ms) since the last yield, not counting the run in progress. */
+  private ownMs = 0;
+  /** When the run of own work in progress started. */
+  private runStart: number;
+  private suspendedAt = 0;
+  /** Others' time (ms) still owed before the next slice may start. */
+  private debt = 0;
   /** Turns the work gave up (diagnostics and tests). */
   yields = 0;
 
@@ -58,36 +71,44 @@ export class TimeSlicer {
     opts: SnapshotSlicing = {},
     private readonly now: () => number = () => performance.now(),
   ) {
-    this.maxSliceMs = opts.maxSliceMs ?? DEFAULT_MAX_SLICE_MS;
-    this.minSliceMs = Math.min(opts.minSliceMs ?? DEFAULT_MIN_SLICE_MS, this.maxSliceMs);
+    this.sliceMs = opts.maxSliceMs ?? DEFAULT_MAX_SLICE_MS;
     const share = opts.cpuShare ?? DEFAULT_CPU_SHARE;
-    this.ratio = share >= 1 ? Number.POSITIVE_INFINITY : share / (1 - share);
-    this.sliceEnd = this.now() + this.maxSliceMs;
+    this.owedPerMs = share >= 1 ? 0 : (1 - share) / share;
+    this.runStart = this.now();
   }
 
   /** The current slice is spent. */
   due(): boolean {
-    return this.now() >= this.sliceEnd;
+    return this.ownMs + (this.now() - this.runStart) >= this.sliceMs;
   }
 
-  /** Gives the event loop a turn, then starts the next slice. */
+  /** Gives the event loop turns until others had their share, then starts the next slice. */
   async yield(): Promise<void> {
-    const t = this.now();
-    this.yields++;
-    await nextTurn();
-    this.resumed(this.now() - t);
+    this.ownMs += this.now() - this.runStart;
+    this.debt += this.ownMs * this.owedPerMs;
+    this.ownMs = 0;
+    do {
+      const t = this.now();
+      this.yields++;
+      await nextTurn();
+      const other = this.now() - t;
+      this.debt = other < IDLE_TURN_MS ? 0 : this.debt - other;
+    } while (this.debt > 0);
+    this.debt = 0;
+    this.runStart = this.now();
   }
 
-  /**
-   * Work resumes after others had the thread for `otherMs` (an explicit yield, or an await that
-   * turned the event loop). A short turn continues the current slice.
-   */
-  resumed(otherMs: number): void {
-    if (otherMs < IDLE_TURN_MS) {
-      if (this.due()) this.sliceEnd = this.now() + this.maxSliceMs;
-      return;
-    }
-    const budget = Math.min(this.maxSliceMs, Math.max(this.minSliceMs, otherMs * this.ratio));
-    this.sliceEnd = this.now() + budget;
+  /** Own work stops for an await that may turn the event loop. */
+  suspend(): void {
+    const t = this.now();
+    this.ownMs += t - this.runStart;
+    this.suspendedAt = t;
+  }
+
+  /** Own work goes on: the time since `suspend()` was others' (it pays off debt). */
+  resume(): void {
+    const t = this.now();
+    this.debt = Math.max(0, this.debt - (t - this.suspendedAt));
+    this.runStart = t;
   }
 }

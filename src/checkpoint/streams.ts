@@ -22,6 +22,11 @@ const UPLOAD_BATCH_BYTES = 256 * 1024;
  * ~1 MiB chunks: room for a few keeps serialization running while the store writes.
  */
 const UPLOAD_HIGH_WATER = 16 * UPLOAD_BATCH_BYTES;
+/**
+ * Batch size when the store hands chunks back (BlobStore.releasesStreamChunks): every write is
+ * copied into one of a few recycled 1 MiB buffers, so a snapshot touches no fresh memory per MiB.
+ */
+const RECYCLED_BATCH_BYTES = 1024 * 1024;
 
 export interface BlobStreamFactoryOptions {
   readonly store: BlobStore;
@@ -157,11 +162,15 @@ class BlobStateOutputStream implements StateOutputStream {
   private buffered = 0;
   private upload: { channel: ChunkChannel; done: Promise<number> } | null = null;
   private state: 'open' | 'closed' | 'discarded' = 'open';
+  /** Batch buffers the store handed back (only when it releases chunks), ready to be refilled. */
+  private readonly free: Buffer[] | null;
 
   constructor(
     private readonly factory: BlobCheckpointStreamFactory,
     private readonly file: { name: string; path: string },
-  ) {}
+  ) {
+    this.free = factory.store.releasesStreamChunks === true ? [] : null;
+  }
 
   get position(): number {
     return this.bytes;
@@ -174,22 +183,28 @@ class BlobStateOutputStream implements StateOutputStream {
     this.crc = crc32(chunk, this.crc);
     this.bytes += n;
     if (this.upload === null && this.bytes > this.factory.inlineThreshold) this.startUpload();
-    const capacity = this.upload === null ? this.factory.inlineThreshold : UPLOAD_BATCH_BYTES;
-    if (this.upload !== null && n >= UPLOAD_BATCH_BYTES) {
+    if (this.upload !== null && n >= UPLOAD_BATCH_BYTES && this.free === null) {
       // Large chunk: flush what is gathered, then send a copy of the chunk as it is.
       await this.flushBatch();
       await this.upload.channel.push(Buffer.from(chunk));
       return;
     }
-    if (this.buffer === null) this.buffer = Buffer.allocUnsafe(Math.max(capacity, 1));
     let off = 0;
     while (off < n) {
+      if (this.buffer === null) this.buffer = this.newBatch();
       const take = Math.min(n - off, this.buffer.length - this.buffered);
       this.buffer.set(chunk.subarray(off, off + take), this.buffered);
       this.buffered += take;
       off += take;
       if (this.buffered === this.buffer.length && this.upload !== null) await this.flushBatch();
     }
+  }
+
+  /** The next batch buffer: a recycled one when the store hands chunks back, else a new one. */
+  private newBatch(): Buffer {
+    if (this.upload === null) return Buffer.allocUnsafe(Math.max(this.factory.inlineThreshold, 1));
+    if (this.free === null) return Buffer.allocUnsafe(UPLOAD_BATCH_BYTES);
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(RECYCLED_BATCH_BYTES);
   }
 
   async closeAndGetHandle(): Promise<StreamHandle | null> {
@@ -232,7 +247,16 @@ class BlobStateOutputStream implements StateOutputStream {
   }
 
   private startUpload(): void {
-    const channel = new ChunkChannel();
+    const free = this.free;
+    // A recycled batch goes back to the free list once the store asked for the chunk after it.
+    const channel = new ChunkChannel(
+      free === null
+        ? undefined
+        : (chunk) => {
+            if (chunk.byteOffset === 0 && chunk.buffer.byteLength === RECYCLED_BATCH_BYTES)
+              free.push(Buffer.from(chunk.buffer, 0, RECYCLED_BATCH_BYTES));
+          },
+    );
     const done = this.factory.store.putStream(this.file.name, channel);
     // Keep the failure observable by write()/close() without an unhandled rejection meanwhile.
     done.catch((err: unknown) => channel.abort(err));
@@ -251,7 +275,7 @@ class BlobStateOutputStream implements StateOutputStream {
   private async flushBatch(): Promise<void> {
     if (this.upload === null || this.buffer === null || this.buffered === 0) return;
     const batch = this.buffer.subarray(0, this.buffered);
-    this.buffer = null; // ownership moves to the channel; the next write allocates a fresh batch
+    this.buffer = null; // ownership moves to the channel (and back through `free` when recycled)
     this.buffered = 0;
     await this.upload.channel.push(batch);
   }
@@ -288,6 +312,9 @@ class BlobStateOutputStream implements StateOutputStream {
  */
 class ChunkChannel implements AsyncIterable<Uint8Array> {
   private readonly queue: Uint8Array[] = [];
+
+  /** `released`: called with each chunk once the consumer asked for the next one (or ended). */
+  constructor(private readonly released?: (chunk: Uint8Array) => void) {}
   private queuedBytes = 0;
   private ended = false;
   private failure: { error: unknown } | null = null;
@@ -328,6 +355,7 @@ class ChunkChannel implements AsyncIterable<Uint8Array> {
         this.queuedBytes -= chunk.byteLength;
         if (this.queuedBytes <= UPLOAD_HIGH_WATER) this.wake('producer');
         yield chunk;
+        this.released?.(chunk);
         continue;
       }
       if (this.ended) return;

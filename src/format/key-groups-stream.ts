@@ -35,6 +35,8 @@ const FIXED_HEADER_BYTES = 12;
 /** State ids are u16 and 0xFFFF marks the end of a key group. */
 export const MAX_STATE_ID = 0xfffe;
 const DEFAULT_FLUSH_BYTES = 1024 * 1024;
+/** A block is checksummed and handed to the stream in pieces of at most this size (see WritePacer). */
+const PIECE_BYTES = 1024 * 1024;
 /** Adjacent blocks are fetched with one ranged read up to this size. */
 const MAX_COALESCED_READ = 8 * 1024 * 1024;
 
@@ -107,6 +109,18 @@ export class SectionWriter {
     this.count = 0;
     this.out.reset();
   }
+}
+
+/**
+ * Lets a long write share the thread (the heap snapshot's TimeSlicer): between pieces of a large
+ * block the writer asks `due()` and awaits `yield()`; a stream write that may wait for the store
+ * is bracketed by `suspend()` / `resume()` (that wait is not the writer's own work).
+ */
+export interface WritePacer {
+  due(): boolean;
+  yield(): Promise<void>;
+  suspend(): void;
+  resume(): void;
 }
 
 /**
@@ -190,8 +204,11 @@ export class KeyGroupsStreamWriter {
     this.entriesInBlock += entryCount;
   }
 
-  /** Closes the key group; a key group without sections leaves no block. May flush to the stream. */
-  async endKeyGroup(): Promise<void> {
+  /**
+   * Closes the key group; a key group without sections leaves no block. May flush to the stream.
+   * With a `pacer`, the checksum and the flush go in pieces of at most 1 MiB with yields between.
+   */
+  async endKeyGroup(pacer?: WritePacer): Promise<void> {
     if (this.blockStart < 0) throw new StreamStateError('INVALID_ARGUMENT', 'endKeyGroup without beginKeyGroup');
     const start = this.blockStart;
     this.blockStart = -1;
@@ -201,15 +218,21 @@ export class KeyGroupsStreamWriter {
     } else {
       this.out.u16(END_OF_KEY_GROUP);
       const bytes = this.out.view().subarray(start);
+      let crc = 0;
+      for (let at = 0; at < bytes.length; at += PIECE_BYTES) {
+        // Nothing writes to `out` while this waits: the snapshot is inside endKeyGroup.
+        if (at > 0 && pacer?.due()) await pacer.yield();
+        crc = crc32(bytes.subarray(at, at + PIECE_BYTES), crc);
+      }
       this.blocks.push({
         keyGroup: this.currentKeyGroup,
         offset: this.flushed + start,
         length: bytes.length,
-        crc32: crc32(bytes),
+        crc32: crc,
         entries: this.entriesInBlock,
       });
     }
-    if (this.out.length >= this.flushBytes) await this.flush();
+    if (this.out.length >= this.flushBytes) await this.flush(pacer);
   }
 
   get blockCount(): number {
@@ -251,13 +274,26 @@ export class KeyGroupsStreamWriter {
     };
   }
 
-  private async flush(): Promise<void> {
+  private async flush(pacer?: WritePacer): Promise<void> {
     if (this.out.length === 0) return;
     // The stream copies what it keeps (StateOutputStream.write), so the buffer is reused once
     // the write resolved: no fresh buffer per flush (external memory that drives full GCs).
     const chunk = this.out.view();
     this.flushed += chunk.length;
-    await this.stream.write(chunk);
+    if (pacer === undefined) await this.stream.write(chunk);
+    else {
+      for (let at = 0; at < chunk.length; at += PIECE_BYTES) {
+        if (at > 0 && pacer.due()) await pacer.yield();
+        // The write's synchronous part (checksum, copy) is own work; its wait for the store is not.
+        const written = this.stream.write(chunk.subarray(at, at + PIECE_BYTES));
+        pacer.suspend();
+        try {
+          await written;
+        } finally {
+          pacer.resume();
+        }
+      }
+    }
     this.out.reset();
   }
 }

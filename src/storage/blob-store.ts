@@ -34,6 +34,13 @@ export interface BlobStore {
   /** Streams an object (large files, multipart on S3). Returns its size. */
   putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number>;
   /**
+   * Optional: true when putStream is done with a chunk once it asks the iterator for the next one
+   * (or settles), so the caller may refill that chunk's memory. Checkpoint streams then recycle a
+   * few batch buffers instead of a fresh Buffer per MiB (fresh memory costs page faults on the
+   * event loop and drives full GCs through external-memory pressure). Absent: every chunk is new.
+   */
+  readonly releasesStreamChunks?: boolean;
+  /**
    * Optional: stores a local file whole, with as little of its transfer on the event loop as the
    * medium allows (local disk: a link or a copy on a worker thread; S3: part-sized reads). Without
    * it, callers stream the file through putStream. Fails with a StorageError and leaves no object.

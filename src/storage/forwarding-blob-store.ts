@@ -7,6 +7,7 @@ import type { BlobInfo, BlobStore, PutFileOptions, PutFileResult } from './blob-
 export class ForwardingBlobStore implements BlobStore {
   readonly dataFileName?: (name: string) => string;
   readonly putFile?: (name: string, localPath: string, opts?: PutFileOptions) => Promise<PutFileResult>;
+  readonly releasesStreamChunks?: boolean;
 
   constructor(protected readonly inner: BlobStore) {
     // Entropy injection (S3) stays the inner store's: wrapped checkpoints get the same names.
@@ -16,6 +17,9 @@ export class ForwardingBlobStore implements BlobStore {
     if (inner.putFile !== undefined && this.putStream === ForwardingBlobStore.prototype.putStream) {
       this.putFile = (name, localPath, opts) => inner.putFile!(name, localPath, opts);
     }
+    // Chunk reuse only while putStream is the inner store's: a subclass watching it may keep chunks.
+    if (inner.releasesStreamChunks === true && this.putStream === ForwardingBlobStore.prototype.putStream)
+      this.releasesStreamChunks = true;
   }
 
   get location(): string {

@@ -45,6 +45,8 @@ export interface LocalBlobStoreOptions {
  * a _metadata (always written with putAtomic) never becomes durable before the files it names.
  */
 export class LocalBlobStore implements BlobStore {
+  /** putStream's file stream (high-water mark 1) writes each chunk before the next is pulled. */
+  readonly releasesStreamChunks = true;
   readonly rootDir: string;
   readonly location: string;
   private readonly syncData: boolean;
@@ -99,7 +101,9 @@ export class LocalBlobStore implements BlobStore {
     const handle = await this.withParentDir(file, () => open(file, 'w'));
     try {
       // flush: the stream fsyncs the file before it closes the handle.
-      await pipeline(counted(), handle.createWriteStream({ flush: this.syncData }));
+      // highWaterMark 1: every write waits for the disk before the next chunk is pulled
+      // (releasesStreamChunks), at most one chunk in flight.
+      await pipeline(counted(), handle.createWriteStream({ flush: this.syncData, highWaterMark: 1 }));
     } catch (err) {
       await unlink(file).catch(() => undefined);
       throw this.mapError(err, 'write', name);

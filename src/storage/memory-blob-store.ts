@@ -25,6 +25,8 @@ interface StoredObject {
  * their buffers.
  */
 export class MemoryBlobStore implements BlobStore {
+  /** putStream copies every chunk as it arrives. */
+  readonly releasesStreamChunks = true;
   private static readonly registry = new Map<string, MemoryBlobStore>();
   private static counter = 0;
 
