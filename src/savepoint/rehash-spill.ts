@@ -11,8 +11,6 @@ import { ByteReader, ByteWriter } from '../format/bytes.js';
  * range), and are read back bucket by bucket, grouped into key groups in ascending order.
  * Memory: the write buffers (bounded by `bufferBytes` in total) while adding, one bucket (its file
  * and a sorted copy) while reading; so a bucket should be planned to hold about `bucketBytes`.
- * When everything fits in memory (`inMemory`), the buckets stay in memory instead of files: no
- * disk round trip, and each bucket is released once it has been read.
  *
  *   spill file := (varint keyGroup | varint stateId | varint length | entry bytes)*
  *
@@ -22,11 +20,14 @@ import { ByteReader, ByteWriter } from '../format/bytes.js';
 
 /**
  * The entries of one key group read back from a spill: entry j is `data[starts[j], ends[j])` of
- * state `stateIds[j]`, in the order they were added.
+ * state `stateIds[j]`, in the order they were added; when `sources` is set (KeyGroupIndex, which
+ * keeps references instead of copies), entry j lies in `sources[sourceIds[j]]` instead of `data`.
  */
 export interface SpilledKeyGroup {
   readonly keyGroup: number;
   readonly data: Buffer;
+  readonly sources?: readonly Uint8Array[];
+  readonly sourceIds?: Int32Array;
   readonly count: number;
   readonly stateIds: Int32Array;
   readonly starts: Int32Array;
@@ -37,8 +38,6 @@ export interface SpillBucket {
   /** Target subtask whose key-group range holds the bucket (buckets never span two subtasks). */
   readonly subtask: number;
   readonly range: KeyGroupRangeJson;
-  /** The bytes planned for it (sizes its buffer when the spill is held in memory). */
-  readonly estimatedBytes?: number;
 }
 
 /** Default bytes of one bucket: what reading one back holds in memory (about twice this). */
@@ -66,11 +65,7 @@ export function planSpillBuckets(
     for (let p = 0; p < pieces; p++) {
       const start = range.start + Math.floor((p * size) / pieces);
       const end = range.start + Math.floor(((p + 1) * size) / pieces) - 1;
-      out.push({
-        subtask,
-        range: { start, end },
-        estimatedBytes: ((end - start + 1) * estimatedBytes) / maxParallelism,
-      });
+      out.push({ subtask, range: { start, end } });
     }
   });
   return out;
@@ -82,8 +77,6 @@ export class KeyGroupSpill {
   private readonly full = new Set<number>();
   private readonly flushAt: number;
   private readonly written: boolean[];
-  /** In memory: each bucket's buffer is never flushed, and read back in place. */
-  private readonly inMemory: boolean;
   private entries = 0;
 
   /**
@@ -94,7 +87,7 @@ export class KeyGroupSpill {
     private readonly dir: string,
     readonly maxParallelism: number,
     readonly buckets: readonly SpillBucket[],
-    opts: { bufferBytes?: number; inMemory?: boolean } = {},
+    opts: { bufferBytes?: number } = {},
   ) {
     this.bucketOf = new Int32Array(maxParallelism).fill(-1);
     buckets.forEach((b, i) => {
@@ -104,11 +97,9 @@ export class KeyGroupSpill {
     this.written = buckets.map(() => false);
     const total = opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES;
     this.flushAt = Math.max(16 * 1024, Math.min(1024 * 1024, Math.floor(total / Math.max(1, buckets.length))));
-    this.inMemory = opts.inMemory === true;
   }
 
   async open(): Promise<void> {
-    if (this.inMemory) return;
     await this.io(() => mkdir(this.dir, { recursive: true }), `creating ${this.dir}`);
   }
 
@@ -127,9 +118,7 @@ export class KeyGroupSpill {
       );
     let w = this.buffers[bucket];
     if (w === undefined) {
-      // In memory, sized for the whole bucket up front (plus a little for the entry headers), so it rarely grows.
-      const estimate = this.buckets[bucket].estimatedBytes ?? 0;
-      w = new ByteWriter(this.inMemory ? Math.ceil(estimate * 1.05) + 64 * 1024 : Math.min(this.flushAt, 64 * 1024));
+      w = new ByteWriter(Math.min(this.flushAt, 64 * 1024));
       this.buffers[bucket] = w;
     }
     w.varint(keyGroup)
@@ -137,7 +126,7 @@ export class KeyGroupSpill {
       .varint(end - start)
       .rawRange(bytes, start, end);
     this.entries++;
-    if (w.length >= this.flushAt && !this.inMemory) this.full.add(bucket);
+    if (w.length >= this.flushAt) this.full.add(bucket);
   }
 
   /** Writes out the buffers that reached their share of the memory budget. */
@@ -150,10 +139,6 @@ export class KeyGroupSpill {
 
   /** Writes out every buffer; call once after the last `add`, before reading. */
   async finishWriting(): Promise<void> {
-    if (this.inMemory) {
-      this.buffers.forEach((w, b) => (this.written[b] = w !== undefined && w.length > 0));
-      return;
-    }
     this.full.clear();
     for (let b = 0; b < this.buckets.length; b++) await this.flushBucket(b);
     this.buffers.fill(undefined);
@@ -166,8 +151,8 @@ export class KeyGroupSpill {
   async *readBucket(index: number): AsyncGenerator<SpilledKeyGroup> {
     if (!this.written[index]) return;
     const { start: first, end: last } = this.buckets[index].range;
-    const data = await this.bucketData(index);
-    const what = this.inMemory ? `spill bucket ${index}` : `spill file ${this.fileOf(index)}`;
+    const data = await this.io(() => readFile(this.fileOf(index)), `reading ${this.fileOf(index)}`);
+    const what = `spill file ${this.fileOf(index)}`;
     // Pass 1: entries per key group.
     const perKeyGroup = new Int32Array(last - first + 2);
     let n = 0;
@@ -214,18 +199,8 @@ export class KeyGroupSpill {
     }
   }
 
-  /** A bucket's bytes: its file, or (in memory) its buffer, released by the spill here. */
-  private async bucketData(index: number): Promise<Buffer> {
-    if (!this.inMemory) return this.io(() => readFile(this.fileOf(index)), `reading ${this.fileOf(index)}`);
-    const data = this.buffers[index]!.view();
-    this.buffers[index] = undefined;
-    return data;
-  }
-
-  /** Removes the spill files (in memory: drops the buffers). Idempotent. */
+  /** Removes the spill files. Idempotent. */
   async close(): Promise<void> {
-    this.buffers.fill(undefined);
-    if (this.inMemory) return;
     await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 

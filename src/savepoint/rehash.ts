@@ -11,6 +11,7 @@ import {
   normalizeSerializerSnapshot,
   stateIdentity,
 } from '../format/canonical-layout.js';
+import { KeyGroupIndex } from './rehash-memory.js';
 import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BUFFER_BYTES } from './rehash-spill.js';
 
 /**
@@ -19,8 +20,9 @@ import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BU
  * new max parallelism, `murmur3_32(key bytes) mod maxParallelism'`. Entries are moved as encoded
  * bytes (values, list elements, map entries, TTL timestamps and timers all stay as they are;
  * timers go with their key), through an external partitioning step (KeyGroupSpill), so memory
- * stays bounded whatever the state's size; the result is canonical key-groups streams, one per
- * new subtask.
+ * stays bounded whatever the state's size; state within RehashOptions.memoryBytes is partitioned
+ * in memory instead (KeyGroupIndex: references into the source sections, no copies). The result
+ * is canonical key-groups streams, one per new subtask.
  *
  * Used by convert (src/savepoint/convert.ts); usable by any tool that has key-groups streams
  * and wants them at another max parallelism or parallelism.
@@ -171,10 +173,11 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
     total,
     inMemory ? Number.POSITIVE_INFINITY : (opts.bucketBytes ?? DEFAULT_BUCKET_BYTES),
   );
-  const spill = new KeyGroupSpill(opts.scratchDir, newMaxP, buckets, {
-    bufferBytes: opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES,
-    inMemory,
-  });
+  const spill = inMemory
+    ? new KeyGroupIndex(newMaxP, buckets)
+    : new KeyGroupSpill(opts.scratchDir, newMaxP, buckets, {
+        bufferBytes: opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES,
+      });
   let keyGroups = 0;
   try {
     await spill.open();
@@ -216,7 +219,11 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
         for (; bucket < buckets.length && buckets[bucket].subtask === i; bucket++) {
           for await (const kg of spill.readBucket(bucket)) {
             writer.beginKeyGroup(kg.keyGroup);
-            for (let j = 0; j < kg.count; j++) writer.addRawRange(kg.stateIds[j], 1, kg.data, kg.starts[j], kg.ends[j]);
+            const { sources: from, sourceIds } = kg;
+            for (let j = 0; j < kg.count; j++) {
+              const data = from === undefined || sourceIds === undefined ? kg.data : from[sourceIds[j]];
+              writer.addRawRange(kg.stateIds[j], 1, data, kg.starts[j], kg.ends[j]);
+            }
             await writer.endKeyGroup();
             keyGroups++;
           }
