@@ -157,6 +157,14 @@ export function buildReport(data: Rec): ReportFiles {
       "Whole checkpoints on local disk (4 subtasks writing through the coordinator's streams, then `_metadata`), with every data file fsynced before `_metadata` (what streamstate does) and without (before 2026-12-04), in alternating rounds; medians. Directory and `_metadata` fsyncs happen in both modes.",
     ),
   );
+  md.push(
+    ...simpleRows(
+      'Unaligned checkpoints under backpressure (`bench/unaligned.ts`)',
+      rec(data.unaligned),
+      'rows',
+      'The reference runtime with a slow sink, every channel holding a backlog of N records; aligned (the baseline) and unaligned runs alternate. Checkpoint duration is the median trigger-to-last-acknowledgement of the checkpoints of a run (the final, always aligned one left out), then the median over rounds; channel-state bytes are the in-flight records an unaligned checkpoint stored.',
+    ),
+  );
   return { markdown: `${md.join('\n')}\n`, charts };
 }
 

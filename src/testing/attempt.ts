@@ -51,6 +51,8 @@ export interface AttemptConfig<IN, K, OUT> {
   readonly channelCapacity: number;
   /** Aligned, unaligned, aligned with a timeout, or at-least-once (checkpointing-mode.ts). */
   readonly mode: CheckpointingMode;
+  /** Sinks read only on every this many scheduling steps (a slow external system; 1: as fast as the rest). */
+  readonly slowSink: number;
   readonly output: CommittedOutput<OUT>;
   readonly rng: SeededRandom;
   readonly crash: CrashPredicate | null;
@@ -121,6 +123,8 @@ export class Attempt<IN, K, OUT> {
   private readonly halted = new Set<number>();
   /** Scheduling steps so far: the clock of aligned-checkpoint timeouts. */
   private steps = 0;
+  /** A sink had input but was not ready this step because it is slow (RunOptions.slowSink). */
+  private sinkThrottled = false;
   /** The barrier each triggered checkpoint or savepoint carries (alignment, timeout). */
   private readonly barriers = new Map<number, BarrierElement>();
   /** Aligned checkpoints with a timeout that may still have to switch somewhere: id -> the step it times out at. */
@@ -282,7 +286,13 @@ export class Attempt<IN, K, OUT> {
     for (;;) {
       this.throwIfFailed();
       ready.length = 0;
+      this.sinkThrottled = false;
       for (const r of this.readers) if (this.isReady(r)) ready.push(r);
+      if (ready.length === 0 && this.sinkThrottled) {
+        // Only a slow sink could move, and not on this step: time passes.
+        await this.idleStep();
+        continue;
+      }
       if (ready.length === 0) {
         // An external source with an empty buffer is not at its end: wait for its next record (or its end).
         const waits = this.sources
@@ -326,10 +336,15 @@ export class Attempt<IN, K, OUT> {
           break;
         }
       }
-      this.scheduling?.tick();
-      if (this.timeouts.size > 0) await this.switchTimedOut();
-      if (++this.steps % STEPS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      await this.idleStep();
     }
+  }
+
+  /** The end of every scheduling step: time (the virtual clock, aligned timeouts) moves on. */
+  private async idleStep(): Promise<void> {
+    this.scheduling?.tick();
+    if (this.timeouts.size > 0) await this.switchTimedOut();
+    if (++this.steps % STEPS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   /** Closes everything after a normal end. */
@@ -372,8 +387,14 @@ export class Attempt<IN, K, OUT> {
         const k = this.keyed[r.index];
         return k.gate.isReadable(r.channel) && k.outputsHaveRoom;
       }
-      case 'sink':
-        return this.sinks[r.index].gate.isReadable(r.channel);
+      case 'sink': {
+        if (!this.sinks[r.index].gate.isReadable(r.channel)) return false;
+        if (this.cfg.slowSink > 1 && this.steps % this.cfg.slowSink !== 0) {
+          this.sinkThrottled = true;
+          return false;
+        }
+        return true;
+      }
     }
   }
 

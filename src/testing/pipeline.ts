@@ -82,6 +82,12 @@ export interface RunOptions<OUT> {
    * unaligned after `alignedTimeout` scheduler steps, or at-least-once (docs/RUNTIME.md, "Checkpointing modes").
    */
   readonly checkpointingMode?: CheckpointingModeOptions;
+  /**
+   * A slow sink: sinks read only on every this many scheduling steps (default 1). Their input
+   * channels fill, and backpressure reaches the keyed operator and the sources — the situation
+   * unaligned checkpoints are for (bench/unaligned.ts).
+   */
+  readonly slowSink?: number;
   /** Completed checkpoints the coordinator keeps. Default 1. */
   readonly numRetainedCheckpoints?: number;
   /** Processing-time clock handed to keyed backends (TTL). */

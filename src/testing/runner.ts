@@ -54,6 +54,7 @@ export async function runPipeline<IN, K, OUT>(
       : null,
     channelCapacity: options.channelCapacity ?? 64,
     mode: checkpointingMode(options.checkpointingMode),
+    slowSink: options.slowSink ?? 1,
     output,
     rng: new SeededRandom(options.seed ?? 1),
     crash: crashPredicate(options.crashAt),
@@ -177,6 +178,7 @@ function validate<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<
     ['job.sinkParallelism', job.sinkParallelism],
     ['options.checkpointEvery', options.checkpointEvery],
     ['options.channelCapacity', options.channelCapacity],
+    ['options.slowSink', options.slowSink],
   ] as const) {
     if (v !== undefined && !(Number.isInteger(v) && v >= 1))
       bad(`${name} must be a positive integer, got ${String(v)}.`);
