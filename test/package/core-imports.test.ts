@@ -53,6 +53,8 @@ console.log(JSON.stringify(cache.filter((k) => k.includes('@aws-sdk') || k.inclu
 `;
 
 const OPTIONAL = /node_modules\/(@aws-sdk|classic-level)\//;
+/** The conformance entry's peer dependencies: nothing but `streamstate/conformance` may load them. */
+const TEST_ONLY = /node_modules\/(vitest|fast-check)\//;
 
 describe('importing the core', () => {
   it.each([
@@ -65,6 +67,7 @@ describe('importing the core', () => {
     const p = await probe(`await import(${JSON.stringify(entry)});\n${CJS_LOADED}`);
     expect(p.resolved.some((u) => u.includes('/dist/'))).toBe(true);
     expect(p.resolved.filter((u) => OPTIONAL.test(u))).toEqual([]);
+    expect(p.resolved.filter((u) => TEST_ONLY.test(u))).toEqual([]);
     expect(JSON.parse(p.stdout)).toEqual([]);
   });
 
@@ -72,6 +75,27 @@ describe('importing the core', () => {
     const p = await probe(`await import('streamstate/s3');\n${CJS_LOADED}`);
     expect(p.resolved.some((u) => u.includes('node_modules/@aws-sdk/client-s3/'))).toBe(true);
     expect(JSON.parse(p.stdout).length).toBeGreaterThan(0);
+  });
+});
+
+describe('streamstate/conformance', () => {
+  it('loads vitest but not fast-check (only the model-based section needs it, when it runs)', async () => {
+    const p = await probe(
+      `const m = await import('streamstate/conformance'); console.log(JSON.stringify(Object.keys(m).sort()));`,
+    );
+    expect(JSON.parse(p.stdout)).toEqual(expect.arrayContaining(['describeBackendConformance', 'describeBlobStore']));
+    expect(p.resolved.some((u) => u.includes('/dist/src/conformance/'))).toBe(true);
+    expect(p.resolved.some((u) => u.includes('node_modules/vitest/'))).toBe(true);
+    expect(p.resolved.filter((u) => u.includes('node_modules/fast-check/'))).toEqual([]);
+    expect(p.resolved.filter((u) => OPTIONAL.test(u))).toEqual([]);
+  });
+
+  it('loads with fast-check absent', async () => {
+    const p = await probe(
+      `const m = await import('streamstate/conformance'); console.log(typeof m.describeBackendConformance);`,
+      ['fast-check'],
+    );
+    expect(p.stdout.trim()).toBe('function');
   });
 });
 

@@ -1,7 +1,7 @@
 import { describe, it } from 'vitest';
-import { loadOptional, type OptionalDependency } from '../../util/optional-dependency.js';
 import { BackendHarness, type MakeBackend } from './harness.js';
-import { type FastCheck, opArbitrary, runModel } from './model.js';
+import { loadFastCheck } from './fast-check.js';
+import { opArbitrary, runModel } from './model.js';
 import type { ResolvedSupports } from './supports.js';
 
 export interface ModelSuiteOptions {
@@ -9,16 +9,6 @@ export interface ModelSuiteOptions {
   readonly numRuns?: number;
   /** Longest operation sequence (default 60). */
   readonly maxOps?: number;
-}
-
-const FAST_CHECK: OptionalDependency = {
-  feature: 'the model-based section of the backend conformance suite (streamstate/conformance)',
-  packages: ['fast-check@^4.0.0'],
-};
-
-/** fast-check, loaded when the section runs: the rest of `streamstate/conformance` works without it. */
-async function loadFastCheck(): Promise<FastCheck> {
-  return loadOptional(FAST_CHECK, () => import('fast-check'));
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { Arbitrary } from 'fast-check';
+import type { FastCheck } from './fast-check.js';
 import { expect } from 'vitest';
 import type { KeyedStateBackend } from '../../backend/contract.js';
 import { keyGroupForKey, type KeyGroupRange } from '../../keygroups/key-groups.js';
@@ -32,9 +33,6 @@ export type Op =
   | { readonly t: 'rAdd'; readonly v: number }
   | { readonly t: 'snapshotRestore' }
   | { readonly t: 'rescale' };
-
-/** fast-check, loaded by the model section only (an optional peer dependency of `streamstate/conformance`). */
-export type FastCheck = typeof import('fast-check');
 
 /** Random operations; `rescaling` false leaves the rescale step out (a backend without the capability). */
 export function opArbitrary(fc: FastCheck, rescaling: boolean): Arbitrary<Op> {
