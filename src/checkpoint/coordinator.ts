@@ -465,6 +465,12 @@ export class CheckpointCoordinator {
       return this.lateAcknowledgement(checkpointId, dropNulls(state));
     }
     const ack = normalizeAck(state, op, checkpointId, subtaskIndex, this.jobId);
+    if (ack.channel !== undefined && p.view.kind === 'savepoint') {
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `subtask ${subtaskIndex} of ${operatorId} acknowledged savepoint ${checkpointId} with channel state; savepoints are always aligned and hold no in-flight records. Take savepoints with aligned barriers.`,
+      );
+    }
     // Every path must resolve inside what this checkpoint may reference (else a typed error now, not a failed completion later).
     for (const f of referencedFiles(subtaskStateHandles(ack))) resolveHandlePath(p.view.pointer, f.path);
     const acks = p.acks.get(operatorId)!;

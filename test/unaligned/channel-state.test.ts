@@ -2,6 +2,8 @@ import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
+import { CheckpointCoordinator } from '../../src/checkpoint/coordinator.js';
 import { checkChannelStatePlaceable, placeInFlightRecords } from '../../src/checkpoint/channel-state-restore.js';
 import { ChannelStateWriter, readChannelState, type ChannelStateHandle } from '../../src/checkpoint/channel-state.js';
 import { decodeMetadata, encodeMetadata, METADATA_VERSION } from '../../src/checkpoint/metadata-codec.js';
@@ -375,5 +377,43 @@ describe('golden fixture: test/fixtures/golden-channel-state', () => {
     await expect(
       readChannelState(h, new BlobStateFileReader(new LocalBlobStore(copy), 'chk-3'), serializer, 'x'),
     ).rejects.toBeInstanceOf(FormatError);
+  });
+});
+
+describe('the coordinator and channel state', () => {
+  it('records an acknowledged channel handle in _metadata (version 2), refuses one in a savepoint, and enumerates its file', async () => {
+    const dir = join(root, 'coordinator');
+    const storage = localCheckpointStorage(dir, { inlineThreshold: 0 });
+    const coord = new CheckpointCoordinator({
+      jobId: 'job',
+      storage,
+      backendName: 'fake',
+      operators: [{ operatorId: 'op', parallelism: 1, maxParallelism: MAX_P }],
+    });
+    await coord.restore();
+    const sp = coord.triggerSavepoint({ target: join(dir, 'sp') });
+    sp.completion.catch(() => undefined);
+    const spw = writer(1, 0);
+    spw.addInput(0, 'round-robin', [rec(0, 'a')]);
+    const spHandle = (await spw.finish(sp.streamsFor('op', 0)))!;
+    await expect(
+      coord.acknowledge(sp.checkpointId, 'op', 0, { keyed: [], operator: [], channel: spHandle }),
+    ).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/savepoints are always aligned/),
+    });
+    await coord.abort(sp.checkpointId, 'test');
+    const p = coord.triggerCheckpoint();
+    const w = writer(1, 0);
+    w.addInput(0, 'round-robin', [rec(4, 'a'), rec(5, 'b')]);
+    const channel = (await w.finish(p.streamsFor('op', 0)))!;
+    const done = await coord.acknowledge(p.checkpointId, 'op', 0, { keyed: [], operator: [], channel });
+    expect(done.status).toBe('completed');
+    const bytes = await readFile(join(dir, 'job', `chk-${p.checkpointId}`, '_metadata'));
+    expect(bytes.readUInt16BE(4)).toBe(2);
+    const md = decodeMetadata(bytes);
+    expect(md.operators[0].subtasks[0].channel).toEqual(channel);
+    expect([...fileKeys(`job/chk-${p.checkpointId}`, md)]).toHaveLength(1);
+    await coord.shutdown('cancel');
   });
 });
