@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { StateBackend, StateFileReader } from '../backend/contract.js';
@@ -18,8 +18,9 @@ import {
   type RawSection,
 } from '../format/key-groups-stream.js';
 import { keyGroupForBytes } from '../keygroups/key-groups.js';
+import { randomHex } from '../storage/blob-names.js';
 import { checkOffset, checkStreamHeader } from '../operator/operator-stream.js';
-import { convertSnapshot } from '../savepoint/convert.js';
+import { convertSnapshot, type TemporaryPaths } from '../savepoint/convert.js';
 import { checkKeyGroupCoverage } from '../savepoint/coverage.js';
 import { keyGroupsHandlesOf } from '../savepoint/dump.js';
 import { locateSnapshot, type LocatedSnapshot, type LocateOptions } from '../savepoint/locate.js';
@@ -37,6 +38,11 @@ import { fieldDecoder, readerFor, type Decoded, type FieldDecoder } from './deco
 export interface OpenSnapshotOptions extends LocateOptions {
   /** Creates a backend by recorded name, for snapshots that must be restored to be read. Default: the CLI's (memory, filesystem, leveldb, changelog(...)). */
   readonly backendFor?: (name: string, workDir: string) => StateBackend;
+  /**
+   * Told the temporary directory of a canonical copy before it is created and once it is gone
+   * (the CLI removes what is left on SIGINT/SIGTERM).
+   */
+  readonly temporaryPaths?: TemporaryPaths;
 }
 
 /** What a snapshot records about one keyed state or timer queue of an operator. */
@@ -163,8 +169,15 @@ export class SnapshotReader {
     const md = located.snapshot.metadata;
     checkKeyGroupCoverage(md, `${md.kind} ${md.checkpointId} of job ${md.jobId}`);
     if (!needsRestore(md)) return new SnapshotReader(md, located.snapshot, () => located.close());
-    const dir = await mkdtemp(join(tmpdir(), 'streamstate-read-'));
+    // Named up front (not mkdtemp) so it is registered before it exists.
+    const dir = join(tmpdir(), `streamstate-read-${randomHex(12)}`);
+    const removeDir = async (): Promise<void> => {
+      await rm(dir, { recursive: true, force: true });
+      opts.temporaryPaths?.delete(dir);
+    };
+    opts.temporaryPaths?.add(dir);
     try {
+      await mkdir(dir);
       const dst = join(dir, 'canonical');
       await convertSnapshot(located, dst, {
         target: md.backend,
@@ -176,10 +189,10 @@ export class SnapshotReader {
       return new SnapshotReader(md, copy.snapshot, async () => {
         await copy.close();
         await located.close();
-        await rm(dir, { recursive: true, force: true });
+        await removeDir();
       });
     } catch (err) {
-      await rm(dir, { recursive: true, force: true });
+      await removeDir();
       throw err;
     }
   }

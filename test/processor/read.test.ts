@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeapStateBackend } from '../../backends/heap/heap-state-backend.js';
@@ -27,6 +28,32 @@ let root: string;
 let cleanup: () => Promise<void>;
 beforeAll(async () => ({ dir: root, cleanup } = await tempDir('ss-processor-read-')));
 afterAll(async () => cleanup());
+
+describe('the canonical copy of a snapshot that must be restored to be read', () => {
+  it('is registered as a temporary path while the reader is open (SIGINT cleanup) and removed on close', async () => {
+    const dir = await writeJob(leveldb({ workingDir: join(root, 'work-ldb-temps') }), {
+      root: join(root, 'ldb-temps'),
+      parallelism: 2,
+      format: 'native',
+      data: { keys: 10 },
+    });
+    const live = new Set<string>();
+    const temporaryPaths = { add: (p: string) => void live.add(p), delete: (p: string) => void live.delete(p) };
+    const reader = await openSnapshot(dir, { temporaryPaths });
+    let copies: string[];
+    try {
+      copies = [...live];
+      expect(copies).toHaveLength(1);
+      expect(copies[0]).toMatch(/streamstate-read-[0-9a-f]{12}$/);
+      expect((await stat(copies[0])).isDirectory()).toBe(true);
+      expect(await readerContents(reader, OPERATOR)).toEqual(jobModel(10, 2));
+    } finally {
+      await reader.close();
+    }
+    expect(live.size).toBe(0);
+    await expect(stat(copies[0])).rejects.toMatchObject({ code: 'ENOENT' });
+  }, 30_000);
+});
 
 describe('reading a job-written snapshot yields what the job wrote', () => {
   const sources = {
