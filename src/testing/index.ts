@@ -25,6 +25,7 @@ export type {
   SavepointRequest,
   StopWithSavepointRequest,
 } from './pipeline.js';
+export type { PipelineCheckpointing } from './scheduled-checkpoints.js';
 export {
   ExternalSourceSubtask,
   type PipelineSource,
