@@ -97,6 +97,9 @@ describe('streamstate edit', () => {
     ['unknown operator', ['--drop-operator', 'nope'], 'UNKNOWN_OPERATOR', 2],
     ['unknown state', ['--drop-state', `${OPERATOR}/nope`], 'STATE_NOT_REGISTERED', 2],
     ['unknown operator of a state', ['--rename-state', 'nope/count=x'], 'UNKNOWN_OPERATOR', 2],
+    ['unknown operator (rename)', ['--rename-operator', 'nope=x'], 'UNKNOWN_OPERATOR', 2],
+    ['unknown state (rename)', ['--rename-state', `${OPERATOR}/nope=x`], 'STATE_NOT_REGISTERED', 2],
+    ['unknown operator of a dropped state', ['--drop-state', 'nope/count'], 'UNKNOWN_OPERATOR', 2],
   ];
   it.each(bad)('%s: a typed error, nothing written', async (_name, args, code, exit) => {
     const out = dst();
@@ -105,6 +108,17 @@ describe('streamstate edit', () => {
     expect(r.code).toBe(exit);
     expect(errorLine(r.stderr)).toContain(`error ${code}`);
     expect(await readdir(root)).toEqual(before);
+  });
+
+  it('an existing destination is ALREADY_EXISTS and stays as it was', async () => {
+    const out = dst();
+    expect((await cli(['edit', source, out])).code).toBe(0);
+    const before = await readdir(out);
+    const r = await cli(['edit', source, out, '--drop-operator', OPERATOR]);
+    expect(r.code).not.toBe(0);
+    expect(errorLine(r.stderr)).toContain('error ALREADY_EXISTS');
+    expect(await readdir(out)).toEqual(before);
+    expect((await cli(['dump', out, '--operator', OPERATOR])).code).toBe(0);
   });
 
   it('malformed options are usage errors', async () => {

@@ -183,6 +183,8 @@ describe('bad edits: typed errors, nothing written', () => {
       'INVALID_ARGUMENT',
     ],
     ['map-values on a timer queue', mapValues(OPERATOR, 'timers', (v) => v), 'STATE_KIND_MISMATCH'],
+    ['map-values of an unknown operator', mapValues('nope', 'count', (v) => v), 'UNKNOWN_OPERATOR'],
+    ['map-values of an unknown state', mapValues(OPERATOR, 'nope', (v) => v), 'STATE_NOT_REGISTERED'],
   ];
   it.each(cases)('%s', async (_name, edit, code) => {
     const out = dst();
