@@ -8,16 +8,13 @@ import {
   type SnapshotOptions,
   type SnapshotTask,
   type StateBackend,
-  type StateDescriptor,
-  type StateFor,
   stringSerializer,
-  type TimerQueue,
-  type Serializer,
   valueState,
 } from 'streamstate';
 import { describeBackendConformance } from 'streamstate/conformance';
 import { memory } from 'streamstate/memory';
 import { describe, expect, it } from 'vitest';
+import { ForwardingKeyedStateBackend } from './fixtures/forwarding-keyed.js';
 
 /**
  * A third-party state backend, written only against the published entries (`streamstate`,
@@ -44,67 +41,17 @@ class AuditedBackend extends AbstractStateBackend {
   }
 }
 
-/** Forwards every call to the heap's keyed backend; snapshots are logged on their way through. */
-class AuditedKeyed<K> implements KeyedStateBackend<K> {
+/** The heap's keyed backend, with snapshots logged on their way through. */
+class AuditedKeyed<K> extends ForwardingKeyedStateBackend<K> {
   constructor(
-    private readonly inner: KeyedStateBackend<K>,
+    inner: KeyedStateBackend<K>,
     private readonly audit: (line: string) => void,
-  ) {}
-  get keyGroupRange(): KeyGroupRange {
-    return this.inner.keyGroupRange;
+  ) {
+    super(inner);
   }
-  get maxParallelism(): number {
-    return this.inner.maxParallelism;
-  }
-  get keySerializer(): Serializer<K> {
-    return this.inner.keySerializer;
-  }
-  get currentKeyGroup(): number {
-    return this.inner.currentKeyGroup;
-  }
-  setCurrentKey(key: K): void {
-    this.inner.setCurrentKey(key);
-  }
-  getCurrentKey(): K {
-    return this.inner.getCurrentKey();
-  }
-  getState<D extends StateDescriptor<unknown>>(descriptor: D): StateFor<D> {
-    return this.inner.getState(descriptor);
-  }
-  getTimerQueue<N = string>(name: string, namespaceSerializer?: Serializer<N>): TimerQueue<K, N> {
-    return this.inner.getTimerQueue(name, namespaceSerializer);
-  }
-  getKeys<N>(stateName: string, namespace: N): AsyncIterable<K> {
-    return this.inner.getKeys(stateName, namespace);
-  }
-  getKeysAndNamespaces<N>(stateName: string): AsyncIterable<[K, N]> {
-    return this.inner.getKeysAndNamespaces(stateName);
-  }
-  applyToAllKeys<D extends StateDescriptor<unknown>>(
-    namespace: unknown,
-    descriptor: D,
-    fn: (key: K, state: StateFor<D>) => void | Promise<void>,
-  ): Promise<void> {
-    return this.inner.applyToAllKeys(namespace, descriptor, fn);
-  }
-  stateNames(): string[] {
-    return this.inner.stateNames();
-  }
-  numEntries(): Promise<number> {
-    return this.inner.numEntries();
-  }
-  snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
+  override snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<KeyedStateHandle>> {
     this.audit(`${options.type} ${checkpointId}`);
-    return this.inner.snapshot(checkpointId, options);
-  }
-  notifyCheckpointComplete(checkpointId: number): Promise<void> {
-    return this.inner.notifyCheckpointComplete(checkpointId);
-  }
-  notifyCheckpointAborted(checkpointId: number): Promise<void> {
-    return this.inner.notifyCheckpointAborted(checkpointId);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
+    return super.snapshot(checkpointId, options);
   }
 }
 
