@@ -5,7 +5,8 @@ import type { KeyedStateBackend, SnapshotTask, StateBackend } from '../../src/ba
 import { referencedFiles, type KeyedStateHandle } from '../../src/backend/handles.js';
 import { assignKeyedState } from '../../src/checkpoint/assignment.js';
 import { CheckpointCoordinator, type PendingCheckpoint } from '../../src/checkpoint/coordinator.js';
-import type { CompletedCheckpointInfo } from '../../src/checkpoint/metadata.js';
+import { ChannelStateWriter, readChannelState, type ChannelStateHandle } from '../../src/checkpoint/channel-state.js';
+import { subtaskStateHandles, type CompletedCheckpointInfo } from '../../src/checkpoint/metadata.js';
 import type { CheckpointStorage } from '../../src/checkpoint/storage.js';
 import { resolveHandlePath } from '../../src/checkpoint/streams.js';
 import { run as runCli, type CliIo } from '../../src/cli/run.js';
@@ -34,6 +35,8 @@ import { STORAGE_DIR, type LifecycleVariant } from './variants.js';
 /** One subtask's snapshot of one checkpoint, and the part of the model it captured. */
 interface SubtaskSnapshot {
   readonly task: SnapshotTask<KeyedStateHandle>;
+  /** In-flight records as an unaligned checkpoint would store them: one record naming checkpoint and subtask. */
+  readonly channel: Promise<ChannelStateHandle | null>;
   readonly part: ReadonlyMap<string, string>;
   acked: boolean;
 }
@@ -288,7 +291,7 @@ export class LifecycleWorld {
       referenced.add(`${info.pointer}/_metadata`);
       for (const op of resolved.metadata.operators) {
         for (const sub of op.subtasks)
-          for (const f of referencedFiles([sub.keyed, sub.operator]))
+          for (const f of referencedFiles(subtaskStateHandles(sub)))
             referenced.add(resolveHandlePath(info.pointer, f.path));
       }
     }
@@ -491,6 +494,19 @@ export class LifecycleWorld {
       checkpoints: [],
       lastSnapshot: new Array<number>(parallelism).fill(0),
     };
+    if (plan) {
+      // The restored checkpoint's channel state reads back: every subtask's marker, nothing else.
+      for (const sub of plan.metadata.operators[0].subtasks) {
+        const ch = sub.channel;
+        const read = ch ? await readChannelState(ch, plan.files, stringSerializer, `${label} channel state`) : [];
+        const values = read.flatMap((r) => r.records.map((x) => x.value));
+        if (values.join() !== inFlightMarker(restoredId!, sub.subtaskIndex))
+          this.fail(
+            `${label} restore()`,
+            `subtask ${sub.subtaskIndex}'s channel state reads ${JSON.stringify(values)}`,
+          );
+      }
+    }
     const got = new Map<string, string>();
     for (let i = 0; i < parallelism; i++) readBackend(keyed[i], parallelism, i, got);
     const d = diff(this.model, got);
@@ -514,9 +530,20 @@ export class LifecycleWorld {
     const options = c.view.snapshotOptions(OP, s);
     const task = await inst.keyed[s].snapshot(c.id, options);
     task.done.catch(() => undefined); // observed when acknowledged; a crash cancels it
+    // Channel state rides along, through the same streams: its file must live and die with the checkpoint.
+    const writer = new ChannelStateWriter({
+      subtask: `${OP}[${s}]`,
+      checkpointId: c.id,
+      inputChannels: 1,
+      outputChannels: 0,
+      serializer: stringSerializer,
+    });
+    writer.addInput(0, 'round-robin', [{ sequence: c.id, value: inFlightMarker(c.id, s) }]);
+    const channel = writer.finish(options.streams);
+    channel.catch(() => undefined);
     inst.lastSnapshot[s] = c.id;
     const part = inst === this.live ? partOf(this.model, inst.parallelism, s) : new Map<string, string>();
-    c.snaps.set(s, { task, part, acked: false });
+    c.snaps.set(s, { task, channel, part, acked: false });
     this.note(`${inst === this.live ? '' : 'zombie: '}snapshot ${c.id} subtask ${s}`);
   }
 
@@ -524,10 +551,17 @@ export class LifecycleWorld {
     const snap = c.snaps.get(s)!;
     const where = `${inst === this.live ? '' : 'zombie: '}ack ${c.id} subtask ${s}`;
     const handle = await snap.task.done;
+    const channel = await snap.channel;
     snap.acked = true;
     let outcome: AckOutcome;
     try {
-      outcome = adaptAck(await inst.coordinator.acknowledge(c.id, OP, s, { keyed: [handle], operator: [] }));
+      outcome = adaptAck(
+        await inst.coordinator.acknowledge(c.id, OP, s, {
+          keyed: [handle],
+          operator: [],
+          ...(channel ? { channel } : {}),
+        }),
+      );
     } catch (err) {
       if (inst !== this.live && isStreamStateError(err, 'FENCED')) {
         c.ended = 'fenced';
@@ -657,4 +691,9 @@ export class LifecycleWorld {
 function describeError(err: unknown): string {
   if (err instanceof Error) return `${(err as { code?: string }).code ?? err.name}: ${err.message}`;
   return String(err);
+}
+
+/** The one in-flight record the world stores per checkpoint and subtask. */
+function inFlightMarker(checkpointId: number, subtaskIndex: number): string {
+  return `in-flight of checkpoint ${checkpointId}, subtask ${subtaskIndex}`;
 }
