@@ -32,6 +32,10 @@ const scripts = [
   's3-storage',
   's3-incremental',
   'durability',
+  'processing-during-checkpoint',
+  'heap-full-snapshot',
+  'upload-under-load',
+  'unaligned',
 ];
 const unknown = only.filter((n) => !scripts.includes(n));
 if (unknown.length > 0) {

@@ -116,17 +116,22 @@ export class CowTable<V> {
    * live slot gets `copy(value)` and the copy is returned.
    */
   mutable(i: number, a: unknown, b: unknown, copy: (v: V) => V): V | undefined {
-    const v = this.get(i, a, b);
-    if (v === undefined || this.pending[i] === 0 || !this.preserve(i, a, b)) return v;
+    const inner = this.slots[i]?.get(a);
+    const v = inner?.get(b);
+    // One lookup of the slot, handed to preserve: this runs on every read of a pending key group.
+    if (v === undefined || this.pending[i] === 0 || !this.preserve(i, a, b, v)) return v;
     const c = copy(v);
-    this.slots[i]!.get(a)!.set(b, c);
+    inner!.set(b, c);
     return c;
   }
 
-  /** Records the slot's current value in every pending snapshot lacking it; true if any recorded. */
-  preserve(i: number, a: unknown, b: unknown): boolean {
+  /**
+   * Records the slot's current value (`known`, when the caller just looked it up) in every
+   * pending snapshot lacking it; true if any recorded.
+   */
+  preserve(i: number, a: unknown, b: unknown, known?: V): boolean {
     let recorded = false;
-    let current: Undo<V> | undefined;
+    let current: Undo<V> | undefined = known;
     for (const f of this.frames) {
       if (f.run.done[i] === 1) continue;
       let byA = f.undo[i];

@@ -31,6 +31,8 @@ export class StateTable extends CowTable<unknown> {
   valueSerializer: Serializer<unknown>;
   /** Writes bytes(valueSerializer.serialize(v)) straight into a section (snapshots). */
   valueWriter: FieldWriter<unknown>;
+  /** valueSerializer.copy, made once (a read of a pending key group copies through it). */
+  readonly copyValue = (v: unknown): unknown => this.valueSerializer.copy(v);
 
   constructor(
     rangeSize: number,

@@ -85,7 +85,7 @@ export class HeapValueState<T, N> extends HeapState<N> implements ValueState<T, 
       return this.defaultValue === undefined ? null : (t.valueSerializer.copy(this.defaultValue) as T);
     // A returned object may be mutated in place by the caller: freeze the snapshot's copy first.
     if (t.pending[i] !== 0 && typeof v === 'object' && v !== null) {
-      v = t.mutable(i, this.nsId, this.ctx.keyId, (x) => t.valueSerializer.copy(x)) as T;
+      v = t.mutable(i, this.nsId, this.ctx.keyId, t.copyValue) as T;
     }
     return v;
   }
