@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureCrashChild } from '../support/proof/crash-child-build.js';
@@ -96,6 +96,20 @@ describe('streamstate/conformance', () => {
       ['fast-check'],
     );
     expect(p.stdout.trim()).toBe('function');
+  });
+
+  it('a property-based test without fast-check fails with DEPENDENCY_MISSING naming it', async () => {
+    // The loader the model section and the parity map-key tests call when they run (internal module).
+    const loader = pathToFileURL(join(ROOT, 'dist', 'src', 'conformance', 'backend', 'fast-check.js')).href;
+    const p = await probe(
+      `const { loadFastCheck } = await import(${JSON.stringify(loader)});
+       try { await loadFastCheck(); console.log('no error'); }
+       catch (err) { console.log(JSON.stringify({ code: err.code, message: err.message })); }`,
+      ['fast-check'],
+    );
+    const err = JSON.parse(p.stdout);
+    expect(err.code).toBe('DEPENDENCY_MISSING');
+    expect(err.message).toContain('npm install fast-check@');
   });
 });
 
