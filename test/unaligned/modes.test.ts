@@ -116,6 +116,28 @@ describe('exactly-once modes: random crashes, every key counted exactly once', (
   });
 });
 
+describe('under backpressure (a slow sink)', () => {
+  const input = countingInput({ records: 1800, keys: 40, partitions: 4, seed: 21 });
+  for (const [name, mode] of Object.entries(EXACTLY_ONCE)) {
+    it(`${name}: full channels, crashes, exactly once`, async () => {
+      const r = await runPipeline(countingJob(input, { parallelism: 2, sourceParallelism: 2 }), {
+        backend: memory(),
+        checkpointEvery: 150,
+        channelCapacity: 24,
+        slowSink: 6,
+        seed: 8,
+        crashAt: crashPoints(77, 2, 300, 1600),
+        recoverWithParallelism: (n) => n + 1,
+        checkpointingMode: mode,
+      });
+      expect(r.crashes).toBe(2);
+      const check = checkCounts(r.committed, input);
+      expect(check.problems).toEqual([]);
+      expect(check.ok).toBe(true);
+    });
+  }
+});
+
 describe('unaligned restore at another parallelism', () => {
   const input = countingInput({ records: 2400, keys: 80, partitions: 6, seed: 5 });
   for (const [from, to] of [
