@@ -16,7 +16,9 @@ const barrier = (checkpointId: number, extra: Partial<BarrierElement> = {}): Bar
   ...extra,
 });
 const values = (m: ReadonlyMap<number, readonly { value: string }[]> | undefined) =>
-  Object.fromEntries([...(m ?? new Map())].map(([c, rs]) => [c, rs.map((r) => r.value)]));
+  Object.fromEntries(
+    [...(m ?? new Map<number, readonly { value: string }[]>())].map(([c, rs]) => [c, rs.map((r) => r.value)]),
+  );
 
 describe('channels', () => {
   it('number records in push order; a priority barrier overtakes queued records but never an earlier barrier', () => {
