@@ -149,17 +149,23 @@ function only(o: JsonObject, allowed: readonly string[]): void {
     if (!allowed.includes(k)) throw new TypeError(`unknown field "${k}" (allowed: ${allowed.join(', ')})`);
 }
 
+/** Where a state's rows come from when the parser does not keep them (a re-read of the file). */
+type RowSource = (operatorId: string, state: string) => AsyncIterable<unknown>;
+
 class Parser {
   readonly operators = new Map<string, DeclaredOperator>();
 
-  line(o: JsonObject): void {
+  /** `keepRows` false: records are checked (converted and serialized) but not kept. */
+  constructor(private readonly keepRows = true) {}
+
+  line(o: JsonObject): unknown {
     if (o.type === 'operator') return this.declareOperator(o);
     if (o.type === 'state') return this.declareState(o);
     if (o.type !== undefined)
       throw new TypeError(
         `"type" must be "operator" or "state" (records have no "type"), got ${JSON.stringify(o.type)}`,
       );
-    this.record(o);
+    return this.record(o);
   }
 
   private declareOperator(o: JsonObject): void {
@@ -214,7 +220,7 @@ class Parser {
     });
   }
 
-  private record(o: JsonObject): void {
+  private record(o: JsonObject): unknown {
     const op = this.operator(o);
     const name = str(o, 'state');
     const s = op.states.get(name);
@@ -277,16 +283,22 @@ class Parser {
       serialize(op.key!, r.key);
       serialize(s.namespace, r.namespace ?? '');
     }
-    s.rows.push(row);
+    if (this.keepRows) s.rows.push(row);
+    return row;
   }
 
-  operatorsToBootstrap(): BootstrapOperator<unknown>[] {
+  /** A record's row (converted), for re-reads; declarations return undefined. */
+  rowOf(o: JsonObject): unknown {
+    return this.line(o);
+  }
+
+  operatorsToBootstrap(rowSource?: RowSource): BootstrapOperator<unknown>[] {
     return [...this.operators.values()].map((op) => {
       const keyed: KeyedStateInput<unknown>[] = [];
       const operatorState: OperatorStateInput[] = [];
       for (const [name, s] of op.states) {
         const common = { name, namespaceSerializer: s.namespace.serializer };
-        const rows = s.rows as never[];
+        const rows = (rowSource === undefined ? s.rows : rowSource(op.id, name)) as never;
         switch (s.kind) {
           case 'value':
             keyed.push(keyedValues({ ...common, kind: 'value', serializer: s.value!.serializer }, rows));
@@ -344,12 +356,11 @@ class Parser {
   }
 }
 
-/** Parses JSON lines (empty lines are skipped) into operators for bootstrapSavepoint. */
-export async function parseBootstrapLines(
+/** Each non-empty line as a JSON object with its 1-based line number; a line that is not one is an InputError. */
+async function* jsonObjects(
   lines: AsyncIterable<string> | Iterable<string>,
   file: string,
-): Promise<BootstrapOperator<unknown>[]> {
-  const parser = new Parser();
+): AsyncGenerator<{ n: number; o: JsonObject }> {
   let n = 0;
   for await (const text of lines) {
     n++;
@@ -362,24 +373,54 @@ export async function parseBootstrapLines(
     }
     if (o === null || typeof o !== 'object' || Array.isArray(o))
       throw new InputError(file, n, 'every line must be a JSON object.');
-    try {
-      parser.line(o);
-    } catch (err) {
-      if (err instanceof InputError) throw err;
-      throw new InputError(file, n, `${(err as Error).message}.`);
-    }
+    yield { n, o };
   }
+}
+
+/** Feeds every line to `parser`, errors naming the line. Returns the number of lines. */
+async function parseAll(
+  parser: Parser,
+  lines: AsyncIterable<string> | Iterable<string>,
+  file: string,
+): Promise<number> {
+  let last = 0;
+  for await (const { n, o } of jsonObjects(lines, file)) {
+    last = n;
+    lineError(file, n, () => parser.line(o));
+  }
+  return last;
+}
+
+function lineError<T>(file: string, n: number, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(file, n, `${(err as Error).message}.`);
+  }
+}
+
+function checkDeclaresOperators(parser: Parser, file: string, lines: number): void {
   if (parser.operators.size === 0)
     throw new InputError(
       file,
-      Math.max(n, 1),
+      Math.max(lines, 1),
       'declares no operator; start with {"type":"operator","id":...,"parallelism":...}.',
     );
+}
+
+/** Parses JSON lines (empty lines are skipped) into operators for bootstrapSavepoint; the records are held in memory. */
+export async function parseBootstrapLines(
+  lines: AsyncIterable<string> | Iterable<string>,
+  file: string,
+): Promise<BootstrapOperator<unknown>[]> {
+  const parser = new Parser();
+  checkDeclaresOperators(parser, file, await parseAll(parser, lines, file));
   return parser.operatorsToBootstrap();
 }
 
-/** Reads a JSON-lines file (local path) for bootstrap. */
-export async function readBootstrapFile(path: string, display = path): Promise<BootstrapOperator<unknown>[]> {
+/** The lines of a local file; a missing or unreadable file is a StorageError. */
+async function* fileLines(path: string, display: string): AsyncGenerator<string> {
   const stream = createReadStream(path, { encoding: 'utf8' });
   const opened = new Promise<void>((resolve, reject) => {
     stream.once('open', () => resolve());
@@ -388,6 +429,7 @@ export async function readBootstrapFile(path: string, display = path): Promise<B
   try {
     await opened;
   } catch (err) {
+    stream.destroy();
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT')
       throw new StorageError('NOT_FOUND', `${display}: no such file. Check the path.`, { cause: err });
@@ -395,7 +437,7 @@ export async function readBootstrapFile(path: string, display = path): Promise<B
   }
   const rl = createInterface({ input: stream, crlfDelay: Infinity });
   try {
-    return await parseBootstrapLines(rl, display);
+    yield* rl;
   } catch (err) {
     if (err instanceof StreamStateError) throw err;
     throw new StorageError('STORAGE_IO', `${display}: cannot read (${(err as Error).message}).`, { cause: err });
@@ -403,4 +445,27 @@ export async function readBootstrapFile(path: string, display = path): Promise<B
     rl.close();
     stream.destroy();
   }
+}
+
+/**
+ * Reads a JSON-lines file (local path) for bootstrap without holding its records: the whole file
+ * is checked first (every record converted and serialized, errors naming the line), then each
+ * state's records are read again from the file when bootstrap asks for them (one pass per state),
+ * so memory does not grow with the file.
+ */
+export async function readBootstrapFile(path: string, display = path): Promise<BootstrapOperator<unknown>[]> {
+  const parser = new Parser(false);
+  checkDeclaresOperators(parser, display, await parseAll(parser, fileLines(path, display), display));
+  const rowsOf: RowSource = (operatorId, state) => ({
+    async *[Symbol.asyncIterator]() {
+      // Declarations are parsed again (cheap); records of other states are skipped unconverted.
+      const again = new Parser(false);
+      for await (const { n, o } of jsonObjects(fileLines(path, display), display)) {
+        if (o.type === undefined && (o.operator !== operatorId || o.state !== state)) continue;
+        const row = lineError(display, n, () => again.rowOf(o));
+        if (o.type === undefined) yield row;
+      }
+    },
+  });
+  return parser.operatorsToBootstrap(rowsOf);
 }

@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -8,6 +8,8 @@ import {
   keyedTimers,
   keyedValues,
   openSnapshot,
+  parseBootstrapLines,
+  readBootstrapFile,
 } from '../../src/processor/index.js';
 import { KeyGroupRuns } from '../../src/processor/key-group-runs.js';
 import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
@@ -160,5 +162,43 @@ describe('bootstrap larger than its memory budget', () => {
     }
     expect(small).toEqual(want.sort());
     expect((await readdir(root)).filter((n) => n.includes('streamstate-'))).toEqual([]);
+  });
+});
+
+describe('bootstrap from a JSON-lines file without holding its records', () => {
+  it('re-reads each state from the file and writes what the in-memory parse writes', async () => {
+    const lines = [
+      '{"type":"operator","id":"op","parallelism":2,"maxParallelism":32,"keySerializer":"string"}',
+      '{"type":"state","operator":"op","name":"count","kind":"value","serializer":"int32"}',
+      '{"type":"state","operator":"op","name":"events","kind":"list","serializer":"string"}',
+      '{"type":"state","operator":"op","name":"attrs","kind":"map","userKeySerializer":"string","serializer":"int32"}',
+      '{"type":"state","operator":"op","name":"fire","kind":"timers"}',
+    ];
+    // Records of the states interleaved, every key twice (merge rules across the file).
+    for (let pass = 0; pass < 2; pass++)
+      for (let i = 0; i < 150; i++) {
+        lines.push(JSON.stringify({ operator: 'op', state: 'count', key: `k${i}`, value: pass === 0 ? -1 : i }));
+        lines.push(JSON.stringify({ operator: 'op', state: 'events', key: `k${i}`, value: [`e${i}-${pass}`] }));
+        lines.push(
+          JSON.stringify({ operator: 'op', state: 'attrs', key: `k${i}`, userKey: `u${pass}`, value: i + pass }),
+        );
+        lines.push(
+          JSON.stringify({ operator: 'op', state: 'fire', key: `k${i}`, namespace: 'w', timestamp: 1000 + pass }),
+        );
+      }
+    const file = join(root, 'input.jsonl');
+    await writeFile(file, `${lines.join('\n')}\n`);
+    await bootstrapSavepoint(join(root, 'from-file'), await readBootstrapFile(file), {
+      memoryBytes: 1024,
+      timestamp: 1,
+    });
+    await bootstrapSavepoint(join(root, 'from-lines'), await parseBootstrapLines(lines, 'input.jsonl'), {
+      timestamp: 1,
+    });
+    const fromFile = await contents(join(root, 'from-file'));
+    expect(fromFile).toHaveLength(150 * 6);
+    expect(fromFile).toContain(JSON.stringify(['events', 'k7', ['e7-0', 'e7-1']]));
+    expect(fromFile).toContain(JSON.stringify(['count', 'k7', 7]));
+    expect(fromFile).toEqual(await contents(join(root, 'from-lines')));
   });
 });
