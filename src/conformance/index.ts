@@ -19,6 +19,6 @@ export {
   type ConformanceSection,
 } from './backend/index.js';
 export type { ModelSuiteOptions } from './backend/model-suite.js';
-export type { ParityBehaviour } from './backend/parity/behaviours.js';
+export { PARITY_BEHAVIOURS, type ParityBehaviour } from './backend/parity/behaviours.js';
 export { BACKEND_CAPABILITIES, type BackendCapability, type BackendSupports } from './backend/supports.js';
 export { BACKEND_ERROR_CLASSES, type BackendErrorCode } from './backend/parity/error-classes.js';

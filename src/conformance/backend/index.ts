@@ -5,21 +5,13 @@ import type { BackendFixture, MakeBackend } from './harness.js';
 import { describeKeyedBackendConformance } from './keyed-suite.js';
 import { describeModelConformance, type ModelSuiteOptions } from './model-suite.js';
 import { describeOperatorBackendConformance } from './operator-suite.js';
+import { CONFORMANCE_SECTIONS, type ConformanceSection, checkConformanceOptions } from './options.js';
 import type { ParityBehaviour } from './parity/behaviours.js';
 import { describeParityConformance } from './parity/index.js';
 import { describeRescalingConformance, RESCALING_CASES } from './rescaling.js';
 import { type BackendSupports, type ResolvedSupports, resolveSupports } from './supports.js';
 
-/** The sections of the suite, each a `describe` of its own. */
-export type ConformanceSection = 'keyed' | 'operator' | 'rescaling' | 'model' | 'parity';
-
-export const CONFORMANCE_SECTIONS: readonly ConformanceSection[] = [
-  'keyed',
-  'operator',
-  'rescaling',
-  'model',
-  'parity',
-];
+export { CONFORMANCE_SECTIONS, type ConformanceSection };
 
 /**
  * What `create` returns for one test: a backend (a preset such as `memory()` brings its checkpoint
@@ -84,6 +76,7 @@ export function describeBackendConformance(
   create: () => BackendUnderTest | Promise<BackendUnderTest>,
   options: BackendConformanceOptions = {},
 ): void {
+  checkConformanceOptions(options);
   const make: MakeBackend = async () => fixture(await create());
   const supports = resolveSupports(options.supports);
   const sections = new Set(options.sections ?? CONFORMANCE_SECTIONS);
