@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isStreamStateError, type ErrorCode } from '../errors.js';
+import { type ErrorCode, isStreamStateError, StreamStateError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 
 /**
@@ -54,11 +54,30 @@ function bytes(n: number, seed = 1): Buffer {
   return b;
 }
 
+const BLOB_STORE_CAPABILITIES: readonly string[] = ['putFile'] satisfies readonly (keyof BlobStoreSupports)[];
+
+/** A typo in the manifest fails the test file at once instead of checking the wrong thing. */
+function checkSupports(supports: BlobStoreSupports): void {
+  for (const [key, value] of Object.entries(supports)) {
+    if (!BLOB_STORE_CAPABILITIES.includes(key))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `supports.${key} is not a capability of the BlobStore compliance suite; known: ${BLOB_STORE_CAPABILITIES.join(', ')}.`,
+      );
+    if (value !== undefined && typeof value !== 'boolean')
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `supports.${key} must be true or false, got ${JSON.stringify(value)}.`,
+      );
+  }
+}
+
 export function describeBlobStore(
   name: string,
   makeStore: () => Promise<BlobStoreFixture>,
   supports: BlobStoreSupports = {},
 ): void {
+  checkSupports(supports);
   describe(`BlobStore compliance: ${name}`, () => {
     let fx: BlobStoreFixture;
     let store: BlobStore;

@@ -1,4 +1,10 @@
-import { type BackendConformanceOptions, describeBackendConformance } from 'streamstate/conformance';
+import {
+  type BackendConformanceOptions,
+  type BlobStoreSupports,
+  describeBackendConformance,
+  describeBlobStore,
+} from 'streamstate/conformance';
+import { MemoryBlobStore } from 'streamstate';
 import { describe, expect, it } from 'vitest';
 import { memory } from '../../backends/memory/index.js';
 import { expectThrowsCode } from '../support/errors.js';
@@ -32,5 +38,15 @@ describe('describeBackendConformance rejects options it does not know', () => {
 
   it.each([[[0, 2]], [[2]], [[2, 129]], [[1.5, 2]], ['2,4']])('a rescaling case %j', (pair) => {
     expect(expectThrowsCode(bad({ rescaling: [pair] }), 'INVALID_ARGUMENT').message).toContain('rescaling:');
+  });
+});
+
+describe('describeBlobStore rejects a manifest it does not know', () => {
+  const store = async () => ({ store: new MemoryBlobStore(), cleanup: async () => undefined });
+  it('an unknown capability, or one that is not true or false', () => {
+    const unknown = () => describeBlobStore('bad', store, { putfile: true } as BlobStoreSupports);
+    expect(expectThrowsCode(unknown, 'INVALID_ARGUMENT').message).toContain('supports.putfile');
+    const notBoolean = () => describeBlobStore('bad', store, { putFile: 1 } as unknown as BlobStoreSupports);
+    expect(expectThrowsCode(notBoolean, 'INVALID_ARGUMENT').message).toContain('true or false');
   });
 });
