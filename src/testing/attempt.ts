@@ -427,7 +427,13 @@ export class Attempt<IN, K, OUT> {
     const outputs = this.sourceOutputs[i];
     const barrier = source.pendingBarriers.shift();
     if (barrier !== undefined) {
-      this.event({ type: 'barrier', attempt: this.shape.attempt, subtaskIndex: i, checkpointId: barrier });
+      this.event({
+        type: 'barrier',
+        attempt: this.shape.attempt,
+        subtaskIndex: i,
+        checkpointId: barrier,
+        step: this.steps,
+      });
       if (barrier === this.haltAfter) this.halted.add(i); // stop-with-savepoint: nothing after this barrier
       return this.snapshotAndForward(source, barrier, outputs);
     }
@@ -752,6 +758,7 @@ export class Attempt<IN, K, OUT> {
         attempt: this.shape.attempt,
         checkpointId: info.checkpointId,
         pointer: info.pointer,
+        step: this.steps,
       });
       if (this.dead) return; // a discarded attempt's tasks never hear of it; the restored sink commits instead
       for (const sink of this.sinks) sink.commitUpTo(info.checkpointId);

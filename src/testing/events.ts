@@ -14,7 +14,14 @@ export type PipelineEvent =
       readonly target: number;
     }
   /** A source subtask injected the barrier of `checkpointId` into its outputs. */
-  | { readonly type: 'barrier'; readonly attempt: number; readonly subtaskIndex: number; readonly checkpointId: number }
+  | {
+      readonly type: 'barrier';
+      readonly attempt: number;
+      readonly subtaskIndex: number;
+      readonly checkpointId: number;
+      /** The attempt's scheduling step (its deterministic clock). */
+      readonly step: number;
+    }
   /**
    * The keyed operator is about to process a record. `recordsProcessed` counts every record processed
    * since the run started, this one included (replays after a crash count again).
@@ -44,6 +51,8 @@ export type PipelineEvent =
       readonly attempt: number;
       readonly checkpointId: number;
       readonly pointer: string;
+      /** The attempt's scheduling step when it completed: minus the first barrier's step, its duration in steps (bench/unaligned.ts). */
+      readonly step: number;
     }
   | {
       readonly type: 'checkpoint-aborted';
