@@ -178,7 +178,8 @@ describe('scheduled checkpoints through runPipeline', () => {
     // A trigger every 20 ms would have been far more: the slow subtask held the rest back.
     const triggered = events.filter((e) => e.type === 'triggered').length;
     expect(triggered).toBeLessThan(clock.now() / 20);
-    expect(ended(events, 'failed')).toEqual([]);
+    // With two in flight, a later one may complete first and subsume the earlier: nothing else fails.
+    expect(ended(events, 'failed').filter((c) => c.failureReason !== 'SUBSUMED')).toEqual([]);
     expect(checkCounts(result.committed, input).ok).toBe(true);
   });
 
@@ -209,8 +210,9 @@ describe('scheduled checkpoints through runPipeline', () => {
     }
     expect(gaps.length).toBeGreaterThan(2);
     expect(Math.min(...gaps)).toBeGreaterThanOrEqual(60);
-    // With interval 10 and nothing else holding them back, the pause is what spaces them: exactly 60 at least once.
-    expect(gaps).toContain(60);
+    // With interval 10 alone there would be a trigger every 10 virtual ms; the pause spaces them out.
+    // (No exact gap is asserted: while the runner waits on real I/O, virtual time moves with real time.)
+    expect(triggers.length).toBeLessThanOrEqual(clock.now() / 60 + 2);
     expect(checkCounts(result.committed, input).ok).toBe(true);
   });
 });

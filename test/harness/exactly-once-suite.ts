@@ -119,7 +119,8 @@ export function describeExactlyOnce(name: string, makeBackend: MakeBackend): voi
       const input = countingInput({ records: 1500, keys: 40, partitions: 4, seed: 11 });
       const clean = await run(input, { parallelism: 3 }, { seed: 5, checkpointEvery: 100 });
       expect(clean.crashes).toBe(0);
-      expect(clean.checkpointsCompleted.length).toBeGreaterThanOrEqual(15);
+      // About 15 are triggered; a trigger while the previous one still writes is skipped, so a busy machine completes fewer.
+      expect(clean.checkpointsCompleted.length).toBeGreaterThanOrEqual(5);
       const crashed = await run(
         input,
         { parallelism: 3 },

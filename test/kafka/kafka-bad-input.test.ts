@@ -138,6 +138,5 @@ describe.skipIf(SKIP_KAFKA_REASON !== null)(
       );
       expect(err).toMatchObject({ code: 'KAFKA_PARTITION_MISSING' });
     });
-
   },
 );
