@@ -12,7 +12,7 @@ import {
   listJobCheckpoints,
   type GarbageReport,
 } from '../savepoint/checkpoint-dir.js';
-import { convertSnapshot, planParallelism, type ConvertOptions } from '../savepoint/convert.js';
+import { convertSnapshot, planParallelism, refuseInFlightRecords, type ConvertOptions } from '../savepoint/convert.js';
 import { dumpOperator, keyGroupsHandlesOf } from '../savepoint/dump.js';
 import { formatBytes, formatReport, inspectMetadata } from '../savepoint/inspect.js';
 import { keyGroupSizes } from '../savepoint/key-group-sizes.js';
@@ -182,6 +182,7 @@ async function withKeyGroupsView<T>(
       ...convertBase(ctx, progress),
       target: located.snapshot.metadata.backend,
       format: 'canonical',
+      inFlightRecords: 'drop', // a read-only view of the state
     });
     progress.done();
     return await using(locateSnapshot(dst), fn);
@@ -335,6 +336,7 @@ async function convertLocated(
   opts: ConvertCliOptions,
 ): Promise<void> {
   const md = located.snapshot.metadata;
+  refuseInFlightRecords(md);
   const plan = planParallelism(md, opts.parallelism, opts.maxParallelism);
   if (opts.maxParallelismCheck) {
     const maxP = (old: number): string =>

@@ -182,6 +182,7 @@ export class SnapshotReader {
       await convertSnapshot(located, dst, {
         target: md.backend,
         format: 'canonical',
+        inFlightRecords: 'drop', // reads state only; the temporary copy is never restored
         backendFor: opts.backendFor ?? backendByName,
         keySerializerOf: recordedKeySerializerOf,
       });

@@ -21,7 +21,14 @@ import { BlobCheckpointStorage } from '../checkpoint/checkpoint-storage.js';
 import type { CheckpointMetadata, OperatorSnapshot, SubtaskStateSnapshot } from '../checkpoint/metadata.js';
 import type { ResolvedSnapshot } from '../checkpoint/storage.js';
 import { BlobCheckpointStreamFactory, BlobStateFileReader } from '../checkpoint/streams.js';
-import { FormatError, RestoreError, SnapshotError, StorageError, StreamStateError } from '../errors.js';
+import {
+  ChannelStateError,
+  FormatError,
+  RestoreError,
+  SnapshotError,
+  StorageError,
+  StreamStateError,
+} from '../errors.js';
 import { CANONICAL_LAYOUT, HEAP_LAYOUT, readKeyGroups, type RawKeyGroup } from '../format/key-groups-stream.js';
 import { checkParallelism, keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
 import type { SerializerSnapshot } from '../serializers/serializer.js';
@@ -64,6 +71,12 @@ export interface ConvertOptions {
   /** Backend name recorded in the result, and restored into for `native` (`memory`, `filesystem`, `leveldb`). */
   readonly target: string;
   readonly format: 'canonical' | 'native';
+  /**
+   * In-flight records (channel state of an unaligned checkpoint) have no place in a savepoint.
+   * 'refuse' (default): CHANNEL_STATE_UNPLACEABLE, nothing written. 'drop': for read-only views of the
+   * keyed and operator state (dump, the processor reader), never for a savepoint a job will restore.
+   */
+  readonly inFlightRecords?: 'refuse' | 'drop';
   /** New parallelism of every operator; default each operator's own. */
   readonly parallelism?: number;
   /**
@@ -144,6 +157,22 @@ function intersect(a: KeyGroupRangeJson, b: KeyGroupRangeJson): KeyGroupRangeJso
   const start = Math.max(a.start, b.start);
   const end = Math.min(a.end, b.end);
   return start <= end ? { start, end } : null;
+}
+
+/**
+ * A converted snapshot would silently lose the in-flight records of an unaligned checkpoint:
+ * refused (CHANNEL_STATE_UNPLACEABLE) before anything is written.
+ */
+export function refuseInFlightRecords(metadata: CheckpointMetadata): void {
+  for (const op of metadata.operators) {
+    const at = op.subtasks.findIndex((s) => s.channel);
+    if (at < 0) continue;
+    throw new ChannelStateError(
+      'CHANNEL_STATE_UNPLACEABLE',
+      `${metadata.kind} ${metadata.checkpointId} of job ${metadata.jobId} is an unaligned checkpoint: subtask ${at} of operator "${op.operatorId}" holds in-flight records, which a converted snapshot cannot hold. ` +
+        'Restore it with its job instead, or convert an aligned checkpoint or a savepoint.',
+    );
+  }
 }
 
 /**
@@ -239,6 +268,7 @@ class Converter {
 
   async run(): Promise<ConvertResult> {
     const md = this.source.metadata;
+    if (this.opts.inFlightRecords !== 'drop') refuseInFlightRecords(md);
     const parallelism = planParallelism(md, this.opts.parallelism, this.opts.maxParallelism);
     try {
       const out = this.area(this.outName);
