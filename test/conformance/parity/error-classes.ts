@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
+import { rejectionOf, thrownBy } from '../../../src/conformance/backend/parity/error-classes.js';
 import { ErrorCodes, StreamStateError, type ErrorCode } from '../../../src/errors.js';
 
 /**
@@ -53,14 +54,7 @@ export function expectDocumentedError(err: unknown, code: ErrorCode): StreamStat
 
 /** Runs `fn`, which must throw synchronously with `code` (and its documented class). */
 export function expectThrowsDocumented(fn: () => unknown, code: ErrorCode): StreamStateError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  if (caught === undefined) throw new Error(`expected ${code}, but nothing was thrown`);
-  return expectDocumentedError(caught, code);
+  return expectDocumentedError(thrownBy(fn, code), code);
 }
 
 /** Awaits `work` (a promise, or a function returning one or throwing), which must fail with `code`. */
@@ -68,14 +62,7 @@ export async function expectRejectsDocumented(
   work: Promise<unknown> | (() => unknown),
   code: ErrorCode,
 ): Promise<StreamStateError> {
-  let caught: unknown;
-  try {
-    await (typeof work === 'function' ? work() : work);
-  } catch (err) {
-    caught = err ?? new Error('rejected with nothing');
-  }
-  if (caught === undefined) throw new Error(`expected ${code}, but it succeeded`);
-  return expectDocumentedError(caught, code);
+  return expectDocumentedError(await rejectionOf(work, code), code);
 }
 
 export const ALL_CODES: readonly ErrorCode[] = ErrorCodes;

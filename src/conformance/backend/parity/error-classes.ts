@@ -38,16 +38,33 @@ export function expectDocumentedError(err: unknown, code: BackendErrorCode): Str
   return e;
 }
 
-/** Runs `fn`, which must throw synchronously with `code` (and its documented class). */
-export function expectThrowsDocumented(fn: () => unknown, code: BackendErrorCode): StreamStateError {
+/** The error `fn` throws synchronously (fails the test when nothing is thrown). */
+export function thrownBy(fn: () => unknown, expected: string): unknown {
   let caught: unknown;
   try {
     fn();
   } catch (err) {
     caught = err;
   }
-  if (caught === undefined) throw new Error(`expected ${code}, but nothing was thrown`);
-  return expectDocumentedError(caught, code);
+  if (caught === undefined) throw new Error(`expected ${expected}, but nothing was thrown`);
+  return caught;
+}
+
+/** The error `work` (a promise, or a function returning one or throwing) fails with (fails the test when it succeeds). */
+export async function rejectionOf(work: Promise<unknown> | (() => unknown), expected: string): Promise<unknown> {
+  let caught: unknown;
+  try {
+    await (typeof work === 'function' ? work() : work);
+  } catch (err) {
+    caught = err ?? new Error('rejected with nothing');
+  }
+  if (caught === undefined) throw new Error(`expected ${expected}, but it succeeded`);
+  return caught;
+}
+
+/** Runs `fn`, which must throw synchronously with `code` (and its documented class). */
+export function expectThrowsDocumented(fn: () => unknown, code: BackendErrorCode): StreamStateError {
+  return expectDocumentedError(thrownBy(fn, code), code);
 }
 
 /** Awaits `work` (a promise, or a function returning one or throwing), which must fail with `code`. */
@@ -55,12 +72,5 @@ export async function expectRejectsDocumented(
   work: Promise<unknown> | (() => unknown),
   code: BackendErrorCode,
 ): Promise<StreamStateError> {
-  let caught: unknown;
-  try {
-    await (typeof work === 'function' ? work() : work);
-  } catch (err) {
-    caught = err ?? new Error('rejected with nothing');
-  }
-  if (caught === undefined) throw new Error(`expected ${code}, but it succeeded`);
-  return expectDocumentedError(caught, code);
+  return expectDocumentedError(await rejectionOf(work, code), code);
 }
