@@ -9,8 +9,9 @@ import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { changelog } from '../../src/changelog/index.js';
 import { BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { BlobStateFileReader } from '../../src/checkpoint/streams.js';
-import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
-import { aggregatingState, listState, mapState, reducingState, valueState } from '../../src/state/descriptors.js';
+import { EVERY_KIND, writeEveryKind } from '../../src/conformance/backend/every-kind.js';
+import { int32Serializer } from '../../src/serializers/builtins.js';
+import { listState } from '../../src/state/descriptors.js';
 import { MemoryBlobStore } from '../../src/storage/memory-blob-store.js';
 import { collect } from '../support/backend-harness.js';
 import { params } from '../heap/support.js';
@@ -22,35 +23,8 @@ import { params } from '../heap/support.js';
  * was set (the current namespace is not part of a merge).
  */
 
-const sum = {
-  createAccumulator: () => 0,
-  add: (v: number, a: number) => a + v,
-  getResult: (a: number) => a,
-  merge: (a: number, b: number) => a + b,
-};
-const D = {
-  v: valueState<string>('v', { serializer: stringSerializer }),
-  l: listState<number>('l', { serializer: int32Serializer }),
-  m: mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: int32Serializer }),
-  r: reducingState<number>('r', (a, b) => a + b, { serializer: int32Serializer }),
-  a: aggregatingState<number, number, number>('a', sum, { accumulatorSerializer: int32Serializer }),
-};
-
-/** Keys k0..k4 in namespace '' and k5..k9 in 'w': every kind once per key (map: two entries). */
-function writeAll(b: KeyedStateBackend<string>, from: number, to: number): void {
-  for (let i = from; i < to; i++) {
-    b.setCurrentKey(`k${i}`);
-    const ns = i < 5 ? '' : 'w';
-    for (const s of [b.getState(D.v), b.getState(D.l), b.getState(D.m), b.getState(D.r), b.getState(D.a)])
-      s.setCurrentNamespace(ns);
-    b.getState(D.v).update(`v${i}`);
-    b.getState(D.l).add(i);
-    b.getState(D.m).put('x', i);
-    b.getState(D.m).put('y', i);
-    b.getState(D.r).add(i);
-    b.getState(D.a).add(i);
-  }
-}
+const D = EVERY_KIND;
+const writeAll = writeEveryKind;
 
 let root: string;
 beforeAll(async () => {

@@ -1,7 +1,7 @@
 import { describe, expect } from 'vitest';
 import type { KeyedStateBackend } from '../../../backend/contract.js';
-import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
-import { aggregatingState, listState, mapState, reducingState, valueState } from '../../../state/descriptors.js';
+import { stringSerializer } from '../../../serializers/builtins.js';
+import { EVERY_KIND, writeEveryKind } from '../every-kind.js';
 import { collect } from '../harness.js';
 import { parityIt, type ParityContext } from './parity-context.js';
 
@@ -10,35 +10,8 @@ import { parityIt, type ParityContext } from './parity-context.js';
  * and in every kind of snapshot (contract.ts: they are carried and counted).
  */
 
-const sum = {
-  createAccumulator: () => 0,
-  add: (v: number, a: number) => a + v,
-  getResult: (a: number) => a,
-  merge: (a: number, b: number) => a + b,
-};
-const D = {
-  v: valueState<string>('v', { serializer: stringSerializer }),
-  l: listState<number>('l', { serializer: int32Serializer }),
-  m: mapState<string, number>('m', { keySerializer: stringSerializer, valueSerializer: int32Serializer }),
-  r: reducingState<number>('r', (a, b) => a + b, { serializer: int32Serializer }),
-  a: aggregatingState<number, number, number>('a', sum, { accumulatorSerializer: int32Serializer }),
-};
-
-/** Keys k0..k4 in namespace '' and k5..k9 in 'w': every kind once per key (map: two entries). */
-function writeAll(b: KeyedStateBackend<string>): void {
-  for (let i = 0; i < 10; i++) {
-    b.setCurrentKey(`k${i}`);
-    const ns = i < 5 ? '' : 'w';
-    for (const s of [b.getState(D.v), b.getState(D.l), b.getState(D.m), b.getState(D.r), b.getState(D.a)])
-      s.setCurrentNamespace(ns);
-    b.getState(D.v).update(`v${i}`);
-    b.getState(D.l).add(i);
-    b.getState(D.m).put('x', i);
-    b.getState(D.m).put('y', i);
-    b.getState(D.r).add(i);
-    b.getState(D.a).add(i);
-  }
-}
+const D = EVERY_KIND;
+const writeAll = (b: KeyedStateBackend<string>): void => writeEveryKind(b);
 
 export function restoredStateTests(p: ParityContext): void {
   describe('restored states not registered again', () => {
