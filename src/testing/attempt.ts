@@ -20,6 +20,7 @@ import {
 } from './channels.js';
 import { barrierFor, InFlightStates, type CheckpointingMode, type SubtaskChannels } from './checkpointing-mode.js';
 import { CheckpointTracker } from './checkpoint-tracker.js';
+import type { ExternalSinkSubtask, PipelineSink } from './external-sink.js';
 import type { ExternalSourceSubtask, PipelineSource } from './external-source.js';
 import type { CommittedOutput } from './committed-output.js';
 import { InjectedCrash, type CrashPredicate, type PipelineEvent } from './events.js';
@@ -38,6 +39,8 @@ export interface AttemptConfig<IN, K, OUT> {
   readonly input: readonly (readonly IN[])[];
   /** When set, the sources are created by it and `input` is not read. */
   readonly source: PipelineSource<IN> | null;
+  /** When set, the sinks are created by it and commit to it; `output` is not written. */
+  readonly sink: PipelineSink<OUT> | null;
   readonly keyBy: (record: IN) => K;
   readonly keySerializer: Serializer<K>;
   readonly process: ProcessFunction<IN, K, OUT>;
@@ -102,7 +105,7 @@ const MAX_FINAL_CHECKPOINT_FAILURES = 3;
 export class Attempt<IN, K, OUT> {
   private readonly sources: (SourceSubtask<IN> | ExternalSourceSubtask<IN>)[] = [];
   private readonly keyed: KeyedOperatorSubtask<IN, K, OUT>[] = [];
-  private readonly sinks: SinkSubtask<OUT>[] = [];
+  private readonly sinks: (SinkSubtask<OUT> | ExternalSinkSubtask<OUT>)[] = [];
   private readonly readers: Reader[] = [];
   /** sourceOutputs[s][k]: the channel from source subtask s to keyed subtask k. */
   private sourceOutputs: Channel<IN>[][] = [];
@@ -260,18 +263,31 @@ export class Attempt<IN, K, OUT> {
           forwardChannels ? [forwardChannels[i]] : keyedToSink!.map((row) => row[i]),
           now,
         );
-        const sink = new SinkSubtask<OUT>(cfg.ids.sink, i, ob, gate, cfg.output, shape.attempt, (tx) =>
-          this.event({
-            type: 'commit',
-            attempt: shape.attempt,
-            transactionId: tx.transactionId,
-            checkpointId: tx.checkpointId,
-          }),
-        );
+        const sink = cfg.sink
+          ? await open(
+              cfg.sink.createSubtask({
+                jobId: cfg.jobId,
+                attempt: shape.attempt,
+                operatorId: cfg.ids.sink,
+                subtaskIndex: i,
+                parallelism: pk,
+                restoring: plan !== null,
+                operatorBackend: ob,
+                gate,
+              }),
+            )
+          : new SinkSubtask<OUT>(cfg.ids.sink, i, ob, gate, cfg.output, shape.attempt, (tx) =>
+              this.event({
+                type: 'commit',
+                attempt: shape.attempt,
+                transactionId: tx.transactionId,
+                checkpointId: tx.checkpointId,
+              }),
+            );
         this.sinks.push(sink);
         for (let c = 0; c < gate.channels.length; c++) this.readers.push({ stage: 'sink', index: i, channel: c });
       }
-      for (const sink of this.sinks) sink.commitRestored();
+      for (const sink of this.sinks) await sink.commitRestored();
       if (plan) await this.recoverInFlight(plan);
     } catch (err) {
       await Promise.allSettled(opened.map((b) => b.close()));
@@ -502,7 +518,7 @@ export class Attempt<IN, K, OUT> {
         },
         notifyComplete: async (info) => {
           if (this.dead) return;
-          for (const sink of this.sinks) sink.commitUpTo(info.checkpointId);
+          await this.commitSinks(info.checkpointId);
           await Promise.allSettled(this.allSubtasks.map((t) => t.notifyCheckpointComplete(info.checkpointId)));
         },
         terminate: (how) => {
@@ -761,10 +777,18 @@ export class Attempt<IN, K, OUT> {
         step: this.steps,
       });
       if (this.dead) return; // a discarded attempt's tasks never hear of it; the restored sink commits instead
-      for (const sink of this.sinks) sink.commitUpTo(info.checkpointId);
+      await this.commitSinks(info.checkpointId);
       await Promise.allSettled(this.allSubtasks.map((t) => t.notifyCheckpointComplete(info.checkpointId)));
     } catch (err) {
       this.fail(err);
+    }
+  }
+
+  /** The in-process sink commits synchronously (no await, so its order is unchanged); an external one is awaited, and its failure fails the attempt. */
+  private async commitSinks(checkpointId: number): Promise<void> {
+    for (const sink of this.sinks) {
+      const committing = sink.commitUpTo(checkpointId);
+      if (committing) await committing;
     }
   }
 

@@ -32,6 +32,11 @@ export {
   type PipelineSourceAttempt,
   type PipelineSourceSubtaskContext,
 } from './external-source.js';
+export {
+  ExternalSinkSubtask,
+  type PipelineSink,
+  type PipelineSinkSubtaskContext,
+} from './external-sink.js';
 export type { KeyedContext, ProcessFunction } from './keyed-operator.js';
 export { CommittedOutput, type CommittedTransaction } from './committed-output.js';
 export { InjectedCrash, describeEvent, type PipelineEvent, type CrashPredicate } from './events.js';

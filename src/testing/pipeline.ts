@@ -6,6 +6,7 @@ import type { StreamStateError } from '../errors.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import type { Serializer } from '../serializers/serializer.js';
 import type { CommittedOutput } from './committed-output.js';
+import type { PipelineSink } from './external-sink.js';
 import type { PipelineSource } from './external-source.js';
 import type { CrashPredicate, PipelineEvent } from './events.js';
 import type { CheckpointingModeOptions } from './checkpointing-mode.js';
@@ -27,6 +28,11 @@ export interface PipelineJob<IN, K, OUT> {
   readonly input?: readonly (readonly IN[])[];
   /** Instead of `input`: a source fed from outside (e.g. streamstate/kafka's kafkaPipelineSource). Give exactly one of the two. */
   readonly source?: PipelineSource<IN>;
+  /**
+   * Instead of the in-process CommittedOutput (RunOptions.output): a sink that commits to an external
+   * system (e.g. streamstate/kafka's kafkaSink), with the same pre-commit at the barrier and commit on completion.
+   */
+  readonly sink?: PipelineSink<OUT>;
   readonly keyBy: (record: IN) => K;
   /** Default msgpack. Strings are much faster with stringSerializer. */
   readonly keySerializer?: Serializer<K>;

@@ -38,6 +38,7 @@ export async function runPipeline<IN, K, OUT>(
     jobId: job.jobId ?? `job-${randomBytes(8).toString('hex')}`,
     input: job.input ?? [],
     source: job.source ?? null,
+    sink: job.sink ?? null,
     keyBy: job.keyBy,
     keySerializer: job.keySerializer ?? defaultSerializer<K>(),
     process: job.process,
@@ -171,6 +172,9 @@ function validate<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<
     if (job.input !== undefined) bad('give job.input or job.source, not both.');
   } else if (!Array.isArray(job.input) || job.input.length === 0 || !job.input.every((p) => Array.isArray(p))) {
     bad('job.input must be a non-empty array of partitions (arrays of records), or give job.source.');
+  }
+  if (job.sink !== undefined && options.output !== undefined) {
+    bad('give options.output or job.sink, not both: an external sink commits to its own system.');
   }
   for (const [name, v] of [
     ['job.parallelism', job.parallelism],
