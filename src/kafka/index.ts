@@ -1,9 +1,14 @@
 /**
- * streamstate/kafka: Kafka (KafkaJS, an optional peer dependency) as a checkpointed source.
- * Partitions are the source splits, kept with their offsets in operator state and restored by seek;
+ * streamstate/kafka: Kafka (KafkaJS, an optional peer dependency) as a checkpointed source and a
+ * two-phase-commit sink. Partitions are the source splits, kept with their offsets in operator state
+ * and restored by seek; the sink produces each checkpoint's output when the checkpoint completes;
  * see docs/KAFKA.md.
  *
- *   const result = await runPipeline({ ...job, source: kafkaPipelineSource({ brokers, topics: ['words'], deserialize }) }, options);
+ *   const result = await runPipeline(
+ *     { ...job, source: kafkaPipelineSource({ brokers, topics: ['words'], deserialize }),
+ *       sink: kafkaSink({ brokers, topic: 'counts', serialize, guarantee: 'exactly-once' }) },
+ *     options,
+ *   );
  */
 export { kafkaPipelineSource, type KafkaSourceOptions } from './pipeline-source.js';
 export { KafkaSplitReader, type KafkaRecord, type SplitReaderOptions } from './split-reader.js';
@@ -26,3 +31,19 @@ export {
   type TopicsSnapshot,
 } from './topics.js';
 export { toKafkaError } from './client-errors.js';
+export {
+  kafkaSink,
+  KafkaSinkSubtask,
+  KAFKA_SINK_PENDING_STATE,
+  type KafkaSinkOptions,
+  type KafkaSinkGuarantee,
+  type KafkaSinkMessage,
+} from './sink.js';
+export {
+  markerGroup,
+  transactionMessages,
+  SINK_HEADER_TRANSACTION,
+  SINK_HEADER_SEQUENCE,
+  SINK_HEADER_CHECKPOINT,
+  type KafkaSinkTransaction,
+} from './sink-committers.js';
