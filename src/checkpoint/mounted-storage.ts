@@ -1,7 +1,7 @@
 import type { CheckpointStreamFactory } from '../backend/contract.js';
 import type { FileStreamHandle } from '../backend/handles.js';
 import { StorageError, StreamStateError } from '../errors.js';
-import type { BlobInfo, BlobStore } from '../storage/blob-store.js';
+import type { BlobInfo, BlobStore, DownloadOptions } from '../storage/blob-store.js';
 import { BlobCheckpointStorage } from './checkpoint-storage.js';
 import { ForwardingCheckpointStorage } from './forwarding-storage.js';
 import type { CheckpointMetadata } from './metadata.js';
@@ -131,9 +131,11 @@ class MountingBlobStore implements BlobStore {
       : r.mount.location.store.getRange(r.name, offset, length);
   }
 
-  download(name: string, localPath: string): Promise<void> {
+  download(name: string, localPath: string, opts?: DownloadOptions): Promise<void> {
     const r = this.route(name);
-    return r === null ? this.inner.download(name, localPath) : r.mount.location.store.download(r.name, localPath);
+    return r === null
+      ? this.inner.download(name, localPath, opts)
+      : r.mount.location.store.download(r.name, localPath, opts);
   }
 
   async stat(name: string): Promise<BlobInfo | null> {

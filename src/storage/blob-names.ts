@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { StreamStateError } from '../errors.js';
+import { FormatError, StreamStateError } from '../errors.js';
+import type { DownloadOptions } from './blob-store.js';
 
 /**
  * Blob names are posix-style relative paths ("job/chk-3/_metadata"). Every store validates them
@@ -62,4 +63,26 @@ export function checkRange(name: string, offset: number, length: number): void {
       `ranged read of ${name}: offset and length must be non-negative integers; got offset=${offset}, length=${length}.`,
     );
   }
+}
+
+/** A download's `maxBytes`, checked (undefined: no bound). Shared by every store's download. */
+export function downloadLimit(name: string, opts: DownloadOptions | undefined): number {
+  const max = opts?.maxBytes;
+  if (max === undefined) return Number.POSITIVE_INFINITY;
+  if (!Number.isSafeInteger(max) || max < 0) {
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `download of ${name}: maxBytes must be a non-negative integer (bytes); got ${String(max)}.`,
+    );
+  }
+  return max;
+}
+
+/** The error of a download whose object holds more than the caller's maxBytes. */
+export function downloadTooLarge(where: string, maxBytes: number, size?: number): FormatError {
+  const holds = size === undefined ? `more than ${maxBytes}` : `${size}`;
+  return new FormatError(
+    'CORRUPT',
+    `${where} holds ${holds} bytes, more than the ${maxBytes} expected (maxBytes); it was modified or replaced, so nothing was downloaded. Restore from another checkpoint.`,
+  );
 }

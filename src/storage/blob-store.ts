@@ -26,6 +26,11 @@ export interface PutFileOptions {
   readonly immutable?: boolean;
 }
 
+export interface DownloadOptions {
+  /** The most bytes the caller accepts (a non-negative safe integer). Default: no bound. */
+  readonly maxBytes?: number;
+}
+
 export interface BlobStore {
   /** Where the store is, for messages and pointers: an absolute directory, `memory://x`, `s3://bucket/prefix`. */
   readonly location: string;
@@ -56,8 +61,14 @@ export interface BlobStore {
   get(name: string): Promise<Buffer>;
   /** `length` bytes from `offset` (ranged read). */
   getRange(name: string, offset: number, length: number): Promise<Buffer>;
-  /** Streams the object to a local file. */
-  download(name: string, localPath: string): Promise<void>;
+  /**
+   * Streams the object to a local file. With `maxBytes`, an object larger than that fails with
+   * FormatError CORRUPT, refused as soon as its size is known (at open, from the response headers)
+   * or while reading: nothing past the bound is read or kept, and no local file is left. Restores
+   * pass the size a handle records, so a replaced or crafted huge file costs no more than that
+   * (and needs no separate stat or HEAD first).
+   */
+  download(name: string, localPath: string, opts?: DownloadOptions): Promise<void>;
   /** Size etc., or null when missing. */
   stat(name: string): Promise<BlobInfo | null>;
   /** Every object whose name starts with `prefix` (a "directory" prefix should end with "/"). */

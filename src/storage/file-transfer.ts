@@ -20,6 +20,11 @@ export interface TransferRequest {
   readonly link: boolean;
   /** fsync the target before reporting it done. */
   readonly sync: boolean;
+  /**
+   * Fail with code EFBIG (side 'source', nothing left at the target) when the source holds more
+   * bytes than this: checked against its size at open and again while reading (it may grow).
+   */
+  readonly maxBytes?: number;
 }
 
 export interface TransferResult {
@@ -52,6 +57,12 @@ const { crc32 } = require('node:zlib');
 const COPY_INSTEAD = new Set(['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EACCES']);
 const buf = Buffer.allocUnsafe(${CHUNK_BYTES});
 function fail(side, err) { err.side = side; return err; }
+function kindOf(st) {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
 function readAll(fd, onChunk) {
   let size = 0;
   for (;;) {
@@ -71,6 +82,8 @@ function transfer(job) {
     } catch (err) { if (!COPY_INSTEAD.has(err.code)) throw fail(err.code === 'ENOENT' && !fs.existsSync(job.source) ? 'source' : 'target', err); }
   }
   let created = linked;
+  const limit = job.maxBytes === undefined ? Infinity : job.maxBytes;
+  const tooLarge = (size) => fail('source', Object.assign(new Error(job.source + ' holds more than ' + limit + ' bytes'), { code: 'EFBIG' }));
   try {
     if (linked) {
       const fd = fs.openSync(job.target, 'r');
@@ -82,8 +95,15 @@ function transfer(job) {
       } finally { fs.closeSync(fd); }
     }
     let src;
-    try { src = fs.openSync(job.source, 'r'); } catch (err) { throw fail('source', err); }
+    // O_NONBLOCK: a FIFO in place of a file must not block the worker; it is refused by fstat below.
+    try { src = fs.openSync(job.source, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK); } catch (err) { throw fail('source', err); }
     try {
+      let st;
+      try { st = fs.fstatSync(src); } catch (err) { throw fail('source', err); }
+      // ENOTREG's message is only what the file is ("a FIFO"); a directory is EISDIR, as reading it would be.
+      if (st.isDirectory()) throw fail('source', Object.assign(new Error('EISDIR: ' + job.source + ' is a directory'), { code: 'EISDIR' }));
+      if (!st.isFile()) throw fail('source', Object.assign(new Error(kindOf(st)), { code: 'ENOTREG' }));
+      if (st.size > limit) throw tooLarge();
       let dst;
       try { dst = fs.openSync(job.target, 'w'); created = true; } catch (err) { throw fail('target', err); }
       try {
@@ -93,6 +113,7 @@ function transfer(job) {
           let n;
           try { n = fs.readSync(src, buf, 0, buf.length, size); } catch (err) { throw fail('source', err); }
           if (n === 0) break;
+          if (size + n > limit) throw tooLarge();
           crc = crc32(buf.subarray(0, n), crc);
           try { for (let w = 0; w < n; ) w += fs.writeSync(dst, buf, w, n - w, size + w); } catch (err) { throw fail('target', err); }
           size += n;

@@ -1,4 +1,4 @@
-import type { BlobInfo, BlobStore, PutFileOptions, PutFileResult } from './blob-store.js';
+import type { BlobInfo, BlobStore, DownloadOptions, PutFileOptions, PutFileResult } from './blob-store.js';
 
 /**
  * A BlobStore that passes every call to `inner`, optional ones included. Extend it and override
@@ -46,8 +46,8 @@ export class ForwardingBlobStore implements BlobStore {
     return this.inner.getRange(name, offset, length);
   }
 
-  download(name: string, localPath: string): Promise<void> {
-    return this.inner.download(name, localPath);
+  download(name: string, localPath: string, opts?: DownloadOptions): Promise<void> {
+    return this.inner.download(name, localPath, opts);
   }
 
   stat(name: string): Promise<BlobInfo | null> {

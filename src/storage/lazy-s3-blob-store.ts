@@ -1,5 +1,5 @@
 import { AWS_SDK, loadOptional } from '../util/optional-dependency.js';
-import type { BlobInfo, BlobStore, PutFileOptions, PutFileResult } from './blob-store.js';
+import type { BlobInfo, BlobStore, DownloadOptions, PutFileOptions, PutFileResult } from './blob-store.js';
 import { checkBlobName } from './blob-names.js';
 import type { S3BlobStore, S3BlobStoreOptions } from './s3-blob-store.js';
 import { KeyLayout } from './s3/key-layout.js';
@@ -60,8 +60,8 @@ export class LazyS3BlobStore implements BlobStore {
   async getRange(name: string, offset: number, length: number): Promise<Buffer> {
     return (await this.loaded()).getRange(name, offset, length);
   }
-  async download(name: string, localPath: string): Promise<void> {
-    return (await this.loaded()).download(name, localPath);
+  async download(name: string, localPath: string, opts?: DownloadOptions): Promise<void> {
+    return (await this.loaded()).download(name, localPath, opts);
   }
   async stat(name: string): Promise<BlobInfo | null> {
     return (await this.loaded()).stat(name);

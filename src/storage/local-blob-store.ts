@@ -1,11 +1,18 @@
-import { constants as fsConstants, createWriteStream, type Stats } from 'node:fs';
+import { constants as fsConstants, type Stats } from 'node:fs';
 import { constants } from 'node:buffer';
 import { link, mkdir, open, readdir, rename, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { FormatError, StorageError, StreamStateError } from '../errors.js';
-import type { BlobInfo, BlobStore, PutFileOptions, PutFileResult } from './blob-store.js';
-import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
+import type { BlobInfo, BlobStore, DownloadOptions, PutFileOptions, PutFileResult } from './blob-store.js';
+import {
+  checkBlobName,
+  checkBlobPrefix,
+  checkRange,
+  downloadLimit,
+  downloadTooLarge,
+  randomHex,
+} from './blob-names.js';
 import { TransferFailure, transferFile } from './file-transfer.js';
 
 /** Temp files of putAtomic: `.<name>.tmp-<hex>`; list() never shows them. */
@@ -243,21 +250,38 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
-  async download(name: string, localPath: string): Promise<void> {
+  /**
+   * Copies the blob to a local file on a worker thread (never a link: the copy may be written to,
+   * e.g. a restored LevelDB's log, and the checkpoint's file must not change). The worker refuses
+   * a file that is not regular or holds more than `maxBytes` before copying anything, and stops
+   * when it grows past that while being copied; a failed copy leaves no local file.
+   */
+  async download(name: string, localPath: string, opts?: DownloadOptions): Promise<void> {
     const file = this.pathOf(name);
-    let source;
+    const limit = downloadLimit(name, opts);
+    const target = resolve(localPath);
     try {
-      source = (await openRegularFile(file)).fh;
-    } catch (err) {
-      throw this.mapError(err, 'read', name);
-    }
-    try {
-      await mkdir(dirname(resolve(localPath)), { recursive: true });
-      await pipeline(source.createReadStream(), createWriteStream(localPath));
+      await mkdir(dirname(target), { recursive: true });
     } catch (err) {
       throw this.mapError(err, 'download', name, localPath);
-    } finally {
-      await source.close().catch(() => undefined);
+    }
+    try {
+      await transferFile({
+        source: file,
+        target,
+        link: false,
+        sync: false,
+        ...(Number.isFinite(limit) ? { maxBytes: limit } : {}),
+      });
+    } catch (err) {
+      if (!(err instanceof TransferFailure)) throw err;
+      const cause = Object.assign(new Error(err.message), { code: err.code });
+      if (err.side === 'source') {
+        if (err.code === 'EFBIG') throw downloadTooLarge(file, limit);
+        if (err.code === 'ENOTREG') throw notRegularFile(file, err.message);
+        throw this.mapError(cause, 'read', name);
+      }
+      throw this.mapError(cause, 'download', name, localPath);
     }
   }
 
@@ -504,6 +528,11 @@ function notRegular(file: string, st: Stats): FormatError {
         : st.isDirectory()
           ? 'a directory'
           : 'not a regular file';
+  return notRegularFile(file, kind);
+}
+
+/** `kind` (or a message naming it) says what the file is instead: "a FIFO", "a device", ... */
+function notRegularFile(file: string, kind: string): FormatError {
   return new FormatError(
     'CORRUPT',
     `${file} is ${kind}, not a regular file; streamstate reads only regular files from a snapshot. Replace it with the file the snapshot wrote, or restore from another checkpoint.`,

@@ -1,8 +1,15 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { SnapshotError, StorageError, StreamStateError } from '../errors.js';
-import type { BlobInfo, BlobStore } from './blob-store.js';
-import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
+import type { BlobInfo, BlobStore, DownloadOptions } from './blob-store.js';
+import {
+  checkBlobName,
+  checkBlobPrefix,
+  checkRange,
+  downloadLimit,
+  downloadTooLarge,
+  randomHex,
+} from './blob-names.js';
 
 export interface MemoryBlobStoreOptions {
   /** Registry name; `memory://<name>` is the location. Default: a fresh unique name. */
@@ -113,8 +120,10 @@ export class MemoryBlobStore implements BlobStore {
     return Buffer.from(data.subarray(start, Math.min(data.length, start + length)));
   }
 
-  async download(name: string, localPath: string): Promise<void> {
+  async download(name: string, localPath: string, opts?: DownloadOptions): Promise<void> {
+    const limit = downloadLimit(name, opts);
     const { data } = this.require(name);
+    if (data.length > limit) throw downloadTooLarge(`${this.location}/${name}`, limit, data.length);
     await mkdir(dirname(localPath), { recursive: true });
     await writeFile(localPath, data);
   }

@@ -18,8 +18,15 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { StorageError, StreamStateError } from '../errors.js';
-import type { BlobInfo, BlobStore, PutFileResult } from './blob-store.js';
-import { checkBlobName, checkBlobPrefix, checkRange, randomHex } from './blob-names.js';
+import type { BlobInfo, BlobStore, DownloadOptions, PutFileResult } from './blob-store.js';
+import {
+  checkBlobName,
+  checkBlobPrefix,
+  checkRange,
+  downloadLimit,
+  downloadTooLarge,
+  randomHex,
+} from './blob-names.js';
 import { KeyLayout, type EntropyOptions } from './s3/key-layout.js';
 import { ConcurrencyLimiter, mapLimited } from '../util/concurrency.js';
 import { UploadTracker } from './s3/upload-tracker.js';
@@ -433,8 +440,15 @@ export class S3BlobStore implements BlobStore {
     return this.readObject('reading (range)', key, { offset, length });
   }
 
-  async download(name: string, localPath: string): Promise<void> {
+  /**
+   * One GetObject streamed to a temp file beside the target, then renamed. With `maxBytes`, a
+   * larger object is refused from its Content-Length before any of its body is read, and the
+   * count of bytes received is checked as they arrive (a server that sends more than it declared).
+   */
+  async download(name: string, localPath: string, opts?: DownloadOptions): Promise<void> {
     const key = this.keyOf(name);
+    const limit = downloadLimit(name, opts);
+    const where = `s3://${this.bucket}/${key}`;
     const target = resolve(localPath);
     await mkdir(dirname(target), { recursive: true });
     // Written beside the target and renamed: the local file is whole or absent.
@@ -450,10 +464,15 @@ export class S3BlobStore implements BlobStore {
           }
         });
         const body = out.Body;
+        if (out.ContentLength !== undefined && out.ContentLength > limit) {
+          if (body instanceof Readable) body.destroy();
+          throw downloadTooLarge(where, limit, out.ContentLength);
+        }
         let written = 0;
         const counter = async function* (chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
           for await (const chunk of chunks) {
             written += chunk.byteLength;
+            if (written > limit) throw downloadTooLarge(where, limit);
             yield chunk;
           }
         };
