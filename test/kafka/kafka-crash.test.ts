@@ -10,7 +10,7 @@ import { SeededRandom } from '../../src/testing/rng.js';
 import { checkCounts, countingInput, type CountOutput } from '../../src/testing/index.js';
 import { ensureCrashChild } from '../support/proof/crash-child-build.js';
 import { SKIP_KAFKA_REASON, startMockCluster, type MockCluster } from './support/mock-cluster.js';
-import { producePartitions, uniqueTopic } from './support/produce.js';
+import { dedupeByHeaders, producePartitions, readTopic, uniqueTopic } from './support/produce.js';
 
 const CHILD = fileURLToPath(new URL('./support/kafka-crash-child.mjs', import.meta.url));
 const RECORDS = 4000;
@@ -136,6 +136,42 @@ describe.skipIf(SKIP_KAFKA_REASON !== null)(
       expect(log.duplicateIds, context).toEqual([]);
       const committed = log.transactions.flatMap((t) => t.records);
       expect(checkCounts(committed, input), context).toMatchObject({
+        ok: true,
+        committedRecords: RECORDS,
+        problems: [],
+      });
+    }, 120_000);
+
+    it('Kafka in and out (kafkaSink at least once): killed once at a random point, restarted at parallelism 3: the output topic, de-duplicated by header, counts every record exactly once', async () => {
+      const seed = process.env.KAFKA_CRASH_SEED === undefined ? 29 : Number(process.env.KAFKA_CRASH_SEED);
+      const rng = new SeededRandom(seed);
+      const topic = uniqueTopic('sigkill-sink-in');
+      const sinkTopic = uniqueTopic('sigkill-sink-out');
+      await cluster.createTopic(topic, 8);
+      await cluster.createTopic(sinkTopic, 4);
+      const input = countingInput({ records: RECORDS, keys: 60, partitions: 8, seed: 31 });
+      await producePartitions(cluster.brokers, topic, input);
+      const config = {
+        brokers: cluster.brokers,
+        topic,
+        sinkTopic,
+        jobId: `kafka-sigkill-sink-${process.pid}`,
+        checkpointDir: join(scratch, 'checkpoints-sink'),
+        checkpointEvery: CHECKPOINT_EVERY,
+      };
+      const killed = await runChild(
+        { ...config, parallelism: 2, processNo: 1 },
+        { after: 1 + rng.int(Math.floor(RECORDS * 0.6)), by: Math.floor(RECORDS * 0.8) },
+      );
+      const finished = await runChild({ ...config, parallelism: 3, processNo: 2 }, null);
+      const context = `seed ${seed}: ${JSON.stringify([killed, finished])}`;
+      expect([killed.killed, finished.killed], context).toEqual([true, false]);
+      expect(finished.restoredFrom, context).toEqual(expect.any(Number));
+
+      const read = await readTopic(cluster.brokers, sinkTopic);
+      const { kept, duplicates } = dedupeByHeaders(read);
+      const counts = kept.map((r) => JSON.parse(r.value) as CountOutput);
+      expect(checkCounts(counts, input), `${context}, ${duplicates} duplicates dropped`).toMatchObject({
         ok: true,
         committedRecords: RECORDS,
         problems: [],

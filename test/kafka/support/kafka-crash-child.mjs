@@ -1,6 +1,7 @@
 /**
  * The child process of test/kafka/kafka-crash.test.ts: runs the counting job through streamstate/kafka
- * (filesystem backend, checkpoints on disk, resume: true) and commits to a durable transaction log,
+ * (filesystem backend, checkpoints on disk, resume: true) and commits to a durable transaction log
+ * (or, with cfg.sinkTopic, to that Kafka topic through kafkaSink, at least once),
  * until it kills itself with SIGKILL (from record killAfter on, once a checkpoint of this run has completed,
  * at the latest at record killBy; mid-processing, with checkpoint uploads and sink commits in flight) or reaches the end of the topic.
  *
@@ -10,14 +11,14 @@
  */
 import { filesystem } from '../../../dist/backends/filesystem/index.js';
 import { DurableCommittedOutput } from '../../../dist/bench/proof/durable-output.js';
-import { kafkaPipelineSource } from '../../../dist/src/kafka/index.js';
+import { kafkaPipelineSource, kafkaSink } from '../../../dist/src/kafka/index.js';
 import { countingJob, runPipeline } from '../../../dist/src/testing/index.js';
 
 const send = (msg) => process.stdout.write(`${JSON.stringify(msg)}\n`);
 
 async function main() {
   const cfg = JSON.parse(process.argv[2] ?? '');
-  const output = DurableCommittedOutput.open(cfg.outputFile, cfg.processNo);
+  const output = cfg.sinkTopic ? null : DurableCommittedOutput.open(cfg.outputFile, cfg.processNo);
   const { input: _none, ...job } = countingJob([], { parallelism: cfg.parallelism, jobId: cfg.jobId });
   let records = 0;
   let checkpoints = 0;
@@ -31,11 +32,21 @@ async function main() {
         sessionTimeout: 3000,
         heartbeatInterval: 100,
       }),
+      ...(cfg.sinkTopic
+        ? {
+            sink: kafkaSink({
+              brokers: cfg.brokers,
+              topic: cfg.sinkTopic,
+              guarantee: 'at-least-once',
+              serialize: (o) => ({ key: o.key, value: JSON.stringify(o) }),
+            }),
+          }
+        : {}),
     },
     {
       backend: filesystem({ checkpointDir: cfg.checkpointDir }),
       checkpointEvery: cfg.checkpointEvery,
-      output,
+      ...(output ? { output } : {}),
       resume: true,
       onEvent: (e) => {
         if (e.type === 'restored') send({ type: 'restored', checkpointId: e.checkpointId, parallelism: e.parallelism });
@@ -51,7 +62,7 @@ async function main() {
       },
     },
   );
-  output.close();
+  output?.close();
   send({ type: 'finished', records, restoredFrom: result.restoredFrom.map((r) => r.checkpointId) });
 }
 
