@@ -4,8 +4,8 @@
  * `pending` counter. While a key group is pending, the first write to a slot stores the slot's
  * current value (or ABSENT) in each pending run's undo map; containers (arrays, Maps, mutable
  * objects) are copied before being mutated in place, so the recorded object stays frozen. The
- * snapshot writer reads live entries overlaid by the undo entries, one key group at a time
- * (synchronously, so nothing interleaves), then marks it done and drops that key group's undo.
+ * snapshot writer reads live entries overlaid by the undo entries, one key group at a time, in
+ * bounded steps (snapshot-entries.ts), then marks it done and drops that key group's undo.
  */
 
 /** Marks a slot that did not exist when the snapshot was taken. */
@@ -28,7 +28,7 @@ export class SnapshotRun {
 
   /** Starts recording undo for `table` (the synchronous part of a snapshot). */
   cover<V>(table: CowTable<V>): CowFrame<V> {
-    const frame: CowFrame<V> = { run: this, table, undo: new Array(this.rangeSize) };
+    const frame: CowFrame<V> = { run: this, table, undo: new Array(this.rangeSize), collecting: -1, touched: [] };
     table.attach(frame);
     this.frames.push(frame as CowFrame<unknown>);
     return frame;
@@ -58,6 +58,10 @@ export interface CowFrame<V> {
   readonly table: CowTable<V>;
   /** Per key group: outer id → inner id → value at snapshot time. */
   readonly undo: (Map<unknown, Map<unknown, Undo<V>>> | undefined)[];
+  /** Key group whose entries the snapshot is walking (snapshot-entries.ts), or -1. */
+  collecting: number;
+  /** Slots written in key group `collecting` during the walk: flat pairs outer id, inner id. */
+  readonly touched: unknown[];
 }
 
 /** A key-group-partitioned two-level map whose slots can be frozen for in-flight snapshots. */
@@ -134,6 +138,7 @@ export class CowTable<V> {
     let current: Undo<V> | undefined = known;
     for (const f of this.frames) {
       if (f.run.done[i] === 1) continue;
+      if (f.collecting === i) f.touched.push(a, b);
       let byA = f.undo[i];
       if (byA === undefined) f.undo[i] = byA = new Map();
       let byB = byA.get(a);

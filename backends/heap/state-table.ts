@@ -8,6 +8,7 @@ import { CowTable, type CowFrame } from './cow.js';
 import { IdCodec } from './ids.js';
 import { cachedIdRangeDecoder, idRangeDecoder, rangeDecoder } from './range-decoders.js';
 import type { SectionCursor } from './section-cursor.js';
+import { SnapshotEntries, type EntrySink } from './snapshot-entries.js';
 
 /** A map state's value for one (key, namespace): user-key id → [user key, user value]. */
 export type UserMap = Map<unknown, readonly [unknown, unknown]>;
@@ -92,21 +93,15 @@ export class StateTable extends CowTable<unknown> {
   }
 
   /**
-   * A cursor over key group `i` as the snapshot of `frame` saw it, for writing in slices. The
-   * entries' references are collected into `refs` now (synchronously, so no write interleaves;
-   * about 30 ns an entry); the values they point to stay frozen while the key group is pending
-   * (writers replace or copy them, never mutate them in place), so the cursor may write them
-   * across turns of the event loop. With TTL and full-snapshot cleanup, expired values, elements
-   * and map entries are left out. Keys, values and elements are serialized straight into the
-   * section's buffer (FieldWriter); a namespace's bytes are computed once per run of entries
-   * sharing it (the table iterates namespace by namespace).
+   * A cursor over key group `i` as the snapshot of `frame` saw it, for writing in slices: the
+   * entries are collected and written in bounded steps while writes interleave
+   * (snapshot-entries.ts; `refs` is scratch space, reused across key groups). With TTL and
+   * full-snapshot cleanup, expired values, elements and map entries are left out. Keys, values
+   * and elements are serialized straight into the section's buffer (FieldWriter); a namespace's
+   * bytes are computed once per run of entries sharing it (the table iterates namespace by namespace).
    */
   openSection(frame: CowFrame<unknown>, i: number, now: number, refs: unknown[]): SectionCursor {
-    refs.length = 0;
-    this.forEachInSnapshot(frame, i, (a, b, v) => {
-      refs.push(a, b, v);
-    });
-    return new TableSectionCursor(refs, this.entryWriter(now));
+    return new TableSectionCursor(new SnapshotEntries(this, frame, i, refs), this.entryWriter(now));
   }
 
   /** Writes one entry; returns 1 if written, 0 if left out (expired or empty). */
@@ -224,40 +219,25 @@ export class StateTable extends CowTable<unknown> {
 const NO_ID = Symbol('no-id');
 const EMPTY = new Uint8Array(0);
 const NEVER_DUE = (): boolean => false;
-/** Entries written between two looks at the clock. */
-const ENTRIES_PER_CHECK = 8;
 
 type EntryWrite = (w: ByteWriter, a: unknown, b: unknown, v: unknown) => number;
 
-/** Writes collected entries (flat triples namespace id, key id, value) in slices. */
+/** Serializes the entries of one key group into a section, in slices. */
 class TableSectionCursor implements SectionCursor {
-  private at = 0;
+  private out: ByteWriter | undefined;
+  private readonly sink: EntrySink;
 
   constructor(
-    private readonly refs: unknown[],
-    private readonly write: EntryWrite,
-  ) {}
+    private readonly entries: SnapshotEntries<unknown>,
+    write: EntryWrite,
+  ) {
+    this.sink = (a, b, v) => write(this.out!, a, b, v);
+  }
 
   writeSome(section: SectionWriter, due: () => boolean): boolean {
-    const refs = this.refs;
-    const end = refs.length;
-    const write = this.write;
-    const w = section.out;
-    let at = this.at;
-    let count = 0;
-    let sinceCheck = 0;
-    while (at < end) {
-      count += write(w, refs[at], refs[at + 1], refs[at + 2]);
-      at += 3;
-      if (++sinceCheck === ENTRIES_PER_CHECK) {
-        sinceCheck = 0;
-        if (at < end && due()) break;
-      }
-    }
-    section.count += count;
-    this.at = at;
-    if (at < end) return false;
-    refs.length = 0; // drop the references: the values may be garbage once the key group is done
-    return true;
+    this.out = section.out;
+    const r = this.entries.writeSome(this.sink, due);
+    section.count += r.count;
+    return r.done;
   }
 }
