@@ -1,11 +1,15 @@
 import { StreamStateError } from '../errors.js';
-import type { SpillBucket, SpilledKeyGroup } from './rehash-spill.js';
+import type { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
+import { writeSpilledKeyGroups, type SpillBucket, type SpilledKeyGroup } from './rehash-spill.js';
 
 /**
  * The in-memory counterpart of KeyGroupSpill (same calls), for state that fits the memory budget
  * of a max-parallelism change: an entry is not copied but remembered as a reference into the
- * source bytes it was read from (which stay alive), with its new key group, so re-hashing costs
- * no disk round trip and no second copy. Reading back sorts all entries by key group once (a
+ * source section it was read from, with its new key group, so re-hashing costs no disk round
+ * trip. Each source section is copied once, whole, when its first entry is added: a
+ * StateFileReader may hand out a buffer it reuses for its next read, and the entries must outlive
+ * that (one sequential copy, cheaper than copying entry by entry, measured: scattering entries
+ * into per-key-group buffers was slower). Reading back sorts all entries by key group once (a
  * stable counting sort) and hands out each bucket's key groups as slices.
  * Memory: the source sections, plus 36 bytes per entry.
  */
@@ -27,6 +31,8 @@ class IntColumn {
 
 export class KeyGroupIndex {
   private readonly sources: Uint8Array[] = [];
+  /** The caller's buffer of the last section added (its copy is the last of `sources`). */
+  private lastAdded: Uint8Array | undefined;
   private readonly keyGroups = new IntColumn();
   private readonly stateIds = new IntColumn();
   private readonly sourceIds = new IntColumn();
@@ -49,14 +55,20 @@ export class KeyGroupIndex {
     return this.keyGroups.length;
   }
 
-  /** Remembers `bytes[start, end)` (not copied: `bytes` must not change until reading is done). */
+  /**
+   * Remembers `bytes[start, end)`. Consecutive entries of one section pass the same `bytes`: it is
+   * copied (whole) on its first entry, so the caller may reuse it afterwards.
+   */
   add(keyGroup: number, stateId: number, bytes: Uint8Array, start: number, end: number): void {
     if (!(keyGroup >= 0 && keyGroup < this.maxParallelism))
       throw new StreamStateError(
         'INVALID_ARGUMENT',
         `key group ${keyGroup} is outside maxParallelism ${this.maxParallelism}`,
       );
-    if (this.sources[this.sources.length - 1] !== bytes) this.sources.push(bytes);
+    if (this.lastAdded !== bytes) {
+      this.lastAdded = bytes;
+      this.sources.push(Uint8Array.prototype.slice.call(bytes));
+    }
     this.keyGroups.push(keyGroup);
     this.stateIds.push(stateId);
     this.sourceIds.push(this.sources.length - 1);
@@ -115,9 +127,15 @@ export class KeyGroupIndex {
     }
   }
 
+  /** Writes the key groups of bucket `index` into `writer` (canonical state ids); returns how many. */
+  async writeBucket(index: number, writer: CanonicalKeyGroupsWriter): Promise<number> {
+    return writeSpilledKeyGroups(this.readBucket(index), writer);
+  }
+
   /** Drops the references. Idempotent. */
   async close(): Promise<void> {
     this.sources.length = 0;
+    this.lastAdded = undefined;
     this.sorted = undefined;
   }
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { KeyGroupRangeJson } from '../backend/handles.js';
 import { StorageError, StreamStateError } from '../errors.js';
 import { ByteReader, ByteWriter } from '../format/bytes.js';
+import type { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
 
 /**
  * External partitioning of encoded key-groups entries by their (new) key group: entries arrive in
@@ -32,6 +33,25 @@ export interface SpilledKeyGroup {
   readonly stateIds: Int32Array;
   readonly starts: Int32Array;
   readonly ends: Int32Array;
+}
+
+/** Writes spilled key groups, entry by entry, into a canonical writer; returns how many key groups. */
+export async function writeSpilledKeyGroups(
+  keyGroups: AsyncIterable<SpilledKeyGroup>,
+  writer: CanonicalKeyGroupsWriter,
+): Promise<number> {
+  let written = 0;
+  for await (const kg of keyGroups) {
+    writer.beginKeyGroup(kg.keyGroup);
+    const { sources, sourceIds } = kg;
+    for (let j = 0; j < kg.count; j++) {
+      const data = sources === undefined || sourceIds === undefined ? kg.data : sources[sourceIds[j]];
+      writer.addRawRange(kg.stateIds[j], 1, data, kg.starts[j], kg.ends[j]);
+    }
+    await writer.endKeyGroup();
+    written++;
+  }
+  return written;
 }
 
 export interface SpillBucket {
@@ -96,7 +116,8 @@ export class KeyGroupSpill {
     this.buffers = buckets.map(() => undefined);
     this.written = buckets.map(() => false);
     const total = opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES;
-    this.flushAt = Math.max(16 * 1024, Math.min(1024 * 1024, Math.floor(total / Math.max(1, buckets.length))));
+    // Up to 4 MiB per append: fewer, longer sequential writes.
+    this.flushAt = Math.max(16 * 1024, Math.min(4 * 1024 * 1024, Math.floor(total / Math.max(1, buckets.length))));
   }
 
   async open(): Promise<void> {
@@ -197,6 +218,14 @@ export class KeyGroupSpill {
         ends: ends.subarray(from, to),
       };
     }
+  }
+
+  /**
+   * Writes the key groups of bucket `index` into `writer` (canonical state ids), ascending.
+   * Returns the number of key groups written.
+   */
+  async writeBucket(index: number, writer: CanonicalKeyGroupsWriter): Promise<number> {
+    return writeSpilledKeyGroups(this.readBucket(index), writer);
   }
 
   /** Removes the spill files. Idempotent. */

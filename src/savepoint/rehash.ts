@@ -1,9 +1,10 @@
 import type { CheckpointStreamFactory, StateFileReader } from '../backend/contract.js';
-import type { KeyedStateMetaInfo, KeyGroupsStateHandle } from '../backend/handles.js';
+import type { KeyedStateMetaInfo, KeyGroupRangeJson, KeyGroupsStateHandle } from '../backend/handles.js';
+import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { FormatError, RestoreError } from '../errors.js';
 import { ByteReader } from '../format/bytes.js';
 import { CANONICAL_LAYOUT, entryKindOf, readKeyGroups, type EntryKind } from '../format/key-groups-stream.js';
-import { keyGroupRangeForSubtask, MAX_MAX_PARALLELISM } from '../keygroups/key-groups.js';
+import { checkMaxParallelism, keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
 import { murmur3Range } from '../keygroups/murmur3.js';
 import {
   CanonicalKeyGroupsWriter,
@@ -19,10 +20,14 @@ import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BU
  * every entry of every key-groups stream is moved to the key group its key hashes to under the
  * new max parallelism, `murmur3_32(key bytes) mod maxParallelism'`. Entries are moved as encoded
  * bytes (values, list elements, map entries, TTL timestamps and timers all stay as they are;
- * timers go with their key), through an external partitioning step (KeyGroupSpill), so memory
- * stays bounded whatever the state's size; state within RehashOptions.memoryBytes is partitioned
- * in memory instead (KeyGroupIndex: references into the source sections, no copies). The result
- * is canonical key-groups streams, one per new subtask.
+ * timers go with their key). Three routes, by what the numbers allow:
+ * - the new max parallelism divides the old: whole old key groups merge into new ones, streamed
+ *   in one pass without hashing (mergeToDivisor);
+ * - otherwise every key is hashed and its entry partitioned by new key group: in memory within
+ *   RehashOptions.memoryBytes (KeyGroupIndex), through spill files beyond it (KeyGroupSpill), so
+ *   memory stays bounded whatever the state's size.
+ * The canonical writer sorts each new key group. The result is canonical key-groups streams, one
+ * per new subtask.
  *
  * Used by convert (src/savepoint/convert.ts); usable by any tool that has key-groups streams
  * and wants them at another max parallelism or parallelism.
@@ -45,13 +50,17 @@ export interface RehashOptions {
   /** What the error messages name, e.g. `operator op-1`. */
   readonly what: string;
   readonly flushBytes?: number;
-  /** Planned size of one spill bucket; reading one back holds about twice this. */
+  /**
+   * Planned size of one spill bucket (a key-group range with its own spill file, read back whole);
+   * default half of memoryBytes, at least DEFAULT_BUCKET_BYTES.
+   */
   readonly bucketBytes?: number;
   /** Total of the spill's write buffers. */
   readonly bufferBytes?: number;
   /**
    * Keyed state of at most this many bytes (the source blocks) is re-hashed in memory, without
    * spill files; more goes through them. Default DEFAULT_REHASH_MEMORY_BYTES; 0 always spills.
+   * Not used when the new max parallelism divides the old (one streaming pass, no spill).
    */
   readonly memoryBytes?: number;
   readonly progress?: (phase: string, done: number, total: number) => void;
@@ -70,18 +79,13 @@ export interface RehashResult {
 
 /**
  * Default of RehashOptions.memoryBytes: state up to this size is re-hashed without touching the
- * disk (the process then holds about twice this at its peak).
+ * disk (the process then holds up to about twice this at its peak).
  */
 export const DEFAULT_REHASH_MEMORY_BYTES = 256 * 1024 * 1024;
 
 /** Checks a new max parallelism against the bounds and the parallelism it must hold. */
 export function checkNewMaxParallelism(maxParallelism: number, parallelism: number, what: string): void {
-  if (!Number.isInteger(maxParallelism) || maxParallelism < 1 || maxParallelism > MAX_MAX_PARALLELISM) {
-    throw new RestoreError(
-      'PARALLELISM_INVALID',
-      `--max-parallelism ${maxParallelism} is outside 1..${MAX_MAX_PARALLELISM}; pass an integer in that range.`,
-    );
-  }
+  checkMaxParallelism(maxParallelism, '--max-parallelism');
   if (parallelism > maxParallelism) {
     throw new RestoreError(
       'PARALLELISM_INVALID',
@@ -156,32 +160,156 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
       `${opts.what}: subtasks recorded different key serializers (${[...keySerializers].join(', ')}); the snapshot is inconsistent.`,
     );
   }
-  const handles: (KeyGroupsStateHandle | null)[] = [];
   if (sources.length === 0)
     return { handles: Array.from({ length: opts.parallelism }, () => null), bytesRead: 0, keyGroups: 0, entries: 0 };
   const { states, ids } = canonicalIds(sources);
-  const kinds = states.map((s) => entryKindOf(s.kind));
   const total = sources.reduce((n, s) => n + s.handle.blocks.reduce((m, b) => m + b.length, 0), 0);
   const ranges = Array.from({ length: opts.parallelism }, (_, i) =>
     keyGroupRangeForSubtask(newMaxP, opts.parallelism, i).toJSON(),
   );
-  const inMemory = total <= (opts.memoryBytes ?? DEFAULT_REHASH_MEMORY_BYTES);
+  const plan: RehashPlan = { states, ids, total, ranges, keySerializer: sources[0].handle.keySerializer };
+  const divisor = divisorSources(sources, newMaxP);
+  if (divisor !== undefined) return mergeToDivisor(sources, divisor, plan, opts);
+  return partition(sources, plan, opts);
+}
+
+/** What every path of rehashKeyedState shares: canonical states, totals, the new subtasks' ranges. */
+interface RehashPlan {
+  readonly states: KeyedStateMetaInfo[];
+  /** Per source: its state ids → canonical ids. */
+  readonly ids: Map<number, number>[];
+  /** Bytes of the source blocks. */
+  readonly total: number;
+  readonly ranges: KeyGroupRangeJson[];
+  readonly keySerializer: SerializerSnapshot;
+}
+
+/** One canonical stream per new subtask, each filled by `fill`; a stream is discarded when `fill` fails. */
+async function writeSubtasks(
+  plan: RehashPlan,
+  opts: RehashOptions,
+  fill: (writer: CanonicalKeyGroupsWriter, subtask: number) => Promise<void>,
+): Promise<(KeyGroupsStateHandle | null)[]> {
+  const handles: (KeyGroupsStateHandle | null)[] = [];
+  for (let i = 0; i < opts.parallelism; i++) {
+    const stream = opts.streams.createOutputStream('exclusive');
+    try {
+      const writer = new CanonicalKeyGroupsWriter(
+        stream,
+        {
+          layout: CANONICAL_LAYOUT,
+          keySerializer: plan.keySerializer,
+          maxParallelism: opts.maxParallelism,
+          keyGroupRange: plan.ranges[i],
+          states: plan.states,
+        },
+        opts.flushBytes === undefined ? {} : { flushBytes: opts.flushBytes },
+      );
+      await fill(writer, i);
+      handles.push(await writer.finish());
+    } catch (err) {
+      await stream.discard().catch(() => undefined);
+      throw err;
+    }
+  }
+  return handles;
+}
+
+/**
+ * When the new max parallelism divides the old one (every source at the same old max
+ * parallelism, each old key group in one source), old key group k belongs wholly to new key group
+ * k mod maxParallelism' (murmur mod a multiple of n, mod n, is murmur mod n): no key is hashed
+ * again. Returns, per old key group, the index of the source holding its block (-1: none), or
+ * undefined when this does not apply.
+ */
+function divisorSources(sources: readonly RehashSource[], newMaxP: number): Int32Array | undefined {
+  const oldMaxP = sources[0].handle.maxParallelism;
+  if (newMaxP >= oldMaxP || oldMaxP % newMaxP !== 0) return undefined;
+  if (sources.some((s) => s.handle.maxParallelism !== oldMaxP)) return undefined;
+  const holder = new Int32Array(oldMaxP).fill(-1);
+  for (let i = 0; i < sources.length; i++) {
+    for (const b of sources[i].handle.blocks) {
+      if (b.keyGroup < 0 || b.keyGroup >= oldMaxP || holder[b.keyGroup] !== -1) return undefined;
+      holder[b.keyGroup] = i;
+    }
+  }
+  return holder;
+}
+
+/**
+ * The divisor case (divisorSources): each new key group is the union of the old key groups
+ * k, k + maxParallelism', k + 2 * maxParallelism', ..., read with one ranged read each and merged
+ * by the canonical writer. One pass over the source, no spill, memory one new key group.
+ */
+async function mergeToDivisor(
+  sources: readonly RehashSource[],
+  holder: Int32Array,
+  plan: RehashPlan,
+  opts: RehashOptions,
+): Promise<RehashResult> {
+  const newMaxP = opts.maxParallelism;
+  const phase = `merging ${opts.what}'s key groups into maxParallelism ${newMaxP}`;
+  let done = 0;
+  let keyGroups = 0;
+  let entries = 0;
+  const handles = await writeSubtasks(plan, opts, async (writer, subtask) => {
+    const { start, end } = plan.ranges[subtask];
+    for (let kg = start; kg <= end; kg++) {
+      let open = false;
+      for (let old = kg; old < holder.length; old += newMaxP) {
+        const s = holder[old];
+        if (s < 0) continue;
+        const { handle, files } = sources[s];
+        for await (const raw of readKeyGroups(handle, files, { start: old, end: old })) {
+          for (const sec of raw.sections) {
+            if (!open) writer.beginKeyGroup(kg);
+            open = true;
+            writer.addRawSection(sec.stateId, sec.entryCount, sec.bytes, plan.ids[s]);
+            entries += sec.entryCount;
+            done += sec.bytes.length;
+          }
+        }
+      }
+      if (!open) continue;
+      await writer.endKeyGroup();
+      keyGroups++;
+      opts.progress?.(phase, done, plan.total);
+    }
+  });
+  return { handles, bytesRead: plan.total, keyGroups, entries };
+}
+
+/**
+ * The general case: every entry's key is hashed and the entry partitioned by its new key group,
+ * in memory within RehashOptions.memoryBytes (KeyGroupIndex), through spill files beyond it
+ * (KeyGroupSpill); then each new subtask's key groups are written in order.
+ */
+async function partition(
+  sources: readonly RehashSource[],
+  plan: RehashPlan,
+  opts: RehashOptions,
+): Promise<RehashResult> {
+  const newMaxP = opts.maxParallelism;
+  const { states, ids, total, ranges } = plan;
+  const kinds = states.map((s) => entryKindOf(s.kind));
+  const memoryBytes = opts.memoryBytes ?? DEFAULT_REHASH_MEMORY_BYTES;
+  const inMemory = total <= memoryBytes;
   // In memory, one bucket per subtask: its size costs nothing but the memory already allowed.
-  const buckets = planSpillBuckets(
-    ranges,
-    newMaxP,
-    total,
-    inMemory ? Number.POSITIVE_INFINITY : (opts.bucketBytes ?? DEFAULT_BUCKET_BYTES),
-  );
+  // Spilled, a bucket read back holds about its size: half the budget (at least the default), so
+  // fewer, larger spill files where the budget allows.
+  const bucketBytes = inMemory
+    ? Number.POSITIVE_INFINITY
+    : (opts.bucketBytes ?? Math.max(DEFAULT_BUCKET_BYTES, Math.floor(memoryBytes / 2)));
+  const buckets = planSpillBuckets(ranges, newMaxP, total, bucketBytes);
   const spill = inMemory
     ? new KeyGroupIndex(newMaxP, buckets)
     : new KeyGroupSpill(opts.scratchDir, newMaxP, buckets, {
         bufferBytes: opts.bufferBytes ?? DEFAULT_SPILL_BUFFER_BYTES,
       });
-  let keyGroups = 0;
   try {
     await spill.open();
     // 1. Partition: every entry to the bucket of its new key group.
+    const phase = `re-hashing ${opts.what} to maxParallelism ${newMaxP}`;
     let done = 0;
     for (let s = 0; s < sources.length; s++) {
       const { handle, files } = sources[s];
@@ -201,40 +329,20 @@ export async function rehashKeyedState(sources: readonly RehashSource[], opts: R
           done += bytes.length;
         }
         await spill.drain();
-        opts.progress?.(`re-hashing ${opts.what} to maxParallelism ${newMaxP}`, done, total);
+        opts.progress?.(phase, done, total);
       }
     }
     await spill.finishWriting();
     // 2. Write: per new subtask, its buckets in key-group order, canonically.
-    const keySerializer = sources[0].handle.keySerializer;
     let bucket = 0;
-    for (let i = 0; i < opts.parallelism; i++) {
-      const stream = opts.streams.createOutputStream('exclusive');
-      try {
-        const writer = new CanonicalKeyGroupsWriter(
-          stream,
-          { layout: CANONICAL_LAYOUT, keySerializer, maxParallelism: newMaxP, keyGroupRange: ranges[i], states },
-          opts.flushBytes === undefined ? {} : { flushBytes: opts.flushBytes },
-        );
-        for (; bucket < buckets.length && buckets[bucket].subtask === i; bucket++) {
-          for await (const kg of spill.readBucket(bucket)) {
-            writer.beginKeyGroup(kg.keyGroup);
-            const { sources: from, sourceIds } = kg;
-            for (let j = 0; j < kg.count; j++) {
-              const data = from === undefined || sourceIds === undefined ? kg.data : from[sourceIds[j]];
-              writer.addRawRange(kg.stateIds[j], 1, data, kg.starts[j], kg.ends[j]);
-            }
-            await writer.endKeyGroup();
-            keyGroups++;
-          }
-          opts.progress?.(`writing ${opts.what} at maxParallelism ${newMaxP}`, bucket + 1, buckets.length);
-        }
-        handles.push(await writer.finish());
-      } catch (err) {
-        await stream.discard().catch(() => undefined);
-        throw err;
+    let keyGroups = 0;
+    const writing = `writing ${opts.what} at maxParallelism ${newMaxP}${inMemory ? '' : ' (from spill files)'}`;
+    const handles = await writeSubtasks(plan, opts, async (writer, i) => {
+      for (; bucket < buckets.length && buckets[bucket].subtask === i; bucket++) {
+        keyGroups += await spill.writeBucket(bucket, writer);
+        opts.progress?.(writing, bucket + 1, buckets.length);
       }
-    }
+    });
     return { handles, bytesRead: total, keyGroups, entries: spill.size };
   } finally {
     await spill.close();

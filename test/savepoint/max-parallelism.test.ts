@@ -26,14 +26,31 @@ import {
  * unchanged; every entry sits in the key group its key hashes to; every result verifies.
  */
 
+/** The route rehashKeyedState takes, told by its progress phases (src/savepoint/rehash.ts). */
+type Route = 'spill' | 'memory' | 'divisor';
+
+function routeOf(phases: ReadonlySet<string>): Route | undefined {
+  const all = [...phases].join('\n');
+  if (all.includes('spill files')) return 'spill';
+  if (all.includes('merging')) return 'divisor';
+  if (all.includes('re-hashing')) return 'memory';
+  return undefined;
+}
+
 /**
- * [maxParallelism, parallelism, rehashMemoryBytes] of each step after the source (written at 128):
- * the first step goes through spill files (memory budget 0), the others are re-hashed in memory.
+ * [maxParallelism, parallelism, rehashMemoryBytes, route] of each step after the source (written
+ * at 128): the issue's chain 128 -> 4096 -> 7 -> 128 (through spill files with a budget of 0, then
+ * the general path in memory twice), then a multiple in memory (128 -> 4096), divisors merged in one
+ * pass (4096 -> 64 -> 32), and a multiple through spill files with a budget of 1 byte (32 -> 128).
  */
-const CHAIN: ReadonlyArray<readonly [number, number, number | undefined]> = [
-  [4096, 3, 0],
-  [7, 2, undefined],
-  [128, 1, undefined],
+const CHAIN: ReadonlyArray<readonly [number, number, number | undefined, Route]> = [
+  [4096, 3, 0, 'spill'],
+  [7, 2, undefined, 'memory'],
+  [128, 1, undefined, 'memory'],
+  [4096, 2, undefined, 'memory'],
+  [64, 3, undefined, 'divisor'],
+  [32, 1, 0, 'divisor'],
+  [128, 2, 1, 'spill'],
 ];
 
 async function expectOk(path: string): Promise<void> {
@@ -53,12 +70,20 @@ async function roundTrip(backend: string, model: KeyModel[], parallelism: number
     const want = normalizeModel(model);
     const withSession = model.filter((m) => m.session !== null).length;
     let src = written.path;
-    for (const [step, [maxP, p, memory]] of CHAIN.entries()) {
+    for (const [step, [maxP, p, memory, route]] of CHAIN.entries()) {
       const dst = join(root, `step-${step}-${maxP}`);
       const rehashMemory = memory === undefined ? {} : { rehashMemoryBytes: memory };
-      await convert(src, dst, convertOptions(root, { maxParallelism: maxP, parallelism: p, ...rehashMemory }));
+      const phases = new Set<string>();
+      const progress = (e: { phase: string }): void => void phases.add(e.phase);
+      await convert(
+        src,
+        dst,
+        convertOptions(root, { maxParallelism: maxP, parallelism: p, progress, ...rehashMemory }),
+      );
       const got = await readContents(dst);
       expect({ step: maxP, keys: got.keys }).toEqual({ step: maxP, keys: want });
+      // An empty state takes no route; any other goes the one this step is for.
+      if (got.keys.length > 0) expect({ step: maxP, route: routeOf(phases) }).toEqual({ step: maxP, route });
       expect(got.split).toEqual(written.split);
       expect(got.sessionsAfterTtl).toBe(0);
       expect(withSession === 0 || got.keys.some((k) => k.session !== null)).toBe(true);
@@ -72,7 +97,7 @@ async function roundTrip(backend: string, model: KeyModel[], parallelism: number
   }
 }
 
-describe('max parallelism round trip 128 -> 4096 -> 7 -> 128', () => {
+describe('max parallelism round trip 128 -> 4096 -> 7 -> 128 (-> 4096 -> 64 -> 32 -> 128)', () => {
   it.each(Object.keys(SOURCE_BACKENDS))(
     '%s checkpoints: every key identical after every step',
     async (backend) => {
