@@ -61,13 +61,22 @@ export class KeyGroupRange {
   }
 }
 
-export function checkParallelism(maxParallelism: number, parallelism: number): void {
+/**
+ * The one rule for a max parallelism (the number of key groups), wherever one is chosen (a job,
+ * convert --max-parallelism, bootstrap): an integer in 1..32768, else PARALLELISM_INVALID.
+ * `what` names it the way the caller's user wrote it, e.g. `--max-parallelism` or `operator op: maxParallelism`.
+ */
+export function checkMaxParallelism(maxParallelism: number, what = 'maxParallelism'): void {
   if (!Number.isInteger(maxParallelism) || maxParallelism < 1 || maxParallelism > MAX_MAX_PARALLELISM) {
     throw new RestoreError(
       'PARALLELISM_INVALID',
-      `maxParallelism must be an integer in [1, ${MAX_MAX_PARALLELISM}], got ${maxParallelism}.`,
+      `${what} must be an integer in [1, ${MAX_MAX_PARALLELISM}], got ${maxParallelism}; pass one in that range.`,
     );
   }
+}
+
+export function checkParallelism(maxParallelism: number, parallelism: number): void {
+  checkMaxParallelism(maxParallelism);
   if (!Number.isInteger(parallelism) || parallelism < 1 || parallelism > maxParallelism) {
     throw new RestoreError(
       'PARALLELISM_INVALID',

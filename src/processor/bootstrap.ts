@@ -11,7 +11,7 @@ import {
   defaultMaxParallelism,
   keyGroupForBytes,
   keyGroupRangeForSubtask,
-  MAX_MAX_PARALLELISM,
+  checkMaxParallelism,
 } from '../keygroups/key-groups.js';
 import { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
 import { defaultNamespaceSerializer, VOID_NAMESPACE } from '../serializers/builtins.js';
@@ -403,12 +403,7 @@ function encodeSlots(kind: KeyedStateMetaInfo['kind'], slots: Iterable<Slot>, se
 function checkOperator(op: BootstrapOperator<unknown>, maxParallelism: number): void {
   if (typeof op.operatorId !== 'string' || op.operatorId.length === 0)
     throw new StreamStateError('INVALID_ARGUMENT', 'every bootstrapped operator needs a non-empty operatorId.');
-  if (!Number.isInteger(maxParallelism) || maxParallelism < 1 || maxParallelism > MAX_MAX_PARALLELISM) {
-    throw new StreamStateError(
-      'INVALID_ARGUMENT',
-      `operator ${op.operatorId}: maxParallelism must be an integer in 1..${MAX_MAX_PARALLELISM}, got ${maxParallelism}.`,
-    );
-  }
+  checkMaxParallelism(maxParallelism, `operator ${op.operatorId}: maxParallelism`);
   checkParallelism(maxParallelism, op.parallelism);
   const names = new Set<string>();
   for (const s of op.keyed ?? []) {

@@ -25,8 +25,8 @@ const op = (over: Partial<BootstrapOperator<unknown>> = {}): BootstrapOperator<u
 describe('bootstrap: bad input', () => {
   const cases: [string, BootstrapOperator<unknown>[], string][] = [
     ['parallelism above max parallelism', [op({ parallelism: 32 })], 'PARALLELISM_INVALID'],
-    ['max parallelism above 32768', [op({ maxParallelism: 40_000 })], 'INVALID_ARGUMENT'],
-    ['max parallelism 0', [op({ maxParallelism: 0 })], 'INVALID_ARGUMENT'],
+    ['max parallelism above 32768', [op({ maxParallelism: 40_000 })], 'PARALLELISM_INVALID'],
+    ['max parallelism 0', [op({ maxParallelism: 0 })], 'PARALLELISM_INVALID'],
     ['keyed state without a key serializer', [op({ keySerializer: undefined })], 'INVALID_ARGUMENT'],
     ['the same operator twice', [op(), op()], 'INVALID_ARGUMENT'],
     ['the same state twice', [op({ keyed: [keyedValues(count, []), keyedValues(count, [])] })], 'INVALID_ARGUMENT'],
