@@ -9,7 +9,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import S3rver from 's3rver';
@@ -25,7 +25,7 @@ const { quick } = parseBenchArgs();
 const MiB = 1024 * 1024;
 const subtasks = quick ? 4 : 8;
 const bytesPerSubtask = (quick ? 4 : 16) * MiB;
-const rounds = quick ? 2 : 3;
+const rounds = quick ? 3 : 7;
 const CHUNK = 64 * 1024;
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
@@ -97,30 +97,66 @@ interface Figures {
   restoreMs: number;
 }
 
+/** One round's write of a checkpoint against its raw baseline, wall and CPU time (ms). */
+interface WritePair {
+  ours: number;
+  raw: number;
+  oursCpu: number;
+  rawCpu: number;
+}
+
+/** Wall and process CPU time (all threads; s3rver runs in this process too) of `run`, ms. */
+async function timed(run: () => Promise<unknown>): Promise<{ ms: number; cpuMs: number }> {
+  const c0 = process.cpuUsage();
+  const t = performance.now();
+  await run();
+  const ms = performance.now() - t;
+  const c = process.cpuUsage(c0);
+  return { ms, cpuMs: (c.user + c.system) / 1000 };
+}
+
+/**
+ * Every round writes a checkpoint and the raw baseline over the same bytes, in alternating order
+ * (ours first in odd rounds), so that load on the machine hits both alike; then restores it.
+ */
 async function measure(
   label: string,
   store: BlobStore,
+  raw: (i: number, round: number) => Promise<void>,
   countRequests?: () => Record<string, number>,
-): Promise<Figures & { requests?: Record<string, number> }> {
+): Promise<Figures & { pairs: WritePair[]; requests?: Record<string, number> }> {
   const storage = new BlobCheckpointStorage(store);
-  const writes: number[] = [];
+  const pairs: WritePair[] = [];
   const reads: number[] = [];
   const ranges: number[] = [];
   let requests: Record<string, number> | undefined;
   for (let round = 1; round <= rounds; round++) {
-    const before = countRequests?.();
-    let t = performance.now();
-    await writeCheckpoint(storage, round);
-    writes.push(performance.now() - t);
-    if (countRequests !== undefined && before !== undefined) {
-      const after = countRequests();
-      requests = Object.fromEntries(
-        Object.entries(after)
-          .map(([k, v]) => [k, v - (before[k] ?? 0)])
-          .filter(([, v]) => (v as number) > 0),
-      );
+    const ours = async (): Promise<{ ms: number; cpuMs: number }> => {
+      const before = countRequests?.();
+      const t = await timed(() => writeCheckpoint(storage, round));
+      if (countRequests !== undefined && before !== undefined) {
+        const after = countRequests();
+        requests = Object.fromEntries(
+          Object.entries(after)
+            .map(([k, v]) => [k, v - (before[k] ?? 0)])
+            .filter(([, v]) => (v as number) > 0),
+        );
+      }
+      return t;
+    };
+    const baseline = (): Promise<{ ms: number; cpuMs: number }> =>
+      timed(() => Promise.all(Array.from({ length: subtasks }, (_, i) => raw(i, round))));
+    let o: { ms: number; cpuMs: number };
+    let r: { ms: number; cpuMs: number };
+    if (round % 2 === 1) {
+      o = await ours();
+      r = await baseline();
+    } else {
+      r = await baseline();
+      o = await ours();
     }
-    t = performance.now();
+    pairs.push({ ours: o.ms, raw: r.ms, oursCpu: o.cpuMs, rawCpu: r.cpuMs });
+    let t = performance.now();
     consume(await restoreWhole(storage, round));
     reads.push(performance.now() - t);
     t = performance.now();
@@ -129,33 +165,33 @@ async function measure(
     await storage.discardCheckpointDirectory('bench-job', round);
   }
   const total = subtasks * bytesPerSubtask;
-  const w = median(writes);
+  const w = median(pairs.map((p) => p.ours));
   const r = median(reads);
-  console.log(`${label}: done`);
+  console.log(`${label}: done (load ${loadavg()[0].toFixed(1)})`);
   return {
     writeMs: Math.round(w),
     writeMBps: Math.round(total / MiB / (w / 1000)),
     restoreMs: Math.round(r),
     restoreMBps: Math.round(total / MiB / (r / 1000)),
     rangeRestoreMs: Math.round(median(ranges)),
+    pairs,
     ...(requests !== undefined ? { requests } : {}),
   };
 }
 
-/**
- * Raw baselines over the same bytes (one whole buffer per subtask, all in parallel): PutObject
- * through the same S3 client, and a plain file write + fsync. What the storage layer costs on top.
- */
+/** Raw baselines write the same bytes: one whole buffer per subtask, all in parallel. */
 const whole = Buffer.concat(Array.from({ length: bytesPerSubtask / CHUNK }, () => chunk));
-async function rawMBps(put: (i: number, round: number) => Promise<void>): Promise<{ ms: number; MBps: number }> {
-  const times: number[] = [];
-  for (let round = 1; round <= rounds; round++) {
-    const t = performance.now();
-    await Promise.all(Array.from({ length: subtasks }, (_, i) => put(i, round)));
-    times.push(performance.now() - t);
-  }
-  const ms = median(times);
-  return { ms: Math.round(ms), MBps: Math.round((subtasks * bytesPerSubtask) / MiB / (ms / 1000)) };
+
+/** Medians of the raw side, and the median of the per-round ratios (wall and CPU time). */
+function versusRaw(pairs: readonly WritePair[]): { MBps: number; ms: number; ratio: number; cpuRatio: number } {
+  const total = subtasks * bytesPerSubtask;
+  const ms = median(pairs.map((p) => p.raw));
+  return {
+    ms: Math.round(ms),
+    MBps: Math.round(total / MiB / (median(pairs.map((p) => p.raw)) / 1000)),
+    ratio: median(pairs.map((p) => p.raw / p.ours)),
+    cpuRatio: median(pairs.map((p) => p.rawCpu / p.oursCpu)),
+  };
 }
 
 const localDir = mkdtempSync(join(tmpdir(), 'ss-bench-s3-local-'));
@@ -176,15 +212,9 @@ const s3 = new S3BlobStore({
   credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
   forcePathStyle: true,
 });
+const loadAtStart = loadavg()[0];
 try {
-  const local = await measure('local filesystem', new LocalBlobStore(localDir));
-  const remote = await measure('s3rver (loopback)', s3, () => ({ ...s3.requestCounts() }));
-  const rawS3 = await rawMBps(async (i, round) => {
-    await s3.client.send(
-      new PutObjectCommand({ Bucket: 'bench', Key: `raw/${round}/${i}`, Body: whole, ContentLength: whole.length }),
-    );
-  });
-  const rawFile = await rawMBps(async (i, round) => {
+  const local = await measure('local filesystem', new LocalBlobStore(localDir), async (i, round) => {
     const fh = await open(join(localDir, `raw-${round}-${i}`), 'w');
     try {
       await fh.writeFile(whole);
@@ -193,33 +223,53 @@ try {
       await fh.close();
     }
   });
+  const remote = await measure(
+    's3rver (loopback)',
+    s3,
+    async (i, round) => {
+      await s3.client.send(
+        new PutObjectCommand({ Bucket: 'bench', Key: `raw/${round}/${i}`, Body: whole, ContentLength: whole.length }),
+      );
+    },
+    () => ({ ...s3.requestCounts() }),
+  );
+  const rawFile = versusRaw(local.pairs);
+  const rawS3 = versusRaw(remote.pairs);
+  const pct = (x: number): string => `${Math.round(100 * x)}%`;
   const rows = [
     {
       storage: 'local filesystem',
       ...withoutRequests(local),
       'raw write MB/s': rawFile.MBps,
-      'vs raw': `${Math.round((100 * local.writeMBps) / rawFile.MBps)}%`,
+      'vs raw': pct(rawFile.ratio),
+      'vs raw, CPU time': pct(rawFile.cpuRatio),
     },
     {
       storage: 's3rver loopback',
       ...withoutRequests(remote),
       'raw write MB/s': rawS3.MBps,
-      'vs raw': `${Math.round((100 * remote.writeMBps) / rawS3.MBps)}%`,
+      'vs raw': pct(rawS3.ratio),
+      'vs raw, CPU time': pct(rawS3.cpuRatio),
     },
   ];
-  console.log(`\ncheckpoint = ${subtasks} files x ${bytesPerSubtask / MiB} MiB + _metadata; medians of ${rounds}`);
+  const loadAtEnd = loadavg()[0];
+  console.log(
+    `\ncheckpoint = ${subtasks} files x ${bytesPerSubtask / MiB} MiB + _metadata; medians of ${rounds} rounds, each ` +
+      `writing ours and the raw baseline in alternating order (ratio: median of per-round ratios); load ${loadAtStart.toFixed(1)} -> ${loadAtEnd.toFixed(1)}`,
+  );
   printTable(rows);
   const requests = remote.requests ?? {};
   const perCheckpoint = Object.values(requests).reduce((a, b) => a + b, 0);
   console.log(
     `S3 requests per checkpoint: ${perCheckpoint} (${Object.entries(requests)
       .map(([k, v]) => `${k} ${v}`)
-      .join(', ')})`,
+      .join(', ')}); raw: ${subtasks} PutObject`,
   );
   recordResults('s3-storage', {
     subtasks,
     bytesPerSubtask,
     rounds,
+    load: [loadAtStart, loadAtEnd],
     local,
     s3: remote,
     s3RequestsPerCheckpoint: perCheckpoint,

@@ -36,7 +36,11 @@ export interface BlobStore {
   readonly location: string;
   /** Writes a whole object (overwrites). */
   put(name: string, data: Uint8Array): Promise<void>;
-  /** Streams an object (large files, multipart on S3). Returns its size. */
+  /**
+   * Streams an object (large files, multipart on S3). Returns its size. Unless the store declares
+   * releasesStreamChunks, it may keep the chunks it is handed until it resolves (S3 sends them
+   * without a copy): a caller must not write to a chunk's memory again after yielding it.
+   */
   putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number>;
   /**
    * Optional: true when putStream is done with a chunk once it asks the iterator for the next one
