@@ -25,7 +25,7 @@ import type {
   ValueStateDescriptor,
 } from '../state/descriptors.js';
 import { ttlSerializer } from '../state/ttl.js';
-import { writeOperatorStream, type OperatorStateRecords } from './operator-stream-writer.js';
+import { OperatorStreamWriter, type writeOperatorStream } from './operator-stream-writer.js';
 import { writeSavepoint, type SavepointOutputOptions } from './savepoint-output.js';
 import { KeyGroupRuns, type KeyGroupRecord } from './key-group-runs.js';
 
@@ -540,33 +540,46 @@ async function writeKeyed(
   return out;
 }
 
+/**
+ * Operator state is streamed record by record into one stream per subtask (OperatorStreamWriter):
+ * memory holds the record offsets (the handles list them), not the records.
+ */
 async function writeOperatorState(
   op: BootstrapOperator<unknown>,
   streams: Streams,
 ): Promise<(OperatorStateHandle | null)[]> {
-  const perSubtask: OperatorStateRecords[][] = Array.from({ length: op.parallelism }, () => []);
-  for (const s of op.operatorState ?? []) {
-    if (s.mode === 'broadcast') {
-      const records: [Uint8Array, Uint8Array][] = [];
-      for await (const [k, v] of s.entries)
-        records.push([s.keySerializer.serialize(k), s.valueSerializer.serialize(v)]);
-      const meta = {
-        name: s.name,
-        mode: 'broadcast' as const,
-        valueSerializer: snapshotOf(s.valueSerializer),
-        keySerializer: snapshotOf(s.keySerializer),
-      };
-      for (const list of perSubtask) list.push({ meta, records });
-      continue;
+  const states = op.operatorState ?? [];
+  if (states.length === 0) return Array.from({ length: op.parallelism }, () => null);
+  const writers = Array.from({ length: op.parallelism }, () => new OperatorStreamWriter(streams));
+  try {
+    for (const s of states) {
+      if (s.mode === 'broadcast') {
+        const meta = {
+          name: s.name,
+          mode: 'broadcast' as const,
+          valueSerializer: snapshotOf(s.valueSerializer),
+          keySerializer: snapshotOf(s.keySerializer),
+        };
+        for (const w of writers) w.beginState(meta);
+        // Every subtask stores the whole broadcast state.
+        for await (const [k, v] of s.entries) {
+          const record = [s.keySerializer.serialize(k), s.valueSerializer.serialize(v)] as const;
+          for (const w of writers) await w.add(record);
+        }
+        continue;
+      }
+      const meta = { name: s.name, mode: s.mode, valueSerializer: snapshotOf(s.serializer) };
+      for (const w of writers) w.beginState(meta);
+      // Split elements round-robin; union elements once (every subtask reads them all on restore).
+      let n = 0;
+      for await (const e of s.elements)
+        await writers[s.mode === 'union' ? 0 : n++ % op.parallelism].add(s.serializer.serialize(e));
     }
-    const records: Uint8Array[][] = perSubtask.map(() => []);
-    let n = 0;
-    for await (const e of s.elements)
-      records[s.mode === 'union' ? 0 : n++ % op.parallelism].push(s.serializer.serialize(e));
-    const meta = { name: s.name, mode: s.mode, valueSerializer: snapshotOf(s.serializer) };
-    perSubtask.forEach((list, i) => list.push({ meta, records: records[i] }));
+    const out: (OperatorStateHandle | null)[] = [];
+    for (const w of writers) out.push(await w.finish());
+    return out;
+  } catch (err) {
+    for (const w of writers) await w.discard();
+    throw err;
   }
-  const out: (OperatorStateHandle | null)[] = [];
-  for (const states of perSubtask) out.push(await writeOperatorStream(streams, states));
-  return out;
 }

@@ -3,11 +3,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   bootstrapSavepoint,
+  broadcastEntries,
   keyedLists,
   keyedMaps,
   keyedTimers,
   keyedValues,
   openSnapshot,
+  operatorList,
   parseBootstrapLines,
   readBootstrapFile,
 } from '../../src/processor/index.js';
@@ -200,5 +202,50 @@ describe('bootstrap from a JSON-lines file without holding its records', () => {
     expect(fromFile).toContain(JSON.stringify(['events', 'k7', ['e7-0', 'e7-1']]));
     expect(fromFile).toContain(JSON.stringify(['count', 'k7', 7]));
     expect(fromFile).toEqual(await contents(join(root, 'from-lines')));
+  });
+});
+
+describe('bootstrap streams operator state', () => {
+  it('writes elements from a generator past the 1 MiB write size and reads every one back, in order', async () => {
+    const N = 40_000; // ~1.6 MiB of split elements over 3 subtasks, so each stream is flushed more than once
+    const element = (i: number): string => `element-${String(i).padStart(8, '0')}-${'x'.repeat(24)}`;
+    async function* elements(): AsyncGenerator<string> {
+      for (let i = 0; i < N; i++) yield element(i);
+    }
+    async function* rules(): AsyncGenerator<readonly [string, number]> {
+      for (let i = 0; i < 3; i++) yield [`rule-${i}`, i];
+    }
+    const dst = join(root, 'operator-state');
+    await bootstrapSavepoint(dst, [
+      {
+        operatorId: 'src',
+        parallelism: 3,
+        maxParallelism: 8,
+        operatorState: [
+          operatorList('offsets', stringSerializer, elements()),
+          operatorList('empty', stringSerializer, []),
+          broadcastEntries('rules', stringSerializer, int32Serializer, rules()),
+        ],
+      },
+    ]);
+    const reader = await openSnapshot(dst);
+    try {
+      const op = reader.operator('src');
+      const got: string[] = [];
+      for await (const e of op.operatorListState('offsets')) got.push(e.value as string);
+      // Round-robin over 3 subtasks, read subtask by subtask: compare as sets of the same size.
+      expect(got).toHaveLength(N);
+      expect([...got].sort()).toEqual(Array.from({ length: N }, (_, i) => element(i)));
+      const rulesRead: [unknown, unknown][] = [];
+      for await (const e of op.broadcastState('rules')) rulesRead.push([e.key, e.value]);
+      expect(rulesRead).toEqual([
+        ['rule-0', 0],
+        ['rule-1', 1],
+        ['rule-2', 2],
+      ]);
+      expect(reader.describe()[0].operatorStates.map((s) => s.name)).toEqual(['offsets', 'rules']);
+    } finally {
+      await reader.close();
+    }
   });
 });
