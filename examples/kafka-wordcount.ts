@@ -10,12 +10,18 @@
  * counts go on from where they were. Env: KAFKA_BROKERS (comma-separated, required), KAFKA_TOPIC
  * (default words), JOB_ID (default kafka-wordcount), PARALLELISM (default 2), CHECKPOINT_EVERY
  * (records, default 1000).
+ *
+ * With KAFKA_OUTPUT_TOPIC set (the topic must exist), every (word, count) update goes to that topic through
+ * kafkaSink instead (key: the word, value: the count as JSON), committed when its checkpoint completes:
+ * KAFKA_SINK_GUARANTEE=exactly-once (default; Kafka transactions, read it with read_committed) or
+ * at-least-once (brokers without transactions; duplicates after a crash carry the same
+ * streamstate-transaction/streamstate-sequence headers). Then the top words are not printed.
  */
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { filesystem } from '../backends/filesystem/index.js';
 import { StreamStateError } from '../src/errors.js';
-import { kafkaPipelineSource } from '../src/kafka/index.js';
+import { kafkaPipelineSource, kafkaSink, type KafkaSinkGuarantee } from '../src/kafka/index.js';
 import { stringSerializer, float64Serializer } from '../src/serializers/builtins.js';
 import { valueState } from '../src/state/descriptors.js';
 import { runPipeline } from '../src/testing/index.js';
@@ -31,6 +37,15 @@ async function main(): Promise<number> {
   const topic = process.env.KAFKA_TOPIC ?? 'words';
   const checkpointDir = resolve(process.env.CHECKPOINT_DIR ?? 'kafka-wordcount-checkpoints');
   await mkdir(checkpointDir, { recursive: true });
+  const outputTopic = process.env.KAFKA_OUTPUT_TOPIC;
+  const sink = outputTopic
+    ? kafkaSink<{ word: string; count: number }>({
+        brokers,
+        topic: outputTopic,
+        guarantee: (process.env.KAFKA_SINK_GUARANTEE ?? 'exactly-once') as KafkaSinkGuarantee,
+        serialize: (o) => ({ key: o.word, value: JSON.stringify(o) }),
+      })
+    : undefined;
   const result = await runPipeline<string, string, { word: string; count: number }>(
     {
       jobId: process.env.JOB_ID ?? 'kafka-wordcount',
@@ -39,6 +54,7 @@ async function main(): Promise<number> {
         topics: [topic],
         deserialize: (r) => (r.value?.toString('utf8') ?? '').trim().toLowerCase(),
       }),
+      ...(sink ? { sink } : {}),
       keyBy: (word) => word,
       keySerializer: stringSerializer,
       parallelism: Number(process.env.PARALLELISM ?? 2),
@@ -61,6 +77,7 @@ async function main(): Promise<number> {
   console.log(
     `read ${result.recordsEmitted} records from ${topic}; ${result.checkpointsCompleted.length} checkpoints in ${checkpointDir}`,
   );
+  if (outputTopic) console.log(`counts went to ${outputTopic} (${process.env.KAFKA_SINK_GUARANTEE ?? 'exactly-once'})`);
   for (const [word, n] of top) console.log(`${String(n).padStart(8)}  ${word}`);
   return 0;
 }
