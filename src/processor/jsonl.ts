@@ -149,6 +149,9 @@ function only(o: JsonObject, allowed: readonly string[]): void {
     if (!allowed.includes(k)) throw new TypeError(`unknown field "${k}" (allowed: ${allowed.join(', ')})`);
 }
 
+/** JSON lines, as bootstrap takes them. */
+type Lines = AsyncIterable<string> | Iterable<string>;
+
 /** Where a state's rows come from when the parser does not keep them (a re-read of the file). */
 type RowSource = (operatorId: string, state: string) => AsyncIterable<unknown>;
 
@@ -357,10 +360,7 @@ class Parser {
 }
 
 /** Each non-empty line as a JSON object with its 1-based line number; a line that is not one is an InputError. */
-async function* jsonObjects(
-  lines: AsyncIterable<string> | Iterable<string>,
-  file: string,
-): AsyncGenerator<{ n: number; o: JsonObject }> {
+async function* jsonObjects(lines: Lines, file: string): AsyncGenerator<{ n: number; o: JsonObject }> {
   let n = 0;
   for await (const text of lines) {
     n++;
@@ -378,11 +378,7 @@ async function* jsonObjects(
 }
 
 /** Feeds every line to `parser`, errors naming the line. Returns the number of lines. */
-async function parseAll(
-  parser: Parser,
-  lines: AsyncIterable<string> | Iterable<string>,
-  file: string,
-): Promise<number> {
+async function parseAll(parser: Parser, lines: Lines, file: string): Promise<number> {
   let last = 0;
   for await (const { n, o } of jsonObjects(lines, file)) {
     last = n;
@@ -409,14 +405,49 @@ function checkDeclaresOperators(parser: Parser, file: string, lines: number): vo
     );
 }
 
-/** Parses JSON lines (empty lines are skipped) into operators for bootstrapSavepoint; the records are held in memory. */
-export async function parseBootstrapLines(
-  lines: AsyncIterable<string> | Iterable<string>,
-  file: string,
-): Promise<BootstrapOperator<unknown>[]> {
+/**
+ * Whether iterating `lines` again starts over (an array, a Set, any iterable whose iterator is a
+ * new object each time), as opposed to a one-shot iterator (a generator, a stream).
+ */
+function isReiterable(lines: Lines): boolean {
+  if (Symbol.iterator in lines) return lines[Symbol.iterator]() !== (lines as unknown);
+  return lines[Symbol.asyncIterator]() !== (lines as unknown);
+}
+
+/**
+ * Parses JSON lines (empty lines are skipped) into operators for bootstrapSavepoint. Lines that can
+ * be iterated again (an array) are checked whole first and then read again per state when
+ * bootstrap asks for its records, so the converted records are not held; a one-shot iterable (a
+ * generator, a stream) can only be read once, so its records are held in memory: for large input,
+ * write it to a file and use readBootstrapFile.
+ */
+export async function parseBootstrapLines(lines: Lines, file: string): Promise<BootstrapOperator<unknown>[]> {
+  if (isReiterable(lines)) return checkThenReread(() => lines, file);
   const parser = new Parser();
   checkDeclaresOperators(parser, file, await parseAll(parser, lines, file));
   return parser.operatorsToBootstrap();
+}
+
+/**
+ * Checks every line of `open()` (converted and serialized, errors naming the line) without keeping
+ * the records, then returns operators whose states read their records from `open()` again when
+ * bootstrap asks for them (one pass per state), so memory does not grow with the input.
+ */
+async function checkThenReread(open: () => Lines, file: string): Promise<BootstrapOperator<unknown>[]> {
+  const parser = new Parser(false);
+  checkDeclaresOperators(parser, file, await parseAll(parser, open(), file));
+  const rowsOf: RowSource = (operatorId, state) => ({
+    async *[Symbol.asyncIterator]() {
+      // Declarations are parsed again (cheap); records of other states are skipped unconverted.
+      const again = new Parser(false);
+      for await (const { n, o } of jsonObjects(open(), file)) {
+        if (o.type === undefined && (o.operator !== operatorId || o.state !== state)) continue;
+        const row = lineError(file, n, () => again.rowOf(o));
+        if (o.type === undefined) yield row;
+      }
+    },
+  });
+  return parser.operatorsToBootstrap(rowsOf);
 }
 
 /** The lines of a local file; a missing or unreadable file is a StorageError. */
@@ -454,18 +485,5 @@ async function* fileLines(path: string, display: string): AsyncGenerator<string>
  * so memory does not grow with the file.
  */
 export async function readBootstrapFile(path: string, display = path): Promise<BootstrapOperator<unknown>[]> {
-  const parser = new Parser(false);
-  checkDeclaresOperators(parser, display, await parseAll(parser, fileLines(path, display), display));
-  const rowsOf: RowSource = (operatorId, state) => ({
-    async *[Symbol.asyncIterator]() {
-      // Declarations are parsed again (cheap); records of other states are skipped unconverted.
-      const again = new Parser(false);
-      for await (const { n, o } of jsonObjects(fileLines(path, display), display)) {
-        if (o.type === undefined && (o.operator !== operatorId || o.state !== state)) continue;
-        const row = lineError(display, n, () => again.rowOf(o));
-        if (o.type === undefined) yield row;
-      }
-    },
-  });
-  return parser.operatorsToBootstrap(rowsOf);
+  return checkThenReread(() => fileLines(path, display), display);
 }

@@ -249,3 +249,56 @@ describe('bootstrap streams operator state', () => {
     }
   });
 });
+
+describe('parseBootstrapLines', () => {
+  const lines = [
+    '{"type":"operator","id":"op","parallelism":2,"maxParallelism":32,"keySerializer":"string"}',
+    '{"type":"state","operator":"op","name":"count","kind":"value","serializer":"int32"}',
+    '{"type":"state","operator":"op","name":"events","kind":"list","serializer":"string"}',
+    '{"type":"state","operator":"op","name":"attrs","kind":"map","userKeySerializer":"string","serializer":"int32"}',
+    '{"type":"state","operator":"op","name":"fire","kind":"timers"}',
+    ...Array.from({ length: 50 }, (_, i) => JSON.stringify({ operator: 'op', state: 'count', key: `k${i}`, value: i })),
+    ...Array.from({ length: 50 }, (_, i) =>
+      JSON.stringify({ operator: 'op', state: 'events', key: `k${i}`, value: [`e${i}`] }),
+    ),
+  ];
+
+  it('reads lines that can be iterated again once per state instead of holding the records; a generator is held', async () => {
+    // Counts the passes read to their end.
+    let passes = 0;
+    const reiterable: Iterable<string> = {
+      [Symbol.iterator]: () => {
+        const it = lines[Symbol.iterator]();
+        return {
+          next: () => {
+            const r = it.next();
+            if (r.done === true) passes++;
+            return r;
+          },
+        };
+      },
+    };
+    const fromArray = await parseBootstrapLines(reiterable, 'input.jsonl');
+    expect(passes).toBe(1); // the check
+    await bootstrapSavepoint(join(root, 'lines-array'), fromArray, { timestamp: 1 });
+    expect(passes).toBe(5); // and one pass per state (4)
+    function* once(): Generator<string> {
+      yield* lines;
+    }
+    await bootstrapSavepoint(join(root, 'lines-generator'), await parseBootstrapLines(once(), 'input.jsonl'), {
+      timestamp: 1,
+    });
+    const got = await contents(join(root, 'lines-array'));
+    expect(got).toHaveLength(100);
+    expect(got).toContain(JSON.stringify(['count', 'k7', 7]));
+    expect(got).toEqual(await contents(join(root, 'lines-generator')));
+  });
+
+  it('still names the line of a bad record of a re-iterable input, before anything is written', async () => {
+    const bad = [...lines, JSON.stringify({ operator: 'op', state: 'count', key: 'k', value: 'x' })];
+    await expect(parseBootstrapLines(bad, 'input.jsonl')).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      line: bad.length,
+    });
+  });
+});
