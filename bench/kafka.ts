@@ -2,7 +2,11 @@
  * bench/kafka: records/s of a keyed count reading Kafka through streamstate (reference runtime,
  * kafkaPipelineSource, memory backend, checkpoints about every second) against the same KafkaJS
  * consumer loop without streamstate (eachBatch, counts in a Map), in one run, alternating rounds; and
- * the time from a crash to the first record processed after the restore.
+ * the time from a crash to the first record processed after the restore. Then the sink: the same job
+ * writing its (key, count, sum) outputs to a topic through kafkaSink (at least once: the mock cluster
+ * has no transactions KafkaJS can use) against the same KafkaJS consume-count-produce loop without
+ * streamstate, timed from the first record to the last output acknowledged. Each round prints the
+ * load average (os.loadavg) it ran under.
  *
  *   npm run build && node dist/bench/kafka.js [--quick]
  *
@@ -10,10 +14,18 @@
  * real cluster; the ratio is the point. Throughput counts from the first record to the last (the
  * consumer group join, ~3 s on the mock, is excluded from both); restore-to-first-record includes it.
  */
+import { loadavg } from 'node:os';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { memory } from '../backends/memory/index.js';
-import { kafkaPipelineSource } from '../src/kafka/index.js';
-import { countingInput, countingJob, runPipeline, checkCounts, type CountInput } from '../src/testing/index.js';
+import { kafkaPipelineSource, kafkaSink } from '../src/kafka/index.js';
+import {
+  countingInput,
+  countingJob,
+  runPipeline,
+  checkCounts,
+  type CountInput,
+  type CountOutput,
+} from '../src/testing/index.js';
 import { startMockCluster, type MockCluster } from '../test/kafka/support/mock-cluster.js';
 
 const quick = process.argv.includes('--quick');
@@ -71,6 +83,87 @@ async function plainLoop(cluster: MockCluster, topic: string, total: number, rou
   });
   await consumer.disconnect();
   return total / ((last - first) / 1000);
+}
+
+/**
+ * The plain consume-transform-produce loop (at least once, like the sink's mode here): per batch,
+ * count and produce one output per record, acknowledged before the next batch. Records/s from the
+ * first record to the last output acknowledged.
+ */
+async function plainSinkLoop(
+  cluster: MockCluster,
+  topic: string,
+  out: string,
+  total: number,
+  round: number,
+): Promise<number> {
+  const kafka = new Kafka({ brokers: [...cluster.brokers], logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `plain-sink-${round}-${Date.now()}`, ...GROUP });
+  const producer = kafka.producer({
+    createPartitioner: Partitioners.DefaultPartitioner,
+    allowAutoTopicCreation: false,
+  });
+  await Promise.all([consumer.connect(), producer.connect()]);
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const counts = new Map<string, number>();
+  let seen = 0;
+  let first = 0;
+  let last = 0;
+  await new Promise<void>((resolve) => {
+    void consumer.run({
+      autoCommit: false,
+      partitionsConsumedConcurrently: PARTITIONS,
+      eachBatch: async ({ batch }) => {
+        if (first === 0) first = performance.now();
+        const messages = batch.messages.map((m) => {
+          const r = deserialize({ value: m.value });
+          const n = (counts.get(r.key) ?? 0) + 1;
+          counts.set(r.key, n);
+          return { key: r.key, value: JSON.stringify({ key: r.key, count: n, sum: 0 }) };
+        });
+        await producer.send({ topic: out, acks: -1, messages });
+        seen += batch.messages.length;
+        if (seen >= total) {
+          last = performance.now();
+          resolve();
+        }
+      },
+    });
+  });
+  await Promise.all([consumer.disconnect(), producer.disconnect()]);
+  return total / ((last - first) / 1000);
+}
+
+/** streamstate with kafkaSink (at least once): records/s from the first record to the end of the run (the last commit). */
+async function streamstateSinkRun(
+  cluster: MockCluster,
+  topic: string,
+  out: string,
+  input: CountInput[][],
+  checkpointEvery: number,
+): Promise<number> {
+  const { input: _inMemory, ...job } = countingJob(input, { parallelism: 1 });
+  let first = 0;
+  const result = await runPipeline(
+    {
+      ...job,
+      source: kafkaPipelineSource({ brokers: cluster.brokers, topics: [topic], deserialize, ...GROUP }),
+      sink: kafkaSink<CountOutput>({
+        brokers: cluster.brokers,
+        topic: out,
+        guarantee: 'at-least-once',
+        serialize: (o) => ({ key: o.key, value: JSON.stringify(o) }),
+      }),
+    },
+    {
+      backend: memory(),
+      checkpointEvery,
+      onEvent: (e) => {
+        if (e.type === 'record' && first === 0) first = performance.now();
+      },
+    },
+  );
+  return result.recordsProcessed / ((performance.now() - first) / 1000);
 }
 
 async function streamstateRun(
@@ -147,12 +240,21 @@ async function main(): Promise<void> {
     const plain: number[] = [];
     const ss: number[] = [];
     const mem: number[] = [];
+    const plainSink: number[] = [];
+    const ssSink: number[] = [];
+    const loads: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       plain.push(await plainLoop(cluster, topic, RECORDS, round));
       ss.push((await streamstateRun(cluster, topic, input, checkpointEvery)).rate);
       mem.push(await inMemoryRun(input, checkpointEvery));
+      const outs = [`${topic}-out-plain-${round}`, `${topic}-out-ss-${round}`];
+      for (const out of outs) await cluster.createTopic(out, PARTITIONS);
+      plainSink.push(await plainSinkLoop(cluster, topic, outs[0], RECORDS, round));
+      ssSink.push(await streamstateSinkRun(cluster, topic, outs[1], input, checkpointEvery));
+      loads.push(loadavg()[0]);
       console.log(
-        `round ${round + 1}: plain ${plain[round].toFixed(0)} rec/s, streamstate ${ss[round].toFixed(0)} rec/s, runtime on in-memory input ${mem[round].toFixed(0)} rec/s`,
+        `round ${round + 1} (load ${loads[round].toFixed(1)}): plain ${plain[round].toFixed(0)} rec/s, streamstate ${ss[round].toFixed(0)} rec/s (${(ss[round] / plain[round]).toFixed(2)}), runtime on in-memory input ${mem[round].toFixed(0)} rec/s; ` +
+          `with a Kafka sink: plain ${plainSink[round].toFixed(0)} rec/s, streamstate ${ssSink[round].toFixed(0)} rec/s (${(ssSink[round] / plainSink[round]).toFixed(2)})`,
       );
     }
     const restore = await streamstateRun(cluster, topic, input, checkpointEvery, Math.floor(RECORDS / 2));
@@ -168,6 +270,10 @@ async function main(): Promise<void> {
           ratio: Number(ratio.toFixed(3)),
           inMemoryInputMedian: Math.round(median(mem)),
           restoreToFirstRecordMs: restore.restoreMs === null ? null : Math.round(restore.restoreMs),
+          sinkPlainMedian: Math.round(median(plainSink)),
+          sinkStreamstateMedian: Math.round(median(ssSink)),
+          sinkRatio: Number((median(ssSink) / median(plainSink)).toFixed(3)),
+          loadAverages: loads.map((l) => Number(l.toFixed(1))),
         },
         null,
         2,
