@@ -1,15 +1,18 @@
 /**
- * `convert --max-parallelism` (every key re-hashed into its new key group, through spill files)
- * against a plain canonical convert of the same savepoint (same parallelism and max parallelism:
- * key groups copied block by block), alternating rounds in the same run. Goal: within 1.5x.
+ * `convert --max-parallelism 4096` (every key re-hashed into its new key group: in memory up to
+ * rehashMemoryBytes, 256 MiB, through spill files beyond) against a plain canonical convert of the
+ * same savepoint (same parallelism and max parallelism: each key group's sections are re-encoded in
+ * canonical order, not hashed), alternating rounds in the same run. Goal: within 1.5x. A third
+ * convert, `--max-parallelism 32` (a divisor of 128: whole key groups merged, no hashing, no
+ * spill), is timed in the same rounds for comparison.
  *   node dist/bench/convert-max-parallelism.js [--quick] [sizeMB] [rounds]   (default 200 MB, 3 rounds; quick 16 MB, 2)
  * The source is a canonical savepoint of `sizeMB` of value state (200-byte values), parallelism 2,
  * maxParallelism 128, written directly with the canonical writer (no backend holds it in memory).
- * Figures: medians of the rounds and their ratio, peak RSS, to bench/results/latest.json
- * under `convertMaxParallelism`.
+ * Figures: medians of the rounds and their ratios to plain, peak RSS, to bench/results/latest.json
+ * under `convertMaxParallelism`. Full run: `npm run build && node --expose-gc dist/bench/convert-max-parallelism.js 1024 3`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyedStateMetaInfo, KeyGroupsStateHandle } from '../src/backend/handles.js';
 import { backendByName, keySerializerOf } from '../src/cli/backends.js';
@@ -29,6 +32,8 @@ const VALUE_BYTES = 200;
 const MAXP = 128;
 const PARALLELISM = 2;
 const NEW_MAXP = 4096;
+/** A divisor of MAXP: the merge route. */
+const DIVISOR_MAXP = 32;
 const JOB = 'bench';
 const entries = Math.floor((sizeMb * 1024 * 1024) / (VALUE_BYTES + 14));
 const root = mkdtempSync(join(tmpdir(), 'ss-bench-maxp-'));
@@ -143,63 +148,63 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const src = await writeSource();
   console.log(`source written in ${Math.round(performance.now() - t0)} ms`);
-  const plain: number[] = [];
-  const rehash: number[] = [];
+  const kinds = ['plain', 'rehash', 'divisor'] as const;
+  type Kind = (typeof kinds)[number];
+  const extra: Record<Kind, Partial<ConvertOptions>> = {
+    plain: {},
+    rehash: { maxParallelism: NEW_MAXP },
+    divisor: { maxParallelism: DIVISOR_MAXP },
+  };
+  const ms: Record<Kind, number[]> = { plain: [], rehash: [], divisor: [] };
+  const rss: Record<Kind, number> = { plain: 0, rehash: 0, divisor: 0 };
   let bytes = 0;
-  let rssPlain = 0;
-  let rssRehash = 0;
   globalThis.gc?.();
   for (let r = 0; r < rounds; r++) {
-    // Alternate which goes first, so drift on the shared machine hits both alike.
-    const order = r % 2 === 0 ? (['plain', 'rehash'] as const) : (['rehash', 'plain'] as const);
+    // Rotate which goes first, so drift on the shared machine hits all alike.
+    const order = kinds.map((_, i) => kinds[(i + r) % kinds.length]);
     for (const which of order) {
-      const res = await timedConvert(src, `${which}-${r}`, which === 'plain' ? {} : { maxParallelism: NEW_MAXP });
+      const res = await timedConvert(src, `${which}-${r}`, extra[which]);
       globalThis.gc?.();
       bytes = res.bytes;
-      if (which === 'plain') {
-        plain.push(res.ms);
-        rssPlain = Math.max(rssPlain, res.peakRss);
-      } else {
-        rehash.push(res.ms);
-        rssRehash = Math.max(rssRehash, res.peakRss);
-      }
-      console.log(`  round ${r + 1} ${which.padEnd(6)} ${Math.round(res.ms)} ms`);
+      ms[which].push(res.ms);
+      rss[which] = Math.max(rss[which], res.peakRss);
+      console.log(`  round ${r + 1} ${which.padEnd(7)} ${Math.round(res.ms)} ms`);
     }
   }
-  const ratio = Math.round((median(rehash) / median(plain)) * 100) / 100;
-  const secondsPerGB = (ms: number): number => Math.round(((ms / 1000) * 1024 * 1024 * 1024) / bytes);
+  const ratio = (k: Kind): number => Math.round((median(ms[k]) / median(ms.plain)) * 100) / 100;
+  const secondsPerGB = (t: number): number => Math.round(((t / 1000) * 1024 * 1024 * 1024) / bytes);
+  const row = (convert: string, k: Kind): Record<string, string | number> => ({
+    convert,
+    'median ms': Math.round(median(ms[k])),
+    'MB/s': Math.round(bytes / 1024 / 1024 / (median(ms[k]) / 1000)),
+    's/GB': secondsPerGB(median(ms[k])),
+    'peak RSS MB': mb(rss[k]),
+    'x plain': ratio(k),
+  });
   printTable([
-    {
-      convert: `plain canonical (maxParallelism ${MAXP})`,
-      'median ms': Math.round(median(plain)),
-      'MB/s': Math.round(bytes / 1024 / 1024 / (median(plain) / 1000)),
-      's/GB': secondsPerGB(median(plain)),
-      'peak RSS MB': mb(rssPlain),
-      'x plain': 1,
-    },
-    {
-      convert: `--max-parallelism ${NEW_MAXP}`,
-      'median ms': Math.round(median(rehash)),
-      'MB/s': Math.round(bytes / 1024 / 1024 / (median(rehash) / 1000)),
-      's/GB': secondsPerGB(median(rehash)),
-      'peak RSS MB': mb(rssRehash),
-      'x plain': ratio,
-    },
+    row(`plain canonical (maxParallelism ${MAXP})`, 'plain'),
+    row(`--max-parallelism ${NEW_MAXP} (re-hash)`, 'rehash'),
+    row(`--max-parallelism ${DIVISOR_MAXP} (divisor merge)`, 'divisor'),
   ]);
   recordResults('convertMaxParallelism', {
     sizeMb,
     entries,
     keyedBytes: bytes,
     rounds,
-    plainMs: plain,
-    rehashMs: rehash,
-    medianPlainMs: median(plain),
-    medianRehashMs: median(rehash),
-    ratio,
-    peakRssPlainMb: mb(rssPlain),
-    peakRssRehashMb: mb(rssRehash),
-    secondsPerGBPlain: secondsPerGB(median(plain)),
-    secondsPerGBRehash: secondsPerGB(median(rehash)),
+    plainMs: ms.plain,
+    rehashMs: ms.rehash,
+    divisorMs: ms.divisor,
+    medianPlainMs: median(ms.plain),
+    medianRehashMs: median(ms.rehash),
+    medianDivisorMs: median(ms.divisor),
+    ratio: ratio('rehash'),
+    divisorRatio: ratio('divisor'),
+    peakRssPlainMb: mb(rss.plain),
+    peakRssRehashMb: mb(rss.rehash),
+    peakRssDivisorMb: mb(rss.divisor),
+    secondsPerGBPlain: secondsPerGB(median(ms.plain)),
+    secondsPerGBRehash: secondsPerGB(median(ms.rehash)),
+    loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
   });
 }
 
