@@ -1,5 +1,6 @@
 import { bytesSerializer, stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
+import { MAX_SLABBED, slabCopy } from './bytes-slab.js';
 import type { IdCodec } from './ids.js';
 
 /**
@@ -11,27 +12,14 @@ import type { IdCodec } from './ids.js';
  */
 export type RangeDecode = (buf: Buffer, start: number, end: number) => unknown;
 
-/** Values up to this size share a slab (like Node's own Buffer pool, which is 8 KiB). */
-const SLAB_BYTES = 16 * 1024;
-const MAX_SLABBED = 1024;
-let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-let slabAt = 0;
-
 /**
  * bytesSerializer.deserialize for a range: a copy (a Buffer of its own bytes). Small values are
- * views into a slab, as `Buffer.from` gives for small inputs: `.buffer` is shared, the bytes are not.
+ * views into a slab (bytes-slab.ts), as `Buffer.from` gives for small inputs.
  */
 function bytesCopy(buf: Buffer, start: number, end: number): Uint8Array {
   const n = end - start;
   if (n === 0 || n > MAX_SLABBED) return bytesSerializer.deserialize(buf.subarray(start, end));
-  if (slabAt + n > SLAB_BYTES) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabAt = 0;
-  }
-  buf.copy(slab, slabAt, start, end);
-  const v = slab.subarray(slabAt, slabAt + n);
-  slabAt = (slabAt + n + 7) & ~7; // keep views 8-byte aligned, as a fresh buffer would be
-  return v;
+  return slabCopy(buf, start, end);
 }
 
 const utf8: RangeDecode = (buf, start, end) => buf.toString('utf8', start, end);

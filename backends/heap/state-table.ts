@@ -1,9 +1,11 @@
 import type { KeyedStateMetaInfo } from '../../src/backend/handles.js';
 import { ByteReader, fieldWriter, type ByteWriter, type FieldWriter } from '../../src/format/bytes.js';
 import type { RawSection, SectionWriter } from '../../src/format/key-groups-stream.js';
+import { bytesSerializer } from '../../src/serializers/builtins.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
 import type { StateKind, TtlConfig } from '../../src/state/descriptors.js';
 import { isExpired, type TtlValue } from '../../src/state/ttl.js';
+import { MAX_SLABBED, slabCopy } from './bytes-slab.js';
 import { CowTable, type CowFrame } from './cow.js';
 import { IdCodec } from './ids.js';
 import { cachedIdRangeDecoder, idRangeDecoder, rangeDecoder } from './range-decoders.js';
@@ -32,8 +34,19 @@ export class StateTable extends CowTable<unknown> {
   valueSerializer: Serializer<unknown>;
   /** Writes bytes(valueSerializer.serialize(v)) straight into a section (snapshots). */
   valueWriter: FieldWriter<unknown>;
-  /** valueSerializer.copy, made once (a read of a pending key group copies through it). */
-  readonly copyValue = (v: unknown): unknown => this.valueSerializer.copy(v);
+  /**
+   * valueSerializer.copy, made once (a read of a pending key group copies through it). Small
+   * `bytes` Buffers are copied into a shared slab (bytes-slab.ts): the serializer's copy allocates
+   * an ArrayBuffer per value, which made copy-on-write the largest cost of records processed
+   * during a snapshot.
+   */
+  readonly copyValue = (v: unknown): unknown =>
+    this.valueSerializer === (bytesSerializer as Serializer<unknown>) &&
+    v instanceof Buffer &&
+    v.length > 0 &&
+    v.length <= MAX_SLABBED
+      ? slabCopy(v, 0, v.length)
+      : this.valueSerializer.copy(v);
 
   constructor(
     rangeSize: number,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { bytesSerializer } from '../../src/serializers/builtins.js';
 import { aggregatingState, listState, mapState, reducingState, valueState } from '../../src/state/descriptors.js';
 import { GatedStreamFactory } from '../support/gated-streams.js';
 import type { HeapKeyedStateBackend } from '../../backends/heap/index.js';
@@ -240,5 +241,38 @@ describe('copy-on-write snapshots', () => {
     const fresh = await rig.create({}, {});
     fill(fresh);
     expect(await dump(r)).toEqual(await dump(fresh));
+  });
+
+  it('bytes values read during a snapshot are copied (into a shared slab): mutating them in place changes neither the snapshot nor other values', async () => {
+    const rig = new Rig();
+    const b = await rig.create({}, { snapshotChunkBytes: 1 });
+    const v = b.getState(valueState<Uint8Array>('bytes', { serializer: bytesSerializer }));
+    for (const k of KEYS) {
+      b.setCurrentKey(k);
+      v.update(Buffer.from(`value of ${k}`));
+    }
+    let gated!: GatedStreamFactory;
+    const s1 = await rig.snapshot(b, (f) => (gated = new GatedStreamFactory(f)));
+    await gated.reached;
+    const read: Uint8Array[] = [];
+    for (const k of KEYS) {
+      b.setCurrentKey(k);
+      const x = v.value()!;
+      expect(Buffer.isBuffer(x)).toBe(true);
+      expect(Buffer.from(x).toString()).toBe(`value of ${k}`);
+      read.push(x);
+    }
+    for (const x of read) x.fill(0x2a); // in place, through the copies
+    for (const k of KEYS) {
+      b.setCurrentKey(k);
+      expect(Buffer.from(v.value()!).toString()).toBe('*'.repeat(`value of ${k}`.length));
+    }
+    gated.gate.open();
+    const restored = await rig.restore(s1.id, [await s1.task.done]);
+    const rv = restored.getState(valueState<Uint8Array>('bytes', { serializer: bytesSerializer }));
+    for (const k of KEYS) {
+      restored.setCurrentKey(k);
+      expect(Buffer.from(rv.value()!).toString()).toBe(`value of ${k}`);
+    }
   });
 });
