@@ -21,7 +21,7 @@ export interface SnapshotPart {
   write(i: number, section: SectionWriter): readonly RawSection[] | void;
   /**
    * When present, key group `i` is written through this cursor in time slices instead of by
-   * `write` (`refs` is scratch space the cursor may fill; it is reused for the next part).
+   * `write` (`refs` is scratch space the cursor may fill; it is reused, capacity kept, for the next part).
    */
   open?(i: number, refs: unknown[]): SectionCursor;
 }
@@ -48,10 +48,10 @@ export function cancelledError(checkpointId: number): SnapshotError {
 /**
  * The asynchronous part: writes the heap-v1 key-groups stream one key group at a time, in time
  * slices (TimeSlicer: at most `maxSliceMs` of work between turns of the event loop, and about
- * `cpuShare` of the thread while records are being processed). A key group stays pending (its
- * writers keep recording undo and copying containers before mutating them) until all of it is
- * written, so entries collected at its start stay as the snapshot saw them while the writer
- * yields mid-key-group; then it is marked done. `isCancelled` is checked after every await.
+ * `cpuShare` of the thread while records are being processed). A key group's entries are walked
+ * and written in bounded steps (snapshot-entries.ts). It stays pending (its writers keep recording
+ * undo and copying containers before mutating them) until all of it is written, so the values
+ * the walk referenced stay as the snapshot saw them while the writer yields; then it is marked done. `isCancelled` is checked after every await.
  * The bytes do not depend on where the slices fall.
  */
 export async function writeHeapSnapshot(
