@@ -7,7 +7,7 @@
  *   node dist/bench/upload-under-load.js [--quick] [stateMB]     (default 400 MB; quick 48 MB)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { LevelDbKeyedStateBackend } from '../backends/leveldb/backend.js';
@@ -81,6 +81,8 @@ interface Sample {
   readonly ms: number;
   /** The uploads alone. */
   readonly uploadMs: number;
+  /** Before the first upload: the write buffer's flush to LevelDB, linking the files, the meta stream. */
+  readonly prepareMs: number;
   readonly bytes: number;
   readonly recordsPerSec: number;
   readonly loopDelayP99Ms: number;
@@ -124,7 +126,14 @@ async function checkpoint(path: Path, loaded: boolean): Promise<Sample> {
   const bytes = [...handle.sharedFiles, ...handle.privateFiles].reduce((n, f) => n + f.handle.size, 0);
   await kb.notifyCheckpointAborted?.(id);
   rmSync(dir, { recursive: true, force: true });
-  return { ms, uploadMs, bytes, recordsPerSec: (processed / ms) * 1000, loopDelayP99Ms: delay.percentile(99) / 1e6 };
+  return {
+    ms,
+    uploadMs,
+    prepareMs: first - t0,
+    bytes,
+    recordsPerSec: (processed / ms) * 1000,
+    loopDelayP99Ms: delay.percentile(99) / 1e6,
+  };
 }
 
 const cases: Array<[Path, boolean]> = [
@@ -160,12 +169,13 @@ const rows = (['putFile', 'stream'] as const).map((path) => {
     'upload under load ms': Math.round(busy),
     'load / idle': `${(busy / idle).toFixed(2)}x`,
     'async part idle / under load ms': `${Math.round(idleAll)} / ${Math.round(busyAll)}`,
+    'flush+link idle / under load ms': `${Math.round(med(path, false, (s) => s.prepareMs))} / ${Math.round(med(path, true, (s) => s.prepareMs))}`,
     'records/s during': Math.round(med(path, true, (s) => s.recordsPerSec)),
     'loop delay p99 ms': +med(path, true, (s) => s.loopDelayP99Ms).toFixed(1),
   };
 });
 console.log(
-  `\nLevelDB checkpoint upload (full, ${stateMb} MB of state, local disk), medians of ${rounds} alternating rounds`,
+  `\nLevelDB checkpoint upload (full, ${stateMb} MB of state, local disk), medians of ${rounds} alternating rounds; load ${loadavg()[0].toFixed(1)}`,
 );
 printTable(rows);
 recordResults('upload-under-load', {
