@@ -24,24 +24,23 @@ export interface SinkCommitter<T> {
    * tell). A restored transaction at or below it is not produced again.
    */
   committedUpTo(owner: number): Promise<number | null>;
-  commit(tx: KafkaSinkTransaction<T>): Promise<void>;
+  /** Produces `messages` (the transaction's records, serialized, with the sink's headers). */
+  commit(tx: KafkaSinkTransaction<T>, messages: readonly Message[]): Promise<void>;
   close(): Promise<void>;
 }
 
-export interface CommitterConfig<T> {
+export interface CommitterConfig {
   readonly kafka: Kafka;
   readonly brokers: readonly string[];
   readonly topic: string;
-  readonly toMessage: (record: T) => Message;
   /** Prefix of transactional ids and of the marker groups (transactional mode). */
   readonly idPrefix: string;
   readonly subtaskIndex: number;
 }
 
-/** The messages of `tx`, each with the transaction id, its sequence number in it and the checkpoint as headers. */
-export function transactionMessages<T>(tx: KafkaSinkTransaction<T>, toMessage: (record: T) => Message): Message[] {
-  return tx.records.map((r, i) => {
-    const m = toMessage(r);
+/** The serialized records of `tx`, each with the transaction id, its sequence number in it and the checkpoint as headers. */
+export function transactionMessages<T>(tx: KafkaSinkTransaction<T>, serialized: readonly Message[]): Message[] {
+  return serialized.map((m, i) => {
     return {
       ...m,
       headers: {
@@ -70,7 +69,7 @@ export class TransactionalCommitter<T> implements SinkCommitter<T> {
   private readonly producer: Producer;
   private readonly admin: Admin;
 
-  constructor(private readonly cfg: CommitterConfig<T>) {
+  constructor(private readonly cfg: CommitterConfig) {
     this.producer = cfg.kafka.producer({
       transactionalId: `${cfg.idPrefix}-${cfg.subtaskIndex}`,
       idempotent: true,
@@ -101,13 +100,11 @@ export class TransactionalCommitter<T> implements SinkCommitter<T> {
     return Number.isFinite(n) && n >= 0 ? n : null;
   }
 
-  async commit(tx: KafkaSinkTransaction<T>): Promise<void> {
+  async commit(tx: KafkaSinkTransaction<T>, messages: readonly Message[]): Promise<void> {
     const doing = `committing sink transaction ${tx.transactionId} to ${this.cfg.topic}`;
     const t = await kafkaCall(doing, this.cfg.brokers, () => this.producer.transaction());
     try {
-      if (tx.records.length > 0) {
-        await t.send({ topic: this.cfg.topic, messages: transactionMessages(tx, this.cfg.toMessage) });
-      }
+      if (messages.length > 0) await t.send({ topic: this.cfg.topic, messages: [...messages] });
       await t.sendOffsets({
         consumerGroupId: markerGroup(this.cfg.idPrefix, tx.owner),
         topics: [{ topic: this.cfg.topic, partitions: [{ partition: 0, offset: String(tx.checkpointId) }] }],
@@ -134,7 +131,7 @@ export class TransactionalCommitter<T> implements SinkCommitter<T> {
 export class AtLeastOnceCommitter<T> implements SinkCommitter<T> {
   private readonly producer: Producer;
 
-  constructor(private readonly cfg: CommitterConfig<T>) {
+  constructor(private readonly cfg: CommitterConfig) {
     this.producer = cfg.kafka.producer({
       allowAutoTopicCreation: false,
       createPartitioner: Partitioners.DefaultPartitioner,
@@ -149,10 +146,10 @@ export class AtLeastOnceCommitter<T> implements SinkCommitter<T> {
     return null;
   }
 
-  async commit(tx: KafkaSinkTransaction<T>): Promise<void> {
-    if (tx.records.length === 0) return;
+  async commit(tx: KafkaSinkTransaction<T>, messages: readonly Message[]): Promise<void> {
+    if (messages.length === 0) return;
     await kafkaCall(`producing sink transaction ${tx.transactionId} to ${this.cfg.topic}`, this.cfg.brokers, () =>
-      this.producer.send({ topic: this.cfg.topic, acks: -1, messages: transactionMessages(tx, this.cfg.toMessage) }),
+      this.producer.send({ topic: this.cfg.topic, acks: -1, messages: [...messages] }),
     );
   }
 

@@ -9,6 +9,7 @@ import {
   type KafkaSinkTransaction,
   type SinkCommitter,
   TransactionalCommitter,
+  transactionMessages,
 } from './sink-committers.js';
 import { fetchTopics } from './topics.js';
 
@@ -102,7 +103,6 @@ export function kafkaSink<T>(options: KafkaSinkOptions<T>): PipelineSink<T> {
         kafka,
         brokers: options.brokers,
         topic: options.topic,
-        toMessage: options.serialize,
         idPrefix: options.transactionalIdPrefix ?? `streamstate-${ctx.jobId}-sink`,
         subtaskIndex: ctx.subtaskIndex,
       };
@@ -114,7 +114,7 @@ export function kafkaSink<T>(options: KafkaSinkOptions<T>): PipelineSink<T> {
         await committer.close();
         throw err;
       }
-      return new KafkaSinkSubtask<T>(ctx, committer, run);
+      return new KafkaSinkSubtask<T>(ctx, committer, options.serialize, run);
     },
   };
 }
@@ -127,6 +127,10 @@ export function kafkaSink<T>(options: KafkaSinkOptions<T>): PipelineSink<T> {
  */
 export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
   private staged: T[] = [];
+  /** The staged records serialized as they arrived (a record serialize rejects fails the attempt before any checkpoint holds it). */
+  private stagedMessages: KafkaSinkMessage[] = [];
+  /** transaction id -> its records serialized by this attempt (restored transactions are serialized again at commit). */
+  private readonly serialized = new Map<string, KafkaSinkMessage[]>();
   /** Pre-committed, not yet known to be in Kafka; oldest first. */
   private pending: KafkaSinkTransaction<T>[] = [];
   private readonly restored: KafkaSinkTransaction<T>[];
@@ -137,6 +141,7 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
   constructor(
     ctx: PipelineSinkSubtaskContext<T>,
     private readonly committer: SinkCommitter<T>,
+    private readonly serialize: (record: T) => KafkaSinkMessage,
     private readonly run: string,
   ) {
     super(ctx.operatorId, ctx.subtaskIndex, ctx.operatorBackend, ctx.gate);
@@ -151,7 +156,29 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
   }
 
   write(record: T): void {
+    this.stagedMessages.push(this.toMessage(record, () => 'a record written to the sink'));
     this.staged.push(record);
+  }
+
+  private toMessage(record: T, which: () => string): KafkaSinkMessage {
+    try {
+      return this.serialize(record);
+    } catch (err) {
+      throw new StreamStateError(
+        'SERIALIZATION_FAILED',
+        `kafkaSink: serialize threw for ${which()}: ${String(err)}; fix the serializer (or the record).`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** Produces `tx` with the sink's headers; afterwards it is no longer kept serialized. */
+  private async commitOne(tx: KafkaSinkTransaction<T>): Promise<void> {
+    const serialized =
+      this.serialized.get(tx.transactionId) ??
+      tx.records.map((r, i) => this.toMessage(r, () => `record ${i} of restored transaction ${tx.transactionId}`));
+    await this.committer.commit(tx, transactionMessages(tx, serialized));
+    this.serialized.delete(tx.transactionId);
   }
 
   /** Transactions restored from the checkpoint: produced now, unless the owner's marker says Kafka has them. */
@@ -161,7 +188,7 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
       if (!known.has(tx.owner)) known.set(tx.owner, await this.committer.committedUpTo(tx.owner));
       const upTo = known.get(tx.owner) ?? null;
       if (upTo !== null && tx.checkpointId <= upTo) continue;
-      await this.committer.commit(tx);
+      await this.commitOne(tx);
     }
     this.restored.length = 0;
   }
@@ -169,7 +196,7 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
   commitUpTo(checkpointId: number): Promise<void> {
     const next = this.committing.then(async () => {
       while (this.pending.length > 0 && this.pending[0].checkpointId <= checkpointId) {
-        await this.committer.commit(this.pending[0]);
+        await this.commitOne(this.pending[0]);
         this.pending.shift();
       }
     });
@@ -179,13 +206,11 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
 
   protected prepareSnapshot(checkpointId: number): void {
     if (this.staged.length > 0) {
-      this.pending.push({
-        transactionId: `${this.run}-a${this.attempt}-c${checkpointId}-s${this.subtaskIndex}`,
-        owner: this.subtaskIndex,
-        checkpointId,
-        records: this.staged,
-      });
+      const transactionId = `${this.run}-a${this.attempt}-c${checkpointId}-s${this.subtaskIndex}`;
+      this.pending.push({ transactionId, owner: this.subtaskIndex, checkpointId, records: this.staged });
+      this.serialized.set(transactionId, this.stagedMessages);
       this.staged = [];
+      this.stagedMessages = [];
     }
     // A transaction being produced stays in the snapshot until it is in: a restore then produces it again (or skips it by marker).
     this.state.update(this.pending);

@@ -172,6 +172,7 @@ describe('streamstate/kafka sink, transactional path (recording client)', () => 
         gate: new InputGate<CountOutput>([], () => 0),
       },
       committer,
+      (o) => ({ value: JSON.stringify(o) }),
       'run2',
     );
   }
@@ -192,7 +193,6 @@ describe('streamstate/kafka sink, transactional path (recording client)', () => 
       kafka: kafka.client,
       brokers: ['recording:9092'],
       topic: OUT,
-      toMessage: (o: CountOutput) => ({ value: JSON.stringify(o) }),
       idPrefix: 'p',
       subtaskIndex,
     });
@@ -254,6 +254,41 @@ describe('streamstate/kafka sink, transactional path (recording client)', () => 
     const out = kafka.topics.get(OUT)!;
     expect(duplicates(out)).toBe(0);
     expect(checkCounts(counts(out), INPUT)).toMatchObject({ ok: true, committedRecords: 2000, problems: [] });
+  });
+
+  it('a record serialize rejects is SERIALIZATION_FAILED at write, before any checkpoint holds it: that record is never produced', async () => {
+    const kafka = new RecordingKafka({ [OUT]: 1 });
+    const job = countingJob(INPUT, { parallelism: 1 });
+    const sink = sinkOn(kafka, 'exactly-once', {
+      serialize: (o) => {
+        if (o.key === 'key-7' && o.count === 3) throw new Error('no key-7 thrice');
+        return { key: o.key, value: JSON.stringify(o) };
+      },
+    });
+    const err = await runPipeline({ ...job, sink }, { backend: memory(), checkpointEvery: 300 }).catch(
+      (e: unknown) => e,
+    );
+    expect(isStreamStateError(err, 'SERIALIZATION_FAILED'), String(err)).toBe(true);
+    expect((err as Error).message).toMatch(/no key-7 thrice.*fix the serializer/);
+    // Checkpoints completed before it may have been produced; the record itself is in no transaction.
+    expect(counts(kafka.topics.get(OUT)!).some((o) => o.key === 'key-7' && o.count >= 3)).toBe(false);
+  });
+
+  it('an unreachable broker is KAFKA_UNREACHABLE when the sink starts', async () => {
+    const job = countingJob(INPUT, { parallelism: 1 });
+    const sink = kafkaSink<CountOutput>({
+      brokers: ['127.0.0.1:1'],
+      topic: OUT,
+      guarantee: 'at-least-once',
+      serialize: (o) => ({ value: JSON.stringify(o) }),
+      connectionTimeout: 300,
+      retries: 0,
+    });
+    const err = await runPipeline({ ...job, sink }, { backend: memory(), checkpointEvery: 300 }).catch(
+      (e: unknown) => e,
+    );
+    expect(isStreamStateError(err, 'KAFKA_UNREACHABLE'), String(err)).toBe(true);
+    expect((err as Error).message).toMatch(/127\.0\.0\.1:1/);
   });
 
   it('bad options are INVALID_ARGUMENT naming what to give; a missing output topic is KAFKA_TOPIC_MISSING; job.sink with options.output is INVALID_ARGUMENT', async () => {
