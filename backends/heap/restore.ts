@@ -2,6 +2,7 @@ import type { KeyedBackendParams } from '../../src/backend/contract.js';
 import { isKeyGroupsHandle, type KeyedStateMetaInfo, type KeyGroupsStateHandle } from '../../src/backend/handles.js';
 import { RestoreError, StateMigrationError, StreamStateError } from '../../src/errors.js';
 import { CANONICAL_LAYOUT, HEAP_LAYOUT, readKeyGroups, type RawSection } from '../../src/format/key-groups-stream.js';
+import { checkRestoreMaxParallelism } from '../../src/keygroups/key-groups.js';
 import { describeSerializer, resolveCompatibility } from '../../src/serializers/serializer.js';
 
 /** A restored state (or timer queue) kept as raw sections until it is registered again. */
@@ -28,14 +29,7 @@ function otherBackendHint(type: string): string {
 
 /** Checks what every handle must satisfy before any of it is read. */
 function checkHandle<K>(handle: KeyGroupsStateHandle, params: KeyedBackendParams<K>): void {
-  if (handle.maxParallelism !== params.maxParallelism) {
-    throw new RestoreError(
-      'MAX_PARALLELISM_MISMATCH',
-      `the snapshot was taken with maxParallelism ${handle.maxParallelism} but the backend has ${params.maxParallelism}. ` +
-        `maxParallelism cannot change across a restore; use ${handle.maxParallelism}, ` +
-        `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
-    );
-  }
+  checkRestoreMaxParallelism(handle.maxParallelism, params.maxParallelism);
   if (!READABLE_LAYOUTS.has(handle.layout)) {
     throw new RestoreError(
       'RESTORE_FAILED',

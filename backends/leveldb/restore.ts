@@ -17,7 +17,7 @@ import {
   timerEntries,
   valueEntries,
 } from '../../src/format/key-groups-stream.js';
-import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
+import { checkRestoreMaxParallelism, KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import {
   describeSerializer,
   resolveCompatibility,
@@ -162,14 +162,7 @@ export async function restoreLevelDb<K>(
   const files = source.files;
   const keySerializer = params.keySerializer as Serializer<unknown>;
   for (const h of source.handles) {
-    if (h.maxParallelism !== params.maxParallelism) {
-      throw new RestoreError(
-        'MAX_PARALLELISM_MISMATCH',
-        `the snapshot was taken with maxParallelism ${h.maxParallelism}, the backend is created with ${params.maxParallelism}. ` +
-          'maxParallelism cannot change across a restore: use the original value, ' +
-          `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
-      );
-    }
+    checkRestoreMaxParallelism(h.maxParallelism, params.maxParallelism);
     if (!isIncrementalHandle(h) && !isKeyGroupsHandle(h)) {
       throw new RestoreError(
         'RESTORE_FAILED',

@@ -1,8 +1,9 @@
 import type { KeyedBackendParams, KeyedStateBackend, RestoreSource, StateFileReader } from '../backend/contract.js';
 import type { KeyedStateHandle, StreamHandle } from '../backend/handles.js';
 import { readStreamHandle } from '../checkpoint/streams.js';
-import { isStreamStateError, RestoreError, StateMigrationError, StorageError } from '../errors.js';
+import { isStreamStateError, StateMigrationError, StorageError } from '../errors.js';
 import { resolveCompatibility, describeSerializer, snapshotOf, type Serializer } from '../serializers/serializer.js';
+import { checkRestoreMaxParallelism } from '../keygroups/key-groups.js';
 import {
   clipKeyedHandle,
   describeSegmentRef,
@@ -94,14 +95,7 @@ export async function openChangelogKeyedBackend<K>(args: OpenChangelogArgs<K>): 
 
 function checkChangelogHandle<K>(h: ChangelogStateHandle, params: KeyedBackendParams<K>): void {
   validateChangelogHandle(h);
-  if (h.maxParallelism !== params.maxParallelism) {
-    throw new RestoreError(
-      'MAX_PARALLELISM_MISMATCH',
-      `the changelog snapshot was taken with maxParallelism ${h.maxParallelism} but the backend has ${params.maxParallelism}; ` +
-        `maxParallelism cannot change across a restore, use ${h.maxParallelism}, ` +
-        `or convert the checkpoint first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${params.maxParallelism}.`,
-    );
-  }
+  checkRestoreMaxParallelism(h.maxParallelism, params.maxParallelism, 'the changelog snapshot');
   const c = resolveCompatibility(h.keySerializer, params.keySerializer as Serializer<unknown>);
   if (c.kind !== 'compatible-as-is') {
     throw new StateMigrationError(

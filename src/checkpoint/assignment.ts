@@ -6,7 +6,12 @@ import type {
 } from '../backend/handles.js';
 import { isKeyGroupsHandle } from '../backend/handles.js';
 import { RestoreError } from '../errors.js';
-import { checkParallelism, KeyGroupRange, keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
+import {
+  checkParallelism,
+  checkRestoreMaxParallelism,
+  KeyGroupRange,
+  keyGroupRangeForSubtask,
+} from '../keygroups/key-groups.js';
 import type { OperatorSnapshot } from './metadata.js';
 
 /**
@@ -42,14 +47,7 @@ export function assignKeyedState(
   newParallelism: number,
   maxParallelism: number,
 ): KeyedStateHandle[][] {
-  if (maxParallelism !== operator.maxParallelism) {
-    throw new RestoreError(
-      'MAX_PARALLELISM_MISMATCH',
-      `operator ${operator.operatorId} was snapshotted with maxParallelism ${operator.maxParallelism} but is restored with ${maxParallelism}. ` +
-        `maxParallelism cannot change across a restore; use the snapshot's value ${operator.maxParallelism}, ` +
-        `or convert the snapshot first: streamstate convert <snapshot> <new-savepoint> --max-parallelism ${maxParallelism} (re-hashes every key).`,
-    );
-  }
+  checkRestoreMaxParallelism(operator.maxParallelism, maxParallelism, `operator ${operator.operatorId}'s snapshot`);
   checkParallelism(maxParallelism, newParallelism);
   const old = subtaskHandles(operator, (s) => s.keyed);
   for (const handles of old) {

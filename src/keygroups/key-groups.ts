@@ -75,6 +75,21 @@ export function checkMaxParallelism(maxParallelism: number, what = 'maxParalleli
   }
 }
 
+/**
+ * The one rule between a snapshot and its restore: keyed state is laid out for one max parallelism
+ * (key group = murmur mod maxParallelism), so restoring it under another fails loudly
+ * (MAX_PARALLELISM_MISMATCH) and says how to convert it instead. `what` names the snapshot.
+ */
+export function checkRestoreMaxParallelism(snapshot: number, restore: number, what = 'the snapshot'): void {
+  if (snapshot === restore) return;
+  throw new RestoreError(
+    'MAX_PARALLELISM_MISMATCH',
+    `${what} was taken with maxParallelism ${snapshot} but is restored with ${restore}. ` +
+      `maxParallelism cannot change across a restore: use the snapshot's value ${snapshot}, or convert the snapshot first: ` +
+      `streamstate convert <snapshot> <new-savepoint> --max-parallelism ${restore} (re-hashes every key).`,
+  );
+}
+
 export function checkParallelism(maxParallelism: number, parallelism: number): void {
   checkMaxParallelism(maxParallelism);
   if (!Number.isInteger(parallelism) || parallelism < 1 || parallelism > maxParallelism) {
