@@ -53,6 +53,19 @@ export function transactionMessages<T>(tx: KafkaSinkTransaction<T>, serialized: 
   });
 }
 
+/**
+ * Messages per produce request. One request per checkpoint's output was 3.5x slower than 1,000 at a
+ * time for 20,000 records against the mock cluster (KafkaJS encodes and the broker takes one huge
+ * request); chunks are sent one after another, so each partition keeps the transaction's order.
+ */
+const MESSAGES_PER_REQUEST = 1000;
+
+function chunks(messages: readonly Message[]): Message[][] {
+  const out: Message[][] = [];
+  for (let i = 0; i < messages.length; i += MESSAGES_PER_REQUEST) out.push(messages.slice(i, i + MESSAGES_PER_REQUEST));
+  return out;
+}
+
 /** The consumer group whose committed offset (on partition 0 of the output topic) is the last checkpoint of `owner` in Kafka. */
 export function markerGroup(idPrefix: string, owner: number): string {
   return `${idPrefix}-committed-${owner}`;
@@ -104,7 +117,7 @@ export class TransactionalCommitter<T> implements SinkCommitter<T> {
     const doing = `committing sink transaction ${tx.transactionId} to ${this.cfg.topic}`;
     const t = await kafkaCall(doing, this.cfg.brokers, () => this.producer.transaction());
     try {
-      if (messages.length > 0) await t.send({ topic: this.cfg.topic, messages: [...messages] });
+      for (const chunk of chunks(messages)) await t.send({ topic: this.cfg.topic, messages: chunk });
       await t.sendOffsets({
         consumerGroupId: markerGroup(this.cfg.idPrefix, tx.owner),
         topics: [{ topic: this.cfg.topic, partitions: [{ partition: 0, offset: String(tx.checkpointId) }] }],
@@ -148,9 +161,11 @@ export class AtLeastOnceCommitter<T> implements SinkCommitter<T> {
 
   async commit(tx: KafkaSinkTransaction<T>, messages: readonly Message[]): Promise<void> {
     if (messages.length === 0) return;
-    await kafkaCall(`producing sink transaction ${tx.transactionId} to ${this.cfg.topic}`, this.cfg.brokers, () =>
-      this.producer.send({ topic: this.cfg.topic, acks: -1, messages: [...messages] }),
-    );
+    for (const chunk of chunks(messages)) {
+      await kafkaCall(`producing sink transaction ${tx.transactionId} to ${this.cfg.topic}`, this.cfg.brokers, () =>
+        this.producer.send({ topic: this.cfg.topic, acks: -1, messages: chunk }),
+      );
+    }
   }
 
   async close(): Promise<void> {
