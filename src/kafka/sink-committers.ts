@@ -24,6 +24,11 @@ export interface SinkCommitter<T> {
    * tell). A restored transaction at or below it is not produced again.
    */
   committedUpTo(owner: number): Promise<number | null>;
+  /**
+   * Makes sure no process still writing as `owner` (a subtask index the restored job no longer has)
+   * can commit from now on. Called on restore before `committedUpTo(owner)` is read.
+   */
+  fence(owner: number): Promise<void>;
   /** Produces `messages` (the transaction's records, serialized, with the sink's headers). */
   commit(tx: KafkaSinkTransaction<T>, messages: readonly Message[]): Promise<void>;
   close(): Promise<void>;
@@ -103,6 +108,23 @@ export class TransactionalCommitter<T> implements SinkCommitter<T> {
     await kafkaCall('connecting', this.cfg.brokers, () => this.admin.connect());
   }
 
+  /** Registers `<prefix>-<owner>` once (InitProducerId bumps its epoch): a zombie producer of that subtask is fenced, its open transaction aborted. */
+  async fence(owner: number): Promise<void> {
+    const producer = this.cfg.kafka.producer({
+      transactionalId: `${this.cfg.idPrefix}-${owner}`,
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+    });
+    try {
+      await kafkaCall(`fencing the transactional id of former sink subtask ${owner}`, this.cfg.brokers, () =>
+        producer.connect(),
+      );
+    } finally {
+      await producer.disconnect().catch(() => undefined);
+    }
+  }
+
   async committedUpTo(owner: number): Promise<number | null> {
     const groupId = markerGroup(this.cfg.idPrefix, owner);
     const offsets = await kafkaCall(`reading the sink's commit marker (group ${groupId})`, this.cfg.brokers, () =>
@@ -154,6 +176,9 @@ export class AtLeastOnceCommitter<T> implements SinkCommitter<T> {
   async connect(): Promise<void> {
     await kafkaCall('connecting the producer', this.cfg.brokers, () => this.producer.connect());
   }
+
+  /** Nothing to fence without transactions: a zombie's produce requests can only add duplicates. */
+  async fence(): Promise<void> {}
 
   async committedUpTo(): Promise<number | null> {
     return null;

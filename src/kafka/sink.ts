@@ -137,6 +137,7 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
   private readonly state: OperatorListState<KafkaSinkTransaction<T>>;
   private committing: Promise<void> = Promise.resolve();
   private readonly attempt: number;
+  private readonly parallelism: number;
 
   constructor(
     ctx: PipelineSinkSubtaskContext<T>,
@@ -146,6 +147,7 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
   ) {
     super(ctx.operatorId, ctx.subtaskIndex, ctx.operatorBackend, ctx.gate);
     this.attempt = ctx.attempt;
+    this.parallelism = ctx.parallelism;
     this.state = ctx.operatorBackend.getUnionListState<KafkaSinkTransaction<T>>(KAFKA_SINK_PENDING_STATE);
     this.restored = ctx.restoring
       ? this.state
@@ -181,11 +183,18 @@ export class KafkaSinkSubtask<T> extends ExternalSinkSubtask<T> {
     this.serialized.delete(tx.transactionId);
   }
 
-  /** Transactions restored from the checkpoint: produced now, unless the owner's marker says Kafka has them. */
+  /**
+   * Transactions restored from the checkpoint: produced now, unless the owner's marker says Kafka has
+   * them. An owner index this job no longer has is fenced first (a subtask that still has it fences
+   * its predecessor when its own producer connects), so no leftover process can commit after the marker is read.
+   */
   async commitRestored(): Promise<void> {
     const known = new Map<number, number | null>();
     for (const tx of this.restored) {
-      if (!known.has(tx.owner)) known.set(tx.owner, await this.committer.committedUpTo(tx.owner));
+      if (!known.has(tx.owner)) {
+        if (tx.owner >= this.parallelism) await this.committer.fence(tx.owner);
+        known.set(tx.owner, await this.committer.committedUpTo(tx.owner));
+      }
       const upTo = known.get(tx.owner) ?? null;
       if (upTo !== null && tx.checkpointId <= upTo) continue;
       await this.commitOne(tx);

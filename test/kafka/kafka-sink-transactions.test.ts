@@ -202,6 +202,14 @@ describe('streamstate/kafka sink, transactional path (recording client)', () => 
     expect(produced).toEqual(['run1-a0-c6-s0', 'run1-a0-c5-s2']); // subtask 0: owners 0 and 2; subtask 1: owner 1, all in
     expect(kafka.markers.get(markerGroup('p', 0))).toBe(6);
     expect(kafka.markers.get(markerGroup('p', 2))).toBe(5);
+    // Owner 2 has no subtask at parallelism 2: its transactional id is fenced (connected once) before its marker is read.
+    const fenced = kafka.calls.findIndex((c) => c.op === 'connect' && c.transactionalId === 'p-2');
+    const owner2Marker = kafka.calls.findIndex((c) => c.op === 'fetchOffsets' && c.groupId === markerGroup('p', 2));
+    expect(fenced).toBeGreaterThanOrEqual(0);
+    expect(fenced).toBeLessThan(owner2Marker);
+    expect(
+      kafka.calls.some((c) => c.op === 'connect' && (c.transactionalId === 'p-0' || c.transactionalId === 'p-1')),
+    ).toBe(false); // the subtasks' own ids are registered by their own producers' connect, not by the restore
     expect(kafka.calls.filter((c) => c.op === 'fetchOffsets').map((c) => c.groupId)).toEqual([
       markerGroup('p', 0),
       markerGroup('p', 2),
