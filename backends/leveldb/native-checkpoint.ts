@@ -1,4 +1,4 @@
-import { copyFile, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotError } from '../../src/errors.js';
 import { linkFiles, TransferFailure } from '../../src/storage/file-transfer.js';
@@ -73,18 +73,24 @@ async function currentManifest(dbDir: string): Promise<string> {
   return current;
 }
 
-/** Links the given tables (by number, .ldb or else .sst) into `target`; a vanished one is ENOENT. */
+/**
+ * Links the given tables (by number, .ldb or else .sst) into `target` and then reads the size of
+ * the MANIFEST, in one task; a vanished table is ENOENT.
+ */
 async function linkTables(
   dbDir: string,
   target: string,
   tables: readonly { readonly number: number }[],
-): Promise<{ name: string; size: number }[]> {
+  manifestName: string,
+): Promise<{ tables: { name: string; size: number }[]; manifestSize: number }> {
   try {
-    return await linkFiles({
+    const { files, after } = await linkFiles({
       sourceDir: dbDir,
       targetDir: target,
       entries: tables.map((t) => [tableFileName(t.number, 'ldb'), tableFileName(t.number, 'sst')]),
+      statAfter: [join(dbDir, manifestName)],
     });
+    return { tables: files, manifestSize: after[0] };
   } catch (err) {
     if (!(err instanceof TransferFailure)) throw err;
     // As an fs error: ENOENT (a compaction deleted a table) makes the caller start over.
@@ -106,11 +112,19 @@ export async function createNativeCheckpoint(
       const manifestName = await currentManifest(dbDir);
       const { state, size: manifestSize } = await manifests.read(dbDir, manifestName);
       const live = state.tables;
-      // Every table linked (and its size read) in one task on a worker thread: one event-loop turn
-      // for all of them. Awaiting a link and a stat per table took a turn each, and under a busy
-      // processing loop the seconds that took let compactions change the MANIFEST meanwhile, so
-      // the attempt started over (issue 15: tens of seconds at 300 MB).
-      const tables = await linkTables(dbDir, target, live);
+      // Every table linked (and its size read), then the MANIFEST's size read, in one task on a
+      // worker thread: one event-loop turn for all of them. Awaiting a link and a stat per table
+      // took a turn each, and under a busy processing loop the seconds that took let compactions
+      // change the MANIFEST meanwhile, so the attempt started over (issue 15: tens of seconds at
+      // 300 MB). The check comes right after the links: the window a compaction can hit is the
+      // MANIFEST's read plus one task. The logs and files written below do not change under a
+      // compaction (no write reaches LevelDB while the snapshot holds the write buffer).
+      const linked = await linkTables(dbDir, target, live, manifestName);
+      if (linked.manifestSize !== manifestSize) {
+        lastError = new Error('a compaction changed the MANIFEST while linking');
+        continue;
+      }
+      const tables = linked.tables;
       for (const [i, t] of tables.entries()) {
         if (t.size !== live[i].size)
           throw new ManifestParseError(`table ${t.name} has ${t.size} bytes, the MANIFEST says ${live[i].size}`);
@@ -127,10 +141,9 @@ export async function createNativeCheckpoint(
       }
       await writeFile(join(target, manifestName), state.encode());
       await writeFile(join(target, 'CURRENT'), `${manifestName}\n`);
-      const after = await currentManifest(dbDir);
-      const afterSize = (await stat(join(dbDir, after))).size;
-      if (after !== manifestName || afterSize !== manifestSize) {
-        lastError = new Error('a compaction changed the MANIFEST while linking');
+      // CURRENT changes only when LevelDB opens the database (a new MANIFEST): cheap to confirm.
+      if ((await currentManifest(dbDir)) !== manifestName) {
+        lastError = new Error('the database switched to a new MANIFEST while linking');
         continue;
       }
       return { dir: target, tables, privateFiles: [manifestName, 'CURRENT', ...logs] };

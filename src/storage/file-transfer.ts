@@ -142,7 +142,8 @@ function linkBatch(job) {
     if (linked === null) throw fail('source', Object.assign(new Error('none of ' + names.join(', ') + ' exists in ' + job.sourceDir), { code: 'ENOENT' }));
     out.push({ name: linked, size: fs.statSync(path.join(job.targetDir, linked)).size });
   }
-  return out;
+  const after = (job.statAfter || []).map((p) => fs.statSync(p).size);
+  return { files: out, after };
 }
 parentPort.on('message', (job) => {
   try { parentPort.postMessage({ id: job.id, ok: true, result: job.op === 'link-batch' ? linkBatch(job) : transfer(job) }); }
@@ -239,6 +240,15 @@ export interface LinkBatchRequest {
   readonly targetDir: string;
   /** Per file, the names it may have, in order of preference (LevelDB tables: .ldb, then .sst). */
   readonly entries: readonly (readonly string[])[];
+  /** Files (absolute) whose sizes to read right after the last link, in the same task. */
+  readonly statAfter?: readonly string[];
+}
+
+export interface LinkBatchResult {
+  /** Per entry, the name linked and its size. */
+  readonly files: { name: string; size: number }[];
+  /** The sizes of `statAfter`, in order. */
+  readonly after: number[];
 }
 
 /**
@@ -248,6 +258,6 @@ export interface LinkBatchRequest {
  * TransferFailure: ENOENT (side 'source') when a file exists under none of its names; links made
  * before the failure stay (the caller removes its target directory).
  */
-export function linkFiles(req: LinkBatchRequest): Promise<{ name: string; size: number }[]> {
-  return leastBusyWorker().run<{ name: string; size: number }[]>({ op: 'link-batch', ...req });
+export function linkFiles(req: LinkBatchRequest): Promise<LinkBatchResult> {
+  return leastBusyWorker().run<LinkBatchResult>({ op: 'link-batch', ...req });
 }

@@ -1,0 +1,58 @@
+/**
+ * linkFiles (src/storage/file-transfer.ts): many hard links in one worker task, as a LevelDB
+ * native checkpoint links its tables. The first existing alternative is linked (same inode), sizes
+ * come back in order with the sizes of `statAfter`; a file under none of its names is ENOENT.
+ */
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { linkFiles, TransferFailure } from '../../src/storage/file-transfer.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'ss-link-files-'));
+  await mkdir(join(dir, 'db'));
+  await mkdir(join(dir, 'chk'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('linkFiles', () => {
+  it('links the first name that exists, in order, with sizes, then stats the given files', async () => {
+    await writeFile(join(dir, 'db', '000005.ldb'), Buffer.alloc(5));
+    await writeFile(join(dir, 'db', '000007.sst'), Buffer.alloc(7));
+    await writeFile(join(dir, 'db', 'MANIFEST-000002'), Buffer.alloc(42));
+    const { files, after } = await linkFiles({
+      sourceDir: join(dir, 'db'),
+      targetDir: join(dir, 'chk'),
+      entries: [
+        ['000007.ldb', '000007.sst'],
+        ['000005.ldb', '000005.sst'],
+      ],
+      statAfter: [join(dir, 'db', 'MANIFEST-000002')],
+    });
+    expect(files).toEqual([
+      { name: '000007.sst', size: 7 },
+      { name: '000005.ldb', size: 5 },
+    ]);
+    expect(after).toEqual([42]);
+    expect((await readdir(join(dir, 'chk'))).sort()).toEqual(['000005.ldb', '000007.sst']);
+    const [a, b] = await Promise.all([stat(join(dir, 'db', '000005.ldb')), stat(join(dir, 'chk', '000005.ldb'))]);
+    expect(b.ino).toBe(a.ino); // a link, not a copy
+  });
+
+  it('a file that exists under none of its names fails with ENOENT on the source side', async () => {
+    await writeFile(join(dir, 'db', '000005.ldb'), Buffer.alloc(5));
+    const err = await linkFiles({
+      sourceDir: join(dir, 'db'),
+      targetDir: join(dir, 'chk'),
+      entries: [['000005.ldb'], ['000009.ldb', '000009.sst']],
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransferFailure);
+    expect((err as TransferFailure).code).toBe('ENOENT');
+    expect((err as TransferFailure).side).toBe('source');
+    expect((err as Error).message).toContain('000009.sst');
+  });
+});
