@@ -1,7 +1,13 @@
-import { copyFile, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotError } from '../../src/errors.js';
-import { linkFiles, TransferFailure } from '../../src/storage/file-transfer.js';
+import {
+  type FileStep,
+  fileSteps,
+  linkFiles,
+  type ReadStepResult,
+  TransferFailure,
+} from '../../src/storage/file-transfer.js';
 import { ManifestParseError, ManifestState, tableFileName } from './manifest.js';
 
 /**
@@ -35,34 +41,53 @@ export class ManifestTracker {
   private name: string | null = null;
   private state = new ManifestState();
 
-  /** The version at the MANIFEST's current end, and the file size it was read up to. */
-  async read(dbDir: string, manifestName: string): Promise<{ state: ManifestState; size: number }> {
-    const fh = await open(join(dbDir, manifestName), 'r');
-    try {
-      const size = (await fh.stat()).size;
-      if (this.name !== manifestName || size < this.state.consumed) {
-        this.name = manifestName;
-        this.state = new ManifestState();
-      }
-      const tail = Buffer.allocUnsafe(size - this.state.consumed);
-      for (let got = 0; got < tail.length; ) {
-        const { bytesRead } = await fh.read(tail, got, tail.length - got, this.state.consumed + got);
-        if (bytesRead === 0)
-          throw new ManifestParseError(`${manifestName} ended at ${this.state.consumed + got} bytes while being read`);
-        got += bytesRead;
-      }
-      try {
-        this.state.feed(tail);
-      } catch (err) {
-        // A torn tail (LevelDB is appending) or damage: the next attempt reads the whole file again.
-        this.name = null;
-        throw err;
-      }
-      return { state: this.state, size };
-    } finally {
-      await fh.close();
+  /**
+   * Resets `target` to an empty directory, reads CURRENT and then the MANIFEST it names up to its
+   * end: two tasks on the file-transfer worker (two event-loop turns, however busy the loop is).
+   * Returns the MANIFEST's name, the version at its end, and the file size it was read up to.
+   */
+  async read(dbDir: string, target: string): Promise<{ name: string; state: ManifestState; size: number }> {
+    const [, current] = await steps([
+      { op: 'reset-dir', path: target },
+      { op: 'read', path: join(dbDir, 'CURRENT') },
+    ]);
+    const name = manifestNameIn(current);
+    const from = this.name === name ? this.state.consumed : 0;
+    const [tail] = await steps([{ op: 'read', path: join(dbDir, name), from }]);
+    if (tail === null || tail.size < from) {
+      // Shorter than what was parsed: not the file we know; the next attempt reads it whole.
+      this.name = null;
+      throw new ManifestParseError(`${name} is shorter than the ${from} bytes read before`);
     }
+    if (this.name !== name) {
+      this.name = name;
+      this.state = new ManifestState();
+    }
+    try {
+      this.state.feed(Buffer.from(tail.bytes.buffer, tail.bytes.byteOffset, tail.bytes.byteLength));
+    } catch (err) {
+      // A torn tail (LevelDB is appending) or damage: the next attempt reads the whole file again.
+      this.name = null;
+      throw err;
+    }
+    return { name, state: this.state, size: tail.size };
   }
+}
+
+/** fileSteps with failures as fs errors (ENOENT: a file vanished, the caller starts over). */
+async function steps(list: readonly FileStep[]): Promise<(ReadStepResult | null)[]> {
+  try {
+    return await fileSteps(list);
+  } catch (err) {
+    if (!(err instanceof TransferFailure)) throw err;
+    throw Object.assign(new Error(err.message), { code: err.code });
+  }
+}
+
+function manifestNameIn(current: ReadStepResult | null | undefined): string {
+  const text = current === null || current === undefined ? '' : Buffer.from(current.bytes).toString('utf8').trim();
+  if (!/^MANIFEST-\d+$/.test(text)) throw new ManifestParseError(`CURRENT names ${JSON.stringify(text)}`);
+  return text;
 }
 
 const MAX_ATTEMPTS = 20;
@@ -106,11 +131,8 @@ export async function createNativeCheckpoint(
 ): Promise<NativeCheckpoint> {
   let lastError: unknown = null;
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    await rm(target, { recursive: true, force: true });
-    await mkdir(target, { recursive: true });
     try {
-      const manifestName = await currentManifest(dbDir);
-      const { state, size: manifestSize } = await manifests.read(dbDir, manifestName);
+      const { name: manifestName, state, size: manifestSize } = await manifests.read(dbDir, target);
       const live = state.tables;
       // Every table linked (and its size read), then the MANIFEST's size read, in one task on a
       // worker thread: one event-loop turn for all of them. Awaiting a link and a stat per table

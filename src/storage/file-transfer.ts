@@ -145,8 +145,24 @@ function linkBatch(job) {
   const after = (job.statAfter || []).map((p) => fs.statSync(p).size);
   return { files: out, after };
 }
+// A few small file-system steps in one task, in order: 'reset-dir' (remove, then create empty),
+// 'read' (a file from byte 'from' to its size at open: { size, bytes }).
+function steps(job) {
+  return job.steps.map((st) => {
+    if (st.op === 'reset-dir') { fs.rmSync(st.path, { recursive: true, force: true }); fs.mkdirSync(st.path, { recursive: true }); return null; }
+    const fd = fs.openSync(st.path, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const from = Math.min(st.from || 0, size);
+      const bytes = Buffer.allocUnsafe(size - from);
+      let got = 0;
+      while (got < bytes.length) { const n = fs.readSync(fd, bytes, got, bytes.length - got, from + got); if (n === 0) break; got += n; }
+      return { size: from + got, bytes: bytes.subarray(0, got) };
+    } finally { fs.closeSync(fd); }
+  });
+}
 parentPort.on('message', (job) => {
-  try { parentPort.postMessage({ id: job.id, ok: true, result: job.op === 'link-batch' ? linkBatch(job) : transfer(job) }); }
+  try { parentPort.postMessage({ id: job.id, ok: true, result: job.op === 'link-batch' ? linkBatch(job) : job.op === 'steps' ? steps(job) : transfer(job) }); }
   catch (err) { parentPort.postMessage({ id: job.id, ok: false, code: err && err.code, side: (err && err.side) || 'target', message: String(err && err.message || err) }); }
 });
 `;
@@ -260,4 +276,24 @@ export interface LinkBatchResult {
  */
 export function linkFiles(req: LinkBatchRequest): Promise<LinkBatchResult> {
   return leastBusyWorker().run<LinkBatchResult>({ op: 'link-batch', ...req });
+}
+
+/** One step of fileSteps. */
+export type FileStep =
+  | { readonly op: 'reset-dir'; readonly path: string }
+  | { readonly op: 'read'; readonly path: string; readonly from?: number };
+
+/** What a 'read' step returns: the bytes from `from` to the size the file had when opened. */
+export interface ReadStepResult {
+  readonly size: number;
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * Runs a few small file-system steps, in order, as one task on a worker thread: one event-loop
+ * turn for all of them, where each awaited fs call took a turn of its own. The first failing step
+ * fails the call (a TransferFailure with its errno code); a 'reset-dir' step returns null.
+ */
+export function fileSteps(list: readonly FileStep[]): Promise<(ReadStepResult | null)[]> {
+  return leastBusyWorker().run<(ReadStepResult | null)[]>({ op: 'steps', steps: list });
 }

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { linkFiles, TransferFailure } from '../../src/storage/file-transfer.js';
+import { fileSteps, linkFiles, TransferFailure } from '../../src/storage/file-transfer.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -54,5 +54,28 @@ describe('linkFiles', () => {
     expect((err as TransferFailure).code).toBe('ENOENT');
     expect((err as TransferFailure).side).toBe('source');
     expect((err as Error).message).toContain('000009.sst');
+  });
+});
+
+describe('fileSteps', () => {
+  it('resets a directory to empty and reads a file from an offset to its end, in one call', async () => {
+    await writeFile(join(dir, 'chk', 'stale'), 'x');
+    await writeFile(join(dir, 'db', 'MANIFEST-000002'), Buffer.from('0123456789'));
+    const [reset, tail, whole] = await fileSteps([
+      { op: 'reset-dir', path: join(dir, 'chk') },
+      { op: 'read', path: join(dir, 'db', 'MANIFEST-000002'), from: 4 },
+      { op: 'read', path: join(dir, 'db', 'MANIFEST-000002') },
+    ]);
+    expect(reset).toBeNull();
+    expect(await readdir(join(dir, 'chk'))).toEqual([]);
+    expect(tail?.size).toBe(10);
+    expect(Buffer.from(tail?.bytes ?? []).toString()).toBe('456789');
+    expect(Buffer.from(whole?.bytes ?? []).toString()).toBe('0123456789');
+  });
+
+  it('a missing file fails the call with ENOENT', async () => {
+    const err = await fileSteps([{ op: 'read', path: join(dir, 'db', 'CURRENT') }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransferFailure);
+    expect((err as TransferFailure).code).toBe('ENOENT');
   });
 });
