@@ -4,12 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readTransactionLog } from '../../bench/proof/durable-output.js';
 import { SeededRandom } from '../../src/testing/rng.js';
 import { checkCounts, countingInput, type CountOutput } from '../../src/testing/index.js';
 import { ensureCrashChild } from '../support/proof/crash-child-build.js';
-import { SKIP_KAFKA_REASON, startMockCluster, type MockCluster } from './support/mock-cluster.js';
+import { describeOnMockCluster } from './support/describe-on-mock-cluster.js';
 import { dedupeByHeaders, producePartitions, readTopic, uniqueTopic } from './support/produce.js';
 
 const CHILD = fileURLToPath(new URL('./support/kafka-crash-child.mjs', import.meta.url));
@@ -80,102 +80,96 @@ function runChild(config: Record<string, unknown>, kill: { after: number; by: nu
  * consumers stay in the group until their sessions expire. Every key's counts must be committed exactly
  * once. KAFKA_CRASH_SEED replays another seed.
  */
-describe.skipIf(SKIP_KAFKA_REASON !== null)(
-  `streamstate/kafka SIGKILL${SKIP_KAFKA_REASON ? ` (${SKIP_KAFKA_REASON})` : ''}`,
-  () => {
-    let cluster: MockCluster;
-    let scratch = '';
-    beforeAll(async () => {
-      await ensureCrashChild(); // builds dist/ (the child runs the compiled streamstate/kafka) when it is stale
-      cluster = await startMockCluster(3);
-      scratch = await mkdtemp(join(tmpdir(), 'streamstate-kafka-crash-'));
-    }, 240_000);
-    afterAll(async () => {
-      await cluster?.stop();
-      if (scratch !== '') await rm(scratch, { recursive: true, force: true });
+describeOnMockCluster('streamstate/kafka SIGKILL', (cluster) => {
+  let scratch = '';
+  beforeAll(async () => {
+    await ensureCrashChild(); // builds dist/ (the child runs the compiled streamstate/kafka) when it is stale
+    scratch = await mkdtemp(join(tmpdir(), 'streamstate-kafka-crash-'));
+  }, 240_000);
+  afterAll(async () => {
+    if (scratch !== '') await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('killed twice at random points, restarted at parallelism 3 then 2: every record counted exactly once', async () => {
+    const seed = process.env.KAFKA_CRASH_SEED === undefined ? 19 : Number(process.env.KAFKA_CRASH_SEED);
+    const rng = new SeededRandom(seed);
+    const topic = uniqueTopic('sigkill');
+    await cluster.createTopic(topic, 8);
+    const input = countingInput({ records: RECORDS, keys: 60, partitions: 8, seed: 23 });
+    await producePartitions(cluster.brokers, topic, input);
+    const config = {
+      brokers: cluster.brokers,
+      topic,
+      jobId: `kafka-sigkill-${process.pid}`,
+      checkpointDir: join(scratch, 'checkpoints'),
+      outputFile: join(scratch, 'output.log'),
+      checkpointEvery: CHECKPOINT_EVERY,
+    };
+    const runs: ChildRun[] = [];
+    // A lower bound of what is left to read: a run restores a checkpoint taken no later than where the previous run was killed.
+    let left = RECORDS;
+    for (let i = 0; i < RUNS.length; i++) {
+      const last = i === RUNS.length - 1;
+      // Kill somewhere in the first 60% of what is surely left, and before 80% of it in any case, so that the run
+      // cannot end before the kill, and the next run still has at least a fifth of it to read.
+      const kill = last ? null : { after: 1 + rng.int(Math.floor(left * 0.6)), by: Math.floor(left * 0.8) };
+      const run = await runChild({ ...config, parallelism: RUNS[i], processNo: i + 1 }, kill);
+      runs.push(run);
+      left -= run.records;
+    }
+    const context = `seed ${seed}: ${JSON.stringify(runs)}`;
+    expect(
+      runs.map((r) => r.killed),
+      context,
+    ).toEqual([true, true, false]);
+    // The restarts restored checkpoints of the killed runs (a run killed at killBy before any of its checkpoints
+    // completed leaves the previous one: the last restart restores a checkpoint in any case).
+    expect(runs[0].restoredFrom, context).toBeUndefined();
+    expect(runs[2].restoredFrom, context).toEqual(expect.any(Number));
+
+    const log = readTransactionLog<CountOutput>(config.outputFile);
+    expect(log.duplicateIds, context).toEqual([]);
+    const committed = log.transactions.flatMap((t) => t.records);
+    expect(checkCounts(committed, input), context).toMatchObject({
+      ok: true,
+      committedRecords: RECORDS,
+      problems: [],
     });
+  }, 120_000);
 
-    it('killed twice at random points, restarted at parallelism 3 then 2: every record counted exactly once', async () => {
-      const seed = process.env.KAFKA_CRASH_SEED === undefined ? 19 : Number(process.env.KAFKA_CRASH_SEED);
-      const rng = new SeededRandom(seed);
-      const topic = uniqueTopic('sigkill');
-      await cluster.createTopic(topic, 8);
-      const input = countingInput({ records: RECORDS, keys: 60, partitions: 8, seed: 23 });
-      await producePartitions(cluster.brokers, topic, input);
-      const config = {
-        brokers: cluster.brokers,
-        topic,
-        jobId: `kafka-sigkill-${process.pid}`,
-        checkpointDir: join(scratch, 'checkpoints'),
-        outputFile: join(scratch, 'output.log'),
-        checkpointEvery: CHECKPOINT_EVERY,
-      };
-      const runs: ChildRun[] = [];
-      // A lower bound of what is left to read: a run restores a checkpoint taken no later than where the previous run was killed.
-      let left = RECORDS;
-      for (let i = 0; i < RUNS.length; i++) {
-        const last = i === RUNS.length - 1;
-        // Kill somewhere in the first 60% of what is surely left, and before 80% of it in any case, so that the run
-        // cannot end before the kill, and the next run still has at least a fifth of it to read.
-        const kill = last ? null : { after: 1 + rng.int(Math.floor(left * 0.6)), by: Math.floor(left * 0.8) };
-        const run = await runChild({ ...config, parallelism: RUNS[i], processNo: i + 1 }, kill);
-        runs.push(run);
-        left -= run.records;
-      }
-      const context = `seed ${seed}: ${JSON.stringify(runs)}`;
-      expect(
-        runs.map((r) => r.killed),
-        context,
-      ).toEqual([true, true, false]);
-      // The restarts restored checkpoints of the killed runs (a run killed at killBy before any of its checkpoints
-      // completed leaves the previous one: the last restart restores a checkpoint in any case).
-      expect(runs[0].restoredFrom, context).toBeUndefined();
-      expect(runs[2].restoredFrom, context).toEqual(expect.any(Number));
+  it('Kafka in and out (kafkaSink at least once): killed once at a random point, restarted at parallelism 3: the output topic, de-duplicated by header, counts every record exactly once', async () => {
+    const seed = process.env.KAFKA_CRASH_SEED === undefined ? 29 : Number(process.env.KAFKA_CRASH_SEED);
+    const rng = new SeededRandom(seed);
+    const topic = uniqueTopic('sigkill-sink-in');
+    const sinkTopic = uniqueTopic('sigkill-sink-out');
+    await cluster.createTopic(topic, 8);
+    await cluster.createTopic(sinkTopic, 4);
+    const input = countingInput({ records: RECORDS, keys: 60, partitions: 8, seed: 31 });
+    await producePartitions(cluster.brokers, topic, input);
+    const config = {
+      brokers: cluster.brokers,
+      topic,
+      sinkTopic,
+      jobId: `kafka-sigkill-sink-${process.pid}`,
+      checkpointDir: join(scratch, 'checkpoints-sink'),
+      checkpointEvery: CHECKPOINT_EVERY,
+    };
+    const killed = await runChild(
+      { ...config, parallelism: 2, processNo: 1 },
+      { after: 1 + rng.int(Math.floor(RECORDS * 0.6)), by: Math.floor(RECORDS * 0.8) },
+    );
+    const finished = await runChild({ ...config, parallelism: 3, processNo: 2 }, null);
+    const context = `seed ${seed}: ${JSON.stringify([killed, finished])}`;
+    expect([killed.killed, finished.killed], context).toEqual([true, false]);
+    expect(finished.restoredFrom, context).toEqual(expect.any(Number));
 
-      const log = readTransactionLog<CountOutput>(config.outputFile);
-      expect(log.duplicateIds, context).toEqual([]);
-      const committed = log.transactions.flatMap((t) => t.records);
-      expect(checkCounts(committed, input), context).toMatchObject({
-        ok: true,
-        committedRecords: RECORDS,
-        problems: [],
-      });
-    }, 120_000);
-
-    it('Kafka in and out (kafkaSink at least once): killed once at a random point, restarted at parallelism 3: the output topic, de-duplicated by header, counts every record exactly once', async () => {
-      const seed = process.env.KAFKA_CRASH_SEED === undefined ? 29 : Number(process.env.KAFKA_CRASH_SEED);
-      const rng = new SeededRandom(seed);
-      const topic = uniqueTopic('sigkill-sink-in');
-      const sinkTopic = uniqueTopic('sigkill-sink-out');
-      await cluster.createTopic(topic, 8);
-      await cluster.createTopic(sinkTopic, 4);
-      const input = countingInput({ records: RECORDS, keys: 60, partitions: 8, seed: 31 });
-      await producePartitions(cluster.brokers, topic, input);
-      const config = {
-        brokers: cluster.brokers,
-        topic,
-        sinkTopic,
-        jobId: `kafka-sigkill-sink-${process.pid}`,
-        checkpointDir: join(scratch, 'checkpoints-sink'),
-        checkpointEvery: CHECKPOINT_EVERY,
-      };
-      const killed = await runChild(
-        { ...config, parallelism: 2, processNo: 1 },
-        { after: 1 + rng.int(Math.floor(RECORDS * 0.6)), by: Math.floor(RECORDS * 0.8) },
-      );
-      const finished = await runChild({ ...config, parallelism: 3, processNo: 2 }, null);
-      const context = `seed ${seed}: ${JSON.stringify([killed, finished])}`;
-      expect([killed.killed, finished.killed], context).toEqual([true, false]);
-      expect(finished.restoredFrom, context).toEqual(expect.any(Number));
-
-      const read = await readTopic(cluster.brokers, sinkTopic);
-      const { kept, duplicates } = dedupeByHeaders(read);
-      const counts = kept.map((r) => JSON.parse(r.value) as CountOutput);
-      expect(checkCounts(counts, input), `${context}, ${duplicates} duplicates dropped`).toMatchObject({
-        ok: true,
-        committedRecords: RECORDS,
-        problems: [],
-      });
-    }, 120_000);
-  },
-);
+    const read = await readTopic(cluster.brokers, sinkTopic);
+    const { kept, duplicates } = dedupeByHeaders(read);
+    const counts = kept.map((r) => JSON.parse(r.value) as CountOutput);
+    expect(checkCounts(counts, input), `${context}, ${duplicates} duplicates dropped`).toMatchObject({
+      ok: true,
+      committedRecords: RECORDS,
+      problems: [],
+    });
+  }, 120_000);
+});

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { memory } from '../../backends/memory/index.js';
 import { kafkaPipelineSource } from '../../src/kafka/index.js';
 import {
@@ -9,7 +9,7 @@ import {
   type CountInput,
   type PipelineEvent,
 } from '../../src/testing/index.js';
-import { SKIP_KAFKA_REASON, startMockCluster, type MockCluster } from './support/mock-cluster.js';
+import { describeOnMockCluster, FAST_GROUP } from './support/describe-on-mock-cluster.js';
 import { deserializeCount, producePartitions, uniqueTopic } from './support/produce.js';
 
 /**
@@ -17,64 +17,50 @@ import { deserializeCount, producePartitions, uniqueTopic } from './support/prod
  * three brokers on 127.0.0.1): the reference runtime reads a topic through KafkaJS, crashes, and
  * restores at another parallelism; the committed output counts every record exactly once.
  */
-/** Short group timeouts: the mock's coordinator waits session timeout - 1 s for members to rejoin during a rebalance. */
-const FAST_GROUP = { sessionTimeout: 3000, heartbeatInterval: 100 } as const;
+describeOnMockCluster('streamstate/kafka source', (cluster) => {
+  function jobOn(topic: string, input: CountInput[][], parallelism: number) {
+    const { input: _inMemory, ...job } = countingJob(input, { parallelism });
+    return {
+      ...job,
+      source: kafkaPipelineSource({
+        brokers: cluster.brokers,
+        topics: [topic],
+        deserialize: deserializeCount,
+        ...FAST_GROUP,
+      }),
+    };
+  }
 
-describe.skipIf(SKIP_KAFKA_REASON !== null)(
-  `streamstate/kafka source${SKIP_KAFKA_REASON ? ` (${SKIP_KAFKA_REASON})` : ''}`,
-  () => {
-    let cluster: MockCluster;
-    beforeAll(async () => {
-      cluster = await startMockCluster(3);
+  it('8 partitions, parallelism 2, a crash mid-stream, restored at parallelism 3: every record counted exactly once', async () => {
+    const topic = uniqueTopic('crash-rescale');
+    await cluster.createTopic(topic, 8);
+    const input = countingInput({ records: 4000, keys: 60, partitions: 8, seed: 11 });
+    await producePartitions(cluster.brokers, topic, input);
+    const partitionsAfterRestore = new Set<number>();
+    const lastOffsetBeforeCrash = new Map<number, number>();
+    const onEvent = (e: PipelineEvent) => {
+      if (e.type !== 'record') return;
+      if (e.attempt === 1) partitionsAfterRestore.add(e.origin.partition);
+      else lastOffsetBeforeCrash.set(e.origin.partition, e.origin.offset);
+    };
+    const result = await runPipeline(jobOn(topic, input, 2), {
+      backend: memory(),
+      checkpointEvery: 250,
+      crashAt: 1700,
+      recoverWithParallelism: 3,
+      recoverWithSourceParallelism: 3,
+      onEvent,
     });
-    afterAll(async () => {
-      await cluster?.stop();
-    });
-
-    function jobOn(topic: string, input: CountInput[][], parallelism: number) {
-      const { input: _inMemory, ...job } = countingJob(input, { parallelism });
-      return {
-        ...job,
-        source: kafkaPipelineSource({
-          brokers: cluster.brokers,
-          topics: [topic],
-          deserialize: deserializeCount,
-          ...FAST_GROUP,
-        }),
-      };
-    }
-
-    it('8 partitions, parallelism 2, a crash mid-stream, restored at parallelism 3: every record counted exactly once', async () => {
-      const topic = uniqueTopic('crash-rescale');
-      await cluster.createTopic(topic, 8);
-      const input = countingInput({ records: 4000, keys: 60, partitions: 8, seed: 11 });
-      await producePartitions(cluster.brokers, topic, input);
-      const partitionsAfterRestore = new Set<number>();
-      const lastOffsetBeforeCrash = new Map<number, number>();
-      const onEvent = (e: PipelineEvent) => {
-        if (e.type !== 'record') return;
-        if (e.attempt === 1) partitionsAfterRestore.add(e.origin.partition);
-        else lastOffsetBeforeCrash.set(e.origin.partition, e.origin.offset);
-      };
-      const result = await runPipeline(jobOn(topic, input, 2), {
-        backend: memory(),
-        checkpointEvery: 250,
-        crashAt: 1700,
-        recoverWithParallelism: 3,
-        recoverWithSourceParallelism: 3,
-        onEvent,
-      });
-      expect(result.crashes).toBe(1);
-      expect(result.restoredFrom[0]).toMatchObject({ parallelism: 3, sourceParallelism: 3 });
-      expect(result.restoredFrom[0].checkpointId).not.toBeNull();
-      expect(checkCounts(result.committed, input)).toMatchObject({ ok: true, committedRecords: 4000, problems: [] });
-      // Every partition not processed to its end before the crash is read on after the restore (by one of 3 new
-      // subtasks, from its checkpointed offset); which ones those are depends on how fetches interleaved.
-      const unfinished = input
-        .map((records, p) => ((lastOffsetBeforeCrash.get(p) ?? -1) < records.length - 1 ? p : -1))
-        .filter((p) => p >= 0);
-      expect(unfinished.length).toBeGreaterThan(0);
-      for (const p of unfinished) expect(partitionsAfterRestore.has(p), `partition ${p}`).toBe(true);
-    });
-  },
-);
+    expect(result.crashes).toBe(1);
+    expect(result.restoredFrom[0]).toMatchObject({ parallelism: 3, sourceParallelism: 3 });
+    expect(result.restoredFrom[0].checkpointId).not.toBeNull();
+    expect(checkCounts(result.committed, input)).toMatchObject({ ok: true, committedRecords: 4000, problems: [] });
+    // Every partition not processed to its end before the crash is read on after the restore (by one of 3 new
+    // subtasks, from its checkpointed offset); which ones those are depends on how fetches interleaved.
+    const unfinished = input
+      .map((records, p) => ((lastOffsetBeforeCrash.get(p) ?? -1) < records.length - 1 ? p : -1))
+      .filter((p) => p >= 0);
+    expect(unfinished.length).toBeGreaterThan(0);
+    for (const p of unfinished) expect(partitionsAfterRestore.has(p), `partition ${p}`).toBe(true);
+  });
+});
