@@ -1,4 +1,4 @@
-import { copyFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotError } from '../../src/errors.js';
 import {
@@ -21,8 +21,8 @@ import { ManifestParseError, ManifestState, tableFileName } from './manifest.js'
  *
  * Race guard: a background compaction may append to the MANIFEST and delete tables while we link.
  * We parse the MANIFEST we read (exactly the live files, never a half-written compaction output),
- * link them, and compare CURRENT and the MANIFEST size before and after; on any change or a vanished
- * file we start over.
+ * link them, copy the logs, and compare CURRENT and the MANIFEST size before and after (the size
+ * also after the links alone, to start over early); on any change or a vanished file we start over.
  */
 export interface NativeCheckpoint {
   readonly dir: string;
@@ -139,8 +139,10 @@ export async function createNativeCheckpoint(
       // took a turn each, and under a busy processing loop the seconds that took let compactions
       // change the MANIFEST meanwhile, so the attempt started over (issue 15: tens of seconds at
       // 300 MB). The check comes right after the links: the window a compaction can hit is the
-      // MANIFEST's read plus one task. The logs and files written below do not change under a
-      // compaction (no write reaches LevelDB while the snapshot holds the write buffer).
+      // MANIFEST's read plus one task. No user write reaches LevelDB while the snapshot holds the
+      // write buffer, but a memtable flush started earlier may still finish: it appends to the
+      // MANIFEST and deletes the log it emptied, so the MANIFEST is checked again after the logs
+      // are copied (a log that vanished before the readdir would otherwise be lost silently).
       const linked = await linkTables(dbDir, target, live, manifestName);
       if (linked.manifestSize !== manifestSize) {
         lastError = new Error('a compaction changed the MANIFEST while linking');
@@ -160,6 +162,10 @@ export async function createNativeCheckpoint(
           await copyFile(join(dbDir, f), join(target, f));
           logs.push(f);
         }
+      }
+      if ((await stat(join(dbDir, manifestName))).size !== manifestSize) {
+        lastError = new Error('a memtable flush or compaction changed the MANIFEST while copying the logs');
+        continue;
       }
       await writeFile(join(target, manifestName), state.encode());
       await writeFile(join(target, 'CURRENT'), `${manifestName}\n`);
