@@ -1,4 +1,4 @@
-import { copyFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotError } from '../../src/errors.js';
 import {
@@ -19,10 +19,16 @@ import { ManifestParseError, ManifestState, tableFileName } from './manifest.js'
  * writes during the synchronous part) avoids forcing a memtable flush, which can wait hundreds of
  * milliseconds behind a background compaction. A restore replays it.
  *
- * Race guard: a background compaction may append to the MANIFEST and delete tables while we link.
- * We parse the MANIFEST we read (exactly the live files, never a half-written compaction output),
- * link them, copy the logs, and compare CURRENT and the MANIFEST size before and after (the size
- * also after the links alone, to start over early); on any change or a vanished file we start over.
+ * Race guard: background compactions may append to the MANIFEST and delete tables while we
+ * work. We parse the MANIFEST we read (exactly the live files, never a half-written compaction
+ * output) and keep that version: its tables, once linked, cannot change, so a later compaction is
+ * harmless and a table deleted before its link (ENOENT) starts the attempt over. The logs are the
+ * only other hazard: a memtable flush LevelDB started earlier may finish meanwhile and delete the
+ * log it emptied, which the version still needs. LevelDB deletes a log only after a MANIFEST edit
+ * moved the log number past it, and the version's own log number (the oldest log it needs) names a
+ * file that existed when we read it; so if that log is among our copies, every log the version
+ * needs is (no write reaches LevelDB during the checkpoint, so no newer log is switched out), and
+ * if it is not, the attempt starts over. CURRENT is compared before and after.
  */
 export interface NativeCheckpoint {
   readonly dir: string;
@@ -92,30 +98,31 @@ function manifestNameIn(current: ReadStepResult | null | undefined): string {
 
 const MAX_ATTEMPTS = 20;
 
+/** The logs a version needs (its log number and, when set, the previous one) that are not in `copied`. */
+export function missingLogs(copied: readonly string[], logNumber: number, prevLogNumber: number): number[] {
+  const have = new Set(copied.map((f) => Number.parseInt(f, 10)));
+  return [logNumber, prevLogNumber].filter((n) => n !== 0 && !have.has(n));
+}
+
 async function currentManifest(dbDir: string): Promise<string> {
   const current = (await readFile(join(dbDir, 'CURRENT'), 'utf8')).trim();
   if (!/^MANIFEST-\d+$/.test(current)) throw new ManifestParseError(`CURRENT names ${JSON.stringify(current)}`);
   return current;
 }
 
-/**
- * Links the given tables (by number, .ldb or else .sst) into `target` and then reads the size of
- * the MANIFEST, in one task; a vanished table is ENOENT.
- */
+/** Links the given tables (by number, .ldb or else .sst) into `target` in one task; a vanished table is ENOENT. */
 async function linkTables(
   dbDir: string,
   target: string,
   tables: readonly { readonly number: number }[],
-  manifestName: string,
-): Promise<{ tables: { name: string; size: number }[]; manifestSize: number }> {
+): Promise<{ name: string; size: number }[]> {
   try {
-    const { files, after } = await linkFiles({
+    const { files } = await linkFiles({
       sourceDir: dbDir,
       targetDir: target,
       entries: tables.map((t) => [tableFileName(t.number, 'ldb'), tableFileName(t.number, 'sst')]),
-      statAfter: [join(dbDir, manifestName)],
     });
-    return { tables: files, manifestSize: after[0] };
+    return files;
   } catch (err) {
     if (!(err instanceof TransferFailure)) throw err;
     // As an fs error: ENOENT (a compaction deleted a table) makes the caller start over.
@@ -132,23 +139,15 @@ export async function createNativeCheckpoint(
   let lastError: unknown = null;
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     try {
-      const { name: manifestName, state, size: manifestSize } = await manifests.read(dbDir, target);
+      const { name: manifestName, state } = await manifests.read(dbDir, target);
+      // The version to keep, taken now: the tracker's state moves on at the next read.
+      const manifest = state.encode();
+      const { logNumber, prevLogNumber } = state;
       const live = state.tables;
-      // Every table linked (and its size read), then the MANIFEST's size read, in one task on a
-      // worker thread: one event-loop turn for all of them. Awaiting a link and a stat per table
-      // took a turn each, and under a busy processing loop the seconds that took let compactions
-      // change the MANIFEST meanwhile, so the attempt started over (issue 15: tens of seconds at
-      // 300 MB). The check comes right after the links: the window a compaction can hit is the
-      // MANIFEST's read plus one task. No user write reaches LevelDB while the snapshot holds the
-      // write buffer, but a memtable flush started earlier may still finish: it appends to the
-      // MANIFEST and deletes the log it emptied, so the MANIFEST is checked again after the logs
-      // are copied (a log that vanished before the readdir would otherwise be lost silently).
-      const linked = await linkTables(dbDir, target, live, manifestName);
-      if (linked.manifestSize !== manifestSize) {
-        lastError = new Error('a compaction changed the MANIFEST while linking');
-        continue;
-      }
-      const tables = linked.tables;
+      // Every table linked (and its size read) in one task on a worker thread: one event-loop
+      // turn for all of them (a link and a stat per table each waited for a turn, and under a busy
+      // processing loop that took seconds).
+      const tables = await linkTables(dbDir, target, live);
       for (const [i, t] of tables.entries()) {
         if (t.size !== live[i].size)
           throw new ManifestParseError(`table ${t.name} has ${t.size} bytes, the MANIFEST says ${live[i].size}`);
@@ -158,16 +157,19 @@ export async function createNativeCheckpoint(
         const m = /^(\d+)\.log$/.exec(f);
         if (m === null) continue;
         const n = Number(m[1]);
-        if (n >= state.logNumber || (state.prevLogNumber !== 0 && n === state.prevLogNumber)) {
+        if (n >= logNumber || (prevLogNumber !== 0 && n === prevLogNumber)) {
           await copyFile(join(dbDir, f), join(target, f));
           logs.push(f);
         }
       }
-      if ((await stat(join(dbDir, manifestName))).size !== manifestSize) {
-        lastError = new Error('a memtable flush or compaction changed the MANIFEST while copying the logs');
+      const missing = missingLogs(logs, logNumber, prevLogNumber);
+      if (missing.length > 0) {
+        // A flush finished and deleted it before the listing: its writes are in a table the kept
+        // version does not list. Start over from the MANIFEST that records that table.
+        lastError = new Error(`a memtable flush deleted log ${missing.join(', ')} before it was copied`);
         continue;
       }
-      await writeFile(join(target, manifestName), state.encode());
+      await writeFile(join(target, manifestName), manifest);
       await writeFile(join(target, 'CURRENT'), `${manifestName}\n`);
       // CURRENT changes only when LevelDB opens the database (a new MANIFEST): cheap to confirm.
       if ((await currentManifest(dbDir)) !== manifestName) {

@@ -142,8 +142,7 @@ function linkBatch(job) {
     if (linked === null) throw fail('source', Object.assign(new Error('none of ' + names.join(', ') + ' exists in ' + job.sourceDir), { code: 'ENOENT' }));
     out.push({ name: linked, size: fs.statSync(path.join(job.targetDir, linked)).size });
   }
-  const after = (job.statAfter || []).map((p) => fs.statSync(p).size);
-  return { files: out, after };
+  return { files: out };
 }
 // A few small file-system steps in one task, in order: 'reset-dir' (remove, then create empty),
 // 'read' (a file from byte 'from' to its size at open: { size, bytes }).
@@ -256,15 +255,11 @@ export interface LinkBatchRequest {
   readonly targetDir: string;
   /** Per file, the names it may have, in order of preference (LevelDB tables: .ldb, then .sst). */
   readonly entries: readonly (readonly string[])[];
-  /** Files (absolute) whose sizes to read right after the last link, in the same task. */
-  readonly statAfter?: readonly string[];
 }
 
 export interface LinkBatchResult {
   /** Per entry, the name linked and its size. */
   readonly files: { name: string; size: number }[];
-  /** The sizes of `statAfter`, in order. */
-  readonly after: number[];
 }
 
 /**

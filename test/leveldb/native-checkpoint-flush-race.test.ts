@@ -6,26 +6,40 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 /**
  * A memtable flush that LevelDB started before a checkpoint may finish while the checkpoint runs:
- * it writes a table, appends to the MANIFEST and deletes the log it emptied. Here it finishes in
- * the worst place, after the tables were linked and before the logs are listed (injected by making
- * the checkpoint's readdir of the database run a real flush first). The checkpoint must start over
- * rather than keep the old version without the log that held its newest writes.
+ * it writes a table, appends to the MANIFEST and deletes the log it emptied. Where it finishes
+ * decides what the checkpoint must do (injected by running a real flush inside the checkpoint's
+ * readdir of the database, or after its copy of a log):
+ * - before the logs are listed: the log is gone, so the checkpoint must start over rather than
+ *   keep the old version without the log that held its newest writes;
+ * - after the logs were copied: the copies hold those writes, so the checkpoint must not start
+ *   over (the MANIFEST changing is no reason: under a compaction storm every attempt sees that,
+ *   and a 1 GB database could not be checkpointed at all).
  */
-const flushBeforeListing = vi.hoisted(() => ({ run: null as null | (() => Promise<void>) }));
+const hooks = vi.hoisted(() => ({
+  beforeListing: null as null | (() => Promise<void>),
+  afterLogCopy: null as null | (() => Promise<void>),
+  listings: 0,
+}));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const fs = await importOriginal<typeof import('node:fs/promises')>();
   const readdir = (async (...args: Parameters<typeof fs.readdir>) => {
-    const run = flushBeforeListing.run;
+    hooks.listings++;
+    const run = hooks.beforeListing;
     if (run !== null) {
-      flushBeforeListing.run = null;
+      hooks.beforeListing = null;
       await run();
     }
     return fs.readdir(...args);
   }) as typeof fs.readdir;
-  return { ...fs, readdir, default: { ...fs, readdir } };
+  const copyFile = (async (...args: Parameters<typeof fs.copyFile>) => {
+    await fs.copyFile(...args);
+    if (String(args[0]).endsWith('.log')) await hooks.afterLogCopy?.();
+  }) as typeof fs.copyFile;
+  const patched = { readdir, copyFile };
+  return { ...fs, ...patched, default: { ...fs, ...patched } };
 });
 
-const { createNativeCheckpoint } = await import('../../backends/leveldb/native-checkpoint.js');
+const { createNativeCheckpoint, missingLogs } = await import('../../backends/leveldb/native-checkpoint.js');
 
 let root: string;
 beforeAll(async () => {
@@ -52,7 +66,7 @@ describe('LevelDB native checkpoint and a memtable flush finishing during it', (
       for (let i = 0; i < 200; i++) b.put(`key-${i}`, `value-${i}`);
       await b.write();
       let flushed = false;
-      flushBeforeListing.run = async () => {
+      hooks.beforeListing = async () => {
         await db.compactRange('key-', 'key-~'); // flushes the memtable: new table, new log, old log deleted
         flushed = true;
       };
@@ -68,5 +82,47 @@ describe('LevelDB native checkpoint and a memtable flush finishing during it', (
     } finally {
       await db.close();
     }
+  });
+
+  it('flushes and compactions after the logs were copied: one attempt, every write kept', async () => {
+    const dir = join(root, 'db-late');
+    const db = await openDb(dir);
+    try {
+      const b = db.batch();
+      for (let i = 0; i < 200; i++) b.put(`key-${i}`, `value-${i}`);
+      await b.write();
+      let flushes = 0;
+      // After every log copy of every attempt: the MANIFEST changes each time.
+      hooks.afterLogCopy = async () => {
+        await db.compactRange('key-', 'key-~');
+        flushes++;
+      };
+      hooks.listings = 0;
+      const target = join(root, 'chk-late');
+      try {
+        await createNativeCheckpoint(dir, target);
+      } finally {
+        hooks.afterLogCopy = null;
+      }
+      expect(flushes).toBeGreaterThan(0);
+      expect(hooks.listings).toBe(1);
+      const copy = await openDb(target);
+      try {
+        for (let i = 0; i < 200; i++) expect(copy.getSync(`key-${i}`), `key-${i}`).toBe(`value-${i}`);
+      } finally {
+        await copy.close();
+      }
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('missingLogs', () => {
+  it("names the version's log and previous log when they were not copied", () => {
+    expect(missingLogs(['000012.log', '000015.log'], 12, 0)).toEqual([]);
+    expect(missingLogs(['000015.log'], 12, 0)).toEqual([12]);
+    expect(missingLogs(['000012.log'], 12, 9)).toEqual([9]);
+    expect(missingLogs([], 12, 9)).toEqual([12, 9]);
   });
 });
