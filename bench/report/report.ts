@@ -3,21 +3,17 @@
  * (pure: data in, file contents out; generate.ts does the IO). Every section tolerates a suite
  * that did not run: it says so instead of failing the report.
  */
+import { checkpointImpactDetails, processingChart, targetsSection } from './checkpoint-impact.js';
+import { arr, mdTable, num, type Rec, rec, rowsSection } from './records.js';
 import { barChart, compact, lineChart, PALETTE, type LineSeries } from './svg.js';
 
-type Rec = Record<string, unknown>;
+export { mdTable };
 
 export interface ReportFiles {
   readonly markdown: string;
   /** File name (in the results directory) -> SVG text. */
   readonly charts: ReadonlyMap<string, string>;
 }
-
-const num = (v: unknown): number =>
-  typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : Number.NaN;
-const rec = (v: unknown): Rec | undefined =>
-  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Rec) : undefined;
-const arr = (v: unknown): Rec[] => (Array.isArray(v) ? v.filter((x): x is Rec => rec(x) !== undefined) : []);
 
 /** Parses the compact figures the state-access scripts print ("1.31M", "393.0k", "812"). */
 export function parseOps(s: unknown): number {
@@ -36,19 +32,6 @@ const pct = (a: number, b: number): string =>
   Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${((100 * a) / b).toFixed(a / b < 0.1 ? 2 : 0)}%` : '–';
 const sizeLabel = (mbValue: number): string =>
   mbValue >= 1024 ? `${+(mbValue / 1024).toFixed(2)} GB` : `${mbValue} MB`;
-
-export function mdTable(rows: ReadonlyArray<Record<string, unknown>>): string {
-  if (rows.length === 0) return '_no rows_\n';
-  const cols = Object.keys(rows[0]);
-  const cell = (v: unknown): string => String(v ?? '').replace(/\|/g, '\\|');
-  return (
-    [
-      `| ${cols.join(' | ')} |`,
-      `|${cols.map(() => '---').join('|')}|`,
-      ...rows.map((r) => `| ${cols.map((c) => cell(r[c])).join(' | ')} |`),
-    ].join('\n') + '\n'
-  );
-}
 
 interface RatioRow {
   readonly operation: string;
@@ -104,6 +87,7 @@ export function buildReport(data: Rec): ReportFiles {
   md.push('## Headline', '');
   md.push(...headline(heap, level, pause, s3, sp, sizes));
   md.push(...checkpointHeadline(sizes, scaling));
+  md.push(...targetsSection(data));
 
   md.push('## Charts', '');
   charts.set('checkpoint-duration.svg', durationChart(sizes));
@@ -125,12 +109,17 @@ export function buildReport(data: Rec): ReportFiles {
   );
   charts.set('changelog-recovery.svg', recoveryChart(cl));
   charts.set('storage-throughput.svg', storageChart(s3, pause, sp, sizes));
+  charts.set(
+    'processing-during-checkpoint.svg',
+    processingChart([rec(data.processingDuringCheckpoint), rec(data.processingDuringCheckpoint1G)]),
+  );
   md.push('![checkpoint duration versus state size](checkpoint-duration.svg)', '');
   md.push('![bytes written per checkpoint versus state size](checkpoint-bytes.svg)', '');
   md.push('![heap state access](state-access-heap.svg)', '');
   md.push('![leveldb state access](state-access-leveldb.svg)', '');
   md.push('![changelog recovery time versus log since materialization](changelog-recovery.svg)', '');
   md.push('![write throughput versus raw baselines](storage-throughput.svg)', '');
+  md.push('![records per second during a checkpoint](processing-during-checkpoint.svg)', '');
 
   md.push('## Details', '');
   md.push(...accessDetails('State access: heap backend vs raw Map (`bench/state-access.ts`)', heap));
@@ -139,7 +128,7 @@ export function buildReport(data: Rec): ReportFiles {
   md.push(...changelogDetails(cl));
   md.push(...changelogScalingDetails(scaling));
   md.push(
-    ...simpleRows(
+    ...rowsSection(
       'Heap snapshot pause (`bench/snapshot-pause.ts`)',
       pause,
       'rows',
@@ -150,7 +139,7 @@ export function buildReport(data: Rec): ReportFiles {
   md.push(...savepointDetails(sp, rec(data.convertLarge)));
   md.push(...s3Details(s3));
   md.push(
-    ...simpleRows(
+    ...rowsSection(
       'Durable before complete: checkpoints with and without the data-file fsync (`bench/durability.ts`)',
       rec(data.durability),
       'rows',
@@ -158,13 +147,14 @@ export function buildReport(data: Rec): ReportFiles {
     ),
   );
   md.push(
-    ...simpleRows(
+    ...rowsSection(
       'Unaligned checkpoints under backpressure (`bench/unaligned.ts`)',
       rec(data.unaligned),
       'rows',
       'The reference runtime with a slow sink, every channel holding a backlog of N records; aligned (the baseline) and unaligned runs alternate. Checkpoint duration is the median trigger-to-last-acknowledgement of the checkpoints of a run (the final, always aligned one left out), then the median over rounds; channel-state bytes are the in-flight records an unaligned checkpoint stored.',
     ),
   );
+  md.push(...checkpointImpactDetails(data));
   return { markdown: `${md.join('\n')}\n`, charts };
 }
 
@@ -667,11 +657,6 @@ function changelogDetails(cl: Rec | undefined): string[] {
       })),
     ),
   ];
-}
-
-function simpleRows(title: string, section: Rec | undefined, key: string, intro: string): string[] {
-  if (section === undefined) return [`### ${title}`, '', '_not run_', ''];
-  return [`### ${title}`, '', intro, '', mdTable(arr(section[key]))];
 }
 
 function leveldbCheckpointDetails(section: Rec | undefined): string[] {

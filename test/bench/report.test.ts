@@ -28,7 +28,7 @@ describe('benchmark report', () => {
     const { markdown, charts } = buildReport({});
     expect(markdown).toContain('# streamstate benchmark report');
     expect(markdown).toContain('_Checkpoint-size sweep not run._');
-    expect(charts.size).toBe(6);
+    expect(charts.size).toBe(7);
     for (const svg of charts.values()) wellFormed(svg);
     expect(charts.get('checkpoint-duration.svg')).toContain('no data in this run');
   });
@@ -127,6 +127,77 @@ describe('benchmark report', () => {
     expect(markdown).toContain('Converting 1 GB of state');
     expect(markdown).toMatch(/memory → leveldb \(canonical\) \| 16\.7 \| [\d.]+ \| met/);
     expect(markdown).toMatch(/memory → leveldb \(native\) \| 61\.0 \| [\d.]+ \| NOT met/);
+  });
+
+  it('puts each issue 15/17 goal next to the figure measured, met or not, and charts processing during checkpoints', () => {
+    const pdcRow = (backend: string, idle: number, during: number, ratio: string, p99During: number) => ({
+      backend,
+      'state MB': 1000,
+      'records/s idle': idle,
+      'records/s during': during,
+      'during/idle': ratio,
+      'delay p50/p99/max idle ms': '3.0/4.3/10.1',
+      'delay p50/p99/max during ms': `3.5/${p99During}/58.9`,
+      'GC share idle/during': '0%/1%',
+      'checkpoint s': '65.22',
+      'pause ms': '0.9',
+    });
+    const { markdown, charts } = buildReport({
+      processingDuringCheckpoint1G: {
+        sizeMb: 1000,
+        keys: 5_000_000,
+        rounds: 1,
+        rows: [pdcRow('filesystem', 300_000, 250_000, '83%', 14.8), pdcRow('memory', 400_000, 190_000, '47%', 38)],
+      },
+      heapFullSnapshot1G: {
+        sizeMb: 1000,
+        keys: 5_000_000,
+        valueBytes: 200,
+        rounds: 3,
+        rows: [
+          {
+            what: 'full snapshot (filesystem)',
+            'MB/s': 193,
+            'raw MB/s': 223,
+            'of raw': '86%',
+            'GC ms (share)': '131 (2%)',
+            'raw GC ms': 331,
+          },
+          {
+            what: 'restore (filesystem)',
+            'MB/s': 24,
+            'raw MB/s': 56,
+            'of raw': '44%',
+            'GC ms (share)': '22460 (51%)',
+            'raw GC ms': 5319,
+          },
+        ],
+      },
+      convertMaxParallelism: {
+        sizeMb: 200,
+        entries: 1000,
+        rounds: 3,
+        ratio: 2.19,
+        divisorRatio: 1.39,
+        medianPlainMs: 885,
+        medianRehashMs: 1941,
+        medianDivisorMs: 1226,
+      },
+      's3-storage': { rawS3Put: { ratio: 0.82, cpuRatio: 0.78 }, s3: { requests: { PutObject: 9, HeadObject: 1 } } },
+    });
+    const targets = markdown.slice(markdown.indexOf('## Targets'), markdown.indexOf('## Charts'));
+    const line = (start: string): string => targets.split('\n').find((l) => l.startsWith(`| ${start}`)) ?? '';
+    expect(line('filesystem: records/s')).toMatch(/83%, p99 14.8 ms.*\| yes \|$/);
+    expect(line('memory: records/s')).toMatch(/47%, p99 38 ms.*\| no \|$/);
+    expect(line('full heap snapshot')).toMatch(/86%.*\| yes \|$/);
+    expect(line('heap restore')).toMatch(/44%.*GC 22460 \(51%\).*\| no \|$/);
+    expect(line('S3 checkpoint write')).toMatch(/82%.*PutObject 9, HeadObject 1 \| yes \|$/);
+    expect(line('convert --max-parallelism')).toMatch(/2.19x.*\| no \|$/);
+    expect(line('LevelDB checkpoint upload')).toMatch(/\| not run \|$/);
+    const chart = charts.get('processing-during-checkpoint.svg') ?? '';
+    wellFormed(chart);
+    expect(chart).toContain('filesystem, 1 GB');
+    expect(markdown).toContain('Full heap snapshot and restore against the raw limit, 1 GB');
   });
 
   it('parses the compact figures of the state-access scripts', () => {
