@@ -11,7 +11,7 @@ export interface HeapStateBackendOptions {
   readonly snapshotChunkBytes?: number;
   /**
    * How a snapshot's asynchronous part shares the thread with record processing: slice length
-   * and CPU share (defaults: 4 ms, 0.15). See docs/ARCHITECTURE.md, "Snapshots that do not stall".
+   * and CPU share (defaults: 4 ms, 0.1). See docs/ARCHITECTURE.md, "Snapshots that do not stall".
    */
   readonly snapshotSlicing?: SnapshotSlicing;
 }
