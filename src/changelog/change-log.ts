@@ -260,11 +260,42 @@ export class ChangeLog {
     await Promise.allSettled(extra.map(discardCopy));
   }
 
+  /**
+   * Persists planned chunks in order, at most `limit` at a time (a snapshot's asynchronous part).
+   * Each upload starts on a later event-loop turn: encoding and checksumming a segment costs about
+   * a millisecond per MiB, so neither the snapshot's synchronous part nor one turn carries the
+   * whole log tail (without completion notices that tail is everything since the base).
+   */
+  async persistAll(
+    planned: readonly PlannedSegment[],
+    streams: CheckpointStreamFactory,
+    background: CheckpointStreamFactory | null,
+    limit = PERSIST_CONCURRENCY,
+  ): Promise<PromiseSettledResult<UsedSegment>[]> {
+    const out: PromiseSettledResult<UsedSegment>[] = new Array(planned.length);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < planned.length) {
+        const i = next++;
+        try {
+          out[i] = { status: 'fulfilled', value: await this.persist(planned[i], streams, background) };
+        } catch (reason) {
+          out[i] = { status: 'rejected', reason };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, planned.length)) }, worker));
+    return out;
+  }
+
   private async write(
     chunk: Chunk,
     body: Buffer | null,
     streams: CheckpointStreamFactory,
   ): Promise<ChangelogSegmentRef> {
+    // Never encode in the caller's turn: a record's commit (preemptive persist) or a snapshot's
+    // synchronous part must not pay for a segment's copy and checksum.
+    await nextTurn();
     if (this.closed) throw cancelled();
     if (body === null)
       throw new SnapshotError(
@@ -313,6 +344,14 @@ function reusableCopy(c: Chunk, mayReuse: ((path: string) => boolean) | undefine
     if (ref.file.type !== 'file' || mayReuse(ref.file.path)) return ref;
   }
   return null;
+}
+
+/** Segment uploads of one snapshot in flight at once (bounds the work queued per event-loop turn). */
+const PERSIST_CONCURRENCY = 2;
+
+/** Resolves on a later event-loop turn (after pending I/O callbacks and earlier immediates). */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Deletes a copy no checkpoint references (best effort: a leftover is only garbage for gc). */

@@ -572,7 +572,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     const background = this.init.settings.backgroundStreams;
     const done = this.guard(
       (async () => {
-        const settled = await Promise.allSettled(planned.map((p) => this.log.persist(p, streams, background)));
+        const settled = await this.log.persistAll(planned, streams, background);
         const used = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
         const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failed !== undefined || this.closed) {
