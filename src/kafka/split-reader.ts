@@ -33,12 +33,18 @@ export interface SplitReaderOptions<T> {
 
 const MAX_CONSUMER_RESTARTS = 5;
 
-/** One buffered entry: a record, or a skip over offsets without records (transaction markers, compaction). */
-interface Entry<T> {
-  readonly offset: number;
-  readonly value: T | undefined;
-  /** The split's position once this entry is taken. */
-  readonly next: number;
+/**
+ * The records of one fetched batch, in offset order, taken one by one. Kept per batch (two arrays),
+ * not per record: a wrapper object per buffered record cost an allocation each and lengthened every
+ * young-generation GC while up to maxBuffered records per partition wait in the buffer (bench/kafka).
+ */
+interface Chunk<T> {
+  readonly values: T[];
+  readonly offsets: number[];
+  /** The split's position once the chunk's last entry is taken: past the offsets after its last record that hold none (transaction markers, compaction). */
+  readonly end: number;
+  /** The index of the next record to take. */
+  next: number;
 }
 
 class SplitCursor<T> {
@@ -46,8 +52,11 @@ class SplitCursor<T> {
   position: number;
   /** The offset of the next record to buffer (ahead of position by what is buffered). */
   fetchPosition: number;
-  readonly buffer: Entry<T>[] = [];
+  /** Taken chunks before head are cleared (undefined) until the array is compacted. */
+  readonly chunks: (Chunk<T> | undefined)[] = [];
   head = 0;
+  /** Records buffered, plus one per chunk that holds only a skip. */
+  buffered = 0;
   drained: (() => void) | null = null;
 
   constructor(
@@ -58,10 +67,6 @@ class SplitCursor<T> {
   ) {
     this.position = offset;
     this.fetchPosition = offset;
-  }
-
-  get buffered(): number {
-    return this.buffer.length - this.head;
   }
 
   /** Everything up to the stop offset is buffered: fetching more would only be dropped. */
@@ -138,20 +143,27 @@ export class KafkaSplitReader<T> {
     for (let i = 0; i < n && this.totalBuffered > 0; i++) {
       const c = this.cursors[(this.rr + i) % n];
       while (c.buffered > 0) {
-        const e = c.buffer[c.head++];
-        this.totalBuffered--;
-        c.position = e.next;
-        if (c.head > 1024 && c.head * 2 > c.buffer.length) {
-          c.buffer.splice(0, c.head);
-          c.head = 0;
+        const chunk = c.chunks[c.head]!;
+        const k = chunk.next++;
+        const last = chunk.next >= chunk.values.length;
+        if (last) {
+          // The chunk is used up: drop it (compacting the array now and then, not on every chunk).
+          c.chunks[c.head++] = undefined;
+          if (c.head > 64 && c.head * 2 > c.chunks.length) {
+            c.chunks.splice(0, c.head);
+            c.head = 0;
+          }
         }
+        c.buffered--;
+        this.totalBuffered--;
+        c.position = last ? chunk.end : chunk.offsets[k] + 1;
         if (c.drained && c.buffered <= this.options.maxBuffered / 2) {
           c.drained();
           c.drained = null;
         }
-        if (e.value === undefined) continue; // a skip: only the position moves
+        if (k >= chunk.values.length) continue; // a chunk of a skip only: just the position moves
         this.rr = (this.rr + i + 1) % n;
-        return { value: e.value, topic: c.topic, partition: c.partition, offset: e.offset };
+        return { value: chunk.values[k], topic: c.topic, partition: c.partition, offset: chunk.offsets[k] };
       }
     }
     return null;
@@ -278,16 +290,20 @@ export class KafkaSplitReader<T> {
   private take(batch: Batch): void {
     const c = this.byKey.get(key(batch.topic, batch.partition));
     if (!c || batch.isEmpty()) return;
-    const before = this.totalBuffered;
-    for (const m of batch.messages) {
+    const { topic, partition, messages } = batch;
+    const deserialize = this.options.deserialize;
+    const values: T[] = [];
+    const offsets: number[] = [];
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i];
       const offset = Number(m.offset);
       // Below the fetch position: a re-delivery after a rebalance or seek. At or past the stop offset: not part of this read.
       if (offset < c.fetchPosition || (c.stopAt !== null && offset >= c.stopAt)) continue;
       let value: T;
       try {
-        value = this.options.deserialize({
-          topic: batch.topic,
-          partition: batch.partition,
+        value = deserialize({
+          topic,
+          partition,
           offset,
           key: m.key ?? null,
           value: m.value ?? null,
@@ -295,10 +311,12 @@ export class KafkaSplitReader<T> {
           headers: m.headers ?? {},
         });
       } catch (err) {
+        // The records before this one stay buffered: the runtime takes them, then sees the failure.
+        if (values.length > 0) this.buffer(c, values, offsets, c.fetchPosition);
         throw this.fail(
           new StreamStateError(
             'SERIALIZATION_FAILED',
-            `could not deserialize ${batch.topic}[${batch.partition}]@${offset}: ${String(err)}; fix the deserializer or the record.`,
+            `could not deserialize ${topic}[${partition}]@${offset}: ${String(err)}; fix the deserializer or the record.`,
             {
               cause: err,
             },
@@ -306,19 +324,26 @@ export class KafkaSplitReader<T> {
           'deserializing',
         );
       }
-      c.buffer.push({ offset, value, next: offset + 1 });
+      values.push(value);
+      offsets.push(offset);
       c.fetchPosition = offset + 1;
-      this.totalBuffered++;
     }
     // Offsets after the last record that hold no record (a transaction marker): step over them, but not past the stop offset.
     const last = Number(batch.lastOffset()) + 1;
     const skipTo = c.stopAt === null ? last : Math.min(last, c.stopAt);
-    if (skipTo > c.fetchPosition) {
-      c.buffer.push({ offset: c.fetchPosition, value: undefined, next: skipTo });
-      c.fetchPosition = skipTo;
-      this.totalBuffered++;
-    }
-    if (this.totalBuffered > before || this.finishedAfterBuffer()) this.wake();
+    const end = Math.max(skipTo, c.fetchPosition);
+    if (values.length > 0 || end > c.fetchPosition) this.buffer(c, values, offsets, end);
+    else if (this.finishedAfterBuffer()) this.wake();
+  }
+
+  /** Appends a chunk (records, or none and a skip to `end`) to the split's buffer and wakes the runtime. */
+  private buffer(c: SplitCursor<T>, values: T[], offsets: number[], end: number): void {
+    const entries = values.length > 0 ? values.length : 1;
+    c.chunks.push({ values, offsets, end, next: 0 });
+    c.fetchPosition = end;
+    c.buffered += entries;
+    this.totalBuffered += entries;
+    this.wake();
   }
 
   /** Holds the batch (and so the partition's next fetch) until the runtime took about half of the buffer, heartbeating meanwhile. */
