@@ -1,25 +1,28 @@
 import { bytesSerializer, stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
-import { MAX_SLABBED, slabCopy } from './bytes-slab.js';
 import type { IdCodec } from './ids.js';
 
 /**
  * Restore-side decoding straight from byte ranges of a read block: no view, entry object or
- * generator per field (the restore used to build three Buffer views and an object per entry),
- * and small `bytes` values copied into shared slabs rather than one ArrayBuffer each (millions of
- * small ArrayBuffers are external memory, which drives full garbage collections of the whole heap
- * while it grows). Decoded values equal what `serializer.deserialize` returns.
+ * generator per field (the restore used to build three Buffer views and an object per entry).
+ * Decoded values equal what `serializer.deserialize` returns.
  */
 export type RangeDecode = (buf: Buffer, start: number, end: number) => unknown;
 
 /**
- * bytesSerializer.deserialize for a range: a copy (a Buffer of its own bytes). Small values are
- * views into a slab (bytes-slab.ts), as `Buffer.from` gives for small inputs.
+ * bytesSerializer.deserialize for a range, without a copy: the value is a view into the block
+ * the restore read, as a raw msgpack decode gives. The restore keeps each read block as it is
+ * until its states are registered (restore.ts: raw sections are views into it), so it already
+ * relies on the block being its own; once the state is registered its raw sections are dropped
+ * and nothing else reads those bytes, so a view's bytes belong to the value alone (its `.buffer`
+ * is shared, as with pooled Buffers). A copy per value (one ArrayBuffer
+ * each, or 16 KiB slabs) allocated the whole state a second time as external memory, and each
+ * 64 MB of it started a full collection of the growing heap: at 1 GB half the restore's time was
+ * garbage collection. Like slab copies, a block stays allocated while any value read from it is
+ * live (at worst the restored bytes stay held until every value read from them is replaced).
  */
-function bytesCopy(buf: Buffer, start: number, end: number): Uint8Array {
-  const n = end - start;
-  if (n === 0 || n > MAX_SLABBED) return bytesSerializer.deserialize(buf.subarray(start, end));
-  return slabCopy(buf, start, end);
+function bytesView(buf: Buffer, start: number, end: number): Uint8Array {
+  return start === end ? Buffer.alloc(0) : buf.subarray(start, end);
 }
 
 const utf8: RangeDecode = (buf, start, end) => buf.toString('utf8', start, end);
@@ -27,7 +30,7 @@ const utf8: RangeDecode = (buf, start, end) => buf.toString('utf8', start, end);
 /** Decodes a range as `serializer.deserialize(buf.subarray(start, end))` would. */
 export function rangeDecoder(serializer: Serializer<unknown>): RangeDecode {
   if (serializer === (stringSerializer as Serializer<unknown>)) return utf8;
-  if (serializer === (bytesSerializer as Serializer<unknown>)) return bytesCopy;
+  if (serializer === (bytesSerializer as Serializer<unknown>)) return bytesView;
   return (buf, start, end) => serializer.deserialize(buf.subarray(start, end));
 }
 

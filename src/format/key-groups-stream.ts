@@ -458,8 +458,9 @@ export function parseBlock(
   return { keyGroup: kg, sections };
 }
 
+/** Checked like `r.raw`, without a view per field (parsing a block is part of every restore). */
 function skipBytes(r: ByteReader): void {
-  r.raw(r.varint());
+  r.skip(r.varint());
 }
 
 function skipEntry(r: ByteReader, kind: EntryKind): void {

@@ -63,7 +63,11 @@ export interface BlobStore {
   putAtomic(name: string, data: Uint8Array, opts?: { exclusive?: boolean }): Promise<void>;
   /** The whole object. Throws StorageError NOT_FOUND when missing. */
   get(name: string): Promise<Buffer>;
-  /** `length` bytes from `offset` (ranged read). */
+  /**
+   * `length` bytes from `offset` (ranged read), in a buffer of the caller's own that shares no
+   * memory with what the store keeps (every built-in store reads or copies afresh): the heap
+   * backend's restore keeps views into it as restored `bytes` values, which users may write to.
+   */
   getRange(name: string, offset: number, length: number): Promise<Buffer>;
   /**
    * Streams the object to a local file. With `maxBytes`, an object larger than that fails with
