@@ -1,9 +1,9 @@
 /**
  * Copies of small byte values packed into shared slabs, as Node's own Buffer pool does for
  * `Buffer.from` (8 KiB): one ArrayBuffer per 16 KiB instead of one per value. Millions of small
- * ArrayBuffers are external memory that drives full collections of the whole heap (a restore
- * filling the heap, copy-on-write copies during a snapshot), and each costs an allocation of its
- * own (~1-70 µs under load against ~0.1 µs for a copy into a slab). A copy's `.buffer` is shared;
+ * ArrayBuffers are external memory that drives full collections of the whole heap (copy-on-write
+ * copies during a snapshot; the restore keeps views into its read blocks instead), and each
+ * costs an allocation of its own (~1-70 µs under load against ~0.1 µs for a copy into a slab). A copy's `.buffer` is shared;
  * its bytes are not.
  */
 const SLAB_BYTES = 16 * 1024;
