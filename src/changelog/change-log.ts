@@ -3,7 +3,7 @@ import type { KeyGroupRangeJson } from '../backend/handles.js';
 import { SnapshotError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
 import type { ChangelogLogIdentity, ChangelogSegmentRef } from './handle.js';
-import { encodeSegment } from './segment-format.js';
+import { encodeSegmentParts } from './segment-format.js';
 
 /** An uploaded copy of a chunk and the factory that wrote it (to discard it if nobody takes it). */
 export interface SegmentCopy {
@@ -303,7 +303,7 @@ export class ChangeLog {
         `changelog segment ${chunk.fromSeq}..${chunk.toSeq} is no longer in memory and has no file; trigger a new materialization.`,
       );
     const s = this.settings;
-    const bytes = encodeSegment(
+    const parts = encodeSegmentParts(
       {
         logId: s.logId,
         jobId: s.jobId,
@@ -318,7 +318,7 @@ export class ChangeLog {
       },
       body,
     );
-    return { file: await writeStream(streams, bytes, this.streams), fromSeq: chunk.fromSeq, toSeq: chunk.toSeq };
+    return { file: await writeStream(streams, parts, this.streams), fromSeq: chunk.fromSeq, toSeq: chunk.toSeq };
   }
 
   /** Stops new writes and discards the ones in flight (their partial files are deleted) and the spare copies. */
@@ -366,17 +366,17 @@ export function cancelled(): SnapshotError {
   );
 }
 
-/** Writes bytes as one shared-scope stream; the stream is tracked in `active` so close() can discard it. */
+/** Writes bytes (or parts in order) as one stream; the stream is tracked in `active` so close() can discard it. */
 export async function writeStream(
   streams: CheckpointStreamFactory,
-  bytes: Uint8Array,
+  bytes: Uint8Array | readonly Uint8Array[],
   active: Set<StateOutputStream>,
   scope: 'shared' | 'exclusive' = 'shared',
 ) {
   const out = streams.createOutputStream(scope);
   active.add(out);
   try {
-    await out.write(bytes);
+    for (const part of bytes instanceof Uint8Array ? [bytes] : bytes) await out.write(part);
     const handle = await out.closeAndGetHandle();
     if (handle === null)
       throw new SnapshotError(

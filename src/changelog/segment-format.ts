@@ -26,18 +26,22 @@ export interface SegmentHeader extends ChangelogLogIdentity {
 }
 
 export function encodeSegment(header: SegmentHeader, body: Uint8Array): Buffer {
+  return Buffer.concat(encodeSegmentParts(header, body));
+}
+
+/**
+ * The segment's bytes as [frame before the body, the body itself, trailer]: the same bytes as
+ * encodeSegment without copying the body (a log chunk is megabytes; each copy is another
+ * off-heap allocation, and their churn is what triggers full garbage collections).
+ */
+export function encodeSegmentParts(header: SegmentHeader, body: Uint8Array): [Buffer, Uint8Array, Buffer] {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
-  const w = new ByteWriter(json.length + body.length + 32);
-  w.raw(Buffer.from(SEGMENT_MAGIC, 'latin1'))
-    .u16(SEGMENT_VERSION)
-    .u16(0)
-    .u32(json.length)
-    .raw(json)
-    .u32(body.length)
-    .raw(body);
-  const crc = crc32(w.view());
-  w.u32(crc).raw(Buffer.from(SEGMENT_END, 'latin1'));
-  return w.toBuffer();
+  const w = new ByteWriter(json.length + 32);
+  w.raw(Buffer.from(SEGMENT_MAGIC, 'latin1')).u16(SEGMENT_VERSION).u16(0).u32(json.length).raw(json).u32(body.length);
+  const head = w.toBuffer();
+  const crc = crc32(body, crc32(head));
+  const tail = new ByteWriter(8).u32(crc).raw(Buffer.from(SEGMENT_END, 'latin1')).toBuffer();
+  return [head, body, tail];
 }
 
 /** What the handle says the segment is; the file must agree. */
