@@ -1,14 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { memory } from '../../backends/memory/index.js';
-import type {
-  CheckpointStreamFactory,
-  KeyedBackendParams,
-  KeyedStateBackend,
-  StateOutputStream,
-} from '../../src/backend/contract.js';
+import { singleSubtask } from '../../bench/lib/workload.js';
+import type { CheckpointStreamFactory, KeyedStateBackend, StateOutputStream } from '../../src/backend/contract.js';
 import { changelog } from '../../src/changelog/index.js';
 import { BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
-import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
 import { valueState } from '../../src/state/descriptors.js';
 import { MemoryBlobStore } from '../../src/storage/memory-blob-store.js';
@@ -63,18 +58,6 @@ class CountingStorage extends BlobCheckpointStorage {
   }
 }
 
-function params(jobId: string): KeyedBackendParams<string> {
-  return {
-    jobId,
-    operatorId: 'op',
-    subtaskIndex: 0,
-    parallelism: 1,
-    maxParallelism: 128,
-    keyGroupRange: new KeyGroupRange(0, 127),
-    keySerializer: stringSerializer,
-  };
-}
-
 function write(b: KeyedStateBackend<string>, from: number, n: number): void {
   const v = b.getState(vd);
   for (let i = from; i < from + n; i++) {
@@ -94,7 +77,7 @@ async function open(preemptivePersistBytes: number) {
     preemptivePersistBytes,
   });
   const jobId = `job-sync-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const kb = await backend.createKeyedStateBackend(params(jobId));
+  const kb = await backend.createKeyedStateBackend(singleSubtask(jobId));
   return { storage, kb, jobId };
 }
 
