@@ -187,6 +187,27 @@ export function describeBlobStore(
       await expectCode(store.getRange('r', -1, 5), 'INVALID_ARGUMENT');
     });
 
+    // The heap restore keeps views into getRange's buffer as restored values, which users may write
+    // to; a store that handed out its own memory would let them rewrite a completed checkpoint.
+    it('get and getRange return buffers the caller owns: writing to them changes no later read', async () => {
+      const data = bytes(4096, 5);
+      await store.put('own', data);
+      const whole = await store.get('own');
+      const range = await store.getRange('own', 100, 1000);
+      whole.fill(0);
+      range.fill(0);
+      expect(Buffer.compare(await store.get('own'), data)).toBe(0);
+      expect(Buffer.compare(await store.getRange('own', 100, 1000), data.subarray(100, 1100))).toBe(0);
+    });
+
+    it('putAtomic stores a copy: mutating the caller buffer afterwards changes nothing', async () => {
+      const data = bytes(4096, 6);
+      const input = Buffer.from(data);
+      await store.putAtomic('kept/_metadata', input);
+      input.fill(0);
+      expect(Buffer.compare(await store.get('kept/_metadata'), data)).toBe(0);
+    });
+
     it('download writes the object to a local file (creating parent dirs)', async () => {
       const data = bytes(200_000, 4);
       await store.put('dl/obj', data);
