@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { SnapshotError, StorageError, StreamStateError } from '../errors.js';
 import type { BlobInfo, BlobStore, DownloadOptions } from './blob-store.js';
@@ -21,15 +21,33 @@ export interface MemoryBlobStoreOptions {
 }
 
 interface StoredObject {
-  readonly data: Buffer;
+  /** The bytes in order: one buffer for a whole-object put; pages (the last one partial) for a stream. */
+  readonly parts: readonly Buffer[];
+  readonly size: number;
   readonly modified: number;
+  /** Written by putStream: its full-size pages go back to the free list when the object goes. */
+  readonly paged: boolean;
+  /** Downloads reading the parts right now: the pages are not recycled under them. */
+  readers: number;
 }
+
+/**
+ * putStream copies into pages of this size. A stream's chunks used to be copied into fresh
+ * buffers and concatenated at the end: at 1 GB a fresh MiB per chunk plus one 1 GB copy in a
+ * single event-loop turn. Pages live in SharedArrayBuffers, which V8 does not count as the
+ * isolate's external memory (BackingStore::PerIsolateAccountingLength): retained checkpoints are
+ * memory the store manages itself (pages are recycled, not collected), and counted they started a
+ * full collection of the whole heap per 64 MB written, each marking step on the event loop.
+ */
+const PAGE_BYTES = 1024 * 1024;
 
 /**
  * Objects in a Map, for tests and the in-process "memory" checkpoint storage. Stores are kept in a
  * process-wide registry by name, so a job restarted in the same process finds its checkpoints
  * with `MemoryBlobStore.named(name)`. Data is copied on the way in and out: callers may reuse
- * their buffers.
+ * their buffers. Streams are kept as 1 MiB pages; the pages of deleted or overwritten streams are
+ * reused by later ones (the free list holds at most as many as the largest stream took), so
+ * checkpoints that replace each other (retention) run on memory already touched.
  */
 export class MemoryBlobStore implements BlobStore {
   /** putStream copies every chunk as it arrives. */
@@ -52,6 +70,12 @@ export class MemoryBlobStore implements BlobStore {
   readonly maxObjectBytes: number;
   private readonly objects = new Map<string, StoredObject>();
   private readonly clock: () => number;
+  /** Pages of objects that are gone, ready for the next stream. */
+  private readonly freePages: Buffer[] = [];
+  /** Pages the largest stream so far took: the most the free list keeps. */
+  private maxFreePages = 0;
+  /** Pages allocated so far (not taken from the free list), for tests and metrics. */
+  pagesAllocated = 0;
 
   constructor(opts: MemoryBlobStoreOptions = {}) {
     const name = opts.name ?? `mem-${++MemoryBlobStore.counter}-${randomHex(8)}`;
@@ -81,19 +105,40 @@ export class MemoryBlobStore implements BlobStore {
   async put(name: string, data: Uint8Array): Promise<void> {
     checkBlobName(name);
     this.checkSize(name, data.byteLength);
-    this.objects.set(name, { data: Buffer.from(data), modified: this.clock() });
+    this.store(name, [Buffer.from(data)], data.byteLength, false);
   }
 
   async putStream(name: string, data: AsyncIterable<Uint8Array>): Promise<number> {
     checkBlobName(name);
-    const chunks: Buffer[] = [];
+    const pages: Buffer[] = [];
     let size = 0;
-    for await (const chunk of data) {
-      size += chunk.byteLength;
-      this.checkSize(name, size);
-      chunks.push(Buffer.from(chunk));
+    try {
+      for await (const chunk of data) {
+        this.checkSize(name, size + chunk.byteLength);
+        for (let at = 0; at < chunk.byteLength; ) {
+          const used = size % PAGE_BYTES;
+          if (used === 0) pages.push(this.freePages.pop() ?? this.newPage());
+          const n = Math.min(chunk.byteLength - at, PAGE_BYTES - used);
+          pages[pages.length - 1].set(chunk.subarray(at, at + n), used);
+          at += n;
+          size += n;
+        }
+      }
+    } catch (err) {
+      this.recycle(pages);
+      throw err;
     }
-    this.objects.set(name, { data: Buffer.concat(chunks, size), modified: this.clock() });
+    this.maxFreePages = Math.max(this.maxFreePages, pages.length);
+    const tail = size % PAGE_BYTES;
+    if (tail > 0) {
+      const last = pages[pages.length - 1];
+      if (tail < PAGE_BYTES / 2) {
+        // A small tail gets a buffer of its own (an ordinary one); the page goes back: small streams keep no MiB each.
+        pages[pages.length - 1] = Buffer.from(last.subarray(0, tail));
+        this.recycle([last]);
+      } else pages[pages.length - 1] = last.subarray(0, tail);
+    }
+    this.store(name, pages, size, true);
     return size;
   }
 
@@ -106,46 +151,66 @@ export class MemoryBlobStore implements BlobStore {
         `${this.describe(name)} already exists; it is never overwritten. Use a new name.`,
       );
     }
-    this.objects.set(name, { data: Buffer.from(data), modified: this.clock() });
+    this.store(name, [Buffer.from(data)], data.byteLength, false);
   }
 
   async get(name: string): Promise<Buffer> {
-    return Buffer.from(this.require(name).data);
+    const obj = this.require(name);
+    return Buffer.concat(obj.parts, obj.size);
   }
 
   async getRange(name: string, offset: number, length: number): Promise<Buffer> {
     checkRange(name, offset, length);
-    const { data } = this.require(name);
-    const start = Math.min(offset, data.length);
-    return Buffer.from(data.subarray(start, Math.min(data.length, start + length)));
+    const obj = this.require(name);
+    const start = Math.min(offset, obj.size);
+    const out = Buffer.allocUnsafe(Math.min(obj.size, start + length) - start);
+    let partStart = 0;
+    let filled = 0;
+    for (const part of obj.parts) {
+      if (filled === out.length) break;
+      const partEnd = partStart + part.length;
+      if (partEnd > start + filled) filled += part.copy(out, filled, start + filled - partStart);
+      partStart = partEnd;
+    }
+    return out;
   }
 
   async download(name: string, localPath: string, opts?: DownloadOptions): Promise<void> {
     const limit = downloadLimit(name, opts);
-    const { data } = this.require(name);
-    if (data.length > limit) throw downloadTooLarge(`${this.location}/${name}`, limit, data.length);
-    await mkdir(dirname(localPath), { recursive: true });
-    await writeFile(localPath, data);
+    const obj = this.require(name);
+    if (obj.size > limit) throw downloadTooLarge(`${this.location}/${name}`, limit, obj.size);
+    obj.readers++;
+    try {
+      await mkdir(dirname(localPath), { recursive: true });
+      const fh = await open(localPath, 'w');
+      try {
+        for (const part of obj.parts) await fh.write(part);
+      } finally {
+        await fh.close();
+      }
+    } finally {
+      obj.readers--;
+    }
   }
 
   async stat(name: string): Promise<BlobInfo | null> {
     checkBlobName(name);
     const obj = this.objects.get(name);
-    return obj ? { name, size: obj.data.length, modified: obj.modified } : null;
+    return obj ? { name, size: obj.size, modified: obj.modified } : null;
   }
 
   async list(prefix: string): Promise<BlobInfo[]> {
     checkBlobPrefix(prefix);
     const out: BlobInfo[] = [];
     for (const [name, obj] of this.objects) {
-      if (name.startsWith(prefix)) out.push({ name, size: obj.data.length, modified: obj.modified });
+      if (name.startsWith(prefix)) out.push({ name, size: obj.size, modified: obj.modified });
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   async delete(names: readonly string[]): Promise<void> {
     for (const name of names) checkBlobName(name);
-    for (const name of names) this.objects.delete(name);
+    for (const name of names) this.drop(name);
   }
 
   /** Nothing to release; the data stays so a restore in this process finds it (see destroy()). */
@@ -154,14 +219,42 @@ export class MemoryBlobStore implements BlobStore {
   /** Drops every object and removes the store from the registry. */
   destroy(): void {
     this.objects.clear();
+    this.freePages.length = 0;
     if (MemoryBlobStore.registry.get(this.name) === this) MemoryBlobStore.registry.delete(this.name);
   }
 
   /** Total bytes held (for tests and metrics). */
   get totalBytes(): number {
     let n = 0;
-    for (const obj of this.objects.values()) n += obj.data.length;
+    for (const obj of this.objects.values()) n += obj.size;
     return n;
+  }
+
+  /** Sets `name` (overwriting: the old object's pages go to the free list). */
+  private store(name: string, parts: readonly Buffer[], size: number, paged: boolean): void {
+    this.drop(name);
+    this.objects.set(name, { parts, size, modified: this.clock(), paged, readers: 0 });
+  }
+
+  private drop(name: string): void {
+    const obj = this.objects.get(name);
+    if (obj === undefined) return;
+    this.objects.delete(name);
+    // A download still writing the pages keeps them: they are left to the garbage collector.
+    if (obj.paged && obj.readers === 0) this.recycle(obj.parts);
+  }
+
+  private newPage(): Buffer {
+    this.pagesAllocated++;
+    return Buffer.from(new SharedArrayBuffer(PAGE_BYTES));
+  }
+
+  /** Full-size pages back to the free list, up to what the largest stream took. */
+  private recycle(parts: readonly Buffer[]): void {
+    for (const part of parts) {
+      if (this.freePages.length >= this.maxFreePages) return;
+      if (part.buffer instanceof SharedArrayBuffer) this.freePages.push(Buffer.from(part.buffer));
+    }
   }
 
   private require(name: string): StoredObject {
