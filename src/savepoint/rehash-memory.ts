@@ -1,17 +1,18 @@
 import { StreamStateError } from '../errors.js';
 import type { CanonicalKeyGroupsWriter } from '../format/canonical-layout.js';
+import type { SectionSplit } from './rehash-split.js';
 import { writeSpilledKeyGroups, type SpillBucket, type SpilledKeyGroup } from './rehash-spill.js';
 
 /**
  * The in-memory counterpart of KeyGroupSpill (same calls), for state that fits the memory budget
- * of a max-parallelism change: an entry is not copied but remembered as a reference into the
- * source section it was read from, with its new key group, so re-hashing costs no disk round
- * trip. Each source section is copied once, whole, when its first entry is added: a
- * StateFileReader may hand out a buffer it reuses for its next read, and the entries must outlive
- * that (one sequential copy, cheaper than copying entry by entry, measured: scattering entries
- * into per-key-group buffers was slower). Reading back sorts all entries by key group once (a
- * stable counting sort) and hands out each bucket's key groups as slices.
- * Memory: the source sections, plus 36 bytes per entry.
+ * of a max-parallelism change, so re-hashing costs no disk round trip. Each source section is
+ * copied once, with its entries grouped by new key group (SectionSplit): a StateFileReader may
+ * hand out a buffer it reuses for its next read, and the entries must outlive that. The copy
+ * goes group by group within the section (section-local, no scattering over the whole state);
+ * each group is remembered as a run (new key group, state, entries, byte range in the copy).
+ * Reading back sorts the runs by key group once (a stable counting sort) and hands out each
+ * bucket's key groups as slices: the writer then takes whole runs, not single entries.
+ * Memory: the source sections, plus 24 bytes per run (one per section and new key group it feeds).
  */
 
 /** A growable Int32Array. */
@@ -30,17 +31,25 @@ class IntColumn {
 }
 
 export class KeyGroupIndex {
+  /** Per section added: its entries, grouped by new key group. */
   private readonly sources: Uint8Array[] = [];
-  /** The caller's buffer of the last section added (its copy is the last of `sources`). */
-  private lastAdded: Uint8Array | undefined;
   private readonly keyGroups = new IntColumn();
   private readonly stateIds = new IntColumn();
+  private readonly entryCounts = new IntColumn();
   private readonly sourceIds = new IntColumn();
   private readonly starts = new IntColumn();
   private readonly ends = new IntColumn();
-  /** After finishWriting: entries in key-group order, and where each key group's entries begin. */
+  private entries = 0;
+  /** After finishWriting: runs in key-group order, and where each key group's runs begin. */
   private sorted:
-    | { offsets: Int32Array; stateIds: Int32Array; sourceIds: Int32Array; starts: Int32Array; ends: Int32Array }
+    | {
+        offsets: Int32Array;
+        stateIds: Int32Array;
+        entryCounts: Int32Array;
+        sourceIds: Int32Array;
+        starts: Int32Array;
+        ends: Int32Array;
+      }
     | undefined;
 
   constructor(
@@ -52,33 +61,31 @@ export class KeyGroupIndex {
 
   /** Entries added so far. */
   get size(): number {
-    return this.keyGroups.length;
+    return this.entries;
   }
 
-  /**
-   * Remembers `bytes[start, end)`. Consecutive entries of one section pass the same `bytes`: it is
-   * copied (whole) on its first entry, so the caller may reuse it afterwards.
-   */
-  add(keyGroup: number, stateId: number, bytes: Uint8Array, start: number, end: number): void {
-    if (!(keyGroup >= 0 && keyGroup < this.maxParallelism))
-      throw new StreamStateError(
-        'INVALID_ARGUMENT',
-        `key group ${keyGroup} is outside maxParallelism ${this.maxParallelism}`,
-      );
-    if (this.lastAdded !== bytes) {
-      this.lastAdded = bytes;
-      this.sources.push(Uint8Array.prototype.slice.call(bytes));
+  /** Keeps the entries of `bytes`, the section `split` last split, as one run per new key group (copied). */
+  addSplit(stateId: number, bytes: Uint8Array, split: SectionSplit): void {
+    const copy = Buffer.allocUnsafe(bytes.length);
+    const sourceId = this.sources.length;
+    this.sources.push(copy);
+    let pos = 0;
+    for (let g = 0; g < split.groups; g++) {
+      const start = pos;
+      pos = split.copyGroup(bytes, g, copy, pos);
+      this.keyGroups.push(split.groupKeyGroups[g]);
+      this.stateIds.push(stateId);
+      this.entryCounts.push(split.entriesOf(g));
+      this.sourceIds.push(sourceId);
+      this.starts.push(start);
+      this.ends.push(pos);
+      this.entries += split.entriesOf(g);
     }
-    this.keyGroups.push(keyGroup);
-    this.stateIds.push(stateId);
-    this.sourceIds.push(this.sources.length - 1);
-    this.starts.push(start);
-    this.ends.push(end);
   }
 
   async drain(): Promise<void> {}
 
-  /** Sorts the entries by key group; call once after the last `add`. */
+  /** Sorts the runs by key group; call once after the last `addSplit`. */
   async finishWriting(): Promise<void> {
     const n = this.keyGroups.length;
     const kgs = this.keyGroups.values;
@@ -89,6 +96,7 @@ export class KeyGroupIndex {
     const sorted = {
       offsets,
       stateIds: new Int32Array(n),
+      entryCounts: new Int32Array(n),
       sourceIds: new Int32Array(n),
       starts: new Int32Array(n),
       ends: new Int32Array(n),
@@ -96,6 +104,7 @@ export class KeyGroupIndex {
     for (let i = 0; i < n; i++) {
       const at = next[kgs[i]]++;
       sorted.stateIds[at] = this.stateIds.values[i];
+      sorted.entryCounts[at] = this.entryCounts.values[i];
       sorted.sourceIds[at] = this.sourceIds.values[i];
       sorted.starts[at] = this.starts.values[i];
       sorted.ends[at] = this.ends.values[i];
@@ -103,7 +112,7 @@ export class KeyGroupIndex {
     this.sorted = sorted;
   }
 
-  /** The key groups of bucket `index` with entries, ascending, each in the order added. */
+  /** The key groups of bucket `index` with entries, ascending, each with its runs in the order added. */
   async *readBucket(index: number): AsyncGenerator<SpilledKeyGroup> {
     const s = this.sorted;
     if (s === undefined)
@@ -119,6 +128,7 @@ export class KeyGroupIndex {
         data: empty,
         count: to - from,
         stateIds: s.stateIds.subarray(from, to),
+        entryCounts: s.entryCounts.subarray(from, to),
         starts: s.starts.subarray(from, to),
         ends: s.ends.subarray(from, to),
         sources: this.sources,
@@ -135,7 +145,6 @@ export class KeyGroupIndex {
   /** Drops the references. Idempotent. */
   async close(): Promise<void> {
     this.sources.length = 0;
-    this.lastAdded = undefined;
     this.sorted = undefined;
   }
 }

@@ -2,10 +2,8 @@ import type { CheckpointStreamFactory, StateFileReader } from '../backend/contra
 import type { KeyedStateMetaInfo, KeyGroupRangeJson, KeyGroupsStateHandle } from '../backend/handles.js';
 import type { SerializerSnapshot } from '../serializers/serializer.js';
 import { FormatError, RestoreError } from '../errors.js';
-import { ByteReader } from '../format/bytes.js';
-import { CANONICAL_LAYOUT, entryKindOf, readKeyGroups, type EntryKind } from '../format/key-groups-stream.js';
+import { CANONICAL_LAYOUT, entryKindOf, readKeyGroups } from '../format/key-groups-stream.js';
 import { checkMaxParallelism, keyGroupRangeForSubtask } from '../keygroups/key-groups.js';
-import { murmur3Range } from '../keygroups/murmur3.js';
 import {
   CanonicalKeyGroupsWriter,
   canonicalStates,
@@ -13,7 +11,10 @@ import {
   stateIdentity,
 } from '../format/canonical-layout.js';
 import { KeyGroupIndex } from './rehash-memory.js';
+import { SectionSplit } from './rehash-split.js';
 import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BUFFER_BYTES } from './rehash-spill.js';
+
+export { forEachEntry } from './rehash-split.js';
 
 /**
  * Changing the max parallelism of keyed state (docs/KEY-GROUPS.md, "Changing maxParallelism"):
@@ -25,7 +26,9 @@ import { KeyGroupSpill, planSpillBuckets, DEFAULT_BUCKET_BYTES, DEFAULT_SPILL_BU
  *   in one pass without hashing (mergeToDivisor);
  * - otherwise every key is hashed and its entry partitioned by new key group: in memory within
  *   RehashOptions.memoryBytes (KeyGroupIndex), through spill files beyond it (KeyGroupSpill), so
- *   memory stays bounded whatever the state's size.
+ *   memory stays bounded whatever the state's size. A source section's entries are grouped by new
+ *   key group first (SectionSplit) and move as one run per group: kept, spilled, sorted and
+ *   handed to the writer per run, not per entry.
  * The canonical writer sorts each new key group. The result is canonical key-groups streams, one
  * per new subtask.
  *
@@ -93,46 +96,6 @@ export function checkNewMaxParallelism(maxParallelism: number, parallelism: numb
         `Pass --max-parallelism ${parallelism} or more, or lower --parallelism too.`,
     );
   }
-}
-
-/**
- * Calls `fn` for each entry of a section: the entry's byte range [start, end) and its key's
- * [keyStart, keyEnd) within `bytes` (encodings: docs/FORMAT.md, "Key-groups stream").
- */
-export function forEachEntry(
-  kind: EntryKind,
-  bytes: Buffer,
-  count: number,
-  what: string,
-  fn: (start: number, end: number, keyStart: number, keyEnd: number) => void,
-): void {
-  const r = new ByteReader(bytes, what);
-  for (let i = 0; i < count; i++) {
-    const start = r.pos;
-    if (kind === 'timers') r.skip(8);
-    const kl = r.varint();
-    const keyStart = r.pos;
-    r.skip(kl);
-    const keyEnd = r.pos;
-    r.skip(r.varint()); // namespace
-    if (kind === 'value') r.skip(r.varint());
-    else if (kind === 'list') {
-      const n = r.count(1, 'list elements');
-      for (let j = 0; j < n; j++) r.skip(r.varint());
-    } else if (kind === 'map') {
-      const n = r.count(2, 'map elements');
-      for (let j = 0; j < n; j++) {
-        r.skip(r.varint());
-        if (r.u8() === 0) r.skip(r.varint());
-      }
-    }
-    fn(start, r.pos, keyStart, keyEnd);
-  }
-  if (!r.done)
-    throw new FormatError(
-      'CORRUPT',
-      `${what}: ${r.remaining} bytes after the section's last entry; the section is damaged.`,
-    );
 }
 
 /** The canonical states of `sources` and, per source, its state ids → canonical ids. */
@@ -308,25 +271,19 @@ async function partition(
       });
   try {
     await spill.open();
-    // 1. Partition: every entry to the bucket of its new key group.
+    // 1. Partition: every entry to the bucket of its new key group, a section's entries grouped
+    // by new key group first (SectionSplit), so each group moves as one run.
     const phase = `re-hashing ${opts.what} to maxParallelism ${newMaxP}`;
+    const split = new SectionSplit(newMaxP);
     let done = 0;
     for (let s = 0; s < sources.length; s++) {
       const { handle, files } = sources[s];
       for await (const kg of readKeyGroups(handle, files, handle.keyGroupRange)) {
         for (const sec of kg.sections) {
           const id = ids[s].get(sec.stateId)!;
-          const bytes = sec.bytes;
-          forEachEntry(
-            kinds[id],
-            bytes,
-            sec.entryCount,
-            `${opts.what}, key group ${kg.keyGroup}`,
-            (start, end, keyStart, keyEnd) => {
-              spill.add(murmur3Range(bytes, keyStart, keyEnd) % newMaxP, id, bytes, start, end);
-            },
-          );
-          done += bytes.length;
+          split.split(kinds[id], sec.bytes, sec.entryCount, `${opts.what}, key group ${kg.keyGroup}`);
+          spill.addSplit(id, sec.bytes, split);
+          done += sec.bytes.length;
         }
         await spill.drain();
         opts.progress?.(phase, done, total);
