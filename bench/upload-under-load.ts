@@ -4,7 +4,8 @@
  * (BlobStore.putFile: table files hard-linked, other files copied, on a worker thread) and as it
  * was (every file streamed through the main thread with putStream, 1 MiB chunks). Every checkpoint
  * is full (no reuse), so each uploads the whole state. Rounds alternate the four cases; medians.
- *   node dist/bench/upload-under-load.js [--quick] [stateMB]     (default 400 MB; quick 48 MB)
+ *   node dist/bench/upload-under-load.js [--quick] [--put-file-only] [stateMB]   (default 400 MB; quick 48 MB)
+ * --put-file-only skips the streaming path (most of the run's time), to compare builds quickly.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -24,6 +25,7 @@ import { incompressibleValue, singleSubtask, xorshift, yieldToIo } from './lib/w
 const { quick, args } = parseBenchArgs();
 const stateMb = Number(args[0] ?? (quick ? 48 : 400));
 const rounds = quick ? 2 : 3;
+const putFileOnly = process.argv.includes('--put-file-only');
 const VALUE_BYTES = 1000;
 const RECORDS_PER_YIELD = 1000;
 const keys = Math.round((stateMb * 1024 * 1024) / (VALUE_BYTES + 20));
@@ -136,12 +138,13 @@ async function checkpoint(path: Path, loaded: boolean): Promise<Sample> {
   };
 }
 
-const cases: Array<[Path, boolean]> = [
+const allCases: Array<[Path, boolean]> = [
   ['putFile', false],
   ['putFile', true],
   ['stream', false],
   ['stream', true],
 ];
+const cases = allCases.filter(([path]) => !putFileOnly || path === 'putFile');
 const samples = new Map<string, Sample[]>(cases.map(([p, l]) => [`${p}/${l}`, []]));
 for (let round = 0; round < rounds; round++) {
   // Alternate the order so that neither path always runs on a warmer cache.
@@ -157,7 +160,7 @@ for (let round = 0; round < rounds; round++) {
 
 const med = (path: Path, loaded: boolean, f: (s: Sample) => number): number =>
   median(samples.get(`${path}/${loaded}`)!.map(f));
-const rows = (['putFile', 'stream'] as const).map((path) => {
+const rows = (putFileOnly ? (['putFile'] as const) : (['putFile', 'stream'] as const)).map((path) => {
   const idle = med(path, false, (s) => s.uploadMs);
   const busy = med(path, true, (s) => s.uploadMs);
   const idleAll = med(path, false, (s) => s.ms);
@@ -178,14 +181,16 @@ console.log(
   `\nLevelDB checkpoint upload (full, ${stateMb} MB of state, local disk), medians of ${rounds} alternating rounds; load ${loadavg()[0].toFixed(1)}`,
 );
 printTable(rows);
-recordResults('upload-under-load', {
-  stateMb,
-  keys,
-  valueBytes: VALUE_BYTES,
-  rounds,
-  recordsPerYield: RECORDS_PER_YIELD,
-  rows,
-  samples: Object.fromEntries(samples),
-});
+// A partial run (--put-file-only) leaves the recorded results alone.
+if (!putFileOnly)
+  recordResults('upload-under-load', {
+    stateMb,
+    keys,
+    valueBytes: VALUE_BYTES,
+    rounds,
+    recordsPerYield: RECORDS_PER_YIELD,
+    rows,
+    samples: Object.fromEntries(samples),
+  });
 await kb.close();
 rmSync(root, { recursive: true, force: true });

@@ -1,22 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { SnapshotOptions, SnapshotTask } from '../../src/backend/contract.js';
+import type { CheckpointStreamFactory, SnapshotOptions, SnapshotTask } from '../../src/backend/contract.js';
 import type { FileStreamHandle, KeyedStateHandle, StreamHandle } from '../../src/backend/handles.js';
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
 import { snapshotOf, type Serializer } from '../../src/serializers/serializer.js';
-import { mapLimited } from '../../src/util/concurrency.js';
+import { fileSteps } from '../../src/storage/file-transfer.js';
 import { encodeMeta } from './meta.js';
 import { createNativeCheckpoint, type NativeCheckpoint } from './native-checkpoint.js';
 import type { LevelDbSnapshotSource } from './snapshot-source.js';
-
-/**
- * Files uploaded at once. Each upload costs a few event-loop turns (start, completion, the next
- * file's start) and the runtime may take long between turns while it processes records: many
- * uploads in flight let every turn advance all of them (local storage transfers them on worker
- * threads; S3 is bounded by the store's own request limit).
- */
-const UPLOAD_CONCURRENCY = 16;
+import { uploadWindowed } from './upload-window.js';
 
 /**
  * The handle of a native incremental snapshot. Table files are shared (uploaded once, referenced
@@ -99,25 +91,39 @@ export async function takeIncrementalSnapshot(
     try {
       await hold.written;
       checkCancelled();
-      if (!anyTimer && !(await hasAnyRow(b))) return null;
-      return await createNativeCheckpoint(b.instance.dbDir, localDir, b.manifests);
+      // Linking and the emptiness check at once: each waits for event-loop turns, and an empty
+      // database is rare (its link is then thrown away with localDir).
+      const taking = createNativeCheckpoint(b.instance.dbDir, localDir, b.manifests).then(
+        (native) => ({ native }),
+        (error: unknown) => ({ error }),
+      );
+      // Settled before the hold is released, whatever hasAnyRow does.
+      const rows = anyTimer || (await hasAnyRow(b).finally(() => taking));
+      const taken = await taking;
+      if (!rows) return null;
+      if ('error' in taken) throw taken.error;
+      return taken.native;
     } finally {
       hold.release();
     }
+  };
+  const writeMeta = async (streams: CheckpointStreamFactory): Promise<StreamHandle> => {
+    metaStream = streams.createOutputStream('exclusive');
+    await metaStream.write(metaBytes);
+    const handle = await metaStream.closeAndGetHandle();
+    if (handle === null)
+      throw new SnapshotError('SNAPSHOT_FAILED', 'the meta stream of a LevelDB snapshot came back empty');
+    // A closed stream's file is no longer the stream's to discard: it goes with the uploads.
+    if (handle.type === 'file') uploaded.push(handle);
+    return handle;
   };
   const run = async (): Promise<KeyedStateHandle | null> => {
     const native = await link();
     if (native === null) return null;
     checkCancelled();
     const streams = options.streams;
-    metaStream = streams.createOutputStream('exclusive');
-    await metaStream.write(metaBytes);
-    const metaHandle = await metaStream.closeAndGetHandle();
-    if (metaHandle === null)
-      throw new SnapshotError('SNAPSHOT_FAILED', 'the meta stream of a LevelDB snapshot came back empty');
-    checkCancelled();
-    // Uploads run UPLOAD_CONCURRENCY at a time, shared and private files together: one at a time
-    // leaves an object store's bandwidth unused, and every wave waits for event-loop turns.
+    // Uploads run many at a time, shared and private files together (uploadWindowed): one at a
+    // time leaves an object store's bandwidth unused, and every wave waits for event-loop turns.
     const upload = async (
       name: string,
       scope: 'shared' | 'exclusive',
@@ -140,7 +146,13 @@ export async function takeIncrementalSnapshot(
       ...newTables.map((t) => ({ name: t.name, scope: 'shared' as const, stored: `${backendId}-${t.name}` })),
       ...native.privateFiles.map((name) => ({ name, scope: 'exclusive' as const, stored: name })),
     ];
-    const done = await mapLimited(jobs, UPLOAD_CONCURRENCY, (j) => upload(j.name, j.scope, j.stored));
+    // The meta stream alongside the uploads (its writes and close cost event-loop turns of their
+    // own); both settle before either's failure is reported, so nothing is left writing.
+    const writingMeta = writeMeta(streams);
+    const uploading = uploadWindowed(jobs, (j) => upload(j.name, j.scope, j.stored));
+    await Promise.allSettled([writingMeta, uploading]);
+    const metaHandle = await writingMeta;
+    const done = await uploading;
     const fresh = new Map(done.slice(0, newTables.length).map((f) => [f.localName, f.handle]));
     const sharedFiles = native.tables.map((t) => ({
       localName: t.name,
@@ -172,7 +184,8 @@ export async function takeIncrementalSnapshot(
         { cause: err },
       );
     })
-    .finally(() => rm(localDir, { recursive: true, force: true }).catch(() => undefined));
+    // On the worker: a recursive rm on the main thread took an event-loop turn per few files.
+    .finally(() => fileSteps([{ op: 'remove', path: localDir }]).catch(() => undefined));
   return {
     checkpointId,
     done,

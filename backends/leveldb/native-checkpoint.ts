@@ -1,10 +1,10 @@
-import { copyFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotError } from '../../src/errors.js';
 import {
   type FileStep,
+  type FileStepsResult,
   fileSteps,
-  linkFiles,
   type ReadStepResult,
   TransferFailure,
 } from '../../src/storage/file-transfer.js';
@@ -48,22 +48,31 @@ export class ManifestTracker {
   private state = new ManifestState();
 
   /**
-   * Resets `target` to an empty directory, reads CURRENT and then the MANIFEST it names up to its
-   * end: two tasks on the file-transfer worker (two event-loop turns, however busy the loop is).
+   * Resets `target` to an empty directory, reads CURRENT and the MANIFEST it names up to its end:
+   * one task on the file-transfer worker (one event-loop turn, however busy the loop is), which
+   * reads the tail of the MANIFEST read last time right after CURRENT; a second task only when
+   * CURRENT names another one (LevelDB starts a new MANIFEST only when it opens the database).
    * Returns the MANIFEST's name, the version at its end, and the file size it was read up to.
    */
   async read(dbDir: string, target: string): Promise<{ name: string; state: ManifestState; size: number }> {
-    const [, current] = await steps([
+    const known = this.name;
+    const [, current, guess] = await steps([
       { op: 'reset-dir', path: target },
       { op: 'read', path: join(dbDir, 'CURRENT') },
+      ...(known === null
+        ? []
+        : [{ op: 'read', path: join(dbDir, known), from: this.state.consumed, missingOk: true } as const]),
     ]);
     const name = manifestNameIn(current);
-    const from = this.name === name ? this.state.consumed : 0;
-    const [tail] = await steps([{ op: 'read', path: join(dbDir, name), from }]);
+    const from = known === name ? this.state.consumed : 0;
+    const tail =
+      known === name && guess !== undefined
+        ? guess
+        : (await steps([{ op: 'read', path: join(dbDir, name), from }] as const))[0];
     if (tail === null || tail.size < from) {
-      // Shorter than what was parsed: not the file we know; the next attempt reads it whole.
+      // Gone, or shorter than what was parsed: not the file we know; the next attempt reads it whole.
       this.name = null;
-      throw new ManifestParseError(`${name} is shorter than the ${from} bytes read before`);
+      throw new ManifestParseError(`${name} is gone or shorter than the ${from} bytes read before`);
     }
     if (this.name !== name) {
       this.name = name;
@@ -81,7 +90,7 @@ export class ManifestTracker {
 }
 
 /** fileSteps with failures as fs errors (ENOENT: a file vanished, the caller starts over). */
-async function steps(list: readonly FileStep[]): Promise<(ReadStepResult | null)[]> {
+async function steps<const S extends readonly FileStep[]>(list: S): Promise<FileStepsResult<S>> {
   try {
     return await fileSteps(list);
   } catch (err) {
@@ -104,32 +113,6 @@ export function missingLogs(copied: readonly string[], logNumber: number, prevLo
   return [logNumber, prevLogNumber].filter((n) => n !== 0 && !have.has(n));
 }
 
-async function currentManifest(dbDir: string): Promise<string> {
-  const current = (await readFile(join(dbDir, 'CURRENT'), 'utf8')).trim();
-  if (!/^MANIFEST-\d+$/.test(current)) throw new ManifestParseError(`CURRENT names ${JSON.stringify(current)}`);
-  return current;
-}
-
-/** Links the given tables (by number, .ldb or else .sst) into `target` in one task; a vanished table is ENOENT. */
-async function linkTables(
-  dbDir: string,
-  target: string,
-  tables: readonly { readonly number: number }[],
-): Promise<{ name: string; size: number }[]> {
-  try {
-    const { files } = await linkFiles({
-      sourceDir: dbDir,
-      targetDir: target,
-      entries: tables.map((t) => [tableFileName(t.number, 'ldb'), tableFileName(t.number, 'sst')]),
-    });
-    return files;
-  } catch (err) {
-    if (!(err instanceof TransferFailure)) throw err;
-    // As an fs error: ENOENT (a compaction deleted a table) makes the caller start over.
-    throw Object.assign(new Error(err.message), { code: err.code });
-  }
-}
-
 /** Links the live files of the database in `dbDir` into `target` (created; must not exist). */
 export async function createNativeCheckpoint(
   dbDir: string,
@@ -144,23 +127,32 @@ export async function createNativeCheckpoint(
       const manifest = state.encode();
       const { logNumber, prevLogNumber } = state;
       const live = state.tables;
-      // Every table linked (and its size read) in one task on a worker thread: one event-loop
-      // turn for all of them (a link and a stat per table each waited for a turn, and under a busy
-      // processing loop that took seconds).
-      const tables = await linkTables(dbDir, target, live);
+      // The rest in one task on a worker thread (one event-loop turn, where a link and a stat per
+      // table, the listing, each copy and each write waited for a turn of their own): link every
+      // table (reading its size), copy the logs the version needs, write the version's MANIFEST and
+      // CURRENT, then read CURRENT again.
+      const [tables, logs, , , current] = await steps([
+        {
+          op: 'link',
+          sourceDir: dbDir,
+          targetDir: target,
+          entries: live.map((t) => [tableFileName(t.number, 'ldb'), tableFileName(t.number, 'sst')]),
+        },
+        {
+          op: 'copy-numbered',
+          sourceDir: dbDir,
+          targetDir: target,
+          suffix: '.log',
+          atLeast: logNumber,
+          also: prevLogNumber === 0 ? [] : [prevLogNumber],
+        },
+        { op: 'write', path: join(target, manifestName), bytes: manifest },
+        { op: 'write', path: join(target, 'CURRENT'), bytes: Buffer.from(`${manifestName}\n`) },
+        { op: 'read', path: join(dbDir, 'CURRENT') },
+      ]);
       for (const [i, t] of tables.entries()) {
         if (t.size !== live[i].size)
           throw new ManifestParseError(`table ${t.name} has ${t.size} bytes, the MANIFEST says ${live[i].size}`);
-      }
-      const logs: string[] = [];
-      for (const f of await readdir(dbDir)) {
-        const m = /^(\d+)\.log$/.exec(f);
-        if (m === null) continue;
-        const n = Number(m[1]);
-        if (n >= logNumber || (prevLogNumber !== 0 && n === prevLogNumber)) {
-          await copyFile(join(dbDir, f), join(target, f));
-          logs.push(f);
-        }
       }
       const missing = missingLogs(logs, logNumber, prevLogNumber);
       if (missing.length > 0) {
@@ -169,10 +161,8 @@ export async function createNativeCheckpoint(
         lastError = new Error(`a memtable flush deleted log ${missing.join(', ')} before it was copied`);
         continue;
       }
-      await writeFile(join(target, manifestName), manifest);
-      await writeFile(join(target, 'CURRENT'), `${manifestName}\n`);
       // CURRENT changes only when LevelDB opens the database (a new MANIFEST): cheap to confirm.
-      if ((await currentManifest(dbDir)) !== manifestName) {
+      if (manifestNameIn(current) !== manifestName) {
         lastError = new Error('the database switched to a new MANIFEST while linking');
         continue;
       }

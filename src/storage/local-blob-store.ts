@@ -122,27 +122,28 @@ export class LocalBlobStore implements BlobStore {
 
   /**
    * Copies a local file in (or hard-links it, when `immutable` and on the same file system) on a
-   * worker thread, with its crc32: the event loop only starts and finishes the transfer. The target
-   * is fsynced like put's, and its directory entry before the next putAtomic. A failure leaves no
-   * target file and is a StorageError (NOT_FOUND when the source is missing).
+   * worker thread, with its crc32: the event loop only starts and finishes the transfer (one turn;
+   * the worker creates a missing directory too), and transfers started in the same turn go to the
+   * worker together. The target is fsynced like put's, and its directory entry before the next
+   * putAtomic. A failure leaves no target file and is a StorageError (NOT_FOUND when the source is
+   * missing).
    */
   async putFile(name: string, localPath: string, opts: PutFileOptions = {}): Promise<PutFileResult> {
     const file = this.pathOf(name);
     const source = resolve(localPath);
     const dir = dirname(file);
     for (let attempt = 0; ; attempt++) {
-      // A directory known to exist skips mkdir (one event-loop turn less per file of a checkpoint).
-      if (!this.knownDirs.has(dir)) {
-        try {
-          const created = await mkdir(dir, { recursive: true });
-          if (created !== undefined) this.noteCreatedDirs(created, dir);
-        } catch (err) {
-          throw this.mapError(err, 'write', name);
-        }
-        this.rememberDir(dir);
-      }
       try {
-        const result = await transferFile({ source, target: file, link: opts.immutable === true, sync: this.syncData });
+        const result = await transferFile({
+          source,
+          target: file,
+          link: opts.immutable === true,
+          sync: this.syncData,
+          // A directory known to exist is not created again (a vanished one is noticed by ENOENT).
+          makeDir: !this.knownDirs.has(dir),
+        });
+        if (result.createdDir !== undefined) this.noteCreatedDirs(result.createdDir, dir);
+        this.rememberDir(dir);
         // Copied or linked, the worker fsynced the file's data; its directory entry goes before the next putAtomic.
         if (this.syncData) this.onDurabilityEvent?.({ op: 'fsync-file', path: file });
         this.dirtyDirs.add(dir);
@@ -261,14 +262,11 @@ export class LocalBlobStore implements BlobStore {
     const limit = downloadLimit(name, opts);
     const target = resolve(localPath);
     try {
-      await mkdir(dirname(target), { recursive: true });
-    } catch (err) {
-      throw this.mapError(err, 'download', name, localPath);
-    }
-    try {
       await transferFile({
         source: file,
         target,
+        // The worker creates the local directory: no event-loop turn of its own.
+        makeDir: true,
         link: false,
         sync: false,
         ...(Number.isFinite(limit) ? { maxBytes: limit } : {}),

@@ -3,12 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { FileStep } from '../../src/storage/file-transfer.js';
 
 /**
  * A memtable flush that LevelDB started before a checkpoint may finish while the checkpoint runs:
  * it writes a table, appends to the MANIFEST and deletes the log it emptied. Where it finishes
  * decides what the checkpoint must do (injected by running a real flush inside the checkpoint's
- * readdir of the database, or after its copy of a log):
+ * worker task, between its links and its copy of the logs, or after that copy):
  * - before the logs are listed: the log is gone, so the checkpoint must start over rather than
  *   keep the old version without the log that held its newest writes;
  * - after the logs were copied: the copies hold those writes, so the checkpoint must not start
@@ -20,23 +21,23 @@ const hooks = vi.hoisted(() => ({
   afterLogCopy: null as null | (() => Promise<void>),
   listings: 0,
 }));
-vi.mock('node:fs/promises', async (importOriginal) => {
-  const fs = await importOriginal<typeof import('node:fs/promises')>();
-  const readdir = (async (...args: Parameters<typeof fs.readdir>) => {
+vi.mock('../../src/storage/file-transfer.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/storage/file-transfer.js')>();
+  // The task that copies the logs runs as two tasks, cut before or after that step, with the hook between.
+  const fileSteps = (async (list: readonly FileStep[]) => {
+    const copy = list.findIndex((s) => s.op === 'copy-numbered');
+    if (copy < 0) return real.fileSteps(list);
     hooks.listings++;
-    const run = hooks.beforeListing;
-    if (run !== null) {
-      hooks.beforeListing = null;
-      await run();
-    }
-    return fs.readdir(...args);
-  }) as typeof fs.readdir;
-  const copyFile = (async (...args: Parameters<typeof fs.copyFile>) => {
-    await fs.copyFile(...args);
-    if (String(args[0]).endsWith('.log')) await hooks.afterLogCopy?.();
-  }) as typeof fs.copyFile;
-  const patched = { readdir, copyFile };
-  return { ...fs, ...patched, default: { ...fs, ...patched } };
+    const before = hooks.beforeListing;
+    hooks.beforeListing = null;
+    const hook = before ?? hooks.afterLogCopy;
+    if (hook === null) return real.fileSteps(list);
+    const cut = before !== null ? copy : copy + 1;
+    const head = await real.fileSteps(list.slice(0, cut));
+    await hook();
+    return [...head, ...(await real.fileSteps(list.slice(cut)))];
+  }) as typeof real.fileSteps;
+  return { ...real, fileSteps };
 });
 
 const { createNativeCheckpoint, missingLogs } = await import('../../backends/leveldb/native-checkpoint.js');
@@ -92,7 +93,7 @@ describe('LevelDB native checkpoint and a memtable flush finishing during it', (
       for (let i = 0; i < 200; i++) b.put(`key-${i}`, `value-${i}`);
       await b.write();
       let flushes = 0;
-      // After every log copy of every attempt: the MANIFEST changes each time.
+      // After the log copies of every attempt: the MANIFEST changes each time.
       hooks.afterLogCopy = async () => {
         await db.compactRange('key-', 'key-~');
         flushes++;

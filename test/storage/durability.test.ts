@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
@@ -119,27 +119,32 @@ describe('durable before complete (local disk)', () => {
     expectDurableBefore(events, from, publish, files, [store.rootDir]);
   });
 
-  it('any files in any new directories: each file and every directory that gained an entry is synced before the next putAtomic publishes', async () => {
+  it('any files in any new directories (put, putStream, putFile): each file and every directory that gained an entry is synced before the next putAtomic publishes', async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.uniqueArray(
           fc.array(fc.constantFrom('a', 'b', 'c'), { minLength: 1, maxLength: 4 }).map((p) => p.join('/')),
           { minLength: 1, maxLength: 6 },
         ),
-        fc.boolean(),
-        async (paths, streamed) => {
+        fc.constantFrom('put', 'stream', 'file', 'linked file'),
+        async (paths, how) => {
           const { store, events, root } = await tracedStore();
           // Leaf files only (a name cannot be both a file and a directory).
           const names = paths.filter((p) => !paths.some((q) => q.startsWith(`${p}/`))).map((p) => `${p}/f`);
+          const source = join(dirname(root), 'source');
+          await writeFile(source, 'local file');
+          // putFile: all at once, as a checkpoint's uploads (the worker creates the directories).
+          if (how === 'file' || how === 'linked file')
+            await Promise.all(names.map((n) => store.putFile(n, source, { immutable: how === 'linked file' })));
           for (const n of names) {
-            if (streamed)
+            if (how === 'stream')
               await store.putStream(
                 n,
                 (async function* () {
                   yield Buffer.from(n);
                 })(),
               );
-            else await store.put(n, Buffer.from(n));
+            else if (how === 'put') await store.put(n, Buffer.from(n));
           }
           await store.putAtomic('_metadata', Buffer.from('m'));
           const publish = indexOf(events, 'rename', store.pathOf('_metadata'));
