@@ -1,4 +1,4 @@
-import type { ChainedBatch, ClassicLevel } from 'classic-level';
+import type { ChainedBatch, ClassicLevel, Snapshot } from 'classic-level';
 import { backendClosedError } from '../../src/backend/keyed-rules.js';
 import { StorageError, StreamStateError } from '../../src/errors.js';
 import { applyDelta, CountDelta, decodeCountRow, encodeCountRow, type MapCount } from './map-counts.js';
@@ -47,6 +47,8 @@ class Layer {
   direct = true;
   /** Writes that replaced a row already in the layer (each is a redundant row in `batch`). */
   overwrites = 0;
+  /** Count every blind put before this layer is written (a snapshot point: LevelDB's count rows must be exact). */
+  settle = false;
 
   covers(key: Buffer): boolean {
     for (const { gte, lt } of this.cleared)
@@ -61,6 +63,11 @@ const EAGER_FRACTION = 16;
 /** Lookups of a sealed layer (blind map puts, count rows) are split over the libuv thread pool. */
 const PARALLEL_LOOKUPS = 4;
 const MIN_SLICE = 512;
+
+/** What the retained row keys and pending blind puts may take, as a multiple of the write buffer's limit, before they are counted. */
+const RETAIN_FACTOR = 8;
+/** Value of a retained row that LevelDB holds (the bytes are not kept). */
+const PRESENT = Buffer.alloc(0);
 
 function inRange(key: string, gte: string, lt: string | null): boolean {
   return key >= gte && (lt === null || key < lt);
@@ -78,6 +85,18 @@ export class BufferedStore {
   private failure: unknown = null;
   /** Set by the backend's close(): every access throws BACKEND_CLOSED from then on (never a classic-level error). */
   private closedAs: string | null = null;
+  /**
+   * Deferred counting (map-counts.ts): `base` is a LevelDB snapshot from before the first layer
+   * written with uncounted blind puts; `recent` holds the row keys LevelDB received since (PRESENT
+   * or null = deleted); `pending` the blind puts of written layers not yet counted, by count key
+   * (their CountDelta's delta: the new entries among the resolved ones). All three are null/empty
+   * while nothing is deferred.
+   */
+  private base: Snapshot | null = null;
+  private recent: RowTable | null = null;
+  private readonly pending = new Map<string, CountDelta>();
+  /** Approximate bytes of `recent` and `pending`. */
+  private retainedBytes = 0;
 
   constructor(
     readonly db: LevelDb,
@@ -123,6 +142,22 @@ export class BufferedStore {
     const v = this.peek(key);
     if (v !== undefined) return v ?? undefined;
     return this.db.getSync(key);
+  }
+
+  /**
+   * Whether the map entry row `key` exists, as far as known without a read: peek(), then the rows
+   * LevelDB received since `base`. undefined means LevelDB holds what it held at `base` (or now,
+   * when nothing is deferred) for this row: a put of it is blind.
+   */
+  peekForCount(key: Buffer): Buffer | null | undefined {
+    const v = this.peek(key);
+    if (v !== undefined || this.recent === null) return v;
+    return this.recent.get(key);
+  }
+
+  /** LevelDB's count rows are exact: nothing is buffered and no blind put awaits counting. */
+  get countsInDb(): boolean {
+    return this.pending.size === 0 && this.bufferEmpty;
   }
 
   /** Nothing is buffered: callers may read LevelDB directly. */
@@ -198,23 +233,36 @@ export class BufferedStore {
     return d;
   }
 
-  /** The exact entry count of one map: LevelDB's count row plus the deltas of every unwritten layer. */
+  /**
+   * The exact entry count of one map: LevelDB's count row, plus the blind puts of written layers
+   * that are new entries (looked up in `base`), plus the deltas of every unwritten layer.
+   */
   mapCount(countKey: string, view: Buffer): MapCount {
     const layers = this.sealed.length === 0 ? [this.active] : [...this.sealed, this.active];
     // Start from the newest layer that knows its absolute count (LevelDB may already hold it).
     let from = 0;
     let count: MapCount | null = null;
+    let afterClear = false;
     for (let i = layers.length - 1; i >= 0 && count === null; i--) {
       const d = layers[i].counts.get(countKey);
       if (d?.absolute) {
         count = d.absolute;
         from = i + 1;
+        afterClear = d.reset;
       }
     }
     if (count === null) {
       let needsDb = true;
       for (const layer of layers) if (layer.counts.get(countKey)?.reset) needsDb = false;
       count = needsDb ? decodeCountRow(this.db.getSync(view)) : decodeCountRow(undefined);
+    }
+    // Pending blind puts precede every unwritten layer (a clear in one of them discards them below).
+    const p = afterClear ? undefined : this.pending.get(countKey);
+    if (p !== undefined) {
+      const base = this.base as Snapshot;
+      if (p.unresolved > 0)
+        p.resolveWith((k) => this.db.getSync(Buffer.from(k, 'latin1'), { snapshot: base }) !== undefined);
+      count = { count: count.count + p.delta, newestTs: count.newestTs };
     }
     for (let i = from; i < layers.length; i++) {
       const d = layers[i].counts.get(countKey);
@@ -253,9 +301,13 @@ export class BufferedStore {
     }
   }
 
-  private seal(): void {
+  /** Seals the active layer; `settle`: also when it is empty but blind puts await counting, and count them all before it is written. */
+  private seal(settle = false): void {
     const layer = this.active;
-    if (layer.rows.size === 0 && layer.cleared.length === 0 && layer.counts.size === 0) return;
+    const empty = layer.rows.size === 0 && layer.cleared.length === 0 && layer.counts.size === 0;
+    // An empty layer still counts what written (or sealed) layers left uncounted.
+    if (empty && !(settle && (this.base !== null || this.sealed.length > 0))) return;
+    layer.settle ||= settle;
     this.active = new Layer();
     this.generation++;
     this.sealed.push(layer);
@@ -286,6 +338,17 @@ export class BufferedStore {
   }
 
   private async writeLayer(layer: Layer): Promise<void> {
+    // Deferred counting relies on `recent` knowing every row written since `base`; a range
+    // deletion cannot be recorded there cheaply, so a layer with one counts everything first.
+    if (this.base !== null) {
+      if (layer.settle || layer.cleared.length > 0 || this.retainedBytes > RETAIN_FACTOR * this.limitBytes)
+        await this.countPending(layer);
+    } else if (!layer.settle && layer.cleared.length === 0 && hasDeferrableBlindPuts(layer)) {
+      // Before anything of this layer reaches LevelDB: its blind puts are looked up here later.
+      this.base = this.db.snapshot();
+      this.recent = new RowTable();
+    }
+    if (this.base !== null) this.deferBlindPuts(layer);
     for (const { gte, lt } of layer.cleared) await (lt === null ? this.db.clear({ gte }) : this.db.clear({ gte, lt }));
     const countRows = await this.resolveCounts(layer);
     if (layer.rows.size > 0 || countRows.length > 0) {
@@ -302,20 +365,65 @@ export class BufferedStore {
       }
       await batch.write();
     }
+    if (this.recent !== null) this.retainRows(layer);
     this.sealed.splice(this.sealed.indexOf(layer), 1);
   }
 
   /**
-   * Turns the layer's count deltas into absolute counts (LevelDB holds everything older than
-   * the layer now): resolves its blind puts with one hasMany and reads the count rows with one getMany.
+   * The layer's uncounted blind puts join `pending` before it is written (from then on they are
+   * looked up in `base`: LevelDB may hold the layer's own rows at any moment). TTL maps count
+   * theirs with the layer: their count row also keeps the newest timestamp, which a count row
+   * deleted at zero would lose.
    */
-  private async resolveCounts(layer: Layer): Promise<[Buffer, Buffer | null][]> {
-    if (layer.counts.size === 0) return [];
+  private deferBlindPuts(layer: Layer): void {
+    for (const [countKey, d] of layer.counts) {
+      if (d.unresolved === 0 || d.ttl) continue;
+      let p = this.pending.get(countKey);
+      if (p === undefined) this.pending.set(countKey, (p = new CountDelta(false)));
+      for (let i = d.resolved; i < d.blind.length; i++) {
+        p.blind.push(d.blind[i]);
+        this.retainedBytes += d.blind[i].length + 48;
+      }
+      d.resolved = d.blind.length;
+    }
+  }
+
+  /** A written layer's row keys join `recent`: later puts of them are not blind. */
+  private retainRows(layer: Layer): void {
+    const recent = this.recent as RowTable;
+    layer.rows.forEach((key, v) => {
+      recent.set(key, v === null ? null : PRESENT);
+      this.retainedBytes += key.length + 32;
+    });
+  }
+
+  /**
+   * Counts every pending blind put (looked up in `base`, in key order) into `layer`, which is
+   * written next, and ends deferred counting: LevelDB's count rows are exact once it is written.
+   */
+  private async countPending(layer: Layer): Promise<void> {
+    const base = this.base as Snapshot;
+    await this.resolvePending([...this.pending.values()], base);
+    for (const [countKey, p] of this.pending) {
+      if (p.delta === 0) continue;
+      let d = layer.counts.get(countKey);
+      if (d === undefined) layer.counts.set(countKey, (d = new CountDelta(p.ttl)));
+      if (!d.reset) d.delta += p.delta; // a clear in this layer discards them
+    }
+    this.pending.clear();
+    this.recent = null;
+    this.retainedBytes = 0;
+    this.base = null;
+    await base.close();
+  }
+
+  /** Resolves the unresolved blind puts of `deltas` against `snapshot` with batched lookups in key order. */
+  private async resolvePending(deltas: CountDelta[], snapshot: Snapshot | null): Promise<void> {
     const probes: CountDelta[] = [];
     const starts: number[] = [];
     const probeKeys: string[] = [];
     const probeOf: number[] = [];
-    for (const d of layer.counts.values()) {
+    for (const d of deltas) {
       if (d.unresolved === 0) continue;
       const p = probes.push(d) - 1;
       starts.push(d.resolved);
@@ -324,37 +432,70 @@ export class BufferedStore {
         probeOf.push(p);
       }
     }
-    if (probeKeys.length > 0) {
-      // Looked up in key order: neighbouring probes then share LevelDB blocks (one block read and
-      // decompressed for several), where put order scatters them over the whole database.
-      const order = probeKeys
-        .map((_, i) => i)
-        .sort((a, b) => (probeKeys[a] < probeKeys[b] ? -1 : probeKeys[a] > probeKeys[b] ? 1 : 0));
-      // getMany, not hasMany: classic-level answers hasMany with an iterator seek per key (every
-      // level of the tree), getMany with point lookups that stop at the newest version.
-      const found = await this.inParallel(
-        order.map((i) => Buffer.from(probeKeys[i], 'latin1')),
-        (keys) => this.db.getMany(keys),
-      );
-      const fresh = new Array<number>(probes.length).fill(0);
-      for (let j = 0; j < order.length; j++) if (found[j] === undefined) fresh[probeOf[order[j]]]++;
-      for (let p = 0; p < probes.length; p++) {
-        const d = probes[p];
-        // isEmpty() may have resolved them with getSync meanwhile (same answers): count them once.
-        if (d.resolved === starts[p]) d.resolveCounted(fresh[p]);
+    if (probeKeys.length === 0) return;
+    // Looked up in key order: neighbouring probes then share LevelDB blocks (one block read and
+    // decompressed for several), where put order scatters them over the whole database.
+    const order = probeKeys
+      .map((_, i) => i)
+      .sort((a, b) => (probeKeys[a] < probeKeys[b] ? -1 : probeKeys[a] > probeKeys[b] ? 1 : 0));
+    // getMany, not hasMany: classic-level answers hasMany with an iterator seek per key (every
+    // level of the tree), getMany with point lookups that stop at the newest version.
+    const found = await this.inParallel(
+      order.map((i) => Buffer.from(probeKeys[i], 'latin1')),
+      (keys) => (snapshot === null ? this.db.getMany(keys) : this.db.getMany(keys, { snapshot })),
+    );
+    const fresh = new Array<number>(probes.length).fill(0);
+    for (let j = 0; j < order.length; j++) if (found[j] === undefined) fresh[probeOf[order[j]]]++;
+    for (let p = 0; p < probes.length; p++) {
+      const d = probes[p];
+      // isEmpty() may have resolved them with getSync meanwhile (same answers): count them once.
+      if (d.resolved === starts[p]) d.resolveCounted(fresh[p]);
+    }
+  }
+
+  /**
+   * Turns the layer's count deltas into absolute counts (LevelDB holds everything older than the
+   * layer now) and reads the count rows they change with one getMany. Its blind puts are counted
+   * here (one batched lookup) unless counting is deferred (`base`): then they stay uncounted and
+   * join `pending` once the layer is written, except in maps whose count this layer lowers (a
+   * partial count row must not go below zero), whose pending blind puts are counted now.
+   */
+  private async resolveCounts(layer: Layer): Promise<[Buffer, Buffer | null][]> {
+    if (layer.counts.size === 0) return [];
+    // Deferred or not, what is still unresolved here is looked up now (deferred: TTL maps only).
+    await this.resolvePending([...layer.counts.values()], this.base);
+    if (this.base !== null) {
+      const lowered: [string, CountDelta][] = [];
+      for (const [k, d] of layer.counts) {
+        const p = this.pending.get(k);
+        if (p !== undefined && !d.reset && d.delta < 0) lowered.push([k, p]);
+      }
+      if (lowered.length > 0) {
+        await this.resolvePending(
+          lowered.map(([, p]) => p),
+          this.base,
+        );
+        for (const [k, p] of lowered) {
+          if (this.pending.get(k) !== p) continue; // counted meanwhile
+          (layer.counts.get(k) as CountDelta).delta += p.delta;
+          this.pending.delete(k);
+        }
       }
     }
     // Only counts that change are read and written: overwriting existing entries costs no count row I/O.
-    const changed: [Buffer, CountDelta][] = [];
+    const changed: [Buffer, CountDelta, string][] = [];
     for (const [k, d] of layer.counts)
-      if (d.reset || d.delta !== 0 || d.newestTs !== -Infinity) changed.push([Buffer.from(k, 'latin1'), d]);
+      if (d.reset || d.delta !== 0 || d.newestTs !== -Infinity) changed.push([Buffer.from(k, 'latin1'), d, k]);
     const read = changed.filter(([, d]) => !d.reset).map(([k]) => k);
     const stored = read.length > 0 ? await this.inParallel(read, (keys) => this.db.getMany(keys)) : [];
     const out: [Buffer, Buffer | null][] = [];
     let si = 0;
-    for (const [key, d] of changed) {
+    for (const [key, d, k] of changed) {
       const before = d.reset ? decodeCountRow(undefined) : decodeCountRow(stored[si++]);
       d.absolute = applyDelta(before, d);
+      // Blind puts of written layers precede this clear: they no longer count. (Not dropped at
+      // clear() itself: a layer before the clear, perhaps a snapshot point, may still count them.)
+      if (d.reset) this.pending.delete(k);
       out.push([key, encodeCountRow(d.absolute, d.ttl)]);
     }
     return out;
@@ -376,7 +517,7 @@ export class BufferedStore {
    * once, also on failure). Reads and writes go on meanwhile, against the buffer.
    */
   hold(): { written: Promise<void>; release: () => void } {
-    this.seal();
+    this.seal(true);
     const upToPoint = this.writing;
     let open: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => {
@@ -394,9 +535,21 @@ export class BufferedStore {
     this.checkHealthy();
   }
 
-  /** Waits for sealed layers without sealing the active one and without throwing (close). */
+  /** Writes everything buffered to LevelDB, with every blind put counted (as a snapshot point does), and waits for it. */
+  async settleCounts(): Promise<void> {
+    this.seal(true);
+    await this.writing;
+    this.checkHealthy();
+  }
+
+  /** Waits for sealed layers without sealing the active one and without throwing, then lets go of `base` (close). */
   async settle(): Promise<void> {
     await this.writing;
+    const base = this.base;
+    this.base = null;
+    this.recent = null;
+    this.pending.clear();
+    await base?.close().catch(() => undefined);
   }
 
   /** Live buffered rows in [gte, lt), sorted, and what the buffer hides of LevelDB there (deleted rows, cleared ranges). */
@@ -506,6 +659,12 @@ export class BufferedStore {
       }
     }
   }
+}
+
+/** The layer has blind puts into maps without TTL that nothing counted yet. */
+function hasDeferrableBlindPuts(layer: Layer): boolean {
+  for (const d of layer.counts.values()) if (d.unresolved > 0 && !d.ttl) return true;
+  return false;
 }
 
 export function backendClosed(describe: string): StreamStateError {

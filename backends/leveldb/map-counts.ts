@@ -4,9 +4,17 @@
  *
  * MapState.put must not read LevelDB synchronously to learn whether its entry is new, so a put
  * whose entry the write buffer knows nothing about is recorded as "blind": it adds 1 to the count
- * if the entry was not in LevelDB. Blind puts are resolved when their layer is written (one
- * batched, asynchronous getMany), or earlier with getSync when isEmpty() needs the exact count.
- * The count row itself is written only together with its layer's rows.
+ * if the entry was not in LevelDB. Looking that up costs a random LevelDB read per put, about
+ * seven times a batched write, so it is deferred until a count is needed (buffered-store.ts):
+ * a written layer's blind puts stay uncounted ("pending") and are looked up in a LevelDB snapshot
+ * taken before the first such layer was written, while the row keys written since are kept so
+ * that later puts of them are not blind. They are counted for isEmpty() of their map (getSync),
+ * before a layer lowers their map's count, and all at once, sorted in key order (neighbouring
+ * lookups share LevelDB blocks), at every snapshot point, before a range deletion reaches
+ * LevelDB, and when what is kept outgrows a multiple of the write buffer. LevelDB's count rows
+ * are exact at every snapshot point; in between a count row plus its map's pending new entries
+ * is the count. TTL maps count their blind puts when their layer is written (a count row deleted
+ * at zero would lose the newest timestamp).
  */
 export class CountDelta {
   /** clear() ran in this layer: the count restarts from zero (earlier entries are gone). */
@@ -15,7 +23,7 @@ export class CountDelta {
   delta = 0;
   /** Newest entry timestamp written in this layer (TTL maps), -Infinity when none. */
   newestTs = -Infinity;
-  /** Entry row keys (latin1) put without knowing whether LevelDB held them. */
+  /** Entry row keys (latin1) put without knowing whether LevelDB held them (pending: as of the deferral's snapshot). */
   blind: string[] = [];
   /** blind[0, resolved) are already counted in `delta`. */
   resolved = 0;

@@ -418,7 +418,7 @@ export interface MapTtl {
  * (stateId | 0x8000, see row-keys.ts). LevelDB cannot be scanned synchronously, so the count is
  * what lets isEmpty() answer synchronously. Counts change as deltas in the write buffer
  * (map-counts.ts): put() never reads LevelDB; a put the buffer cannot classify as new or
- * overwriting is resolved in a batch when its layer is written.
+ * overwriting is counted later, in a batch, when a count is needed.
  */
 export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<UK, UV, N> {
   private readonly countStateId: number;
@@ -484,7 +484,7 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
     const rowKey = this.rows.view();
     const store = this.ctx.store;
     // Count first: put() may seal the layer and start writing it at once.
-    const before = store.peek(rowKey);
+    const before = store.peekForCount(rowKey);
     if (before === undefined) d.blind.push(this.rows.string());
     else if (before === null) d.delta++;
     if (d.ttl) d.noteTimestamp(row);
@@ -514,7 +514,7 @@ export class LevelMapState<UK, UV, N> extends LevelState<N> implements MapState<
     this.ctx.checkKey();
     const rows = this.countRow();
     const store = this.ctx.store;
-    const c = store.bufferEmpty
+    const c = store.countsInDb
       ? decodeCountRow(store.db.getSync(rows.view()))
       : store.mapCount(rows.string(), rows.view());
     if (c.count <= 0) return true;
