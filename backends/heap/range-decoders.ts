@@ -18,8 +18,9 @@ export type RangeDecode = (buf: Buffer, start: number, end: number) => unknown;
  * is shared, as with pooled Buffers). A copy per value (one ArrayBuffer
  * each, or 16 KiB slabs) allocated the whole state a second time as external memory, and each
  * 64 MB of it started a full collection of the growing heap: at 1 GB half the restore's time was
- * garbage collection. Like slab copies, a block stays allocated while any value read from it is
- * live (at worst the restored bytes stay held until every value read from them is replaced).
+ * garbage collection. Like slab copies, a read stays allocated while any value read from it is
+ * live (at worst the restored bytes stay held until every value read from them is replaced; the
+ * restore reads each handle's blocks at once, restore.ts).
  */
 function bytesView(buf: Buffer, start: number, end: number): Uint8Array {
   return start === end ? Buffer.alloc(0) : buf.subarray(start, end);

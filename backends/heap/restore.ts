@@ -1,5 +1,6 @@
 import type { KeyedBackendParams } from '../../src/backend/contract.js';
 import { isKeyGroupsHandle, type KeyedStateMetaInfo, type KeyGroupsStateHandle } from '../../src/backend/handles.js';
+import { MAX_WHOLE_READ_BYTES } from '../../src/checkpoint/streams.js';
 import { RestoreError, StateMigrationError, StreamStateError } from '../../src/errors.js';
 import { CANONICAL_LAYOUT, HEAP_LAYOUT, readKeyGroups, type RawSection } from '../../src/format/key-groups-stream.js';
 import { checkRestoreMaxParallelism } from '../../src/keygroups/key-groups.js';
@@ -18,6 +19,17 @@ export interface RestoredStates {
 }
 
 const READABLE_LAYOUTS = new Set([HEAP_LAYOUT, CANONICAL_LAYOUT]);
+
+/**
+ * Adjacent blocks are read together up to the largest single read (readKeyGroups reads 8 MiB by
+ * default). The restore keeps every block it reads until its states are registered (and bytes
+ * values stay views into them), so larger reads cost no memory; but each read is one external
+ * allocation, and V8 starts a full collection of the whole heap for every 64 MB of external
+ * memory allocated since the last one. With 8 MiB reads a 1 GB restore made ~16 of them before
+ * decoding anything (--trace-gc: "external memory pressure"), most of its collection time; 256 MiB
+ * reads still made one per read. One read per handle makes one, as reading the file whole does.
+ */
+export const RESTORE_READ_BYTES = MAX_WHOLE_READ_BYTES;
 
 function otherBackendHint(type: string): string {
   if (type.startsWith('leveldb'))
@@ -82,7 +94,7 @@ export async function readRestoredStates<K>(params: KeyedBackendParams<K>): Prom
         }
         byId.set(meta.stateId, r);
       }
-      for await (const kg of readKeyGroups(handle, restore.files, range)) {
+      for await (const kg of readKeyGroups(handle, restore.files, range, RESTORE_READ_BYTES)) {
         const i = kg.keyGroup - range.start;
         for (const section of kg.sections) {
           const r = byId.get(section.stateId)!;

@@ -37,7 +37,7 @@ export const MAX_STATE_ID = 0xfffe;
 const DEFAULT_FLUSH_BYTES = 1024 * 1024;
 /** A block is checksummed and handed to the stream in pieces of at most this size (see WritePacer). */
 const PIECE_BYTES = 1024 * 1024;
-/** Adjacent blocks are fetched with one ranged read up to this size. */
+/** Adjacent blocks are fetched with one ranged read up to this size (readKeyGroups' default). */
 const MAX_COALESCED_READ = 8 * 1024 * 1024;
 
 /**
@@ -726,11 +726,15 @@ async function readStreamBytes(stream: StreamHandle, what: string): Promise<Buff
  * Reads the key groups of `handle` that lie in `range`, in ascending order: ranged reads of only
  * the intersecting blocks (adjacent blocks are fetched together), each verified by crc32.
  * Magic and version are checked from the first 12 bytes; the footer is never read.
+ * `maxRead` bounds a coalesced read (a single larger block is still read whole): readers that
+ * drop each block after use keep the default; one that keeps every block can ask for fewer,
+ * larger reads.
  */
 export async function* readKeyGroups(
   handle: KeyGroupsStateHandle,
   files: StateFileReader,
   range: KeyGroupRangeJson,
+  maxRead = MAX_COALESCED_READ,
 ): AsyncGenerator<RawKeyGroup> {
   const what = describeStream(handle.stream, files);
   const wanted = handle.blocks.filter((b) => b.keyGroup >= range.start && b.keyGroup <= range.end);
@@ -749,11 +753,7 @@ export async function* readKeyGroups(
     // Coalesce a run of adjacent blocks into one ranged read.
     let j = i + 1;
     let end = wanted[i].offset + wanted[i].length;
-    while (
-      j < wanted.length &&
-      wanted[j].offset === end &&
-      end + wanted[j].length - wanted[i].offset <= MAX_COALESCED_READ
-    ) {
+    while (j < wanted.length && wanted[j].offset === end && end + wanted[j].length - wanted[i].offset <= maxRead) {
       end += wanted[j].length;
       j++;
     }

@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
+import type { StateFileReader } from '../../src/backend/contract.js';
 import type { KeyGroupsStateHandle } from '../../src/backend/handles.js';
 import { KeyGroupRange, keyGroupForKey } from '../../src/keygroups/key-groups.js';
 import { bytesSerializer, int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
 import { listState, mapState, valueState } from '../../src/state/descriptors.js';
-import { MAX_P, Rig, collect, rejection, thrown } from './support.js';
+import { HeapKeyedStateBackend } from '../../backends/heap/index.js';
+import { BlobStateFileReader } from '../../src/checkpoint/streams.js';
+import { MAX_P, Rig, collect, params, rejection, thrown } from './support.js';
 
 /** A string serializer v2 that can read v1 bytes (a trivial "migration"). */
 const upperV2: Serializer<string> = {
@@ -185,6 +188,95 @@ describe('heap restore', () => {
     r.setCurrentKey({ id: 7, region: 'eu' });
     expect(r.getState(valueState<number>('v')).value()).toBe(14);
   });
+
+  it('restored bytes values share no bytes: writing one in place changes no other value, no carried state and not the checkpoint', async () => {
+    const rig = new Rig();
+    const b = await rig.create();
+    const vd = valueState<Uint8Array>('v', { serializer: bytesSerializer });
+    const ld = listState<Uint8Array>('l', { serializer: bytesSerializer });
+    const md = mapState<string, Uint8Array>('m', { valueSerializer: bytesSerializer });
+    const cd = valueState<Uint8Array>('carried', { serializer: bytesSerializer });
+    const bytes = (i: number, n: number): Buffer => Buffer.alloc(n, i);
+    const keys = Array.from({ length: 30 }, (_, i) => `k${i}`);
+    keys.forEach((k, i) => {
+      b.setCurrentKey(k);
+      b.getState(vd).update(bytes(i, 40 + i * 50)); // up to 1.5 KB: small and large values
+      b.getState(ld).addAll([bytes(i, 3), bytes(i + 100, 0), bytes(i + 1, 5)]);
+      b.getState(md).put('a', bytes(i, 7));
+      b.getState(cd).update(bytes(i, 9));
+    });
+    const { id, task } = await rig.snapshot(b);
+    const handle = (await task.done)!;
+    const r = await rig.restore(id, [handle]);
+    const [v, l, m] = [r.getState(vd), r.getState(ld), r.getState(md)];
+    for (const k of keys) {
+      r.setCurrentKey(k);
+      v.value()!.fill(0xff);
+      for (const el of l.get()!) el.fill(0xff);
+      m.get('a')!.fill(0xff);
+    }
+    keys.forEach((k, i) => {
+      r.setCurrentKey(k);
+      expect(Buffer.from(v.value()!)).toEqual(Buffer.alloc(40 + i * 50, 0xff));
+    });
+    // The state left unregistered is carried as raw sections: its bytes are untouched.
+    const r2 = await rig.snapshotAndRestore(r);
+    const c2 = r2.getState(cd);
+    const v2 = r2.getState(vd);
+    keys.forEach((k, i) => {
+      r2.setCurrentKey(k);
+      expect(Buffer.from(c2.value()!)).toEqual(bytes(i, 9));
+      expect(Buffer.from(v2.value()!)).toEqual(Buffer.alloc(40 + i * 50, 0xff));
+    });
+    // The checkpoint restored from still holds what was written.
+    const again = await rig.restore(id, [handle]);
+    const [v3, l3, m3] = [again.getState(vd), again.getState(ld), again.getState(md)];
+    keys.forEach((k, i) => {
+      again.setCurrentKey(k);
+      expect(Buffer.from(v3.value()!)).toEqual(bytes(i, 40 + i * 50));
+      expect(l3.get()!.map((e) => Buffer.from(e))).toEqual([bytes(i, 3), bytes(i + 100, 0), bytes(i + 1, 5)]);
+      expect(Buffer.from(m3.get('a')!)).toEqual(bytes(i, 7));
+    });
+  });
+
+  it('reads adjacent blocks beyond 8 MiB with one ranged read (each read is an external allocation that can start a full collection)', async () => {
+    const rig = new Rig();
+    const b = await rig.create();
+    const vd = valueState<Uint8Array>('v', { serializer: bytesSerializer });
+    const n = 12 * 1024;
+    for (let i = 0; i < n; i++) {
+      b.setCurrentKey(`key-${i}`);
+      b.getState(vd).update(Buffer.alloc(1024, i));
+    }
+    const { id, task } = await rig.snapshot(b);
+    const handle = (await task.done) as KeyGroupsStateHandle;
+    const blocks = [...handle.blocks].sort((x, y) => x.offset - y.offset);
+    const first = blocks[0];
+    const last = blocks[blocks.length - 1];
+    expect(last.offset + last.length - first.offset).toBeGreaterThan(8 * 1024 * 1024);
+    const inner = new BlobStateFileReader(rig.storage.store, rig.storage.checkpointPointer('job', id));
+    const reads: Array<[number, number]> = [];
+    const files: StateFileReader = {
+      read: () => Promise.reject(new Error('whole-file read not expected')),
+      readRange: (f, offset, length) => {
+        reads.push([offset, length]);
+        return inner.readRange(f, offset, length);
+      },
+      download: (f, p) => inner.download(f, p),
+      describe: (f) => inner.describe(f),
+    };
+    const r = await HeapKeyedStateBackend.create(params({ restore: { handles: [handle], files } }));
+    // header check + one read of every block (they are adjacent)
+    expect(reads).toEqual([
+      [0, 12],
+      [first.offset, last.offset + last.length - first.offset],
+    ]);
+    const v = r.getState(vd);
+    for (const i of [0, n / 2, n - 1]) {
+      r.setCurrentKey(`key-${i}`);
+      expect(Buffer.from(v.value()!)).toEqual(Buffer.alloc(1024, i));
+    }
+  });
 });
 
 describe('canonical savepoints from the heap backend', () => {
@@ -244,55 +336,5 @@ describe('canonical savepoints from the heap backend', () => {
       ['u5', 12],
     ]);
     expect(r.getTimerQueue('m-timers').peek()).toEqual({ timestamp: 9, key: 'k3', namespace: '' });
-  });
-
-  it('restored bytes values share no bytes: writing one in place changes no other value, no carried state and not the checkpoint', async () => {
-    const rig = new Rig();
-    const b = await rig.create();
-    const vd = valueState<Uint8Array>('v', { serializer: bytesSerializer });
-    const ld = listState<Uint8Array>('l', { serializer: bytesSerializer });
-    const md = mapState<string, Uint8Array>('m', { valueSerializer: bytesSerializer });
-    const cd = valueState<Uint8Array>('carried', { serializer: bytesSerializer });
-    const bytes = (i: number, n: number): Buffer => Buffer.alloc(n, i);
-    const keys = Array.from({ length: 30 }, (_, i) => `k${i}`);
-    keys.forEach((k, i) => {
-      b.setCurrentKey(k);
-      b.getState(vd).update(bytes(i, 40 + i * 50)); // up to 1.5 KB: small and large values
-      b.getState(ld).addAll([bytes(i, 3), bytes(i + 100, 0), bytes(i + 1, 5)]);
-      b.getState(md).put('a', bytes(i, 7));
-      b.getState(cd).update(bytes(i, 9));
-    });
-    const { id, task } = await rig.snapshot(b);
-    const handle = (await task.done)!;
-    const r = await rig.restore(id, [handle]);
-    const [v, l, m] = [r.getState(vd), r.getState(ld), r.getState(md)];
-    for (const k of keys) {
-      r.setCurrentKey(k);
-      v.value()!.fill(0xff);
-      for (const el of l.get()!) el.fill(0xff);
-      m.get('a')!.fill(0xff);
-    }
-    keys.forEach((k, i) => {
-      r.setCurrentKey(k);
-      expect(Buffer.from(v.value()!)).toEqual(Buffer.alloc(40 + i * 50, 0xff));
-    });
-    // The state left unregistered is carried as raw sections: its bytes are untouched.
-    const r2 = await rig.snapshotAndRestore(r);
-    const c2 = r2.getState(cd);
-    const v2 = r2.getState(vd);
-    keys.forEach((k, i) => {
-      r2.setCurrentKey(k);
-      expect(Buffer.from(c2.value()!)).toEqual(bytes(i, 9));
-      expect(Buffer.from(v2.value()!)).toEqual(Buffer.alloc(40 + i * 50, 0xff));
-    });
-    // The checkpoint restored from still holds what was written.
-    const again = await rig.restore(id, [handle]);
-    const [v3, l3, m3] = [again.getState(vd), again.getState(ld), again.getState(md)];
-    keys.forEach((k, i) => {
-      again.setCurrentKey(k);
-      expect(Buffer.from(v3.value()!)).toEqual(bytes(i, 40 + i * 50));
-      expect(l3.get()!.map((e) => Buffer.from(e))).toEqual([bytes(i, 3), bytes(i + 100, 0), bytes(i + 1, 5)]);
-      expect(Buffer.from(m3.get('a')!)).toEqual(bytes(i, 7));
-    });
   });
 });
