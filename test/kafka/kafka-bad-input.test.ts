@@ -62,6 +62,41 @@ describeOnMockCluster('streamstate/kafka bad input and resume', (cluster) => {
     }
   });
 
+  it('a record the deserializer rejects is SERIALIZATION_FAILED naming topic, partition and offset; the records before it are taken first, none after it', async () => {
+    const topic = uniqueTopic('undeserializable');
+    await cluster.createTopic(topic, 1);
+    const bad = 12;
+    const producer = testKafka(cluster.brokers).producer({ allowAutoTopicCreation: false });
+    await producer.connect();
+    try {
+      const messages = Array.from({ length: 20 }, (_, i) => ({
+        key: `k${i % 3}`,
+        value: i === bad ? 'not json' : JSON.stringify({ key: `k${i % 3}`, value: 1 }),
+        partition: 0,
+      }));
+      await producer.send({ topic, messages });
+    } finally {
+      await producer.disconnect();
+    }
+    const emitted: number[] = [];
+    const err = await runPipeline(
+      { ...job([topic], [], {}), parallelism: 1 },
+      {
+        backend: memory(),
+        checkpointEvery: 5,
+        onEvent: (e) => {
+          if (e.type === 'emit') emitted.push(e.origin.offset);
+        },
+      },
+    ).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'SERIALIZATION_FAILED' });
+    expect((err as Error).message).toContain(`${topic}[0]@${bad}`);
+    expect(emitted).toEqual(Array.from({ length: bad }, (_, i) => i));
+  });
+
   it('restored offsets past the end of a partition are KAFKA_OFFSET_OUT_OF_RANGE (or reset and reported with earliest)', async () => {
     const topic = uniqueTopic('range');
     await cluster.createTopic(topic, 2);
