@@ -8,13 +8,20 @@
  * streamstate, timed from the first record to the last output acknowledged. Each round prints the
  * load average (os.loadavg) it ran under.
  *
- *   npm run build && node dist/bench/kafka.js [--quick]
+ *   npm run build && node dist/bench/kafka.js [--quick] [--rounds=N] [--baseline=<checkout>]
+ *
+ * `--baseline=<checkout>`: another checkout of streamstate with its own build (e.g. a git worktree
+ * of the commit before a change, `npm run build` there). Each round then runs the plain loop, this
+ * build's streamstate and the baseline's streamstate against the same cluster and topic, the two
+ * builds in alternating order (no sink or in-memory rounds): old and new compared in one run.
  *
  * The broker is librdkafka's mock cluster (test/kafka/support), so absolute figures say little about a
  * real cluster; the ratio is the point. Throughput counts from the first record to the last (the
  * consumer group join, ~3 s on the mock, is excluded from both); restore-to-first-record includes it.
  */
 import { loadavg } from 'node:os';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { memory } from '../backends/memory/index.js';
 import { kafkaPipelineSource, kafkaSink } from '../src/kafka/index.js';
@@ -29,8 +36,10 @@ import {
 import { startMockCluster, type MockCluster } from '../test/kafka/support/mock-cluster.js';
 
 const quick = process.argv.includes('--quick');
+const baselineDir = process.argv.find((a) => a.startsWith('--baseline='))?.slice('--baseline='.length);
 const RECORDS = quick ? 40_000 : 200_000;
-const ROUNDS = quick ? 2 : 3;
+const roundsArg = process.argv.find((a) => a.startsWith('--rounds='))?.slice('--rounds='.length);
+const ROUNDS = roundsArg !== undefined ? Number(roundsArg) : quick ? 2 : 3;
 const PARTITIONS = 8;
 const GROUP = { sessionTimeout: 3000, heartbeatInterval: 100 } as const;
 
@@ -166,13 +175,43 @@ async function streamstateSinkRun(
   return result.recordsProcessed / ((performance.now() - first) / 1000);
 }
 
+/** What a streamstate run needs from a build: this one, or the baseline checkout's (--baseline). */
+interface Build {
+  readonly runPipeline: typeof runPipeline;
+  readonly countingJob: typeof countingJob;
+  readonly checkCounts: typeof checkCounts;
+  readonly kafkaPipelineSource: typeof kafkaPipelineSource;
+  readonly memory: typeof memory;
+}
+
+const thisBuild: Build = { runPipeline, countingJob, checkCounts, kafkaPipelineSource, memory };
+
+/** The same modules of another checkout's dist/ (an older version of this API: the bench uses nothing newer). */
+async function loadBuild(dir: string): Promise<Build> {
+  const load = (path: string) => import(pathToFileURL(resolve(dir, 'dist', path)).href);
+  const [testing, kafka, mem] = await Promise.all([
+    load('src/testing/index.js'),
+    load('src/kafka/index.js'),
+    load('backends/memory/index.js'),
+  ]);
+  return {
+    runPipeline: testing.runPipeline,
+    countingJob: testing.countingJob,
+    checkCounts: testing.checkCounts,
+    kafkaPipelineSource: kafka.kafkaPipelineSource,
+    memory: mem.memory,
+  };
+}
+
 async function streamstateRun(
   cluster: MockCluster,
   topic: string,
   input: CountInput[][],
   checkpointEvery: number,
   crashAt?: number,
+  build: Build = thisBuild,
 ): Promise<{ rate: number; restoreMs: number | null; checkpoints: number }> {
+  const { runPipeline, countingJob, checkCounts, kafkaPipelineSource, memory } = build;
   const { input: _inMemory, ...job } = countingJob(input, { parallelism: 1 });
   let first = 0;
   let last = 0;
@@ -221,6 +260,52 @@ async function inMemoryRun(input: CountInput[][], checkpointEvery: number): Prom
   return result.recordsProcessed / ((last - first) / 1000);
 }
 
+/** --baseline: per round the plain loop, then the two builds in alternating order; medians and ratios. */
+async function compareWithBaseline(
+  cluster: MockCluster,
+  topic: string,
+  input: CountInput[][],
+  checkpointEvery: number,
+  baseline: Build,
+): Promise<void> {
+  const plain: number[] = [];
+  const base: number[] = [];
+  const mine: number[] = [];
+  const loads: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    plain.push(await plainLoop(cluster, topic, RECORDS, round));
+    const order = round % 2 === 0 ? [baseline, thisBuild] : [thisBuild, baseline];
+    for (const build of order) {
+      const { rate } = await streamstateRun(cluster, topic, input, checkpointEvery, undefined, build);
+      (build === baseline ? base : mine).push(rate);
+    }
+    loads.push(loadavg()[0]);
+    console.log(
+      `round ${round + 1} (load ${loads[round].toFixed(1)}, ${round % 2 === 0 ? 'baseline first' : 'this build first'}): plain ${plain[round].toFixed(0)} rec/s, ` +
+        `baseline ${base[round].toFixed(0)} (${(base[round] / plain[round]).toFixed(2)}), this build ${mine[round].toFixed(0)} (${(mine[round] / plain[round]).toFixed(2)}; ${(mine[round] / base[round]).toFixed(2)}x the baseline)`,
+    );
+  }
+  console.log(
+    JSON.stringify(
+      {
+        records: RECORDS,
+        partitions: PARTITIONS,
+        checkpointEvery,
+        baseline: baselineDir,
+        plainMedian: Math.round(median(plain)),
+        baselineMedian: Math.round(median(base)),
+        thisBuildMedian: Math.round(median(mine)),
+        baselineRatio: Number((median(base) / median(plain)).toFixed(3)),
+        thisBuildRatio: Number((median(mine) / median(plain)).toFixed(3)),
+        speedup: Number((median(mine) / median(base)).toFixed(3)),
+        loadAverages: loads.map((l) => Number(l.toFixed(1))),
+      },
+      null,
+      2,
+    ),
+  );
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -237,6 +322,10 @@ async function main(): Promise<void> {
     // (streamstate is slower, so that is more often than every second), and at least 10 times a run.
     const calibration = await plainLoop(cluster, topic, RECORDS, -1);
     const checkpointEvery = Math.max(1000, Math.min(Math.round(calibration), Math.floor(RECORDS / 10)));
+    if (baselineDir !== undefined) {
+      await compareWithBaseline(cluster, topic, input, checkpointEvery, await loadBuild(baselineDir));
+      return;
+    }
     const plain: number[] = [];
     const ss: number[] = [];
     const mem: number[] = [];
