@@ -124,20 +124,19 @@ export class SectionSplit {
    * entries in one piece; returns the position after them.
    */
   copyGroup(bytes: Uint8Array, g: number, out: Uint8Array, pos: number): number {
-    const { order, starts, ends } = this;
-    const to = this.groupStarts[g + 1];
-    let j = this.groupStarts[g];
-    while (j < to) {
-      const s = starts[order[j]];
-      let e = ends[order[j++]];
-      while (j < to && starts[order[j]] === e) e = ends[order[j++]];
+    this.forEachPiece(g, (s, e) => {
       pos = copyRange(bytes, s, e, out, pos);
-    }
+    });
     return pos;
   }
 
   /** As copyGroup, appending to a ByteWriter. */
   writeGroup(bytes: Uint8Array, g: number, out: ByteWriter): void {
+    this.forEachPiece(g, (s, e) => out.rawRange(bytes, s, e));
+  }
+
+  /** Calls `take(start, end)` per piece of group `g`'s entries that lie adjacent in the section. */
+  private forEachPiece(g: number, take: (start: number, end: number) => void): void {
     const { order, starts, ends } = this;
     const to = this.groupStarts[g + 1];
     let j = this.groupStarts[g];
@@ -145,7 +144,7 @@ export class SectionSplit {
       const s = starts[order[j]];
       let e = ends[order[j++]];
       while (j < to && starts[order[j]] === e) e = ends[order[j++]];
-      out.rawRange(bytes, s, e);
+      take(s, e);
     }
   }
 
