@@ -1,7 +1,6 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LevelDbKeyedStateBackend } from '../../backends/leveldb/backend.js';
-import { decodeRowKey, isCountRowStateId } from '../../backends/leveldb/row-keys.js';
 import type { SnapshotOptions } from '../../src/backend/contract.js';
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { keyGroupForKey, keyGroupRangeForSubtask } from '../../src/keygroups/key-groups.js';
@@ -9,7 +8,7 @@ import { int32Serializer, stringSerializer } from '../../src/serializers/builtin
 import { mapState } from '../../src/state/descriptors.js';
 import type { MapState } from '../../src/state/types.js';
 import { MAX_P } from '../heap/support.js';
-import { LevelRig } from './support.js';
+import { LevelRig, checkCountRows } from './support.js';
 
 /**
  * LevelDB MapState against a model (a plain Map per key and namespace): puts, removes, clears,
@@ -127,20 +126,6 @@ async function checkAll(kb: LevelDbKeyedStateBackend<string>, model: Model): Pro
       expect(got).toEqual(m);
     }
   }
-}
-
-/** At a snapshot point (every blind put counted), each count row equals its map's number of entry rows (no row when there are none). */
-async function checkCountRows(kb: LevelDbKeyedStateBackend<string>): Promise<void> {
-  await kb.store.settleCounts();
-  const entries = new Map<string, number>();
-  const counts = new Map<string, number>();
-  for await (const [k, v] of kb.db.iterator()) {
-    const row = decodeRowKey(k);
-    const id = `${row.keyGroup}/${row.key.toString('hex')}/${row.namespace.toString('hex')}`;
-    if (isCountRowStateId(row.stateId)) counts.set(id, v.readUInt32BE(0));
-    else if (row.userKey.length > 0) entries.set(id, (entries.get(id) ?? 0) + 1);
-  }
-  expect(counts).toEqual(entries);
 }
 
 describe('leveldb MapState against a model', () => {

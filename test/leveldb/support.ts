@@ -6,6 +6,8 @@ import type { KeyedBackendParams, SnapshotOptions } from '../../src/backend/cont
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { memoryCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { BlobStateFileReader } from '../../src/checkpoint/streams.js';
+import { expect } from 'vitest';
+import { decodeRowKey, isCountRowStateId } from '../../backends/leveldb/row-keys.js';
 import { params } from '../heap/support.js';
 
 /** LevelDB backends on one working directory, snapshotting into one in-memory checkpoint storage. */
@@ -66,4 +68,18 @@ export class LevelRig {
   async cleanup(): Promise<void> {
     await rm(this.root, { recursive: true, force: true });
   }
+}
+
+/** Entry rows and count rows as LevelDB holds them at a snapshot point (every blind put counted): every count row equals its number of entries. */
+export async function checkCountRows(kb: LevelDbKeyedStateBackend<string>): Promise<void> {
+  await kb.store.settleCounts();
+  const entries = new Map<string, number>();
+  const counts = new Map<string, number>();
+  for await (const [k, v] of kb.db.iterator()) {
+    const row = decodeRowKey(k);
+    const id = `${row.keyGroup}/${row.key.toString('hex')}/${row.namespace.toString('hex')}`;
+    if (isCountRowStateId(row.stateId)) counts.set(id, v.readUInt32BE(0));
+    else if (row.userKey.length > 0) entries.set(id, (entries.get(id) ?? 0) + 1);
+  }
+  expect(counts).toEqual(entries);
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LevelDbKeyedStateBackend } from '../../backends/leveldb/backend.js';
-import { countRowStateId, decodeRowKey, encodeRowKey, isCountRowStateId } from '../../backends/leveldb/row-keys.js';
+import { countRowStateId, encodeRowKey } from '../../backends/leveldb/row-keys.js';
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { keyGroupForKey } from '../../src/keygroups/key-groups.js';
@@ -12,6 +12,7 @@ import { int32Serializer, stringSerializer } from '../../src/serializers/builtin
 import type { RestoreSource } from '../../src/backend/contract.js';
 import { mapState, valueState } from '../../src/state/descriptors.js';
 import { MAX_P, params } from '../heap/support.js';
+import { checkCountRows } from './support.js';
 
 /**
  * The write buffer with a tiny size limit, so that layers are sealed every few operations and
@@ -68,20 +69,6 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
 
 const md = mapState<number, number, string>('m', { keySerializer: int32Serializer, valueSerializer: int32Serializer });
 const vd = valueState<number>('v', { serializer: int32Serializer });
-
-/** Entry rows and count rows as LevelDB holds them at a snapshot point (every blind put counted): every count row equals its number of entries. */
-async function checkCountRows(kb: LevelDbKeyedStateBackend<string>): Promise<void> {
-  await kb.store.settleCounts();
-  const entries = new Map<string, number>();
-  const counts = new Map<string, number>();
-  for await (const [k, v] of kb.db.iterator()) {
-    const row = decodeRowKey(k);
-    const id = `${row.keyGroup}/${row.key.toString('hex')}/${row.namespace.toString('hex')}`;
-    if (isCountRowStateId(row.stateId)) counts.set(id, v.readUInt32BE(0));
-    else if (row.userKey.length > 0) entries.set(id, (entries.get(id) ?? 0) + 1);
-  }
-  expect(counts).toEqual(entries);
-}
 
 describe('leveldb write buffer with layers in flight', () => {
   it('map entries, counts (isEmpty), clears and values match a model, and LevelDB count rows are exact at a snapshot point', async () => {
