@@ -25,7 +25,9 @@ const DONE = 3;
  *    twice (deleted and re-added) or not at all (deleted before the walk reached it).
  * 2. Write: the collected references, skipping a touched slot's second visit.
  * 3. Removed: slots whose undo says they existed at the snapshot but the walk did not visit —
- *    touched and unseen, or (untouched) not live while the walk ran.
+ *    touched and unseen, or (untouched) not live while the walk ran. So the entries of a key
+ *    group are the snapshot's, but one deleted before the walk reached it comes after the live
+ *    ones: the order within a section is not the unsliced order (no reader depends on it).
  *
  * At the end of phase 1 the undo map is detached (kept here, frozen) and the table starts a
  * fresh one: it records the values as of the end of the walk, which tells phase 3 whether an

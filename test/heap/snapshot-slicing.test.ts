@@ -15,6 +15,13 @@ import {
 } from '../../src/checkpoint/checkpoint-storage.js';
 import { BlobStateFileReader } from '../../src/checkpoint/streams.js';
 import { SnapshotError, StreamStateError } from '../../src/errors.js';
+import {
+  canonicalizeSection,
+  entryKindsOf,
+  parseKeyGroupsStream,
+  readAllKeyGroups,
+  SectionWriter,
+} from '../../src/format/key-groups-stream.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { int32Serializer, stringSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
@@ -25,8 +32,10 @@ import { collect, params } from './support.js';
  * Time-sliced heap snapshots (backends/heap/time-slicer.ts): with `maxSliceMs: 0` the writer
  * yields to the event loop every few entries, in the middle of key groups, and a concurrent writer
  * changes state at every turn. The snapshot must hold exactly the state of its synchronous part:
- * byte for byte what an unsliced snapshot of the same state writes (no yields, no concurrent
- * writes), on the memory and filesystem storages and through a changelog materialization.
+ * the same header, key groups, sections and entries as an unsliced snapshot of the same state
+ * (no yields, no concurrent writes), on the memory and filesystem storages and through a changelog
+ * materialization. Only the order of entries within a section may differ: an entry deleted before
+ * the walk reached it is written from its undo record after the live ones (snapshot-entries.ts).
  */
 
 // cpuShare 1: one turn per slice (no waiting for a CPU budget), so a loaded machine cannot slow the property runs.
@@ -172,8 +181,26 @@ async function snapshotBytes(
   return { bytes: await files.read(handle.stream), turns };
 }
 
+/**
+ * A key-groups file as comparable data: its header, and per key group each section's state id,
+ * entry count and entries in canonical order (so entry order within a section does not count).
+ */
+function contents(bytes: Buffer): unknown {
+  const { header } = parseKeyGroupsStream(bytes);
+  const kinds = entryKindsOf(header.states);
+  const groups = [...readAllKeyGroups(bytes)].map((kg) => ({
+    keyGroup: kg.keyGroup,
+    sections: kg.sections.map((section) => {
+      const out = new SectionWriter();
+      canonicalizeSection(kinds.get(section.stateId)!, section, out);
+      return { stateId: section.stateId, entryCount: section.entryCount, entries: out.out.toBuffer().toString('hex') };
+    }),
+  }));
+  return { size: bytes.length, header, groups };
+}
+
 describe.each(Object.keys(storages))('time-sliced heap snapshot on %s storage', (name) => {
-  it('writes the same bytes as an unsliced snapshot, whatever writes interleave with its slices', async () => {
+  it('writes the same entries as an unsliced snapshot, whatever writes interleave with its slices', async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.array(opArb, { minLength: 1, maxLength: 300 }),
@@ -189,9 +216,7 @@ describe.each(Object.keys(storages))('time-sliced heap snapshot on %s storage', 
           const expected = await dump(plain);
           const a = await snapshotBytes(storage, 1, sliced, during);
           const b = await snapshotBytes(storage, 2, plain, []);
-          expect(a.bytes === null ? null : a.bytes.toString('hex')).toEqual(
-            b.bytes === null ? null : b.bytes.toString('hex'),
-          );
+          expect(a.bytes === null ? null : contents(a.bytes)).toEqual(b.bytes === null ? null : contents(b.bytes));
           // The concurrent writes did happen while the snapshot was being written.
           expect(a.turns).toBeGreaterThan(0);
           expect(await dump(plain)).toEqual(expected);
@@ -199,7 +224,23 @@ describe.each(Object.keys(storages))('time-sliced heap snapshot on %s storage', 
           await plain.close();
         },
       ),
-      { numRuns: 25 },
+      {
+        numRuns: 25,
+        // Found by CI: a map deleted during the walk before it was reached is written after the live ones.
+        examples: [
+          [
+            [
+              { k: 1, ns: '', kind: 'mput', x: 0 },
+              { k: 0, ns: '', kind: 'mput', x: 0 },
+              { k: 0, ns: '', kind: 'vset', x: 0 },
+            ],
+            [
+              { k: 1, ns: '', kind: 'mclear' },
+              { k: 0, ns: '', kind: 'vset', x: 0 },
+            ],
+          ],
+        ],
+      },
     );
   });
 });
