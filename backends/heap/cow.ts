@@ -41,6 +41,7 @@ export class SnapshotRun {
     for (const f of this.frames) {
       f.undo[i] = undefined;
       f.table.pending[i]--;
+      f.table.forgetLastPreserved();
     }
   }
 
@@ -71,6 +72,16 @@ export class CowTable<V> {
   /** Per key group: number of covering snapshots that have not written it yet. */
   readonly pending: Int32Array;
   private frames: CowFrame<V>[] = [];
+  /**
+   * The slot the last preserve() call left recorded in every pending snapshot (key group -1:
+   * none). A read-and-update of one key preserves the same slot twice in a row; the second
+   * call would only find the undo record again (three Map lookups per record of a pending key
+   * group), so it stops at this comparison. Forgotten whenever the bookkeeping preserve()
+   * reads changes: a frame attached or detached, a key group done, a walk started or ended.
+   */
+  private lastI = -1;
+  private lastA: unknown;
+  private lastB: unknown;
 
   constructor(readonly rangeSize: number) {
     this.slots = new Array(rangeSize);
@@ -80,12 +91,14 @@ export class CowTable<V> {
   attach(frame: CowFrame<V>): void {
     this.frames.push(frame);
     for (let i = 0; i < this.rangeSize; i++) this.pending[i]++;
+    this.forgetLastPreserved();
   }
 
   detach(frame: CowFrame<V>): void {
     const at = this.frames.indexOf(frame);
     if (at < 0) return;
     this.frames.splice(at, 1);
+    this.forgetLastPreserved();
     for (let i = 0; i < this.rangeSize; i++) {
       if (frame.run.done[i] === 0) {
         this.pending[i]--;
@@ -122,10 +135,19 @@ export class CowTable<V> {
   mutable(i: number, a: unknown, b: unknown, copy: (v: V) => V): V | undefined {
     const inner = this.slots[i]?.get(a);
     const v = inner?.get(b);
-    // One lookup of the slot, handed to preserve: this runs on every read of a pending key group.
-    if (v === undefined || this.pending[i] === 0 || !this.preserve(i, a, b, v)) return v;
+    if (v === undefined || this.pending[i] === 0) return v;
+    return this.mutableFound(i, a, b, inner!, v, copy);
+  }
+
+  /**
+   * mutable() for a caller that already looked the slot up (`v` is `inner.get(b)`, `inner` is
+   * the live map of namespace id `a` in key group `i`): spares the lookups on every read of a
+   * pending key group.
+   */
+  mutableFound(i: number, a: unknown, b: unknown, inner: Map<unknown, V>, v: V, copy: (v: V) => V): V {
+    if (!this.preserve(i, a, b, v)) return v;
     const c = copy(v);
-    inner!.set(b, c);
+    inner.set(b, c);
     return c;
   }
 
@@ -134,6 +156,7 @@ export class CowTable<V> {
    * pending snapshot lacking it; true if any recorded.
    */
   preserve(i: number, a: unknown, b: unknown, known?: V): boolean {
+    if (b === this.lastB && a === this.lastA && i === this.lastI) return false;
     let recorded = false;
     let current: Undo<V> | undefined = known;
     for (const f of this.frames) {
@@ -151,7 +174,16 @@ export class CowTable<V> {
       byB.set(b, current);
       recorded = true;
     }
+    this.lastI = i;
+    this.lastA = a;
+    this.lastB = b;
     return recorded;
+  }
+
+  /** The next preserve() looks at the undo maps again (see `lastI`). */
+  forgetLastPreserved(): void {
+    this.lastI = -1;
+    this.lastA = this.lastB = undefined;
   }
 
   /** Calls `fn` for every entry of key group `i` as it was when `frame`'s snapshot was taken. */

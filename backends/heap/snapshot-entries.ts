@@ -60,6 +60,8 @@ export class SnapshotEntries<V> {
     const live = table.slots[i];
     frame.collecting = i;
     frame.touched.length = 0;
+    // Writes from now on must be noted in `touched`, also a repeat of the last preserved slot.
+    table.forgetLastPreserved();
     this.outer = live?.entries();
   }
 
@@ -141,6 +143,7 @@ export class SnapshotEntries<V> {
     this.undo = frame.undo[this.i];
     // Detached: from now on the table records into a fresh map (values as of the end of the walk).
     frame.undo[this.i] = undefined;
+    this.table.forgetLastPreserved();
     this.phase = WRITE;
   }
 

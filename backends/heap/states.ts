@@ -80,13 +80,13 @@ export class HeapValueState<T, N> extends HeapState<N> implements ValueState<T, 
     const i = this.ctx.kgIdx;
     if (i < 0) noCurrentKey(this.ctx);
     const t = this.table;
-    let v = t.slots[i]?.get(this.nsId)?.get(this.ctx.keyId) as T | undefined;
+    const inner = t.slots[i]?.get(this.nsId);
+    const v = inner?.get(this.ctx.keyId) as T | undefined;
     if (v === undefined)
       return this.defaultValue === undefined ? null : (t.valueSerializer.copy(this.defaultValue) as T);
     // A returned object may be mutated in place by the caller: freeze the snapshot's copy first.
-    if (t.pending[i] !== 0 && typeof v === 'object' && v !== null) {
-      v = t.mutable(i, this.nsId, this.ctx.keyId, t.copyValue) as T;
-    }
+    if (t.pending[i] !== 0 && typeof v === 'object' && v !== null)
+      return t.mutableFound(i, this.nsId, this.ctx.keyId, inner!, v, t.copyValue) as T;
     return v;
   }
 
