@@ -2,6 +2,7 @@ import type { CheckpointStreamFactory, StateOutputStream } from '../backend/cont
 import type { KeyGroupRangeJson } from '../backend/handles.js';
 import { SnapshotError } from '../errors.js';
 import { ByteWriter } from '../format/bytes.js';
+import { ChunkBuffers } from './chunk-buffers.js';
 import type { ChangelogLogIdentity, ChangelogSegmentRef } from './handle.js';
 import { encodeSegmentParts } from './segment-format.js';
 
@@ -52,12 +53,23 @@ export class Chunk {
   spare: SegmentCopy | null = null;
   /** The preemptive upload in flight (it ends as `spare`). */
   preemptive: Promise<void> | null = null;
+  /** Readers of `bytes` that may outlive the log's own reference (planned or running uploads). */
+  private readers = 0;
+  /** Bytes the log dropped while they still had readers: their memory goes back on the last release. */
+  private dropped: Buffer | null = null;
 
   constructor(
     readonly fromSeq: number,
     readonly toSeq: number,
-    public bytes: Buffer | null,
+    private ownBytes: Buffer | null,
+    /** Where the bytes' memory goes once nobody reads them (null: to the garbage collector). */
+    private readonly pool: ChunkBuffers | null = null,
   ) {}
+
+  /** The records, while the log keeps them in memory (null once dropped). */
+  get bytes(): Buffer | null {
+    return this.ownBytes;
+  }
 
   get confirmed(): boolean {
     return this.ref !== null;
@@ -71,8 +83,37 @@ export class Chunk {
   confirm(ref: ChangelogSegmentRef, checkpointId: number): void {
     this.ref = ref;
     this.confirmedBy = checkpointId;
-    this.bytes = null;
     this.copies.clear();
+    this.dropBytes();
+  }
+
+  /**
+   * The bytes for a reader that may still need them after the log dropped them (null when they
+   * are gone already); it must call release() once done. Their memory is reused only after the
+   * last release, so an upload planned before a notice dropped them still writes these records.
+   */
+  retain(): Buffer | null {
+    if (this.ownBytes !== null) this.readers++;
+    return this.ownBytes;
+  }
+
+  release(): void {
+    this.readers--;
+    this.recycle();
+  }
+
+  /** The log no longer needs the bytes (a copy was confirmed, or they were truncated). */
+  dropBytes(): void {
+    if (this.ownBytes === null) return;
+    this.dropped = this.ownBytes;
+    this.ownBytes = null;
+    this.recycle();
+  }
+
+  private recycle(): void {
+    if (this.readers > 0 || this.dropped === null) return;
+    this.pool?.giveBack(this.dropped);
+    this.dropped = null;
   }
 
   /** The confirmation can no longer be trusted (a checkpoint that reused it was declined). */
@@ -93,6 +134,7 @@ export interface LogSettings extends ChangelogLogIdentity {
  */
 export class ChangeLog {
   private open = new ByteWriter(64 * 1024);
+  private readonly buffers = new ChunkBuffers();
   private openFrom = 1;
   private nextSeq = 1;
   private chunks: Chunk[] = [];
@@ -120,7 +162,7 @@ export class ChangeLog {
   /** Freezes the open records into a chunk (null when there are none). */
   cut(): Chunk | null {
     if (this.nextSeq === this.openFrom) return null;
-    const chunk = new Chunk(this.openFrom, this.nextSeq - 1, this.open.toBuffer());
+    const chunk = new Chunk(this.openFrom, this.nextSeq - 1, this.buffers.copy(this.open.view()), this.buffers);
     this.chunks.push(chunk);
     this.openFrom = this.nextSeq;
     // Reuse the buffer unless it grew large (do not pin megabytes after a burst).
@@ -145,6 +187,7 @@ export class ChangeLog {
     for (const c of dropped) {
       if (c.spare !== null) spares.push(c.spare);
       c.spare = null;
+      c.dropBytes();
     }
     await Promise.allSettled(spares.map(discardCopy));
   }
@@ -163,7 +206,10 @@ export class ChangeLog {
   persistEarly(chunk: Chunk, streams: CheckpointStreamFactory): Promise<void> {
     if (chunk.confirmed || chunk.spare !== null) return Promise.resolve();
     if (chunk.preemptive !== null) return chunk.preemptive;
-    const attempt = this.write(chunk, chunk.bytes, streams).then(
+    const body = chunk.retain();
+    const written = this.write(chunk, body, streams);
+    if (body !== null) void written.then(release(chunk), release(chunk));
+    const attempt = written.then(
       async (ref) => {
         if (chunk.preemptive === attempt) chunk.preemptive = null;
         if (chunk.spare === null && chunk.bytes !== null && !this.closed && this.chunks.includes(chunk))
@@ -193,21 +239,30 @@ export class ChangeLog {
       expected = c.toSeq + 1;
     }
     if (expected !== this.nextSeq) return null;
-    const out: PlannedSegment[] = [];
-    for (const c of chunks) {
-      const reuse = reusableCopy(c, mayReuse);
-      if (reuse === null && c.bytes === null) return null;
-      out.push({ chunk: c, reuse, bytes: c.bytes });
-    }
-    return out;
+    const reused = chunks.map((c) => reusableCopy(c, mayReuse));
+    if (chunks.some((c, i) => reused[i] === null && c.bytes === null)) return null;
+    // Retained until persist() is done with them (a completion notice may drop them meanwhile).
+    return chunks.map((c, i) => ({ chunk: c, reuse: reused[i], bytes: reused[i] === null ? c.retain() : null }));
   }
 
   /**
    * The copy of a planned chunk the checkpoint references: the reusable one if planned; else the
    * spare (taken: nobody else gets it), awaiting a preemptive upload through `background` if one
-   * is in flight; else a new upload through `streams`.
+   * is in flight; else a new upload through `streams`. Releases the bytes plan() retained.
    */
   async persist(
+    p: PlannedSegment,
+    streams: CheckpointStreamFactory,
+    background: CheckpointStreamFactory | null,
+  ): Promise<UsedSegment> {
+    try {
+      return await this.persistPlanned(p, streams, background);
+    } finally {
+      if (p.bytes !== null) p.chunk.release();
+    }
+  }
+
+  private async persistPlanned(
     p: PlannedSegment,
     streams: CheckpointStreamFactory,
     background: CheckpointStreamFactory | null,
@@ -223,7 +278,7 @@ export class ChangeLog {
     }
     return {
       chunk,
-      copy: { ref: await this.write(chunk, p.bytes ?? chunk.bytes, streams), via: streams },
+      copy: { ref: await this.write(chunk, p.bytes, streams), via: streams },
       confirmed: false,
     };
   }
@@ -344,6 +399,11 @@ function reusableCopy(c: Chunk, mayReuse: ((path: string) => boolean) | undefine
     if (ref.file.type !== 'file' || mayReuse(ref.file.path)) return ref;
   }
   return null;
+}
+
+/** A callback that releases `chunk`'s retained bytes (once an upload settled). */
+function release(chunk: Chunk): () => void {
+  return () => chunk.release();
 }
 
 /** Segment uploads of one snapshot in flight at once (bounds the work queued per event-loop turn). */
