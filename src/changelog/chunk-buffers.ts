@@ -11,8 +11,13 @@
 const MIN_POOLED_BYTES = 256 * 1024;
 /** Pooled buffers are sized in these steps, so chunks of about the same size share them. */
 const GRANULE_BYTES = 256 * 1024;
-/** Released memory kept for later chunks, per log (more is left to the garbage collector). */
-const MAX_FREE_BYTES = 32 * 1024 * 1024;
+/**
+ * Released memory kept for later chunks, per log (more is left to the garbage collector). It is
+ * only memory the log held itself, so it does not raise the peak, but it stays until the log goes.
+ * Between completion notices a log fills tens of MiB (40 MB/s at 200k records/s); at 200 MB of
+ * state, 32 MiB left the idle event-loop delay p99 at 29-31 ms, 256 MiB at 11-20 ms.
+ */
+const MAX_FREE_BYTES = 128 * 1024 * 1024;
 
 export class ChunkBuffers {
   private readonly free: Buffer[] = [];
