@@ -143,6 +143,22 @@ describe('MemoryBlobStore streams (pages)', () => {
     }
   });
 
+  it('new pages come already faulted in by a worker: a stream after the worker caught up takes them from its stock', async () => {
+    const s = new MemoryBlobStore();
+    try {
+      // The first new page starts the worker (that page itself may be a fresh one).
+      await s.putStream('chk-1/state', stream(MiB, 1));
+      await MemoryBlobStore.prefaultSettled();
+      const before = MemoryBlobStore.prefaultedPages;
+      await s.putStream('chk-2/state', stream(3 * MiB, 2, 300_000));
+      expect(MemoryBlobStore.prefaultedPages - before).toBe(3);
+      expect((await s.get('chk-1/state')).equals(expected(MiB, 1))).toBe(true);
+      expect((await s.get('chk-2/state')).equals(expected(3 * MiB, 2))).toBe(true);
+    } finally {
+      s.destroy();
+    }
+  });
+
   it('a failed stream stores nothing and gives its pages back', async () => {
     const s = new MemoryBlobStore({ maxObjectBytes: 2 * MiB });
     try {
