@@ -57,11 +57,6 @@ export interface KafkaSourceOptions<T> {
   readonly kafka?: Kafka;
 }
 
-/** What a Kafka record's origin says in pipeline events: the partition and offset (topics are not told apart). */
-function origin(partition: number, offset: number): RecordOrigin {
-  return { partition, offset };
-}
-
 /**
  * A runPipeline source that reads Kafka topics (job.source). The partitions are the splits, kept with
  * their offsets in split-list operator state; each attempt fetches the topics' partitions once and
@@ -174,9 +169,9 @@ class KafkaSourceSubtask<T> extends ExternalSourceSubtask<T> {
     return this.reader.buffered === 0;
   }
 
+  /** The reader's record as it is: its origin (partition and offset; topics are not told apart) is what pipeline events carry. */
   next(): { value: T; origin: RecordOrigin } | null {
-    const r = this.reader.poll();
-    return r ? { value: r.value, origin: origin(r.partition, r.offset) } : null;
+    return this.reader.poll();
   }
 
   waitForInput(): Promise<void> | null {

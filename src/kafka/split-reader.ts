@@ -1,5 +1,6 @@
 import type { Batch, Consumer, Kafka } from 'kafkajs';
 import { StreamStateError } from '../errors.js';
+import type { RecordOrigin } from '../testing/channels.js';
 import { splitAssigner, type SplitClaim } from './assigner.js';
 import { toKafkaError } from './client-errors.js';
 import type { KafkaSplit } from './splits.js';
@@ -137,8 +138,11 @@ export class KafkaSplitReader<T> {
     return this.cursors.every((c) => c.finished);
   }
 
-  /** Takes the next buffered record (round-robin over the splits), or null. */
-  poll(): { value: T; topic: string; partition: number; offset: number } | null {
+  /**
+   * Takes the next buffered record (round-robin over the splits), or null. Returned in the shape a
+   * source subtask hands the runtime (value and origin), so no second object is built per record.
+   */
+  poll(): { value: T; origin: RecordOrigin } | null {
     const n = this.cursors.length;
     for (let i = 0; i < n && this.totalBuffered > 0; i++) {
       const c = this.cursors[(this.rr + i) % n];
@@ -163,7 +167,7 @@ export class KafkaSplitReader<T> {
         }
         if (k >= chunk.values.length) continue; // a chunk of a skip only: just the position moves
         this.rr = (this.rr + i + 1) % n;
-        return { value: chunk.values[k], topic: c.topic, partition: c.partition, offset: chunk.offsets[k] };
+        return { value: chunk.values[k], origin: { partition: c.partition, offset: chunk.offsets[k] } };
       }
     }
     return null;

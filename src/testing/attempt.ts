@@ -23,7 +23,7 @@ import { CheckpointTracker } from './checkpoint-tracker.js';
 import type { ExternalSinkSubtask, PipelineSink } from './external-sink.js';
 import type { ExternalSourceSubtask, PipelineSource } from './external-source.js';
 import type { CommittedOutput } from './committed-output.js';
-import { InjectedCrash, type CrashPredicate, type PipelineEvent } from './events.js';
+import { InjectedCrash, type CrashPredicate, type EventListener, type PipelineEvent } from './events.js';
 import { KeyedOperatorSubtask, type ProcessFunction } from './keyed-operator.js';
 import type { SavepointRequest, StopWithSavepointRequest } from './pipeline.js';
 import { ScheduledCheckpoints, type PipelineCheckpointing } from './scheduled-checkpoints.js';
@@ -59,7 +59,8 @@ export interface AttemptConfig<IN, K, OUT> {
   readonly output: CommittedOutput<OUT>;
   readonly rng: SeededRandom;
   readonly crash: CrashPredicate | null;
-  readonly onEvent: ((e: PipelineEvent) => void) | null;
+  /** The run's onEvent, filtered by RunOptions.eventTypes. */
+  readonly events: EventListener;
   readonly clock?: () => number;
   /** Savepoint and stop requests not yet fired (each fires once over the whole run). */
   readonly requests: { savepoints: SavepointRequest[]; stop: StopWithSavepointRequest | null };
@@ -139,6 +140,9 @@ export class Attempt<IN, K, OUT> {
   private lastBarrierDrains = true;
   /** sinkInputs[i]: the upstream keyed subtask of each input channel of sink i. */
   private forwardToSink = false;
+  /** Whether the per-record events are built at all: someone (the listener or the crash predicate) looks at them. */
+  private readonly recordEvents: boolean;
+  private readonly emitEvents: boolean;
 
   constructor(
     private readonly cfg: AttemptConfig<IN, K, OUT>,
@@ -146,6 +150,8 @@ export class Attempt<IN, K, OUT> {
     private readonly coordinator: CheckpointCoordinator,
     private readonly totals: RunTotals,
   ) {
+    this.recordEvents = cfg.crash !== null || cfg.events.hears('record');
+    this.emitEvents = cfg.crash !== null || cfg.events.hears('emit');
     const subtasks = shape.sourceParallelism + shape.parallelism + shape.sinkParallelism;
     this.tracker = new CheckpointTracker(coordinator, subtasks, {
       completed: (info) => this.onCompleted(info),
@@ -352,15 +358,26 @@ export class Attempt<IN, K, OUT> {
           break;
         }
       }
-      await this.idleStep();
+      const idle = this.idleStep();
+      if (idle) await idle;
     }
   }
 
-  /** The end of every scheduling step: time (the virtual clock, aligned timeouts) moves on. */
-  private async idleStep(): Promise<void> {
+  /**
+   * The end of every scheduling step: time (the virtual clock, aligned timeouts) moves on. Returns a
+   * promise only when there is something to wait for (a timeout switch, the periodic yield), so the
+   * ordinary step costs no await: microtasks still run at every yield and every awaited step.
+   */
+  private idleStep(): Promise<void> | undefined {
     this.scheduling?.tick();
-    if (this.timeouts.size > 0) await this.switchTimedOut();
-    if (++this.steps % STEPS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (this.timeouts.size > 0) return this.switchTimedOut().then(() => this.countStep());
+    return this.countStep();
+  }
+
+  /** Counts a scheduling step (after any timeout switch, which reads the step count), yielding to the event loop every STEPS_PER_YIELD steps. */
+  private countStep(): Promise<void> | undefined {
+    if (++this.steps % STEPS_PER_YIELD !== 0) return undefined;
+    return new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   /** Closes everything after a normal end. */
@@ -457,9 +474,9 @@ export class Attempt<IN, K, OUT> {
     if (next === null) return;
     const keyGroup = keyGroupForKey(this.cfg.keyBy(next.value), this.cfg.keySerializer, this.cfg.maxParallelism);
     const target = subtaskForKeyGroup(this.cfg.maxParallelism, this.shape.parallelism, keyGroup);
-    outputs[target].push({ kind: 'record', value: next.value, origin: next.origin, keyGroup });
+    outputs[target].pushRecord(next.value, next.origin, keyGroup);
     this.totals.recordsEmitted++;
-    if (this.cfg.onEvent || this.cfg.crash)
+    if (this.emitEvents)
       this.event({ type: 'emit', attempt: this.shape.attempt, subtaskIndex: i, origin: next.origin, target });
     this.fireRequests();
     const every = this.cfg.checkpointEvery;
@@ -470,6 +487,7 @@ export class Attempt<IN, K, OUT> {
   private fireRequests(): void {
     const n = this.totals.recordsEmitted;
     const { requests } = this.cfg;
+    if (requests.stop === null && requests.savepoints.length === 0) return; // the usual case: no array built per record
     for (const req of requests.savepoints.filter((r) => r.afterRecords === n)) {
       requests.savepoints.splice(requests.savepoints.indexOf(req), 1);
       this.takeSavepoint(req);
@@ -560,7 +578,7 @@ export class Attempt<IN, K, OUT> {
 
   private processRecord(k: KeyedOperatorSubtask<IN, K, OUT>, element: RecordElement<IN>): void {
     const n = this.totals.recordsProcessed + 1;
-    if (this.cfg.onEvent || this.cfg.crash) {
+    if (this.recordEvents) {
       this.event({
         type: 'record',
         attempt: this.shape.attempt,
@@ -804,7 +822,7 @@ export class Attempt<IN, K, OUT> {
 
   /** Reports an event; throws InjectedCrash when the crash predicate says so. */
   private event(e: PipelineEvent): void {
-    this.cfg.onEvent?.(e);
+    this.cfg.events.listener?.(e);
     if (!this.dead && this.cfg.crash?.(e)) throw new InjectedCrash(e);
   }
 

@@ -97,6 +97,56 @@ export type PipelineEvent =
 
 export type CrashPredicate = (event: PipelineEvent) => boolean;
 
+export type PipelineEventType = PipelineEvent['type'];
+
+/** Every event type (a Record, so that a new type must be listed here to compile), for checking RunOptions.eventTypes. */
+const EVENT_TYPES: Readonly<Record<PipelineEventType, true>> = {
+  emit: true,
+  barrier: true,
+  record: true,
+  'in-flight-restored': true,
+  snapshot: true,
+  'checkpoint-completed': true,
+  'checkpoint-aborted': true,
+  'savepoint-completed': true,
+  'savepoint-failed': true,
+  stopped: true,
+  commit: true,
+  crash: true,
+  restored: true,
+};
+
+/** Whether `type` names a PipelineEvent type. */
+export function isPipelineEventType(type: unknown): type is PipelineEventType {
+  return typeof type === 'string' && Object.hasOwn(EVENT_TYPES, type);
+}
+
+/** What the runtime calls with its events: the listener (null when none), and whether it hears a type at all. */
+export interface EventListener {
+  readonly listener: ((event: PipelineEvent) => void) | null;
+  hears(type: PipelineEventType): boolean;
+}
+
+/**
+ * `onEvent` restricted to `types` (every type when undefined). One home for the filter: the runtime
+ * asks hears() before building a per-record event ('emit', 'record'), so those are not built when
+ * the listener does not want them (and no crash predicate looks at them).
+ */
+export function eventListener(
+  onEvent: ((event: PipelineEvent) => void) | undefined,
+  types: readonly PipelineEventType[] | undefined,
+): EventListener {
+  if (onEvent === undefined || types?.length === 0) return { listener: null, hears: () => false };
+  if (types === undefined) return { listener: onEvent, hears: () => true };
+  const wanted = new Set<PipelineEventType>(types);
+  return {
+    listener: (event) => {
+      if (wanted.has(event.type)) onEvent(event);
+    },
+    hears: (type) => wanted.has(type),
+  };
+}
+
 /** The failure a crash injection throws. Only this kind of failure is recovered from; any other error fails the run. */
 export class InjectedCrash extends Error {
   constructor(readonly event: PipelineEvent) {

@@ -39,7 +39,13 @@ export {
 } from './external-sink.js';
 export type { KeyedContext, ProcessFunction } from './keyed-operator.js';
 export { CommittedOutput, type CommittedTransaction } from './committed-output.js';
-export { InjectedCrash, describeEvent, type PipelineEvent, type CrashPredicate } from './events.js';
+export {
+  InjectedCrash,
+  describeEvent,
+  type PipelineEvent,
+  type PipelineEventType,
+  type CrashPredicate,
+} from './events.js';
 export {
   Channel,
   InputGate,

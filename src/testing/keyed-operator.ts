@@ -71,7 +71,7 @@ export class KeyedOperatorSubtask<IN, K, OUT> extends SubtaskBase implements Key
 
   emit(out: OUT): void {
     const channel = this.outputs.length === 1 ? this.outputs[0] : this.outputs[this.nextOutput++ % this.outputs.length];
-    channel.push({ kind: 'record', value: out, origin: this.currentOrigin });
+    channel.pushRecord(out, this.currentOrigin, undefined);
   }
 
   protected prepareSnapshot(): void {

@@ -10,7 +10,7 @@ import { defaultSerializer } from '../serializers/builtins.js';
 import { checkpointingMode } from './checkpointing-mode.js';
 import { Attempt, type AttemptConfig, type AttemptShape, type RunTotals } from './attempt.js';
 import { CommittedOutput } from './committed-output.js';
-import { InjectedCrash, type CrashPredicate } from './events.js';
+import { eventListener, InjectedCrash, isPipelineEventType, type CrashPredicate } from './events.js';
 import type { PipelineJob, PipelineResult, RestoreRecord, RunOptions } from './pipeline.js';
 import { SeededRandom } from './rng.js';
 
@@ -59,7 +59,7 @@ export async function runPipeline<IN, K, OUT>(
     output,
     rng: new SeededRandom(options.seed ?? 1),
     crash: crashPredicate(options.crashAt),
-    onEvent: options.onEvent ?? null,
+    events: eventListener(options.onEvent, options.eventTypes),
     ...(options.clock ? { clock: options.clock } : {}),
     requests: { savepoints: [...(options.savepoints ?? [])], stop: options.stopWithSavepoint ?? null },
   };
@@ -111,7 +111,7 @@ export async function runPipeline<IN, K, OUT>(
     if (attemptNo > 0 || plan) {
       const record = restoreRecord(storage, plan, shape);
       restoredFrom.push(record);
-      cfg.onEvent?.({
+      cfg.events.listener?.({
         type: 'restored',
         attempt: attemptNo,
         checkpointId: record.checkpointId,
@@ -149,7 +149,7 @@ export async function runPipeline<IN, K, OUT>(
       const jobFailure = isStreamStateError(err) && err.code === 'TOLERABLE_FAILURES_EXCEEDED';
       if (!(err instanceof InjectedCrash) && !jobFailure) throw err;
       crashes++;
-      cfg.onEvent?.({ type: 'crash', attempt: attemptNo, reason: (err as Error).message });
+      cfg.events.listener?.({ type: 'crash', attempt: attemptNo, reason: (err as Error).message });
       if (crashes > maxRestarts && jobFailure) throw err;
       if (crashes > maxRestarts) {
         throw new StreamStateError(
@@ -187,6 +187,11 @@ function validate<IN, K, OUT>(job: PipelineJob<IN, K, OUT>, options: RunOptions<
     if (v !== undefined && !(Number.isInteger(v) && v >= 1))
       bad(`${name} must be a positive integer, got ${String(v)}.`);
   }
+  const types: unknown = options.eventTypes;
+  if (types !== undefined && !(Array.isArray(types) && types.every(isPipelineEventType)))
+    bad(
+      `options.eventTypes must be an array of PipelineEvent types (e.g. ['record', 'crash']), got ${JSON.stringify(types)}.`,
+    );
   if (options.checkpointEvery === undefined && options.checkpointing === undefined)
     bad(
       'options.checkpointEvery or options.checkpointing is required: checkpoint after every how many source records, or on which schedule?',

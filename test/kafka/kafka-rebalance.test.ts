@@ -45,7 +45,7 @@ describeOnMockCluster('streamstate/kafka rebalance', (cluster) => {
       for (;;) {
         const r = reader.poll();
         if (r) {
-          seen[r.partition].push(r.value);
+          seen[r.origin.partition].push(r.value);
           if (++taken === 500) {
             // Mid-stream: another member joins; wait until it is in (the group rebalanced), then read on.
             const joined = new Promise<void>((resolve) => intruder.on(intruder.events.GROUP_JOIN, () => resolve()));
