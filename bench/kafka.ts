@@ -1,7 +1,8 @@
 /**
  * bench/kafka: records/s of a keyed count reading Kafka through streamstate (reference runtime,
  * kafkaPipelineSource, memory backend, checkpoints about every second) against the same KafkaJS
- * consumer loop without streamstate (eachBatch, counts in a Map), in one run, alternating rounds; and
+ * consumer loop without streamstate doing the same user work (eachBatch; count and sum per key, one
+ * output kept per record; see plainLoop), in one run, alternating rounds; and
  * the time from a crash to the first record processed after the restore. Then the sink: the same job
  * writing its (key, count, sum) outputs to a topic through kafkaSink (at least once: the mock cluster
  * has no transactions KafkaJS can use) against the same KafkaJS consume-count-produce loop without
@@ -13,7 +14,8 @@
  * `--baseline=<checkout>`: another checkout of streamstate with its own build (e.g. a git worktree
  * of the commit before a change, `npm run build` there). Each round then runs the plain loop, this
  * build's streamstate and the baseline's streamstate against the same cluster and topic, the two
- * builds in alternating order (no sink or in-memory rounds): old and new compared in one run.
+ * builds in alternating order (no sink or in-memory rounds): old and new compared in one run. Every
+ * round also runs the count-only plain loop of the figures before 2026-12-06 (ratios against both).
  *
  * The broker is librdkafka's mock cluster (test/kafka/support), so absolute figures say little about a
  * real cluster; the ratio is the point. Throughput counts from the first record to the last (the
@@ -62,13 +64,27 @@ async function produce(cluster: MockCluster, topic: string, input: CountInput[][
   await producer.disconnect();
 }
 
-/** The plain KafkaJS loop: one consumer, eachBatch, a count per key in a Map. Returns records/s from first to last record. */
-async function plainLoop(cluster: MockCluster, topic: string, total: number, round: number): Promise<number> {
+/**
+ * The plain KafkaJS loop: one consumer, eachBatch, and per record the same user work as the
+ * streamstate job (countingJob): count and sum per key, and one (key, count, sum) output kept per
+ * record (an array standing in for the runtime's committed output). `countOnly`: the loop before
+ * 2026-12-06, a count per key in a Map and nothing kept, still run for comparison with older figures.
+ * Returns records/s from first to last record.
+ */
+async function plainLoop(
+  cluster: MockCluster,
+  topic: string,
+  total: number,
+  round: number,
+  countOnly = false,
+): Promise<number> {
   const kafka = new Kafka({ brokers: [...cluster.brokers], logLevel: logLevel.NOTHING });
   const consumer = kafka.consumer({ groupId: `plain-${round}-${Date.now()}`, ...GROUP });
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
   const counts = new Map<string, number>();
+  const perKey = new Map<string, { count: number; sum: number }>();
+  const outputs: CountOutput[] = [];
   let seen = 0;
   let first = 0;
   let last = 0;
@@ -80,7 +96,15 @@ async function plainLoop(cluster: MockCluster, topic: string, total: number, rou
         if (first === 0) first = performance.now();
         for (const m of batch.messages) {
           const r = deserialize({ value: m.value });
-          counts.set(r.key, (counts.get(r.key) ?? 0) + 1);
+          if (countOnly) {
+            counts.set(r.key, (counts.get(r.key) ?? 0) + 1);
+            continue;
+          }
+          let acc = perKey.get(r.key);
+          if (acc === undefined) perKey.set(r.key, (acc = { count: 0, sum: 0 }));
+          acc.count++;
+          acc.sum += r.value;
+          outputs.push({ key: r.key, count: acc.count, sum: acc.sum });
         }
         seen += batch.messages.length;
         if (seen >= total) {
@@ -223,7 +247,9 @@ async function streamstateRun(
       backend: memory(),
       checkpointEvery,
       ...(crashAt ? { crashAt } : {}),
-      // Only the events needed for timing; 'record' is reported for every record (its cost is part of the figure).
+      // Only the events needed for timing; 'record' is reported for every record (its cost is part of the
+      // figure). eventTypes keeps the runtime from building the others (a baseline before it ignores it).
+      eventTypes: ['record', 'crash'],
       onEvent: (e) => {
         if (e.type === 'record') {
           const now = performance.now();
@@ -250,6 +276,7 @@ async function inMemoryRun(input: CountInput[][], checkpointEvery: number): Prom
   const result = await runPipeline(countingJob(input, { parallelism: 1 }), {
     backend: memory(),
     checkpointEvery,
+    eventTypes: ['record'],
     onEvent: (e) => {
       if (e.type === 'record') {
         last = performance.now();
@@ -269,11 +296,13 @@ async function compareWithBaseline(
   baseline: Build,
 ): Promise<void> {
   const plain: number[] = [];
+  const countOnly: number[] = [];
   const base: number[] = [];
   const mine: number[] = [];
   const loads: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     plain.push(await plainLoop(cluster, topic, RECORDS, round));
+    countOnly.push(await plainLoop(cluster, topic, RECORDS, round, true));
     const order = round % 2 === 0 ? [baseline, thisBuild] : [thisBuild, baseline];
     for (const build of order) {
       const { rate } = await streamstateRun(cluster, topic, input, checkpointEvery, undefined, build);
@@ -281,7 +310,7 @@ async function compareWithBaseline(
     }
     loads.push(loadavg()[0]);
     console.log(
-      `round ${round + 1} (load ${loads[round].toFixed(1)}, ${round % 2 === 0 ? 'baseline first' : 'this build first'}): plain ${plain[round].toFixed(0)} rec/s, ` +
+      `round ${round + 1} (load ${loads[round].toFixed(1)}, ${round % 2 === 0 ? 'baseline first' : 'this build first'}): plain ${plain[round].toFixed(0)} rec/s (count-only ${countOnly[round].toFixed(0)}), ` +
         `baseline ${base[round].toFixed(0)} (${(base[round] / plain[round]).toFixed(2)}), this build ${mine[round].toFixed(0)} (${(mine[round] / plain[round]).toFixed(2)}; ${(mine[round] / base[round]).toFixed(2)}x the baseline)`,
     );
   }
@@ -293,10 +322,13 @@ async function compareWithBaseline(
         checkpointEvery,
         baseline: baselineDir,
         plainMedian: Math.round(median(plain)),
+        countOnlyPlainMedian: Math.round(median(countOnly)),
         baselineMedian: Math.round(median(base)),
         thisBuildMedian: Math.round(median(mine)),
         baselineRatio: Number((median(base) / median(plain)).toFixed(3)),
         thisBuildRatio: Number((median(mine) / median(plain)).toFixed(3)),
+        baselineRatioToCountOnly: Number((median(base) / median(countOnly)).toFixed(3)),
+        thisBuildRatioToCountOnly: Number((median(mine) / median(countOnly)).toFixed(3)),
         speedup: Number((median(mine) / median(base)).toFixed(3)),
         loadAverages: loads.map((l) => Number(l.toFixed(1))),
       },
@@ -327,6 +359,7 @@ async function main(): Promise<void> {
       return;
     }
     const plain: number[] = [];
+    const countOnly: number[] = [];
     const ss: number[] = [];
     const mem: number[] = [];
     const plainSink: number[] = [];
@@ -334,6 +367,7 @@ async function main(): Promise<void> {
     const loads: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       plain.push(await plainLoop(cluster, topic, RECORDS, round));
+      countOnly.push(await plainLoop(cluster, topic, RECORDS, round, true));
       ss.push((await streamstateRun(cluster, topic, input, checkpointEvery)).rate);
       mem.push(await inMemoryRun(input, checkpointEvery));
       const outs = [`${topic}-out-plain-${round}`, `${topic}-out-ss-${round}`];
@@ -342,7 +376,7 @@ async function main(): Promise<void> {
       ssSink.push(await streamstateSinkRun(cluster, topic, outs[1], input, checkpointEvery));
       loads.push(loadavg()[0]);
       console.log(
-        `round ${round + 1} (load ${loads[round].toFixed(1)}): plain ${plain[round].toFixed(0)} rec/s, streamstate ${ss[round].toFixed(0)} rec/s (${(ss[round] / plain[round]).toFixed(2)}), runtime on in-memory input ${mem[round].toFixed(0)} rec/s; ` +
+        `round ${round + 1} (load ${loads[round].toFixed(1)}): plain ${plain[round].toFixed(0)} rec/s (count-only ${countOnly[round].toFixed(0)}), streamstate ${ss[round].toFixed(0)} rec/s (${(ss[round] / plain[round]).toFixed(2)}), runtime on in-memory input ${mem[round].toFixed(0)} rec/s; ` +
           `with a Kafka sink: plain ${plainSink[round].toFixed(0)} rec/s, streamstate ${ssSink[round].toFixed(0)} rec/s (${(ssSink[round] / plainSink[round]).toFixed(2)})`,
       );
     }
@@ -355,8 +389,10 @@ async function main(): Promise<void> {
           partitions: PARTITIONS,
           checkpointEvery,
           plainMedian: Math.round(median(plain)),
+          countOnlyPlainMedian: Math.round(median(countOnly)),
           streamstateMedian: Math.round(median(ss)),
           ratio: Number(ratio.toFixed(3)),
+          ratioToCountOnly: Number((median(ss) / median(countOnly)).toFixed(3)),
           inMemoryInputMedian: Math.round(median(mem)),
           restoreToFirstRecordMs: restore.restoreMs === null ? null : Math.round(restore.restoreMs),
           sinkPlainMedian: Math.round(median(plainSink)),
