@@ -100,17 +100,29 @@ describe('scheduled checkpoints through runPipeline', () => {
   it('interval: checkpoints come on the virtual clock, and the output is exactly once', async () => {
     const jobId = `sched-${++jobNo}`;
     const clock = new ManualClock(0);
-    const { result, events } = await heard(jobId, () =>
-      runPipeline(countingJob(input, { parallelism: 2, jobId }), {
-        backend: memory(),
-        checkpointing: { interval: 40, clock },
-        seed: 3,
-      }),
+    const at = { clock, times: [] as number[] };
+    const { result, events } = await heard(
+      jobId,
+      () =>
+        runPipeline(countingJob(input, { parallelism: 2, jobId }), {
+          backend: memory(),
+          checkpointing: { interval: 40, clock },
+          seed: 3,
+        }),
+      [],
+      at,
     );
-    const triggers = events.flatMap((e) => (e.type === 'triggered' ? [e.checkpoint.triggerTimestamp] : []));
-    expect(triggers.length).toBeGreaterThan(3);
-    // Periodic triggers every 40 virtual ms: the run lasted at least that many intervals.
-    expect(clock.now()).toBeGreaterThanOrEqual(40 * (triggers.length - 1));
+    // Virtual times of the triggers (a checkpoint's triggerTimestamp is wall time).
+    const triggers = events.flatMap((e, i) => (e.type === 'triggered' ? [at.times[i]] : []));
+    // How many periodic checkpoints fit depends on how many steps each one's asynchronous part
+    // takes (real time: 24 to 880 steps were seen), so only their timing on the virtual clock is
+    // asserted: the first after the initial delay, each next one at least an interval later
+    // (maxConcurrent 1 queues it while one is pending), then the final one at the end of the input.
+    expect(triggers.length).toBeGreaterThanOrEqual(2);
+    expect(triggers[0]).toBe(40);
+    const periodic = triggers.slice(0, -1);
+    for (let i = 1; i < periodic.length; i++) expect(periodic[i] - periodic[i - 1]).toBeGreaterThanOrEqual(40);
+    expect(clock.now()).toBeGreaterThanOrEqual(triggers[triggers.length - 1]);
     expect(ended(events, 'failed')).toEqual([]);
     expect(result.checkpointsCompleted.length).toBe(triggers.length);
     expect(checkCounts(result.committed, input).ok).toBe(true);
