@@ -1,9 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { FileStep } from '../../src/storage/file-transfer.js';
+import { openRawDb } from './raw-db.js';
 
 /**
  * A memtable flush that LevelDB started before a checkpoint may finish while the checkpoint runs:
@@ -50,17 +50,10 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-type Db = ClassicLevel<string, string>;
-const openDb = async (dir: string): Promise<Db> => {
-  const db = new ClassicLevel<string, string>(dir);
-  await db.open();
-  return db;
-};
-
 describe('LevelDB native checkpoint and a memtable flush finishing during it', () => {
   it('a flush between the links and the log listing: the checkpoint still holds every write', async () => {
     const dir = join(root, 'db');
-    const db = await openDb(dir);
+    const db = await openRawDb(dir);
     try {
       // Only in the memtable and its log: no table holds these yet.
       const b = db.batch();
@@ -74,7 +67,7 @@ describe('LevelDB native checkpoint and a memtable flush finishing during it', (
       const target = join(root, 'chk');
       await createNativeCheckpoint(dir, target);
       expect(flushed).toBe(true);
-      const copy = await openDb(target);
+      const copy = await openRawDb(target);
       try {
         for (let i = 0; i < 200; i++) expect(copy.getSync(`key-${i}`), `key-${i}`).toBe(`value-${i}`);
       } finally {
@@ -87,7 +80,7 @@ describe('LevelDB native checkpoint and a memtable flush finishing during it', (
 
   it('flushes and compactions after the logs were copied: one attempt, every write kept', async () => {
     const dir = join(root, 'db-late');
-    const db = await openDb(dir);
+    const db = await openRawDb(dir);
     try {
       const b = db.batch();
       for (let i = 0; i < 200; i++) b.put(`key-${i}`, `value-${i}`);
@@ -107,7 +100,7 @@ describe('LevelDB native checkpoint and a memtable flush finishing during it', (
       }
       expect(flushes).toBeGreaterThan(0);
       expect(hooks.listings).toBe(1);
-      const copy = await openDb(target);
+      const copy = await openRawDb(target);
       try {
         for (let i = 0; i < 200; i++) expect(copy.getSync(`key-${i}`), `key-${i}`).toBe(`value-${i}`);
       } finally {

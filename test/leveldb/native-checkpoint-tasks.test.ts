@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClassicLevel } from 'classic-level';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { openRawDb, type RawDb } from './raw-db.js';
 
 /**
  * A LevelDB native checkpoint does its file work in worker tasks, not in awaited fs calls on the
@@ -45,14 +45,7 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-type Db = ClassicLevel<string, string>;
-const openDb = async (dir: string): Promise<Db> => {
-  const db = new ClassicLevel<string, string>(dir);
-  await db.open();
-  return db;
-};
-
-async function put(db: Db, from: number, to: number, round: number): Promise<void> {
+async function put(db: RawDb, from: number, to: number, round: number): Promise<void> {
   const b = db.batch();
   for (let i = from; i < to; i++) b.put(`key-${i}`, `value-${i}-${round}`);
   await b.write();
@@ -61,7 +54,7 @@ async function put(db: Db, from: number, to: number, round: number): Promise<voi
 describe('LevelDB native checkpoint: file work in worker tasks', () => {
   it('with the MANIFEST known: two worker tasks, no fs call on the main thread, and every write kept', async () => {
     const dir = join(root, 'db');
-    const db = await openDb(dir);
+    const db = await openRawDb(dir);
     try {
       const tracker = new ManifestTracker();
       await put(db, 0, 300, 1);
@@ -75,7 +68,7 @@ describe('LevelDB native checkpoint: file work in worker tasks', () => {
       expect(counts.tasks).toBe(2);
       expect(chk.tables.length).toBeGreaterThan(0);
       expect(chk.privateFiles.some((f) => f.endsWith('.log'))).toBe(true);
-      const copy = await openDb(chk.dir);
+      const copy = await openRawDb(chk.dir);
       try {
         for (let i = 0; i < 400; i++)
           expect(copy.getSync(`key-${i}`), `key-${i}`).toBe(`value-${i}-${i < 200 ? 1 : 2}`);
