@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel';
+import { type Channel, channel } from 'node:diagnostics_channel';
 import { referencedFiles } from '../backend/handles.js';
 import { StreamStateError } from '../errors.js';
 import type { CheckpointFailureReason } from './acknowledgement.js';
@@ -108,6 +108,17 @@ export const CHECKPOINT_CHANNELS: Readonly<Record<CheckpointEventType, string>> 
   restored: 'streamstate:checkpoint:restored',
   'job-failed': 'streamstate:checkpoint:job-failed',
 };
+
+/**
+ * The channel objects, held for the life of the process. Node keeps a channel only weakly while
+ * it has no subscribers, and on Node 20 the finalizer of a collected channel deletes the map entry
+ * of a NEWER channel of the same name: a `subscribe(name)` that came after the collection would
+ * then miss every event, because `channel(name)` hands the publisher a fresh channel. A channel the
+ * publisher holds is never collected, so subscribers always find it.
+ */
+const PUBLISHERS = Object.fromEntries(
+  Object.entries(CHECKPOINT_CHANNELS).map(([type, name]) => [type, channel(name)]),
+) as Readonly<Record<CheckpointEventType, Channel>>;
 
 /** Flink's web.checkpoints.history default. */
 export const DEFAULT_STATS_HISTORY_SIZE = 10;
@@ -305,7 +316,7 @@ export class CheckpointStatsTracker {
         this.onListenerError(err);
       }
     }
-    const ch = channel(CHECKPOINT_CHANNELS[event.type]);
+    const ch = PUBLISHERS[event.type];
     if (ch.hasSubscribers) ch.publish(event);
   }
 }

@@ -1,4 +1,7 @@
-import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { channel, subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BlobCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { CHECKPOINT_CHANNELS, type CheckpointEvent } from '../../src/checkpoint/checkpoint-stats.js';
@@ -178,6 +181,39 @@ describe('checkpoint statistics', () => {
     framed.writeUInt32BE(crc32(json), 12 + json.length);
     const err = expectThrowsCode(() => decodeMetadata(framed), 'CORRUPT');
     expect(err.message).toContain('stats.subtasks[0].subtaskIndex');
+  });
+
+  it('a diagnostics_channel subscriber that subscribes after a garbage collection hears every event', async () => {
+    // Node 20: a channel nobody holds is collected, and its finalizer deletes the entry of the newer
+    // channel that a later subscribe(name) created, so the publisher's next channel(name) has no
+    // subscribers. The library holds its channels, so this must not happen to its events.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const names = Object.values(CHECKPOINT_CHANNELS);
+    for (const name of names) channel(name).publish(undefined); // no subscribers, no strong reference kept here
+    await sleep(1); // weak references read in a job stay alive until it ends
+    gc();
+    const heard: string[] = [];
+    const handlers = names.map((name) => {
+      const fn = (message: unknown): void => {
+        if ((message as CheckpointEvent).jobId === JOB) heard.push(name);
+      };
+      subscribe(name, fn);
+      return [name, fn] as const;
+    });
+    try {
+      for (let i = 0; i < 10; i++) await sleep(1); // finalizers of collected channels run in later tasks
+      const { clock, coord, tasks } = setup();
+      await coord.restore();
+      await checkpoint(coord, clock, tasks);
+      expect(heard).toEqual([
+        CHECKPOINT_CHANNELS.triggered,
+        ...Array(5).fill(CHECKPOINT_CHANNELS.acknowledged),
+        CHECKPOINT_CHANNELS.completed,
+      ]);
+    } finally {
+      for (const [name, fn] of handlers) unsubscribe(name, fn);
+    }
   });
 
   it('listener and diagnostics_channel receive the same events, in order; failures carry their reason', async () => {
