@@ -16,7 +16,14 @@ export interface CommittedTransaction {
  * re-committing a restored, pre-committed transaction safe.
  */
 export class CommittedOutput<T> {
-  private readonly committed: T[] = [];
+  /**
+   * Each committed transaction's records, one chunk per commit (a copy: the caller keeps its array):
+   * pushing record by record into one growing array was about 8% of the runtime's time per record
+   * (in-memory input profile, 2026-12-06); a chunk copy is one memcpy.
+   */
+  private readonly chunks: (readonly T[])[] = [];
+  /** records() flattened, until the next commit. */
+  private flat: T[] | null = [];
   private readonly log: CommittedTransaction[] = [];
   private readonly ids = new Set<string>();
 
@@ -30,7 +37,10 @@ export class CommittedOutput<T> {
     }
     if (this.ids.has(transactionId)) return false;
     this.ids.add(transactionId);
-    for (const r of records) this.committed.push(r);
+    if (records.length > 0) {
+      this.chunks.push(records.slice());
+      this.flat = null;
+    }
     this.log.push({ transactionId, checkpointId, committedInAttempt: attempt, recordCount: records.length });
     return true;
   }
@@ -41,7 +51,8 @@ export class CommittedOutput<T> {
 
   /** Every committed record, in commit order. */
   records(): readonly T[] {
-    return this.committed;
+    if (this.flat === null) this.flat = this.chunks.flat() as T[];
+    return this.flat;
   }
 
   /** Every committed transaction, in commit order. */

@@ -83,6 +83,20 @@ describe('CommittedOutput', () => {
     ]);
     expect(() => out.commit('', 1, [], 0)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
+
+  it('keeps what was committed, in commit order, whatever the caller does with its array afterwards', () => {
+    const out = new CommittedOutput<number>();
+    const first = [1, 2];
+    out.commit('t1', 1, first, 0);
+    expect(out.records()).toEqual([1, 2]);
+    first.push(99);
+    first[0] = -1;
+    out.commit('t2', 2, [], 0);
+    out.commit('t3', 3, [3, 4], 0);
+    expect(out.records()).toEqual([1, 2, 3, 4]);
+    expect(out.records()).toEqual([1, 2, 3, 4]);
+    expect(out.transactions().map((t) => t.recordCount)).toEqual([2, 0, 2]);
+  });
 });
 
 describe('SeededRandom', () => {
