@@ -8,6 +8,7 @@ import type {
 import { presetStorage } from '../backend/preset.js';
 import type { CheckpointStorage } from '../checkpoint/storage.js';
 import { StreamStateError } from '../errors.js';
+import { DEFAULT_LOG_MEMORY_BYTES } from './change-log.js';
 import type { ChangelogKeyedStateBackend, ChangelogSettings } from './keyed-backend.js';
 import { openChangelogKeyedBackend, restorePlainFromChangelog } from './restore.js';
 
@@ -29,6 +30,12 @@ export interface ChangelogOptions {
   readonly materializationIntervalMs?: number;
   /** Unpersisted log bytes that trigger an early upload. Default 2 MiB. */
   readonly preemptivePersistBytes?: number;
+  /**
+   * Log bytes kept in memory before those an early upload also holds are let go (oldest first).
+   * Bytes in memory let a checkpoint that is declined be followed by one that uploads them again;
+   * without them it materializes afresh. Default 64 MiB.
+   */
+  readonly maxLogMemoryBytes?: number;
   /** Clock for the materialization interval (tests). Default performance.now-like Date.now. */
   readonly now?: () => number;
 }
@@ -62,6 +69,13 @@ export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
       `materializationIntervalMs must be a number of milliseconds; got ${String(interval)}.`,
     );
   }
+  const maxLogMemoryBytes = opts.maxLogMemoryBytes ?? DEFAULT_LOG_MEMORY_BYTES;
+  if (!(maxLogMemoryBytes >= 0)) {
+    throw new StreamStateError(
+      'INVALID_ARGUMENT',
+      `maxLogMemoryBytes must be a number of bytes (0 or more); got ${String(maxLogMemoryBytes)}.`,
+    );
+  }
   if (!(threshold > 0)) {
     throw new StreamStateError(
       'INVALID_ARGUMENT',
@@ -78,6 +92,7 @@ export function changelog(opts: ChangelogOptions): ChangelogStateBackend {
       const settings: ChangelogSettings = {
         materializationIntervalMs: interval,
         preemptivePersistBytes: threshold,
+        maxLogMemoryBytes,
         // Only the shared scope is used: the checkpoint id in the path does not matter.
         backgroundStreams: storage === undefined ? null : storage.checkpointStreams(params.jobId, 0),
         now: opts.now ?? Date.now,

@@ -22,12 +22,14 @@ export interface UsedSegment {
 
 /**
  * How a checkpoint will reference one chunk, decided in its synchronous part: an earlier upload it
- * may reuse (`reuse`), or else a copy of its own made from `bytes` (taken now: a completion notice
- * may drop the chunk's bytes before the asynchronous part runs).
+ * may reuse (`reuse`), else the chunk's preemptive upload (`spare`, taken now: another checkpoint
+ * must not take it too, and the log may have dropped the bytes it holds), else a copy of its own
+ * made from `bytes` (taken now: a completion notice may drop them before the asynchronous part runs).
  */
 export interface PlannedSegment {
   readonly chunk: Chunk;
   readonly reuse: ChangelogSegmentRef | null;
+  readonly spare: SegmentCopy | null;
   readonly bytes: Buffer | null;
 }
 
@@ -39,8 +41,9 @@ export interface PlannedSegment {
  * checkpoint only if the coordinator says it may (SnapshotOptions.mayReuse) or, without it, once a
  * completion notice confirmed it (`ref`); until then every checkpoint that needs the chunk
  * references a copy of its own (or takes the one unclaimed `spare`), and the bytes stay in memory
- * for such re-uploads. They are dropped once a copy is confirmed; a chunk whose confirmed copy is
- * later refused has no way back but a fresh materialization.
+ * for such re-uploads. They are dropped once a copy is confirmed, or, beyond the log's memory bound,
+ * once a spare holds them (ChangeLog.boundMemory); a chunk whose confirmed copy is later refused, or
+ * whose spare went with a declined checkpoint, has no way back but a fresh materialization.
  */
 export class Chunk {
   /** The copy a completed checkpoint references (by a completion notice): reused without mayReuse too. */
@@ -126,7 +129,18 @@ export class Chunk {
 export interface LogSettings extends ChangelogLogIdentity {
   readonly maxParallelism: number;
   readonly keyGroupRange: KeyGroupRangeJson;
+  /** Chunk bytes kept in memory beyond which those a spare also holds are dropped (default DEFAULT_LOG_MEMORY_BYTES). */
+  readonly maxMemoryBytes?: number;
 }
+
+/**
+ * Without completion notices (a long materialization: its checkpoint completes only when it ends)
+ * no chunk is confirmed, so the log kept every chunk's bytes: GBs of fresh off-heap memory at
+ * 1 GB of state, whose page faults and external-memory pressure (full collections of the whole
+ * heap) halved record processing. Beyond this many bytes, chunks a preemptive upload holds give
+ * their memory back to later cuts.
+ */
+export const DEFAULT_LOG_MEMORY_BYTES = 64 * 1024 * 1024;
 
 /**
  * The state-change log of one keyed backend: records appended in memory with increasing sequence
@@ -212,9 +226,10 @@ export class ChangeLog {
     const attempt = written.then(
       async (ref) => {
         if (chunk.preemptive === attempt) chunk.preemptive = null;
-        if (chunk.spare === null && chunk.bytes !== null && !this.closed && this.chunks.includes(chunk))
+        if (chunk.spare === null && chunk.bytes !== null && !this.closed && this.chunks.includes(chunk)) {
           chunk.spare = { ref, via: streams };
-        else await discardCopy({ ref, via: streams }); // not needed any more (or closed meanwhile)
+          this.boundMemory();
+        } else await discardCopy({ ref, via: streams }); // not needed any more (or closed meanwhile)
       },
       (err: unknown) => {
         if (chunk.preemptive === attempt) chunk.preemptive = null;
@@ -226,10 +241,27 @@ export class ChangeLog {
   }
 
   /**
+   * Past the memory bound, drops the bytes of the oldest chunks a spare holds too (their memory
+   * serves later cuts). The spare stays the chunk's until a checkpoint takes it; should that
+   * checkpoint be declined (its files deleted), the chunk is gone and plan() says materialize.
+   */
+  private boundMemory(): void {
+    const max = this.settings.maxMemoryBytes ?? DEFAULT_LOG_MEMORY_BYTES;
+    let held = 0;
+    for (const c of this.chunks) held += c.bytes?.length ?? 0;
+    for (const c of this.chunks) {
+      if (held <= max) return;
+      if (c.bytes === null || c.spare === null) continue;
+      held -= c.bytes.length;
+      c.dropBytes();
+    }
+  }
+
+  /**
    * How a checkpoint whose base covers records up to `afterSeq` references the chunks after it
    * (call after cut(), in the snapshot's synchronous part). Null when it cannot: the chunks do
-   * not cover afterSeq+1..lastSeq (truncated), or a chunk's bytes are gone and no earlier copy of
-   * it may be reused. The caller then materializes afresh.
+   * not cover afterSeq+1..lastSeq (truncated), or a chunk's bytes are gone and neither its spare
+   * nor an earlier copy of it may be referenced. The caller then materializes afresh.
    */
   plan(afterSeq: number, mayReuse: ((path: string) => boolean) | undefined): PlannedSegment[] | null {
     const chunks = this.chunksAfter(afterSeq);
@@ -240,15 +272,21 @@ export class ChangeLog {
     }
     if (expected !== this.nextSeq) return null;
     const reused = chunks.map((c) => reusableCopy(c, mayReuse));
-    if (chunks.some((c, i) => reused[i] === null && c.bytes === null)) return null;
-    // Retained until persist() is done with them (a completion notice may drop them meanwhile).
-    return chunks.map((c, i) => ({ chunk: c, reuse: reused[i], bytes: reused[i] === null ? c.retain() : null }));
+    if (chunks.some((c, i) => reused[i] === null && c.spare === null && c.bytes === null)) return null;
+    return chunks.map((c, i) => {
+      if (reused[i] !== null) return { chunk: c, reuse: reused[i], spare: null, bytes: null };
+      const spare = c.spare;
+      c.spare = null;
+      // Bytes are retained until persist() is done with them (a completion notice may drop them meanwhile).
+      return { chunk: c, reuse: null, spare, bytes: spare === null ? c.retain() : null };
+    });
   }
 
   /**
-   * The copy of a planned chunk the checkpoint references: the reusable one if planned; else the
-   * spare (taken: nobody else gets it), awaiting a preemptive upload through `background` if one
-   * is in flight; else a new upload through `streams`. Releases the bytes plan() retained.
+   * The copy of a planned chunk the checkpoint references: the reusable one or the spare if
+   * planned; else a spare that arrived meanwhile (taken: nobody else gets it), awaiting a
+   * preemptive upload through `background` if one is in flight; else a new upload through
+   * `streams`. Releases the bytes plan() retained.
    */
   async persist(
     p: PlannedSegment,
@@ -269,6 +307,7 @@ export class ChangeLog {
   ): Promise<UsedSegment> {
     const chunk = p.chunk;
     if (p.reuse !== null) return { chunk, copy: { ref: p.reuse, via: streams }, confirmed: true };
+    if (p.spare !== null) return { chunk, copy: p.spare, confirmed: false };
     if (chunk.spare === null && chunk.preemptive !== null && background !== null)
       await chunk.preemptive.catch(() => undefined);
     const spare = chunk.spare;
@@ -302,13 +341,15 @@ export class ChangeLog {
 
   /**
    * Takes back copies owned by a snapshot that failed before it was acknowledged: the coordinator
-   * never saw them, so they are safe to reuse; one per chunk is kept as spare, the rest deleted.
+   * never saw them, so they are safe to reuse; one per unconfirmed chunk is kept as spare, the rest
+   * deleted.
    */
   async giveBack(used: readonly UsedSegment[]): Promise<void> {
     const extra: SegmentCopy[] = [];
     for (const u of used) {
       if (u.confirmed) continue;
-      if (!this.closed && u.chunk.spare === null && u.chunk.bytes !== null && this.chunks.includes(u.chunk))
+      // Also when the bytes are gone but no copy is confirmed: the spare may be all the log has.
+      if (!this.closed && u.chunk.spare === null && !u.chunk.confirmed && this.chunks.includes(u.chunk))
         u.chunk.spare = u.copy;
       else extra.push(u.copy);
     }

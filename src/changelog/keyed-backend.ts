@@ -56,6 +56,8 @@ import {
 export interface ChangelogSettings {
   readonly materializationIntervalMs: number;
   readonly preemptivePersistBytes: number;
+  /** Log bytes kept in memory before those a preemptive upload also holds are let go. */
+  readonly maxLogMemoryBytes?: number;
   /** Where segments go when persisted outside a checkpoint (null: only at checkpoints). */
   readonly backgroundStreams: CheckpointStreamFactory | null;
   /** Monotonic-ish time for the materialization interval. */
@@ -208,6 +210,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
       backend: init.innerName,
       maxParallelism: init.inner.maxParallelism,
       keyGroupRange: init.inner.keyGroupRange.toJSON(),
+      ...(init.settings.maxLogMemoryBytes !== undefined ? { maxMemoryBytes: init.settings.maxLogMemoryBytes } : {}),
     });
   }
 

@@ -13,7 +13,13 @@ import { decodeSegment } from '../../src/changelog/segment-format.js';
  */
 
 const identity = { logId: 'log', jobId: 'job', operatorId: 'op', subtaskIndex: 0, backend: 'memory' };
-const newLog = () => new ChangeLog({ ...identity, maxParallelism: 128, keyGroupRange: { start: 0, end: 127 } });
+const newLog = (maxMemoryBytes?: number) =>
+  new ChangeLog({
+    ...identity,
+    maxParallelism: 128,
+    keyGroupRange: { start: 0, end: 127 },
+    ...(maxMemoryBytes !== undefined ? { maxMemoryBytes } : {}),
+  });
 
 /** Appends `n` records of 1 KiB filled with `fill`; returns what the chunk's body must be. */
 function appendRecords(log: ChangeLog, n: number, fill: number): Buffer {
@@ -111,5 +117,47 @@ describe('changelog chunk memory', () => {
     expect(written).toHaveLength(1);
     const segment = { ...identity, fromSeq: 1, toSeq: 400 };
     expect(decodeSegment(written[0], segment, 'test').body.equals(expected)).toBe(true);
+  });
+
+  it('past the memory bound, a chunk a preemptive upload holds gives its memory to the next cut', async () => {
+    const log = newLog(0);
+    const expected = appendRecords(log, 400, 5);
+    const chunk = log.cut()!;
+    const memory = chunk.bytes!.buffer;
+    await log.persistEarly(chunk, inlineStreams());
+    expect(chunk.spare).not.toBeNull();
+    expect(chunk.bytes).toBeNull();
+    appendRecords(log, 400, 6);
+    expect(log.cut()!.bytes!.buffer).toBe(memory);
+    // The records live on in the spare, which the next checkpoint references.
+    const planned = log.plan(0, undefined)!;
+    const used = await log.persist(planned[0], inlineStreams(), null);
+    expect(segmentBody(used.copy.ref).equals(expected)).toBe(true);
+  });
+
+  it('within the memory bound, a chunk keeps its bytes after a preemptive upload (for a re-upload after a decline)', async () => {
+    const log = newLog();
+    appendRecords(log, 400, 5);
+    const chunk = log.cut()!;
+    await log.persistEarly(chunk, inlineStreams());
+    expect(chunk.spare).not.toBeNull();
+    expect(chunk.bytes).not.toBeNull();
+  });
+
+  it('a spare whose bytes are gone is taken by one plan only; the next plan says materialize; a failed snapshot gives it back', async () => {
+    const log = newLog(0);
+    appendRecords(log, 400, 5);
+    const chunk = log.cut()!;
+    await log.persistEarly(chunk, inlineStreams());
+    const spare = chunk.spare!;
+    const planned = log.plan(0, undefined)!;
+    expect(planned[0].spare).toBe(spare);
+    expect(log.plan(0, undefined)).toBeNull();
+    const used = await log.persist(planned[0], inlineStreams(), null);
+    expect(used.copy).toBe(spare);
+    // The snapshot failed before it was acknowledged: the copy is the chunk's spare again.
+    await log.giveBack([used]);
+    expect(chunk.spare).toBe(spare);
+    expect(log.plan(0, undefined)![0].spare).toBe(spare);
   });
 });
