@@ -159,6 +159,31 @@ describe('MemoryBlobStore streams (pages)', () => {
     }
   });
 
+  it('the worker also allocates the pages: while it keeps up, the loop maps no page memory', async () => {
+    const s = new MemoryBlobStore();
+    const Real = globalThis.SharedArrayBuffer;
+    let onLoop = 0;
+    try {
+      await s.putStream('chk-1/state', stream(MiB, 1)); // starts the worker
+      await MemoryBlobStore.prefaultSettled();
+      globalThis.SharedArrayBuffer = new Proxy(Real, {
+        construct(target, args: [number]) {
+          onLoop++;
+          return new target(...args);
+        },
+      });
+      await s.putStream('chk-2/state', stream(3 * MiB, 2, 300_000));
+      globalThis.SharedArrayBuffer = Real;
+      // Three pages taken from the stock and the stock topped up again, none of it allocated here.
+      expect(onLoop).toBe(0);
+      await MemoryBlobStore.prefaultSettled();
+      expect((await s.get('chk-2/state')).equals(expected(3 * MiB, 2))).toBe(true);
+    } finally {
+      globalThis.SharedArrayBuffer = Real;
+      s.destroy();
+    }
+  });
+
   it('a failed stream stores nothing and gives its pages back', async () => {
     const s = new MemoryBlobStore({ maxObjectBytes: 2 * MiB });
     try {
