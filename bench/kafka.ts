@@ -7,7 +7,8 @@
  * writing its (key, count, sum) outputs to a topic through kafkaSink (at least once: the mock cluster
  * has no transactions KafkaJS can use) against the same KafkaJS consume-count-produce loop without
  * streamstate, timed from the first record to the last output acknowledged. Each round prints the
- * load average (os.loadavg) it ran under.
+ * load average (os.loadavg) it ran under, and the CPU time per record of this process (steadier than
+ * records/s when other processes share the cores; see Window).
  *
  *   npm run build && node dist/bench/kafka.js [--quick] [--rounds=N] [--baseline=<checkout>]
  *
@@ -45,6 +46,45 @@ const ROUNDS = roundsArg !== undefined ? Number(roundsArg) : quick ? 2 : 3;
 const PARTITIONS = 8;
 const GROUP = { sessionTimeout: 3000, heartbeatInterval: 100 } as const;
 
+/**
+ * A timed window, first record to last: records/s (wall clock) and this process's CPU time per record
+ * (user + system, process.cpuUsage; the mock brokers run in their own process, so this is the consumer
+ * and streamstate only). On a shared machine the CPU per record is the steadier comparison: the wall
+ * clock also counts the time other processes had the cores.
+ */
+interface Timing {
+  readonly rate: number;
+  readonly cpuUsPerRecord: number;
+}
+
+/** Start it at the first record, end it at the last. */
+class Window {
+  private first = 0;
+  private last = 0;
+  private cpu: NodeJS.CpuUsage | null = null;
+  private used: NodeJS.CpuUsage | null = null;
+
+  get started(): boolean {
+    return this.first !== 0;
+  }
+
+  start(): void {
+    if (this.first !== 0) return;
+    this.first = performance.now();
+    this.cpu = process.cpuUsage();
+  }
+
+  end(): void {
+    this.last = performance.now();
+    this.used = process.cpuUsage(this.cpu ?? undefined);
+  }
+
+  timing(records: number): Timing {
+    const cpu = this.used ? this.used.user + this.used.system : Number.NaN;
+    return { rate: records / ((this.last - this.first) / 1000), cpuUsPerRecord: cpu / records };
+  }
+}
+
 function deserialize(r: { value: Buffer | null }): CountInput {
   return JSON.parse(r.value!.toString('utf8')) as CountInput;
 }
@@ -77,7 +117,7 @@ async function plainLoop(
   total: number,
   round: number,
   countOnly = false,
-): Promise<number> {
+): Promise<Timing> {
   const kafka = new Kafka({ brokers: [...cluster.brokers], logLevel: logLevel.NOTHING });
   const consumer = kafka.consumer({ groupId: `plain-${round}-${Date.now()}`, ...GROUP });
   await consumer.connect();
@@ -86,14 +126,13 @@ async function plainLoop(
   const perKey = new Map<string, { count: number; sum: number }>();
   const outputs: CountOutput[] = [];
   let seen = 0;
-  let first = 0;
-  let last = 0;
+  const window = new Window();
   await new Promise<void>((resolve) => {
     void consumer.run({
       autoCommit: false,
       partitionsConsumedConcurrently: PARTITIONS,
       eachBatch: async ({ batch }) => {
-        if (first === 0) first = performance.now();
+        window.start();
         for (const m of batch.messages) {
           const r = deserialize({ value: m.value });
           if (countOnly) {
@@ -108,14 +147,14 @@ async function plainLoop(
         }
         seen += batch.messages.length;
         if (seen >= total) {
-          last = performance.now();
+          window.end();
           resolve();
         }
       },
     });
   });
   await consumer.disconnect();
-  return total / ((last - first) / 1000);
+  return window.timing(total);
 }
 
 /**
@@ -234,14 +273,13 @@ async function streamstateRun(
   checkpointEvery: number,
   crashAt?: number,
   build: Build = thisBuild,
-): Promise<{ rate: number; restoreMs: number | null; checkpoints: number }> {
+): Promise<Timing & { restoreMs: number | null; checkpoints: number }> {
   const { runPipeline, countingJob, checkCounts, kafkaPipelineSource, memory } = build;
   const { input: _inMemory, ...job } = countingJob(input, { parallelism: 1 });
   // The run's last record (recordsProcessed counts replays too, so with a crash this is not the last:
   // the crash run is for restoreMs, its rate is not reported).
   const lastRecord = input.reduce((n, p) => n + p.length, 0);
-  let first = 0;
-  let last = 0;
+  const window = new Window();
   let crashedAt = 0;
   let restoreMs: number | null = null;
   const result = await runPipeline(
@@ -257,8 +295,8 @@ async function streamstateRun(
         if (e.type === 'record') {
           // The clock is read at the first and the last record only, as the plain loop reads it once per
           // batch: a read per record (about 2% of the runtime's time) was the bench's cost, not streamstate's.
-          if (first === 0) first = performance.now();
-          if (e.recordsProcessed === lastRecord) last = performance.now();
+          window.start();
+          if (e.recordsProcessed === lastRecord) window.end();
           if (e.attempt === 1 && restoreMs === null) restoreMs = performance.now() - crashedAt;
         } else if (e.type === 'crash') crashedAt = performance.now();
       },
@@ -267,17 +305,16 @@ async function streamstateRun(
   const check = checkCounts(result.committed, input);
   if (!check.ok) throw new Error(`bench/kafka: wrong output: ${check.problems.join('; ')}`);
   return {
-    rate: result.recordsProcessed / ((last - first) / 1000),
+    ...window.timing(result.recordsProcessed),
     restoreMs,
     checkpoints: result.checkpointsCompleted.length,
   };
 }
 
 /** The same job on the runtime's in-memory input (no Kafka): what the reference runtime itself costs per record. */
-async function inMemoryRun(input: CountInput[][], checkpointEvery: number): Promise<number> {
+async function inMemoryRun(input: CountInput[][], checkpointEvery: number): Promise<Timing> {
   const lastRecord = input.reduce((n, p) => n + p.length, 0);
-  let first = 0;
-  let last = 0;
+  const window = new Window();
   const result = await runPipeline(countingJob(input, { parallelism: 1 }), {
     backend: memory(),
     checkpointEvery,
@@ -285,11 +322,11 @@ async function inMemoryRun(input: CountInput[][], checkpointEvery: number): Prom
     onEvent: (e) => {
       // First and last record only, as in streamstateRun.
       if (e.type !== 'record') return;
-      if (first === 0) first = performance.now();
-      if (e.recordsProcessed === lastRecord) last = performance.now();
+      window.start();
+      if (e.recordsProcessed === lastRecord) window.end();
     },
   });
-  return result.recordsProcessed / ((last - first) / 1000);
+  return window.timing(result.recordsProcessed);
 }
 
 /** --baseline: per round the plain loop, then the two builds in alternating order; medians and ratios. */
@@ -304,19 +341,26 @@ async function compareWithBaseline(
   const countOnly: number[] = [];
   const base: number[] = [];
   const mine: number[] = [];
+  const plainCpu: number[] = [];
+  const baseCpu: number[] = [];
+  const mineCpu: number[] = [];
   const loads: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
-    plain.push(await plainLoop(cluster, topic, RECORDS, round));
-    countOnly.push(await plainLoop(cluster, topic, RECORDS, round, true));
+    const p = await plainLoop(cluster, topic, RECORDS, round);
+    plain.push(p.rate);
+    plainCpu.push(p.cpuUsPerRecord);
+    countOnly.push((await plainLoop(cluster, topic, RECORDS, round, true)).rate);
     const order = round % 2 === 0 ? [baseline, thisBuild] : [thisBuild, baseline];
     for (const build of order) {
-      const { rate } = await streamstateRun(cluster, topic, input, checkpointEvery, undefined, build);
+      const { rate, cpuUsPerRecord } = await streamstateRun(cluster, topic, input, checkpointEvery, undefined, build);
       (build === baseline ? base : mine).push(rate);
+      (build === baseline ? baseCpu : mineCpu).push(cpuUsPerRecord);
     }
     loads.push(loadavg()[0]);
     console.log(
       `round ${round + 1} (load ${loads[round].toFixed(1)}, ${round % 2 === 0 ? 'baseline first' : 'this build first'}): plain ${plain[round].toFixed(0)} rec/s (count-only ${countOnly[round].toFixed(0)}), ` +
-        `baseline ${base[round].toFixed(0)} (${(base[round] / plain[round]).toFixed(2)}), this build ${mine[round].toFixed(0)} (${(mine[round] / plain[round]).toFixed(2)}; ${(mine[round] / base[round]).toFixed(2)}x the baseline)`,
+        `baseline ${base[round].toFixed(0)} (${(base[round] / plain[round]).toFixed(2)}), this build ${mine[round].toFixed(0)} (${(mine[round] / plain[round]).toFixed(2)}; ${(mine[round] / base[round]).toFixed(2)}x the baseline); ` +
+        `CPU per record: plain ${plainCpu[round].toFixed(2)} us, baseline ${baseCpu[round].toFixed(2)} us, this build ${mineCpu[round].toFixed(2)} us`,
     );
   }
   console.log(
@@ -335,6 +379,13 @@ async function compareWithBaseline(
         baselineRatioToCountOnly: Number((median(base) / median(countOnly)).toFixed(3)),
         thisBuildRatioToCountOnly: Number((median(mine) / median(countOnly)).toFixed(3)),
         speedup: Number((median(mine) / median(base)).toFixed(3)),
+        // CPU time of this process per record (steadier than records/s on a shared machine): the
+        // ratio plain/streamstate is the throughput ratio an otherwise idle core would give.
+        plainCpuUsPerRecordMedian: Number(median(plainCpu).toFixed(3)),
+        baselineCpuUsPerRecordMedian: Number(median(baseCpu).toFixed(3)),
+        thisBuildCpuUsPerRecordMedian: Number(median(mineCpu).toFixed(3)),
+        baselineCpuRatio: Number((median(plainCpu) / median(baseCpu)).toFixed(3)),
+        thisBuildCpuRatio: Number((median(plainCpu) / median(mineCpu)).toFixed(3)),
         loadAverages: loads.map((l) => Number(l.toFixed(1))),
       },
       null,
@@ -357,7 +408,7 @@ async function main(): Promise<void> {
     await produce(cluster, topic, input);
     // Calibrate "every second": checkpoint after as many records as the plain loop reads in a second
     // (streamstate is slower, so that is more often than every second), and at least 10 times a run.
-    const calibration = await plainLoop(cluster, topic, RECORDS, -1);
+    const calibration = (await plainLoop(cluster, topic, RECORDS, -1)).rate;
     const checkpointEvery = Math.max(1000, Math.min(Math.round(calibration), Math.floor(RECORDS / 10)));
     if (baselineDir !== undefined) {
       await compareWithBaseline(cluster, topic, input, checkpointEvery, await loadBuild(baselineDir));
@@ -369,12 +420,21 @@ async function main(): Promise<void> {
     const mem: number[] = [];
     const plainSink: number[] = [];
     const ssSink: number[] = [];
+    const plainCpu: number[] = [];
+    const ssCpu: number[] = [];
+    const memCpu: number[] = [];
     const loads: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      plain.push(await plainLoop(cluster, topic, RECORDS, round));
-      countOnly.push(await plainLoop(cluster, topic, RECORDS, round, true));
-      ss.push((await streamstateRun(cluster, topic, input, checkpointEvery)).rate);
-      mem.push(await inMemoryRun(input, checkpointEvery));
+      const p = await plainLoop(cluster, topic, RECORDS, round);
+      plain.push(p.rate);
+      plainCpu.push(p.cpuUsPerRecord);
+      countOnly.push((await plainLoop(cluster, topic, RECORDS, round, true)).rate);
+      const t = await streamstateRun(cluster, topic, input, checkpointEvery);
+      ss.push(t.rate);
+      ssCpu.push(t.cpuUsPerRecord);
+      const m = await inMemoryRun(input, checkpointEvery);
+      mem.push(m.rate);
+      memCpu.push(m.cpuUsPerRecord);
       const outs = [`${topic}-out-plain-${round}`, `${topic}-out-ss-${round}`];
       for (const out of outs) await cluster.createTopic(out, PARTITIONS);
       plainSink.push(await plainSinkLoop(cluster, topic, outs[0], RECORDS, round));
@@ -382,7 +442,8 @@ async function main(): Promise<void> {
       loads.push(loadavg()[0]);
       console.log(
         `round ${round + 1} (load ${loads[round].toFixed(1)}): plain ${plain[round].toFixed(0)} rec/s (count-only ${countOnly[round].toFixed(0)}), streamstate ${ss[round].toFixed(0)} rec/s (${(ss[round] / plain[round]).toFixed(2)}), runtime on in-memory input ${mem[round].toFixed(0)} rec/s; ` +
-          `with a Kafka sink: plain ${plainSink[round].toFixed(0)} rec/s, streamstate ${ssSink[round].toFixed(0)} rec/s (${(ssSink[round] / plainSink[round]).toFixed(2)})`,
+          `with a Kafka sink: plain ${plainSink[round].toFixed(0)} rec/s, streamstate ${ssSink[round].toFixed(0)} rec/s (${(ssSink[round] / plainSink[round]).toFixed(2)}); ` +
+          `CPU per record: plain ${plainCpu[round].toFixed(2)} us, streamstate ${ssCpu[round].toFixed(2)} us, in-memory input ${memCpu[round].toFixed(2)} us`,
       );
     }
     const restore = await streamstateRun(cluster, topic, input, checkpointEvery, Math.floor(RECORDS / 2));
@@ -399,6 +460,10 @@ async function main(): Promise<void> {
           ratio: Number(ratio.toFixed(3)),
           ratioToCountOnly: Number((median(ss) / median(countOnly)).toFixed(3)),
           inMemoryInputMedian: Math.round(median(mem)),
+          plainCpuUsPerRecordMedian: Number(median(plainCpu).toFixed(3)),
+          streamstateCpuUsPerRecordMedian: Number(median(ssCpu).toFixed(3)),
+          cpuRatio: Number((median(plainCpu) / median(ssCpu)).toFixed(3)),
+          inMemoryCpuUsPerRecordMedian: Number(median(memCpu).toFixed(3)),
           restoreToFirstRecordMs: restore.restoreMs === null ? null : Math.round(restore.restoreMs),
           sinkPlainMedian: Math.round(median(plainSink)),
           sinkStreamstateMedian: Math.round(median(ssSink)),
