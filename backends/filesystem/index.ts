@@ -1,9 +1,9 @@
 import { withCheckpointStorage, type StateBackendPreset } from '../../src/backend/preset.js';
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { StreamStateError } from '../../src/errors.js';
-import { HeapStateBackend } from '../heap/heap-state-backend.js';
+import { type HeapSnapshotOptions, HeapStateBackend, snapshotOptions } from '../heap/heap-state-backend.js';
 
-export interface FilesystemBackendOptions {
+export interface FilesystemBackendOptions extends HeapSnapshotOptions {
   /** Directory for checkpoints and savepoints (created on first write). */
   readonly checkpointDir: string;
   /** Snapshot streams up to this many bytes are kept inline in _metadata. Default 20 KiB; 0 = always files. */
@@ -22,5 +22,8 @@ export function filesystem(opts: FilesystemBackendOptions): StateBackendPreset<H
     opts.checkpointDir,
     opts.inlineThreshold === undefined ? {} : { inlineThreshold: opts.inlineThreshold },
   );
-  return withCheckpointStorage(new HeapStateBackend({ name: 'filesystem' }), checkpointStorage);
+  return withCheckpointStorage(
+    new HeapStateBackend({ ...snapshotOptions(opts), name: 'filesystem' }),
+    checkpointStorage,
+  );
 }

@@ -43,9 +43,12 @@ import { IncrementalTtlCleanup } from './ttl-cleanup.js';
 import type { SnapshotSlicing } from './time-slicer.js';
 
 export interface HeapBackendTuning {
-  /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
+  /** Snapshot bytes buffered before each write to the checkpoint stream (a positive integer). Default 1 MiB. */
   readonly snapshotChunkBytes?: number;
-  /** How the asynchronous part of a snapshot shares the thread with record processing (time-slicer.ts). */
+  /**
+   * How a snapshot's asynchronous part shares the thread with record processing: slice length
+   * and CPU share (defaults: 4 ms, 0.1). See docs/ARCHITECTURE.md, "Heap snapshots that do not stall processing".
+   */
   readonly snapshotSlicing?: SnapshotSlicing;
 }
 

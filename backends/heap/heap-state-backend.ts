@@ -2,18 +2,22 @@ import { AbstractStateBackend } from '../../src/backend/abstract-state-backend.j
 import type { KeyedBackendParams, KeyedStateBackend } from '../../src/backend/contract.js';
 import { StreamStateError } from '../../src/errors.js';
 import { HeapKeyedStateBackend, type HeapBackendTuning } from './heap-keyed-backend.js';
-import { checkSlicing, type SnapshotSlicing } from './time-slicer.js';
+import { checkSlicing } from './time-slicer.js';
 
-export interface HeapStateBackendOptions {
+/** How a heap snapshot's asynchronous part writes: what the `memory` and `filesystem` presets pass on. */
+export type HeapSnapshotOptions = HeapBackendTuning;
+
+/** The snapshot options out of a preset's options (which may mean something else by `name`). */
+export function snapshotOptions(opts: HeapSnapshotOptions): HeapSnapshotOptions {
+  return {
+    ...(opts.snapshotChunkBytes === undefined ? {} : { snapshotChunkBytes: opts.snapshotChunkBytes }),
+    ...(opts.snapshotSlicing === undefined ? {} : { snapshotSlicing: opts.snapshotSlicing }),
+  };
+}
+
+export interface HeapStateBackendOptions extends HeapSnapshotOptions {
   /** The name recorded in _metadata (`memory`, `filesystem`, ...). Default `heap`. */
   readonly name?: string;
-  /** Snapshot bytes buffered before each write to the checkpoint stream. Default 1 MiB. */
-  readonly snapshotChunkBytes?: number;
-  /**
-   * How a snapshot's asynchronous part shares the thread with record processing: slice length
-   * and CPU share (defaults: 4 ms, 0.1). See docs/ARCHITECTURE.md, "Snapshots that do not stall".
-   */
-  readonly snapshotSlicing?: SnapshotSlicing;
 }
 
 /** State backend factory keeping keyed state on the JS heap (the `memory` and `filesystem` presets). */
@@ -26,10 +30,13 @@ export class HeapStateBackend extends AbstractStateBackend {
     super();
     const bad = checkSlicing(opts.snapshotSlicing);
     if (bad !== null) throw new StreamStateError('INVALID_ARGUMENT', bad);
-    this.tuning = {
-      ...(opts.snapshotChunkBytes === undefined ? {} : { snapshotChunkBytes: opts.snapshotChunkBytes }),
-      ...(opts.snapshotSlicing === undefined ? {} : { snapshotSlicing: opts.snapshotSlicing }),
-    };
+    const chunk = opts.snapshotChunkBytes;
+    if (chunk !== undefined && !(Number.isSafeInteger(chunk) && chunk > 0))
+      throw new StreamStateError(
+        'INVALID_ARGUMENT',
+        `snapshotChunkBytes must be a positive integer (bytes); got ${String(chunk)}.`,
+      );
+    this.tuning = snapshotOptions(opts);
     this.name = opts.name ?? 'heap';
   }
 

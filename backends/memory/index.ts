@@ -1,9 +1,9 @@
 import { withCheckpointStorage, type StateBackendPreset } from '../../src/backend/preset.js';
 import { DEFAULT_MAX_SNAPSHOT_BYTES, memoryCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { StreamStateError } from '../../src/errors.js';
-import { HeapStateBackend } from '../heap/heap-state-backend.js';
+import { type HeapSnapshotOptions, HeapStateBackend, snapshotOptions } from '../heap/heap-state-backend.js';
 
-export interface MemoryBackendOptions {
+export interface MemoryBackendOptions extends HeapSnapshotOptions {
   /** Largest snapshot stream (per subtask and checkpoint) the in-process storage accepts. Default 5 MiB. */
   readonly maxSnapshotBytes?: number;
   /** Reuse the process-wide in-memory storage of this name (a job restarted in the same process finds its checkpoints). */
@@ -26,5 +26,5 @@ export function memory(opts: MemoryBackendOptions = {}): StateBackendPreset<Heap
     maxSnapshotBytes,
     ...(opts.name === undefined ? {} : { name: opts.name }),
   });
-  return withCheckpointStorage(new HeapStateBackend({ name: 'memory' }), checkpointStorage);
+  return withCheckpointStorage(new HeapStateBackend({ ...snapshotOptions(opts), name: 'memory' }), checkpointStorage);
 }

@@ -1,8 +1,10 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { filesystem } from '../../backends/filesystem/index.js';
+import type { HeapSnapshotOptions, SnapshotSlicing } from '../../backends/heap/index.js';
 import { memory } from '../../backends/memory/index.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { stringSerializer } from '../../src/serializers/builtins.js';
@@ -69,5 +71,55 @@ describe('presets', () => {
     r.setCurrentKey('a');
     expect(r.getState(valueState<string>('v')).value()).toBe('persisted');
     expect(() => filesystem({ checkpointDir: '' })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
+
+  it.each([
+    ['memory', (o: HeapSnapshotOptions, _dir: string) => memory(o)],
+    ['filesystem', (o: HeapSnapshotOptions, dir: string) => filesystem({ checkpointDir: dir, ...o })],
+  ] as const)('%s(): takes the heap snapshot options and checks them', async (_name, preset) => {
+    // maxSliceMs 0 yields to the event loop after every key group; Infinity never yields inside the
+    // snapshot (only its store writes may): counted in event-loop turns, not time.
+    const dir = await mkdtemp(join(tmpdir(), 'streamstate-heap-'));
+    dirs.push(dir);
+    const turnsDuringSnapshot = async (slicing: SnapshotSlicing): Promise<number> => {
+      const backend = preset({ snapshotSlicing: slicing }, dir);
+      const b = await backend.createKeyedStateBackend({
+        ...keyed,
+        maxParallelism: 128,
+        keyGroupRange: new KeyGroupRange(0, 127),
+      });
+      const v = b.getState(valueState<string>('v'));
+      for (let i = 0; i < 500; i++) {
+        b.setCurrentKey(`k${i}`);
+        v.update('x');
+      }
+      const task = await b.snapshot(1, {
+        type: 'checkpoint',
+        streams: backend.checkpointStorage!.checkpointStreams(`job-${randomUUID()}`, 1),
+      });
+      let turns = 0;
+      let done = false;
+      const tick = (): void => {
+        if (done) return;
+        turns++;
+        setImmediate(tick);
+      };
+      setImmediate(tick);
+      await task.done;
+      done = true;
+      await b.close();
+      return turns;
+    };
+    const sliced = await turnsDuringSnapshot({ maxSliceMs: 0, cpuShare: 1 });
+    const whole = await turnsDuringSnapshot({ maxSliceMs: Number.POSITIVE_INFINITY });
+    expect(sliced).toBeGreaterThanOrEqual(100);
+    expect(whole).toBeLessThan(20);
+    for (const bad of [
+      { snapshotSlicing: { cpuShare: 0 } },
+      { snapshotChunkBytes: 0 },
+      { snapshotChunkBytes: Number.NaN },
+      { snapshotChunkBytes: 1.5 },
+    ])
+      expect(() => preset(bad, dir)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
 });
