@@ -58,6 +58,7 @@ export interface LevelDbBackendOptions {
    * LevelDB's memtable size (default 16 MiB). Checkpoints copy the write-ahead log of the memtable
    * instead of flushing it, so this bounds the private bytes each checkpoint uploads; smaller
    * memtables make more level-0 tables, which every point read probes and compaction rewrites.
+   * LevelDB itself clips it to 64 KiB - 1 GiB.
    */
   readonly memtableBytes?: number;
   /**

@@ -3,6 +3,7 @@ import type { KeyedBackendParams, KeyedStateBackend } from '../../src/backend/co
 import { localCheckpointStorage } from '../../src/checkpoint/checkpoint-storage.js';
 import { withCheckpointStorage, type StateBackendPreset } from '../../src/backend/preset.js';
 import { LevelDbKeyedStateBackend, type LevelDbBackendOptions } from './backend.js';
+import { checkLevelDbOptions } from './options.js';
 
 export {
   LevelDbKeyedStateBackend,
@@ -36,6 +37,7 @@ export class LevelDbStateBackend extends AbstractStateBackend {
 
   constructor(private readonly opts: LevelDbBackendOptions = {}) {
     super();
+    checkLevelDbOptions(opts);
   }
 
   protected _createKeyedStateBackend<K>(params: KeyedBackendParams<K>): Promise<KeyedStateBackend<K>> {
