@@ -14,18 +14,20 @@ import { LIFECYCLE_VARIANTS } from './variants.js';
  * Replay a failure: LIFECYCLE_BACKEND=<name> LIFECYCLE_SEED=<seed> LIFECYCLE_PATH=<path>
  * (LIFECYCLE_REPLAY_PATH=<replayPath> for the command list) npx vitest run test/lifecycle/lifecycle.test.ts
  * (plus LIFECYCLE_MAX_COMMANDS and LIFECYCLE_EXCLUDE as the long form prints them).
- * LIFECYCLE_RUNS sets the runs per backend (default 15).
+ * LIFECYCLE_RUNS sets the runs per backend (default 15, or the variant's defaultRuns).
  */
 const replay = replayFromEnv();
 const only = process.env.LIFECYCLE_BACKEND;
-const numRuns = Number(process.env.LIFECYCLE_RUNS ?? 15);
+const runsFromEnv = process.env.LIFECYCLE_RUNS;
 // The long form's settings, for replaying its failures (it prints them with the seed).
-const maxCommands = Number(process.env.LIFECYCLE_MAX_COMMANDS ?? 20);
+const commandsFromEnv = process.env.LIFECYCLE_MAX_COMMANDS;
 const excluded = new Set((process.env.LIFECYCLE_EXCLUDE ?? '').split(',').filter((k) => k.length > 0));
 
 describe('lifecycle: random interleavings against a plain model', () => {
   for (const variant of LIFECYCLE_VARIANTS) {
     if (only !== undefined && only !== '' && only !== variant.name) continue;
+    const numRuns = Number(runsFromEnv ?? variant.defaultRuns?.numRuns ?? 15);
+    const maxCommands = Number(commandsFromEnv ?? variant.defaultRuns?.maxCommands ?? 20);
     it(`${variant.name}: after every step every retained checkpoint restores to the model, nothing outside the job is touched`, async () => {
       await fc.assert(
         lifecycleProperty(variant, {

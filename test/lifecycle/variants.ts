@@ -24,6 +24,11 @@ export interface LifecycleVariant {
    * restart and every check then restores at the job's current parallelism.
    */
   readonly knownRescaleBug?: string;
+  /**
+   * Runs and commands per run in `npm test` when LIFECYCLE_RUNS / LIFECYCLE_MAX_COMMANDS are not
+   * set (default 15 and 20), for a variant whose path needs longer interleavings to show up.
+   */
+  readonly defaultRuns?: { readonly numRuns: number; readonly maxCommands: number };
 }
 
 export const STORAGE_DIR = 'cp';
@@ -40,6 +45,14 @@ const leveldbOpts = (dir: string) => ({
 });
 // Changelog settings: materialize at every checkpoint with changes, upload the log early past 4 KiB.
 const changelogOpts = { materializationIntervalMs: 0, preemptivePersistBytes: 4096 } as const;
+// The bounded log: no timed materialization, tiny early uploads, no log bytes kept once an early
+// upload holds them (maxLogMemoryBytes 0), so checkpoints reference spares the log has no bytes
+// for, and one that is declined or lost leaves the next to materialize afresh.
+const boundedLogOpts = {
+  materializationIntervalMs: Number.POSITIVE_INFINITY,
+  preemptivePersistBytes: 64,
+  maxLogMemoryBytes: 0,
+} as const;
 
 export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
   {
@@ -68,6 +81,23 @@ export const LIFECYCLE_VARIANTS: readonly LifecycleVariant[] = [
     },
     verifier: (root) =>
       changelog({ backend: memory(), storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')), ...changelogOpts }),
+  },
+  {
+    name: 'changelog(memory), log memory bound 0',
+    // 40 x 40: about one checkpoint per run references an early upload whose bytes the log let go,
+    // and a declined one of those is followed by a fresh materialization in some runs (deterministic
+    // cases: test/changelog/log-memory.test.ts).
+    defaultRuns: { numRuns: 40, maxCommands: 40 },
+    make: (root) => {
+      const storage = storageOf(root);
+      return { backend: changelog({ backend: memory(), storage, ...boundedLogOpts }), storage };
+    },
+    verifier: (root) =>
+      changelog({
+        backend: memory(),
+        storage: localCheckpointStorage(join(root, VERIFY_DIR, 'cp')),
+        ...boundedLogOpts,
+      }),
   },
   {
     name: 'changelog(filesystem)',
