@@ -43,7 +43,8 @@ for (const v of variants) if (!ALL.includes(v)) throw new Error(`unknown backend
 const VALUE_BYTES = 200;
 /** Records between two turns of the event loop (a runtime's input batch); the issue's figures use 1,000. */
 const BATCH = Number(option('batch') ?? 1000);
-if (!Number.isInteger(BATCH) || BATCH < 1) throw new Error(`--batch must be a positive integer, got ${option('batch')}`);
+if (!Number.isInteger(BATCH) || BATCH < 1)
+  throw new Error(`--batch must be a positive integer, got ${option('batch')}`);
 /** Length of an idle measuring window (ms); a checkpoint's window is its asynchronous part. */
 const IDLE_MS = quick ? 1000 : 2500;
 const keys = Math.max(10_000, Math.round((sizeMb * 1e6) / VALUE_BYTES));
