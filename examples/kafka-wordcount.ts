@@ -7,7 +7,10 @@
  * up to the end the partitions had at start, counts each word in keyed state (filesystem backend, checkpoints under
  * CHECKPOINT_DIR, default ./kafka-wordcount-checkpoints) and prints the top words. Run it again and it
  * resumes from its latest checkpoint (same JOB_ID): it reads only what was produced since, and the
- * counts go on from where they were. Env: KAFKA_BROKERS (comma-separated, required), KAFKA_TOPIC
+ * counts go on from where they were. The table shows the latest count of each word whose output was
+ * committed in this process: a resumed run first commits again the output the restored checkpoint
+ * holds pre-committed (the in-process output is new in every process), so words of the previous
+ * run's last checkpoint interval show too, with their current counts. Env: KAFKA_BROKERS (comma-separated, required), KAFKA_TOPIC
  * (default words), JOB_ID (default kafka-wordcount), PARALLELISM (default 2), CHECKPOINT_EVERY
  * (records, default 1000).
  *

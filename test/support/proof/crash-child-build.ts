@@ -1,12 +1,13 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 /** The crash-suite child, compiled (a child process cannot import TypeScript). */
 export const CRASH_CHILD = join(ROOT, 'dist', 'bench', 'crash-child.js');
-const SOURCES = ['src', 'backends', join('bench', 'proof'), join('bench', 'crash-child.ts')];
+/** What every compiled entry point is built from, besides its own sources. */
+const CORE_SOURCES = ['src', 'backends'];
 const LOCK = join(ROOT, 'dist', '.crash-child-build.lock');
 const STALE_LOCK_MS = 5 * 60_000;
 
@@ -18,10 +19,10 @@ function newestSourceMtime(path: string): number {
   return newest;
 }
 
-function isFresh(): boolean {
-  if (!existsSync(CRASH_CHILD)) return false;
-  const built = statSync(CRASH_CHILD).mtimeMs;
-  return SOURCES.every((s) => !existsSync(join(ROOT, s)) || newestSourceMtime(join(ROOT, s)) <= built);
+function isFresh(output: string, sources: readonly string[]): boolean {
+  if (!existsSync(output)) return false;
+  const built = statSync(output).mtimeMs;
+  return sources.every((s) => !existsSync(join(ROOT, s)) || newestSourceMtime(join(ROOT, s)) <= built);
 }
 
 function sleep(ms: number): Promise<void> {
@@ -33,8 +34,19 @@ function sleep(ms: number): Promise<void> {
  * (`npm ci` builds dist; after local edits this runs `tsc -p tsconfig.build.json` once, under a
  * lock so that parallel test files do not build over each other). Returns its path.
  */
-export async function ensureCrashChild(): Promise<string> {
-  if (isFresh()) return CRASH_CHILD;
+export function ensureCrashChild(): Promise<string> {
+  return ensureBuilt(relative(ROOT, CRASH_CHILD), [join('bench', 'proof'), join('bench', 'crash-child.ts')]);
+}
+
+/**
+ * The same for any compiled file of dist/ (`output`, relative to the repository), built from src/,
+ * backends/ and `ownSources` (relative too): e.g. an example a test runs as a user would. Returns its
+ * absolute path.
+ */
+export async function ensureBuilt(output: string, ownSources: readonly string[]): Promise<string> {
+  const target = join(ROOT, output);
+  const sources = [...CORE_SOURCES, ...ownSources];
+  if (isFresh(target, sources)) return target;
   mkdirSync(join(ROOT, 'dist'), { recursive: true });
   for (;;) {
     try {
@@ -47,7 +59,7 @@ export async function ensureCrashChild(): Promise<string> {
     }
   }
   try {
-    if (!isFresh()) {
+    if (!isFresh(target, sources)) {
       // tsc emits even when files of others have type errors; only a missing output is fatal.
       const r = spawnSync(
         process.execPath,
@@ -58,12 +70,12 @@ export async function ensureCrashChild(): Promise<string> {
           timeout: 180_000,
         },
       );
-      if (!existsSync(CRASH_CHILD)) {
-        throw new Error(`building ${CRASH_CHILD} failed (run \`npm run build\`): ${r.stdout}${r.stderr}`);
+      if (!existsSync(target)) {
+        throw new Error(`building ${target} failed (run \`npm run build\`): ${r.stdout}${r.stderr}`);
       }
     }
   } finally {
     rmdirSync(LOCK);
   }
-  return CRASH_CHILD;
+  return target;
 }
