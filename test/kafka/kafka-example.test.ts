@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ensureBuilt } from '../support/proof/crash-child-build.js';
 import { describeOnMockCluster } from './support/describe-on-mock-cluster.js';
-import { testKafka, uniqueTopic } from './support/produce.js';
+import { dedupeByHeaders, readTopic, testKafka, uniqueTopic } from './support/produce.js';
 
 /**
  * examples/kafka-wordcount.ts as a user runs it (compiled, in its own process, configured by its
@@ -97,6 +97,38 @@ describeOnMockCluster('examples/kafka-wordcount.ts against a Kafka-protocol brok
     const printed = topWords(second.stdout);
     expect(printed).toMatchObject({ apple: 310, date: 10 });
     for (const [word, n] of Object.entries(printed)) expect(n, word).toBe(totals[word]);
+  });
+
+  it('with KAFKA_OUTPUT_TOPIC (at least once) writes every count update to that topic instead of printing the table', async () => {
+    const topic = uniqueTopic('words');
+    const out = uniqueTopic('counts');
+    await cluster.createTopic(topic, 4);
+    await cluster.createTopic(out, 4);
+    await produceWords(cluster.brokers, topic, repeat(['kiwi', 'lime', 'kiwi'], 40));
+    const run = await runExample(script, {
+      KAFKA_BROKERS: cluster.brokers.join(','),
+      KAFKA_TOPIC: topic,
+      KAFKA_OUTPUT_TOPIC: out,
+      KAFKA_SINK_GUARANTEE: 'at-least-once',
+      CHECKPOINT_DIR: join(dir, 'checkpoints-sink'),
+      JOB_ID: 'wordcount-sink-test',
+      CHECKPOINT_EVERY: '25',
+    });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`counts went to ${out} (at-least-once)`);
+    expect(topWords(run.stdout)).toEqual({});
+    // One output per record read, deduplicated by the sink's headers: per word, the counts 1..n.
+    const { kept } = dedupeByHeaders(await readTopic(cluster.brokers, out));
+    const counts = new Map<string, number[]>();
+    for (const r of kept) {
+      const o = JSON.parse(r.value) as { word: string; count: number };
+      counts.set(o.word, [...(counts.get(o.word) ?? []), o.count]);
+    }
+    const sorted = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1);
+    expect([...counts.keys()].sort()).toEqual(['kiwi', 'lime']);
+    expect(counts.get('kiwi')!.sort((a, b) => a - b)).toEqual(sorted(80));
+    expect(counts.get('lime')!.sort((a, b) => a - b)).toEqual(sorted(40));
   });
 
   it('says what to set, and exits 2, without KAFKA_BROKERS', async () => {
