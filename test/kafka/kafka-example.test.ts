@@ -33,6 +33,18 @@ function runExample(script: string, env: Record<string, string>): Promise<Exampl
   });
 }
 
+/**
+ * stderr without KafkaJS 2.2.4's warning on Node 24 (tulios/kafkajs#1751: its request queue passes
+ * `throttledUntil - Date.now()` to setTimeout, a negative number Node clamps to 1 ms, as meant):
+ * harmless and not ours; anything else the example writes to stderr fails the test.
+ */
+function stderrBesidesKnownWarnings(stderr: string): string {
+  return stderr.replace(
+    /^\(node:\d+\) TimeoutNegativeWarning: -\d+ is a negative number\.\nTimeout duration was set to 1\.\n(\(Use `node --trace-warnings \.\.\.` to show where the warning was created\)\n)?/gm,
+    '',
+  );
+}
+
 /** The example's table of top words ("   count  word" lines) as word -> count. */
 function topWords(stdout: string): Record<string, number> {
   const words: Record<string, number> = {};
@@ -81,14 +93,14 @@ describeOnMockCluster('examples/kafka-wordcount.ts against a Kafka-protocol brok
       CHECKPOINT_EVERY: '50',
     };
     const first = await runExample(script, env);
-    expect(first.stderr).toBe('');
+    expect(stderrBesidesKnownWarnings(first.stderr)).toBe('');
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(new RegExp(`^read 600 records from ${topic}; \\d+ checkpoints in `, 'm'));
     expect(topWords(first.stdout)).toEqual({ apple: 300, banana: 200, cherry: 100 });
 
     await produceWords(cluster.brokers, topic, repeat(['apple', 'date'], 10));
     const second = await runExample(script, env);
-    expect(second.stderr).toBe('');
+    expect(stderrBesidesKnownWarnings(second.stderr)).toBe('');
     expect(second.code).toBe(0);
     expect(second.stdout).toMatch(new RegExp(`^read 20 records from ${topic}; `, 'm'));
     // The words read in this run, their counts continued from the checkpoint; any other word printed
@@ -114,7 +126,7 @@ describeOnMockCluster('examples/kafka-wordcount.ts against a Kafka-protocol brok
       JOB_ID: 'wordcount-sink-test',
       CHECKPOINT_EVERY: '25',
     });
-    expect(run.stderr).toBe('');
+    expect(stderrBesidesKnownWarnings(run.stderr)).toBe('');
     expect(run.code).toBe(0);
     expect(run.stdout).toContain(`counts went to ${out} (at-least-once)`);
     expect(topWords(run.stdout)).toEqual({});
