@@ -190,13 +190,16 @@ export function checkpointImpactDetails(data: Rec): string[] {
           '',
           mdTable(arr(s.rows)),
         );
-    const fine = rec(data.processingDuringCheckpoint1GBatch100);
-    if (fine !== undefined)
-      out.push(
-        `The same at ${sizeOf(fine)}, yielding every ${num(fine.batch)} records instead of 1,000 (\`--batch=${num(fine.batch)}\`), ${num(fine.rounds)} round(s): the event-loop delay of a slow backend is mostly its own batch (1,000 LevelDB reads and updates take 30-70 ms), so this shows what the checkpoint adds to it.`,
-        '',
-        mdTable(arr(fine.rows)),
-      );
+    // Runs at another batch size (`--batch=N`, recorded as processingDuringCheckpoint[1G]BatchN).
+    for (const [key, value] of Object.entries(data)) {
+      const other = /^processingDuringCheckpoint(1G)?Batch\d+$/.test(key) ? rec(value) : undefined;
+      if (other !== undefined)
+        out.push(
+          `The same at ${sizeOf(other)}, yielding every ${num(other.batch)} records instead of 1,000 (\`--batch=${num(other.batch)}\`), ${num(other.rounds)} round(s): the event-loop delay of a slow backend is mostly its own batch (1,000 LevelDB reads and updates take 30-70 ms), so this shows what the checkpoint adds to it.`,
+          '',
+          mdTable(arr(other.rows)),
+        );
+    }
   }
   for (const s of [rec(data.heapFullSnapshot), rec(data.heapFullSnapshot1G)])
     if (s !== undefined)

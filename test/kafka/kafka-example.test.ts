@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ensureBuilt } from '../support/proof/crash-child-build.js';
 import { describeOnMockCluster } from './support/describe-on-mock-cluster.js';
-import { dedupeByHeaders, readTopic, testKafka, uniqueTopic } from './support/produce.js';
+import { dedupeByHeaders, produceMessages, readTopic, uniqueTopic } from './support/produce.js';
 
 /**
  * examples/kafka-wordcount.ts as a user runs it (compiled, in its own process, configured by its
@@ -52,17 +52,13 @@ function topWords(stdout: string): Record<string, number> {
   return words;
 }
 
-async function produceWords(brokers: readonly string[], topic: string, words: readonly string[]): Promise<void> {
-  const producer = testKafka(brokers).producer({ allowAutoTopicCreation: false });
-  await producer.connect();
-  try {
-    // No key: the default partitioner spreads the words over the partitions.
-    for (let i = 0; i < words.length; i += 200)
-      await producer.send({ topic, messages: words.slice(i, i + 200).map((w) => ({ value: w })) });
-  } finally {
-    await producer.disconnect();
-  }
-}
+/** One message per word, no key: spread over the partitions. */
+const produceWords = (brokers: readonly string[], topic: string, words: readonly string[]): Promise<void> =>
+  produceMessages(
+    brokers,
+    topic,
+    words.map((w) => ({ value: w })),
+  );
 
 const repeat = (words: readonly string[], times: number): string[] => Array.from({ length: times }, () => words).flat();
 

@@ -1,4 +1,4 @@
-import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { Kafka, logLevel, type Message, Partitioners } from 'kafkajs';
 import type { CountInput } from '../../../src/testing/index.js';
 import type { KafkaRecord } from '../../../src/kafka/index.js';
 
@@ -12,11 +12,26 @@ export function testKafka(brokers: readonly string[]): Kafka {
 }
 
 /** Produces partition i of `input` to partition i of `topic` (records keyed by their key, JSON values). */
-export async function producePartitions(
+export function producePartitions(
   brokers: readonly string[],
   topic: string,
   input: readonly (readonly CountInput[])[],
   firstPartition = 0,
+): Promise<void> {
+  return produceMessages(
+    brokers,
+    topic,
+    input.flatMap((part, p) =>
+      part.map((r) => ({ key: r.key, value: JSON.stringify(r), partition: firstPartition + p })),
+    ),
+  );
+}
+
+/** Produces `messages` to `topic` in order, 500 per request (no partition and no key: KafkaJS's default partitioner places it). */
+export async function produceMessages(
+  brokers: readonly string[],
+  topic: string,
+  messages: readonly Message[],
 ): Promise<void> {
   const producer = testKafka(brokers).producer({
     createPartitioner: Partitioners.DefaultPartitioner,
@@ -24,14 +39,7 @@ export async function producePartitions(
   });
   await producer.connect();
   try {
-    for (let p = 0; p < input.length; p++) {
-      for (let i = 0; i < input[p].length; i += 500) {
-        const messages = input[p]
-          .slice(i, i + 500)
-          .map((r) => ({ key: r.key, value: JSON.stringify(r), partition: firstPartition + p }));
-        await producer.send({ topic, messages });
-      }
-    }
+    for (let i = 0; i < messages.length; i += 500) await producer.send({ topic, messages: messages.slice(i, i + 500) });
   } finally {
     await producer.disconnect();
   }
