@@ -219,6 +219,11 @@ export class BackendHarness {
       const subtasks = new Map<number, { keyed: KeyedStateHandle[]; operator: OperatorStateHandle[] }>();
       let parallelism = 1;
       let maxParallelism = DEFAULT_MAX_PARALLELISM;
+      // A failed part fails the checkpoint only once every part stopped writing: a sibling still
+      // retrying an upload would otherwise land a file after the caller cleaned up (gc, asserts).
+      const settled = await Promise.allSettled(parts.map((p) => p.done));
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
       for (const part of parts) {
         const handle = await part.done;
         const { placement } = part;
