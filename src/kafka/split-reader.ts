@@ -133,6 +133,11 @@ export class KafkaSplitReader<T> {
     return this.joins;
   }
 
+  /** How often a consumer KafkaJS gave up on (a non-retriable error) was replaced by a new one. */
+  get consumerRestarts(): number {
+    return this.restarts;
+  }
+
   /** Every split reached its stop offset (never for an unbounded read). */
   get finished(): boolean {
     return this.cursors.every((c) => c.finished);

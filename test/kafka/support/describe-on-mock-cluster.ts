@@ -28,6 +28,7 @@ export function describeOnMockCluster(title: string, body: (cluster: SharedMockC
       },
       createTopic: (topic, partitions) => running().createTopic(topic, partitions),
       setTopicError: (topic, code) => running().setTopicError(topic, code),
+      pushRequestErrors: (apiKey, count, code) => running().pushRequestErrors(apiKey, count, code),
     });
   });
 }

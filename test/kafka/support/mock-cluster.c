@@ -11,6 +11,9 @@
  *   error <topic> <code>            makes the brokers answer requests for the topic with a Kafka error
  *                                   code (3 = UNKNOWN_TOPIC_OR_PARTITION: the mock otherwise creates
  *                                   any topic a metadata request names, so this is how a missing topic looks)
+ *   request-errors <apiKey> <count> <code>
+ *                                   the next <count> requests of API <apiKey> (any client) are answered
+ *                                   with error <code> (14 = SyncGroup, 42 = INVALID_REQUEST)
  *
  * Stops (and destroys the cluster) when stdin closes or on SIGTERM/SIGINT.
  */
@@ -64,7 +67,7 @@ int main(int argc, char **argv) {
 
         while (!stop && fgets(line, sizeof(line), stdin)) {
                 char topic[512];
-                int partitions = 0;
+                int partitions = 0, api = 0, count = 0, code = 0;
                 if (sscanf(line, "create %511s %d", topic, &partitions) == 2) {
                         rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mcluster, topic, partitions, 1);
                         if (err)
@@ -73,6 +76,13 @@ int main(int argc, char **argv) {
                                 printf("OK\n");
                 } else if (sscanf(line, "error %511s %d", topic, &partitions) == 2) {
                         rd_kafka_mock_topic_set_error(mcluster, topic, (rd_kafka_resp_err_t)partitions);
+                        printf("OK\n");
+                } else if (sscanf(line, "request-errors %d %d %d", &api, &count, &code) == 3 && count > 0 &&
+                           count <= 64) {
+                        rd_kafka_resp_err_t errors[64];
+                        for (int i = 0; i < count; i++)
+                                errors[i] = (rd_kafka_resp_err_t)code;
+                        rd_kafka_mock_push_request_errors_array(mcluster, (int16_t)api, (size_t)count, errors);
                         printf("OK\n");
                 } else {
                         printf("ERR unknown command\n");

@@ -57,6 +57,8 @@ export interface MockCluster {
   createTopic(topic: string, partitions: number): Promise<void>;
   /** Brokers answer requests for `topic` with Kafka error `code` (3: UNKNOWN_TOPIC_OR_PARTITION). */
   setTopicError(topic: string, code: number): Promise<void>;
+  /** The next `count` requests of API `apiKey`, from any client, are answered with Kafka error `code` (at most 64). */
+  pushRequestErrors(apiKey: number, count: number, code: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -98,6 +100,7 @@ export async function startMockCluster(brokers = 3): Promise<MockCluster> {
     brokers: list,
     createTopic: (topic, partitions) => command(`create ${topic} ${partitions}`),
     setTopicError: (topic, code) => command(`error ${topic} ${code}`),
+    pushRequestErrors: (apiKey, count, code) => command(`request-errors ${apiKey} ${count} ${code}`),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
