@@ -5,6 +5,7 @@ import type {
   SnapshotTask,
 } from '../../src/backend/contract.js';
 import type { KeyedStateHandle, KeyedStateMetaInfo } from '../../src/backend/handles.js';
+import { SnapshotFlights } from '../../src/backend/snapshot-flights.js';
 import {
   keyGroupForBytes,
   keyGroupForKey,
@@ -35,7 +36,7 @@ import { SnapshotRun } from './cow.js';
 import { IdCodec, latin1 } from './ids.js';
 import { backendClosed, KeyContext, noCurrentKey } from './key-context.js';
 import { readRestoredStates, type RestoredState, type RestoredStates } from './restore.js';
-import { cancelledError, writeHeapSnapshot, type SnapshotPart, type SnapshotPlan } from './snapshot.js';
+import { writeHeapSnapshot, type SnapshotPart, type SnapshotPlan } from './snapshot.js';
 import { StateTable, type StateSerializers } from './state-table.js';
 import { makeHeapState } from './make-state.js';
 import { HeapTimerQueue } from './timers.js';
@@ -58,13 +59,6 @@ interface Registered {
   readonly table: StateTable;
   readonly kind: StateKind;
   readonly ttl: boolean;
-}
-
-interface InFlight {
-  readonly checkpointId: number;
-  readonly run: SnapshotRun;
-  readonly discard: () => Promise<void>;
-  readonly reject: (err: Error) => void;
 }
 
 function serializersOf(d: StateDescriptor<unknown>): StateSerializers {
@@ -106,7 +100,7 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private readonly clock: () => number;
   private readonly states = new Map<string, Registered>();
   private readonly timerQueues = new Map<string, HeapTimerQueue<K, unknown>>();
-  private readonly inFlight = new Set<InFlight>();
+  private readonly flights = new SnapshotFlights('the keyed backend');
   /** Incremental TTL cleanups that also run once per record (setCurrentKey). */
   private readonly perRecordCleanups: IncrementalTtlCleanup[] = [];
   private closed = false;
@@ -492,11 +486,8 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
       run.release();
       throw err;
     }
-    // ---- asynchronous part. close() rejects `done` at once and discards the stream; the writer stops at its next await.
-    let rejectDone!: (err: Error) => void;
-    const cancelled = new Promise<never>((_, reject) => (rejectDone = reject));
-    const flight: InFlight = { checkpointId, run, discard: () => stream.discard(), reject: rejectDone };
-    this.inFlight.add(flight);
+    // ---- asynchronous part. A cancellation (close, abort notice) rejects `done` at once and
+    // discards the stream; the writer stops at its next await.
     const work = writeHeapSnapshot(
       checkpointId,
       plan,
@@ -504,9 +495,12 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
       () => run.cancelled,
       this.tuning.snapshotChunkBytes,
       this.tuning.snapshotSlicing,
-    ).finally(() => this.inFlight.delete(flight));
-    work.catch(() => undefined);
-    const done = Promise.race([work, cancelled]);
+    );
+    const done = this.flights.track(checkpointId, work, async () => {
+      run.cancelled = true;
+      await stream.discard().catch(() => undefined);
+      run.release();
+    });
     return { checkpointId, done };
   }
 
@@ -514,19 +508,14 @@ export class HeapKeyedStateBackend<K> implements KeyedStateBackend<K> {
     // Full snapshots: nothing is shared between checkpoints.
   }
 
-  async notifyCheckpointAborted(_checkpointId: number): Promise<void> {}
+  async notifyCheckpointAborted(checkpointId: number): Promise<void> {
+    await this.flights.cancel(checkpointId);
+  }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const flights = [...this.inFlight];
-    this.inFlight.clear();
-    for (const f of flights) {
-      f.run.cancelled = true;
-      f.reject(cancelledError(f.checkpointId));
-    }
-    await Promise.all(flights.map((f) => f.discard().catch(() => undefined)));
-    for (const f of flights) f.run.release();
+    await this.flights.cancelAll();
     this.states.clear();
     this.timerQueues.clear();
     this.restored.states.clear();

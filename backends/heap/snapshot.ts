@@ -41,7 +41,7 @@ export interface SnapshotPlan {
 export function cancelledError(checkpointId: number): SnapshotError {
   return new SnapshotError(
     'SNAPSHOT_CANCELLED',
-    `snapshot ${checkpointId} was cancelled because the keyed backend was closed; its partial files were deleted.`,
+    `snapshot ${checkpointId} was cancelled (the keyed backend was closed, or the checkpoint aborted); its partial files were deleted.`,
   );
 }
 

@@ -11,7 +11,8 @@ import type {
 } from '../../src/backend/contract.js';
 import type { KeyedStateHandle } from '../../src/backend/handles.js';
 import { stateKindMismatch } from '../../src/backend/keyed-rules.js';
-import { SnapshotError, StateAccessError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
+import { StateAccessError, StateRegistrationError, StreamStateError } from '../../src/errors.js';
+import { SnapshotFlights } from '../../src/backend/snapshot-flights.js';
 import { KeyGroupRange } from '../../src/keygroups/key-groups.js';
 import { defaultNamespaceSerializer, restoredNamespaceSerializer } from '../../src/serializers/builtins.js';
 import type { Serializer } from '../../src/serializers/serializer.js';
@@ -114,7 +115,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
   private readonly registered = new Map<string, Registered>();
   private readonly timerQueues = new Map<string, HeapTimerQueue<K, unknown>>();
   private closed = false;
-  private readonly inFlight = new Set<{ cancel: () => void; settled: Promise<unknown> }>();
+  private readonly flights = new SnapshotFlights('the LevelDB backend', CLOSE_GRACE_MS);
   /** Registered TTL states by state id: what the TTL sweep may clean. */
   private readonly ttlTargets = new Map<number, SweepTarget>();
   private readonly sweeper: TtlSweeper | null;
@@ -481,29 +482,12 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     return this.track(task);
   }
 
-  /** Lets close() cancel a running asynchronous part: `done` rejects at once with SNAPSHOT_CANCELLED. */
+  /** Lets close() and abort notices cancel a running asynchronous part: `done` rejects at once with SNAPSHOT_CANCELLED. */
   private track(task: SnapshotTask<KeyedStateHandle> & { cancel?: () => void }): SnapshotTask<KeyedStateHandle> {
-    let rejectCancel: (err: unknown) => void = () => undefined;
-    const cancelled = new Promise<never>((_, reject) => {
-      rejectCancel = reject;
-    });
-    cancelled.catch(() => undefined);
-    const entry = {
-      cancel: () => {
-        task.cancel?.();
-        rejectCancel(
-          new SnapshotError(
-            'SNAPSHOT_CANCELLED',
-            `checkpoint ${task.checkpointId} was cancelled: the LevelDB backend was closed while it was written.`,
-          ),
-        );
-      },
-      settled: task.done.catch(() => undefined),
+    return {
+      checkpointId: task.checkpointId,
+      done: this.flights.track(task.checkpointId, task.done, () => task.cancel?.()),
     };
-    this.inFlight.add(entry);
-    void entry.settled.then(() => this.inFlight.delete(entry));
-    const done = Promise.race([task.done, cancelled]);
-    return { checkpointId: task.checkpointId, done };
   }
 
   async notifyCheckpointComplete(checkpointId: number): Promise<void> {
@@ -512,6 +496,7 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
 
   async notifyCheckpointAborted(checkpointId: number): Promise<void> {
     this.chain.abort(checkpointId);
+    await this.flights.cancel(checkpointId);
   }
 
   /**
@@ -539,17 +524,8 @@ export class LevelDbKeyedStateBackend<K> implements KeyedStateBackend<K> {
     if (this.closed) return;
     this.closed = true;
     this.store.markClosed(this.describe);
-    const running = [...this.inFlight];
-    for (const s of running) s.cancel();
-    // Give cancelled uploads a moment to delete what they wrote (blocked I/O is aborted by discard()).
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.all(running.map((s) => s.settled)),
-      new Promise((r) => {
-        timer = setTimeout(r, CLOSE_GRACE_MS);
-      }),
-    ]);
-    clearTimeout(timer);
+    // Cancelled uploads delete what they wrote (blocked I/O is aborted by discard()); waits at most the grace period.
+    await this.flights.cancelAll();
     await this.sweeper?.idle();
     await this.store.settle();
     await this.db.close().catch(() => undefined);

@@ -79,7 +79,7 @@ export interface SnapshotOptions {
 /**
  * A snapshot whose synchronous part is done. `done` is the asynchronous part: it resolves with the
  * handle (null when there is nothing to snapshot) or rejects (SnapshotError code SNAPSHOT_CANCELLED
- * when the backend was closed meanwhile).
+ * when the backend was closed or the checkpoint aborted meanwhile).
  */
 export interface SnapshotTask<H> {
   readonly checkpointId: number;
@@ -130,6 +130,7 @@ export interface Snapshotable<H> {
   snapshot(checkpointId: number, options: SnapshotOptions): Promise<SnapshotTask<H>>;
   /** Best effort; ids may arrive late or out of order. */
   notifyCheckpointComplete(checkpointId: number): Promise<void>;
+  /** Stops this id's snapshot still writing (SNAPSHOT_CANCELLED, partial files deleted); best effort like the above. */
   notifyCheckpointAborted(checkpointId: number): Promise<void>;
   /** Fails in-flight snapshots with SNAPSHOT_CANCELLED, removes their partial files, releases resources. Idempotent. */
   close(): Promise<void>;

@@ -10,6 +10,7 @@ import type {
 } from '../backend/contract.js';
 import { referencedFiles, type KeyedStateHandle } from '../backend/handles.js';
 import { backendClosedError, stateKindMismatch } from '../backend/keyed-rules.js';
+import { DiscardableStreams, SnapshotFlights } from '../backend/snapshot-flights.js';
 import { opaqueDescriptor } from './opaque-descriptor.js';
 import { memoryCheckpointStorage } from '../checkpoint/checkpoint-storage.js';
 import { BlobStateFileReader } from '../checkpoint/streams.js';
@@ -188,6 +189,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
   private materializing: Materialization | null = null;
   private lastMaterializationAt: number;
   private readonly checkpoints = new Map<number, CheckpointRecord>();
+  private readonly flights = new SnapshotFlights('the changelog keyed backend');
   private readonly activeStreams = new Set<StateOutputStream>();
   private closed = false;
   private rejectClosed!: (err: unknown) => void;
@@ -571,9 +573,10 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     const planned = this.log.plan(base.seq, mayReuse);
     if (planned === null) return this.materializingSnapshot(checkpointId, options, false);
     const record = this.track(checkpointId, { base, writer: false, verified: mayReuse !== undefined, used: [] });
-    const streams = options.streams;
+    // An abort notice discards the segment copies still being written (see notifyCheckpointAborted).
+    const streams = new DiscardableStreams(options.streams);
     const background = this.init.settings.backgroundStreams;
-    const done = this.guard(
+    const guarded = this.guard(
       (async () => {
         const settled = await this.log.persistAll(planned, streams, background);
         const used = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -592,7 +595,7 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
         );
       })(),
     );
-    return { checkpointId, done };
+    return { checkpointId, done: this.flights.track(checkpointId, guarded, () => streams.discardAll()) };
   }
 
   /**
@@ -907,6 +910,8 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
     for (const c of this.log.confirmedBy(checkpointId)) c.unconfirm();
     const base = this.confirmedBase;
     if (base !== null && base.confirmedBy === checkpointId) await this.distrust(base);
+    // A log-only snapshot of this id still writing stops (a materializing one stopped with the wrapped backend, above).
+    await this.flights.cancel(checkpointId);
   }
 
   /**

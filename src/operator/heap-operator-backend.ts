@@ -12,6 +12,7 @@ import type {
   OperatorStateMetaInfo,
   OperatorStateMode,
 } from '../backend/handles.js';
+import { SnapshotFlights } from '../backend/snapshot-flights.js';
 import {
   FormatError,
   SnapshotError,
@@ -70,7 +71,7 @@ function sameSnapshot(a: SerializerSnapshot, b: SerializerSnapshot): boolean {
  */
 export class HeapOperatorStateBackend implements OperatorStateBackend {
   private readonly states = new Map<string, StateEntry>();
-  private readonly inFlight = new Set<AsyncStreamWrite>();
+  private readonly flights = new SnapshotFlights('the operator state backend');
   /** Shared with every handle (Lifecycle): after close() they throw BACKEND_CLOSED. */
   private readonly life = { closed: false };
   private get closed(): boolean {
@@ -207,11 +208,7 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
     if (this.states.size === 0) return { checkpointId, done: Promise.resolve(null) };
     const { bytes, metas } = this.serializeAll();
     const write = new AsyncStreamWrite(options, bytes, metas, checkpointId);
-    this.inFlight.add(write);
-    const done = write.run().finally(() => this.inFlight.delete(write));
-    // A runtime that drops a cancelled task must not crash the process with an unhandled rejection.
-    done.catch(() => undefined);
-    return { checkpointId, done };
+    return { checkpointId, done: this.flights.track(checkpointId, write.run(), () => write.cancel()) };
   }
 
   /** The synchronous part: every state into one buffer, with the offset of every record. */
@@ -266,11 +263,13 @@ export class HeapOperatorStateBackend implements OperatorStateBackend {
 
   async notifyCheckpointComplete(): Promise<void> {}
 
-  async notifyCheckpointAborted(): Promise<void> {}
+  async notifyCheckpointAborted(checkpointId: number): Promise<void> {
+    await this.flights.cancel(checkpointId);
+  }
 
   async close(): Promise<void> {
     this.life.closed = true;
-    await Promise.all([...this.inFlight].map((w) => w.cancel()));
+    await this.flights.cancelAll();
   }
 
   private checkOpen(): void {
@@ -391,7 +390,7 @@ class AsyncStreamWrite {
   private cancellation(): SnapshotError {
     return new SnapshotError(
       'SNAPSHOT_CANCELLED',
-      `the operator state snapshot of checkpoint ${this.checkpointId} was cancelled because the backend was closed.`,
+      `the operator state snapshot of checkpoint ${this.checkpointId} was cancelled (the backend was closed, or the checkpoint aborted).`,
     );
   }
 }

@@ -184,6 +184,32 @@ export function describeOperatorBackendConformance(
       expect(await h.jobFiles()).toEqual([]);
     });
 
+    it('notifyCheckpointAborted(id) during a blocked snapshot of id fails it with SNAPSHOT_CANCELLED and leaves no files; another id leaves it alone', async () => {
+      const { h } = ctx;
+      const b = await h.createOperator();
+      b.getListState<string>('l', stringSerializer).addAll(
+        Array.from({ length: 3000 }, (_, i) => `element-${i}-${'y'.repeat(20)}`),
+      );
+      let gated: GatedStreamFactory | undefined;
+      const run = await h.startSnapshot([b], { wrapStreams: (inner) => (gated = new GatedStreamFactory(inner)) });
+      if (!gated) throw new Error('stream factory was not wrapped');
+      await within(Promise.race([gated.reached, run.done[0]]), 10_000, 'the snapshot never wrote');
+      await b.notifyCheckpointAborted(run.checkpointId + 1);
+      const aborting = b.notifyCheckpointAborted(run.checkpointId);
+      await new Promise((r) => setTimeout(r, 50));
+      gated.gate.open();
+      await within(
+        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
+        10_000,
+        'the abort notice did not cancel the snapshot',
+      );
+      await within(aborting, 10_000, 'notifyCheckpointAborted hung');
+      expect(await h.jobFiles()).toEqual([]);
+      const pointer = await h.checkpoint([b]);
+      const [r] = await h.restoreOperator(pointer, 1);
+      expect(r.getListState<string>('l', stringSerializer).get()).toHaveLength(3000);
+    });
+
     describe('repartitioning on restore', () => {
       /** Three old subtasks with 4, 3 and 5 split elements; union and broadcast state on each. */
       async function threeSubtasks(): Promise<string> {

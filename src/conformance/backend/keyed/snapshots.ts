@@ -197,5 +197,60 @@ export function snapshotTests(ctx: SuiteContext): void {
       expect(gated.streams.some((s) => s.discarded)).toBe(gated.streams.length > 0);
       expect(await h.jobFiles()).toEqual([]);
     });
+
+    /** A backend with enough data that a snapshot goes to a file, and one snapshot blocked in its I/O. */
+    async function blockedSnapshot(): Promise<{
+      b: KeyedStateBackend<number>;
+      run: Awaited<ReturnType<typeof ctx.h.startSnapshot>>;
+      gated: GatedStreamFactory;
+    }> {
+      const b = await ctx.intKeyed();
+      const v = b.getState(vd);
+      for (let k = 0; k < 3000; k++) {
+        b.setCurrentKey(k);
+        v.update(`value-${k}-${'x'.repeat(24)}`);
+      }
+      let gated: GatedStreamFactory | undefined;
+      const run = await ctx.h.startSnapshot([b], { wrapStreams: (inner) => (gated = new GatedStreamFactory(inner)) });
+      if (!gated) throw new Error('stream factory was not wrapped');
+      await within(Promise.race([gated.reached, run.done[0]]), 10_000, 'the snapshot never wrote');
+      return { b, run, gated };
+    }
+
+    it('notifyCheckpointAborted(id) during a blocked snapshot of id fails it with SNAPSHOT_CANCELLED, leaves no files, and the backend checkpoints on', async () => {
+      const { h } = ctx;
+      const { b, run, gated } = await blockedSnapshot();
+      const aborting = b.notifyCheckpointAborted(run.checkpointId);
+      // Streams abort blocked writes when discarded; uploads that cannot be aborted finish late.
+      await new Promise((r) => setTimeout(r, 50));
+      gated.gate.open();
+      await within(
+        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
+        10_000,
+        'the abort notice did not cancel the snapshot',
+      );
+      await within(aborting, 10_000, 'notifyCheckpointAborted hung');
+      expect(await h.jobFiles()).toEqual([]);
+      b.setCurrentKey(7);
+      b.getState(vd).update('after-abort');
+      const pointer = await h.checkpoint([b]);
+      const r = await h.restoreKeyedSubtask(pointer, 0, { keySerializer: int32Serializer });
+      r.setCurrentKey(7);
+      expect(r.getState(vd).value()).toBe('after-abort');
+      r.setCurrentKey(2999);
+      expect(r.getState(vd).value()).toBe(`value-2999-${'x'.repeat(24)}`);
+    });
+
+    it('an abort notice for another checkpoint id leaves a running snapshot alone', async () => {
+      const { h } = ctx;
+      const { b, run, gated } = await blockedSnapshot();
+      await b.notifyCheckpointAborted(run.checkpointId + 1);
+      await b.notifyCheckpointAborted(run.checkpointId - 1);
+      gated.gate.open();
+      const pointer = await within(run.complete(), 10_000, 'the snapshot did not complete');
+      const r = await h.restoreKeyedSubtask(pointer, 0, { keySerializer: int32Serializer });
+      r.setCurrentKey(1234);
+      expect(r.getState(vd).value()).toBe(`value-1234-${'x'.repeat(24)}`);
+    });
   });
 }
