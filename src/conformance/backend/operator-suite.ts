@@ -4,6 +4,7 @@ import { int32Serializer, stringSerializer } from '../../serializers/builtins.js
 import { mapState } from '../../state/descriptors.js';
 import type { MakeBackend } from './harness.js';
 import { expectRejectsCode, expectThrowsCode, within } from './expect-code.js';
+import { type BlockedSnapshot, expectCancelledWhileBlocked, startBlockedSnapshot } from './blocked-snapshot.js';
 import { GatedStreamFactory } from './gated-streams.js';
 import { useHarness } from './context.js';
 import type { ResolvedSupports } from './supports.js';
@@ -161,49 +162,30 @@ export function describeOperatorBackendConformance(
       expect(sortedEntries(r, 'bc')).toEqual([['a', 1]]);
     });
 
-    it('close() during a blocked snapshot fails it with SNAPSHOT_CANCELLED and leaves no files behind', async () => {
-      const { h } = ctx;
-      const b = await h.createOperator();
+    /** An operator backend with enough data that a snapshot goes to a file, and one snapshot of it held in its I/O. */
+    async function blocked(): Promise<{ b: OperatorStateBackend } & BlockedSnapshot> {
+      const b = await ctx.h.createOperator();
       b.getListState<string>('l', stringSerializer).addAll(
         Array.from({ length: 3000 }, (_, i) => `element-${i}-${'y'.repeat(20)}`),
       );
-      let gated: GatedStreamFactory | undefined;
-      const run = await h.startSnapshot([b], { wrapStreams: (inner) => (gated = new GatedStreamFactory(inner)) });
-      if (!gated) throw new Error('stream factory was not wrapped');
-      await within(Promise.race([gated.reached, run.done[0]]), 10_000, 'the snapshot never wrote');
-      const closing = b.close();
-      // Streams abort blocked writes when discarded; uploads that cannot be aborted finish late.
-      await new Promise((r) => setTimeout(r, 50));
-      gated.gate.open();
-      await within(
-        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
-        10_000,
-        'close() did not cancel the blocked snapshot',
-      );
-      await within(closing, 10_000, 'close() hung');
-      expect(await h.jobFiles()).toEqual([]);
+      return { b, ...(await startBlockedSnapshot(ctx.h, b)) };
+    }
+
+    it('close() during a blocked snapshot fails it with SNAPSHOT_CANCELLED and leaves no files behind', async () => {
+      const { b, ...held } = await blocked();
+      await expectCancelledWhileBlocked(held, () => b.close(), 'close()');
+      expect(await ctx.h.jobFiles()).toEqual([]);
     });
 
     it('notifyCheckpointAborted(id) during a blocked snapshot of id fails it with SNAPSHOT_CANCELLED and leaves no files; another id leaves it alone', async () => {
       const { h } = ctx;
-      const b = await h.createOperator();
-      b.getListState<string>('l', stringSerializer).addAll(
-        Array.from({ length: 3000 }, (_, i) => `element-${i}-${'y'.repeat(20)}`),
+      const { b, ...held } = await blocked();
+      await b.notifyCheckpointAborted(held.run.checkpointId + 1);
+      await expectCancelledWhileBlocked(
+        held,
+        () => b.notifyCheckpointAborted(held.run.checkpointId),
+        'the abort notice',
       );
-      let gated: GatedStreamFactory | undefined;
-      const run = await h.startSnapshot([b], { wrapStreams: (inner) => (gated = new GatedStreamFactory(inner)) });
-      if (!gated) throw new Error('stream factory was not wrapped');
-      await within(Promise.race([gated.reached, run.done[0]]), 10_000, 'the snapshot never wrote');
-      await b.notifyCheckpointAborted(run.checkpointId + 1);
-      const aborting = b.notifyCheckpointAborted(run.checkpointId);
-      await new Promise((r) => setTimeout(r, 50));
-      gated.gate.open();
-      await within(
-        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
-        10_000,
-        'the abort notice did not cancel the snapshot',
-      );
-      await within(aborting, 10_000, 'notifyCheckpointAborted hung');
       expect(await h.jobFiles()).toEqual([]);
       const pointer = await h.checkpoint([b]);
       const [r] = await h.restoreOperator(pointer, 1);

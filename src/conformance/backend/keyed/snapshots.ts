@@ -3,7 +3,8 @@ import type { KeyedStateBackend } from '../../../backend/contract.js';
 import { int32Serializer, stringSerializer } from '../../../serializers/builtins.js';
 import { listState, mapState, valueState } from '../../../state/descriptors.js';
 import { collect } from '../harness.js';
-import { expectRejectsCode, within } from '../expect-code.js';
+import { type BlockedSnapshot, expectCancelledWhileBlocked, startBlockedSnapshot } from '../blocked-snapshot.js';
+import { within } from '../expect-code.js';
 import { GatedStreamFactory } from '../gated-streams.js';
 import type { SuiteContext } from '../context.js';
 
@@ -170,66 +171,33 @@ export function snapshotTests(ctx: SuiteContext): void {
       expect(third.getState(valueState<number>('s0')).value()).toBe(2);
     });
 
-    it('close() during a blocked snapshot fails it with SNAPSHOT_CANCELLED and leaves no files behind', async () => {
-      const { h } = ctx;
-      const b = await ctx.intKeyed();
-      const v = b.getState(vd);
-      // Enough data that the snapshot goes to a file rather than inline into _metadata.
-      for (let k = 0; k < 3000; k++) {
-        b.setCurrentKey(k);
-        v.update(`value-${k}-${'x'.repeat(24)}`);
-      }
-      let gated: GatedStreamFactory | undefined;
-      const run = await h.startSnapshot([b], { wrapStreams: (inner) => (gated = new GatedStreamFactory(inner)) });
-      if (!gated) throw new Error('stream factory was not wrapped');
-      await within(Promise.race([gated.reached, run.done[0]]), 10_000, 'the snapshot never wrote');
-      const closing = b.close();
-      // Streams abort blocked writes when discarded; uploads that cannot be aborted finish late.
-      await new Promise((r) => setTimeout(r, 50));
-      gated.gate.open();
-      await within(
-        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
-        10_000,
-        'close() did not cancel the blocked snapshot',
-      );
-      await within(closing, 10_000, 'close() hung');
-      for (const s of gated.streams) expect(s.discarded || !s.closed).toBe(true);
-      expect(gated.streams.some((s) => s.discarded)).toBe(gated.streams.length > 0);
-      expect(await h.jobFiles()).toEqual([]);
-    });
-
-    /** A backend with enough data that a snapshot goes to a file, and one snapshot blocked in its I/O. */
-    async function blockedSnapshot(): Promise<{
-      b: KeyedStateBackend<number>;
-      run: Awaited<ReturnType<typeof ctx.h.startSnapshot>>;
-      gated: GatedStreamFactory;
-    }> {
+    /** A backend with enough data that a snapshot goes to a file, and one snapshot of it held in its I/O. */
+    async function blocked(): Promise<{ b: KeyedStateBackend<number> } & BlockedSnapshot> {
       const b = await ctx.intKeyed();
       const v = b.getState(vd);
       for (let k = 0; k < 3000; k++) {
         b.setCurrentKey(k);
         v.update(`value-${k}-${'x'.repeat(24)}`);
       }
-      let gated: GatedStreamFactory | undefined;
-      const run = await ctx.h.startSnapshot([b], { wrapStreams: (inner) => (gated = new GatedStreamFactory(inner)) });
-      if (!gated) throw new Error('stream factory was not wrapped');
-      await within(Promise.race([gated.reached, run.done[0]]), 10_000, 'the snapshot never wrote');
-      return { b, run, gated };
+      return { b, ...(await startBlockedSnapshot(ctx.h, b)) };
     }
+
+    it('close() during a blocked snapshot fails it with SNAPSHOT_CANCELLED and leaves no files behind', async () => {
+      const { b, ...held } = await blocked();
+      await expectCancelledWhileBlocked(held, () => b.close(), 'close()');
+      for (const s of held.gated.streams) expect(s.discarded || !s.closed).toBe(true);
+      expect(held.gated.streams.some((s) => s.discarded)).toBe(held.gated.streams.length > 0);
+      expect(await ctx.h.jobFiles()).toEqual([]);
+    });
 
     it('notifyCheckpointAborted(id) during a blocked snapshot of id fails it with SNAPSHOT_CANCELLED, leaves no files, and the backend checkpoints on', async () => {
       const { h } = ctx;
-      const { b, run, gated } = await blockedSnapshot();
-      const aborting = b.notifyCheckpointAborted(run.checkpointId);
-      // Streams abort blocked writes when discarded; uploads that cannot be aborted finish late.
-      await new Promise((r) => setTimeout(r, 50));
-      gated.gate.open();
-      await within(
-        expectRejectsCode(run.done[0], 'SNAPSHOT_CANCELLED'),
-        10_000,
-        'the abort notice did not cancel the snapshot',
+      const { b, ...held } = await blocked();
+      await expectCancelledWhileBlocked(
+        held,
+        () => b.notifyCheckpointAborted(held.run.checkpointId),
+        'the abort notice',
       );
-      await within(aborting, 10_000, 'notifyCheckpointAborted hung');
       expect(await h.jobFiles()).toEqual([]);
       b.setCurrentKey(7);
       b.getState(vd).update('after-abort');
@@ -243,7 +211,7 @@ export function snapshotTests(ctx: SuiteContext): void {
 
     it('an abort notice for another checkpoint id leaves a running snapshot alone', async () => {
       const { h } = ctx;
-      const { b, run, gated } = await blockedSnapshot();
+      const { b, run, gated } = await blocked();
       await b.notifyCheckpointAborted(run.checkpointId + 1);
       await b.notifyCheckpointAborted(run.checkpointId - 1);
       gated.gate.open();
