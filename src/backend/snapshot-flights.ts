@@ -97,9 +97,14 @@ export class SnapshotFlights {
  */
 export class DiscardableStreams implements CheckpointStreamFactory {
   private readonly open = new Set<StateOutputStream>();
-  private discarded = false;
+  private wasDiscarded = false;
 
   constructor(private readonly inner: CheckpointStreamFactory) {}
+
+  /** discardAll() was called: the part was cancelled. */
+  get discarded(): boolean {
+    return this.wasDiscarded;
+  }
 
   createOutputStream(scope: StateScope): StateOutputStream {
     this.checkLive();
@@ -136,14 +141,14 @@ export class DiscardableStreams implements CheckpointStreamFactory {
 
   /** Discards every open stream (aborting blocked writes, deleting what they wrote). */
   async discardAll(): Promise<void> {
-    this.discarded = true;
+    this.wasDiscarded = true;
     const open = [...this.open];
     this.open.clear();
     await Promise.allSettled(open.map((s) => s.discard()));
   }
 
   private checkLive(): void {
-    if (this.discarded)
+    if (this.wasDiscarded)
       throw new SnapshotError('SNAPSHOT_CANCELLED', 'the snapshot was cancelled: its streams were discarded.');
   }
 }

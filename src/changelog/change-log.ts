@@ -341,15 +341,16 @@ export class ChangeLog {
 
   /**
    * Takes back copies owned by a snapshot that failed before it was acknowledged: the coordinator
-   * never saw them, so they are safe to reuse; one per unconfirmed chunk is kept as spare, the rest
+   * never saw them, so they are safe to reuse; one per unconfirmed chunk is kept as spare (unless
+   * `keepSpares` is false: an aborted checkpoint's files were deleted by the coordinator), the rest
    * deleted.
    */
-  async giveBack(used: readonly UsedSegment[]): Promise<void> {
+  async giveBack(used: readonly UsedSegment[], keepSpares = true): Promise<void> {
     const extra: SegmentCopy[] = [];
     for (const u of used) {
       if (u.confirmed) continue;
       // Also when the bytes are gone but no copy is confirmed: the spare may be all the log has.
-      if (!this.closed && u.chunk.spare === null && !u.chunk.confirmed && this.chunks.includes(u.chunk))
+      if (keepSpares && !this.closed && u.chunk.spare === null && !u.chunk.confirmed && this.chunks.includes(u.chunk))
         u.chunk.spare = u.copy;
       else extra.push(u.copy);
     }

@@ -581,10 +581,11 @@ export class ChangelogKeyedStateBackend<K> implements KeyedStateBackend<K>, Chan
         const settled = await this.log.persistAll(planned, streams, background);
         const used = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
         const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-        if (failed !== undefined || this.closed) {
+        if (failed !== undefined || this.closed || streams.discarded) {
           // Never acknowledged: the coordinator does not know these copies, so they can be reused.
+          // Unless the checkpoint was aborted: the coordinator deleted what its streams wrote.
           this.snapshotFailed(checkpointId, record);
-          await this.log.giveBack(used);
+          await this.log.giveBack(used, !streams.discarded);
           throw failed !== undefined ? failed.reason : cancelled();
         }
         record.used = used;
