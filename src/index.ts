@@ -8,6 +8,7 @@ export * from './state/types.js';
 export * from './backend/handles.js';
 export * from './backend/contract.js';
 export { AbstractStateBackend } from './backend/abstract-state-backend.js';
+export { DiscardableStreams, SnapshotFlights, type StopSnapshot } from './backend/snapshot-flights.js';
 export { presetStorage, withCheckpointStorage, type StateBackendPreset } from './backend/preset.js';
 export * from './storage/blob-store.js';
 export * from './checkpoint/metadata.js';
