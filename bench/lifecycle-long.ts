@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   );
   console.log(
     `steps ${total.steps}, restores checked ${total.restoresChecked} (+${total.restoresUnchanged} unchanged since their last restore), completed ${total.completed}, ` +
-      `declined ${total.declined}, crashes ${total.crashes}, second instances ${total.secondInstances}, FENCED ${total.fencedErrors}`,
+      `declined ${total.declined}, crashes ${total.crashes}, second instances ${total.secondInstances}, FENCED ${total.fencedErrors}, snapshots cancelled by an abort notice ${total.cancelledByAbort}`,
   );
   console.log(failures.length === 0 ? 'no failures' : `${failures.length} failure(s):\n${failures.join('\n')}`);
   if (failures.length > 0) process.exitCode = 1;

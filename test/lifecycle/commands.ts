@@ -102,14 +102,15 @@ class Snapshot extends Base {
     readonly pick: number,
     readonly subtask: number,
     readonly all: boolean,
+    readonly hold: boolean,
   ) {
     super();
   }
   protected apply(w: LifecycleWorld): Promise<void> {
-    return w.snapshot(this.pick, this.subtask, this.all);
+    return w.snapshot(this.pick, this.subtask, this.all, this.hold);
   }
   toString(): string {
-    return `snapshot(${this.pick},${this.all ? 'all' : this.subtask})`;
+    return `snapshot(${this.pick},${this.all ? 'all' : this.subtask}${this.hold ? ',held' : ''})`;
   }
 }
 
@@ -271,8 +272,11 @@ const ARBITRARIES: Record<CommandKind, readonly [fc.Arbitrary<LifecycleCommand>,
   ],
   trigger: [fc.constant(new Trigger()), 2],
   checkpoint: [fc.constant(new FullCheckpoint()), 2],
-  // Mostly every subtask at once, so interleaved checkpoints complete often enough.
-  snapshot: [fc.tuple(pick, fc.nat(2), fc.nat(3)).map(([p, s, all]) => new Snapshot(p, s, all > 0)), 3],
+  // Mostly every subtask at once, so interleaved checkpoints complete often enough; some held in their I/O.
+  snapshot: [
+    fc.tuple(pick, fc.nat(2), fc.nat(3), fc.nat(2)).map(([p, s, all, hold]) => new Snapshot(p, s, all > 0, hold === 0)),
+    3,
+  ],
   ack: [fc.tuple(pick, fc.nat(3)).map(([p, all]) => new Ack(p, all > 0)), 3],
   notifyComplete: [fc.tuple(pick, target).map(([p, t]) => new NotifyComplete(p, t)), 3],
   notifyAborted: [fc.tuple(pick, target).map(([p, t]) => new NotifyAborted(p, t)), 1],

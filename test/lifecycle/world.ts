@@ -30,6 +30,7 @@ import {
   type KeyWrite,
 } from './model.js';
 import { Sentinel, listTree, readOnlyCheckpointStorage } from './storage-check.js';
+import { GatedStreamFactory } from '../../src/conformance/backend/gated-streams.js';
 import { STORAGE_DIR, type LifecycleVariant } from './variants.js';
 
 /** One subtask's snapshot of one checkpoint, and the part of the model it captured. */
@@ -39,6 +40,14 @@ interface SubtaskSnapshot {
   readonly channel: Promise<ChannelStateHandle | null>;
   readonly part: ReadonlyMap<string, string>;
   acked: boolean;
+  /** A held snapshot: its I/O waits at this gate (opened by its acknowledgement, an abort notice, or close). */
+  readonly held: GatedStreamFactory | null;
+  /** Its asynchronous part has ended (`task.done` settled). */
+  settled: boolean;
+  /** notifyCheckpointAborted(id) reached this subtask before the snapshot ended: it may be cancelled. */
+  abortNoticed: boolean;
+  /** ... and it was held in its I/O then: it must be cancelled. */
+  mustBeCancelled: boolean;
 }
 
 /** A checkpoint one instance triggered, as the test knows it. */
@@ -92,6 +101,8 @@ export interface LifecycleStats {
   crashes: number;
   secondInstances: number;
   fencedErrors: number;
+  /** Snapshots an abort notice cancelled while they were writing. */
+  cancelledByAbort: number;
 }
 
 export function emptyStats(): LifecycleStats {
@@ -104,6 +115,7 @@ export function emptyStats(): LifecycleStats {
     crashes: 0,
     secondInstances: 0,
     fencedErrors: 0,
+    cancelledByAbort: 0,
   };
 }
 
@@ -198,8 +210,12 @@ export class LifecycleWorld {
     for (const [s, snap] of c.snaps) if (!snap.acked) await this.ackOne(this.live, c, s);
   }
 
-  /** Subtask `subtask` (or every subtask, `all`) takes its snapshot of a recent checkpoint. */
-  async snapshot(pick: number, subtask: number, all: boolean): Promise<void> {
+  /**
+   * Subtask `subtask` (or every subtask, `all`) takes its snapshot of a recent checkpoint. `hold`:
+   * its asynchronous part waits in its I/O until it is acknowledged, told of an abort, or closed, so
+   * abort notices reach snapshots still writing.
+   */
+  async snapshot(pick: number, subtask: number, all: boolean, hold = false): Promise<void> {
     const inst = this.live;
     const s0 = subtask % inst.parallelism;
     const candidates = inst.checkpoints
@@ -208,7 +224,7 @@ export class LifecycleWorld {
     if (candidates.length === 0) return this.note('snapshot: nothing to snapshot');
     const c = candidates[pick % candidates.length];
     for (const s of all ? this.subtasks(inst) : [s0]) {
-      if (this.maySnapshot(inst, c, s)) await this.snapshotOne(inst, c, s);
+      if (this.maySnapshot(inst, c, s)) await this.snapshotOne(inst, c, s, hold);
     }
   }
 
@@ -234,7 +250,7 @@ export class LifecycleWorld {
     const ids = this.live.checkpoints.filter((c) => c.ended !== undefined && c.ended !== 'completed').map((c) => c.id);
     if (ids.length === 0) return this.note('notifyCheckpointAborted: none ended without completing');
     const id = ids[pick % ids.length];
-    for (const s of this.targets(target)) await this.live.keyed[s].notifyCheckpointAborted(id);
+    await this.noticeAbort(this.live, id, this.targets(target));
     this.note(`notifyCheckpointAborted(${id}) to ${this.describeTarget(target)}`);
   }
 
@@ -526,9 +542,34 @@ export class LifecycleWorld {
     return !c.snaps.has(s) && c.id > inst.lastSnapshot[s];
   }
 
-  private async snapshotOne(inst: Instance, c: CheckpointRec, s: number): Promise<void> {
+  /**
+   * notifyCheckpointAborted(id) to `subtasks` of `inst`. A snapshot of `id` still writing may end
+   * cancelled (checked at its acknowledgement); one held in its I/O must. Held gates open once the
+   * notices are sent, so what the cancellation could not interrupt finishes.
+   */
+  private async noticeAbort(inst: Instance, id: number, subtasks: readonly number[]): Promise<void> {
+    const c = inst.checkpoints.find((x) => x.id === id);
+    const notices: Promise<void>[] = [];
+    const opened: GatedStreamFactory[] = [];
+    for (const s of subtasks) {
+      const snap = c?.snaps.get(s);
+      if (snap !== undefined && !snap.acked && !snap.settled) {
+        snap.abortNoticed = true;
+        if (snap.held !== null && !snap.held.gate.isOpen) {
+          snap.mustBeCancelled = true;
+          opened.push(snap.held);
+        }
+      }
+      notices.push(inst.keyed[s].notifyCheckpointAborted(id));
+    }
+    for (const g of opened) g.gate.open();
+    await Promise.all(notices);
+  }
+
+  private async snapshotOne(inst: Instance, c: CheckpointRec, s: number, hold = false): Promise<void> {
     const options = c.view.snapshotOptions(OP, s);
-    const task = await inst.keyed[s].snapshot(c.id, options);
+    const held = hold ? new GatedStreamFactory(options.streams) : null;
+    const task = await inst.keyed[s].snapshot(c.id, held ? { ...options, streams: held } : options);
     task.done.catch(() => undefined); // observed when acknowledged; a crash cancels it
     // Channel state rides along, through the same streams: its file must live and die with the checkpoint.
     const writer = new ChannelStateWriter({
@@ -543,14 +584,43 @@ export class LifecycleWorld {
     channel.catch(() => undefined);
     inst.lastSnapshot[s] = c.id;
     const part = inst === this.live ? partOf(this.model, inst.parallelism, s) : new Map<string, string>();
-    c.snaps.set(s, { task, channel, part, acked: false });
-    this.note(`${inst === this.live ? '' : 'zombie: '}snapshot ${c.id} subtask ${s}`);
+    const snap: SubtaskSnapshot = {
+      task,
+      channel,
+      part,
+      acked: false,
+      held,
+      settled: false,
+      abortNoticed: false,
+      mustBeCancelled: false,
+    };
+    const ended = () => {
+      snap.settled = true;
+    };
+    task.done.then(ended, ended);
+    c.snaps.set(s, snap);
+    this.note(`${inst === this.live ? '' : 'zombie: '}snapshot ${c.id} subtask ${s}${held ? ' (held)' : ''}`);
   }
 
   private async ackOne(inst: Instance, c: CheckpointRec, s: number): Promise<void> {
     const snap = c.snaps.get(s)!;
     const where = `${inst === this.live ? '' : 'zombie: '}ack ${c.id} subtask ${s}`;
-    const handle = await snap.task.done;
+    snap.held?.gate.open();
+    let handle: KeyedStateHandle | null;
+    try {
+      handle = await snap.task.done;
+    } catch (err) {
+      // Only an abort notice that reached it while it was writing may end a snapshot of a live backend.
+      if (!snap.abortNoticed || !isStreamStateError(err, 'SNAPSHOT_CANCELLED')) throw err;
+      snap.acked = true; // a runtime acknowledges nothing for a cancelled snapshot
+      this.stats.cancelledByAbort++;
+      return this.note(`${where}: cancelled by the abort notice, nothing to acknowledge`);
+    }
+    if (snap.mustBeCancelled)
+      this.fail(
+        where,
+        `the snapshot of checkpoint ${c.id} completed although its abort notice came while it was held in its I/O`,
+      );
     const channel = await snap.channel;
     snap.acked = true;
     let outcome: AckOutcome;
@@ -605,7 +675,7 @@ export class LifecycleWorld {
       c.ended = 'declined';
       this.stats.declined++;
       // As docs/RUNTIME.md asks of a runtime: a declined checkpoint is reported aborted to every backend.
-      for (const k of inst.keyed) await k.notifyCheckpointAborted(c.id);
+      await this.noticeAbort(inst, c.id, this.subtasks(inst));
     }
   }
 
@@ -620,6 +690,8 @@ export class LifecycleWorld {
   }
 
   private async closeBackends(inst: Instance): Promise<void> {
+    // Held snapshots go on (close() cancels them); a held upload that cannot be aborted would stall close().
+    for (const c of inst.checkpoints) for (const snap of c.snaps.values()) snap.held?.gate.open();
     for (const k of inst.keyed) await k.close();
   }
 
