@@ -222,10 +222,9 @@ export class BackendHarness {
       // A failed part fails the checkpoint only once every part stopped writing: a sibling still
       // retrying an upload would otherwise land a file after the caller cleaned up (gc, asserts).
       const settled = await Promise.allSettled(parts.map((p) => p.done));
-      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed !== undefined) throw failed.reason;
-      for (const part of parts) {
-        const handle = await part.done;
+      for (const r of settled) if (r.status === 'rejected') throw r.reason;
+      for (const [i, part] of parts.entries()) {
+        const handle = (settled[i] as PromiseFulfilledResult<unknown>).value;
         const { placement } = part;
         parallelism = placement.parallelism;
         if (placement.kind === 'keyed') maxParallelism = placement.maxParallelism;
